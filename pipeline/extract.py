@@ -1,0 +1,380 @@
+"""Extraction as three steps, callable without Airflow (the DAG maps the middle one):
+
+1. :func:`plan` indexes the dataset, fixes the shards and saves ``plan.json`` in the
+   set's staging area;
+2. :func:`extract_shard` runs one shard's images through the ONNX session and writes
+   one Parquet file per layer, atomically, plus a small result record; a shard whose
+   result and files are already there is not recomputed;
+3. :func:`commit` checks every shard and the counts, and publishes the manifest.
+
+:func:`run` does all three in one process, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from features import layout
+from features.manifest import commit as commit_manifest
+from features.schema import shard_table
+from features.storage import atomic_write_json, exists, fs_path, read_json
+from features.writer import write_shard
+from models.export import Artifact, export
+from models.runtime import TapSession, open_session
+from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from pipeline.errors import PipelineError
+from pipeline.images import ImageRejected, decode
+from pipeline.lineage import code_version
+
+MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
+
+
+@dataclass(frozen=True)
+class Plan:
+    data: dict
+
+    @property
+    def plan_id(self) -> str:
+        return self.data["plan_id"]
+
+    @property
+    def set_uri(self) -> str:
+        return self.data["set_uri"]
+
+    @property
+    def shards(self) -> list[dict]:
+        return self.data["shards"]
+
+    @property
+    def artifact(self) -> Artifact:
+        return Artifact(self.data["artifact_uri"], self.data["model_card"])
+
+    @property
+    def index(self) -> DatasetIndex:
+        return DatasetIndex.from_json(self.data["index"])
+
+    def shard_entries(self, index: DatasetIndex, number: int) -> list[Entry]:
+        shard = self.shards[number]
+        in_split = [e for e in index.entries if e.split == shard["split"]]
+        return in_split[shard["start"] : shard["stop"]]
+
+
+def plan(
+    dataset: str,
+    sources: list[str],
+    backbone: str,
+    store: str,
+    models: str,
+    layers: list[str] | None = None,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    shard_size: int = 2500,
+    batch_size: int = 64,
+    weights: str | None = None,
+    random_weights: bool = False,
+    cache_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Plan:
+    """Export (or reuse) the backbone, index the dataset and fix the shards."""
+    artifact = export(backbone, models, weights=weights, random_weights=random_weights, log=log)
+    known = list(artifact.card["layers"])
+    layers = layers or known
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise PipelineError(f"unknown layer(s) {', '.join(unknown)} for {backbone}; it has {', '.join(known)}")
+    started = time.perf_counter()
+    index = build_index(dataset, sources, splits=splits, limit=limit, cache_dir=cache_dir)
+    log(f"indexed {len(index.entries)} images of {dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
+    shards = []
+    for split in index.splits():
+        count = sum(1 for e in index.entries if e.split == split)
+        for start in range(0, count, shard_size):
+            shards.append({"shard": len(shards), "split": split, "start": start, "stop": min(start + shard_size, count)})
+    identity = {
+        "version": artifact.version,
+        "layers": layers,
+        "sources": [s.checksum for s in index.sources],
+        "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
+        "shards": shards,
+    }
+    plan_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    set_uri = layout.set_uri(store, dataset, artifact.version)
+    data = {
+        "plan_id": plan_id,
+        "dataset": dataset,
+        "backbone": backbone,
+        "backbone_version": artifact.version,
+        "artifact_uri": artifact.uri,
+        "model_card": artifact.card,
+        "set_uri": set_uri,
+        "layers": layers,
+        "splits": index.splits(),
+        "limit": limit,
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "cache_dir": cache_dir,
+        "shards": shards,
+        "index": index.to_json(),
+    }
+    atomic_write_json(f"{layout.staging_uri(set_uri, plan_id)}/plan.json", data)
+    return Plan(data)
+
+
+def load_plan(set_uri: str, plan_id: str) -> Plan:
+    return Plan(read_json(f"{layout.staging_uri(set_uri, plan_id)}/plan.json"))
+
+
+def _result_uri(p: Plan, number: int) -> str:
+    return f"{layout.staging_uri(p.set_uri, p.plan_id)}/shards/{number:05d}.json"
+
+
+def _result_complete(p: Plan, result: dict) -> bool:
+    fs, _ = fs_path(p.set_uri)
+    for info in result["files"].values():
+        _, path = fs_path(f"{p.set_uri}/{info['path']}")
+        if not fs.exists(path) or fs.size(path) != info["bytes"]:
+            return False
+    return True
+
+
+def shard_done(p: Plan, number: int) -> dict | None:
+    uri = _result_uri(p, number)
+    if not exists(uri):
+        return None
+    result = read_json(uri)
+    return result if _result_complete(p, result) else None
+
+
+def _decoded(index: DatasetIndex, entries: list[Entry], input_size: int, cache_dir: str | None, depth: int = 512) -> Iterator:
+    """Read and decode on a background thread, so that onnxruntime is never idle
+    waiting for the next batch; the bounded queue caps memory."""
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for position, (entry, payload) in enumerate(_ordered(index, entries, cache_dir)):
+                try:
+                    out.put((position, entry, decode(payload, input_size), None))
+                except ImageRejected as exc:
+                    out.put((position, entry, None, str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the consumer
+            out.put(exc)
+        out.put(done)
+
+    thread = threading.Thread(target=work, daemon=True, name="tlfs-decode")
+    thread.start()
+    while (item := out.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
+
+
+def _ordered(index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
+    return iter_payloads(index, entries, cache_dir)
+
+
+def extract_shard(
+    p: Plan,
+    number: int,
+    session: TapSession | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    index: DatasetIndex | None = None,
+) -> dict:
+    """Extract shard ``number`` of plan ``p``; returns its result record."""
+    if not 0 <= number < len(p.shards):
+        raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
+    done = shard_done(p, number)
+    if done is not None:
+        if progress:
+            progress(done["read"])
+        return {**done, "skipped": True}
+    index = index or p.index
+    entries = p.shard_entries(index, number)
+    session = session or open_session(p.artifact, p.data["layers"], device=device, threads=threads)
+    size = p.data["model_card"]["preprocessing"]["input_size"]
+    batch_size = p.data["batch_size"]
+    started = time.perf_counter()
+
+    outputs: dict[str, list[np.ndarray]] = defaultdict(list)
+    positions: list[np.ndarray] = []
+    rejects: list[dict] = []
+    buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+
+    def flush(shape: tuple) -> None:
+        items = buckets.pop(shape)
+        batch = np.stack([image for _, image in items])
+        for layer, values in session.run(batch).items():
+            outputs[layer].append(values.astype(np.float16))
+        positions.append(np.array([pos for pos, _ in items]))
+        if progress:
+            progress(len(items))
+
+    for position, entry, image, reason in _decoded(index, entries, size, p.data.get("cache_dir")):
+        if image is None:
+            rejects.append({"image_id": entry.image_id, "source": index.sources[entry.source].uri, "reason": reason})
+            if progress:
+                progress(1)
+            continue
+        bucket = buckets.setdefault(image.shape, [])
+        bucket.append((position, image))
+        if len(bucket) >= batch_size:
+            flush(image.shape)
+        elif len(buckets) > MAX_OPEN_BUCKETS:
+            flush(max(buckets, key=lambda k: len(buckets[k])))
+    for shape in list(buckets):
+        flush(shape)
+
+    order = np.argsort(np.concatenate(positions)) if positions else np.zeros(0, int)
+    kept = [entries[i] for i in (np.concatenate(positions)[order] if positions else [])]
+    ids = [e.image_id for e in kept]
+    labels = np.array([index.label_of(e.label_name) for e in kept], dtype=np.int16)
+    names = [e.label_name for e in kept]
+    split = p.shards[number]["split"]
+    files = {}
+    for layer in p.data["layers"]:
+        dim = p.data["model_card"]["layers"][layer]
+        matrix = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
+        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, number)
+        written = write_shard(uri, shard_table(ids, labels, names, matrix))
+        files[layer] = {"path": uri[len(p.set_uri) + 1 :], "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256}
+    result = {
+        "shard": number,
+        "split": split,
+        "read": len(entries),
+        "written": len(ids),
+        "rejected": len(rejects),
+        "rejects": rejects,
+        "files": files,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    atomic_write_json(_result_uri(p, number), result)
+    return result
+
+
+def commit(p: Plan, log: Callable[[str], None] = print) -> dict:
+    """Check every shard's files and counts, then publish the manifest."""
+    results = []
+    for number in range(len(p.shards)):
+        result = shard_done(p, number)
+        if result is None:
+            raise PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted (or its files are damaged)")
+        results.append(result)
+    index = p.index
+    counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.data["splits"]}
+    rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in index.rejects]
+    for r in index.rejects:  # refused while indexing: read, and rejected
+        split = r.image_id.split("/")[0]
+        if split in counts:
+            counts[split]["read"] += 1
+            counts[split]["rejected"] += 1
+    shards = []
+    for result in results:
+        c = counts[result["split"]]
+        c["read"] += result["read"]
+        c["written"] += result["written"]
+        c["rejected"] += result["rejected"]
+        rejects.extend(result["rejects"])
+        for layer, info in result["files"].items():
+            shards.append({"layer": layer, "split": result["split"], "shard": result["shard"], **info})
+    card = p.data["model_card"]
+    manifest = {
+        "dataset": p.data["dataset"],
+        "backbone": p.data["backbone"],
+        "backbone_version": p.data["backbone_version"],
+        "plan_id": p.plan_id,
+        "layers": {layer: card["layers"][layer] for layer in p.data["layers"]},
+        "splits": p.data["splits"],
+        "classes": index.classes,
+        "rows": sum(c["written"] for c in counts.values()),
+        "counts": counts,
+        "shards": shards,
+        "rejects": rejects,
+        "lineage": {
+            "onnx_sha256": card["onnx_sha256"],
+            "model_uri": p.data["artifact_uri"],
+            "weights": card["weights"],
+            "parent": card.get("parent"),
+            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in index.sources],
+            "limit": p.data["limit"],
+            "preprocessing": {
+                **card["preprocessing"],
+                "decode": "Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
+                "resized on CPU with Pillow's antialiased bilinear to input_size x input_size",
+                "feature_dtype": "float16",
+            },
+            "code": code_version(),
+        },
+    }
+    committed = commit_manifest(p.set_uri, manifest)
+    log(f"committed {p.set_uri}: {committed['rows']} rows, {len(shards)} shard files, {len(rejects)} rejected")
+    return committed
+
+
+def run(
+    dataset: str,
+    sources: list[str],
+    backbone: str,
+    store: str,
+    models: str,
+    layers: list[str] | None = None,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    shard_size: int = 2500,
+    threads: int | None = None,
+    weights: str | None = None,
+    random_weights: bool = False,
+    cache_dir: str | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Plan, extract every shard, commit; returns a summary with timings."""
+    started = time.perf_counter()
+    p = plan(dataset, sources, backbone, store, models, layers, splits, limit, shard_size, batch_size,
+             weights, random_weights, cache_dir, log)
+    planned = time.perf_counter()
+    session = open_session(p.artifact, p.data["layers"], device=device, threads=threads)
+    index = p.index
+    total = sum(s["stop"] - s["start"] for s in p.shards)
+    from tqdm import tqdm
+
+    bytes_written = 0
+    skipped = 0
+    with tqdm(total=total, unit="img", desc=f"extract {dataset}", disable=not show_progress, mininterval=1.0) as bar:
+        for shard in p.shards:
+            result = extract_shard(p, shard["shard"], session=session, progress=bar.update, index=index)
+            skipped += bool(result.get("skipped"))
+            bytes_written += sum(f["bytes"] for f in result["files"].values())
+    extracted = time.perf_counter()
+    manifest = commit(p, log=log)
+    finished = time.perf_counter()
+    extract_seconds = extracted - planned
+    return {
+        "set_uri": p.set_uri,
+        "backbone_version": p.data["backbone_version"],
+        "rows": manifest["rows"],
+        "counts": manifest["counts"],
+        "rejected": len(manifest["rejects"]),
+        "shards": len(p.shards),
+        "shards_skipped": skipped,
+        "plan_seconds": round(planned - started, 2),
+        "extract_seconds": round(extract_seconds, 2),
+        "commit_seconds": round(finished - extracted, 2),
+        "images_per_second": round(total / extract_seconds, 1) if extract_seconds > 0 else None,
+        "parquet_bytes": bytes_written,
+        "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
+    }

@@ -1,0 +1,180 @@
+"""Fitting heads on a committed feature set: ``fit`` (one head, one layer or a
+concatenation) and ``sweep`` (softmax on every layer: which layer transfers best)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import features
+from features import layout
+from features.storage import fs_path
+from models import heads
+from pipeline.errors import PipelineError
+
+VALIDATION_FRACTION = 0.1
+
+
+def load_layers(dataset: str, backbone: str, layers: list[str], split: str, store: str):
+    """Concatenated features of ``layers``; rows aligned by image id."""
+    blocks, y, ids = [], None, None
+    for layer in layers:
+        X, y_layer, ids_layer = features.load_matrix(dataset, backbone, layer, split, store)
+        if ids is not None and not np.array_equal(ids, ids_layer):
+            raise PipelineError(f"layers {layers[0]} and {layer} hold different rows for split {split}")
+        blocks.append(X)
+        y, ids = y_layer, ids_layer
+    return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), y, ids
+
+
+def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    return train_test_split(index, test_size=VALIDATION_FRACTION, random_state=seed, stratify=stratify)
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    totals = matrix.sum(axis=1)
+    per_class = {name: (float(matrix[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(classes)}
+    return {
+        "test_accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "classes": classes,
+    }
+
+
+def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.6 + 0.6 * len(classes)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    top = m.max() or 1
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color="white" if m[i, j] > top / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _publish(local_files: list[Path], target_uri: str) -> None:
+    fs, root = fs_path(target_uri)
+    fs.makedirs(root, exist_ok=True)
+    for f in local_files:
+        fs.put_file(str(f), f"{root}/{f.name}")
+
+
+def fit(dataset: str, backbone: str, layers: list[str], head: str = "softmax", store: str | None = None, log: Callable = print) -> dict:
+    store = features.resolve_store(store)
+    set_uri, manifest = features.find_set(dataset, backbone, store)
+    if "train" not in manifest["splits"] or "test" not in manifest["splits"]:
+        raise PipelineError(f"{set_uri} needs a train and a test split to fit a head; it has {', '.join(manifest['splits'])}")
+    classes = manifest["classes"]
+    X, y, _ = load_layers(dataset, manifest["backbone_version"], layers, "train", store)
+    Xt, yt, _ = load_layers(dataset, manifest["backbone_version"], layers, "test", store)
+    fit_idx, val_idx = validation_split(y)
+    log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims): {len(fit_idx)} train, {len(val_idx)} validation, {len(yt)} test")
+    fitted, seconds = heads.fit(head, X[fit_idx], y[fit_idx], X[val_idx], y[val_idx], len(classes), log=log)
+    result = {
+        "dataset": dataset,
+        "backbone_version": manifest["backbone_version"],
+        "head": head,
+        "layers": layers,
+        "dims": int(X.shape[1]),
+        "n_train": int(len(fit_idx)),
+        "n_validation": int(len(val_idx)),
+        "n_test": int(len(yt)),
+        "validation_accuracy": fitted.val_accuracy,
+        "params": fitted.params,
+        "fit_seconds": round(seconds, 2),
+        **metrics(yt, fitted.predict(Xt), classes),
+    }
+    name = f"{head}-{'+'.join(layers)}"
+    target = f"{layout.heads_uri(set_uri)}/{name}"
+    with tempfile.TemporaryDirectory(prefix="tlfs-head-") as tmp:
+        folder = Path(tmp)
+        files = fitted.save(folder)
+        files.append(heads.write_json(folder / "metrics.json", result))
+        files.append(confusion_png(folder / "confusion.png", result["confusion_matrix"], classes,
+                                   f"{head} on {'+'.join(layers)}: test accuracy {result['test_accuracy']:.3f}"))
+        _publish(files, target)
+    result["saved_to"] = target
+    return result
+
+
+def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(accuracies)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.6))
+    bars = ax.bar(range(len(names)), [accuracies[n] * 100 for n in names], color="#4C72B0")
+    ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    for bar, n in zip(bars, names):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{accuracies[n] * 100:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+    """Softmax on every stored layer, shallow to deep."""
+    store = features.resolve_store(store)
+    set_uri, manifest = features.find_set(dataset, backbone, store)
+    accuracies: dict[str, float] = {}
+    for layer in manifest["layers"]:
+        result = fit(dataset, manifest["backbone_version"], [layer], "softmax", store, log=log)
+        accuracies[layer] = result["test_accuracy"]
+        log(f"{layer:>12}  {manifest['layers'][layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")
+    best = max(accuracies, key=accuracies.get)
+    summary = {
+        "dataset": dataset,
+        "backbone_version": manifest["backbone_version"],
+        "head": "softmax",
+        "layers": accuracies,
+        "dims": manifest["layers"],
+        "best_layer": best,
+        "test_accuracy": accuracies[best],
+    }
+    with tempfile.TemporaryDirectory(prefix="tlfs-sweep-") as tmp:
+        folder = Path(tmp)
+        files = [
+            heads.write_json(folder / "sweep.json", summary),
+            sweep_png(folder / "sweep.png", accuracies, manifest["layers"], f"{dataset}: softmax per layer ({manifest['backbone_version']})"),
+        ]
+        _publish(files, layout.heads_uri(set_uri))
+    summary["saved_to"] = layout.heads_uri(set_uri)
+    return summary
+
+
+def read_json_uri(uri: str) -> dict:
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())

@@ -1,0 +1,22 @@
+"""What produced a feature set: code version and environment, for the manifest."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+
+def code_version() -> dict:
+    try:
+        package = metadata.version("tlfs")
+    except metadata.PackageNotFoundError:
+        package = "unknown"
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": package, "git_commit": commit}
