@@ -62,7 +62,8 @@ def commit(set_root: str, manifest: dict) -> dict:
 
 def collect_garbage(set_root: str, manifest: dict) -> list[str]:
     """Remove shard files not listed by the committed manifest (older plans), and the
-    staging area of the committed plan."""
+    staging areas of other plans. The committed plan's staging records stay: they let
+    a re-run of the same plan skip its finished shards."""
     fs, root = fs_path(set_root)
     keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
     removed = []
@@ -70,7 +71,8 @@ def collect_garbage(set_root: str, manifest: dict) -> list[str]:
         if path not in keep:
             fs.rm(path)
             removed.append(path)
-    staging = f"{root}/{layout.STAGING}/{manifest['plan_id']}"
-    if fs.exists(staging):
-        fs.rm(staging, recursive=True)
+    for staging in fs.glob(f"{root}/{layout.STAGING}/*"):
+        if staging.rsplit("/", 1)[-1] != manifest["plan_id"]:
+            fs.rm(staging, recursive=True)
+            removed.append(staging)
     return removed

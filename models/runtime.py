@@ -64,9 +64,33 @@ def _sha256(path: Path) -> str:
 
 
 def cuda_available() -> bool:
+    """Whether a CUDA session really starts here. onnxruntime-gpu lists its CUDA provider
+    even on machines without a GPU, so a one-node model is opened to find out."""
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - no CUDA libraries: no CUDA
+            return False
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the probe's failure is the answer, not an error to print
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CUDAExecutionProvider"])
+    except Exception:  # noqa: BLE001
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
 
 
 def open_session(artifact: Artifact, layers: list[str] | None = None, device: str = "cpu", threads: int | None = None) -> TapSession:
@@ -82,12 +106,10 @@ def open_session(artifact: Artifact, layers: list[str] | None = None, device: st
     if threads:
         options.intra_op_num_threads = threads
     if device == "cuda":
-        if hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()
         if not cuda_available():
             raise ModelError(
                 "--device cuda was asked for but onnxruntime has no CUDA execution provider here "
-                f"(available: {', '.join(ort.get_available_providers())})"
+                "(no GPU, driver or CUDA libraries); refusing to fall back to the CPU"
             )
         providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"})]
     elif device == "cpu":

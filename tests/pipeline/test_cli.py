@@ -1,0 +1,47 @@
+"""The command-line contract, through the installed ``tlfs`` entry point."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import folder_images, write_tar
+
+
+def tlfs(*args, env=None, check=True):
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=full_env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tlfs {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "ls", "describe"])
+def test_every_command_has_help(command):
+    assert "usage: tlfs " + command in tlfs(command, "--help").stdout
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path):
+    proc = tlfs("extract", "--dataset", "guitars", "--backbone", "efficientnet_lite0", "--store", str(tmp_path), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["tlfs extract: error: dataset 'guitars' needs --source URI (only cifar10 has a default source)"]
+    proc = tlfs("describe", "--dataset", "x", "--backbone", "resnet50", "--store", str(tmp_path), check=False)
+    assert proc.returncode == 1 and "no committed feature set" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):
+    source = write_tar(tmp_path / "colors.tar.gz", folder_images(per_class=5))
+    env = {"TLFS_STORE": str(tmp_path / "store"), "TLFS_MODELS": models_root}
+    out = tlfs("extract", "--dataset", "colors", "--source", str(source), "--backbone", "efficientnet_lite0",
+               "--layers", "block15,head", "--no-progress", env=env)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == 30 and summary["images_per_second"] > 0
+    assert "colors" in tlfs("ls", env=env).stdout
+    described = tlfs("describe", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout
+    assert "read 15  written 15  rejected 0" in described
+    fitted = json.loads(tlfs("fit", "--dataset", "colors", "--backbone", "efficientnet_lite0", "--layer", "head", env=env).stdout.strip().splitlines()[-1])
+    assert fitted["test_accuracy"] >= 0.9
+    swept = json.loads(tlfs("sweep", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout.strip().splitlines()[-1])
+    assert set(swept["layers"]) == {"block15", "head"} and swept["best_layer"] in swept["layers"]

@@ -1,0 +1,36 @@
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.datasets import CIFAR10_URL
+from pipeline.errors import PipelineError
+
+
+def test_defaults():
+    s = load_settings(environ={})
+    assert s.cifar10_source == (CIFAR10_URL,) and s.batch_size == 64 and s.device == "cpu"
+
+
+def test_environment_then_explicit_values_win(tmp_path):
+    config = tmp_path / "tlfs.yaml"
+    config.write_text("store: /from/yaml\nbatch_size: 32\n")
+    env = {"TLFS_CONFIG": str(config), "TLFS_STORE": "s3://bucket/store", "TLFS_CIFAR10_SOURCE": "a.tar.gz, b.tar.gz"}
+    s = load_settings(environ=env, batch_size=16)
+    assert s.store == "s3://bucket/store" and s.batch_size == 16
+    assert s.cifar10_source == ("a.tar.gz", "b.tar.gz")
+    assert load_settings(environ={"TLFS_CONFIG": str(config)}).store == "/from/yaml"
+
+
+def test_bad_values_are_clear_errors(tmp_path):
+    with pytest.raises(PipelineError, match="batch_size must be a whole number"):
+        load_settings(environ={"TLFS_BATCH_SIZE": "many"})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("colour: blue\n")
+    with pytest.raises(PipelineError, match="unknown setting"):
+        load_settings(environ={"TLFS_CONFIG": str(bad)})
+
+
+def test_only_cifar10_has_a_default_source():
+    s = load_settings(environ={})
+    assert s.sources_for("cifar10", None) == [CIFAR10_URL]
+    with pytest.raises(PipelineError, match="needs --source"):
+        s.sources_for("guitars", None)

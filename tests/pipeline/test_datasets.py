@@ -1,0 +1,146 @@
+import hashlib
+import io
+import pickle
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pipeline.datasets import build_index, iter_payloads
+from pipeline.errors import SourceError
+from tests.conftest import folder_images, write_tar, write_tree, write_zip
+
+
+def ids(index):
+    return sorted(e.image_id for e in index.entries)
+
+
+@pytest.mark.parametrize("kind", ["dir", "tar", "tar.gz", "zip"])
+def test_image_folder_in_every_container_gives_the_same_index(tmp_path, kind):
+    files = folder_images()
+    if kind == "dir":
+        uri = write_tree(tmp_path / "d", files)
+    elif kind == "zip":
+        uri = write_zip(tmp_path / "d.zip", files)
+    else:
+        uri = write_tar(tmp_path / f"d.{kind}", files, "w" if kind == "tar" else "w:gz")
+    index = build_index("colors", [str(uri)])
+    assert ids(index) == sorted(files)
+    assert index.classes == ["blue", "green", "red"] and index.splits() == ["test", "train"]
+    payloads = dict((e.image_id, p) for e, p in iter_payloads(index, index.entries))
+    assert payloads == files
+
+
+def test_several_sources_merge_and_duplicates_are_refused(tmp_path):
+    files = folder_images()
+    train = write_tar(tmp_path / "train.tar.gz", {k: v for k, v in files.items() if k.startswith("train/")})
+    test = write_zip(tmp_path / "test.zip", {k: v for k, v in files.items() if k.startswith("test/")})
+    merged = build_index("colors", [str(train), str(test)])
+    assert ids(merged) == sorted(files) and len(merged.sources) == 2
+    with pytest.raises(SourceError, match="is in two sources"):
+        build_index("colors", [str(train), str(train)])
+
+
+def test_non_image_files_and_other_depths_are_not_images(tmp_path):
+    files = {**folder_images(), "README.txt": b"hi", "train/red/notes.txt": b"x", "train/red/deep/x.png": b"x"}
+    index = build_index("colors", [str(write_tree(tmp_path / "d", files))])
+    assert len(index.entries) == 24
+
+
+def test_limit_is_class_balanced_deterministic_and_order_independent(tmp_path):
+    files = folder_images(per_class=10)
+    a = build_index("colors", [str(write_tree(tmp_path / "a", files))], limit=7)
+    reordered = dict(reversed(list(files.items())))
+    b = build_index("colors", [str(write_tar(tmp_path / "b.tar", reordered, "w"))], limit=7)
+    assert ids(a) == ids(b)
+    per = Counter((e.split, e.label_name) for e in a.entries)
+    assert sorted(per.values()) == [2, 2, 2, 2, 3, 3]  # 7 = 3 + 2 + 2 per split
+    assert Counter(e.split for e in a.entries) == {"train": 7, "test": 7}
+
+
+def test_splits_filter_and_unknown_split(tmp_path):
+    root = str(write_tree(tmp_path / "d", folder_images()))
+    assert build_index("colors", [root], splits=["test"]).splits() == ["test"]
+    with pytest.raises(SourceError, match="has no split val"):
+        build_index("colors", [root], splits=["val"])
+
+
+def test_missing_or_wrong_sources_are_clear_errors(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        build_index("x", [str(tmp_path / "nope.tar.gz")])
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"this is not gzip")
+    with pytest.raises(SourceError, match="bad.tar.gz: cannot read"):
+        build_index("x", [str(bad)])
+    other = tmp_path / "x.rar"
+    other.write_bytes(b"")
+    with pytest.raises(SourceError, match="not a directory"):
+        build_index("x", [str(other)])
+    with pytest.raises(SourceError, match="no images found"):
+        build_index("x", [str(write_tree(tmp_path / "empty", {"a.txt": b""}))])
+
+
+def test_expected_checksum_in_the_uri_is_verified(tmp_path):
+    path = write_tar(tmp_path / "d.tar.gz", folder_images())
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert build_index("c", [f"{path}#sha256={sha}"]).sources[0].checksum["sha256"] == sha
+    with pytest.raises(SourceError, match="does not match"):
+        build_index("c", [f"{path}#sha256={'0' * 64}"])
+
+
+def test_unsafe_archive_paths_are_rejected_not_read(tmp_path):
+    files = {**folder_images(), "../train/red/evil.png": b"x", "/train/red/abs.png": b"x"}
+    index = build_index("c", [str(write_tar(tmp_path / "d.tar", files, "w"))])
+    reasons = {r.image_id: r.reason for r in index.rejects}
+    assert all("unsafe archive path" in r for r in reasons.values()) and len(reasons) == 2
+    assert "train/red/evil.png" not in {e.image_id for e in index.entries}
+
+
+# ---------------------------------------------------------------- CIFAR-10 python format
+
+
+def cifar_tarball(path, per_batch: int = 6, extra_pickle=None):
+    rng = np.random.default_rng(0)
+    names = [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]
+    members = {"cifar-10-batches-py/batches.meta": pickle.dumps({b"label_names": names})}
+    for batch in ["data_batch_1", "data_batch_2", "test_batch"]:
+        labels = [i % 10 for i in range(per_batch)]
+        members[f"cifar-10-batches-py/{batch}"] = pickle.dumps({
+            b"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+            b"labels": labels,
+            b"filenames": [f"{batch}_{i}.png".encode() for i in range(per_batch)],
+        })
+    if extra_pickle is not None:
+        members["cifar-10-batches-py/data_batch_3"] = extra_pickle
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_cifar_python_tarball_is_read_after_its_checksum(tmp_path):
+    path, md5 = cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    index = build_index("cifar10", [f"{path}#md5={md5}"])
+    assert index.sources[0].format == "cifar10-python"
+    assert index.classes[0] == "airplane" and Counter(e.split for e in index.entries) == {"train": 12, "test": 6}
+    images = [p for _, p in iter_payloads(index, index.entries)]
+    assert all(isinstance(p, np.ndarray) and p.shape == (32, 32, 3) for p in images)
+
+
+def test_cifar_tarball_with_unofficial_checksum_is_not_unpickled(tmp_path):
+    path, _ = cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(SourceError, match="not the official"):
+        build_index("cifar10", [str(path)])
+
+
+def test_cifar_batch_with_code_in_its_pickle_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path, md5 = cifar_tarball(tmp_path / "c.tar.gz", extra_pickle=pickle.dumps({b"x": Evil()}))
+    with pytest.raises(Exception, match="forbidden global"):
+        build_index("cifar10", [f"{path}#md5={md5}"])

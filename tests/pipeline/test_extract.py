@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import features
+from pipeline import extract
+from pipeline.errors import PipelineError
+from tests.conftest import folder_images, write_tree
+
+
+def run(tmp_path, source, lite0_models, **kw):
+    return extract.run("colors", [str(source)], "efficientnet_lite0", str(tmp_path / "store"), lite0_models,
+                       show_progress=False, log=lambda *_: None, **{"shard_size": 5, "batch_size": 4, **kw})
+
+
+def test_extraction_commits_every_layer_and_split_and_loads_in_pandas(tmp_path, folder_dataset, lite0, models_root):
+    summary = run(tmp_path, folder_dataset, models_root)
+    assert summary["rows"] == 24 and summary["rejected"] == 0
+    assert summary["counts"] == {"test": {"read": 12, "written": 12, "rejected": 0}, "train": {"read": 12, "written": 12, "rejected": 0}}
+    store = str(tmp_path / "store")
+    frame = features.load("colors", "efficientnet_lite0", "head", "train", store)
+    assert list(frame.columns) == ["image_id", "label", "label_name", "split", "features"]
+    assert len(frame) == 12 and frame["features"].iloc[0].shape == (1280,)
+    assert (frame["label_name"].map(["blue", "green", "red"].index) == frame["label"]).all()
+    X, y, ids = features.load_matrix("colors", "efficientnet_lite0", "block2", "test", store)
+    assert X.shape == (12, 24) and X.dtype == np.float32 and len(set(ids)) == 12
+    plain = pd.read_parquet(f"{summary['set_uri']}/layer=block7")  # no tlfs code involved
+    assert len(plain) == 24 and set(plain["split"].astype(str)) == {"train", "test"}
+
+
+def test_features_do_not_depend_on_batch_or_shard_size(tmp_path, folder_dataset, lite0, models_root):
+    a = run(tmp_path / "a", folder_dataset, models_root, shard_size=100, batch_size=24)
+    b = run(tmp_path / "b", folder_dataset, models_root, shard_size=3, batch_size=2)
+    Xa, _, ia = features.load_matrix("colors", a["backbone_version"], "head", "train", str(tmp_path / "a" / "store"))
+    Xb, _, ib = features.load_matrix("colors", b["backbone_version"], "head", "train", str(tmp_path / "b" / "store"))
+    order_a, order_b = np.argsort(ia), np.argsort(ib)
+    assert list(ia[order_a]) == list(ib[order_b])
+    np.testing.assert_allclose(Xa[order_a], Xb[order_b], atol=2e-3, rtol=1e-2)
+
+
+def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
+    files = folder_images()
+    files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"
+    files["train/red/empty.jpg"] = b""
+    files["test/blue/odd.jpg"] = b"<html>not an image</html>"
+    summary = run(tmp_path, write_tree(tmp_path / "d", files), models_root)
+    assert summary["counts"]["train"] == {"read": 14, "written": 12, "rejected": 2}
+    assert summary["counts"]["test"] == {"read": 13, "written": 12, "rejected": 1}
+    manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    reasons = {r["image_id"]: r["reason"] for r in manifest["rejects"]}
+    assert reasons["train/red/empty.jpg"] == "empty file (0 bytes)"
+    assert "corrupt" in reasons["train/red/broken.png"] and "not a recognised" in reasons["test/blue/odd.jpg"]
+
+
+def test_mixed_image_sizes_are_batched_by_size(tmp_path, lite0, models_root):
+    from tests.conftest import png_bytes
+
+    files = folder_images(per_class=2)
+    files["train/red/big.png"] = png_bytes((200, 10, 10), size=(300, 260))
+    files["train/red/tall.png"] = png_bytes((200, 10, 10), size=(20, 50))
+    summary = run(tmp_path, write_tree(tmp_path / "d", files), models_root)
+    assert summary["counts"]["train"]["written"] == 8
+
+
+def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_dataset, lite0, models_root):
+    first = run(tmp_path, folder_dataset, models_root)
+    manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    second = run(tmp_path, folder_dataset, models_root)
+    assert first["shards_skipped"] == 0 and second["shards_skipped"] == second["shards"] == first["shards"]
+    again = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
+def test_a_new_plan_replaces_the_old_files_after_commit(tmp_path, lite0, models_root):
+    source = write_tree(tmp_path / "d", folder_images(per_class=6))
+    run(tmp_path, source, models_root)
+    run(tmp_path, source, models_root, limit=3)
+    manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    assert manifest["rows"] == 6
+    on_disk = list((tmp_path / "store").rglob("part-*.parquet"))
+    assert len(on_disk) == len(manifest["shards"])
+
+
+def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_root):
+    p = extract.plan("colors", [str(folder_dataset)], "efficientnet_lite0", str(tmp_path / "store"), models_root,
+                     shard_size=5, log=lambda *_: None)
+    extract.extract_shard(p, 0)
+    with pytest.raises(PipelineError, match="shard 1 is not extracted"):
+        extract.commit(p, log=lambda *_: None)
+    with pytest.raises(features.NotCommitted):
+        features.load("colors", "efficientnet_lite0", "head", "train", str(tmp_path / "store"))
+
+
+def test_unknown_layer_is_refused_before_any_work(tmp_path, folder_dataset, lite0, models_root):
+    with pytest.raises(PipelineError, match="unknown layer"):
+        run(tmp_path, folder_dataset, models_root, layers=["block99"])
+
+
+def test_manifest_records_lineage(tmp_path, folder_dataset, lite0, models_root):
+    run(tmp_path, folder_dataset, models_root, layers=["block2", "head"], splits=["train"])
+    m = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    assert m["layers"] == {"block2": 24, "head": 1280} and m["splits"] == ["train"]
+    assert m["lineage"]["onnx_sha256"] == lite0.card["onnx_sha256"]
+    assert m["lineage"]["sources"][0]["checksum"]["listing_sha256"]
+    assert m["lineage"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert "git_commit" in m["lineage"]["code"]
+    json.dumps(m)

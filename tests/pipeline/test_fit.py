@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from pipeline import extract
+from pipeline.errors import PipelineError
+from pipeline.fit import fit, sweep
+from tests.conftest import folder_images, write_tree
+
+
+@pytest.fixture
+def colors_store(tmp_path, lite0, models_root):
+    source = write_tree(tmp_path / "d", folder_images(per_class=8))
+    store = str(tmp_path / "store")
+    extract.run("colors", [str(source)], "efficientnet_lite0", store, models_root, shard_size=50,
+                show_progress=False, log=lambda *_: None)
+    return store
+
+
+def test_fit_saves_head_metrics_and_confusion_plot(colors_store, tmp_path):
+    result = fit("colors", "efficientnet_lite0", ["head"], "softmax", colors_store, log=lambda *_: None)
+    assert result["test_accuracy"] >= 0.9  # three flat colours: trivially separable
+    folder = tmp_path / "store" / "colors" / result["backbone_version"] / "_heads" / "softmax-head"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == {"blue", "green", "red"}
+    assert len(metrics["confusion_matrix"]) == 3 and (folder / "confusion.png").stat().st_size > 1000
+    assert (folder / "softmax.npz").exists()
+
+
+def test_fit_on_concatenated_layers(colors_store):
+    result = fit("colors", "efficientnet_lite0", ["block2", "block15"], "softmax", colors_store, log=lambda *_: None)
+    assert result["dims"] == 24 + 320
+
+
+def test_sweep_reports_every_layer_and_the_best(colors_store, tmp_path):
+    summary = sweep("colors", "efficientnet_lite0", colors_store, log=lambda *_: None)
+    assert list(summary["layers"]) == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
+    assert summary["layers"][summary["best_layer"]] == max(summary["layers"].values())
+    saved = tmp_path / "store" / "colors" / summary["backbone_version"] / "_heads"
+    assert (saved / "sweep.json").exists() and (saved / "sweep.png").exists()
+
+
+def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
+    source = write_tree(tmp_path / "d", folder_images(splits=("train",)))
+    extract.run("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
+    with pytest.raises(PipelineError, match="needs a train and a test split"):
+        fit("c", "efficientnet_lite0", ["head"], "softmax", str(tmp_path / "s"))
