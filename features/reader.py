@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 
 from features import layout
 from features.errors import NotCommitted, StoreError
-from features.manifest import read_manifest
 from features.schema import features_matrix
 from features.storage import fs_path, read_json
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models.errors import ModelError, WeightsUnavailable
+from models.names import BACKBONES
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ REGISTRY: dict[str, BackboneSpec] = {
         ),
     )
 }
+
+
+assert tuple(REGISTRY) == BACKBONES, "models/names.py lists the registry's backbones"
 
 
 def get_spec(name: str) -> BackboneSpec:

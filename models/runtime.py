@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
+from models.backbones import file_sha256
 from models.errors import ModelError
 from models.export import Artifact
 
@@ -47,7 +47,7 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None) -> Path:
             tmp.replace(local)
     if not local.exists():
         raise ModelError(f"ONNX file {artifact.onnx_uri} is missing")
-    actual = _sha256(local)
+    actual = file_sha256(local)
     if actual != expected:
         raise ModelError(
             f"ONNX file {artifact.onnx_uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
@@ -55,12 +55,14 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None) -> Path:
     return local
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
+    """The chosen tap layers (all when none are given), each one the artifact has."""
+    known = list(artifact.card["layers"])
+    layers = layers or known
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise ModelError(f"unknown layer(s) {', '.join(unknown)} for {artifact.version}; known: {', '.join(known)}")
+    return layers
 
 
 def cuda_available() -> bool:
@@ -70,7 +72,6 @@ def cuda_available() -> bool:
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -96,11 +97,7 @@ def cuda_available() -> bool:
 def open_session(artifact: Artifact, layers: list[str] | None = None, device: str = "cpu", threads: int | None = None) -> TapSession:
     import onnxruntime as ort
 
-    known = list(artifact.card["layers"])
-    layers = layers or known
-    unknown = [name for name in layers if name not in known]
-    if unknown:
-        raise ModelError(f"unknown layer(s) {', '.join(unknown)} for {artifact.version}; known: {', '.join(known)}")
+    layers = check_layers(artifact, layers)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

@@ -29,7 +29,7 @@ from features.schema import shard_table
 from features.storage import atomic_write_json, exists, fs_path, read_json
 from features.writer import write_shard
 from models.export import Artifact, export
-from models.runtime import TapSession, open_session
+from models.runtime import TapSession, check_layers, open_session
 from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
 from pipeline.errors import PipelineError
 from pipeline.images import ImageRejected, decode
@@ -86,11 +86,7 @@ def plan(
 ) -> Plan:
     """Export (or reuse) the backbone, index the dataset and fix the shards."""
     artifact = export(backbone, models, weights=weights, random_weights=random_weights, log=log)
-    known = list(artifact.card["layers"])
-    layers = layers or known
-    unknown = [name for name in layers if name not in known]
-    if unknown:
-        raise PipelineError(f"unknown layer(s) {', '.join(unknown)} for {backbone}; it has {', '.join(known)}")
+    layers = check_layers(artifact, layers)
     started = time.perf_counter()
     index = build_index(dataset, sources, splits=splits, limit=limit, cache_dir=cache_dir)
     log(f"indexed {len(index.entries)} images of {dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")

@@ -94,7 +94,9 @@ def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_
 
 
 def test_unknown_layer_is_refused_before_any_work(tmp_path, folder_dataset, lite0, models_root):
-    with pytest.raises(PipelineError, match="unknown layer"):
+    from models.errors import ModelError
+
+    with pytest.raises(ModelError, match="unknown layer"):
         run(tmp_path, folder_dataset, models_root, layers=["block99"])
 
 

@@ -1,0 +1,84 @@
+"""The pipeline's steps as plain functions of JSON-friendly values: what an Airflow
+task (or any other scheduler) calls. Each returns a small dict suitable for XCom; the
+heavy data stays in the store."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline.config import load_settings
+
+
+def _settings(store: str | None = None, models: str | None = None):
+    return load_settings(store=store or None, models=models or None)
+
+
+def export_backbone(backbone: str, models: str | None = None, weights: str | None = None, log: Callable = print) -> dict:
+    from models.export import export
+
+    artifact = export(backbone, _settings(models=models).models, weights=weights, log=log)
+    return {"backbone_version": artifact.version, "uri": artifact.uri, "onnx_sha256": artifact.card["onnx_sha256"]}
+
+
+def plan_extraction(
+    dataset: str,
+    backbone: str,
+    sources: list[str] | None = None,
+    layers: list[str] | None = None,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    store: str | None = None,
+    models: str | None = None,
+    batch_size: int | None = None,
+    shard_size: int | None = None,
+    weights: str | None = None,
+    log: Callable = print,
+) -> dict:
+    from pipeline import extract
+
+    s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size)
+    p = extract.plan(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, layers or None,
+                     splits or None, limit or None, s.shard_size, s.batch_size, weights, False, s.cache_dir, log)
+    return {
+        "set_uri": p.set_uri,
+        "plan_id": p.plan_id,
+        "backbone_version": p.data["backbone_version"],
+        "shards": [shard["shard"] for shard in p.shards],
+        "images": sum(shard["stop"] - shard["start"] for shard in p.shards),
+    }
+
+
+def extract_shard(set_uri: str, plan_id: str, shard: int, device: str = "cpu", threads: int | None = None) -> dict:
+    from pipeline import extract
+
+    result = extract.extract_shard(extract.load_plan(set_uri, plan_id), shard, device=device, threads=threads)
+    return {k: result[k] for k in ("shard", "split", "read", "written", "rejected", "seconds")} | {"skipped": bool(result.get("skipped"))}
+
+
+def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict:
+    from pipeline import extract
+
+    manifest = extract.commit(extract.load_plan(set_uri, plan_id), log=log)
+    return {
+        "set_uri": set_uri,
+        "dataset": manifest["dataset"],
+        "backbone_version": manifest["backbone_version"],
+        "rows": manifest["rows"],
+        "counts": manifest["counts"],
+        "rejected": len(manifest["rejects"]),
+    }
+
+
+def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+    from pipeline.fit import sweep
+
+    summary = sweep(dataset, backbone, _settings(store).store, log=log)
+    return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
+            "saved_to": summary["saved_to"]}
+
+
+def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print) -> dict:
+    from pipeline.fit import fit
+
+    result = fit(dataset, backbone, layers, head, _settings(store).store, log=log)
+    return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up, then run the main job on a real local Airflow 3 (SQLite, LocalExecutor):
+# trigger extract_cifar10 (CIFAR-10 through EfficientNet-Lite0 with its ImageNet weights,
+# every tap layer), wait for it and for the fit_heads_cifar10 run its Asset schedules,
+# print where the features are and the heads' accuracy, and stop every Airflow process.
+#   LIMIT=2000 ./scripts/run-main.sh     # a class-balanced sample of 2,000 images per split
+# Without internet, the shared CIFAR-10 archives beside this checkout are used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+bash scripts/setup.sh
+shared="$(cd .. && pwd)/shared/data/cifar10"
+if [ -z "${TLFS_CIFAR10_SOURCE:-}" ] && [ -f "$shared/train.tar.gz" ]; then
+  export TLFS_CIFAR10_SOURCE="$shared/train.tar.gz,$shared/test.tar.gz"
+  echo "using the shared CIFAR-10 archives: $TLFS_CIFAR10_SOURCE"
+fi
+data="$(pwd)/tlfs-data"
+export TLFS_STORE="${TLFS_STORE:-$data/store}" TLFS_MODELS="${TLFS_MODELS:-$data/models}" TLFS_CACHE="${TLFS_CACHE:-$data/cache}"
+conf="{}"
+[ -n "${LIMIT:-}" ] && conf="{\"limit\": $LIMIT}"
+.venv/bin/python scripts/airflow_local.py run --dag extract_cifar10 --conf "$conf" --home "$data/airflow"
+echo
+.venv/bin/tlfs ls
+.venv/bin/python - <<'PY'
+import json, features
+uri, manifest = features.find_set("cifar10", "efficientnet_lite0")
+print(f"\nfeatures: {uri}  ({manifest['rows']} rows; pandas: features.load('cifar10', 'efficientnet_lite0', LAYER, SPLIT))")
+heads = f"{uri}/_heads"
+sweep = json.load(open(f"{heads}/sweep.json"))
+print("softmax test accuracy per layer: " + ", ".join(f"{k} {v:.4f}" for k, v in sweep["layers"].items()))
+for head in ("softmax", "lightgbm", "mlp"):
+    try:
+        m = json.load(open(f"{heads}/{head}-{sweep['best_layer']}/metrics.json"))
+        print(f"{head:>8} on {sweep['best_layer']}: test accuracy {m['test_accuracy']:.4f}")
+    except FileNotFoundError:
+        pass
+PY
+echo "main job done in $(( $(date +%s) - started ))s"

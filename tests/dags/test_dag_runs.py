@@ -1,0 +1,70 @@
+"""The DAGs run for real on a small sample of the shared CIFAR-10: first with
+``airflow dags test`` (no scheduler), then with real Airflow processes and
+``airflow dags trigger``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import features
+from tests.conftest import shared_cifar_sources
+from tests.dags.conftest import REPO
+
+
+def feature_env(tmp_path) -> dict:
+    sources = shared_cifar_sources()
+    return {"TLFS_CIFAR10_SOURCE": ",".join(sources), "TLFS_STORE": str(tmp_path / "store"),
+            "TLFS_MODELS": str(tmp_path / "models"), "TLFS_CACHE": str(tmp_path / "cache")}
+
+
+def airflow(*args, env):
+    airflow_bin = str(Path(sys.executable).with_name("airflow"))
+    proc = subprocess.run([airflow_bin, *args], capture_output=True, text=True, timeout=900, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
+    env = {**airflow_env, **feature_env(tmp_path)}
+    airflow("db", "migrate", env=env)
+    conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"]}
+    out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    assert "state=success" in out or "DagRun Finished" in out
+    store = env["TLFS_STORE"]
+    listed = features.list_sets(store)
+    assert listed.loc[0, "rows"] == 120 and listed.loc[0, "layers"] == ["block15", "head"]
+    frame = features.load("cifar10", "efficientnet_lite0", "head", "test", store)
+    assert len(frame) == 60 and frame["features"].iloc[0].shape == (1280,)
+    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"]}), env=env)
+    heads = Path(listed.loc[0, "uri"]) / "_heads"
+    sweep = json.loads((heads / "sweep.json").read_text())
+    assert set(sweep["layers"]) == {"block15", "head"}
+    assert (heads / f"softmax-{sweep['best_layer']}" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_real_airflow_processes_trigger_and_stop(tmp_path, airflow_env):
+    import psutil
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from airflow_local import LocalAirflow
+
+    for key, value in feature_env(tmp_path).items():
+        os.environ[key] = value
+    try:
+        with LocalAirflow(tmp_path / "home") as local:
+            local.wait_for_dags(["extract_cifar10"])
+            local.cli("dags", "unpause", "extract_cifar10")
+            run_id = local.trigger("extract_cifar10", {"limit": 30, "shard_size": 30, "layers": ["head"]})
+            run = local.wait_for_run("extract_cifar10", run_id, timeout=600)
+        assert run["state"] == "success"
+        assert local.started_pids and not [p for p in local.started_pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert features.list_sets(os.environ["TLFS_STORE"]).loc[0, "rows"] == 60
+    finally:
+        for key in feature_env(tmp_path):
+            os.environ.pop(key, None)

@@ -1,0 +1,69 @@
+"""Every DAG file parses, quickly, without importing the heavy libraries."""
+
+import json
+import subprocess
+import sys
+
+from tests.dags.conftest import DAGS
+
+PROBE = r"""
+import json, sys, time
+started = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print(json.dumps({
+    "errors": {k: v[-400:] for k, v in bag.import_errors.items()},
+    "dags": sorted(bag.dags),
+    "seconds": time.perf_counter() - started,
+    "heavy": [m for m in ("torch", "onnxruntime", "pandas", "pyarrow", "sklearn", "lightgbm") if m in sys.modules],
+    "tasks": {d: sorted(t.task_id for t in bag.dags[d].tasks) for d in bag.dags},
+    "pools": sorted({t.pool for d in bag.dags.values() for t in d.tasks}),
+}))
+"""
+
+
+def parse(airflow_env):
+    import os
+
+    out = subprocess.run([sys.executable, "-c", PROBE, str(DAGS)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **airflow_env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_dag_files_import_without_errors_and_without_heavy_libraries(airflow_env):
+    result = parse(airflow_env)
+    assert result["errors"] == {}
+    assert {"extract_cifar10", "fit_heads_cifar10"} <= set(result["dags"])
+    assert result["heavy"] == []
+    assert result["seconds"] < 30
+
+
+def test_extract_dag_shape(airflow_env):
+    result = parse(airflow_env)
+    assert result["tasks"]["extract_cifar10"] == ["commit", "export_backbone", "extract_shard", "plan_shards"]
+    assert "tlfs_extract" in result["pools"]
+
+
+def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):
+    import shutil
+
+    dags = tmp_path / "dags"
+    shutil.copytree(DAGS, dags)
+    (dags / "datasets" / "guitars.yaml").write_text("name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\n")
+    out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **airflow_env})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {} and {"extract_guitars", "fit_heads_guitars"} <= set(result["dags"])
+
+
+def test_bad_spec_is_an_import_error_naming_the_file(airflow_env, tmp_path):
+    import shutil
+
+    dags = tmp_path / "dags"
+    shutil.copytree(DAGS, dags)
+    (dags / "datasets" / "bad.yaml").write_text("name: bad\n")
+    out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **airflow_env})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert any("bad.yaml: 'sources' is required" in e for e in result["errors"].values())
