@@ -7,6 +7,7 @@ fit_heads_<name>: scheduled on that Asset: layer sweep, then heads on the best l
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -15,6 +16,9 @@ from tlfs_dags.specs import DatasetSpec
 
 BACKBONES = ["efficientnet_lite0", "resnet50", "vgg16", "inception_v3"]  # models/names.py
 EXTRACT_POOL = "tlfs_extract"  # bounds concurrent (GPU) extraction: `airflow pools set tlfs_extract N ...`
+# Celery queue of the shard tasks: "gpu" in the compose deployment, so that only GPU
+# workers (celery worker --queues gpu) take them; read when the DAG file is parsed.
+EXTRACT_QUEUE = os.environ.get("TLFS_EXTRACT_QUEUE", "default")
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=20),
@@ -86,7 +90,7 @@ def build_extract_dag(spec: DatasetSpec):
             _log(f"{planned['images']} images in {len(planned['shards'])} shards -> {planned['set_uri']}")
             return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shard": n} for n in planned["shards"]]
 
-        @task(pool=EXTRACT_POOL, retries=3)
+        @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
         def extract_shard(job: dict) -> dict:
             from pipeline import steps
 
