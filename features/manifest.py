@@ -25,6 +25,27 @@ def read_manifest(set_root: str) -> dict:
     return read_json(uri)
 
 
+def damaged_shards(set_root: str, manifest: dict) -> list[dict]:
+    """Every listed shard file that is missing, of the wrong size or whose sha256 does
+    not match the manifest, with the reason."""
+    from features.storage import sha256_uri
+
+    fs, _ = fs_path(set_root)
+    bad = []
+    for shard in manifest["shards"]:
+        _, path = fs_path(f"{set_root}/{shard['path']}")
+        if not fs.exists(path):
+            reason = "missing"
+        elif fs.size(path) != shard["bytes"]:
+            reason = f"size {fs.size(path)} != {shard['bytes']}"
+        elif sha256_uri(f"{set_root}/{shard['path']}") != shard["sha256"]:
+            reason = "sha256 mismatch"
+        else:
+            continue
+        bad.append({**shard, "reason": reason})
+    return bad
+
+
 def validate(set_root: str, manifest: dict, check_hashes: bool = True) -> None:
     """Every listed shard is there with its size (and sha256); counts reconcile."""
     from features.storage import sha256_uri

@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True)
     _store_arg(p)
 
+    p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side")
+    _backbone_args(p)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--images", type=_positive, default=512, help="images per measurement (default 512)")
+
+    p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True)
+    _store_arg(p)
+    p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default: cpu)")
+
     p = sub.add_parser("ls", help="list committed feature sets")
     _store_arg(p)
 
@@ -165,6 +178,40 @@ def cmd_sweep(args, settings: Settings) -> dict:
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"]}
 
 
+def cmd_bench(args, settings: Settings) -> dict:
+    from pipeline.bench import bench
+
+    result = bench(args.backbone, args.device, args.batch_size, args.images, args.models, args.weights,
+                   args.random_weights, log=_log)
+    print(f"{args.backbone} on {args.device}, batch {args.batch_size}, {result['images']} images:")
+    print(f"  {'measurement':<34} images/s")
+    rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
+            ("(c) onnxruntime inference only", "ort"), ("(d) tlfs extract, files -> Parquet", "pipeline")]
+    for label, key in rows:
+        value = result[key]
+        print(f"  {label:<34} {'n/a' if value is None else f'{value:,.1f}'}")
+    print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
+    if result["pipeline_vs_torch_fp16"] is not None:
+        print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
+    return result
+
+
+def cmd_verify(args, settings: Settings) -> dict:
+    import features
+    from pipeline.extract import verify
+
+    set_uri, _ = features.find_set(args.dataset, args.backbone, settings.store)
+    report = verify(set_uri, repair=args.repair, device=settings.device, log=_log)
+    for bad in report["bad"]:
+        print(f"BAD  {bad['path']}  (shard {bad['shard']}): {bad['reason']}")
+    state = "repaired" if report["repaired"] else ("damaged" if report["bad"] else "ok")
+    print(f"{state}: {len(report['bad'])} of {report['shard_files']} shard files bad in {set_uri} ({report['seconds']}s)")
+    if report["bad"] and not report["repaired"]:
+        print(json.dumps(report))
+        raise SystemExit(1)
+    return report
+
+
 def cmd_ls(args, settings: Settings) -> None:
     import features
 
@@ -204,7 +251,7 @@ def cmd_describe(args, settings: Settings) -> None:
     return None
 
 
-COMMANDS = {"export": cmd_export, "extract": cmd_extract, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
+COMMANDS = {"export": cmd_export, "extract": cmd_extract, "bench": cmd_bench, "verify": cmd_verify, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,6 +319,37 @@ def commit(p: Plan, log: Callable[[str], None] = print) -> dict:
     return committed
 
 
+def verify(set_uri: str, repair: bool = False, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+    """Check every shard of a committed set against the manifest's checksums; with
+    ``repair``, re-extract only the shards with a damaged file and commit again."""
+    from features.manifest import damaged_shards, read_manifest
+
+    started = time.perf_counter()
+    manifest = read_manifest(set_uri)
+    bad = damaged_shards(set_uri, manifest)
+    report = {
+        "set_uri": set_uri,
+        "shard_files": len(manifest["shards"]),
+        "bad": [{"path": b["path"], "shard": b["shard"], "reason": b["reason"]} for b in bad],
+        "seconds": round(time.perf_counter() - started, 2),
+        "repaired": [],
+    }
+    if bad and repair:
+        p = load_plan(set_uri, manifest["plan_id"])
+        numbers = sorted({b["shard"] for b in bad})
+        fs, _ = fs_path(set_uri)
+        for number in numbers:
+            _, path = fs_path(_result_uri(p, number))
+            if fs.exists(path):
+                fs.rm(path)  # forget the record, so the shard is extracted again
+            log(f"re-extracting shard {number}")
+            extract_shard(p, number, device=device)
+        commit(p, log=log)
+        report["repaired"] = numbers
+        report["bad_after_repair"] = len(damaged_shards(set_uri, read_manifest(set_uri)))
+    return report
+
+
 def run(
     dataset: str,
     sources: list[str],

@@ -45,3 +45,19 @@ def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):
     assert fitted["test_accuracy"] >= 0.9
     swept = json.loads(tlfs("sweep", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout.strip().splitlines()[-1])
     assert set(swept["layers"]) == {"block15", "head"} and swept["best_layer"] in swept["layers"]
+
+
+def test_verify_exit_status_names_the_bad_shard(tmp_path, lite0, models_root):
+    source = write_tar(tmp_path / "colors.tar.gz", folder_images(per_class=2))
+    env = {"TLFS_STORE": str(tmp_path / "store"), "TLFS_MODELS": models_root}
+    tlfs("extract", "--dataset", "colors", "--source", str(source), "--backbone", "efficientnet_lite0",
+         "--layers", "head", "--no-progress", env=env)
+    ok = tlfs("verify", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env)
+    assert "ok: 0 of 2 shard files bad" in ok.stdout
+    shard = sorted((tmp_path / "store").rglob("part-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
+    bad = tlfs("verify", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env, check=False)
+    assert bad.returncode == 1
+    assert f"BAD  layer=head/split={shard.parent.name.split('=')[1]}/{shard.name}" in bad.stdout
+    fixed = tlfs("verify", "--dataset", "colors", "--backbone", "efficientnet_lite0", "--repair", env=env)
+    assert "repaired: 1 of 2" in fixed.stdout

@@ -109,3 +109,23 @@ def test_manifest_records_lineage(tmp_path, folder_dataset, lite0, models_root):
     assert m["lineage"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert "git_commit" in m["lineage"]["code"]
     json.dumps(m)
+
+
+def test_verify_finds_exactly_the_damaged_shards_and_repairs_them(tmp_path, folder_dataset, lite0, models_root):
+    summary = run(tmp_path, folder_dataset, models_root, layers=["block2", "head"])
+    m = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    assert extract.verify(summary["set_uri"])["bad"] == []
+    files = {s["path"]: s for s in m["shards"]}
+    flipped, truncated = sorted(files)[0], sorted(files)[3]
+    path = tmp_path / "store" / "colors" / m["backbone_version"]
+    data = bytearray((path / flipped).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (path / flipped).write_bytes(bytes(data))
+    (path / truncated).write_bytes((path / truncated).read_bytes()[:-10])
+    report = extract.verify(summary["set_uri"])
+    assert {b["path"]: b["reason"] for b in report["bad"]} == {flipped: "sha256 mismatch", truncated: f"size {files[truncated]['bytes'] - 10} != {files[truncated]['bytes']}"}
+    repaired = extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)
+    assert repaired["repaired"] == sorted({files[flipped]["shard"], files[truncated]["shard"]})
+    assert repaired["bad_after_repair"] == 0 and extract.verify(summary["set_uri"])["bad"] == []
+    X, _, _ = features.load_matrix("colors", "efficientnet_lite0", "head", "train", str(tmp_path / "store"))
+    assert X.shape == (12, 1280)

@@ -1,0 +1,20 @@
+import json
+
+from pipeline.cli import main
+
+
+def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
+    code = main(["bench", "--backbone", "efficientnet_lite0", "--device", "cpu", "--batch-size", "8", "--images", "16",
+                 "--models", models_root])
+    assert code == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["torch_fp32"] > 0 and result["ort"] > 0 and result["pipeline"] > 0
+    assert result["torch_fp16"] is None and result["pipeline_vs_torch_fp16"] is None  # no fp16 on CPU
+    assert abs(result["pipeline_vs_torch_fp32"] - result["pipeline"] / result["torch_fp32"]) < 0.01
+    assert "(d) tlfs extract" in out
+
+
+def test_bench_refuses_fewer_images_than_a_batch(capsys, models_root):
+    assert main(["bench", "--backbone", "efficientnet_lite0", "--batch-size", "64", "--images", "8", "--models", models_root]) == 1
+    assert "must be at least --batch-size" in capsys.readouterr().err
