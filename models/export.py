@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from models import sample_images
-from models.backbones import LoadedBackbone, file_sha256, load_backbone
+from models.backbones import BackboneSpec, LoadedBackbone, file_sha256, get_spec, load_backbone, resolve_weights
 from models.errors import ModelError
 from models.taps import TapNetwork
 
@@ -49,11 +49,10 @@ class Artifact:
         return f"{self.uri}/{ONNX_NAME}"
 
 
-def version_of(loaded: LoadedBackbone, opset: int = OPSET) -> str:
-    spec = loaded.spec
+def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET) -> str:
     identity = {
         "backbone": spec.name,
-        "weights_sha256": loaded.weights_sha256,
+        "weights_sha256": weights_sha256,
         "taps": spec.taps,
         "input_size": spec.input_size,
         "mean": spec.mean,
@@ -83,14 +82,14 @@ def export(
 ) -> Artifact:
     """Export ``backbone`` under ``models_root`` (any fsspec URI) unless an identical
     version is already there. ``parent`` records lineage for fine-tuned versions."""
-    loaded = load_backbone(backbone, weights=weights, random_weights=random_weights)
-    version = version_of(loaded)
+    choice = resolve_weights(backbone, weights, random_weights)
+    version = version_of(get_spec(backbone), choice.sha256)
     uri = f"{models_root.rstrip('/')}/{version}"
     card = read_card(uri)
     if card is not None:
         log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
         return Artifact(uri, card)
-    return export_loaded(loaded, uri, version, parent=parent, log=log)
+    return export_loaded(load_backbone(backbone, choice=choice), uri, version, parent=parent, log=log)
 
 
 def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict | None = None, log=print) -> Artifact:

@@ -107,7 +107,6 @@ def bench(
             results["torch_fp16"] = _rate(torch_fp16, batches, sync)
         else:
             results["torch_fp16"] = None  # fp16 convolutions are not a CPU option in PyTorch
-        del network
 
         session = open_session(artifact, device=device)
         log("(c) onnxruntime inference only ...")

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default: cpu)")
 
+    p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do")
+    _dataset_args(p)
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    _store_arg(p)
+    p.add_argument("--models", help="root of exported ONNX artifacts")
+    p.add_argument("--large-per-class", type=_positive, help="training images per class from which a dataset is large (default 1000)")
+    p.add_argument("--similar-score", type=float, help="similarity score from which a dataset is ImageNet-like (default 0.35)")
+
     p = sub.add_parser("ls", help="list committed feature sets")
     _store_arg(p)
 
@@ -152,7 +160,8 @@ def cmd_extract(args, settings: Settings) -> dict:
         log=_log,
     )
     print(f"features: {summary['set_uri']}  ({summary['rows']} rows, {summary['rejected']} rejected, "
-          f"{summary['images_per_second']} images/s, {summary['parquet_mb_per_second']} MB/s Parquet)")
+          f"{summary['images_per_second']} images/s; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB, "
+          f"written at {summary['parquet_write_mb_per_second']} MB/s)")
     return summary
 
 
@@ -212,6 +221,20 @@ def cmd_verify(args, settings: Settings) -> dict:
     return report
 
 
+def cmd_advise(args, settings: Settings) -> dict:
+    from pipeline import advise as advisor
+
+    result = advisor.advise(
+        args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.models,
+        limit=args.limit,
+        large_per_class=args.large_per_class or advisor.LARGE_IMAGES_PER_CLASS,
+        similar_score=args.similar_score if args.similar_score is not None else advisor.SIMILAR_SCORE,
+        cache_dir=settings.cache_dir, log=_log,
+    )
+    print(advisor.describe(result))
+    return result
+
+
 def cmd_ls(args, settings: Settings) -> None:
     import features
 
@@ -251,7 +274,7 @@ def cmd_describe(args, settings: Settings) -> None:
     return None
 
 
-COMMANDS = {"export": cmd_export, "extract": cmd_extract, "bench": cmd_bench, "verify": cmd_verify, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
+COMMANDS = {"export": cmd_export, "extract": cmd_extract, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
 
 
 def main(argv: list[str] | None = None) -> int:

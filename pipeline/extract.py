@@ -240,6 +240,7 @@ def extract_shard(
     names = [e.label_name for e in kept]
     split = p.shards[number]["split"]
     files = {}
+    writing = time.perf_counter()
     for layer in p.data["layers"]:
         dim = p.data["model_card"]["layers"][layer]
         matrix = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
@@ -255,6 +256,7 @@ def extract_shard(
         "rejects": rejects,
         "files": files,
         "seconds": round(time.perf_counter() - started, 3),
+        "write_seconds": round(time.perf_counter() - writing, 3),  # Parquet encoding + atomic write
     }
     atomic_write_json(_result_uri(p, number), result)
     return result
@@ -380,12 +382,14 @@ def run(
     from tqdm import tqdm
 
     bytes_written = 0
+    write_seconds = 0.0
     skipped = 0
     with tqdm(total=total, unit="img", desc=f"extract {dataset}", disable=not show_progress, mininterval=1.0) as bar:
         for shard in p.shards:
             result = extract_shard(p, shard["shard"], session=session, progress=bar.update, index=index)
             skipped += bool(result.get("skipped"))
             bytes_written += sum(f["bytes"] for f in result["files"].values())
+            write_seconds += result.get("write_seconds", 0.0)
     extracted = time.perf_counter()
     manifest = commit(p, log=log)
     finished = time.perf_counter()
@@ -404,4 +408,6 @@ def run(
         "images_per_second": round(total / extract_seconds, 1) if extract_seconds > 0 else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
+        "parquet_write_seconds": round(write_seconds, 2),
+        "parquet_write_mb_per_second": round(bytes_written / 1e6 / write_seconds, 1) if write_seconds > 0 else None,
     }

@@ -1,7 +1,6 @@
 """The feature store and the model artifacts on s3://, against moto's S3 server
 started as a separate process on loopback (a real HTTP endpoint, not a mock)."""
 
-import os
 import socket
 import subprocess
 import sys

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from pipeline.advise import decide, similarity_from_logits
+
+LAYERS = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
+
+
+def test_similarity_is_zero_for_clueless_and_near_one_for_confident_predictions():
+    assert similarity_from_logits(np.zeros((5, 1000)))["score"] == pytest.approx(0.0, abs=1e-9)
+    confident = np.full((5, 1000), -20.0)
+    confident[:, 3] = 20.0
+    assert similarity_from_logits(confident)["score"] > 0.99
+
+
+@pytest.mark.parametrize(
+    "per_class,score,case,do",
+    [
+        (5000, 0.6, "large_similar", "fine_tune"),
+        (5000, 0.1, "large_different", "fine_tune"),
+        (30, 0.6, "small_similar", "linear_classifier"),
+        (30, 0.1, "small_different", "linear_classifier"),
+    ],
+)
+def test_the_four_cases(per_class, score, case, do):
+    got, action = decide(per_class, score, 1000, 0.35, None, "head", LAYERS)
+    assert got == case and action["do"] == do
+
+
+def test_small_cases_pick_the_layer_from_the_sweep_or_fall_back():
+    sweep = {"layers": {"block7": 0.6, "block15": 0.81, "head": 0.80}}
+    assert decide(30, 0.6, 1000, 0.35, sweep, "head", LAYERS)[1]["layer"] == "block15"
+    assert decide(30, 0.6, 1000, 0.35, None, "head", LAYERS)[1]["layer"] == "head"
+    assert decide(30, 0.1, 1000, 0.35, None, "head", LAYERS)[1]["layer"] == "block10"  # an earlier, generic layer
+
+
+def test_thresholds_are_overridable():
+    assert decide(500, 0.6, 400, 0.35, None, "head", LAYERS)[0] == "large_similar"
+    assert decide(5000, 0.6, 1000, 0.7, None, "head", LAYERS)[0] == "large_different"
