@@ -73,7 +73,19 @@ def describe(dataset: str, backbone: str, store: str | None = None) -> dict:
 
 
 def _read_table(dataset: str, backbone: str, layer: str, split: str, store: str | None) -> pa.Table:
-    uri, manifest = find_set(dataset, backbone, store)
+    """Reads the files one manifest lists. If a concurrent commit replaced the set and
+    removed them meanwhile, reads the new manifest once more: never a mix of versions."""
+    for attempt in range(2):
+        uri, manifest = find_set(dataset, backbone, store)
+        try:
+            return _read_committed(uri, manifest, layer, split)
+        except FileNotFoundError:
+            if attempt:
+                raise StoreError(f"the feature set at {uri} changed twice while being read; try again") from None
+    raise AssertionError("unreachable")
+
+
+def _read_committed(uri: str, manifest: dict, layer: str, split: str) -> pa.Table:
     if layer not in manifest["layers"]:
         raise StoreError(f"layer {layer!r} is not in {uri}; it has {', '.join(manifest['layers'])}")
     if split not in manifest["splits"]:

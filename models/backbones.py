@@ -7,7 +7,6 @@ globally average-pooled activations become features.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.artifact import file_sha256
 from models.errors import ModelError, WeightsUnavailable
 from models.names import BACKBONES
 
@@ -162,14 +162,6 @@ def get_spec(name: str) -> BackboneSpec:
         return REGISTRY[name]
     except KeyError:
         raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
@@ -22,31 +21,14 @@ import numpy as np
 import torch
 
 from models import sample_images
-from models.backbones import BackboneSpec, LoadedBackbone, file_sha256, get_spec, load_backbone, resolve_weights
+from models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, read_card
+from models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
 from models.errors import ModelError
 from models.taps import TapNetwork
 
 OPSET = 18
 EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocessing) changes
 PARITY_MIN_COSINE = 0.9999
-CARD_NAME = "model_card.json"
-ONNX_NAME = "model.onnx"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """An exported backbone version: where it is and what its card says."""
-
-    uri: str  # folder URI
-    card: dict
-
-    @property
-    def version(self) -> str:
-        return self.card["version"]
-
-    @property
-    def onnx_uri(self) -> str:
-        return f"{self.uri}/{ONNX_NAME}"
 
 
 def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET) -> str:
@@ -62,14 +44,6 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET) -> s
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{spec.name}-{digest[:10]}"
-
-
-def read_card(uri: str) -> dict | None:
-    fs, path = fsspec.core.url_to_fs(f"{uri}/{CARD_NAME}")
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
 
 
 def export(

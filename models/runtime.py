@@ -10,9 +10,8 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from models.backbones import file_sha256
+from models.artifact import Artifact, file_sha256
 from models.errors import ModelError
-from models.export import Artifact
 
 
 @dataclass

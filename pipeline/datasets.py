@@ -168,6 +168,13 @@ def _display_path(name: str) -> str:
     return norm
 
 
+def _image_id(parts: tuple[str, str, str]) -> str:
+    """``split/class/file``; bytes of a name that are not UTF-8 (kept by Python as
+    surrogates) are written as ``\\xNN`` so that the id is valid text everywhere."""
+    text = "/".join(parts)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _image_path_parts(path: str) -> tuple[str, str, str] | None:
     """``split/class/file`` of an image path, or None for something that is not an image
     at that depth (a README, a folder, a deeper tree)."""
@@ -270,11 +277,11 @@ def _index_dir(uri: str, fs, root: str, number: int):
         parts = _image_path_parts(rel)
         if parts is None:
             continue
-        image_id = "/".join(parts)
+        image_id = _image_id(parts)
         if info.get("islink") or (hasattr(fs, "islink") and fs.islink(full)):
             bad.append(Reject(image_id, uri, "symbolic link (not followed)"))
             continue
-        found.append(Entry(image_id, parts[0], parts[1], number, full))
+        found.append(Entry(image_id, *image_id.split("/")[:2], number, full))
     return SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad
 
 
@@ -289,11 +296,11 @@ def _index_zip(uri: str, number: int, cache_dir: str | None):
             parts = _image_path_parts(safe or _display_path(info.filename))
             if parts is None:
                 continue
-            image_id = "/".join(parts)
+            image_id = _image_id(parts)
             if safe is None:
                 bad.append(Reject(image_id, uri, f"unsafe archive path {info.filename!r}"))
                 continue
-            found.append(Entry(image_id, parts[0], parts[1], number, info.filename))
+            found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename))
     return SourceInfo(uri, "imagefolder-zip", digest, len(found)), found, bad
 
 
@@ -317,13 +324,13 @@ def _index_tar(uri: str, number: int, cache_dir: str | None, expected: dict[str,
                 parts = _image_path_parts(safe or _display_path(name))
                 if parts is None:
                     continue
-                image_id = "/".join(parts)
+                image_id = _image_id(parts)
                 if safe is None:
                     bad.append(Reject(image_id, uri, f"unsafe archive path {name!r}"))
                 elif member.issym() or member.islnk():
                     bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
                 elif member.isfile():
-                    found.append(Entry(image_id, parts[0], parts[1], number, name))
+                    found.append(Entry(image_id, *image_id.split("/")[:2], number, name))
         checksum = reader.drain()
     if cifar_members:
         return _index_cifar(uri, number, cache_dir, checksum, expected)

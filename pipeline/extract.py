@@ -28,7 +28,7 @@ from features.manifest import commit as commit_manifest
 from features.schema import shard_table
 from features.storage import atomic_write_json, exists, fs_path, read_json
 from features.writer import write_shard
-from models.export import Artifact, export
+from models.artifact import Artifact
 from models.runtime import TapSession, check_layers, open_session
 from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
 from pipeline.errors import PipelineError
@@ -85,6 +85,8 @@ def plan(
     log: Callable[[str], None] = print,
 ) -> Plan:
     """Export (or reuse) the backbone, index the dataset and fix the shards."""
+    from models.export import export  # torch: needed only here, not by shard workers
+
     artifact = export(backbone, models, weights=weights, random_weights=random_weights, log=log)
     layers = check_layers(artifact, layers)
     started = time.perf_counter()

@@ -103,6 +103,7 @@ def fit(dataset: str, backbone: str, layers: list[str], head: str = "softmax", s
     result = {
         "dataset": dataset,
         "backbone_version": manifest["backbone_version"],
+        "plan_id": manifest["plan_id"],  # which committed features this head was fitted on
         "head": head,
         "layers": layers,
         "dims": int(X.shape[1]),
@@ -161,6 +162,7 @@ def sweep(dataset: str, backbone: str, store: str | None = None, log: Callable =
     summary = {
         "dataset": dataset,
         "backbone_version": manifest["backbone_version"],
+        "plan_id": manifest["plan_id"],
         "head": "softmax",
         "layers": accuracies,
         "dims": manifest["layers"],

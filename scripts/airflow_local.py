@@ -160,9 +160,12 @@ class LocalAirflow:
     def runs(self, dag_id: str) -> list[dict]:
         return self._json("dags", "list-runs", dag_id)
 
-    def wait_for_run(self, dag_id: str, run_id: str | None = None, timeout: float = 3600, after: str | None = None) -> dict:
-        """Wait until the run (or, with no run_id, the first run of dag_id started after
-        ``after``) finishes; raises unless it succeeded."""
+    def run_ids(self, dag_id: str) -> set[str]:
+        return {run.get("run_id") or run.get("dag_run_id") for run in self.runs(dag_id)}
+
+    def wait_for_run(self, dag_id: str, run_id: str | None = None, timeout: float = 3600, known: set[str] | None = None) -> dict:
+        """Wait until the run ``run_id`` (or, without one, a run of dag_id not among the
+        ``known`` ids: one scheduled by an Asset) finishes; raises unless it succeeded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
@@ -170,7 +173,7 @@ class LocalAirflow:
                 rid = run.get("run_id") or run.get("dag_run_id")
                 if run_id is not None and rid != run_id:
                     continue
-                if run_id is None and after is not None and rid == after:
+                if run_id is None and rid in (known or set()):
                     continue
                 if run["state"] == "success":
                     return run
@@ -190,11 +193,12 @@ def run(dag: str, conf: dict, home: Path, timeout: float, with_fit: bool = True)
             airflow.cli("dags", "unpause", d)
         ready = time.monotonic()
         print(f"airflow up and {', '.join(dags)} parsed in {ready - started:.0f}s; triggering {dag}", flush=True)
+        earlier_fits = airflow.run_ids(fit_dag) if with_fit else set()
         run_id = airflow.trigger(dag, conf)
         extract_run = airflow.wait_for_run(dag, run_id, timeout=timeout)
         done = time.monotonic()
         print(f"{dag} {run_id}: success in {done - ready:.0f}s", flush=True)
-        fit_run = airflow.wait_for_run(fit_dag, timeout=timeout) if with_fit else None
+        fit_run = airflow.wait_for_run(fit_dag, timeout=timeout, known=earlier_fits) if with_fit else None
         finished = time.monotonic()
         if fit_run:
             print(f"{fit_dag}: success in {finished - done:.0f}s (scheduled by the feature set's Asset)", flush=True)

@@ -27,12 +27,11 @@ uri, manifest = features.find_set("cifar10", "efficientnet_lite0")
 print(f"\nfeatures: {uri}  ({manifest['rows']} rows; pandas: features.load('cifar10', 'efficientnet_lite0', LAYER, SPLIT))")
 heads = f"{uri}/_heads"
 sweep = json.load(open(f"{heads}/sweep.json"))
+assert sweep["plan_id"] == manifest["plan_id"], "the stored sweep is of an older extraction"
 print("softmax test accuracy per layer: " + ", ".join(f"{k} {v:.4f}" for k, v in sweep["layers"].items()))
 for head in ("softmax", "lightgbm", "mlp"):
-    try:
-        m = json.load(open(f"{heads}/{head}-{sweep['best_layer']}/metrics.json"))
-        print(f"{head:>8} on {sweep['best_layer']}: test accuracy {m['test_accuracy']:.4f}")
-    except FileNotFoundError:
-        pass
+    m = json.load(open(f"{heads}/{head}-{sweep['best_layer']}/metrics.json"))
+    assert m["plan_id"] == manifest["plan_id"], f"the stored {head} head is of an older extraction"
+    print(f"{head:>8} on {sweep['best_layer']}: test accuracy {m['test_accuracy']:.4f}")
 PY
 echo "main job done in $(( $(date +%s) - started ))s"

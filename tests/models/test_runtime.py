@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.errors import ModelError
-from models.export import Artifact
+from models.artifact import Artifact
 from models.runtime import cuda_available, open_session
 
 

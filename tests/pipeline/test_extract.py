@@ -129,3 +129,13 @@ def test_verify_finds_exactly_the_damaged_shards_and_repairs_them(tmp_path, fold
     assert repaired["bad_after_repair"] == 0 and extract.verify(summary["set_uri"])["bad"] == []
     X, _, _ = features.load_matrix("colors", "efficientnet_lite0", "head", "train", str(tmp_path / "store"))
     assert X.shape == (12, 1280)
+
+
+def test_shard_workers_do_not_import_torch():
+    """extract_shard needs only onnxruntime: each Airflow shard task starts faster and lighter."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.extract, pipeline.steps; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,47 @@
+"""An exported backbone version on disk or in an object store: where it is and what
+its model card says. Importable without torch, so that extraction workers (which only
+need onnxruntime) stay light."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+CARD_NAME = "model_card.json"
+ONNX_NAME = "model.onnx"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported backbone version: where it is and what its card says."""
+
+    uri: str  # folder URI
+    card: dict
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    @property
+    def onnx_uri(self) -> str:
+        return f"{self.uri}/{ONNX_NAME}"
+
+
+def read_card(uri: str) -> dict | None:
+    fs, path = fsspec.core.url_to_fs(f"{uri}/{CARD_NAME}")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
