@@ -37,3 +37,17 @@ def test_small_cases_pick_the_layer_from_the_sweep_or_fall_back():
 def test_thresholds_are_overridable():
     assert decide(500, 0.6, 400, 0.35, None, "head", LAYERS)[0] == "large_similar"
     assert decide(5000, 0.6, 1000, 0.7, None, "head", LAYERS)[0] == "large_different"
+
+
+@pytest.mark.slow
+def test_cifar_sample_is_small_similar_and_flat_colour_patches_are_different(tmp_path, lite0, models_root):
+    from pipeline.advise import advise
+    from tests.conftest import folder_images, shared_cifar_sources, write_tar
+
+    cifar = advise("cifar10", shared_cifar_sources(), "efficientnet_lite0", str(tmp_path / "s"), models_root,
+                   limit=200, log=lambda *_: None)
+    assert cifar["case"] == "small_similar" and cifar["size"]["images_per_class"] == 20
+    colours = write_tar(tmp_path / "c.tar.gz", folder_images(per_class=20))
+    patches = advise("colors", [str(colours)], "efficientnet_lite0", str(tmp_path / "s"), models_root, log=lambda *_: None)
+    assert patches["case"] == "small_different"
+    assert patches["similarity"]["score"] < cifar["similarity"]["score"]
