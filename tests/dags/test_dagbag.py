@@ -22,13 +22,23 @@ print(json.dumps({
 """
 
 
-def parse(airflow_env):
+def parse(airflow_env, dags=DAGS):
     import os
 
-    out = subprocess.run([sys.executable, "-c", PROBE, str(DAGS)], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **airflow_env})
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_with_spec(airflow_env, tmp_path, name: str, spec: str):
+    """Parse a copy of dags/ with one more dataset spec file."""
+    import shutil
+
+    dags = tmp_path / "dags"
+    shutil.copytree(DAGS, dags)
+    (dags / "datasets" / name).write_text(spec)
+    return parse(airflow_env, dags)
 
 
 def test_dag_files_import_without_errors_and_without_heavy_libraries(airflow_env):
@@ -46,24 +56,10 @@ def test_extract_dag_shape(airflow_env):
 
 
 def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):
-    import shutil
-
-    dags = tmp_path / "dags"
-    shutil.copytree(DAGS, dags)
-    (dags / "datasets" / "guitars.yaml").write_text("name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\n")
-    out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, **airflow_env})
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = parse_with_spec(airflow_env, tmp_path, "guitars.yaml", "name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\n")
     assert result["errors"] == {} and {"extract_guitars", "fit_heads_guitars"} <= set(result["dags"])
 
 
 def test_bad_spec_is_an_import_error_naming_the_file(airflow_env, tmp_path):
-    import shutil
-
-    dags = tmp_path / "dags"
-    shutil.copytree(DAGS, dags)
-    (dags / "datasets" / "bad.yaml").write_text("name: bad\n")
-    out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, **airflow_env})
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = parse_with_spec(airflow_env, tmp_path, "bad.yaml", "name: bad\n")
     assert any("bad.yaml: 'sources' is required" in e for e in result["errors"].values())
