@@ -160,7 +160,7 @@ def _decoded(index: DatasetIndex, entries: list[Entry], input_size: int, cache_d
 
     def work() -> None:
         try:
-            for position, (entry, payload) in enumerate(_ordered(index, entries, cache_dir)):
+            for position, (entry, payload) in enumerate(iter_payloads(index, entries, cache_dir)):
                 try:
                     out.put((position, entry, decode(payload, input_size), None))
                 except ImageRejected as exc:
@@ -176,10 +176,6 @@ def _decoded(index: DatasetIndex, entries: list[Entry], input_size: int, cache_d
             raise item
         yield item
     thread.join()
-
-
-def _ordered(index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
-    return iter_payloads(index, entries, cache_dir)
 
 
 def extract_shard(

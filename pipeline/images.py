@@ -57,7 +57,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         top = array.max() or 1.0
         scale = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
         img = Image.fromarray(np.clip(array / scale * 255.0, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("P", "PA") and "transparency" in img.info or img.mode in ("LA", "PA"):
+    if img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         background = Image.new("RGB", img.size, (255, 255, 255))
