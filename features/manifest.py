@@ -8,14 +8,17 @@ missing, damaged or whose counts do not reconcile (read = written + rejected).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 
 from features import layout
 from features.errors import NotCommitted, StoreError
-from features.storage import atomic_write_json, exists, fs_path, read_json
+from features.lock import commit_lock
+from features.storage import atomic_write_json, exists, fs_path, is_local, read_json
 
 FORMAT = 1
+TEMP_MAX_AGE = 3600.0  # seconds; younger temporary files may belong to a live writer
 
 
 def read_manifest(set_root: str) -> dict:
@@ -64,12 +67,13 @@ def validate(set_root: str, manifest: dict) -> None:
 
 
 def commit(set_root: str, manifest: dict) -> dict:
-    """Validate, then publish the manifest atomically, then drop shard files and
-    staging that no longer belong to the committed set."""
-    manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    validate(set_root, manifest)
-    atomic_write_json(layout.manifest_uri(set_root), manifest)
-    collect_garbage(set_root, manifest)
+    """Under the set's commit lock: validate, publish the manifest atomically, then drop
+    shard files and staging that no longer belong to the committed set."""
+    with commit_lock(set_root):
+        manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        validate(set_root, manifest)
+        atomic_write_json(layout.manifest_uri(set_root), manifest)
+        collect_garbage(set_root, manifest)
     return manifest
 
 
@@ -88,4 +92,10 @@ def collect_garbage(set_root: str, manifest: dict) -> list[str]:
         if staging.rsplit("/", 1)[-1] != manifest["plan_id"]:
             fs.rm(staging, recursive=True)
             removed.append(staging)
+    if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)
+        now = time.time()
+        for path in fs.glob(f"{root}/**/.*.tmp"):
+            if now - os.path.getmtime(path) > TEMP_MAX_AGE:
+                fs.rm(path)
+                removed.append(path)
     return removed

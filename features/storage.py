@@ -38,7 +38,12 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
                 pass
         fs.mv(tmp, path)
     else:
-        fs.pipe_file(path, data)
+        try:
+            fs.pipe_file(path, data)  # the client library retries throttling and dropped connections
+        except Exception as exc:  # noqa: BLE001 - any failure left: name the object and give up
+            from features.errors import StoreError
+
+            raise StoreError(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def atomic_write_json(uri: str, obj) -> None:

@@ -39,6 +39,21 @@ def read_card(uri: str) -> dict | None:
         return json.loads(f.read())
 
 
+def put_atomically(local_path: Path, uri: str) -> None:
+    """Copy a local file to ``uri`` so that a crash never leaves a partial file under
+    the final name: locally copy to a hidden temporary name, then rename; an object
+    store's PUT is already all-or-nothing."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols:
+        fs.put_file(str(local_path), path)
+        return
+    parent, name = path.rsplit("/", 1)
+    temporary = f"{parent}/.{name}.tmp"
+    fs.put_file(str(local_path), temporary)
+    fs.mv(temporary, path)
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

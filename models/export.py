@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from models import sample_images
-from models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, read_card
+from models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, put_atomically, read_card
 from models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
 from models.errors import ModelError
 from models.taps import TapNetwork
@@ -83,8 +83,8 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         card_path.write_text(json.dumps(card, indent=2))
         fs, root = fsspec.core.url_to_fs(uri)
         fs.makedirs(root, exist_ok=True)
-        fs.put_file(str(onnx_path), f"{root}/{ONNX_NAME}")
-        fs.put_file(str(card_path), f"{root}/{CARD_NAME}")  # last: the commit point
+        put_atomically(onnx_path, f"{uri}/{ONNX_NAME}")
+        put_atomically(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
     log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")
     return Artifact(uri, card)
 

@@ -266,7 +266,8 @@ def commit(p: Plan, log: Callable[[str], None] = print) -> dict:
     for number in range(len(p.shards)):
         result = shard_done(p, number)
         if result is None:
-            raise PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted (or its files are damaged)")
+            raise PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted, or its files are damaged "
+                                "or were removed by another run's commit of a different plan; run the extraction again")
         results.append(result)
     index = p.index
     counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.data["splits"]}

@@ -48,23 +48,45 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
 
 
 @pytest.mark.slow
-def test_real_airflow_processes_trigger_and_stop(tmp_path, airflow_env):
+def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, airflow_env):
+    """Real scheduler, dag-processor and api-server; ``airflow dags trigger``. One shard
+    task is SIGKILLed while writing its first file (tests/faults); Airflow retries it and
+    the committed set equals an uninterrupted extraction row for row."""
     import psutil
+
+    from pipeline import extract
 
     sys.path.insert(0, str(REPO / "scripts"))
     from airflow_local import LocalAirflow
 
-    for key, value in feature_env(tmp_path).items():
+    marker = tmp_path / "killed-once"
+    faults = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)]),
+              "TLFS_KILL_AT": "1", "TLFS_KILL_MATCH": "part-", "TLFS_KILL_ONCE": str(marker)}
+    env = feature_env(tmp_path)
+    conf = {"limit": 30, "shard_size": 30, "layers": ["head"]}
+    for key, value in env.items():
         os.environ[key] = value
     try:
-        with LocalAirflow(tmp_path / "home") as local:
+        with LocalAirflow(tmp_path / "home", env=faults) as local:
             local.wait_for_dags(["extract_cifar10"])
             local.cli("dags", "unpause", "extract_cifar10")
-            run_id = local.trigger("extract_cifar10", {"limit": 30, "shard_size": 30, "layers": ["head"]})
+            run_id = local.trigger("extract_cifar10", conf)
             run = local.wait_for_run("extract_cifar10", run_id, timeout=600)
+            tries = local._query("SELECT map_index, try_number, state FROM task_instance WHERE dag_id = ? AND task_id = ?",
+                                 "extract_cifar10", "extract_shard")
         assert run["state"] == "success"
+        assert marker.exists(), "the fault was never injected"
+        assert sorted(t for _, t, _ in tries) == [1, 2] and {s for *_, s in tries} == {"success"}, tries
         assert local.started_pids and not [p for p in local.started_pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        assert features.list_sets(os.environ["TLFS_STORE"]).loc[0, "rows"] == 60
+        store = env["TLFS_STORE"]
+        assert features.list_sets(store).loc[0, "rows"] == 60
+        alone = str(tmp_path / "alone")
+        extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", alone, env["TLFS_MODELS"], layers=["head"],
+                    limit=30, shard_size=30, cache_dir=env["TLFS_CACHE"], show_progress=False, log=lambda *_: None)
+        for split in ("train", "test"):
+            retried, uninterrupted = (features.load("cifar10", "efficientnet_lite0", "head", split, s) for s in (store, alone))
+            assert list(retried["image_id"]) == list(uninterrupted["image_id"])
+            assert all((a == b).all() for a, b in zip(retried["features"], uninterrupted["features"]))
     finally:
-        for key in feature_env(tmp_path):
+        for key in env:
             os.environ.pop(key, None)

@@ -1,0 +1,100 @@
+"""Fault injection for the crash tests: SIGKILL a process at its N-th storage event.
+
+Switched on by environment variables, so that it reaches any process a test starts (a
+``tlfs`` command, an Airflow task) through ``site/sitecustomize.py`` on PYTHONPATH:
+
+- ``TLFS_FAULT_LOG``: append one line per event, ``<n>\\t<kind>\\t<path>``;
+- ``TLFS_KILL_AT``: SIGKILL the process at event number N (1-based);
+- ``TLFS_KILL_MATCH``: count only events whose path contains this text;
+- ``TLFS_KILL_ONCE``: a marker file; kill only while it does not exist (it is created
+  just before the kill), so that a retried task survives.
+
+The events are the moments a crash can tear the store: ``write`` (the process dies
+after writing half of the temporary file), ``rename`` (the temporary file is complete,
+the rename has not happened), ``done`` (right after the rename), ``put`` (a file being
+copied into place: half of it is there) and ``rm`` (just before a delete).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from fsspec.implementations.local import LocalFileSystem
+
+import features.storage as storage
+
+KINDS = ("write", "rename", "done", "put", "rm")
+
+
+class Injector:
+    def __init__(self, env: dict) -> None:
+        self.log = env.get("TLFS_FAULT_LOG")
+        self.kill_at = int(env["TLFS_KILL_AT"]) if env.get("TLFS_KILL_AT") else None
+        self.match = env.get("TLFS_KILL_MATCH", "")
+        self.once = env.get("TLFS_KILL_ONCE")
+        self.count = 0
+
+    def event(self, kind: str, path: str, tear=None) -> None:
+        """Count the event; at the chosen one, tear the write (``tear()``) and die."""
+        if self.match not in path:
+            return
+        self.count += 1
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{self.count}\t{kind}\t{path}\n")
+        if self.count != self.kill_at:
+            return
+        if self.once:
+            if os.path.exists(self.once):
+                return
+            open(self.once, "w").close()
+        if tear:
+            tear()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def install(env=os.environ) -> Injector | None:
+    if not (env.get("TLFS_FAULT_LOG") or env.get("TLFS_KILL_AT")):
+        return None
+    injector = Injector(env)
+    atomic_write_bytes = storage.atomic_write_bytes
+    mv, put_file, rm = LocalFileSystem.mv, LocalFileSystem.put_file, LocalFileSystem.rm
+
+    def write_hooked(uri: str, data: bytes) -> None:
+        fs, path = storage.fs_path(uri)
+
+        def tear() -> None:  # what a crash mid-write leaves: a partial temporary file
+            if storage.is_local(fs):
+                parent, name = path.rsplit("/", 1)
+                os.makedirs(parent, exist_ok=True)
+                with open(f"{parent}/.{name}.torn.tmp", "wb") as f:
+                    f.write(_half(data))
+
+        injector.event("write", path, tear)
+        atomic_write_bytes(uri, data)
+        injector.event("done", path)
+
+    def mv_hooked(self, path1, path2, *args, **kwargs):
+        injector.event("rename", str(path2))
+        return mv(self, path1, path2, *args, **kwargs)
+
+    def put_hooked(self, lpath, rpath, *args, **kwargs):
+        def tear() -> None:
+            with open(lpath, "rb") as src, open(self._strip_protocol(rpath), "wb") as dst:
+                dst.write(_half(src.read()))
+
+        injector.event("put", str(rpath), tear)
+        return put_file(self, lpath, rpath, *args, **kwargs)
+
+    def rm_hooked(self, path, *args, **kwargs):
+        injector.event("rm", str(path))
+        return rm(self, path, *args, **kwargs)
+
+    storage.atomic_write_bytes = write_hooked
+    LocalFileSystem.mv, LocalFileSystem.put_file, LocalFileSystem.rm = mv_hooked, put_hooked, rm_hooked
+    return injector

@@ -1,0 +1,46 @@
+"""The commit lock: one committer per feature set, locally and on an object store; a
+crashed holder never blocks the set for good."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from features.errors import StoreError
+from features.lock import LOCK_NAME, commit_lock
+
+
+def holds_exclusively(set_root: str) -> None:
+    order = []
+
+    def second() -> None:
+        with commit_lock(set_root, timeout=30, poll=0.05):
+            order.append("second")
+
+    with commit_lock(set_root):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)
+        order.append("first done")
+    thread.join()
+    assert order == ["first done", "second"]
+    with commit_lock(set_root):
+        with pytest.raises(StoreError, match="another run has held the commit lock"):
+            with commit_lock(set_root, timeout=0.3, poll=0.05):
+                pass
+
+
+def test_local_lock_is_exclusive(tmp_path):
+    holds_exclusively(str(tmp_path / "set"))
+
+
+def test_object_store_lock_is_exclusive_and_a_stale_one_is_broken(s3_server):
+    import fsspec
+
+    holds_exclusively("s3://tlfs-test/lockset")
+    fs = fsspec.filesystem("s3")
+    fs.pipe_file(f"tlfs-test/stale/{LOCK_NAME}", json.dumps({"token": "crashed", "at": time.time() - 3600}).encode())
+    with commit_lock("s3://tlfs-test/stale", timeout=2, stale_after=600):
+        assert json.loads(fs.cat_file(f"tlfs-test/stale/{LOCK_NAME}"))["token"] != "crashed"
+    assert not fs.exists(f"tlfs-test/stale/{LOCK_NAME}")
