@@ -32,7 +32,8 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", required=True, help="backbone name: efficientnet_lite0, resnet50, vgg16, inception_v3")
+    p.add_argument("--backbone", required=True, help="backbone name: efficientnet_lite0, resnet50, vgg16, inception_v3 "
+                   "(extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
     p.add_argument("--models", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
@@ -77,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True)
     _store_arg(p)
+
+    p = sub.add_parser("finetune", help="fine-tune a backbone on the dataset's classes (two phases, checkpointed), "
+                       "export it as a new backbone version")
+    _dataset_args(p)
+    _backbone_args(p)
+    _store_arg(p)
+    p.add_argument("--freeze", default="none", help="tap blocks kept frozen in phase 2: a number, 'all' or 'none' (default none)")
+    p.add_argument("--head-epochs", type=int, default=2, help="phase 1, new classifier only (default 2)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="phase 1 RMSprop learning rate (default 1e-3)")
+    p.add_argument("--epochs", type=int, default=10, help="phase 2, the unfrozen layers (default 10)")
+    p.add_argument("--lr", type=float, default=1e-4, help="phase 2 SGD learning rate (default 1e-4, as in the seeds)")
+    p.add_argument("--momentum", type=float, default=0.9, help="phase 2 SGD momentum (default 0.9)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="learning-rate schedule of each phase")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--patience", type=_positive, default=3, help="epochs without a better validation accuracy before a phase stops")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of pretrained (one phase, nothing frozen)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="PyTorch device (default: cpu); cuda never falls back")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of the same run")
+    p.add_argument("--extract", action="store_true", help="then extract features with the new version and fit a softmax head")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side")
     _backbone_args(p)
@@ -163,6 +186,37 @@ def cmd_extract(args, settings: Settings) -> dict:
           f"{summary['images_per_second']} images/s; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB, "
           f"written at {summary['parquet_write_mb_per_second']} MB/s)")
     return summary
+
+
+def cmd_finetune(args, settings: Settings) -> dict:
+    from pipeline.finetune import FinetuneConfig, finetune
+
+    if args.random_weights:
+        raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
+    config = FinetuneConfig(
+        freeze=args.freeze, head_epochs=args.head_epochs, head_lr=args.head_lr, epochs=args.epochs, lr=args.lr,
+        momentum=args.momentum, schedule=args.schedule, batch_size=args.batch_size, patience=args.patience,
+        from_scratch=args.from_scratch, label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+    )
+    sources = settings.sources_for(args.dataset, args.sources)
+    result = finetune(args.dataset, sources, args.backbone, settings.models, config, limit=args.limit, device=settings.device,
+                      cache_dir=settings.cache_dir, weights=args.weights, restart=args.restart,
+                      show_progress=not args.no_progress, log=_log)
+    print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
+          f"(validation {result['validation_accuracy']:.4f}, {result['seconds']}s) -> {result['backbone_version']}")
+    if args.extract:
+        from models.backbones import get_spec
+        from pipeline import extract
+        from pipeline.fit import fit
+
+        layer = get_spec(args.backbone).classifier_input
+        extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.models,
+                                limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
+                                show_progress=not args.no_progress, log=_log)
+        head = fit(args.dataset, result["backbone_version"], [layer], "softmax", settings.store, log=_log)
+        print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
+        result = {**result, "set_uri": extracted["set_uri"], "softmax_test_accuracy": head["test_accuracy"]}
+    return {k: v for k, v in result.items() if k != "history"}
 
 
 def cmd_fit(args, settings: Settings) -> dict:
@@ -274,7 +328,7 @@ def cmd_describe(args, settings: Settings) -> None:
     return None
 
 
-COMMANDS = {"export": cmd_export, "extract": cmd_extract, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
+COMMANDS = {"export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,10 +84,9 @@ def plan(
     cache_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Plan:
-    """Export (or reuse) the backbone, index the dataset and fix the shards."""
-    from models.export import export  # torch: needed only here, not by shard workers
-
-    artifact = export(backbone, models, weights=weights, random_weights=random_weights, log=log)
+    """Export (or reuse) the backbone, index the dataset and fix the shards. ``backbone``
+    is a registry name or an exported version under ``models`` (e.g. a fine-tuned one)."""
+    artifact = _artifact(backbone, models, weights, random_weights, log)
     layers = check_layers(artifact, layers)
     started = time.perf_counter()
     index = build_index(dataset, sources, splits=splits, limit=limit, cache_dir=cache_dir)
@@ -109,7 +108,7 @@ def plan(
     data = {
         "plan_id": plan_id,
         "dataset": dataset,
-        "backbone": backbone,
+        "backbone": artifact.card["backbone"],
         "backbone_version": artifact.version,
         "artifact_uri": artifact.uri,
         "model_card": artifact.card,
@@ -125,6 +124,23 @@ def plan(
     }
     atomic_write_json(f"{layout.staging_uri(set_uri, plan_id)}/plan.json", data)
     return Plan(data)
+
+
+def _artifact(backbone: str, models: str, weights: str | None, random_weights: bool, log) -> Artifact:
+    from models.artifact import read_card
+    from models.names import BACKBONES
+
+    if backbone not in BACKBONES:
+        card = read_card(f"{models.rstrip('/')}/{backbone}")
+        if card is None:
+            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}) nor an exported version in {models}")
+        if weights or random_weights:
+            raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
+        log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
+        return Artifact(f"{models.rstrip('/')}/{backbone}", card)
+    from models.export import export  # torch: needed only here, not by shard workers
+
+    return export(backbone, models, weights=weights, random_weights=random_weights, log=log)
 
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:

@@ -33,6 +33,7 @@ def test_every_kind_of_bad_image_is_recorded_and_counts_reconcile(tmp_path, lite
     good = png_bytes((10, 200, 10))
     bad = {
         "train/red/zero.jpg": b"",
+        "train/red/zero.png": b"",
         "train/red/truncated.jpg": png_bytes((1, 2, 3), fmt="JPEG")[:300],
         "train/red/truncated.png": good[: len(good) // 2],
         "train/red/garbage.png": os.urandom(500),
@@ -47,7 +48,7 @@ def test_every_kind_of_bad_image_is_recorded_and_counts_reconcile(tmp_path, lite
     }
     summary = run(tmp_path, [write_tree(tmp_path / "d", {**files, **bad, **odd_but_fine})], models_root)
     train = summary["counts"]["train"]
-    assert train == {"read": 6 + 5 + 5, "written": 6 + 5, "rejected": 5}
+    assert train == {"read": 6 + 6 + 5, "written": 6 + 5, "rejected": 6}
     rejects = {r["image_id"]: r["reason"] for r in features.describe("h", "efficientnet_lite0", str(tmp_path / "store"))["rejects"]}
     assert set(rejects) == set(bad)
     assert rejects["train/red/zero.jpg"] == "empty file (0 bytes)"

@@ -1,0 +1,153 @@
+"""Fine-tuning a backbone on a dataset's classes (the seeds' recipe for large datasets).
+
+The network is the backbone up to its classifier input, globally average-pooled, and a
+new linear classifier for the dataset's classes (the pretrained ImageNet classifier is
+kept unchanged in the backbone, so the fine-tuned weights still load into the registry's
+network and export like any backbone). Training takes uint8 NHWC batches, as the ONNX
+graph does: augmentation (random shift, zoom and horizontal flip in one ``grid_sample``),
+resizing and normalisation all run on the training device.
+
+Freezing: ``freeze=N`` freezes every parameter up to and including the N-th tap block
+(shallow to deep; their BatchNorm statistics stay fixed too), ``"all"`` the whole
+backbone, ``"none"`` nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from models.backbones import BackboneSpec, LoadedBackbone
+from models.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Augment:
+    shift: float = 0.125  # of the image side, each way
+    zoom: tuple[float, float] = (1.0, 1.15)
+    flip: bool = True
+
+
+class Classifier(nn.Module):
+    """Backbone features at the classifier input -> global average pool -> new linear."""
+
+    def __init__(self, loaded: LoadedBackbone, classes: int) -> None:
+        super().__init__()
+        spec = loaded.spec
+        node = spec.taps[spec.classifier_input]
+        self.spec = spec
+        self.features = create_feature_extractor(loaded.module, {node: "x"})
+        with torch.no_grad():
+            dim = self._pool(self.features(torch.zeros(1, 3, spec.input_size, spec.input_size))["x"]).shape[1]
+        self.classifier = nn.Linear(dim, classes)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    @staticmethod
+    def _pool(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC (any size) -> float NCHW at the backbone's input size, normalised."""
+        x = images.permute(0, 3, 1, 2).float()
+        size = self.spec.input_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self._pool(self.features(x)["x"]))
+
+
+def augment(images: torch.Tensor, size: int, generator: torch.Generator, setting: Augment = Augment()) -> torch.Tensor:
+    """Random shift, zoom and flip of a uint8 NHWC batch, resampled straight to
+    ``size`` x ``size`` (float NCHW, 0..255) with reflection at the borders."""
+    n = images.shape[0]
+    device = images.device
+    x = images.permute(0, 3, 1, 2).float()
+    rand = torch.rand(n, 4, generator=generator, device=generator.device).to(device)
+    scale = 1.0 / (setting.zoom[0] + (setting.zoom[1] - setting.zoom[0]) * rand[:, 0])
+    sign = torch.where(rand[:, 1] < 0.5, -1.0, 1.0) if setting.flip else torch.ones(n, device=device)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = scale * sign
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2] = (rand[:, 2] * 2 - 1) * 2 * setting.shift
+    theta[:, 1, 2] = (rand[:, 3] * 2 - 1) * 2 * setting.shift
+    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def frozen_prefixes(spec: BackboneSpec, freeze: str | int) -> int:
+    """How many tap blocks ``freeze`` names: an int, "all" or "none"."""
+    taps = len(spec.taps)
+    if freeze in ("none", 0, "0"):
+        return 0
+    if freeze == "all":
+        return taps
+    try:
+        count = int(freeze)
+    except (TypeError, ValueError):
+        raise ModelError(f"--freeze takes a number of tap blocks (0..{taps}), 'all' or 'none'; got {freeze!r}") from None
+    if not 0 <= count <= taps:
+        raise ModelError(f"{spec.name} has {taps} tap blocks ({', '.join(spec.taps)}); cannot freeze {count}")
+    return count
+
+
+def apply_freeze(model: Classifier, freeze: str | int) -> list[str]:
+    """Freeze the backbone's parameters up to the chosen tap block; returns the frozen
+    parameter names. Parameters are registered shallow to deep in every backbone."""
+    count = frozen_prefixes(model.spec, freeze)
+    names = [name for name, _ in model.features.named_parameters()]
+    if count == 0:
+        last = -1
+    elif count == len(model.spec.taps):
+        last = len(names) - 1
+    else:
+        node = list(model.spec.taps.values())[count - 1]
+        inside = [i for i, name in enumerate(names) if name.startswith(node + ".")]
+        last = max(inside) if inside else -1
+    frozen = set(names[: last + 1])
+    for name, parameter in model.features.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    return sorted(frozen)
+
+
+def set_train_mode(model: Classifier) -> None:
+    """Train mode, except BatchNorm layers whose parameters are frozen: their running
+    statistics stay the pretrained ones."""
+    model.train()
+    for module in model.features.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+def backbone_state(model: Classifier, loaded: LoadedBackbone) -> dict[str, torch.Tensor]:
+    """The fine-tuned weights in the backbone's own state-dict layout (loads strictly
+    into the registry's network; the ImageNet classifier is unchanged)."""
+    tuned = model.features.state_dict()
+    state = {}
+    for key, value in loaded.module.state_dict().items():
+        state[key] = tuned.get(key, value).detach().cpu().clone()
+    return state
+
+
+def evaluate(model: Classifier, images: np.ndarray, labels: np.ndarray, device: str, batch_size: int,
+             amp: bool) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size]).to(device, non_blocking=True)
+            x = model.normalise(batch)
+            if device == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            predicted = model(x).argmax(1).cpu().numpy()
+            correct += int((predicted == labels[start : start + batch_size]).sum())
+    return correct / max(1, len(images))

@@ -1,0 +1,289 @@
+"""The fine-tuning task: train a backbone on a dataset's classes in two phases, with a
+checkpoint after every epoch, then export the result as a new backbone version whose
+model card names its parent, the dataset and the metrics.
+
+Phase 1 trains only the new classifier (RMSprop, lr 1e-3: the seeds' "train the model
+on the new data for a few epochs"); phase 2 unfreezes the backbone after the frozen tap
+blocks and trains with SGD, lr 1e-4, momentum 0.9 (the seeds' fine-tuning step). Each
+phase stops early when validation accuracy (10% of the training split, stratified)
+has not improved for ``patience`` epochs; the best epoch's weights are kept.
+
+A killed run resumes from its last checkpoint (model, optimizer, scheduler, the random
+generator and the best weights so far) when started again with the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
+from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from pipeline.errors import PipelineError
+from pipeline.images import ImageRejected, decode
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    freeze: str = "none"  # tap blocks frozen in phase 2: a number, "all" or "none"
+    head_epochs: int = 2  # phase 1: the new classifier only
+    head_lr: float = 1e-3  # RMSprop
+    epochs: int = 10  # phase 2: the unfrozen layers
+    lr: float = 1e-4  # SGD
+    momentum: float = 0.9
+    schedule: str = "constant"  # or "cosine", per phase
+    batch_size: int = 64
+    patience: int = 3
+    from_scratch: bool = False  # random initialisation (the seeds' case IV alternative): phase 2 only, nothing frozen
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise PipelineError(f"--schedule must be constant or cosine, not {self.schedule!r}")
+        if self.head_epochs < 0 or self.epochs < 0 or self.head_epochs + self.epochs == 0:
+            raise PipelineError("--head-epochs and --epochs must be >= 0, and not both 0")
+        if self.lr <= 0 or self.head_lr <= 0 or self.batch_size <= 0 or self.patience <= 0:
+            raise PipelineError("learning rates, batch size and patience must be positive")
+        if self.from_scratch and self.freeze not in ("none", "0"):
+            raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
+
+
+def load_split(index: DatasetIndex, entries: list[Entry], size: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Decoded uint8 images of one split (N, H, W, 3) with labels; rejected images are
+    listed, not fatal. Mixed sizes are resized to the backbone's input size."""
+    from PIL import Image
+
+    images, labels, rejects = [], [], []
+    for entry, payload in iter_payloads(index, entries, cache_dir):
+        try:
+            images.append(decode(payload, size))
+            labels.append(index.label_of(entry.label_name))
+        except ImageRejected as exc:
+            rejects.append({"image_id": entry.image_id, "reason": str(exc)})
+    if len({image.shape for image in images}) > 1:
+        images = [np.asarray(Image.fromarray(i).resize((size, size), Image.BILINEAR)) if i.shape[:2] != (size, size) else i
+                  for i in images]
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), rejects
+    return np.stack(images), np.array(labels, np.int64), rejects
+
+
+def _read_checkpoint(uri: str):
+    import torch
+
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def _write_torch(uri: str, obj) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(uri, buffer.getvalue())
+
+
+def run_key(dataset: str, index: DatasetIndex, backbone: str, weights_sha256: str, config: FinetuneConfig, limit: int | None) -> str:
+    identity = {
+        "dataset": dataset,
+        "sources": [s.checksum for s in index.sources],
+        "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
+        "backbone": backbone,
+        "weights": weights_sha256,
+        "config": asdict(config),
+        "limit": limit,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def finetune(
+    dataset: str,
+    sources: list[str],
+    backbone: str,
+    models: str,
+    config: FinetuneConfig = FinetuneConfig(),
+    limit: int | None = None,
+    device: str = "cpu",
+    cache_dir: str | None = None,
+    weights: str | None = None,
+    restart: bool = False,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    import torch
+
+    from models.backbones import load_backbone, resolve_weights
+    from models.export import export, version_of
+    from models.finetune import Classifier, apply_freeze, augment, backbone_state, evaluate, set_train_mode
+    from models.backbones import get_spec
+    from pipeline.fit import validation_split
+
+    config.check()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("--device cuda was asked for, but PyTorch sees no CUDA device (no CPU fallback)")
+    if device not in ("cpu", "cuda"):
+        raise PipelineError(f"--device must be cpu or cuda, not {device!r}")
+    started = time.perf_counter()
+    spec = get_spec(backbone)
+    choice = resolve_weights(backbone, weights, random_weights=config.from_scratch)
+    parent_version = version_of(spec, choice.sha256)
+    index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
+    for split in ("train", "test"):
+        if split not in index.splits():
+            raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())}")
+    key = run_key(dataset, index, backbone, choice.sha256, config, limit)
+    work = f"{models.rstrip('/')}/_finetune/{dataset}-{backbone}-{key}"
+    checkpoint_uri = f"{work}/{CHECKPOINT}"
+
+    log(f"decoding {len(index.entries)} images of {dataset}")
+    split_entries = {s: [e for e in index.entries if e.split == s] for s in ("train", "test")}
+    train_images, train_labels, rejects = load_split(index, split_entries["train"], spec.input_size, cache_dir)
+    test_images, test_labels, test_rejects = load_split(index, split_entries["test"], spec.input_size, cache_dir)
+    rejects += test_rejects
+    fit_idx, val_idx = validation_split(train_labels, seed=config.seed)
+    val_images, val_labels = train_images[val_idx], train_labels[val_idx]
+    fit_images, fit_labels = train_images[fit_idx], train_labels[fit_idx]
+
+    torch.manual_seed(config.seed)
+    loaded = load_backbone(backbone, choice=choice)
+    model = Classifier(loaded, len(index.classes)).to(device)
+    amp = device == "cuda"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(config.seed)
+    # the whole training split lives on the training device when it fits: no host copies per batch
+    images_on_device = torch.from_numpy(fit_images).to(device)
+    labels_on_device = torch.from_numpy(fit_labels).to(device)
+
+    state = None
+    if exists(checkpoint_uri) and not restart:
+        state = _read_checkpoint(checkpoint_uri)
+        if state.get("config") != asdict(config):
+            raise PipelineError(f"{checkpoint_uri} was written with other settings; use --restart to start over")
+        model.load_state_dict(state["model"])
+        generator.set_state(state["generator"])
+        log(f"resuming from {checkpoint_uri}: phase {state['phase']}, {state['epoch']} epoch(s) done")
+    resumed_from = None if state is None else {"phase": state["phase"], "epoch": state["epoch"]}
+    history: list = list(state["history"]) if state else []
+    best = state["best"] if state else {"validation_accuracy": -1.0, "model": None, "phase": None, "epoch": 0}
+
+    phases = [("body", config.epochs)] if config.from_scratch else [("head", config.head_epochs), ("body", config.epochs)]
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    from tqdm import tqdm
+
+    for phase, epochs in phases:
+        if state and state["phases_done"] and phase in state["phases_done"]:
+            continue
+        if phase == "head":
+            apply_freeze(model, "all")
+            params = list(model.classifier.parameters())
+            optimizer = torch.optim.RMSprop(params, lr=config.head_lr, weight_decay=config.weight_decay)
+        else:
+            frozen = apply_freeze(model, "none" if config.from_scratch else config.freeze)
+            if frozen:
+                log(f"phase 2: {len(frozen)} backbone parameter tensors frozen ({config.freeze} tap block(s))")
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        steps = max(1, epochs * -(-len(fit_images) // config.batch_size))
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.schedule == "cosine"
+                     else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+        start_epoch, stale = 0, 0
+        if state and state["phase"] == phase:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, stale = state["epoch"], state["stale"]
+        for epoch in range(start_epoch, epochs):
+            if stale >= config.patience:
+                break
+            epoch_started = time.perf_counter()
+            set_train_mode(model)
+            total_loss, seen = 0.0, 0
+            order = torch.randperm(len(fit_images), generator=generator)
+            batches = order.split(config.batch_size)
+            for batch in tqdm(batches, desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False):
+                batch = batch.to(device)
+                x = augment(images_on_device[batch], spec.input_size, generator)
+                x = (x - model.mean) / model.std
+                if amp:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    loss = loss_fn(model(x), labels_on_device[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += float(loss.detach()) * len(batch)
+                seen += len(batch)
+            val_accuracy = evaluate(model, val_images, val_labels, device, config.batch_size * 2, amp)
+            record = {"phase": phase, "epoch": epoch + 1, "loss": round(total_loss / max(1, seen), 5),
+                      "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
+            history.append(record)
+            log(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, validation accuracy {val_accuracy:.4f} "
+                f"({record['seconds']:.1f}s)")
+            if val_accuracy > best["validation_accuracy"]:
+                best = {"validation_accuracy": val_accuracy, "phase": phase, "epoch": epoch + 1,
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                stale = 0
+            else:
+                stale += 1
+            state = {"config": asdict(config), "phase": phase, "epoch": epoch + 1, "stale": stale,
+                     "phases_done": (state or {}).get("phases_done", []), "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "generator": generator.get_state(), "best": best, "history": history}
+            _write_torch(checkpoint_uri, state)
+        state = {**(state or {"config": asdict(config), "model": model.state_dict(), "generator": generator.get_state(),
+                               "best": best, "history": history}),
+                 "phase": phase, "epoch": epochs, "stale": 0, "optimizer": {}, "scheduler": {},
+                 "phases_done": [*(state or {}).get("phases_done", []), phase]}
+        _write_torch(checkpoint_uri, state)
+
+    if best["model"] is not None:
+        model.load_state_dict(best["model"])
+    test_accuracy = evaluate(model, test_images, test_labels, device, config.batch_size * 2, amp)
+    seconds = round(time.perf_counter() - started, 1)
+    log(f"best: {best['phase']} epoch {best['epoch']}, validation accuracy {best['validation_accuracy']:.4f}; "
+        f"test accuracy {test_accuracy:.4f}")
+    metrics = {"test_accuracy": round(test_accuracy, 5), "validation_accuracy": round(best["validation_accuracy"], 5),
+               "best_phase": best["phase"], "best_epoch": best["epoch"], "n_train": len(fit_images),
+               "n_validation": len(val_images), "n_test": len(test_images), "rejected": len(rejects), "seconds": seconds}
+    artifact = _export(model, loaded, backbone, models, work, cache_dir, key, parent={
+        "version": parent_version, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
+        "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
+        "finetune": asdict(config), "device": device, "metrics": metrics,
+    }, log=log)
+    summary = {"dataset": dataset, "backbone": backbone, "parent_version": parent_version,
+               "backbone_version": artifact.version, "model_uri": artifact.uri, **metrics,
+               "resumed_from": resumed_from, "work_uri": work, "history": history}
+    atomic_write_json(f"{work}/metrics.json", summary)
+    return summary
+
+
+def _export(model, loaded, backbone: str, models: str, work: str, cache_dir: str | None, key: str, parent: dict, log):
+    """The fine-tuned backbone as a weights file (kept beside the checkpoint), exported
+    to ONNX as a new version; the new classifier is saved beside it."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from models.export import export
+    from models.finetune import backbone_state
+
+    folder = Path(cache_dir or tempfile.gettempdir()) / "finetune" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "backbone.pt"
+    torch.save(backbone_state(model, loaded), weights)
+    atomic_write_bytes(f"{work}/backbone.pt", weights.read_bytes())
+    _write_torch(f"{work}/classifier.pt", {k: v.cpu() for k, v in model.classifier.state_dict().items()})
+    return export(backbone, models, weights=str(weights), parent=parent, log=log)

@@ -1,0 +1,113 @@
+"""Fine-tuning on CPU with a small dataset: freezing, the two phases, checkpoints, a
+killed run that resumes to the same result, and the export of a new version whose
+features are extracted by version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import features
+from models.backbones import load_backbone
+from models.finetune import Classifier, apply_freeze, augment
+from pipeline import extract
+from pipeline.errors import PipelineError
+from pipeline.finetune import FinetuneConfig, finetune
+from tests.conftest import REPO, folder_images, write_tree
+
+SMALL = ["--head-epochs", "1", "--epochs", "2", "--batch-size", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_backbone("efficientnet_lite0")
+
+
+def test_freeze_counts_tap_blocks_shallow_to_deep(loaded):
+    model = Classifier(loaded, classes=3)
+    assert apply_freeze(model, "none") == []
+    first = apply_freeze(model, 1)
+    assert first and all(n.startswith(("_conv_stem", "_bn0", "_blocks.0.", "_blocks.1.", "_blocks.2.")) for n in first)
+    assert len(apply_freeze(model, 3)) > len(first)
+    everything = apply_freeze(model, "all")
+    assert not any(p.requires_grad for p in model.features.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters()) and len(everything) > 100
+    with pytest.raises(Exception, match="cannot freeze 99"):
+        apply_freeze(model, 99)
+
+
+def test_augmentation_keeps_shape_and_range_and_is_seeded():
+    images = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    a = augment(images, 64, torch.Generator().manual_seed(1))
+    b = augment(images, 64, torch.Generator().manual_seed(1))
+    assert a.shape == (4, 3, 64, 64) and torch.equal(a, b)
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
+
+
+def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    source = write_tree(tmp_path / "d", folder_images(per_class=2))
+    with pytest.raises(PipelineError, match="no CPU fallback"):
+        finetune("c", [str(source)], "efficientnet_lite0", str(tmp_path / "m"), device="cuda", show_progress=False)
+
+
+def tlfs(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)])}
+    proc = subprocess.run([str(Path(sys.executable).with_name("tlfs")), *args], capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    source = write_tree(tmp_path / "images", folder_images(per_class=8))
+    common = ["finetune", "--dataset", "colors", "--source", str(source), "--backbone", "efficientnet_lite0", *SMALL]
+
+    whole = tlfs(*common, "--models", str(tmp_path / "whole"))
+    expected = json.loads(whole.stdout.strip().splitlines()[-1])
+    # Die while writing the third checkpoint (phase 2, epoch 1): three events per write.
+    killed = tlfs(*common, "--models", str(tmp_path / "killed"), check=False,
+                  env_extra={"TLFS_KILL_AT": "7", "TLFS_KILL_MATCH": "checkpoint.pt"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = tlfs(*common, "--models", str(tmp_path / "killed"))
+    got = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert "resuming from" in resumed.stderr
+    assert got["resumed_from"] == {"phase": "head", "epoch": 1}
+    assert abs(got["test_accuracy"] - expected["test_accuracy"]) <= 1e-9
+    assert got["backbone_version"] == expected["backbone_version"]  # the same weights, bit for bit
+
+
+@pytest.mark.slow
+def test_finetune_exports_a_new_version_with_lineage_and_features_follow(tmp_path):
+    source = write_tree(tmp_path / "images", folder_images(per_class=6))
+    store, models = tmp_path / "store", tmp_path / "models"
+    out = tlfs("finetune", "--dataset", "colors", "--source", str(source), "--backbone", "efficientnet_lite0",
+               "--models", str(models), "--store", str(store), "--freeze", "2", *SMALL, "--extract")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"test_accuracy", "backbone_version", "set_uri", "softmax_test_accuracy"} <= set(result)
+    card = json.loads((models / result["backbone_version"] / "model_card.json").read_text())
+    assert card["parent"]["version"] == result["parent_version"] != result["backbone_version"]
+    assert card["parent"]["dataset"] == "colors" and card["parent"]["finetune"]["freeze"] == "2"
+    assert card["parent"]["metrics"]["test_accuracy"] == result["test_accuracy"]
+    manifest = features.describe("colors", result["backbone_version"], str(store))
+    assert manifest["lineage"]["parent"]["version"] == result["parent_version"] and manifest["rows"] == 36
+    again = extract.run("colors", [str(source)], result["backbone_version"], str(store), str(models), layers=["head"],
+                        show_progress=False, log=lambda *_: None)
+    assert again["backbone_version"] == result["backbone_version"]
+    with pytest.raises(PipelineError, match="neither a backbone"):
+        extract.run("colors", [str(source)], "efficientnet_lite0-0000000000", str(store), str(models), show_progress=False)
+
+
+def test_settings_are_checked_before_any_work():
+    with pytest.raises(PipelineError, match="cosine"):
+        FinetuneConfig(schedule="linear").check()
+    with pytest.raises(PipelineError, match="from-scratch"):
+        FinetuneConfig(from_scratch=True, freeze="2").check()
