@@ -82,3 +82,22 @@ def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: s
 
     result = fit(dataset, backbone, layers, head, _settings(store).store, log=log)
     return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
+
+
+def advise_dataset(dataset: str, backbone: str, sources: list[str] | None = None, limit: int | None = None,
+                   store: str | None = None, models: str | None = None, log: Callable = print) -> dict:
+    from pipeline import advise
+
+    s = _settings(store, models)
+    return advise.advise(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, limit=limit or None,
+                         cache_dir=s.cache_dir, log=log)
+
+
+def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, models: str | None,
+                      device: str, settings: dict, log: Callable = print) -> dict:
+    from pipeline.finetune import FinetuneConfig, finetune
+
+    s = _settings(models=models)
+    result = finetune(dataset, s.sources_for(dataset, sources), backbone, s.models, FinetuneConfig(**settings),
+                      limit=limit or None, device=device, cache_dir=s.cache_dir, show_progress=False, log=log)
+    return {k: v for k, v in result.items() if k != "history"}

@@ -16,8 +16,10 @@ if [ -z "${TLFS_CIFAR10_SOURCE:-}" ] && [ -f "$shared/train.tar.gz" ]; then
 fi
 data="$(pwd)/tlfs-data"
 export TLFS_STORE="${TLFS_STORE:-$data/store}" TLFS_MODELS="${TLFS_MODELS:-$data/models}" TLFS_CACHE="${TLFS_CACHE:-$data/cache}"
-conf="{}"
-[ -n "${LIMIT:-}" ] && conf="{\"limit\": $LIMIT}"
+# The DAG's advice step would trigger finetune_cifar10 (a GPU job) for the full CIFAR-10;
+# this script stops at heads unless FINETUNE=auto|always is set.
+conf="{\"finetune\": \"${FINETUNE:-never}\"}"
+[ -n "${LIMIT:-}" ] && conf="{\"finetune\": \"${FINETUNE:-never}\", \"limit\": $LIMIT}"
 .venv/bin/python scripts/airflow_local.py run --dag extract_cifar10 --conf "$conf" --home "$data/airflow"
 echo
 .venv/bin/tlfs ls

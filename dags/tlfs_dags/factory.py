@@ -1,8 +1,12 @@
-"""The two DAG shapes, built from a dataset spec.
+"""The three DAG shapes, built from a dataset spec.
 
 extract_<name>:  export_backbone -> plan_shards -> extract_shard (mapped, pool
                  ``tlfs_extract``) -> commit (emits the feature set's Asset)
+                 -> advise -> choose: large datasets -> trigger_finetune, small -> heads_only
 fit_heads_<name>: scheduled on that Asset: layer sweep, then heads on the best layer
+finetune_<name>: finetune (GPU queue; a retried task resumes from its checkpoint)
+                 -> plan_shards -> extract_shard (mapped) -> commit (the same Asset, so
+                 fit_heads_<name> then fits heads on the fine-tuned features)
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tlfs_dags.specs import DatasetSpec
@@ -36,6 +42,12 @@ def _log(message: str) -> None:
     print(message, flush=True)  # task stdout goes to the task log
 
 
+def tlfs_dag(dag_id: str, description: str, schedule, params: dict, tag: str, **extra):
+    """The settings every tlfs DAG shares: no catch-up, one run at a time, retries."""
+    return dag(dag_id=dag_id, description=description, schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False,
+               max_active_runs=1, params=params, default_args=DEFAULT_ARGS, tags=["tlfs", tag], **extra)
+
+
 def _nullable(kind: str, **schema):
     return {"type": [kind, "null"], **schema}
 
@@ -53,24 +65,79 @@ def extract_params(spec: DatasetSpec) -> dict:
         "batch_size": Param(64, type="integer", minimum=1),
         "shard_size": Param(2500, type="integer", minimum=1),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
+        "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
+                          description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
+        "finetune_device": Param("cuda", type="string", enum=["cpu", "cuda"], description="device of the triggered fine-tuning"),
     }
+
+
+def finetune_params(spec: DatasetSpec) -> dict:
+    return {
+        "backbone": Param(spec.backbone, type="string", enum=BACKBONES, description="backbone to fine-tune"),
+        "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source"),
+        "limit": Param(spec.limit, **_nullable("integer", minimum=1)),
+        "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="layers to extract after"),
+        "store": Param(None, **_nullable("string")),
+        "models": Param(None, **_nullable("string")),
+        "device": Param("cuda", type="string", enum=["cpu", "cuda"], description="cuda never falls back to cpu"),
+        "freeze": Param("none", type="string", description="tap blocks frozen in phase 2: a number, all or none"),
+        "head_epochs": Param(2, type="integer", minimum=0),
+        "head_lr": Param(1e-3, type="number", exclusiveMinimum=0),
+        "epochs": Param(10, type="integer", minimum=0),
+        "lr": Param(1e-4, type="number", exclusiveMinimum=0),
+        "schedule": Param("constant", type="string", enum=["constant", "cosine"]),
+        "train_batch_size": Param(64, type="integer", minimum=1),
+        "from_scratch": Param(False, type="boolean"),
+        "batch_size": Param(64, type="integer", minimum=1, description="extraction batch size"),
+        "shard_size": Param(2500, type="integer", minimum=1),
+    }
+
+
+def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
+    """plan_shards -> extract_shard (mapped) -> commit, in the DAG being defined, for the
+    backbone version that ``backbone_version`` (an XCom dict) names."""
+
+    @task
+    def plan_shards(exported: dict) -> list[dict]:
+        """One job per shard: what each mapped extract_shard task receives."""
+        from pipeline import steps
+
+        p = get_current_context()["params"]
+        planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
+                                        p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log)
+        _log(f"{planned['images']} images in {len(planned['shards'])} shards -> {planned['set_uri']}")
+        return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shard": n} for n in planned["shards"]]
+
+    @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
+    def extract_shard(job: dict) -> dict:
+        from pipeline import steps
+
+        result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"], device=get_current_context()["params"]["device"])
+        _log(f"shard {job['shard']}: {result}")
+        return result
+
+    @task(outlets=[asset])
+    def commit(jobs: list[dict], shard_results: list[dict]) -> dict:
+        from pipeline import steps
+
+        set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
+        summary = steps.commit_extraction(set_uri, plan_id, log=_log)
+        p = get_current_context()["params"]
+        get_current_context()["outlet_events"][asset].extra = {
+            "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],
+            "rows": summary["rows"],
+        }
+        return summary
+
+    jobs = plan_shards(backbone_version)
+    return commit(jobs, extract_shard.expand(job=jobs))
 
 
 def build_extract_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @dag(
-        dag_id=f"extract_{spec.name}",
-        description=spec.description or f"extract features of {spec.name}",
-        schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        params=extract_params(spec),
-        default_args=DEFAULT_ARGS,
-        tags=["tlfs", "extract"],
-        doc_md=__doc__,
-    )
+    @tlfs_dag(f"extract_{spec.name}", spec.description or f"extract features of {spec.name}", spec.schedule,
+              extract_params(spec), "extract", doc_md=__doc__)
     def extract_dag():
         @task
         def export_backbone() -> dict:
@@ -80,61 +147,66 @@ def build_extract_dag(spec: DatasetSpec):
             return steps.export_backbone(p["backbone"], p["models"], log=_log)
 
         @task
-        def plan_shards(exported: dict) -> list[dict]:
-            """One job per shard: what each mapped extract_shard task receives."""
+        def advise(committed: dict) -> dict:
             from pipeline import steps
 
             p = get_current_context()["params"]
-            planned = steps.plan_extraction(spec.name, p["backbone"], p["sources"], p["layers"], p["splits"], p["limit"],
-                                            p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log)
-            _log(f"{planned['images']} images in {len(planned['shards'])} shards -> {planned['set_uri']}")
-            return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shard": n} for n in planned["shards"]]
+            return steps.advise_dataset(spec.name, p["backbone"], p["sources"], p["limit"], p["store"], p["models"], log=_log)
 
-        @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
-        def extract_shard(job: dict) -> dict:
-            from pipeline import steps
+        @task.branch
+        def choose(advice: dict) -> str:
+            """Small datasets stop at heads (fit_heads_<name> runs on the Asset); large
+            ones go on to fine-tuning, unless the run's `finetune` param says otherwise."""
+            mode = get_current_context()["params"]["finetune"]
+            large = advice["case"].startswith("large")
+            _log(f"advice: {advice['case']} -> {advice['action']} (finetune={mode})")
+            return "trigger_finetune" if mode == "always" or (mode == "auto" and large) else "heads_only"
 
-            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"], device=get_current_context()["params"]["device"])
-            _log(f"shard {job['shard']}: {result}")
-            return result
-
-        @task(outlets=[asset])
-        def commit(jobs: list[dict], shard_results: list[dict]) -> dict:
-            from pipeline import steps
-
-            set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
-            summary = steps.commit_extraction(set_uri, plan_id, log=_log)
+        @task
+        def finetune_conf() -> dict:
             p = get_current_context()["params"]
-            get_current_context()["outlet_events"][asset].extra = {
-                "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],
-                "rows": summary["rows"],
-            }
-            return summary
+            keys = ("backbone", "sources", "limit", "layers", "store", "models", "batch_size", "shard_size")
+            return {**{k: p[k] for k in keys}, "device": p["finetune_device"]}
 
-        jobs = plan_shards(export_backbone())
-        commit(jobs, extract_shard.expand(job=jobs))
+        committed = extraction(spec, asset, export_backbone())
+        decision = choose(advise(committed))
+        trigger = TriggerDagRunOperator(task_id="trigger_finetune", trigger_dag_id=f"finetune_{spec.name}",
+                                        conf=finetune_conf(), wait_for_completion=False)
+        decision >> [trigger, EmptyOperator(task_id="heads_only")]
 
     return extract_dag()
+
+
+def build_finetune_dag(spec: DatasetSpec):
+    asset = features_asset(spec.name)
+
+    @tlfs_dag(f"finetune_{spec.name}", f"fine-tune a backbone on {spec.name}, export it, extract features with it", None,
+              finetune_params(spec), "finetune")
+    def finetune_dag():
+        @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, execution_timeout=timedelta(hours=24))
+        def finetune() -> dict:
+            from pipeline import steps
+
+            p = get_current_context()["params"]
+            return steps.finetune_backbone(
+                spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
+                {"freeze": p["freeze"], "head_epochs": p["head_epochs"], "head_lr": p["head_lr"], "epochs": p["epochs"],
+                 "lr": p["lr"], "schedule": p["schedule"], "batch_size": p["train_batch_size"],
+                 "from_scratch": p["from_scratch"]}, log=_log)
+
+        extraction(spec, asset, finetune())
+
+    return finetune_dag()
 
 
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @dag(
-        dag_id=f"fit_heads_{spec.name}",
-        description=f"layer sweep and heads on the features of {spec.name}",
-        schedule=[asset],
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        params={
-            "backbone": Param(spec.backbone, type="string", description="backbone name or version (when run by hand)"),
-            "store": Param(None, **_nullable("string")),
-            "heads": Param(["softmax", "lightgbm", "mlp"], type="array", items={"type": "string", "enum": ["softmax", "lightgbm", "mlp"]}),
-        },
-        default_args=DEFAULT_ARGS,
-        tags=["tlfs", "heads"],
-    )
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep and heads on the features of {spec.name}", [asset], {
+        "backbone": Param(spec.backbone, type="string", description="backbone name or version (when run by hand)"),
+        "store": Param(None, **_nullable("string")),
+        "heads": Param(["softmax", "lightgbm", "mlp"], type="array", items={"type": "string", "enum": ["softmax", "lightgbm", "mlp"]}),
+    }, "heads")
     def fit_dag():
         @task
         def feature_set() -> dict:

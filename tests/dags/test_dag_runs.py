@@ -28,6 +28,29 @@ def airflow(*args, env):
     return proc.stdout
 
 
+def task_states(env: dict, dag_id: str) -> dict:
+    import sqlite3
+
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        return dict(connection.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall())
+
+
+@pytest.mark.slow
+def test_dags_test_finetune_exports_extracts_and_commits(tmp_path, airflow_env):
+    env = {**airflow_env, **feature_env(tmp_path)}
+    airflow("db", "migrate", env=env)
+    conf = {"limit": 30, "device": "cpu", "head_epochs": 1, "epochs": 1, "train_batch_size": 16, "layers": ["head"]}
+    out = airflow("dags", "test", "finetune_cifar10", "-c", json.dumps(conf), env=env)
+    assert "state=success" in out or "DagRun Finished" in out
+    assert set(task_states(env, "finetune_cifar10").values()) == {"success"}
+    listed = features.list_sets(env["TLFS_STORE"])
+    version = listed.loc[0, "backbone_version"]
+    card = json.loads((Path(env["TLFS_MODELS"]) / version / "model_card.json").read_text())
+    assert card["parent"]["dataset"] == "cifar10" and card["parent"]["version"] != version
+    assert listed.loc[0, "rows"] == 60 and listed.loc[0, "layers"] == ["head"]
+
+
 @pytest.mark.slow
 def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     env = {**airflow_env, **feature_env(tmp_path)}
@@ -35,6 +58,8 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"]}
     out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
     assert "state=success" in out or "DagRun Finished" in out
+    states = task_states(env, "extract_cifar10")
+    assert states["heads_only"] == "success" and states["trigger_finetune"] == "skipped"  # 30 per class: small
     store = env["TLFS_STORE"]
     listed = features.list_sets(store)
     assert listed.loc[0, "rows"] == 120 and listed.loc[0, "layers"] == ["block15", "head"]

@@ -44,20 +44,22 @@ def parse_with_spec(airflow_env, tmp_path, name: str, spec: str):
 def test_dag_files_import_without_errors_and_without_heavy_libraries(airflow_env):
     result = parse(airflow_env)
     assert result["errors"] == {}
-    assert {"extract_cifar10", "fit_heads_cifar10"} <= set(result["dags"])
+    assert {"extract_cifar10", "fit_heads_cifar10", "finetune_cifar10"} <= set(result["dags"])
     assert result["heavy"] == []
     assert result["seconds"] < 30
 
 
 def test_extract_dag_shape(airflow_env):
     result = parse(airflow_env)
-    assert result["tasks"]["extract_cifar10"] == ["commit", "export_backbone", "extract_shard", "plan_shards"]
+    assert result["tasks"]["extract_cifar10"] == ["advise", "choose", "commit", "export_backbone", "extract_shard",
+                                                  "finetune_conf", "heads_only", "plan_shards", "trigger_finetune"]
+    assert result["tasks"]["finetune_cifar10"] == ["commit", "extract_shard", "finetune", "plan_shards"]
     assert "tlfs_extract" in result["pools"]
 
 
 def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):
     result = parse_with_spec(airflow_env, tmp_path, "guitars.yaml", "name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\n")
-    assert result["errors"] == {} and {"extract_guitars", "fit_heads_guitars"} <= set(result["dags"])
+    assert result["errors"] == {} and {"extract_guitars", "fit_heads_guitars", "finetune_guitars"} <= set(result["dags"])
 
 
 def test_bad_spec_is_an_import_error_naming_the_file(airflow_env, tmp_path):
