@@ -17,6 +17,7 @@ import json
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -194,6 +195,18 @@ def _decoded(index: DatasetIndex, entries: list[Entry], input_size: int, cache_d
     thread.join()
 
 
+@dataclass
+class ShardOutputs:
+    """One shard's pooled features, in the order of its entries, before writing."""
+
+    number: int
+    entries: list[Entry]
+    kept: list[Entry]
+    matrices: dict[str, np.ndarray]
+    rejects: list[dict]
+    started: float
+
+
 def extract_shard(
     p: Plan,
     number: int,
@@ -212,8 +225,14 @@ def extract_shard(
             progress(done["read"])
         return {**done, "skipped": True}
     index = index or p.index
-    entries = p.shard_entries(index, number)
     session = session or open_session(p.artifact, p.data["layers"], device=device, threads=threads)
+    return write_shard_outputs(p, index, compute_shard(p, index, number, session, progress))
+
+
+def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession,
+                  progress: Callable[[int], None] | None = None) -> ShardOutputs:
+    """Decode (on a background thread) and run one shard through the session."""
+    entries = p.shard_entries(index, number)
     size = p.data["model_card"]["preprocessing"]["input_size"]
     batch_size = p.data["batch_size"]
     started = time.perf_counter()
@@ -249,30 +268,37 @@ def extract_shard(
 
     order = np.argsort(np.concatenate(positions)) if positions else np.zeros(0, int)
     kept = [entries[i] for i in (np.concatenate(positions)[order] if positions else [])]
-    ids = [e.image_id for e in kept]
-    labels = np.array([index.label_of(e.label_name) for e in kept], dtype=np.int16)
-    names = [e.label_name for e in kept]
-    split = p.shards[number]["split"]
-    files = {}
-    writing = time.perf_counter()
+    matrices = {}
     for layer in p.data["layers"]:
         dim = p.data["model_card"]["layers"][layer]
-        matrix = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
-        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, number)
+        matrices[layer] = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
+    return ShardOutputs(number, entries, kept, matrices, rejects, started)
+
+
+def write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict:
+    """One Parquet file per layer, atomically, then the shard's result record."""
+    ids = [e.image_id for e in out.kept]
+    labels = np.array([index.label_of(e.label_name) for e in out.kept], dtype=np.int16)
+    names = [e.label_name for e in out.kept]
+    split = p.shards[out.number]["split"]
+    files = {}
+    writing = time.perf_counter()
+    for layer, matrix in out.matrices.items():
+        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, out.number)
         written = write_shard(uri, shard_table(ids, labels, names, matrix))
         files[layer] = {"path": uri[len(p.set_uri) + 1 :], "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256}
     result = {
-        "shard": number,
+        "shard": out.number,
         "split": split,
-        "read": len(entries),
+        "read": len(out.entries),
         "written": len(ids),
-        "rejected": len(rejects),
-        "rejects": rejects,
+        "rejected": len(out.rejects),
+        "rejects": out.rejects,
         "files": files,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - out.started, 3),
         "write_seconds": round(time.perf_counter() - writing, 3),  # Parquet encoding + atomic write
     }
-    atomic_write_json(_result_uri(p, number), result)
+    atomic_write_json(_result_uri(p, out.number), result)
     return result
 
 
@@ -399,12 +425,28 @@ def run(
     bytes_written = 0
     write_seconds = 0.0
     skipped = 0
-    with tqdm(total=total, unit="img", desc=f"extract {dataset}", disable=not show_progress, mininterval=1.0) as bar:
+    results: list[dict] = []
+    # Parquet is written on a background thread while the next shard is inferred; at most
+    # one shard waits to be written, so host memory stays bounded.
+    with tqdm(total=total, unit="img", desc=f"extract {dataset}", disable=not show_progress, mininterval=1.0) as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
+        pending = None
         for shard in p.shards:
-            result = extract_shard(p, shard["shard"], session=session, progress=bar.update, index=index)
-            skipped += bool(result.get("skipped"))
-            bytes_written += sum(f["bytes"] for f in result["files"].values())
-            write_seconds += result.get("write_seconds", 0.0)
+            done = shard_done(p, shard["shard"])
+            if done is not None:
+                bar.update(done["read"])
+                results.append({**done, "skipped": True})
+                continue
+            outputs = compute_shard(p, index, shard["shard"], session, bar.update)
+            if pending is not None:
+                results.append(pending.result())
+            pending = writer.submit(write_shard_outputs, p, index, outputs)
+        if pending is not None:
+            results.append(pending.result())
+    for result in results:
+        skipped += bool(result.get("skipped"))
+        bytes_written += sum(f["bytes"] for f in result["files"].values())
+        write_seconds += result.get("write_seconds", 0.0)
     extracted = time.perf_counter()
     manifest = commit(p, log=log)
     finished = time.perf_counter()
