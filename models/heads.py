@@ -34,19 +34,28 @@ class Head:
         return self.predict_proba(X).argmax(axis=1)
 
 
-def _standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardizer(X: np.ndarray, block_dims: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale. With ``block_dims`` (the widths of concatenated
+    layers), each layer's block is also weighted by sqrt(narrowest / its width), so that
+    every layer carries the same total variance: a 1280-d layer does not drown a 112-d one."""
     mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = X.std(axis=0, dtype=np.float64).astype(np.float32)
-    return mean, np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    std = X.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-6, std, 1.0)
+    if block_dims and len(block_dims) > 1:
+        if sum(block_dims) != X.shape[1]:
+            raise ModelError(f"layer widths {block_dims} do not add up to {X.shape[1]} features")
+        std = std / np.repeat([np.sqrt(min(block_dims) / d) for d in block_dims], block_dims)
+    return mean, std.astype(np.float32)
 
 
-def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print) -> Head:
+def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
+                block_dims: list[int] | None = None) -> Head:
     """L2 strength chosen on the validation split, warm-started from strong to weak."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     import warnings
 
-    mean, std = _standardizer(X)
+    mean, std = _standardizer(X, block_dims)
     Z, Zv = (X - mean) / std, (Xv - mean) / std
     model = LogisticRegression(max_iter=200, tol=1e-4, warm_start=True)
     best = (-1.0, None, None, None)
@@ -79,7 +88,8 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cl
     return Head("softmax", proba, save, {"C": C, "standardized": True}, acc)
 
 
-def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print) -> Head:
+def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
+                 block_dims: list[int] | None = None) -> Head:  # trees need no scaling
     import lightgbm as lgb
 
     params = {
@@ -120,21 +130,33 @@ def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, c
     return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration}, acc)
 
 
+# One layer: the seeds' Dense 1024. Several layers: wider and more regularised (dropout
+# on the inputs too, label smoothing, more patience); chosen on CIFAR-10's validation
+# split: all 7 Lite0 layers went from 84.3% (one-layer settings) to 85.7% test accuracy.
+MLP_SETTINGS = {
+    "one_layer": {"hidden": 1024, "input_dropout": 0.0, "dropout": 0.3, "label_smoothing": 0.0, "patience": 4},
+    "several_layers": {"hidden": 2048, "input_dropout": 0.2, "dropout": 0.5, "label_smoothing": 0.1, "patience": 6},
+}
+
+
 def fit_mlp(
     X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-    hidden: int = 1024, epochs: int = 40, patience: int = 4, seed: int = 0,
+    block_dims: list[int] | None = None, epochs: int = 40, seed: int = 0,
 ) -> Head:
     import torch
     from torch import nn
 
+    settings = MLP_SETTINGS["several_layers" if block_dims and len(block_dims) > 1 else "one_layer"]
+    hidden, patience = settings["hidden"], settings["patience"]
     torch.manual_seed(seed)
-    mean, std = _standardizer(X)
+    mean, std = _standardizer(X, block_dims)
     Z = torch.from_numpy((X - mean) / std)
     Zv = torch.from_numpy((Xv - mean) / std)
     target = torch.from_numpy(y.astype(np.int64))
-    net = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, classes))
+    net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(X.shape[1], hidden), nn.ReLU(),
+                        nn.Dropout(settings["dropout"]), nn.Linear(hidden, classes))
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
     generator = torch.Generator().manual_seed(seed)
     best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
     for epoch in range(1, epochs + 1):
@@ -168,17 +190,18 @@ def fit_mlp(
         np.savez(scaler, mean=mean, std=std)
         return [weights, scaler]
 
-    return Head("mlp", proba, save, {"hidden": hidden, "best_epoch": best_epoch, "optimizer": "AdamW lr 1e-3"}, best_acc)
+    return Head("mlp", proba, save, {**settings, "best_epoch": best_epoch, "optimizer": "AdamW lr 1e-3"}, best_acc)
 
 
 FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}
 
 
-def fit(kind: str, X, y, Xv, yv, classes: int, log=print) -> tuple[Head, float]:
+def fit(kind: str, X, y, Xv, yv, classes: int, log=print, block_dims: list[int] | None = None) -> tuple[Head, float]:
+    """Fit head ``kind``; ``block_dims`` are the widths of the concatenated layers in X."""
     if kind not in FITTERS:
         raise ModelError(f"unknown head {kind!r}: use one of {', '.join(HEADS)}")
     started = time.perf_counter()
-    head = FITTERS[kind](X, y, Xv, yv, classes, log=log)
+    head = FITTERS[kind](X, y, Xv, yv, classes, log=log, block_dims=block_dims)
     return head, time.perf_counter() - started
 
 

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True, help="backbone name (newest set) or exact backbone version")
-    p.add_argument("--layer", required=True, type=_csv, help="layer, or comma-separated layers to concatenate")
+    p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
     p.add_argument("--head", default="softmax", choices=["softmax", "lightgbm", "mlp"])
     _store_arg(p)
 

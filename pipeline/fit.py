@@ -95,11 +95,15 @@ def fit(dataset: str, backbone: str, layers: list[str], head: str = "softmax", s
     if "train" not in manifest["splits"] or "test" not in manifest["splits"]:
         raise PipelineError(f"{set_uri} needs a train and a test split to fit a head; it has {', '.join(manifest['splits'])}")
     classes = manifest["classes"]
+    if layers == ["all"]:
+        layers = list(manifest["layers"])
     X, y, _ = load_layers(dataset, manifest["backbone_version"], layers, "train", store)
     Xt, yt, _ = load_layers(dataset, manifest["backbone_version"], layers, "test", store)
     fit_idx, val_idx = validation_split(y)
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims): {len(fit_idx)} train, {len(val_idx)} validation, {len(yt)} test")
-    fitted, seconds = heads.fit(head, X[fit_idx], y[fit_idx], X[val_idx], y[val_idx], len(classes), log=log)
+    block_dims = [manifest["layers"][layer] for layer in layers] if len(layers) > 1 else None
+    fitted, seconds = heads.fit(head, X[fit_idx], y[fit_idx], X[val_idx], y[val_idx], len(classes), log=log,
+                                block_dims=block_dims)
     result = {
         "dataset": dataset,
         "backbone_version": manifest["backbone_version"],

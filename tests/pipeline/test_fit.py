@@ -32,6 +32,12 @@ def test_fit_on_concatenated_layers(colors_store):
     assert result["dims"] == 24 + 320
 
 
+def test_fit_on_all_layers_names_them(colors_store):
+    result = fit("colors", "efficientnet_lite0", ["all"], "mlp", colors_store, log=lambda *_: None)
+    assert result["layers"] == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
+    assert result["dims"] == 24 + 40 + 80 + 112 + 192 + 320 + 1280 and result["params"]["hidden"] == 2048
+
+
 def test_sweep_reports_every_layer_and_the_best(colors_store, tmp_path):
     summary = sweep("colors", "efficientnet_lite0", colors_store, log=lambda *_: None)
     assert list(summary["layers"]) == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
