@@ -31,7 +31,10 @@ EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocess
 PARITY_MIN_COSINE = 0.9999
 
 
-def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET) -> str:
+def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, lineage: dict | None = None) -> str:
+    """A digest of everything that makes the graph, and for a fine-tuned version of where
+    it comes from: two fine-tunes that leave the same weights (say, both kept their
+    head-only epoch) are still two versions, each with its own card."""
     identity = {
         "backbone": spec.name,
         "weights_sha256": weights_sha256,
@@ -41,6 +44,7 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET) -> s
         "std": spec.std,
         "opset": opset,
         "export_format": EXPORT_FORMAT,
+        **({"lineage": lineage} if lineage else {}),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{spec.name}-{digest[:10]}"
@@ -57,7 +61,8 @@ def export(
     """Export ``backbone`` under ``models_root`` (any fsspec URI) unless an identical
     version is already there. ``parent`` records lineage for fine-tuned versions."""
     choice = resolve_weights(backbone, weights, random_weights)
-    version = version_of(get_spec(backbone), choice.sha256)
+    lineage = {k: parent.get(k) for k in ("version", "dataset", "run")} if parent else None
+    version = version_of(get_spec(backbone), choice.sha256, lineage=lineage)
     uri = f"{models_root.rstrip('/')}/{version}"
     card = read_card(uri)
     if card is not None:

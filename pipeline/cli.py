@@ -223,7 +223,7 @@ def cmd_fit(args, settings: Settings) -> dict:
     from pipeline.fit import fit
 
     result = fit(args.dataset, args.backbone, args.layer, args.head, settings.store, log=_log)
-    print(f"{args.head} on {'+'.join(args.layer)}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
+    print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
     return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "head", "layers", "backbone_version", "saved_to")}

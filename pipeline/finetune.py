@@ -123,10 +123,9 @@ def finetune(
 ) -> dict:
     import torch
 
-    from models.backbones import load_backbone, resolve_weights
-    from models.export import export, version_of
-    from models.finetune import Classifier, apply_freeze, augment, backbone_state, evaluate, set_train_mode
-    from models.backbones import get_spec
+    from models.backbones import get_spec, load_backbone, resolve_weights
+    from models.export import version_of
+    from models.finetune import Classifier, apply_freeze, augment, evaluate, set_train_mode
     from pipeline.fit import validation_split
 
     config.check()
@@ -258,7 +257,7 @@ def finetune(
                "best_phase": best["phase"], "best_epoch": best["epoch"], "n_train": len(fit_images),
                "n_validation": len(val_images), "n_test": len(test_images), "rejected": len(rejects), "seconds": seconds}
     artifact = _export(model, loaded, backbone, models, work, cache_dir, key, parent={
-        "version": parent_version, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
+        "version": parent_version, "run": key, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
         "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
         "finetune": asdict(config), "device": device, "metrics": metrics,
     }, log=log)
