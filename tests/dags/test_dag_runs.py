@@ -73,6 +73,26 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
 
 
 @pytest.mark.slow
+def test_extract_triggers_finetune_when_asked(tmp_path, airflow_env):
+    """`finetune: always` takes the other branch: a finetune_cifar10 run is created with
+    the extraction's settings (it runs when a scheduler picks it up)."""
+    import sqlite3
+
+    env = {**airflow_env, **feature_env(tmp_path)}
+    airflow("db", "migrate", env=env)
+    conf = {"limit": 30, "shard_size": 40, "layers": ["head"], "finetune": "always", "finetune_device": "cpu"}
+    airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    states = task_states(env, "extract_cifar10")
+    assert states["trigger_finetune"] == "success" and states["heads_only"] == "skipped"
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT conf FROM dag_run WHERE dag_id = 'finetune_cifar10'").fetchall()
+    assert len(rows) == 1
+    triggered = rows[0][0] if isinstance(rows[0][0], str) else rows[0][0].decode()
+    assert '"device": "cpu"' in triggered and '"limit": 30' in triggered
+
+
+@pytest.mark.slow
 def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, airflow_env):
     """Real scheduler, dag-processor and api-server; ``airflow dags trigger``. One shard
     task is SIGKILLed while writing its first file (tests/faults); Airflow retries it and
