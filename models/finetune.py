@@ -138,6 +138,30 @@ def backbone_state(model: Classifier, loaded: LoadedBackbone) -> dict[str, torch
     return state
 
 
+def train_epoch(model: Classifier, optimizer, scheduler, loss_fn, images: torch.Tensor, labels: torch.Tensor,
+                batches, generator: torch.Generator, amp: bool) -> float:
+    """One pass over ``batches`` (index tensors) of the device-resident ``images``;
+    returns the mean loss. The loss stays on the device until the end: no per-step sync."""
+    set_train_mode(model)
+    size = model.spec.input_size
+    total = torch.zeros((), device=images.device)
+    seen = 0
+    for batch in batches:
+        batch = batch.to(images.device)
+        x = (augment(images[batch], size, generator) - model.mean) / model.std
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x), labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach().float() * len(batch)
+        seen += len(batch)
+    return float(total) / max(1, seen)
+
+
 def evaluate(model: Classifier, images: np.ndarray, labels: np.ndarray, device: str, batch_size: int,
              amp: bool) -> float:
     model.eval()

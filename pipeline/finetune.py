@@ -125,7 +125,7 @@ def finetune(
 
     from models.backbones import get_spec, load_backbone, resolve_weights
     from models.export import version_of
-    from models.finetune import Classifier, apply_freeze, augment, evaluate, set_train_mode
+    from models.finetune import Classifier, apply_freeze, evaluate, train_epoch
     from pipeline.fit import validation_split
 
     config.check()
@@ -206,26 +206,12 @@ def finetune(
             if stale >= config.patience:
                 break
             epoch_started = time.perf_counter()
-            set_train_mode(model)
-            total_loss, seen = 0.0, 0
-            order = torch.randperm(len(fit_images), generator=generator)
-            batches = order.split(config.batch_size)
-            for batch in tqdm(batches, desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False):
-                batch = batch.to(device)
-                x = augment(images_on_device[batch], spec.input_size, generator)
-                x = (x - model.mean) / model.std
-                if amp:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    loss = loss_fn(model(x), labels_on_device[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total_loss += float(loss.detach()) * len(batch)
-                seen += len(batch)
+            batches = tqdm(torch.randperm(len(fit_images), generator=generator).split(config.batch_size),
+                           desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False)
+            mean_loss = train_epoch(model, optimizer, scheduler, loss_fn, images_on_device, labels_on_device, batches,
+                                    generator, amp)
             val_accuracy = evaluate(model, val_images, val_labels, device, config.batch_size * 2, amp)
-            record = {"phase": phase, "epoch": epoch + 1, "loss": round(total_loss / max(1, seen), 5),
+            record = {"phase": phase, "epoch": epoch + 1, "loss": round(mean_loss, 5),
                       "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
             history.append(record)
             log(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, validation accuracy {val_accuracy:.4f} "
