@@ -80,22 +80,27 @@ def commit(set_root: str, manifest: dict) -> dict:
 def collect_garbage(set_root: str, manifest: dict) -> list[str]:
     """Remove shard files not listed by the committed manifest (older plans), and the
     staging areas of other plans. The committed plan's staging records stay: they let
-    a re-run of the same plan skip its finished shards."""
+    a re-run of the same plan skip its finished shards. Best effort: another run may be
+    writing into what is removed (it then fails at its own commit, saying so); what
+    cannot be removed now is removed by a later commit."""
     fs, root = fs_path(set_root)
     keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
-    removed = []
-    for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet"):
-        if path not in keep:
-            fs.rm(path)
-            removed.append(path)
-    for staging in fs.glob(f"{root}/{layout.STAGING}/*"):
-        if staging.rsplit("/", 1)[-1] != manifest["plan_id"]:
-            fs.rm(staging, recursive=True)
-            removed.append(staging)
+    doomed = [path for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet") if path not in keep]
+    doomed += [s for s in fs.glob(f"{root}/{layout.STAGING}/*") if s.rsplit("/", 1)[-1] != manifest["plan_id"]]
     if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)
-        now = time.time()
-        for path in fs.glob(f"{root}/**/.*.tmp"):
-            if now - os.path.getmtime(path) > TEMP_MAX_AGE:
-                fs.rm(path)
-                removed.append(path)
+        doomed += [path for path in fs.glob(f"{root}/**/.*.tmp") if _older_than(path, TEMP_MAX_AGE)]
+    removed = []
+    for path in doomed:
+        try:
+            fs.rm(path, recursive=True)
+            removed.append(path)
+        except OSError:  # gone already, or a live writer added to it meanwhile
+            continue
     return removed
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.path.getmtime(path) > seconds
+    except FileNotFoundError:  # a live writer renamed it meanwhile
+        return False
