@@ -165,24 +165,32 @@ def finetune(
     images_on_device = torch.from_numpy(fit_images).to(device)
     labels_on_device = torch.from_numpy(fit_labels).to(device)
 
-    state = None
-    if exists(checkpoint_uri) and not restart:
-        state = _read_checkpoint(checkpoint_uri)
-        if state.get("config") != asdict(config):
+    saved = _read_checkpoint(checkpoint_uri) if exists(checkpoint_uri) and not restart else None
+    if saved is not None:
+        if saved.get("config") != asdict(config):
             raise PipelineError(f"{checkpoint_uri} was written with other settings; use --restart to start over")
-        model.load_state_dict(state["model"])
-        generator.set_state(state["generator"])
-        log(f"resuming from {checkpoint_uri}: phase {state['phase']}, {state['epoch']} epoch(s) done")
-    resumed_from = None if state is None else {"phase": state["phase"], "epoch": state["epoch"]}
-    history: list = list(state["history"]) if state else []
-    best = state["best"] if state else {"validation_accuracy": -1.0, "model": None, "phase": None, "epoch": 0}
+        model.load_state_dict(saved["model"])
+        generator.set_state(saved["generator"])
+        log(f"resuming from {checkpoint_uri}: phase {saved['phase']}, {saved['epoch']} epoch(s) done")
+    resumed_from = None if saved is None else {"phase": saved["phase"], "epoch": saved["epoch"]}
+    history: list = list(saved["history"]) if saved else []
+    best = saved["best"] if saved else {"validation_accuracy": -1.0, "model": None, "phase": None, "epoch": 0}
+    phases_done: list = list(saved["phases_done"]) if saved else []
+
+    def checkpoint(phase: str, epoch: int, stale: int, optimizer, scheduler) -> None:
+        _write_torch(checkpoint_uri, {
+            "config": asdict(config), "phase": phase, "epoch": epoch, "stale": stale, "phases_done": phases_done,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
+            "scheduler": scheduler.state_dict() if scheduler else {}, "generator": generator.get_state(),
+            "best": best, "history": history,
+        })
 
     phases = [("body", config.epochs)] if config.from_scratch else [("head", config.head_epochs), ("body", config.epochs)]
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     from tqdm import tqdm
 
     for phase, epochs in phases:
-        if state and state["phases_done"] and phase in state["phases_done"]:
+        if phase in phases_done:
             continue
         if phase == "head":
             apply_freeze(model, "all")
@@ -198,10 +206,10 @@ def finetune(
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.schedule == "cosine"
                      else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
         start_epoch, stale = 0, 0
-        if state and state["phase"] == phase:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, stale = state["epoch"], state["stale"]
+        if saved and saved["phase"] == phase:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            start_epoch, stale = saved["epoch"], saved["stale"]
         for epoch in range(start_epoch, epochs):
             if stale >= config.patience:
                 break
@@ -222,16 +230,9 @@ def finetune(
                 stale = 0
             else:
                 stale += 1
-            state = {"config": asdict(config), "phase": phase, "epoch": epoch + 1, "stale": stale,
-                     "phases_done": (state or {}).get("phases_done", []), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "generator": generator.get_state(), "best": best, "history": history}
-            _write_torch(checkpoint_uri, state)
-        state = {**(state or {"config": asdict(config), "model": model.state_dict(), "generator": generator.get_state(),
-                               "best": best, "history": history}),
-                 "phase": phase, "epoch": epochs, "stale": 0, "optimizer": {}, "scheduler": {},
-                 "phases_done": [*(state or {}).get("phases_done", []), phase]}
-        _write_torch(checkpoint_uri, state)
+            checkpoint(phase, epoch + 1, stale, optimizer, scheduler)
+        phases_done.append(phase)
+        checkpoint(phase, epochs, 0, None, None)
 
     if best["model"] is not None:
         model.load_state_dict(best["model"])
