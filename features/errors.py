@@ -7,3 +7,7 @@ class StoreError(Exception):
 
 class NotCommitted(StoreError):
     """No committed feature set matches (none extracted yet, or not finished)."""
+
+
+class PlanReplaced(StoreError):
+    """Another run's commit removed the plan this run was working on."""

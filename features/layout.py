@@ -3,6 +3,7 @@
     {store}/{dataset}/{backbone_version}/            one feature set
         _manifest.json                               the commit: lineage, shards, counts
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
+        _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _heads/...                                   fitted heads, metrics, plots
         layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet
 
@@ -17,8 +18,11 @@ import re
 
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
+LEASES = "leases"
+PLAN = "plan.json"
 HEADS = "_heads"
 
+_SHARD_FILE = re.compile(r"^\.?part-([0-9a-f]{8})-\d+\.parquet")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -40,6 +44,21 @@ def manifest_uri(set_root: str) -> str:
 
 def staging_uri(set_root: str, plan_id: str) -> str:
     return f"{set_root}/{STAGING}/{plan_id}"
+
+
+def plan_uri(set_root: str, plan_id: str) -> str:
+    return f"{staging_uri(set_root, plan_id)}/{PLAN}"
+
+
+def leases_uri(set_root: str, plan_id: str) -> str:
+    return f"{staging_uri(set_root, plan_id)}/{LEASES}"
+
+
+def plan_of_shard_file(name: str) -> str | None:
+    """The plan prefix (8 characters) in a shard file's name, or in the name of its
+    temporary file (``.part-<plan8>-00001.parquet.<random>.tmp``)."""
+    match = _SHARD_FILE.match(name)
+    return match.group(1) if match else None
 
 
 def heads_uri(set_root: str) -> str:

@@ -81,6 +81,8 @@ def _acquire_object(fs, path: str, timeout: float, stale_after: float, poll: flo
                 raise
         with contextlib.suppress(FileNotFoundError):
             held = json.loads(fs.cat_file(path))
+            if held.get("token") == token:  # our own PUT got through; only its answer was lost
+                return token
             if time.time() - float(held.get("at", 0)) > stale_after:
                 fs.rm_file(path)  # a crashed committer's lock
                 continue

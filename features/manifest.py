@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from features import layout
 from features.errors import NotCommitted, StoreError
+from features.leases import drop_released, live_plans
 from features.lock import commit_lock
 from features.storage import atomic_write_json, exists, fs_path, is_local, read_json
 
@@ -67,34 +68,63 @@ def validate(set_root: str, manifest: dict) -> None:
 
 
 def commit(set_root: str, manifest: dict) -> dict:
-    """Under the set's commit lock: validate, publish the manifest atomically, then drop
-    shard files and staging that no longer belong to the committed set."""
+    """Under the set's commit lock: :func:`publish`."""
     with commit_lock(set_root):
-        manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        validate(set_root, manifest)
-        atomic_write_json(layout.manifest_uri(set_root), manifest)
-        collect_garbage(set_root, manifest)
+        return publish(set_root, manifest)
+
+
+def publish(set_root: str, manifest: dict) -> dict:
+    """Validate, write the manifest atomically, then drop what no longer belongs to the
+    committed set. The caller holds the set's commit lock."""
+    manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    validate(set_root, manifest)
+    atomic_write_json(layout.manifest_uri(set_root), manifest)
+    drop_released(set_root, manifest["plan_id"])
+    collect_garbage(set_root, manifest)
     return manifest
 
 
 def collect_garbage(set_root: str, manifest: dict) -> list[str]:
-    """Remove shard files not listed by the committed manifest (older plans), and the
-    staging areas of other plans. The committed plan's staging records stay: they let
-    a re-run of the same plan skip its finished shards. Best effort: another run may be
-    writing into what is removed (it then fails at its own commit, saying so); what
-    cannot be removed now is removed by a later commit."""
+    """Remove what belongs to no committed set and to no live run. Called under the
+    commit lock, right after the manifest is written.
+
+    The rule (features/leases.py): another plan's staging, shard files and temporary
+    files go only while no lease on that plan is live; the committed plan's staging
+    stays (its records let a re-run of the same plan skip its finished shards).
+    Temporary files that belong to no plan (a crashed writer's manifest or head) go
+    once they are ``TEMP_MAX_AGE`` old. Best effort: what cannot be removed now is
+    removed by a later commit."""
     fs, root = fs_path(set_root)
+    live = live_plans(set_root)
+    live8 = {plan_id[:8] for plan_id in live}
     keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
-    doomed = [path for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet") if path not in keep]
-    doomed += [s for s in fs.glob(f"{root}/{layout.STAGING}/*") if s.rsplit("/", 1)[-1] != manifest["plan_id"]]
+    doomed = []
+    for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet"):
+        if path not in keep and layout.plan_of_shard_file(path.rsplit("/", 1)[-1]) not in live8:
+            doomed.append(path)
+    staging = f"{root}/{layout.STAGING}/"
+    for path in fs.glob(f"{staging}*"):
+        plan_id = path[len(staging):]
+        if plan_id != manifest["plan_id"] and plan_id not in live:
+            doomed.append(path)
     if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)
-        doomed += [path for path in fs.glob(f"{root}/**/.*.tmp") if _older_than(path, TEMP_MAX_AGE)]
+        for path in fs.glob(f"{root}/**/.*.tmp"):
+            relative = path[len(root) + 1:]
+            if relative.startswith(staging[len(root) + 1:]):
+                owner = relative.split("/")[1]
+                dead = owner not in live
+            elif (plan8 := layout.plan_of_shard_file(path.rsplit("/", 1)[-1])) is not None:
+                dead = plan8 not in live8
+            else:
+                dead = _older_than(path, TEMP_MAX_AGE)
+            if dead and not any(path.startswith(f"{d}/") for d in doomed):
+                doomed.append(path)
     removed = []
     for path in doomed:
         try:
             fs.rm(path, recursive=True)
             removed.append(path)
-        except OSError:  # gone already, or a live writer added to it meanwhile
+        except OSError:  # gone already
             continue
     return removed
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import uuid
 
 import fsspec
@@ -25,18 +27,20 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
     fs, path = fs_path(uri)
     parent = path.rsplit("/", 1)[0]
     if is_local(fs):
-        fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        for attempt in range(2):
+            tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
             try:
-                import os
-
-                os.fsync(f.fileno())
-            except (AttributeError, OSError, ValueError):
-                pass
-        fs.mv(tmp, path)
+                fs.makedirs(parent, exist_ok=True)
+                with fs.open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    with contextlib.suppress(AttributeError, OSError, ValueError):
+                        os.fsync(f.fileno())
+                fs.mv(tmp, path)
+                return
+            except FileNotFoundError:  # the temporary file or its folder was removed meanwhile: once more
+                if attempt:
+                    raise
     else:
         try:
             fs.pipe_file(path, data)  # the client library retries throttling and dropped connections

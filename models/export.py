@@ -131,7 +131,7 @@ def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, f
     for batch in batches:
         got = session.run(network.tap_names, {"images": batch})
         with torch.no_grad():
-            want = [t.numpy() for t in network(torch.from_numpy(batch))]
+            want = [t.numpy() for t in network(torch.from_numpy(np.ascontiguousarray(batch).copy()))]
         for name, g, w in zip(network.tap_names, got, want):
             cos = _min_cosine(g, w)
             entry = report[name]

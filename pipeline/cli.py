@@ -181,6 +181,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         cache_dir=settings.cache_dir,
         show_progress=not args.no_progress,
         log=_log,
+        lease=settings.lease_terms(),
     )
     print(f"features: {summary['set_uri']}  ({summary['rows']} rows, {summary['rejected']} rejected, "
           f"{summary['images_per_second']} images/s; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB, "
@@ -212,7 +213,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         layer = get_spec(args.backbone).classifier_input
         extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.models,
                                 limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
-                                show_progress=not args.no_progress, log=_log)
+                                show_progress=not args.no_progress, log=_log, lease=settings.lease_terms())
         head = fit(args.dataset, result["backbone_version"], [layer], "softmax", settings.store, log=_log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
         result = {**result, "set_uri": extracted["set_uri"], "softmax_test_accuracy": head["test_accuracy"]}

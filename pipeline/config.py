@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from features.leases import LeaseTerms
 from pipeline.datasets import CIFAR10_URL
 from pipeline.errors import PipelineError
 
@@ -21,6 +22,15 @@ class Settings:
     shard_size: int = 2500  # images per shard (per split)
     device: str = "cpu"
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
+    # A run's lease on its plan lasts this long unless renewed (every quarter of it); a
+    # commit removes another plan's files only once its leases ran out (features/leases.py).
+    lease_seconds: float = 600.0
+    # A DAG task's lease outlives the task this long, so the plan's next task, waiting in
+    # a queue, still finds it.
+    task_lease_linger: float = 7200.0
+
+    def lease_terms(self, task: bool = False) -> LeaseTerms:
+        return LeaseTerms(self.lease_seconds, self.task_lease_linger if task else 0.0)
 
     def sources_for(self, dataset: str, given: list[str] | None) -> list[str]:
         if given:
@@ -39,6 +49,8 @@ ENV = {
     "shard_size": "TLFS_SHARD_SIZE",
     "device": "TLFS_DEVICE",
     "threads": "TLFS_THREADS",
+    "lease_seconds": "TLFS_LEASE_SECONDS",
+    "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
 }
 
 
@@ -54,6 +66,14 @@ def _coerce(name: str, value):
         if number < 0 or (number == 0 and name != "threads"):
             raise PipelineError(f"{name} must be positive, got {number}")
         return number
+    if name in ("lease_seconds", "task_lease_linger"):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise PipelineError(f"{name} must be a number of seconds, got {value!r}") from None
+        if seconds <= 0 and name == "lease_seconds" or seconds < 0:
+            raise PipelineError(f"{name} must be positive, got {seconds}")
+        return seconds
     return str(value)
 
 

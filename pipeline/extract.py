@@ -25,7 +25,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from features import layout
-from features.manifest import commit as commit_manifest
+from features.errors import PlanReplaced
+from features.leases import Lease, LeaseTerms, hold, replaced_message, translate_missing
+from features.lock import commit_lock
+from features.manifest import publish
 from features.schema import shard_table
 from features.storage import atomic_write_json, exists, fs_path, read_json
 from features.writer import write_shard
@@ -86,7 +89,8 @@ def plan(
     log: Callable[[str], None] = print,
 ) -> Plan:
     """Export (or reuse) the backbone, index the dataset and fix the shards. ``backbone``
-    is a registry name or an exported version under ``models`` (e.g. a fine-tuned one)."""
+    is a registry name or an exported version under ``models`` (e.g. a fine-tuned one).
+    Nothing is written to the set: :func:`save_plan` does, under a lease."""
     artifact = _artifact(backbone, models, weights, random_weights, log)
     layers = check_layers(artifact, layers)
     started = time.perf_counter()
@@ -123,8 +127,22 @@ def plan(
         "shards": shards,
         "index": index.to_json(),
     }
-    atomic_write_json(f"{layout.staging_uri(set_uri, plan_id)}/plan.json", data)
     return Plan(data)
+
+
+def save_plan(p: Plan, held: Lease) -> None:
+    """Write ``plan.json`` into the set's staging; ``held`` is the caller's lease on it."""
+    assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
+    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.data)
+
+
+def plan_task(*args, lease: LeaseTerms = LeaseTerms(), **kwargs) -> Plan:
+    """Planning as a task of its own (a DAG's): the plan is saved under a lease that
+    lingers ``lease.linger`` seconds, so that its shard tasks, queued, still find it."""
+    p = plan(*args, **kwargs)
+    with hold(p.set_uri, p.plan_id, lease, plan_must_exist=False) as held:
+        save_plan(p, held)
+    return p
 
 
 def _artifact(backbone: str, models: str, weights: str | None, random_weights: bool, log) -> Artifact:
@@ -145,7 +163,10 @@ def _artifact(backbone: str, models: str, weights: str | None, random_weights: b
 
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:
-    return Plan(read_json(f"{layout.staging_uri(set_uri, plan_id)}/plan.json"))
+    try:
+        return Plan(read_json(layout.plan_uri(set_uri, plan_id)))
+    except FileNotFoundError:
+        raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
 
 
 def _result_uri(p: Plan, number: int) -> str:
@@ -156,16 +177,20 @@ def _result_complete(p: Plan, result: dict) -> bool:
     fs, _ = fs_path(p.set_uri)
     for info in result["files"].values():
         _, path = fs_path(f"{p.set_uri}/{info['path']}")
-        if not fs.exists(path) or fs.size(path) != info["bytes"]:
+        try:
+            if fs.size(path) != info["bytes"]:
+                return False
+        except FileNotFoundError:
             return False
     return True
 
 
 def shard_done(p: Plan, number: int) -> dict | None:
-    uri = _result_uri(p, number)
-    if not exists(uri):
+    """The shard's result record, if it and every file it names are there."""
+    try:
+        result = read_json(_result_uri(p, number))
+    except FileNotFoundError:
         return None
-    result = read_json(uri)
     return result if _result_complete(p, result) else None
 
 
@@ -229,6 +254,15 @@ def extract_shard(
     return write_shard_outputs(p, index, compute_shard(p, index, number, session, progress))
 
 
+def extract_shard_task(set_uri: str, plan_id: str, number: int, device: str = "cpu", threads: int | None = None,
+                       lease: LeaseTerms = LeaseTerms()) -> dict:
+    """One shard as a task of its own (a DAG's mapped task): under a lease on the plan."""
+    with hold(set_uri, plan_id, lease) as held:
+        result = extract_shard(load_plan(set_uri, plan_id), number, device=device, threads=threads)
+        held.check()
+        return result
+
+
 def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession,
                   progress: Callable[[int], None] | None = None) -> ShardOutputs:
     """Decode (on a background thread) and run one shard through the session."""
@@ -277,6 +311,11 @@ def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession
 
 def write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict:
     """One Parquet file per layer, atomically, then the shard's result record."""
+    with translate_missing(p.set_uri, p.plan_id):
+        return _write_shard_outputs(p, index, out)
+
+
+def _write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict:
     ids = [e.image_id for e in out.kept]
     labels = np.array([index.label_of(e.label_name) for e in out.kept], dtype=np.int16)
     names = [e.label_name for e in out.kept]
@@ -302,15 +341,36 @@ def write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict
     return result
 
 
-def commit(p: Plan, log: Callable[[str], None] = print) -> dict:
-    """Check every shard's files and counts, then publish the manifest."""
-    results = []
-    for number in range(len(p.shards)):
-        result = shard_done(p, number)
-        if result is None:
-            raise PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted, or its files are damaged "
-                                "or were removed by another run's commit of a different plan; run the extraction again")
-        results.append(result)
+def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Under the set's commit lock: check that the plan is still there and every shard's
+    files are (``results``: the shards' records, as the run that made them holds them;
+    by default read back from staging), then publish the manifest."""
+    with commit_lock(p.set_uri):
+        if not exists(layout.plan_uri(p.set_uri, p.plan_id)):
+            raise PlanReplaced(replaced_message(p.set_uri, p.plan_id))
+        given = {r["shard"]: r for r in results} if results is not None else None
+        checked = []
+        for number in range(len(p.shards)):
+            result = given.get(number) if given is not None else shard_done(p, number)
+            if result is None or not _result_complete(p, result):
+                raise PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted (plan {p.plan_id}), "
+                                    "or its files are damaged or were removed; run the extraction again "
+                                    "(it re-extracts only what is missing)")
+            checked.append(result)
+        committed = publish(p.set_uri, _manifest(p, checked))
+    log(f"committed {p.set_uri}: {committed['rows']} rows, {len(committed['shards'])} shard files, "
+        f"{len(committed['rejects'])} rejected")
+    return committed
+
+
+def commit_task(set_uri: str, plan_id: str, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> dict:
+    """The commit as a task of its own (after a DAG's shard tasks): under a lease on the plan."""
+    with hold(set_uri, plan_id, lease):
+        return commit(load_plan(set_uri, plan_id), log=log)
+
+
+def _manifest(p: Plan, results: list[dict]) -> dict:
+    """The manifest of plan ``p`` from its shards' records."""
     index = p.index
     counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.data["splits"]}
     rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in index.rejects]
@@ -357,9 +417,7 @@ def commit(p: Plan, log: Callable[[str], None] = print) -> dict:
             "code": code_version(),
         },
     }
-    committed = commit_manifest(p.set_uri, manifest)
-    log(f"committed {p.set_uri}: {committed['rows']} rows, {len(shards)} shard files, {len(rejects)} rejected")
-    return committed
+    return manifest
 
 
 def verify(set_uri: str, repair: bool = False, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
@@ -378,16 +436,18 @@ def verify(set_uri: str, repair: bool = False, device: str = "cpu", log: Callabl
         "repaired": [],
     }
     if bad and repair:
-        p = load_plan(set_uri, manifest["plan_id"])
         numbers = sorted({b["shard"] for b in bad})
-        fs, _ = fs_path(set_uri)
-        for number in numbers:
-            _, path = fs_path(_result_uri(p, number))
-            if fs.exists(path):
-                fs.rm(path)  # forget the record, so the shard is extracted again
-            log(f"re-extracting shard {number}")
-            extract_shard(p, number, device=device)
-        commit(p, log=log)
+        with hold(set_uri, manifest["plan_id"]) as held:
+            p = load_plan(set_uri, manifest["plan_id"])
+            fs, _ = fs_path(set_uri)
+            for number in numbers:
+                _, path = fs_path(_result_uri(p, number))
+                if fs.exists(path):
+                    fs.rm(path)  # forget the record, so the shard is extracted again
+                log(f"re-extracting shard {number}")
+                extract_shard(p, number, device=device)
+                held.check()
+            commit(p, log=log)
         report["repaired"] = numbers
         report["bad_after_repair"] = len(damaged_shards(set_uri, read_manifest(set_uri)))
     return report
@@ -411,11 +471,20 @@ def run(
     cache_dir: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
+    lease: LeaseTerms = LeaseTerms(),
 ) -> dict:
-    """Plan, extract every shard, commit; returns a summary with timings."""
+    """Plan, extract every shard, commit; returns a summary with timings. The run holds a
+    lease on its plan throughout (see features/leases.py)."""
     started = time.perf_counter()
     p = plan(dataset, sources, backbone, store, models, layers, splits, limit, shard_size, batch_size,
              weights, random_weights, cache_dir, log)
+    with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
+        save_plan(p, held)
+        return _run_plan(p, held, device, threads, show_progress, started, log)
+
+
+def _run_plan(p: Plan, held: Lease, device: str, threads: int | None, show_progress: bool, started: float,
+              log: Callable[[str], None]) -> dict:
     planned = time.perf_counter()
     session = open_session(p.artifact, p.data["layers"], device=device, threads=threads)
     index = p.index
@@ -428,10 +497,11 @@ def run(
     results: list[dict] = []
     # Parquet is written on a background thread while the next shard is inferred; at most
     # one shard waits to be written, so host memory stays bounded.
-    with tqdm(total=total, unit="img", desc=f"extract {dataset}", disable=not show_progress, mininterval=1.0) as bar, \
+    with tqdm(total=total, unit="img", desc=f"extract {p.data['dataset']}", disable=not show_progress, mininterval=1.0) as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
         pending = None
         for shard in p.shards:
+            held.check()  # stop at once, saying why, if another run's commit removed this plan
             done = shard_done(p, shard["shard"])
             if done is not None:
                 bar.update(done["read"])
@@ -448,7 +518,8 @@ def run(
         bytes_written += sum(f["bytes"] for f in result["files"].values())
         write_seconds += result.get("write_seconds", 0.0)
     extracted = time.perf_counter()
-    manifest = commit(p, log=log)
+    held.check()
+    manifest = commit(p, results, log=log)
     finished = time.perf_counter()
     extract_seconds = extracted - planned
     return {

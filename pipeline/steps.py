@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from features.errors import PlanReplaced
 from pipeline.config import load_settings
+
+# Errors that a retry of the same task cannot cure: the scheduler should fail the task
+# at once (the message says what to do) rather than retry it.
+FINAL_ERRORS = (PlanReplaced,)
 
 
 def _settings(store: str | None = None, models: str | None = None):
@@ -37,8 +42,9 @@ def plan_extraction(
     from pipeline import extract
 
     s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size)
-    p = extract.plan(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, layers or None,
-                     splits or None, limit or None, s.shard_size, s.batch_size, weights, False, s.cache_dir, log)
+    p = extract.plan_task(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, layers or None,
+                          splits or None, limit or None, s.shard_size, s.batch_size, weights, False, s.cache_dir, log,
+                          lease=s.lease_terms(task=True))
     return {
         "set_uri": p.set_uri,
         "plan_id": p.plan_id,
@@ -51,14 +57,15 @@ def plan_extraction(
 def extract_shard(set_uri: str, plan_id: str, shard: int, device: str = "cpu", threads: int | None = None) -> dict:
     from pipeline import extract
 
-    result = extract.extract_shard(extract.load_plan(set_uri, plan_id), shard, device=device, threads=threads)
+    result = extract.extract_shard_task(set_uri, plan_id, shard, device=device, threads=threads,
+                                        lease=_settings().lease_terms(task=True))
     return {k: result[k] for k in ("shard", "split", "read", "written", "rejected", "seconds")} | {"skipped": bool(result.get("skipped"))}
 
 
 def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict:
     from pipeline import extract
 
-    manifest = extract.commit(extract.load_plan(set_uri, plan_id), log=log)
+    manifest = extract.commit_task(set_uri, plan_id, lease=_settings().lease_terms(), log=log)
     return {
         "set_uri": set_uri,
         "dataset": manifest["dataset"],

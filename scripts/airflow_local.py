@@ -37,43 +37,75 @@ class LocalAirflow:
 
     def __init__(self, home: Path, dags: Path = REPO / "dags", extract_slots: int = 1, env: dict | None = None):
         self.home = Path(home).resolve()
-        self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         self.airflow = str(Path(sys.executable).with_name("airflow"))
+        self.extra_env = {**os.environ, **(env or {})}
+        self.dags = Path(dags).resolve()
+        self.secrets = {  # one secret shared by all processes, or tasks cannot authenticate to the api-server
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        }
+        self._use_port(free_port())
+        self.extract_slots = extract_slots
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
         self.env = {
-            **os.environ,
-            **(env or {}),
+            **self.extra_env,
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dags).resolve()),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
             "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            # one secret shared by all processes, or tasks cannot authenticate to the api-server
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            **self.secrets,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "PYTHONUNBUFFERED": "1",
         }
-        self.extract_slots = extract_slots
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "LocalAirflow":
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
         self.cli("pools", "set", "tlfs_extract", str(self.extract_slots), "bounds concurrent feature extraction")
-        for name in COMPONENTS:
-            log = open(self.home / "logs" / f"{name}.log", "ab")
-            self.processes[name] = subprocess.Popen(
-                [self.airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home,
-            )
-        return self
+        for attempt in range(3):
+            for name in COMPONENTS:
+                log = open(self.home / "logs" / f"{name}.log", "ab")
+                self.processes[name] = subprocess.Popen(
+                    [self.airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home,
+                )
+            if self._api_server_listens():
+                return self
+            self.stop()  # the port was taken between choosing and binding it: all again, on another
+            self._use_port(free_port())
+        raise RuntimeError(f"the api-server did not start listening; see {self.home}/logs/api-server.log")
+
+    def _api_server_listens(self, timeout: float = 300) -> bool:
+        """Whether the api-server we started (or one of its workers), and not another
+        process, listens on our port."""
+        import psutil
+
+        server = self.processes["api-server"]
+        deadline = time.monotonic() + timeout
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return False
+            for process in tree:
+                try:
+                    if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in process.net_connections("tcp")):
+                        return True
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.5)
+        return False
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -11,6 +11,7 @@ finetune_<name>: finetune (GPU queue; a retried task resumes from its checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime, timedelta
 
@@ -40,6 +41,20 @@ def features_asset(dataset: str) -> Asset:
 
 def _log(message: str) -> None:
     print(message, flush=True)  # task stdout goes to the task log
+
+
+@contextlib.contextmanager
+def _no_retry_when_final():
+    """A failure that a retry cannot cure (another run's commit replaced this run's plan)
+    fails the task at once, with its one-line reason, instead of retrying into it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import steps
+
+    try:
+        yield
+    except steps.FINAL_ERRORS as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def tlfs_dag(dag_id: str, description: str, schedule, params: dict, tag: str, **extra):
@@ -112,7 +127,9 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
     def extract_shard(job: dict) -> dict:
         from pipeline import steps
 
-        result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"], device=get_current_context()["params"]["device"])
+        with _no_retry_when_final():
+            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"],
+                                         device=get_current_context()["params"]["device"])
         _log(f"shard {job['shard']}: {result}")
         return result
 
@@ -121,7 +138,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         from pipeline import steps
 
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
-        summary = steps.commit_extraction(set_uri, plan_id, log=_log)
+        with _no_retry_when_final():
+            summary = steps.commit_extraction(set_uri, plan_id, log=_log)
         p = get_current_context()["params"]
         get_current_context()["outlet_events"][asset].extra = {
             "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],

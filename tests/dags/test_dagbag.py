@@ -65,3 +65,25 @@ def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):
 def test_bad_spec_is_an_import_error_naming_the_file(airflow_env, tmp_path):
     result = parse_with_spec(airflow_env, tmp_path, "bad.yaml", "name: bad\n")
     assert any("bad.yaml: 'sources' is required" in e for e in result["errors"].values())
+
+
+def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
+    """Retrying cannot bring back a plan another run's commit removed: the task fails
+    at once (AirflowFailException), with the product's one-line reason."""
+    import pytest
+
+    sys.path.insert(0, str(DAGS))
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from features.errors import PlanReplaced
+        from tlfs_dags.factory import _no_retry_when_final
+
+        with pytest.raises(AirflowFailException, match="was replaced"):
+            with _no_retry_when_final():
+                raise PlanReplaced("plan 0123 of store/x was replaced: another run's commit removed its staging")
+        with pytest.raises(ValueError):  # anything else is left to Airflow's retries
+            with _no_retry_when_final():
+                raise ValueError("transient")
+    finally:
+        sys.path.remove(str(DAGS))

@@ -7,7 +7,12 @@ Switched on by environment variables, so that it reaches any process a test star
 - ``TLFS_KILL_AT``: SIGKILL the process at event number N (1-based);
 - ``TLFS_KILL_MATCH``: count only events whose path contains this text;
 - ``TLFS_KILL_ONCE``: a marker file; kill only while it does not exist (it is created
-  just before the kill), so that a retried task survives.
+  just before the kill), so that a retried task survives;
+- ``TLFS_STOP_AT``: at event N, create the file ``TLFS_STOP_MARKER`` and SIGSTOP the
+  whole process (every thread), for a test to continue it (SIGCONT) when it chooses.
+
+In-process, ``install(env, patch=monkeypatch.setattr, action=f)`` calls
+``f(n, kind, path)`` at every event instead (e.g. to remove files at step n).
 
 The events are the moments a crash can tear the store: ``write`` (the process dies
 after writing half of the temporary file), ``rename`` (the temporary file is complete,
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Callable
 
 from fsspec.implementations.local import LocalFileSystem
 
@@ -28,8 +34,11 @@ KINDS = ("write", "rename", "done", "put", "rm")
 
 
 class Injector:
-    def __init__(self, env: dict) -> None:
+    def __init__(self, env: dict, action: Callable[[int, str, str], None] | None = None) -> None:
         self.log = env.get("TLFS_FAULT_LOG")
+        self.action = action
+        self.stop_at = int(env["TLFS_STOP_AT"]) if env.get("TLFS_STOP_AT") else None
+        self.stop_marker = env.get("TLFS_STOP_MARKER")
         self.kill_at = int(env["TLFS_KILL_AT"]) if env.get("TLFS_KILL_AT") else None
         self.match = env.get("TLFS_KILL_MATCH", "")
         self.once = env.get("TLFS_KILL_ONCE")
@@ -43,6 +52,11 @@ class Injector:
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"{self.count}\t{kind}\t{path}\n")
+        if self.action:
+            self.action(self.count, kind, path)
+        if self.count == self.stop_at:
+            open(self.stop_marker, "w").close()
+            os.kill(os.getpid(), signal.SIGSTOP)
         if self.count != self.kill_at:
             return
         if self.once:
@@ -58,10 +72,10 @@ def _half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-def install(env=os.environ) -> Injector | None:
-    if not (env.get("TLFS_FAULT_LOG") or env.get("TLFS_KILL_AT")):
+def install(env=os.environ, patch: Callable = setattr, action: Callable[[int, str, str], None] | None = None) -> Injector | None:
+    if not (env.get("TLFS_FAULT_LOG") or env.get("TLFS_KILL_AT") or env.get("TLFS_STOP_AT") or action):
         return None
-    injector = Injector(env)
+    injector = Injector(env, action)
     atomic_write_bytes = storage.atomic_write_bytes
     mv, put_file, rm = LocalFileSystem.mv, LocalFileSystem.put_file, LocalFileSystem.rm
 
@@ -95,6 +109,8 @@ def install(env=os.environ) -> Injector | None:
         injector.event("rm", str(path))
         return rm(self, path, *args, **kwargs)
 
-    storage.atomic_write_bytes = write_hooked
-    LocalFileSystem.mv, LocalFileSystem.put_file, LocalFileSystem.rm = mv_hooked, put_hooked, rm_hooked
+    patch(storage, "atomic_write_bytes", write_hooked)
+    patch(LocalFileSystem, "mv", mv_hooked)
+    patch(LocalFileSystem, "put_file", put_hooked)
+    patch(LocalFileSystem, "rm", rm_hooked)
     return injector

@@ -15,15 +15,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+def listening(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` itself (not whoever took the port meanwhile) listens on it."""
+    import psutil
+
+    try:
+        process = psutil.Process(proc.pid)
+        connections = process.net_connections("tcp") if hasattr(process, "net_connections") else process.connections("tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
+def start_server(command: list[str], attempts: int = 5, timeout: float = 60) -> tuple[subprocess.Popen, int]:
+    """Start a server on a free port, retrying on another port if the one chosen was
+    taken between choosing it and binding it (another test, another process)."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if listening(proc, port):
+                return proc, port
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait(timeout=10)
+    raise RuntimeError(f"{command[0]} did not start listening in {attempts} attempts")
 
 
 @pytest.fixture
@@ -32,13 +49,11 @@ def s3_server(monkeypatch):
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
         pytest.skip("moto[server] is not installed")
-    port = free_port()
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_server([str(server), "-H", "127.0.0.1", "-p"])
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_ENDPOINT_URL": endpoint}.items():
         monkeypatch.setenv(key, value)
-    wait_for_port(port)
     import fsspec
     import s3fs
 

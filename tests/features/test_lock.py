@@ -12,18 +12,25 @@ from features.lock import LOCK_NAME, commit_lock
 
 
 def holds_exclusively(set_root: str) -> None:
-    order = []
+    order, trying, crashed = [], threading.Event(), []
 
     def second() -> None:
-        with commit_lock(set_root, timeout=30, poll=0.05):
-            order.append("second")
+        try:
+            trying.set()
+            with commit_lock(set_root, timeout=60, poll=0.05):
+                order.append("second")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            crashed.append(exc)
 
     with commit_lock(set_root):
         thread = threading.Thread(target=second)
         thread.start()
-        time.sleep(0.5)
+        assert trying.wait(60), "the second committer never started"
+        time.sleep(0.5)  # it polls the lock meanwhile: it must not get it
         order.append("first done")
-    thread.join()
+    thread.join(120)
+    if crashed:
+        raise crashed[0]
     assert order == ["first done", "second"]
     with commit_lock(set_root):
         with pytest.raises(StoreError, match="another run has held the commit lock"):

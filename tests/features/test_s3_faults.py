@@ -100,3 +100,34 @@ def test_a_write_that_keeps_failing_leaves_no_partial_shard(s3_server, source, t
     assert not [k for k in keys if k.endswith("_manifest.json")]
     with pytest.raises(features.NotCommitted):
         features.load("colors", "efficientnet_lite0", "head", "train", store)
+
+
+def test_a_lock_whose_put_answer_was_lost_is_held_not_waited_on(s3_server, monkeypatch):
+    """The conditional PUT of the commit lock is stored but its answer is lost; the
+    client's retry gets 412. The lock holds its own token: it must take the lock at
+    once, not wait for it to go stale."""
+    import time
+
+    import fsspec
+
+    from features.lock import LOCK_NAME, commit_lock
+
+    dropped = []
+
+    def decide(method: str, path: str) -> str | None:
+        if method == "PUT" and path.split("?")[0].endswith(f"/lost/{LOCK_NAME}") and not dropped:
+            dropped.append(path)
+            return "drop_response"
+        return None
+
+    upstream = int(s3_server.rsplit(":", 1)[1])
+    with FaultyS3Proxy(upstream, decide) as proxy:
+        through(monkeypatch, proxy.endpoint)
+        started = time.monotonic()
+        with commit_lock(f"s3://{BUCKET}/lost", timeout=20, stale_after=600, poll=0.05):
+            waited = time.monotonic() - started
+            assert fsspec.filesystem("s3").exists(f"{BUCKET}/lost/{LOCK_NAME}")
+    assert dropped and proxy.counts["drop_response"] == 1, "the fault was never injected"
+    assert waited < 10, f"waited {waited:.1f}s on its own lock"
+    through(monkeypatch, s3_server)
+    assert not fsspec.filesystem("s3").exists(f"{BUCKET}/lost/{LOCK_NAME}"), "the lock was not released"

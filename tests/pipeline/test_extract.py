@@ -84,8 +84,8 @@ def test_a_new_plan_replaces_the_old_files_after_commit(tmp_path, lite0, models_
 
 
 def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_root):
-    p = extract.plan("colors", [str(folder_dataset)], "efficientnet_lite0", str(tmp_path / "store"), models_root,
-                     shard_size=5, log=lambda *_: None)
+    p = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", str(tmp_path / "store"), models_root,
+                          shard_size=5, log=lambda *_: None)
     extract.extract_shard(p, 0)
     with pytest.raises(PipelineError, match="shard 1 is not extracted"):
         extract.commit(p, log=lambda *_: None)

@@ -3,7 +3,7 @@
 
 import os
 
-if os.environ.get("TLFS_FAULT_LOG") or os.environ.get("TLFS_KILL_AT"):
+if os.environ.get("TLFS_FAULT_LOG") or os.environ.get("TLFS_KILL_AT") or os.environ.get("TLFS_STOP_AT"):
     from tests.faults import install
 
     install()

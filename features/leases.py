@@ -1,0 +1,177 @@
+"""Leases: which plans of a feature set are live, so that a commit never removes what a
+running step still needs.
+
+A process that works on a plan (planning it, extracting its shards, committing it)
+holds a lease on it: ``_staging/<plan>/leases/<holder>.json``, holding the time it runs
+out. A background thread renews it every quarter of its term while the step runs. On
+release, the holder leaves it to run out ``linger`` seconds later: 0 for a whole run in
+one process, longer between the tasks of a DAG run, whose next task may wait in a queue.
+
+The one rule, applied by :func:`features.manifest.collect_garbage` under the commit
+lock: **a commit removes another plan's files (its staging, its shard files, its
+temporary files) only while no lease on that plan is live.** A lease is taken under the
+same lock, so a commit never removes a plan between its lease being written and seen.
+
+A holder whose plan was removed anyway (its lease ran out: the process was stopped
+longer than its term, or its clock is far behind the committer's) finds out at its next
+:meth:`Lease.check`, or when a file it needs is gone, and stops with
+:class:`~features.errors.PlanReplaced`: one line saying what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+from features import layout
+from features.errors import PlanReplaced
+from features.lock import commit_lock
+from features.storage import atomic_write_json, exists, fs_path
+
+DEFAULT_TTL = 600.0  # seconds a holder's lease lasts unless renewed
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How long a lease lasts while held (``ttl``) and after release (``linger``)."""
+
+    ttl: float = DEFAULT_TTL
+    linger: float = 0.0
+
+
+class Lease:
+    """A held lease on one plan; see the module's docstring."""
+
+    def __init__(self, set_root: str, plan_id: str, ttl: float = DEFAULT_TTL, linger: float = 0.0) -> None:
+        self.set_root, self.plan_id, self.ttl, self.linger = set_root, plan_id, float(ttl), float(linger)
+        holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.uri = f"{layout.leases_uri(set_root, plan_id)}/{holder}.json"
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # ------------------------------------------------------------ holding
+    def acquire(self, plan_must_exist: bool = True) -> "Lease":
+        """Write the lease under the commit lock; with ``plan_must_exist``, the plan must
+        still be there once the lease is held (a task of an existing plan)."""
+        with commit_lock(self.set_root):
+            self._write(self.ttl)
+        if plan_must_exist:
+            self.check()
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name=f"tlfs-lease-{self.plan_id[:8]}")
+        self._renewer.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if self.lost:
+            return
+        with contextlib.suppress(OSError):
+            if self.linger > 0:
+                self._write(self.linger, released=True)
+            else:
+                fs, path = fs_path(self.uri)
+                fs.rm_file(path)
+
+    def __enter__(self) -> "Lease":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ------------------------------------------------------------ checking
+    def check(self) -> None:
+        """Raise :class:`PlanReplaced` if another run's commit removed this plan."""
+        if self.lost or not exists(self.uri) or not exists(layout.plan_uri(self.set_root, self.plan_id)):
+            self.lost = True
+            raise PlanReplaced(replaced_message(self.set_root, self.plan_id))
+
+    # ------------------------------------------------------------ internals
+    def _write(self, seconds: float, released: bool = False) -> None:
+        atomic_write_json(self.uri, {"until": time.time() + seconds, "ttl": self.ttl, "released": released})
+
+    def _renew(self) -> None:
+        plan = layout.plan_uri(self.set_root, self.plan_id)
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                if not exists(self.uri) or not exists(plan):  # a commit judged this plan dead and removed it
+                    self.lost = True
+                    return
+                self._write(self.ttl)
+                if not exists(plan):  # removed while renewing: take back what was just written
+                    self.lost = True
+                    fs, path = fs_path(self.uri)
+                    fs.rm_file(path)
+                    return
+            except OSError:  # a failed renewal is retried at the next tick
+                continue
+
+
+@contextlib.contextmanager
+def hold(set_root: str, plan_id: str, terms: LeaseTerms = LeaseTerms(), plan_must_exist: bool = True) -> Iterator[Lease]:
+    lease = Lease(set_root, plan_id, terms.ttl, terms.linger).acquire(plan_must_exist)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def live_plans(set_root: str, now: float | None = None) -> set[str]:
+    """The ids of the plans that hold a lease that has not run out."""
+    now = time.time() if now is None else now
+    fs, root = fs_path(set_root)
+    live = set()
+    for path in fs.glob(f"{root}/{layout.STAGING}/*/{layout.LEASES}/*.json"):
+        plan_id = path[len(root) + 1 :].split("/")[1]
+        if plan_id in live:
+            continue
+        try:
+            with fs.open(path, "rb") as f:
+                until = float(json.loads(f.read())["until"])
+        except FileNotFoundError:  # released meanwhile
+            continue
+        except (ValueError, KeyError, TypeError, OSError):  # unreadable: count it live, it will run out
+            live.add(plan_id)
+            continue
+        if until > now:
+            live.add(plan_id)
+    return live
+
+
+def drop_released(set_root: str, plan_id: str) -> None:
+    """Once plan ``plan_id`` is committed, the leases its finished tasks left lingering
+    (for the plan's next task) have served: remove them, so that the next commit of
+    another plan can remove this one's files. Leases still held stay."""
+    fs, root = fs_path(layout.leases_uri(set_root, plan_id))
+    for path in fs.glob(f"{root}/*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            with fs.open(path, "rb") as f:
+                released = json.loads(f.read()).get("released", False)
+            if released:
+                fs.rm_file(path)
+
+
+def replaced_message(set_root: str, plan_id: str) -> str:
+    return (f"plan {plan_id} of {set_root} was replaced: another run's commit removed its staging "
+            "(this run was not seen renewing its lease); run the extraction again, which makes a fresh plan")
+
+
+@contextlib.contextmanager
+def translate_missing(set_root: str, plan_id: str) -> Iterator[None]:
+    """A file of the plan that vanished because another run's commit removed the plan
+    becomes :class:`PlanReplaced`; any other missing file stays what it is."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        if not exists(layout.plan_uri(set_root, plan_id)):
+            raise PlanReplaced(replaced_message(set_root, plan_id)) from exc
+        raise
