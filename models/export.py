@@ -25,10 +25,10 @@ from models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, put_ato
 from models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
 from models.errors import ModelError
 from models.taps import TapNetwork
+from models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
 
 OPSET = 18
 EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocessing) changes
-PARITY_MIN_COSINE = 0.9999
 
 
 def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, lineage: dict | None = None) -> str:
@@ -67,7 +67,7 @@ def export(
     card = read_card(uri)
     if card is not None:
         log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
-        return Artifact(uri, card)
+        return with_variants(Artifact(uri, card), log)
     return export_loaded(load_backbone(backbone, choice=choice), uri, version, parent=parent, log=log)
 
 
@@ -91,7 +91,7 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         put_atomically(onnx_path, f"{uri}/{ONNX_NAME}")
         put_atomically(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
     log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")
-    return Artifact(uri, card)
+    return with_variants(Artifact(uri, card), log)
 
 
 def _torch_export(network: TapNetwork, path: Path) -> None:
@@ -133,18 +133,11 @@ def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, f
         with torch.no_grad():
             want = [t.numpy() for t in network(torch.from_numpy(np.ascontiguousarray(batch).copy()))]
         for name, g, w in zip(network.tap_names, got, want):
-            cos = _min_cosine(g, w)
+            cos = min_cosine(g, w)
             entry = report[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(g - w).max()))
             entry["cosine_similarity"] = min(entry["cosine_similarity"], cos)
     return report
-
-
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    num = (a64 * b64).sum(1)
-    den = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
-    return float(np.min(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
 
 
 def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, parent: dict | None, seconds: float) -> dict:

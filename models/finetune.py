@@ -162,16 +162,15 @@ def train_epoch(model: Classifier, optimizer, scheduler, loss_fn, images: torch.
     return float(total) / max(1, seen)
 
 
-def evaluate(model: Classifier, images: np.ndarray, labels: np.ndarray, device: str, batch_size: int,
-             amp: bool) -> float:
+def evaluate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int, amp: bool) -> float:
+    """Accuracy on ``images`` (uint8 NHWC) and ``labels``, both on the model's device;
+    the count stays there until the end: one sync per evaluation, not one per batch."""
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
     with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size]).to(device, non_blocking=True)
-            x = model.normalise(batch)
-            if device == "cuda":
+            x = model.normalise(images[start : start + batch_size])
+            if images.is_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            predicted = model(x).argmax(1).cpu().numpy()
-            correct += int((predicted == labels[start : start + batch_size]).sum())
-    return correct / max(1, len(images))
+            correct += (model(x).argmax(1) == labels[start : start + batch_size]).sum()
+    return int(correct) / max(1, len(images))

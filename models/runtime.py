@@ -1,38 +1,37 @@
-"""onnxruntime sessions for exported backbones, on CPU or CUDA, never silently swapped."""
+"""onnxruntime sessions for exported backbones, on CPU or CUDA, never silently swapped:
+finding the checked ONNX file, probing CUDA (with the reason when it cannot start),
+opening a :class:`~models.session.TapSession`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import fsspec
-import numpy as np
 
 from models.artifact import Artifact, file_sha256
 from models.errors import ModelError
+from models.session import Runtime, TapSession, resolve_runtime
 
 
-@dataclass
-class TapSession:
-    """A loaded model: ``run(images) -> {layer: float32[n, d]}`` for the chosen layers."""
-
-    session: object
-    layers: list[str]
-    device: str
-
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self.session.run(self.layers, {"images": images})
-        return dict(zip(self.layers, outputs))
-
-
-def local_onnx(artifact: Artifact, cache_dir: str | None = None) -> Path:
-    """A local copy of the artifact's ONNX file whose sha256 matches the model card.
+def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str = "fp32") -> Path:
+    """A local copy of the artifact's ONNX file (``precision``'s variant) whose sha256
+    matches the model card.
 
     A file that does not match its card is refused: it was tampered with or damaged."""
-    fs, path = fsspec.core.url_to_fs(artifact.onnx_uri)
-    expected = artifact.card["onnx_sha256"]
+    if precision == "fp32":
+        uri, expected = artifact.onnx_uri, artifact.card["onnx_sha256"]
+    else:
+        variant = artifact.card.get("variants", {}).get(precision)
+        if variant is None:
+            raise ModelError(f"{artifact.version} has no {precision} variant; export it again with this version of tlfs "
+                             f"(`tlfs export --backbone {artifact.card['backbone']}` adds it)")
+        uri, expected = f"{artifact.uri}/{variant['file']}", variant["sha256"]
+    fs, path = fsspec.core.url_to_fs(uri)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if "file" in protocols:
         local = Path(path)
@@ -45,11 +44,11 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None) -> Path:
             fs.get_file(path, str(tmp))
             tmp.replace(local)
     if not local.exists():
-        raise ModelError(f"ONNX file {artifact.onnx_uri} is missing")
+        raise ModelError(f"ONNX file {uri} is missing")
     actual = file_sha256(local)
     if actual != expected:
         raise ModelError(
-            f"ONNX file {artifact.onnx_uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
+            f"ONNX file {uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
         )
     return local
 
@@ -64,13 +63,16 @@ def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
     return layers
 
 
-def cuda_available() -> bool:
-    """Whether a CUDA session really starts here. onnxruntime-gpu lists its CUDA provider
-    even on machines without a GPU, so a one-node model is opened to find out."""
-    import onnxruntime as ort
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOG_PREFIX = re.compile(r"^\S+ \S+ \[[EWI]:onnxruntime:[^\]]*\] ")
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
+
+PROBE_IR_VERSION = 8  # read by every onnxruntime this project supports (1.14 and newer)
+
+
+def probe_model():
+    """A one-node model. Its IR version is pinned: a newer onnx package would otherwise
+    write one the installed onnxruntime refuses, and that would read as "no GPU"."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -78,41 +80,75 @@ def cuda_available() -> bool:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=PROBE_IR_VERSION)
+
+
+def cuda_probe() -> tuple[bool, str]:
+    """Whether a CUDA session really starts here, and if not, why. onnxruntime-gpu lists
+    its CUDA provider even on machines without a GPU, so a one-node model is opened, and
+    what onnxruntime logs while it falls back is kept as the reason."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, (f"onnxruntime {ort.__version__} has no CUDA execution provider "
+                       "(the CPU-only `onnxruntime` package is installed, not `onnxruntime-gpu`)")
+    model = probe_model()
     if hasattr(ort, "preload_dlls"):
         try:
             ort.preload_dlls()
-        except Exception:  # noqa: BLE001 - no CUDA libraries: no CUDA
-            return False
+        except Exception as exc:  # noqa: BLE001 - the reason is the answer
+            return False, f"the CUDA and cuDNN libraries could not be loaded: {exc}"
     options = ort.SessionOptions()
-    options.log_severity_level = 4  # the probe's failure is the answer, not an error to print
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CUDAExecutionProvider"])
-    except Exception:  # noqa: BLE001
-        return False
-    return "CUDAExecutionProvider" in session.get_providers()
+    options.log_severity_level = 2  # warnings: why the CUDA provider did not start
+    with _captured_stderr() as captured:
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CUDAExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            return False, f"a CUDA session does not start: {str(exc).strip().splitlines()[0]}"
+    if "CUDAExecutionProvider" in session.get_providers():
+        return True, "ok"
+    lines = [_LOG_PREFIX.sub("", _ANSI.sub("", line)).strip() for line in captured.text.splitlines() if line.strip()]
+    useful = [line for line in lines if any(k in line for k in ("CUDA", "cuda", "cudnn", "cuDNN", "driver", "libcu"))] or lines
+    return False, "onnxruntime could not start its CUDA provider: " + (" | ".join(useful[-3:]) or "no reason logged")
 
 
-def open_session(artifact: Artifact, layers: list[str] | None = None, device: str = "cpu", threads: int | None = None) -> TapSession:
-    import onnxruntime as ort
+def cuda_available() -> bool:
+    return cuda_probe()[0]
 
+
+class _Captured:
+    text = ""  # what was written, once the capture has ended
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[_Captured]:
+    """What native code writes to file descriptor 2 meanwhile (onnxruntime logs there)."""
+    captured = _Captured()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace")
+
+
+def require_cuda() -> None:
+    """``--device cuda`` without a usable GPU fails, saying why; never the CPU instead."""
+    ok, reason = cuda_probe()
+    if not ok:
+        raise ModelError(f"--device cuda was asked for but CUDA is not usable here: {reason}; refusing to fall back to the CPU")
+
+
+def open_session(artifact: Artifact, layers: list[str] | None = None, runtime: Runtime | None = None,
+                 threads: int | None = None) -> TapSession:
+    """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU).
+    ``--device cuda`` never falls back to the CPU: without CUDA it fails, saying why."""
+    runtime = runtime or resolve_runtime()
     layers = check_layers(artifact, layers)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    if device == "cuda":
-        if not cuda_available():
-            raise ModelError(
-                "--device cuda was asked for but onnxruntime has no CUDA execution provider here "
-                "(no GPU, driver or CUDA libraries); refusing to fall back to the CPU"
-            )
-        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"})]
-    elif device == "cpu":
-        providers = ["CPUExecutionProvider"]
-    else:
-        raise ModelError(f"unknown device {device!r}: use cpu or cuda")
-    session = ort.InferenceSession(str(local_onnx(artifact)), sess_options=options, providers=providers)
-    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-        raise ModelError("onnxruntime could not start its CUDA execution provider (see its log above)")
-    return TapSession(session, layers, device)
+    if runtime.device == "cuda":
+        require_cuda()
+    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads)

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
     _store_arg(p)
     p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime device (default: cpu); cuda never falls back")
-    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], help="graph precision (default: fp32 on cpu, fp16 on cuda)")
+    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64 on cpu, 256 on cuda)")
     p.add_argument("--shard-size", type=_positive, help="images per shard file (default: 2500)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,15 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side")
     _backbone_args(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--images", type=_positive, default=512, help="images per measurement (default 512)")
+    p.add_argument("--batch-size", type=_positive, help="default: 64 on cpu, 256 on cuda")
+    p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda)")
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True)
     _store_arg(p)
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default: cpu)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default and only choice: the set's own)")
 
     p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do")
     _dataset_args(p)
@@ -140,6 +141,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         shard_size=getattr(args, "shard_size", None),
         device=getattr(args, "device", None),
+        precision=getattr(args, "precision", None),
         threads=getattr(args, "threads", None),
     )
 
@@ -173,7 +175,8 @@ def cmd_extract(args, settings: Settings) -> dict:
         splits=args.splits,
         limit=args.limit,
         device=settings.device,
-        batch_size=settings.batch_size,
+        precision=settings.precision or None,
+        batch_size=settings.batch_size or None,
         shard_size=settings.shard_size,
         threads=settings.threads or None,
         weights=args.weights,
@@ -247,10 +250,11 @@ def cmd_bench(args, settings: Settings) -> dict:
 
     result = bench(args.backbone, args.device, args.batch_size, args.images, args.models, args.weights,
                    args.random_weights, log=_log)
-    print(f"{args.backbone} on {args.device}, batch {args.batch_size}, {result['images']} images:")
+    print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
-            ("(c) onnxruntime inference only", "ort"), ("(d) tlfs extract, files -> Parquet", "pipeline")]
+            ("(c) onnxruntime fp32, inference", "ort_fp32"), ("(c16) onnxruntime fp16, inference", "ort_fp16"),
+            (f"(d) tlfs extract ({result['precision']}), files -> Parquet", "pipeline")]
     for label, key in rows:
         value = result[key]
         print(f"  {label:<34} {'n/a' if value is None else f'{value:,.1f}'}")
@@ -265,7 +269,7 @@ def cmd_verify(args, settings: Settings) -> dict:
     from pipeline.extract import verify
 
     set_uri, _ = features.find_set(args.dataset, args.backbone, settings.store)
-    report = verify(set_uri, repair=args.repair, device=settings.device, log=_log)
+    report = verify(set_uri, repair=args.repair, device=args.device, log=_log)
     for bad in report["bad"]:
         print(f"BAD  {bad['path']}  (shard {bad['shard']}): {bad['reason']}")
     state = "repaired" if report["repaired"] else ("damaged" if report["bad"] else "ok")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from features.leases import LeaseTerms
+from models.session import Runtime, resolve_runtime
 from pipeline.datasets import CIFAR10_URL
 from pipeline.errors import PipelineError
 
@@ -18,9 +19,11 @@ class Settings:
     models: str = "tlfs-data/models"  # exported ONNX artifacts root, any fsspec URI
     cifar10_source: tuple[str, ...] = (CIFAR10_URL,)  # default source(s) of the cifar10 dataset
     cache_dir: str = "tlfs-data/cache"  # local copies of remote dataset sources
-    batch_size: int = 64
+    batch_size: int = 0  # images per inference batch; 0 = the device's (64 on the CPU, 256 on CUDA)
     shard_size: int = 2500  # images per shard (per split)
     device: str = "cpu"
+    precision: str = ""  # fp32 or fp16; "" = the device's (fp32 on the CPU, fp16 on CUDA)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
     # A run's lease on its plan lasts this long unless renewed (every quarter of it); a
     # commit removes another plan's files only once its leases ran out (features/leases.py).
@@ -28,6 +31,11 @@ class Settings:
     # A DAG task's lease outlives the task this long, so the plan's next task, waiting in
     # a queue, still finds it.
     task_lease_linger: float = 7200.0
+
+    def runtime(self) -> Runtime:
+        """Where and how extraction computes: the device's defaults where unset."""
+        return resolve_runtime(self.device, self.precision or None, self.batch_size or None,
+                               cudnn_conv_algo_search=self.cudnn_conv_algo_search)
 
     def lease_terms(self, task: bool = False) -> LeaseTerms:
         return LeaseTerms(self.lease_seconds, self.task_lease_linger if task else 0.0)
@@ -48,6 +56,8 @@ ENV = {
     "batch_size": "TLFS_BATCH_SIZE",
     "shard_size": "TLFS_SHARD_SIZE",
     "device": "TLFS_DEVICE",
+    "precision": "TLFS_PRECISION",
+    "cudnn_conv_algo_search": "TLFS_CUDNN_CONV_ALGO_SEARCH",
     "threads": "TLFS_THREADS",
     "lease_seconds": "TLFS_LEASE_SECONDS",
     "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
@@ -63,7 +73,7 @@ def _coerce(name: str, value):
             number = int(value)
         except (TypeError, ValueError):
             raise PipelineError(f"{name} must be a whole number, got {value!r}") from None
-        if number < 0 or (number == 0 and name != "threads"):
+        if number < 0 or (number == 0 and name == "shard_size"):
             raise PipelineError(f"{name} must be positive, got {number}")
         return number
     if name in ("lease_seconds", "task_lease_linger"):

@@ -33,7 +33,9 @@ from features.schema import shard_table
 from features.storage import atomic_write_json, exists, fs_path, read_json
 from features.writer import write_shard
 from models.artifact import Artifact
-from models.runtime import TapSession, check_layers, open_session
+from models.variants import with_variants
+from models.runtime import check_layers, open_session, require_cuda
+from models.session import Runtime, TapSession, resolve_runtime
 from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
 from pipeline.errors import PipelineError
 from pipeline.images import ImageRejected, decode
@@ -63,6 +65,11 @@ class Plan:
         return Artifact(self.data["artifact_uri"], self.data["model_card"])
 
     @property
+    def runtime(self) -> Runtime:
+        fields = {k: v for k, v in self.data["runtime"].items() if k != "provider"}
+        return Runtime(**fields)
+
+    @property
     def index(self) -> DatasetIndex:
         return DatasetIndex.from_json(self.data["index"])
 
@@ -82,7 +89,7 @@ def plan(
     splits: list[str] | None = None,
     limit: int | None = None,
     shard_size: int = 2500,
-    batch_size: int = 64,
+    runtime: Runtime | None = None,
     weights: str | None = None,
     random_weights: bool = False,
     cache_dir: str | None = None,
@@ -91,6 +98,7 @@ def plan(
     """Export (or reuse) the backbone, index the dataset and fix the shards. ``backbone``
     is a registry name or an exported version under ``models`` (e.g. a fine-tuned one).
     Nothing is written to the set: :func:`save_plan` does, under a lease."""
+    runtime = runtime or resolve_runtime()
     artifact = _artifact(backbone, models, weights, random_weights, log)
     layers = check_layers(artifact, layers)
     started = time.perf_counter()
@@ -103,6 +111,7 @@ def plan(
             shards.append({"shard": len(shards), "split": split, "start": start, "stop": min(start + shard_size, count)})
     identity = {
         "version": artifact.version,
+        "runtime": runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
         "layers": layers,
         "sources": [s.checksum for s in index.sources],
         "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
@@ -121,7 +130,8 @@ def plan(
         "layers": layers,
         "splits": index.splits(),
         "limit": limit,
-        "batch_size": batch_size,
+        "batch_size": runtime.batch_size,
+        "runtime": runtime.to_json(),
         "shard_size": shard_size,
         "cache_dir": cache_dir,
         "shards": shards,
@@ -156,7 +166,7 @@ def _artifact(backbone: str, models: str, weights: str | None, random_weights: b
         if weights or random_weights:
             raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
         log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
-        return Artifact(f"{models.rstrip('/')}/{backbone}", card)
+        return with_variants(Artifact(f"{models.rstrip('/')}/{backbone}", card), log)
     from models.export import export  # torch: needed only here, not by shard workers
 
     return export(backbone, models, weights=weights, random_weights=random_weights, log=log)
@@ -236,12 +246,12 @@ def extract_shard(
     p: Plan,
     number: int,
     session: TapSession | None = None,
-    device: str = "cpu",
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     index: DatasetIndex | None = None,
 ) -> dict:
-    """Extract shard ``number`` of plan ``p``; returns its result record."""
+    """Extract shard ``number`` of plan ``p`` on the plan's runtime (device, precision);
+    returns its result record."""
     if not 0 <= number < len(p.shards):
         raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
     done = shard_done(p, number)
@@ -250,15 +260,15 @@ def extract_shard(
             progress(done["read"])
         return {**done, "skipped": True}
     index = index or p.index
-    session = session or open_session(p.artifact, p.data["layers"], device=device, threads=threads)
+    session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
     return write_shard_outputs(p, index, compute_shard(p, index, number, session, progress))
 
 
-def extract_shard_task(set_uri: str, plan_id: str, number: int, device: str = "cpu", threads: int | None = None,
+def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
                        lease: LeaseTerms = LeaseTerms()) -> dict:
     """One shard as a task of its own (a DAG's mapped task): under a lease on the plan."""
     with hold(set_uri, plan_id, lease) as held:
-        result = extract_shard(load_plan(set_uri, plan_id), number, device=device, threads=threads)
+        result = extract_shard(load_plan(set_uri, plan_id), number, threads=threads)
         held.check()
         return result
 
@@ -403,6 +413,9 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         "rejects": rejects,
         "lineage": {
             "onnx_sha256": card["onnx_sha256"],
+            "runtime": p.data["runtime"],  # device, provider, precision, batch, fixed shapes
+            "onnx_file_sha256": (card["onnx_sha256"] if p.runtime.precision == "fp32"
+                                 else card["variants"][p.runtime.precision]["sha256"]),
             "model_uri": p.data["artifact_uri"],
             "weights": card["weights"],
             "parent": card.get("parent"),
@@ -420,9 +433,11 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
     return manifest
 
 
-def verify(set_uri: str, repair: bool = False, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+def verify(set_uri: str, repair: bool = False, device: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Check every shard of a committed set against the manifest's checksums; with
-    ``repair``, re-extract only the shards with a damaged file and commit again."""
+    ``repair``, re-extract only the shards with a damaged file, on the set's own runtime
+    (a ``device`` other than the set's is refused: a set never mixes them), and commit
+    again."""
     from features.manifest import damaged_shards, read_manifest
 
     started = time.perf_counter()
@@ -439,13 +454,17 @@ def verify(set_uri: str, repair: bool = False, device: str = "cpu", log: Callabl
         numbers = sorted({b["shard"] for b in bad})
         with hold(set_uri, manifest["plan_id"]) as held:
             p = load_plan(set_uri, manifest["plan_id"])
+            if device and device != p.runtime.device:
+                raise PipelineError(f"{set_uri} was extracted on {p.runtime.device} ({p.runtime.precision}); repairing it "
+                                    f"on {device} would mix devices in one set: repair with --device {p.runtime.device}, "
+                                    "or extract it anew on the other device")
             fs, _ = fs_path(set_uri)
             for number in numbers:
                 _, path = fs_path(_result_uri(p, number))
                 if fs.exists(path):
                     fs.rm(path)  # forget the record, so the shard is extracted again
                 log(f"re-extracting shard {number}")
-                extract_shard(p, number, device=device)
+                extract_shard(p, number)
                 held.check()
             commit(p, log=log)
         report["repaired"] = numbers
@@ -463,30 +482,38 @@ def run(
     splits: list[str] | None = None,
     limit: int | None = None,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shard_size: int = 2500,
     threads: int | None = None,
+    precision: str | None = None,
     weights: str | None = None,
     random_weights: bool = False,
     cache_dir: str | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
     lease: LeaseTerms = LeaseTerms(),
+    session: TapSession | None = None,
 ) -> dict:
     """Plan, extract every shard, commit; returns a summary with timings. The run holds a
-    lease on its plan throughout (see features/leases.py)."""
+    lease on its plan throughout (see features/leases.py). ``session``: an open one of
+    the same runtime (a benchmark's, warmed), instead of opening one."""
     started = time.perf_counter()
-    p = plan(dataset, sources, backbone, store, models, layers, splits, limit, shard_size, batch_size,
+    runtime = resolve_runtime(device, precision, batch_size)
+    if runtime.device == "cuda":
+        require_cuda()  # before any work
+    p = plan(dataset, sources, backbone, store, models, layers, splits, limit, shard_size, runtime,
              weights, random_weights, cache_dir, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
-        return _run_plan(p, held, device, threads, show_progress, started, log)
+        return _run_plan(p, held, threads, show_progress, started, log, session)
 
 
-def _run_plan(p: Plan, held: Lease, device: str, threads: int | None, show_progress: bool, started: float,
-              log: Callable[[str], None]) -> dict:
+def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, started: float,
+              log: Callable[[str], None], session: TapSession | None = None) -> dict:
+    if session is not None and session.runtime.identity() != p.runtime.identity():
+        raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
+    session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
     planned = time.perf_counter()
-    session = open_session(p.artifact, p.data["layers"], device=device, threads=threads)
     index = p.index
     total = sum(s["stop"] - s["start"] for s in p.shards)
     from tqdm import tqdm

@@ -38,27 +38,33 @@ def plan_extraction(
     shard_size: int | None = None,
     weights: str | None = None,
     log: Callable = print,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> dict:
+    """Plan an extraction on ``device`` (``precision``, ``batch_size``: the device's
+    defaults when not given); the plan's shards then run on that device."""
     from pipeline import extract
 
-    s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size)
+    s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size,
+                      device=device, precision=precision)
     p = extract.plan_task(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, layers or None,
-                          splits or None, limit or None, s.shard_size, s.batch_size, weights, False, s.cache_dir, log,
+                          splits or None, limit or None, s.shard_size, s.runtime(), weights, False, s.cache_dir, log,
                           lease=s.lease_terms(task=True))
     return {
         "set_uri": p.set_uri,
         "plan_id": p.plan_id,
         "backbone_version": p.data["backbone_version"],
+        "runtime": p.data["runtime"],
         "shards": [shard["shard"] for shard in p.shards],
         "images": sum(shard["stop"] - shard["start"] for shard in p.shards),
     }
 
 
-def extract_shard(set_uri: str, plan_id: str, shard: int, device: str = "cpu", threads: int | None = None) -> dict:
+def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = None) -> dict:
+    """One shard, on the device and precision its plan fixed."""
     from pipeline import extract
 
-    result = extract.extract_shard_task(set_uri, plan_id, shard, device=device, threads=threads,
-                                        lease=_settings().lease_terms(task=True))
+    result = extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=_settings().lease_terms(task=True))
     return {k: result[k] for k in ("shard", "split", "read", "written", "rejected", "seconds")} | {"skipped": bool(result.get("skipped"))}
 
 

@@ -4,6 +4,7 @@ real EfficientNet-Lite0 export per test session."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+# Beside the checkout; on the GPU machine, where the staged copy lies elsewhere, TLFS_TEST_CIFAR10_DIR.
+SHARED_CIFAR = Path(os.environ.get("TLFS_TEST_CIFAR10_DIR") or REPO.parent / "shared" / "data" / "cifar10")
 
 
 def shared_cifar_sources() -> list[str]:

@@ -26,6 +26,8 @@ EXTRACT_POOL = "tlfs_extract"  # bounds concurrent (GPU) extraction: `airflow po
 # Celery queue of the shard tasks: "gpu" in the compose deployment, so that only GPU
 # workers (celery worker --queues gpu) take them; read when the DAG file is parsed.
 EXTRACT_QUEUE = os.environ.get("TLFS_EXTRACT_QUEUE", "default")
+# Shard tasks on the GPU queue run on GPU workers: their device is cuda unless a run says otherwise.
+DEFAULT_DEVICE = "cuda" if EXTRACT_QUEUE == "gpu" else "cpu"
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=20),
@@ -76,8 +78,11 @@ def extract_params(spec: DatasetSpec) -> dict:
                          description="dataset source URIs ([]: the dataset's default source)"),
         "store": Param(None, **_nullable("string"), description="feature store URI (null: TLFS_STORE or default)"),
         "models": Param(None, **_nullable("string"), description="model artifacts URI (null: TLFS_MODELS or default)"),
-        "device": Param("cpu", type="string", enum=["cpu", "cuda"]),
-        "batch_size": Param(64, type="integer", minimum=1),
+        "device": Param(DEFAULT_DEVICE, type="string", enum=["cpu", "cuda"],
+                        description="extraction device (cuda on the gpu queue); cuda never falls back to cpu"),
+        "precision": Param(None, type=["string", "null"], enum=["fp32", "fp16", None],
+                           description="null: the device's (fp32 on cpu, fp16 on cuda)"),
+        "batch_size": Param(None, **_nullable("integer", minimum=1), description="null: the device's (64 on cpu, 256 on cuda)"),
         "shard_size": Param(2500, type="integer", minimum=1),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
@@ -103,7 +108,7 @@ def finetune_params(spec: DatasetSpec) -> dict:
         "schedule": Param("constant", type="string", enum=["constant", "cosine"]),
         "train_batch_size": Param(64, type="integer", minimum=1),
         "from_scratch": Param(False, type="boolean"),
-        "batch_size": Param(64, type="integer", minimum=1, description="extraction batch size"),
+        "batch_size": Param(None, **_nullable("integer", minimum=1), description="extraction batch size (null: the device's)"),
         "shard_size": Param(2500, type="integer", minimum=1),
     }
 
@@ -119,7 +124,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
         p = get_current_context()["params"]
         planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
-                                        p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log)
+                                        p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
+                                        device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"))
         _log(f"{planned['images']} images in {len(planned['shards'])} shards -> {planned['set_uri']}")
         return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shard": n} for n in planned["shards"]]
 
@@ -128,8 +134,7 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         from pipeline import steps
 
         with _no_retry_when_final():
-            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"],
-                                         device=get_current_context()["params"]["device"])
+            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"])  # on its plan's device
         _log(f"shard {job['shard']}: {result}")
         return result
 

@@ -9,9 +9,11 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     assert code == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["torch_fp32"] > 0 and result["ort"] > 0 and result["pipeline"] > 0
+    assert result["torch_fp32"] > 0 and result["ort_fp32"] > 0 and result["pipeline"] > 0
+    assert result["ort_fp16"] is None and result["precision"] == "fp32"  # fp16 is a CUDA row
     assert result["torch_fp16"] is None and result["pipeline_vs_torch_fp16"] is None  # no fp16 on CPU
-    assert abs(result["pipeline_vs_torch_fp32"] - result["pipeline"] / result["torch_fp32"]) < 0.01
+    ratio = result["pipeline"] / result["torch_fp32"]  # of figures rounded to 0.1 images/s
+    assert abs(result["pipeline_vs_torch_fp32"] - ratio) <= 0.05 * ratio + 0.01
     assert "(d) tlfs extract" in out
 
 

@@ -7,7 +7,16 @@ from pipeline.errors import PipelineError
 
 def test_defaults():
     s = load_settings(environ={})
-    assert s.cifar10_source == (CIFAR10_URL,) and s.batch_size == 64 and s.device == "cpu"
+    assert s.cifar10_source == (CIFAR10_URL,) and s.device == "cpu"
+    assert (s.runtime().batch_size, s.runtime().precision) == (64, "fp32")
+
+
+def test_the_runtime_follows_the_device_unless_told():
+    cuda = load_settings(environ={"TLFS_DEVICE": "cuda"}).runtime()
+    assert (cuda.device, cuda.precision, cuda.batch_size, cuda.cuda_graph) == ("cuda", "fp16", 256, True)
+    told = load_settings(environ={"TLFS_DEVICE": "cuda", "TLFS_PRECISION": "fp32", "TLFS_BATCH_SIZE": "512",
+                                  "TLFS_CUDNN_CONV_ALGO_SEARCH": "heuristic"}).runtime()
+    assert (told.precision, told.batch_size, told.cudnn_conv_algo_search) == ("fp32", 512, "HEURISTIC")
 
 
 def test_environment_then_explicit_values_win(tmp_path):

@@ -139,3 +139,29 @@ def test_shard_workers_do_not_import_torch():
     code = "import sys, pipeline.extract, pipeline.steps; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_device_and_precision_are_part_of_the_plan_and_the_lineage_so_a_set_never_mixes_them(tmp_path, folder_dataset, lite0, models_root):
+    store = str(tmp_path / "store")
+    fp32 = run(tmp_path, folder_dataset, models_root)
+    first = features.describe("colors", "efficientnet_lite0", store)
+    fp16 = run(tmp_path, folder_dataset, models_root, precision="fp16")
+    second = features.describe("colors", "efficientnet_lite0", store)
+    assert fp32["set_uri"] == fp16["set_uri"] and first["plan_id"] != second["plan_id"]
+    assert first["lineage"]["runtime"]["precision"] == "fp32" and second["lineage"]["runtime"]["precision"] == "fp16"
+    assert second["lineage"]["runtime"]["provider"] == "CPUExecutionProvider"
+    assert second["lineage"]["onnx_file_sha256"] == lite0.card["variants"]["fp16"]["sha256"] != first["lineage"]["onnx_file_sha256"]
+    prefix = f"part-{second['plan_id'][:8]}-"
+    assert all(s["path"].rsplit("/", 1)[1].startswith(prefix) for s in second["shards"])
+    on_disk = {p.name for p in (tmp_path / "store").rglob("part-*.parquet")}
+    assert on_disk and all(name.startswith(prefix) for name in on_disk), "fp32 shards were left beside the fp16 set"
+
+
+def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_dataset, lite0, models_root):
+    summary = run(tmp_path, folder_dataset, models_root)
+    manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    damaged = tmp_path / "store" / "colors" / summary["backbone_version"] / manifest["shards"][0]["path"]
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    with pytest.raises(PipelineError, match="would mix devices in one set"):
+        extract.verify(summary["set_uri"], repair=True, device="cuda", log=lambda *_: None)
+    assert extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)["bad_after_repair"] == 0

@@ -1,0 +1,158 @@
+"""Variants of an exported graph, derived from its fp32 ``model.onnx``. Importable
+without torch (extraction workers need only onnx and onnxruntime).
+
+- **fp16** (``model.fp16.onnx``): float tensors in half precision, converted with
+  onnxconverter-common (``keep_io_types``: uint8 images in, float32 features out). The
+  first node after the input, the uint8 -> float Cast, is kept as it is: converted, it
+  declares a float16 output while still casting to float and the graph does not load.
+  Built at export, checked against fp32 on real photos here (onnxruntime's CPU provider
+  runs it, casting where it has no fp16 kernel), recorded in the model card with that
+  parity; chosen automatically on CUDA.
+- **fixed shape**: batch, height and width fixed, so that onnxruntime folds the
+  ``Shape`` nodes that size the in-graph resize into constants: no node left for the
+  CPU, no host round trip, and CUDA graphs become possible. Made on demand per input
+  shape, in a local cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from models.artifact import CARD_NAME, Artifact, file_sha256, put_atomically
+from models.errors import ModelError
+
+FP16_NAME = "model.fp16.onnx"
+PARITY_MIN_COSINE = 0.9999  # the fp32 graph vs PyTorch, and fp32 on CUDA vs the CPU
+FP16_MIN_COSINE = 0.999  # fp16 vs fp32 on the sample photos, per layer, worst image
+
+
+def with_variants(artifact: Artifact, log=print) -> Artifact:
+    """The artifact with its fp16 variant (built if an older export lacks it) and, where
+    a GPU is present and it was not yet checked, its CUDA-vs-CPU parity in the card."""
+    from models.runtime import cuda_probe, local_onnx
+
+    if "fp16" not in artifact.card.get("variants", {}):
+        artifact = build_fp16(artifact, local_onnx(artifact), log)
+    if "parity_cuda" not in artifact.card and cuda_probe()[0]:
+        artifact = check_cuda_parity(artifact, local_onnx(artifact), local_onnx(artifact, precision="fp16"), log)
+    return artifact
+
+
+def to_fp16(fp32_path: Path, out_path: Path) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(fp32_path))
+    typed = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.input, *typed.graph.value_info]}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    # Casts from the uint8 images to float stay as they are (see the module's docstring)
+    input_casts = [n.name for n in model.graph.node if n.op_type == "Cast" and elem.get(n.input[0]) not in floats]
+    with warnings.catch_warnings():  # it reports every weight below fp16's range that it rounds
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=input_casts)
+    onnx.save(converted, str(out_path))
+
+
+def parity(reference: Path, candidate: Path, batches: list[np.ndarray], providers=("CPUExecutionProvider",)) -> dict:
+    """Per output: the worst cosine similarity and largest absolute difference of
+    ``candidate`` (run on ``providers``) against ``reference`` (fp32, CPU)."""
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
+    cand = ort.InferenceSession(str(candidate), providers=list(providers))
+    names = [o.name for o in ref.get_outputs()]
+    report = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in names}
+    for batch in batches:
+        for name, want, got in zip(names, ref.run(names, {"images": batch}), cand.run(names, {"images": batch})):
+            entry = report[name]
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(got.astype(np.float64) - want).max()))
+            entry["cosine_similarity"] = min(entry["cosine_similarity"], min_cosine(got, want))
+    return report
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    num = (a64 * b64).sum(1)
+    den = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    return float(np.min(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+
+
+def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
+    """Make, check and publish the fp16 variant of ``artifact``; returns the artifact
+    with its card updated (the card is rewritten last, atomically)."""
+    import onnxconverter_common
+
+    from models import sample_images
+
+    with tempfile.TemporaryDirectory(prefix="tlfs-fp16-") as tmp:
+        out = Path(tmp) / FP16_NAME
+        to_fp16(fp32_local, out)
+        report = parity(fp32_local, out, sample_images.parity_batches())
+        worst = min(v["cosine_similarity"] for v in report.values())
+        if worst < FP16_MIN_COSINE:
+            raise ModelError(f"the fp16 variant of {artifact.version} disagrees with fp32 (cosine {worst:.5f} < {FP16_MIN_COSINE})")
+        card = {**artifact.card, "variants": {**artifact.card.get("variants", {}), "fp16": {
+            "file": FP16_NAME,
+            "sha256": file_sha256(out),
+            "bytes": out.stat().st_size,
+            "converter": f"onnxconverter-common {onnxconverter_common.__version__} convert_float_to_float16, "
+                         "keep_io_types, the input Cast kept",
+            "parity_vs_fp32_cpu": report,
+        }}}
+        put_atomically(out, f"{artifact.uri}/{FP16_NAME}")
+        _publish_card(artifact.uri, card)  # last: the variant is there before the card names it
+    log(f"fp16 variant of {artifact.version}: parity vs fp32 (min cosine) {worst:.6f}")
+    return Artifact(artifact.uri, card)
+
+
+def check_cuda_parity(artifact: Artifact, fp32_local: Path, fp16_local: Path, log=print) -> Artifact:
+    """fp32 and fp16 on CUDA against fp32 on the CPU, on the sample photos, recorded in
+    the card (``parity_cuda``); refused below the same bounds as on the CPU."""
+    from models import sample_images
+
+    batches = sample_images.parity_batches()
+    providers = ("CUDAExecutionProvider",)
+    report = {"fp32": parity(fp32_local, fp32_local, batches, providers), "fp16": parity(fp32_local, fp16_local, batches, providers)}
+    for precision, bound in (("fp32", PARITY_MIN_COSINE), ("fp16", FP16_MIN_COSINE)):
+        worst = min(v["cosine_similarity"] for v in report[precision].values())
+        if worst < bound:
+            raise ModelError(f"{artifact.version} {precision} on CUDA disagrees with the CPU (cosine {worst:.6f} < {bound})")
+    card = {**artifact.card, "parity_cuda": report}
+    _publish_card(artifact.uri, card)
+    log(f"CUDA vs CPU parity of {artifact.version}: " + ", ".join(
+        f"{p} {min(v['cosine_similarity'] for v in r.values()):.6f}" for p, r in report.items()))
+    return Artifact(artifact.uri, card)
+
+
+def _publish_card(uri: str, card: dict) -> None:
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="tlfs-card-") as tmp:
+        path = Path(tmp) / CARD_NAME
+        path.write_text(json.dumps(card, indent=2))
+        put_atomically(path, f"{uri}/{CARD_NAME}")
+
+
+def fixed_shape(source: Path, batch: int, height: int, width: int, cache_dir: str | None = None) -> Path:
+    """``source`` with its input fixed at ``[batch, height, width, 3]`` (cached by the
+    source's digest and the shape)."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+
+    cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{file_sha256(source)[:16]}-{batch}x{height}x{width}.onnx"
+    if not target.exists():
+        model = onnx.load(str(source))
+        make_input_shape_fixed(model.graph, "images", [batch, height, width, 3])
+        fix_output_shapes(model)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        onnx.save(model, str(partial))
+        partial.replace(target)
+    return target

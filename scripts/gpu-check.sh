@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One command for the GPU machine: the GPU tests, then every GPU figure, ending with one
+# JSON line of them all. Sized for about 8 minutes (each step has its own time limit).
+#
+# That machine (../shared/gpu/README.md) has Python 3.12, its own torch, no package
+# registry, and this project is not installed: it runs from the checkout. Stage here first:
+#   bash ../shared/gpu/stage.sh onnxconverter-common==1.16.0 scikit-image==0.26.0 \
+#        lazy-loader==0.6 imageio==2.38.1 tifffile==2026.3.3
+# carry each .device/chunks/NN in its own call (mkdir -p /root/stage && cp .device/chunks/NN/* /root/stage/),
+# then, carrying [".device/install.sh", ".device/data"]:
+#   bash .device/install.sh && bash scripts/gpu-check.sh
+# Figures go to stdout and to $OUT (the device tool brings $OUT back).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+out=${OUT:-/tmp/tlfs-gpu-check}
+mkdir -p "$out"
+work=$(mktemp -d /tmp/tlfs-gpu-XXXX)
+export TLFS_MODELS="$work/models" TLFS_STORE="$work/store" TLFS_CACHE="$work/cache"
+data=.device/data/cifar10
+[ -f "$data/train.tar.gz" ] || data=../shared/data/cifar10
+export TLFS_TEST_CIFAR10_DIR="$PWD/$data" TLFS_CIFAR10_SOURCE="$PWD/$data/train.tar.gz,$PWD/$data/test.tar.gz"
+py=${PYTHON:-python3}
+FT_EPOCHS=${FT_EPOCHS:-3}   # the shortened fine-tuning schedule that fits this check
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, keep going
+  local name=$1 limit=$2; shift 2
+  local started=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $(( $(date +%s) - started ))s (log $out/$name.log)"
+  tail -n 3 "$out/$name.log" | cut -c1-400
+  echo "$name $rc $(( $(date +%s) - started ))" >> "$out/steps.txt"
+}
+
+: > "$out/steps.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+echo "GPU: $(cat "$out/gpu.txt")"
+step probe 60 "$py" -c "import onnxruntime as o; o.preload_dlls(); from models.runtime import cuda_probe; print(o.__version__, o.get_available_providers(), cuda_probe())"
+step tests 150 "$py" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs
+step bench_lite0 100 "$py" -m pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
+step bench_resnet50 120 "$py" -m pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
+# The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
+step export_resnet50 60 "$py" -m pipeline.cli export --backbone resnet50 --random-weights
+step cifar_resnet50 90 "$py" -m pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
+# Fine-tuning EfficientNet-Lite0 on CIFAR-10, shortened to fit: SGD with momentum, cosine, label smoothing.
+step finetune_lite0 200 "$py" -m pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
+  --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
+  --batch-size 128 --patience 99 --no-progress
+
+"$py" - "$out" "$FT_EPOCHS" <<'PY'
+import json, sys
+from pathlib import Path
+
+out, epochs = Path(sys.argv[1]), int(sys.argv[2])
+
+def last_json(name):
+    try:
+        lines = (out / f"{name}.log").read_text().strip().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return None
+
+steps = {n: {"exit": int(rc), "seconds": int(s)} for n, rc, s in (l.split() for l in (out / "steps.txt").read_text().splitlines())}
+tests = (out / "tests.log").read_text().strip().splitlines()[-1:] if (out / "tests.log").exists() else []
+summary = {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps, "gpu_tests": tests[0] if tests else None}
+for name in ("bench_lite0", "bench_resnet50"):
+    b = last_json(name) or {}
+    summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
+                                          "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds")}
+c = last_json("cifar_resnet50") or {}
+summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
+                                                               "images_per_second", "parquet_bytes")}
+if c:
+    summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] = round(c["plan_seconds"] + c["extract_seconds"] + c["commit_seconds"], 1)
+f = last_json("finetune_lite0") or {}
+summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
+                             **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
+targets = {
+    "pipeline_ge_torch_fp16_lite0": (summary["bench_lite0"]["pipeline_vs_torch_fp16"] or 0) >= 1.0,
+    "pipeline_ge_torch_fp16_resnet50": (summary["bench_resnet50"]["pipeline_vs_torch_fp16"] or 0) >= 1.0,
+    "cifar10_resnet50_le_15s": bool(c) and summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] <= 15,
+    "finetune_ge_96_5": (f.get("test_accuracy") or 0) >= 0.965,
+}
+summary["targets_met"] = targets
+print(json.dumps(summary))
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+PY

@@ -1,0 +1,78 @@
+"""On a GPU: CUDA features against the CPU's, fp16 against fp32, a CUDA-graph run whose
+graph keeps every node on the GPU, one fine-tuning epoch, and the benchmark. Run by
+scripts/gpu-check.sh on the GPU machine; skipped (no GPU) in CI."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from models import sample_images
+from models.runtime import local_onnx, open_session
+from models.session import resolve_runtime
+from models.variants import FP16_MIN_COSINE, PARITY_MIN_COSINE, fixed_shape, min_cosine
+
+pytestmark = pytest.mark.gpu
+LAYERS = ["block4", "block15", "head"]
+
+
+def photos(size: int = 32, copies: int = 64) -> np.ndarray:
+    base = np.stack([sample_images.resized(sample_images.photo(n), size) for n in sample_images.PHOTOS])
+    return np.concatenate([base] * (copies // len(base)))  # a full batch and then some
+
+
+def test_cuda_fp32_features_equal_the_cpus(lite0):
+    images = photos()
+    cpu = open_session(lite0, LAYERS).run(images)
+    cuda = open_session(lite0, LAYERS, resolve_runtime("cuda", "fp32", batch_size=48)).run(images)  # 48 + 16 padded
+    for layer in LAYERS:
+        assert min_cosine(cuda[layer], cpu[layer]) >= PARITY_MIN_COSINE, layer
+
+
+def test_cuda_fp16_features_agree_with_fp32(lite0):
+    images = photos()
+    cpu = open_session(lite0, LAYERS).run(images)
+    fp16 = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=64)).run(images)
+    for layer in LAYERS:
+        assert min_cosine(fp16[layer], cpu[layer]) >= FP16_MIN_COSINE, layer
+
+
+def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(lite0, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    fixed = fixed_shape(local_onnx(lite0, precision="fp16"), 32, 32, 32, cache_dir=str(tmp_path))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(fixed), options, providers=[("CUDAExecutionProvider", {"prefer_nhwc": "1"})])
+    ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    assert not [op for op in ops if op.startswith("Memcpy")], ops
+
+    graph = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32))
+    plain = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32, cuda_graph=False))
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # capture, then replays on new inputs in the same buffers
+        images = rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8)
+        a, b = graph.run(images), plain.run(images)
+        for layer in LAYERS:
+            np.testing.assert_allclose(a[layer], b[layer], rtol=1e-3, atol=1e-3)
+
+
+def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
+    from pipeline.finetune import FinetuneConfig, finetune
+
+    result = finetune("cifar10", cifar_sources, "efficientnet_lite0", str(tmp_path / "models"),
+                      FinetuneConfig(head_epochs=0, epochs=1, batch_size=128), limit=200, device="cuda",
+                      show_progress=False, log=lambda *_: None)
+    assert result["test_accuracy"] > 0.3  # 10 classes; an ImageNet start learns fast
+
+
+def test_the_benchmark_fills_every_row_on_cuda(models_root):
+    from pipeline.bench import bench
+
+    result = bench("efficientnet_lite0", "cuda", images=2048, models=models_root, log=lambda *_: None)
+    for key in ("torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16", "pipeline"):
+        assert result[key] and result[key] > 0, key
+    assert result["precision"] == "fp16" and result["batch_size"] == 256

@@ -1,0 +1,112 @@
+"""The GPU path's logic, checked on the CPU: device defaults, the fp16 variant's numerics,
+fixed-shape graphs with bound buffers and a padded last batch, and that the fixed graph
+leaves no Shape node behind (what kept the in-graph resize off the GPU)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.errors import ModelError
+from models.runtime import local_onnx, open_session
+from models.session import resolve_runtime
+from models.variants import FP16_MIN_COSINE, fixed_shape, min_cosine
+
+
+def test_each_device_gets_its_own_defaults():
+    cpu, cuda = resolve_runtime("cpu"), resolve_runtime("cuda")
+    assert (cpu.precision, cpu.batch_size, cpu.fixed_shape, cpu.cuda_graph) == ("fp32", 64, False, False)
+    assert (cuda.precision, cuda.batch_size, cuda.fixed_shape, cuda.cuda_graph) == ("fp16", 256, True, True)
+    assert cuda.identity() == {"device": "cuda", "provider": "CUDAExecutionProvider", "precision": "fp16"}
+    assert resolve_runtime("cuda", "fp32", 512).batch_size == 512
+
+
+@pytest.mark.parametrize("bad, match", [({"device": "tpu"}, "unknown device"), ({"precision": "int8"}, "unknown precision"),
+                                        ({"cuda_graph": True}, "CUDA graphs need"),
+                                        ({"cudnn_conv_algo_search": "fast"}, "cuDNN algorithm search")])
+def test_impossible_runtimes_are_refused(bad, match):
+    with pytest.raises(ModelError, match=match):
+        resolve_runtime(**{"device": "cpu", **bad})
+
+
+def test_export_records_an_fp16_variant_with_its_parity(lite0):
+    variant = lite0.card["variants"]["fp16"]
+    assert variant["file"] == "model.fp16.onnx" and "keep_io_types" in variant["converter"]
+    assert set(variant["parity_vs_fp32_cpu"]) == set(lite0.card["layers"])
+    path = local_onnx(lite0, precision="fp16")  # checked against the card's sha256
+    assert path.name == "model.fp16.onnx"
+
+
+def test_fp16_features_agree_with_fp32_and_with_pytorch_in_half_precision(lite0):
+    """The fp16 graph (onnxruntime's CPU provider runs it) against the fp32 graph, and
+    against PyTorch computing in fp16 on the CPU: a reference made independently here."""
+    import torch
+
+    from models import sample_images
+    from models.backbones import load_backbone
+    from models.taps import TapNetwork
+
+    images = np.stack([sample_images.resized(sample_images.photo(n), 32) for n in sample_images.PHOTOS])
+    layers = ["block7", "block15", "head"]
+    fp32 = open_session(lite0, layers).run(images)
+    fp16 = open_session(lite0, layers, resolve_runtime("cpu", "fp16")).run(images)
+    loaded = load_backbone("efficientnet_lite0")
+    network = TapNetwork(loaded.spec, loaded.module).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        half = dict(zip(network.tap_names, (t.float().numpy() for t in network(torch.from_numpy(images)))))
+    for layer in layers:
+        assert fp16[layer].dtype == np.float32  # keep_io_types: float32 features out
+        assert min_cosine(fp16[layer], fp32[layer]) >= FP16_MIN_COSINE, layer
+        assert min_cosine(half[layer], fp32[layer]) >= 0.99, layer  # the reference itself is sane
+        assert min_cosine(fp16[layer], half[layer]) >= 0.99, layer
+        assert not np.array_equal(fp16[layer], fp32[layer]), "the fp16 graph computed exactly fp32"
+
+
+def test_fixed_shape_graph_with_bound_buffers_equals_the_dynamic_one(lite0):
+    """The binding code that runs on CUDA (fixed batch, device buffers updated in place,
+    the last batch padded) gives the dynamic session's features, here on the CPU."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (11, 32, 32, 3), dtype=np.uint8)
+    dynamic = open_session(lite0, ["block4", "head"]).run(images)
+    fixed = open_session(lite0, ["block4", "head"], resolve_runtime("cpu", batch_size=4, fixed_shape=True))
+    got = fixed.run(images)  # 4 + 4 + 3 (padded to 4)
+    again = fixed.run(images[:5])  # the same buffers, reused
+    for layer in ("block4", "head"):
+        assert got[layer].shape == dynamic[layer].shape
+        np.testing.assert_allclose(got[layer], dynamic[layer], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(again[layer], dynamic[layer][:5], rtol=1e-4, atol=1e-4)
+    assert len(fixed._fixed) == 1
+
+
+def test_many_image_sizes_share_one_dynamic_graph_beyond_the_fixed_ones(lite0):
+    session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True))
+    sizes = [24, 28, 32, 36, 40, 44]
+    for size in sizes:
+        out = session.run(np.full((3, size, size, 3), 100, np.uint8))
+        assert out["head"].shape == (3, 1280)
+    assert len(session._fixed) == 4 and session._dynamic is not None
+
+
+def test_the_fixed_shape_graph_folds_the_resize_sizes_into_constants(lite0, tmp_path):
+    """With the input fixed, onnxruntime's optimizer leaves no Shape node: the resize's
+    sizes are constants, so on CUDA no node has to run on the host (no Memcpy) and the
+    graph can be captured as a CUDA graph. The dynamic graph keeps its Shape node."""
+    import onnx
+    import onnxruntime as ort
+
+    def optimized_ops(model: Path) -> Counter:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(tmp_path / f"opt-{model.name}")
+        ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+    source = local_onnx(lite0, precision="fp16")
+    fixed = fixed_shape(source, 8, 32, 32, cache_dir=str(tmp_path))
+    assert optimized_ops(source)["Shape"] >= 1
+    ops = optimized_ops(fixed)
+    assert ops["Shape"] == 0 and ops["Resize"] == 1, ops
+    assert not [op for op in ops if op.startswith("Memcpy")]
