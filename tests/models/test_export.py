@@ -58,3 +58,25 @@ def test_resnet50_exports_with_random_weights(tmp_path):
     artifact = export("resnet50", str(tmp_path), random_weights=True, log=lambda *_: None)
     assert artifact.card["layers"] == {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
     assert min(p["cosine_similarity"] for p in artifact.card["parity"].values()) >= PARITY_MIN_COSINE
+
+
+def test_the_exported_graph_computes_what_pytorch_computes_on_real_photos(lite0):
+    """Parity measured here, not read back from the card that export() wrote."""
+    import onnxruntime as ort
+    import torch
+
+    from models import sample_images
+    from models.backbones import load_backbone
+    from models.taps import TapNetwork
+    from models.variants import min_cosine
+
+    loaded = load_backbone("efficientnet_lite0")
+    network = TapNetwork(loaded.spec, loaded.module).eval()
+    session = ort.InferenceSession(lite0.onnx_uri, providers=["CPUExecutionProvider"])
+    for batch in sample_images.parity_batches():
+        got = session.run(network.tap_names, {"images": batch})
+        with torch.no_grad():
+            want = [t.numpy() for t in network(torch.from_numpy(batch.copy()))]
+        for name, g, w in zip(network.tap_names, got, want):
+            assert min_cosine(g, w) >= PARITY_MIN_COSINE, name
+            assert np.abs(g - w).max() < 1e-2, name
