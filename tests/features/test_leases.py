@@ -52,11 +52,11 @@ def test_a_commit_removes_a_dead_plan_and_keeps_a_live_one(tmp_path):
 def test_a_lease_that_ran_out_protects_nothing(tmp_path):
     root = tmp_path / "set"
     files = plan_files(root, LIVE)
-    lease = Lease(str(root), LIVE, ttl=0.2).acquire()
+    lease = Lease(str(root), LIVE, ttl=3).acquire()
     lease._stop.set()  # a stopped process: it renews no more
     lease._renewer.join()
     assert LIVE in live_plans(str(root))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while LIVE in live_plans(str(root)) and time.monotonic() < deadline:
         time.sleep(0.05)
     collect_garbage(str(root), manifest_of(COMMITTED))
