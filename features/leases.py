@@ -91,9 +91,14 @@ class Lease:
     # ------------------------------------------------------------ checking
     def check(self) -> None:
         """Raise :class:`PlanReplaced` if another run's commit removed this plan."""
-        if self.lost or not exists(self.uri) or not exists(layout.plan_uri(self.set_root, self.plan_id)):
+        if self.lost or not exists(self.uri):
             self.lost = True
             raise PlanReplaced(replaced_message(self.set_root, self.plan_id))
+        try:
+            require_plan(self.set_root, self.plan_id)
+        except PlanReplaced:
+            self.lost = True
+            raise
 
     # ------------------------------------------------------------ internals
     def _write(self, seconds: float, released: bool = False) -> None:
@@ -130,21 +135,28 @@ def live_plans(set_root: str, now: float | None = None) -> set[str]:
     now = time.time() if now is None else now
     fs, root = fs_path(set_root)
     live = set()
-    for path in fs.glob(f"{root}/{layout.STAGING}/*/{layout.LEASES}/*.json"):
-        plan_id = path[len(root) + 1 :].split("/")[1]
-        if plan_id in live:
-            continue
+    for path, record in _lease_records(fs, f"{root}/{layout.STAGING}/*/{layout.LEASES}/*.json"):
+        try:
+            alive = record is None or float(record["until"]) > now  # unreadable: count it live, it will run out
+        except (KeyError, TypeError, ValueError):
+            alive = True
+        if alive:
+            live.add(path[len(root) + 1 :].split("/")[1])
+    return live
+
+
+def _lease_records(fs, pattern: str) -> Iterator[tuple[str, dict | None]]:
+    """Each lease file matching ``pattern`` with its record (None where unreadable);
+    one released meanwhile is skipped."""
+    for path in fs.glob(pattern):
         try:
             with fs.open(path, "rb") as f:
-                until = float(json.loads(f.read())["until"])
-        except FileNotFoundError:  # released meanwhile
+                record = json.loads(f.read())
+        except FileNotFoundError:
             continue
-        except (ValueError, KeyError, TypeError, OSError):  # unreadable: count it live, it will run out
-            live.add(plan_id)
-            continue
-        if until > now:
-            live.add(plan_id)
-    return live
+        except (ValueError, OSError):
+            record = None
+        yield path, record if isinstance(record, dict) else None
 
 
 def drop_released(set_root: str, plan_id: str) -> None:
@@ -152,17 +164,21 @@ def drop_released(set_root: str, plan_id: str) -> None:
     (for the plan's next task) have served: remove them, so that the next commit of
     another plan can remove this one's files. Leases still held stay."""
     fs, root = fs_path(layout.leases_uri(set_root, plan_id))
-    for path in fs.glob(f"{root}/*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            with fs.open(path, "rb") as f:
-                released = json.loads(f.read()).get("released", False)
-            if released:
+    for path, record in _lease_records(fs, f"{root}/*.json"):
+        if record and record.get("released"):
+            with contextlib.suppress(OSError):
                 fs.rm_file(path)
 
 
 def replaced_message(set_root: str, plan_id: str) -> str:
     return (f"plan {plan_id} of {set_root} was replaced: another run's commit removed its staging "
             "(this run was not seen renewing its lease); run the extraction again, which makes a fresh plan")
+
+
+def require_plan(set_root: str, plan_id: str) -> None:
+    """Raise :class:`PlanReplaced` unless the plan's ``plan.json`` is there."""
+    if not exists(layout.plan_uri(set_root, plan_id)):
+        raise PlanReplaced(replaced_message(set_root, plan_id))
 
 
 @contextlib.contextmanager
@@ -172,6 +188,5 @@ def translate_missing(set_root: str, plan_id: str) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError as exc:
-        if not exists(layout.plan_uri(set_root, plan_id)):
-            raise PlanReplaced(replaced_message(set_root, plan_id)) from exc
+        require_plan(set_root, plan_id)  # the plan is gone: PlanReplaced instead
         raise

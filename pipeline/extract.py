@@ -26,11 +26,11 @@ import numpy as np
 
 from features import layout
 from features.errors import PlanReplaced
-from features.leases import Lease, LeaseTerms, hold, replaced_message, translate_missing
+from features.leases import Lease, LeaseTerms, hold, replaced_message, require_plan, translate_missing
 from features.lock import commit_lock
 from features.manifest import publish
 from features.schema import shard_table
-from features.storage import atomic_write_json, exists, fs_path, read_json
+from features.storage import atomic_write_json, fs_path, read_json
 from features.writer import write_shard
 from models.artifact import Artifact
 from models.variants import with_variants
@@ -356,8 +356,7 @@ def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None
     files are (``results``: the shards' records, as the run that made them holds them;
     by default read back from staging), then publish the manifest."""
     with commit_lock(p.set_uri):
-        if not exists(layout.plan_uri(p.set_uri, p.plan_id)):
-            raise PlanReplaced(replaced_message(p.set_uri, p.plan_id))
+        require_plan(p.set_uri, p.plan_id)
         given = {r["shard"]: r for r in results} if results is not None else None
         checked = []
         for number in range(len(p.shards)):

@@ -105,9 +105,10 @@ def test_two_different_plans_at_once_leave_one_whole_set_and_a_clear_loser(tmp_p
     print(f"\ndifferent plans at once: {TRIALS} trials, {losers} runs failed clearly, every set whole")
 
 
-def stopped_at_its_first_shard_file(source: Path, store: Path, models: str, marker: Path, lease_seconds: str) -> subprocess.Popen:
+def stopped_at_its_first_shard_file(source: Path, store: Path, models: str, marker: Path,
+                                    lease_seconds: str) -> tuple[subprocess.Popen, Path, str]:
     """``tlfs extract`` of the whole set, SIGSTOPped (every thread, its lease renewal
-    too) right after writing its first shard file."""
+    too) right after writing its first shard file; with its set's folder and plan id."""
     faults = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)]),
               "TLFS_STOP_AT": "3", "TLFS_KILL_MATCH": "part-", "TLFS_STOP_MARKER": str(marker),
               "TLFS_LEASE_SECONDS": lease_seconds}
@@ -117,16 +118,15 @@ def stopped_at_its_first_shard_file(source: Path, store: Path, models: str, mark
         assert proc.poll() is None, f"the run ended before its stop point: {proc.communicate()[1][-1500:]}"
         assert time.monotonic() < deadline, "the run never reached its first shard file"
         time.sleep(0.1)
-    return proc
+    set_root = next(store.glob(f"{DATASET}/*"))
+    return proc, set_root, next((set_root / layout.STAGING).iterdir()).name
 
 
 @pytest.mark.slow
 def test_a_run_that_stopped_renewing_its_lease_loses_its_plan_and_says_so(tmp_path, source, references, models_root):
     store = tmp_path / "store"
-    stopped = stopped_at_its_first_shard_file(source, store, models_root, tmp_path / "stopped", lease_seconds="2")
+    stopped, set_root, plan_id = stopped_at_its_first_shard_file(source, store, models_root, tmp_path / "stopped", "2")
     try:
-        set_root = next(store.glob(f"{DATASET}/*"))
-        plan_id = next((set_root / layout.STAGING).iterdir()).name
         deadline = time.monotonic() + 60
         while plan_id in live_plans(str(set_root)):  # the lease runs out: nobody renews it
             assert time.monotonic() < deadline, "the stopped run's lease never ran out"
@@ -146,10 +146,8 @@ def test_a_run_that_stopped_renewing_its_lease_loses_its_plan_and_says_so(tmp_pa
 @pytest.mark.slow
 def test_a_live_run_keeps_its_plan_through_another_commit_and_commits_last(tmp_path, source, references, models_root):
     store = tmp_path / "store"
-    stopped = stopped_at_its_first_shard_file(source, store, models_root, tmp_path / "stopped", lease_seconds="600")
+    stopped, set_root, plan_id = stopped_at_its_first_shard_file(source, store, models_root, tmp_path / "stopped", "600")
     try:
-        set_root = next(store.glob(f"{DATASET}/*"))
-        plan_id = next((set_root / layout.STAGING).iterdir()).name
         run_in_process(source, store, models_root, 9)
         assert (set_root / layout.STAGING / plan_id / layout.PLAN).exists(), "the commit removed a live run's plan"
         assert list(set_root.glob(f"layer=*/split=*/part-{plan_id[:8]}-*")), "the commit removed a live run's shard file"
