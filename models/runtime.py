@@ -5,6 +5,7 @@ opening a :class:`~models.session.TapSession`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -83,10 +84,12 @@ def probe_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=PROBE_IR_VERSION)
 
 
+@functools.lru_cache(maxsize=1)
 def cuda_probe() -> tuple[bool, str]:
     """Whether a CUDA session really starts here, and if not, why. onnxruntime-gpu lists
     its CUDA provider even on machines without a GPU, so a one-node model is opened, and
-    what onnxruntime logs while it falls back is kept as the reason."""
+    what onnxruntime logs while it falls back is kept as the reason. Asked once per
+    process (every export, plan and session asks): the answer does not change meanwhile."""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
