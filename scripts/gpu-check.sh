@@ -30,6 +30,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   local name=$1 limit=$2; shift 2
   local started=$(date +%s)
   local left=$(( deadline - started - 20 ))
+  # GPU_CHECK_STEPS="bench_lite0 tests" reruns only those steps (a second call in the same session)
+  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then return; fi
   if [ "$left" -lt 15 ]; then echo "$name: skipped, the check's time is spent"; echo "$name 125 0" >> "$out/steps.txt"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
   timeout "$limit" "$@" > "$out/$name.log" 2>&1
