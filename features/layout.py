@@ -28,7 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def check_name(kind: str, value: str) -> str:
     if not _NAME.match(value or ""):
-        from features.errors import StoreError
+        from tlfs.features.errors import StoreError
 
         raise StoreError(f"invalid {kind} name {value!r}: use letters, digits, '_', '-', '.'")
     return value

@@ -30,10 +30,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
-from features import layout
-from features.errors import PlanReplaced
-from features.lock import commit_lock
-from features.storage import atomic_write_json, exists, fs_path
+from tlfs.features import layout
+from tlfs.features.errors import PlanReplaced
+from tlfs.features.lock import commit_lock
+from tlfs.features.storage import atomic_write_json, exists, fs_path
 
 DEFAULT_TTL = 600.0  # seconds a holder's lease lasts unless renewed
 

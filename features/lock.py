@@ -24,8 +24,8 @@ import time
 import uuid
 from typing import Iterator
 
-from features.errors import StoreError
-from features.storage import fs_path, is_local
+from tlfs.features.errors import StoreError
+from tlfs.features.storage import fs_path, is_local
 
 LOCK_NAME = "_commit.lock"
 

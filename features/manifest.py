@@ -12,11 +12,11 @@ import os
 import time
 from collections import defaultdict
 
-from features import layout
-from features.errors import NotCommitted, StoreError
-from features.leases import drop_released, live_plans
-from features.lock import commit_lock
-from features.storage import atomic_write_json, exists, fs_path, is_local, read_json
+from tlfs.features import layout
+from tlfs.features.errors import NotCommitted, StoreError
+from tlfs.features.leases import drop_released, live_plans
+from tlfs.features.lock import commit_lock
+from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json
 
 FORMAT = 1
 TEMP_MAX_AGE = 3600.0  # seconds; younger temporary files may belong to a live writer
@@ -32,7 +32,7 @@ def read_manifest(set_root: str) -> dict:
 def damaged_shards(set_root: str, manifest: dict) -> list[dict]:
     """Every listed shard file that is missing, of the wrong size or whose sha256 does
     not match the manifest, with the reason."""
-    from features.storage import sha256_uri
+    from tlfs.features.storage import sha256_uri
 
     fs, _ = fs_path(set_root)
     bad = []

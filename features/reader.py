@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import layout
-from features.errors import NotCommitted, StoreError
-from features.schema import features_matrix
-from features.storage import fs_path, read_json
+from tlfs.features import layout
+from tlfs.features.errors import NotCommitted, StoreError
+from tlfs.features.schema import features_matrix
+from tlfs.features.storage import fs_path, read_json
 
 DEFAULT_STORE_ENV = "TLFS_STORE"
 DEFAULT_STORE = "tlfs-data/store"

@@ -45,7 +45,7 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
         try:
             fs.pipe_file(path, data)  # the client library retries throttling and dropped connections
         except Exception as exc:  # noqa: BLE001 - any failure left: name the object and give up
-            from features.errors import StoreError
+            from tlfs.features.errors import StoreError
 
             raise StoreError(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
 

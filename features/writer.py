@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.schema import WRITE_OPTIONS
-from features.storage import atomic_write_bytes, sha256_bytes
+from tlfs.features.schema import WRITE_OPTIONS
+from tlfs.features.storage import atomic_write_bytes, sha256_bytes
 
 
 @dataclass(frozen=True)

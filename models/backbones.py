@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.artifact import file_sha256
-from models.errors import ModelError, WeightsUnavailable
-from models.names import BACKBONES
+from tlfs.models.artifact import file_sha256
+from tlfs.models.errors import ModelError, WeightsUnavailable
+from tlfs.models.names import BACKBONES
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class LoadedBackbone:
 
 
 def _efficientnet_lite0() -> nn.Module:
-    from models.efficientnet_lite import EfficientNetLite0
+    from tlfs.models.efficientnet_lite import EfficientNetLite0
 
     return EfficientNetLite0()
 

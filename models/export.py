@@ -20,12 +20,12 @@ import fsspec
 import numpy as np
 import torch
 
-from models import sample_images
-from models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, put_atomically, read_card
-from models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
-from models.errors import ModelError
-from models.taps import TapNetwork
-from models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
+from tlfs.models import sample_images
+from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, put_atomically, read_card
+from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
+from tlfs.models.errors import ModelError
+from tlfs.models.taps import TapNetwork
+from tlfs.models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
 
 OPSET = 18
 EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocessing) changes

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from models.backbones import BackboneSpec, LoadedBackbone
-from models.errors import ModelError
+from tlfs.models.backbones import BackboneSpec, LoadedBackbone
+from tlfs.models.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.errors import ModelError
+from tlfs.models.errors import ModelError
 
 HEADS = ("softmax", "lightgbm", "mlp")
 SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

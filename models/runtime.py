@@ -14,9 +14,9 @@ from typing import Iterator
 
 import fsspec
 
-from models.artifact import Artifact, file_sha256
-from models.errors import ModelError
-from models.session import Runtime, TapSession, resolve_runtime
+from tlfs.models.artifact import Artifact, file_sha256
+from tlfs.models.errors import ModelError
+from tlfs.models.session import Runtime, TapSession, resolve_runtime
 
 
 def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str = "fp32") -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import ModelError
+from tlfs.models.errors import ModelError
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -129,7 +129,7 @@ class TapSession:
     def _bind(self, shape: tuple) -> _Bound:
         import onnxruntime as ort
 
-        from models.variants import fixed_shape
+        from tlfs.models.variants import fixed_shape
 
         batch = self.runtime.batch_size
         device = "cuda" if self.runtime.device == "cuda" else "cpu"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from models.backbones import BackboneSpec
+from tlfs.models.backbones import BackboneSpec
 
 
 class TapNetwork(nn.Module):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.artifact import CARD_NAME, Artifact, file_sha256, put_atomically
-from models.errors import ModelError
+from tlfs.models.artifact import CARD_NAME, Artifact, file_sha256, put_atomically
+from tlfs.models.errors import ModelError
 
 FP16_NAME = "model.fp16.onnx"
 PARITY_MIN_COSINE = 0.9999  # the fp32 graph vs PyTorch, and fp32 on CUDA vs the CPU
@@ -34,7 +34,7 @@ FP16_MIN_COSINE = 0.999  # fp16 vs fp32 on the sample photos, per layer, worst i
 def with_variants(artifact: Artifact, log=print) -> Artifact:
     """The artifact with its fp16 variant (built if an older export lacks it) and, where
     a GPU is present and it was not yet checked, its CUDA-vs-CPU parity in the card."""
-    from models.runtime import cuda_probe, local_onnx
+    from tlfs.models.runtime import cuda_probe, local_onnx
 
     if "fp16" not in artifact.card.get("variants", {}):
         artifact = build_fp16(artifact, local_onnx(artifact), log)
@@ -88,7 +88,7 @@ def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
     with its card updated (the card is rewritten last, atomically)."""
     import onnxconverter_common
 
-    from models import sample_images
+    from tlfs.models import sample_images
 
     with tempfile.TemporaryDirectory(prefix="tlfs-fp16-") as tmp:
         out = Path(tmp) / FP16_NAME
@@ -114,7 +114,7 @@ def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
 def check_cuda_parity(artifact: Artifact, fp32_local: Path, fp16_local: Path, log=print) -> Artifact:
     """fp32 and fp16 on CUDA against fp32 on the CPU, on the sample photos, recorded in
     the card (``parity_cuda``); refused below the same bounds as on the CPU."""
-    from models import sample_images
+    from tlfs.models import sample_images
 
     batches = sample_images.parity_batches()
     providers = ("CUDAExecutionProvider",)

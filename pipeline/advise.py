@@ -77,11 +77,11 @@ def advise(
 ) -> dict:
     import torch
 
-    import features
-    from features import layout
-    from models.backbones import get_spec, imagenet_classifier, load_backbone
-    from pipeline import extract
-    from pipeline.datasets import build_index
+    from tlfs import features
+    from tlfs.features import layout
+    from tlfs.models.backbones import get_spec, imagenet_classifier, load_backbone
+    from tlfs.pipeline import extract
+    from tlfs.pipeline.datasets import build_index
 
     spec = get_spec(backbone)
     index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
@@ -107,7 +107,7 @@ def advise(
     try:
         set_uri, _ = features.find_set(dataset, backbone, store)
         fs_uri = f"{layout.heads_uri(set_uri)}/sweep.json"
-        from features.storage import exists, read_json
+        from tlfs.features.storage import exists, read_json
 
         if exists(fs_uri):
             sweep = read_json(fs_uri)

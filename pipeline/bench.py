@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from tlfs.pipeline.errors import PipelineError
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
 
@@ -72,12 +72,12 @@ def bench(
 
     import torch
 
-    from models.backbones import load_backbone
-    from models.export import export
-    from models.runtime import open_session
-    from models.session import resolve_runtime
-    from models.taps import TapNetwork
-    from pipeline import extract
+    from tlfs.models.backbones import load_backbone
+    from tlfs.models.export import export
+    from tlfs.models.runtime import open_session
+    from tlfs.models.session import resolve_runtime
+    from tlfs.models.taps import TapNetwork
+    from tlfs.pipeline import extract
 
     runtime = resolve_runtime(device, batch_size=batch_size)
     batch_size = runtime.batch_size

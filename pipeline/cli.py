@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from pipeline.config import Settings, load_settings
+from tlfs.pipeline.config import Settings, load_settings
 
 
 def _csv(value: str) -> list[str]:
@@ -151,7 +151,7 @@ def _log(message: str) -> None:
 
 
 def cmd_export(args, settings: Settings) -> dict:
-    from models.export import export
+    from tlfs.models.export import export
 
     artifact = export(args.backbone, settings.models, weights=args.weights, random_weights=args.random_weights, log=_log)
     card = artifact.card
@@ -163,7 +163,7 @@ def cmd_export(args, settings: Settings) -> dict:
 
 
 def cmd_extract(args, settings: Settings) -> dict:
-    from pipeline import extract
+    from tlfs.pipeline import extract
 
     summary = extract.run(
         dataset=args.dataset,
@@ -193,7 +193,7 @@ def cmd_extract(args, settings: Settings) -> dict:
 
 
 def cmd_finetune(args, settings: Settings) -> dict:
-    from pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.finetune import FinetuneConfig, finetune
 
     if args.random_weights:
         raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
@@ -209,9 +209,9 @@ def cmd_finetune(args, settings: Settings) -> dict:
     print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
           f"(validation {result['validation_accuracy']:.4f}, {result['seconds']}s) -> {result['backbone_version']}")
     if args.extract:
-        from models.backbones import get_spec
-        from pipeline import extract
-        from pipeline.fit import fit
+        from tlfs.models.backbones import get_spec
+        from tlfs.pipeline import extract
+        from tlfs.pipeline.fit import fit
 
         layer = get_spec(args.backbone).classifier_input
         extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.models,
@@ -224,7 +224,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
 
 
 def cmd_fit(args, settings: Settings) -> dict:
-    from pipeline.fit import fit
+    from tlfs.pipeline.fit import fit
 
     result = fit(args.dataset, args.backbone, args.layer, args.head, settings.store, log=_log)
     print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
@@ -234,7 +234,7 @@ def cmd_fit(args, settings: Settings) -> dict:
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
-    from pipeline.fit import sweep
+    from tlfs.pipeline.fit import sweep
 
     summary = sweep(args.dataset, args.backbone, settings.store, log=_log)
     print(f"{'layer':>12}  {'dims':>6}  test accuracy")
@@ -246,7 +246,7 @@ def cmd_sweep(args, settings: Settings) -> dict:
 
 
 def cmd_bench(args, settings: Settings) -> dict:
-    from pipeline.bench import bench
+    from tlfs.pipeline.bench import bench
 
     result = bench(args.backbone, args.device, args.batch_size, args.images, args.models, args.weights,
                    args.random_weights, log=_log)
@@ -265,8 +265,8 @@ def cmd_bench(args, settings: Settings) -> dict:
 
 
 def cmd_verify(args, settings: Settings) -> dict:
-    import features
-    from pipeline.extract import verify
+    from tlfs import features
+    from tlfs.pipeline.extract import verify
 
     set_uri, _ = features.find_set(args.dataset, args.backbone, settings.store)
     report = verify(set_uri, repair=args.repair, device=args.device, log=_log)
@@ -281,7 +281,7 @@ def cmd_verify(args, settings: Settings) -> dict:
 
 
 def cmd_advise(args, settings: Settings) -> dict:
-    from pipeline import advise as advisor
+    from tlfs.pipeline import advise as advisor
 
     result = advisor.advise(
         args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.models,
@@ -295,7 +295,7 @@ def cmd_advise(args, settings: Settings) -> dict:
 
 
 def cmd_ls(args, settings: Settings) -> None:
-    import features
+    from tlfs import features
 
     table = features.list_sets(settings.store)
     if table.empty:
@@ -308,7 +308,7 @@ def cmd_ls(args, settings: Settings) -> None:
 
 
 def cmd_describe(args, settings: Settings) -> None:
-    import features
+    from tlfs import features
 
     info = features.describe(args.dataset, args.backbone, settings.store)
     if args.json:
@@ -337,9 +337,9 @@ COMMANDS = {"export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from features.errors import StoreError
-    from models.errors import ModelError
-    from pipeline.errors import PipelineError
+    from tlfs.features.errors import StoreError
+    from tlfs.models.errors import ModelError
+    from tlfs.pipeline.errors import PipelineError
 
     args = build_parser().parse_args(argv)
     try:

@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from features.leases import LeaseTerms
-from models.session import Runtime, resolve_runtime
-from pipeline.datasets import CIFAR10_URL
-from pipeline.errors import PipelineError
+from tlfs.features.leases import LeaseTerms
+from tlfs.models.session import Runtime, resolve_runtime
+from tlfs.pipeline.datasets import CIFAR10_URL
+from tlfs.pipeline.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import fsspec
 import numpy as np
 
-from pipeline.errors import SourceError
+from tlfs.pipeline.errors import SourceError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -24,22 +24,22 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from features import layout
-from features.errors import PlanReplaced
-from features.leases import Lease, LeaseTerms, hold, replaced_message, require_plan, translate_missing
-from features.lock import commit_lock
-from features.manifest import publish
-from features.schema import shard_table
-from features.storage import atomic_write_json, fs_path, read_json
-from features.writer import write_shard
-from models.artifact import Artifact
-from models.variants import with_variants
-from models.runtime import check_layers, open_session, require_cuda
-from models.session import Runtime, TapSession, resolve_runtime
-from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
-from pipeline.errors import PipelineError
-from pipeline.images import ImageRejected, decode
-from pipeline.lineage import code_version
+from tlfs.features import layout
+from tlfs.features.errors import PlanReplaced
+from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message, require_plan, translate_missing
+from tlfs.features.lock import commit_lock
+from tlfs.features.manifest import publish
+from tlfs.features.schema import shard_table
+from tlfs.features.storage import atomic_write_json, fs_path, read_json
+from tlfs.features.writer import write_shard
+from tlfs.models.artifact import Artifact
+from tlfs.models.variants import with_variants
+from tlfs.models.runtime import check_layers, open_session, require_cuda
+from tlfs.models.session import Runtime, TapSession, resolve_runtime
+from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.images import ImageRejected, decode
+from tlfs.pipeline.lineage import code_version
 
 MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
 
@@ -156,8 +156,8 @@ def plan_task(*args, lease: LeaseTerms = LeaseTerms(), **kwargs) -> Plan:
 
 
 def _artifact(backbone: str, models: str, weights: str | None, random_weights: bool, log) -> Artifact:
-    from models.artifact import read_card
-    from models.names import BACKBONES
+    from tlfs.models.artifact import read_card
+    from tlfs.models.names import BACKBONES
 
     if backbone not in BACKBONES:
         card = read_card(f"{models.rstrip('/')}/{backbone}")
@@ -167,7 +167,7 @@ def _artifact(backbone: str, models: str, weights: str | None, random_weights: b
             raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
         log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
         return with_variants(Artifact(f"{models.rstrip('/')}/{backbone}", card), log)
-    from models.export import export  # torch: needed only here, not by shard workers
+    from tlfs.models.export import export  # torch: needed only here, not by shard workers
 
     return export(backbone, models, weights=weights, random_weights=random_weights, log=log)
 
@@ -437,7 +437,7 @@ def verify(set_uri: str, repair: bool = False, device: str | None = None, log: C
     ``repair``, re-extract only the shards with a damaged file, on the set's own runtime
     (a ``device`` other than the set's is refused: a set never mixes them), and commit
     again."""
-    from features.manifest import damaged_shards, read_manifest
+    from tlfs.features.manifest import damaged_shards, read_manifest
 
     started = time.perf_counter()
     manifest = read_manifest(set_uri)

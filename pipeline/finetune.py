@@ -23,10 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
-from pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
-from pipeline.errors import PipelineError
-from pipeline.images import ImageRejected, decode
+from tlfs.features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
+from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.images import ImageRejected, decode
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -123,10 +123,10 @@ def finetune(
 ) -> dict:
     import torch
 
-    from models.backbones import get_spec, load_backbone, resolve_weights
-    from models.export import version_of
-    from models.finetune import Classifier, apply_freeze, evaluate, train_epoch
-    from pipeline.fit import validation_split
+    from tlfs.models.backbones import get_spec, load_backbone, resolve_weights
+    from tlfs.models.export import version_of
+    from tlfs.models.finetune import Classifier, apply_freeze, evaluate, train_epoch
+    from tlfs.pipeline.fit import validation_split
 
     config.check()
     if device == "cuda" and not torch.cuda.is_available():
@@ -267,8 +267,8 @@ def _export(model, loaded, backbone: str, models: str, work: str, cache_dir: str
 
     import torch
 
-    from models.export import export
-    from models.finetune import backbone_state
+    from tlfs.models.export import export
+    from tlfs.models.finetune import backbone_state
 
     folder = Path(cache_dir or tempfile.gettempdir()) / "finetune" / key
     folder.mkdir(parents=True, exist_ok=True)

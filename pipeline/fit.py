@@ -10,11 +10,11 @@ from typing import Callable
 
 import numpy as np
 
-import features
-from features import layout
-from features.storage import fs_path
-from models import heads
-from pipeline.errors import PipelineError
+from tlfs import features
+from tlfs.features import layout
+from tlfs.features.storage import fs_path
+from tlfs.models import heads
+from tlfs.pipeline.errors import PipelineError
 
 VALIDATION_FRACTION = 0.1
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from features.errors import PlanReplaced
-from pipeline.config import load_settings
+from tlfs.features.errors import PlanReplaced
+from tlfs.pipeline.config import load_settings
 
 # Errors that a retry of the same task cannot cure: the scheduler should fail the task
 # at once (the message says what to do) rather than retry it.
@@ -19,7 +19,7 @@ def _settings(store: str | None = None, models: str | None = None):
 
 
 def export_backbone(backbone: str, models: str | None = None, weights: str | None = None, log: Callable = print) -> dict:
-    from models.export import export
+    from tlfs.models.export import export
 
     artifact = export(backbone, _settings(models=models).models, weights=weights, log=log)
     return {"backbone_version": artifact.version, "uri": artifact.uri, "onnx_sha256": artifact.card["onnx_sha256"]}
@@ -43,7 +43,7 @@ def plan_extraction(
 ) -> dict:
     """Plan an extraction on ``device`` (``precision``, ``batch_size``: the device's
     defaults when not given); the plan's shards then run on that device."""
-    from pipeline import extract
+    from tlfs.pipeline import extract
 
     s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size,
                       device=device, precision=precision)
@@ -62,14 +62,14 @@ def plan_extraction(
 
 def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = None) -> dict:
     """One shard, on the device and precision its plan fixed."""
-    from pipeline import extract
+    from tlfs.pipeline import extract
 
     result = extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=_settings().lease_terms(task=True))
     return {k: result[k] for k in ("shard", "split", "read", "written", "rejected", "seconds")} | {"skipped": bool(result.get("skipped"))}
 
 
 def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict:
-    from pipeline import extract
+    from tlfs.pipeline import extract
 
     manifest = extract.commit_task(set_uri, plan_id, lease=_settings().lease_terms(), log=log)
     return {
@@ -83,7 +83,7 @@ def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict
 
 
 def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
-    from pipeline.fit import sweep
+    from tlfs.pipeline.fit import sweep
 
     summary = sweep(dataset, backbone, _settings(store).store, log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
@@ -91,7 +91,7 @@ def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Cal
 
 
 def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print) -> dict:
-    from pipeline.fit import fit
+    from tlfs.pipeline.fit import fit
 
     result = fit(dataset, backbone, layers, head, _settings(store).store, log=log)
     return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
@@ -99,7 +99,7 @@ def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: s
 
 def advise_dataset(dataset: str, backbone: str, sources: list[str] | None = None, limit: int | None = None,
                    store: str | None = None, models: str | None = None, log: Callable = print) -> dict:
-    from pipeline import advise
+    from tlfs.pipeline import advise
 
     s = _settings(store, models)
     return advise.advise(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, limit=limit or None,
@@ -108,7 +108,7 @@ def advise_dataset(dataset: str, backbone: str, sources: list[str] | None = None
 
 def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, models: str | None,
                       device: str, settings: dict, log: Callable = print) -> dict:
-    from pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.finetune import FinetuneConfig, finetune
 
     s = _settings(models=models)
     result = finetune(dataset, s.sources_for(dataset, sources), backbone, s.models, FinetuneConfig(**settings),

@@ -12,7 +12,11 @@
 # Figures go to stdout and to $OUT (the device tool brings $OUT back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The project installs as `tlfs` (tlfs.models = models/, ...); without an install, a folder of
+# links gives the same import names.
+view=$(mktemp -d /tmp/tlfs-view-XXXX)
+mkdir -p "$view/tlfs" && for pkg in models features pipeline; do ln -s "$PWD/$pkg" "$view/tlfs/$pkg"; done
+export PYTHONPATH="/tmp/site:$view:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 out=${OUT:-/tmp/tlfs-gpu-check}
 mkdir -p "$out"
 work=$(mktemp -d /tmp/tlfs-gpu-XXXX)
@@ -44,16 +48,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
 : > "$out/steps.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 echo "GPU: $(cat "$out/gpu.txt")"
-step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from models.runtime import cuda_probe; print(o.__version__, o.get_available_providers(), cuda_probe())"
+step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from tlfs.models.runtime import cuda_probe; print(o.__version__, o.get_available_providers(), cuda_probe())"
 # Speed first (the figures the issue asks for), then the GPU tests, then the fine-tuning run.
-step bench_lite0 90 "$py" -m pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
-step bench_resnet50 110 "$py" -m pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
+step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
+step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
-step export_resnet50 60 "$py" -m pipeline.cli export --backbone resnet50 --random-weights
-step cifar_resnet50 60 "$py" -m pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
+step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
+step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
 step tests 100 "$py" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs
 # Fine-tuning EfficientNet-Lite0 on CIFAR-10, shortened to fit: SGD with momentum, cosine, label smoothing.
-step finetune_lite0 200 "$py" -m pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
+step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
   --batch-size 128 --patience 99 --no-progress
 

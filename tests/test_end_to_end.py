@@ -2,9 +2,9 @@
 
 import pytest
 
-import features
-from pipeline import extract
-from pipeline.fit import fit
+from tlfs import features
+from tlfs.pipeline import extract
+from tlfs.pipeline.fit import fit
 from tests.conftest import shared_cifar_sources
 
 

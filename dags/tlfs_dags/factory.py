@@ -51,7 +51,7 @@ def _no_retry_when_final():
     fails the task at once, with its one-line reason, instead of retrying into it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import steps
+    from tlfs.pipeline import steps
 
     try:
         yield
@@ -120,7 +120,7 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
     @task
     def plan_shards(exported: dict) -> list[dict]:
         """One job per shard: what each mapped extract_shard task receives."""
-        from pipeline import steps
+        from tlfs.pipeline import steps
 
         p = get_current_context()["params"]
         planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
@@ -131,7 +131,7 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
     @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
     def extract_shard(job: dict) -> dict:
-        from pipeline import steps
+        from tlfs.pipeline import steps
 
         with _no_retry_when_final():
             result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"])  # on its plan's device
@@ -140,7 +140,7 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
     @task(outlets=[asset])
     def commit(jobs: list[dict], shard_results: list[dict]) -> dict:
-        from pipeline import steps
+        from tlfs.pipeline import steps
 
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
         with _no_retry_when_final():
@@ -164,14 +164,14 @@ def build_extract_dag(spec: DatasetSpec):
     def extract_dag():
         @task
         def export_backbone() -> dict:
-            from pipeline import steps
+            from tlfs.pipeline import steps
 
             p = get_current_context()["params"]
             return steps.export_backbone(p["backbone"], p["models"], log=_log)
 
         @task
         def advise(committed: dict) -> dict:
-            from pipeline import steps
+            from tlfs.pipeline import steps
 
             p = get_current_context()["params"]
             return steps.advise_dataset(spec.name, p["backbone"], p["sources"], p["limit"], p["store"], p["models"], log=_log)
@@ -208,7 +208,7 @@ def build_finetune_dag(spec: DatasetSpec):
     def finetune_dag():
         @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, execution_timeout=timedelta(hours=24))
         def finetune() -> dict:
-            from pipeline import steps
+            from tlfs.pipeline import steps
 
             p = get_current_context()["params"]
             return steps.finetune_backbone(
@@ -245,13 +245,13 @@ def build_fit_dag(spec: DatasetSpec):
 
         @task
         def sweep(target: dict) -> dict:
-            from pipeline import steps
+            from tlfs.pipeline import steps
 
             return steps.sweep_layers(spec.name, target["backbone"], target["store"], log=_log)
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:
-            from pipeline import steps
+            from tlfs.pipeline import steps
 
             heads = get_current_context()["params"]["heads"]
             return [steps.fit_head(spec.name, target["backbone"], [swept["best_layer"]], h, target["store"], log=_log) for h in heads]

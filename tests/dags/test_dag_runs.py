@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import features
+from tlfs import features
 from tests.conftest import shared_cifar_sources
 from tests.dags.conftest import REPO
 
@@ -99,7 +99,7 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     the committed set equals an uninterrupted extraction row for row."""
     import psutil
 
-    from pipeline import extract
+    from tlfs.pipeline import extract
 
     sys.path.insert(0, str(REPO / "scripts"))
     from airflow_local import LocalAirflow

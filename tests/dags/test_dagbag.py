@@ -76,7 +76,7 @@ def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
     try:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from features.errors import PlanReplaced
+        from tlfs.features.errors import PlanReplaced
         from tlfs_dags.factory import _no_retry_when_final
 
         with pytest.raises(AirflowFailException, match="was replaced"):

@@ -28,7 +28,7 @@ from typing import Callable
 
 from fsspec.implementations.local import LocalFileSystem
 
-import features.storage as storage
+import tlfs.features.storage as storage
 
 KINDS = ("write", "rename", "done", "put", "rm")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from features import layout
-from features.errors import PlanReplaced
-from features.leases import Lease, LeaseTerms, hold, live_plans
-from features.manifest import collect_garbage, drop_released
+from tlfs.features import layout
+from tlfs.features.errors import PlanReplaced
+from tlfs.features.leases import Lease, LeaseTerms, hold, live_plans
+from tlfs.features.manifest import collect_garbage, drop_released
 
 COMMITTED, LIVE, DEAD = "c" * 16, "a" * 16, "d" * 16
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from features.errors import StoreError
-from features.lock import LOCK_NAME, commit_lock
+from tlfs.features.errors import StoreError
+from tlfs.features.lock import LOCK_NAME, commit_lock
 
 
 def holds_exclusively(set_root: str) -> None:

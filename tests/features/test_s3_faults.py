@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-import features
-from features.errors import StoreError
-from pipeline import extract
+from tlfs import features
+from tlfs.features.errors import StoreError
+from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tar
 from tests.features.s3_fault_proxy import FAULTS, FaultyS3Proxy
 
@@ -110,7 +110,7 @@ def test_a_lock_whose_put_answer_was_lost_is_held_not_waited_on(s3_server, monke
 
     import fsspec
 
-    from features.lock import LOCK_NAME, commit_lock
+    from tlfs.features.lock import LOCK_NAME, commit_lock
 
     dropped = []
 

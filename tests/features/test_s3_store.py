@@ -3,8 +3,8 @@ started as a separate process on loopback (a real HTTP endpoint, not a mock)."""
 
 import pandas as pd
 
-import features
-from pipeline import extract
+from tlfs import features
+from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tar
 
 

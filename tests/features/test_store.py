@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import features
-from features import layout
-from features.errors import StoreError
-from features.manifest import commit
-from features.schema import features_matrix, shard_table
-from features.writer import write_shard
+from tlfs import features
+from tlfs.features import layout
+from tlfs.features.errors import StoreError
+from tlfs.features.manifest import commit
+from tlfs.features.schema import features_matrix, shard_table
+from tlfs.features.writer import write_shard
 
 
 def make_set(tmp_path, rows=4, dim=3, split="train", layer="l1", plan="p" * 16):

@@ -5,7 +5,7 @@ import pytest
 
 
 def pytest_collection_modifyitems(config, items):
-    from models.runtime import cuda_probe
+    from tlfs.models.runtime import cuda_probe
 
     ok, reason = cuda_probe()
     if ok:

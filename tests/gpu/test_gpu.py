@@ -9,10 +9,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from models import sample_images
-from models.runtime import local_onnx, open_session
-from models.session import resolve_runtime
-from models.variants import FP16_MIN_COSINE, PARITY_MIN_COSINE, fixed_shape, min_cosine
+from tlfs.models import sample_images
+from tlfs.models.runtime import local_onnx, open_session
+from tlfs.models.session import resolve_runtime
+from tlfs.models.variants import FP16_MIN_COSINE, PARITY_MIN_COSINE, fixed_shape, min_cosine
 
 pytestmark = pytest.mark.gpu
 LAYERS = ["block4", "block15", "head"]
@@ -61,7 +61,7 @@ def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(
 
 
 def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
-    from pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.finetune import FinetuneConfig, finetune
 
     result = finetune("cifar10", cifar_sources, "efficientnet_lite0", str(tmp_path / "models"),
                       FinetuneConfig(head_epochs=0, epochs=1, batch_size=128), limit=200, device="cuda",
@@ -70,7 +70,7 @@ def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
 
 
 def test_the_benchmark_fills_every_row_on_cuda(models_root):
-    from pipeline.bench import bench
+    from tlfs.pipeline.bench import bench
 
     result = bench("efficientnet_lite0", "cuda", images=2048, models=models_root, log=lambda *_: None)
     for key in ("torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16", "pipeline"):

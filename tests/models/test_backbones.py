@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.backbones import REGISTRY, get_spec, load_backbone
-from models.errors import ModelError, WeightsUnavailable
-from models.sample_images import photo
+from tlfs.models.backbones import REGISTRY, get_spec, load_backbone
+from tlfs.models.errors import ModelError, WeightsUnavailable
+from tlfs.models.sample_images import photo
 
 
 def imagenet_top5(module, image: np.ndarray) -> list[str]:

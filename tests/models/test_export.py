@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from models.export import PARITY_MIN_COSINE, export
+from tlfs.models.export import PARITY_MIN_COSINE, export
 
 
 def test_export_writes_onnx_and_a_complete_model_card(lite0):
@@ -65,10 +65,10 @@ def test_the_exported_graph_computes_what_pytorch_computes_on_real_photos(lite0)
     import onnxruntime as ort
     import torch
 
-    from models import sample_images
-    from models.backbones import load_backbone
-    from models.taps import TapNetwork
-    from models.variants import min_cosine
+    from tlfs.models import sample_images
+    from tlfs.models.backbones import load_backbone
+    from tlfs.models.taps import TapNetwork
+    from tlfs.models.variants import min_cosine
 
     loaded = load_backbone("efficientnet_lite0")
     network = TapNetwork(loaded.spec, loaded.module).eval()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.heads import HEADS, fit
+from tlfs.models.errors import ModelError
+from tlfs.models.heads import HEADS, fit
 
 
 def blobs(n: int, classes: int = 3, dims: int = 16, seed: int = 0):
@@ -37,7 +37,7 @@ def test_unknown_head_is_refused():
 
 
 def test_concatenated_layers_are_weighted_equally_not_by_width():
-    from models.heads import _standardizer
+    from tlfs.models.heads import _standardizer
 
     rng = np.random.default_rng(0)
     X = np.hstack([rng.normal(5, 3, (500, 4)), rng.normal(-2, 7, (500, 64))]).astype(np.float32)

@@ -3,10 +3,10 @@ import shutil
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.artifact import Artifact
-from models.runtime import cuda_available, cuda_probe, open_session
-from models.session import resolve_runtime
+from tlfs.models.errors import ModelError
+from tlfs.models.artifact import Artifact
+from tlfs.models.runtime import cuda_available, cuda_probe, open_session
+from tlfs.models.session import resolve_runtime
 
 
 def test_session_returns_one_pooled_vector_per_chosen_layer(lite0):
@@ -47,7 +47,7 @@ def test_the_probe_model_is_readable_by_any_supported_onnxruntime():
     import onnx
     import onnxruntime as ort
 
-    from models.runtime import probe_model
+    from tlfs.models.runtime import probe_model
 
     model = probe_model()
     assert model.ir_version == 8 < onnx.helper.make_model(model.graph).ir_version

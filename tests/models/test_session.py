@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import ModelError
-from models.runtime import local_onnx, open_session
-from models.session import resolve_runtime
-from models.variants import FP16_MIN_COSINE, fixed_shape, min_cosine
+from tlfs.models.errors import ModelError
+from tlfs.models.runtime import local_onnx, open_session
+from tlfs.models.session import resolve_runtime
+from tlfs.models.variants import FP16_MIN_COSINE, fixed_shape, min_cosine
 
 
 def test_each_device_gets_its_own_defaults():
@@ -45,9 +45,9 @@ def test_fp16_features_agree_with_fp32_and_with_pytorch_in_half_precision(lite0)
     against PyTorch computing in fp16 on the CPU: a reference made independently here."""
     import torch
 
-    from models import sample_images
-    from models.backbones import load_backbone
-    from models.taps import TapNetwork
+    from tlfs.models import sample_images
+    from tlfs.models.backbones import load_backbone
+    from tlfs.models.taps import TapNetwork
 
     images = np.stack([sample_images.resized(sample_images.photo(n), 32) for n in sample_images.PHOTOS])
     layers = ["block7", "block15", "head"]

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from models.backbones import load_backbone
-from models.taps import TapNetwork
+from tlfs.models.backbones import load_backbone
+from tlfs.models.taps import TapNetwork
 
 
 def test_a_half_precision_copy_preprocesses_in_half_precision():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.advise import decide, similarity_from_logits
+from tlfs.pipeline.advise import decide, similarity_from_logits
 
 LAYERS = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
 
@@ -41,7 +41,7 @@ def test_thresholds_are_overridable():
 
 @pytest.mark.slow
 def test_cifar_sample_is_small_similar_and_flat_colour_patches_are_different(tmp_path, lite0, models_root):
-    from pipeline.advise import advise
+    from tlfs.pipeline.advise import advise
     from tests.conftest import folder_images, shared_cifar_sources, write_tar
 
     cifar = advise("cifar10", shared_cifar_sources(), "efficientnet_lite0", str(tmp_path / "s"), models_root,

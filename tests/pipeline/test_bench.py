@@ -1,6 +1,6 @@
 import json
 
-from pipeline.cli import main
+from tlfs.pipeline.cli import main
 
 
 def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):

@@ -12,7 +12,7 @@ from tests.conftest import folder_images, write_tar
 
 def tlfs(*args, env=None, check=True):
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=full_env, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tlfs.pipeline.cli", *args], capture_output=True, text=True, env=full_env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"tlfs {' '.join(args)} failed:\n{proc.stderr}")
     return proc

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import features
-from features import layout
-from features.errors import StoreError
-from features.leases import live_plans
-from pipeline import extract
+from tlfs import features
+from tlfs.features import layout
+from tlfs.features.errors import StoreError
+from tlfs.features.leases import live_plans
+from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
 
 DATASET, BACKBONE, LAYERS, SPLITS = "race", "efficientnet_lite0", ["block15", "head"], ["test", "train"]

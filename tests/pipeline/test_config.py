@@ -1,8 +1,8 @@
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.datasets import CIFAR10_URL
-from pipeline.errors import PipelineError
+from tlfs.pipeline.config import load_settings
+from tlfs.pipeline.datasets import CIFAR10_URL
+from tlfs.pipeline.errors import PipelineError
 
 
 def test_defaults():

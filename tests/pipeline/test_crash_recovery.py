@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import features
-from features import layout
-from pipeline import extract
+from tlfs import features
+from tlfs.features import layout
+from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
 
 DATASET, BACKBONE, LAYERS, SPLITS = "crash", "efficientnet_lite0", ["block15", "head"], ["test", "train"]

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.datasets import build_index, iter_payloads
-from pipeline.errors import SourceError
+from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import features
-from pipeline import extract
-from pipeline.errors import PipelineError
+from tlfs import features
+from tlfs.pipeline import extract
+from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 
 
@@ -94,7 +94,7 @@ def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_
 
 
 def test_unknown_layer_is_refused_before_any_work(tmp_path, folder_dataset, lite0, models_root):
-    from models.errors import ModelError
+    from tlfs.models.errors import ModelError
 
     with pytest.raises(ModelError, match="unknown layer"):
         run(tmp_path, folder_dataset, models_root, layers=["block99"])

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import features
-from models.backbones import load_backbone
-from models.finetune import Classifier, apply_freeze, augment
-from pipeline import extract
-from pipeline.errors import PipelineError
-from pipeline.finetune import FinetuneConfig, finetune
+from tlfs import features
+from tlfs.models.backbones import load_backbone
+from tlfs.models.finetune import Classifier, apply_freeze, augment
+from tlfs.pipeline import extract
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.finetune import FinetuneConfig, finetune
 from tests.conftest import REPO, folder_images, write_tree
 
 SMALL = ["--head-epochs", "1", "--epochs", "2", "--batch-size", "8", "--no-progress"]

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pipeline import extract
-from pipeline.errors import PipelineError
-from pipeline.fit import fit, sweep
+from tlfs.pipeline import extract
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.fit import fit, sweep
 from tests.conftest import folder_images, write_tree
 
 

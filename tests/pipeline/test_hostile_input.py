@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import features
-from pipeline import extract
-from pipeline.datasets import build_index
-from pipeline.errors import SourceError
+from tlfs import features
+from tlfs.pipeline import extract
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, png_bytes, write_tar, write_tree
 
 

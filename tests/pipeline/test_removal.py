@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-import features
-from features import layout
-from features.errors import PlanReplaced
-from pipeline import extract
-from pipeline.errors import PipelineError
+from tlfs import features
+from tlfs.features import layout
+from tlfs.features.errors import PlanReplaced
+from tlfs.pipeline import extract
+from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 from tests.faults import install
 
@@ -94,7 +94,7 @@ KINDS = ["shard files", "shard records", "plan.json", "staging", "leases", "temp
 def world(tmp_path_factory, models_root):
     """A store that holds an older committed set (a smaller sample), the undisturbed
     result of the run under test, and the run's storage events."""
-    from models.export import export
+    from tlfs.models.export import export
 
     export(BACKBONE, models_root, log=lambda *_: None)
     base = tmp_path_factory.mktemp("removal")
