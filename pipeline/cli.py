@@ -209,6 +209,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
     print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
           f"(validation {result['validation_accuracy']:.4f}, {result['seconds']}s) -> {result['backbone_version']}")
     if args.extract:
+        from tlfs import features
         from tlfs.models.backbones import get_spec
         from tlfs.pipeline import extract
         from tlfs.pipeline.fit import fit
@@ -217,16 +218,17 @@ def cmd_finetune(args, settings: Settings) -> dict:
         extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.models,
                                 limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
                                 show_progress=not args.no_progress, log=_log, lease=settings.lease_terms())
-        head = fit(args.dataset, result["backbone_version"], [layer], "softmax", settings.store, log=_log)
+        head = fit(features.open_set(args.dataset, result["backbone_version"], settings.store), [layer], "softmax", log=_log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
         result = {**result, "set_uri": extracted["set_uri"], "softmax_test_accuracy": head["test_accuracy"]}
     return {k: v for k, v in result.items() if k != "history"}
 
 
 def cmd_fit(args, settings: Settings) -> dict:
+    from tlfs import features
     from tlfs.pipeline.fit import fit
 
-    result = fit(args.dataset, args.backbone, args.layer, args.head, settings.store, log=_log)
+    result = fit(features.open_set(args.dataset, args.backbone, settings.store), args.layer, args.head, log=_log)
     print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
@@ -234,9 +236,10 @@ def cmd_fit(args, settings: Settings) -> dict:
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
+    from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(args.dataset, args.backbone, settings.store, log=_log)
+    summary = sweep(features.open_set(args.dataset, args.backbone, settings.store), log=_log)
     print(f"{'layer':>12}  {'dims':>6}  test accuracy")
     for layer, acc in summary["layers"].items():
         mark = "  <- best" if layer == summary["best_layer"] else ""

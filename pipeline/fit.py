@@ -3,32 +3,19 @@ concatenation) and ``sweep`` (softmax on every layer: which layer transfers best
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tlfs import features
 from tlfs.features import layout
+from tlfs.features.feature_set import FeatureSet
 from tlfs.features.storage import fs_path
 from tlfs.models import heads
 from tlfs.pipeline.errors import PipelineError
 
 VALIDATION_FRACTION = 0.1
-
-
-def load_layers(dataset: str, backbone: str, layers: list[str], split: str, store: str):
-    """Concatenated features of ``layers``; rows aligned by image id."""
-    blocks, y, ids = [], None, None
-    for layer in layers:
-        X, y_layer, ids_layer = features.load_matrix(dataset, backbone, layer, split, store)
-        if ids is not None and not np.array_equal(ids, ids_layer):
-            raise PipelineError(f"layers {layers[0]} and {layer} hold different rows for split {split}")
-        blocks.append(X)
-        y, ids = y_layer, ids_layer
-    return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), y, ids
 
 
 def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -89,25 +76,31 @@ def _publish(local_files: list[Path], target_uri: str) -> None:
         fs.put_file(str(f), f"{root}/{f.name}")
 
 
-def fit(dataset: str, backbone: str, layers: list[str], head: str = "softmax", store: str | None = None, log: Callable = print) -> dict:
-    store = features.resolve_store(store)
-    set_uri, manifest = features.find_set(dataset, backbone, store)
-    if "train" not in manifest["splits"] or "test" not in manifest["splits"]:
-        raise PipelineError(f"{set_uri} needs a train and a test split to fit a head; it has {', '.join(manifest['splits'])}")
-    classes = manifest["classes"]
-    if layers == ["all"]:
-        layers = list(manifest["layers"])
-    X, y, _ = load_layers(dataset, manifest["backbone_version"], layers, "train", store)
-    Xt, yt, _ = load_layers(dataset, manifest["backbone_version"], layers, "test", store)
+def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: Callable = print) -> dict:
+    """One head on one layer, or on several side by side (``["all"]``: every layer)."""
+    _require_train_and_test(feature_set)
+    layers = list(feature_set.layers) if layers == ["all"] else layers
+    return _fit_and_save(feature_set, layers, head, feature_set.matrices(layers, "train"),
+                         feature_set.matrices(layers, "test"), log)
+
+
+def _require_train_and_test(feature_set: FeatureSet) -> None:
+    if "train" not in feature_set.splits or "test" not in feature_set.splits:
+        raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has {', '.join(feature_set.splits)}")
+
+
+def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train, test, log: Callable) -> dict:
+    (X, y, _), (Xt, yt, _) = train, test
+    classes = feature_set.classes
     fit_idx, val_idx = validation_split(y)
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims): {len(fit_idx)} train, {len(val_idx)} validation, {len(yt)} test")
-    block_dims = [manifest["layers"][layer] for layer in layers] if len(layers) > 1 else None
+    block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
     fitted, seconds = heads.fit(head, X[fit_idx], y[fit_idx], X[val_idx], y[val_idx], len(classes), log=log,
                                 block_dims=block_dims)
     result = {
-        "dataset": dataset,
-        "backbone_version": manifest["backbone_version"],
-        "plan_id": manifest["plan_id"],  # which committed features this head was fitted on
+        "dataset": feature_set.dataset,
+        "backbone_version": feature_set.backbone_version,
+        "plan_id": feature_set.plan_id,  # which committed features this head was fitted on
         "head": head,
         "layers": layers,
         "dims": int(X.shape[1]),
@@ -120,7 +113,7 @@ def fit(dataset: str, backbone: str, layers: list[str], head: str = "softmax", s
         **metrics(yt, fitted.predict(Xt), classes),
     }
     name = f"{head}-{'+'.join(layers)}"
-    target = f"{layout.heads_uri(set_uri)}/{name}"
+    target = f"{layout.heads_uri(feature_set.uri)}/{name}"
     with tempfile.TemporaryDirectory(prefix="tlfs-head-") as tmp:
         folder = Path(tmp)
         files = fitted.save(folder)
@@ -153,38 +146,34 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
     return path
 
 
-def sweep(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
-    """Softmax on every stored layer, shallow to deep."""
-    store = features.resolve_store(store)
-    set_uri, manifest = features.find_set(dataset, backbone, store)
+def sweep(feature_set: FeatureSet, log: Callable = print) -> dict:
+    """Softmax on every stored layer, shallow to deep; each layer read once."""
+    _require_train_and_test(feature_set)
     accuracies: dict[str, float] = {}
-    for layer in manifest["layers"]:
-        result = fit(dataset, manifest["backbone_version"], [layer], "softmax", store, log=log)
+    dims = feature_set.layers
+    for layer in dims:
+        result = _fit_and_save(feature_set, [layer], "softmax", feature_set.matrix(layer, "train"),
+                               feature_set.matrix(layer, "test"), log)
         accuracies[layer] = result["test_accuracy"]
-        log(f"{layer:>12}  {manifest['layers'][layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")
+        log(f"{layer:>12}  {dims[layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")
     best = max(accuracies, key=accuracies.get)
     summary = {
-        "dataset": dataset,
-        "backbone_version": manifest["backbone_version"],
-        "plan_id": manifest["plan_id"],
+        "dataset": feature_set.dataset,
+        "backbone_version": feature_set.backbone_version,
+        "plan_id": feature_set.plan_id,
         "head": "softmax",
         "layers": accuracies,
-        "dims": manifest["layers"],
+        "dims": dims,
         "best_layer": best,
         "test_accuracy": accuracies[best],
     }
+    heads_uri = layout.heads_uri(feature_set.uri)
     with tempfile.TemporaryDirectory(prefix="tlfs-sweep-") as tmp:
         folder = Path(tmp)
         files = [
             heads.write_json(folder / "sweep.json", summary),
-            sweep_png(folder / "sweep.png", accuracies, manifest["layers"], f"{dataset}: softmax per layer ({manifest['backbone_version']})"),
+            sweep_png(folder / "sweep.png", accuracies, dims, f"{feature_set.dataset}: softmax per layer ({feature_set.backbone_version})"),
         ]
-        _publish(files, layout.heads_uri(set_uri))
-    summary["saved_to"] = layout.heads_uri(set_uri)
+        _publish(files, heads_uri)
+    summary["saved_to"] = heads_uri
     return summary
-
-
-def read_json_uri(uri: str) -> dict:
-    fs, path = fs_path(uri)
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())

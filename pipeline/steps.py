@@ -83,17 +83,19 @@ def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict
 
 
 def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+    from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(dataset, backbone, _settings(store).store, log=log)
+    summary = sweep(features.open_set(dataset, backbone, _settings(store).store), log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
             "saved_to": summary["saved_to"]}
 
 
 def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print) -> dict:
+    from tlfs import features
     from tlfs.pipeline.fit import fit
 
-    result = fit(dataset, backbone, layers, head, _settings(store).store, log=log)
+    result = fit(features.open_set(dataset, backbone, _settings(store).store), layers, head, log=log)
     return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
 
 

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from tlfs import features
 from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
@@ -9,16 +10,16 @@ from tests.conftest import folder_images, write_tree
 
 
 @pytest.fixture
-def colors_store(tmp_path, lite0, models_root):
+def colors_set(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(per_class=8))
     store = str(tmp_path / "store")
     extract.run("colors", [str(source)], "efficientnet_lite0", store, models_root, shard_size=50,
                 show_progress=False, log=lambda *_: None)
-    return store
+    return features.open_set("colors", "efficientnet_lite0", store)
 
 
-def test_fit_saves_head_metrics_and_confusion_plot(colors_store, tmp_path):
-    result = fit("colors", "efficientnet_lite0", ["head"], "softmax", colors_store, log=lambda *_: None)
+def test_fit_saves_head_metrics_and_confusion_plot(colors_set, tmp_path):
+    result = fit(colors_set, ["head"], "softmax", log=lambda *_: None)
     assert result["test_accuracy"] >= 0.9  # three flat colours: trivially separable
     folder = tmp_path / "store" / "colors" / result["backbone_version"] / "_heads" / "softmax-head"
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -27,19 +28,19 @@ def test_fit_saves_head_metrics_and_confusion_plot(colors_store, tmp_path):
     assert (folder / "softmax.npz").exists()
 
 
-def test_fit_on_concatenated_layers(colors_store):
-    result = fit("colors", "efficientnet_lite0", ["block2", "block15"], "softmax", colors_store, log=lambda *_: None)
+def test_fit_on_concatenated_layers(colors_set):
+    result = fit(colors_set, ["block2", "block15"], "softmax", log=lambda *_: None)
     assert result["dims"] == 24 + 320
 
 
-def test_fit_on_all_layers_names_them(colors_store):
-    result = fit("colors", "efficientnet_lite0", ["all"], "mlp", colors_store, log=lambda *_: None)
+def test_fit_on_all_layers_names_them(colors_set):
+    result = fit(colors_set, ["all"], "mlp", log=lambda *_: None)
     assert result["layers"] == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
     assert result["dims"] == 24 + 40 + 80 + 112 + 192 + 320 + 1280 and result["params"]["hidden"] == 2048
 
 
-def test_sweep_reports_every_layer_and_the_best(colors_store, tmp_path):
-    summary = sweep("colors", "efficientnet_lite0", colors_store, log=lambda *_: None)
+def test_sweep_reports_every_layer_and_the_best(colors_set, tmp_path):
+    summary = sweep(colors_set, log=lambda *_: None)
     assert list(summary["layers"]) == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
     assert summary["layers"][summary["best_layer"]] == max(summary["layers"].values())
     saved = tmp_path / "store" / "colors" / summary["backbone_version"] / "_heads"
@@ -50,4 +51,4 @@ def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(splits=("train",)))
     extract.run("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
     with pytest.raises(PipelineError, match="needs a train and a test split"):
-        fit("c", "efficientnet_lite0", ["head"], "softmax", str(tmp_path / "s"))
+        fit(features.open_set("c", "efficientnet_lite0", str(tmp_path / "s")), ["head"], "softmax")
