@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 
 from tlfs.models.errors import ModelError
+from tlfs.models.names import HEADS
 
-HEADS = ("softmax", "lightgbm", "mlp")
 SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -194,6 +194,7 @@ def fit_mlp(
 
 
 FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}
+assert tuple(FITTERS) == HEADS, "models/names.py lists the heads"
 
 
 def fit(kind: str, X, y, Xv, yv, classes: int, log=print, block_dims: list[int] | None = None) -> tuple[Head, float]:

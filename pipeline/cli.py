@@ -7,7 +7,10 @@ import argparse
 import json
 import sys
 
-from tlfs.pipeline.config import Settings, load_settings
+from dataclasses import fields
+
+from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, HEADS
+from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET, FinetuneConfig, Settings, load_settings
 
 
 def _csv(value: str) -> list[str]:
@@ -32,7 +35,7 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", required=True, help="backbone name: efficientnet_lite0, resnet50, vgg16, inception_v3 "
+    p.add_argument("--backbone", required=True, help=f"backbone name: {', '.join(BACKBONES)} "
                    "(extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
@@ -40,11 +43,24 @@ def _backbone_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="dataset name; cifar10 has a default source, others need --source")
+    p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need --source")
     p.add_argument("--source", action="append", dest="sources", metavar="URI",
                    help="dataset source (image-folder dir/.tar/.tar.gz/.zip or CIFAR-10 python tarball); repeat to merge; "
                         "append #md5=HEX or #sha256=HEX to check it")
     p.add_argument("--limit", type=_positive, help="class-balanced sample of N images per split")
+
+
+def _finetune_config_args(p: argparse.ArgumentParser) -> None:
+    """One flag per FinetuneConfig field, with its default and help (pipeline/config.py)."""
+    for f in fields(FinetuneConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"]
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", help=help_text)
+            continue
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        p.add_argument(flag, type=_positive if f.name in ("batch_size", "patience") else kind, default=f.default,
+                       choices=f.metadata["choices"], help=f"{help_text} (default {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime device (default: cpu); cuda never falls back")
     p.add_argument("--precision", choices=["fp32", "fp16"], help="graph precision (default: fp32 on cpu, fp16 on cuda)")
     p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64 on cpu, 256 on cuda)")
-    p.add_argument("--shard-size", type=_positive, help="images per shard file (default: 2500)")
+    p.add_argument("--shard-size", type=_positive, help=f"images per shard file (default: {Settings.shard_size})")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -72,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True, help="backbone name (newest set) or exact backbone version")
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
-    p.add_argument("--head", default="softmax", choices=["softmax", "lightgbm", "mlp"])
+    p.add_argument("--head", default=HEADS[0], choices=HEADS)
     _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
@@ -85,18 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_args(p)
     _backbone_args(p)
     _store_arg(p)
-    p.add_argument("--freeze", default="none", help="tap blocks kept frozen in phase 2: a number, 'all' or 'none' (default none)")
-    p.add_argument("--head-epochs", type=int, default=2, help="phase 1, new classifier only (default 2)")
-    p.add_argument("--head-lr", type=float, default=1e-3, help="phase 1 RMSprop learning rate (default 1e-3)")
-    p.add_argument("--epochs", type=int, default=10, help="phase 2, the unfrozen layers (default 10)")
-    p.add_argument("--lr", type=float, default=1e-4, help="phase 2 SGD learning rate (default 1e-4, as in the seeds)")
-    p.add_argument("--momentum", type=float, default=0.9, help="phase 2 SGD momentum (default 0.9)")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="learning-rate schedule of each phase")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--patience", type=_positive, default=3, help="epochs without a better validation accuracy before a phase stops")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of pretrained (one phase, nothing frozen)")
+    _finetune_config_args(p)
     p.add_argument("--device", choices=["cpu", "cuda"], help="PyTorch device (default: cpu); cuda never falls back")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of the same run")
     p.add_argument("--extract", action="store_true", help="then extract features with the new version and fit a softmax head")
@@ -117,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do")
     _dataset_args(p)
-    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     _store_arg(p)
     p.add_argument("--models", help="root of exported ONNX artifacts")
     p.add_argument("--large-per-class", type=_positive, help="training images per class from which a dataset is large (default 1000)")
@@ -193,15 +198,11 @@ def cmd_extract(args, settings: Settings) -> dict:
 
 
 def cmd_finetune(args, settings: Settings) -> dict:
-    from tlfs.pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.finetune import finetune
 
     if args.random_weights:
         raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
-    config = FinetuneConfig(
-        freeze=args.freeze, head_epochs=args.head_epochs, head_lr=args.head_lr, epochs=args.epochs, lr=args.lr,
-        momentum=args.momentum, schedule=args.schedule, batch_size=args.batch_size, patience=args.patience,
-        from_scratch=args.from_scratch, label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
-    )
+    config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     sources = settings.sources_for(args.dataset, args.sources)
     result = finetune(args.dataset, sources, args.backbone, settings.models, config, limit=args.limit, device=settings.device,
                       cache_dir=settings.cache_dir, weights=args.weights, restart=args.restart,

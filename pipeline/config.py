@@ -1,16 +1,28 @@
 """Configuration in one typed place. Precedence: explicit argument (CLI flag, DAG
-param) > environment variable > YAML file (``TLFS_CONFIG``) > default."""
+param) > environment variable > YAML file (``TLFS_CONFIG``) > default.
+
+Every default a user sees lives here once: the CLI's flags and the DAGs' Params are
+generated from these dataclasses. Importable without torch, onnxruntime or pandas (the
+Airflow DAG files import it when they are parsed).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tlfs.features.leases import LeaseTerms
-from tlfs.models.session import Runtime, resolve_runtime
-from tlfs.pipeline.datasets import CIFAR10_URL
 from tlfs.pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from tlfs.features.leases import LeaseTerms
+    from tlfs.models.session import Runtime
+
+# The one dataset with a default source: the official CIFAR-10 python tarball (md5-checked
+# in pipeline/datasets.py), or TLFS_CIFAR10_SOURCE.
+DEFAULT_SOURCE_DATASET = "cifar10"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -34,18 +46,58 @@ class Settings:
 
     def runtime(self) -> Runtime:
         """Where and how extraction computes: the device's defaults where unset."""
+        from tlfs.models.session import resolve_runtime
+
         return resolve_runtime(self.device, self.precision or None, self.batch_size or None,
                                cudnn_conv_algo_search=self.cudnn_conv_algo_search)
 
     def lease_terms(self, task: bool = False) -> LeaseTerms:
+        from tlfs.features.leases import LeaseTerms
+
         return LeaseTerms(self.lease_seconds, self.task_lease_linger if task else 0.0)
 
     def sources_for(self, dataset: str, given: list[str] | None) -> list[str]:
         if given:
             return list(given)
-        if dataset == "cifar10":
+        if dataset == DEFAULT_SOURCE_DATASET:
             return list(self.cifar10_source)
-        raise PipelineError(f"dataset {dataset!r} needs --source URI (only cifar10 has a default source)")
+        raise PipelineError(f"dataset {dataset!r} needs --source URI (only {DEFAULT_SOURCE_DATASET} has a default source)")
+
+
+def _option(default, help: str, choices: tuple | None = None):
+    """A setting with the help text and choices that the CLI and the DAG Params show."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tuning task's settings: ``tlfs finetune`` flags and ``finetune_<dataset>``
+    Params are generated from these fields."""
+
+    freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'")
+    head_epochs: int = _option(2, "phase 1: epochs of the new classifier only")
+    head_lr: float = _option(1e-3, "phase 1 RMSprop learning rate")
+    epochs: int = _option(10, "phase 2: epochs of the unfrozen layers")
+    lr: float = _option(1e-4, "phase 2 SGD learning rate (the seeds' low rate)")
+    momentum: float = _option(0.9, "phase 2 SGD momentum")
+    schedule: str = _option("constant", "learning-rate schedule of each phase", ("constant", "cosine"))
+    batch_size: int = _option(64, "training images per step")
+    patience: int = _option(3, "epochs without a better validation accuracy before a phase stops")
+    # random initialisation (the seeds' case IV alternative): phase 2 only, nothing frozen
+    from_scratch: bool = _option(False, "random initialisation instead of pretrained (one phase, nothing frozen)")
+    label_smoothing: float = _option(0.0, "label smoothing of the training loss")
+    weight_decay: float = _option(0.0, "SGD weight decay")
+    seed: int = _option(0, "random seed (initialisation, sampling, augmentation)")
+
+    def check(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise PipelineError(f"--schedule must be constant or cosine, not {self.schedule!r}")
+        if self.head_epochs < 0 or self.epochs < 0 or self.head_epochs + self.epochs == 0:
+            raise PipelineError("--head-epochs and --epochs must be >= 0, and not both 0")
+        if self.lr <= 0 or self.head_lr <= 0 or self.batch_size <= 0 or self.patience <= 0:
+            raise PipelineError("learning rates, batch size and patience must be positive")
+        if self.from_scratch and self.freeze not in ("none", "0"):
+            raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
 
 
 ENV = {

@@ -18,44 +18,18 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 
 from tlfs.features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
+from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    freeze: str = "none"  # tap blocks frozen in phase 2: a number, "all" or "none"
-    head_epochs: int = 2  # phase 1: the new classifier only
-    head_lr: float = 1e-3  # RMSprop
-    epochs: int = 10  # phase 2: the unfrozen layers
-    lr: float = 1e-4  # SGD
-    momentum: float = 0.9
-    schedule: str = "constant"  # or "cosine", per phase
-    batch_size: int = 64
-    patience: int = 3
-    from_scratch: bool = False  # random initialisation (the seeds' case IV alternative): phase 2 only, nothing frozen
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.schedule not in ("constant", "cosine"):
-            raise PipelineError(f"--schedule must be constant or cosine, not {self.schedule!r}")
-        if self.head_epochs < 0 or self.epochs < 0 or self.head_epochs + self.epochs == 0:
-            raise PipelineError("--head-epochs and --epochs must be >= 0, and not both 0")
-        if self.lr <= 0 or self.head_lr <= 0 or self.batch_size <= 0 or self.patience <= 0:
-            raise PipelineError("learning rates, batch size and patience must be positive")
-        if self.from_scratch and self.freeze not in ("none", "0"):
-            raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
 
 
 def load_split(index: DatasetIndex, entries: list[Entry], size: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, list]:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import fields
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from tlfs.models.names import BACKBONES, HEADS
+from tlfs.pipeline.config import FinetuneConfig, Settings
 from tlfs_dags.specs import DatasetSpec
 
-BACKBONES = ["efficientnet_lite0", "resnet50", "vgg16", "inception_v3"]  # models/names.py
 EXTRACT_POOL = "tlfs_extract"  # bounds concurrent (GPU) extraction: `airflow pools set tlfs_extract N ...`
 # Celery queue of the shard tasks: "gpu" in the compose deployment, so that only GPU
 # workers (celery worker --queues gpu) take them; read when the DAG file is parsed.
@@ -71,7 +73,7 @@ def _nullable(kind: str, **schema):
 
 def extract_params(spec: DatasetSpec) -> dict:
     return {
-        "backbone": Param(spec.backbone, type="string", enum=BACKBONES, description="backbone name"),
+        "backbone": Param(spec.backbone, type="string", enum=list(BACKBONES), description="backbone name"),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="tap layers (null: all)"),
         "splits": Param(spec.splits, **_nullable("array", items={"type": "string"}), description="splits (null: all)"),
         "sources": Param(spec.sources, type="array", items={"type": "string"},
@@ -83,7 +85,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "precision": Param(None, type=["string", "null"], enum=["fp32", "fp16", None],
                            description="null: the device's (fp32 on cpu, fp16 on cuda)"),
         "batch_size": Param(None, **_nullable("integer", minimum=1), description="null: the device's (64 on cpu, 256 on cuda)"),
-        "shard_size": Param(2500, type="integer", minimum=1),
+        "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
@@ -91,25 +93,39 @@ def extract_params(spec: DatasetSpec) -> dict:
     }
 
 
+# FinetuneConfig fields whose DAG Param has another name (batch_size is the extraction's there)
+FINETUNE_PARAM_NAMES = {"batch_size": "train_batch_size"}
+_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
+
+
+def finetune_config_params() -> dict:
+    """One Param per FinetuneConfig field, with its default and help (pipeline/config.py)."""
+    params = {}
+    for f in fields(FinetuneConfig):
+        schema = {"type": _JSON_TYPES[f.type]}
+        if f.metadata["choices"]:
+            schema["enum"] = list(f.metadata["choices"])
+        params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] = Param(f.default, description=f.metadata["help"], **schema)
+    return params
+
+
+def finetune_config_of(params: dict) -> dict:
+    """A run's FinetuneConfig settings, from its Params."""
+    return {f.name: params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] for f in fields(FinetuneConfig)}
+
+
 def finetune_params(spec: DatasetSpec) -> dict:
     return {
-        "backbone": Param(spec.backbone, type="string", enum=BACKBONES, description="backbone to fine-tune"),
+        "backbone": Param(spec.backbone, type="string", enum=list(BACKBONES), description="backbone to fine-tune"),
         "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1)),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="layers to extract after"),
         "store": Param(None, **_nullable("string")),
         "models": Param(None, **_nullable("string")),
         "device": Param("cuda", type="string", enum=["cpu", "cuda"], description="cuda never falls back to cpu"),
-        "freeze": Param("none", type="string", description="tap blocks frozen in phase 2: a number, all or none"),
-        "head_epochs": Param(2, type="integer", minimum=0),
-        "head_lr": Param(1e-3, type="number", exclusiveMinimum=0),
-        "epochs": Param(10, type="integer", minimum=0),
-        "lr": Param(1e-4, type="number", exclusiveMinimum=0),
-        "schedule": Param("constant", type="string", enum=["constant", "cosine"]),
-        "train_batch_size": Param(64, type="integer", minimum=1),
-        "from_scratch": Param(False, type="boolean"),
+        **finetune_config_params(),
         "batch_size": Param(None, **_nullable("integer", minimum=1), description="extraction batch size (null: the device's)"),
-        "shard_size": Param(2500, type="integer", minimum=1),
+        "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
     }
 
 
@@ -211,11 +227,8 @@ def build_finetune_dag(spec: DatasetSpec):
             from tlfs.pipeline import steps
 
             p = get_current_context()["params"]
-            return steps.finetune_backbone(
-                spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
-                {"freeze": p["freeze"], "head_epochs": p["head_epochs"], "head_lr": p["head_lr"], "epochs": p["epochs"],
-                 "lr": p["lr"], "schedule": p["schedule"], "batch_size": p["train_batch_size"],
-                 "from_scratch": p["from_scratch"]}, log=_log)
+            return steps.finetune_backbone(spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
+                                           finetune_config_of(p), log=_log)
 
         extraction(spec, asset, finetune())
 
@@ -228,7 +241,7 @@ def build_fit_dag(spec: DatasetSpec):
     @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep and heads on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", description="backbone name or version (when run by hand)"),
         "store": Param(None, **_nullable("string")),
-        "heads": Param(["softmax", "lightgbm", "mlp"], type="array", items={"type": "string", "enum": ["softmax", "lightgbm", "mlp"]}),
+        "heads": Param(list(HEADS), type="array", items={"type": "string", "enum": list(HEADS)}),
     }, "heads")
     def fit_dag():
         @task

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from tlfs.models.names import DEFAULT_BACKBONE
+from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET
+
 SPEC_DIR = Path(__file__).resolve().parents[1] / "datasets"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -17,7 +20,7 @@ class DatasetSpec:
     name: str
     description: str = ""
     sources: list[str] = field(default_factory=list)
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     layers: list[str] | None = None
     splits: list[str] | None = None
     limit: int | None = None
@@ -33,8 +36,8 @@ def load_spec(path: Path) -> DatasetSpec:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    if not data.get("sources") and data["name"] != "cifar10":
-        raise ValueError(f"{path}: 'sources' is required (only cifar10 has a default source)")
+    if not data.get("sources") and data["name"] != DEFAULT_SOURCE_DATASET:
+        raise ValueError(f"{path}: 'sources' is required (only {DEFAULT_SOURCE_DATASET} has a default source)")
     return DatasetSpec(**{**data, "sources": list(data.get("sources") or []), "path": str(path)})
 
 

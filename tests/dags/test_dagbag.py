@@ -18,6 +18,7 @@ print(json.dumps({
     "heavy": [m for m in ("torch", "onnxruntime", "pandas", "pyarrow", "sklearn", "lightgbm") if m in sys.modules],
     "tasks": {d: sorted(t.task_id for t in bag.dags[d].tasks) for d in bag.dags},
     "pools": sorted({t.pool for d in bag.dags.values() for t in d.tasks}),
+    "params": {d: bag.dags[d].params.dump() for d in bag.dags},
 }))
 """
 
@@ -55,6 +56,22 @@ def test_extract_dag_shape(airflow_env):
                                                   "finetune_conf", "heads_only", "plan_shards", "trigger_finetune"]
     assert result["tasks"]["finetune_cifar10"] == ["commit", "extract_shard", "finetune", "plan_shards"]
     assert "tlfs_extract" in result["pools"]
+
+
+def test_the_finetune_dag_offers_every_finetune_setting_with_the_clis_default(airflow_env):
+    from dataclasses import fields
+
+    from tlfs.models.names import BACKBONES
+    from tlfs.pipeline.cli import build_parser
+    from tlfs.pipeline.config import FinetuneConfig, Settings
+
+    params = parse(airflow_env)["params"]
+    names = {"batch_size": "train_batch_size"}  # batch_size is the extraction's in the DAG
+    cli = build_parser().parse_args(["finetune", "--dataset", "d", "--backbone", "resnet50"])
+    for f in fields(FinetuneConfig):
+        assert params["finetune_cifar10"][names.get(f.name, f.name)] == f.default == getattr(cli, f.name), f.name
+    assert params["extract_cifar10"]["shard_size"] == Settings.shard_size
+    assert params["extract_cifar10"]["backbone"] in BACKBONES
 
 
 def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):

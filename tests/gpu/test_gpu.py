@@ -63,10 +63,12 @@ def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(
 def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
     from tlfs.pipeline.finetune import FinetuneConfig, finetune
 
+    # 1,000 images per split, one epoch per phase: on the CPU this reached 67% (H100 run
+    # 2026-11-26 of the older form, 200 images and two steps at lr 1e-4, reached only 13%)
     result = finetune("cifar10", cifar_sources, "efficientnet_lite0", str(tmp_path / "models"),
-                      FinetuneConfig(head_epochs=0, epochs=1, batch_size=128), limit=200, device="cuda",
-                      show_progress=False, log=lambda *_: None)
-    assert result["test_accuracy"] > 0.3  # 10 classes; an ImageNet start learns fast
+                      FinetuneConfig(head_epochs=1, epochs=1, lr=0.02, schedule="cosine", batch_size=64), limit=1000,
+                      device="cuda", show_progress=False, log=lambda *_: None)
+    assert result["test_accuracy"] > 0.5  # 10 classes, chance 0.1
 
 
 def test_the_benchmark_fills_every_row_on_cuda(models_root):

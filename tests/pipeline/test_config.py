@@ -1,7 +1,7 @@
 import pytest
 
 from tlfs.pipeline.config import load_settings
-from tlfs.pipeline.datasets import CIFAR10_URL
+from tlfs.pipeline.config import CIFAR10_URL
 from tlfs.pipeline.errors import PipelineError
 
 
