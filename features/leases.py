@@ -187,6 +187,6 @@ def translate_missing(set_root: str, plan_id: str) -> Iterator[None]:
     becomes :class:`PlanReplaced`; any other missing file stays what it is."""
     try:
         yield
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         require_plan(set_root, plan_id)  # the plan is gone: PlanReplaced instead
         raise

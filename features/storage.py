@@ -1,4 +1,6 @@
-"""Small fsspec helpers: atomic writes that a reader never sees half done."""
+"""The storage primitives, once, for every layer that writes (the store, model artifacts,
+heads, checkpoints): atomic writes that a reader never sees half done, JSON, digests.
+Any fsspec URI or local path."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 
 import fsspec
@@ -21,9 +24,20 @@ def is_local(fs) -> bool:
 
 
 def atomic_write_bytes(uri: str, data: bytes) -> None:
-    """Locally: write a hidden temporary file beside the target, then rename over it
-    (atomic on POSIX). On object stores a PUT is already atomic: an object appears
-    whole or not at all, so it is written in place."""
+    """Write ``data`` to ``uri`` all or nothing (see :func:`_atomically`)."""
+    _atomically(uri, lambda fs, target: _write_synced(fs, target, data), lambda fs, path: fs.pipe_file(path, data))
+
+
+def atomic_put_file(local_path, uri: str) -> None:
+    """Copy a local file to ``uri`` all or nothing (see :func:`_atomically`)."""
+    _atomically(uri, lambda fs, target: _copy_synced(str(local_path), target),
+                lambda fs, path: fs.put_file(str(local_path), path))
+
+
+def _atomically(uri: str, write_local, write_remote) -> None:
+    """Locally: write a hidden, uniquely named temporary file beside the target, fsync it,
+    then rename over the target (atomic on POSIX). On object stores a PUT is already
+    atomic: an object appears whole or not at all, so it is written in place."""
     fs, path = fs_path(uri)
     parent = path.rsplit("/", 1)[0]
     if is_local(fs):
@@ -31,11 +45,7 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
             tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
             try:
                 fs.makedirs(parent, exist_ok=True)
-                with fs.open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    with contextlib.suppress(AttributeError, OSError, ValueError):
-                        os.fsync(f.fileno())
+                write_local(fs, tmp)
                 fs.mv(tmp, path)
                 return
             except FileNotFoundError:  # the temporary file or its folder was removed meanwhile: once more
@@ -43,11 +53,26 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
                     raise
     else:
         try:
-            fs.pipe_file(path, data)  # the client library retries throttling and dropped connections
+            write_remote(fs, path)  # the client library retries throttling and dropped connections
         except Exception as exc:  # noqa: BLE001 - any failure left: name the object and give up
             from tlfs.features.errors import StoreError
 
             raise StoreError(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def _write_synced(fs, path: str, data: bytes) -> None:
+    with fs.open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.fsync(f.fileno())
+
+
+def _copy_synced(source: str, target: str) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
 
 
 def atomic_write_json(uri: str, obj) -> None:
@@ -60,6 +85,14 @@ def read_json(uri: str):
         return json.loads(f.read())
 
 
+def read_json_if_exists(uri: str):
+    """The JSON document at ``uri``, or None where there is none."""
+    try:
+        return read_json(uri)
+    except FileNotFoundError:
+        return None
+
+
 def exists(uri: str) -> bool:
     fs, path = fs_path(uri)
     return fs.exists(path)
@@ -69,8 +102,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_uri(uri: str) -> str:
-    fs, path = fs_path(uri)
+def sha256_uri(uri) -> str:
+    """sha256 of a file (any URI or local path), read in 1 MB blocks."""
+    fs, path = fs_path(str(uri))
     digest = hashlib.sha256()
     with fs.open(path, "rb") as f:
         while block := f.read(1 << 20):

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tlfs.models.artifact import file_sha256
+from tlfs.features.storage import sha256_uri
 from tlfs.models.errors import ModelError, WeightsUnavailable
 from tlfs.models.names import BACKBONES
 
@@ -191,7 +191,7 @@ def resolve_weights(name: str, weights: str | Path | None = None, random_weights
         )
     if not path.exists():
         raise WeightsUnavailable(f"weights file {path} does not exist")
-    return WeightsChoice(path, file_sha256(path), str(path))
+    return WeightsChoice(path, sha256_uri(path), str(path))
 
 
 def load_backbone(name: str, weights: str | Path | None = None, random_weights: bool = False,

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from tlfs.models import sample_images
-from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, file_sha256, put_atomically, read_card
+from tlfs.features.storage import atomic_put_file, sha256_uri
+from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, read_card
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
 from tlfs.models.errors import ModelError
 from tlfs.models.taps import TapNetwork
@@ -88,8 +89,8 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         card_path.write_text(json.dumps(card, indent=2))
         fs, root = fsspec.core.url_to_fs(uri)
         fs.makedirs(root, exist_ok=True)
-        put_atomically(onnx_path, f"{uri}/{ONNX_NAME}")
-        put_atomically(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
+        atomic_put_file(onnx_path, f"{uri}/{ONNX_NAME}")
+        atomic_put_file(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
     log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")
     return with_variants(Artifact(uri, card), log)
 
@@ -163,7 +164,7 @@ def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, p
         },
         "opset": OPSET,
         "weights": {"source": spec.weights_source, "origin": loaded.weights_origin, "sha256": loaded.weights_sha256},
-        "onnx_sha256": file_sha256(onnx_path),
+        "onnx_sha256": sha256_uri(onnx_path),
         "onnx_bytes": onnx_path.stat().st_size,
         "parity": parity,
         "versions": {

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import fsspec
 
-from tlfs.models.artifact import Artifact, file_sha256
+from tlfs.features.storage import sha256_uri
+from tlfs.models.artifact import Artifact
 from tlfs.models.errors import ModelError
 from tlfs.models.session import Runtime, TapSession, resolve_runtime
 
@@ -46,7 +47,7 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str 
             tmp.replace(local)
     if not local.exists():
         raise ModelError(f"ONNX file {uri} is missing")
-    actual = file_sha256(local)
+    actual = sha256_uri(local)
     if actual != expected:
         raise ModelError(
             f"ONNX file {uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlfs.models.artifact import CARD_NAME, Artifact, file_sha256, put_atomically
+from tlfs.features.storage import atomic_put_file, atomic_write_bytes, sha256_uri
+from tlfs.models.artifact import CARD_NAME, Artifact
 from tlfs.models.errors import ModelError
 
 FP16_NAME = "model.fp16.onnx"
@@ -99,13 +100,13 @@ def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
             raise ModelError(f"the fp16 variant of {artifact.version} disagrees with fp32 (cosine {worst:.5f} < {FP16_MIN_COSINE})")
         card = {**artifact.card, "variants": {**artifact.card.get("variants", {}), "fp16": {
             "file": FP16_NAME,
-            "sha256": file_sha256(out),
+            "sha256": sha256_uri(out),
             "bytes": out.stat().st_size,
             "converter": f"onnxconverter-common {onnxconverter_common.__version__} convert_float_to_float16, "
                          "keep_io_types, the input Cast kept",
             "parity_vs_fp32_cpu": report,
         }}}
-        put_atomically(out, f"{artifact.uri}/{FP16_NAME}")
+        atomic_put_file(out, f"{artifact.uri}/{FP16_NAME}")
         _publish_card(artifact.uri, card)  # last: the variant is there before the card names it
     log(f"fp16 variant of {artifact.version}: parity vs fp32 (min cosine) {worst:.6f}")
     return Artifact(artifact.uri, card)
@@ -136,7 +137,7 @@ def _publish_card(uri: str, card: dict) -> None:
     with tempfile.TemporaryDirectory(prefix="tlfs-card-") as tmp:
         path = Path(tmp) / CARD_NAME
         path.write_text(json.dumps(card, indent=2))
-        put_atomically(path, f"{uri}/{CARD_NAME}")
+        atomic_put_file(path, f"{uri}/{CARD_NAME}")
 
 
 def fixed_shape(source: Path, batch: int, height: int, width: int, cache_dir: str | None = None) -> Path:
@@ -147,12 +148,10 @@ def fixed_shape(source: Path, batch: int, height: int, width: int, cache_dir: st
 
     cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"{file_sha256(source)[:16]}-{batch}x{height}x{width}.onnx"
+    target = cache / f"{sha256_uri(source)[:16]}-{batch}x{height}x{width}.onnx"
     if not target.exists():
         model = onnx.load(str(source))
         make_input_shape_fixed(model.graph, "images", [batch, height, width, 3])
         fix_output_shapes(model)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        onnx.save(model, str(partial))
-        partial.replace(target)
+        atomic_write_bytes(str(target), model.SerializeToString())
     return target

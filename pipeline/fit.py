@@ -11,7 +11,7 @@ import numpy as np
 
 from tlfs.features import layout
 from tlfs.features.feature_set import FeatureSet
-from tlfs.features.storage import fs_path
+from tlfs.features.storage import atomic_put_file
 from tlfs.models import heads
 from tlfs.pipeline.errors import PipelineError
 
@@ -70,10 +70,9 @@ def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title
 
 
 def _publish(local_files: list[Path], target_uri: str) -> None:
-    fs, root = fs_path(target_uri)
-    fs.makedirs(root, exist_ok=True)
+    """Each file appears whole or not at all (a reader never sees a torn head)."""
     for f in local_files:
-        fs.put_file(str(f), f"{root}/{f.name}")
+        atomic_put_file(f, f"{target_uri.rstrip('/')}/{f.name}")
 
 
 def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: Callable = print) -> dict:
