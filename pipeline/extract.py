@@ -254,14 +254,45 @@ def extract_shard(
     returns its result record."""
     if not 0 <= number < len(p.shards):
         raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
-    done = shard_done(p, number)
-    if done is not None:
-        if progress:
-            progress(done["read"])
-        return {**done, "skipped": True}
+    return run_shards(p, [number], session, threads, progress, index)[0]
+
+
+def run_shards(
+    p: Plan,
+    numbers: list[int],
+    session: TapSession | None = None,
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    index: DatasetIndex | None = None,
+    check: Callable[[], None] = lambda: None,
+) -> list[dict]:
+    """The one extraction runner (``tlfs extract``, a DAG's shard task, a repair): the
+    result records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
+    record and files are already there is skipped (marked ``skipped``); the others are
+    inferred, and written on a background thread while the next one is inferred (at most
+    one shard waits to be written, so host memory stays bounded). ``check`` runs before
+    each shard (a lease check: stop at once, saying why, if the plan was removed); the
+    session is opened only when a shard needs it."""
     index = index or p.index
-    session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
-    return write_shard_outputs(p, index, compute_shard(p, index, number, session, progress))
+    results: list[dict] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
+        pending = None
+        for number in numbers:
+            check()
+            done = shard_done(p, number)
+            if done is not None:
+                if progress:
+                    progress(done["read"])
+                results.append({**done, "skipped": True})
+                continue
+            session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
+            outputs = compute_shard(p, index, number, session, progress)
+            if pending is not None:
+                results.append(pending.result())
+            pending = writer.submit(write_shard_outputs, p, index, outputs)
+        if pending is not None:
+            results.append(pending.result())
+    return sorted(results, key=lambda r: r["shard"])
 
 
 def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
@@ -372,10 +403,12 @@ def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None
     return committed
 
 
-def commit_task(set_uri: str, plan_id: str, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> dict:
-    """The commit as a task of its own (after a DAG's shard tasks): under a lease on the plan."""
+def commit_task(set_uri: str, plan_id: str, results: list[dict] | None = None, lease: LeaseTerms = LeaseTerms(),
+                log: Callable[[str], None] = print) -> dict:
+    """The commit as a task of its own (after a DAG's shard tasks, whose records it is
+    handed): under a lease on the plan."""
     with hold(set_uri, plan_id, lease):
-        return commit(load_plan(set_uri, plan_id), log=log)
+        return commit(load_plan(set_uri, plan_id), results, log=log)
 
 
 def _manifest(p: Plan, results: list[dict]) -> dict:
@@ -520,25 +553,9 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     bytes_written = 0
     write_seconds = 0.0
     skipped = 0
-    results: list[dict] = []
-    # Parquet is written on a background thread while the next shard is inferred; at most
-    # one shard waits to be written, so host memory stays bounded.
-    with tqdm(total=total, unit="img", desc=f"extract {p.data['dataset']}", disable=not show_progress, mininterval=1.0) as bar, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
-        pending = None
-        for shard in p.shards:
-            held.check()  # stop at once, saying why, if another run's commit removed this plan
-            done = shard_done(p, shard["shard"])
-            if done is not None:
-                bar.update(done["read"])
-                results.append({**done, "skipped": True})
-                continue
-            outputs = compute_shard(p, index, shard["shard"], session, bar.update)
-            if pending is not None:
-                results.append(pending.result())
-            pending = writer.submit(write_shard_outputs, p, index, outputs)
-        if pending is not None:
-            results.append(pending.result())
+    with tqdm(total=total, unit="img", desc=f"extract {p.data['dataset']}", disable=not show_progress, mininterval=1.0) as bar:
+        results = run_shards(p, [shard["shard"] for shard in p.shards], session, progress=bar.update, index=index,
+                             check=held.check)
     for result in results:
         skipped += bool(result.get("skipped"))
         bytes_written += sum(f["bytes"] for f in result["files"].values())

@@ -64,14 +64,16 @@ def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = 
     """One shard, on the device and precision its plan fixed."""
     from tlfs.pipeline import extract
 
-    result = extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=_settings().lease_terms(task=True))
-    return {k: result[k] for k in ("shard", "split", "read", "written", "rejected", "seconds")} | {"skipped": bool(result.get("skipped"))}
+    # the whole record (its files with sizes and digests, its rejects): the commit is handed it
+    return extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=_settings().lease_terms(task=True))
 
 
-def commit_extraction(set_uri: str, plan_id: str, log: Callable = print) -> dict:
+def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = None, log: Callable = print) -> dict:
+    """Commit a plan from the shard records its tasks handed on (``results``; read back
+    from staging where not given), after checking that every file they name is there."""
     from tlfs.pipeline import extract
 
-    manifest = extract.commit_task(set_uri, plan_id, lease=_settings().lease_terms(), log=log)
+    manifest = extract.commit_task(set_uri, plan_id, results, lease=_settings().lease_terms(), log=log)
     return {
         "set_uri": set_uri,
         "dataset": manifest["dataset"],

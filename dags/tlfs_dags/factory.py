@@ -151,8 +151,9 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
         with _no_retry_when_final():
             result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"])  # on its plan's device
-        _log(f"shard {job['shard']}: {result}")
-        return result
+        _log(f"shard {job['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written", "rejected",
+                                                                                   "seconds", "skipped")))
+        return result  # handed to the commit
 
     @task(outlets=[asset])
     def commit(jobs: list[dict], shard_results: list[dict]) -> dict:
@@ -160,7 +161,7 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
         with _no_retry_when_final():
-            summary = steps.commit_extraction(set_uri, plan_id, log=_log)
+            summary = steps.commit_extraction(set_uri, plan_id, list(shard_results), log=_log)
         p = get_current_context()["params"]
         get_current_context()["outlet_events"][asset].extra = {
             "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],

@@ -93,6 +93,28 @@ def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_
         features.load("colors", "efficientnet_lite0", "head", "train", str(tmp_path / "store"))
 
 
+def test_the_commit_uses_the_shard_records_it_is_handed_and_checks_their_files(tmp_path, folder_dataset, lite0, models_root):
+    import shutil
+
+    from tlfs.features import layout
+
+    store = str(tmp_path / "store")
+    p = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
+                          shard_size=5, log=lambda *_: None)
+    results = [extract.extract_shard_task(p.set_uri, p.plan_id, n) for n in range(len(p.shards))]
+    # the records in staging are not read back: the handed ones are enough
+    shutil.rmtree(f"{layout.staging_uri(p.set_uri, p.plan_id)}/shards")
+    extract.commit_task(p.set_uri, p.plan_id, results, log=lambda *_: None)
+    assert features.describe("colors", "efficientnet_lite0", store)["rows"] == sum(r["written"] for r in results)
+    # a handed record whose file is gone is refused, naming the shard
+    q = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
+                          shard_size=4, log=lambda *_: None)
+    handed = [extract.extract_shard_task(q.set_uri, q.plan_id, n) for n in range(len(q.shards))]
+    (tmp_path / "store" / "colors" / q.data["backbone_version"] / handed[1]["files"]["head"]["path"]).unlink()
+    with pytest.raises(PipelineError, match="shard 1 is not extracted"):
+        extract.commit_task(q.set_uri, q.plan_id, handed, log=lambda *_: None)
+
+
 def test_unknown_layer_is_refused_before_any_work(tmp_path, folder_dataset, lite0, models_root):
     from tlfs.models.errors import ModelError
 
