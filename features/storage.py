@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import uuid
 
 import fsspec
@@ -30,7 +29,7 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
 
 def atomic_put_file(local_path, uri: str) -> None:
     """Copy a local file to ``uri`` all or nothing (see :func:`_atomically`)."""
-    _atomically(uri, lambda fs, target: _copy_synced(str(local_path), target),
+    _atomically(uri, lambda fs, target: _copy_synced(fs, str(local_path), target),
                 lambda fs, path: fs.put_file(str(local_path), path))
 
 
@@ -68,11 +67,13 @@ def _write_synced(fs, path: str, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
-def _copy_synced(source: str, target: str) -> None:
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
+def _copy_synced(fs, source: str, target: str) -> None:
+    fs.put_file(source, target)
+    descriptor = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write_json(uri: str, obj) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tlfs import features
 from tests.conftest import shared_cifar_sources
 from tests.dags.conftest import REPO
+from tests.faults import python_path
 
 
 def feature_env(tmp_path) -> dict:
@@ -105,7 +106,7 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     from airflow_local import LocalAirflow
 
     marker = tmp_path / "killed-once"
-    faults = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)]),
+    faults = {"PYTHONPATH": python_path(),
               "TLFS_KILL_AT": "1", "TLFS_KILL_MATCH": "part-", "TLFS_KILL_ONCE": str(marker)}
     env = feature_env(tmp_path)
     conf = {"limit": 30, "shard_size": 30, "layers": ["head"]}

@@ -31,6 +31,15 @@ from fsspec.implementations.local import LocalFileSystem
 import tlfs.features.storage as storage
 
 KINDS = ("write", "rename", "done", "put", "rm")
+SITE = os.path.join(os.path.dirname(__file__), "site")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def python_path(faults: bool = True) -> str:
+    """PYTHONPATH for a process a test starts: the fault hooks (``faults``), this
+    repository (for ``tests.faults``), then whatever PYTHONPATH the test runs under."""
+    parts = ([SITE] if faults else []) + [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(parts)
 
 
 class Injector:

@@ -61,7 +61,8 @@ def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(
 
 
 def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
-    from tlfs.pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.config import FinetuneConfig
+    from tlfs.pipeline.finetune import finetune
 
     # 1,000 images per split, one epoch per phase: on the CPU this reached 67% (H100 run
     # 2026-11-26 of the older form, 200 images and two steps at lr 1e-4, reached only 13%)

@@ -23,6 +23,7 @@ from tlfs.features.errors import StoreError
 from tlfs.features.leases import live_plans
 from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
+from tests.faults import python_path
 
 DATASET, BACKBONE, LAYERS, SPLITS = "race", "efficientnet_lite0", ["block15", "head"], ["test", "train"]
 TRIALS = 3
@@ -37,7 +38,7 @@ def start(source: Path, store: Path, models: str, limit: int | None = None, env:
                "--shard-size", "4", "--batch-size", "4", "--no-progress", "--threads", "1"]
     command += ["--limit", str(limit)] if limit else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                            env={**os.environ, "PYTHONPATH": python_path(faults=False), **(env or {})})
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -109,7 +110,7 @@ def stopped_at_its_first_shard_file(source: Path, store: Path, models: str, mark
                                     lease_seconds: str) -> tuple[subprocess.Popen, Path, str]:
     """``tlfs extract`` of the whole set, SIGSTOPped (every thread, its lease renewal
     too) right after writing its first shard file; with its set's folder and plan id."""
-    faults = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)]),
+    faults = {"PYTHONPATH": python_path(),
               "TLFS_STOP_AT": "3", "TLFS_KILL_MATCH": "part-", "TLFS_STOP_MARKER": str(marker),
               "TLFS_LEASE_SECONDS": lease_seconds}
     proc = start(source, store, models, env=faults)

@@ -25,7 +25,8 @@ import pytest
 from tlfs import features
 from tlfs.features import layout
 from tlfs.pipeline import extract
-from tests.conftest import REPO, folder_images, write_tree
+from tests.conftest import folder_images, write_tree
+from tests.faults import python_path
 
 DATASET, BACKBONE, LAYERS, SPLITS = "crash", "efficientnet_lite0", ["block15", "head"], ["test", "train"]
 ARGS = ["--layers", ",".join(LAYERS), "--shard-size", "5", "--batch-size", "4", "--no-progress"]
@@ -33,7 +34,7 @@ QUOTA = {"export": 3, "plan": 3, "commit": 6}  # the rest of the trials go to sh
 
 
 def tlfs_extract(source: Path, store: Path, models: Path, extra_env: dict, limit: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **extra_env, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)])}
+    env = {**os.environ, **extra_env, "PYTHONPATH": python_path()}
     command = [str(Path(sys.executable).with_name("tlfs")), "extract", "--dataset", DATASET, "--source", str(source),
                "--backbone", BACKBONE, "--store", str(store), "--models", str(models), *ARGS]
     command += ["--limit", str(limit)] if limit else []

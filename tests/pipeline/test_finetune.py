@@ -18,8 +18,10 @@ from tlfs.models.backbones import load_backbone
 from tlfs.models.finetune import Classifier, apply_freeze, augment
 from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.finetune import FinetuneConfig, finetune
-from tests.conftest import REPO, folder_images, write_tree
+from tlfs.pipeline.config import FinetuneConfig
+from tlfs.pipeline.finetune import finetune
+from tests.conftest import folder_images, write_tree
+from tests.faults import python_path
 
 SMALL = ["--head-epochs", "1", "--epochs", "2", "--batch-size", "8", "--no-progress"]
 
@@ -59,7 +61,7 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path):
 
 
 def tlfs(*args, env_extra=None, check=True):
-    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults" / "site"), str(REPO)])}
+    env = {**os.environ, **(env_extra or {}), "PYTHONPATH": python_path()}
     proc = subprocess.run([str(Path(sys.executable).with_name("tlfs")), *args], capture_output=True, text=True, env=env, timeout=900)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
