@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from tlfs.models import sample_images
-from tlfs.features.storage import atomic_put_file, sha256_uri
+from tlfs.features.storage import atomic_put_file, atomic_write_json, sha256_uri
 from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, read_card
+from tlfs.models.classifier import save_classifier
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
 from tlfs.models.errors import ModelError
 from tlfs.models.taps import TapNetwork
@@ -68,6 +69,10 @@ def export(
     card = read_card(uri)
     if card is not None:
         log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
+        if "imagenet_classifier" not in card and not card.get("parent"):  # exported before classifiers were saved
+            card = {**card, "imagenet_classifier": save_classifier(load_backbone(backbone, choice=choice), uri)}
+            atomic_write_json(f"{uri}/{CARD_NAME}", card)
+            log(f"added the ImageNet classifier to {uri}")
         return with_variants(Artifact(uri, card), log)
     return export_loaded(load_backbone(backbone, choice=choice), uri, version, parent=parent, log=log)
 
@@ -85,10 +90,12 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         if worst < PARITY_MIN_COSINE:
             raise ModelError(f"ONNX export of {spec.name} disagrees with PyTorch (cosine {worst:.6f}): {parity}")
         card = _card(loaded, version, onnx_path, parity, parent, time.perf_counter() - started)
-        card_path = Path(tmp) / CARD_NAME
-        card_path.write_text(json.dumps(card, indent=2))
         fs, root = fsspec.core.url_to_fs(uri)
         fs.makedirs(root, exist_ok=True)
+        # a fine-tuned network's classifier is its dataset's, not ImageNet's
+        card["imagenet_classifier"] = None if parent else save_classifier(loaded, uri)
+        card_path = Path(tmp) / CARD_NAME
+        card_path.write_text(json.dumps(card, indent=2))
         atomic_put_file(onnx_path, f"{uri}/{ONNX_NAME}")
         atomic_put_file(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
     log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")

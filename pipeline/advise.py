@@ -10,6 +10,12 @@
   get confident predictions (high score); microscope slides, spectrograms or
   synthetic patterns get diffuse ones (low score). ``similar`` from
   ``SIMILAR_SCORE`` (0.35) up.
+
+Everything is read from the committed feature set (it runs right after the commit in
+the DAG): the labels of its training split, a class-balanced sample of its stored
+features of the classifier's input layer, and the classifier saved beside the ONNX graph
+at export (models/classifier.py). No sources are read again, nothing is extracted, no
+torch is loaded.
 * if a layer sweep is stored, its per-layer accuracies pick the layer.
 
 Thresholds are overridable (``--large-per-class``, ``--similar-score``).
@@ -17,7 +23,6 @@ Thresholds are overridable (``--large-per-class``, ``--similar-score``).
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from typing import Callable
 
@@ -63,63 +68,60 @@ def decide(per_class: float, similarity: float, large_per_class: int, similar_sc
     return case, action
 
 
+def balanced_sample(y: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
+    """Row numbers of a class-balanced sample of at most ``size`` rows: the first rows of
+    each class in image-id order (deterministic)."""
+    classes = np.unique(y)
+    per_class = max(1, -(-size // max(len(classes), 1)))
+    order = np.argsort(ids.astype(str), kind="stable")
+    picked = [order[y[order] == c][:per_class] for c in classes]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
+
+
 def advise(
-    dataset: str,
-    sources: list[str],
-    backbone: str,
-    store: str,
-    models: str,
-    limit: int | None = None,
+    feature_set,
     large_per_class: int = LARGE_IMAGES_PER_CLASS,
     similar_score: float = SIMILAR_SCORE,
-    cache_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    import torch
-
-    from tlfs import features
+    """The transfer case of the committed ``feature_set`` (features.open_set) and what to do."""
     from tlfs.features import layout
-    from tlfs.models.backbones import get_spec, imagenet_classifier, load_backbone
-    from tlfs.pipeline import extract
-    from tlfs.pipeline.datasets import build_index
+    from tlfs.features.storage import read_json_if_exists
+    from tlfs.models.artifact import Artifact, read_card
+    from tlfs.models.classifier import load_classifier
+    from tlfs.models.names import BACKBONES
+    from tlfs.pipeline.errors import PipelineError
 
-    spec = get_spec(backbone)
-    index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
-    train_split = "train" if "train" in index.splits() else index.splits()[0]
-    counts = Counter(e.label_name for e in index.entries if e.split == train_split)
-    per_class = float(np.median(list(counts.values())))
-    log(f"{dataset}: {sum(counts.values())} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
+    fs = feature_set
+    model_uri = fs.manifest["lineage"]["model_uri"]
+    card = read_card(model_uri)
+    if card is None:
+        raise PipelineError(f"the model of {fs.uri} ({model_uri}) is gone; export {fs.manifest['backbone']} again")
+    weight, bias, layer = load_classifier(Artifact(model_uri, card))
+    if layer not in fs.layers:
+        raise PipelineError(f"advise reads layer {layer!r}, which {fs.uri} does not hold; extract it (or all layers)")
+    train_split = "train" if "train" in fs.splits else fs.splits[0]
+    X, y, ids = fs.matrix(layer, train_split)
+    counts = Counter(fs.classes[label] for label in y)
+    per_class = float(np.median(list(counts.values()))) if counts else 0.0
+    log(f"{fs.dataset}: {len(y)} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
 
-    # Similarity on a class-balanced sample of the training split, head layer only.
-    with tempfile.TemporaryDirectory(prefix="tlfs-advise-") as tmp:
-        sample_size = min(SIMILARITY_SAMPLE, limit or SIMILARITY_SAMPLE)
-        summary = extract.run(dataset, sources, backbone, tmp, models, layers=[spec.classifier_input], splits=[train_split],
-                              limit=sample_size, cache_dir=cache_dir, show_progress=False, log=lambda *_: None)
-        X, _, _ = features.load_matrix(dataset, summary["backbone_version"], spec.classifier_input, train_split, tmp)
-    weight, bias = imagenet_classifier(load_backbone(backbone))
-    with torch.no_grad():
-        logits = (torch.from_numpy(X) @ weight.T + bias).numpy()
-    similarity = similarity_from_logits(logits)
+    sample = balanced_sample(y, ids, SIMILARITY_SAMPLE)
+    similarity = similarity_from_logits(X[sample] @ weight.T + bias)
     log(f"similarity to ImageNet: {similarity['score']:.3f} (mean top-1 probability {similarity['mean_max_probability']:.3f}, "
         f"{similarity['images']} images)")
 
-    sweep = None
-    try:
-        set_uri, _ = features.find_set(dataset, backbone, store)
-        fs_uri = f"{layout.heads_uri(set_uri)}/sweep.json"
-        from tlfs.features.storage import exists, read_json
-
-        if exists(fs_uri):
-            sweep = read_json(fs_uri)
-    except features.NotCommitted:
-        pass
-    case, action = decide(per_class, similarity["score"], large_per_class, similar_score, sweep,
-                          spec.tap_names[-1], spec.tap_names)
+    sweep = read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json")
+    taps = list(fs.layers)
+    case, action = decide(per_class, similarity["score"], large_per_class, similar_score, sweep, taps[-1], taps)
+    backbone = fs.manifest["backbone"]
     return {
-        "dataset": dataset,
-        "backbone": backbone,
+        "dataset": fs.dataset,
+        "backbone": backbone if backbone in BACKBONES else fs.backbone_version,
+        "backbone_version": fs.backbone_version,
+        "plan_id": fs.plan_id,
         "case": case,
-        "size": {"images_per_class": per_class, "train_images": int(sum(counts.values())), "classes": len(counts),
+        "size": {"images_per_class": per_class, "train_images": int(len(y)), "classes": len(counts),
                  "large_from_per_class": large_per_class, "large": per_class >= large_per_class},
         "similarity": {**similarity, "similar_from": similar_score, "similar": similarity["score"] >= similar_score},
         "sweep": sweep["layers"] if sweep else None,

@@ -120,11 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default and only choice: the set's own)")
 
-    p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do")
-    _dataset_args(p)
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do, "
+                       "from its committed features")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone name (newest set) or exact version; "
+                   "the set must hold the layer its ImageNet classifier reads (e.g. head)")
     _store_arg(p)
-    p.add_argument("--models", help="root of exported ONNX artifacts")
     p.add_argument("--large-per-class", type=_positive, help="training images per class from which a dataset is large (default 1000)")
     p.add_argument("--similar-score", type=float, help="similarity score from which a dataset is ImageNet-like (default 0.35)")
 
@@ -285,14 +286,14 @@ def cmd_verify(args, settings: Settings) -> dict:
 
 
 def cmd_advise(args, settings: Settings) -> dict:
+    from tlfs import features
     from tlfs.pipeline import advise as advisor
 
     result = advisor.advise(
-        args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.models,
-        limit=args.limit,
+        features.open_set(args.dataset, args.backbone, settings.store),
         large_per_class=args.large_per_class or advisor.LARGE_IMAGES_PER_CLASS,
         similar_score=args.similar_score if args.similar_score is not None else advisor.SIMILAR_SCORE,
-        cache_dir=settings.cache_dir, log=_log,
+        log=_log,
     )
     print(advisor.describe(result))
     return result

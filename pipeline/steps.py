@@ -101,13 +101,13 @@ def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: s
     return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
 
 
-def advise_dataset(dataset: str, backbone: str, sources: list[str] | None = None, limit: int | None = None,
-                   store: str | None = None, models: str | None = None, log: Callable = print) -> dict:
+def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+    """The transfer case of the committed set of ``dataset`` and ``backbone`` (a name or
+    an exact version), from its stored features."""
+    from tlfs import features
     from tlfs.pipeline import advise
 
-    s = _settings(store, models)
-    return advise.advise(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, limit=limit or None,
-                         cache_dir=s.cache_dir, log=log)
+    return advise.advise(features.open_set(dataset, backbone, _settings(store).store), log=log)
 
 
 def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, models: str | None,

@@ -190,8 +190,9 @@ def build_extract_dag(spec: DatasetSpec):
         def advise(committed: dict) -> dict:
             from tlfs.pipeline import steps
 
-            p = get_current_context()["params"]
-            return steps.advise_dataset(spec.name, p["backbone"], p["sources"], p["limit"], p["store"], p["models"], log=_log)
+            # the set this run just committed: its stored features, nothing extracted again
+            store = get_current_context()["params"]["store"]
+            return steps.advise_dataset(spec.name, committed["backbone_version"], store, log=_log)
 
         @task.branch
         def choose(advice: dict) -> str:

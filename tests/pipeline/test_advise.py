@@ -41,13 +41,56 @@ def test_thresholds_are_overridable():
 
 @pytest.mark.slow
 def test_cifar_sample_is_small_similar_and_flat_colour_patches_are_different(tmp_path, lite0, models_root):
+    from tlfs import features
+    from tlfs.pipeline import extract
     from tlfs.pipeline.advise import advise
     from tests.conftest import folder_images, shared_cifar_sources, write_tar
 
-    cifar = advise("cifar10", shared_cifar_sources(), "efficientnet_lite0", str(tmp_path / "s"), models_root,
-                   limit=200, log=lambda *_: None)
+    store = str(tmp_path / "s")
+    quiet = {"show_progress": False, "log": lambda *_: None}
+    extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", store, models_root, limit=200, layers=["head"], **quiet)
+    cifar = advise(features.open_set("cifar10", "efficientnet_lite0", store), log=lambda *_: None)
     assert cifar["case"] == "small_similar" and cifar["size"]["images_per_class"] == 20
     colours = write_tar(tmp_path / "c.tar.gz", folder_images(per_class=20))
-    patches = advise("colors", [str(colours)], "efficientnet_lite0", str(tmp_path / "s"), models_root, log=lambda *_: None)
+    extract.run("colors", [str(colours)], "efficientnet_lite0", store, models_root, **quiet)
+    patches = advise(features.open_set("colors", "efficientnet_lite0", store), log=lambda *_: None)
     assert patches["case"] == "small_different"
     assert patches["similarity"]["score"] < cifar["similarity"]["score"]
+
+
+def test_the_stored_classifier_gives_the_networks_own_imagenet_logits(lite0):
+    import torch
+
+    from tlfs.models import sample_images
+    from tlfs.models.backbones import get_spec, imagenet_classifier, load_backbone
+    from tlfs.models.classifier import load_classifier
+    from tlfs.models.runtime import open_session
+
+    weight, bias, layer = load_classifier(lite0)
+    assert layer == get_spec("efficientnet_lite0").classifier_input
+    photos = np.stack([sample_images.resized(sample_images.photo(n), 224) for n in sample_images.PHOTOS])
+    pooled = open_session(lite0, [layer]).run(photos)[layer]
+    loaded = load_backbone("efficientnet_lite0")
+    with torch.no_grad():
+        x = torch.from_numpy(photos).permute(0, 3, 1, 2).float()
+        expected = loaded.module.eval()(((x / 255) - torch.tensor(loaded.spec.mean).view(1, 3, 1, 1))
+                                 / torch.tensor(loaded.spec.std).view(1, 3, 1, 1)).numpy()
+    got = pooled @ weight.T + bias
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    np.testing.assert_allclose(got, expected, atol=1e-2)
+    w, b = imagenet_classifier(loaded)
+    np.testing.assert_array_equal(weight, w.numpy())
+
+
+def test_a_set_without_the_classifiers_layer_is_refused_naming_it(tmp_path, lite0, models_root):
+    from tlfs import features
+    from tlfs.pipeline import extract
+    from tlfs.pipeline.advise import advise
+    from tlfs.pipeline.errors import PipelineError
+    from tests.conftest import folder_images, write_tree
+
+    store = str(tmp_path / "s")
+    extract.run("colors", [str(write_tree(tmp_path / "d", folder_images(per_class=4)))], "efficientnet_lite0", store,
+                models_root, layers=["block2"], show_progress=False, log=lambda *_: None)
+    with pytest.raises(PipelineError, match="advise reads layer 'head'"):
+        advise(features.open_set("colors", "efficientnet_lite0", store), log=lambda *_: None)
