@@ -35,8 +35,9 @@ from tlfs.features.writer import write_shard
 from tlfs.models.artifact import Artifact
 from tlfs.models.variants import with_variants
 from tlfs.models.runtime import check_layers, open_session, require_cuda
-from tlfs.models.session import Runtime, TapSession, resolve_runtime
+from tlfs.models.session import TapSession, resolve_runtime
 from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 from tlfs.pipeline.lineage import code_version
@@ -44,112 +45,55 @@ from tlfs.pipeline.lineage import code_version
 MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
 
 
-@dataclass(frozen=True)
-class Plan:
-    data: dict
-
-    @property
-    def plan_id(self) -> str:
-        return self.data["plan_id"]
-
-    @property
-    def set_uri(self) -> str:
-        return self.data["set_uri"]
-
-    @property
-    def shards(self) -> list[dict]:
-        return self.data["shards"]
-
-    @property
-    def artifact(self) -> Artifact:
-        return Artifact(self.data["artifact_uri"], self.data["model_card"])
-
-    @property
-    def runtime(self) -> Runtime:
-        fields = {k: v for k, v in self.data["runtime"].items() if k != "provider"}
-        return Runtime(**fields)
-
-    @property
-    def index(self) -> DatasetIndex:
-        return DatasetIndex.from_json(self.data["index"])
-
-    def shard_entries(self, index: DatasetIndex, number: int) -> list[Entry]:
-        shard = self.shards[number]
-        in_split = [e for e in index.entries if e.split == shard["split"]]
-        return in_split[shard["start"] : shard["stop"]]
-
-
-def plan(
-    dataset: str,
-    sources: list[str],
-    backbone: str,
-    store: str,
-    models: str,
-    layers: list[str] | None = None,
-    splits: list[str] | None = None,
-    limit: int | None = None,
-    shard_size: int = 2500,
-    runtime: Runtime | None = None,
-    weights: str | None = None,
-    random_weights: bool = False,
-    cache_dir: str | None = None,
-    log: Callable[[str], None] = print,
-) -> Plan:
-    """Export (or reuse) the backbone, index the dataset and fix the shards. ``backbone``
-    is a registry name or an exported version under ``models`` (e.g. a fine-tuned one).
-    Nothing is written to the set: :func:`save_plan` does, under a lease."""
-    runtime = runtime or resolve_runtime()
-    artifact = _artifact(backbone, models, weights, random_weights, log)
-    layers = check_layers(artifact, layers)
+def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan:
+    """Export (or reuse) the backbone, index the dataset and fix the shards. Nothing is
+    written to the set: :func:`save_plan` does, under a lease."""
+    r = request
+    artifact = _artifact(r.backbone, r.model_store, r.weights, r.random_weights, log)
+    layers = check_layers(artifact, list(r.layers) if r.layers else None)
     started = time.perf_counter()
-    index = build_index(dataset, sources, splits=splits, limit=limit, cache_dir=cache_dir)
-    log(f"indexed {len(index.entries)} images of {dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
-    shards = []
+    index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
+                        cache_dir=r.cache_dir)
+    log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
+    shards: list[Shard] = []
     for split in index.splits():
         count = sum(1 for e in index.entries if e.split == split)
-        for start in range(0, count, shard_size):
-            shards.append({"shard": len(shards), "split": split, "start": start, "stop": min(start + shard_size, count)})
+        for start in range(0, count, r.shard_size):
+            shards.append(Shard(len(shards), split, start, min(start + r.shard_size, count)))
     identity = {
         "version": artifact.version,
-        "runtime": runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
+        "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
         "layers": layers,
         "sources": [s.checksum for s in index.sources],
         "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
-        "shards": shards,
+        "shards": [s.to_json() for s in shards],
     }
-    plan_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    set_uri = layout.set_uri(store, dataset, artifact.version)
-    data = {
-        "plan_id": plan_id,
-        "dataset": dataset,
-        "backbone": artifact.card["backbone"],
-        "backbone_version": artifact.version,
-        "artifact_uri": artifact.uri,
-        "model_card": artifact.card,
-        "set_uri": set_uri,
-        "layers": layers,
-        "splits": index.splits(),
-        "limit": limit,
-        "batch_size": runtime.batch_size,
-        "runtime": runtime.to_json(),
-        "shard_size": shard_size,
-        "cache_dir": cache_dir,
-        "shards": shards,
-        "index": index.to_json(),
-    }
-    return Plan(data)
+    return Plan(
+        plan_id=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+        dataset=r.dataset,
+        set_uri=layout.set_uri(r.store, r.dataset, artifact.version),
+        artifact=artifact,
+        layers=tuple(layers),
+        splits=tuple(index.splits()),
+        limit=r.limit,
+        runtime=r.runtime,
+        shard_size=r.shard_size,
+        cache_dir=r.cache_dir,
+        shards=tuple(shards),
+        index=index,
+    )
 
 
 def save_plan(p: Plan, held: Lease) -> None:
     """Write ``plan.json`` into the set's staging; ``held`` is the caller's lease on it."""
     assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
-    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.data)
+    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
 
 
-def plan_task(*args, lease: LeaseTerms = LeaseTerms(), **kwargs) -> Plan:
+def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> Plan:
     """Planning as a task of its own (a DAG's): the plan is saved under a lease that
     lingers ``lease.linger`` seconds, so that its shard tasks, queued, still find it."""
-    p = plan(*args, **kwargs)
+    p = plan(request, log)
     with hold(p.set_uri, p.plan_id, lease, plan_must_exist=False) as held:
         save_plan(p, held)
     return p
@@ -174,7 +118,7 @@ def _artifact(backbone: str, models: str, weights: str | None, random_weights: b
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:
     try:
-        return Plan(read_json(layout.plan_uri(set_uri, plan_id)))
+        return Plan.from_json(read_json(layout.plan_uri(set_uri, plan_id)))
     except FileNotFoundError:
         raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
 
@@ -248,13 +192,12 @@ def extract_shard(
     session: TapSession | None = None,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
-    index: DatasetIndex | None = None,
 ) -> dict:
     """Extract shard ``number`` of plan ``p`` on the plan's runtime (device, precision);
     returns its result record."""
     if not 0 <= number < len(p.shards):
         raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
-    return run_shards(p, [number], session, threads, progress, index)[0]
+    return run_shards(p, [number], session, threads, progress)[0]
 
 
 def run_shards(
@@ -263,7 +206,6 @@ def run_shards(
     session: TapSession | None = None,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
-    index: DatasetIndex | None = None,
     check: Callable[[], None] = lambda: None,
 ) -> list[dict]:
     """The one extraction runner (``tlfs extract``, a DAG's shard task, a repair): the
@@ -273,7 +215,6 @@ def run_shards(
     one shard waits to be written, so host memory stays bounded). ``check`` runs before
     each shard (a lease check: stop at once, saying why, if the plan was removed); the
     session is opened only when a shard needs it."""
-    index = index or p.index
     results: list[dict] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
         pending = None
@@ -285,11 +226,11 @@ def run_shards(
                     progress(done["read"])
                 results.append({**done, "skipped": True})
                 continue
-            session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
-            outputs = compute_shard(p, index, number, session, progress)
+            session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
+            outputs = compute_shard(p, number, session, progress)
             if pending is not None:
                 results.append(pending.result())
-            pending = writer.submit(write_shard_outputs, p, index, outputs)
+            pending = writer.submit(write_shard_outputs, p, outputs)
         if pending is not None:
             results.append(pending.result())
     return sorted(results, key=lambda r: r["shard"])
@@ -304,12 +245,11 @@ def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | N
         return result
 
 
-def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession,
-                  progress: Callable[[int], None] | None = None) -> ShardOutputs:
+def compute_shard(p: Plan, number: int, session: TapSession, progress: Callable[[int], None] | None = None) -> ShardOutputs:
     """Decode (on a background thread) and run one shard through the session."""
-    entries = p.shard_entries(index, number)
-    size = p.data["model_card"]["preprocessing"]["input_size"]
-    batch_size = p.data["batch_size"]
+    index = p.index
+    entries = p.shard_entries(number)
+    batch_size = p.runtime.batch_size
     started = time.perf_counter()
 
     outputs: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -326,7 +266,7 @@ def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession
         if progress:
             progress(len(items))
 
-    for position, entry, image, reason in _decoded(index, entries, size, p.data.get("cache_dir")):
+    for position, entry, image, reason in _decoded(index, entries, p.input_size, p.cache_dir):
         if image is None:
             rejects.append({"image_id": entry.image_id, "source": index.sources[entry.source].uri, "reason": reason})
             if progress:
@@ -344,23 +284,22 @@ def compute_shard(p: Plan, index: DatasetIndex, number: int, session: TapSession
     order = np.argsort(np.concatenate(positions)) if positions else np.zeros(0, int)
     kept = [entries[i] for i in (np.concatenate(positions)[order] if positions else [])]
     matrices = {}
-    for layer in p.data["layers"]:
-        dim = p.data["model_card"]["layers"][layer]
+    for layer, dim in p.layer_dims.items():
         matrices[layer] = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
     return ShardOutputs(number, entries, kept, matrices, rejects, started)
 
 
-def write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict:
+def write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     """One Parquet file per layer, atomically, then the shard's result record."""
     with translate_missing(p.set_uri, p.plan_id):
-        return _write_shard_outputs(p, index, out)
+        return _write_shard_outputs(p, out)
 
 
-def _write_shard_outputs(p: Plan, index: DatasetIndex, out: ShardOutputs) -> dict:
+def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     ids = [e.image_id for e in out.kept]
-    labels = np.array([index.label_of(e.label_name) for e in out.kept], dtype=np.int16)
+    labels = np.array([p.index.label_of(e.label_name) for e in out.kept], dtype=np.int16)
     names = [e.label_name for e in out.kept]
-    split = p.shards[out.number]["split"]
+    split = p.shards[out.number].split
     files = {}
     writing = time.perf_counter()
     for layer, matrix in out.matrices.items():
@@ -414,7 +353,7 @@ def commit_task(set_uri: str, plan_id: str, results: list[dict] | None = None, l
 def _manifest(p: Plan, results: list[dict]) -> dict:
     """The manifest of plan ``p`` from its shards' records."""
     index = p.index
-    counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.data["splits"]}
+    counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.splits}
     rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in index.rejects]
     for r in index.rejects:  # refused while indexing: read, and rejected
         split = r.image_id.split("/")[0]
@@ -430,14 +369,14 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         rejects.extend(result["rejects"])
         for layer, info in result["files"].items():
             shards.append({"layer": layer, "split": result["split"], "shard": result["shard"], **info})
-    card = p.data["model_card"]
+    card = p.artifact.card
     manifest = {
-        "dataset": p.data["dataset"],
-        "backbone": p.data["backbone"],
-        "backbone_version": p.data["backbone_version"],
+        "dataset": p.dataset,
+        "backbone": p.backbone,
+        "backbone_version": p.backbone_version,
         "plan_id": p.plan_id,
-        "layers": {layer: card["layers"][layer] for layer in p.data["layers"]},
-        "splits": p.data["splits"],
+        "layers": p.layer_dims,
+        "splits": list(p.splits),
         "classes": index.classes,
         "rows": sum(c["written"] for c in counts.values()),
         "counts": counts,
@@ -445,14 +384,14 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         "rejects": rejects,
         "lineage": {
             "onnx_sha256": card["onnx_sha256"],
-            "runtime": p.data["runtime"],  # device, provider, precision, batch, fixed shapes
+            "runtime": p.runtime.to_json(),  # device, provider, precision, batch, fixed shapes
             "onnx_file_sha256": (card["onnx_sha256"] if p.runtime.precision == "fp32"
                                  else card["variants"][p.runtime.precision]["sha256"]),
-            "model_uri": p.data["artifact_uri"],
+            "model_uri": p.artifact.uri,
             "weights": card["weights"],
             "parent": card.get("parent"),
             "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in index.sources],
-            "limit": p.data["limit"],
+            "limit": p.limit,
             "preprocessing": {
                 **card["preprocessing"],
                 "decode": "Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
@@ -533,29 +472,32 @@ def run(
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
         require_cuda()  # before any work
-    p = plan(dataset, sources, backbone, store, models, layers, splits, limit, shard_size, runtime,
-             weights, random_weights, cache_dir, log)
+    request = ExtractionRequest(dataset, tuple(sources), backbone, store, models, _tuple(layers), _tuple(splits), limit,
+                                shard_size, runtime, weights, random_weights, cache_dir)
+    p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
         return _run_plan(p, held, threads, show_progress, started, log, session)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values else None
 
 
 def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, started: float,
               log: Callable[[str], None], session: TapSession | None = None) -> dict:
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
-    session = session or open_session(p.artifact, p.data["layers"], p.runtime, threads=threads)
+    session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
     planned = time.perf_counter()
-    index = p.index
-    total = sum(s["stop"] - s["start"] for s in p.shards)
+    total = p.images
     from tqdm import tqdm
 
     bytes_written = 0
     write_seconds = 0.0
     skipped = 0
-    with tqdm(total=total, unit="img", desc=f"extract {p.data['dataset']}", disable=not show_progress, mininterval=1.0) as bar:
-        results = run_shards(p, [shard["shard"] for shard in p.shards], session, progress=bar.update, index=index,
-                             check=held.check)
+    with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar:
+        results = run_shards(p, [shard.number for shard in p.shards], session, progress=bar.update, check=held.check)
     for result in results:
         skipped += bool(result.get("skipped"))
         bytes_written += sum(f["bytes"] for f in result["files"].values())
@@ -567,7 +509,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     extract_seconds = extracted - planned
     return {
         "set_uri": p.set_uri,
-        "backbone_version": p.data["backbone_version"],
+        "backbone_version": p.backbone_version,
         "rows": manifest["rows"],
         "counts": manifest["counts"],
         "rejected": len(manifest["rejects"]),

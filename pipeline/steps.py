@@ -47,16 +47,19 @@ def plan_extraction(
 
     s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size,
                       device=device, precision=precision)
-    p = extract.plan_task(dataset, s.sources_for(dataset, sources), backbone, s.store, s.models, layers or None,
-                          splits or None, limit or None, s.shard_size, s.runtime(), weights, False, s.cache_dir, log,
-                          lease=s.lease_terms(task=True))
+    from tlfs.pipeline.plan import ExtractionRequest
+
+    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.models,
+                                tuple(layers) if layers else None, tuple(splits) if splits else None, limit or None,
+                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir)
+    p = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": p.set_uri,
         "plan_id": p.plan_id,
-        "backbone_version": p.data["backbone_version"],
-        "runtime": p.data["runtime"],
-        "shards": [shard["shard"] for shard in p.shards],
-        "images": sum(shard["stop"] - shard["start"] for shard in p.shards),
+        "backbone_version": p.backbone_version,
+        "runtime": p.runtime.to_json(),
+        "shards": [shard.number for shard in p.shards],
+        "images": p.images,
     }
 
 

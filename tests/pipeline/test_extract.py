@@ -7,6 +7,7 @@ import pytest
 from tlfs import features
 from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.plan import ExtractionRequest
 from tests.conftest import folder_images, write_tree
 
 
@@ -84,8 +85,8 @@ def test_a_new_plan_replaces_the_old_files_after_commit(tmp_path, lite0, models_
 
 
 def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_root):
-    p = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", str(tmp_path / "store"), models_root,
-                          shard_size=5, log=lambda *_: None)
+    p = extract.plan_task(ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", str(tmp_path / "store"),
+                                            models_root, shard_size=5), log=lambda *_: None)
     extract.extract_shard(p, 0)
     with pytest.raises(PipelineError, match="shard 1 is not extracted"):
         extract.commit(p, log=lambda *_: None)
@@ -99,18 +100,18 @@ def test_the_commit_uses_the_shard_records_it_is_handed_and_checks_their_files(t
     from tlfs.features import layout
 
     store = str(tmp_path / "store")
-    p = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
-                          shard_size=5, log=lambda *_: None)
+    p = extract.plan_task(ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", store, models_root,
+                                            shard_size=5), log=lambda *_: None)
     results = [extract.extract_shard_task(p.set_uri, p.plan_id, n) for n in range(len(p.shards))]
     # the records in staging are not read back: the handed ones are enough
     shutil.rmtree(f"{layout.staging_uri(p.set_uri, p.plan_id)}/shards")
     extract.commit_task(p.set_uri, p.plan_id, results, log=lambda *_: None)
     assert features.describe("colors", "efficientnet_lite0", store)["rows"] == sum(r["written"] for r in results)
     # a handed record whose file is gone is refused, naming the shard
-    q = extract.plan_task("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
-                          shard_size=4, log=lambda *_: None)
+    q = extract.plan_task(ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", store, models_root,
+                                            shard_size=4), log=lambda *_: None)
     handed = [extract.extract_shard_task(q.set_uri, q.plan_id, n) for n in range(len(q.shards))]
-    (tmp_path / "store" / "colors" / q.data["backbone_version"] / handed[1]["files"]["head"]["path"]).unlink()
+    (tmp_path / "store" / "colors" / q.backbone_version / handed[1]["files"]["head"]["path"]).unlink()
     with pytest.raises(PipelineError, match="shard 1 is not extracted"):
         extract.commit_task(q.set_uri, q.plan_id, handed, log=lambda *_: None)
 

@@ -1,0 +1,26 @@
+"""The plan as typed values: what plan.json holds, read back whole."""
+
+from tlfs.pipeline import extract
+from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
+
+
+def test_a_saved_plan_reads_back_as_the_same_typed_plan(tmp_path, folder_dataset, lite0, models_root):
+    request = ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", str(tmp_path / "store"), models_root,
+                                layers=("block2", "head"), shard_size=4)
+    p = extract.plan_task(request, log=lambda *_: None)
+    back = extract.load_plan(p.set_uri, p.plan_id)
+    assert isinstance(back, Plan) and back.to_json() == p.to_json()
+    assert back.layers == ("block2", "head") and back.layer_dims == {"block2": 24, "head": 1280}
+    assert back.shards[0] == Shard(0, back.shards[0].split, 0, 4)
+    assert back.images == len(back.index.entries) == sum(s.images for s in back.shards)
+    assert [e.split for e in back.shard_entries(0)] == [back.shards[0].split] * 4
+    assert back.runtime == request.runtime and back.input_size == 224
+
+
+def test_the_same_request_makes_the_same_plan_id_and_another_shard_size_another(tmp_path, folder_dataset, lite0, models_root):
+    request = ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", str(tmp_path / "store"), models_root)
+    quiet = lambda *_: None  # noqa: E731
+    assert extract.plan(request, quiet).plan_id == extract.plan(request, quiet).plan_id
+    from dataclasses import replace
+
+    assert extract.plan(replace(request, shard_size=3), quiet).plan_id != extract.plan(request, quiet).plan_id
