@@ -63,7 +63,7 @@ def bench(
     device: str = "cpu",
     batch_size: int | None = None,
     images: int | None = None,
-    models: str | None = None,
+    model_store: str | None = None,
     weights: str | None = None,
     random_weights: bool = False,
     log: Callable[[str], None] = print,
@@ -88,7 +88,7 @@ def bench(
         raise PipelineError("--device cuda was asked for but PyTorch sees no CUDA device")
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-") as tmp:
         tmp_path = Path(tmp)
-        models_root = models or str(tmp_path / "models")
+        models_root = model_store or str(tmp_path / "models")
         artifact = export(backbone, models_root, weights=weights, random_weights=random_weights, log=log)
         loaded = load_backbone(backbone, weights=weights, random_weights=random_weights)
         rng = np.random.default_rng(0)

@@ -39,7 +39,7 @@ def _backbone_args(p: argparse.ArgumentParser) -> None:
                    "(extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
-    p.add_argument("--models", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
+    p.add_argument("--models", dest="model_store", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         store=getattr(args, "store", None),
-        models=getattr(args, "models", None),
+        model_store=getattr(args, "model_store", None),
         batch_size=getattr(args, "batch_size", None),
         shard_size=getattr(args, "shard_size", None),
         device=getattr(args, "device", None),
@@ -159,7 +159,7 @@ def _log(message: str) -> None:
 def cmd_export(args, settings: Settings) -> dict:
     from tlfs.models.export import export
 
-    artifact = export(args.backbone, settings.models, weights=args.weights, random_weights=args.random_weights, log=_log)
+    artifact = export(args.backbone, settings.model_store, weights=args.weights, random_weights=args.random_weights, log=_log)
     card = artifact.card
     print(f"{card['version']}  {artifact.onnx_uri}")
     for name, dim in card["layers"].items():
@@ -176,7 +176,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         sources=settings.sources_for(args.dataset, args.sources),
         backbone=args.backbone,
         store=settings.store,
-        models=settings.models,
+        model_store=settings.model_store,
         layers=args.layers,
         splits=args.splits,
         limit=args.limit,
@@ -205,7 +205,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     sources = settings.sources_for(args.dataset, args.sources)
-    result = finetune(args.dataset, sources, args.backbone, settings.models, config, limit=args.limit, device=settings.device,
+    result = finetune(args.dataset, sources, args.backbone, settings.model_store, config, limit=args.limit, device=settings.device,
                       cache_dir=settings.cache_dir, weights=args.weights, restart=args.restart,
                       show_progress=not args.no_progress, log=_log)
     print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
@@ -217,7 +217,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         from tlfs.pipeline.fit import fit
 
         layer = get_spec(args.backbone).classifier_input
-        extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.models,
+        extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.model_store,
                                 limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
                                 show_progress=not args.no_progress, log=_log, lease=settings.lease_terms())
         head = fit(features.open_set(args.dataset, result["backbone_version"], settings.store), [layer], "softmax", log=_log)
@@ -253,7 +253,7 @@ def cmd_sweep(args, settings: Settings) -> dict:
 def cmd_bench(args, settings: Settings) -> dict:
     from tlfs.pipeline.bench import bench
 
-    result = bench(args.backbone, args.device, args.batch_size, args.images, args.models, args.weights,
+    result = bench(args.backbone, args.device, args.batch_size, args.images, args.model_store, args.weights,
                    args.random_weights, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")

@@ -28,7 +28,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 @dataclass(frozen=True)
 class Settings:
     store: str = "tlfs-data/store"  # feature store root, any fsspec URI
-    models: str = "tlfs-data/models"  # exported ONNX artifacts root, any fsspec URI
+    model_store: str = "tlfs-data/models"  # exported ONNX artifacts root, any fsspec URI
     cifar10_source: tuple[str, ...] = (CIFAR10_URL,)  # default source(s) of the cifar10 dataset
     cache_dir: str = "tlfs-data/cache"  # local copies of remote dataset sources
     batch_size: int = 0  # images per inference batch; 0 = the device's (64 on the CPU, 256 on CUDA)
@@ -102,7 +102,7 @@ class FinetuneConfig:
 
 ENV = {
     "store": "TLFS_STORE",
-    "models": "TLFS_MODELS",
+    "model_store": "TLFS_MODELS",
     "cifar10_source": "TLFS_CIFAR10_SOURCE",
     "cache_dir": "TLFS_CACHE",
     "batch_size": "TLFS_BATCH_SIZE",

@@ -99,21 +99,21 @@ def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log:
     return p
 
 
-def _artifact(backbone: str, models: str, weights: str | None, random_weights: bool, log) -> Artifact:
+def _artifact(backbone: str, model_store: str, weights: str | None, random_weights: bool, log) -> Artifact:
     from tlfs.models.artifact import read_card
     from tlfs.models.names import BACKBONES
 
     if backbone not in BACKBONES:
-        card = read_card(f"{models.rstrip('/')}/{backbone}")
+        card = read_card(f"{model_store.rstrip('/')}/{backbone}")
         if card is None:
-            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}) nor an exported version in {models}")
+            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}) nor an exported version in {model_store}")
         if weights or random_weights:
             raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
         log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
-        return with_variants(Artifact(f"{models.rstrip('/')}/{backbone}", card), log)
+        return with_variants(Artifact(f"{model_store.rstrip('/')}/{backbone}", card), log)
     from tlfs.models.export import export  # torch: needed only here, not by shard workers
 
-    return export(backbone, models, weights=weights, random_weights=random_weights, log=log)
+    return export(backbone, model_store, weights=weights, random_weights=random_weights, log=log)
 
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:
@@ -448,7 +448,7 @@ def run(
     sources: list[str],
     backbone: str,
     store: str,
-    models: str,
+    model_store: str,
     layers: list[str] | None = None,
     splits: list[str] | None = None,
     limit: int | None = None,
@@ -472,7 +472,7 @@ def run(
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
         require_cuda()  # before any work
-    request = ExtractionRequest(dataset, tuple(sources), backbone, store, models, _tuple(layers), _tuple(splits), limit,
+    request = ExtractionRequest(dataset, tuple(sources), backbone, store, model_store, _tuple(layers), _tuple(splits), limit,
                                 shard_size, runtime, weights, random_weights, cache_dir)
     p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:

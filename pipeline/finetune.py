@@ -85,7 +85,7 @@ def finetune(
     dataset: str,
     sources: list[str],
     backbone: str,
-    models: str,
+    model_store: str,
     config: FinetuneConfig = FinetuneConfig(),
     limit: int | None = None,
     device: str = "cpu",
@@ -116,7 +116,7 @@ def finetune(
         if split not in index.splits():
             raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())}")
     key = run_key(dataset, index, backbone, choice.sha256, config, limit)
-    work = f"{models.rstrip('/')}/_finetune/{dataset}-{backbone}-{key}"
+    work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{backbone}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}")
@@ -221,7 +221,7 @@ def finetune(
     metrics = {"test_accuracy": round(test_accuracy, 5), "validation_accuracy": round(best["validation_accuracy"], 5),
                "best_phase": best["phase"], "best_epoch": best["epoch"], "n_train": len(fit_images),
                "n_validation": len(val_images), "n_test": len(test_images), "rejected": len(rejects), "seconds": seconds}
-    artifact = _export(model, loaded, backbone, models, work, cache_dir, key, parent={
+    artifact = _export(model, loaded, backbone, model_store, work, cache_dir, key, parent={
         "version": parent_version, "run": key, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
         "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
         "finetune": asdict(config), "device": device, "metrics": metrics,
@@ -233,7 +233,7 @@ def finetune(
     return summary
 
 
-def _export(model, loaded, backbone: str, models: str, work: str, cache_dir: str | None, key: str, parent: dict, log):
+def _export(model, loaded, backbone: str, model_store: str, work: str, cache_dir: str | None, key: str, parent: dict, log):
     """The fine-tuned backbone as a weights file (kept beside the checkpoint), exported
     to ONNX as a new version; the new classifier is saved beside it."""
     import tempfile
@@ -250,4 +250,4 @@ def _export(model, loaded, backbone: str, models: str, work: str, cache_dir: str
     torch.save(backbone_state(model, loaded), weights)
     atomic_write_bytes(f"{work}/backbone.pt", weights.read_bytes())
     _write_torch(f"{work}/classifier.pt", {k: v.cpu() for k, v in model.classifier.state_dict().items()})
-    return export(backbone, models, weights=str(weights), parent=parent, log=log)
+    return export(backbone, model_store, weights=str(weights), parent=parent, log=log)

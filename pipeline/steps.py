@@ -14,14 +14,14 @@ from tlfs.pipeline.config import load_settings
 FINAL_ERRORS = (PlanReplaced,)
 
 
-def _settings(store: str | None = None, models: str | None = None):
-    return load_settings(store=store or None, models=models or None)
+def _settings(store: str | None = None, model_store: str | None = None):
+    return load_settings(store=store or None, model_store=model_store or None)
 
 
-def export_backbone(backbone: str, models: str | None = None, weights: str | None = None, log: Callable = print) -> dict:
+def export_backbone(backbone: str, model_store: str | None = None, weights: str | None = None, log: Callable = print) -> dict:
     from tlfs.models.export import export
 
-    artifact = export(backbone, _settings(models=models).models, weights=weights, log=log)
+    artifact = export(backbone, _settings(model_store=model_store).model_store, weights=weights, log=log)
     return {"backbone_version": artifact.version, "uri": artifact.uri, "onnx_sha256": artifact.card["onnx_sha256"]}
 
 
@@ -33,7 +33,7 @@ def plan_extraction(
     splits: list[str] | None = None,
     limit: int | None = None,
     store: str | None = None,
-    models: str | None = None,
+    model_store: str | None = None,
     batch_size: int | None = None,
     shard_size: int | None = None,
     weights: str | None = None,
@@ -45,11 +45,11 @@ def plan_extraction(
     defaults when not given); the plan's shards then run on that device."""
     from tlfs.pipeline import extract
 
-    s = load_settings(store=store or None, models=models or None, batch_size=batch_size, shard_size=shard_size,
+    s = load_settings(store=store or None, model_store=model_store or None, batch_size=batch_size, shard_size=shard_size,
                       device=device, precision=precision)
     from tlfs.pipeline.plan import ExtractionRequest
 
-    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.models,
+    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.model_store,
                                 tuple(layers) if layers else None, tuple(splits) if splits else None, limit or None,
                                 s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir)
     p = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
@@ -113,11 +113,11 @@ def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: C
     return advise.advise(features.open_set(dataset, backbone, _settings(store).store), log=log)
 
 
-def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, models: str | None,
+def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, model_store: str | None,
                       device: str, settings: dict, log: Callable = print) -> dict:
     from tlfs.pipeline.finetune import FinetuneConfig, finetune
 
-    s = _settings(models=models)
-    result = finetune(dataset, s.sources_for(dataset, sources), backbone, s.models, FinetuneConfig(**settings),
+    s = _settings(model_store=model_store)
+    result = finetune(dataset, s.sources_for(dataset, sources), backbone, s.model_store, FinetuneConfig(**settings),
                       limit=limit or None, device=device, cache_dir=s.cache_dir, show_progress=False, log=log)
     return {k: v for k, v in result.items() if k != "history"}
