@@ -63,18 +63,29 @@ def export(
     """Export ``backbone`` under ``models_root`` (any fsspec URI) unless an identical
     version is already there. ``parent`` records lineage for fine-tuned versions."""
     choice = resolve_weights(backbone, weights, random_weights)
+    return _export_version(get_spec(backbone), choice.sha256, models_root, parent,
+                           lambda: load_backbone(backbone, choice=choice), log)
+
+
+def export_module(loaded: LoadedBackbone, models_root: str, parent: dict | None = None, log=print) -> Artifact:
+    """Export a network held in memory (a fine-tuned one) as its version, unless that
+    version is already there."""
+    return _export_version(loaded.spec, loaded.weights_sha256, models_root, parent, lambda: loaded, log)
+
+
+def _export_version(spec: BackboneSpec, weights_sha256: str, models_root: str, parent: dict | None, load, log) -> Artifact:
     lineage = {k: parent.get(k) for k in ("version", "dataset", "run")} if parent else None
-    version = version_of(get_spec(backbone), choice.sha256, lineage=lineage)
+    version = version_of(spec, weights_sha256, lineage=lineage)
     uri = f"{models_root.rstrip('/')}/{version}"
     card = read_card(uri)
     if card is not None:
         log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
         if "imagenet_classifier" not in card and not card.get("parent"):  # exported before classifiers were saved
-            card = {**card, "imagenet_classifier": save_classifier(load_backbone(backbone, choice=choice), uri)}
+            card = {**card, "imagenet_classifier": save_classifier(load(), uri)}
             atomic_write_json(f"{uri}/{CARD_NAME}", card)
             log(f"added the ImageNet classifier to {uri}")
         return with_variants(Artifact(uri, card), log)
-    return export_loaded(load_backbone(backbone, choice=choice), uri, version, parent=parent, log=log)
+    return export_loaded(load(), uri, version, parent=parent, log=log)
 
 
 def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict | None = None, log=print) -> Artifact:

@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -81,6 +81,27 @@ def run_key(dataset: str, index: DatasetIndex, backbone: str, weights_sha256: st
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
+@dataclass
+class Splits:
+    """The decoded images of a run, held in memory: training (fit), validation (10% of
+    the training split, stratified) and test, with the images rejected while decoding."""
+
+    fit: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    rejects: list[dict]
+
+
+@dataclass
+class Progress:
+    """What a checkpoint holds besides the weights: where the run is and its best epoch."""
+
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"validation_accuracy": -1.0, "model": None, "phase": None, "epoch": 0})
+    phases_done: list = field(default_factory=list)
+    saved: dict | None = None  # the checkpoint this run resumed from
+
+
 def finetune(
     dataset: str,
     sources: list[str],
@@ -95,18 +116,16 @@ def finetune(
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
+    """Fine-tune ``backbone`` on ``dataset``'s classes and export it as a new version:
+    check the request, decode the splits, build the network on the device, resume from a
+    checkpoint if one is there, train each phase, test the best epoch, export."""
     import torch
 
     from tlfs.models.backbones import get_spec, load_backbone, resolve_weights
     from tlfs.models.export import version_of
-    from tlfs.models.finetune import Classifier, apply_freeze, evaluate, train_epoch
-    from tlfs.pipeline.fit import validation_split
+    from tlfs.models.finetune import Classifier, evaluate
 
-    config.check()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("--device cuda was asked for, but PyTorch sees no CUDA device (no CPU fallback)")
-    if device not in ("cpu", "cuda"):
-        raise PipelineError(f"--device must be cpu or cuda, not {device!r}")
+    _check_request(config, device)
     started = time.perf_counter()
     spec = get_spec(backbone)
     choice = resolve_weights(backbone, weights, random_weights=config.from_scratch)
@@ -120,134 +139,185 @@ def finetune(
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}")
-    split_entries = {s: [e for e in index.entries if e.split == s] for s in ("train", "test")}
-    train_images, train_labels, rejects = load_split(index, split_entries["train"], spec.input_size, cache_dir)
-    test_images, test_labels, test_rejects = load_split(index, split_entries["test"], spec.input_size, cache_dir)
-    rejects += test_rejects
-    fit_idx, val_idx = validation_split(train_labels, seed=config.seed)
-    val_images, val_labels = train_images[val_idx], train_labels[val_idx]
-    fit_images, fit_labels = train_images[fit_idx], train_labels[fit_idx]
+    splits = decode_splits(index, spec.input_size, cache_dir, config.seed)
 
     torch.manual_seed(config.seed)
     loaded = load_backbone(backbone, choice=choice)
     model = Classifier(loaded, len(index.classes)).to(device)
-    amp = device == "cuda"
-    if amp:
+    if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: the fastest kernels, found once
     # On the training device: the random numbers (shuffles, augmentation) and the images of
     # every split, so that a step never waits on a host copy or a host random draw.
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    images_on_device = torch.from_numpy(fit_images).to(device)
-    labels_on_device = torch.from_numpy(fit_labels).to(device)
-    val_on_device = (torch.from_numpy(val_images).to(device), torch.from_numpy(val_labels).to(device))
+    progress = _resume(checkpoint_uri, restart, config, model, generator, log)
 
-    saved = _read_checkpoint(checkpoint_uri) if exists(checkpoint_uri) and not restart else None
-    if saved is not None:
-        if saved.get("config") != asdict(config):
-            raise PipelineError(f"{checkpoint_uri} was written with other settings; use --restart to start over")
-        model.load_state_dict(saved["model"])
-        generator.set_state(saved["generator"])
-        log(f"resuming from {checkpoint_uri}: phase {saved['phase']}, {saved['epoch']} epoch(s) done")
-    resumed_from = None if saved is None else {"phase": saved["phase"], "epoch": saved["epoch"]}
-    history: list = list(saved["history"]) if saved else []
-    best = saved["best"] if saved else {"validation_accuracy": -1.0, "model": None, "phase": None, "epoch": 0}
-    phases_done: list = list(saved["phases_done"]) if saved else []
-
-    def checkpoint(phase: str, epoch: int, stale: int, optimizer, scheduler) -> None:
-        _write_torch(checkpoint_uri, {
-            "config": asdict(config), "phase": phase, "epoch": epoch, "stale": stale, "phases_done": phases_done,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
-            "scheduler": scheduler.state_dict() if scheduler else {}, "generator": generator.get_state(),
-            "best": best, "history": history,
-        })
-
+    trainer = _Trainer(model, generator, config, device, splits, checkpoint_uri, progress, show_progress, log)
     phases = [("body", config.epochs)] if config.from_scratch else [("head", config.head_epochs), ("body", config.epochs)]
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    from tqdm import tqdm
-
     for phase, epochs in phases:
-        if phase in phases_done:
-            continue
-        if phase == "head":
-            apply_freeze(model, "all")
-            params = list(model.classifier.parameters())
-            optimizer = torch.optim.RMSprop(params, lr=config.head_lr, weight_decay=config.weight_decay)
-        else:
-            frozen = apply_freeze(model, "none" if config.from_scratch else config.freeze)
-            if frozen:
-                log(f"phase 2: {len(frozen)} backbone parameter tensors frozen ({config.freeze} tap block(s))")
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        steps = max(1, epochs * -(-len(fit_images) // config.batch_size))
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if config.schedule == "cosine"
-                     else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
-        start_epoch, stale = 0, 0
-        if saved and saved["phase"] == phase:
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            start_epoch, stale = saved["epoch"], saved["stale"]
-        for epoch in range(start_epoch, epochs):
-            if stale >= config.patience:
-                break
-            epoch_started = time.perf_counter()
-            batches = tqdm(torch.randperm(len(fit_images), generator=generator, device=device).split(config.batch_size),
-                           desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not show_progress, leave=False)
-            mean_loss = train_epoch(model, optimizer, scheduler, loss_fn, images_on_device, labels_on_device, batches,
-                                    generator, amp)
-            val_accuracy = evaluate(model, *val_on_device, config.batch_size * 2, amp)
-            record = {"phase": phase, "epoch": epoch + 1, "loss": round(mean_loss, 5),
-                      "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
-            history.append(record)
-            log(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, validation accuracy {val_accuracy:.4f} "
-                f"({record['seconds']:.1f}s)")
-            if val_accuracy > best["validation_accuracy"]:
-                best = {"validation_accuracy": val_accuracy, "phase": phase, "epoch": epoch + 1,
-                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-                stale = 0
-            else:
-                stale += 1
-            checkpoint(phase, epoch + 1, stale, optimizer, scheduler)
-        phases_done.append(phase)
-        checkpoint(phase, epochs, 0, None, None)
+        if phase not in progress.phases_done:
+            trainer.train_phase(phase, epochs)
 
+    best = progress.best
     if best["model"] is not None:
         model.load_state_dict(best["model"])
-    test_accuracy = evaluate(model, torch.from_numpy(test_images).to(device), torch.from_numpy(test_labels).to(device),
-                             config.batch_size * 2, amp)
-    seconds = round(time.perf_counter() - started, 1)
+    test_images, test_labels = (torch.from_numpy(a).to(device) for a in splits.test)
+    test_accuracy = evaluate(model, test_images, test_labels, config.batch_size * 2, device == "cuda")
     log(f"best: {best['phase']} epoch {best['epoch']}, validation accuracy {best['validation_accuracy']:.4f}; "
         f"test accuracy {test_accuracy:.4f}")
     metrics = {"test_accuracy": round(test_accuracy, 5), "validation_accuracy": round(best["validation_accuracy"], 5),
-               "best_phase": best["phase"], "best_epoch": best["epoch"], "n_train": len(fit_images),
-               "n_validation": len(val_images), "n_test": len(test_images), "rejected": len(rejects), "seconds": seconds}
-    artifact = _export(model, loaded, backbone, model_store, work, cache_dir, key, parent={
+               "best_phase": best["phase"], "best_epoch": best["epoch"], "n_train": len(splits.fit[1]),
+               "n_validation": len(splits.validation[1]), "n_test": len(splits.test[1]), "rejected": len(splits.rejects),
+               "seconds": round(time.perf_counter() - started, 1)}
+    artifact = _export(model, loaded, model_store, work, parent={
         "version": parent_version, "run": key, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
         "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
         "finetune": asdict(config), "device": device, "metrics": metrics,
     }, log=log)
+    saved = progress.saved
     summary = {"dataset": dataset, "backbone": backbone, "parent_version": parent_version,
                "backbone_version": artifact.version, "model_uri": artifact.uri, **metrics,
-               "resumed_from": resumed_from, "work_uri": work, "history": history}
+               "resumed_from": None if saved is None else {"phase": saved["phase"], "epoch": saved["epoch"]},
+               "work_uri": work, "history": progress.history}
     atomic_write_json(f"{work}/metrics.json", summary)
     return summary
 
 
-def _export(model, loaded, backbone: str, model_store: str, work: str, cache_dir: str | None, key: str, parent: dict, log):
-    """The fine-tuned backbone as a weights file (kept beside the checkpoint), exported
-    to ONNX as a new version; the new classifier is saved beside it."""
-    import tempfile
-    from pathlib import Path
-
+def _check_request(config: FinetuneConfig, device: str) -> None:
     import torch
 
-    from tlfs.models.export import export
+    config.check()
+    if device not in ("cpu", "cuda"):
+        raise PipelineError(f"--device must be cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("--device cuda was asked for, but PyTorch sees no CUDA device (no CPU fallback)")
+
+
+def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: int) -> Splits:
+    from tlfs.pipeline.fit import validation_split
+
+    entries = {s: [e for e in index.entries if e.split == s] for s in ("train", "test")}
+    train_images, train_labels, rejects = load_split(index, entries["train"], size, cache_dir)
+    test_images, test_labels, test_rejects = load_split(index, entries["test"], size, cache_dir)
+    fit_idx, val_idx = validation_split(train_labels, seed=seed)
+    return Splits((train_images[fit_idx], train_labels[fit_idx]), (train_images[val_idx], train_labels[val_idx]),
+                  (test_images, test_labels), rejects + test_rejects)
+
+
+def _resume(checkpoint_uri: str, restart: bool, config: FinetuneConfig, model, generator, log) -> Progress:
+    """The checkpoint's progress, its weights and random state loaded; a fresh start
+    where there is none (or ``restart``)."""
+    saved = _read_checkpoint(checkpoint_uri) if exists(checkpoint_uri) and not restart else None
+    if saved is None:
+        return Progress()
+    if saved.get("config") != asdict(config):
+        raise PipelineError(f"{checkpoint_uri} was written with other settings; use --restart to start over")
+    model.load_state_dict(saved["model"])
+    generator.set_state(saved["generator"])
+    log(f"resuming from {checkpoint_uri}: phase {saved['phase']}, {saved['epoch']} epoch(s) done")
+    return Progress(list(saved["history"]), saved["best"], list(saved["phases_done"]), saved)
+
+
+class _Trainer:
+    """Trains the phases of one run on device-resident images, a checkpoint after every
+    epoch; each phase stops early after ``patience`` epochs without a better validation
+    accuracy."""
+
+    def __init__(self, model, generator, config: FinetuneConfig, device: str, splits: Splits, checkpoint_uri: str,
+                 progress: Progress, show_progress: bool, log) -> None:
+        import torch
+
+        self.model, self.generator, self.config, self.device = model, generator, config, device
+        self.images, self.labels = (torch.from_numpy(a).to(device) for a in splits.fit)
+        self.validation = tuple(torch.from_numpy(a).to(device) for a in splits.validation)
+        self.checkpoint_uri, self.progress, self.show_progress, self.log = checkpoint_uri, progress, show_progress, log
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    def _optimizer(self, phase: str):
+        import torch
+
+        from tlfs.models.finetune import apply_freeze
+
+        c = self.config
+        if phase == "head":
+            apply_freeze(self.model, "all")
+            return torch.optim.RMSprop(list(self.model.classifier.parameters()), lr=c.head_lr, weight_decay=c.weight_decay)
+        frozen = apply_freeze(self.model, "none" if c.from_scratch else c.freeze)
+        if frozen:
+            self.log(f"phase 2: {len(frozen)} backbone parameter tensors frozen ({c.freeze} tap block(s))")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def _checkpoint(self, phase: str, epoch: int, stale: int, optimizer, scheduler) -> None:
+        p = self.progress
+        _write_torch(self.checkpoint_uri, {
+            "config": asdict(self.config), "phase": phase, "epoch": epoch, "stale": stale, "phases_done": p.phases_done,
+            "model": self.model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
+            "scheduler": scheduler.state_dict() if scheduler else {}, "generator": self.generator.get_state(),
+            "best": p.best, "history": p.history,
+        })
+
+    def train_phase(self, phase: str, epochs: int) -> None:
+        import torch
+        from tqdm import tqdm
+
+        from tlfs.models.finetune import evaluate, train_epoch
+
+        c, p, amp = self.config, self.progress, self.device == "cuda"
+        optimizer = self._optimizer(phase)
+        steps = max(1, epochs * -(-len(self.images) // c.batch_size))
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if c.schedule == "cosine"
+                     else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
+        start_epoch, stale = 0, 0
+        if p.saved and p.saved["phase"] == phase:
+            optimizer.load_state_dict(p.saved["optimizer"])
+            scheduler.load_state_dict(p.saved["scheduler"])
+            start_epoch, stale = p.saved["epoch"], p.saved["stale"]
+        for epoch in range(start_epoch, epochs):
+            if stale >= c.patience:
+                break
+            epoch_started = time.perf_counter()
+            order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
+            batches = tqdm(order.split(c.batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
+                           disable=not self.show_progress, leave=False)
+            mean_loss = train_epoch(self.model, optimizer, scheduler, self.loss_fn, self.images, self.labels, batches,
+                                    self.generator, amp)
+            val_accuracy = evaluate(self.model, *self.validation, c.batch_size * 2, amp)
+            record = {"phase": phase, "epoch": epoch + 1, "loss": round(mean_loss, 5),
+                      "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
+            p.history.append(record)
+            self.log(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, validation accuracy "
+                     f"{val_accuracy:.4f} ({record['seconds']:.1f}s)")
+            if val_accuracy > p.best["validation_accuracy"]:
+                p.best = {"validation_accuracy": val_accuracy, "phase": phase, "epoch": epoch + 1,
+                          "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                stale = 0
+            else:
+                stale += 1
+            self._checkpoint(phase, epoch + 1, stale, optimizer, scheduler)
+        p.phases_done.append(phase)
+        self._checkpoint(phase, epochs, 0, None, None)
+
+
+def _export(model, loaded, model_store: str, work: str, parent: dict, log):
+    """The fine-tuned network, exported to ONNX from memory as a new version; its weights
+    (in the backbone's own state-dict layout) and the new classifier are kept beside the
+    checkpoint."""
+    import torch
+
+    from tlfs.features.storage import sha256_bytes
+    from tlfs.models.backbones import LoadedBackbone
+    from tlfs.models.export import export_module
     from tlfs.models.finetune import backbone_state
 
-    folder = Path(cache_dir or tempfile.gettempdir()) / "finetune" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "backbone.pt"
-    torch.save(backbone_state(model, loaded), weights)
-    atomic_write_bytes(f"{work}/backbone.pt", weights.read_bytes())
+    state = backbone_state(model, loaded)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    weights_uri = f"{work}/backbone.pt"
+    atomic_write_bytes(weights_uri, buffer.getvalue())
     _write_torch(f"{work}/classifier.pt", {k: v.cpu() for k, v in model.classifier.state_dict().items()})
-    return export(backbone, model_store, weights=str(weights), parent=parent, log=log)
+    network = loaded.module.to("cpu", memory_format=torch.contiguous_format)
+    network.load_state_dict(state)
+    tuned = LoadedBackbone(loaded.spec, network.eval(), weights_sha256=sha256_bytes(buffer.getvalue()),
+                           weights_origin=weights_uri)
+    return export_module(tuned, model_store, parent=parent, log=log)
