@@ -36,7 +36,8 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.variants import with_variants
 from tlfs.models.runtime import check_layers, open_session, require_cuda
 from tlfs.models.session import TapSession, resolve_runtime
-from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.datasets import build_index, iter_payloads
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode

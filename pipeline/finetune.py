@@ -25,7 +25,8 @@ import numpy as np
 
 from tlfs.features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
 from tlfs.pipeline.config import FinetuneConfig
-from tlfs.pipeline.datasets import DatasetIndex, Entry, build_index, iter_payloads
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.datasets import build_index, iter_payloads
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 

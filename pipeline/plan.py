@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
-from tlfs.pipeline.datasets import DatasetIndex, Entry
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,108 @@
+"""A dataset's index: its images (:class:`Entry`: id, split, class, source, member),
+its sources with their checksums, the entries refused while indexing, and the
+class-balanced sample and split selection a request asks for."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from tlfs.pipeline.errors import SourceError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image of the dataset. ``member`` locates it inside its source."""
+
+    image_id: str
+    split: str
+    label_name: str
+    source: int  # index into DatasetIndex.sources
+    member: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    image_id: str
+    source: str
+    reason: str
+
+
+@dataclass
+class SourceInfo:
+    uri: str
+    format: str  # imagefolder-dir | imagefolder-tar | imagefolder-zip | cifar10-python
+    checksum: dict[str, str]  # {"sha256": ..., "md5": ...} of the archive, or of a directory's listing
+    images: int = 0
+
+
+@dataclass
+class DatasetIndex:
+    name: str
+    sources: list[SourceInfo]
+    classes: list[str]
+    entries: list[Entry]  # in source streaming order
+    rejects: list[Reject] = field(default_factory=list)  # refused while indexing (unsafe paths, links)
+
+    def splits(self) -> list[str]:
+        return sorted({e.split for e in self.entries})
+
+    def label_of(self, name: str) -> int:
+        return self.classes.index(name)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "sources": [asdict(s) for s in self.sources],
+            "classes": self.classes,
+            "entries": [[e.image_id, e.split, e.label_name, e.source, e.member] for e in self.entries],
+            "rejects": [asdict(r) for r in self.rejects],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DatasetIndex":
+        return cls(
+            name=data["name"],
+            sources=[SourceInfo(**s) for s in data["sources"]],
+            classes=list(data["classes"]),
+            entries=[Entry(*row) for row in data["entries"]],
+            rejects=[Reject(**r) for r in data["rejects"]],
+        )
+
+
+def select_splits(index: DatasetIndex, splits: list[str]) -> DatasetIndex:
+    missing = [s for s in splits if s not in index.splits()]
+    if missing:
+        raise SourceError(f"dataset {index.name!r} has no split {', '.join(missing)}; it has {', '.join(index.splits())}")
+    keep = set(splits)
+    return DatasetIndex(
+        index.name,
+        index.sources,
+        index.classes,
+        [e for e in index.entries if e.split in keep],
+        [r for r in index.rejects if r.image_id.split("/")[0] in keep],
+    )
+
+
+def _stable_rank(image_id: str) -> str:
+    return hashlib.sha1(image_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def sample(index: DatasetIndex, limit: int) -> DatasetIndex:
+    """A deterministic, class-balanced sample of ``limit`` images per split: the same
+    ids whatever the source order, as each class keeps the ids of lowest hash."""
+    if limit <= 0:
+        raise SourceError("--limit must be a positive number of images per split")
+    by_split_class: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in index.entries:
+        by_split_class[(e.split, e.label_name)].append(e)
+    keep: set[str] = set()
+    for split in index.splits():
+        classes = sorted(c for (s, c) in by_split_class if s == split)
+        quota = {c: limit // len(classes) + (1 if i < limit % len(classes) else 0) for i, c in enumerate(classes)}
+        for c in classes:
+            ranked = sorted(by_split_class[(split, c)], key=lambda e: _stable_rank(e.image_id))
+            keep.update(e.image_id for e in ranked[: quota[c]])
+    kept_rejects = [r for r in index.rejects if r.image_id in keep]
+    return DatasetIndex(index.name, index.sources, index.classes, [e for e in index.entries if e.image_id in keep], kept_rejects)
