@@ -68,16 +68,11 @@ def bench(
     random_weights: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    import copy
-
     import torch
 
     from tlfs.models.backbones import load_backbone
     from tlfs.models.export import export
-    from tlfs.models.runtime import open_session
     from tlfs.models.session import resolve_runtime
-    from tlfs.models.taps import TapNetwork
-    from tlfs.pipeline import extract
 
     runtime = resolve_runtime(device, batch_size=batch_size)
     batch_size = runtime.batch_size
@@ -95,47 +90,9 @@ def bench(
         batches = [rng.integers(0, 255, (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
                    for _ in range(images // batch_size)]
         counted = sum(len(b) for b in batches)
-        results: dict[str, float | None] = {}
-
-        torch_device = torch.device(device)
-        network = TapNetwork(loaded.spec, loaded.module).eval().to(torch_device)
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-        def torch_fp32(batch: np.ndarray):
-            with torch.inference_mode():
-                return [t.cpu() for t in network(torch.from_numpy(batch).to(torch_device))]
-
-        log(f"(a) PyTorch eager fp32 on {device}, {counted} images, batch {batch_size} ...")
-        results["torch_fp32"] = _rate(torch_fp32, batches, sync)
-
-        if device == "cuda":
-            # its own copy: .half() must not convert parameters the fp32 network shares
-            half_module = copy.deepcopy(loaded.module)
-            half = TapNetwork(loaded.spec, half_module).eval().to(torch_device).half().to(memory_format=torch.channels_last)
-
-            def torch_fp16(batch: np.ndarray):
-                with torch.inference_mode():
-                    return [t.float().cpu() for t in half(torch.from_numpy(batch).to(torch_device))]
-
-            log("(b) PyTorch fp16 channels_last ...")
-            results["torch_fp16"] = _rate(torch_fp16, batches, sync)
-        else:
-            results["torch_fp16"] = None  # fp16 convolutions are not a CPU option in PyTorch
-
-        for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
-            session = open_session(artifact, runtime=resolve_runtime(device, precision, batch_size))
-            log(f"(c) onnxruntime {precision} inference only ...")
-            results[f"ort_{precision}"] = _rate(session.run, batches)
-        results.setdefault("ort_fp16", None)
-
+        results = {**_torch_rows(loaded, device, batches, log), **_onnxruntime_rows(artifact, device, batch_size, batches, log)}
         log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, warmed session ...")
-        source = synthetic_dataset(tmp_path, counted)
-        session = open_session(artifact, runtime=runtime)
-        session.run(batches[0])  # warm-up: graph capture, cuDNN search
-        summary = extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
-                              device=device, batch_size=batch_size, shard_size=max(counted // 4, batch_size),
-                              weights=weights, random_weights=random_weights, show_progress=False, log=lambda *_: None,
-                              session=session)
+        summary = _pipeline_row(artifact, runtime, backbone, batches, tmp_path, models_root, weights, random_weights)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
 
     ratios = {
@@ -148,3 +105,64 @@ def bench(
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
     }
+
+
+def _torch_rows(loaded, device: str, batches: list[np.ndarray], log) -> dict:
+    """(a) PyTorch eager fp32; (b) PyTorch fp16 channels_last on its own copy (CUDA only)."""
+    import copy
+
+    import torch
+
+    from tlfs.models.taps import TapNetwork
+
+    torch_device = torch.device(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    network = TapNetwork(loaded.spec, loaded.module).eval().to(torch_device)
+
+    def fp32(batch: np.ndarray):
+        with torch.inference_mode():
+            return [t.cpu() for t in network(torch.from_numpy(batch).to(torch_device))]
+
+    log(f"(a) PyTorch eager fp32 on {device}, {sum(len(b) for b in batches)} images, batch {len(batches[0])} ...")
+    rows = {"torch_fp32": _rate(fp32, batches, sync), "torch_fp16": None}  # fp16 convolutions are not a CPU option
+    if device == "cuda":
+        # its own copy: .half() must not convert parameters the fp32 network shares
+        half = TapNetwork(loaded.spec, copy.deepcopy(loaded.module)).eval().to(torch_device).half()
+        half = half.to(memory_format=torch.channels_last)
+
+        def fp16(batch: np.ndarray):
+            with torch.inference_mode():
+                return [t.float().cpu() for t in half(torch.from_numpy(batch).to(torch_device))]
+
+        log("(b) PyTorch fp16 channels_last ...")
+        rows["torch_fp16"] = _rate(fp16, batches, sync)
+    return rows
+
+
+def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.ndarray], log) -> dict:
+    """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's session."""
+    from tlfs.models.runtime import open_session
+    from tlfs.models.session import resolve_runtime
+
+    rows = {"ort_fp16": None}
+    for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
+        session = open_session(artifact, runtime=resolve_runtime(device, precision, batch_size))
+        log(f"(c) onnxruntime {precision} inference only ...")
+        rows[f"ort_{precision}"] = _rate(session.run, batches)
+    return rows
+
+
+def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], tmp_path: Path, models_root: str,
+                  weights: str | None, random_weights: bool) -> dict:
+    """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
+    from tlfs.models.runtime import open_session
+    from tlfs.pipeline import extract
+
+    counted = sum(len(b) for b in batches)
+    source = synthetic_dataset(tmp_path, counted)
+    session = open_session(artifact, runtime=runtime)
+    session.run(batches[0])  # warm-up: graph capture, cuDNN search
+    return extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
+                       device=runtime.device, batch_size=runtime.batch_size,
+                       shard_size=max(counted // 4, runtime.batch_size), weights=weights, random_weights=random_weights,
+                       show_progress=False, log=lambda *_: None, session=session)
