@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import random
 import shutil
 import subprocess
@@ -67,9 +68,10 @@ def phase_of(kind: str, path: str) -> str:
 
 
 def stable_name(path: str) -> str:
-    """A file's name, the same in every run: a lease is named by its holder (host, pid)."""
+    """A file's name, the same in every run: a lease is named by its holder (host, pid),
+    a temporary file by a random suffix."""
     parent, name = Path(path).parent.name, Path(path).name
-    return f"{layout.LEASES}/<holder>" if parent == layout.LEASES else name
+    return f"{layout.LEASES}/<holder>" if parent == layout.LEASES else re.sub(r"\.[0-9a-f]{32}\.tmp$", ".<random>.tmp", name)
 
 
 def events(log: Path) -> list[tuple[int, str, str, str]]:
