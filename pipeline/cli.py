@@ -20,6 +20,16 @@ def _csv(value: str) -> list[str]:
     return items
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {number}")
+    return number
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -48,6 +58,11 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
                    help="dataset source (image-folder dir/.tar/.tar.gz/.zip or CIFAR-10 python tarball); repeat to merge; "
                         "append #md5=HEX or #sha256=HEX to check it")
     p.add_argument("--limit", type=_positive, help="class-balanced sample of N images per split")
+
+
+def _decode_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decode-workers", type=_non_negative, help="processes decoding images (default: $TLFS_DECODE_WORKERS "
+                   "or 0 = one per core; 1 = none, decode on the reading thread)")
 
 
 def _finetune_config_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64 on cpu, 256 on cuda)")
     p.add_argument("--shard-size", type=_positive, help=f"images per shard file (default: {Settings.shard_size})")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
+    _decode_workers_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
@@ -149,6 +165,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         device=getattr(args, "device", None),
         precision=getattr(args, "precision", None),
         threads=getattr(args, "threads", None),
+        decode_workers=getattr(args, "decode_workers", None),
     )
 
 
@@ -185,6 +202,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         batch_size=settings.batch_size or None,
         shard_size=settings.shard_size,
         threads=settings.threads or None,
+        decode_workers=settings.decode_workers,
         weights=args.weights,
         random_weights=args.random_weights,
         cache_dir=settings.cache_dir,

@@ -37,6 +37,7 @@ class Settings:
     precision: str = ""  # fp32 or fp16; "" = the device's (fp32 on the CPU, fp16 on CUDA)
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
+    decode_workers: int = 0  # processes decoding images; 0 = one per core, 1 = none (on the reading thread)
     # A run's lease on its plan lasts this long unless renewed (every quarter of it); a
     # commit removes another plan's files only once its leases ran out (features/leases.py).
     lease_seconds: float = 600.0
@@ -111,6 +112,7 @@ ENV = {
     "precision": "TLFS_PRECISION",
     "cudnn_conv_algo_search": "TLFS_CUDNN_CONV_ALGO_SEARCH",
     "threads": "TLFS_THREADS",
+    "decode_workers": "TLFS_DECODE_WORKERS",
     "lease_seconds": "TLFS_LEASE_SECONDS",
     "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
 }
@@ -120,7 +122,7 @@ def _coerce(name: str, value):
     if name == "cifar10_source":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if s.strip())
-    if name in ("batch_size", "shard_size", "threads"):
+    if name in ("batch_size", "shard_size", "threads", "decode_workers"):
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -36,11 +35,11 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.variants import with_variants
 from tlfs.models.runtime import check_layers, open_session, require_cuda
 from tlfs.models.session import TapSession, resolve_runtime
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.dataset_index import Entry
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.decode import Decoder
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.images import ImageRejected, decode
 from tlfs.pipeline.lineage import code_version
 
 MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
@@ -149,32 +148,6 @@ def shard_done(p: Plan, number: int) -> dict | None:
     return result if _result_complete(p, result) else None
 
 
-def _decoded(index: DatasetIndex, entries: list[Entry], input_size: int, cache_dir: str | None, depth: int = 512) -> Iterator:
-    """Read and decode on a background thread, so that onnxruntime is never idle
-    waiting for the next batch; the bounded queue caps memory."""
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def work() -> None:
-        try:
-            for position, (entry, payload) in enumerate(iter_payloads(index, entries, cache_dir)):
-                try:
-                    out.put((position, entry, decode(payload, input_size), None))
-                except ImageRejected as exc:
-                    out.put((position, entry, None, str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - surfaced in the consumer
-            out.put(exc)
-        out.put(done)
-
-    thread = threading.Thread(target=work, daemon=True, name="tlfs-decode")
-    thread.start()
-    while (item := out.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
-
-
 @dataclass
 class ShardOutputs:
     """One shard's pooled features, in the order of its entries, before writing."""
@@ -193,12 +166,13 @@ def extract_shard(
     session: TapSession | None = None,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    decode_workers: int = 0,
 ) -> dict:
     """Extract shard ``number`` of plan ``p`` on the plan's runtime (device, precision);
     returns its result record."""
     if not 0 <= number < len(p.shards):
         raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
-    return run_shards(p, [number], session, threads, progress)[0]
+    return run_shards(p, [number], session, threads, progress, decode_workers=decode_workers)[0]
 
 
 def run_shards(
@@ -208,6 +182,8 @@ def run_shards(
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     check: Callable[[], None] = lambda: None,
+    decode_workers: int = 0,
+    decoder: Decoder | None = None,
 ) -> list[dict]:
     """The one extraction runner (``tlfs extract``, a DAG's shard task, a repair): the
     result records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
@@ -215,9 +191,12 @@ def run_shards(
     inferred, and written on a background thread while the next one is inferred (at most
     one shard waits to be written, so host memory stays bounded). ``check`` runs before
     each shard (a lease check: stop at once, saying why, if the plan was removed); the
-    session is opened only when a shard needs it."""
+    session is opened only when a shard needs it. Images are decoded by ``decoder`` (by
+    default one of ``decode_workers`` processes, see pipeline/decode.py), one for all the
+    shards."""
     results: list[dict] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer, \
+            (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers)) as decoder:
         pending = None
         for number in numbers:
             check()
@@ -228,7 +207,7 @@ def run_shards(
                 results.append({**done, "skipped": True})
                 continue
             session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
-            outputs = compute_shard(p, number, session, progress)
+            outputs = compute_shard(p, number, session, decoder, progress)
             if pending is not None:
                 results.append(pending.result())
             pending = writer.submit(write_shard_outputs, p, outputs)
@@ -238,16 +217,18 @@ def run_shards(
 
 
 def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
-                       lease: LeaseTerms = LeaseTerms()) -> dict:
+                       lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0) -> dict:
     """One shard as a task of its own (a DAG's mapped task): under a lease on the plan."""
     with hold(set_uri, plan_id, lease) as held:
-        result = extract_shard(load_plan(set_uri, plan_id), number, threads=threads)
+        result = extract_shard(load_plan(set_uri, plan_id), number, threads=threads, decode_workers=decode_workers)
         held.check()
         return result
 
 
-def compute_shard(p: Plan, number: int, session: TapSession, progress: Callable[[int], None] | None = None) -> ShardOutputs:
-    """Decode (on a background thread) and run one shard through the session."""
+def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
+                  progress: Callable[[int], None] | None = None) -> ShardOutputs:
+    """Decode (``decoder``: a background thread, and worker processes) and run one shard
+    through the session."""
     index = p.index
     entries = p.shard_entries(number)
     batch_size = p.runtime.batch_size
@@ -267,7 +248,7 @@ def compute_shard(p: Plan, number: int, session: TapSession, progress: Callable[
         if progress:
             progress(len(items))
 
-    for position, entry, image, reason in _decoded(index, entries, p.input_size, p.cache_dir):
+    for position, entry, image, reason in decoder.decoded(index, entries, p.input_size, p.cache_dir):
         if image is None:
             rejects.append({"image_id": entry.image_id, "source": index.sources[entry.source].uri, "reason": reason})
             if progress:
@@ -465,10 +446,12 @@ def run(
     log: Callable[[str], None] = print,
     lease: LeaseTerms = LeaseTerms(),
     session: TapSession | None = None,
+    decode_workers: int = 0,
 ) -> dict:
     """Plan, extract every shard, commit; returns a summary with timings. The run holds a
     lease on its plan throughout (see features/leases.py). ``session``: an open one of
-    the same runtime (a benchmark's, warmed), instead of opening one."""
+    the same runtime (a benchmark's, warmed), instead of opening one. ``decode_workers``:
+    processes decoding images (0: one per core; 1: none, on the reading thread)."""
     started = time.perf_counter()
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
@@ -478,7 +461,7 @@ def run(
     p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
-        return _run_plan(p, held, threads, show_progress, started, log, session)
+        return _run_plan(p, held, threads, show_progress, started, log, session, decode_workers)
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
@@ -486,7 +469,7 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, started: float,
-              log: Callable[[str], None], session: TapSession | None = None) -> dict:
+              log: Callable[[str], None], session: TapSession | None = None, decode_workers: int = 0) -> dict:
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
     session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
@@ -497,8 +480,10 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     bytes_written = 0
     write_seconds = 0.0
     skipped = 0
-    with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar:
-        results = run_shards(p, [shard.number for shard in p.shards], session, progress=bar.update, check=held.check)
+    with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar, \
+            Decoder(decode_workers) as decoder:
+        results = run_shards(p, [shard.number for shard in p.shards], session, progress=bar.update, check=held.check,
+                             decoder=decoder)
     for result in results:
         skipped += bool(result.get("skipped"))
         bytes_written += sum(f["bytes"] for f in result["files"].values())
@@ -524,4 +509,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
         "parquet_write_seconds": round(write_seconds, 2),
         "parquet_write_mb_per_second": round(bytes_written / 1e6 / write_seconds, 1) if write_seconds > 0 else None,
+        "decode_workers": decoder.workers,
+        "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
+        "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
     }

@@ -63,12 +63,15 @@ def plan_extraction(
     }
 
 
-def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = None) -> dict:
+def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = None,
+                  decode_workers: int | None = None) -> dict:
     """One shard, on the device and precision its plan fixed."""
     from tlfs.pipeline import extract
 
+    s = load_settings(decode_workers=decode_workers)
     # the whole record (its files with sizes and digests, its rejects): the commit is handed it
-    return extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=_settings().lease_terms(task=True))
+    return extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=s.lease_terms(task=True),
+                                      decode_workers=s.decode_workers)
 
 
 def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = None, log: Callable = print) -> dict:

@@ -86,6 +86,8 @@ def extract_params(spec: DatasetSpec) -> dict:
                            description="null: the device's (fp32 on cpu, fp16 on cuda)"),
         "batch_size": Param(None, **_nullable("integer", minimum=1), description="null: the device's (64 on cpu, 256 on cuda)"),
         "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
+        "decode_workers": Param(None, **_nullable("integer", minimum=0),
+                                description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS or one per core)"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
@@ -150,7 +152,9 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         from tlfs.pipeline import steps
 
         with _no_retry_when_final():
-            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"])  # on its plan's device
+            decode_workers = get_current_context()["params"].get("decode_workers")
+            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"],  # on its plan's device
+                                         decode_workers=decode_workers)
         _log(f"shard {job['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written", "rejected",
                                                                                    "seconds", "skipped")))
         return result  # handed to the commit

@@ -41,6 +41,18 @@ def test_features_do_not_depend_on_batch_or_shard_size(tmp_path, folder_dataset,
     np.testing.assert_allclose(Xa[order_a], Xb[order_b], atol=2e-3, rtol=1e-2)
 
 
+def test_decode_worker_processes_give_the_same_set_as_decoding_on_the_reading_thread(tmp_path, lite0, models_root):
+    files = folder_images(per_class=30)  # several chunks of work per process
+    files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"
+    source = write_tree(tmp_path / "d", files)
+    one = run(tmp_path / "one", source, models_root, decode_workers=1, shard_size=50)
+    three = run(tmp_path / "three", source, models_root, decode_workers=3, shard_size=50)
+    assert (one["decode_workers"], three["decode_workers"]) == (1, 3)
+    manifests = [features.describe("colors", "efficientnet_lite0", str(tmp_path / name / "store")) for name in ("one", "three")]
+    assert manifests[0]["plan_id"] == manifests[1]["plan_id"] and manifests[0]["rejects"] == manifests[1]["rejects"]
+    assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]  # byte for byte
+
+
 def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
     files = folder_images()
     files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"

@@ -1,0 +1,190 @@
+"""Reading and decoding a shard's images, so that the session is never idle waiting.
+
+Sources are read in order on a background thread (archives stream sequentially). The
+payloads are decoded either on that same thread (``workers == 1``: the original design)
+or in a pool of worker processes (``workers > 1``), in chunks, results taken back in
+order. Both paths are bounded (a queue of decoded images, or of chunks in flight), so
+host memory stays flat whatever the dataset's size. One :class:`Decoder` (and its pool)
+serves every shard of a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.datasets import iter_payloads
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.images import ImageRejected, decode
+
+CHUNK = 32  # images per task sent to a worker process: large enough to amortise the hand-over
+
+
+@dataclass
+class DecodeStats:
+    """Where a run's host time went: seconds waiting on the sources (reading) and seconds
+    of decoding (summed over the workers: CPU time, not wall time)."""
+
+    images: int = 0
+    read_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+class Decoder:
+    """Decodes payloads into pixels with ``workers`` processes (0: one per core; 1: on the
+    reading thread, no processes). Use as a context manager: the pool lives as long as
+    the run."""
+
+    def __init__(self, workers: int = 0) -> None:
+        if workers < 0:
+            raise PipelineError(f"decode workers must be 0 (one per core) or more, not {workers}")
+        self.workers = workers or default_workers()
+        self.stats = DecodeStats()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "Decoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: a fork of a process that runs onnxruntime and lease threads can deadlock
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
+        return self._pool
+
+    def decoded(self, index: DatasetIndex, entries: list[Entry], input_size: int, cache_dir: str | None,
+                depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+        """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
+        every entry, in order."""
+        if self.workers == 1:
+            return self._on_reader_thread(index, entries, input_size, cache_dir, depth)
+        return self._in_processes(index, entries, input_size, cache_dir)
+
+    def _payloads(self, index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
+        stream = iter_payloads(index, entries, cache_dir)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(stream)
+            except StopIteration:
+                return
+            finally:
+                self.stats.read_seconds += time.perf_counter() - started
+            yield item
+
+    def _on_reader_thread(self, index, entries, input_size, cache_dir, depth) -> Iterator:
+        def produce(put) -> None:
+            for position, (entry, payload) in enumerate(self._payloads(index, entries, cache_dir)):
+                image, reason, seconds = _decode_one(payload, input_size)
+                self.stats.decode_seconds += seconds
+                put((position, entry, image, reason))
+
+        return _background(produce, depth, self.stats)
+
+    def _in_processes(self, index, entries, input_size, cache_dir) -> Iterator:
+        pool = self._executor()
+
+        def produce(put) -> None:
+            chunk: list = []
+
+            def submit() -> None:
+                payloads = [_portable(payload) for _, _, payload in chunk]
+                put(([(position, entry) for position, entry, _ in chunk], pool.submit(decode_chunk, payloads, input_size)))
+                chunk.clear()
+
+            for position, (entry, payload) in enumerate(self._payloads(index, entries, cache_dir)):
+                chunk.append((position, entry, payload))
+                if len(chunk) >= CHUNK:
+                    submit()
+            if chunk:
+                submit()
+
+        for meta, future in _background(produce, 2 * self.workers + 2, None):
+            try:
+                decoded, seconds = future.result()
+            except BrokenProcessPool as exc:
+                raise PipelineError(f"a decode worker process died ({exc}); run the extraction again") from exc
+            self.stats.decode_seconds += seconds
+            for (position, entry), (image, reason) in zip(meta, decoded):
+                self.stats.images += 1
+                yield position, entry, image, reason
+
+
+def _background(produce, depth: int, stats: DecodeStats | None) -> Iterator:
+    """Run ``produce(put)`` on a thread; yield what it puts, through a queue of ``depth``."""
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            produce(out.put)
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the consumer
+            out.put(exc)
+        out.put(done)
+
+    thread = threading.Thread(target=work, daemon=True, name="tlfs-read")
+    thread.start()
+    while (item := out.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        if stats is not None:
+            stats.images += 1
+        yield item
+    thread.join()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker process: exit as soon as the run that started it is gone (a SIGKILLed
+    run would otherwise leave its idle workers behind, blocked on their queue)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="tlfs-parent-watch").start()
+
+
+def _portable(payload):
+    """What a worker process can receive: bytes and pixel arrays as they are, a read error
+    as its message."""
+    return ("unreadable", str(payload)) if isinstance(payload, Exception) else payload
+
+
+def _decode_one(payload, input_size: int) -> tuple[np.ndarray | None, str | None, float]:
+    started = time.perf_counter()
+    if isinstance(payload, tuple) and payload and payload[0] == "unreadable":
+        return None, f"unreadable: {payload[1]}", 0.0
+    try:
+        return decode(payload, input_size), None, time.perf_counter() - started
+    except ImageRejected as exc:
+        return None, str(exc), time.perf_counter() - started
+
+
+def decode_chunk(payloads: list, input_size: int) -> tuple[list[tuple[np.ndarray | None, str | None]], float]:
+    """In a worker process: each payload's pixels or reason, and the seconds it took."""
+    results, total = [], 0.0
+    for payload in payloads:
+        image, reason, seconds = _decode_one(payload, input_size)
+        results.append((image, reason))
+        total += seconds
+    return results, total

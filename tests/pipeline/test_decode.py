@@ -1,0 +1,65 @@
+"""pipeline/decode.py: the reading thread and the decode worker processes."""
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.errors import PipelineError
+from tests.conftest import folder_images, write_tree
+from tests.faults import python_path
+
+
+def decode_all(index, workers):
+    with Decoder(workers) as decoder:
+        rows = [(position, entry.image_id, None if image is None else image.tobytes(), reason)
+                for position, entry, image, reason in decoder.decoded(index, index.entries, 224, None)]
+        return rows, decoder.stats
+
+
+def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_order(tmp_path):
+    files = folder_images(per_class=25)
+    files["train/red/broken.jpg"] = b"\xff\xd8 not really a jpeg"
+    index = build_index("colors", [str(write_tree(tmp_path / "d", files))])
+    one, stats_one = decode_all(index, 1)
+    three, stats_three = decode_all(index, 3)
+    assert one == three and [row[0] for row in three] == list(range(len(index.entries)))
+    assert sum(row[3] is not None for row in three) == 1
+    assert stats_one.images == stats_three.images == len(index.entries) and stats_three.decode_seconds > 0
+
+
+def test_a_negative_worker_count_is_refused():
+    with pytest.raises(PipelineError, match="decode workers"):
+        Decoder(-1)
+
+
+KILLED_RUN = r"""
+import json, os, signal, sys
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.decode import Decoder
+index = build_index("colors", [sys.argv[1]])
+decoder = Decoder(2)
+for _ in decoder.decoded(index, index.entries, 224, None):
+    pass
+print(json.dumps([p.pid for p in decoder._pool._processes.values()]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_leaves_no_decode_worker_behind(tmp_path):
+    source = write_tree(tmp_path / "d", folder_images(per_class=4))
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(source)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": python_path(faults=False), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    workers = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert workers  # the pool starts processes as work arrives: at least one
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                                              for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
