@@ -45,6 +45,37 @@ def synthetic_dataset(folder: Path, images: int, seed: int = 0) -> Path:
     return path
 
 
+def photo_dataset(path: Path, images: int, seed: int = 0) -> Path:
+    """An image-folder tar (``train/<photo>/<n>.jpg``, ``test/...``: 80/20) of photo-sized
+    JPEGs, about 500x375 with one in eight at 1024x768: random crops, flips and scales of
+    scikit-image's sample photos, quality 90. Host-side benchmarks read real-sized work."""
+    from PIL import Image
+
+    from tlfs.models.sample_images import PHOTOS, photo
+
+    rng = np.random.default_rng(seed)
+    bases = {name: Image.fromarray(photo(name)) for name in PHOTOS}
+    with tarfile.open(path, "w") as archive:
+        for n in range(images):
+            name = PHOTOS[n % len(PHOTOS)]
+            base = bases[name]
+            size = (1024, 768) if n % 8 == 0 else (500, 375)
+            scale = rng.uniform(0.6, 1.0)
+            w, h = int(base.width * scale), int(base.height * scale)
+            left, top = int(rng.integers(0, base.width - w + 1)), int(rng.integers(0, base.height - h + 1))
+            img = base.crop((left, top, left + w, top + h)).resize(size, Image.Resampling.BILINEAR)
+            if n % 2:
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            buffer = io.BytesIO()
+            img.save(buffer, "JPEG", quality=90)
+            split = "test" if n % 5 == 0 else "train"
+            info = tarfile.TarInfo(f"{split}/{name}/{n:07d}.jpg")
+            info.size = buffer.tell()
+            buffer.seek(0)
+            archive.addfile(info, buffer)
+    return path
+
+
 def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None) -> float:
     fn(batches[0])  # warm-up: allocations, autotuning, lazy initialisation
     sync()
@@ -166,3 +197,72 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
                        device=runtime.device, batch_size=runtime.batch_size,
                        shard_size=max(counted // 4, runtime.batch_size), weights=weights, random_weights=random_weights,
                        show_progress=False, log=lambda *_: None, session=session)
+
+
+class HostOnlySession:
+    """Stands in for the ONNX session in ``tlfs bench --host-only``: the same outputs (one
+    float32 vector per tap layer, of each layer's width), filled from the pixels at almost
+    no cost, so that reading, decoding, batching and Parquet writing run exactly as in
+    ``tlfs extract`` and are all that is measured."""
+
+    def __init__(self, runtime, layer_dims: dict[str, int]) -> None:
+        self.runtime = runtime
+        self.layer_dims = layer_dims
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        flat = batch.reshape(len(batch), -1)[:, :4096].astype(np.float32) / 255.0  # data of a photo's entropy
+        return {layer: np.resize(flat, (len(batch), dim)) for layer, dim in self.layer_dims.items()}
+
+
+def host_only(
+    dataset: str,
+    sources: list[str],
+    backbone: str,
+    limit: int | None = None,
+    decode_workers: int = 0,
+    batch_size: int | None = None,
+    shard_size: int = 2500,
+    model_store: str | None = None,
+    cache_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The host side of ``tlfs extract`` alone on a real dataset: (1) reading and decoding
+    every image with ``decode_workers`` (the ceiling this machine sets), then (2) the
+    whole pipeline (plan, read, decode, batch, write Parquet, commit) with inference
+    replaced by :class:`HostOnlySession`."""
+    from tlfs.models.export import export
+    from tlfs.models.session import resolve_runtime
+    from tlfs.pipeline import extract
+    from tlfs.pipeline.datasets import build_index
+    from tlfs.pipeline.decode import Decoder
+
+    runtime = resolve_runtime("cpu", batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="tlfs-bench-host-") as tmp:
+        models_root = model_store or str(Path(tmp) / "models")
+        artifact = export(backbone, models_root, log=log)
+        size = artifact.card["preprocessing"]["input_size"]
+        index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
+        log(f"(1) reading and decoding {len(index.entries)} images of {dataset} ...")
+        started = time.perf_counter()
+        with Decoder(decode_workers) as decoder:
+            decoded = sum(1 for _ in decoder.decoded(index, index.entries, size, cache_dir))
+        decode_wall = time.perf_counter() - started
+        log("(2) the whole pipeline, inference replaced by a trivial session ...")
+        summary = extract.run(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
+                              batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir,
+                              show_progress=False, log=lambda *_: None, decode_workers=decode_workers,
+                              session=HostOnlySession(runtime, dict(artifact.card["layers"])))
+    host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
+    decode_rate = decoded / decode_wall if decode_wall > 0 else None
+    return {
+        "dataset": dataset, "images": decoded, "decode_workers": summary["decode_workers"], "batch_size": runtime.batch_size,
+        "decode_images_per_s": round(decode_rate, 1) if decode_rate else None,
+        "host_images_per_s": round(host_rate, 1) if host_rate else None,
+        "host_vs_decode": round(host_rate / decode_rate, 3) if host_rate and decode_rate else None,
+        "plan_seconds": summary["plan_seconds"], "extract_seconds": summary["extract_seconds"],
+        "commit_seconds": summary["commit_seconds"],
+        # where the pipeline's time went (reading and decoding: summed over the threads and processes doing it)
+        "read_seconds": summary["read_seconds"], "decode_seconds": summary["decode_seconds"],
+        "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
+        "parquet_bytes": summary["parquet_bytes"],
+    }

@@ -44,8 +44,9 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="feature store root, any fsspec URI (default: $TLFS_STORE or tlfs-data/store)")
 
 
-def _backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", required=True, help=f"backbone name: {', '.join(BACKBONES)} "
+def _backbone_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--backbone", required=required, default=None if required else DEFAULT_BACKBONE,
+                   help=f"backbone name: {', '.join(BACKBONES)} "
                    "(extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
@@ -123,11 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extract", action="store_true", help="then extract features with the new version and fit a softmax head")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side")
-    _backbone_args(p)
+    p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side; "
+                       "--host-only: the host side alone (reading, decoding, batching, writing) on a real dataset")
+    _backbone_args(p, required=False)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-size", type=_positive, help="default: 64 on cpu, 256 on cuda")
     p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda)")
+    _decode_workers_arg(p)
+    p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
+                   "inference replaced by a trivial session, beside reading and decoding alone")
+    p.add_argument("--dataset", help="with --host-only: the dataset (cifar10 has a default source)")
+    p.add_argument("--source", action="append", dest="sources", metavar="URI", help="with --host-only: a source; repeat to merge")
+    p.add_argument("--limit", type=_positive, help="with --host-only: class-balanced sample of N images per split")
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
     p.add_argument("--dataset", required=True)
@@ -269,6 +277,8 @@ def cmd_sweep(args, settings: Settings) -> dict:
 
 
 def cmd_bench(args, settings: Settings) -> dict:
+    if args.host_only:
+        return _bench_host_only(args, settings)
     from tlfs.pipeline.bench import bench
 
     result = bench(args.backbone, args.device, args.batch_size, args.images, args.model_store, args.weights,
@@ -284,6 +294,23 @@ def cmd_bench(args, settings: Settings) -> dict:
     print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
+    return result
+
+
+def _bench_host_only(args, settings: Settings) -> dict:
+    from tlfs.pipeline.bench import host_only
+
+    if not args.dataset:
+        raise SystemExit("tlfs bench: --host-only needs --dataset")
+    result = host_only(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, args.limit,
+                       settings.decode_workers, args.batch_size, settings.shard_size, args.model_store,
+                       settings.cache_dir, log=_log)
+    print(f"host side of tlfs extract on {args.dataset}, {result['images']} images, {result['decode_workers']} decode worker(s):")
+    print(f"  reading and decoding alone       {result['decode_images_per_s']:>10,.1f} images/s")
+    print(f"  whole pipeline, no inference     {result['host_images_per_s']:>10,.1f} images/s  "
+          f"({result['host_vs_decode']:.2f}x reading and decoding)")
+    print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
+          f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
     return result
 
 

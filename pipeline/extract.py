@@ -158,6 +158,7 @@ class ShardOutputs:
     matrices: dict[str, np.ndarray]
     rejects: list[dict]
     started: float
+    infer_seconds: float = 0.0  # batching and the session's runs
 
 
 def extract_shard(
@@ -239,12 +240,17 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
     rejects: list[dict] = []
     buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
 
+    infer_seconds = 0.0
+
     def flush(shape: tuple) -> None:
+        nonlocal infer_seconds
+        flushing = time.perf_counter()
         items = buckets.pop(shape)
         batch = np.stack([image for _, image in items])
         for layer, values in session.run(batch).items():
             outputs[layer].append(values.astype(np.float16))
         positions.append(np.array([pos for pos, _ in items]))
+        infer_seconds += time.perf_counter() - flushing
         if progress:
             progress(len(items))
 
@@ -268,7 +274,7 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
     matrices = {}
     for layer, dim in p.layer_dims.items():
         matrices[layer] = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
-    return ShardOutputs(number, entries, kept, matrices, rejects, started)
+    return ShardOutputs(number, entries, kept, matrices, rejects, started, infer_seconds)
 
 
 def write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
@@ -298,6 +304,7 @@ def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
         "files": files,
         "seconds": round(time.perf_counter() - out.started, 3),
         "write_seconds": round(time.perf_counter() - writing, 3),  # Parquet encoding + atomic write
+        "infer_seconds": round(out.infer_seconds, 3),  # batching + inference
     }
     atomic_write_json(_result_uri(p, out.number), result)
     return result
@@ -479,6 +486,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
 
     bytes_written = 0
     write_seconds = 0.0
+    infer_seconds = 0.0
     skipped = 0
     with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar, \
             Decoder(decode_workers) as decoder:
@@ -488,6 +496,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
         skipped += bool(result.get("skipped"))
         bytes_written += sum(f["bytes"] for f in result["files"].values())
         write_seconds += result.get("write_seconds", 0.0)
+        infer_seconds += result.get("infer_seconds", 0.0)
     extracted = time.perf_counter()
     held.check()
     manifest = commit(p, results, log=log)
@@ -509,6 +518,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
         "parquet_write_seconds": round(write_seconds, 2),
         "parquet_write_mb_per_second": round(bytes_written / 1e6 / write_seconds, 1) if write_seconds > 0 else None,
+        "infer_seconds": round(infer_seconds, 2),
         "decode_workers": decoder.workers,
         "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
         "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
