@@ -177,10 +177,12 @@ def _index_tar(uri: str, number: int, cache_dir: str | None, expected: dict[str,
 # ---------------------------------------------------------------- payloads
 
 
-def iter_payloads(index: DatasetIndex, entries: list[Entry], cache_dir: str | None = None) -> Iterator[tuple[Entry, bytes | np.ndarray | Exception]]:
+def iter_payloads(index: DatasetIndex, entries: list[Entry], cache_dir: str | None = None,
+                  streams: "TarStreams | None" = None) -> Iterator[tuple[Entry, bytes | np.ndarray | Exception]]:
     """Yield ``(entry, payload)`` for ``entries`` in source order. A payload is the
     image file's bytes, a decoded HxWx3 array (CIFAR), or the exception that kept it
-    from being read (recorded as a reject by the caller, never lost)."""
+    from being read (recorded as a reject by the caller, never lost). ``streams``: tar
+    archives kept open across calls (a run's consecutive shards read an archive once)."""
     by_source: dict[int, list[Entry]] = defaultdict(list)
     for e in entries:
         by_source[e.source].append(e)
@@ -192,9 +194,76 @@ def iter_payloads(index: DatasetIndex, entries: list[Entry], cache_dir: str | No
         elif info.format == "imagefolder-zip":
             yield from _zip_payloads(info.uri, wanted, cache_dir)
         elif info.format == "imagefolder-tar":
-            yield from _tar_payloads(info.uri, wanted, cache_dir)
+            yield from (streams.payloads(info.uri, wanted) if streams else _tar_payloads(info.uri, wanted, cache_dir))
         else:
             yield from cifar_payloads(info, wanted, cache_dir)
+
+
+class TarStreams:
+    """Tar archives kept open between calls. An archive streams in one direction (and a
+    compressed one cannot seek), so a call whose members all lie ahead of where the last
+    call stopped continues the same stream; any other call opens the archive again. Shards
+    are contiguous runs of the index, which follows each archive's order, so the shards
+    of a run read each archive once instead of once per shard."""
+
+    def __init__(self, cache_dir: str | None) -> None:
+        self.cache_dir = cache_dir
+        self._open: dict[str, _TarStream] = {}
+
+    def payloads(self, uri: str, wanted: list[Entry]):
+        stream = self._open.get(uri)
+        if stream is None or stream.broken or any(e.member in stream.passed for e in wanted):
+            if stream is not None:
+                stream.close()
+                del self._open[uri]
+            try:
+                stream = self._open[uri] = _TarStream(uri, self.cache_dir)
+            except (OSError, tarfile.TarError, EOFError) as exc:
+                for e in wanted:
+                    yield e, exc
+                return
+        yield from stream.take(wanted)
+
+    def close(self) -> None:
+        for stream in self._open.values():
+            stream.close()
+        self._open.clear()
+
+
+class _TarStream:
+    def __init__(self, uri: str, cache_dir: str | None) -> None:
+        self.uri = uri
+        self.passed: set[str] = set()  # members already streamed past
+        self.broken = False
+        self._raw = open_source(uri, cache_dir)
+        self._archive = tarfile.open(fileobj=self._raw, mode="r|*")
+        self._members = iter(self._archive)
+
+    def take(self, wanted: list[Entry]):
+        pending = {e.member: e for e in wanted}
+        try:
+            for member in self._members:
+                self.passed.add(member.name)
+                e = pending.pop(member.name, None)
+                if e is None:
+                    continue
+                try:
+                    yield e, self._archive.extractfile(member).read()
+                except (OSError, tarfile.TarError) as exc:
+                    yield e, exc
+                if not pending:
+                    return
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            self.broken = True
+            for e in pending.values():
+                yield e, exc
+            return
+        for e in pending.values():
+            yield e, SourceError(f"{e.member} vanished from {self.uri}")
+
+    def close(self) -> None:
+        self._archive.close()
+        self._raw.close()
 
 
 def _dir_payloads(uri: str, wanted: list[Entry]):
@@ -217,24 +286,8 @@ def _zip_payloads(uri: str, wanted: list[Entry], cache_dir: str | None):
 
 
 def _tar_payloads(uri: str, wanted: list[Entry], cache_dir: str | None):
-    pending = {e.member: e for e in wanted}
+    streams = TarStreams(cache_dir)
     try:
-        with open_source(uri, cache_dir) as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
-            for member in archive:
-                e = pending.pop(member.name, None)
-                if e is None:
-                    continue
-                try:
-                    yield e, archive.extractfile(member).read()
-                except (OSError, tarfile.TarError) as exc:
-                    yield e, exc
-                if not pending:
-                    return
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        for e in pending.values():
-            yield e, exc
-        return
-    for e in pending.values():
-        yield e, SourceError(f"{e.member} vanished from {uri}")
-
-
+        yield from streams.payloads(uri, wanted)
+    finally:
+        streams.close()

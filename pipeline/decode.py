@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.datasets import iter_payloads
+from tlfs.pipeline.datasets import TarStreams, iter_payloads
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 
@@ -55,11 +55,15 @@ class Decoder:
         self.workers = workers or default_workers()
         self.stats = DecodeStats()
         self._pool: ProcessPoolExecutor | None = None
+        self._streams: dict[str | None, TarStreams] = {}  # by cache folder: archives kept open across shards
 
     def __enter__(self) -> "Decoder":
         return self
 
     def __exit__(self, *exc) -> None:
+        for streams in self._streams.values():
+            streams.close()
+        self._streams.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -80,7 +84,8 @@ class Decoder:
         return self._in_processes(index, entries, input_size, cache_dir)
 
     def _payloads(self, index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
-        stream = iter_payloads(index, entries, cache_dir)
+        streams = self._streams.setdefault(cache_dir, TarStreams(cache_dir))
+        stream = iter_payloads(index, entries, cache_dir, streams)
         while True:
             started = time.perf_counter()
             try:

@@ -144,3 +144,25 @@ def test_cifar_batch_with_code_in_its_pickle_is_refused(tmp_path):
     path, md5 = cifar_tarball(tmp_path / "c.tar.gz", extra_pickle=pickle.dumps({b"x": Evil()}))
     with pytest.raises(Exception, match="forbidden global"):
         build_index("cifar10", [f"{path}#md5={md5}"])
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_consecutive_shards_of_an_archive_read_it_once_and_going_back_reopens_it(tmp_path, monkeypatch, suffix):
+    from tlfs.pipeline import datasets
+    from tlfs.pipeline.datasets import TarStreams
+
+    opened = []
+    real_open = datasets.open_source
+    monkeypatch.setattr(datasets, "open_source", lambda uri, cache: opened.append(uri) or real_open(uri, cache))
+    index = build_index("colors", [str(write_tar(tmp_path / f"d{suffix}", folder_images(per_class=6)))])
+    opened.clear()  # indexing read it once
+    entries = index.entries
+    streams = TarStreams(None)
+    thirds = [entries[:12], entries[12:24], entries[24:]]
+    read = [e.image_id for part in thirds for e, payload in streams.payloads(index.sources[0].uri, part)
+            if isinstance(payload, bytes)]
+    assert read == [e.image_id for e in entries] and len(opened) == 1
+    again = [e.image_id for e, _ in streams.payloads(index.sources[0].uri, thirds[0])]
+    assert again == [e.image_id for e in thirds[0]] and len(opened) == 2  # behind the stream: opened again
+    streams.close()
+    assert [e.image_id for e, _ in iter_payloads(index, entries)] == [e.image_id for e in entries]
