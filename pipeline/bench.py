@@ -98,6 +98,7 @@ def bench(
     weights: str | None = None,
     random_weights: bool = False,
     log: Callable[[str], None] = print,
+    decode_workers: int = 0,
 ) -> dict:
     import torch
 
@@ -123,7 +124,8 @@ def bench(
         counted = sum(len(b) for b in batches)
         results = {**_torch_rows(loaded, device, batches, log), **_onnxruntime_rows(artifact, device, batch_size, batches, log)}
         log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, warmed session ...")
-        summary = _pipeline_row(artifact, runtime, backbone, batches, tmp_path, models_root, weights, random_weights)
+        summary = _pipeline_row(artifact, runtime, backbone, batches, tmp_path, models_root, weights, random_weights,
+                                decode_workers)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
 
     ratios = {
@@ -133,6 +135,7 @@ def bench(
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
         "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
+        "decode_workers": summary["decode_workers"],
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
     }
@@ -184,7 +187,7 @@ def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.n
 
 
 def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], tmp_path: Path, models_root: str,
-                  weights: str | None, random_weights: bool) -> dict:
+                  weights: str | None, random_weights: bool, decode_workers: int) -> dict:
     """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
     from tlfs.models.runtime import open_session
     from tlfs.pipeline import extract
@@ -196,7 +199,7 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
     return extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
                        device=runtime.device, batch_size=runtime.batch_size,
                        shard_size=max(counted // 4, runtime.batch_size), weights=weights, random_weights=random_weights,
-                       show_progress=False, log=lambda *_: None, session=session)
+                       show_progress=False, log=lambda *_: None, session=session, decode_workers=decode_workers)
 
 
 class HostOnlySession:

@@ -282,7 +282,7 @@ def cmd_bench(args, settings: Settings) -> dict:
     from tlfs.pipeline.bench import bench
 
     result = bench(args.backbone, args.device, args.batch_size, args.images, args.model_store, args.weights,
-                   args.random_weights, log=_log)
+                   args.random_weights, log=_log, decode_workers=settings.decode_workers)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
