@@ -10,9 +10,11 @@ serves every shard of a run.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -71,8 +73,13 @@ class Decoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: a fork of a process that runs onnxruntime and lease threads can deadlock
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
+            with _main_script_hidden():
+                # start every worker now: each would otherwise start at a later submit
+                for started in [pool.submit(_ready) for _ in range(self.workers)]:
+                    started.result()
+            self._pool = pool
         return self._pool
 
     def decoded(self, index: DatasetIndex, entries: list[Entry], input_size: int, cache_dir: str | None,
@@ -155,6 +162,28 @@ def _background(produce, depth: int, stats: DecodeStats | None) -> Iterator:
             stats.images += 1
         yield item
     thread.join()
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """A spawned process runs the parent's main script again (as ``__mp_main__``) before
+    it can unpickle its work, unless the parent was started with ``python -m``. Where that
+    script is ``airflow`` (a task process) or any other program, it must not: while the
+    workers start, the script's path is hidden, and they import only this module."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or not hasattr(main, "__file__"):
+        yield
+        return
+    path = main.__file__
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _exit_with_parent(parent: int) -> None:

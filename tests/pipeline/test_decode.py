@@ -63,3 +63,25 @@ def test_a_killed_run_leaves_no_decode_worker_behind(tmp_path):
                                               for pid in workers):
         time.sleep(0.2)
     assert not [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+MAIN_SCRIPT = r"""
+import sys
+if __name__ != "__main__":
+    raise SystemExit("this script ran again in a decode worker")  # as `airflow` would, in a task process
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.decode import Decoder
+index = build_index("colors", [sys.argv[1]])
+with Decoder(2) as decoder:
+    print(sum(1 for _ in decoder.decoded(index, index.entries, 224, None)))
+"""
+
+
+def test_workers_do_not_run_the_parents_main_script_again(tmp_path):
+    source = write_tree(tmp_path / "d", folder_images(per_class=4))
+    script = tmp_path / "program.py"
+    script.write_text(MAIN_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(source)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": python_path(faults=False), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "24"
