@@ -38,6 +38,9 @@ class Settings:
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
     decode_workers: int = 0  # processes decoding images; 0 = one per core, 1 = none (on the reading thread)
+    # A DAG run maps at most this many extract_shard tasks (each takes a group of shards):
+    # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
+    max_shard_tasks: int = 512
     # A run's lease on its plan lasts this long unless renewed (every quarter of it); a
     # commit removes another plan's files only once its leases ran out (features/leases.py).
     lease_seconds: float = 600.0
@@ -113,6 +116,7 @@ ENV = {
     "cudnn_conv_algo_search": "TLFS_CUDNN_CONV_ALGO_SEARCH",
     "threads": "TLFS_THREADS",
     "decode_workers": "TLFS_DECODE_WORKERS",
+    "max_shard_tasks": "TLFS_MAX_SHARD_TASKS",
     "lease_seconds": "TLFS_LEASE_SECONDS",
     "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
 }
@@ -122,12 +126,12 @@ def _coerce(name: str, value):
     if name == "cifar10_source":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if s.strip())
-    if name in ("batch_size", "shard_size", "threads", "decode_workers"):
+    if name in ("batch_size", "shard_size", "threads", "decode_workers", "max_shard_tasks"):
         try:
             number = int(value)
         except (TypeError, ValueError):
             raise PipelineError(f"{name} must be a whole number, got {value!r}") from None
-        if number < 0 or (number == 0 and name == "shard_size"):
+        if number < 0 or (number == 0 and name in ("shard_size", "max_shard_tasks")):
             raise PipelineError(f"{name} must be positive, got {number}")
         return number
     if name in ("lease_seconds", "task_lease_linger"):

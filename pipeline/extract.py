@@ -219,11 +219,22 @@ def run_shards(
 
 def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
                        lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0) -> dict:
-    """One shard as a task of its own (a DAG's mapped task): under a lease on the plan."""
+    """One shard as a task of its own: under a lease on the plan."""
+    return extract_shards_task(set_uri, plan_id, [number], threads, lease, decode_workers)[0]
+
+
+def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads: int | None = None,
+                        lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0) -> list[dict]:
+    """A group of shards as a task of its own (a DAG's mapped task): under a lease on the
+    plan, checked before each shard and at the end."""
     with hold(set_uri, plan_id, lease) as held:
-        result = extract_shard(load_plan(set_uri, plan_id), number, threads=threads, decode_workers=decode_workers)
+        p = load_plan(set_uri, plan_id)
+        bad = [n for n in numbers if not 0 <= n < len(p.shards)]
+        if bad:
+            raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {bad[0]}")
+        results = run_shards(p, numbers, threads=threads, check=held.check, decode_workers=decode_workers)
         held.check()
-        return result
+        return results
 
 
 def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,

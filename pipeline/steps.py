@@ -59,19 +59,34 @@ def plan_extraction(
         "backbone_version": p.backbone_version,
         "runtime": p.runtime.to_json(),
         "shards": [shard.number for shard in p.shards],
+        "shard_groups": shard_groups([shard.number for shard in p.shards], s.max_shard_tasks),
         "images": p.images,
     }
 
 
-def extract_shard(set_uri: str, plan_id: str, shard: int, threads: int | None = None,
-                  decode_workers: int | None = None) -> dict:
-    """One shard, on the device and precision its plan fixed."""
+def shard_groups(numbers: list[int], most: int) -> list[list[int]]:
+    """``numbers`` in at most ``most`` runs of consecutive shards, as even as can be: one
+    mapped task each, so that a mapping never outgrows Airflow's limit, and a task's
+    shards read their archive once (a run keeps it open from shard to shard)."""
+    groups = min(len(numbers), most)
+    size, extra = divmod(len(numbers), groups) if groups else (0, 0)
+    out, start = [], 0
+    for g in range(groups):
+        stop = start + size + (g < extra)
+        out.append(numbers[start:stop])
+        start = stop
+    return out
+
+
+def extract_shards(set_uri: str, plan_id: str, shards: list[int], threads: int | None = None,
+                   decode_workers: int | None = None) -> list[dict]:
+    """A group of shards, on the device and precision their plan fixed."""
     from tlfs.pipeline import extract
 
     s = load_settings(decode_workers=decode_workers)
-    # the whole record (its files with sizes and digests, its rejects): the commit is handed it
-    return extract.extract_shard_task(set_uri, plan_id, shard, threads=threads, lease=s.lease_terms(task=True),
-                                      decode_workers=s.decode_workers)
+    # the whole records (files with sizes and digests, rejects): the commit is handed them
+    return extract.extract_shards_task(set_uri, plan_id, shards, threads=threads, lease=s.lease_terms(task=True),
+                                       decode_workers=s.decode_workers)
 
 
 def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = None, log: Callable = print) -> dict:

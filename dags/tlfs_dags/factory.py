@@ -144,28 +144,32 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
                                         p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
                                         device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"))
-        _log(f"{planned['images']} images in {len(planned['shards'])} shards -> {planned['set_uri']}")
-        return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shard": n} for n in planned["shards"]]
+        groups = planned["shard_groups"]
+        _log(f"{planned['images']} images in {len(planned['shards'])} shards, {len(groups)} shard tasks -> {planned['set_uri']}")
+        return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in groups]
 
     @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
-    def extract_shard(job: dict) -> dict:
+    def extract_shard(job: dict) -> list[dict]:
+        """One group of consecutive shards (one shard unless the dataset has more shards
+        than TLFS_MAX_SHARD_TASKS); a retry skips the shards already written."""
         from tlfs.pipeline import steps
 
+        decode_workers = get_current_context()["params"].get("decode_workers")
         with _no_retry_when_final():
-            decode_workers = get_current_context()["params"].get("decode_workers")
-            result = steps.extract_shard(job["set_uri"], job["plan_id"], job["shard"],  # on its plan's device
-                                         decode_workers=decode_workers)
-        _log(f"shard {job['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written", "rejected",
-                                                                                   "seconds", "skipped")))
-        return result  # handed to the commit
+            results = steps.extract_shards(job["set_uri"], job["plan_id"], job["shards"],  # on their plan's device
+                                           decode_workers=decode_workers)
+        for result in results:
+            _log(f"shard {result['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written",
+                                                                                         "rejected", "seconds", "skipped")))
+        return results  # handed to the commit
 
     @task(outlets=[asset])
-    def commit(jobs: list[dict], shard_results: list[dict]) -> dict:
+    def commit(jobs: list[dict], shard_results: list[list[dict]]) -> dict:
         from tlfs.pipeline import steps
 
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
         with _no_retry_when_final():
-            summary = steps.commit_extraction(set_uri, plan_id, list(shard_results), log=_log)
+            summary = steps.commit_extraction(set_uri, plan_id, [r for group in shard_results for r in group], log=_log)
         p = get_current_context()["params"]
         get_current_context()["outlet_events"][asset].extra = {
             "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],

@@ -37,6 +37,15 @@ def task_states(env: dict, dag_id: str) -> dict:
         return dict(connection.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall())
 
 
+def mapped_instances(env: dict, dag_id: str, task_id: str) -> int:
+    import sqlite3
+
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND task_id = ?",
+                                  (dag_id, task_id)).fetchone()[0]
+
+
 @pytest.mark.slow
 def test_dags_test_finetune_exports_extracts_and_commits(tmp_path, airflow_env):
     env = {**airflow_env, **feature_env(tmp_path)}
@@ -54,11 +63,13 @@ def test_dags_test_finetune_exports_extracts_and_commits(tmp_path, airflow_env):
 
 @pytest.mark.slow
 def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
-    env = {**airflow_env, **feature_env(tmp_path)}
+    # 4 shards, at most 3 shard tasks: one task takes two shards
+    env = {**airflow_env, **feature_env(tmp_path), "TLFS_MAX_SHARD_TASKS": "3"}
     airflow("db", "migrate", env=env)
     conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"]}
     out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
     assert "state=success" in out or "DagRun Finished" in out
+    assert mapped_instances(env, "extract_cifar10", "extract_shard") == 3
     states = task_states(env, "extract_cifar10")
     assert states["heads_only"] == "success" and states["trigger_finetune"] == "skipped"  # 30 per class: small
     store = env["TLFS_STORE"]
