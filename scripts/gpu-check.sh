@@ -52,6 +52,8 @@ step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from tlfs.mod
 # Speed first (the figures the issue asks for), then the GPU tests, then the fine-tuning run.
 step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
+# The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
+step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
 step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
@@ -87,6 +89,9 @@ for name in ("bench_lite0", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
                                           "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds")}
+h = last_json("host_cifar") or {}
+summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_images_per_s", "host_images_per_s",
+                                                      "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds")}
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
                                                                "images_per_second", "parquet_bytes")}
