@@ -96,8 +96,6 @@ def build_index(
     return index
 
 
-
-
 def _check_unique(entries: list[Entry], sources: list[SourceInfo]) -> None:
     seen: dict[str, int] = {}
     for e in entries:
@@ -182,21 +180,28 @@ def iter_payloads(index: DatasetIndex, entries: list[Entry], cache_dir: str | No
     """Yield ``(entry, payload)`` for ``entries`` in source order. A payload is the
     image file's bytes, a decoded HxWx3 array (CIFAR), or the exception that kept it
     from being read (recorded as a reject by the caller, never lost). ``streams``: tar
-    archives kept open across calls (a run's consecutive shards read an archive once)."""
+    archives kept open across calls (a run's consecutive shards read an archive once);
+    without it, the archives this call opens are closed at its end."""
     by_source: dict[int, list[Entry]] = defaultdict(list)
     for e in entries:
         by_source[e.source].append(e)
-    for number in sorted(by_source):
-        info = index.sources[number]
-        wanted = by_source[number]
-        if info.format == "imagefolder-dir":
-            yield from _dir_payloads(info.uri, wanted)
-        elif info.format == "imagefolder-zip":
-            yield from _zip_payloads(info.uri, wanted, cache_dir)
-        elif info.format == "imagefolder-tar":
-            yield from (streams.payloads(info.uri, wanted) if streams else _tar_payloads(info.uri, wanted, cache_dir))
-        else:
-            yield from cifar_payloads(info, wanted, cache_dir)
+    own = streams is None
+    streams = TarStreams() if own else streams
+    try:
+        for number in sorted(by_source):
+            info = index.sources[number]
+            wanted = by_source[number]
+            if info.format == "imagefolder-dir":
+                yield from _dir_payloads(info.uri, wanted)
+            elif info.format == "imagefolder-zip":
+                yield from _zip_payloads(info.uri, wanted, cache_dir)
+            elif info.format == "imagefolder-tar":
+                yield from streams.payloads(info.uri, wanted, cache_dir)
+            else:
+                yield from cifar_payloads(info, wanted, cache_dir)
+    finally:
+        if own:
+            streams.close()
 
 
 class TarStreams:
@@ -206,18 +211,17 @@ class TarStreams:
     are contiguous runs of the index, which follows each archive's order, so the shards
     of a run read each archive once instead of once per shard."""
 
-    def __init__(self, cache_dir: str | None) -> None:
-        self.cache_dir = cache_dir
+    def __init__(self) -> None:
         self._open: dict[str, _TarStream] = {}
 
-    def payloads(self, uri: str, wanted: list[Entry]):
+    def payloads(self, uri: str, wanted: list[Entry], cache_dir: str | None):
         stream = self._open.get(uri)
         if stream is None or stream.broken or any(e.member in stream.passed for e in wanted):
             if stream is not None:
                 stream.close()
                 del self._open[uri]
             try:
-                stream = self._open[uri] = _TarStream(uri, self.cache_dir)
+                stream = self._open[uri] = _TarStream(uri, cache_dir)
             except (OSError, tarfile.TarError, EOFError) as exc:
                 for e in wanted:
                     yield e, exc
@@ -283,11 +287,3 @@ def _zip_payloads(uri: str, wanted: list[Entry], cache_dir: str | None):
                 yield e, archive.read(e.member)
             except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
                 yield e, exc
-
-
-def _tar_payloads(uri: str, wanted: list[Entry], cache_dir: str | None):
-    streams = TarStreams(cache_dir)
-    try:
-        yield from streams.payloads(uri, wanted)
-    finally:
-        streams.close()

@@ -57,15 +57,13 @@ class Decoder:
         self.workers = workers or default_workers()
         self.stats = DecodeStats()
         self._pool: ProcessPoolExecutor | None = None
-        self._streams: dict[str | None, TarStreams] = {}  # by cache folder: archives kept open across shards
+        self._streams = TarStreams()  # archives kept open from shard to shard
 
     def __enter__(self) -> "Decoder":
         return self
 
     def __exit__(self, *exc) -> None:
-        for streams in self._streams.values():
-            streams.close()
-        self._streams.clear()
+        self._streams.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -91,8 +89,7 @@ class Decoder:
         return self._in_processes(index, entries, input_size, cache_dir)
 
     def _payloads(self, index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
-        streams = self._streams.setdefault(cache_dir, TarStreams(cache_dir))
-        stream = iter_payloads(index, entries, cache_dir, streams)
+        stream = iter_payloads(index, entries, cache_dir, self._streams)
         while True:
             started = time.perf_counter()
             try:
@@ -108,9 +105,10 @@ class Decoder:
             for position, (entry, payload) in enumerate(self._payloads(index, entries, cache_dir)):
                 image, reason, seconds = _decode_one(payload, input_size)
                 self.stats.decode_seconds += seconds
+                self.stats.images += 1
                 put((position, entry, image, reason))
 
-        return _background(produce, depth, self.stats)
+        return _background(produce, depth)
 
     def _in_processes(self, index, entries, input_size, cache_dir) -> Iterator:
         pool = self._executor()
@@ -130,7 +128,7 @@ class Decoder:
             if chunk:
                 submit()
 
-        for meta, future in _background(produce, 2 * self.workers + 2, None):
+        for meta, future in _background(produce, 2 * self.workers + 2):
             try:
                 decoded, seconds = future.result()
             except BrokenProcessPool as exc:
@@ -141,7 +139,7 @@ class Decoder:
                 yield position, entry, image, reason
 
 
-def _background(produce, depth: int, stats: DecodeStats | None) -> Iterator:
+def _background(produce, depth: int) -> Iterator:
     """Run ``produce(put)`` on a thread; yield what it puts, through a queue of ``depth``."""
     out: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
@@ -158,8 +156,6 @@ def _background(produce, depth: int, stats: DecodeStats | None) -> Iterator:
     while (item := out.get()) is not done:
         if isinstance(item, BaseException):
             raise item
-        if stats is not None:
-            stats.images += 1
         yield item
     thread.join()
 

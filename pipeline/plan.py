@@ -6,6 +6,7 @@ index, parsed once, and its :class:`Shard` s). ``plan.json`` in the set's stagin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import Runtime, resolve_runtime
@@ -88,10 +89,17 @@ class Plan:
     def images(self) -> int:
         return sum(s.images for s in self.shards)
 
+    @cached_property
+    def _entries_by_split(self) -> dict[str, list[Entry]]:
+        """Each split's entries in index order, gathered once (not once per shard)."""
+        by_split: dict[str, list[Entry]] = {split: [] for split in self.splits}
+        for e in self.index.entries:
+            by_split.setdefault(e.split, []).append(e)
+        return by_split
+
     def shard_entries(self, number: int) -> list[Entry]:
         shard = self.shards[number]
-        in_split = [e for e in self.index.entries if e.split == shard.split]
-        return in_split[shard.start : shard.stop]
+        return self._entries_by_split[shard.split][shard.start : shard.stop]
 
     def to_json(self) -> dict:
         return {

@@ -157,12 +157,12 @@ def test_consecutive_shards_of_an_archive_read_it_once_and_going_back_reopens_it
     index = build_index("colors", [str(write_tar(tmp_path / f"d{suffix}", folder_images(per_class=6)))])
     opened.clear()  # indexing read it once
     entries = index.entries
-    streams = TarStreams(None)
+    streams = TarStreams()
     thirds = [entries[:12], entries[12:24], entries[24:]]
-    read = [e.image_id for part in thirds for e, payload in streams.payloads(index.sources[0].uri, part)
+    read = [e.image_id for part in thirds for e, payload in streams.payloads(index.sources[0].uri, part, None)
             if isinstance(payload, bytes)]
     assert read == [e.image_id for e in entries] and len(opened) == 1
-    again = [e.image_id for e, _ in streams.payloads(index.sources[0].uri, thirds[0])]
+    again = [e.image_id for e, _ in streams.payloads(index.sources[0].uri, thirds[0], None)]
     assert again == [e.image_id for e in thirds[0]] and len(opened) == 2  # behind the stream: opened again
     streams.close()
     assert [e.image_id for e, _ in iter_payloads(index, entries)] == [e.image_id for e in entries]
