@@ -75,7 +75,7 @@ def _finetune_config_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action="store_true", help=help_text)
             continue
         kind = {"int": int, "float": float, "str": str}[f.type]
-        p.add_argument(flag, type=_positive if f.name in ("batch_size", "patience") else kind, default=f.default,
+        p.add_argument(flag, type=_positive if kind is int and f.metadata["positive"] else kind, default=f.default,
                        choices=f.metadata["choices"], help=f"{help_text} (default {f.default})")
 
 

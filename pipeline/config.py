@@ -68,9 +68,10 @@ class Settings:
         raise PipelineError(f"dataset {dataset!r} needs --source URI (only {DEFAULT_SOURCE_DATASET} has a default source)")
 
 
-def _option(default, help: str, choices: tuple | None = None):
-    """A setting with the help text and choices that the CLI and the DAG Params show."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _option(default, help: str, choices: tuple | None = None, minimum: float | None = None, positive: bool = False):
+    """A setting with the help text, choices and bounds that the CLI and the DAG Params
+    show and check (``positive``: above 0; ``minimum``: at least that)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "positive": positive})
 
 
 @dataclass(frozen=True)
@@ -79,18 +80,18 @@ class FinetuneConfig:
     Params are generated from these fields."""
 
     freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'")
-    head_epochs: int = _option(2, "phase 1: epochs of the new classifier only")
-    head_lr: float = _option(1e-3, "phase 1 RMSprop learning rate")
-    epochs: int = _option(10, "phase 2: epochs of the unfrozen layers")
-    lr: float = _option(1e-4, "phase 2 SGD learning rate (the seeds' low rate)")
-    momentum: float = _option(0.9, "phase 2 SGD momentum")
+    head_epochs: int = _option(2, "phase 1: epochs of the new classifier only", minimum=0)
+    head_lr: float = _option(1e-3, "phase 1 RMSprop learning rate", positive=True)
+    epochs: int = _option(10, "phase 2: epochs of the unfrozen layers", minimum=0)
+    lr: float = _option(1e-4, "phase 2 SGD learning rate (the seeds' low rate)", positive=True)
+    momentum: float = _option(0.9, "phase 2 SGD momentum", minimum=0)
     schedule: str = _option("constant", "learning-rate schedule of each phase", ("constant", "cosine"))
-    batch_size: int = _option(64, "training images per step")
-    patience: int = _option(3, "epochs without a better validation accuracy before a phase stops")
+    batch_size: int = _option(64, "training images per step", positive=True)
+    patience: int = _option(3, "epochs without a better validation accuracy before a phase stops", positive=True)
     # random initialisation (the seeds' case IV alternative): phase 2 only, nothing frozen
     from_scratch: bool = _option(False, "random initialisation instead of pretrained (one phase, nothing frozen)")
-    label_smoothing: float = _option(0.0, "label smoothing of the training loss")
-    weight_decay: float = _option(0.0, "SGD weight decay")
+    label_smoothing: float = _option(0.0, "label smoothing of the training loss", minimum=0)
+    weight_decay: float = _option(0.0, "SGD weight decay", minimum=0)
     seed: int = _option(0, "random seed (initialisation, sampling, augmentation)")
 
     def check(self) -> None:

@@ -107,6 +107,10 @@ def finetune_config_params() -> dict:
         schema = {"type": _JSON_TYPES[f.type]}
         if f.metadata["choices"]:
             schema["enum"] = list(f.metadata["choices"])
+        if f.metadata["minimum"] is not None:
+            schema["minimum"] = f.metadata["minimum"]
+        if f.metadata["positive"]:
+            schema["exclusiveMinimum"] = 0
         params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] = Param(f.default, description=f.metadata["help"], **schema)
     return params
 

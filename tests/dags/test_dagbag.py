@@ -104,3 +104,32 @@ def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
                 raise ValueError("transient")
     finally:
         sys.path.remove(str(DAGS))
+
+
+BOUNDS_PROBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from airflow.sdk.definitions.param import ParamValidationError
+from tlfs_dags.factory import finetune_config_params
+params = finetune_config_params()
+def refused(name, value):
+    try:
+        params[name].resolve(value)
+    except ParamValidationError:
+        return True
+    return False
+print(json.dumps({"lr_0": refused("lr", 0.0), "epochs_-1": refused("epochs", -1), "epochs_0": refused("epochs", 0),
+                  "train_batch_size_0": refused("train_batch_size", 0), "schedule_linear": refused("schedule", "linear"),
+                  "lr_0.02": refused("lr", 0.02)}))
+"""
+
+
+def test_the_finetune_dag_refuses_out_of_range_settings_when_triggered(airflow_env):
+    import os
+
+    out = subprocess.run([sys.executable, "-c", BOUNDS_PROBE, str(DAGS)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **airflow_env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused = json.loads(out.stdout.strip().splitlines()[-1])
+    assert refused == {"lr_0": True, "epochs_-1": True, "epochs_0": False, "train_batch_size_0": True,
+                       "schedule_linear": True, "lr_0.02": False}
