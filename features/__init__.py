@@ -4,7 +4,7 @@
     features.list_sets()                                   # committed sets
     features.load("cifar10", "efficientnet_lite0", "head", "test")          # DataFrame
     X, y, ids = features.load_matrix("cifar10", "efficientnet_lite0", "head", "train")
-    fs = features.open_set("cifar10", "efficientnet_lite0")   # one commit: fs.matrix, fs.frame, fs.files
+    fs = features.open_set("cifar10", "efficientnet_lite0", version=None, store=None)   # one commit: fs.matrix, fs.frame, fs.files
 """
 
 from tlfs.features.errors import NotCommitted, StoreError

@@ -18,11 +18,14 @@ def resolve_store(store: str | None) -> str:
     return store or os.environ.get(DEFAULT_STORE_ENV) or DEFAULT_STORE
 
 
-def open_set(dataset: str, backbone: str, store: str | None = None) -> FeatureSet:
-    """A handle on the committed set of ``dataset`` for a backbone name (its newest
-    version) or an exact backbone version: everything read through it comes from one
-    commit (see :class:`~tlfs.features.feature_set.FeatureSet`)."""
-    return find(dataset, backbone, resolve_store(store))
+def open_set(dataset: str, backbone: str, version: str | None = None, store: str | None = None) -> FeatureSet:
+    """A handle on the committed set of ``dataset`` for ``backbone`` (a name: its newest
+    version; or an exact version), or for its exact ``version`` when given: everything
+    read through it comes from one commit (see :class:`~tlfs.features.feature_set.FeatureSet`)."""
+    found = find(dataset, version or backbone, resolve_store(store))
+    if version and backbone not in (found.manifest["backbone"], found.backbone_version):
+        raise StoreError(f"{version} is a version of {found.manifest['backbone']}, not of {backbone}")
+    return found
 
 
 def list_sets(store: str | None = None) -> pd.DataFrame:
@@ -47,13 +50,13 @@ def list_sets(store: str | None = None) -> pd.DataFrame:
 
 def find_set(dataset: str, backbone: str, store: str | None = None) -> tuple[str, dict]:
     """``(uri, manifest)`` of :func:`open_set`'s set."""
-    s = open_set(dataset, backbone, store)
+    s = open_set(dataset, backbone, store=store)
     return s.uri, s.manifest
 
 
 def describe(dataset: str, backbone: str, store: str | None = None) -> dict:
     """The manifest of the set, with its location."""
-    s = open_set(dataset, backbone, store)
+    s = open_set(dataset, backbone, store=store)
     return {"uri": s.uri, **s.manifest}
 
 
@@ -61,10 +64,10 @@ def _read_newest(dataset: str, backbone: str, store: str | None, read):
     """``read(handle)`` on the newest commit. If a concurrent commit replaced the set and
     removed its files meanwhile, opens the new commit once more: never a mix of versions."""
     try:
-        return read(open_set(dataset, backbone, store))
+        return read(open_set(dataset, backbone, store=store))
     except SetReplaced:
         try:
-            return read(open_set(dataset, backbone, store))
+            return read(open_set(dataset, backbone, store=store))
         except SetReplaced as second:
             raise StoreError(f"the feature set at {second.set_uri} changed twice while being read; try again") from None
 

@@ -246,7 +246,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.model_store,
                                 limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
                                 show_progress=not args.no_progress, log=_log, lease=settings.lease_terms())
-        head = fit(features.open_set(args.dataset, result["backbone_version"], settings.store), [layer], "softmax", log=_log)
+        head = fit(features.open_set(args.dataset, result["backbone_version"], store=settings.store), [layer], "softmax", log=_log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
         result = {**result, "set_uri": extracted["set_uri"], "softmax_test_accuracy": head["test_accuracy"]}
     return {k: v for k, v in result.items() if k != "history"}
@@ -256,7 +256,7 @@ def cmd_fit(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import fit
 
-    result = fit(features.open_set(args.dataset, args.backbone, settings.store), args.layer, args.head, log=_log)
+    result = fit(features.open_set(args.dataset, args.backbone, store=settings.store), args.layer, args.head, log=_log)
     print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
@@ -267,7 +267,7 @@ def cmd_sweep(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(args.dataset, args.backbone, settings.store), log=_log)
+    summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log)
     print(f"{'layer':>12}  {'dims':>6}  test accuracy")
     for layer, acc in summary["layers"].items():
         mark = "  <- best" if layer == summary["best_layer"] else ""
@@ -335,7 +335,7 @@ def cmd_advise(args, settings: Settings) -> dict:
     from tlfs.pipeline import advise as advisor
 
     result = advisor.advise(
-        features.open_set(args.dataset, args.backbone, settings.store),
+        features.open_set(args.dataset, args.backbone, store=settings.store),
         large_per_class=args.large_per_class or advisor.LARGE_IMAGES_PER_CLASS,
         similar_score=args.similar_score if args.similar_score is not None else advisor.SIMILAR_SCORE,
         log=_log,

@@ -109,7 +109,7 @@ def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Cal
     from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(dataset, backbone, _settings(store).store), log=log)
+    summary = sweep(features.open_set(dataset, backbone, store=_settings(store).store), log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
             "saved_to": summary["saved_to"]}
 
@@ -118,7 +118,7 @@ def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: s
     from tlfs import features
     from tlfs.pipeline.fit import fit
 
-    result = fit(features.open_set(dataset, backbone, _settings(store).store), layers, head, log=log)
+    result = fit(features.open_set(dataset, backbone, store=_settings(store).store), layers, head, log=log)
     return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
 
 
@@ -128,7 +128,7 @@ def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: C
     from tlfs import features
     from tlfs.pipeline import advise
 
-    return advise.advise(features.open_set(dataset, backbone, _settings(store).store), log=log)
+    return advise.advise(features.open_set(dataset, backbone, store=_settings(store).store), log=log)
 
 
 def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, model_store: str | None,

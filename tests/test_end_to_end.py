@@ -17,5 +17,5 @@ def test_cifar10_sample_end_to_end_well_above_chance(tmp_path, lite0, models_roo
     assert summary["counts"] == {"test": {"read": 300, "written": 300, "rejected": 0}, "train": {"read": 300, "written": 300, "rejected": 0}}
     frame = features.load("cifar10", "efficientnet_lite0", "block15", "test", store)
     assert frame["label_name"].value_counts().to_dict() == {name: 30 for name in frame["label_name"].unique()}
-    result = fit(features.open_set("cifar10", "efficientnet_lite0", store), ["block15"], "softmax", log=lambda *_: None)
+    result = fit(features.open_set("cifar10", "efficientnet_lite0", store=store), ["block15"], "softmax", log=lambda *_: None)
     assert result["test_accuracy"] > 0.5  # chance is 0.1; the full-data probe reaches ~0.8

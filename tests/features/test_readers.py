@@ -56,7 +56,7 @@ def test_the_files_of_one_commit_ignore_a_run_in_progress(committed, reader):
     write_shard(layout.shard_uri(root, "l1", "train", "r" * 16, 0),
                 shard_table(["train/a/new.png"], np.zeros(1), ["a"], np.ones((1, 3), np.float32)))
     assert len(READERS[reader](f"{root}/layer=l1")) == 5  # the folder shows it
-    files = features.open_set("ds", "bb", store).files("l1", "train")
+    files = features.open_set("ds", "bb", store=store).files("l1", "train")
     read = {"pandas": lambda: pd.read_parquet(files),
             "duckdb": lambda: duckdb.sql(f"select * from read_parquet({files!r})").df(),
             "polars": lambda: pl.read_parquet(files).to_pandas()}[reader]()

@@ -15,7 +15,7 @@ def colors_set(tmp_path, lite0, models_root):
     store = str(tmp_path / "store")
     extract.run("colors", [str(source)], "efficientnet_lite0", store, models_root, shard_size=50,
                 show_progress=False, log=lambda *_: None)
-    return features.open_set("colors", "efficientnet_lite0", store)
+    return features.open_set("colors", "efficientnet_lite0", store=store)
 
 
 def test_fit_saves_head_metrics_and_confusion_plot(colors_set, tmp_path):
@@ -51,4 +51,4 @@ def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(splits=("train",)))
     extract.run("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
     with pytest.raises(PipelineError, match="needs a train and a test split"):
-        fit(features.open_set("c", "efficientnet_lite0", str(tmp_path / "s")), ["head"], "softmax")
+        fit(features.open_set("c", "efficientnet_lite0", store=str(tmp_path / "s")), ["head"], "softmax")
