@@ -14,7 +14,7 @@ from typing import Iterator
 
 import fsspec
 
-from tlfs.features.storage import sha256_uri
+from tlfs.features.storage import is_local, sha256_uri
 from tlfs.models.artifact import Artifact
 from tlfs.models.errors import ModelError
 from tlfs.models.session import Runtime, TapSession, resolve_runtime
@@ -34,8 +34,7 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str 
                              f"(`tlfs export --backbone {artifact.card['backbone']}` adds it)")
         uri, expected = f"{artifact.uri}/{variant['file']}", variant["sha256"]
     fs, path = fsspec.core.url_to_fs(uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols:
+    if is_local(fs):
         local = Path(path)
     else:
         cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))

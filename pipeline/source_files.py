@@ -9,6 +9,7 @@ import posixpath
 
 import fsspec
 
+from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import SourceInfo
 from tlfs.pipeline.errors import SourceError
 
@@ -34,8 +35,7 @@ def open_source(uri: str, cache_dir: str | None):
     """Open a file URI for streaming; remote files go through fsspec's local cache so
     the index pass and the payload pass download once."""
     fs, path = fsspec.core.url_to_fs(uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" not in protocols and cache_dir:
+    if not is_local(fs) and cache_dir:
         return fsspec.open(f"simplecache::{uri}", "rb", simplecache={"cache_storage": cache_dir}).open()
     return fs.open(path, "rb")
 
