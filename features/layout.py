@@ -3,6 +3,7 @@
     {store}/{dataset}/{backbone_version}/            one feature set
         _manifest.json                               the commit: lineage, shards, counts
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
+        _staging/{plan_id}/entries/*.json            each shard's images (read by its task alone)
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _heads/...                                   fitted heads, metrics, plots
         layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet
@@ -48,6 +49,10 @@ def staging_uri(set_root: str, plan_id: str) -> str:
 
 def plan_uri(set_root: str, plan_id: str) -> str:
     return f"{staging_uri(set_root, plan_id)}/{PLAN}"
+
+
+def entries_uri(set_root: str, plan_id: str, shard: int) -> str:
+    return f"{staging_uri(set_root, plan_id)}/entries/{shard:05d}.json"
 
 
 def leases_uri(set_root: str, plan_id: str) -> str:

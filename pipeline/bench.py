@@ -248,7 +248,7 @@ def host_only(
         log(f"(1) reading and decoding {len(index.entries)} images of {dataset} ...")
         started = time.perf_counter()
         with Decoder(decode_workers) as decoder:
-            decoded = sum(1 for _ in decoder.decoded(index, index.entries, size, cache_dir))
+            decoded = sum(1 for _ in decoder.decoded(index.sources, index.entries, size, cache_dir))
         decode_wall = time.perf_counter() - started
         log("(2) the whole pipeline, inference replaced by a trivial session ...")
         summary = extract.run(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,

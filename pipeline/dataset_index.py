@@ -20,6 +20,12 @@ class Entry:
     label_name: str
     source: int  # index into DatasetIndex.sources
     member: str
+    offset: int = -1  # where the bytes start, for sources read by offset (an uncompressed tar); else -1
+    size: int = -1
+
+    def to_row(self) -> list:
+        row = [self.image_id, self.split, self.label_name, self.source, self.member]
+        return row + [self.offset, self.size] if self.offset >= 0 else row
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,10 @@ class Reject:
 @dataclass
 class SourceInfo:
     uri: str
-    format: str  # imagefolder-dir | imagefolder-tar | imagefolder-zip | cifar10-python
-    checksum: dict[str, str]  # {"sha256": ..., "md5": ...} of the archive, or of a directory's listing
+    format: str  # a key of pipeline/sources.SOURCES
+    checksum: dict[str, str]  # {"sha256": ..., "md5": ...} of the file, or of a directory's listing
     images: int = 0
+    options: dict[str, str] = field(default_factory=dict)  # given with the URI (#split=..., #image=...)
 
 
 @dataclass
@@ -56,7 +63,7 @@ class DatasetIndex:
             "name": self.name,
             "sources": [asdict(s) for s in self.sources],
             "classes": self.classes,
-            "entries": [[e.image_id, e.split, e.label_name, e.source, e.member] for e in self.entries],
+            "entries": [e.to_row() for e in self.entries],
             "rejects": [asdict(r) for r in self.rejects],
         }
 

@@ -24,8 +24,9 @@ from typing import Iterator
 
 import numpy as np
 
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.datasets import TarStreams, iter_payloads
+from tlfs.pipeline.dataset_index import Entry, SourceInfo
+from tlfs.pipeline.datasets import iter_payloads
+from tlfs.pipeline.sources import OpenArchives
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 
@@ -57,13 +58,13 @@ class Decoder:
         self.workers = workers or default_workers()
         self.stats = DecodeStats()
         self._pool: ProcessPoolExecutor | None = None
-        self._streams = TarStreams()  # archives kept open from shard to shard
+        self._archives = OpenArchives()  # compressed archives kept open from shard to shard
 
     def __enter__(self) -> "Decoder":
         return self
 
     def __exit__(self, *exc) -> None:
-        self._streams.close()
+        self._archives.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -80,16 +81,16 @@ class Decoder:
             self._pool = pool
         return self._pool
 
-    def decoded(self, index: DatasetIndex, entries: list[Entry], input_size: int, cache_dir: str | None,
+    def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int, cache_dir: str | None,
                 depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
         every entry, in order."""
         if self.workers == 1:
-            return self._on_reader_thread(index, entries, input_size, cache_dir, depth)
-        return self._in_processes(index, entries, input_size, cache_dir)
+            return self._on_reader_thread(sources, entries, input_size, cache_dir, depth)
+        return self._in_processes(sources, entries, input_size, cache_dir)
 
-    def _payloads(self, index: DatasetIndex, entries: list[Entry], cache_dir: str | None):
-        stream = iter_payloads(index, entries, cache_dir, self._streams)
+    def _payloads(self, sources: list[SourceInfo], entries: list[Entry], cache_dir: str | None):
+        stream = iter_payloads(sources, entries, cache_dir, self._archives)
         while True:
             started = time.perf_counter()
             try:
@@ -100,9 +101,9 @@ class Decoder:
                 self.stats.read_seconds += time.perf_counter() - started
             yield item
 
-    def _on_reader_thread(self, index, entries, input_size, cache_dir, depth) -> Iterator:
+    def _on_reader_thread(self, sources, entries, input_size, cache_dir, depth) -> Iterator:
         def produce(put) -> None:
-            for position, (entry, payload) in enumerate(self._payloads(index, entries, cache_dir)):
+            for position, (entry, payload) in enumerate(self._payloads(sources, entries, cache_dir)):
                 image, reason, seconds = _decode_one(payload, input_size)
                 self.stats.decode_seconds += seconds
                 self.stats.images += 1
@@ -110,7 +111,7 @@ class Decoder:
 
         return _background(produce, depth)
 
-    def _in_processes(self, index, entries, input_size, cache_dir) -> Iterator:
+    def _in_processes(self, sources, entries, input_size, cache_dir) -> Iterator:
         pool = self._executor()
 
         def produce(put) -> None:
@@ -121,7 +122,7 @@ class Decoder:
                 put(([(position, entry) for position, entry, _ in chunk], pool.submit(decode_chunk, payloads, input_size)))
                 chunk.clear()
 
-            for position, (entry, payload) in enumerate(self._payloads(index, entries, cache_dir)):
+            for position, (entry, payload) in enumerate(self._payloads(sources, entries, cache_dir)):
                 chunk.append((position, entry, payload))
                 if len(chunk) >= CHUNK:
                     submit()

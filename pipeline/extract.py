@@ -29,13 +29,13 @@ from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message, requ
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import publish
 from tlfs.features.schema import shard_table
-from tlfs.features.storage import atomic_write_json, fs_path, read_json
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
 from tlfs.features.writer import write_shard
 from tlfs.models.artifact import Artifact
 from tlfs.models.variants import with_variants
 from tlfs.models.runtime import check_layers, open_session, require_cuda
 from tlfs.models.session import TapSession, resolve_runtime
-from tlfs.pipeline.dataset_index import Entry
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
@@ -55,11 +55,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
                         cache_dir=r.cache_dir)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
-    shards: list[Shard] = []
-    for split in index.splits():
-        count = sum(1 for e in index.entries if e.split == split)
-        for start in range(0, count, r.shard_size):
-            shards.append(Shard(len(shards), split, start, min(start + r.shard_size, count)))
+    shards, entries = cut_shards(index, r.shard_size)
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
@@ -80,13 +76,57 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         shard_size=r.shard_size,
         cache_dir=r.cache_dir,
         shards=tuple(shards),
-        index=index,
+        sources=tuple(index.sources),
+        classes=tuple(index.classes),
+        index_rejects=tuple(index.rejects),
+        entries=entries,
     )
 
 
+def cut_shards(index: DatasetIndex, shard_size: int) -> tuple[list[Shard], dict[int, list[Entry]]]:
+    """Each split's images (in the index's order, which follows the sources') in shards
+    of at most ``shard_size``. Shards follow the sources' own units: a source that fits
+    in a shard is never split between two (so small archives are packed whole, and no
+    shard streams a compressed archive for a few of its images), and a larger one is cut
+    into whole shards from its start."""
+    shards: list[Shard] = []
+    entries: dict[int, list[Entry]] = {}
+    for split in index.splits():
+        in_split = [e for e in index.entries if e.split == split]
+        bounds = [0]
+        for run_start, run_stop in _source_runs(in_split):
+            if run_start > bounds[-1] and run_stop - bounds[-1] > shard_size:
+                bounds.append(run_start)  # close the open shard where this source begins
+            while run_stop - bounds[-1] > shard_size:
+                bounds.append(bounds[-1] + shard_size)
+        bounds.append(len(in_split))
+        for start, stop in zip(bounds, bounds[1:]):
+            entries[len(shards)] = in_split[start:stop]
+            shards.append(Shard(len(shards), split, start, stop))
+    return shards, entries
+
+
+def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for i, e in enumerate(entries):
+        if runs and entries[runs[-1][0]].source == e.source:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 def save_plan(p: Plan, held: Lease) -> None:
-    """Write ``plan.json`` into the set's staging; ``held`` is the caller's lease on it."""
+    """Write each shard's entries, then ``plan.json``, into the set's staging; ``held``
+    is the caller's lease on it."""
     assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
+    def write(number: int) -> None:
+        atomic_write_json(layout.entries_uri(p.set_uri, p.plan_id, number), p.entries_json(number))
+
+    fs, _ = fs_path(p.set_uri)
+    # an object store's requests overlap; a local disk's writes stay in order (the crash tests replay them)
+    with ThreadPoolExecutor(max_workers=1 if is_local(fs) else 16, thread_name_prefix="tlfs-plan") as pool:
+        list(pool.map(write, range(len(p.shards))))
     atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
 
 
@@ -117,8 +157,15 @@ def _artifact(backbone: str, model_store: str, weights: str | None, random_weigh
 
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:
+    """The saved plan; each shard's entries are read when a task asks for them."""
+    def read_entries(number: int) -> list:
+        try:
+            return read_json(layout.entries_uri(set_uri, plan_id, number))
+        except FileNotFoundError:
+            raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
+
     try:
-        return Plan.from_json(read_json(layout.plan_uri(set_uri, plan_id)))
+        return Plan.from_json(read_json(layout.plan_uri(set_uri, plan_id)), read_entries)
     except FileNotFoundError:
         raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
 
@@ -241,7 +288,6 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
                   progress: Callable[[int], None] | None = None) -> ShardOutputs:
     """Decode (``decoder``: a background thread, and worker processes) and run one shard
     through the session."""
-    index = p.index
     entries = p.shard_entries(number)
     batch_size = p.runtime.batch_size
     started = time.perf_counter()
@@ -265,9 +311,9 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
         if progress:
             progress(len(items))
 
-    for position, entry, image, reason in decoder.decoded(index, entries, p.input_size, p.cache_dir):
+    for position, entry, image, reason in decoder.decoded(p.sources, entries, p.input_size, p.cache_dir):
         if image is None:
-            rejects.append({"image_id": entry.image_id, "source": index.sources[entry.source].uri, "reason": reason})
+            rejects.append({"image_id": entry.image_id, "source": p.sources[entry.source].uri, "reason": reason})
             if progress:
                 progress(1)
             continue
@@ -296,7 +342,7 @@ def write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
 
 def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     ids = [e.image_id for e in out.kept]
-    labels = np.array([p.index.label_of(e.label_name) for e in out.kept], dtype=np.int16)
+    labels = np.array([p.label_of(e.label_name) for e in out.kept], dtype=np.int16)
     names = [e.label_name for e in out.kept]
     split = p.shards[out.number].split
     files = {}
@@ -352,10 +398,9 @@ def commit_task(set_uri: str, plan_id: str, results: list[dict] | None = None, l
 
 def _manifest(p: Plan, results: list[dict]) -> dict:
     """The manifest of plan ``p`` from its shards' records."""
-    index = p.index
     counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.splits}
-    rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in index.rejects]
-    for r in index.rejects:  # refused while indexing: read, and rejected
+    rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in p.index_rejects]
+    for r in p.index_rejects:  # refused while indexing: read, and rejected
         split = r.image_id.split("/")[0]
         if split in counts:
             counts[split]["read"] += 1
@@ -377,7 +422,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         "plan_id": p.plan_id,
         "layers": p.layer_dims,
         "splits": list(p.splits),
-        "classes": index.classes,
+        "classes": list(p.classes),
         "rows": sum(c["written"] for c in counts.values()),
         "counts": counts,
         "shards": shards,
@@ -390,7 +435,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
             "model_uri": p.artifact.uri,
             "weights": card["weights"],
             "parent": card.get("parent"),
-            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in index.sources],
+            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in p.sources],
             "limit": p.limit,
             "preprocessing": {
                 **card["preprocessing"],

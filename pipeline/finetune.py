@@ -39,7 +39,7 @@ def load_split(index: DatasetIndex, entries: list[Entry], size: int, cache_dir: 
     from PIL import Image
 
     images, labels, rejects = [], [], []
-    for entry, payload in iter_payloads(index, entries, cache_dir):
+    for entry, payload in iter_payloads(index.sources, entries, cache_dir):
         try:
             images.append(decode(payload, size))
             labels.append(index.label_of(entry.label_name))

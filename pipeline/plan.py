@@ -1,17 +1,22 @@
 """An extraction as typed values: what was asked (:class:`ExtractionRequest`), and the
 plan that fixes it (:class:`Plan`: the backbone version, the runtime, the dataset's
-index, parsed once, and its :class:`Shard` s). ``plan.json`` in the set's staging holds
-:meth:`Plan.to_json`; every task of a run reads it back with :meth:`Plan.from_json`."""
+sources and classes, and its :class:`Shard` s).
+
+In the set's staging, ``plan.json`` holds :meth:`Plan.to_json`, which does not list the
+images: each shard's entries are saved apart (``entries/NNNNN.json``,
+:meth:`Plan.entries_json`), so that a shard task reads the plan and its own list, and
+its start-up does not grow with the dataset. Every task of a run reads the plan back
+with :meth:`Plan.from_json`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,12 @@ class Plan:
     shard_size: int
     cache_dir: str | None
     shards: tuple[Shard, ...]
-    index: DatasetIndex
+    sources: tuple[SourceInfo, ...]
+    classes: tuple[str, ...]
+    index_rejects: tuple[Reject, ...]  # refused while indexing (unsafe paths, links, rows without a label)
+    # each shard's entries: all of them in the process that planned, else read on demand
+    entries: dict[int, list[Entry]] = field(default_factory=dict, repr=False)
+    read_entries: Callable[[int], list] | None = field(default=None, repr=False)
 
     @property
     def backbone(self) -> str:
@@ -89,17 +99,18 @@ class Plan:
     def images(self) -> int:
         return sum(s.images for s in self.shards)
 
-    @cached_property
-    def _entries_by_split(self) -> dict[str, list[Entry]]:
-        """Each split's entries in index order, gathered once (not once per shard)."""
-        by_split: dict[str, list[Entry]] = {split: [] for split in self.splits}
-        for e in self.index.entries:
-            by_split.setdefault(e.split, []).append(e)
-        return by_split
+    def label_of(self, name: str) -> int:
+        return self.classes.index(name)
 
     def shard_entries(self, number: int) -> list[Entry]:
-        shard = self.shards[number]
-        return self._entries_by_split[shard.split][shard.start : shard.stop]
+        if number not in self.entries:
+            if self.read_entries is None:
+                raise KeyError(f"plan {self.plan_id} has no entries for shard {number}")
+            self.entries[number] = [Entry(*row) for row in self.read_entries(number)]
+        return self.entries[number]
+
+    def entries_json(self, number: int) -> list[list]:
+        return [e.to_row() for e in self.shard_entries(number)]
 
     def to_json(self) -> dict:
         return {
@@ -118,11 +129,14 @@ class Plan:
             "shard_size": self.shard_size,
             "cache_dir": self.cache_dir,
             "shards": [s.to_json() for s in self.shards],
-            "index": self.index.to_json(),
+            "sources": [asdict(s) for s in self.sources],
+            "classes": list(self.classes),
+            "index_rejects": [asdict(r) for r in self.index_rejects],
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Plan":
+    def from_json(cls, data: dict, read_entries: Callable[[int], list] | None = None) -> "Plan":
+        """``read_entries(number)``: a shard's saved entry rows (see the module's note)."""
         return cls(
             plan_id=data["plan_id"],
             dataset=data["dataset"],
@@ -135,5 +149,8 @@ class Plan:
             shard_size=data["shard_size"],
             cache_dir=data.get("cache_dir"),
             shards=tuple(Shard.from_json(s) for s in data["shards"]),
-            index=DatasetIndex.from_json(data["index"]),
+            sources=tuple(SourceInfo(**s) for s in data["sources"]),
+            classes=tuple(data["classes"]),
+            index_rejects=tuple(Reject(**r) for r in data["index_rejects"]),
+            read_entries=read_entries,
         )

@@ -28,7 +28,7 @@ def test_image_folder_in_every_container_gives_the_same_index(tmp_path, kind):
     index = build_index("colors", [str(uri)])
     assert ids(index) == sorted(files)
     assert index.classes == ["blue", "green", "red"] and index.splits() == ["test", "train"]
-    payloads = dict((e.image_id, p) for e, p in iter_payloads(index, index.entries))
+    payloads = dict((e.image_id, p) for e, p in iter_payloads(index.sources, index.entries))
     assert payloads == files
 
 
@@ -126,7 +126,7 @@ def test_cifar_python_tarball_is_read_after_its_checksum(tmp_path):
     index = build_index("cifar10", [f"{path}#md5={md5}"])
     assert index.sources[0].format == "cifar10-python"
     assert index.classes[0] == "airplane" and Counter(e.split for e in index.entries) == {"train": 12, "test": 6}
-    images = [p for _, p in iter_payloads(index, index.entries)]
+    images = [p for _, p in iter_payloads(index.sources, index.entries)]
     assert all(isinstance(p, np.ndarray) and p.shape == (32, 32, 3) for p in images)
 
 
@@ -148,12 +148,12 @@ def test_cifar_batch_with_code_in_its_pickle_is_refused(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
 def test_consecutive_shards_of_an_archive_read_it_once_and_going_back_reopens_it(tmp_path, monkeypatch, suffix):
-    from tlfs.pipeline import datasets
-    from tlfs.pipeline.datasets import TarStreams
+    from tlfs.pipeline.sources import OpenArchives as TarStreams
+    from tlfs.pipeline.sources import tar
 
     opened = []
-    real_open = datasets.open_source
-    monkeypatch.setattr(datasets, "open_source", lambda uri, cache: opened.append(uri) or real_open(uri, cache))
+    real_open = tar.open_source
+    monkeypatch.setattr(tar, "open_source", lambda uri, cache: opened.append(uri) or real_open(uri, cache))
     index = build_index("colors", [str(write_tar(tmp_path / f"d{suffix}", folder_images(per_class=6)))])
     opened.clear()  # indexing read it once
     entries = index.entries
@@ -165,4 +165,4 @@ def test_consecutive_shards_of_an_archive_read_it_once_and_going_back_reopens_it
     again = [e.image_id for e, _ in streams.payloads(index.sources[0].uri, thirds[0], None)]
     assert again == [e.image_id for e in thirds[0]] and len(opened) == 2  # behind the stream: opened again
     streams.close()
-    assert [e.image_id for e, _ in iter_payloads(index, entries)] == [e.image_id for e in entries]
+    assert [e.image_id for e, _ in iter_payloads(index.sources, entries)] == [e.image_id for e in entries]

@@ -18,7 +18,7 @@ from tests.faults import python_path
 def decode_all(index, workers):
     with Decoder(workers) as decoder:
         rows = [(position, entry.image_id, None if image is None else image.tobytes(), reason)
-                for position, entry, image, reason in decoder.decoded(index, index.entries, 224, None)]
+                for position, entry, image, reason in decoder.decoded(index.sources, index.entries, 224, None)]
         return rows, decoder.stats
 
 
@@ -44,7 +44,7 @@ from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
 index = build_index("colors", [sys.argv[1]])
 decoder = Decoder(2)
-for _ in decoder.decoded(index, index.entries, 224, None):
+for _ in decoder.decoded(index.sources, index.entries, 224, None):
     pass
 print(json.dumps([p.pid for p in decoder._pool._processes.values()]), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -73,7 +73,7 @@ from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
 index = build_index("colors", [sys.argv[1]])
 with Decoder(2) as decoder:
-    print(sum(1 for _ in decoder.decoded(index, index.entries, 224, None)))
+    print(sum(1 for _ in decoder.decoded(index.sources, index.entries, 224, None)))
 """
 
 

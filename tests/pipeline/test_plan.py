@@ -12,7 +12,8 @@ def test_a_saved_plan_reads_back_as_the_same_typed_plan(tmp_path, folder_dataset
     assert isinstance(back, Plan) and back.to_json() == p.to_json()
     assert back.layers == ("block2", "head") and back.layer_dims == {"block2": 24, "head": 1280}
     assert back.shards[0] == Shard(0, back.shards[0].split, 0, 4)
-    assert back.images == len(back.index.entries) == sum(s.images for s in back.shards)
+    assert back.images == sum(len(back.shard_entries(s.number)) for s in back.shards) == sum(s.images for s in back.shards)
+    assert [back.shard_entries(s.number) for s in back.shards] == [p.shard_entries(s.number) for s in p.shards]
     assert [e.split for e in back.shard_entries(0)] == [back.shards[0].split] * 4
     assert back.runtime == request.runtime and back.input_size == 224
 

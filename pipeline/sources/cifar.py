@@ -12,8 +12,9 @@ from collections import defaultdict
 from typing import Iterator
 
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
+from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.source_files import digest, open_source, verify_expected
+from tlfs.pipeline.sources.files import digest, open_source, verify_expected
 
 
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -62,7 +63,8 @@ def _cifar_batches(uri: str, cache_dir: str | None) -> Iterator[tuple[str, dict]
                 yield base, _load_batch(archive.extractfile(member).read())
 
 
-def index_cifar(uri: str, number: int, cache_dir: str | None, checksum: dict[str, str], expected: dict[str, str]):
+def index_cifar(uri: str, number: int, cache_dir: str | None, checksum: dict[str, str], expected: dict[str, str]) -> Indexed:
+    """Called by the tar source, which recognised the archive's members."""
     _cifar_trusted(uri, checksum, expected)
     if expected:
         verify_expected(uri, SourceInfo(uri, "cifar10-python", checksum), expected)
@@ -81,18 +83,25 @@ def index_cifar(uri: str, number: int, cache_dir: str | None, checksum: dict[str
         for row, (label, filename) in enumerate(zip(batch[b"labels"], batch[b"filenames"])):
             name = classes[label]
             found.append(Entry(f"{split}/{name}/{filename.decode()}", split, name, number, f"{base}:{row}"))
-    return SourceInfo(uri, "cifar10-python", checksum, len(found)), found, [], classes
+    return Indexed(SourceInfo(uri, "cifar10-python", checksum, len(found)), found, [], classes)
 
 
-def cifar_payloads(info: SourceInfo, wanted: list[Entry], cache_dir: str | None):
-    rows: dict[str, list[tuple[int, Entry]]] = defaultdict(list)
-    for e in wanted:
-        base, row = e.member.split(":")
-        rows[base].append((int(row), e))
-    # Verified again before unpickling: the file may have changed since it was indexed.
-    if digest(info.uri, cache_dir)["sha256"] != info.checksum["sha256"]:
-        raise SourceError(f"{info.uri}: changed since it was indexed (sha256 differs); its pickles are not read")
-    for base, batch in _cifar_batches(info.uri, cache_dir):
-        for row, e in rows.get(base, ()):
-            flat = batch[b"data"][row]
-            yield e, flat.reshape(3, 32, 32).transpose(1, 2, 0).copy()
+class CifarTarball:
+    formats = ("cifar10-python",)
+
+    def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
+              expected: dict[str, str]) -> Indexed:
+        raise SourceError(f"{uri}: a CIFAR-10 tarball is indexed as a tar archive")  # see pipeline/sources/tar.py
+
+    def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
+        rows: dict[str, list[tuple[int, Entry]]] = defaultdict(list)
+        for e in wanted:
+            base, row = e.member.split(":")
+            rows[base].append((int(row), e))
+        # Verified again before unpickling: the file may have changed since it was indexed.
+        if digest(info.uri, cache_dir)["sha256"] != info.checksum["sha256"]:
+            raise SourceError(f"{info.uri}: changed since it was indexed (sha256 differs); its pickles are not read")
+        for base, batch in _cifar_batches(info.uri, cache_dir):
+            for row, e in rows.get(base, ()):
+                flat = batch[b"data"][row]
+                yield e, flat.reshape(3, 32, 32).transpose(1, 2, 0).copy()

@@ -1,0 +1,52 @@
+"""The interface every source format implements (one class per format, in this folder):
+
+* ``formats``: the ``SourceInfo.format`` names it reads;
+* ``index(uri, number, options, cache_dir, expected)``: list the images of one file or
+  folder, as :class:`Indexed` (``number``: the source's place in the dataset);
+* ``payloads(info, wanted, cache_dir, archives)``: yield ``(entry, payload)`` for the
+  ``wanted`` entries of that source, in their order; a payload is the image's encoded
+  bytes, decoded pixels (CIFAR), or the exception that kept it from being read (the
+  caller records it as a reject). ``archives``: compressed archives kept open across
+  calls (:class:`tlfs.pipeline.sources.tar.OpenArchives`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+
+
+@dataclass
+class Indexed:
+    info: SourceInfo
+    entries: list[Entry]
+    rejects: list[Reject] = field(default_factory=list)
+    classes: list[str] | None = None  # label order where the source fixes it (CIFAR's meta, int labels)
+
+
+class Source(Protocol):
+    formats: tuple[str, ...]
+
+    def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
+              expected: dict[str, str]) -> Indexed: ...
+
+    def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None,
+                 archives) -> Iterator[tuple[Entry, object]]: ...
+
+
+def no_options(uri: str, options: dict[str, str]) -> None:
+    """For formats that take no options: say so instead of ignoring them."""
+    if options:
+        from tlfs.pipeline.errors import SourceError
+
+        raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to this format")
+
+
+def int_class_order(entries: list[Entry]) -> list[str] | None:
+    """Integer labels fix the class order: class ``k`` is label ``k``."""
+    names = {e.label_name for e in entries}
+    if names and all(n.isdigit() for n in names):
+        return [str(k) for k in range(max(int(n) for n in names) + 1)]
+    return None

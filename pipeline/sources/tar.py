@@ -1,0 +1,179 @@
+"""Tar archives (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``), local or
+remote, holding either an image-folder tree (``split/class/file``) or WebDataset samples
+(pipeline/sources/webdataset.py); the CIFAR-10 python tarball is recognised by its
+members and handed to pipeline/sources/cifar.py.
+
+Indexing streams the archive once (names, labels, checksum). Reading then depends on
+compression:
+
+* an uncompressed tar is read **by offset**: each member's bytes were located while
+  indexing, so a shard reads only its own ranges (a batched ranged ``cat`` on an object
+  store), never the rest of the archive;
+* a compressed one can only be streamed: :class:`OpenArchives` keeps it open, so the
+  consecutive shards of a run continue one stream instead of starting again.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Iterator
+
+import fsspec
+
+from tlfs.features.storage import is_local
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.sources.base import Indexed, int_class_order
+from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
+from tlfs.pipeline.sources.files import HashingReader, display_path, image_id_of, image_path_parts, open_source, safe_member
+from tlfs.pipeline.sources.webdataset import Samples
+
+RANGES_PER_REQUEST = 256  # ranged reads sent together
+
+
+class TarArchive:
+    formats = ("imagefolder-tar", "webdataset-tar")
+
+    def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
+              expected: dict[str, str]) -> Indexed:
+        found: list[Entry] = []
+        bad: list[Reject] = []
+        samples = Samples(uri, options)
+        cifar = False
+        with open_source(uri, cache_dir) as raw:
+            reader = HashingReader(raw)
+            with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|*") as archive:
+                seekable = getattr(archive.fileobj, "comptype", None) == "tar"
+                for member in archive:
+                    name = member.name
+                    if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
+                        cifar = True
+                        continue
+                    safe = safe_member(name)
+                    parts = image_path_parts(safe or display_path(name))
+                    if parts is None:
+                        if safe is not None and member.isfile():
+                            samples.add(safe, member, lambda m=member: archive.extractfile(m).read())
+                        continue
+                    image_id = image_id_of(parts)
+                    if safe is None:
+                        bad.append(Reject(image_id, uri, f"unsafe archive path {name!r}"))
+                    elif member.issym() or member.islnk():
+                        bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
+                    elif member.isfile():
+                        found.append(Entry(image_id, *image_id.split("/")[:2], number, name,
+                                           member.offset_data if seekable else -1, member.size if seekable else -1))
+            checksum = reader.drain()
+        if cifar:
+            if options:
+                raise SourceError(f"{uri}: the CIFAR-10 archive takes no options ({', '.join(sorted(options))})")
+            return index_cifar(uri, number, cache_dir, checksum, expected)
+        if found or not samples:
+            if options:
+                raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
+            return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found)), found, bad)
+        entries, unlabelled = samples.entries(number, seekable)
+        return Indexed(SourceInfo(uri, "webdataset-tar", checksum, len(entries), dict(options)), entries,
+                       bad + unlabelled, int_class_order(entries))
+
+    def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None,
+                 archives: "OpenArchives") -> Iterator:
+        if all(e.offset >= 0 for e in wanted):
+            yield from _ranged(info.uri, wanted)
+        else:
+            yield from archives.payloads(info.uri, wanted, cache_dir)
+
+
+def _ranged(uri: str, wanted: list[Entry]) -> Iterator:
+    """Members of an uncompressed tar, by offset: locally from one open file, on an
+    object store as batched ranged requests."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    ordered = sorted(range(len(wanted)), key=lambda i: wanted[i].offset)
+    got: dict[int, bytes | Exception] = {}
+    try:
+        if is_local(fs):
+            with fs.open(path, "rb") as f:
+                for i in ordered:
+                    f.seek(wanted[i].offset)
+                    data = f.read(wanted[i].size)
+                    got[i] = data if len(data) == wanted[i].size else SourceError(
+                        f"{wanted[i].member} is cut short in {uri} (the archive changed since it was indexed)")
+        else:
+            for start in range(0, len(ordered), RANGES_PER_REQUEST):
+                part = ordered[start:start + RANGES_PER_REQUEST]
+                values = fs.cat_ranges([path] * len(part), [wanted[i].offset for i in part],
+                                       [wanted[i].offset + wanted[i].size for i in part], on_error="return")
+                got.update(zip(part, values))
+    except OSError as exc:
+        for e in wanted:
+            yield e, exc
+        return
+    for i, e in enumerate(wanted):
+        yield e, got[i]
+
+
+class OpenArchives:
+    """Compressed tar archives kept open between calls. An archive streams in one
+    direction, so a call whose members all lie ahead of where the last call stopped
+    continues the same stream; any other call opens the archive again. Shards are
+    contiguous runs of the index, which follows each archive's order, so the shards of a
+    run read each archive once instead of once per shard."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, _TarStream] = {}
+
+    def payloads(self, uri: str, wanted: list[Entry], cache_dir: str | None):
+        stream = self._open.get(uri)
+        if stream is None or stream.broken or any(e.member in stream.passed for e in wanted):
+            if stream is not None:
+                stream.close()
+                del self._open[uri]
+            try:
+                stream = self._open[uri] = _TarStream(uri, cache_dir)
+            except (OSError, tarfile.TarError, EOFError) as exc:
+                for e in wanted:
+                    yield e, exc
+                return
+        yield from stream.take(wanted)
+
+    def close(self) -> None:
+        for stream in self._open.values():
+            stream.close()
+        self._open.clear()
+
+
+class _TarStream:
+    def __init__(self, uri: str, cache_dir: str | None) -> None:
+        self.uri = uri
+        self.passed: set[str] = set()  # members already streamed past
+        self.broken = False
+        self._raw = open_source(uri, cache_dir)
+        self._archive = tarfile.open(fileobj=self._raw, mode="r|*")
+        self._members = iter(self._archive)
+
+    def take(self, wanted: list[Entry]):
+        pending = {e.member: e for e in wanted}
+        try:
+            for member in self._members:
+                self.passed.add(member.name)
+                e = pending.pop(member.name, None)
+                if e is None:
+                    continue
+                try:
+                    yield e, self._archive.extractfile(member).read()
+                except (OSError, tarfile.TarError) as exc:
+                    yield e, exc
+                if not pending:
+                    return
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            self.broken = True
+            for e in pending.values():
+                yield e, exc
+            return
+        for e in pending.values():
+            yield e, SourceError(f"{e.member} vanished from {self.uri}")
+
+    def close(self) -> None:
+        self._archive.close()
+        self._raw.close()
