@@ -56,8 +56,10 @@ def _backbone_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need --source")
     p.add_argument("--source", action="append", dest="sources", metavar="URI",
-                   help="dataset source (image-folder dir/.tar/.tar.gz/.zip or CIFAR-10 python tarball); repeat to merge; "
-                        "append #md5=HEX or #sha256=HEX to check it")
+                   help="dataset source: an image-folder dir/.tar/.tar.gz/.zip, WebDataset .tar archives, a Parquet table "
+                        "of images or the CIFAR-10 python tarball; a glob or brace list names many "
+                        "('shards/train-{0000..0099}.tar'); repeat to merge; #md5=HEX or #sha256=HEX checks it, "
+                        "#split=, #image=, #label=, #split_column=, #id= set options (see the README's Datasets)")
     p.add_argument("--limit", type=_positive, help="class-balanced sample of N images per split")
 
 

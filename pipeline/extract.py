@@ -85,18 +85,19 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
 
 def cut_shards(index: DatasetIndex, shard_size: int) -> tuple[list[Shard], dict[int, list[Entry]]]:
     """Each split's images (in the index's order, which follows the sources') in shards
-    of at most ``shard_size``. Shards follow the sources' own units: a source that fits
-    in a shard is never split between two (so small archives are packed whole, and no
-    shard streams a compressed archive for a few of its images), and a larger one is cut
-    into whole shards from its start."""
+    of at most ``shard_size``. Where a source can only be streamed (a compressed tar),
+    shards follow its own bounds: it starts a shard of its own, so that no shard streams
+    through a compressed archive for a few of its images. Sources read by offset, row
+    group or file (folders, zips, uncompressed tars, Parquet) are cut anywhere."""
     shards: list[Shard] = []
     entries: dict[int, list[Entry]] = {}
     for split in index.splits():
         in_split = [e for e in index.entries if e.split == split]
         bounds = [0]
         for run_start, run_stop in _source_runs(in_split):
-            if run_start > bounds[-1] and run_stop - bounds[-1] > shard_size:
-                bounds.append(run_start)  # close the open shard where this source begins
+            streamed = in_split[run_start].offset < 0 and index.sources[in_split[run_start].source].format in STREAMED
+            if streamed and run_start > bounds[-1] and run_stop - bounds[-1] > shard_size:
+                bounds.append(run_start)  # close the open shard where this archive begins
             while run_stop - bounds[-1] > shard_size:
                 bounds.append(bounds[-1] + shard_size)
         bounds.append(len(in_split))
@@ -104,6 +105,9 @@ def cut_shards(index: DatasetIndex, shard_size: int) -> tuple[list[Shard], dict[
             entries[len(shards)] = in_split[start:stop]
             shards.append(Shard(len(shards), split, start, stop))
     return shards, entries
+
+
+STREAMED = ("imagefolder-tar", "webdataset-tar")  # compressed ones: read from their start
 
 
 def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:

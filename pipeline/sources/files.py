@@ -109,6 +109,20 @@ def split_from_path(uri: str) -> str | None:
     return None
 
 
+CONNECTIONS = 64  # concurrent requests of one batched read on S3 (botocore's own default is 10)
+
+
+def batch_reader(uri: str):
+    """``(fs, path)`` for batched reads of ``uri``'s files: on S3 with a connection pool
+    wide enough for a batch's concurrent requests (a ``max_pool_connections`` set in
+    fsspec's own s3 configuration wins)."""
+    protocol = fsspec.core.split_protocol(uri)[0]
+    if protocol not in ("s3", "s3a"):
+        return fsspec.core.url_to_fs(uri)
+    given = dict((fsspec.config.conf.get("s3") or {}).get("config_kwargs") or {})
+    return fsspec.core.url_to_fs(uri, config_kwargs={"max_pool_connections": CONNECTIONS, **given})
+
+
 def open_source(uri: str, cache_dir: str | None):
     """Open a file URI for streaming; remote files go through fsspec's local cache so
     the index pass and the payload pass download once."""

@@ -1,7 +1,7 @@
 """An image-folder tree, ``<split>/<class>/<file>``, as a directory, local or on an object
 store. Its checksum is that of its listing (names and sizes). Files are read a batch at a
-time: on an object store through fsspec's batched ``cat`` (concurrent requests, bounded
-by fsspec's batch size), locally with a few threads."""
+time: on an object store through fsspec's batched ``cat`` (concurrent requests, up to
+``files.CONNECTIONS`` at once on S3), locally with a few threads."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-import fsspec
 
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.sources.base import Indexed, no_options
-from tlfs.pipeline.sources.files import image_id_of, image_path_parts
+from tlfs.pipeline.sources.files import batch_reader, image_id_of, image_path_parts
 
 BATCH = 256  # files requested together: bounds the bytes held at once
 LOCAL_THREADS = 4
@@ -26,7 +25,7 @@ class ImageFolderDir:
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
         no_options(uri, options)
-        fs, root = fsspec.core.url_to_fs(uri)
+        fs, root = batch_reader(uri)  # the instance that reads the files later (one client, one pool)
         found, bad = [], []
         listing = hashlib.sha256()
         root = root.rstrip("/")
@@ -46,7 +45,7 @@ class ImageFolderDir:
         return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
-        fs, _ = fsspec.core.url_to_fs(info.uri)
+        fs, _ = batch_reader(info.uri)
         read = _read_local if is_local(fs) else _read_remote
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start:start + BATCH]

@@ -19,14 +19,12 @@ import io
 import tarfile
 from typing import Iterator
 
-import fsspec
-
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources.base import Indexed, int_class_order
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
-from tlfs.pipeline.sources.files import HashingReader, display_path, image_id_of, image_path_parts, open_source, safe_member
+from tlfs.pipeline.sources.files import HashingReader, batch_reader, display_path, image_id_of, image_path_parts, open_source, safe_member
 from tlfs.pipeline.sources.webdataset import Samples
 
 RANGES_PER_REQUEST = 256  # ranged reads sent together
@@ -88,7 +86,7 @@ class TarArchive:
 def _ranged(uri: str, wanted: list[Entry]) -> Iterator:
     """Members of an uncompressed tar, by offset: locally from one open file, on an
     object store as batched ranged requests."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = batch_reader(uri)
     ordered = sorted(range(len(wanted)), key=lambda i: wanted[i].offset)
     got: dict[int, bytes | Exception] = {}
     try:

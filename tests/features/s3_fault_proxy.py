@@ -3,7 +3,8 @@ produce: throttling (503 SlowDown), a connection reset in the middle of an uploa
 a connection dropped after the server stored the object but before it answered.
 
 ``decide(method, path)`` returns None (pass through) or one of :data:`FAULTS`; the proxy
-counts what it injected and what it passed.
+counts what it injected and what it passed. ``latency`` (seconds) delays every request,
+as a distant object store would.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -22,7 +24,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 class FaultyS3Proxy:
-    def __init__(self, upstream_port: int, decide: Callable[[str, str], str | None]) -> None:
+    def __init__(self, upstream_port: int, decide: Callable[[str, str], str | None] = lambda *_: None,
+                 latency: float = 0.0) -> None:
         self.counts: Counter = Counter()
         proxy = self
 
@@ -51,6 +54,8 @@ class FaultyS3Proxy:
                     pass
 
             def _serve(self) -> None:
+                if latency:
+                    time.sleep(latency)
                 fault = decide(self.command, self.path)
                 if fault == "reset":  # read half the upload, then the connection dies
                     self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2)

@@ -25,3 +25,22 @@ def test_the_same_request_makes_the_same_plan_id_and_another_shard_size_another(
     from dataclasses import replace
 
     assert extract.plan(replace(request, shard_size=3), quiet).plan_id != extract.plan(request, quiet).plan_id
+
+
+def test_shards_begin_with_a_compressed_archive_but_cut_anywhere_through_one_read_by_offset(tmp_path):
+    from tests.conftest import folder_images, write_tar
+    from tlfs.pipeline.datasets import build_index
+
+    files = folder_images(per_class=2, splits=("train",))  # 6 images
+    names = sorted(files)
+    for suffix, mode in ((".tar.gz", "w:gz"), (".tar", "w")):
+        for part in range(3):
+            write_tar(tmp_path / f"p{part}{suffix}", {n: files[n] for n in names[2 * part:2 * part + 2]}, mode)
+        index = build_index("c", [str(tmp_path / f"p*{suffix}")])
+        shards, entries = extract.cut_shards(index, 3)
+        sizes = [s.images for s in shards]
+        if mode == "w:gz":  # 2 + 2 would straddle an archive: each archive begins a shard
+            assert sizes == [2, 2, 2] and all(len({e.source for e in entries[n]}) == 1 for n in entries)
+        else:
+            assert sizes == [3, 3]
+        assert [e for n in sorted(entries) for e in entries[n]] == index.entries
