@@ -10,9 +10,9 @@ them.
 
 from __future__ import annotations
 
+import itertools
 import tarfile
 import zipfile
-from collections import defaultdict
 from typing import Iterable, Iterator
 
 import fsspec
@@ -108,20 +108,19 @@ def _check_unique(entries: list[Entry], sources: list[SourceInfo]) -> None:
 
 def iter_payloads(sources: list[SourceInfo], entries: list[Entry], cache_dir: str | None = None,
                   archives: OpenArchives | None = None) -> Iterator[tuple[Entry, bytes | np.ndarray | Exception]]:
-    """Yield ``(entry, payload)`` for ``entries``, source by source. A payload is the
-    image file's bytes, a decoded HxWx3 array (CIFAR), or the exception that kept it from
-    being read (recorded as a reject by the caller, never lost). ``archives``: compressed
-    archives kept open across calls (a run's consecutive shards stream an archive once);
-    without it, the archives this call opens are closed at its end."""
-    by_source: dict[int, list[Entry]] = defaultdict(list)
-    for e in entries:
-        by_source[e.source].append(e)
+    """Yield ``(entry, payload)`` for ``entries``: each run of entries of one source is
+    read by that source, in the source's order (a shard's entries, in the index's order,
+    come back in their order). A payload is the image file's bytes, a decoded HxWx3 array (CIFAR),
+    or the exception that kept it from being read (recorded as a reject by the caller,
+    never lost). ``archives``: compressed archives kept open across calls (a run's
+    consecutive shards stream an archive once); without it, the archives this call opens
+    are closed at its end."""
     own = archives is None
     archives = OpenArchives() if own else archives
     try:
-        for number in sorted(by_source):
+        for number, run in itertools.groupby(entries, key=lambda e: e.source):
             info = sources[number]
-            yield from SOURCES[info.format].payloads(info, by_source[number], cache_dir, archives)
+            yield from SOURCES[info.format].payloads(info, list(run), cache_dir, archives)
     finally:
         if own:
             archives.close()

@@ -85,25 +85,32 @@ class Decoder:
                 depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
         every entry, in order."""
+        return self.decoded_parts(sources, [entries], input_size, cache_dir, depth)
+
+    def decoded_parts(self, sources: list[SourceInfo], parts: list[list[Entry]], input_size: int,
+                      cache_dir: str | None, depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+        """The same for several lists of entries (a run's shards) read one after the
+        other without a pause: one stream, positions counted through all of them."""
         if self.workers == 1:
-            return self._on_reader_thread(sources, entries, input_size, cache_dir, depth)
-        return self._in_processes(sources, entries, input_size, cache_dir)
+            return self._on_reader_thread(sources, parts, input_size, cache_dir, depth)
+        return self._in_processes(sources, parts, input_size, cache_dir)
 
-    def _payloads(self, sources: list[SourceInfo], entries: list[Entry], cache_dir: str | None):
-        stream = iter_payloads(sources, entries, cache_dir, self._archives)
-        while True:
-            started = time.perf_counter()
-            try:
-                item = next(stream)
-            except StopIteration:
-                return
-            finally:
-                self.stats.read_seconds += time.perf_counter() - started
-            yield item
+    def _payloads(self, sources: list[SourceInfo], parts: list[list[Entry]], cache_dir: str | None):
+        for entries in parts:
+            stream = iter_payloads(sources, entries, cache_dir, self._archives)
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(stream)
+                except StopIteration:
+                    break
+                finally:
+                    self.stats.read_seconds += time.perf_counter() - started
+                yield item
 
-    def _on_reader_thread(self, sources, entries, input_size, cache_dir, depth) -> Iterator:
+    def _on_reader_thread(self, sources, parts, input_size, cache_dir, depth) -> Iterator:
         def produce(put) -> None:
-            for position, (entry, payload) in enumerate(self._payloads(sources, entries, cache_dir)):
+            for position, (entry, payload) in enumerate(self._payloads(sources, parts, cache_dir)):
                 image, reason, seconds = _decode_one(payload, input_size)
                 self.stats.decode_seconds += seconds
                 self.stats.images += 1
@@ -111,7 +118,7 @@ class Decoder:
 
         return _background(produce, depth)
 
-    def _in_processes(self, sources, entries, input_size, cache_dir) -> Iterator:
+    def _in_processes(self, sources, parts, input_size, cache_dir) -> Iterator:
         pool = self._executor()
 
         def produce(put) -> None:
@@ -122,7 +129,7 @@ class Decoder:
                 put(([(position, entry) for position, entry, _ in chunk], pool.submit(decode_chunk, payloads, input_size)))
                 chunk.clear()
 
-            for position, (entry, payload) in enumerate(self._payloads(sources, entries, cache_dir)):
+            for position, (entry, payload) in enumerate(self._payloads(sources, parts, cache_dir)):
                 chunk.append((position, entry, payload))
                 if len(chunk) >= CHUNK:
                     submit()

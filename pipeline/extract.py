@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -250,21 +251,37 @@ def run_shards(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer, \
             (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers)) as decoder:
         pending = None
-        for number in numbers:
+        stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
+        streamed: set[int] = set()
+        later: list[int] = []
+        for i, number in enumerate(numbers):
             check()
             done = shard_done(p, number)
+            if stream is None and done is None:
+                # from the first shard to compute on, the readers and decoders never wait at a shard's end
+                streamed = {number} | {n for n in numbers[i + 1:] if shard_done(p, n) is None}
+                stream = decoder.decoded_parts(p.sources, [p.shard_entries(n) for n in numbers if n in streamed],
+                                               p.input_size, p.cache_dir)
             if done is not None:
+                if number in streamed:  # finished meanwhile by another run of the plan: its images pass by
+                    for _ in itertools.islice(stream, len(p.shard_entries(number))):
+                        pass
                 if progress:
                     progress(done["read"])
                 results.append({**done, "skipped": True})
                 continue
+            if number not in streamed:  # its files vanished since the stream began: after it
+                later.append(number)
+                continue
             session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
-            outputs = compute_shard(p, number, session, decoder, progress)
+            outputs = compute_shard(p, number, session, stream, progress)
             if pending is not None:
                 results.append(pending.result())
             pending = writer.submit(write_shard_outputs, p, outputs)
         if pending is not None:
             results.append(pending.result())
+        if later:
+            results.extend(run_shards(p, later, session, threads, progress, check, decoder=decoder))
     return sorted(results, key=lambda r: r["shard"])
 
 
@@ -288,10 +305,10 @@ def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads:
         return results
 
 
-def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
+def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
                   progress: Callable[[int], None] | None = None) -> ShardOutputs:
-    """Decode (``decoder``: a background thread, and worker processes) and run one shard
-    through the session."""
+    """Run one shard through the session; its images are the next ones of ``decoded``
+    (:meth:`Decoder.decoded`'s stream, which may run on through the next shards)."""
     entries = p.shard_entries(number)
     batch_size = p.runtime.batch_size
     started = time.perf_counter()
@@ -315,7 +332,8 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoder: Decoder,
         if progress:
             progress(len(items))
 
-    for position, entry, image, reason in decoder.decoded(p.sources, entries, p.input_size, p.cache_dir):
+    for position, (_, entry, image, reason) in enumerate(itertools.islice(decoded, len(entries))):
+        assert entry is entries[position], "the decoded stream must follow the shard's entries"
         if image is None:
             rejects.append({"image_id": entry.image_id, "source": p.sources[entry.source].uri, "reason": reason})
             if progress:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -200,3 +201,19 @@ def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_data
     with pytest.raises(PipelineError, match="would mix devices in one set"):
         extract.verify(summary["set_uri"], repair=True, device="cuda", log=lambda *_: None)
     assert extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)["bad_after_repair"] == 0
+
+
+def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_done(tmp_path, folder_dataset, lite0, models_root):
+    from tlfs.features import layout
+    from tlfs.pipeline.decode import Decoder
+
+    summary = run(tmp_path, folder_dataset, models_root, decode_workers=1)
+    p = extract.load_plan(summary["set_uri"], features.open_set("colors", "efficientnet_lite0", store=str(tmp_path / "store")).plan_id)
+    before = extract.run_shards(p, [s.number for s in p.shards])
+    for number in (1, 3):  # forget two shards: only their images are read and decoded again
+        (Path(layout.staging_uri(p.set_uri, p.plan_id)) / "shards" / f"{number:05d}.json").unlink()
+    with Decoder(1) as decoder:
+        after = extract.run_shards(p, [s.number for s in p.shards], decoder=decoder)
+    assert decoder.stats.images == p.shards[1].images + p.shards[3].images
+    assert [r["shard"] for r in after if not r.get("skipped")] == [1, 3]
+    assert [r["files"] for r in after] == [r["files"] for r in before]  # the same files, byte for byte
