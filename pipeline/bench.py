@@ -191,15 +191,18 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
     """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
     from tlfs.models.runtime import open_session
     from tlfs.pipeline import extract
+    from tlfs.pipeline.decode import Decoder
 
     counted = sum(len(b) for b in batches)
     source = synthetic_dataset(tmp_path, counted)
     session = open_session(artifact, runtime=runtime)
     session.run(batches[0])  # warm-up: graph capture, cuDNN search
-    return extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
-                       device=runtime.device, batch_size=runtime.batch_size,
-                       shard_size=max(counted // 4, runtime.batch_size), weights=weights, random_weights=random_weights,
-                       show_progress=False, log=lambda *_: None, session=session, decode_workers=decode_workers)
+    with Decoder(decode_workers, runtime.device).start() as decoder:  # started, as the session is warm
+        return extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
+                           device=runtime.device, batch_size=runtime.batch_size,
+                           shard_size=max(counted // 4, runtime.batch_size), weights=weights,
+                           random_weights=random_weights, show_progress=False, log=lambda *_: None, session=session,
+                           decoder=decoder)
 
 
 class HostOnlySession:
@@ -246,15 +249,15 @@ def host_only(
         size = artifact.card["preprocessing"]["input_size"]
         index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
         log(f"(1) reading and decoding {len(index.entries)} images of {dataset} ...")
-        started = time.perf_counter()
-        with Decoder(decode_workers) as decoder:
+        with Decoder(decode_workers).start() as decoder:  # as for a GPU; both steps share the started workers
+            started = time.perf_counter()
             decoded = sum(1 for _ in decoder.decoded(index.sources, index.entries, size, cache_dir))
-        decode_wall = time.perf_counter() - started
-        log("(2) the whole pipeline, inference replaced by a trivial session ...")
-        summary = extract.run(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
-                              batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir,
-                              show_progress=False, log=lambda *_: None, decode_workers=decode_workers,
-                              session=HostOnlySession(runtime, dict(artifact.card["layers"])))
+            decode_wall = time.perf_counter() - started
+            log("(2) the whole pipeline, inference replaced by a trivial session ...")
+            summary = extract.run(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
+                                  batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir,
+                                  show_progress=False, log=lambda *_: None, decoder=decoder,
+                                  session=HostOnlySession(runtime, dict(artifact.card["layers"])))
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {

@@ -65,7 +65,8 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 
 def _decode_workers_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-workers", type=_non_negative, help="processes decoding images (default: $TLFS_DECODE_WORKERS "
-                   "or 0 = one per core; 1 = none, decode on the reading thread)")
+                   "or 0 = one per core with a GPU, a quarter of the cores on CPU, where inference takes them; "
+                   "1 = none, decode on the reading thread)")
 
 
 def _finetune_config_args(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ class Settings:
     precision: str = ""  # fp32 or fp16; "" = the device's (fp32 on the CPU, fp16 on CUDA)
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
-    decode_workers: int = 0  # processes decoding images; 0 = one per core, 1 = none (on the reading thread)
+    decode_workers: int = 0  # processes decoding images; 0 = one per core (GPU) or a quarter of them (CPU), 1 = none
     # A DAG run maps at most this many extract_shard tasks (each takes a group of shards):
     # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
     max_shard_tasks: int = 512

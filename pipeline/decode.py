@@ -43,19 +43,23 @@ class DecodeStats:
     decode_seconds: float = 0.0
 
 
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+def default_workers(device: str = "cuda") -> int:
+    """One decode process per core where inference runs on a GPU; where it runs on the CPU
+    it takes the cores itself, so decoding gets a quarter of them (at least one: the
+    reading thread, no processes)."""
+    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return cores if device != "cpu" else max(1, cores // 4)
 
 
 class Decoder:
-    """Decodes payloads into pixels with ``workers`` processes (0: one per core; 1: on the
-    reading thread, no processes). Use as a context manager: the pool lives as long as
-    the run."""
+    """Decodes payloads into pixels with ``workers`` processes (0: the default for the
+    ``device`` inference runs on, see :func:`default_workers`; 1: on the reading thread,
+    no processes). Use as a context manager: the pool lives as long as the run."""
 
-    def __init__(self, workers: int = 0) -> None:
+    def __init__(self, workers: int = 0, device: str = "cuda") -> None:
         if workers < 0:
-            raise PipelineError(f"decode workers must be 0 (one per core) or more, not {workers}")
-        self.workers = workers or default_workers()
+            raise PipelineError(f"decode workers must be 0 (the default) or more, not {workers}")
+        self.workers = workers or default_workers(device)
         self.stats = DecodeStats()
         self._pool: ProcessPoolExecutor | None = None
         self._archives = OpenArchives()  # compressed archives kept open from shard to shard
@@ -68,6 +72,12 @@ class Decoder:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def start(self) -> "Decoder":
+        """Start the worker processes now (a benchmark's warm-up), not at the first image."""
+        if self.workers > 1:
+            self._executor()
+        return self
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -249,7 +249,7 @@ def run_shards(
     shards."""
     results: list[dict] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer, \
-            (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers)) as decoder:
+            (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers, p.runtime.device)) as decoder:
         pending = None
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
         streamed: set[int] = set()
@@ -532,11 +532,14 @@ def run(
     lease: LeaseTerms = LeaseTerms(),
     session: TapSession | None = None,
     decode_workers: int = 0,
+    decoder: Decoder | None = None,
 ) -> dict:
     """Plan, extract every shard, commit; returns a summary with timings. The run holds a
     lease on its plan throughout (see features/leases.py). ``session``: an open one of
     the same runtime (a benchmark's, warmed), instead of opening one. ``decode_workers``:
-    processes decoding images (0: one per core; 1: none, on the reading thread)."""
+    processes decoding images (0: one per core on a GPU, a quarter of them on the CPU; 1:
+    none, on the reading thread); or
+    ``decoder``, a started one (a benchmark's)."""
     started = time.perf_counter()
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
@@ -546,7 +549,8 @@ def run(
     p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
-        return _run_plan(p, held, threads, show_progress, started, log, session, decode_workers)
+        with contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers, runtime.device) as own_or_given:
+            return _run_plan(p, held, threads, show_progress, started, log, session, own_or_given)
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
@@ -554,7 +558,7 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, started: float,
-              log: Callable[[str], None], session: TapSession | None = None, decode_workers: int = 0) -> dict:
+              log: Callable[[str], None], session: TapSession | None, decoder: Decoder) -> dict:
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
     session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
@@ -566,8 +570,7 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     write_seconds = 0.0
     infer_seconds = 0.0
     skipped = 0
-    with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar, \
-            Decoder(decode_workers) as decoder:
+    with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar:
         results = run_shards(p, [shard.number for shard in p.shards], session, progress=bar.update, check=held.check,
                              decoder=decoder)
     for result in results:

@@ -87,7 +87,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "batch_size": Param(None, **_nullable("integer", minimum=1), description="null: the device's (64 on cpu, 256 on cuda)"),
         "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
         "decode_workers": Param(None, **_nullable("integer", minimum=0),
-                                description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS or one per core)"),
+                                description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS, else one per core with a GPU, a quarter of them on CPU)"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),

@@ -85,3 +85,13 @@ def test_workers_do_not_run_the_parents_main_script_again(tmp_path):
                           env={"PYTHONPATH": python_path(faults=False), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "24"
+
+
+def test_by_default_decoding_takes_every_core_beside_a_gpu_and_a_quarter_beside_cpu_inference():
+    import os
+
+    from tlfs.pipeline.decode import Decoder, default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers("cuda") == cores and default_workers("cpu") == max(1, cores // 4)
+    assert Decoder(0, "cpu").workers == default_workers("cpu") and Decoder(3, "cpu").workers == 3
