@@ -127,15 +127,21 @@ def bench(
         summary = _pipeline_row(artifact, runtime, backbone, batches, tmp_path, models_root, weights, random_weights,
                                 decode_workers)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
+        # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
+        # runs bracketing it is steadier than to one run taken before it
+        log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
+        again = _onnxruntime_rows(artifact, device, batch_size, batches, lambda *_: None)[f"ort_{runtime.precision}"]
+        ort = (results[f"ort_{runtime.precision}"] + again) / 2
 
     ratios = {
+        "pipeline_vs_ort": results["pipeline"] / ort,
         "pipeline_vs_torch_fp32": results["pipeline"] / results["torch_fp32"],
         "pipeline_vs_torch_fp16": results["pipeline"] / results["torch_fp16"] if results["torch_fp16"] else None,
     }
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
         "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
-        "decode_workers": summary["decode_workers"],
+        "decode_workers": summary["decode_workers"], f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
     }
