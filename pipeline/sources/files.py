@@ -30,12 +30,6 @@ OPTIONS = {
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
 
 
-def split_checksum(uri: str) -> tuple[str, dict[str, str]]:
-    """``path#md5=...`` or ``#sha256=...``: an expected checksum given with the URI."""
-    base, expected, _ = parse_uri(uri)
-    return base, expected
-
-
 def parse_uri(uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """A source URI's fragment: expected checksums (``#md5=HEX``, ``#sha256=HEX``) and
     options (``#split=train&label=fine_label``, see :data:`OPTIONS`)."""
