@@ -4,6 +4,8 @@
     X, y, ids = fs.matrix("head", "train")       # float32 [n, d], int64 [n], object [n]
     df = fs.frame("block15", "test")             # image_id, label, label_name, split, features
     fs.files("head", "train")                    # the Parquet files of that commit, for any reader
+    fs.views                                     # ["original"], or ["original", "flip"]
+    Xf, _, _ = fs.matrix("head", "train", view="flip")  # same rows, the flipped image
 
 Everything read through one handle comes from the same commit: train, test and the
 ``plan_id`` a head records can never come from two versions of the set. If a later commit
@@ -65,23 +67,31 @@ class FeatureSet:
     def classes(self) -> list[str]:
         return list(self.manifest["classes"])
 
-    def _check(self, layer: str, split: str) -> None:
+    @property
+    def views(self) -> list[str]:
+        """The stored views: always ``original``; ``flip`` where extracted with ``--views flip``."""
+        return list(self.manifest.get("views", [layout.ORIGINAL]))
+
+    def _check(self, layer: str, split: str, view: str = layout.ORIGINAL) -> None:
         if layer not in self.manifest["layers"]:
             raise StoreError(f"layer {layer!r} is not in {self.uri}; it has {', '.join(self.manifest['layers'])}")
         if split not in self.manifest["splits"]:
             raise StoreError(f"split {split!r} is not in {self.uri}; it has {', '.join(self.manifest['splits'])}")
+        if view not in self.views:
+            raise StoreError(f"view {view!r} is not in {self.uri}; it has {', '.join(self.views)} "
+                             "(extract with --views flip to store the flipped view)")
 
-    def files(self, layer: str, split: str) -> list[str]:
-        """URIs of the shard files of ``layer`` and ``split`` in this commit, in shard order."""
-        self._check(layer, split)
-        shards = sorted((s for s in self.manifest["shards"] if s["layer"] == layer and s["split"] == split),
-                        key=lambda s: s["shard"])
+    def files(self, layer: str, split: str, view: str = layout.ORIGINAL) -> list[str]:
+        """URIs of the shard files of ``layer``, ``split`` and ``view`` in this commit, in shard order."""
+        self._check(layer, split, view)
+        shards = sorted((s for s in self.manifest["shards"] if s["layer"] == layer and s["split"] == split
+                         and s.get("view", layout.ORIGINAL) == view), key=lambda s: s["shard"])
         return [f"{self.uri}/{s['path']}" for s in shards]
 
-    def table(self, layer: str, split: str) -> pa.Table:
+    def table(self, layer: str, split: str, view: str = layout.ORIGINAL) -> pa.Table:
         """image_id, label, label_name, features (one float16 list per row)."""
         tables = []
-        for uri in self.files(layer, split):
+        for uri in self.files(layer, split, view):
             fs, path = fs_path(uri)
             try:
                 with fs.open(path, "rb") as f:
@@ -92,15 +102,16 @@ class FeatureSet:
             return pa.table({"image_id": pa.array([], pa.string())})
         return pa.concat_tables(tables)
 
-    def frame(self, layer: str, split: str) -> pd.DataFrame:
+    def frame(self, layer: str, split: str, view: str = layout.ORIGINAL) -> pd.DataFrame:
         """Rows of one layer and split: image_id, label, label_name, split, features."""
-        frame = self.table(layer, split).to_pandas()
+        frame = self.table(layer, split, view).to_pandas()
         frame.insert(min(3, len(frame.columns)), "split", split)
         return frame
 
-    def matrix(self, layer: str, split: str, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(X[n, d], y[n], ids[n])`` of one layer and split."""
-        table = self.table(layer, split)
+    def matrix(self, layer: str, split: str, dtype=np.float32, view: str = layout.ORIGINAL
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(X[n, d], y[n], ids[n])`` of one layer, split and view (rows in the same order in every view)."""
+        table = self.table(layer, split, view)
         if table.num_rows == 0:
             return np.zeros((0, 0), dtype), np.zeros(0, np.int64), np.zeros(0, object)
         X = features_matrix(table.column("features"), dtype)
@@ -108,11 +119,12 @@ class FeatureSet:
         ids = np.asarray(table.column("image_id").to_pylist(), dtype=object)
         return X, y, ids
 
-    def matrices(self, layers: list[str], split: str, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def matrices(self, layers: list[str], split: str, dtype=np.float32, view: str = layout.ORIGINAL
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Several layers side by side (``X`` is their concatenation); rows aligned by image id."""
         blocks, y, ids = [], None, None
         for layer in layers:
-            X, y_layer, ids_layer = self.matrix(layer, split, dtype)
+            X, y_layer, ids_layer = self.matrix(layer, split, dtype, view)
             if ids is not None and not np.array_equal(ids, ids_layer):
                 raise StoreError(f"layers {layers[0]} and {layer} of {self.uri} hold different rows for split {split}")
             blocks.append(X)

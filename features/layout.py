@@ -6,7 +6,12 @@
         _staging/{plan_id}/entries/*.json            each shard's images (read by its task alone)
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _heads/...                                   fitted heads, metrics, plots
-        layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet
+        layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet     the original view
+        view={view}/layer={layer}/split={split}/part-...parquet         other views (e.g. flip)
+
+Views other than the original (features of the horizontally flipped image, for one)
+live under their own ``view=`` folder, so that reading a ``layer=`` folder, as an
+analyst or pyarrow does, gives the original view and nothing else.
 
 Names starting with ``_`` or ``.`` are skipped by pyarrow's dataset discovery, so
 ``pandas.read_parquet`` on a layer folder sees only shard files. Shard names carry the
@@ -22,6 +27,7 @@ STAGING = "_staging"
 LEASES = "leases"
 PLAN = "plan.json"
 HEADS = "_heads"
+ORIGINAL = "original"  # the view every set has: the image as it is
 
 _SHARD_FILE = re.compile(r"^\.?part-([0-9a-f]{8})-\d+\.parquet")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -70,13 +76,19 @@ def heads_uri(set_root: str) -> str:
     return f"{set_root}/{HEADS}"
 
 
-def partition_uri(set_root: str, layer: str, split: str) -> str:
-    return f"{set_root}/layer={layer}/split={split}"
+def partition_uri(set_root: str, layer: str, split: str, view: str = ORIGINAL) -> str:
+    folder = set_root if view == ORIGINAL else f"{set_root}/view={check_name('view', view)}"
+    return f"{folder}/layer={layer}/split={split}"
+
+
+def shard_globs(set_root: str) -> list[str]:
+    """Patterns that match every shard file of a set, of every view."""
+    return [f"{set_root}/layer=*/split=*/part-*.parquet", f"{set_root}/view=*/layer=*/split=*/part-*.parquet"]
 
 
 def shard_name(plan_id: str, shard: int) -> str:
     return f"part-{plan_id[:8]}-{shard:05d}.parquet"
 
 
-def shard_uri(set_root: str, layer: str, split: str, plan_id: str, shard: int) -> str:
-    return f"{partition_uri(set_root, layer, split)}/{shard_name(plan_id, shard)}"
+def shard_uri(set_root: str, layer: str, split: str, plan_id: str, shard: int, view: str = ORIGINAL) -> str:
+    return f"{partition_uri(set_root, layer, split, view)}/{shard_name(plan_id, shard)}"

@@ -56,15 +56,17 @@ def validate(set_root: str, manifest: dict) -> None:
     if bad:
         raise StoreError(f"shard {bad[0]['path']} of {set_root} is damaged: {bad[0]['reason']}"
                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-    rows: dict[tuple[str, str], int] = defaultdict(int)
+    rows: dict[tuple[str, str, str], int] = defaultdict(int)
     for shard in manifest["shards"]:
-        rows[(shard["layer"], shard["split"])] += shard["rows"]
+        rows[(shard["layer"], shard["split"], shard.get("view", layout.ORIGINAL))] += shard["rows"]
     for split, counts in manifest["counts"].items():
         if counts["read"] != counts["written"] + counts["rejected"]:
             raise StoreError(f"split {split}: read {counts['read']} != written {counts['written']} + rejected {counts['rejected']}")
         for layer in manifest["layers"]:
-            if rows[(layer, split)] != counts["written"]:
-                raise StoreError(f"layer {layer}, split {split}: shards hold {rows[(layer, split)]} rows, expected {counts['written']}")
+            for view in manifest.get("views", [layout.ORIGINAL]):
+                if rows[(layer, split, view)] != counts["written"]:
+                    raise StoreError(f"layer {layer}, split {split}, view {view}: shards hold {rows[(layer, split, view)]} rows, "
+                                     f"expected {counts['written']}")
 
 
 def commit(set_root: str, manifest: dict) -> dict:
@@ -99,7 +101,7 @@ def collect_garbage(set_root: str, manifest: dict) -> list[str]:
     live8 = {plan_id[:8] for plan_id in live}
     keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
     doomed = []
-    for path in fs.glob(f"{root}/layer=*/split=*/part-*.parquet"):
+    for path in (found for pattern in layout.shard_globs(root) for found in fs.glob(pattern)):
         if path not in keep and layout.plan_of_shard_file(path.rsplit("/", 1)[-1]) not in live8:
             doomed.append(path)
     staging = f"{root}/{layout.STAGING}/"

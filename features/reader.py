@@ -72,17 +72,20 @@ def _read_newest(dataset: str, backbone: str, store: str | None, read):
             raise StoreError(f"the feature set at {second.set_uri} changed twice while being read; try again") from None
 
 
-def load(dataset: str, backbone: str, layer: str, split: str, store: str | None = None) -> pd.DataFrame:
+def load(dataset: str, backbone: str, layer: str, split: str, store: str | None = None,
+         view: str = "original") -> pd.DataFrame:
     """Rows of one layer and split: image_id, label, label_name, split, features
-    (one float16 array per row)."""
-    return _read_newest(dataset, backbone, store, lambda s: s.frame(layer, split))
+    (one float16 array per row); of the original image unless ``view`` names another
+    stored view (``flip``)."""
+    return _read_newest(dataset, backbone, store, lambda s: s.frame(layer, split, view))
 
 
 def load_matrix(
-    dataset: str, backbone: str, layer: str, split: str, store: str | None = None, dtype=np.float32
+    dataset: str, backbone: str, layer: str, split: str, store: str | None = None, dtype=np.float32,
+    view: str = "original",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(X[n, d], y[n], ids[n])`` of one layer and split."""
-    return _read_newest(dataset, backbone, store, lambda s: s.matrix(layer, split, dtype))
+    """``(X[n, d], y[n], ids[n])`` of one layer, split and view."""
+    return _read_newest(dataset, backbone, store, lambda s: s.matrix(layer, split, dtype, view))
 
 
 __all__ = ["list_sets", "describe", "open_set", "load", "load_matrix", "find_set"]

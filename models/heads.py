@@ -50,26 +50,16 @@ def _standardizer(X: np.ndarray, block_dims: list[int] | None = None) -> tuple[n
 
 def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
                 block_dims: list[int] | None = None) -> Head:
-    """L2 strength chosen on the validation split, warm-started from strong to weak."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    import warnings
+    """L2 strength chosen on the validation split along SOFTMAX_C_GRID, warm-started from
+    strong to weak (models/linear.py: full-batch L-BFGS, float32)."""
+    from tlfs.models.linear import fit_path
 
     mean, std = _standardizer(X, block_dims)
-    Z, Zv = (X - mean) / std, (Xv - mean) / std
-    model = LogisticRegression(max_iter=200, tol=1e-4, warm_start=True)
-    best = (-1.0, None, None, None)
-    for C in SOFTMAX_C_GRID:
-        model.set_params(C=C)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(Z, y)
-        acc = float((model.predict(Zv) == yv).mean())
-        log(f"  softmax C={C:g}: validation accuracy {acc:.4f}")
-        if acc > best[0]:
-            best = (acc, C, model.coef_.copy(), model.intercept_.copy())
-    acc, C, coef, intercept = best
-    present = model.classes_
+    present = np.unique(y)  # a class with no training image gets no logit (predicted never)
+    index = np.searchsorted(present, y)
+    best = fit_path((X - mean) / std, index, (Xv - mean) / std, yv_index(present, yv), len(present),
+                    SOFTMAX_C_GRID, log=log)
+    acc, C, coef, intercept = best.val_accuracy, best.C, best.coef, best.intercept
 
     def proba(Xq: np.ndarray) -> np.ndarray:
         logits = ((Xq - mean) / std) @ coef.T + intercept
@@ -77,7 +67,7 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cl
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         full = np.zeros((len(Xq), classes), np.float64)
-        full[:, present] = p if coef.shape[0] > 1 else np.column_stack([1 - p[:, 0], p[:, 0]])
+        full[:, present] = p
         return full
 
     def save(folder: Path) -> list[Path]:
@@ -85,57 +75,84 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cl
         np.savez(path, mean=mean, std=std, coef=coef, intercept=intercept, classes=present)
         return [path]
 
-    return Head("softmax", proba, save, {"C": C, "standardized": True}, acc)
+    return Head("softmax", proba, save, {"C": C, "standardized": True, "solver": "L-BFGS (PyTorch, float32)",
+                                         "iterations": best.iterations}, acc)
+
+
+def yv_index(present: np.ndarray, yv: np.ndarray) -> np.ndarray:
+    """Validation labels as indices into ``present`` (-1, never predicted, where absent)."""
+    position = np.searchsorted(present, yv).clip(0, len(present) - 1)
+    return np.where(present[position] == yv, position, -1)
+
+
+# Chosen for speed on CIFAR-10's 1280-d Lite0 features (2 cores): 63 histogram bins,
+# column-wise histograms, 30% of the features per tree, half the rows per round.
+LIGHTGBM_PARAMS = {
+    "objective": "multiclass",
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "max_bin": 63,
+    "force_col_wise": True,
+    "feature_fraction": 0.3,
+    "bagging_fraction": 0.5,
+    "bagging_freq": 1,
+    "min_data_in_leaf": 20,
+    "verbose": -1,
+    "seed": 0,
+}
+LIGHTGBM_PATIENCE = 10  # rounds without a better validation loss before boosting stops
 
 
 def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-                 block_dims: list[int] | None = None) -> Head:  # trees need no scaling
+                 block_dims: list[int] | None = None) -> Head:
+    """Gradient-boosted trees that start from the softmax head's scores (LightGBM's
+    ``init_score``): the trees learn what the linear probe misses, so boosting stops
+    after tens of rounds, not hundreds. From zero, trees on dense CNN features need
+    ~200 rounds of 10 trees (minutes on a CPU) to reach the linear probe's accuracy."""
     import lightgbm as lgb
 
-    params = {
-        "objective": "multiclass",
-        "num_class": classes,
-        "learning_rate": 0.1,
-        "num_leaves": 31,
-        "feature_fraction": 0.5,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "min_data_in_leaf": 20,
-        "verbose": -1,
-        "seed": 0,
-    }
-    train = lgb.Dataset(X, label=y, free_raw_data=True)
-    valid = lgb.Dataset(Xv, label=yv, reference=train)
-    booster = lgb.train(
-        params,
-        train,
-        num_boost_round=2000,
-        valid_sets=[valid],
-        valid_names=["validation"],
-        callbacks=[lgb.early_stopping(30, verbose=False), lgb.log_evaluation(period=50, show_stdv=False)],
-    )
+    base = fit_softmax(X, y, Xv, yv, classes, log=log, block_dims=block_dims)
+
+    def scores(Xq: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(base.predict_proba(Xq), 1e-12, None))
+
+    params = {**LIGHTGBM_PARAMS, "num_class": classes}
+    train = lgb.Dataset(X, label=y, init_score=scores(X), params={"max_bin": params["max_bin"]}, free_raw_data=True)
+    valid = lgb.Dataset(Xv, label=yv, init_score=scores(Xv), reference=train)
+    booster = lgb.train(params, train, num_boost_round=2000, valid_sets=[valid], valid_names=["validation"],
+                        callbacks=[lgb.early_stopping(LIGHTGBM_PATIENCE, verbose=False),
+                                   lgb.log_evaluation(period=50, show_stdv=False)])
     best_iteration = booster.best_iteration or booster.current_iteration()
 
     def proba(Xq: np.ndarray) -> np.ndarray:
-        return booster.predict(Xq, num_iteration=best_iteration)
+        logits = scores(Xq) + booster.predict(Xq, num_iteration=best_iteration, raw_score=True)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
 
     acc = float((proba(Xv).argmax(1) == yv).mean())
-    log(f"  lightgbm: best iteration {best_iteration}, validation accuracy {acc:.4f}")
+    log(f"  lightgbm: {best_iteration} rounds on the softmax scores, validation accuracy {acc:.4f} "
+        f"(softmax alone {base.val_accuracy:.4f})")
 
     def save(folder: Path) -> list[Path]:
         path = folder / "lightgbm.txt"
         booster.save_model(str(path), num_iteration=best_iteration)
-        return [path]
+        # the scores it boosts from: predictions are log softmax(npz) + the booster's raw score
+        initial = base.save(folder)[0].rename(folder / "lightgbm_init_softmax.npz")
+        return [path, initial]
 
-    return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration}, acc)
+    return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration, "init_score": "softmax head",
+                                          "softmax_C": base.params["C"]}, acc)
 
 
 # One layer: the seeds' Dense 1024. Several layers: wider and more regularised (dropout
 # on the inputs too, label smoothing, more patience); chosen on CIFAR-10's validation
 # split: all 7 Lite0 layers went from 84.3% (one-layer settings) to 85.7% test accuracy.
 MLP_SETTINGS = {
-    "one_layer": {"hidden": 1024, "input_dropout": 0.0, "dropout": 0.3, "label_smoothing": 0.0, "patience": 4},
-    "several_layers": {"hidden": 2048, "input_dropout": 0.2, "dropout": 0.5, "label_smoothing": 0.1, "patience": 6},
+    "one_layer": {"hidden": 1024, "input_dropout": 0.0, "dropout": 0.3, "label_smoothing": 0.0, "patience": 3,
+                  "batch": 2048, "lr": 3e-3},
+    "several_layers": {"hidden": 2048, "input_dropout": 0.2, "dropout": 0.5, "label_smoothing": 0.1, "patience": 6,
+                       "batch": 1024, "lr": 2e-3},
 }
 
 
@@ -155,13 +172,13 @@ def fit_mlp(
     target = torch.from_numpy(y.astype(np.int64))
     net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(X.shape[1], hidden), nn.ReLU(),
                         nn.Dropout(settings["dropout"]), nn.Linear(hidden, classes))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=1e-2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
     generator = torch.Generator().manual_seed(seed)
     best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
     for epoch in range(1, epochs + 1):
         net.train()
-        for batch in torch.randperm(len(Z), generator=generator).split(256):
+        for batch in torch.randperm(len(Z), generator=generator).split(settings["batch"]):
             optimizer.zero_grad()
             loss_fn(net(Z[batch]), target[batch]).backward()
             optimizer.step()
@@ -190,7 +207,7 @@ def fit_mlp(
         np.savez(scaler, mean=mean, std=std)
         return [weights, scaler]
 
-    return Head("mlp", proba, save, {**settings, "best_epoch": best_epoch, "optimizer": "AdamW lr 1e-3"}, best_acc)
+    return Head("mlp", proba, save, {**settings, "best_epoch": best_epoch, "optimizer": "AdamW"}, best_acc)
 
 
 FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_positive, help=f"images per shard file (default: {Settings.shard_size})")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
     _decode_workers_arg(p)
+    p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
+                   "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
@@ -109,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True, help="backbone name (newest set) or exact backbone version")
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
     p.add_argument("--head", default=HEADS[0], choices=HEADS)
+    _fit_views_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True)
+    _fit_views_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("finetune", help="fine-tune a backbone on the dataset's classes (two phases, checkpointed), "
@@ -214,6 +218,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         shard_size=settings.shard_size,
         threads=settings.threads or None,
         decode_workers=settings.decode_workers,
+        views=args.views,
         weights=args.weights,
         random_weights=args.random_weights,
         cache_dir=settings.cache_dir,
@@ -255,11 +260,17 @@ def cmd_finetune(args, settings: Settings) -> dict:
     return {k: v for k, v in result.items() if k != "history"}
 
 
+def _fit_views_arg(p) -> None:
+    p.add_argument("--views", type=_csv, help="stored views to use, comma-separated (default: all the set has; "
+                   "'original' leaves a flipped view out)")
+
+
 def cmd_fit(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import fit
 
-    result = fit(features.open_set(args.dataset, args.backbone, store=settings.store), args.layer, args.head, log=_log)
+    result = fit(features.open_set(args.dataset, args.backbone, store=settings.store), args.layer, args.head, log=_log,
+                 views=args.views)
     print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
@@ -270,7 +281,7 @@ def cmd_sweep(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log)
+    summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log, views=args.views)
     print(f"{'layer':>12}  {'dims':>6}  test accuracy")
     for layer, acc in summary["layers"].items():
         mark = "  <- best" if layer == summary["best_layer"] else ""

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tlfs.features import layout
+from tlfs.features.layout import ORIGINAL
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message, require_plan, translate_missing
 from tlfs.features.lock import commit_lock
@@ -40,6 +41,7 @@ from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
+from tlfs.pipeline.views import VIEWS, check_views
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
 
@@ -64,6 +66,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         "sources": [s.checksum for s in index.sources],
         "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
         "shards": [s.to_json() for s in shards],
+        **({"views": list(r.views)} if r.views != (ORIGINAL,) else {}),  # unchanged ids for plans of one view
     }
     return Plan(
         plan_id=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
@@ -80,6 +83,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         sources=tuple(index.sources),
         classes=tuple(index.classes),
         index_rejects=tuple(index.rejects),
+        views=r.views,
         entries=entries,
     )
 
@@ -207,7 +211,7 @@ class ShardOutputs:
     number: int
     entries: list[Entry]
     kept: list[Entry]
-    matrices: dict[str, np.ndarray]
+    matrices: dict[tuple[str, str], np.ndarray]  # (view, layer) -> float16 [kept, width]
     rejects: list[dict]
     started: float
     infer_seconds: float = 0.0  # batching and the session's runs
@@ -313,7 +317,7 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
     batch_size = p.runtime.batch_size
     started = time.perf_counter()
 
-    outputs: dict[str, list[np.ndarray]] = defaultdict(list)
+    outputs: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
     positions: list[np.ndarray] = []
     rejects: list[dict] = []
     buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
@@ -325,8 +329,9 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
         flushing = time.perf_counter()
         items = buckets.pop(shape)
         batch = np.stack([image for _, image in items])
-        for layer, values in session.run(batch).items():
-            outputs[layer].append(values.astype(np.float16))
+        for view in p.views:
+            for layer, values in session.run(VIEWS[view](batch)).items():
+                outputs[(view, layer)].append(values.astype(np.float16))
         positions.append(np.array([pos for pos, _ in items]))
         infer_seconds += time.perf_counter() - flushing
         if progress:
@@ -351,8 +356,10 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
     order = np.argsort(np.concatenate(positions)) if positions else np.zeros(0, int)
     kept = [entries[i] for i in (np.concatenate(positions)[order] if positions else [])]
     matrices = {}
-    for layer, dim in p.layer_dims.items():
-        matrices[layer] = np.concatenate(outputs[layer])[order] if outputs[layer] else np.zeros((0, dim), np.float16)
+    for view in p.views:
+        for layer, dim in p.layer_dims.items():
+            parts = outputs[(view, layer)]
+            matrices[(view, layer)] = np.concatenate(parts)[order] if parts else np.zeros((0, dim), np.float16)
     return ShardOutputs(number, entries, kept, matrices, rejects, started, infer_seconds)
 
 
@@ -369,10 +376,12 @@ def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     split = p.shards[out.number].split
     files = {}
     writing = time.perf_counter()
-    for layer, matrix in out.matrices.items():
-        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, out.number)
+    for (view, layer), matrix in out.matrices.items():
+        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, out.number, view)
         written = write_shard(uri, shard_table(ids, labels, names, matrix))
-        files[layer] = {"path": uri[len(p.set_uri) + 1 :], "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256}
+        key = layer if view == ORIGINAL else f"{view}/{layer}"
+        files[key] = {"path": uri[len(p.set_uri) + 1 :], "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256,
+                      **({"layer": layer, "view": view} if view != ORIGINAL else {})}
     result = {
         "shard": out.number,
         "split": split,
@@ -434,7 +443,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         c["written"] += result["written"]
         c["rejected"] += result["rejected"]
         rejects.extend(result["rejects"])
-        for layer, info in result["files"].items():
+        for layer, info in result["files"].items():  # info names layer and view where not the original
             shards.append({"layer": layer, "split": result["split"], "shard": result["shard"], **info})
     card = p.artifact.card
     manifest = {
@@ -443,6 +452,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         "backbone_version": p.backbone_version,
         "plan_id": p.plan_id,
         "layers": p.layer_dims,
+        "views": list(p.views),
         "splits": list(p.splits),
         "classes": list(p.classes),
         "rows": sum(c["written"] for c in counts.values()),
@@ -533,19 +543,21 @@ def run(
     session: TapSession | None = None,
     decode_workers: int = 0,
     decoder: Decoder | None = None,
+    views: list[str] | None = None,
 ) -> dict:
     """Plan, extract every shard, commit; returns a summary with timings. The run holds a
     lease on its plan throughout (see features/leases.py). ``session``: an open one of
     the same runtime (a benchmark's, warmed), instead of opening one. ``decode_workers``:
     processes decoding images (0: one per core on a GPU, a quarter of them on the CPU; 1:
     none, on the reading thread); or
-    ``decoder``, a started one (a benchmark's)."""
+    ``decoder``, a started one (a benchmark's). ``views``: besides the original, e.g.
+    ``["flip"]`` (pipeline/views.py)."""
     started = time.perf_counter()
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
         require_cuda()  # before any work
     request = ExtractionRequest(dataset, tuple(sources), backbone, store, model_store, _tuple(layers), _tuple(splits), limit,
-                                shard_size, runtime, weights, random_weights, cache_dir)
+                                shard_size, runtime, weights, random_weights, cache_dir, check_views(views))
     p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
@@ -586,6 +598,8 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     return {
         "set_uri": p.set_uri,
         "backbone_version": p.backbone_version,
+        "plan_id": p.plan_id,
+        "views": list(p.views),
         "rows": manifest["rows"],
         "counts": manifest["counts"],
         "rejected": len(manifest["rejects"]),

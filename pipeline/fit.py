@@ -75,12 +75,28 @@ def _publish(local_files: list[Path], target_uri: str) -> None:
         atomic_put_file(f, f"{target_uri.rstrip('/')}/{f.name}")
 
 
-def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: Callable = print) -> dict:
-    """One head on one layer, or on several side by side (``["all"]``: every layer)."""
+def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: Callable = print,
+        views: list[str] | None = None) -> dict:
+    """One head on one layer, or on several side by side (``["all"]``: every layer).
+    ``views``: which stored views to use (default: all; see :func:`_fit_and_save`)."""
     _require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
-    return _fit_and_save(feature_set, layers, head, feature_set.matrices(layers, "train"),
-                         feature_set.matrices(layers, "test"), log)
+    views = _views(feature_set, views)
+    return _fit_and_save(feature_set, layers, head, *_read(feature_set, layers, views), log)
+
+
+def _views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
+    if not views:
+        return feature_set.views
+    missing = [v for v in views if v not in feature_set.views]
+    if missing:
+        raise PipelineError(f"{feature_set.uri} has no {missing[0]!r} view; it has {', '.join(feature_set.views)}")
+    return list(dict.fromkeys(views))
+
+
+def _read(feature_set: FeatureSet, layers: list[str], views: list[str]) -> tuple[dict, dict]:
+    """``({view: (X, y, ids)} of train, the same of test)``: each layer and view read once."""
+    return tuple({view: feature_set.matrices(layers, split, view=view) for view in views} for split in ("train", "test"))
 
 
 def _require_train_and_test(feature_set: FeatureSet) -> None:
@@ -88,14 +104,24 @@ def _require_train_and_test(feature_set: FeatureSet) -> None:
         raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has {', '.join(feature_set.splits)}")
 
 
-def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train, test, log: Callable) -> dict:
-    (X, y, _), (Xt, yt, _) = train, test
+def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: dict, test: dict, log: Callable) -> dict:
+    """``train``, ``test``: ``{view: (X, y, ids)}``, the original view first. Other views
+    (the flipped image) add training rows, of the training images only, so that no
+    validation image is seen in any view; validation is on the original view, and test
+    predictions average the head's probabilities over the views."""
+    views = list(train)
+    X, y, _ = train[views[0]]
+    yt = test[views[0]][1]
     classes = feature_set.classes
     fit_idx, val_idx = validation_split(y)
-    log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims): {len(fit_idx)} train, {len(val_idx)} validation, {len(yt)} test")
+    log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
+        f"{len(val_idx)} validation, {len(yt)} test")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
-    fitted, seconds = heads.fit(head, X[fit_idx], y[fit_idx], X[val_idx], y[val_idx], len(classes), log=log,
-                                block_dims=block_dims)
+    X_fit = np.concatenate([train[view][0][fit_idx] for view in views]) if len(views) > 1 else X[fit_idx]
+    y_fit = np.tile(y[fit_idx], len(views))
+    fitted, seconds = heads.fit(head, X_fit, y_fit, X[val_idx], y[val_idx], len(classes), log=log, block_dims=block_dims)
+    del X_fit
+    proba = sum(fitted.predict_proba(test[view][0]) for view in views) / len(views)
     result = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -103,13 +129,14 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train, 
         "head": head,
         "layers": layers,
         "dims": int(X.shape[1]),
+        "views": views,
         "n_train": int(len(fit_idx)),
         "n_validation": int(len(val_idx)),
         "n_test": int(len(yt)),
         "validation_accuracy": fitted.val_accuracy,
         "params": fitted.params,
         "fit_seconds": round(seconds, 2),
-        **metrics(yt, fitted.predict(Xt), classes),
+        **metrics(yt, proba.argmax(axis=1), classes),
     }
     name = f"{head}-{'+'.join(layers)}"
     target = f"{layout.heads_uri(feature_set.uri)}/{name}"
@@ -145,14 +172,15 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
     return path
 
 
-def sweep(feature_set: FeatureSet, log: Callable = print) -> dict:
-    """Softmax on every stored layer, shallow to deep; each layer read once."""
+def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | None = None) -> dict:
+    """Softmax on every stored layer, shallow to deep; each layer read once. The best
+    layer's softmax head is saved as ``softmax-<layer>`` like any fitted head."""
     _require_train_and_test(feature_set)
+    views = _views(feature_set, views)
     accuracies: dict[str, float] = {}
     dims = feature_set.layers
     for layer in dims:
-        result = _fit_and_save(feature_set, [layer], "softmax", feature_set.matrix(layer, "train"),
-                               feature_set.matrix(layer, "test"), log)
+        result = _fit_and_save(feature_set, [layer], "softmax", *_read(feature_set, [layer], views), log)
         accuracies[layer] = result["test_accuracy"]
         log(f"{layer:>12}  {dims[layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")
     best = max(accuracies, key=accuracies.get)
@@ -163,6 +191,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print) -> dict:
         "head": "softmax",
         "layers": accuracies,
         "dims": dims,
+        "views": views,
         "best_layer": best,
         "test_accuracy": accuracies[best],
     }

@@ -36,6 +36,7 @@ class ExtractionRequest:
     weights: str | None = None
     random_weights: bool = False
     cache_dir: str | None = None
+    views: tuple[str, ...] = ("original",)  # pipeline/views.py: the original, and e.g. flip
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Plan:
     classes: tuple[str, ...]
     index_rejects: tuple[Reject, ...]  # refused while indexing (unsafe paths, links, rows without a label)
     # each shard's entries: all of them in the process that planned, else read on demand
+    views: tuple[str, ...] = ("original",)
     entries: dict[int, list[Entry]] = field(default_factory=dict, repr=False)
     read_entries: Callable[[int], list] | None = field(default=None, repr=False)
 
@@ -122,6 +124,7 @@ class Plan:
             "model_card": self.artifact.card,
             "set_uri": self.set_uri,
             "layers": list(self.layers),
+            "views": list(self.views),
             "splits": list(self.splits),
             "limit": self.limit,
             "batch_size": self.runtime.batch_size,
@@ -143,6 +146,7 @@ class Plan:
             set_uri=data["set_uri"],
             artifact=Artifact(data["artifact_uri"], data["model_card"]),
             layers=tuple(data["layers"]),
+            views=tuple(data.get("views", ["original"])),
             splits=tuple(data["splits"]),
             limit=data["limit"],
             runtime=Runtime(**{k: v for k, v in data["runtime"].items() if k != "provider"}),

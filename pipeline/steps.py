@@ -40,6 +40,7 @@ def plan_extraction(
     log: Callable = print,
     device: str | None = None,
     precision: str | None = None,
+    views: list[str] | None = None,
 ) -> dict:
     """Plan an extraction on ``device`` (``precision``, ``batch_size``: the device's
     defaults when not given); the plan's shards then run on that device."""
@@ -48,10 +49,11 @@ def plan_extraction(
     s = load_settings(store=store or None, model_store=model_store or None, batch_size=batch_size, shard_size=shard_size,
                       device=device, precision=precision)
     from tlfs.pipeline.plan import ExtractionRequest
+    from tlfs.pipeline.views import check_views
 
     request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.model_store,
                                 tuple(layers) if layers else None, tuple(splits) if splits else None, limit or None,
-                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir)
+                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir, views=check_views(views))
     p = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": p.set_uri,

@@ -89,6 +89,8 @@ def extract_params(spec: DatasetSpec) -> dict:
         "decode_workers": Param(None, **_nullable("integer", minimum=0),
                                 description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS, else one per core with a GPU, a quarter of them on CPU)"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
+        "views": Param(spec.views, type="array", items={"type": "string", "enum": ["flip"]},
+                       description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
         "finetune_device": Param("cuda", type="string", enum=["cpu", "cuda"], description="device of the triggered fine-tuning"),
@@ -147,7 +149,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         p = get_current_context()["params"]
         planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
                                         p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
-                                        device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"))
+                                        device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"),
+                                        views=p.get("views"))
         groups = planned["shard_groups"]
         _log(f"{planned['images']} images in {len(planned['shards'])} shards, {len(groups)} shard tasks -> {planned['set_uri']}")
         return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in groups]

@@ -24,6 +24,7 @@ class DatasetSpec:
     layers: list[str] | None = None
     splits: list[str] | None = None
     limit: int | None = None
+    views: list[str] = field(default_factory=list)  # beside the original: e.g. [flip]
     schedule: str | None = None
     path: str = ""
 

@@ -55,3 +55,41 @@ def test_each_head_fits_several_layers_at_once(kind):
     Xv, yv = blobs(150, dims=24, seed=1)
     head, _ = fit(kind, X, y, Xv, yv, classes=3, log=lambda *_: None, block_dims=[8, 16])
     assert (head.predict(Xv) == yv).mean() > 0.95
+
+
+def test_softmax_solves_scikit_learns_problem_at_the_same_C():
+    """models/linear.py minimises LogisticRegression's objective divided by C * n."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tlfs.models.linear import fit_path
+
+    X, y = blobs(500, classes=4, dims=12)
+    reference = LogisticRegression(C=0.05, tol=1e-8, max_iter=5000).fit(X, y)
+    ours = fit_path(X, y, X[:100], y[:100], 4, grid=(0.05,), log=lambda *_: None, max_iter=500)
+    np.testing.assert_allclose(ours.coef, reference.coef_, atol=2e-3)
+    np.testing.assert_allclose(ours.intercept - ours.intercept.mean(), reference.intercept_ - reference.intercept_.mean(), atol=1e-2)
+
+
+def test_the_regularisation_path_stops_once_validation_accuracy_falls():
+    from tlfs.models.linear import fit_path
+
+    X, y = blobs(300, classes=3, dims=8)
+    said = []
+    # validation labels that no C can predict: accuracy never rises past the first C
+    best = fit_path(X, y, X[:60], (y[:60] + 1) % 3, 3, grid=(0.01, 0.1, 1.0, 10.0, 100.0), log=said.append, patience=2)
+    assert len(said) < 5 and best.C == 0.01
+
+
+def test_a_class_absent_from_training_is_never_predicted_but_keeps_its_column():
+    X, y = blobs(400, classes=3)
+    head, _ = fit("softmax", X[y != 1], y[y != 1], X[:50], y[:50], classes=3, log=lambda *_: None)
+    proba = head.predict_proba(X)
+    assert proba.shape == (400, 3) and np.all(proba[:, 1] == 0) and np.allclose(proba.sum(1), 1)
+
+
+def test_lightgbm_boosts_from_the_softmax_scores_and_saves_both(tmp_path):
+    X, y = blobs(600)
+    Xv, yv = blobs(150, seed=1)
+    head, _ = fit("lightgbm", X, y, Xv, yv, classes=3, log=lambda *_: None)
+    assert head.params["init_score"] == "softmax head"
+    assert sorted(p.name for p in head.save(tmp_path)) == ["lightgbm.txt", "lightgbm_init_softmax.npz"]
