@@ -16,6 +16,7 @@ from tlfs.models import heads
 from tlfs.pipeline.errors import PipelineError
 
 VALIDATION_FRACTION = 0.1
+HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")  # what a task hands on
 
 
 def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -178,10 +179,12 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     _require_train_and_test(feature_set)
     views = _views(feature_set, views)
     accuracies: dict[str, float] = {}
+    fitted: dict[str, dict] = {}
     dims = feature_set.layers
     for layer in dims:
         result = _fit_and_save(feature_set, [layer], "softmax", *_read(feature_set, [layer], views), log)
         accuracies[layer] = result["test_accuracy"]
+        fitted[layer] = {k: result[k] for k in HEAD_SUMMARY}
         log(f"{layer:>12}  {dims[layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")
     best = max(accuracies, key=accuracies.get)
     summary = {
@@ -204,4 +207,5 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         ]
         _publish(files, heads_uri)
     summary["saved_to"] = heads_uri
+    summary["best_head"] = fitted[best]  # the softmax head on the best layer, saved like any other
     return summary

@@ -113,15 +113,29 @@ def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Cal
 
     summary = sweep(features.open_set(dataset, backbone, store=_settings(store).store), log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
-            "saved_to": summary["saved_to"]}
+            "saved_to": summary["saved_to"], "best_head": summary["best_head"]}
 
 
 def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print) -> dict:
     from tlfs import features
-    from tlfs.pipeline.fit import fit
+    from tlfs.pipeline.fit import HEAD_SUMMARY, fit
 
     result = fit(features.open_set(dataset, backbone, store=_settings(store).store), layers, head, log=log)
-    return {k: result[k] for k in ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")}
+    return {k: result[k] for k in HEAD_SUMMARY}
+
+
+def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[str], store: str | None = None,
+                        log: Callable = print) -> list[dict]:
+    """``heads`` on the layer the sweep found best; the softmax head there is the
+    sweep's own (it is saved as ``softmax-<layer>``), not fitted twice."""
+    results = []
+    for head in heads:
+        if head == "softmax" and swept.get("best_head"):
+            log(f"softmax on {swept['best_layer']}: the sweep's head (test accuracy {swept['best_head']['test_accuracy']:.4f})")
+            results.append(swept["best_head"])
+        else:
+            results.append(fit_head(dataset, backbone, [swept["best_layer"]], head, store, log=log))
+    return results
 
 
 def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:

@@ -284,7 +284,7 @@ def build_fit_dag(spec: DatasetSpec):
             from tlfs.pipeline import steps
 
             heads = get_current_context()["params"]["heads"]
-            return [steps.fit_head(spec.name, target["backbone"], [swept["best_layer"]], h, target["store"], log=_log) for h in heads]
+            return steps.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log)
 
         target = feature_set()
         fit_heads(target, sweep(target))
