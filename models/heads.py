@@ -57,17 +57,13 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cl
     mean, std = _standardizer(X, block_dims)
     present = np.unique(y)  # a class with no training image gets no logit (predicted never)
     index = np.searchsorted(present, y)
-    best = fit_path((X - mean) / std, index, (Xv - mean) / std, yv_index(present, yv), len(present),
+    best = fit_path((X - mean) / std, index, (Xv - mean) / std, _indices_in(present, yv), len(present),
                     SOFTMAX_C_GRID, log=log)
     acc, C, coef, intercept = best.val_accuracy, best.C, best.coef, best.intercept
 
     def proba(Xq: np.ndarray) -> np.ndarray:
-        logits = ((Xq - mean) / std) @ coef.T + intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
         full = np.zeros((len(Xq), classes), np.float64)
-        full[:, present] = p
+        full[:, present] = _softmax(((Xq - mean) / std) @ coef.T + intercept)
         return full
 
     def save(folder: Path) -> list[Path]:
@@ -79,8 +75,14 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cl
                                          "iterations": best.iterations}, acc)
 
 
-def yv_index(present: np.ndarray, yv: np.ndarray) -> np.ndarray:
-    """Validation labels as indices into ``present`` (-1, never predicted, where absent)."""
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities of ``logits``, stable for large ones."""
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _indices_in(present: np.ndarray, yv: np.ndarray) -> np.ndarray:
+    """Labels as indices into ``present`` (-1, never predicted, where absent)."""
     position = np.searchsorted(present, yv).clip(0, len(present) - 1)
     return np.where(present[position] == yv, position, -1)
 
@@ -125,10 +127,7 @@ def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, c
     best_iteration = booster.best_iteration or booster.current_iteration()
 
     def proba(Xq: np.ndarray) -> np.ndarray:
-        logits = scores(Xq) + booster.predict(Xq, num_iteration=best_iteration, raw_score=True)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        return _softmax(scores(Xq) + booster.predict(Xq, num_iteration=best_iteration, raw_score=True))
 
     acc = float((proba(Xv).argmax(1) == yv).mean())
     log(f"  lightgbm: {best_iteration} rounds on the softmax scores, validation accuracy {acc:.4f} "
