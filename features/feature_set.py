@@ -6,11 +6,13 @@
     fs.files("head", "train")                    # the Parquet files of that commit, for any reader
     fs.views                                     # ["original"], or ["original", "flip"]
     Xf, _, _ = fs.matrix("head", "train", view="flip")  # same rows, the flipped image
+    fs.version, fs.changes                       # its number in the set's history, what it changed
+    old = features.open_set("cifar10", "efficientnet_lite0", version=3)    # or as_of="2026-11-20T00:00Z"
 
 Everything read through one handle comes from the same commit: train, test and the
-``plan_id`` a head records can never come from two versions of the set. If a later commit
-removed the files the handle was opened at, reading raises :class:`SetReplaced`; open the
-set again.
+``plan_id`` a head records can never come from two versions of the set. A handle on an
+older version finds its files where the newer commits moved them (``_retired/``); once a
+vacuum removed them, reading raises :class:`SetReplaced`; open the set again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tlfs.features import layout
+from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.schema import features_matrix
 from tlfs.features.storage import fs_path, read_json
@@ -32,8 +34,8 @@ class SetReplaced(StoreError):
     """The files a handle was opened at are gone: a newer commit replaced them."""
 
     def __init__(self, set_uri: str, missing: str):
-        super().__init__(f"the feature set at {set_uri} was replaced by a newer commit since it was opened "
-                         f"({missing} is gone); open it again")
+        super().__init__(f"the version of the feature set at {set_uri} that was opened is gone (vacuumed, or "
+                         f"replaced before versions were kept: {missing} is missing); open it again")
         self.set_uri = set_uri
 
 
@@ -53,6 +55,21 @@ class FeatureSet:
     @property
     def plan_id(self) -> str:
         return self.manifest["plan_id"]
+
+    @property
+    def version(self) -> int:
+        """This commit's number in the set's history (1, 2, ...)."""
+        return versions.number_of(self.manifest)
+
+    @property
+    def committed_at(self) -> str:
+        return self.manifest["committed_at"]
+
+    @property
+    def changes(self) -> dict:
+        """What this version changed against its parent: images added, changed
+        (re-extracted), removed and reused (empty for a set committed before versions)."""
+        return dict(self.manifest.get("changes", {}))
 
     @property
     def layers(self) -> dict[str, int]:
@@ -81,23 +98,28 @@ class FeatureSet:
             raise StoreError(f"view {view!r} is not in {self.uri}; it has {', '.join(self.views)} "
                              "(extract with --views flip to store the flipped view)")
 
-    def files(self, layer: str, split: str, view: str = layout.ORIGINAL) -> list[str]:
-        """URIs of the shard files of ``layer``, ``split`` and ``view`` in this commit, in shard order."""
+    def _paths(self, layer: str, split: str, view: str) -> list[str]:
         self._check(layer, split, view)
         shards = sorted((s for s in self.manifest["shards"] if s["layer"] == layer and s["split"] == split
                          and s.get("view", layout.ORIGINAL) == view), key=lambda s: s["shard"])
-        return [f"{self.uri}/{s['path']}" for s in shards]
+        return [s["path"] for s in shards]
+
+    def files(self, layer: str, split: str, view: str = layout.ORIGINAL) -> list[str]:
+        """URIs of the shard files of ``layer``, ``split`` and ``view`` in this commit, in
+        shard order, where they are now (an older version's under ``_retired/``)."""
+        located = []
+        for relative in self._paths(layer, split, view):
+            found = versions.locate(self.uri, relative)
+            if found is None:
+                raise SetReplaced(self.uri, f"{self.uri}/{relative}")
+            located.append(found)
+        return located
 
     def table(self, layer: str, split: str, view: str = layout.ORIGINAL) -> pa.Table:
         """image_id, label, label_name, features (one float16 list per row)."""
         tables = []
-        for uri in self.files(layer, split, view):
-            fs, path = fs_path(uri)
-            try:
-                with fs.open(path, "rb") as f:
-                    tables.append(pq.read_table(f))
-            except FileNotFoundError:
-                raise SetReplaced(self.uri, uri) from None
+        for relative in self._paths(layer, split, view):
+            tables.append(self._read(relative))
         if not tables:
             return pa.table({"image_id": pa.array([], pa.string())})
         return pa.concat_tables(tables)
@@ -130,6 +152,44 @@ class FeatureSet:
             blocks.append(X)
             y, ids = y_layer, ids_layer
         return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), y, ids
+
+
+    def _read(self, relative: str) -> pa.Table:
+        """One shard file, wherever it is (a commit may move it while it is read)."""
+        fs, _ = fs_path(self.uri)
+        for uri in versions.candidates(self.uri, relative) + [None]:
+            if uri is None or "*" in uri:
+                uri = versions.locate(self.uri, relative)  # the staged file of an interrupted commit
+                if uri is None:
+                    raise SetReplaced(self.uri, f"{self.uri}/{relative}")
+            try:
+                with fs.open(fs_path(uri)[1], "rb") as f:
+                    return pq.read_table(f)
+            except FileNotFoundError:
+                continue
+        raise SetReplaced(self.uri, f"{self.uri}/{relative}")
+
+    def at(self, version: int | None = None, as_of=None) -> "FeatureSet":
+        """The same set at another version (a number), or as it was at time ``as_of``."""
+        newest = read_json(layout.manifest_uri(self.uri))
+        return FeatureSet(self.uri, versions.resolve(self.uri, newest, version, as_of))
+
+    def history(self) -> list[dict]:
+        """One summary per version, oldest first (see :func:`version_summary`)."""
+        return [version_summary(v) for v in versions.history(self.uri, read_json(layout.manifest_uri(self.uri)))]
+
+
+def version_summary(manifest: dict) -> dict:
+    changes = manifest.get("changes", {})
+    return {
+        "version": versions.number_of(manifest),
+        "committed_at": manifest["committed_at"],
+        "plan_id": manifest["plan_id"],
+        "rows": manifest["rows"],
+        **{k: changes.get(k) for k in ("added", "changed", "removed", "reused")},
+        "shard_files": len(manifest["shards"]) if "shards" in manifest else None,
+        "vacuumed_at": manifest.get("vacuumed_at"),
+    }
 
 
 def committed_sets(store: str, dataset: str = "*") -> list[FeatureSet]:

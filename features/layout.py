@@ -1,13 +1,22 @@
 """Where things live in a feature store (any fsspec URI).
 
     {store}/{dataset}/{backbone_version}/            one feature set
-        _manifest.json                               the commit: lineage, shards, counts
+        _manifest.json                               the commit point: the newest version
+        _versions/{N:08d}.json                       every version's manifest (features/versions.py)
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
         _staging/{plan_id}/entries/*.json            each shard's images (read by its task alone)
+        _staging/{plan_id}/files/layer=.../part-...  shard files written, not yet committed
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
+        _retired/layer=.../part-...parquet           files of older versions only (until vacuumed)
         _heads/...                                   fitted heads, metrics, plots
-        layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet     the original view
+        layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet     the newest version, original view
         view={view}/layer={layer}/split={split}/part-...parquet         other views (e.g. flip)
+
+The ``layer=`` (and ``view=``) folders hold exactly the newest version's files: a shard
+file is written into its plan's staging, moved into place by the commit, and moved to
+``_retired/`` (same relative path) when a newer version no longer uses it. So a plain
+reader of a ``layer=`` folder always gets the newest version, and tlfs's readers find an
+older version's file under ``_retired/``.
 
 Views other than the original (features of the horizontally flipped image, for one)
 live under their own ``view=`` folder, so that reading a ``layer=`` folder, as an
@@ -23,6 +32,8 @@ from __future__ import annotations
 import re
 
 MANIFEST = "_manifest.json"
+VERSIONS = "_versions"
+RETIRED = "_retired"
 STAGING = "_staging"
 LEASES = "leases"
 PLAN = "plan.json"
@@ -84,6 +95,30 @@ def partition_uri(set_root: str, layer: str, split: str, view: str = ORIGINAL) -
 def shard_globs(set_root: str) -> list[str]:
     """Patterns that match every shard file of a set, of every view."""
     return [f"{set_root}/layer=*/split=*/part-*.parquet", f"{set_root}/view=*/layer=*/split=*/part-*.parquet"]
+
+
+def version_uri(set_root: str, number: int) -> str:
+    return f"{set_root}/{VERSIONS}/{number:08d}.json"
+
+
+def version_of_name(name: str) -> int | None:
+    """The version number a ``_versions/`` file name holds, or None."""
+    stem, dot, suffix = name.partition(".")
+    return int(stem) if dot and suffix == "json" and stem.isdigit() else None
+
+
+def staged_uri(set_root: str, plan_id: str, relative: str) -> str:
+    """Where a plan writes a shard file before its commit moves it to ``{set_root}/{relative}``."""
+    return f"{staging_uri(set_root, plan_id)}/files/{relative}"
+
+
+def retired_uri(set_root: str, relative: str) -> str:
+    return f"{set_root}/{RETIRED}/{relative}"
+
+
+def shard_path(layer: str, split: str, plan_id: str, shard: int, view: str = ORIGINAL) -> str:
+    """A shard file's path inside its set (what manifests list)."""
+    return f"{partition_uri('', layer, split, view).lstrip('/')}/{shard_name(plan_id, shard)}"
 
 
 def shard_name(plan_id: str, shard: int) -> str:

@@ -4,6 +4,12 @@ A feature set exists for readers only once ``_manifest.json`` is written, and th
 holds exactly the shard files the manifest lists (paths relative to the set, each
 with its rows, bytes and sha256). :func:`commit` refuses a set whose shards are
 missing, damaged or whose counts do not reconcile (read = written + rejected).
+
+Each commit is a new version (features/versions.py): its manifest is written to
+``_versions/`` first, its files are checked and moved into the ``layer=`` folders, then
+the manifest is written to ``_manifest.json`` (the commit point); then the older
+version's files are moved to ``_retired/`` and the retention applied. A commit whose files and counts equal the
+newest version's adds no version.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import os
 import time
 from collections import defaultdict
 
-from tlfs.features import layout
+from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.leases import drop_released, live_plans
 from tlfs.features.lock import commit_lock
-from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json
+from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json, read_json_if_exists
+from tlfs.features.versions import Retention
 
 FORMAT = 1
 TEMP_MAX_AGE = 3600.0  # seconds; younger temporary files may belong to a live writer
@@ -37,12 +44,13 @@ def damaged_shards(set_root: str, manifest: dict) -> list[dict]:
     fs, _ = fs_path(set_root)
     bad = []
     for shard in manifest["shards"]:
-        _, path = fs_path(f"{set_root}/{shard['path']}")
-        if not fs.exists(path):
+        found = versions.locate(set_root, shard["path"])
+        _, path = fs_path(found) if found else (None, None)
+        if found is None:
             reason = "missing"
         elif fs.size(path) != shard["bytes"]:
             reason = f"size {fs.size(path)} != {shard['bytes']}"
-        elif sha256_uri(f"{set_root}/{shard['path']}") != shard["sha256"]:
+        elif sha256_uri(found) != shard["sha256"]:
             reason = "sha256 mismatch"
         else:
             continue
@@ -69,41 +77,66 @@ def validate(set_root: str, manifest: dict) -> None:
                                      f"expected {counts['written']}")
 
 
-def commit(set_root: str, manifest: dict) -> dict:
+def commit(set_root: str, manifest: dict, retention: Retention = Retention()) -> dict:
     """Under the set's commit lock: :func:`publish`."""
     with commit_lock(set_root):
-        return publish(set_root, manifest)
+        return publish(set_root, manifest, retention)
 
 
-def publish(set_root: str, manifest: dict) -> dict:
-    """Validate, write the manifest atomically, then drop what no longer belongs to the
-    committed set. The caller holds the set's commit lock."""
-    manifest = {"format": FORMAT, **manifest, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    validate(set_root, manifest)
-    atomic_write_json(layout.manifest_uri(set_root), manifest)
+CONTENT = ("layers", "views", "splits", "classes", "counts", "rejects")  # with the files: what a reader gets
+
+
+def same_content(a: dict, b: dict) -> bool:
+    """Whether two manifests give readers the same rows: same files, counts and rejects."""
+    files = lambda m: sorted((s["path"], s["sha256"]) for s in m["shards"])  # noqa: E731
+    return files(a) == files(b) and all(a.get(k) == b.get(k) for k in CONTENT)
+
+
+def publish(set_root: str, manifest: dict, retention: Retention = Retention(), check=lambda: None) -> dict:
+    """Validate, write the new version and then the manifest atomically, settle the
+    files, and drop what no retained version and no live run needs. The caller holds
+    the set's commit lock. If the newest version already holds exactly these files and
+    counts, nothing is written and that version is returned (``unchanged``: true).
+    ``check()`` runs last before the commit point (the caller's: is its plan still there)."""
+    current = read_json_if_exists(layout.manifest_uri(set_root))
+    if current is not None:
+        versions.settle(set_root, current)  # finish a commit that crashed after its manifest
+        if same_content(current, manifest):
+            return {**current, "unchanged": True}
+    number = versions.number_of(current) + 1 if current else 1
+    manifest = {"format": FORMAT, **manifest, "version": number,
+                "parent_version": versions.number_of(current) if current else None,
+                "committed_at": versions.timestamp()}
+    manifest.pop("unchanged", None)
+    if current is not None and not exists(layout.version_uri(set_root, versions.number_of(current))):
+        versions.record(set_root, current)  # a set committed before versions existed: its version 1
+    versions.record(set_root, manifest)  # not a version until the manifest names it (history() skips it)
+    check()
+    validate(set_root, manifest)  # last, right before the commit point
+    versions.move_in(set_root, manifest)  # out of staging, which a failed run's clean-up may remove
+    atomic_write_json(layout.manifest_uri(set_root), manifest)  # the commit point
+    versions.retire_others(set_root, manifest)
     drop_released(set_root, manifest["plan_id"])
-    collect_garbage(set_root, manifest)
+    collect_garbage(set_root, manifest, retention)
     return manifest
 
 
-def collect_garbage(set_root: str, manifest: dict) -> list[str]:
-    """Remove what belongs to no committed set and to no live run. Called under the
-    commit lock, right after the manifest is written.
+def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retention()) -> list[str]:
+    """Remove what belongs to no retained version and to no live run. Called under the
+    commit lock, right after the manifest is written and settled.
 
-    The rule (features/leases.py): another plan's staging, shard files and temporary
-    files go only while no lease on that plan is live; the committed plan's staging
-    stays (its records let a re-run of the same plan skip its finished shards).
-    Temporary files that belong to no plan (a crashed writer's manifest or head) go
-    once they are ``TEMP_MAX_AGE`` old. Best effort: what cannot be removed now is
-    removed by a later commit."""
+    The rule (features/leases.py): another plan's staging and temporary files go only
+    while no lease on that plan is live; the committed plan's staging stays (its records
+    let a re-run of the same plan skip its finished shards, and the next incremental run
+    reuse its images). Retired files go once no version that ``retention`` keeps lists
+    them (features/versions.py: vacuum). Temporary files that belong to no plan (a
+    crashed writer's manifest or head) go once they are ``TEMP_MAX_AGE`` old. Best
+    effort: what cannot be removed now is removed by a later commit."""
     fs, root = fs_path(set_root)
     live = live_plans(set_root)
     live8 = {plan_id[:8] for plan_id in live}
-    keep = {f"{root}/{s['path']}" for s in manifest["shards"]}
+    vacuum(set_root, manifest, retention, live)
     doomed = []
-    for path in (found for pattern in layout.shard_globs(root) for found in fs.glob(pattern)):
-        if path not in keep and layout.plan_of_shard_file(path.rsplit("/", 1)[-1]) not in live8:
-            doomed.append(path)
     staging = f"{root}/{layout.STAGING}/"
     for path in fs.glob(f"{staging}*"):
         plan_id = path[len(staging):]
@@ -129,6 +162,21 @@ def collect_garbage(set_root: str, manifest: dict) -> list[str]:
         except OSError:  # gone already
             continue
     return removed
+
+
+def vacuum(set_root: str, manifest: dict, retention: Retention, live: set[str] | None = None) -> dict:
+    """:func:`versions.vacuum`, keeping also every version a live run reuses files of
+    (its plan's ``base``). The caller holds the commit lock."""
+    live = live_plans(set_root) if live is None else live
+    protect = set()
+    for plan_id in live:
+        try:
+            plan = read_json_if_exists(layout.plan_uri(set_root, plan_id)) or {}
+        except ValueError:  # being written (an object store shows no partial file; a test may)
+            plan = {}
+        if isinstance(plan, dict) and plan.get("base"):
+            protect.add(int(plan["base"]["version"]))
+    return versions.vacuum(set_root, manifest, retention, protect)
 
 
 def _older_than(path: str, seconds: float) -> bool:

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_workers_arg(p)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
+    p.add_argument("--full", action="store_true", help="extract every image again; by default a run reuses the "
+                   "features of the images unchanged since the set's newest version and extracts only new and changed ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
@@ -167,8 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", required=True)
     _store_arg(p)
+    _version_args(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+
+    p = sub.add_parser("history", help="list a feature set's versions: when, rows, images added / changed / removed / reused")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True)
+    _store_arg(p)
+
+    p = sub.add_parser("vacuum", help="delete the files of versions the retention no longer keeps (safe beside "
+                       "readers of kept versions and live runs)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True)
+    _store_arg(p)
+    p.add_argument("--keep", type=_non_negative, dest="retain_versions",
+                   help="keep the newest N versions (default: $TLFS_RETAIN_VERSIONS, or 0 = no count limit)")
+    p.add_argument("--keep-days", type=float, dest="retain_days",
+                   help="keep versions younger than D days (default: $TLFS_RETAIN_DAYS or 7; 0 = no age limit)")
     return parser
+
+
+def _version_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=_positive, help="a version number of the set (default: the newest; see tlfs history)")
+    p.add_argument("--as-of", help="the version that was newest at this ISO time (e.g. 2026-11-27T09:00:00Z)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -181,6 +204,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         precision=getattr(args, "precision", None),
         threads=getattr(args, "threads", None),
         decode_workers=getattr(args, "decode_workers", None),
+        retain_versions=getattr(args, "retain_versions", None),
+        retain_days=getattr(args, "retain_days", None),
     )
 
 
@@ -225,10 +250,13 @@ def cmd_extract(args, settings: Settings) -> dict:
         show_progress=not args.no_progress,
         log=_log,
         lease=settings.lease_terms(),
+        incremental=not args.full,
+        retention=settings.retention(),
     )
-    print(f"features: {summary['set_uri']}  ({summary['rows']} rows, {summary['rejected']} rejected, "
-          f"{summary['images_per_second']} images/s; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB, "
-          f"written at {summary['parquet_write_mb_per_second']} MB/s)")
+    print(f"features: {summary['set_uri']} version {summary['version']}"
+          f"{' (unchanged)' if summary['unchanged'] else ''}  ({summary['rows']} rows, {summary['rejected']} rejected; "
+          f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s; "
+          f"Parquet {summary['parquet_bytes'] / 1e6:.1f} MB)")
     return summary
 
 
@@ -375,12 +403,14 @@ def cmd_ls(args, settings: Settings) -> None:
 def cmd_describe(args, settings: Settings) -> None:
     from tlfs import features
 
-    info = features.describe(args.dataset, args.backbone, settings.store)
+    info = features.describe(args.dataset, args.backbone, settings.store, version=args.version, as_of=args.as_of)
     if args.json:
         print(json.dumps(info, indent=2))
         return None
     lineage = info["lineage"]
     print(f"feature set   {info['uri']}")
+    print(f"version       {info.get('version', 1)}" + (f" (of {info['parent_version']})" if info.get("parent_version") else "")
+          + (f"  {_changes(info['changes'])}" if info.get("changes") else ""))
     print(f"backbone      {info['backbone_version']}  (onnx sha256 {lineage['onnx_sha256'][:16]}...)")
     print(f"weights       {lineage['weights']['source']}  sha256 {lineage['weights']['sha256'][:16]}...")
     print(f"committed     {info['committed_at']}  plan {info['plan_id']}  code {lineage['code']}")
@@ -398,7 +428,42 @@ def cmd_describe(args, settings: Settings) -> None:
     return None
 
 
-COMMANDS = {"export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe}
+def _changes(changes: dict) -> str:
+    from tlfs.pipeline.extract import describe_changes
+
+    return describe_changes(changes)
+
+
+def cmd_history(args, settings: Settings) -> None:
+    from tlfs import features
+
+    table = features.history(args.dataset, args.backbone, settings.store)
+    for row in table.itertuples():
+        what = ("vacuumed " + row.vacuumed_at) if row.vacuumed_at else f"{row.shard_files} shard files"
+        counts = "  ".join(f"{k} {'-' if v is None or v != v else int(v)}" for k, v in
+                           (("added", row.added), ("changed", row.changed), ("removed", row.removed), ("reused", row.reused)))
+        print(f"version {row.version:<4} {row.committed_at}  rows {row.rows:>7}  {counts}  {what}")
+    return None
+
+
+def cmd_vacuum(args, settings: Settings) -> dict:
+    from tlfs.pipeline.extract import vacuum
+
+    report = vacuum(features_set_uri(args, settings), settings.retention())
+    print(f"kept versions {', '.join(map(str, report['versions_kept']))}; vacuumed "
+          f"{', '.join(map(str, report['versions_vacuumed'])) or 'none'}; removed {report['files_removed']} files "
+          f"({report['bytes_freed'] / 1e6:.1f} MB)", file=sys.stderr)
+    return report
+
+
+def features_set_uri(args, settings: Settings) -> str:
+    from tlfs import features
+
+    return features.find_set(args.dataset, args.backbone, settings.store)[0]
+
+
+COMMANDS = {"export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+            "history": cmd_history, "vacuum": cmd_vacuum}
 
 
 def main(argv: list[str] | None = None) -> int:

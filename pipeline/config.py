@@ -47,6 +47,11 @@ class Settings:
     # A DAG task's lease outlives the task this long, so the plan's next task, waiting in
     # a queue, still finds it.
     task_lease_linger: float = 7200.0
+    # Which older versions of a feature set stay readable (features/versions.py): the
+    # newest ``retain_versions`` and those younger than ``retain_days``; 0 = no limit of
+    # that kind (both 0: keep every version). Applied by each commit and `tlfs vacuum`.
+    retain_versions: int = 0
+    retain_days: float = 7.0
 
     def runtime(self) -> Runtime:
         """Where and how extraction computes: the device's defaults where unset."""
@@ -59,6 +64,11 @@ class Settings:
         from tlfs.features.leases import LeaseTerms
 
         return LeaseTerms(self.lease_seconds, self.task_lease_linger if task else 0.0)
+
+    def retention(self):
+        from tlfs.features.versions import Retention
+
+        return Retention(self.retain_versions or None, self.retain_days or None)
 
     def sources_for(self, dataset: str, given: list[str] | None) -> list[str]:
         if given:
@@ -120,6 +130,8 @@ ENV = {
     "max_shard_tasks": "TLFS_MAX_SHARD_TASKS",
     "lease_seconds": "TLFS_LEASE_SECONDS",
     "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
+    "retain_versions": "TLFS_RETAIN_VERSIONS",
+    "retain_days": "TLFS_RETAIN_DAYS",
 }
 
 
@@ -127,7 +139,7 @@ def _coerce(name: str, value):
     if name == "cifar10_source":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if s.strip())
-    if name in ("batch_size", "shard_size", "threads", "decode_workers", "max_shard_tasks"):
+    if name in ("batch_size", "shard_size", "threads", "decode_workers", "max_shard_tasks", "retain_versions"):
         try:
             number = int(value)
         except (TypeError, ValueError):
@@ -135,7 +147,7 @@ def _coerce(name: str, value):
         if number < 0 or (number == 0 and name in ("shard_size", "max_shard_tasks")):
             raise PipelineError(f"{name} must be positive, got {number}")
         return number
-    if name in ("lease_seconds", "task_lease_linger"):
+    if name in ("lease_seconds", "task_lease_linger", "retain_days"):
         try:
             seconds = float(value)
         except (TypeError, ValueError):

@@ -22,9 +22,15 @@ class Entry:
     member: str
     offset: int = -1  # where the bytes start, for sources read by offset (an uncompressed tar); else -1
     size: int = -1
+    # the image's content as its source knows it (a hash of its bytes, a zip's CRC, an
+    # object's ETag, a file's size and mtime): an incremental run re-extracts an image
+    # only if this changed (pipeline/incremental.py); "" where the source gives none
+    fingerprint: str = ""
 
     def to_row(self) -> list:
         row = [self.image_id, self.split, self.label_name, self.source, self.member]
+        if self.fingerprint:
+            return row + [self.offset, self.size, self.fingerprint]
         return row + [self.offset, self.size] if self.offset >= 0 else row
 
 

@@ -5,7 +5,11 @@
 2. :func:`extract_shard` runs one shard's images through the ONNX session and writes
    one Parquet file per layer, atomically, plus a small result record; a shard whose
    result and files are already there is not recomputed;
-3. :func:`commit` checks every shard and the counts, and publishes the manifest.
+3. :func:`commit` checks every shard and the counts, and publishes the manifest: a new
+   version of the set (features/versions.py).
+
+A plan builds on the set's newest version where it can (pipeline/incremental.py): its
+unchanged images' features are reused, only new and changed images are extracted.
 
 :func:`run` does all three in one process, with a progress bar.
 """
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -24,14 +29,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tlfs.features import layout
+from tlfs.features import layout, versions
 from tlfs.features.layout import ORIGINAL
-from tlfs.features.errors import PlanReplaced
+from tlfs.features.errors import PlanReplaced, StoreError
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message, require_plan, translate_missing
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import publish
 from tlfs.features.schema import shard_table
-from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json, sha256_bytes
+from tlfs.features.versions import Retention
 from tlfs.features.writer import write_shard
 from tlfs.models.artifact import Artifact
 from tlfs.models.variants import with_variants
@@ -40,6 +46,7 @@ from tlfs.models.session import TapSession, resolve_runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.incremental import DERIVE, REUSE, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.views import VIEWS, check_views
 from tlfs.pipeline.errors import PipelineError
@@ -58,7 +65,27 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
                         cache_dir=r.cache_dir)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
-    shards, entries = cut_shards(index, r.shard_size)
+    set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
+    layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
+    base = load_base(set_uri, r.runtime, layer_dims, r.views, log) if r.incremental else None
+    if base is None:
+        shards, entries = cut_shards(index, r.shard_size)
+        origins: dict[int, dict] = {}
+        changes = {"base_version": None, "added": len(index.entries), "changed": 0, "removed": None, "reused": 0}
+    else:
+        increment = diff(index, base)
+        new_shards, new_entries = cut_shards(DatasetIndex(index.name, index.sources, index.classes, increment.new_entries),
+                                             r.shard_size, first=len(increment.shards))
+        shards, entries, origins = increment.shards + new_shards, {**increment.entries, **new_entries}, increment.origins
+        changes = increment.changes
+        unchanged = _unchanged_base(set_uri, base, increment, index, r)
+        if unchanged is not None:
+            log(f"nothing changed since version {base.version}: its plan {base.plan_id} is this run's")
+            return unchanged
+        log(f"against version {base.version}: {changes['added']} images new, {changes['changed']} changed, "
+            f"{changes['removed']} removed, {changes['reused']} reused ({changes['shards_reused']} shards as they are, "
+            f"{changes['shards_derived']} copied without their removed or changed rows)")
+    changes["extracted"] = sum(s.images for s in shards if s.number not in origins)
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
@@ -67,11 +94,13 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
         "shards": [s.to_json() for s in shards],
         **({"views": list(r.views)} if r.views != (ORIGINAL,) else {}),  # unchanged ids for plans of one view
+        **({"base": base.plan_id, "fingerprints": fingerprints_digest(index.entries),
+            "origins": {str(n): o["kind"] for n, o in origins.items()}} if base else {}),
     }
     return Plan(
         plan_id=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
         dataset=r.dataset,
-        set_uri=layout.set_uri(r.store, r.dataset, artifact.version),
+        set_uri=set_uri,
         artifact=artifact,
         layers=tuple(layers),
         splits=tuple(index.splits()),
@@ -84,11 +113,29 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         classes=tuple(index.classes),
         index_rejects=tuple(index.rejects),
         views=r.views,
+        base=base.to_json() if base else None,
+        origins=origins,
+        changes=changes,
         entries=entries,
     )
 
 
-def cut_shards(index: DatasetIndex, shard_size: int) -> tuple[list[Shard], dict[int, list[Entry]]]:
+def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: ExtractionRequest) -> Plan | None:
+    """The base version's own plan, if this run asks for exactly what it holds: the same
+    images with the same fingerprints, from the same sources (then a scheduled run over
+    an unchanged source writes nothing, and its commit adds no version)."""
+    c = increment.changes
+    if c["added"] or c["changed"] or c["removed"] or c["shards_derived"] or len(increment.shards) != len(base.shards):
+        return None
+    base_plan = load_plan(set_uri, base.plan_id)
+    same = ([s.checksum for s in base_plan.sources] == [s.checksum for s in index.sources]
+            and list(base_plan.index_rejects) == list(index.rejects) and base_plan.limit == r.limit)
+    if not same:
+        return None
+    return dataclasses.replace(base_plan, changes={**c, "extracted": 0})
+
+
+def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[list[Shard], dict[int, list[Entry]]]:
     """Each split's images (in the index's order, which follows the sources') in shards
     of at most ``shard_size``. Where a source can only be streamed (a compressed tar),
     shards follow its own bounds: it starts a shard of its own, so that no shard streams
@@ -107,8 +154,8 @@ def cut_shards(index: DatasetIndex, shard_size: int) -> tuple[list[Shard], dict[
                 bounds.append(bounds[-1] + shard_size)
         bounds.append(len(in_split))
         for start, stop in zip(bounds, bounds[1:]):
-            entries[len(shards)] = in_split[start:stop]
-            shards.append(Shard(len(shards), split, start, stop))
+            entries[first + len(shards)] = in_split[start:stop]
+            shards.append(Shard(first + len(shards), split, start, stop))
     return shards, entries
 
 
@@ -132,10 +179,16 @@ def save_plan(p: Plan, held: Lease) -> None:
     def write(number: int) -> None:
         atomic_write_json(layout.entries_uri(p.set_uri, p.plan_id, number), p.entries_json(number))
 
+    def reuse(number: int) -> None:  # a shard reused as it is: done already, its files the base's
+        record = {**p.origins[number]["record"], "shard": number, "reused": True, "seconds": 0.0}
+        atomic_write_json(_result_uri(p, number), record)
+
     fs, _ = fs_path(p.set_uri)
+    reused = [n for n, origin in p.origins.items() if origin["kind"] == REUSE]
     # an object store's requests overlap; a local disk's writes stay in order (the crash tests replay them)
     with ThreadPoolExecutor(max_workers=1 if is_local(fs) else 16, thread_name_prefix="tlfs-plan") as pool:
         list(pool.map(write, range(len(p.shards))))
+        list(pool.map(reuse, reused))
     atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
 
 
@@ -186,9 +239,9 @@ def _result_uri(p: Plan, number: int) -> str:
 def _result_complete(p: Plan, result: dict) -> bool:
     fs, _ = fs_path(p.set_uri)
     for info in result["files"].values():
-        _, path = fs_path(f"{p.set_uri}/{info['path']}")
+        found = versions.locate(p.set_uri, info["path"])  # staged, moved into place, or retired
         try:
-            if fs.size(path) != info["bytes"]:
+            if found is None or fs.size(fs_path(found)[1]) != info["bytes"]:
                 return False
         except FileNotFoundError:
             return False
@@ -241,6 +294,7 @@ def run_shards(
     check: Callable[[], None] = lambda: None,
     decode_workers: int = 0,
     decoder: Decoder | None = None,
+    derive: bool = True,
 ) -> list[dict]:
     """The one extraction runner (``tlfs extract``, a DAG's shard task, a repair): the
     result records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
@@ -250,8 +304,21 @@ def run_shards(
     each shard (a lease check: stop at once, saying why, if the plan was removed); the
     session is opened only when a shard needs it. Images are decoded by ``decoder`` (by
     default one of ``decode_workers`` processes, see pipeline/decode.py), one for all the
-    shards."""
+    shards. A shard an incremental plan derives from the base version is copied from the
+    base's files (``derive``), or extracted from its images if those files are damaged."""
     results: list[dict] = []
+    from_source: list[int] = []
+    if derive:
+        for number in [n for n in numbers if n in p.origins and shard_done(p, n) is None]:
+            check()
+            derived = derive_shard(p, number)
+            if derived is None:
+                from_source.append(number)
+            else:
+                results.append(derived)
+                if progress:
+                    progress(derived["read"])
+        numbers = [n for n in numbers if n not in p.origins or n in from_source or shard_done(p, n) is not None]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer, \
             (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers, p.runtime.device)) as decoder:
         pending = None
@@ -285,8 +352,54 @@ def run_shards(
         if pending is not None:
             results.append(pending.result())
         if later:
-            results.extend(run_shards(p, later, session, threads, progress, check, decoder=decoder))
+            results.extend(run_shards(p, later, session, threads, progress, check, decoder=decoder, derive=derive))
     return sorted(results, key=lambda r: r["shard"])
+
+
+def derive_shard(p: Plan, number: int) -> dict | None:
+    """Shard ``number`` copied from the base version's files of the shard it comes from,
+    keeping only the rows of its entries (reused as they are: the whole record). None if
+    a base file is missing or damaged: then the shard is extracted from its images."""
+    origin = p.origins[number]
+    if origin["kind"] == REUSE:
+        record = {**origin["record"], "shard": number, "reused": True, "seconds": 0.0}
+        if not _result_complete(p, record):
+            return None
+        atomic_write_json(_result_uri(p, number), record)
+        return record
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import io
+
+    started = time.perf_counter()
+    keep = pa.array(sorted(e.image_id for e in p.shard_entries(number)), pa.string())
+    split = p.shards[number].split
+    files, written = {}, None
+    with translate_missing(p.set_uri, p.plan_id):
+        for key, info in origin["files"].items():
+            found = versions.locate(p.set_uri, info["path"])
+            if found is None:
+                return None
+            fs, path = fs_path(found)
+            data = fs.cat_file(path)
+            if sha256_bytes(data) != info["sha256"]:
+                return None
+            table = pq.read_table(io.BytesIO(data))
+            table = table.filter(pc.is_in(table.column("image_id"), value_set=keep))
+            layer, view = info.get("layer", key), info.get("view", ORIGINAL)
+            relative = layout.shard_path(layer, split, p.plan_id, number, view)
+            done = write_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), table)
+            files[key] = {"path": relative, "rows": done.rows, "bytes": done.bytes, "sha256": done.sha256,
+                          **({"layer": layer, "view": view} if view != ORIGINAL else {})}
+            written = done.rows
+        record = {"shard": number, "split": split, "read": len(p.shard_entries(number)), "written": written,
+                  "rejected": len(origin["rejects"]), "rejects": origin["rejects"], "files": files, "derived": True,
+                  "seconds": round(time.perf_counter() - started, 3), "write_seconds": 0.0, "infer_seconds": 0.0}
+        if record["read"] != record["written"] + record["rejected"]:
+            return None  # the base's rows do not match its records: extract the images again
+        atomic_write_json(_result_uri(p, number), record)
+    return record
 
 
 def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
@@ -377,10 +490,11 @@ def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     files = {}
     writing = time.perf_counter()
     for (view, layer), matrix in out.matrices.items():
-        uri = layout.shard_uri(p.set_uri, layer, split, p.plan_id, out.number, view)
-        written = write_shard(uri, shard_table(ids, labels, names, matrix))
+        relative = layout.shard_path(layer, split, p.plan_id, out.number, view)
+        # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)
+        written = write_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), shard_table(ids, labels, names, matrix))
         key = layer if view == ORIGINAL else f"{view}/{layer}"
-        files[key] = {"path": uri[len(p.set_uri) + 1 :], "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256,
+        files[key] = {"path": relative, "rows": written.rows, "bytes": written.bytes, "sha256": written.sha256,
                       **({"layer": layer, "view": view} if view != ORIGINAL else {})}
     result = {
         "shard": out.number,
@@ -398,10 +512,13 @@ def _write_shard_outputs(p: Plan, out: ShardOutputs) -> dict:
     return result
 
 
-def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None] = print) -> dict:
+def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None] = print,
+           retention: Retention = Retention()) -> dict:
     """Under the set's commit lock: check that the plan is still there and every shard's
     files are (``results``: the shards' records, as the run that made them holds them;
-    by default read back from staging), then publish the manifest."""
+    by default read back from staging), then publish the manifest as the set's next
+    version (none if the newest already holds exactly these rows: ``unchanged``), and
+    apply ``retention``."""
     with commit_lock(p.set_uri):
         require_plan(p.set_uri, p.plan_id)
         given = {r["shard"]: r for r in results} if results is not None else None
@@ -413,18 +530,35 @@ def commit(p: Plan, results: list[dict] | None = None, log: Callable[[str], None
                                     "or its files are damaged or were removed; run the extraction again "
                                     "(it re-extracts only what is missing)")
             checked.append(result)
-        committed = publish(p.set_uri, _manifest(p, checked))
-    log(f"committed {p.set_uri}: {committed['rows']} rows, {len(committed['shards'])} shard files, "
-        f"{len(committed['rejects'])} rejected")
+        try:
+            committed = publish(p.set_uri, _manifest(p, checked), retention, check=lambda: require_plan(p.set_uri, p.plan_id))
+        except PlanReplaced:
+            raise
+        except StoreError as exc:  # a file vanished after the check above
+            raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
+                                "(it re-extracts only what is missing)") from None
+    if committed.get("unchanged"):
+        log(f"{p.set_uri} is unchanged: version {committed['version']} already holds these {committed['rows']} rows")
+        return committed
+    log(f"committed version {committed['version']} of {p.set_uri}: {committed['rows']} rows, "
+        f"{len(committed['shards'])} shard files, {len(committed['rejects'])} rejected; " + describe_changes(committed["changes"]))
     return committed
 
 
+def describe_changes(changes: dict) -> str:
+    """One line: what a version changed against its base."""
+    if changes.get("base_version") is None:
+        return f"{changes.get('extracted', changes.get('added'))} images extracted (nothing reused)"
+    return (f"against version {changes['base_version']}: {changes['added']} new, {changes['changed']} changed, "
+            f"{changes['removed']} removed, {changes['reused']} reused; {changes.get('extracted')} extracted")
+
+
 def commit_task(set_uri: str, plan_id: str, results: list[dict] | None = None, lease: LeaseTerms = LeaseTerms(),
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = print, retention: Retention = Retention()) -> dict:
     """The commit as a task of its own (after a DAG's shard tasks, whose records it is
     handed): under a lease on the plan."""
     with hold(set_uri, plan_id, lease):
-        return commit(load_plan(set_uri, plan_id), results, log=log)
+        return commit(load_plan(set_uri, plan_id), results, log=log, retention=retention)
 
 
 def _manifest(p: Plan, results: list[dict]) -> dict:
@@ -457,6 +591,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
         "classes": list(p.classes),
         "rows": sum(c["written"] for c in counts.values()),
         "counts": counts,
+        "changes": p.changes,
         "shards": shards,
         "rejects": rejects,
         "lineage": {
@@ -469,6 +604,7 @@ def _manifest(p: Plan, results: list[dict]) -> dict:
             "parent": card.get("parent"),
             "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in p.sources],
             "limit": p.limit,
+            "base": p.base,  # the version whose unchanged images were reused
             "preprocessing": {
                 **card["preprocessing"],
                 "decode": "Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
@@ -507,17 +643,31 @@ def verify(set_uri: str, repair: bool = False, device: str | None = None, log: C
                                     f"on {device} would mix devices in one set: repair with --device {p.runtime.device}, "
                                     "or extract it anew on the other device")
             fs, _ = fs_path(set_uri)
+            for damaged in bad:  # its new file takes the same name
+                found = versions.locate(set_uri, damaged["path"])
+                if found is not None:
+                    fs.rm(fs_path(found)[1])
             for number in numbers:
                 _, path = fs_path(_result_uri(p, number))
                 if fs.exists(path):
                     fs.rm(path)  # forget the record, so the shard is extracted again
                 log(f"re-extracting shard {number}")
-                extract_shard(p, number)
+                run_shards(p, [number], derive=False)  # from its images, not from a possibly damaged base file
                 held.check()
             commit(p, log=log)
         report["repaired"] = numbers
         report["bad_after_repair"] = len(damaged_shards(set_uri, read_manifest(set_uri)))
     return report
+
+
+def vacuum(set_uri: str, retention: Retention) -> dict:
+    """``tlfs vacuum``: under the commit lock, drop the versions ``retention`` does not
+    keep and delete the files only they used (never a file of a kept version, nor of a
+    version a live run builds on)."""
+    from tlfs.features.manifest import read_manifest, vacuum as vacuum_set
+
+    with commit_lock(set_uri):
+        return vacuum_set(set_uri, read_manifest(set_uri), retention)
 
 
 def run(
@@ -544,6 +694,8 @@ def run(
     decode_workers: int = 0,
     decoder: Decoder | None = None,
     views: list[str] | None = None,
+    incremental: bool = True,
+    retention: Retention = Retention(),
 ) -> dict:
     """Plan, extract every shard, commit; returns a summary with timings. The run holds a
     lease on its plan throughout (see features/leases.py). ``session``: an open one of
@@ -551,18 +703,20 @@ def run(
     processes decoding images (0: one per core on a GPU, a quarter of them on the CPU; 1:
     none, on the reading thread); or
     ``decoder``, a started one (a benchmark's). ``views``: besides the original, e.g.
-    ``["flip"]`` (pipeline/views.py)."""
+    ``["flip"]`` (pipeline/views.py). ``incremental``: reuse the newest version's
+    unchanged images (pipeline/incremental.py); False extracts every image again.
+    ``retention``: which older versions the commit keeps readable."""
     started = time.perf_counter()
     runtime = resolve_runtime(device, precision, batch_size)
     if runtime.device == "cuda":
         require_cuda()  # before any work
     request = ExtractionRequest(dataset, tuple(sources), backbone, store, model_store, _tuple(layers), _tuple(splits), limit,
-                                shard_size, runtime, weights, random_weights, cache_dir, check_views(views))
+                                shard_size, runtime, weights, random_weights, cache_dir, check_views(views), incremental)
     p = plan(request, log)
     with hold(p.set_uri, p.plan_id, LeaseTerms(lease.ttl), plan_must_exist=False) as held:
         save_plan(p, held)
         with contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers, runtime.device) as own_or_given:
-            return _run_plan(p, held, threads, show_progress, started, log, session, own_or_given)
+            return _run_plan(p, held, threads, show_progress, started, log, session, own_or_given, retention)
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
@@ -570,11 +724,11 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, started: float,
-              log: Callable[[str], None], session: TapSession | None, decoder: Decoder) -> dict:
+              log: Callable[[str], None], session: TapSession | None, decoder: Decoder,
+              retention: Retention = Retention()) -> dict:
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
-    session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
-    planned = time.perf_counter()
+    planned = time.perf_counter()  # the session opens when a shard needs it (none may: all reused)
     total = p.images
     from tqdm import tqdm
 
@@ -583,32 +737,39 @@ def _run_plan(p: Plan, held: Lease, threads: int | None, show_progress: bool, st
     infer_seconds = 0.0
     skipped = 0
     with tqdm(total=total, unit="img", desc=f"extract {p.dataset}", disable=not show_progress, mininterval=1.0) as bar:
-        results = run_shards(p, [shard.number for shard in p.shards], session, progress=bar.update, check=held.check,
-                             decoder=decoder)
+        results = run_shards(p, [shard.number for shard in p.shards], session, threads, progress=bar.update,
+                             check=held.check, decoder=decoder)
     for result in results:
-        skipped += bool(result.get("skipped"))
+        skipped += bool(result.get("skipped")) and not result.get("reused")
         bytes_written += sum(f["bytes"] for f in result["files"].values())
         write_seconds += result.get("write_seconds", 0.0)
         infer_seconds += result.get("infer_seconds", 0.0)
     extracted = time.perf_counter()
     held.check()
-    manifest = commit(p, results, log=log)
+    manifest = commit(p, results, log=log, retention=retention)
     finished = time.perf_counter()
     extract_seconds = extracted - planned
+    computed = p.changes.get("extracted", total)
     return {
         "set_uri": p.set_uri,
         "backbone_version": p.backbone_version,
         "plan_id": p.plan_id,
+        "version": manifest["version"],
+        "unchanged": bool(manifest.get("unchanged")),
+        "changes": p.changes,  # images added / changed / removed / reused against the base version
         "views": list(p.views),
         "rows": manifest["rows"],
         "counts": manifest["counts"],
         "rejected": len(manifest["rejects"]),
         "shards": len(p.shards),
         "shards_skipped": skipped,
+        "shards_reused": sum(o["kind"] == REUSE for o in p.origins.values()),
+        "shards_derived": sum(o["kind"] == DERIVE for o in p.origins.values()),
+        "images_extracted": computed,
         "plan_seconds": round(planned - started, 2),
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(finished - extracted, 2),
-        "images_per_second": round(total / extract_seconds, 1) if extract_seconds > 0 else None,
+        "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
         "parquet_write_seconds": round(write_seconds, 2),

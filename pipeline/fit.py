@@ -127,6 +127,7 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
         "plan_id": feature_set.plan_id,  # which committed features this head was fitted on
+        "version": feature_set.version,  # that commit's number in the set's history
         "head": head,
         "layers": layers,
         "dims": int(X.shape[1]),
@@ -191,6 +192,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
         "plan_id": feature_set.plan_id,
+        "version": feature_set.version,
         "head": "softmax",
         "layers": accuracies,
         "dims": dims,

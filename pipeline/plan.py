@@ -37,6 +37,7 @@ class ExtractionRequest:
     random_weights: bool = False
     cache_dir: str | None = None
     views: tuple[str, ...] = ("original",)  # pipeline/views.py: the original, and e.g. flip
+    incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,13 @@ class Plan:
     sources: tuple[SourceInfo, ...]
     classes: tuple[str, ...]
     index_rejects: tuple[Reject, ...]  # refused while indexing (unsafe paths, links, rows without a label)
-    # each shard's entries: all of them in the process that planned, else read on demand
     views: tuple[str, ...] = ("original",)
+    # incremental runs (pipeline/incremental.py): the version built on, how each shard
+    # not extracted comes from it (number -> origin), and what changed against it
+    base: dict | None = None
+    origins: dict[int, dict] = field(default_factory=dict, repr=False)
+    changes: dict = field(default_factory=dict)
+    # each shard's entries: all of them in the process that planned, else read on demand
     entries: dict[int, list[Entry]] = field(default_factory=dict, repr=False)
     read_entries: Callable[[int], list] | None = field(default=None, repr=False)
 
@@ -135,6 +141,9 @@ class Plan:
             "sources": [asdict(s) for s in self.sources],
             "classes": list(self.classes),
             "index_rejects": [asdict(r) for r in self.index_rejects],
+            "base": self.base,
+            "origins": {str(number): origin for number, origin in self.origins.items()},
+            "changes": self.changes,
         }
 
     @classmethod
@@ -156,5 +165,8 @@ class Plan:
             sources=tuple(SourceInfo(**s) for s in data["sources"]),
             classes=tuple(data["classes"]),
             index_rejects=tuple(Reject(**r) for r in data["index_rejects"]),
+            base=data.get("base"),
+            origins={int(number): origin for number, origin in data.get("origins", {}).items()},
+            changes=data.get("changes", {}),
             read_entries=read_entries,
         )

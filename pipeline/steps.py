@@ -41,9 +41,11 @@ def plan_extraction(
     device: str | None = None,
     precision: str | None = None,
     views: list[str] | None = None,
+    incremental: bool = True,
 ) -> dict:
     """Plan an extraction on ``device`` (``precision``, ``batch_size``: the device's
-    defaults when not given); the plan's shards then run on that device."""
+    defaults when not given); the plan's shards then run on that device. ``incremental``:
+    reuse the newest version's unchanged images (pipeline/incremental.py)."""
     from tlfs.pipeline import extract
 
     s = load_settings(store=store or None, model_store=model_store or None, batch_size=batch_size, shard_size=shard_size,
@@ -53,7 +55,8 @@ def plan_extraction(
 
     request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.model_store,
                                 tuple(layers) if layers else None, tuple(splits) if splits else None, limit or None,
-                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir, views=check_views(views))
+                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir, views=check_views(views),
+                                incremental=incremental)
     p = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": p.set_uri,
@@ -63,6 +66,7 @@ def plan_extraction(
         "shards": [shard.number for shard in p.shards],
         "shard_groups": shard_groups([shard.number for shard in p.shards], s.max_shard_tasks),
         "images": p.images,
+        "changes": p.changes,  # against the version it builds on: new, changed, removed, reused, to extract
     }
 
 
@@ -96,36 +100,43 @@ def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = N
     from staging where not given), after checking that every file they name is there."""
     from tlfs.pipeline import extract
 
-    manifest = extract.commit_task(set_uri, plan_id, results, lease=_settings().lease_terms(), log=log)
+    s = _settings()
+    manifest = extract.commit_task(set_uri, plan_id, results, lease=s.lease_terms(), log=log, retention=s.retention())
     return {
         "set_uri": set_uri,
         "dataset": manifest["dataset"],
         "backbone_version": manifest["backbone_version"],
+        "version": manifest["version"],
+        "unchanged": bool(manifest.get("unchanged")),
+        "changes": manifest.get("changes", {}),
         "rows": manifest["rows"],
         "counts": manifest["counts"],
         "rejected": len(manifest["rejects"]),
     }
 
 
-def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print,
+                 version: int | None = None) -> dict:
+    """The layer sweep on one version of the set (the newest unless ``version``)."""
     from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(dataset, backbone, store=_settings(store).store), log=log)
+    summary = sweep(features.open_set(dataset, backbone, store=_settings(store).store, version=version), log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
             "saved_to": summary["saved_to"], "best_head": summary["best_head"]}
 
 
-def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print) -> dict:
+def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print,
+             version: int | None = None) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import HEAD_SUMMARY, fit
 
-    result = fit(features.open_set(dataset, backbone, store=_settings(store).store), layers, head, log=log)
+    result = fit(features.open_set(dataset, backbone, store=_settings(store).store, version=version), layers, head, log=log)
     return {k: result[k] for k in HEAD_SUMMARY}
 
 
 def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[str], store: str | None = None,
-                        log: Callable = print) -> list[dict]:
+                        log: Callable = print, version: int | None = None) -> list[dict]:
     """``heads`` on the layer the sweep found best; the softmax head there is the
     sweep's own (it is saved as ``softmax-<layer>``), not fitted twice."""
     results = []
@@ -134,7 +145,7 @@ def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[st
             log(f"softmax on {swept['best_layer']}: the sweep's head (test accuracy {swept['best_head']['test_accuracy']:.4f})")
             results.append(swept["best_head"])
         else:
-            results.append(fit_head(dataset, backbone, [swept["best_layer"]], head, store, log=log))
+            results.append(fit_head(dataset, backbone, [swept["best_layer"]], head, store, log=log, version=version))
     return results
 
 

@@ -91,6 +91,8 @@ def extract_params(spec: DatasetSpec) -> dict:
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "views": Param(spec.views, type="array", items={"type": "string", "enum": ["flip"]},
                        description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
+        "incremental": Param(True, type="boolean", description="reuse the features of images unchanged since the set's "
+                             "newest version; extract only new and changed images (false: extract every image again)"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
         "finetune_device": Param("cuda", type="string", enum=["cpu", "cuda"], description="device of the triggered fine-tuning"),
@@ -150,9 +152,12 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
                                         p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
                                         device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"),
-                                        views=p.get("views"))
+                                        views=p.get("views"), incremental=p.get("incremental", True))
         groups = planned["shard_groups"]
+        c = planned["changes"]
         _log(f"{planned['images']} images in {len(planned['shards'])} shards, {len(groups)} shard tasks -> {planned['set_uri']}")
+        _log(f"images: {c.get('added')} new, {c.get('changed')} changed, {c.get('removed')} removed, {c.get('reused')} reused "
+             f"(against version {c.get('base_version')}); {c.get('extracted')} to extract")
         return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in groups]
 
     @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
@@ -178,9 +183,13 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         with _no_retry_when_final():
             summary = steps.commit_extraction(set_uri, plan_id, [r for group in shard_results for r in group], log=_log)
         p = get_current_context()["params"]
+        c = summary["changes"]
+        _log(f"version {summary['version']}{' (unchanged: no new version)' if summary['unchanged'] else ''}: "
+             f"{c.get('added')} new, {c.get('changed')} changed, {c.get('removed')} removed, {c.get('reused')} reused")
         get_current_context()["outlet_events"][asset].extra = {
             "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],
-            "rows": summary["rows"],
+            "rows": summary["rows"], "version": summary["version"], "unchanged": summary["unchanged"],
+            **{k: c.get(k) for k in ("added", "changed", "removed", "reused")},
         }
         return summary
 
@@ -270,21 +279,27 @@ def build_fit_dag(spec: DatasetSpec):
             for event_list in events.values():
                 if event_list:
                     extra = event_list[-1].extra or {}
-                    return {"backbone": extra.get("backbone_version", p["backbone"]), "store": extra.get("store", p["store"])}
-            return {"backbone": p["backbone"], "store": p["store"]}
+                    if extra.get("unchanged"):
+                        from airflow.exceptions import AirflowSkipException
+
+                        raise AirflowSkipException(f"version {extra.get('version')} is unchanged: its heads stand")
+                    return {"backbone": extra.get("backbone_version", p["backbone"]), "store": extra.get("store", p["store"]),
+                            "version": extra.get("version")}  # the version that run committed, even if a newer came since
+            return {"backbone": p["backbone"], "store": p["store"], "version": None}
 
         @task
         def sweep(target: dict) -> dict:
             from tlfs.pipeline import steps
 
-            return steps.sweep_layers(spec.name, target["backbone"], target["store"], log=_log)
+            return steps.sweep_layers(spec.name, target["backbone"], target["store"], log=_log, version=target.get("version"))
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:
             from tlfs.pipeline import steps
 
             heads = get_current_context()["params"]["heads"]
-            return steps.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log)
+            return steps.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log,
+                                             version=target.get("version"))
 
         target = feature_set()
         fit_heads(target, sweep(target))

@@ -14,7 +14,7 @@ from typing import Iterator
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.files import digest, open_source, verify_expected
+from tlfs.pipeline.sources.files import digest, fingerprint_bytes, open_source, verify_expected
 
 
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -82,7 +82,8 @@ def index_cifar(uri: str, number: int, cache_dir: str | None, checksum: dict[str
         split = "test" if base == "test_batch" else "train"
         for row, (label, filename) in enumerate(zip(batch[b"labels"], batch[b"filenames"])):
             name = classes[label]
-            found.append(Entry(f"{split}/{name}/{filename.decode()}", split, name, number, f"{base}:{row}"))
+            found.append(Entry(f"{split}/{name}/{filename.decode()}", split, name, number, f"{base}:{row}",
+                               fingerprint=fingerprint_bytes(batch[b"data"][row].tobytes())))
     return Indexed(SourceInfo(uri, "cifar10-python", checksum, len(found)), found, [], classes)
 
 

@@ -152,6 +152,22 @@ class HashingReader(io.RawIOBase):
         return {"md5": self.md5.hexdigest(), "sha256": self.sha256.hexdigest()}
 
 
+def fingerprint_bytes(data: bytes) -> str:
+    """An image's fingerprint from its bytes (BLAKE2b, 96 bits: fast, and collisions
+    among a dataset's images are out of reach)."""
+    return "b2:" + hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def fingerprint_info(info: dict) -> str:
+    """A file's fingerprint from its listing, without reading it: the object store's
+    ETag where there is one, else size and modification time (rsync's quick check)."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag:{str(etag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    return f"stat:{info.get('size')}:{mtime}"
+
+
 def digest(uri: str, cache_dir: str | None) -> dict[str, str]:
     with open_source(uri, cache_dir) as raw:
         return HashingReader(raw).drain()

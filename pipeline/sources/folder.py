@@ -13,7 +13,7 @@ from typing import Iterator
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.sources.base import Indexed, no_options
-from tlfs.pipeline.sources.files import batch_reader, image_id_of, image_path_parts
+from tlfs.pipeline.sources.files import batch_reader, fingerprint_info, image_id_of, image_path_parts
 
 BATCH = 256  # files requested together: bounds the bytes held at once
 LOCAL_THREADS = 4
@@ -41,7 +41,7 @@ class ImageFolderDir:
             if info.get("islink") or (hasattr(fs, "islink") and fs.islink(full)):
                 bad.append(Reject(image_id, uri, "symbolic link (not followed)"))
                 continue
-            found.append(Entry(image_id, *image_id.split("/")[:2], number, full))
+            found.append(Entry(image_id, *image_id.split("/")[:2], number, full, fingerprint=fingerprint_info(info)))
         return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:

@@ -86,7 +86,8 @@ class ParquetTable:
                 bad.append(Reject(image_id_of((str(spl), str(label_name), file_name)), uri, f"row {position} has no {what}"))
                 continue
             image_id = image_id_of((str(spl), str(label_name), file_name))
-            found.append(Entry(image_id, str(spl), str(label_name), number, member))
+            # the file's digest: a changed table file is extracted again whole (its rows' bytes are not read here)
+            found.append(Entry(image_id, str(spl), str(label_name), number, member, fingerprint=f"file:{checksum['sha256'][:24]}"))
         info = SourceInfo(uri, "parquet-table", checksum, len(found), {**options, "image": image, "label": label})
         return Indexed(info, found, bad, names if names is not None else int_class_order(found))
 

@@ -24,7 +24,8 @@ from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources.base import Indexed, int_class_order
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
-from tlfs.pipeline.sources.files import HashingReader, batch_reader, display_path, image_id_of, image_path_parts, open_source, safe_member
+from tlfs.pipeline.sources.files import (HashingReader, batch_reader, display_path, fingerprint_bytes, image_id_of,
+                                         image_path_parts, open_source, safe_member)
 from tlfs.pipeline.sources.webdataset import Samples
 
 RANGES_PER_REQUEST = 256  # ranged reads sent together
@@ -59,9 +60,10 @@ class TarArchive:
                         bad.append(Reject(image_id, uri, f"unsafe archive path {name!r}"))
                     elif member.issym() or member.islnk():
                         bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
-                    elif member.isfile():
+                    elif member.isfile():  # its bytes pass by anyway: hashed as they do
                         found.append(Entry(image_id, *image_id.split("/")[:2], number, name,
-                                           member.offset_data if seekable else -1, member.size if seekable else -1))
+                                           member.offset_data if seekable else -1, member.size if seekable else -1,
+                                           fingerprint_bytes(archive.extractfile(member).read())))
             checksum = reader.drain()
         if cifar:
             if options:

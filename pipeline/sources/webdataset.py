@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tlfs.pipeline.dataset_index import Entry, Reject
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.files import IMAGE_SUFFIXES, SPLIT_NAMES, image_id_of, split_from_path
+from tlfs.pipeline.sources.files import IMAGE_SUFFIXES, SPLIT_NAMES, fingerprint_bytes, image_id_of, split_from_path
 
 LABEL_SUFFIXES = (".cls", ".json")
 MAX_LABEL_BYTES = 1 << 16
@@ -27,6 +27,7 @@ class _Image:
     suffix: str
     offset: int
     size: int
+    fingerprint: str
 
 
 def sample_key(name: str) -> tuple[str, str]:
@@ -67,13 +68,14 @@ class Samples:
         return bool(self.images)
 
     def add(self, name: str, member, read) -> None:
-        """``name``: the member's safe path; ``read()``: its bytes (called only for a label file)."""
+        """``name``: the member's safe path; ``read()``: its bytes (read for a label, hashed for an image)."""
         key, suffix = sample_key(name)
         lower = suffix.lower()
         if posixpath.basename(key).startswith(".") or not posixpath.basename(key):
             return  # hidden files (``._x.jpg`` of macOS archives)
         if lower.count(".") == 1 and lower.endswith(IMAGE_SUFFIXES):  # ``KEY.seg.png`` is another field
-            self.images.setdefault(key, _Image(member.name, suffix, member.offset_data, member.size))
+            if key not in self.images:
+                self.images[key] = _Image(member.name, suffix, member.offset_data, member.size, fingerprint_bytes(read()))
         elif lower in LABEL_SUFFIXES and member.size <= MAX_LABEL_BYTES:
             try:
                 self.labels[key] = parse_label(lower, read(), f"{self.uri}:{name}")
@@ -91,7 +93,7 @@ class Samples:
                 continue
             image_id = image_id_of((split, label, rest + image.suffix))
             found.append(Entry(image_id, split, label, number, image.member,
-                               image.offset if seekable else -1, image.size if seekable else -1))
+                               image.offset if seekable else -1, image.size if seekable else -1, image.fingerprint))
         return found, bad
 
     def _split_of(self, key: str) -> tuple[str, str]:

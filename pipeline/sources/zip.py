@@ -31,7 +31,8 @@ class ImageFolderZip:
                 if safe is None:
                     bad.append(Reject(image_id, uri, f"unsafe archive path {info.filename!r}"))
                     continue
-                found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename))
+                found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename,
+                                   fingerprint=f"crc32:{info.CRC:08x}:{info.file_size}"))  # from the zip's directory
         return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found)), found, bad)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:

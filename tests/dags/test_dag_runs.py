@@ -83,6 +83,26 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     assert set(sweep["layers"]) == {"block15", "head"}
     assert (heads / f"softmax-{sweep['best_layer']}" / "metrics.json").exists()
 
+    # the next scheduled run over a grown source: only the new images are extracted, and
+    # the run says so in its logs and in the Asset event; the heads then fit the new version
+    conf["limit"] = 70  # 10 more images per split (the sample keeps the 60 it had)
+    out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    assert "20 new, 0 changed, 0 removed, 120 reused" in out
+    extra = json.loads(asset_extras(env)[-1])
+    assert {k: extra[k] for k in ("version", "added", "changed", "removed", "reused", "rows")} == \
+        {"version": 2, "added": 20, "changed": 0, "removed": 0, "reused": 120, "rows": 140}
+    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"]}), env=env)
+    newest = features.open_set("cifar10", "efficientnet_lite0", store)
+    assert newest.version == 2 and json.loads((heads / "sweep.json").read_text())["plan_id"] == newest.plan_id
+
+
+def asset_extras(env: dict) -> list[str]:
+    import sqlite3
+
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        return [row[0] for row in connection.execute("SELECT extra FROM asset_event ORDER BY id").fetchall()]
+
 
 @pytest.mark.slow
 def test_extract_triggers_finetune_when_asked(tmp_path, airflow_env):

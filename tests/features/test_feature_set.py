@@ -5,7 +5,8 @@ import pytest
 
 from tlfs import features
 from tlfs.features import layout
-from tlfs.features.manifest import commit
+from tlfs.features.lock import commit_lock
+from tlfs.features.manifest import commit, vacuum
 from tlfs.features.schema import shard_table
 from tlfs.features.writer import write_shard
 from tests.features.test_store import make_set
@@ -24,7 +25,7 @@ def test_a_handle_reads_matrices_frames_and_files_of_its_commit(tmp_path):
         fs.matrix("l1", "test")
 
 
-def test_a_handle_never_reads_a_newer_commit(tmp_path):
+def test_a_handle_keeps_reading_its_own_commit_after_a_newer_one_until_that_is_vacuumed(tmp_path):
     store, root, manifest, matrix = make_set(tmp_path)
     commit(root, manifest)
     old = features.open_set("ds", "bb", store=store)
@@ -34,11 +35,15 @@ def test_a_handle_never_reads_a_newer_commit(tmp_path):
     commit(root, {**manifest, "plan_id": plan, "rows": 1, "counts": {"train": {"read": 1, "written": 1, "rejected": 0}},
                   "shards": [{**manifest["shards"][0], "path": newer.uri[len(root) + 1:], "rows": 1, "bytes": newer.bytes,
                               "sha256": newer.sha256}]})
-    # the newer commit removed the old plan's files: the old handle says so, never mixes
-    with pytest.raises(features.SetReplaced, match="was replaced by a newer commit"):
-        old.matrix("l1", "train")
+    # the newer commit moved the old files out of the layer folder; the old handle still finds them
+    np.testing.assert_array_equal(old.matrix("l1", "train")[0], matrix)
+    assert old.files("l1", "train")[0].startswith(f"{root}/{layout.RETIRED}/")
     assert features.open_set("ds", "bb", store=store).matrix("l1", "train")[0].tolist() == [[7, 7, 7]]
     assert len(features.load("ds", "bb", "l1", "train", store)) == 1
+    with commit_lock(root):
+        vacuum(root, features.open_set("ds", "bb", store=store).manifest, features.Retention(versions=1, days=None))
+    with pytest.raises(features.SetReplaced, match="vacuumed"):  # never a mix of versions
+        old.matrix("l1", "train")
 
 
 def test_several_layers_side_by_side_must_hold_the_same_rows(tmp_path):
@@ -53,11 +58,12 @@ def test_several_layers_side_by_side_must_hold_the_same_rows(tmp_path):
     assert X.shape == (4, 5) and list(ids) == [f"train/a/{i}.png" for i in range(4)]
 
 
-def test_a_version_picks_that_exact_commit_of_the_backbone(tmp_path):
+def test_a_backbone_version_picks_that_exact_set_and_a_version_number_one_of_its_commits(tmp_path):
     store, root, manifest, matrix = make_set(tmp_path)
     commit(root, manifest)
-    assert features.open_set("ds", "bb", version="bb-1234", store=store).backbone_version == "bb-1234"
+    assert features.open_set("ds", "bb-1234", store=store).backbone_version == "bb-1234"
     with pytest.raises(features.NotCommitted, match="'bb-9999'"):
-        features.open_set("ds", "bb", version="bb-9999", store=store)
-    with pytest.raises(features.StoreError, match="is a version of bb, not of other"):
-        features.open_set("ds", "other", version="bb-1234", store=store)
+        features.open_set("ds", "bb-9999", store=store)
+    assert features.open_set("ds", "bb", store=store, version=1).version == 1
+    with pytest.raises(features.NotCommitted, match="has no version 2; it has 1"):
+        features.open_set("ds", "bb", store=store, version=2)

@@ -19,12 +19,12 @@ COMMITTED, LIVE, DEAD = "c" * 16, "a" * 16, "d" * 16
 
 
 def plan_files(root: Path, plan_id: str) -> list[Path]:
-    """What a plan leaves in a set: its staging (plan.json, a record), a shard file and
-    a temporary shard file beside it."""
+    """What a plan leaves in a set: its staging (plan.json, a record), a shard file
+    (moved into the layer folder once committed) and a temporary shard file."""
     staging = root / layout.STAGING / plan_id
     files = [staging / layout.PLAN, staging / "shards" / "00000.json",
-             root / "layer=head" / "split=train" / layout.shard_name(plan_id, 0),
-             root / "layer=head" / "split=train" / f".{layout.shard_name(plan_id, 1)}.0123abcd.tmp"]
+             (root if plan_id == COMMITTED else staging / "files") / "layer=head" / "split=train" / layout.shard_name(plan_id, 0),
+             staging / "files" / "layer=head" / "split=train" / f".{layout.shard_name(plan_id, 1)}.0123abcd.tmp"]
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -32,7 +32,8 @@ def plan_files(root: Path, plan_id: str) -> list[Path]:
 
 
 def manifest_of(plan_id: str) -> dict:
-    return {"plan_id": plan_id, "shards": [{"path": f"layer=head/split=train/{layout.shard_name(plan_id, 0)}"}]}
+    return {"plan_id": plan_id, "committed_at": "2026-11-27T00:00:00.000Z",
+            "shards": [{"path": f"layer=head/split=train/{layout.shard_name(plan_id, 0)}"}]}
 
 
 def test_a_commit_removes_a_dead_plan_and_keeps_a_live_one(tmp_path):

@@ -18,7 +18,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "ls", "describe"])
+@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "ls", "describe", "history", "vacuum"])
 def test_every_command_has_help(command):
     assert "usage: tlfs " + command in tlfs(command, "--help").stdout
 
@@ -61,3 +61,26 @@ def test_verify_exit_status_names_the_bad_shard(tmp_path, lite0, models_root):
     assert f"BAD  layer=head/split={shard.parent.name.split('=')[1]}/{shard.name}" in bad.stdout
     fixed = tlfs("verify", "--dataset", "colors", "--backbone", "efficientnet_lite0", "--repair", env=env)
     assert "repaired: 1 of 2" in fixed.stdout
+
+
+def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_path, lite0, models_root):
+    """Content-hashed tar members: a rebuilt archive with one more image extracts that image alone."""
+    files = folder_images(per_class=2)
+    env = {"TLFS_STORE": str(tmp_path / "store"), "TLFS_MODELS": models_root}
+    extract = ["extract", "--dataset", "colors", "--source", str(tmp_path / "colors.tar.gz"), "--backbone",
+               "efficientnet_lite0", "--layers", "head", "--no-progress"]
+    set_args = ["--dataset", "colors", "--backbone", "efficientnet_lite0"]
+    write_tar(tmp_path / "colors.tar.gz", files)
+    tlfs(*extract, env=env)
+    write_tar(tmp_path / "colors.tar.gz", {**files, "train/red/new.png": folder_images(per_class=3)["train/red/002.png"]})
+    second = json.loads(tlfs(*extract, env=env).stdout.strip().splitlines()[-1])
+    assert second["version"] == 2 and second["images_extracted"] == 1 and second["changes"]["reused"] == 12
+    history = tlfs("history", *set_args, env=env).stdout.splitlines()
+    assert len(history) == 2 and "added 1  changed 0  removed 0  reused 12" in history[1]
+    assert "version       1" in tlfs("describe", *set_args, "--version", "1", env=env).stdout
+    again = json.loads(tlfs(*extract, env=env).stdout.strip().splitlines()[-1])
+    assert again["unchanged"] and again["images_extracted"] == 0
+    report = json.loads(tlfs("vacuum", *set_args, "--keep", "1", "--keep-days", "0", env=env).stdout.strip())
+    assert report["versions_vacuumed"] == [1] and report["files_removed"] == 0  # version 2 still uses its files
+    gone = tlfs("describe", *set_args, "--version", "1", env=env, check=False)
+    assert gone.returncode == 1 and "was vacuumed" in gone.stderr

@@ -25,6 +25,7 @@ import pytest
 
 from tlfs import features
 from tlfs.features import layout
+from tlfs.features.versions import locate
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
@@ -96,28 +97,44 @@ def choose_kill_points(all_events: list, trials: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def file_identity(set_root: Path, relative: str) -> tuple[int, int] | None:
+    """(inode, mtime) of a shard file wherever it is (staged, moved in, retired): a move
+    keeps both, a rewrite does not."""
+    found = locate(str(set_root), relative)
+    return (Path(found).stat().st_ino, Path(found).stat().st_mtime_ns) if found else None
+
+
 def finished_shards(store: Path, plan_id: str) -> dict[str, tuple[int, int]]:
-    """Shard files of results recorded before the crash: path -> (inode, mtime)."""
+    """Shard files of results extracted before the crash: relative path -> (inode, mtime).
+    (Shards reused from the older version are not extracted by the run at all.)"""
     set_root = next(store.glob(f"{DATASET}/*"))
     files = {}
     for record in (set_root / layout.STAGING / plan_id / "shards").glob("*.json"):
         result = json.loads(record.read_text())
-        paths = [set_root / f["path"] for f in result["files"].values()]
-        if all(p.exists() and p.stat().st_size == f["bytes"] for p, f in zip(paths, result["files"].values())):
-            files.update({str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths})
+        if result.get("reused"):
+            continue
+        found = {f["path"]: locate(str(set_root), f["path"]) for f in result["files"].values()}
+        if all(found[f["path"]] and Path(found[f["path"]]).stat().st_size == f["bytes"] for f in result["files"].values()):
+            files.update({rel: file_identity(set_root, rel) for rel in found})
     return files
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # 24 kill points take ~4 min on an idle 2-core machine; TLFS_FAULT_TRIALS scales it
 def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0):
-    source = write_tree(tmp_path / "images", folder_images(per_class=6))  # 18 images per split
-    # The store already holds an older committed set (a 12-image sample) that the new
-    # run replaces, so the commit also deletes files: more ways to crash.
+    # The store already holds an older version of the set, over an older state of the
+    # same folder: the run under test is incremental. It reuses that version's unchanged
+    # shards, copies two without an image since removed and one since replaced, extracts
+    # the replaced and the new images, and its commit retires files: more ways to crash.
+    small, full = folder_images(per_class=4), folder_images(per_class=6)  # 12, then 18 images per split
+    source = write_tree(tmp_path / "images", {**small, "train/red/gone.png": full["train/red/005.png"],
+                                              "train/blue/000.png": full["train/green/005.png"]})
     template = tmp_path / "template"
-    done = tlfs_extract(source, template, tmp_path / "models-template", {}, limit=12)
+    done = tlfs_extract(source, template, tmp_path / "models-template", {})
     assert done.returncode == 0, done.stderr[-2000:]
     old = snapshot(template)
+    (source / "train/red/gone.png").unlink()
+    write_tree(source, {"train/blue/000.png": full["train/blue/000.png"], **{k: v for k, v in full.items() if k not in small}})
 
     reference_store = tmp_path / "reference"
     shutil.copytree(template, reference_store)
@@ -125,7 +142,10 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
     done = tlfs_extract(source, reference_store, tmp_path / "models-reference", {"TLFS_FAULT_LOG": str(log)})
     assert done.returncode == 0, done.stderr[-2000:]
     reference = snapshot(reference_store)
-    plan_id = features.describe(DATASET, BACKBONE, str(reference_store))["plan_id"]
+    described = features.describe(DATASET, BACKBONE, str(reference_store))
+    plan_id = described["plan_id"]
+    assert {k: described["changes"][k] for k in ("added", "changed", "removed", "reused")} == \
+        {"added": 12, "changed": 1, "removed": 1, "reused": 23}
     all_events = events(log)
 
     trials = int(os.environ.get("TLFS_FAULT_TRIALS", "24"))
@@ -150,10 +170,10 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
 
         summary = resume(source, store, models)
         assert snapshot(store) == reference, f"kill point {point} ({phase}): the re-run differs from an uninterrupted run"
-        unchanged = {p: (Path(p).stat().st_ino, Path(p).stat().st_mtime_ns) for p in kept}
+        set_root = next(store.glob(f"{DATASET}/*"))
+        unchanged = {p: file_identity(set_root, p) for p in kept}
         assert unchanged == kept, f"kill point {point}: shards finished before the crash were rewritten"
         assert summary["shards_skipped"] * len(LAYERS) == len(kept)
-        set_root = next(store.glob(f"{DATASET}/*"))
         assert extract.verify(str(set_root))["bad"] == []
         tally["survived"] += 1
         tally["by_phase"][phase] = tally["by_phase"].get(phase, 0) + 1
@@ -163,3 +183,50 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
     print(f"\ncrash recovery (seed {seed}): {json.dumps(tally)}")
     assert tally["tried"] >= min(trials, 20) and tally["survived"] == tally["tried"] and tally["rows_lost"] == 0
     assert set(tally["by_phase"]) == {"export", "plan", "shard", "commit"}
+
+
+def tlfs_vacuum(store: Path, extra_env: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, **extra_env, "PYTHONPATH": python_path()}
+    command = [str(Path(sys.executable).with_name("tlfs")), "vacuum", "--dataset", DATASET, "--backbone", BACKBONE,
+               "--store", str(store), "--keep", "1", "--keep-days", "0"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def snapshot_or_gone(store: Path, version: int):
+    """A reader of an older version during a vacuum: its rows whole, or a clear 'gone'."""
+    try:
+        return {(layer, split): features.load(DATASET, BACKBONE, layer, split, str(store), version=version)
+                ["image_id"].tolist() for layer in LAYERS for split in SPLITS}
+    except (features.NotCommitted, features.SetReplaced):
+        return "gone"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_sigkill_anywhere_in_a_vacuum_loses_no_kept_row_and_a_rerun_finishes_it(tmp_path, lite0, models_root):
+    source = write_tree(tmp_path / "images", folder_images(per_class=2))
+    store = tmp_path / "template"
+    for change in ({}, {"train/red/n.png": folder_images(per_class=3)["train/red/002.png"]}, {"train/blue/001.png": b""}):
+        write_tree(source, change)  # three versions: an image added, then one replaced by an unreadable file
+        extract.run(DATASET, [str(source)], BACKBONE, str(store), models_root, layers=LAYERS, shard_size=2, batch_size=4,
+                    show_progress=False, log=lambda *_: None)
+    newest, older = snapshot(store), {v: snapshot_or_gone(store, v) for v in (1, 2)}
+    log = tmp_path / "reference.events"
+    reference = tmp_path / "reference"
+    shutil.copytree(store, reference)
+    assert tlfs_vacuum(reference, {"TLFS_FAULT_LOG": str(log)}).returncode == 0
+    kill_points = [number for number, kind, _, _ in events(log) if kind in ("rm", "write", "done")]
+    assert len(kill_points) >= 3
+    for point in kill_points:
+        trial = tmp_path / f"vacuum-{point}"
+        shutil.copytree(store, trial)
+        killed = tlfs_vacuum(trial, {"TLFS_KILL_AT": str(point)})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert snapshot(trial) == newest, f"kill point {point}: the newest version changed"
+        for version in (1, 2):
+            assert snapshot_or_gone(trial, version) in (older[version], "gone"), f"kill point {point}: version {version} torn"
+        assert tlfs_vacuum(trial, {}).returncode == 0
+        assert snapshot(trial) == newest and all(snapshot_or_gone(trial, v) == "gone" for v in (1, 2))
+        set_root = next(trial.glob(f"{DATASET}/*"))
+        assert extract.verify(str(set_root))["bad"] == [] and not list((set_root / layout.RETIRED).rglob("*.parquet"))
+        shutil.rmtree(trial)

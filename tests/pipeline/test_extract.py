@@ -87,14 +87,17 @@ def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_da
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
-def test_a_new_plan_replaces_the_old_files_after_commit(tmp_path, lite0, models_root):
+def test_a_new_plan_moves_the_old_files_out_of_the_layer_folders_after_commit(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(per_class=6))
     run(tmp_path, source, models_root)
-    run(tmp_path, source, models_root, limit=3)
+    second = run(tmp_path, source, models_root, limit=3)
     manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
-    assert manifest["rows"] == 6
-    on_disk = list((tmp_path / "store").rglob("part-*.parquet"))
-    assert len(on_disk) == len(manifest["shards"])
+    assert manifest["rows"] == 6 and manifest["version"] == 2
+    set_root = Path(second["set_uri"])
+    visible = {str(p.relative_to(set_root)) for p in set_root.glob("layer=*/split=*/part-*.parquet")}
+    assert visible == {s["path"] for s in manifest["shards"]}  # exactly the newest version's files
+    retired = list((set_root / "_retired").rglob("part-*.parquet"))  # version 1's, until vacuumed
+    assert retired and not list((set_root / "_staging").rglob("part-*.parquet"))
 
 
 def test_commit_refuses_a_missing_shard(tmp_path, folder_dataset, lite0, models_root):
@@ -124,7 +127,9 @@ def test_the_commit_uses_the_shard_records_it_is_handed_and_checks_their_files(t
     q = extract.plan_task(ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", store, models_root,
                                             shard_size=4), log=lambda *_: None)
     handed = [extract.extract_shard_task(q.set_uri, q.plan_id, n) for n in range(len(q.shards))]
-    (tmp_path / "store" / "colors" / q.backbone_version / handed[1]["files"]["head"]["path"]).unlink()
+    from tlfs.features.versions import locate
+
+    Path(locate(q.set_uri, handed[1]["files"]["head"]["path"])).unlink()  # staged, or the base version's
     with pytest.raises(PipelineError, match="shard 1 is not extracted"):
         extract.commit_task(q.set_uri, q.plan_id, handed, log=lambda *_: None)
 
@@ -189,8 +194,9 @@ def test_device_and_precision_are_part_of_the_plan_and_the_lineage_so_a_set_neve
     assert second["lineage"]["onnx_file_sha256"] == lite0.card["variants"]["fp16"]["sha256"] != first["lineage"]["onnx_file_sha256"]
     prefix = f"part-{second['plan_id'][:8]}-"
     assert all(s["path"].rsplit("/", 1)[1].startswith(prefix) for s in second["shards"])
-    on_disk = {p.name for p in (tmp_path / "store").rglob("part-*.parquet")}
-    assert on_disk and all(name.startswith(prefix) for name in on_disk), "fp32 shards were left beside the fp16 set"
+    visible = {p.name for p in Path(fp16["set_uri"]).glob("layer=*/split=*/part-*.parquet")}
+    assert visible and all(name.startswith(prefix) for name in visible), "fp32 shards were left beside the fp16 set"
+    assert fp16["images_extracted"] == 24  # nothing of the fp32 version reused
 
 
 def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_dataset, lite0, models_root):

@@ -66,7 +66,8 @@ def remover(kind: str, store: Path, older_plan: str):
         if staging is None:
             return []
         return {
-            "shard files": lambda: list(root.glob(f"layer=*/split=*/part-{plans[0][:8]}-*.parquet")),
+            "shard files": lambda: list(root.glob(f"layer=*/split=*/part-{plans[0][:8]}-*.parquet"))
+            + list((staging / "files").rglob("part-*.parquet")),  # written into staging, moved in by the commit
             "shard records": lambda: list((staging / "shards").glob("*.json")),
             "plan.json": lambda: [staging / layout.PLAN],
             "staging": lambda: [staging],

@@ -1,0 +1,232 @@
+"""A feature set's history: every commit is a numbered version (1, 2, ...), kept in
+``_versions/`` with its time, lineage and what changed, and readable until vacuumed.
+
+Where a version's files are (features/layout.py): the newest version's in the ``layer=``
+folders; a file that only older versions use under ``_retired/``; a file just written
+and not yet moved into place (a commit interrupted between its manifest and its moves)
+in its plan's staging. :func:`locate` looks in that order. A commit moves its files
+into the ``layer=`` folders right before its manifest (so that nothing a run may clean
+up holds a committed file), and the older files out right after; :func:`settle` does
+both and is idempotent, so the next commit finishes an interrupted one.
+
+:func:`vacuum` applies a :class:`Retention`: a version is kept while it is among the
+newest ``versions`` or younger than ``days`` (the newest always), and a file is deleted
+once no kept version lists it (and no live run reuses it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from tlfs.features import layout
+from tlfs.features.errors import NotCommitted, StoreError
+from tlfs.features.storage import atomic_write_json, fs_path, read_json
+
+
+
+def timestamp(seconds: float | None = None) -> str:
+    """An ISO time in UTC to the millisecond (versions committed in one second stay apart for ``as_of``)."""
+    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which versions stay readable: the newest ``versions`` and those younger than
+    ``days`` (either may be None: no limit of that kind; both None keeps everything)."""
+
+    versions: int | None = None
+    days: float | None = 7.0  # as Delta Lake's default: a week to read or roll back
+
+    def __post_init__(self) -> None:
+        if self.versions is not None and self.versions < 1:
+            raise StoreError(f"a retention of {self.versions} versions would drop the newest: keep at least 1")
+        if self.days is not None and self.days < 0:
+            raise StoreError(f"a retention of {self.days} days is negative")
+
+    def kept(self, versions: list[dict], now: float | None = None) -> set[int]:
+        """The numbers of ``versions`` (manifests, any order) that this retention keeps."""
+        numbers = sorted((number_of(v) for v in versions), reverse=True)
+        if not numbers:
+            return set()
+        if self.versions is None and self.days is None:
+            return set(numbers)
+        keep = {numbers[0]}
+        if self.versions is not None:
+            keep.update(numbers[: self.versions])
+        if self.days is not None:
+            now = time.time() if now is None else now
+            keep.update(number_of(v) for v in versions if now - committed_seconds(v) <= self.days * 86400)
+        return keep
+
+
+def number_of(manifest: dict) -> int:
+    """A manifest's version number (a set committed before versions existed is version 1)."""
+    return int(manifest.get("version", 1))
+
+
+def committed_seconds(manifest: dict) -> float:
+    return parse_time(manifest["committed_at"])
+
+
+def parse_time(value) -> float:
+    """Seconds since the epoch of an ISO time (naive: UTC), a ``datetime`` or a number."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise StoreError(f"as_of={value!r} is not a time: give an ISO time such as 2026-11-27T09:30:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def history(set_root: str, newest: dict | None = None) -> list[dict]:
+    """Every version of the set up to the newest committed one, oldest first. A version
+    file beyond the newest is a commit that crashed before its manifest: not a version."""
+    from tlfs.features.manifest import read_manifest
+
+    newest = newest or read_manifest(set_root)
+    fs, root = fs_path(set_root)
+    found = {}
+    for path in fs.glob(f"{root}/{layout.VERSIONS}/*.json"):
+        number = layout.version_of_name(path.rsplit("/", 1)[-1])
+        if number is not None and number < number_of(newest):
+            found[number] = None
+    versions = [read_json(layout.version_uri(set_root, n)) for n in sorted(found)]
+    return versions + [newest]
+
+
+def resolve(set_root: str, newest: dict, version: int | None = None, as_of=None) -> dict:
+    """The manifest of ``version``, or of the newest version committed at or before
+    ``as_of``, or the newest."""
+    if version is not None and as_of is not None:
+        raise StoreError("give a version or as_of, not both")
+    if version is None and as_of is None:
+        return newest
+    versions = history(set_root, newest)
+    if version is not None:
+        chosen = [v for v in versions if number_of(v) == int(version)]
+        if not chosen:
+            raise NotCommitted(f"{set_root} has no version {version}; it has "
+                               f"{', '.join(str(number_of(v)) for v in versions)}")
+    else:
+        moment = parse_time(as_of)
+        chosen = [v for v in versions if committed_seconds(v) <= moment]
+        if not chosen:
+            raise NotCommitted(f"{set_root} has no version committed at or before {as_of} "
+                               f"(the first was committed at {versions[0]['committed_at']})")
+    found = chosen[-1]
+    if found.get("vacuumed_at"):
+        raise NotCommitted(f"version {number_of(found)} of {set_root} was vacuumed at {found['vacuumed_at']} "
+                           "(tlfs vacuum, retention setting): its files are gone")
+    return found
+
+
+def candidates(set_root: str, relative: str) -> list[str]:
+    """Where a file of the set may be, most likely first (see the module's note)."""
+    plan8 = layout.plan_of_shard_file(relative.rsplit("/", 1)[-1])
+    staged = [f"{set_root}/{layout.STAGING}/{plan8}*/files/{relative}"] if plan8 else []
+    return [f"{set_root}/{relative}", layout.retired_uri(set_root, relative), *staged]
+
+
+def locate(set_root: str, relative: str) -> str | None:
+    """The URI where the set's file ``relative`` is now, or None."""
+    fs, _ = fs_path(set_root)
+    for uri in candidates(set_root, relative):
+        _, path = fs_path(uri)
+        if "*" in path:
+            found = fs.glob(path)
+            if found:
+                return uri.split(f"/{layout.STAGING}/", 1)[0] + found[0][found[0].index(f"/{layout.STAGING}/"):]
+        elif fs.exists(path):
+            return uri
+    return None
+
+
+def settle(set_root: str, manifest: dict) -> dict:
+    """Under the commit lock: move the files of ``manifest`` (the newest version) into
+    the ``layer=`` folders, and every other shard file there to ``_retired/``.
+    Idempotent, so a crash in between is finished by the next call."""
+    return {"moved_in": move_in(set_root, manifest), "retired": retire_others(set_root, manifest)}
+
+
+def move_in(set_root: str, manifest: dict) -> int:
+    """Move the files of ``manifest`` that are elsewhere (staged, retired) into the
+    ``layer=`` folders; how many were moved."""
+    fs, root = fs_path(set_root)
+    moved_in = 0
+    for relative in sorted({s["path"] for s in manifest["shards"]}):
+        if fs.exists(f"{root}/{relative}"):
+            continue
+        found = locate(set_root, relative)
+        if found is None:
+            continue  # validate() names it; a reader of this version gets a clear error
+        _, source = fs_path(found)
+        fs.makedirs(f"{root}/{relative}".rsplit("/", 1)[0], exist_ok=True)
+        fs.mv(source, f"{root}/{relative}")
+        moved_in += 1
+    return moved_in
+
+
+def retire_others(set_root: str, manifest: dict) -> int:
+    """Move every shard file in the ``layer=`` folders that ``manifest`` does not list
+    to ``_retired/``; how many were moved."""
+    fs, root = fs_path(set_root)
+    wanted = {s["path"] for s in manifest["shards"]}
+    retired = 0
+    for path in sorted(p for pattern in layout.shard_globs(root) for p in fs.glob(pattern)):
+        relative = path[len(root) + 1:]
+        if relative in wanted:
+            continue
+        target = f"{root}/{layout.RETIRED}/{relative}"
+        if fs.exists(target):
+            fs.rm(path)  # retired before, and copied back by an interrupted move
+        else:
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(path, target)
+        retired += 1
+    return retired
+
+
+def record(set_root: str, manifest: dict) -> None:
+    """Write ``manifest``'s version file (before the manifest itself: see manifest.publish)."""
+    atomic_write_json(layout.version_uri(set_root, number_of(manifest)), manifest)
+
+
+def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),
+           now: float | None = None) -> dict:
+    """Under the commit lock: mark the versions ``retention`` drops (and ``protect`` does
+    not name: the versions live runs reuse files of) as vacuumed, and delete every
+    retired file no kept version lists. Returns what it did."""
+    versions = history(set_root, newest)
+    live = [v for v in versions if not v.get("vacuumed_at")]
+    keep = retention.kept(live, now) | (set(protect) & {number_of(v) for v in live})
+    dropped = [v for v in live if number_of(v) not in keep]
+    stamp = timestamp(now)
+    for v in dropped:
+        atomic_write_json(layout.version_uri(set_root, number_of(v)),
+                          {**{k: x for k, x in v.items() if k != "shards"}, "vacuumed_at": stamp})
+    listed = {s["path"] for v in versions if number_of(v) in keep for s in v.get("shards", [])}
+    fs, root = fs_path(set_root)
+    prefix = f"{root}/{layout.RETIRED}/"
+    removed, freed = [], 0
+    for pattern in layout.shard_globs(f"{root}/{layout.RETIRED}"):
+        for path in sorted(fs.glob(pattern)):
+            if path[len(prefix):] in listed:
+                continue
+            try:
+                size = fs.size(path)
+                fs.rm(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path[len(root) + 1:])
+            freed += size
+    return {"versions_vacuumed": [number_of(v) for v in dropped], "versions_kept": sorted(keep),
+            "files_removed": len(removed), "bytes_freed": freed}

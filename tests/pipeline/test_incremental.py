@@ -1,0 +1,145 @@
+"""Incremental runs: a run over a changed source extracts only the new and changed
+images, drops the removed ones, reuses every unchanged image's stored features, and
+ends with a set equal, row for row, to a from-scratch extraction of the new source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tlfs import features
+from tlfs.pipeline import extract
+from tests.conftest import folder_images, png_bytes, write_tree
+
+LAYERS = ["block2", "head"]
+
+
+def run(source, store, models, **kw):
+    return extract.run("inc", [str(source)], "efficientnet_lite0", str(store), models, layers=LAYERS, show_progress=False,
+                       log=lambda *_: None, **{"shard_size": 4, "batch_size": 4, **kw})
+
+
+def rows(store, split="train", layer="head", **at) -> dict[str, np.ndarray]:
+    frame = features.load("inc", "efficientnet_lite0", layer, split, str(store), **at)
+    return dict(zip(frame["image_id"], frame["features"]))
+
+
+def assert_same_rows(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for image_id in a:  # batches differ between the runs: float16 features agree to rounding
+        np.testing.assert_allclose(a[image_id].astype(np.float32), b[image_id].astype(np.float32), atol=2e-3, rtol=1e-2)
+
+
+@pytest.fixture
+def files():
+    return folder_images(per_class=4)  # 12 train + 12 test images, 3 classes
+
+
+def change(root, add: dict[str, bytes] = {}, remove: tuple[str, ...] = ()):
+    """The source folder changed in place, as a user's folder does."""
+    write_tree(root, add)
+    for name in remove:
+        (root / name).unlink()
+    return root
+
+
+def test_added_images_are_the_only_ones_extracted_and_the_rest_are_reused_byte_for_byte(tmp_path, files, lite0, models_root):
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    first = run(source, store, models_root)
+    before = rows(store)
+    second = run(change(source, {f"train/red/new{i}.png": png_bytes((200 + i, 10, 10)) for i in range(3)}), store, models_root)
+    assert (first["version"], second["version"]) == (1, 2)
+    assert second["images_extracted"] == 3
+    assert {k: second["changes"][k] for k in ("base_version", "added", "changed", "removed", "reused")} == \
+        {"base_version": 1, "added": 3, "changed": 0, "removed": 0, "reused": 24}
+    after = rows(store)
+    assert all(after[i].tobytes() == before[i].tobytes() for i in before)  # reused: the very bytes stored before
+    scratch = run(source, tmp_path / "scratch", models_root, incremental=False)
+    assert scratch["images_extracted"] == 27
+    assert_same_rows(after, rows(tmp_path / "scratch"))
+
+
+def test_replaced_and_removed_images_are_re_extracted_and_dropped_exactly(tmp_path, files, lite0, models_root):
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    replaced, removed = "train/blue/000.png", "train/green/001.png"
+    second = run(change(source, {replaced: png_bytes((250, 250, 0))}, [removed]), store, models_root)
+    assert second["images_extracted"] == 1
+    assert {k: second["changes"][k] for k in ("added", "changed", "removed", "reused")} == \
+        {"added": 0, "changed": 1, "removed": 1, "reused": 22}
+    assert second["shards_derived"] >= 1  # a shard that held them was copied without their rows
+    after = rows(store)
+    assert removed not in after and replaced in after
+    run(source, tmp_path / "scratch", models_root, incremental=False)
+    assert_same_rows(after, rows(tmp_path / "scratch"))
+    assert_same_rows(rows(store, "test", "block2"), rows(tmp_path / "scratch", "test", "block2"))
+    assert extract.verify(second["set_uri"])["bad"] == []
+
+
+def test_a_run_over_an_unchanged_source_adds_no_version_and_extracts_nothing(tmp_path, files, lite0, models_root):
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    run(source, store, models_root)
+    again = run(source, store, models_root)
+    assert again["unchanged"] and again["version"] == 1 and again["images_extracted"] == 0
+    assert len(features.history("inc", "efficientnet_lite0", str(store))) == 1
+
+
+def test_a_rejected_image_is_tried_again_only_once_its_file_changed(tmp_path, files, lite0, models_root):
+    files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"
+    store, source = tmp_path / "store", write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    second = run(change(source, {"train/red/extra.png": png_bytes((220, 0, 0))}), store, models_root)
+    assert second["images_extracted"] == 1 and second["rejected"] == 1  # the broken file was not read again
+    third = run(change(source, {"train/red/broken.png": png_bytes((230, 5, 5))}), store, models_root)
+    assert third["images_extracted"] == 1 and third["rejected"] == 0 and "train/red/broken.png" in rows(store)
+    counts = third["counts"]["train"]
+    assert counts["read"] == counts["written"] + counts["rejected"] == 14
+
+
+def test_another_layer_set_or_a_full_run_extracts_every_image(tmp_path, files, lite0, models_root):
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    run(source, store, models_root)
+    other = extract.run("inc", [str(source)], "efficientnet_lite0", str(store), models_root, layers=["head"],
+                        show_progress=False, log=lambda *_: None, shard_size=4, batch_size=4)
+    assert other["images_extracted"] == 24 and other["changes"]["base_version"] is None and other["version"] == 2
+
+
+def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path, files, lite0, models_root):
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    first = run(source, store, models_root)
+    v1 = rows(store)
+    v1_time = features.describe("inc", "efficientnet_lite0", str(store))["committed_at"]
+    run(change(source, {f"train/green/n{i}.png": png_bytes((0, 200 + i, 0)) for i in range(2)}, ["train/red/000.png"]),
+        store, models_root)
+    third = run(change(source, {"train/blue/001.png": png_bytes((0, 0, 90))}), store, models_root)
+    assert third["version"] == 3
+
+    old = rows(store, version=1)
+    assert sorted(old) == sorted(v1) and all(old[i].tobytes() == v1[i].tobytes() for i in v1)
+    assert sorted(rows(store, as_of=v1_time)) == sorted(v1)
+    assert features.open_set("inc", "efficientnet_lite0", str(store), version=2).version == 2
+    history = features.history("inc", "efficientnet_lite0", str(store))
+    assert list(history["version"]) == [1, 2, 3] and list(history["added"]) == [24, 2, 0]
+    assert list(history["changed"])[2] == 1 and list(history["removed"])[1] == 1
+
+    # a plain reader of a layer folder gets the newest version's rows and nothing else
+    plain = pd.read_parquet(f"{first['set_uri']}/layer=head")
+    newest = features.open_set("inc", "efficientnet_lite0", str(store))
+    assert sorted(plain["image_id"]) == sorted(set(rows(store)) | set(rows(store, "test")))
+    assert newest.version == 3
+
+    from tlfs.features.lock import commit_lock
+    from tlfs.features.manifest import vacuum
+    from tlfs.features.versions import Retention
+
+    with commit_lock(first["set_uri"]):
+        report = vacuum(first["set_uri"], newest.manifest, Retention(versions=1, days=None))
+    assert report["versions_vacuumed"] == [1, 2] and report["files_removed"] > 0
+    with pytest.raises(features.NotCommitted, match="vacuumed"):
+        rows(store, version=1)
+    assert extract.verify(first["set_uri"])["bad"] == []
+    assert sorted(rows(store)) == sorted(plain.loc[plain["split"] == "train", "image_id"])
