@@ -144,15 +144,27 @@ def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, c
                                           "softmax_C": base.params["C"]}, acc)
 
 
-# One layer: the seeds' Dense 1024. Several layers: wider and more regularised (dropout
-# on the inputs too, label smoothing, more patience); chosen on CIFAR-10's validation
-# split: all 7 Lite0 layers went from 84.3% (one-layer settings) to 85.7% test accuracy.
+# One layer: the seeds' Dense 1024, stopped by validation accuracy. Several layers: more
+# regularised (dropout on the inputs too, label smoothing), on signed square roots of the
+# features (power normalisation: pooled activations are heavy-tailed), and trained for a
+# fixed 12 epochs of one-cycle learning rate instead of until validation stalls. Measured
+# on CIFAR-10 with all 7 Lite0 layers (2 cores, `tlfs fit --layer all --head mlp`): the
+# earlier settings (hidden 2048, batches of 256, patience 6) 85.5% in 332 s; these 85.6%
+# in 89 s, and 86.7% in 166 s with the flipped view (8 epochs: 85.2% / 86.5%, 69 / 124 s;
+# hidden 2048: no better and twice as slow).
 MLP_SETTINGS = {
     "one_layer": {"hidden": 1024, "input_dropout": 0.0, "dropout": 0.3, "label_smoothing": 0.0, "patience": 3,
-                  "batch": 2048, "lr": 3e-3},
-    "several_layers": {"hidden": 2048, "input_dropout": 0.2, "dropout": 0.5, "label_smoothing": 0.1, "patience": 6,
-                       "batch": 256, "lr": 1e-3},  # batches of 1,024 took more epochs: 332 s, not 245
+                  "batch": 2048, "lr": 3e-3, "power": 1.0, "one_cycle_epochs": 0},
+    "several_layers": {"hidden": 1024, "input_dropout": 0.2, "dropout": 0.5, "label_smoothing": 0.1, "patience": 0,
+                       "batch": 512, "lr": 2e-3, "power": 0.5, "one_cycle_epochs": 12},
 }
+
+
+def power_normalize(X: np.ndarray, power: float) -> np.ndarray:
+    """Signed power ``sign(x) |x|^power`` (float32); the identity for power 1."""
+    if power == 1.0:
+        return X
+    return (np.sign(X) * np.abs(X) ** np.float32(power)).astype(np.float32, copy=False)
 
 
 def fit_mlp(
@@ -163,8 +175,9 @@ def fit_mlp(
     from torch import nn
 
     settings = MLP_SETTINGS["several_layers" if block_dims and len(block_dims) > 1 else "one_layer"]
-    hidden, patience = settings["hidden"], settings["patience"]
+    hidden, patience, power, cycle = settings["hidden"], settings["patience"], settings["power"], settings["one_cycle_epochs"]
     torch.manual_seed(seed)
+    X, Xv = power_normalize(X, power), power_normalize(Xv, power)
     mean, std = _standardizer(X, block_dims)
     Z = torch.from_numpy((X - mean) / std)
     Zv = torch.from_numpy((Xv - mean) / std)
@@ -172,6 +185,9 @@ def fit_mlp(
     net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(X.shape[1], hidden), nn.ReLU(),
                         nn.Dropout(settings["dropout"]), nn.Linear(hidden, classes))
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=1e-2)
+    epochs = cycle or epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings["lr"], total_steps=cycle * -(-len(Z) // settings["batch"]), pct_start=0.15) if cycle else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
     generator = torch.Generator().manual_seed(seed)
     best_acc, best_state, best_epoch, stale = -1.0, None, 0, 0
@@ -181,13 +197,15 @@ def fit_mlp(
             optimizer.zero_grad()
             loss_fn(net(Z[batch]), target[batch]).backward()
             optimizer.step()
+            if schedule:
+                schedule.step()
         net.eval()
         with torch.no_grad():
             acc = float((net(Zv).argmax(1).numpy() == yv).mean())
-        if acc > best_acc:
+        if acc > best_acc or (cycle and epoch == epochs):  # a one-cycle run ends on its last epoch
             best_acc, best_epoch, stale = acc, epoch, 0
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
+        elif not cycle:
             stale += 1
             if stale >= patience:
                 break
@@ -197,13 +215,13 @@ def fit_mlp(
 
     def proba(Xq: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return net(torch.from_numpy((Xq - mean) / std)).softmax(1).numpy()
+            return net(torch.from_numpy((power_normalize(Xq, power) - mean) / std)).softmax(1).numpy()
 
     def save(folder: Path) -> list[Path]:
         weights = folder / "mlp.pt"
         torch.save(net.state_dict(), weights)
-        scaler = folder / "mlp_scaler.npz"
-        np.savez(scaler, mean=mean, std=std)
+        scaler = folder / "mlp_scaler.npz"  # inputs: (sign(x) |x|^power - mean) / std
+        np.savez(scaler, mean=mean, std=std, power=np.float32(power))
         return [weights, scaler]
 
     return Head("mlp", proba, save, {**settings, "best_epoch": best_epoch, "optimizer": "AdamW"}, best_acc)

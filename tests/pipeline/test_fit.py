@@ -36,7 +36,8 @@ def test_fit_on_concatenated_layers(colors_set):
 def test_fit_on_all_layers_names_them(colors_set):
     result = fit(colors_set, ["all"], "mlp", log=lambda *_: None)
     assert result["layers"] == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
-    assert result["dims"] == 24 + 40 + 80 + 112 + 192 + 320 + 1280 and result["params"]["hidden"] == 2048
+    assert result["dims"] == 24 + 40 + 80 + 112 + 192 + 320 + 1280 and result["params"]["one_cycle_epochs"] == 12
+    assert result["params"]["power"] == 0.5  # the several-layer settings
 
 
 def test_sweep_reports_every_layer_and_the_best(colors_set, tmp_path):
