@@ -307,18 +307,17 @@ def run_shards(
     shards. A shard an incremental plan derives from the base version is copied from the
     base's files (``derive``), or extracted from its images if those files are damaged."""
     results: list[dict] = []
-    from_source: list[int] = []
     if derive:
+        copied = set()
         for number in [n for n in numbers if n in p.origins and shard_done(p, n) is None]:
             check()
             derived = derive_shard(p, number)
-            if derived is None:
-                from_source.append(number)
-            else:
+            if derived is not None:  # else its base files are damaged: extracted from its images below
+                copied.add(number)
                 results.append(derived)
                 if progress:
                     progress(derived["read"])
-        numbers = [n for n in numbers if n not in p.origins or n in from_source or shard_done(p, n) is not None]
+        numbers = [n for n in numbers if n not in copied]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-write") as writer, \
             (contextlib.nullcontext(decoder) if decoder else Decoder(decode_workers, p.runtime.device)) as decoder:
         pending = None
