@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tlfs import features
+from tlfs.features.versions import Retention
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, png_bytes, write_tree
 
@@ -143,3 +144,24 @@ def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path
         rows(store, version=1)
     assert extract.verify(first["set_uri"])["bad"] == []
     assert sorted(rows(store)) == sorted(plain.loc[plain["split"] == "train", "image_id"])
+
+
+def test_a_vacuum_keeps_the_version_a_live_run_builds_on(tmp_path, files, lite0, models_root):
+    from tlfs.features.leases import LeaseTerms
+    from tlfs.pipeline.plan import ExtractionRequest
+
+    store, source = tmp_path / "store", write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    change(source, {"train/red/late.png": png_bytes((210, 30, 30))})
+    request = ExtractionRequest("inc", (str(source),), "efficientnet_lite0", str(store), models_root, layers=tuple(LAYERS),
+                                shard_size=4)
+    live = extract.plan_task(request, lease=LeaseTerms(ttl=600, linger=600), log=lambda *_: None)  # queued, not run yet
+    assert live.base == {"version": 1, "plan_id": features.open_set("inc", "efficientnet_lite0", str(store)).plan_id}
+    # meanwhile another run commits version 2 without one of version 1's images, and a vacuum keeps only 1 version
+    run(change(source, remove=["train/green/002.png"]), store, models_root)
+    report = extract.vacuum(live.set_uri, Retention(versions=1, days=None))
+    assert 1 in report["versions_kept"] and report["files_removed"] == 0  # the live run still needs version 1's files
+    results = extract.extract_shards_task(live.set_uri, live.plan_id, [s.number for s in live.shards])
+    committed = extract.commit_task(live.set_uri, live.plan_id, results, log=lambda *_: None)
+    assert committed["version"] == 3 and extract.verify(live.set_uri)["bad"] == []
+    assert "train/green/002.png" in rows(store) and "train/red/late.png" in rows(store)  # the live run's view of the source
