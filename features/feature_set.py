@@ -155,13 +155,18 @@ class FeatureSet:
 
 
     def _read(self, relative: str) -> pa.Table:
-        """One shard file, wherever it is (a commit may move it while it is read)."""
+        """One shard file, wherever it is: in place, retired (a commit may move it while it
+        is read), or, after a commit interrupted before its moves, still staged."""
         fs, _ = fs_path(self.uri)
-        for uri in versions.candidates(self.uri, relative) + [None]:
-            if uri is None or "*" in uri:
-                uri = versions.locate(self.uri, relative)  # the staged file of an interrupted commit
-                if uri is None:
-                    raise SetReplaced(self.uri, f"{self.uri}/{relative}")
+
+        def places():  # lazily: the staged file is searched for only if the others are gone
+            yield f"{self.uri}/{relative}"
+            yield layout.retired_uri(self.uri, relative)
+            yield versions.locate(self.uri, relative)
+
+        for uri in places():
+            if uri is None:
+                break
             try:
                 with fs.open(fs_path(uri)[1], "rb") as f:
                     return pq.read_table(f)

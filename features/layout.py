@@ -72,6 +72,11 @@ def entries_uri(set_root: str, plan_id: str, shard: int) -> str:
     return f"{staging_uri(set_root, plan_id)}/entries/{shard:05d}.json"
 
 
+def record_uri(set_root: str, plan_id: str, shard: int) -> str:
+    """A shard's result record: its files, counts and rejects, once it is done."""
+    return f"{staging_uri(set_root, plan_id)}/shards/{shard:05d}.json"
+
+
 def leases_uri(set_root: str, plan_id: str) -> str:
     return f"{staging_uri(set_root, plan_id)}/{LEASES}"
 

@@ -179,9 +179,8 @@ def save_plan(p: Plan, held: Lease) -> None:
     def write(number: int) -> None:
         atomic_write_json(layout.entries_uri(p.set_uri, p.plan_id, number), p.entries_json(number))
 
-    def reuse(number: int) -> None:  # a shard reused as it is: done already, its files the base's
-        record = {**p.origins[number]["record"], "shard": number, "reused": True, "seconds": 0.0}
-        atomic_write_json(_result_uri(p, number), record)
+    def reuse(number: int) -> None:  # done already
+        atomic_write_json(_result_uri(p, number), _reused_record(p, number))
 
     fs, _ = fs_path(p.set_uri)
     reused = [n for n, origin in p.origins.items() if origin["kind"] == REUSE]
@@ -233,7 +232,12 @@ def load_plan(set_uri: str, plan_id: str) -> Plan:
 
 
 def _result_uri(p: Plan, number: int) -> str:
-    return f"{layout.staging_uri(p.set_uri, p.plan_id)}/shards/{number:05d}.json"
+    return layout.record_uri(p.set_uri, p.plan_id, number)
+
+
+def _reused_record(p: Plan, number: int) -> dict:
+    """The record of a shard reused as it is: the base's, its files untouched."""
+    return {**p.origins[number]["record"], "shard": number, "reused": True, "seconds": 0.0}
 
 
 def _result_complete(p: Plan, result: dict) -> bool:
@@ -361,7 +365,7 @@ def derive_shard(p: Plan, number: int) -> dict | None:
     a base file is missing or damaged: then the shard is extracted from its images."""
     origin = p.origins[number]
     if origin["kind"] == REUSE:
-        record = {**origin["record"], "shard": number, "reused": True, "seconds": 0.0}
+        record = _reused_record(p, number)
         if not _result_complete(p, record):
             return None
         atomic_write_json(_result_uri(p, number), record)
