@@ -261,6 +261,22 @@ def build_finetune_dag(spec: DatasetSpec):
     return finetune_dag()
 
 
+def fit_target(params: dict, events: dict) -> dict:
+    """What a fit_heads run fits: the set version that triggered it (from the Asset event,
+    even if a newer one came since), else the params'; a run triggered by an unchanged
+    version is skipped, since that version's heads stand."""
+    for event_list in events.values():
+        if event_list:
+            extra = event_list[-1].extra or {}
+            if extra.get("unchanged"):
+                from airflow.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(f"version {extra.get('version')} is unchanged: its heads stand")
+            return {"backbone": extra.get("backbone_version", params["backbone"]),
+                    "store": extra.get("store", params["store"]), "version": extra.get("version")}
+    return {"backbone": params["backbone"], "store": params["store"], "version": None}
+
+
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
@@ -272,20 +288,8 @@ def build_fit_dag(spec: DatasetSpec):
     def fit_dag():
         @task
         def feature_set() -> dict:
-            """The set that triggered this run (from the Asset event), else the params."""
             context = get_current_context()
-            p = context["params"]
-            events = context.get("triggering_asset_events") or {}
-            for event_list in events.values():
-                if event_list:
-                    extra = event_list[-1].extra or {}
-                    if extra.get("unchanged"):
-                        from airflow.exceptions import AirflowSkipException
-
-                        raise AirflowSkipException(f"version {extra.get('version')} is unchanged: its heads stand")
-                    return {"backbone": extra.get("backbone_version", p["backbone"]), "store": extra.get("store", p["store"]),
-                            "version": extra.get("version")}  # the version that run committed, even if a newer came since
-            return {"backbone": p["backbone"], "store": p["store"], "version": None}
+            return fit_target(context["params"], context.get("triggering_asset_events") or {})
 
         @task
         def sweep(target: dict) -> dict:
