@@ -269,7 +269,7 @@ def fit_target(params: dict, events: dict) -> dict:
         if event_list:
             extra = event_list[-1].extra or {}
             if extra.get("unchanged"):
-                from airflow.exceptions import AirflowSkipException
+                from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException(f"version {extra.get('version')} is unchanged: its heads stand")
             return {"backbone": extra.get("backbone_version", params["backbone"]),

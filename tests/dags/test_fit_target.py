@@ -35,7 +35,7 @@ def test_an_asset_triggered_run_fits_the_version_its_event_names(fit_target):
 
 
 def test_a_run_triggered_by_an_unchanged_set_is_skipped(fit_target):
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     events = {"asset": [event(version=3, unchanged=True, backbone_version="efficientnet_lite0-f18dcfbf75")]}
     with pytest.raises(AirflowSkipException, match="version 3 is unchanged"):
