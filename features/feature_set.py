@@ -200,6 +200,9 @@ def version_summary(manifest: dict) -> dict:
 def committed_sets(store: str, dataset: str = "*") -> list[FeatureSet]:
     """Every committed set in ``store`` (of one dataset, if named): one listing."""
     fs, root = fs_path(store)
+    # the store as it is now: fsspec caches listings per process (s3fs for good), and
+    # other processes commit new sets and versions meanwhile
+    fs.invalidate_cache()
     found = []
     for path in sorted(fs.glob(f"{root.rstrip('/')}/{dataset}/*/{layout.MANIFEST}")):
         set_root = path.rsplit("/", 1)[0]

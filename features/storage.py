@@ -82,8 +82,9 @@ def atomic_write_json(uri: str, obj) -> None:
 
 def read_json(uri: str):
     fs, path = fs_path(uri)
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+    # one GET of the whole file: fs.open would check an object store's cached size and
+    # ETag, stale once another process has rewritten the file (a manifest, say)
+    return json.loads(fs.cat_file(path))
 
 
 def read_json_if_exists(uri: str):

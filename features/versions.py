@@ -94,6 +94,7 @@ def history(set_root: str, newest: dict | None = None) -> list[dict]:
 
     newest = newest or read_manifest(set_root)
     fs, root = fs_path(set_root)
+    fs.invalidate_cache(f"{root}/{layout.VERSIONS}")  # versions other processes committed since
     found = {}
     for path in fs.glob(f"{root}/{layout.VERSIONS}/*.json"):
         number = layout.version_of_name(path.rsplit("/", 1)[-1])

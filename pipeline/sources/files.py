@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 import re
 
@@ -119,10 +120,15 @@ def batch_reader(uri: str):
 
 def open_source(uri: str, cache_dir: str | None):
     """Open a file URI for streaming; remote files go through fsspec's local cache so
-    the index pass and the payload pass download once."""
+    the index pass and the payload pass download once. The cached copy is keyed by the
+    remote file's identity (its ETag on S3) as well as its URI: an archive replaced in
+    place is downloaded again, never read stale from the cache."""
     fs, path = fsspec.core.url_to_fs(uri)
     if not is_local(fs) and cache_dir:
-        return fsspec.open(f"simplecache::{uri}", "rb", simplecache={"cache_storage": cache_dir}).open()
+        fs.invalidate_cache(path)  # the identity as the store has it now, not as listed earlier
+        identity = hashlib.sha256(f"{uri}\0{fs.ukey(path)}".encode()).hexdigest()[:16]
+        storage = os.path.join(cache_dir, f"source-{identity}")
+        return fsspec.open(f"simplecache::{uri}", "rb", simplecache={"cache_storage": storage}).open()
     return fs.open(path, "rb")
 
 

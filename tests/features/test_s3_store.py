@@ -32,3 +32,30 @@ def test_extract_commit_list_and_load_on_s3(s3_server, tmp_path, monkeypatch):
     keys = fs.find("tlfs-test/models")
     assert any(k.endswith("model.onnx") for k in keys) and any(k.endswith("model_card.json") for k in keys)
     assert not [k for k in fs.find("tlfs-test/store") if k.endswith(".tmp")]
+
+
+def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, tmp_path):
+    """A notebook that loaded version 1 loads version 2 once another process commits it,
+    with no stale listing or cached ETag in the way (s3fs caches both per process)."""
+    import json
+    import subprocess
+    import sys
+
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    store, models = "s3://tlfs-test/store", "s3://tlfs-test/models"
+    run = ("import sys; from tlfs.pipeline import extract; extract.run('colors', [sys.argv[1]], 'efficientnet_lite0', "
+           f"'{store}', '{models}', layers=['head'], shard_size=4, cache_dir=sys.argv[2], show_progress=False, "
+           "log=lambda *_: None)")
+    for n, per_class in ((1, 2), (2, 3)):  # the second run: one more image per class and split
+        source = write_tar(tmp_path / "colors.tar.gz", folder_images(per_class=per_class))
+        fs.put_file(str(source), "tlfs-test/datasets/colors.tar.gz")
+        # another process, as a scheduled run would be
+        subprocess.run([sys.executable, "-c", run, "s3://tlfs-test/datasets/colors.tar.gz", str(tmp_path / "cache")],
+                       check=True, timeout=600)
+        opened = features.open_set("colors", "efficientnet_lite0", store=store)
+        assert opened.version == n
+        assert len(features.load("colors", "efficientnet_lite0", "head", "train", store)) == 3 * per_class
+        assert list(features.history("colors", "efficientnet_lite0", store)["version"]) == list(range(1, n + 1))
+    assert json.loads(fs.cat_file(opened.uri.removeprefix("s3://") + "/_manifest.json"))["rows"] == 18
