@@ -204,3 +204,18 @@ def test_the_registry_free_override_builds_every_image_from_debian_and_keeps_the
         assert "ca.crt" not in text or "rm -rf /tmp/build-ca" in text, dockerfile.name  # the build CA is not kept
         users = re.findall(r"^USER (\S+)", text, re.M)
         assert users and users[-1] != "root", dockerfile.name
+
+
+def test_the_dependency_layer_stands_in_for_every_package_folder():
+    """The Debian Airflow image installs dependencies from pyproject.toml before the code
+    is copied, with empty folders standing in for the packages: one per package."""
+    import tomllib
+
+    project = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = project["package-dir"]
+    wanted = set()
+    for package in project["packages"]:
+        top = ".".join(package.split(".")[:2])
+        wanted.add("/opt/tlfs/" + dirs[top] + package[len(top):].replace(".", "/"))
+    line = re.search(r"^RUN mkdir -p ([^&]+)&&", (DOCKER / "debian" / "Dockerfile.airflow").read_text(), re.M).group(1)
+    assert wanted <= set(line.split()), wanted - set(line.split())
