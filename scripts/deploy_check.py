@@ -84,7 +84,8 @@ def build_images(cold: bool, build_ca: str | None) -> float:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # Debian's engine has no buildx; the classic builder does
     for tag, dockerfile in IMAGES.items():
         log(f"building {tag} from {dockerfile}")
-        run(["docker", "build", "-q", "-f", dockerfile, "-t", tag, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "."],
+        # --force-rm: a failed step leaves no container behind (the classic builder keeps it otherwise)
+        run(["docker", "build", "-q", "--force-rm", "-f", dockerfile, "-t", tag, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "."],
             env=env)
     return time.monotonic() - t0
 
