@@ -43,11 +43,10 @@ def log(message: str) -> None:
     print(f"[deploy-check {time.monotonic() - START:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def run(cmd: list[str], check: bool = True, capture: bool = True, env: dict | None = None,
-        input: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=capture, text=True, env=env, input=input)
+def run(cmd: list[str], check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if check and result.returncode != 0:
-        tail = (result.stderr or result.stdout or "")[-3000:] if capture else ""
+        tail = (result.stderr or result.stdout or "")[-3000:]
         raise CheckFailed(f"{' '.join(cmd[:6])} ... exited {result.returncode}\n{tail}")
     return result
 
@@ -104,11 +103,11 @@ class Stack:
         self.secrets = dict(line.split("=", 1) for line in self.env_file.read_text().splitlines()
                             if "=" in line and not line.startswith("#"))
 
-    def compose(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         files = ["docker-compose.yaml", "compose.no-registry.yaml", "compose.publish-s3.yaml"]
         cmd = ["docker", "compose", "--project-directory", str(DOCKER), "-p", self.project,
                "--env-file", str(self.env_file), *[a for f in files for a in ("-f", str(DOCKER / f))], *args]
-        return run(cmd, check=check, input=input)
+        return run(cmd, check=check)
 
     def up(self, timeout: int) -> float:
         t0 = time.monotonic()
@@ -254,9 +253,8 @@ def retried_elsewhere(stack: Stack, run_id: str, killed: dict) -> dict:
 
 # --- results --------------------------------------------------------------------------
 
-def compare_sets(store_a: str, store_b: str, env: dict) -> dict:
+def compare_sets(store_a: str, store_b: str) -> dict:
     """Every layer, split and row of two sets, matched on image_id: equal bytes or not."""
-    os.environ.update(env)
     import numpy as np
 
     from tlfs import features
@@ -283,20 +281,19 @@ def compare_sets(store_a: str, store_b: str, env: dict) -> dict:
             "splits": list(a.splits), "version": b.version}
 
 
-def heads_metrics(store: str, env: dict) -> list[str]:
+def heads_metrics(store: str) -> list[str]:
     import fsspec
 
-    os.environ.update(env)
     fs, root = fsspec.core.url_to_fs(store)
     return sorted(p for p in fs.find(root) if "/_heads/" in p and p.endswith(".json"))
 
 
-def direct_extract(sources: list[str], per_split: int, shard_size: int, store: Path, models: str, env: dict) -> float:
+def direct_extract(sources: list[str], per_split: int, shard_size: int, store: Path, models: str) -> float:
     t0 = time.monotonic()
     cmd = [str(ROOT / ".venv" / "bin" / "tlfs"), "extract", "--dataset", "cifar10", "--backbone", "efficientnet_lite0",
            "--limit", str(per_split), "--shard-size", str(shard_size), "--store", str(store), "--models", models,
            "--no-progress", *[a for s in sources for a in ("--source", s)]]
-    run(cmd, env={**os.environ, **env})
+    run(cmd)
     return time.monotonic() - t0
 
 
@@ -337,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["stack_up_s"] = round(stack.up(timeout=600), 1)
         workers = stack.containers("airflow-worker")
         log(f"stack up in {figures['stack_up_s']}s; CPU workers: {sorted(workers.values())}")
+        os.environ.update(stack.s3_env())  # this process reads the bucket too (features.load, fsspec)
         figures.update(check_old_secret_refused(stack))
         sources = upload(stack, ["train.tar.gz", "test.tar.gz"])
         wait_for_dags(stack, ["extract_cifar10", "fit_heads_cifar10"], timeout=300)
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)
         if fits[0][1] != "success":
             raise CheckFailed(f"fit_heads_cifar10 run {fits[0][0]} failed")
-        metrics = heads_metrics("s3://tlfs/store", stack.s3_env())
+        metrics = heads_metrics("s3://tlfs/store")
         figures["fit_heads_on_asset"] = bool(metrics)
         log(f"fit_heads_cifar10 ran on the Asset; {len(metrics)} metrics files in the bucket")
         if not metrics:
@@ -369,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
         direct = workdir / "direct-store"
         figures["direct_extract_s"] = round(direct_extract(sources, args.per_split, args.shard_size, direct,
-                                                           "s3://tlfs/models", stack.s3_env()), 1)
-        first_cmp = compare_sets(str(direct), "s3://tlfs/store", stack.s3_env())
+                                                           "s3://tlfs/models"), 1)
+        first_cmp = compare_sets(str(direct), "s3://tlfs/store")
         log(f"the bucket's set against a direct tlfs extract: {first_cmp}")
 
         # Lose a worker mid-shard: a full re-extraction (incremental off) in a new plan (shards
@@ -383,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckFailed(f"run {second} ended {done2['state']}; killed: {done2['killed']}")
         retry = retried_elsewhere(stack, second, done2["killed"])
         log(f"killed shard's tries: {retry}")
-        second_cmp = compare_sets(str(direct), "s3://tlfs/store", stack.s3_env())
+        second_cmp = compare_sets(str(direct), "s3://tlfs/store")
         log(f"after the kill, against the direct extraction: {second_cmp}")
         figures.update({
             "rows_compared": first_cmp["rows_compared"] + second_cmp["rows_compared"],

@@ -10,8 +10,8 @@ fi
 quiet() { grep -v '^WARNING: Location' || true; }  # pip's notes about this machine's local indexes
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
 # The versions the suite was last passed with (scripts/freeze-constraints.sh), which the
-# Docker images install too; another Python resolves afresh, and so does
-# TLFS_NO_CONSTRAINTS=1 (to move the pins: then test, then scripts/freeze-constraints.sh).
+# Docker images install too; a Python without its docker/constraints-X.Y.txt resolves
+# afresh, and so does TLFS_NO_CONSTRAINTS=1 (to move the pins: then test, then freeze).
 version=$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 constraints=()
 if [ -f "docker/constraints-$version.txt" ] && [ -z "${TLFS_NO_CONSTRAINTS:-}" ]; then constraints=(-c "docker/constraints-$version.txt"); fi
