@@ -165,6 +165,22 @@ def test_the_constraints_pin_the_celery_deployment_as_tested():
     assert version("celery") == pins["celery"]
 
 
+def test_the_constraints_pin_torch_at_the_newest_release_the_project_allows():
+    """The build machines hold exactly pyproject's upper bound of torch and torchvision (and
+    their CUDA libraries) on disk; any other pin is a multi-GB download, which once filled CI's
+    disk before a test ran."""
+    import tomllib
+
+    requires = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    for version_file in ("constraints-3.11.txt", "constraints-3.12.txt"):
+        pins = dict(line.split("==", 1) for line in (DOCKER / version_file).read_text().splitlines()
+                    if "==" in line and not line.startswith("#"))
+        for name in ("torch", "torchvision"):
+            (spec,) = [r for r in requires if re.match(rf"{name}[<>=]", r)]
+            upper = re.search(r"<=([\w.]+)", spec).group(1)
+            assert pins[name] == upper, (version_file, name, pins[name], spec)
+
+
 def test_the_celery_executor_loads_in_the_tested_environment():
     pytest.importorskip("airflow.providers.celery", reason="the airflow extra is not installed")
     from airflow.providers.celery.executors.celery_executor import CeleryExecutor
