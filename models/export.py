@@ -14,6 +14,7 @@ import json
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import fsspec
@@ -24,7 +25,7 @@ from tlfs.models import sample_images
 from tlfs.features.storage import atomic_put_file, atomic_write_json, sha256_uri
 from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, read_card
 from tlfs.models.classifier import save_classifier
-from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, load_backbone, resolve_weights
+from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, grid_layer, load_backbone, resolve_weights
 from tlfs.models.errors import ModelError
 from tlfs.models.taps import TapNetwork
 from tlfs.models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
@@ -41,6 +42,7 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, line
         "backbone": spec.name,
         "weights_sha256": weights_sha256,
         "taps": spec.taps,
+        **({"grid_taps": list(spec.grid_taps)} if spec.grid_taps else {}),  # unchanged digests without
         "input_size": spec.input_size,
         "mean": spec.mean,
         "std": spec.std,
@@ -115,10 +117,13 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
 
 def _torch_export(network: TapNetwork, path: Path) -> None:
     example = torch.zeros((2, 32, 32, 3), dtype=torch.uint8)
-    outputs = network.tap_names
+    outputs = network.output_names
     # The TorchScript-based exporter: 10x quicker to export than dynamo here and its
     # graph ran ~10% faster on onnxruntime's CPU provider (measured on lite0).
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the grid's slice bounds are constants by design (the graph resizes to one size)
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             network,
             (example,),
@@ -146,12 +151,13 @@ def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, f
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batches = sample_images.parity_batches()
-    report: dict[str, dict[str, float]] = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in network.tap_names}
+    names = network.output_names
+    report: dict[str, dict[str, float]] = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in names}
     for batch in batches:
-        got = session.run(network.tap_names, {"images": batch})
+        got = session.run(names, {"images": batch})
         with torch.no_grad():
             want = [t.numpy() for t in network(torch.from_numpy(np.ascontiguousarray(batch).copy()))]
-        for name, g, w in zip(network.tap_names, got, want):
+        for name, g, w in zip(names, got, want):
             cos = min_cosine(g, w)
             entry = report[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(g - w).max()))
@@ -171,14 +177,17 @@ def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, p
         "backbone": spec.name,
         "format": EXPORT_FORMAT,
         "inputs": [{"name": "images", "dtype": "uint8", "shape": ["batch", "height", "width", 3], "layout": "NHWC"}],
-        "outputs": [{"name": n, "dtype": "float32", "shape": ["batch", dims[n]]} for n in spec.tap_names],
-        "layers": {n: dims[n] for n in spec.tap_names},
+        "outputs": [{"name": n, "dtype": "float32", "shape": ["batch", dims[n]]} for n in spec.layer_names],
+        "layers": {n: dims[n] for n in spec.layer_names},
         "preprocessing": {
             "resize": f"bilinear to {spec.input_size}x{spec.input_size} (align_corners=False), in graph",
             "input_size": spec.input_size,
             "mean": list(spec.mean),
             "std": list(spec.std),
             "pooling": "global average over height and width",
+            **({"grid_pooling": {grid_layer(t): f"2x2 grid of quadrant averages of {t}: top-left, top-right, bottom-left, "
+                                                f"bottom-right, {dims[t]} values each" for t in spec.grid_taps}}
+               if spec.grid_taps else {}),
         },
         "opset": OPSET,
         "weights": {"source": spec.weights_source, "origin": loaded.weights_origin, "sha256": loaded.weights_sha256},

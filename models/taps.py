@@ -1,4 +1,8 @@
-"""The exported network: uint8 NHWC images in, one pooled vector per tap layer out.
+"""The exported network: uint8 NHWC images in, one pooled vector per layer out: each
+tap's global average, and for a grid variant's taps also their 2x2 grid of quadrant
+averages (``<tap>_2x2``: top-left, top-right, bottom-left, bottom-right, each a vector
+of the tap's channels, one after another; on odd sizes the quadrants share the middle
+row and column, as torch's adaptive pooling to 2x2 does).
 
 Resizing to the backbone's input size and normalization happen inside the graph, so
 clients send raw decoded pixels (small for CIFAR's 32x32) and never re-implement the
@@ -12,13 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from tlfs.models.backbones import BackboneSpec
+from tlfs.models.backbones import BackboneSpec, grid_layer
 
 
 class TapNetwork(nn.Module):
     def __init__(self, spec: BackboneSpec, backbone: nn.Module, taps: list[str] | None = None):
         super().__init__()
         self.tap_names = taps or spec.tap_names
+        self.grid_taps = [name for name in self.tap_names if name in spec.grid_taps]
+        # the graph's outputs, in the order forward returns them
+        self.output_names = self.tap_names + [grid_layer(name) for name in self.grid_taps]
         nodes = {spec.taps[name]: name for name in self.tap_names}
         self.extractor = create_feature_extractor(backbone, return_nodes=nodes)
         self.size = (spec.input_size, spec.input_size)
@@ -36,9 +43,21 @@ class TapNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.extractor(self.preprocess(images))
-        return tuple(pool(out[name]) for name in self.tap_names)
+        return tuple(pool(out[name]) for name in self.tap_names) + tuple(grid(out[name]) for name in self.grid_taps)
 
 
 def pool(activation: torch.Tensor) -> torch.Tensor:
     """Global average pool of a feature map; vectors (e.g. VGG's fc7) pass through."""
     return activation.mean(dim=(2, 3)) if activation.dim() == 4 else activation
+
+
+def grid(activation: torch.Tensor) -> torch.Tensor:
+    """The 2x2 grid of quadrant averages, ``[batch, 4 * channels]``. Static slices (the
+    map's size is fixed once the graph resizes its input), since the ONNX exporter takes
+    adaptive pooling only where 2 divides the size."""
+    if activation.dim() != 4:
+        raise ValueError(f"a 2x2 grid needs a spatial map, not a tensor of shape {tuple(activation.shape)}")
+    height, width = int(activation.shape[2]), int(activation.shape[3])
+    rows, cols = (height + 1) // 2, (width + 1) // 2
+    return torch.cat([activation[:, :, top:top + rows, left:left + cols].mean(dim=(2, 3))
+                      for top in (0, height - rows) for left in (0, width - cols)], dim=1)

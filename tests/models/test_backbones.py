@@ -27,6 +27,18 @@ def test_registry_declares_the_four_backbones_with_ordered_taps():
     assert get_spec("inception_v3").input_size == 299
 
 
+def test_every_backbone_has_a_grid_variant_with_the_same_network_and_one_more_layer_per_spatial_tap():
+    for family in ("efficientnet_lite0", "resnet50", "vgg16", "inception_v3"):
+        base, variant = get_spec(family), get_spec(f"{family}_2x2")
+        assert (variant.taps, variant.input_size, variant.weights_source) == (base.taps, base.input_size, base.weights_source)
+        assert variant.default_weights() == base.default_weights() and not base.grid_taps
+    assert get_spec("efficientnet_lite0_2x2").layer_names == [
+        "block2", "block2_2x2", "block4", "block4_2x2", "block7", "block7_2x2", "block10", "block10_2x2",
+        "block14", "block14_2x2", "block15", "block15_2x2", "head", "head_2x2"]
+    assert get_spec("vgg16_2x2").layer_names[-1] == "fc7"  # a vector: no grid
+    assert get_spec("efficientnet_lite0").layer_names == get_spec("efficientnet_lite0").tap_names
+
+
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ModelError, match="unknown backbone 'alexnet'"):
         get_spec("alexnet")

@@ -80,3 +80,28 @@ def test_the_exported_graph_computes_what_pytorch_computes_on_real_photos(lite0)
         for name, g, w in zip(network.tap_names, got, want):
             assert min_cosine(g, w) >= PARITY_MIN_COSINE, name
             assert np.abs(g - w).max() < 1e-2, name
+
+
+def test_a_grid_variant_exports_as_its_own_version_and_leaves_the_plain_version_as_it_was(lite0, models_root):
+    from tlfs.models.backbones import get_spec
+
+    # the version existing stores hold sets of (export format 1, these weights): unchanged
+    assert lite0.version == "efficientnet_lite0-f18dcfbf75"
+    grid = export("efficientnet_lite0_2x2", models_root, log=lambda *_: None)
+    card = grid.card
+    assert grid.version.startswith("efficientnet_lite0_2x2-") and grid.version != lite0.version
+    assert card["weights"]["sha256"] == lite0.card["weights"]["sha256"]
+    assert list(card["layers"]) == get_spec("efficientnet_lite0_2x2").layer_names
+    for tap, width in lite0.card["layers"].items():
+        assert card["layers"][tap] == width and card["layers"][f"{tap}_2x2"] == 4 * width
+    assert set(card["preprocessing"]["grid_pooling"]) == {f"{t}_2x2" for t in lite0.card["layers"]}
+    for name, parity in card["parity"].items():
+        assert parity["cosine_similarity"] >= PARITY_MIN_COSINE, name
+    import onnxruntime as ort
+
+    # the same network: its plain outputs equal the plain version's
+    images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    got = ort.InferenceSession(grid.onnx_uri, providers=["CPUExecutionProvider"]).run(["head", "block7"], {"images": images})
+    want = ort.InferenceSession(lite0.onnx_uri, providers=["CPUExecutionProvider"]).run(["head", "block7"], {"images": images})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)

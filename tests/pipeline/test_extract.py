@@ -223,3 +223,20 @@ def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_do
     assert decoder.stats.images == p.shards[1].images + p.shards[3].images
     assert [r["shard"] for r in after if not r.get("skipped")] == [1, 3]
     assert [r["files"] for r in after] == [r["files"] for r in before]  # the same files, byte for byte
+
+
+def test_a_grid_variant_stores_each_taps_grid_beside_its_average_in_a_set_of_its_own(tmp_path, folder_dataset, lite0, models_root):
+    store = str(tmp_path / "store")
+    plain = run(tmp_path, folder_dataset, models_root, layers=["head"])
+    gridded = extract.run("colors", [str(folder_dataset)], "efficientnet_lite0_2x2", store, models_root, layers=["head", "head_2x2"],
+                          show_progress=False, log=lambda *_: None, shard_size=5, batch_size=4)
+    assert gridded["set_uri"] != plain["set_uri"] and gridded["rows"] == 24
+    quadrants, _, ids = features.load_matrix("colors", "efficientnet_lite0_2x2", "head_2x2", "train", store)
+    average, _, same_ids = features.load_matrix("colors", "efficientnet_lite0_2x2", "head", "train", store)
+    assert quadrants.shape == (12, 4 * 1280) and list(ids) == list(same_ids)
+    # a 7x7 map's quadrants overlap in the middle row and column: near, not equal, to the average
+    assert np.corrcoef(quadrants.reshape(12, 4, 1280).mean(1).ravel(), average.ravel())[0, 1] > 0.95
+    # readers that name the plain backbone still get the plain set
+    assert features.open_set("colors", "efficientnet_lite0", store).uri == plain["set_uri"]
+    with pytest.raises(Exception, match="head_2x2"):
+        features.load("colors", "efficientnet_lite0", "head_2x2", "train", store)
