@@ -46,8 +46,8 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 def _backbone_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--backbone", required=required, default=None if required else DEFAULT_BACKBONE,
-                   help=f"backbone name: {', '.join(BACKBONES)} "
-                   "(extract also takes an exported version, e.g. a fine-tuned one)")
+                   help=f"backbone name: {', '.join(BACKBONES)}; a _2x2 variant also stores each tap's 2x2 grid "
+                   "of quadrant averages as layer <tap>_2x2 (extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
     p.add_argument("--models", dest="model_store", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")

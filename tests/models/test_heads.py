@@ -40,11 +40,13 @@ def test_concatenated_layers_are_weighted_equally_not_by_width():
     from tlfs.models.heads import _standardizer
 
     rng = np.random.default_rng(0)
-    X = np.hstack([rng.normal(5, 3, (500, 4)), rng.normal(-2, 7, (500, 64))]).astype(np.float32)
-    mean, std = _standardizer(X, [4, 64])
+    # wider than the slices of columns the statistics are summed over
+    X = np.hstack([rng.normal(5, 3, (500, 4)), rng.normal(-2, 7, (500, 1100))]).astype(np.float32)
+    mean, std = _standardizer(X, [4, 1100])
     Z = (X - mean) / std
     total_variance = [Z[:, :4].var(axis=0).sum(), Z[:, 4:].var(axis=0).sum()]
     assert np.allclose(total_variance, [4, 4], rtol=1e-3)  # each layer: the narrowest layer's total
+    assert np.allclose(mean, X.mean(axis=0), atol=1e-4)
     with pytest.raises(ModelError, match="do not add up"):
         _standardizer(X, [4, 60])
 
@@ -93,3 +95,14 @@ def test_lightgbm_boosts_from_the_softmax_scores_and_saves_both(tmp_path):
     head, _ = fit("lightgbm", X, y, Xv, yv, classes=3, log=lambda *_: None)
     assert head.params["init_score"] == "softmax head"
     assert sorted(p.name for p in head.save(tmp_path)) == ["lightgbm.txt", "lightgbm_init_softmax.npz"]
+
+
+def test_the_mlp_on_wide_concatenations_is_narrower_and_shorter():
+    from tlfs.models.heads import WIDE_FEATURES, mlp_settings
+
+    assert mlp_settings(1280, None)[0] == "one_layer"
+    assert mlp_settings(2048, [24, 40, 80, 112, 192, 320, 1280])[0] == "several_layers"
+    wide, settings = mlp_settings(10240, [24, 96] * 6 + [1280, 5120])
+    assert wide == "wide_layers" and WIDE_FEATURES < 10240
+    several = mlp_settings(2048, [1024, 1024])[1]
+    assert settings["hidden"] < several["hidden"] and settings["one_cycle_epochs"] < several["one_cycle_epochs"]
