@@ -158,10 +158,11 @@ def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, c
 # in 89 s, and 86.7% in 166 s with the flipped view (8 epochs: 85.2% / 86.5%, 69 / 124 s;
 # hidden 2048: no better and twice as slow). Wide inputs (over 4,096 features, as the 14
 # layers of a _2x2 set: 10,240) cost the first layer 5x more per epoch, so they get hidden
-# 768 and 4 epochs. Measured on efficientnet_lite0_2x2's CIFAR-10 set with flip (fit
-# seconds; hidden x epochs -> validation / test accuracy): 768x4 87.96/87.91% in 185 s;
-# 1024x3 87.90/87.72% in 192 s; 512x5 87.64/87.83% in 182 s; 1024x4 88.14/88.09% in 254 s;
-# 512x7 88.16/88.04% in 266 s.
+# 768 and 4 epochs. Measured on efficientnet_lite0_2x2's CIFAR-10 set with flip (hidden x
+# epochs -> validation / test accuracy, fit seconds; scripts/wide-mlp-bench.py): 768x4
+# 87.98/87.80% in 149 s; 1024x3 87.86/87.81% in 140 s. First runs, before the
+# normalisation worked in place: 768x4 87.96/87.91% in 185 s; 1024x3 87.90/87.72% in
+# 192 s; 512x5 87.64/87.83% in 182 s; 1024x4 88.14/88.09% in 254 s; 512x7 88.16/88.04% in 266 s.
 WIDE_FEATURES = 4096
 MLP_SETTINGS = {
     "one_layer": {"hidden": 1024, "input_dropout": 0.0, "dropout": 0.3, "label_smoothing": 0.0, "patience": 3,
@@ -200,12 +201,14 @@ def power_normalize(X: np.ndarray, power: float) -> np.ndarray:
 
 def fit_mlp(
     X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-    block_dims: list[int] | None = None, epochs: int = 40, seed: int = 0,
+    block_dims: list[int] | None = None, epochs: int = 40, seed: int = 0, settings: dict | None = None,
 ) -> Head:
+    """``settings``: one of :data:`MLP_SETTINGS`' kind (default: :func:`mlp_settings`'s
+    choice; a benchmark passes its own)."""
     import torch
     from torch import nn
 
-    kind, settings = mlp_settings(X.shape[1], block_dims)
+    kind, settings = ("given", settings) if settings else mlp_settings(X.shape[1], block_dims)
     hidden, patience, power, cycle = settings["hidden"], settings["patience"], settings["power"], settings["one_cycle_epochs"]
     torch.manual_seed(seed)
     X, Xv = power_normalize(X, power), power_normalize(Xv, power)

@@ -1,0 +1,71 @@
+"""Which MLP settings for wide multi-layer inputs? (issue 15: the multi-layer head at 87 %)
+
+Reads a committed set once (every layer, every stored view), then fits the multi-layer
+MLP (models/heads.py) with each hidden width x epoch count asked for, the way `tlfs fit
+--layer all --head mlp` does: a stratified 10 % validation split of the training images,
+the other views' rows of the training images as extra rows, test probabilities averaged
+over the views. One JSON line per setting: validation and test accuracy, fit seconds.
+
+    .venv/bin/python scripts/wide-mlp-bench.py --store /work/feat/gridstore \\
+        --backbone efficientnet_lite0_2x2 --settings 768x4,1024x3,512x5,1024x4,512x7
+
+Session 9 (2-core machine, full CIFAR-10 with the flipped view, 14 layers, 10,240
+features) gave the figures in MLP_SETTINGS' comment: 768x4 is models/heads.py's
+``wide_layers`` choice (best validation accuracy among the settings of about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from tlfs import features
+from tlfs.models import heads
+from tlfs.pipeline.fit import validation_split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--backbone", default="efficientnet_lite0_2x2")
+    parser.add_argument("--layers", default="all", help="comma-separated layers, or 'all'")
+    parser.add_argument("--settings", default="768x4", help="comma-separated HIDDENxEPOCHS")
+    args = parser.parse_args()
+
+    feature_set = features.open_set(args.dataset, args.backbone, store=args.store)
+    layers = list(feature_set.layers) if args.layers == "all" else args.layers.split(",")
+    views = feature_set.views
+    train = {v: feature_set.matrices(layers, "train", view=v) for v in views}
+    test = {v: feature_set.matrices(layers, "test", view=v)[0] for v in views}
+    X, y, _ = train[views[0]]
+    yt = feature_set.matrices(layers[:1], "test")[1]
+    fit_idx, val_idx = validation_split(y)
+    X_fit = np.concatenate([train[v][0][fit_idx] for v in views])
+    y_fit = np.tile(y[fit_idx], len(views))
+    X_val = X[val_idx]
+    del train, X
+    block_dims = [feature_set.layers[layer] for layer in layers]
+    base = heads.mlp_settings(X_fit.shape[1], block_dims)[1]
+    print(f"{len(layers)} layers, {X_fit.shape[1]} features, views {'+'.join(views)}: {len(y_fit)} training rows",
+          file=sys.stderr, flush=True)
+    for setting in args.settings.split(","):
+        hidden, epochs = (int(n) for n in setting.split("x"))
+        settings = {**base, "hidden": hidden, "one_cycle_epochs": epochs}
+        started = time.perf_counter()
+        head = heads.fit_mlp(X_fit, y_fit, X_val, y[val_idx], len(feature_set.classes),
+                             log=lambda m: print(m, file=sys.stderr, flush=True), block_dims=block_dims, settings=settings)
+        seconds = time.perf_counter() - started
+        proba = sum(head.predict_proba(test[v]) for v in views) / len(views)
+        print(json.dumps({"hidden": hidden, "epochs": epochs, "features": int(X_fit.shape[1]), "views": views,
+                          "validation_accuracy": round(head.val_accuracy * 100, 2),
+                          "test_accuracy": round(float((proba.argmax(1) == yt).mean()) * 100, 2),
+                          "fit_seconds": round(seconds, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
