@@ -182,21 +182,19 @@ def mlp_settings(width: int, block_dims: list[int] | None) -> tuple[str, dict]:
     return name, MLP_SETTINGS[name]
 
 
-def _standardized(X: np.ndarray, mean: np.ndarray, std: np.ndarray, in_place: bool) -> np.ndarray:
-    """``(X - mean) / std`` in float32, in X's own memory where ``in_place``."""
-    Z = X if in_place else X.astype(np.float32, copy=True)
+def power_normalize(X: np.ndarray, power: float) -> np.ndarray:
+    """Signed power ``sign(x) |x|^power``, as a new float32 array (a copy for power 1):
+    the one new array, which the MLP then standardizes in place (wide inputs take GBs)."""
+    out = np.abs(X, dtype=np.float32)
+    if power != 1.0:
+        np.power(out, np.float32(power), out=out)
+    return np.copysign(out, X, out=out)
+
+
+def _standardize_in_place(Z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     Z -= mean
     Z /= std
     return Z
-
-
-def power_normalize(X: np.ndarray, power: float) -> np.ndarray:
-    """Signed power ``sign(x) |x|^power`` (float32); the identity for power 1."""
-    if power == 1.0:
-        return X
-    out = np.abs(X, dtype=np.float32)  # the one new array: wide inputs take gigabytes
-    np.power(out, np.float32(power), out=out)
-    return np.copysign(out, X, out=out)
 
 
 def fit_mlp(
@@ -213,8 +211,8 @@ def fit_mlp(
     torch.manual_seed(seed)
     X, Xv = power_normalize(X, power), power_normalize(Xv, power)
     mean, std = _standardizer(X, block_dims)
-    Z = torch.from_numpy(_standardized(X, mean, std, in_place=power != 1.0))  # X is our own copy then
-    Zv = torch.from_numpy(_standardized(Xv, mean, std, in_place=power != 1.0))
+    Z = torch.from_numpy(_standardize_in_place(X, mean, std))  # our own copies, made above
+    Zv = torch.from_numpy(_standardize_in_place(Xv, mean, std))
     del X, Xv
     target = torch.from_numpy(y.astype(np.int64))
     net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(Z.shape[1], hidden), nn.ReLU(),
@@ -253,7 +251,7 @@ def fit_mlp(
 
     def proba(Xq: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return net(torch.from_numpy((power_normalize(Xq, power) - mean) / std)).softmax(1).numpy()
+            return net(torch.from_numpy(_standardize_in_place(power_normalize(Xq, power), mean, std))).softmax(1).numpy()
 
     def save(folder: Path) -> list[Path]:
         weights = folder / "mlp.pt"

@@ -83,7 +83,7 @@ def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: 
     _require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
     views = _views(feature_set, views)
-    return _fit_and_save(feature_set, layers, head, *_read(feature_set, layers, views), log)
+    return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log)
 
 
 def _views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
@@ -95,7 +95,7 @@ def _views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
     return list(dict.fromkeys(views))
 
 
-def _read(feature_set: FeatureSet, layers: list[str], views: list[str]) -> tuple[dict, dict]:
+def read_views(feature_set: FeatureSet, layers: list[str], views: list[str]) -> tuple[dict, dict]:
     """``({view: (X, y, ids)} of train, the same of test)``: each layer and view read once."""
     return tuple({view: feature_set.matrices(layers, split, view=view) for view in views} for split in ("train", "test"))
 
@@ -103,6 +103,21 @@ def _read(feature_set: FeatureSet, layers: list[str], views: list[str]) -> tuple
 def _require_train_and_test(feature_set: FeatureSet) -> None:
     if "train" not in feature_set.splits or "test" not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has {', '.join(feature_set.splits)}")
+
+
+def fitting_rows(train: dict, fit_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_fit, y_fit, X_val, y_val)`` from ``{view: (X, y, ids)}`` of the training split,
+    the original view first: every view's rows of the ``fit_idx`` images, and the
+    original view of the ``val_idx`` ones (see :func:`_fit_and_save`)."""
+    views = list(train)
+    X, y, _ = train[views[0]]
+    X_fit = np.concatenate([train[view][0][fit_idx] for view in views]) if len(views) > 1 else X[fit_idx]
+    return X_fit, np.tile(y[fit_idx], len(views)), X[val_idx], y[val_idx]
+
+
+def view_averaged_proba(head: heads.Head, test: dict) -> np.ndarray:
+    """The head's test probabilities, averaged over the stored views (``{view: (X, y, ids)}``)."""
+    return sum(head.predict_proba(X) for X, _, _ in test.values()) / len(test)
 
 
 def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: dict, test: dict, log: Callable) -> dict:
@@ -118,11 +133,10 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
         f"{len(val_idx)} validation, {len(yt)} test")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
-    X_fit = np.concatenate([train[view][0][fit_idx] for view in views]) if len(views) > 1 else X[fit_idx]
-    y_fit = np.tile(y[fit_idx], len(views))
-    fitted, seconds = heads.fit(head, X_fit, y_fit, X[val_idx], y[val_idx], len(classes), log=log, block_dims=block_dims)
+    X_fit, y_fit, X_val, y_val = fitting_rows(train, fit_idx, val_idx)
+    fitted, seconds = heads.fit(head, X_fit, y_fit, X_val, y_val, len(classes), log=log, block_dims=block_dims)
     del X_fit
-    proba = sum(fitted.predict_proba(test[view][0]) for view in views) / len(views)
+    proba = view_averaged_proba(fitted, test)
     result = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -183,7 +197,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     fitted: dict[str, dict] = {}
     dims = feature_set.layers
     for layer in dims:
-        result = _fit_and_save(feature_set, [layer], "softmax", *_read(feature_set, [layer], views), log)
+        result = _fit_and_save(feature_set, [layer], "softmax", *read_views(feature_set, [layer], views), log)
         accuracies[layer] = result["test_accuracy"]
         fitted[layer] = {k: result[k] for k in HEAD_SUMMARY}
         log(f"{layer:>12}  {dims[layer]:>5}-d  test accuracy {result['test_accuracy']:.4f}")

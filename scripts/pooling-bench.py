@@ -30,9 +30,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
-# spatial size of each Lite0 tap at 224x224 input, shallow to deep
-TAP_SIZES = {"block2": 56, "block4": 28, "block7": 14, "block10": 14, "block14": 7, "block15": 7, "head": 7}
-ALL = list(TAP_SIZES)
+ALL = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]  # Lite0's taps, shallow to deep
 COMBINATIONS = {
     "avg": [("avg", ALL)],
     "avg+max": [("avg", ALL), ("max", ALL)],
@@ -63,13 +61,9 @@ def sample(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
 
 def pooled_network():
     """Lite0's taps, each pooled three ways, exported to ONNX (the TorchScript exporter,
-    as models/export.py; quadrants by static slices, since the input size is fixed)."""
+    as models/export.py; the grid is models/taps.py's, as a _2x2 variant stores it)."""
     from tlfs.models.backbones import load_backbone
-    from tlfs.models.taps import TapNetwork
-
-    def quadrants(m, size):
-        half = (size + 1) // 2
-        return torch.cat([m[:, :, a:a + half, b:b + half].mean((2, 3)) for a in (0, size - half) for b in (0, size - half)], 1)
+    from tlfs.models.taps import TapNetwork, grid
 
     class Pooled(TapNetwork):
         def forward(self, images):
@@ -77,7 +71,7 @@ def pooled_network():
             maps = [acts[name] for name in ALL]
             return (torch.cat([m.mean((2, 3)) for m in maps], 1),
                     torch.cat([m.amax((2, 3)) for m in maps], 1),
-                    torch.cat([quadrants(m, TAP_SIZES[name]) for m, name in zip(maps, ALL)], 1))
+                    torch.cat([grid(m) for m in maps], 1))
 
     loaded = load_backbone("efficientnet_lite0")
     return Pooled(loaded.spec, loaded.module, taps=ALL).eval()

@@ -21,11 +21,9 @@ import json
 import sys
 import time
 
-import numpy as np
-
 from tlfs import features
 from tlfs.models import heads
-from tlfs.pipeline.fit import validation_split
+from tlfs.pipeline.fit import fitting_rows, read_views, validation_split, view_averaged_proba
 
 
 def main() -> None:
@@ -40,15 +38,11 @@ def main() -> None:
     feature_set = features.open_set(args.dataset, args.backbone, store=args.store)
     layers = list(feature_set.layers) if args.layers == "all" else args.layers.split(",")
     views = feature_set.views
-    train = {v: feature_set.matrices(layers, "train", view=v) for v in views}
-    test = {v: feature_set.matrices(layers, "test", view=v)[0] for v in views}
-    X, y, _ = train[views[0]]
-    yt = feature_set.matrices(layers[:1], "test")[1]
-    fit_idx, val_idx = validation_split(y)
-    X_fit = np.concatenate([train[v][0][fit_idx] for v in views])
-    y_fit = np.tile(y[fit_idx], len(views))
-    X_val = X[val_idx]
-    del train, X
+    train, test = read_views(feature_set, layers, views)
+    fit_idx, val_idx = validation_split(train[views[0]][1])
+    X_fit, y_fit, X_val, y_val = fitting_rows(train, fit_idx, val_idx)
+    yt = test[views[0]][1]
+    del train
     block_dims = [feature_set.layers[layer] for layer in layers]
     base = heads.mlp_settings(X_fit.shape[1], block_dims)[1]
     print(f"{len(layers)} layers, {X_fit.shape[1]} features, views {'+'.join(views)}: {len(y_fit)} training rows",
@@ -57,10 +51,10 @@ def main() -> None:
         hidden, epochs = (int(n) for n in setting.split("x"))
         settings = {**base, "hidden": hidden, "one_cycle_epochs": epochs}
         started = time.perf_counter()
-        head = heads.fit_mlp(X_fit, y_fit, X_val, y[val_idx], len(feature_set.classes),
+        head = heads.fit_mlp(X_fit, y_fit, X_val, y_val, len(feature_set.classes),
                              log=lambda m: print(m, file=sys.stderr, flush=True), block_dims=block_dims, settings=settings)
         seconds = time.perf_counter() - started
-        proba = sum(head.predict_proba(test[v]) for v in views) / len(views)
+        proba = view_averaged_proba(head, test)
         print(json.dumps({"hidden": hidden, "epochs": epochs, "features": int(X_fit.shape[1]), "views": views,
                           "validation_accuracy": round(head.val_accuracy * 100, 2),
                           "test_accuracy": round(float((proba.argmax(1) == yt).mean()) * 100, 2),
