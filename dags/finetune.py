@@ -9,5 +9,5 @@ if str(Path(__file__).parent) not in sys.path:
 from tlfs_dags.factory import build_finetune_dag
 from tlfs_dags.specs import load_specs
 
-for _spec in load_specs():
+for _spec in load_specs().specs:  # a bad spec is dataset_specs.py's import error
     globals()[f"finetune_{_spec.name}"] = build_finetune_dag(_spec)

@@ -10,5 +10,5 @@ if str(Path(__file__).parent) not in sys.path:
 from tlfs_dags.factory import build_fit_dag
 from tlfs_dags.specs import load_specs
 
-for _spec in load_specs():
+for _spec in load_specs().specs:  # a bad spec is dataset_specs.py's import error
     globals()[f"fit_heads_{_spec.name}"] = build_fit_dag(_spec)

@@ -10,3 +10,7 @@ GRID = "2x2"
 BACKBONES = FAMILIES + tuple(f"{name}_{GRID}" for name in FAMILIES)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 HEADS = ("softmax", "lightgbm", "mlp")
+# Views a set may store beside the original image (pipeline/views.py computes them).
+EXTRA_VIEWS = ("flip",)
+# A backbone name, or an exported version of one: ``<name>-<10 hex digits>`` (models/export.py).
+BACKBONE_OR_VERSION = rf"^({'|'.join(BACKBONES)})(-[0-9a-f]{{10}})?$"

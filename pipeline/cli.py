@@ -13,6 +13,14 @@ from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, HEADS
 from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET, FinetuneConfig, Settings, load_settings
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 1, like every
+    other error of tlfs (argparse's own habit is the usage block and status 2)."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _csv(value: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
@@ -40,14 +48,48 @@ def _positive(value: str) -> int:
     return number
 
 
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = _number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = _number(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return number
+
+
 def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="feature store root, any fsspec URI (default: $TLFS_STORE or tlfs-data/store)")
 
 
-def _backbone_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--backbone", required=required, default=None if required else DEFAULT_BACKBONE,
-                   help=f"backbone name: {', '.join(BACKBONES)}; a _2x2 variant also stores each tap's 2x2 grid "
-                   "of quadrant averages as layer <tap>_2x2 (extract also takes an exported version, e.g. a fine-tuned one)")
+def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name") -> None:
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"{what} (default: {DEFAULT_BACKBONE})")
+
+
+def _backbone_args(p: argparse.ArgumentParser) -> None:
+    _backbone_arg(p, f"backbone name: {', '.join(BACKBONES)}; a _2x2 variant also stores each tap's 2x2 grid "
+                  "of quadrant averages as layer <tap>_2x2 (extract also takes an exported version, e.g. a fine-tuned one)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
     p.add_argument("--models", dest="model_store", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
@@ -69,6 +111,16 @@ def _decode_workers_arg(p: argparse.ArgumentParser) -> None:
                    "1 = none, decode on the reading thread)")
 
 
+def _finetune_type(kind: str, metadata: dict):
+    """The argparse type that checks a FinetuneConfig field's bounds (its DAG Param checks the same)."""
+    positive, minimum = metadata["positive"], metadata["minimum"]
+    if kind == "int":
+        return _positive if positive else (_non_negative if minimum == 0 else int)
+    if kind == "float":
+        return _positive_float if positive else (_non_negative_float if minimum == 0 else _number)
+    return str
+
+
 def _finetune_config_args(p: argparse.ArgumentParser) -> None:
     """One flag per FinetuneConfig field, with its default and help (pipeline/config.py)."""
     for f in fields(FinetuneConfig):
@@ -77,13 +129,12 @@ def _finetune_config_args(p: argparse.ArgumentParser) -> None:
         if f.type == "bool":
             p.add_argument(flag, action="store_true", help=help_text)
             continue
-        kind = {"int": int, "float": float, "str": str}[f.type]
-        p.add_argument(flag, type=_positive if kind is int and f.metadata["positive"] else kind, default=f.default,
+        p.add_argument(flag, type=_finetune_type(f.type, f.metadata), default=f.default,
                        choices=f.metadata["choices"], help=f"{help_text} (default {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlfs", description="Transfer-learning feature store: ImageNet backbone -> ONNX -> "
+    parser = _Parser(prog="tlfs", description="Transfer-learning feature store: ImageNet backbone -> ONNX -> "
                                      "multi-layer features in partitioned Parquet -> heads.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -100,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"], help="graph precision (default: fp32 on cpu, fp16 on cuda)")
     p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64 on cpu, 256 on cuda)")
     p.add_argument("--shard-size", type=_positive, help=f"images per shard file (default: {Settings.shard_size})")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
+    p.add_argument("--threads", type=_non_negative, help="onnxruntime intra-op threads (default: one per core)")
     _decode_workers_arg(p)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
@@ -110,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True, help="backbone name (newest set) or exact backbone version")
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
     p.add_argument("--head", default=HEADS[0], choices=HEADS)
     _fit_views_arg(p)
@@ -118,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True)
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     _fit_views_arg(p)
     _store_arg(p)
 
@@ -135,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side; "
                        "--host-only: the host side alone (reading, decoding, batching, writing) on a real dataset")
-    _backbone_args(p, required=False)
+    _backbone_args(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-size", type=_positive, help="default: 64 on cpu, 256 on cuda")
     p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda)")
@@ -148,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True)
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     _store_arg(p)
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default and only choice: the set's own)")
@@ -156,35 +207,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do, "
                        "from its committed features")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone name (newest set) or exact version; "
-                   "the set must hold the layer its ImageNet classifier reads (e.g. head)")
+    _backbone_arg(p, "backbone name (newest set) or exact version; the set must hold the layer its ImageNet "
+                  "classifier reads (e.g. head)")
     _store_arg(p)
     p.add_argument("--large-per-class", type=_positive, help="training images per class from which a dataset is large (default 1000)")
-    p.add_argument("--similar-score", type=float, help="similarity score from which a dataset is ImageNet-like (default 0.35)")
+    p.add_argument("--similar-score", type=_fraction, help="similarity score from which a dataset is ImageNet-like (default 0.35)")
 
     p = sub.add_parser("ls", help="list committed feature sets")
     _store_arg(p)
 
     p = sub.add_parser("describe", help="show a feature set's manifest summary and lineage")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True)
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     _store_arg(p)
     _version_args(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
     p = sub.add_parser("history", help="list a feature set's versions: when, rows, images added / changed / removed / reused")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True)
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     _store_arg(p)
 
     p = sub.add_parser("vacuum", help="delete the files of versions the retention no longer keeps (safe beside "
                        "readers of kept versions and live runs)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--backbone", required=True)
+    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
     _store_arg(p)
     p.add_argument("--keep", type=_non_negative, dest="retain_versions",
                    help="keep the newest N versions (default: $TLFS_RETAIN_VERSIONS, or 0 = no count limit)")
-    p.add_argument("--keep-days", type=float, dest="retain_days",
+    p.add_argument("--keep-days", type=_non_negative_float, dest="retain_days",
                    help="keep versions younger than D days (default: $TLFS_RETAIN_DAYS or 7; 0 = no age limit)")
     return parser
 

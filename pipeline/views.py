@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from tlfs.features.layout import ORIGINAL
+from tlfs.models.names import EXTRA_VIEWS
 from tlfs.pipeline.errors import PipelineError
 
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -25,3 +26,6 @@ def check_views(views: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     if unknown:
         raise PipelineError(f"unknown view {unknown[0]!r}: use {', '.join(v for v in VIEWS if v != ORIGINAL)}")
     return (ORIGINAL, *dict.fromkeys(v for v in wanted if v != ORIGINAL))
+
+
+assert set(VIEWS) == {ORIGINAL, *EXTRA_VIEWS}, "models/names.py names the views users pick from"

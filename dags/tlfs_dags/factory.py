@@ -20,7 +20,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from tlfs.models.names import BACKBONES, HEADS
+from tlfs.models.names import BACKBONE_OR_VERSION, BACKBONES, EXTRA_VIEWS, HEADS
 from tlfs.pipeline.config import FinetuneConfig, Settings
 from tlfs_dags.specs import DatasetSpec
 
@@ -89,7 +89,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "decode_workers": Param(None, **_nullable("integer", minimum=0),
                                 description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS, else one per core with a GPU, a quarter of them on CPU)"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
-        "views": Param(spec.views, type="array", items={"type": "string", "enum": ["flip"]},
+        "views": Param(spec.views, type="array", items={"type": "string", "enum": list(EXTRA_VIEWS)},
                        description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
         "incremental": Param(True, type="boolean", description="reuse the features of images unchanged since the set's "
                              "newest version; extract only new and changed images (false: extract every image again)"),
@@ -281,7 +281,8 @@ def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
     @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep and heads on the features of {spec.name}", [asset], {
-        "backbone": Param(spec.backbone, type="string", description="backbone name or version (when run by hand)"),
+        "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
+                          description="backbone name or version (when run by hand)"),
         "store": Param(None, **_nullable("string")),
         "heads": Param(list(HEADS), type="array", items={"type": "string", "enum": list(HEADS)}),
     }, "heads")

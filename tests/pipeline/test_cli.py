@@ -18,9 +18,57 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "ls", "describe", "history", "vacuum"])
+COMMANDS = ["export", "extract", "fit", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     assert "usage: tlfs " + command in tlfs(command, "--help").stdout
+
+
+# argv -> what the one line must name
+BAD_ARGUMENTS = {
+    "limit_text": (["extract", "--limit", "abc"], "argument --limit: expected a whole number, got 'abc'"),
+    "limit_zero": (["extract", "--dataset", "x", "--limit", "0"], "argument --limit: expected a positive number, got 0"),
+    "batch_negative": (["extract", "--dataset", "x", "--batch-size", "-3"], "argument --batch-size"),
+    "threads_negative": (["extract", "--dataset", "x", "--threads", "-1"], "argument --threads: expected 0 or more"),
+    "device": (["bench", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    "missing_layer": (["fit", "--dataset", "x"], "the following arguments are required: --layer"),
+    "keep_days": (["vacuum", "--dataset", "x", "--keep-days", "-1"], "argument --keep-days: expected 0 or more, got -1"),
+    "lr_zero": (["finetune", "--dataset", "x", "--lr", "0"], "argument --lr: expected a number above 0, got 0"),
+    "lr_nan": (["finetune", "--dataset", "x", "--lr", "nan"], "argument --lr: expected a finite number"),
+    "momentum": (["finetune", "--dataset", "x", "--momentum", "-0.5"], "argument --momentum: expected 0 or more"),
+    "similar_score": (["advise", "--dataset", "x", "--similar-score", "2"], "argument --similar-score: expected a number in (0, 1]"),
+    "head": (["fit", "--dataset", "x", "--layer", "head", "--head", "svm"], "argument --head: invalid choice: 'svm'"),
+    "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_a_bad_argument_is_one_line_naming_the_flag_and_exit_1(case):
+    argv, message = BAD_ARGUMENTS[case]
+    proc = tlfs(*argv, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tlfs") and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "finetune", "bench", "verify", "advise",
+                                     "describe", "history", "vacuum"])
+def test_backbone_defaults_to_the_embedded_default(command):
+    from tlfs.models.names import DEFAULT_BACKBONE
+    from tlfs.pipeline.cli import build_parser
+
+    needs = {"fit": ["--layer", "head"]}.get(command, [])
+    dataset = [] if command in ("export", "bench") else ["--dataset", "x"]
+    assert build_parser().parse_args([command, *dataset, *needs]).backbone == DEFAULT_BACKBONE
+
+
+def test_an_unknown_view_is_refused_before_any_work(tmp_path):
+    proc = tlfs("extract", "--dataset", "colors", "--source", str(tmp_path / "none.tar"), "--views", "rotate",
+                "--store", str(tmp_path / "store"), check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == ["tlfs extract: error: unknown view 'rotate': use flip"]
+    assert not (tmp_path / "store").exists()
 
 
 def test_errors_are_one_line_and_exit_1(tmp_path):
@@ -45,6 +93,9 @@ def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):
     assert fitted["test_accuracy"] >= 0.9
     swept = json.loads(tlfs("sweep", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout.strip().splitlines()[-1])
     assert set(swept["layers"]) == {"block15", "head"} and swept["best_layer"] in swept["layers"]
+    missing_view = tlfs("fit", "--dataset", "colors", "--layer", "head", "--views", "flip", env=env, check=False)
+    assert missing_view.returncode == 1 and len(missing_view.stderr.strip().splitlines()) == 1
+    assert "has no 'flip' view; it has original" in missing_view.stderr
 
 
 def test_verify_exit_status_names_the_bad_shard(tmp_path, lite0, models_root):
@@ -78,6 +129,16 @@ def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_
     history = tlfs("history", *set_args, env=env).stdout.splitlines()
     assert len(history) == 2 and "added 1  changed 0  removed 0  reused 12" in history[1]
     assert "version       1" in tlfs("describe", *set_args, "--version", "1", env=env).stdout
+    manifests = [json.loads(tlfs("describe", *set_args, "--version", v, "--json", env=env).stdout) for v in ("1", "2")]
+    assert [m["version"] for m in manifests] == [1, 2] and manifests[1]["changes"]["added"] == 1
+    assert manifests[1]["counts"]["train"] == {"read": 7, "written": 7, "rejected": 0}
+    for manifest in manifests:  # the version that was newest at the moment each was committed
+        as_of = json.loads(tlfs("describe", *set_args, "--as-of", manifest["committed_at"], "--json", env=env).stdout)
+        assert as_of["version"] == manifest["version"]
+    too_early = tlfs("describe", *set_args, "--as-of", "2000-01-01T00:00:00Z", env=env, check=False)
+    assert too_early.returncode == 1 and len(too_early.stderr.strip().splitlines()) == 1
+    not_a_time = tlfs("describe", *set_args, "--as-of", "yesterday", env=env, check=False)
+    assert not_a_time.returncode == 1 and "is not a time" in not_a_time.stderr
     again = json.loads(tlfs(*extract, env=env).stdout.strip().splitlines()[-1])
     assert again["unchanged"] and again["images_extracted"] == 0
     report = json.loads(tlfs("vacuum", *set_args, "--keep", "1", "--keep-days", "0", env=env).stdout.strip())
