@@ -112,13 +112,13 @@ def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
     return Artifact(artifact.uri, card)
 
 
-def check_cuda_parity(artifact: Artifact, fp32_local: Path, fp16_local: Path, log=print) -> Artifact:
+def check_cuda_parity(artifact: Artifact, fp32_local: Path, fp16_local: Path, log=print,
+                      providers: tuple[str, ...] = ("CUDAExecutionProvider",)) -> Artifact:
     """fp32 and fp16 on CUDA against fp32 on the CPU, on the sample photos, recorded in
     the card (``parity_cuda``); refused below the same bounds as on the CPU."""
     from tlfs.models import sample_images
 
     batches = sample_images.parity_batches()
-    providers = ("CUDAExecutionProvider",)
     report = {"fp32": parity(fp32_local, fp32_local, batches, providers), "fp16": parity(fp32_local, fp16_local, batches, providers)}
     for precision, bound in (("fp32", PARITY_MIN_COSINE), ("fp16", FP16_MIN_COSINE)):
         worst = min(v["cosine_similarity"] for v in report[precision].values())

@@ -140,7 +140,7 @@ def bench(
     }
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
-        "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
+        "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},

@@ -15,6 +15,8 @@ from tests.conftest import shared_cifar_sources
 from tests.dags.conftest import REPO
 from tests.faults import python_path
 
+pytestmark = pytest.mark.airflow
+
 
 def feature_env(tmp_path) -> dict:
     sources = shared_cifar_sources()
@@ -37,6 +39,15 @@ def task_states(env: dict, dag_id: str) -> dict:
         return dict(connection.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall())
 
 
+def run_states(env: dict, dag_id: str) -> list[str]:
+    """The state of each run of ``dag_id``, oldest first, from Airflow's database."""
+    import sqlite3
+
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as connection:
+        return [row[0] for row in connection.execute("SELECT state FROM dag_run WHERE dag_id = ? ORDER BY id", (dag_id,))]
+
+
 def mapped_instances(env: dict, dag_id: str, task_id: str) -> int:
     import sqlite3
 
@@ -51,8 +62,8 @@ def test_dags_test_finetune_exports_extracts_and_commits(tmp_path, airflow_env):
     env = {**airflow_env, **feature_env(tmp_path)}
     airflow("db", "migrate", env=env)
     conf = {"limit": 30, "device": "cpu", "head_epochs": 1, "epochs": 1, "train_batch_size": 16, "layers": ["head"]}
-    out = airflow("dags", "test", "finetune_cifar10", "-c", json.dumps(conf), env=env)
-    assert "state=success" in out or "DagRun Finished" in out
+    airflow("dags", "test", "finetune_cifar10", "-c", json.dumps(conf), env=env)
+    assert run_states(env, "finetune_cifar10") == ["success"]
     assert set(task_states(env, "finetune_cifar10").values()) == {"success"}
     listed = features.list_sets(env["TLFS_STORE"])
     version = listed.loc[0, "backbone_version"]
@@ -67,8 +78,8 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     env = {**airflow_env, **feature_env(tmp_path), "TLFS_MAX_SHARD_TASKS": "3"}
     airflow("db", "migrate", env=env)
     conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"]}
-    out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
-    assert "state=success" in out or "DagRun Finished" in out
+    airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    assert run_states(env, "extract_cifar10") == ["success"]
     assert mapped_instances(env, "extract_cifar10", "extract_shard") == 3
     states = task_states(env, "extract_cifar10")
     assert states["heads_only"] == "success" and states["trigger_finetune"] == "skipped"  # 30 per class: small
@@ -81,7 +92,10 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     heads = Path(listed.loc[0, "uri"]) / "_heads"
     sweep = json.loads((heads / "sweep.json").read_text())
     assert set(sweep["layers"]) == {"block15", "head"}
-    assert (heads / f"softmax-{sweep['best_layer']}" / "metrics.json").exists()
+    metrics = json.loads((heads / f"softmax-{sweep['best_layer']}" / "metrics.json").read_text())
+    # 60 test images, 6 per class: a constant predictor scores 10 %; real features do far better
+    assert metrics["test_accuracy"] >= 0.4, metrics["test_accuracy"]
+    assert len(set(map(tuple, metrics["confusion_matrix"]))) > 1 and sum(map(sum, metrics["confusion_matrix"])) == 60
 
     # the next scheduled run over a grown source: only the new images are extracted, and
     # the run says so in its logs and in the Asset event; the heads then fit the new version
@@ -125,10 +139,12 @@ def test_extract_triggers_finetune_when_asked(tmp_path, airflow_env):
 
 
 @pytest.mark.slow
-def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, airflow_env):
+def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, airflow_env, monkeypatch):
     """Real scheduler, dag-processor and api-server; ``airflow dags trigger``. One shard
     task is SIGKILLed while writing its first file (tests/faults); Airflow retries it and
-    the committed set equals an uninterrupted extraction row for row."""
+    the committed set equals an uninterrupted extraction row for row. The commit's Asset
+    event starts fit_heads_cifar10, whose heads beat a constant predictor; a second,
+    unchanged extraction's event starts a fit that is skipped."""
     import psutil
 
     from tlfs.pipeline import extract
@@ -142,28 +158,44 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     env = feature_env(tmp_path)
     conf = {"limit": 30, "shard_size": 30, "layers": ["head"]}
     for key, value in env.items():
-        os.environ[key] = value
-    try:
-        with LocalAirflow(tmp_path / "home", env=faults) as local:
-            local.wait_for_dags(["extract_cifar10"])
-            local.cli("dags", "unpause", "extract_cifar10")
-            run_id = local.trigger("extract_cifar10", conf)
-            run = local.wait_for_run("extract_cifar10", run_id, timeout=600)
-            tries = local._query("SELECT map_index, try_number, state FROM task_instance WHERE dag_id = ? AND task_id = ?",
-                                 "extract_cifar10", "extract_shard")
-        assert run["state"] == "success"
-        assert marker.exists(), "the fault was never injected"
-        assert sorted(t for _, t, _ in tries) == [1, 2] and {s for *_, s in tries} == {"success"}, tries
-        assert local.started_pids and not [p for p in local.started_pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        store = env["TLFS_STORE"]
-        assert features.list_sets(store).loc[0, "rows"] == 60
-        alone = str(tmp_path / "alone")
-        extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", alone, env["TLFS_MODELS"], layers=["head"],
-                    limit=30, shard_size=30, cache_dir=env["TLFS_CACHE"], show_progress=False, log=lambda *_: None)
-        for split in ("train", "test"):
-            retried, uninterrupted = (features.load("cifar10", "efficientnet_lite0", "head", split, s) for s in (store, alone))
-            assert list(retried["image_id"]) == list(uninterrupted["image_id"])
-            assert all((a == b).all() for a, b in zip(retried["features"], uninterrupted["features"]))
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
+        monkeypatch.setenv(key, value)  # the Airflow processes inherit them; the caller's own come back after
+    with LocalAirflow(tmp_path / "home", env=faults) as local:
+        local.wait_for_dags(["extract_cifar10", "fit_heads_cifar10"])
+        for dag_id in ("extract_cifar10", "fit_heads_cifar10"):
+            local.cli("dags", "unpause", dag_id)
+        run_id = local.trigger("extract_cifar10", conf)
+        run = local.wait_for_run("extract_cifar10", run_id, timeout=600)
+        tries = local._query("SELECT map_index, try_number, state FROM task_instance WHERE dag_id = ? AND task_id = ?",
+                             "extract_cifar10", "extract_shard")
+        # the commit's Asset event starts fit_heads_cifar10 ...
+        fitted = local.wait_for_run("fit_heads_cifar10", timeout=600)
+        # ... and a second run that changes nothing commits no new version: its event's fit is skipped
+        again = local.trigger("extract_cifar10", conf)
+        local.wait_for_run("extract_cifar10", again, timeout=600)
+        skipped = local.wait_for_run("fit_heads_cifar10", timeout=600, known={fitted["run_id"]})
+        fit_runs = {rid: (run_type, {t: st for t, st in local._query(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = 'fit_heads_cifar10' AND run_id = ?", rid)})
+            for rid, run_type in local._query("SELECT run_id, run_type FROM dag_run WHERE dag_id = 'fit_heads_cifar10'")}
+    assert len(fit_runs) == 2, fit_runs
+    assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
+                                                               "fit_heads": "success"})
+    assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
+                                                                "fit_heads": "skipped"})
+    newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
+    assert newest.version == 1, "the unchanged run committed a new version"
+    for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %
+        metrics = json.loads((Path(newest.uri) / "_heads" / f"{head}-head" / "metrics.json").read_text())
+        assert metrics["test_accuracy"] >= 0.3, (head, metrics["test_accuracy"])
+    assert run["state"] == "success"
+    assert marker.exists(), "the fault was never injected"
+    assert sorted(t for _, t, _ in tries) == [1, 2] and {s for *_, s in tries} == {"success"}, tries
+    assert local.started_pids and not [p for p in local.started_pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    store = env["TLFS_STORE"]
+    assert features.list_sets(store).loc[0, "rows"] == 60
+    alone = str(tmp_path / "alone")
+    extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", alone, env["TLFS_MODELS"], layers=["head"],
+                limit=30, shard_size=30, cache_dir=env["TLFS_CACHE"], show_progress=False, log=lambda *_: None)
+    for split in ("train", "test"):
+        retried, uninterrupted = (features.load("cifar10", "efficientnet_lite0", "head", split, s) for s in (store, alone))
+        assert list(retried["image_id"]) == list(uninterrupted["image_id"])
+        assert all((a == b).all() for a, b in zip(retried["features"], uninterrupted["features"]))

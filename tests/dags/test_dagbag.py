@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.dags.conftest import DAGS
+
+pytestmark = pytest.mark.airflow
 
 PROBE = r"""
 import json, sys
@@ -89,8 +93,6 @@ def test_a_bad_spec_is_one_import_error_naming_it_and_the_other_datasets_dags_st
 def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
     """Retrying cannot bring back a plan another run's commit removed: the task fails
     at once (AirflowFailException), with the product's one-line reason."""
-    import pytest
-
     sys.path.insert(0, str(DAGS))
     try:
         from airflow.sdk.exceptions import AirflowFailException

@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,3 +68,36 @@ def s3_server(monkeypatch):
     proc.wait(timeout=10)
 
 
+class CountingClock:
+    """The lock module's clock, counting each time a committer found the lock taken and
+    waits to poll again: the test waits for polls, not for a span of time."""
+
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self._changed = threading.Condition()
+
+    def sleep(self, seconds: float) -> None:
+        with self._changed:
+            self.polls += 1
+            self._changed.notify_all()
+        time.sleep(seconds)
+
+    def wait_for_polls(self, count: int, unless=lambda: False, timeout: float = 120) -> bool:
+        """True once ``count`` polls happened; False if ``unless()`` came true first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.polls < count and not unless() and time.monotonic() < deadline:
+                self._changed.wait(0.05)
+            return self.polls >= count
+
+
+@pytest.fixture
+def clock(monkeypatch) -> CountingClock:
+    from tlfs.features import lock
+
+    counting = CountingClock()
+    monkeypatch.setattr(lock, "time", counting)
+    return counting

@@ -86,9 +86,11 @@ def test_a_held_lease_notices_its_plan_was_removed(tmp_path):
 
     root = tmp_path / "set"
     plan_files(root, LIVE)
-    with hold(str(root), LIVE, LeaseTerms(ttl=0.4)) as lease:
+    with hold(str(root), LIVE, LeaseTerms(ttl=2)) as lease:
         lease.check()
         shutil.rmtree(root / layout.STAGING / LIVE)
+        lease._renewer.join(120)  # its next renewal (every ttl/4) finds the plan gone and stops
+        assert not lease._renewer.is_alive() and lease.lost, "the renewer kept renewing a removed plan"
         with pytest.raises(PlanReplaced):
             lease.check()
     assert not list((root / layout.STAGING / LIVE).rglob("*.json")), "the lost lease was written again"

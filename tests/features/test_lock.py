@@ -9,15 +9,15 @@ import pytest
 
 from tlfs.features.errors import StoreError
 from tlfs.features.lock import LOCK_NAME, commit_lock
+from tests.features.conftest import CountingClock
 
 
-def holds_exclusively(set_root: str) -> None:
-    order, trying, crashed = [], threading.Event(), []
+def holds_exclusively(set_root: str, clock: CountingClock) -> None:
+    order, crashed = [], []
 
     def second() -> None:
         try:
-            trying.set()
-            with commit_lock(set_root, timeout=60, poll=0.05):
+            with commit_lock(set_root, timeout=600, poll=0.01):
                 order.append("second")
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             crashed.append(exc)
@@ -25,8 +25,10 @@ def holds_exclusively(set_root: str) -> None:
     with commit_lock(set_root):
         thread = threading.Thread(target=second)
         thread.start()
-        assert trying.wait(60), "the second committer never started"
-        time.sleep(0.5)  # it polls the lock meanwhile: it must not get it
+        # the second committer found the lock taken three times while the first held it
+        polled = clock.wait_for_polls(3, unless=lambda: bool(order or crashed))
+        assert order == [] and not crashed, (order, crashed)
+        assert polled, "the second committer never polled the lock"
         order.append("first done")
     thread.join(120)
     if crashed:
@@ -38,14 +40,14 @@ def holds_exclusively(set_root: str) -> None:
                 pass
 
 
-def test_local_lock_is_exclusive(tmp_path):
-    holds_exclusively(str(tmp_path / "set"))
+def test_local_lock_is_exclusive(tmp_path, clock):
+    holds_exclusively(str(tmp_path / "set"), clock)
 
 
-def test_object_store_lock_is_exclusive_and_a_stale_one_is_broken(s3_server):
+def test_object_store_lock_is_exclusive_and_a_stale_one_is_broken(s3_server, clock):
     import fsspec
 
-    holds_exclusively("s3://tlfs-test/lockset")
+    holds_exclusively("s3://tlfs-test/lockset", clock)
     fs = fsspec.filesystem("s3")
     fs.pipe_file(f"tlfs-test/stale/{LOCK_NAME}", json.dumps({"token": "crashed", "at": time.time() - 3600}).encode())
     with commit_lock("s3://tlfs-test/stale", timeout=2, stale_after=600):

@@ -105,3 +105,71 @@ def test_a_grid_variant_exports_as_its_own_version_and_leaves_the_plain_version_
     want = ort.InferenceSession(lite0.onnx_uri, providers=["CPUExecutionProvider"]).run(["head", "block7"], {"images": images})
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def corrupt(path) -> None:
+    """Negate the first convolution's weights: a graph that loads and runs, and is wrong."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+    onnx.save(model, str(path))
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused_and_nothing_is_published(tmp_path, monkeypatch):
+    from tlfs.models import export as exporting
+    from tlfs.models.errors import ModelError
+
+    real = exporting._torch_export
+    monkeypatch.setattr(exporting, "_torch_export", lambda network, path: (real(network, path), corrupt(path)))
+    with pytest.raises(ModelError, match=r"ONNX export of efficientnet_lite0 disagrees with PyTorch \(cosine"):
+        export("efficientnet_lite0", str(tmp_path), random_weights=True, log=lambda *_: None)
+    assert not list(tmp_path.rglob("model_card.json")) and not list(tmp_path.rglob("*.onnx"))
+
+
+def test_an_fp16_variant_that_disagrees_with_fp32_is_refused_and_not_named_in_the_card(tmp_path, monkeypatch):
+    from tlfs.models import variants
+    from tlfs.models.errors import ModelError
+
+    real = variants.to_fp16
+    monkeypatch.setattr(variants, "to_fp16", lambda fp32, out: (real(fp32, out), corrupt(out)))
+    with pytest.raises(ModelError, match=r"the fp16 variant of efficientnet_lite0-\w+ disagrees with fp32 \(cosine"):
+        export("efficientnet_lite0", str(tmp_path), random_weights=True, log=lambda *_: None)
+    (card_path,) = tmp_path.rglob("model_card.json")  # the fp32 export stands; its card names no fp16 variant
+    assert "fp16" not in json.loads(card_path.read_text()).get("variants", {})
+    assert not list(tmp_path.rglob("model.fp16.onnx"))
+
+
+def test_a_device_whose_features_disagree_with_the_cpus_is_refused(lite0, tmp_path, monkeypatch):
+    """The CUDA parity check, run here on the CPU provider, with a device that computes
+    wrongly: the same graph's features (fp32) or the fp16 graph's, replaced by a wrong
+    graph's. These are the bounds that refuse a CUDA stack whose features differ."""
+    import shutil
+
+    from tlfs.models import variants
+    from tlfs.models.artifact import Artifact
+    from tlfs.models.errors import ModelError
+    from tlfs.models.runtime import local_onnx
+
+    fp32, fp16 = local_onnx(lite0), local_onnx(lite0, precision="fp16")
+    wrong = tmp_path / "wrong.onnx"
+    shutil.copy(fp32, wrong)
+    corrupt(wrong)
+    cpu = ("CPUExecutionProvider",)
+    real = variants.parity
+    copy = Artifact(str(tmp_path / "copy"), lite0.card)  # the check publishes its card: not into the shared export
+
+    def device_runs(candidate_on_device):
+        monkeypatch.setattr(variants, "parity", lambda ref, cand, batches, providers=cpu:
+                            real(ref, candidate_on_device(ref, cand), batches, providers))
+
+    device_runs(lambda ref, cand: wrong if cand == ref else cand)  # the fp32 graph, computed wrongly
+    with pytest.raises(ModelError, match=r"fp32 on CUDA disagrees with the CPU \(cosine"):
+        variants.check_cuda_parity(copy, fp32, fp16, providers=cpu)
+    device_runs(lambda ref, cand: wrong if cand != ref else cand)  # the fp16 graph, computed wrongly
+    with pytest.raises(ModelError, match=r"fp16 on CUDA disagrees with the CPU \(cosine"):
+        variants.check_cuda_parity(copy, fp32, fp16, providers=cpu)
+    device_runs(lambda ref, cand: cand)  # a device that agrees is recorded
+    (tmp_path / "copy").mkdir()
+    assert "parity_cuda" in variants.check_cuda_parity(copy, fp32, fp16, providers=cpu, log=lambda *_: None).card

@@ -1,5 +1,6 @@
 """Concurrent runs: two extractions of the same feature set at once, and readers while
-commits replace the set, never produce a corrupt or mixed set. Same plan: both runs
+commits replace the set, never produce a corrupt or mixed set. The two runs are made to
+overlap: each is SIGSTOPped at its first shard file until both are there. Same plan: both runs
 converge on one committed set. Different plans: the set is whole, one plan's or the
 other's. A live run's files survive the other's commit (its lease protects them); a
 run that stopped renewing its lease (here: SIGSTOPped at a chosen storage event, so
@@ -25,6 +26,8 @@ from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
 from tests.faults import python_path
 
+pytestmark = pytest.mark.faults
+
 DATASET, BACKBONE, LAYERS, SPLITS = "race", "efficientnet_lite0", ["block15", "head"], ["test", "train"]
 TRIALS = 3
 
@@ -44,6 +47,27 @@ def start(source: Path, store: Path, models: str, limit: int | None = None, env:
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
     _, err = proc.communicate(timeout=600)
     return proc.returncode, err
+
+
+def overlapping(source: Path, store: Path, models: str, limits: list, markers: Path) -> list[tuple[int, str]]:
+    """Runs of ``tlfs extract`` (one per limit) that are all live at one moment: each is
+    SIGSTOPped at its first shard file, and all go on (SIGCONT) only once every one has
+    got there, so the overlap is made, not hoped for. Their (exit status, stderr)."""
+    markers.mkdir(parents=True)
+    runs = []
+    for i, limit in enumerate(limits):
+        faults = {"PYTHONPATH": python_path(), "TLFS_STOP_AT": "1", "TLFS_KILL_MATCH": "part-",
+                  "TLFS_STOP_MARKER": str(markers / str(i))}
+        runs.append(start(source, store, models, limit, env=faults))
+    deadline = time.monotonic() + 300
+    while len(list(markers.iterdir())) < len(runs):
+        for proc in runs:
+            assert proc.poll() is None, f"a run ended before its first shard file: {proc.communicate()[1][-1500:]}"
+        assert time.monotonic() < deadline, "the runs never all reached their first shard file"
+        time.sleep(0.1)
+    for proc in runs:  # every run is mid-extraction now
+        proc.send_signal(signal.SIGCONT)
+    return [finish(p) for p in runs]
 
 
 def load_one(store: Path, layer: str, split: str) -> tuple:
@@ -81,8 +105,7 @@ def references(tmp_path, source, lite0, models_root) -> dict:
 def test_two_runs_of_the_same_plan_at_once_converge_on_one_set(tmp_path, source, references, models_root):
     for trial in range(TRIALS):
         store = tmp_path / f"same-{trial}"
-        runs = [start(source, store, models_root) for _ in range(2)]
-        outcomes = [finish(p) for p in runs]
+        outcomes = overlapping(source, store, models_root, [None, None], tmp_path / f"same-{trial}-stopped")
         failed = [err.strip().splitlines()[-1] for code, err in outcomes if code != 0]
         assert not failed, f"trial {trial}: {failed}"
         assert snapshot(store) == references[None]
@@ -95,8 +118,7 @@ def test_two_different_plans_at_once_leave_one_whole_set_and_a_clear_loser(tmp_p
     losers = 0
     for trial in range(TRIALS):
         store = tmp_path / f"different-{trial}"
-        runs = [start(source, store, models_root), start(source, store, models_root, limit=9)]
-        outcomes = [finish(p) for p in runs]
+        outcomes = overlapping(source, store, models_root, [None, 9], tmp_path / f"different-{trial}-stopped")
         for code, err in outcomes:  # both runs are live: normally both commit, the last one wins
             assert code == 0 or REPLACED in err.strip().splitlines()[-1], err[-1500:]
         assert any(code == 0 for code, _ in outcomes)

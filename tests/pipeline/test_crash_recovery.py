@@ -30,6 +30,8 @@ from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
 
+pytestmark = pytest.mark.faults
+
 DATASET, BACKBONE, LAYERS, SPLITS = "crash", "efficientnet_lite0", ["block15", "head"], ["test", "train"]
 ARGS = ["--layers", ",".join(LAYERS), "--shard-size", "5", "--batch-size", "4", "--no-progress"]
 QUOTA = {"export": 3, "plan": 3, "commit": 6}  # the rest of the trials go to shard writing
@@ -151,7 +153,7 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
     trials = int(os.environ.get("TLFS_FAULT_TRIALS", "24"))
     seed = int(os.environ.get("TLFS_FAULT_SEED", "20261123"))
     kill_points = choose_kill_points(all_events, trials, seed)
-    tally = {"tried": 0, "survived": 0, "by_phase": {}, "shards_reused": 0, "rows_lost": 0}
+    tally = {"tried": 0, "by_phase": {}, "shards_reused": 0}
     for point in kill_points:
         phase = all_events[point - 1][3]
         store, models = tmp_path / f"store-{point}", tmp_path / f"models-{point}"
@@ -175,14 +177,13 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
         assert unchanged == kept, f"kill point {point}: shards finished before the crash were rewritten"
         assert summary["shards_skipped"] * len(LAYERS) == len(kept)
         assert extract.verify(str(set_root))["bad"] == []
-        tally["survived"] += 1
         tally["by_phase"][phase] = tally["by_phase"].get(phase, 0) + 1
         tally["shards_reused"] += summary["shards_skipped"]
-        tally["rows_lost"] += sum(len(reference[k][0]) for k in reference) - sum(len(v[0]) for v in snapshot(store).values())
         shutil.rmtree(store), shutil.rmtree(models, ignore_errors=True)
-    print(f"\ncrash recovery (seed {seed}): {json.dumps(tally)}")
-    assert tally["tried"] >= min(trials, 20) and tally["survived"] == tally["tried"] and tally["rows_lost"] == 0
-    assert set(tally["by_phase"]) == {"export", "plan", "shard", "commit"}
+    print(f"\ncrash recovery (seed {seed}), every kill point survived: {json.dumps(tally)}")
+    # the kill points reached every phase, and some re-runs found finished shards to keep
+    assert tally["tried"] >= min(trials, 20) and set(tally["by_phase"]) == {"export", "plan", "shard", "commit"}
+    assert tally["shards_reused"] > 0, "no kill point came after a finished shard: the keep-finished-work path never ran"
 
 
 def tlfs_vacuum(store: Path, extra_env: dict) -> subprocess.CompletedProcess:

@@ -51,6 +51,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.faults
 def test_a_killed_run_leaves_no_decode_worker_behind(tmp_path):
     source = write_tree(tmp_path / "d", folder_images(per_class=4))
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(source)], capture_output=True, text=True, timeout=120,

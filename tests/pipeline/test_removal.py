@@ -31,6 +31,8 @@ from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 from tests.faults import install
 
+pytestmark = pytest.mark.faults
+
 DATASET, BACKBONE, LAYERS = "removal", "efficientnet_lite0", ["head"]
 
 
