@@ -24,7 +24,9 @@ conf="{\"finetune\": \"${FINETUNE:-never}\"}"
 echo
 .venv/bin/tlfs ls
 .venv/bin/python - <<'PY'
-import json, features
+import json
+
+from tlfs import features
 uri, manifest = features.find_set("cifar10", "efficientnet_lite0")
 print(f"\nfeatures: {uri}  ({manifest['rows']} rows; pandas: features.load('cifar10', 'efficientnet_lite0', LAYER, SPLIT))")
 heads = f"{uri}/_heads"

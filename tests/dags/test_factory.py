@@ -1,0 +1,37 @@
+"""The DAG factory, in process (no DagBag, no scheduler): the shape of each DAG a spec
+makes, and the Params it offers. tests/dags/test_dagbag.py parses the real DAG files."""
+
+import pytest
+
+from tests.dags.conftest import DAGS
+
+
+@pytest.fixture
+def factory(airflow_env, monkeypatch):
+    monkeypatch.syspath_prepend(str(DAGS))
+    from tlfs_dags import factory, specs
+
+    return factory, specs
+
+
+def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
+    factory, specs = factory
+    spec = specs.DatasetSpec(name="guitars", sources=["/data/g.zip"], limit=50, views=["flip"], schedule="@weekly")
+    extract, fit, finetune = factory.build_extract_dag(spec), factory.build_fit_dag(spec), factory.build_finetune_dag(spec)
+    assert (extract.dag_id, fit.dag_id, finetune.dag_id) == ("extract_guitars", "fit_heads_guitars", "finetune_guitars")
+    assert sorted(extract.task_ids) == ["advise", "choose", "commit", "export_backbone", "extract_shard", "finetune_conf",
+                                        "heads_only", "plan_shards", "trigger_finetune"]
+    assert sorted(finetune.task_ids) == ["commit", "extract_shard", "finetune", "plan_shards"]
+    assert sorted(fit.task_ids) == ["feature_set", "fit_heads", "sweep"]
+    assert extract.get_task("extract_shard").pool == factory.EXTRACT_POOL
+    params = extract.params.dump()
+    assert (params["sources"], params["limit"], params["views"]) == (["/data/g.zip"], 50, ["flip"])
+    # fit_heads runs on the Asset the commit emits
+    assert [a.name for a in fit.timetable.asset_condition.objects] == ["tlfs_features_guitars"]
+    assert [a.name for a in extract.get_task("commit").outlets] == ["tlfs_features_guitars"]
+
+
+def test_the_shipped_cifar10_spec_builds(factory):
+    factory, specs = factory
+    (cifar,) = [s for s in specs.load_specs().specs if s.name == "cifar10"]
+    assert factory.build_extract_dag(cifar).params.dump()["backbone"] == "efficientnet_lite0"
