@@ -220,12 +220,9 @@ def build_extract_dag(spec: DatasetSpec):
 
         @task.branch
         def choose(advice: dict) -> str:
-            """Small datasets stop at heads (fit_heads_<name> runs on the Asset); large
-            ones go on to fine-tuning, unless the run's `finetune` param says otherwise."""
             mode = get_current_context()["params"]["finetune"]
-            large = advice["case"].startswith("large")
             _log(f"advice: {advice['case']} -> {advice['action']} (finetune={mode})")
-            return "trigger_finetune" if mode == "always" or (mode == "auto" and large) else "heads_only"
+            return after_advice(advice["case"], mode)
 
         @task
         def finetune_conf() -> dict:
@@ -240,6 +237,14 @@ def build_extract_dag(spec: DatasetSpec):
         decision >> [trigger, EmptyOperator(task_id="heads_only")]
 
     return extract_dag()
+
+
+def after_advice(case: str, mode: str) -> str:
+    """The task an extract run goes on to: small datasets stop at heads (fit_heads_<name>
+    runs on the Asset); large ones (the advisor's ``large_*`` cases) go on to fine-tuning,
+    unless the run's ``finetune`` param (``auto``, ``never``, ``always``) says otherwise."""
+    large = case.startswith("large")
+    return "trigger_finetune" if mode == "always" or (mode == "auto" and large) else "heads_only"
 
 
 def build_finetune_dag(spec: DatasetSpec):

@@ -123,7 +123,7 @@ def test_a_lock_whose_put_answer_was_lost_is_held_not_waited_on(s3_server, monke
     upstream = int(s3_server.rsplit(":", 1)[1])
     with FaultyS3Proxy(upstream, decide) as proxy:
         through(monkeypatch, proxy.endpoint)
-        with commit_lock(f"s3://{BUCKET}/lost", timeout=600, stale_after=600, poll=0.05):
+        with commit_lock(f"s3://{BUCKET}/lost", timeout=30, stale_after=600, poll=0.05):
             assert fsspec.filesystem("s3").exists(f"{BUCKET}/lost/{LOCK_NAME}")
     assert dropped and proxy.counts["drop_response"] == 1, "the fault was never injected"
     assert clock.polls == 0, f"it polled its own lock {clock.polls} times, as if another run held it"

@@ -2,6 +2,7 @@
 started as a separate process on loopback (a real HTTP endpoint, not a mock)."""
 
 import pandas as pd
+import pytest
 
 from tlfs import features
 from tlfs.pipeline import extract
@@ -59,3 +60,48 @@ def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, 
         assert len(features.load("colors", "efficientnet_lite0", "head", "train", store)) == 3 * per_class
         assert list(features.history("colors", "efficientnet_lite0", store)["version"]) == list(range(1, n + 1))
     assert json.loads(fs.cat_file(opened.uri.removeprefix("s3://") + "/_manifest.json"))["rows"] == 18
+
+
+def test_versions_retired_files_vacuum_and_verify_repair_on_s3(s3_server, tmp_path, lite0, models_root):
+    """On s3://: a second version moves the files it no longer uses to _retired/, an
+    older version stays readable from there until vacuumed, and verify names a damaged
+    object and --repair re-extracts only its shard."""
+    import fsspec
+
+    from tlfs.features.versions import Retention
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    store = "s3://tlfs-test/store"
+
+    def run(files: dict, name: str) -> dict:
+        source = write_tar(tmp_path / name, files)
+        fs.put_file(str(source), "tlfs-test/datasets/colors.tar")
+        return extract.run("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, models_root,
+                           layers=["head"], shard_size=2, cache_dir=str(tmp_path / "cache"), show_progress=False,
+                           log=lambda *_: None)
+
+    files = folder_images(per_class=2)
+    first = run(files, "v1.tar")
+    old_rows = features.load("colors", "efficientnet_lite0", "head", "train", store, version=1)
+    # one image replaced by another picture: its shard is rewritten without it, the old file retired
+    second = run({**files, "train/red/000.png": folder_images(per_class=3)["train/green/002.png"]}, "v2.tar")
+    root = second["set_uri"].removeprefix("s3://")
+    retired = [k for k in fs.find(f"{root}/_retired") if k.endswith(".parquet")]
+    assert second["version"] == 2 and retired, "the second version retired none of the first's files"
+    again = features.load("colors", "efficientnet_lite0", "head", "train", store, version=1)
+    assert list(again["image_id"]) == list(old_rows["image_id"])  # read from _retired/
+
+    report = extract.vacuum(second["set_uri"], Retention(versions=1, days=None))
+    assert report["versions_vacuumed"] == [1] and report["files_removed"] == len(retired)
+    assert not [k for k in fs.find(f"{root}/_retired") if k.endswith(".parquet")]
+    with pytest.raises(features.NotCommitted, match="version 1 of .* was vacuumed"):
+        features.load("colors", "efficientnet_lite0", "head", "train", store, version=1)
+
+    assert extract.verify(second["set_uri"], log=lambda *_: None)["bad"] == []
+    victim = sorted(k for k in fs.find(f"{root}/layer=head") if k.endswith(".parquet"))[0]
+    fs.pipe_file(victim, fs.cat_file(victim)[:-1] + b"\0")  # one byte flipped
+    report = extract.verify(second["set_uri"], log=lambda *_: None)
+    assert [b["path"] for b in report["bad"]] == [victim[len(root) + 1:]] and report["bad"][0]["reason"] == "sha256 mismatch"
+    repaired = extract.verify(second["set_uri"], repair=True, log=lambda *_: None)
+    assert repaired["repaired"] and extract.verify(second["set_uri"], log=lambda *_: None)["bad"] == []
+    assert first["version"] == 1

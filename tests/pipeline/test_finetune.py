@@ -86,6 +86,22 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     assert abs(got["test_accuracy"] - expected["test_accuracy"]) <= 1e-9
     assert got["backbone_version"] == expected["backbone_version"]  # the same weights, bit for bit
 
+    # a checkpoint written with other settings is refused, naming the way out ...
+    import torch
+
+    (checkpoint,) = (tmp_path / "killed").rglob("checkpoint.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["config"] = {**saved["config"], "lr": saved["config"]["lr"] * 10}
+    torch.save(saved, checkpoint)
+    refused = tlfs(*common, "--models", str(tmp_path / "killed"), check=False)
+    assert refused.returncode == 1 and "was written with other settings; use --restart to start over" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()[-1:]) == 1 and "Traceback" not in refused.stderr
+    # ... and --restart starts over from the pretrained weights, to the same result as an unbroken run
+    restarted = tlfs(*common, "--models", str(tmp_path / "killed"), "--restart")
+    again = json.loads(restarted.stdout.strip().splitlines()[-1])
+    assert "resuming from" not in restarted.stderr and again["resumed_from"] is None
+    assert again["backbone_version"] == expected["backbone_version"]
+
 
 @pytest.mark.slow
 def test_finetune_exports_a_new_version_with_lineage_and_features_follow(tmp_path):
