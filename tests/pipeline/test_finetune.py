@@ -129,3 +129,5 @@ def test_settings_are_checked_before_any_work():
         FinetuneConfig(schedule="linear").check()
     with pytest.raises(PipelineError, match="from-scratch"):
         FinetuneConfig(from_scratch=True, freeze="2").check()
+    with pytest.raises(PipelineError, match="--freeze must be a number of tap blocks, 'all' or 'none', not 'abc'"):
+        FinetuneConfig(freeze="abc").check()
