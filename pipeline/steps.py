@@ -149,13 +149,16 @@ def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[st
     return results
 
 
-def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: Callable = print) -> dict:
+def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: Callable = print,
+                   large_per_class: int | None = None, similar_score: float | None = None) -> dict:
     """The transfer case of the committed set of ``dataset`` and ``backbone`` (a name or
-    an exact version), from its stored features."""
+    an exact version), from its stored features; the thresholds default to the advisor's."""
     from tlfs import features
     from tlfs.pipeline import advise
 
-    return advise.advise(features.open_set(dataset, backbone, store=_settings(store).store), log=log)
+    return advise.advise(features.open_set(dataset, backbone, store=_settings(store).store), log=log,
+                         large_per_class=large_per_class or advise.LARGE_IMAGES_PER_CLASS,
+                         similar_score=advise.SIMILAR_SCORE if similar_score is None else similar_score)
 
 
 def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, model_store: str | None,

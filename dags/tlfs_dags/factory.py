@@ -21,6 +21,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tlfs.models.names import BACKBONE_OR_VERSION, BACKBONES, EXTRA_VIEWS, HEADS
+from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.config import FinetuneConfig, Settings
 from tlfs_dags.specs import DatasetSpec
 
@@ -96,6 +97,10 @@ def extract_params(spec: DatasetSpec) -> dict:
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
                           description="after extraction: auto = fine-tune when `tlfs advise` finds the dataset large"),
         "finetune_device": Param("cuda", type="string", enum=["cpu", "cuda"], description="device of the triggered fine-tuning"),
+        "large_per_class": Param(LARGE_IMAGES_PER_CLASS, type="integer", minimum=1,
+                                 description="training images per class from which the advisor calls the dataset large"),
+        "similar_score": Param(SIMILAR_SCORE, type="number", exclusiveMinimum=0, maximum=1,
+                               description="similarity to ImageNet from which the advisor calls the dataset similar"),
     }
 
 
@@ -217,8 +222,9 @@ def build_extract_dag(spec: DatasetSpec):
             from tlfs.pipeline import steps
 
             # the set this run just committed: its stored features, nothing extracted again
-            store = get_current_context()["params"]["store"]
-            return steps.advise_dataset(spec.name, committed["backbone_version"], store, log=_log)
+            p = get_current_context()["params"]
+            return steps.advise_dataset(spec.name, committed["backbone_version"], p["store"], log=_log,
+                                        large_per_class=p["large_per_class"], similar_score=p["similar_score"])
 
         @task.branch
         def choose(advice: dict) -> str:

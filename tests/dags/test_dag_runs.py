@@ -119,15 +119,18 @@ def asset_extras(env: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_extract_triggers_finetune_when_asked(tmp_path, airflow_env):
-    """`finetune: always` takes the other branch: a finetune_cifar10 run is created with
-    the extraction's settings (it runs when a scheduler picks it up)."""
+def test_extract_triggers_finetune_when_the_advisor_finds_the_dataset_large(tmp_path, airflow_env):
+    """`finetune: auto` (the default) follows the advisor: with the run's `large_per_class`
+    at 3, a sample of 3 training images per class is large, and the run takes the
+    fine-tuning branch; a finetune_cifar10 run is created with the extraction's settings
+    (it runs when a scheduler picks it up)."""
     import sqlite3
 
     env = {**airflow_env, **feature_env(tmp_path)}
     airflow("db", "migrate", env=env)
-    conf = {"limit": 30, "shard_size": 40, "layers": ["head"], "finetune": "always", "finetune_device": "cpu"}
-    airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    conf = {"limit": 30, "shard_size": 40, "layers": ["head"], "finetune_device": "cpu", "large_per_class": 3}
+    out = airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
+    assert "advice: large_similar" in out or "advice: large_different" in out, out[-3000:]
     states = task_states(env, "extract_cifar10")
     assert states["trigger_finetune"] == "success" and states["heads_only"] == "skipped"
     db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")

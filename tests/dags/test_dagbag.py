@@ -161,6 +161,8 @@ PARAM_CASES = {
     "label_smoothing": {"bad": [-0.1], "good": [0.1]},
     "weight_decay": {"bad": [-1e-4], "good": [5e-4]},
     "seed": {"bad": ["one"], "good": [0, 7]},
+    "large_per_class": {"bad": [0, "many"], "good": [1, 1000]},
+    "similar_score": {"bad": [0, 1.5, "high"], "good": [0.35, 1]},
 }
 
 
