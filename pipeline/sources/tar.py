@@ -122,6 +122,14 @@ class OpenArchives:
 
     def __init__(self) -> None:
         self._open: dict[str, _TarStream] = {}
+        self._kept: dict[str, object] = {}
+
+    def kept(self, uri: str, load):
+        """What ``load()`` made of the archive at ``uri``, made once while these archives
+        are open (a CIFAR-10 tarball's verified batches: one read per run, not per shard)."""
+        if uri not in self._kept:
+            self._kept[uri] = load()
+        return self._kept[uri]
 
     def payloads(self, uri: str, wanted: list[Entry], cache_dir: str | None):
         stream = self._open.get(uri)
@@ -141,6 +149,7 @@ class OpenArchives:
         for stream in self._open.values():
             stream.close()
         self._open.clear()
+        self._kept.clear()
 
 
 class _TarStream:

@@ -142,7 +142,8 @@ def test_cifar_batch_with_code_in_its_pickle_is_refused(tmp_path):
             return (print, ("pwned",))
 
     path, md5 = cifar_tarball(tmp_path / "c.tar.gz", extra_pickle=pickle.dumps({b"x": Evil()}))
-    with pytest.raises(Exception, match="forbidden global"):
+    with pytest.raises(SourceError, match=r"c.tar.gz: cifar-10-batches-py/data_batch_3 is not a CIFAR-10 batch: "
+                                          r"forbidden global builtins.print"):
         build_index("cifar10", [f"{path}#md5={md5}"])
 
 
