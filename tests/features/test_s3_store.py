@@ -35,6 +35,7 @@ def test_extract_commit_list_and_load_on_s3(s3_server, tmp_path, monkeypatch):
     assert not [k for k in fs.find("tlfs-test/store") if k.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, tmp_path):
     """A notebook that loaded version 1 loads version 2 once another process commits it,
     with no stale listing or cached ETag in the way (s3fs caches both per process)."""
@@ -62,6 +63,7 @@ def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, 
     assert json.loads(fs.cat_file(opened.uri.removeprefix("s3://") + "/_manifest.json"))["rows"] == 18
 
 
+@pytest.mark.slow
 def test_versions_retired_files_vacuum_and_verify_repair_on_s3(s3_server, tmp_path, lite0, models_root):
     """On s3://: a second version moves the files it no longer uses to _retired/, an
     older version stays readable from there until vacuumed, and verify names a damaged

@@ -115,6 +115,7 @@ def test_verify_exit_status_names_the_bad_shard(tmp_path, lite0, models_root):
     assert "repaired: 1 of 2" in fixed.stdout
 
 
+@pytest.mark.slow
 def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_path, lite0, models_root):
     """Content-hashed tar members: a rebuilt archive with one more image extracts that image alone."""
     files = folder_images(per_class=2)
