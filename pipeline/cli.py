@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 
 from dataclasses import fields
@@ -53,7 +55,7 @@ def _number(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
     return number
 
@@ -83,7 +85,7 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="feature store root, any fsspec URI (default: $TLFS_STORE or tlfs-data/store)")
 
 
-def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name") -> None:
+def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name (newest set) or exact backbone version") -> None:
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"{what} (default: {DEFAULT_BACKBONE})")
 
 
@@ -124,8 +126,6 @@ def _finetune_type(kind: str, metadata: dict):
 
 
 def _matching(pattern: str, what: str):
-    import re
-
     def check(value: str) -> str:
         if not re.match(pattern, value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
     p.add_argument("--head", default=HEADS[0], choices=HEADS)
     _fit_views_arg(p)
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     _fit_views_arg(p)
     _store_arg(p)
 
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     _store_arg(p)
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device for --repair (default and only choice: the set's own)")
@@ -231,20 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="show a feature set's manifest summary and lineage")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     _store_arg(p)
     _version_args(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
     p = sub.add_parser("history", help="list a feature set's versions: when, rows, images added / changed / removed / reused")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("vacuum", help="delete the files of versions the retention no longer keeps (safe beside "
                        "readers of kept versions and live runs)")
     p.add_argument("--dataset", required=True)
-    _backbone_arg(p, "backbone name (newest set) or exact backbone version")
+    _backbone_arg(p)
     _store_arg(p)
     p.add_argument("--keep", type=_non_negative, dest="retain_versions",
                    help="keep the newest N versions (default: $TLFS_RETAIN_VERSIONS, or 0 = no count limit)")

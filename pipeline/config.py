@@ -88,12 +88,15 @@ def _option(default, help: str, choices: tuple | None = None, minimum: float | N
                                             "pattern": pattern})
 
 
+FREEZE_PATTERN = r"^(all|none|[0-9]+)$"  # tap blocks kept frozen: a number, or all, or none
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The fine-tuning task's settings: ``tlfs finetune`` flags and ``finetune_<dataset>``
     Params are generated from these fields."""
 
-    freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'", pattern=r"^(all|none|[0-9]+)$")
+    freeze: str = _option("none", "tap blocks kept frozen in phase 2: a number, 'all' or 'none'", pattern=FREEZE_PATTERN)
     head_epochs: int = _option(2, "phase 1: epochs of the new classifier only", minimum=0)
     head_lr: float = _option(1e-3, "phase 1 RMSprop learning rate", positive=True)
     epochs: int = _option(10, "phase 2: epochs of the unfrozen layers", minimum=0)
@@ -109,7 +112,7 @@ class FinetuneConfig:
     seed: int = _option(0, "random seed (initialisation, sampling, augmentation)")
 
     def check(self) -> None:
-        if not re.match(fields_by_name(FinetuneConfig)["freeze"].metadata["pattern"], str(self.freeze)):
+        if not re.match(FREEZE_PATTERN, str(self.freeze)):
             raise PipelineError(f"--freeze must be a number of tap blocks, 'all' or 'none', not {self.freeze!r}")
         if self.schedule not in ("constant", "cosine"):
             raise PipelineError(f"--schedule must be constant or cosine, not {self.schedule!r}")
@@ -119,10 +122,6 @@ class FinetuneConfig:
             raise PipelineError("learning rates, batch size and patience must be positive")
         if self.from_scratch and self.freeze not in ("none", "0"):
             raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
-
-
-def fields_by_name(cls) -> dict:
-    return {f.name: f for f in fields(cls)}
 
 
 ENV = {

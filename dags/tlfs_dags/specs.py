@@ -124,7 +124,7 @@ def load_spec(path: Path) -> DatasetSpec:
         if "sources" not in data:
             raise SpecError(f"{path}: key 'sources' is required: {needed}")
         fail("sources", f"expected {needed}, got {data['sources']!r}")
-    values = {k: v for k, v in data.items() if v is not None or k in ("layers", "splits", "limit", "schedule")}
+    values = {k: v for k, v in data.items() if v is not None}  # a key given as null takes its default
     return DatasetSpec(**{**values, "sources": list(data.get("sources") or []), "views": list(data.get("views") or []),
                           "path": str(path)})
 
