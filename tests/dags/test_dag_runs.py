@@ -31,30 +31,26 @@ def airflow(*args, env):
     return proc.stdout
 
 
-def task_states(env: dict, dag_id: str) -> dict:
+def query(env: dict, sql: str, *args) -> list[tuple]:
+    """Rows from the Airflow database of ``env``."""
     import sqlite3
 
     db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
     with sqlite3.connect(db) as connection:
-        return dict(connection.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall())
+        return connection.execute(sql, args).fetchall()
+
+
+def task_states(env: dict, dag_id: str) -> dict:
+    return dict(query(env, "SELECT task_id, state FROM task_instance WHERE dag_id = ?", dag_id))
 
 
 def run_states(env: dict, dag_id: str) -> list[str]:
-    """The state of each run of ``dag_id``, oldest first, from Airflow's database."""
-    import sqlite3
-
-    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-    with sqlite3.connect(db) as connection:
-        return [row[0] for row in connection.execute("SELECT state FROM dag_run WHERE dag_id = ? ORDER BY id", (dag_id,))]
+    """The state of each run of ``dag_id``, oldest first."""
+    return [state for (state,) in query(env, "SELECT state FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)]
 
 
 def mapped_instances(env: dict, dag_id: str, task_id: str) -> int:
-    import sqlite3
-
-    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-    with sqlite3.connect(db) as connection:
-        return connection.execute("SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND task_id = ?",
-                                  (dag_id, task_id)).fetchone()[0]
+    return query(env, "SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND task_id = ?", dag_id, task_id)[0][0]
 
 
 @pytest.mark.slow
@@ -111,11 +107,7 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
 
 
 def asset_extras(env: dict) -> list[str]:
-    import sqlite3
-
-    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-    with sqlite3.connect(db) as connection:
-        return [row[0] for row in connection.execute("SELECT extra FROM asset_event ORDER BY id").fetchall()]
+    return [extra for (extra,) in query(env, "SELECT extra FROM asset_event ORDER BY id")]
 
 
 @pytest.mark.slow
@@ -124,8 +116,6 @@ def test_extract_triggers_finetune_when_the_advisor_finds_the_dataset_large(tmp_
     at 3, a sample of 3 training images per class is large, and the run takes the
     fine-tuning branch; a finetune_cifar10 run is created with the extraction's settings
     (it runs when a scheduler picks it up)."""
-    import sqlite3
-
     env = {**airflow_env, **feature_env(tmp_path)}
     airflow("db", "migrate", env=env)
     conf = {"limit": 30, "shard_size": 40, "layers": ["head"], "finetune_device": "cpu", "large_per_class": 3}
@@ -133,9 +123,7 @@ def test_extract_triggers_finetune_when_the_advisor_finds_the_dataset_large(tmp_
     assert "advice: large_similar" in out or "advice: large_different" in out, out[-3000:]
     states = task_states(env, "extract_cifar10")
     assert states["trigger_finetune"] == "success" and states["heads_only"] == "skipped"
-    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT conf FROM dag_run WHERE dag_id = 'finetune_cifar10'").fetchall()
+    rows = query(env, "SELECT conf FROM dag_run WHERE dag_id = 'finetune_cifar10'")
     assert len(rows) == 1
     triggered = rows[0][0] if isinstance(rows[0][0], str) else rows[0][0].decode()
     assert '"device": "cpu"' in triggered and '"limit": 30' in triggered
