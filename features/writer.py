@@ -1,4 +1,8 @@
-"""Writing one shard file of one layer: serialised in memory, then put atomically."""
+"""Writing one shard file of one layer: encoded in memory (:func:`encode_shard`, whose
+size and sha256 are taken from the very bytes that are written, so a commit can trust
+them), then put atomically (:func:`put_shard`). Both release the GIL for most of their
+time (pyarrow's encoder, hashlib on large buffers, file I/O), so several shards and
+layers are written at once by the runner's writer pool."""
 
 from __future__ import annotations
 
@@ -13,6 +17,19 @@ from tlfs.features.storage import atomic_write_bytes, sha256_bytes
 
 
 @dataclass(frozen=True)
+class EncodedShard:
+    """A shard file's bytes, with what a manifest says of them."""
+
+    data: bytes
+    rows: int
+    sha256: str
+
+    @property
+    def bytes(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
 class WrittenShard:
     uri: str
     rows: int
@@ -23,9 +40,17 @@ class WrittenShard:
         return asdict(self)
 
 
-def write_shard(uri: str, table: pa.Table) -> WrittenShard:
+def encode_shard(table: pa.Table) -> EncodedShard:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, **WRITE_OPTIONS)
     data = buffer.getvalue()
-    atomic_write_bytes(uri, data)
-    return WrittenShard(uri=uri, rows=table.num_rows, bytes=len(data), sha256=sha256_bytes(data))
+    return EncodedShard(data, table.num_rows, sha256_bytes(data))
+
+
+def put_shard(uri: str, encoded: EncodedShard) -> WrittenShard:
+    atomic_write_bytes(uri, encoded.data)
+    return WrittenShard(uri=uri, rows=encoded.rows, bytes=encoded.bytes, sha256=encoded.sha256)
+
+
+def write_shard(uri: str, table: pa.Table) -> WrittenShard:
+    return put_shard(uri, encode_shard(table))

@@ -202,12 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     _backbone_args(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-size", type=_positive, help="default: 64 on cpu, 256 on cuda")
-    p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda)")
+    p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda; "
+                   "--stages: the dataset's first 5,000)")
     _decode_workers_arg(p)
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
     p.add_argument("--dataset", help="with --host-only: the dataset (cifar10 has a default source)")
     p.add_argument("--source", action="append", dest="sources", metavar="URI", help="with --host-only: a source; repeat to merge")
+    p.add_argument("--stages", action="store_true", help="each host stage of tlfs extract alone on --dataset, in "
+                   "images/s on one core, which are serial, and the host side's projected rate on --cores")
+    p.add_argument("--cores", type=_positive, help="with --stages: the cores to project onto (default: this machine's)")
+    p.add_argument("--layers", help="with --stages: comma-separated layers (default: all of the backbone's)")
     p.add_argument("--limit", type=_positive, help="with --host-only: class-balanced sample of N images per split")
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
@@ -383,8 +388,12 @@ def cmd_sweep(args, settings: Settings) -> dict:
 
 
 def cmd_bench(args, settings: Settings) -> dict:
+    if args.host_only and args.stages:
+        raise SystemExit("tlfs bench: give --host-only or --stages, not both")
     if args.host_only:
         return _bench_host_only(args, settings)
+    if args.stages:
+        return _bench_stages(args, settings)
     from tlfs.pipeline.bench import bench
 
     result = bench(args.backbone, args.device, args.batch_size, args.images, args.model_store, args.weights,
@@ -418,6 +427,28 @@ def _bench_host_only(args, settings: Settings) -> dict:
           f"({result['host_vs_decode']:.2f}x reading and decoding)")
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
+    return result
+
+
+def _bench_stages(args, settings: Settings) -> dict:
+    from tlfs.pipeline.stage_bench import stage_bench
+
+    if not args.dataset:
+        raise SystemExit("tlfs bench: --stages needs --dataset")
+    result = stage_bench(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone,
+                         args.images or 5000, args.batch_size, settings.shard_size, args.cores,
+                         args.layers.split(",") if args.layers else None, settings.cache_dir, log=_log)
+    print(f"host stages of tlfs extract: {result['backbone']} ({result['values_per_image']:,} values per image), "
+          f"{result['images']:,} images of {result['dataset']}, one core each:")
+    print(f"  {'stage':<26} {'images/s':>12}  {'runs on':<16} what")
+    for name, stage in result["stages"].items():
+        where = f"{stage['thread']} thread" if stage["serial"] else "a pool (scales)"
+        print(f"  {name:<26} {stage['images_per_s']:>12,.1f}  {where:<16} {stage['what']}")
+    print("  serial threads (their stages added up): "
+          + ", ".join(f"{thread} {rate:,.1f}" for thread, rate in result["threads"].items()) + " images/s")
+    print(f"  slowest serial thread: {result['serial_min_images_per_s']:,.1f} images/s (bound by {result['bound_by']})")
+    print(f"  projected host side on {result['cores']} cores: {result['projected_images_per_s']:,.1f} images/s "
+          f"(a projection from the stages above, not a measured run)")
     return result
 
 

@@ -48,7 +48,8 @@ from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.decode import Decoder
 from tlfs.pipeline.incremental import DERIVE, REUSE, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
-from tlfs.pipeline.views import VIEWS, check_views
+from tlfs.pipeline.inference import assemble, gather_shard
+from tlfs.pipeline.views import check_views
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
 
@@ -433,7 +434,7 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
     batch_size = p.runtime.batch_size
     started = time.perf_counter()
 
-    outputs: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {view: [] for view in p.views}
     positions: list[np.ndarray] = []
     rejects: list[dict] = []
     buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
@@ -444,10 +445,8 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
         nonlocal infer_seconds
         flushing = time.perf_counter()
         items = buckets.pop(shape)
-        batch = np.stack([image for _, image in items])
-        for view in p.views:
-            for layer, values in session.run(VIEWS[view](batch)).items():
-                outputs[(view, layer)].append(values.astype(np.float16))
+        for view, batch in assemble([image for _, image in items], p.views).items():
+            parts[view].append(session.run(batch))
         positions.append(np.array([pos for pos, _ in items]))
         infer_seconds += time.perf_counter() - flushing
         if progress:
@@ -469,13 +468,10 @@ def compute_shard(p: Plan, number: int, session: TapSession, decoded: Iterator,
     for shape in list(buckets):
         flush(shape)
 
-    order = np.argsort(np.concatenate(positions)) if positions else np.zeros(0, int)
+    order = np.argsort(np.concatenate(positions), kind="stable") if positions else np.zeros(0, int)
     kept = [entries[i] for i in (np.concatenate(positions)[order] if positions else [])]
-    matrices = {}
-    for view in p.views:
-        for layer, dim in p.layer_dims.items():
-            parts = outputs[(view, layer)]
-            matrices[(view, layer)] = np.concatenate(parts)[order] if parts else np.zeros((0, dim), np.float16)
+    matrices = {(view, layer): matrix for view in p.views
+                for layer, matrix in gather_shard(parts[view], positions, p.layer_dims).items()}
     return ShardOutputs(number, entries, kept, matrices, rejects, started, infer_seconds)
 
 

@@ -1,0 +1,232 @@
+"""``tlfs bench --stages``: each host stage of ``tlfs extract`` alone, on real data, in
+images/s on one core, with a named backbone's real layer widths; which stages are
+serial (one thread whatever the cores) and which scale; and the rate the whole host
+side would reach on N cores: the minimum of the serial stages' rates and of N over the
+parallel stages' summed cost per image (a projection, labelled as one).
+
+Each stage runs the pipeline's own function on this thread, so a stage's figure is what
+that code costs here; whether it is serial comes from the runner (pipeline/runner.py),
+not from this file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tlfs.pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    images_per_s: float
+    thread: str | None  # the one thread it runs on (stages sharing a thread add up); None: a pool, it scales
+    what: str
+
+    @property
+    def serial(self) -> bool:
+        return self.thread is not None
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "images_per_s": round(self.images_per_s, 1), "serial": self.serial}
+
+
+def layer_widths(backbone: str, layers: list[str] | None = None) -> dict[str, int]:
+    """The backbone's tap layers and their widths, from its network (random weights:
+    only the shapes matter here)."""
+    import torch
+
+    from tlfs.models.backbones import load_backbone
+    from tlfs.models.taps import TapNetwork
+
+    loaded = load_backbone(backbone, random_weights=True)
+    network = TapNetwork(loaded.spec, loaded.module).eval()
+    with torch.inference_mode():
+        outputs = network(torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
+    widths = {name: int(out.shape[1]) for name, out in zip(network.output_names, outputs)}
+    widths = {name: widths[name] for name in loaded.spec.layer_names}
+    if layers:
+        unknown = [name for name in layers if name not in widths]
+        if unknown:
+            raise PipelineError(f"{backbone} has no layer {unknown[0]!r}: it has {', '.join(widths)}")
+        widths = {name: widths[name] for name in layers}
+    return widths
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _rate(images: int, seconds: float) -> float:
+    return images / seconds if seconds > 0 else float("inf")
+
+
+def project(stages: list[Stage], cores: int) -> dict:
+    """The host side's rate on ``cores``: no faster than its slowest serial stage, nor
+    than ``cores`` over the parallel stages' summed seconds per image."""
+    threads: dict[str, float] = {}
+    for s in stages:
+        if s.serial:
+            threads[s.thread] = threads.get(s.thread, 0.0) + 1.0 / s.images_per_s
+    thread_rates = {thread: 1.0 / cost for thread, cost in threads.items()}
+    parallel_cost = sum(1.0 / s.images_per_s for s in stages if not s.serial)
+    serial_min = min(thread_rates.values()) if thread_rates else float("inf")
+    parallel = cores / parallel_cost if parallel_cost > 0 else float("inf")
+    slowest = min(thread_rates, key=thread_rates.get) if thread_rates else None
+    return {"serial_min_images_per_s": round(serial_min, 1), "parallel_images_per_s": round(parallel, 1),
+            "projected_images_per_s": round(min(serial_min, parallel), 1), "cores": cores,
+            "threads": {thread: round(rate, 1) for thread, rate in thread_rates.items()},
+            "bound_by": f"the {slowest} thread" if serial_min <= parallel else f"the pool stages on {cores} cores"}
+
+
+def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5000,
+                batch_size: int | None = None, shard_size: int = 2500, cores: int | None = None,
+                layers: list[str] | None = None, cache_dir: str | None = None, workdir: str | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Time each host stage alone on the first ``images`` images of ``dataset`` (in its
+    sources' order: reading streams, so a scattered sample would time the skipping).
+    Stages whose first call pays for lazy set-up (pyarrow's allocator) are warmed first."""
+    from tlfs.features import layout
+    from tlfs.features.manifest import publish
+    from tlfs.features.schema import shard_table
+    from tlfs.features.storage import atomic_write_json
+    from tlfs.features.writer import encode_shard, put_shard
+    from tlfs.models.backbones import get_spec
+    from tlfs.models.session import resolve_runtime
+    from tlfs.pipeline import runner
+    from tlfs.pipeline.datasets import build_index, iter_payloads
+    from tlfs.pipeline.decode import _decode_one
+    from tlfs.pipeline.inference import assemble, gather_shard
+
+    cores = cores or runner.available_cores()
+    runtime = resolve_runtime("cpu", batch_size=batch_size)
+    widths = layer_widths(backbone, layers)
+    input_size = get_spec(backbone).input_size
+    index = build_index(dataset, sources, cache_dir=cache_dir)
+    entries = index.entries[:images]
+    if not entries:
+        raise PipelineError(f"{dataset} has no images to measure")
+    log(f"{len(entries)} images of {dataset}, {backbone}: {len(widths)} layers, {sum(widths.values())} values per image")
+    stages: list[Stage] = []
+    thread_of = runner.STAGE_THREADS
+
+    # reading, per source kind (one reading thread streams every source in order)
+    payloads = []
+    kinds = Counter(index.sources[e.source].format for e in entries)
+    for kind in kinds:
+        of_kind = [e for e in entries if index.sources[e.source].format == kind]
+        seconds = _timed(lambda: payloads.extend(iter_payloads(index.sources, of_kind, cache_dir)))
+        stages.append(Stage(f"read:{kind}", _rate(len(of_kind), seconds), thread_of["read"],
+                            "the sources' bytes (or CIFAR's pixels), in order"))
+    log(f"read {len(payloads)} payloads")
+
+    decoded: list = []
+    [_decode_one(payload, input_size) for _, payload in payloads[:64]]  # warm-up: Pillow's codecs load
+    seconds = _timed(lambda: decoded.extend(_decode_one(payload, input_size)[0] for _, payload in payloads))
+    stages.append(Stage("decode", _rate(len(decoded), seconds), thread_of["decode"], "one image at a time, per worker"))
+    images = [image for image in decoded if image is not None]
+    if not images:
+        raise PipelineError(f"none of the {len(decoded)} images of {dataset} could be decoded")
+
+    chunks = [images[i:i + 32] for i in range(0, len(images), 32)]
+    seconds = _timed(lambda: [pickle.loads(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)) for chunk in chunks])
+    stages.append(Stage("hand-over", _rate(len(images), seconds), thread_of["hand-over"],
+                        "a decode worker's images received by the run's process (pickled chunks)"))
+
+    same_shape = [image for image in images if image.shape == images[0].shape]
+    batches = [same_shape[i:i + runtime.batch_size] for i in range(0, len(same_shape), runtime.batch_size)]
+    seconds = _timed(lambda: [assemble(batch, ("original",)) for batch in batches])
+    stages.append(Stage("batch assembly", _rate(len(same_shape), seconds), thread_of["batch assembly"],
+                        f"batches of {runtime.batch_size} stacked for the session"))
+
+    rng = np.random.default_rng(0)
+    outputs = [{layer: rng.random((len(batch), width), dtype=np.float32) for layer, width in widths.items()}
+               for batch in batches]
+    copied: list = []
+    seconds = _timed(lambda: copied.extend({layer: value.copy() for layer, value in out.items()} for out in outputs))
+    stages.append(Stage("output copy", _rate(len(same_shape), seconds), thread_of["output copy"],
+                        "each layer's outputs copied out of the session's buffer"))
+
+    per_shard = max(1, min(shard_size, len(same_shape)) // runtime.batch_size)
+    shard_parts = [copied[i:i + per_shard] for i in range(0, len(copied), per_shard)]
+    positions = []
+    for parts in shard_parts:
+        starts = np.cumsum([0] + [len(next(iter(part.values()))) for part in parts])
+        positions.append([np.arange(a, b) for a, b in zip(starts, starts[1:])])
+    gathered: list = []
+    seconds = _timed(lambda: gathered.extend(gather_shard(parts, pos, widths) for parts, pos in zip(shard_parts, positions)))
+    stages.append(Stage("float16 + gather", _rate(len(same_shape), seconds), thread_of["gather"],
+                        "float32 -> float16, a shard's batches concatenated in its images' order"))
+
+    ids_of = [[f"test/class{n % 10}/{n:07d}.jpg" for n in range(len(next(iter(m.values()))))] for m in gathered]
+    tables = []
+    encoded: list = []
+
+    def encode(matrices: dict[str, np.ndarray], ids: list[str]) -> dict:
+        labels = np.arange(len(ids), dtype=np.int16) % 10
+        names = [f"class{label}" for label in labels]
+        return {layer: encode_shard(shard_table(ids, labels, names, matrix)) for layer, matrix in matrices.items()}
+
+    def encode_all() -> None:
+        for matrices, ids in zip(gathered, ids_of):
+            encoded.append(encode(matrices, ids))
+            tables.append(len(ids))
+
+    encode(gathered[0], ids_of[0])  # warm-up: pyarrow's allocator grows once, on the first large table
+    seconds = _timed(encode_all)
+    stages.append(Stage("parquet encode + sha256", _rate(len(same_shape), seconds), thread_of["write"],
+                        "each shard's layers encoded to Parquet in memory and hashed"))
+
+    with tempfile.TemporaryDirectory(prefix="tlfs-stages-", dir=workdir) as tmp:
+        set_uri = str(Path(tmp) / "store" / dataset / "v")
+        plan_id = "0123456789abcdef"
+        written: list[dict] = []
+
+        def put_all() -> None:
+            for number, files in enumerate(encoded):
+                record = {}
+                for layer, shard in files.items():
+                    relative = layout.shard_path(layer, "test", plan_id, number)
+                    done = put_shard(layout.staged_uri(set_uri, plan_id, relative), shard)
+                    record[layer] = {"path": relative, "rows": done.rows, "bytes": done.bytes, "sha256": done.sha256}
+                written.append(record)
+
+        seconds = _timed(put_all)
+        stages.append(Stage("atomic write", _rate(len(same_shape), seconds), thread_of["write"],
+                            "each file written beside its target, fsynced, renamed (local disk)"))
+
+        def records() -> None:
+            for number, (files, rows) in enumerate(zip(written, tables)):
+                record = {"shard": number, "split": "test", "read": rows, "written": rows, "rejected": 0,
+                          "rejects": [], "files": files}
+                atomic_write_json(layout.record_uri(set_uri, plan_id, number), record)
+
+        seconds = _timed(records)
+        stages.append(Stage("shard record", _rate(len(same_shape), seconds), thread_of["record"],
+                            "each shard's result record, written atomically"))
+
+        rows = sum(tables)
+        manifest = {"dataset": dataset, "plan_id": plan_id, "layers": widths, "views": ["original"], "splits": ["test"],
+                    "classes": [f"class{k}" for k in range(10)], "counts": {"test": {"read": rows, "written": rows, "rejected": 0}},
+                    "changes": {}, "rejects": [],
+                    "shards": [{"layer": layer, "split": "test", "shard": number, **info}
+                               for number, files in enumerate(written) for layer, info in files.items()]}
+        seconds = _timed(lambda: publish(set_uri, manifest))
+        stages.append(Stage("commit", _rate(rows, seconds), thread_of["commit"],
+                            f"the version published: {len(manifest['shards'])} files checked and moved into place"))
+
+    projection = project(stages, cores)
+    return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
+            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": runner.writer_threads(cores),
+            "stages": {s.name: s.to_json() for s in stages}, **projection}
