@@ -97,13 +97,26 @@ def partition_uri(set_root: str, layer: str, split: str, view: str = ORIGINAL) -
     return f"{folder}/layer={layer}/split={split}"
 
 
+_SHARD_PATH = re.compile(r"^(view=[^/]+/)?layer=[^/]+/split=[^/]+/part-[^/]*\.parquet$")
+
+
+def is_shard_path(relative: str) -> bool:
+    """Whether ``relative`` (inside a set) is where a shard file lives (what :func:`shard_globs` match)."""
+    return _SHARD_PATH.match(relative) is not None
+
+
 def shard_globs(set_root: str) -> list[str]:
     """Patterns that match every shard file of a set, of every view."""
     return [f"{set_root}/layer=*/split=*/part-*.parquet", f"{set_root}/view=*/layer=*/split=*/part-*.parquet"]
 
 
 def version_uri(set_root: str, number: int) -> str:
-    return f"{set_root}/{VERSIONS}/{number:08d}.json"
+    return f"{set_root}/{version_name(number)}"
+
+
+def version_name(number: int) -> str:
+    """A version file's path inside its set."""
+    return f"{VERSIONS}/{number:08d}.json"
 
 
 def version_of_name(name: str) -> int | None:

@@ -58,9 +58,12 @@ def damaged_shards(set_root: str, manifest: dict) -> list[dict]:
     return bad
 
 
-def validate(set_root: str, manifest: dict) -> None:
-    """Every listed shard is there with its size and sha256; counts reconcile."""
-    bad = damaged_shards(set_root, manifest)
+def validate(set_root: str, manifest: dict, listing: versions.Listing | None = None) -> None:
+    """Every listed shard is there with its size (in ``listing``: one listing of the set,
+    no file read; the sizes and sha256 are the writer's, from the bytes it wrote); counts
+    reconcile. ``tlfs verify`` (:func:`damaged_shards`) reads every byte."""
+    listing = listing or versions.Listing(set_root)
+    bad = listing.missing(manifest["shards"])
     if bad:
         raise StoreError(f"shard {bad[0]['path']} of {set_root} is damaged: {bad[0]['reason']}"
                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
@@ -92,15 +95,19 @@ def same_content(a: dict, b: dict) -> bool:
     return files(a) == files(b) and all(a.get(k) == b.get(k) for k in CONTENT)
 
 
-def publish(set_root: str, manifest: dict, retention: Retention = Retention(), check=lambda: None) -> dict:
+def publish(set_root: str, manifest: dict, retention: Retention = Retention(), check=lambda: None,
+            listing: versions.Listing | None = None) -> dict:
     """Validate, write the new version and then the manifest atomically, settle the
     files, and drop what no retained version and no live run needs. The caller holds
     the set's commit lock. If the newest version already holds exactly these files and
     counts, nothing is written and that version is returned (``unchanged``: true).
-    ``check()`` runs last before the commit point (the caller's: is its plan still there)."""
+    ``check()`` runs last before the commit point (the caller's: is its plan still there).
+    ``listing``: the set listed once under the lock (by default here); nothing of the
+    files is read, so a commit costs what it adds, not the set's size."""
+    listing = listing or versions.Listing(set_root)
     current = read_json_if_exists(layout.manifest_uri(set_root))
     if current is not None:
-        versions.settle(set_root, current)  # finish a commit that crashed after its manifest
+        versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):
             return {**current, "unchanged": True}
     number = versions.number_of(current) + 1 if current else 1
@@ -108,20 +115,22 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
                 "parent_version": versions.number_of(current) if current else None,
                 "committed_at": versions.timestamp()}
     manifest.pop("unchanged", None)
-    if current is not None and not exists(layout.version_uri(set_root, versions.number_of(current))):
+    if current is not None and layout.version_name(versions.number_of(current)) not in listing.others:
         versions.record(set_root, current)  # a set committed before versions existed: its version 1
+        listing.others[layout.version_name(versions.number_of(current))] = 0
     versions.record(set_root, manifest)  # not a version until the manifest names it (history() skips it)
     check()
-    validate(set_root, manifest)  # last, right before the commit point
-    versions.move_in(set_root, manifest)  # out of staging, which a failed run's clean-up may remove
+    validate(set_root, manifest, listing)  # last, right before the commit point
+    versions.move_in(set_root, manifest, listing)  # out of staging, which a failed run's clean-up may remove
     atomic_write_json(layout.manifest_uri(set_root), manifest)  # the commit point
-    versions.retire_others(set_root, manifest)
+    versions.retire_others(set_root, manifest, listing)
     drop_released(set_root, manifest["plan_id"])
-    collect_garbage(set_root, manifest, retention)
+    collect_garbage(set_root, manifest, retention, listing)
     return manifest
 
 
-def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retention()) -> list[str]:
+def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retention(),
+                    listing: versions.Listing | None = None) -> list[str]:
     """Remove what belongs to no retained version and to no live run. Called under the
     commit lock, right after the manifest is written and settled.
 
@@ -131,20 +140,24 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     reuse its images). Retired files go once no version that ``retention`` keeps lists
     them (features/versions.py: vacuum). Temporary files that belong to no plan (a
     crashed writer's manifest or head) go once they are ``TEMP_MAX_AGE`` old. Best
-    effort: what cannot be removed now is removed by a later commit."""
+    effort: what cannot be removed now is removed by a later commit. The committed
+    plan's emptied ``files/`` folders go too (a glob of the set then finds each file once)."""
     fs, root = fs_path(set_root)
+    listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
     live8 = {plan_id[:8] for plan_id in live}
-    vacuum(set_root, manifest, retention, live)
+    vacuum(set_root, manifest, retention, live, listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"
-    for path in fs.glob(f"{staging}*"):
-        plan_id = path[len(staging):]
+    listed = [*listing.others, *(f"{layout.STAGING}/" + located.uri.split(f"/{layout.STAGING}/", 1)[1]
+                                for located in listing.staged.values())]
+    for plan_id in sorted({relative.split("/")[1] for relative in listed if relative.startswith(f"{layout.STAGING}/")}):
         if plan_id != manifest["plan_id"] and plan_id not in live:
-            doomed.append(path)
+            doomed.append(f"{staging}{plan_id}")
     if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)
-        for path in fs.glob(f"{root}/**/.*.tmp"):
-            relative = path[len(root) + 1:]
+        _remove_empty_folders(f"{staging}{manifest['plan_id']}/files")
+        for relative in [r for r in listing.others if r.rsplit("/", 1)[-1].startswith(".") and r.endswith(".tmp")]:
+            path = f"{root}/{relative}"
             if relative.startswith(staging[len(root) + 1:]):
                 owner = relative.split("/")[1]
                 dead = owner not in live
@@ -164,7 +177,8 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     return removed
 
 
-def vacuum(set_root: str, manifest: dict, retention: Retention, live: set[str] | None = None) -> dict:
+def vacuum(set_root: str, manifest: dict, retention: Retention, live: set[str] | None = None,
+           listing: versions.Listing | None = None) -> dict:
     """:func:`versions.vacuum`, keeping also every version a live run reuses files of
     (its plan's ``base``). The caller holds the commit lock."""
     live = live_plans(set_root) if live is None else live
@@ -176,7 +190,17 @@ def vacuum(set_root: str, manifest: dict, retention: Retention, live: set[str] |
             plan = {}
         if isinstance(plan, dict) and plan.get("base"):
             protect.add(int(plan["base"]["version"]))
-    return versions.vacuum(set_root, manifest, retention, protect)
+    return versions.vacuum(set_root, manifest, retention, protect, listing=listing)
+
+
+def _remove_empty_folders(top: str) -> None:
+    """Remove every empty folder under ``top`` (and ``top``), deepest first; a folder a
+    live writer has just filled stays."""
+    for folder, _, _ in sorted(os.walk(top), key=lambda walked: walked[0].count("/"), reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            continue
 
 
 def _older_than(path: str, seconds: float) -> bool:
@@ -184,3 +208,19 @@ def _older_than(path: str, seconds: float) -> bool:
         return time.time() - os.path.getmtime(path) > seconds
     except FileNotFoundError:  # a live writer renamed it meanwhile
         return False
+
+
+def new_manifest(*, dataset: str, backbone: str, backbone_version: str, plan_id: str, layers: dict[str, int],
+                 views: list[str], splits: list[str], classes: list[str], counts: dict, changes: dict,
+                 shards: list[dict], rejects: list[dict], lineage: dict) -> dict:
+    """A manifest as a commit publishes it (:func:`publish` adds its version, parent and
+    time). The schema, in one place: ``layers`` maps each layer to its width; ``counts``
+    each split to its images read, written and rejected (read = written + rejected);
+    ``shards`` lists every file (layer, split, shard, path, rows, bytes, sha256; layer and
+    view where the view is not the original); ``rejects`` each refused image with its
+    source and reason; ``changes`` what an incremental run changed against its base;
+    ``lineage`` the model, runtime, sources and code that made the rows."""
+    return {"dataset": dataset, "backbone": backbone, "backbone_version": backbone_version, "plan_id": plan_id,
+            "layers": layers, "views": views, "splits": splits, "classes": classes,
+            "rows": sum(c["written"] for c in counts.values()), "counts": counts, "changes": changes,
+            "shards": shards, "rejects": rejects, "lineage": lineage}

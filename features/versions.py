@@ -87,16 +87,21 @@ def parse_time(value) -> float:
     return moment.timestamp()
 
 
-def history(set_root: str, newest: dict | None = None) -> list[dict]:
+def history(set_root: str, newest: dict | None = None, listing: "Listing | None" = None) -> list[dict]:
     """Every version of the set up to the newest committed one, oldest first. A version
-    file beyond the newest is a commit that crashed before its manifest: not a version."""
+    file beyond the newest is a commit that crashed before its manifest: not a version.
+    ``listing``: the set as a commit listed it (else the versions are listed here)."""
     from tlfs.features.manifest import read_manifest
 
     newest = newest or read_manifest(set_root)
     fs, root = fs_path(set_root)
-    fs.invalidate_cache(f"{root}/{layout.VERSIONS}")  # versions other processes committed since
+    if listing is not None:
+        paths = [relative for relative in listing.others if relative.startswith(f"{layout.VERSIONS}/")]
+    else:
+        fs.invalidate_cache(f"{root}/{layout.VERSIONS}")  # versions other processes committed since
+        paths = fs.glob(f"{root}/{layout.VERSIONS}/*.json")
     found = {}
-    for path in fs.glob(f"{root}/{layout.VERSIONS}/*.json"):
+    for path in paths:
         number = layout.version_of_name(path.rsplit("/", 1)[-1])
         if number is not None and number < number_of(newest):
             found[number] = None
@@ -130,6 +135,69 @@ def resolve(set_root: str, newest: dict, version: int | None = None, as_of=None)
     return found
 
 
+@dataclass(frozen=True)
+class Located:
+    uri: str
+    bytes: int
+
+
+class Listing:
+    """Every file of a set, from one listing of it (one paginated LIST on an object
+    store), by where the set's files may be: in place, retired or staged. A commit checks
+    and moves its files with it, reading none of them (their sizes and sha256 were taken
+    by the writer from the bytes it wrote; ``tlfs verify`` reads every byte)."""
+
+    def __init__(self, set_root: str) -> None:
+        fs, root = fs_path(set_root)
+        self.set_root, self.root = set_root, root
+        fs.invalidate_cache(root)  # files other processes wrote since this process last looked
+        try:
+            found = fs.find(root, detail=True)
+        except FileNotFoundError:
+            found = {}
+        self.placed: dict[str, Located] = {}
+        self.retired: dict[str, Located] = {}
+        self.staged: dict[str, Located] = {}
+        self.others: dict[str, int] = {}  # everything else, relative to the set: versions, plans, records, temporary files
+        staging, retired = f"{layout.STAGING}/", f"{layout.RETIRED}/"
+        for path, info in sorted(found.items()):
+            relative = path[len(root) + 1:]
+            located = Located(f"{set_root}/{relative}", int(info.get("size") or 0))
+            name = relative.rsplit("/", 1)[-1]
+            if name.startswith("."):
+                self.others[relative] = located.bytes
+            elif relative.startswith(retired):
+                self.retired[relative[len(retired):]] = located
+            elif relative.startswith(staging) and "/files/" in relative:
+                self.staged.setdefault(relative.split("/files/", 1)[1], located)
+            elif layout.is_shard_path(relative):
+                self.placed[relative] = located
+            else:
+                self.others[relative] = located.bytes
+
+    def locate(self, relative: str) -> Located | None:
+        """Where the set's file ``relative`` is (in :func:`candidates`' order), or None."""
+        return self.placed.get(relative) or self.retired.get(relative) or self._staged(relative)
+
+    def _staged(self, relative: str) -> Located | None:
+        found = self.staged.get(relative)
+        plan8 = layout.plan_of_shard_file(relative.rsplit("/", 1)[-1])
+        if found is None or plan8 is None or f"/{layout.STAGING}/{plan8}" not in found.uri:
+            return None
+        return found
+
+    def missing(self, files: list[dict]) -> list[dict]:
+        """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason."""
+        bad = []
+        for info in files:
+            found = self.locate(info["path"])
+            if found is None:
+                bad.append({**info, "reason": "missing"})
+            elif found.bytes != info["bytes"]:
+                bad.append({**info, "reason": f"size {found.bytes} != {info['bytes']}"})
+        return bad
+
+
 def candidates(set_root: str, relative: str) -> list[str]:
     """Where a file of the set may be, most likely first (see the module's note)."""
     plan8 = layout.plan_of_shard_file(relative.rsplit("/", 1)[-1])
@@ -151,47 +219,56 @@ def locate(set_root: str, relative: str) -> str | None:
     return None
 
 
-def settle(set_root: str, manifest: dict) -> dict:
+def settle(set_root: str, manifest: dict, listing: Listing | None = None) -> dict:
     """Under the commit lock: move the files of ``manifest`` (the newest version) into
     the ``layer=`` folders, and every other shard file there to ``_retired/``.
     Idempotent, so a crash in between is finished by the next call."""
-    return {"moved_in": move_in(set_root, manifest), "retired": retire_others(set_root, manifest)}
+    listing = listing or Listing(set_root)
+    return {"moved_in": move_in(set_root, manifest, listing), "retired": retire_others(set_root, manifest, listing)}
 
 
-def move_in(set_root: str, manifest: dict) -> int:
+def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> int:
     """Move the files of ``manifest`` that are elsewhere (staged, retired) into the
-    ``layer=`` folders; how many were moved."""
+    ``layer=`` folders; how many were moved. ``listing``: the set as listed under the
+    commit lock (kept up to date with the moves)."""
     fs, root = fs_path(set_root)
+    listing = listing or Listing(set_root)
     moved_in = 0
+    made: set[str] = set()
     for relative in sorted({s["path"] for s in manifest["shards"]}):
-        if fs.exists(f"{root}/{relative}"):
-            continue
-        found = locate(set_root, relative)
-        if found is None:
-            continue  # validate() names it; a reader of this version gets a clear error
-        _, source = fs_path(found)
-        fs.makedirs(f"{root}/{relative}".rsplit("/", 1)[0], exist_ok=True)
+        found = listing.locate(relative)
+        if found is None or relative in listing.placed:
+            continue  # in place; or missing: validate() names it, a reader of this version gets a clear error
+        _, source = fs_path(found.uri)
+        folder = f"{root}/{relative}".rsplit("/", 1)[0]
+        if folder not in made:
+            fs.makedirs(folder, exist_ok=True)
+            made.add(folder)
         fs.mv(source, f"{root}/{relative}")
+        came_from = listing.retired if listing.retired.get(relative) is found else listing.staged
+        del came_from[relative]
+        listing.placed[relative] = Located(f"{set_root}/{relative}", found.bytes)
         moved_in += 1
     return moved_in
 
 
-def retire_others(set_root: str, manifest: dict) -> int:
+def retire_others(set_root: str, manifest: dict, listing: Listing | None = None) -> int:
     """Move every shard file in the ``layer=`` folders that ``manifest`` does not list
     to ``_retired/``; how many were moved."""
     fs, root = fs_path(set_root)
+    listing = listing or Listing(set_root)
     wanted = {s["path"] for s in manifest["shards"]}
     retired = 0
-    for path in sorted(p for pattern in layout.shard_globs(root) for p in fs.glob(pattern)):
-        relative = path[len(root) + 1:]
-        if relative in wanted:
-            continue
+    for relative in sorted(r for r in listing.placed if r not in wanted):
+        path = f"{root}/{relative}"
         target = f"{root}/{layout.RETIRED}/{relative}"
-        if fs.exists(target):
+        if relative in listing.retired:
             fs.rm(path)  # retired before, and copied back by an interrupted move
         else:
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             fs.mv(path, target)
+            listing.retired[relative] = Located(layout.retired_uri(set_root, relative), listing.placed[relative].bytes)
+        del listing.placed[relative]
         retired += 1
     return retired
 
@@ -202,11 +279,13 @@ def record(set_root: str, manifest: dict) -> None:
 
 
 def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),
-           now: float | None = None) -> dict:
+           now: float | None = None, listing: Listing | None = None) -> dict:
     """Under the commit lock: mark the versions ``retention`` drops (and ``protect`` does
     not name: the versions live runs reuse files of) as vacuumed, and delete every
-    retired file no kept version lists. Returns what it did."""
-    versions = history(set_root, newest)
+    retired file no kept version lists. Returns what it did. ``listing``: the set as the
+    commit listed it, kept up to date by its moves (else it is listed here)."""
+    listing = listing or Listing(set_root)
+    versions = history(set_root, newest, listing)
     live = [v for v in versions if not v.get("vacuumed_at")]
     keep = retention.kept(live, now) | (set(protect) & {number_of(v) for v in live})
     dropped = [v for v in live if number_of(v) not in keep]
@@ -216,18 +295,13 @@ def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] 
                           {**{k: x for k, x in v.items() if k != "shards"}, "vacuumed_at": stamp})
     listed = {s["path"] for v in versions if number_of(v) in keep for s in v.get("shards", [])}
     fs, root = fs_path(set_root)
-    prefix = f"{root}/{layout.RETIRED}/"
     removed, freed = [], 0
-    for pattern in layout.shard_globs(f"{root}/{layout.RETIRED}"):
-        for path in sorted(fs.glob(pattern)):
-            if path[len(prefix):] in listed:
-                continue
-            try:
-                size = fs.size(path)
-                fs.rm(path)
-            except FileNotFoundError:
-                continue
-            removed.append(path[len(root) + 1:])
-            freed += size
+    for relative in sorted(r for r in listing.retired if r not in listed):
+        try:
+            fs.rm(f"{root}/{layout.RETIRED}/{relative}")
+        except FileNotFoundError:
+            continue
+        removed.append(f"{layout.RETIRED}/{relative}")
+        freed += listing.retired.pop(relative).bytes
     return {"versions_vacuumed": [number_of(v) for v in dropped], "versions_kept": sorted(keep),
             "files_removed": len(removed), "bytes_freed": freed}

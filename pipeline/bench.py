@@ -197,6 +197,7 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
     """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
     from tlfs.models.runtime import open_session
     from tlfs.pipeline import extract
+    from tlfs.pipeline.extract import ExtractionRequest, RunOptions
     from tlfs.pipeline.decode import Decoder
 
     counted = sum(len(b) for b in batches)
@@ -204,11 +205,11 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
     session = open_session(artifact, runtime=runtime)
     session.run(batches[0])  # warm-up: graph capture, cuDNN search
     with Decoder(decode_workers, runtime.device).start() as decoder:  # started, as the session is warm
-        return extract.run("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
-                           device=runtime.device, batch_size=runtime.batch_size,
-                           shard_size=max(counted // 4, runtime.batch_size), weights=weights,
-                           random_weights=random_weights, show_progress=False, log=lambda *_: None, session=session,
-                           decoder=decoder)
+        request = ExtractionRequest.build("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
+                                          device=runtime.device, batch_size=runtime.batch_size,
+                                          shard_size=max(counted // 4, runtime.batch_size), weights=weights,
+                                          random_weights=random_weights)
+        return extract.run(request, RunOptions(show_progress=False, session=session, decoder=decoder), log=lambda *_: None)
 
 
 class HostOnlySession:
@@ -245,6 +246,7 @@ def host_only(
     from tlfs.models.export import export
     from tlfs.models.session import resolve_runtime
     from tlfs.pipeline import extract
+    from tlfs.pipeline.extract import ExtractionRequest, RunOptions
     from tlfs.pipeline.datasets import build_index
     from tlfs.pipeline.decode import Decoder
 
@@ -260,10 +262,11 @@ def host_only(
             decoded = sum(1 for _ in decoder.decoded(index.sources, index.entries, size, cache_dir))
             decode_wall = time.perf_counter() - started
             log("(2) the whole pipeline, inference replaced by a trivial session ...")
-            summary = extract.run(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
-                                  batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir,
-                                  show_progress=False, log=lambda *_: None, decoder=decoder,
-                                  session=HostOnlySession(runtime, dict(artifact.card["layers"])))
+            request = ExtractionRequest.build(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
+                                              batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir)
+            session = HostOnlySession(runtime, dict(artifact.card["layers"]))
+            summary = extract.run(request, RunOptions(show_progress=False, decoder=decoder, session=session),
+                                  log=lambda *_: None)
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {

@@ -296,32 +296,17 @@ def cmd_export(args, settings: Settings) -> dict:
 
 def cmd_extract(args, settings: Settings) -> dict:
     from tlfs.pipeline import extract
+    from tlfs.pipeline.extract import ExtractionRequest, RunOptions
 
-    summary = extract.run(
-        dataset=args.dataset,
-        sources=settings.sources_for(args.dataset, args.sources),
-        backbone=args.backbone,
-        store=settings.store,
-        model_store=settings.model_store,
-        layers=args.layers,
-        splits=args.splits,
-        limit=args.limit,
-        device=settings.device,
-        precision=settings.precision or None,
-        batch_size=settings.batch_size or None,
-        shard_size=settings.shard_size,
-        threads=settings.threads or None,
-        decode_workers=settings.decode_workers,
-        views=args.views,
-        weights=args.weights,
-        random_weights=args.random_weights,
-        cache_dir=settings.cache_dir,
-        show_progress=not args.no_progress,
-        log=_log,
-        lease=settings.lease_terms(),
-        incremental=not args.full,
-        retention=settings.retention(),
-    )
+    request = ExtractionRequest.build(
+        args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
+        layers=args.layers, splits=args.splits, limit=args.limit, device=settings.device,
+        precision=settings.precision or None, batch_size=settings.batch_size or None, shard_size=settings.shard_size,
+        views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
+        incremental=not args.full)
+    options = RunOptions(threads=settings.threads or None, decode_workers=settings.decode_workers,
+                         show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())
+    summary = extract.run(request, options, log=_log)
     print(f"features: {summary['set_uri']} version {summary['version']}"
           f"{' (unchanged)' if summary['unchanged'] else ''}  ({summary['rows']} rows, {summary['rejected']} rejected; "
           f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s; "
@@ -345,12 +330,14 @@ def cmd_finetune(args, settings: Settings) -> dict:
         from tlfs import features
         from tlfs.models.backbones import get_spec
         from tlfs.pipeline import extract
+        from tlfs.pipeline.extract import ExtractionRequest, RunOptions
         from tlfs.pipeline.fit import fit
 
         layer = get_spec(args.backbone).classifier_input
-        extracted = extract.run(args.dataset, sources, result["backbone_version"], settings.store, settings.model_store,
-                                limit=args.limit, device=settings.device, cache_dir=settings.cache_dir,
-                                show_progress=not args.no_progress, log=_log, lease=settings.lease_terms())
+        request = ExtractionRequest.build(args.dataset, sources, result["backbone_version"], settings.store,
+                                          settings.model_store, limit=args.limit, device=settings.device,
+                                          cache_dir=settings.cache_dir)
+        extracted = extract.run(request, RunOptions(show_progress=not args.no_progress, lease=settings.lease_terms()), log=_log)
         head = fit(features.open_set(args.dataset, result["backbone_version"], store=settings.store), [layer], "softmax", log=_log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
         result = {**result, "set_uri": extracted["set_uri"], "softmax_test_accuracy": head["test_accuracy"]}

@@ -1,12 +1,33 @@
-"""Batched inference's host work: a batch assembled from decoded images (with its
-views), and a shard's outputs gathered in its images' order as float16."""
+"""Batched inference, overlapped with the host's work.
+
+The run's thread reads the decoded stream, groups images of one shape into batches and
+stacks them (:func:`assemble`); the session runs on a thread of its own
+(:class:`Inference`), at most ``in_flight`` batches ahead, so the next batch is
+assembled while the device computes; a batch's outputs come back as a future, which the
+writer pool gathers in the shard's image order and converts to float16
+(:func:`gather_layer`), off both threads. Host memory stays bounded: batches in flight
+here, shards in flight in the writer pool (pipeline/shard_writer.py).
+"""
 
 from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 
 from tlfs.features.schema import FEATURE_DTYPE
+from tlfs.models.session import TapSession
+from tlfs.pipeline.dataset_index import Entry, Reject
+from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.views import VIEWS
+
+MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
+IN_FLIGHT = 2  # batches handed to the session's thread and not yet run: one running, one ready
 
 
 def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -15,12 +36,127 @@ def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.n
     return {view: VIEWS[view](batch) for view in views}
 
 
+def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int) -> np.ndarray:
+    """One layer's ``[rows, width]`` float16 matrix from its batches' float32 outputs,
+    rows in ``order`` (the shard's image order)."""
+    if not parts:
+        return np.zeros((0, width), FEATURE_DTYPE)
+    converted = np.concatenate([part.astype(FEATURE_DTYPE) for part in parts]) if len(parts) > 1 \
+        else parts[0].astype(FEATURE_DTYPE)
+    return converted if _is_identity(order) else converted[order]
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool(len(order) == 0 or (order[0] == 0 and np.all(np.diff(order) == 1)))
+
+
 def gather_shard(parts: list[dict[str, np.ndarray]], positions: list[np.ndarray],
                  widths: dict[str, int]) -> dict[str, np.ndarray]:
-    """Each layer's ``[rows, width]`` float16 matrix: the batches' outputs (``parts``,
-    each of the rows at ``positions`` in the shard) in position order."""
-    if not parts:
-        return {layer: np.zeros((0, width), FEATURE_DTYPE) for layer, width in widths.items()}
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    return {layer: np.concatenate([part[layer] for part in parts])[order].astype(FEATURE_DTYPE)
-            for layer in widths}
+    """Each layer's float16 matrix from a shard's batches (``parts``, whose rows are at
+    ``positions`` in the shard), rows in position order."""
+    order = row_order(positions)
+    return {layer: gather_layer([part[layer] for part in parts], order, width) for layer, width in widths.items()}
+
+
+def row_order(positions: list[np.ndarray]) -> np.ndarray:
+    return np.argsort(np.concatenate(positions), kind="stable") if positions else np.zeros(0, int)
+
+
+class Inference:
+    """The session on a thread of its own: :meth:`submit` hands it a batch (one array
+    per view) and returns a future of ``({view: {layer: float32}}, seconds)``; it blocks
+    while ``in_flight`` batches wait, so host memory stays bounded."""
+
+    def __init__(self, session: TapSession, in_flight: int = IN_FLIGHT) -> None:
+        self.session = session
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-infer")
+        self._slots = threading.BoundedSemaphore(in_flight)
+
+    def submit(self, batches: dict[str, np.ndarray]) -> Future:
+        self._slots.acquire()
+        try:
+            future = self._thread.submit(self._run, batches)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def _run(self, batches: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+        started = time.perf_counter()
+        outputs = {view: self.session.run(batch) for view, batch in batches.items()}
+        return outputs, time.perf_counter() - started
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Inference":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class ShardOutputs:
+    """One shard on its way to the writer: its entries, its rejects, and each batch's
+    positions in the shard with the future of its outputs."""
+
+    number: int
+    entries: list[Entry]
+    rejects: list[Reject]
+    started: float
+    positions: list[np.ndarray] = field(default_factory=list)
+    batches: list[Future] = field(default_factory=list)
+    assemble_seconds: float = 0.0
+
+    def order(self) -> np.ndarray:
+        return row_order(self.positions)
+
+    def kept(self) -> list[Entry]:
+        """The entries that have features, in the shard's order."""
+        if not self.positions:
+            return []
+        return [self.entries[i] for i in np.sort(np.concatenate(self.positions))]
+
+    def outputs(self) -> list[tuple[dict[str, dict[str, np.ndarray]], float]]:
+        """Each batch's outputs and seconds, waiting for them."""
+        return [future.result() for future in self.batches]
+
+
+def infer_shard(p: Plan, number: int, inference: Inference, decoded: Iterator,
+                progress: Callable[[int], None] | None = None) -> ShardOutputs:
+    """Hand shard ``number``'s images, the next ones of ``decoded`` (:meth:`Decoder.decoded`'s
+    stream, which may run on through the next shards), to ``inference`` in batches of
+    one image shape; returns at once with the batches' futures."""
+    entries = p.shard_entries(number)
+    out = ShardOutputs(number, entries, [], time.perf_counter())
+    buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+
+    def flush(shape: tuple) -> None:
+        assembling = time.perf_counter()
+        items = buckets.pop(shape)
+        batches = assemble([image for _, image in items], p.views)
+        out.assemble_seconds += time.perf_counter() - assembling
+        future = inference.submit(batches)
+        if progress:
+            future.add_done_callback(lambda _, n=len(items): progress(n))
+        out.positions.append(np.array([pos for pos, _ in items]))
+        out.batches.append(future)
+
+    for position, (_, entry, image, reason) in enumerate(itertools.islice(decoded, len(entries))):
+        assert entry is entries[position], "the decoded stream must follow the shard's entries"
+        if image is None:
+            out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))
+            if progress:
+                progress(1)
+            continue
+        bucket = buckets.setdefault(image.shape, [])
+        bucket.append((position, image))
+        if len(bucket) >= p.runtime.batch_size:
+            flush(image.shape)
+        elif len(buckets) > MAX_OPEN_BUCKETS:
+            flush(max(buckets, key=lambda k: len(buckets[k])))
+    for shape in list(buckets):
+        flush(shape)
+    return out

@@ -39,6 +39,19 @@ class ExtractionRequest:
     views: tuple[str, ...] = ("original",)  # pipeline/views.py: the original, and e.g. flip
     incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
 
+    @classmethod
+    def build(cls, dataset: str, sources, backbone: str, store: str, model_store: str, *, layers=None, splits=None,
+              limit: int | None = None, device: str = "cpu", precision: str | None = None, batch_size: int | None = None,
+              shard_size: int = Settings.shard_size, weights: str | None = None, random_weights: bool = False,
+              cache_dir: str | None = None, views=None, incremental: bool = True) -> "ExtractionRequest":
+        """A request from a caller's plain values: lists, a device with its defaults
+        (models/session.py), views checked and the original put first."""
+        from tlfs.pipeline.views import check_views
+
+        return cls(dataset, tuple(sources), backbone, store, model_store, tuple(layers) if layers else None,
+                   tuple(splits) if splits else None, limit, shard_size, resolve_runtime(device, precision, batch_size),
+                   weights, random_weights, cache_dir, check_views(views), incremental)
+
 
 @dataclass(frozen=True)
 class Shard:

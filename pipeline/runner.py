@@ -1,14 +1,45 @@
-"""The shard runner's shape: how many threads each host stage of ``tlfs extract`` gets
-(read by ``tlfs bench --stages`` to mark which stages are serial)."""
+"""The shard runner: one plan's shards, by whoever drives it (``tlfs extract``, a DAG's
+shard task, a repair), blind to who that is (it takes a ``check`` callable: the lease's).
+
+From the first shard to compute on, one decoded stream runs through every shard still
+to do (pipeline/decode.py), the session runs on its own thread (pipeline/inference.py)
+and the writer pool writes (pipeline/shard_writer.py): reading, decoding, batching,
+inference and writing all overlap. A shard whose record and files are already there is
+skipped; a shard an incremental plan reuses or derives is copied (pipeline/derivation.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+from typing import Callable, Iterator
 
-# the thread each host stage runs on (stages on one thread add up); None: a pool that scales with the cores
+from tlfs.features.leases import LeaseTerms, hold
+from tlfs.models.runtime import open_session
+from tlfs.models.session import TapSession
+from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.derivation import derive_shard
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.inference import Inference, infer_shard
+from tlfs.pipeline.plan import Plan
+from tlfs.pipeline.planning import load_plan
+from tlfs.pipeline.records import ShardRecord
+from tlfs.pipeline.shard_writer import ShardWriter, writer_threads
+from tlfs.pipeline.staging import shard_done
+
+# The thread each host stage runs on (``tlfs bench --stages`` adds up the stages of one
+# thread); None: a pool that scales with the cores.
 STAGE_THREADS: dict[str, str | None] = {
-    "read": "reading", "decode": None, "hand-over": "main", "batch assembly": "main", "output copy": "main",
-    "gather": "main", "write": "writer", "record": "writer", "commit": "commit",
+    "read": "reading",  # sources stream in order
+    "decode": None,  # decode processes
+    "hand-over": "decode results",  # the process pool's result thread unpickles every image
+    "batch assembly": "main",  # stacking, on the run's thread
+    "output copy": "inference",  # out of the session's buffers, on the session's thread
+    "gather": None,  # float16 and image order, in the writer pool
+    "write": None,  # Parquet encoding, sha256, the atomic write, in the writer pool
+    "record": "records",  # one thread saves each shard's record once its files are written
+    "commit": "commit",  # once per run, under the set's lock
 }
 
 
@@ -16,6 +47,101 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def writer_threads(cores: int) -> int:
-    """Threads encoding and writing shards."""
-    return 1
+def run_shards(
+    p: Plan,
+    numbers: list[int],
+    session: TapSession | None = None,
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    check: Callable[[], None] = lambda: None,
+    decode_workers: int = 0,
+    decoder: Decoder | None = None,
+    derive: bool = True,
+    writers: int | None = None,
+) -> list[ShardRecord]:
+    """The records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
+    record and files are already there is skipped (``skipped``); the others are inferred
+    and written while the next ones are. ``check`` runs before each shard (a lease check:
+    stop at once, saying why, if the plan was removed); the session is opened only when a
+    shard needs it (``threads``: its intra-op threads). Images are decoded by ``decoder``
+    (by default one of ``decode_workers`` processes), one for all the shards. A shard an
+    incremental plan derives from the base version is copied from the base's files
+    (``derive``), or extracted from its images if those are damaged. ``writers``: the
+    writer pool's threads (default: one per core, see pipeline/shard_writer.py)."""
+    records: list[ShardRecord] = []
+    if derive:
+        copied = set()
+        for number in [n for n in numbers if n in p.origins and shard_done(p, n) is None]:
+            check()
+            derived = derive_shard(p, number)
+            if derived is not None:  # else its base files are damaged: extracted from its images below
+                copied.add(number)
+                records.append(derived)
+                if progress:
+                    progress(derived.read)
+        numbers = [n for n in numbers if n not in copied]
+    with contextlib.ExitStack() as stack:
+        decoder = decoder or stack.enter_context(Decoder(decode_workers, p.runtime.device))
+        writer = stack.enter_context(ShardWriter(p, writers or writer_threads(available_cores())))
+        inference: Inference | None = None
+        written = []
+        stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
+        streamed: set[int] = set()
+        later: list[int] = []
+        for i, number in enumerate(numbers):
+            check()
+            done = shard_done(p, number)
+            if stream is None and done is None:
+                # from the first shard to compute on, the readers and decoders never wait at a shard's end
+                streamed = {number} | {n for n in numbers[i + 1:] if shard_done(p, n) is None}
+                stream = decoder.decoded_parts(p.sources, [p.shard_entries(n) for n in numbers if n in streamed],
+                                               p.input_size, p.cache_dir)
+            if done is not None:
+                if number in streamed:  # finished meanwhile by another run of the plan: its images pass by
+                    for _ in itertools.islice(stream, len(p.shard_entries(number))):
+                        pass
+                if progress:
+                    progress(done.read)
+                records.append(done.with_(skipped=True))
+                continue
+            if number not in streamed:  # its files vanished since the stream began: after it
+                later.append(number)
+                continue
+            if inference is None:
+                session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
+                inference = stack.enter_context(Inference(session))
+            written.append(writer.submit(infer_shard(p, number, inference, stream, progress)))
+        records.extend(future.result() for future in written)
+    if later:
+        records.extend(run_shards(p, later, session, threads, progress, check, decoder=decoder, derive=derive,
+                                  writers=writers))
+    return sorted(records, key=lambda r: r.shard)
+
+
+def extract_shard(p: Plan, number: int, session: TapSession | None = None, threads: int | None = None,
+                  progress: Callable[[int], None] | None = None, decode_workers: int = 0) -> ShardRecord:
+    """Extract shard ``number`` of plan ``p`` on the plan's runtime (device, precision)."""
+    if not 0 <= number < len(p.shards):
+        raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
+    return run_shards(p, [number], session, threads, progress, decode_workers=decode_workers)[0]
+
+
+def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
+                       lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0) -> dict:
+    """One shard as a task of its own: under a lease on the plan; its record as JSON."""
+    return extract_shards_task(set_uri, plan_id, [number], threads, lease, decode_workers)[0]
+
+
+def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads: int | None = None,
+                        lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0) -> list[dict]:
+    """A group of shards as a task of its own (a DAG's mapped task): under a lease on the
+    plan, checked before each shard and at the end; their records as JSON (for the commit
+    task, through Airflow's XCom)."""
+    with hold(set_uri, plan_id, lease) as held:
+        p = load_plan(set_uri, plan_id)
+        bad = [n for n in numbers if not 0 <= n < len(p.shards)]
+        if bad:
+            raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {bad[0]}")
+        records = run_shards(p, numbers, threads=threads, check=held.check, decode_workers=decode_workers)
+        held.check()
+        return [r.to_json() for r in records]

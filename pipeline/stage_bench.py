@@ -105,6 +105,7 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
     from tlfs.models.backbones import get_spec
     from tlfs.models.session import resolve_runtime
     from tlfs.pipeline import runner
+    from tlfs.pipeline.shard_writer import writer_threads
     from tlfs.pipeline.datasets import build_index, iter_payloads
     from tlfs.pipeline.decode import _decode_one
     from tlfs.pipeline.inference import assemble, gather_shard
@@ -228,5 +229,5 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
 
     projection = project(stages, cores)
     return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
-            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": runner.writer_threads(cores),
+            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
             "stages": {s.name: s.to_json() for s in stages}, **projection}

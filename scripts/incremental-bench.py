@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from tlfs import features
 from tlfs.features.versions import Retention
 from tlfs.pipeline import extract
+from tlfs.pipeline.extract import ExtractionRequest, RunOptions
 
 BACKBONE = "efficientnet_lite0"
 
@@ -61,8 +62,8 @@ LIMIT = {}
 def run(sources: list[Path], store: Path, models: Path, **kw) -> tuple[dict, float]:
     started = time.perf_counter()
     kw = {**LIMIT, **kw}
-    summary = extract.run("cifar10", [str(s) for s in sources], BACKBONE, str(store), str(models), show_progress=False,
-                          log=lambda m: print(m, flush=True), **kw)
+    request = ExtractionRequest.build("cifar10", [str(s) for s in sources], BACKBONE, str(store), str(models), **kw)
+    summary = extract.run(request, RunOptions(show_progress=False), log=lambda m: print(m, flush=True))
     return summary, time.perf_counter() - started
 
 

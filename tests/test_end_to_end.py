@@ -6,13 +6,14 @@ from tlfs import features
 from tlfs.pipeline import extract
 from tlfs.pipeline.fit import fit
 from tests.conftest import shared_cifar_sources
+from tests.extraction import run_extract
 
 
 @pytest.mark.slow
 def test_cifar10_sample_end_to_end_well_above_chance(tmp_path, lite0, models_root):
     sources = shared_cifar_sources()
     store = str(tmp_path / "store")
-    summary = extract.run("cifar10", sources, "efficientnet_lite0", store, models_root, limit=300,
+    summary = run_extract("cifar10", sources, "efficientnet_lite0", store, models_root, limit=300,
                           layers=["block15", "head"], show_progress=False, log=lambda *_: None)
     assert summary["counts"] == {"test": {"read": 300, "written": 300, "rejected": 0}, "train": {"read": 300, "written": 300, "rejected": 0}}
     frame = features.load("cifar10", "efficientnet_lite0", "block15", "test", store)

@@ -14,6 +14,7 @@ from tlfs import features
 from tests.conftest import shared_cifar_sources
 from tests.dags.conftest import REPO
 from tests.faults import python_path
+from tests.extraction import run_extract
 
 pytestmark = pytest.mark.airflow
 
@@ -184,7 +185,7 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     store = env["TLFS_STORE"]
     assert features.list_sets(store).loc[0, "rows"] == 60
     alone = str(tmp_path / "alone")
-    extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", alone, env["TLFS_MODELS"], layers=["head"],
+    run_extract("cifar10", shared_cifar_sources(), "efficientnet_lite0", alone, env["TLFS_MODELS"], layers=["head"],
                 limit=30, shard_size=30, cache_dir=env["TLFS_CACHE"], show_progress=False, log=lambda *_: None)
     for split in ("train", "test"):
         retried, uninterrupted = (features.load("cifar10", "efficientnet_lite0", "head", split, s) for s in (store, alone))

@@ -16,6 +16,7 @@ from tlfs.features.errors import StoreError
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tar
 from tests.features.s3_fault_proxy import FAULTS, FaultyS3Proxy
+from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
 
@@ -50,7 +51,7 @@ def through(monkeypatch, endpoint: str) -> None:
 
 
 def run(source, store: str, models_root: str, tmp_path) -> dict:
-    return extract.run("colors", [str(source)], "efficientnet_lite0", store, models_root, layers=LAYERS, shard_size=4,
+    return run_extract("colors", [str(source)], "efficientnet_lite0", store, models_root, layers=LAYERS, shard_size=4,
                        batch_size=4, cache_dir=str(tmp_path / "cache"), show_progress=False, log=lambda *_: None)
 
 

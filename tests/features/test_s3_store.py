@@ -7,6 +7,7 @@ import pytest
 from tlfs import features
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tar
+from tests.extraction import run_extract
 
 
 def test_extract_commit_list_and_load_on_s3(s3_server, tmp_path, monkeypatch):
@@ -16,7 +17,7 @@ def test_extract_commit_list_and_load_on_s3(s3_server, tmp_path, monkeypatch):
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     fs.put_file(str(source), "tlfs-test/datasets/colors.tar.gz")
     store, models = "s3://tlfs-test/store", "s3://tlfs-test/models"
-    summary = extract.run("colors", ["s3://tlfs-test/datasets/colors.tar.gz"], "efficientnet_lite0", store, models,
+    summary = run_extract("colors", ["s3://tlfs-test/datasets/colors.tar.gz"], "efficientnet_lite0", store, models,
                           layers=["block15", "head"], shard_size=4, cache_dir=str(tmp_path / "cache"),
                           show_progress=False, log=lambda *_: None)
     assert summary["set_uri"].startswith("s3://tlfs-test/store/colors/")
@@ -47,7 +48,7 @@ def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, 
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     store, models = "s3://tlfs-test/store", "s3://tlfs-test/models"
-    run = ("import sys; from tlfs.pipeline import extract; extract.run('colors', [sys.argv[1]], 'efficientnet_lite0', "
+    run = ("import sys; from tests.extraction import run_extract; run_extract('colors', [sys.argv[1]], 'efficientnet_lite0', "
            f"'{store}', '{models}', layers=['head'], shard_size=4, cache_dir=sys.argv[2], show_progress=False, "
            "log=lambda *_: None)")
     for n, per_class in ((1, 2), (2, 3)):  # the second run: one more image per class and split
@@ -78,7 +79,7 @@ def test_versions_retired_files_vacuum_and_verify_repair_on_s3(s3_server, tmp_pa
     def run(files: dict, name: str) -> dict:
         source = write_tar(tmp_path / name, files)
         fs.put_file(str(source), "tlfs-test/datasets/colors.tar")
-        return extract.run("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, models_root,
+        return run_extract("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, models_root,
                            layers=["head"], shard_size=2, cache_dir=str(tmp_path / "cache"), show_progress=False,
                            log=lambda *_: None)
 

@@ -42,22 +42,48 @@ def test_nothing_is_visible_before_the_commit_and_everything_after(tmp_path):
     assert ids[0] == "train/a/0.png"
 
 
-def test_commit_refuses_damaged_or_missing_shards_and_bad_counts(tmp_path):
+def test_commit_refuses_missing_or_resized_shards_and_bad_counts(tmp_path):
     store, root, manifest, _ = make_set(tmp_path)
     bad_counts = json.loads(json.dumps(manifest))
     bad_counts["counts"]["train"]["written"] = 3
     with pytest.raises(StoreError, match="read 4 != written 3"):
         commit(root, bad_counts)
     shard = tmp_path / "store" / "ds" / "bb-1234" / manifest["shards"][0]["path"]
-    data = bytearray(shard.read_bytes())
-    data[100] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="sha256"):
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-1])
+    with pytest.raises(StoreError, match=f"size {len(data) - 1} != {len(data)}"):
         commit(root, manifest)
     shard.unlink()
     with pytest.raises(StoreError, match="missing"):
         commit(root, manifest)
     assert features.list_sets(store).empty
+
+
+def test_commit_trusts_the_writers_sha256_and_reads_no_file_while_verify_reads_every_byte(tmp_path, monkeypatch):
+    from tlfs.features import manifest as manifest_module
+    from tlfs.features import storage
+
+    store, root, manifest, _ = make_set(tmp_path)
+    shard = tmp_path / "store" / "ds" / "bb-1234" / manifest["shards"][0]["path"]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes: only a full read can tell
+    shard.write_bytes(bytes(data))
+    opened = []
+    real_open = type(fsspec_local()).open
+    monkeypatch.setattr(type(fsspec_local()), "open",
+                        lambda self, path, mode="rb", **kw: (opened.append(path) if path.endswith(".parquet") else None)
+                        or real_open(self, path, mode, **kw))
+    commit(root, manifest)
+    assert opened == []  # no shard file was opened by the commit
+    bad = manifest_module.damaged_shards(root, features.open_set("ds", "bb", store=store).manifest)
+    assert [b["reason"] for b in bad] == ["sha256 mismatch"] and opened  # verify read it
+    assert storage.sha256_uri(str(shard)) != manifest["shards"][0]["sha256"]
+
+
+def fsspec_local():
+    import fsspec
+
+    return fsspec.filesystem("file")
 
 
 def test_writes_are_atomic_no_temporary_files_remain(tmp_path):

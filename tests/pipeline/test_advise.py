@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tlfs.pipeline.advise import decide, similarity_from_logits
+from tests.extraction import run_extract
 
 LAYERS = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
 
@@ -48,11 +49,11 @@ def test_cifar_sample_is_small_similar_and_flat_colour_patches_are_different(tmp
 
     store = str(tmp_path / "s")
     quiet = {"show_progress": False, "log": lambda *_: None}
-    extract.run("cifar10", shared_cifar_sources(), "efficientnet_lite0", store, models_root, limit=200, layers=["head"], **quiet)
+    run_extract("cifar10", shared_cifar_sources(), "efficientnet_lite0", store, models_root, limit=200, layers=["head"], **quiet)
     cifar = advise(features.open_set("cifar10", "efficientnet_lite0", store=store), log=lambda *_: None)
     assert cifar["case"] == "small_similar" and cifar["size"]["images_per_class"] == 20
     colours = write_tar(tmp_path / "c.tar.gz", folder_images(per_class=20))
-    extract.run("colors", [str(colours)], "efficientnet_lite0", store, models_root, **quiet)
+    run_extract("colors", [str(colours)], "efficientnet_lite0", store, models_root, **quiet)
     patches = advise(features.open_set("colors", "efficientnet_lite0", store=store), log=lambda *_: None)
     assert patches["case"] == "small_different"
     assert patches["similarity"]["score"] < cifar["similarity"]["score"]
@@ -90,7 +91,7 @@ def test_a_set_without_the_classifiers_layer_is_refused_naming_it(tmp_path, lite
     from tests.conftest import folder_images, write_tree
 
     store = str(tmp_path / "s")
-    extract.run("colors", [str(write_tree(tmp_path / "d", folder_images(per_class=4)))], "efficientnet_lite0", store,
+    run_extract("colors", [str(write_tree(tmp_path / "d", folder_images(per_class=4)))], "efficientnet_lite0", store,
                 models_root, layers=["block2"], show_progress=False, log=lambda *_: None)
     with pytest.raises(PipelineError, match="advise reads layer 'head'"):
         advise(features.open_set("colors", "efficientnet_lite0", store=store), log=lambda *_: None)

@@ -25,6 +25,7 @@ from tlfs.features.leases import live_plans
 from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
 from tests.faults import python_path
+from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
 
@@ -81,7 +82,7 @@ def snapshot(store: Path) -> dict:
 
 
 def run_in_process(source: Path, store: Path, models: str, limit: int | None = None) -> dict:
-    return extract.run(DATASET, [str(source)], BACKBONE, str(store), models, layers=LAYERS, limit=limit,
+    return run_extract(DATASET, [str(source)], BACKBONE, str(store), models, layers=LAYERS, limit=limit,
                        shard_size=4, batch_size=4, threads=1, show_progress=False, log=lambda *_: None)
 
 

@@ -29,6 +29,7 @@ from tlfs.features.versions import locate
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
+from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
 
@@ -46,7 +47,7 @@ def tlfs_extract(source: Path, store: Path, models: Path, extra_env: dict, limit
 
 
 def resume(source: Path, store: Path, models: Path) -> dict:
-    return extract.run(DATASET, [str(source)], BACKBONE, str(store), str(models), layers=LAYERS, shard_size=5,
+    return run_extract(DATASET, [str(source)], BACKBONE, str(store), str(models), layers=LAYERS, shard_size=5,
                        batch_size=4, show_progress=False, log=lambda *_: None)
 
 
@@ -209,7 +210,7 @@ def test_sigkill_anywhere_in_a_vacuum_loses_no_kept_row_and_a_rerun_finishes_it(
     store = tmp_path / "template"
     for change in ({}, {"train/red/n.png": folder_images(per_class=3)["train/red/002.png"]}, {"train/blue/001.png": b""}):
         write_tree(source, change)  # three versions: an image added, then one replaced by an unreadable file
-        extract.run(DATASET, [str(source)], BACKBONE, str(store), models_root, layers=LAYERS, shard_size=2, batch_size=4,
+        run_extract(DATASET, [str(source)], BACKBONE, str(store), models_root, layers=LAYERS, shard_size=2, batch_size=4,
                     show_progress=False, log=lambda *_: None)
     newest, older = snapshot(store), {v: snapshot_or_gone(store, v) for v in (1, 2)}
     log = tmp_path / "reference.events"

@@ -10,10 +10,11 @@ from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.plan import ExtractionRequest
 from tests.conftest import folder_images, write_tree
+from tests.extraction import run_extract
 
 
 def run(tmp_path, source, lite0_models, **kw):
-    return extract.run("colors", [str(source)], "efficientnet_lite0", str(tmp_path / "store"), lite0_models,
+    return run_extract("colors", [str(source)], "efficientnet_lite0", str(tmp_path / "store"), lite0_models,
                        show_progress=False, log=lambda *_: None, **{"shard_size": 5, "batch_size": 4, **kw})
 
 
@@ -221,14 +222,14 @@ def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_do
     with Decoder(1) as decoder:
         after = extract.run_shards(p, [s.number for s in p.shards], decoder=decoder)
     assert decoder.stats.images == p.shards[1].images + p.shards[3].images
-    assert [r["shard"] for r in after if not r.get("skipped")] == [1, 3]
-    assert [r["files"] for r in after] == [r["files"] for r in before]  # the same files, byte for byte
+    assert [r.shard for r in after if not r.skipped] == [1, 3]
+    assert [r.files for r in after] == [r.files for r in before]  # the same files, byte for byte
 
 
 def test_a_grid_variant_stores_each_taps_grid_beside_its_average_in_a_set_of_its_own(tmp_path, folder_dataset, lite0, models_root):
     store = str(tmp_path / "store")
     plain = run(tmp_path, folder_dataset, models_root, layers=["head"])
-    gridded = extract.run("colors", [str(folder_dataset)], "efficientnet_lite0_2x2", store, models_root, layers=["head", "head_2x2"],
+    gridded = run_extract("colors", [str(folder_dataset)], "efficientnet_lite0_2x2", store, models_root, layers=["head", "head_2x2"],
                           show_progress=False, log=lambda *_: None, shard_size=5, batch_size=4)
     assert gridded["set_uri"] != plain["set_uri"] and gridded["rows"] == 24
     quadrants, _, ids = features.load_matrix("colors", "efficientnet_lite0_2x2", "head_2x2", "train", store)

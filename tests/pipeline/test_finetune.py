@@ -22,6 +22,7 @@ from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.finetune import finetune
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
+from tests.extraction import run_extract
 
 SMALL = ["--head-epochs", "1", "--epochs", "2", "--batch-size", "8", "--no-progress"]
 
@@ -114,11 +115,11 @@ def test_finetune_exports_a_new_version_with_lineage_and_features_follow(tmp_pat
     assert card["parent"]["metrics"]["test_accuracy"] == result["test_accuracy"]
     manifest = features.describe("colors", result["backbone_version"], str(store))
     assert manifest["lineage"]["parent"]["version"] == result["parent_version"] and manifest["rows"] == 36
-    again = extract.run("colors", [str(source)], result["backbone_version"], str(store), str(models), layers=["head"],
+    again = run_extract("colors", [str(source)], result["backbone_version"], str(store), str(models), layers=["head"],
                         show_progress=False, log=lambda *_: None)
     assert again["backbone_version"] == result["backbone_version"]
     with pytest.raises(PipelineError, match="neither a backbone"):
-        extract.run("colors", [str(source)], "efficientnet_lite0-0000000000", str(store), str(models), show_progress=False)
+        run_extract("colors", [str(source)], "efficientnet_lite0-0000000000", str(store), str(models), show_progress=False)
 
 
 def test_settings_are_checked_before_any_work():

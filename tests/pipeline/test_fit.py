@@ -7,13 +7,14 @@ from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
 from tests.conftest import folder_images, write_tree
+from tests.extraction import run_extract
 
 
 @pytest.fixture
 def colors_set(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(per_class=8))
     store = str(tmp_path / "store")
-    extract.run("colors", [str(source)], "efficientnet_lite0", store, models_root, shard_size=50,
+    run_extract("colors", [str(source)], "efficientnet_lite0", store, models_root, shard_size=50,
                 show_progress=False, log=lambda *_: None)
     return features.open_set("colors", "efficientnet_lite0", store=store)
 
@@ -50,7 +51,7 @@ def test_sweep_reports_every_layer_and_the_best(colors_set, tmp_path):
 
 def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(splits=("train",)))
-    extract.run("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
+    run_extract("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
     with pytest.raises(PipelineError, match="needs a train and a test split"):
         fit(features.open_set("c", "efficientnet_lite0", store=str(tmp_path / "s")), ["head"], "softmax")
 

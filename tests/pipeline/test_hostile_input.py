@@ -15,10 +15,11 @@ from tlfs.pipeline import extract
 from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, png_bytes, write_tar, write_tree
+from tests.extraction import run_extract
 
 
 def run(tmp_path, sources, models_root):
-    return extract.run("h", [str(s) for s in sources], "efficientnet_lite0", str(tmp_path / "store"), models_root,
+    return run_extract("h", [str(s) for s in sources], "efficientnet_lite0", str(tmp_path / "store"), models_root,
                        layers=["head"], shard_size=8, batch_size=4, show_progress=False, log=lambda *_: None)
 
 

@@ -12,12 +12,13 @@ from tlfs import features
 from tlfs.features.versions import Retention
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, png_bytes, write_tree
+from tests.extraction import run_extract
 
 LAYERS = ["block2", "head"]
 
 
 def run(source, store, models, **kw):
-    return extract.run("inc", [str(source)], "efficientnet_lite0", str(store), models, layers=LAYERS, show_progress=False,
+    return run_extract("inc", [str(source)], "efficientnet_lite0", str(store), models, layers=LAYERS, show_progress=False,
                        log=lambda *_: None, **{"shard_size": 4, "batch_size": 4, **kw})
 
 
@@ -103,7 +104,7 @@ def test_a_rejected_image_is_tried_again_only_once_its_file_changed(tmp_path, fi
 def test_another_layer_set_or_a_full_run_extracts_every_image(tmp_path, files, lite0, models_root):
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
     run(source, store, models_root)
-    other = extract.run("inc", [str(source)], "efficientnet_lite0", str(store), models_root, layers=["head"],
+    other = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), models_root, layers=["head"],
                         show_progress=False, log=lambda *_: None, shard_size=4, batch_size=4)
     assert other["images_extracted"] == 24 and other["changes"]["base_version"] is None and other["version"] == 2
 

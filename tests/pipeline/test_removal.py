@@ -30,6 +30,7 @@ from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 from tests.faults import install
+from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
 
@@ -37,7 +38,7 @@ DATASET, BACKBONE, LAYERS = "removal", "efficientnet_lite0", ["head"]
 
 
 def run(source: Path, store: Path, models: str, limit: int | None = None) -> dict:
-    return extract.run(DATASET, [str(source)], BACKBONE, str(store), models, layers=LAYERS, limit=limit, shard_size=4,
+    return run_extract(DATASET, [str(source)], BACKBONE, str(store), models, layers=LAYERS, limit=limit, shard_size=4,
                        batch_size=4, threads=1, show_progress=False, log=lambda *_: None)
 
 

@@ -14,6 +14,7 @@ from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
 from tlfs.pipeline.views import check_views
 from tests.conftest import folder_images, write_tree
+from tests.extraction import run_extract
 
 
 def mirrored(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -27,7 +28,7 @@ def mirrored(files: dict[str, bytes]) -> dict[str, bytes]:
 
 def run(tmp_path, name, files, models_root, **kw):
     source = write_tree(tmp_path / f"{name}-images", files)
-    return extract.run("colors", [str(source)], "efficientnet_lite0", str(tmp_path / name), models_root, shard_size=7,
+    return run_extract("colors", [str(source)], "efficientnet_lite0", str(tmp_path / name), models_root, shard_size=7,
                        batch_size=4, show_progress=False, log=lambda *_: None, **kw)
 
 

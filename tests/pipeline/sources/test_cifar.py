@@ -6,6 +6,7 @@ import numpy as np
 from tlfs.pipeline import extract
 from tlfs.pipeline.sources import cifar
 from tests.pipeline.test_datasets import cifar_tarball
+from tests.extraction import run_extract
 
 
 def test_a_run_reads_the_tarball_once_whatever_its_shards(tmp_path, lite0, models_root, monkeypatch):
@@ -13,7 +14,7 @@ def test_a_run_reads_the_tarball_once_whatever_its_shards(tmp_path, lite0, model
     reads = []
     real = cifar._cifar_batches
     monkeypatch.setattr(cifar, "_cifar_batches", lambda uri, cache_dir: (reads.append(uri), real(uri, cache_dir))[1])
-    summary = extract.run("cifar10", [f"{path}#md5={md5}"], "efficientnet_lite0", str(tmp_path / "store"), models_root,
+    summary = run_extract("cifar10", [f"{path}#md5={md5}"], "efficientnet_lite0", str(tmp_path / "store"), models_root,
                           layers=["head"], shard_size=5, decode_workers=1, show_progress=False, log=lambda *_: None)
     assert summary["shards"] == 12 and summary["rows"] == 60
     assert len(reads) == 2  # once to index it, once to read its images: not once per shard

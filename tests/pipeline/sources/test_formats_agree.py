@@ -7,6 +7,7 @@ from tests.conftest import folder_images, write_tar, write_tree
 from tests.pipeline.sources.helpers import renamed, write_parquet_table, write_webdataset
 from tlfs import features
 from tlfs.pipeline import extract
+from tests.extraction import run_extract
 
 LAYERS = ["block2", "head"]
 
@@ -31,7 +32,7 @@ def test_features_are_identical_across_source_formats(tmp_path, lite0, models_ro
     got = {}
     for name, (uris, _) in sources.items():
         store = str(tmp_path / f"store-{name}")
-        summary = extract.run("colors", uris, "efficientnet_lite0", store, models_root, layers=LAYERS, shard_size=5,
+        summary = run_extract("colors", uris, "efficientnet_lite0", store, models_root, layers=LAYERS, shard_size=5,
                               batch_size=4, show_progress=False, log=lambda *_: None)
         assert summary["rows"] == len(files) and summary["rejected"] == 0, name
         got[name] = {(layer, split): features.load_matrix("colors", summary["backbone_version"], layer, split, store)

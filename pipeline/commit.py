@@ -1,0 +1,124 @@
+"""Committing a plan: its shards' records checked against one listing of the set (each
+file there, with the size its writer took from the bytes it wrote; no file is read, so a
+commit costs what the run added, not the set's size), the manifest composed from the
+records, and published as the set's next version (features/manifest.py)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tlfs.features import versions
+from tlfs.features.errors import PlanReplaced, StoreError
+from tlfs.features.leases import LeaseTerms, hold, require_plan
+from tlfs.features.lock import commit_lock
+from tlfs.features.manifest import new_manifest, publish
+from tlfs.features.versions import Retention
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.lineage import code_version
+from tlfs.pipeline.plan import Plan
+from tlfs.pipeline.planning import load_plan
+from tlfs.pipeline.records import ShardRecord
+
+DECODE = ("Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
+          "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+
+
+def _not_extracted(p: Plan, number: int) -> PipelineError:
+    return PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted (plan {p.plan_id}), "
+                         "or its files are damaged or were removed; run the extraction again "
+                         "(it re-extracts only what is missing)")
+
+
+def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str], None] = print,
+           retention: Retention = Retention()) -> dict:
+    """Under the set's commit lock: check that the plan is still there and every shard's
+    files are (``records``: as the run that made them holds them; by default read back
+    from staging), then publish the manifest as the set's next version (none if the
+    newest already holds exactly these rows: ``unchanged``), and apply ``retention``."""
+    with commit_lock(p.set_uri):
+        require_plan(p.set_uri, p.plan_id)
+        given = {r.shard: r for r in records} if records is not None else None
+        listing = versions.Listing(p.set_uri)
+        checked = []
+        for number in range(len(p.shards)):
+            record = given.get(number) if given is not None else _saved_record(p, number)
+            if record is None or listing.missing([f.to_json() for f in record.files.values()]):
+                raise _not_extracted(p, number)
+            checked.append(record)
+        try:
+            committed = publish(p.set_uri, manifest_of(p, checked), retention,
+                                check=lambda: require_plan(p.set_uri, p.plan_id), listing=listing)
+        except PlanReplaced:
+            raise
+        except StoreError as exc:  # a file vanished after the check above
+            raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
+                                "(it re-extracts only what is missing)") from None
+    if committed.get("unchanged"):
+        log(f"{p.set_uri} is unchanged: version {committed['version']} already holds these {committed['rows']} rows")
+        return committed
+    log(f"committed version {committed['version']} of {p.set_uri}: {committed['rows']} rows, "
+        f"{len(committed['shards'])} shard files, {len(committed['rejects'])} rejected; " + describe_changes(committed["changes"]))
+    return committed
+
+
+def _saved_record(p: Plan, number: int) -> ShardRecord | None:
+    from tlfs.features import layout
+    from tlfs.features.storage import read_json_if_exists
+
+    saved = read_json_if_exists(layout.record_uri(p.set_uri, p.plan_id, number))
+    return ShardRecord.from_json(saved) if saved is not None else None
+
+
+def describe_changes(changes: dict) -> str:
+    """One line: what a version changed against its base."""
+    if changes.get("base_version") is None:
+        return f"{changes.get('extracted', changes.get('added'))} images extracted (nothing reused)"
+    return (f"against version {changes['base_version']}: {changes['added']} new, {changes['changed']} changed, "
+            f"{changes['removed']} removed, {changes['reused']} reused; {changes.get('extracted')} extracted")
+
+
+def commit_task(set_uri: str, plan_id: str, records: list[dict] | None = None, lease: LeaseTerms = LeaseTerms(),
+                log: Callable[[str], None] = print, retention: Retention = Retention()) -> dict:
+    """The commit as a task of its own (after a DAG's shard tasks, whose records, as
+    JSON, it is handed): under a lease on the plan."""
+    with hold(set_uri, plan_id, lease):
+        typed = [ShardRecord.from_json(r) for r in records] if records is not None else None
+        return commit(load_plan(set_uri, plan_id), typed, log=log, retention=retention)
+
+
+def manifest_of(p: Plan, records: list[ShardRecord]) -> dict:
+    """The manifest of plan ``p`` from its shards' records."""
+    counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.splits}
+    rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in p.index_rejects]
+    for r in p.index_rejects:  # refused while indexing: read, and rejected
+        split = r.image_id.split("/")[0]
+        if split in counts:
+            counts[split]["read"] += 1
+            counts[split]["rejected"] += 1
+    shards = []
+    for record in records:
+        c = counts[record.split]
+        c["read"] += record.read
+        c["written"] += record.written
+        c["rejected"] += record.rejected
+        rejects.extend({"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in record.rejects)
+        shards.extend(record.manifest_files())
+    card = p.artifact.card
+    return new_manifest(
+        dataset=p.dataset, backbone=p.backbone, backbone_version=p.backbone_version, plan_id=p.plan_id,
+        layers=p.layer_dims, views=list(p.views), splits=list(p.splits), classes=list(p.classes), counts=counts,
+        changes=p.changes, shards=shards, rejects=rejects,
+        lineage={
+            "onnx_sha256": card["onnx_sha256"],
+            "runtime": p.runtime.to_json(),  # device, provider, precision, batch, fixed shapes
+            "onnx_file_sha256": (card["onnx_sha256"] if p.runtime.precision == "fp32"
+                                 else card["variants"][p.runtime.precision]["sha256"]),
+            "model_uri": p.artifact.uri,
+            "weights": card["weights"],
+            "parent": card.get("parent"),
+            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in p.sources],
+            "limit": p.limit,
+            "base": p.base,  # the version whose unchanged images were reused
+            "preprocessing": {**card["preprocessing"], "decode": DECODE, "feature_dtype": "float16"},
+            "code": code_version(),
+        })

@@ -1,0 +1,67 @@
+"""Looking after a committed set: ``tlfs verify`` (every byte of every file against the
+manifest's sha256; with ``repair``, the damaged shards extracted again and committed)
+and ``tlfs vacuum`` (the versions a retention drops, and the files only they used)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from tlfs.features import versions
+from tlfs.features.leases import hold
+from tlfs.features.lock import commit_lock
+from tlfs.features.manifest import damaged_shards, read_manifest, vacuum as vacuum_set
+from tlfs.features.storage import fs_path
+from tlfs.features.versions import Retention
+from tlfs.pipeline.commit import commit
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.planning import load_plan
+from tlfs.pipeline.runner import run_shards
+from tlfs.pipeline.staging import forget_record
+
+
+def verify(set_uri: str, repair: bool = False, device: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Check every shard of a committed set against the manifest's checksums; with
+    ``repair``, re-extract only the shards with a damaged file, on the set's own runtime
+    (a ``device`` other than the set's is refused: a set never mixes them), and commit
+    again."""
+    started = time.perf_counter()
+    manifest = read_manifest(set_uri)
+    bad = damaged_shards(set_uri, manifest)
+    report = {
+        "set_uri": set_uri,
+        "shard_files": len(manifest["shards"]),
+        "bad": [{"path": b["path"], "shard": b["shard"], "reason": b["reason"]} for b in bad],
+        "seconds": round(time.perf_counter() - started, 2),
+        "repaired": [],
+    }
+    if bad and repair:
+        numbers = sorted({b["shard"] for b in bad})
+        with hold(set_uri, manifest["plan_id"]) as held:
+            p = load_plan(set_uri, manifest["plan_id"])
+            if device and device != p.runtime.device:
+                raise PipelineError(f"{set_uri} was extracted on {p.runtime.device} ({p.runtime.precision}); repairing it "
+                                    f"on {device} would mix devices in one set: repair with --device {p.runtime.device}, "
+                                    "or extract it anew on the other device")
+            fs, _ = fs_path(set_uri)
+            for damaged in bad:  # its new file takes the same name
+                found = versions.locate(set_uri, damaged["path"])
+                if found is not None:
+                    fs.rm(fs_path(found)[1])
+            for number in numbers:
+                forget_record(p, number)
+                log(f"re-extracting shard {number}")
+                run_shards(p, [number], derive=False)  # from its images, not from a possibly damaged base file
+                held.check()
+            commit(p, log=log)
+        report["repaired"] = numbers
+        report["bad_after_repair"] = len(damaged_shards(set_uri, read_manifest(set_uri)))
+    return report
+
+
+def vacuum(set_uri: str, retention: Retention) -> dict:
+    """``tlfs vacuum``: under the commit lock, drop the versions ``retention`` does not
+    keep and delete the files only they used (never a file of a kept version, nor of a
+    version a live run builds on)."""
+    with commit_lock(set_uri):
+        return vacuum_set(set_uri, read_manifest(set_uri), retention)

@@ -1,0 +1,204 @@
+"""Planning an extraction: the backbone exported (or reused), the dataset indexed, its
+images cut into shards, against the set's newest version where it can build on it
+(pipeline/incremental.py); then the plan saved in the set's staging, under a lease.
+Nothing is extracted here."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from tlfs.features import layout
+from tlfs.features.errors import PlanReplaced
+from tlfs.features.layout import ORIGINAL
+from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
+from tlfs.models.artifact import Artifact
+from tlfs.models.runtime import check_layers
+from tlfs.models.variants import with_variants
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.derivation import reused_record
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.incremental import REUSE, diff, fingerprints_digest, load_base
+from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
+
+
+def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan:
+    """Export (or reuse) the backbone, index the dataset and fix the shards. Nothing is
+    written to the set: :func:`save_plan` does, under a lease."""
+    r = request
+    artifact = resolve_artifact(r.backbone, r.model_store, r.weights, r.random_weights, log)
+    layers = check_layers(artifact, list(r.layers) if r.layers else None)
+    started = time.perf_counter()
+    index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
+                        cache_dir=r.cache_dir)
+    log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
+    set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
+    layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
+    base = load_base(set_uri, r.runtime, layer_dims, r.views, log) if r.incremental else None
+    if base is None:
+        shards, entries = cut_shards(index, r.shard_size)
+        origins: dict[int, dict] = {}
+        changes = {"base_version": None, "added": len(index.entries), "changed": 0, "removed": None, "reused": 0}
+    else:
+        increment = diff(index, base)
+        new_shards, new_entries = cut_shards(DatasetIndex(index.name, index.sources, index.classes, increment.new_entries),
+                                             r.shard_size, first=len(increment.shards))
+        shards, entries, origins = increment.shards + new_shards, {**increment.entries, **new_entries}, increment.origins
+        changes = increment.changes
+        unchanged = _unchanged_base(set_uri, base, increment, index, r)
+        if unchanged is not None:
+            log(f"nothing changed since version {base.version}: its plan {base.plan_id} is this run's")
+            return unchanged
+        log(f"against version {base.version}: {changes['added']} images new, {changes['changed']} changed, "
+            f"{changes['removed']} removed, {changes['reused']} reused ({changes['shards_reused']} shards as they are, "
+            f"{changes['shards_derived']} copied without their removed or changed rows)")
+    changes["extracted"] = sum(s.images for s in shards if s.number not in origins)
+    identity = {
+        "version": artifact.version,
+        "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
+        "layers": layers,
+        "sources": [s.checksum for s in index.sources],
+        "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
+        "shards": [s.to_json() for s in shards],
+        **({"views": list(r.views)} if r.views != (ORIGINAL,) else {}),  # unchanged ids for plans of one view
+        **({"base": base.plan_id, "fingerprints": fingerprints_digest(index.entries),
+            "origins": {str(n): o["kind"] for n, o in origins.items()}} if base else {}),
+    }
+    return Plan(
+        plan_id=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+        dataset=r.dataset,
+        set_uri=set_uri,
+        artifact=artifact,
+        layers=tuple(layers),
+        splits=tuple(index.splits()),
+        limit=r.limit,
+        runtime=r.runtime,
+        shard_size=r.shard_size,
+        cache_dir=r.cache_dir,
+        shards=tuple(shards),
+        sources=tuple(index.sources),
+        classes=tuple(index.classes),
+        index_rejects=tuple(index.rejects),
+        views=r.views,
+        base=base.to_json() if base else None,
+        origins=origins,
+        changes=changes,
+        entries=entries,
+    )
+
+
+def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: ExtractionRequest) -> Plan | None:
+    """The base version's own plan, if this run asks for exactly what it holds: the same
+    images with the same fingerprints, from the same sources (then a scheduled run over
+    an unchanged source writes nothing, and its commit adds no version)."""
+    c = increment.changes
+    if c["added"] or c["changed"] or c["removed"] or c["shards_derived"] or len(increment.shards) != len(base.shards):
+        return None
+    base_plan = load_plan(set_uri, base.plan_id)
+    same = ([s.checksum for s in base_plan.sources] == [s.checksum for s in index.sources]
+            and list(base_plan.index_rejects) == list(index.rejects) and base_plan.limit == r.limit)
+    if not same:
+        return None
+    return dataclasses.replace(base_plan, changes={**c, "extracted": 0})
+
+
+def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[list[Shard], dict[int, list[Entry]]]:
+    """Each split's images (in the index's order, which follows the sources') in shards
+    of at most ``shard_size``. Where a source can only be streamed (a compressed tar),
+    shards follow its own bounds: it starts a shard of its own, so that no shard streams
+    through a compressed archive for a few of its images. Sources read by offset, row
+    group or file (folders, zips, uncompressed tars, Parquet) are cut anywhere."""
+    shards: list[Shard] = []
+    entries: dict[int, list[Entry]] = {}
+    for split in index.splits():
+        in_split = [e for e in index.entries if e.split == split]
+        bounds = [0]
+        for run_start, run_stop in _source_runs(in_split):
+            streamed = in_split[run_start].offset < 0 and index.sources[in_split[run_start].source].format in STREAMED
+            if streamed and run_start > bounds[-1] and run_stop - bounds[-1] > shard_size:
+                bounds.append(run_start)  # close the open shard where this archive begins
+            while run_stop - bounds[-1] > shard_size:
+                bounds.append(bounds[-1] + shard_size)
+        bounds.append(len(in_split))
+        for start, stop in zip(bounds, bounds[1:]):
+            entries[first + len(shards)] = in_split[start:stop]
+            shards.append(Shard(first + len(shards), split, start, stop))
+    return shards, entries
+
+
+STREAMED = ("imagefolder-tar", "webdataset-tar")  # compressed ones: read from their start
+
+
+def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for i, e in enumerate(entries):
+        if runs and entries[runs[-1][0]].source == e.source:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def save_plan(p: Plan, held: Lease) -> None:
+    """Write each shard's entries, then ``plan.json``, into the set's staging; ``held``
+    is the caller's lease on it."""
+    assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
+    def write(number: int) -> None:
+        atomic_write_json(layout.entries_uri(p.set_uri, p.plan_id, number), p.entries_json(number))
+
+    def reuse(number: int) -> None:  # done already
+        atomic_write_json(layout.record_uri(p.set_uri, p.plan_id, number), reused_record(p, number).to_json())
+
+    fs, _ = fs_path(p.set_uri)
+    reused = [n for n, origin in p.origins.items() if origin["kind"] == REUSE]
+    # an object store's requests overlap; a local disk's writes stay in order (the crash tests replay them)
+    with ThreadPoolExecutor(max_workers=1 if is_local(fs) else 16, thread_name_prefix="tlfs-plan") as pool:
+        list(pool.map(write, range(len(p.shards))))
+        list(pool.map(reuse, reused))
+    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
+
+
+def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> Plan:
+    """Planning as a task of its own (a DAG's): the plan is saved under a lease that
+    lingers ``lease.linger`` seconds, so that its shard tasks, queued, still find it."""
+    p = plan(request, log)
+    with hold(p.set_uri, p.plan_id, lease, plan_must_exist=False) as held:
+        save_plan(p, held)
+    return p
+
+
+def resolve_artifact(backbone: str, model_store: str, weights: str | None, random_weights: bool, log) -> Artifact:
+    from tlfs.models.artifact import read_card
+    from tlfs.models.names import BACKBONES
+
+    if backbone not in BACKBONES:
+        card = read_card(f"{model_store.rstrip('/')}/{backbone}")
+        if card is None:
+            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}) nor an exported version in {model_store}")
+        if weights or random_weights:
+            raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
+        log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
+        return with_variants(Artifact(f"{model_store.rstrip('/')}/{backbone}", card), log)
+    from tlfs.models.export import export  # torch: needed only here, not by shard workers
+
+    return export(backbone, model_store, weights=weights, random_weights=random_weights, log=log)
+
+
+def load_plan(set_uri: str, plan_id: str) -> Plan:
+    """The saved plan; each shard's entries are read when a task asks for them."""
+    def read_entries(number: int) -> list:
+        try:
+            return read_json(layout.entries_uri(set_uri, plan_id, number))
+        except FileNotFoundError:
+            raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
+
+    try:
+        return Plan.from_json(read_json(layout.plan_uri(set_uri, plan_id)), read_entries)
+    except FileNotFoundError:
+        raise PlanReplaced(replaced_message(set_uri, plan_id)) from None

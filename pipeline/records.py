@@ -1,0 +1,86 @@
+"""What passes between extraction's stages and tasks: a shard's result record (its
+files, each with the size and sha256 its writer took from the bytes it wrote; its
+counts; its rejects). A record is saved in the plan's staging and handed from the DAG's
+shard tasks to its commit as JSON (:meth:`ShardRecord.to_json`); in the process it is
+this typed value. A reject is :class:`~tlfs.pipeline.dataset_index.Reject` everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tlfs.features.layout import ORIGINAL
+from tlfs.pipeline.dataset_index import Reject
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One Parquet file of a shard (one layer of one view), as the manifest lists it."""
+
+    path: str  # inside the set
+    rows: int
+    bytes: int
+    sha256: str
+    layer: str | None = None  # named only for a view other than the original
+    view: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.view in (None, ORIGINAL):  # the original's files are named by their record key alone
+            object.__setattr__(self, "layer", None)
+            object.__setattr__(self, "view", None)
+
+    def to_json(self) -> dict:
+        named = {"layer": self.layer, "view": self.view} if self.view is not None else {}
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256, **named}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ShardFile":
+        return cls(data["path"], int(data["rows"]), int(data["bytes"]), data["sha256"], data.get("layer"), data.get("view"))
+
+
+def file_key(layer: str, view: str) -> str:
+    """A record's name for the file of ``layer`` in ``view``."""
+    return layer if view == ORIGINAL else f"{view}/{layer}"
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    shard: int
+    split: str
+    read: int
+    written: int
+    rejected: int
+    rejects: tuple[Reject, ...]
+    files: dict[str, ShardFile] = field(default_factory=dict)
+    seconds: float = 0.0
+    write_seconds: float = 0.0  # float16, gathering, Parquet encoding, the atomic writes
+    infer_seconds: float = 0.0  # batching and the session's runs (on its own thread)
+    skipped: bool = False  # found done (by an earlier or a concurrent run of the plan)
+    reused: bool = False  # the base version's, its files untouched
+    derived: bool = False  # copied from the base version's files without removed or changed rows
+
+    @property
+    def reconciles(self) -> bool:
+        return self.read == self.written + self.rejected
+
+    def with_(self, **changes) -> "ShardRecord":
+        return replace(self, **changes)
+
+    def manifest_files(self) -> list[dict]:
+        """The manifest's rows for this shard's files."""
+        return [{"layer": key, "split": self.split, "shard": self.shard, **f.to_json()} for key, f in self.files.items()]
+
+    def to_json(self) -> dict:
+        flags = {name: True for name in ("skipped", "reused", "derived") if getattr(self, name)}
+        return {"shard": self.shard, "split": self.split, "read": self.read, "written": self.written,
+                "rejected": self.rejected, "rejects": [asdict(r) for r in self.rejects],
+                "files": {key: f.to_json() for key, f in self.files.items()}, "seconds": self.seconds,
+                "write_seconds": self.write_seconds, "infer_seconds": self.infer_seconds, **flags}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ShardRecord":
+        return cls(int(data["shard"]), data["split"], int(data["read"]), int(data["written"]), int(data["rejected"]),
+                   tuple(Reject(**r) for r in data["rejects"]),
+                   {key: ShardFile.from_json(f) for key, f in data["files"].items()},
+                   float(data.get("seconds", 0.0)), float(data.get("write_seconds", 0.0)),
+                   float(data.get("infer_seconds", 0.0)), bool(data.get("skipped")), bool(data.get("reused")),
+                   bool(data.get("derived")))

@@ -1,0 +1,96 @@
+"""Writing shards: a pool of threads, each taking one file (a layer of a view of a
+shard: its batches gathered in image order as float16, encoded to Parquet in memory,
+hashed, written atomically into the plan's staging), and one thread that saves each
+shard's record once its files are written. pyarrow, hashlib and file I/O release the
+GIL, so the files of several layers and shards are encoded at once. At most
+``threads + 1`` shards are in flight (their outputs held in memory), so host memory
+stays flat however long the run."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from tlfs.features import layout
+from tlfs.features.layout import ORIGINAL
+from tlfs.features.leases import translate_missing
+from tlfs.features.schema import shard_table
+from tlfs.features.writer import encode_shard, put_shard
+from tlfs.pipeline.inference import ShardOutputs, gather_layer
+from tlfs.pipeline.plan import Plan
+from tlfs.pipeline.records import ShardFile, ShardRecord, file_key
+from tlfs.pipeline.staging import save_record
+
+MAX_WRITER_THREADS = 8  # beyond this the encoder outruns any device we have measured
+
+
+def writer_threads(cores: int) -> int:
+    """Threads encoding and writing files: one per core, up to :data:`MAX_WRITER_THREADS`."""
+    return max(1, min(cores, MAX_WRITER_THREADS))
+
+
+def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int) -> ShardFile:
+    """One layer of one view of a shard, gathered, encoded and written into staging."""
+    outputs = out.outputs()
+    matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width)
+    kept = out.kept()
+    ids = [e.image_id for e in kept]
+    labels = np.array([p.label_of(e.label_name) for e in kept], dtype=np.int16)
+    names = [e.label_name for e in kept]
+    relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
+    with translate_missing(p.set_uri, p.plan_id):
+        # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)
+        written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(shard_table(ids, labels, names, matrix)))
+    return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view)
+
+
+class ShardWriter:
+    """``submit(outputs)`` -> the future of the shard's :class:`ShardRecord`."""
+
+    def __init__(self, p: Plan, threads: int) -> None:
+        self.p = p
+        self.threads = threads
+        self._files = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tlfs-write")
+        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
+        self._in_flight: list[Future] = []
+
+    def submit(self, out: ShardOutputs, done: Callable[[ShardRecord], None] = lambda _: None) -> Future:
+        """Queue shard ``out`` for writing, first waiting (for the oldest shard) while
+        ``threads + 1`` are in flight."""
+        while len(self._in_flight) > self.threads:
+            self._in_flight.pop(0).result()
+        writing = time.perf_counter()
+        files = {file_key(layer, view): self._files.submit(write_file, self.p, out, view, layer, width)
+                 for view in self.p.views for layer, width in self.p.layer_dims.items()}
+        future = self._records.submit(self._record, out, files, writing, done)
+        self._in_flight.append(future)
+        return future
+
+    def _record(self, out: ShardOutputs, files: dict[str, Future], writing: float,
+                done: Callable[[ShardRecord], None]) -> ShardRecord:
+        written = {key: future.result() for key, future in files.items()}
+        kept = len(out.kept())
+        record = ShardRecord(out.number, self.p.shards[out.number].split, len(out.entries), kept, len(out.rejects),
+                             tuple(out.rejects), written,
+                             seconds=round(time.perf_counter() - out.started, 3),
+                             write_seconds=round(time.perf_counter() - writing, 3),
+                             infer_seconds=round(out.assemble_seconds + sum(s for _, s in out.outputs()), 3))
+        with translate_missing(self.p.set_uri, self.p.plan_id):
+            save_record(self.p, record)
+        done(record)
+        return record
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the files being written (so that none is written after the run has
+        returned); ``cancel``: drop those not started."""
+        self._records.shutdown(wait=True, cancel_futures=cancel)
+        self._files.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(cancel=exc_type is not None)

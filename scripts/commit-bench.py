@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""What the commit of an incremental run costs, against the set's size.
+
+    .venv/bin/python scripts/commit-bench.py --images 10000 --images 100000 --work /tmp/tlfs-commit
+
+For each size N: a set of N small JPEGs is extracted (EfficientNet-Lite0's real layer
+widths, inference replaced by ``tlfs bench --host-only``'s trivial session, so that only
+the host side runs), then a source of N/100 new images is added and extracted again,
+and that run's commit alone is timed, with the bytes this process read while it ran
+(``/proc/self/io`` rchar: every read, the store's and any other, so an upper bound on
+what the commit read of the store). Prints one JSON line per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tlfs.features.leases import LeaseTerms, hold
+from tlfs.features.manifest import read_manifest
+from tlfs.models.export import export
+from tlfs.models.session import resolve_runtime
+from tlfs.pipeline import extract
+from tlfs.pipeline.bench import HostOnlySession
+from tlfs.pipeline.extract import ExtractionRequest, RunOptions
+
+BACKBONE = "efficientnet_lite0"
+
+
+def write_tar(path: Path, images: int, prefix: str, seed: int) -> Path:
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    pool = []
+    for _ in range(64):
+        buffer = io.BytesIO()
+        low = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(low).resize((32, 32), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+        pool.append(buffer.getvalue())
+    with tarfile.open(path, "w") as archive:
+        for n in range(images):
+            data = pool[n % len(pool)]
+            info = tarfile.TarInfo(f"train/class{n % 10}/{prefix}{n:07d}.jpg")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def read_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def parquet_bytes(manifest: dict) -> int:
+    return sum(s["bytes"] for s in manifest["shards"])
+
+
+def measure(images: int, work: Path, models: str) -> dict:
+    folder = work / f"n{images}"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = write_tar(folder / "base.tar", images, "a", 0)
+    added = write_tar(folder / "added.tar", max(1, images // 100), "b", 1)
+    store = str(folder / "store")
+    runtime = resolve_runtime("cpu")
+    artifact = export(BACKBONE, models, log=lambda *_: None)
+    session = HostOnlySession(runtime, dict(artifact.card["layers"]))
+    first = extract.run(ExtractionRequest.build("bench", [str(base)], BACKBONE, store, models),
+                        RunOptions(show_progress=False, session=session), log=lambda *_: None)
+    request = ExtractionRequest.build("bench", [str(base), str(added)], BACKBONE, store, models)
+    p = extract.plan(request, log=lambda *_: None)
+    with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
+        extract.save_plan(p, held)
+        results = extract.run_shards(p, [s.number for s in p.shards], session, check=held.check)
+        before, started = read_bytes(), time.perf_counter()
+        committed = extract.commit(p, results, log=lambda *_: None)
+        seconds, read = time.perf_counter() - started, read_bytes() - before
+    manifest = read_manifest(p.set_uri)
+    total = parquet_bytes(manifest)
+    return {"images": images, "added": p.changes["added"], "version": committed["version"],
+            "first_version_rows": first["rows"], "set_parquet_bytes": total, "commit_seconds": round(seconds, 3),
+            "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, action="append", required=True, help="set size; repeat for several")
+    parser.add_argument("--work", default="/tmp/tlfs-commit-bench")
+    args = parser.parse_args()
+    work = Path(args.work)
+    models = str(work / "models")
+    for images in args.images:
+        print(json.dumps(measure(images, work, models)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
