@@ -6,7 +6,6 @@ layers are written at once by the runner's writer pool."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -41,9 +40,11 @@ class WrittenShard:
 
 
 def encode_shard(table: pa.Table) -> EncodedShard:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, **WRITE_OPTIONS)
-    data = buffer.getvalue()
+    # an Arrow buffer, not io.BytesIO: the encoder's every write to a Python file object
+    # takes the GIL, which kept two writer threads from encoding at once
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **WRITE_OPTIONS)
+    data = sink.getvalue().to_pybytes()
     return EncodedShard(data, table.num_rows, sha256_bytes(data))
 
 

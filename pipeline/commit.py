@@ -17,7 +17,7 @@ from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
-from tlfs.pipeline.records import ShardRecord
+from tlfs.pipeline.records import Changes, ShardRecord
 
 DECODE = ("Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
           "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
@@ -70,11 +70,8 @@ def _saved_record(p: Plan, number: int) -> ShardRecord | None:
 
 
 def describe_changes(changes: dict) -> str:
-    """One line: what a version changed against its base."""
-    if changes.get("base_version") is None:
-        return f"{changes.get('extracted', changes.get('added'))} images extracted (nothing reused)"
-    return (f"against version {changes['base_version']}: {changes['added']} new, {changes['changed']} changed, "
-            f"{changes['removed']} removed, {changes['reused']} reused; {changes.get('extracted')} extracted")
+    """One line: what a version (its manifest's ``changes``) changed against its base."""
+    return Changes.from_json(changes).describe()
 
 
 def commit_task(set_uri: str, plan_id: str, records: list[dict] | None = None, lease: LeaseTerms = LeaseTerms(),
@@ -107,7 +104,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> dict:
     return new_manifest(
         dataset=p.dataset, backbone=p.backbone, backbone_version=p.backbone_version, plan_id=p.plan_id,
         layers=p.layer_dims, views=list(p.views), splits=list(p.splits), classes=list(p.classes), counts=counts,
-        changes=p.changes, shards=shards, rejects=rejects,
+        changes=p.changes.to_json() if p.changes else {}, shards=shards, rejects=rejects,
         lineage={
             "onnx_sha256": card["onnx_sha256"],
             "runtime": p.runtime.to_json(),  # device, provider, precision, batch, fixed shapes

@@ -90,14 +90,14 @@ def summary(p: Plan, records: list[ShardRecord], manifest: dict, decoder: Decode
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     bytes_written = sum(f.bytes for r in records for f in r.files.values())
     write_seconds = sum(r.write_seconds for r in records)
-    computed = p.changes.get("extracted", p.images)
+    computed = p.changes.extracted if p.changes and p.changes.extracted is not None else p.images
     return {
         "set_uri": p.set_uri,
         "backbone_version": p.backbone_version,
         "plan_id": p.plan_id,
         "version": manifest["version"],
         "unchanged": bool(manifest.get("unchanged")),
-        "changes": p.changes,  # images added / changed / removed / reused against the base version
+        "changes": p.changes.to_json() if p.changes else {},  # images added / changed / removed / reused against the base version
         "views": list(p.views),
         "rows": manifest["rows"],
         "counts": manifest["counts"],

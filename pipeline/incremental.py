@@ -27,6 +27,7 @@ from tlfs.features.storage import exists, read_json, read_json_if_exists
 from tlfs.models.session import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.plan import Shard
+from tlfs.pipeline.records import Changes
 
 REUSE, DERIVE = "reuse", "derive"
 
@@ -96,7 +97,7 @@ class Increment:
     shards: list[Shard]
     entries: dict[int, list[Entry]]
     origins: dict[int, dict]  # shard number -> {"kind": reuse|derive, ...}; absent: extract
-    changes: dict[str, int]
+    changes: Changes
     new_entries: list[Entry]
 
 
@@ -131,15 +132,9 @@ def diff(index: DatasetIndex, base: Base) -> Increment:
                                "rejects": [r for r in old.record["rejects"] if r["image_id"] in keep]}
     new_entries = [e for e in index.entries if e.image_id not in matched]
     changed = sum(1 for e in new_entries if e.image_id in in_base)
-    changes = {
-        "base_version": base.version,
-        "added": len(new_entries) - changed,
-        "changed": changed,
-        "removed": len(in_base - set(target)),
-        "reused": len(matched),
-        "shards_reused": sum(o["kind"] == REUSE for o in origins.values()),
-        "shards_derived": sum(o["kind"] == DERIVE for o in origins.values()),
-    }
+    changes = Changes(base.version, len(new_entries) - changed, changed, len(in_base - set(target)), len(matched),
+                      shards_reused=sum(o["kind"] == REUSE for o in origins.values()),
+                      shards_derived=sum(o["kind"] == DERIVE for o in origins.values()))
     return Increment(shards, entries, origins, changes, new_entries)
 
 

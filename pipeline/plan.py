@@ -17,6 +17,7 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.session import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.records import Changes
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Plan:
     # not extracted comes from it (number -> origin), and what changed against it
     base: dict | None = None
     origins: dict[int, dict] = field(default_factory=dict, repr=False)
-    changes: dict = field(default_factory=dict)
+    changes: Changes | None = None  # against the version it builds on (pipeline/incremental.py)
     # each shard's entries: all of them in the process that planned, else read on demand
     entries: dict[int, list[Entry]] = field(default_factory=dict, repr=False)
     read_entries: Callable[[int], list] | None = field(default=None, repr=False)
@@ -156,7 +157,7 @@ class Plan:
             "index_rejects": [asdict(r) for r in self.index_rejects],
             "base": self.base,
             "origins": {str(number): origin for number, origin in self.origins.items()},
-            "changes": self.changes,
+            "changes": self.changes.to_json() if self.changes else {},
         }
 
     @classmethod
@@ -180,6 +181,6 @@ class Plan:
             index_rejects=tuple(Reject(**r) for r in data["index_rejects"]),
             base=data.get("base"),
             origins={int(number): origin for number, origin in data.get("origins", {}).items()},
-            changes=data.get("changes", {}),
+            changes=Changes.from_json(data["changes"]) if data.get("changes") else None,
             read_entries=read_entries,
         )

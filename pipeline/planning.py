@@ -24,7 +24,7 @@ from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.datasets import build_index
 from tlfs.pipeline.derivation import reused_record
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.incremental import REUSE, diff, fingerprints_digest, load_base
+from tlfs.pipeline.incremental import REUSE, Changes, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 
 
@@ -44,7 +44,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     if base is None:
         shards, entries = cut_shards(index, r.shard_size)
         origins: dict[int, dict] = {}
-        changes = {"base_version": None, "added": len(index.entries), "changed": 0, "removed": None, "reused": 0}
+        changes = Changes.fresh(len(index.entries))
     else:
         increment = diff(index, base)
         new_shards, new_entries = cut_shards(DatasetIndex(index.name, index.sources, index.classes, increment.new_entries),
@@ -55,10 +55,10 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         if unchanged is not None:
             log(f"nothing changed since version {base.version}: its plan {base.plan_id} is this run's")
             return unchanged
-        log(f"against version {base.version}: {changes['added']} images new, {changes['changed']} changed, "
-            f"{changes['removed']} removed, {changes['reused']} reused ({changes['shards_reused']} shards as they are, "
-            f"{changes['shards_derived']} copied without their removed or changed rows)")
-    changes["extracted"] = sum(s.images for s in shards if s.number not in origins)
+        log(f"against version {base.version}: {changes.added} images new, {changes.changed} changed, "
+            f"{changes.removed} removed, {changes.reused} reused ({changes.shards_reused} shards as they are, "
+            f"{changes.shards_derived} copied without their removed or changed rows)")
+    changes = changes.with_extracted(sum(s.images for s in shards if s.number not in origins))
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
@@ -98,14 +98,14 @@ def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: Extra
     images with the same fingerprints, from the same sources (then a scheduled run over
     an unchanged source writes nothing, and its commit adds no version)."""
     c = increment.changes
-    if c["added"] or c["changed"] or c["removed"] or c["shards_derived"] or len(increment.shards) != len(base.shards):
+    if c.added or c.changed or c.removed or c.shards_derived or len(increment.shards) != len(base.shards):
         return None
     base_plan = load_plan(set_uri, base.plan_id)
     same = ([s.checksum for s in base_plan.sources] == [s.checksum for s in index.sources]
             and list(base_plan.index_rejects) == list(index.rejects) and base_plan.limit == r.limit)
     if not same:
         return None
-    return dataclasses.replace(base_plan, changes={**c, "extracted": 0})
+    return dataclasses.replace(base_plan, changes=c.with_extracted(0))
 
 
 def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[list[Shard], dict[int, list[Entry]]]:

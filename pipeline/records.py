@@ -1,4 +1,5 @@
-"""What passes between extraction's stages and tasks: a shard's result record (its
+"""What passes between extraction's stages and tasks: what a plan changes against the
+version it builds on (:class:`Changes`); a shard's result record (its
 files, each with the size and sha256 its writer took from the bytes it wrote; its
 counts; its rejects). A record is saved in the plan's staging and handed from the DAG's
 shard tasks to its commit as JSON (:meth:`ShardRecord.to_json`); in the process it is
@@ -6,10 +7,49 @@ this typed value. A reject is :class:`~tlfs.pipeline.dataset_index.Reject` every
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field, replace
 
 from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.dataset_index import Reject
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a plan changes against the version it builds on (``base_version`` None: a
+    first or full run, nothing reused)."""
+
+    base_version: int | None
+    added: int
+    changed: int
+    removed: int | None
+    reused: int
+    shards_reused: int | None = None  # incremental plans only
+    shards_derived: int | None = None
+    extracted: int | None = None  # images this plan runs through the backbone
+
+    @classmethod
+    def fresh(cls, images: int) -> "Changes":
+        return cls(None, images, 0, None, 0)
+
+    def with_extracted(self, images: int) -> "Changes":
+        return dataclasses.replace(self, extracted=images)
+
+    def describe(self) -> str:
+        """One line: what a version changed against its base."""
+        if self.base_version is None:
+            return f"{self.extracted if self.extracted is not None else self.added} images extracted (nothing reused)"
+        return (f"against version {self.base_version}: {self.added} new, {self.changed} changed, "
+                f"{self.removed} removed, {self.reused} reused; {self.extracted} extracted")
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None or k in ("base_version", "removed")}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Changes":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 @dataclass(frozen=True)

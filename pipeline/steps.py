@@ -66,7 +66,7 @@ def plan_extraction(
         "shards": [shard.number for shard in p.shards],
         "shard_groups": shard_groups([shard.number for shard in p.shards], s.max_shard_tasks),
         "images": p.images,
-        "changes": p.changes,  # against the version it builds on: new, changed, removed, reused, to extract
+        "changes": p.changes.to_json() if p.changes else {},  # against the version it builds on: new, changed, removed, reused, to extract
     }
 
 

@@ -83,7 +83,7 @@ def measure(images: int, work: Path, models: str) -> dict:
         seconds, read = time.perf_counter() - started, read_bytes() - before
     manifest = read_manifest(p.set_uri)
     total = parquet_bytes(manifest)
-    return {"images": images, "added": p.changes["added"], "version": committed["version"],
+    return {"images": images, "added": p.changes.added, "version": committed["version"],
             "first_version_rows": first["rows"], "set_parquet_bytes": total, "commit_seconds": round(seconds, 3),
             "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4)}
 

@@ -54,6 +54,8 @@ step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lit
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
 step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
+# Each host stage alone, and the host side's projection on this machine's 16 cores (beside the measured pipeline above)
+step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10 --backbone efficientnet_lite0
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
 step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
@@ -92,6 +94,10 @@ for name in ("bench_lite0", "bench_resnet50"):
 h = last_json("host_cifar") or {}
 summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_images_per_s", "host_images_per_s",
                                                       "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds")}
+st = last_json("stages_lite0") or {}
+summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": st.get("serial_min_images_per_s"),
+                           "projected_images_per_s": st.get("projected_images_per_s"), "bound_by": st.get("bound_by"),
+                           "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
                                                                "images_per_second", "parquet_bytes")}

@@ -46,3 +46,33 @@ def test_photo_sized_images_are_photo_sized(tmp_path):
     with tarfile.open(photo_dataset(tmp_path / "p.tar", 9)) as archive:
         sizes = [Image.open(archive.extractfile(m)).size for m in archive.getmembers()]
     assert sizes.count((1024, 768)) == 2 and sizes.count((500, 375)) == 7
+
+
+def test_the_stage_bench_times_each_host_stage_marks_the_serial_ones_and_projects_onto_n_cores(capsys, tmp_path):
+    from tlfs.pipeline.bench import photo_dataset
+    from tlfs.pipeline.runner import STAGE_THREADS
+
+    source = photo_dataset(tmp_path / "photos.tar", 40)
+    code = main(["bench", "--stages", "--dataset", "photos", "--source", str(source), "--images", "40", "--cores", "16",
+                 "--batch-size", "8"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stages = result["stages"]
+    assert list(stages) == ["read:imagefolder-tar", "decode", "hand-over", "batch assembly", "output copy",
+                            "float16 + gather", "parquet encode + sha256", "atomic write", "shard record", "commit"]
+    assert all(s["images_per_s"] > 0 for s in stages.values())
+    assert result["values_per_image"] == 2048 and result["cores"] == 16  # Lite0's seven taps
+    # serial or not as the runner runs it, not as the bench says
+    assert stages["decode"]["serial"] is (STAGE_THREADS["decode"] is not None)
+    assert stages["commit"]["thread"] == STAGE_THREADS["commit"]
+    assert result["projected_images_per_s"] == min(result["serial_min_images_per_s"], result["parallel_images_per_s"])
+
+
+def test_the_projection_adds_up_the_stages_of_one_thread_and_divides_the_pool_stages_over_the_cores():
+    from tlfs.pipeline.stage_bench import Stage, project
+
+    stages = [Stage("read", 100.0, "reading", ""), Stage("copy", 100.0, "reading", ""),  # one thread: 50/s
+              Stage("decode", 10.0, None, ""), Stage("encode", 10.0, None, "")]  # 0.2 s per image over the cores
+    assert project(stages, cores=4)["projected_images_per_s"] == 20.0  # 4 / 0.2
+    assert project(stages, cores=40)["projected_images_per_s"] == 50.0  # the reading thread bounds it
+    assert project(stages, cores=40)["bound_by"] == "the reading thread"

@@ -241,3 +241,10 @@ def test_a_grid_variant_stores_each_taps_grid_beside_its_average_in_a_set_of_its
     assert features.open_set("colors", "efficientnet_lite0", store).uri == plain["set_uri"]
     with pytest.raises(Exception, match="head_2x2"):
         features.load("colors", "efficientnet_lite0", "head_2x2", "train", store)
+
+
+def test_a_commit_leaves_each_file_in_one_place_and_no_folders_in_its_staging(tmp_path, folder_dataset, lite0, models_root):
+    summary = run(tmp_path, folder_dataset, models_root)
+    set_root = Path(summary["set_uri"])
+    assert len(list(set_root.rglob("layer=head"))) == 1  # the layer's folder, not another under _staging
+    assert not list((set_root / "_staging").rglob("files"))
