@@ -244,7 +244,11 @@ def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> in
         if folder not in made:
             fs.makedirs(folder, exist_ok=True)
             made.add(folder)
-        fs.mv(source, f"{root}/{relative}")
+        try:
+            fs.mv(source, f"{root}/{relative}")
+        except FileNotFoundError:
+            if not fs.exists(f"{root}/{relative}"):  # else another commit of the same plan moved it meanwhile
+                raise StoreError(f"shard file {relative} of {set_root} vanished before its commit moved it into place") from None
         came_from = listing.retired if listing.retired.get(relative) is found else listing.staged
         del came_from[relative]
         listing.placed[relative] = Located(f"{set_root}/{relative}", found.bytes)

@@ -305,6 +305,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
         incremental=not args.full)
     options = RunOptions(threads=settings.threads or None, decode_workers=settings.decode_workers,
+                         writers=settings.writers or None,
                          show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())
     summary = extract.run(request, options, log=_log)
     print(f"features: {summary['set_uri']} version {summary['version']}"

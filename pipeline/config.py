@@ -39,6 +39,7 @@ class Settings:
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
     threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
     decode_workers: int = 0  # processes decoding images; 0 = one per core (GPU) or a quarter of them (CPU), 1 = none
+    writers: int = 0  # threads encoding and writing shard files; 0 = one per core, at most 8; 1 = in order, one at a time
     # A DAG run maps at most this many extract_shard tasks (each takes a group of shards):
     # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
     max_shard_tasks: int = 512
@@ -136,6 +137,7 @@ ENV = {
     "cudnn_conv_algo_search": "TLFS_CUDNN_CONV_ALGO_SEARCH",
     "threads": "TLFS_THREADS",
     "decode_workers": "TLFS_DECODE_WORKERS",
+    "writers": "TLFS_WRITERS",
     "max_shard_tasks": "TLFS_MAX_SHARD_TASKS",
     "lease_seconds": "TLFS_LEASE_SECONDS",
     "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
@@ -148,7 +150,7 @@ def _coerce(name: str, value):
     if name == "cifar10_source":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if s.strip())
-    if name in ("batch_size", "shard_size", "threads", "decode_workers", "max_shard_tasks", "retain_versions"):
+    if name in ("batch_size", "shard_size", "threads", "decode_workers", "writers", "max_shard_tasks", "retain_versions"):
         try:
             number = int(value)
         except (TypeError, ValueError):

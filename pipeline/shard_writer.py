@@ -54,7 +54,9 @@ class ShardWriter:
         self.p = p
         self.threads = threads
         self._files = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tlfs-write")
-        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
+        # one writer: each shard's files, then its record, on one thread, in shard order
+        # (what the crash tests replay); more: records on a thread of their own
+        self._records = self._files if threads == 1 else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
         self._in_flight: list[Future] = []
 
     def submit(self, out: ShardOutputs, done: Callable[[ShardRecord], None] = lambda _: None) -> Future:
@@ -86,8 +88,8 @@ class ShardWriter:
     def close(self, cancel: bool = False) -> None:
         """Wait for the files being written (so that none is written after the run has
         returned); ``cancel``: drop those not started."""
-        self._records.shutdown(wait=True, cancel_futures=cancel)
-        self._files.shutdown(wait=True, cancel_futures=cancel)
+        for pool in {id(self._records): self._records, id(self._files): self._files}.values():
+            pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> "ShardWriter":
         return self

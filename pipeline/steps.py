@@ -92,7 +92,7 @@ def extract_shards(set_uri: str, plan_id: str, shards: list[int], threads: int |
     s = load_settings(decode_workers=decode_workers)
     # the whole records (files with sizes and digests, rejects): the commit is handed them
     return extract.extract_shards_task(set_uri, plan_id, shards, threads=threads, lease=s.lease_terms(task=True),
-                                       decode_workers=s.decode_workers)
+                                       decode_workers=s.decode_workers, writers=s.writers or None)
 
 
 def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = None, log: Callable = print) -> dict:

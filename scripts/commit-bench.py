@@ -14,6 +14,9 @@ what the commit read of the store). Prints one JSON line per size.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
+import sys
 import io
 import json
 import tarfile
@@ -62,7 +65,7 @@ def parquet_bytes(manifest: dict) -> int:
     return sum(s["bytes"] for s in manifest["shards"])
 
 
-def measure(images: int, work: Path, models: str) -> dict:
+def measure(images: int, work: Path, models: str, profile: bool = False) -> dict:
     folder = work / f"n{images}"
     folder.mkdir(parents=True, exist_ok=True)
     base = write_tar(folder / "base.tar", images, "a", 0)
@@ -78,9 +81,15 @@ def measure(images: int, work: Path, models: str) -> dict:
     with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
         extract.save_plan(p, held)
         results = extract.run_shards(p, [s.number for s in p.shards], session, check=held.check)
+        profiler = cProfile.Profile() if profile else None
         before, started = read_bytes(), time.perf_counter()
+        if profiler:
+            profiler.enable()
         committed = extract.commit(p, results, log=lambda *_: None)
         seconds, read = time.perf_counter() - started, read_bytes() - before
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
     manifest = read_manifest(p.set_uri)
     total = parquet_bytes(manifest)
     return {"images": images, "added": p.changes.added, "version": committed["version"],
@@ -92,11 +101,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, action="append", required=True, help="set size; repeat for several")
     parser.add_argument("--work", default="/tmp/tlfs-commit-bench")
+    parser.add_argument("--profile", action="store_true", help="the commit's profile on stderr")
     args = parser.parse_args()
     work = Path(args.work)
     models = str(work / "models")
     for images in args.images:
-        print(json.dumps(measure(images, work, models)), flush=True)
+        print(json.dumps(measure(images, work, models, args.profile)), flush=True)
 
 
 if __name__ == "__main__":

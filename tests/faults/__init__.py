@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from typing import Callable
 
 from fsspec.implementations.local import LocalFileSystem
@@ -52,11 +53,16 @@ class Injector:
         self.match = env.get("TLFS_KILL_MATCH", "")
         self.once = env.get("TLFS_KILL_ONCE")
         self.count = 0
+        self._lock = threading.RLock()  # the writer pool's threads write at once: each event counted once
 
     def event(self, kind: str, path: str, tear=None) -> None:
         """Count the event; at the chosen one, tear the write (``tear()``) and die."""
         if self.match not in path:
             return
+        with self._lock:
+            self._event(kind, path, tear)
+
+    def _event(self, kind: str, path: str, tear) -> None:
         self.count += 1
         if self.log:
             with open(self.log, "a") as f:
