@@ -22,9 +22,10 @@ def is_local(fs) -> bool:
     return "file" in protocols
 
 
-def atomic_write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` all or nothing (see :func:`_atomically`)."""
-    _atomically(uri, lambda fs, target: _write_synced(fs, target, data), lambda fs, path: fs.pipe_file(path, data))
+def atomic_write_bytes(uri: str, data) -> None:
+    """Write ``data`` (bytes, or any buffer) to ``uri`` all or nothing (see :func:`_atomically`)."""
+    _atomically(uri, lambda fs, target: _write_synced(fs, target, data),
+                lambda fs, path: fs.pipe_file(path, data if isinstance(data, bytes) else memoryview(data).tobytes()))
 
 
 def atomic_put_file(local_path, uri: str) -> None:
@@ -59,7 +60,7 @@ def _atomically(uri: str, write_local, write_remote) -> None:
             raise StoreError(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
 
 
-def _write_synced(fs, path: str, data: bytes) -> None:
+def _write_synced(fs, path: str, data) -> None:
     with fs.open(path, "wb") as f:
         f.write(data)
         f.flush()

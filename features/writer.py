@@ -19,7 +19,7 @@ from tlfs.features.storage import atomic_write_bytes, sha256_bytes
 class EncodedShard:
     """A shard file's bytes, with what a manifest says of them."""
 
-    data: bytes
+    data: bytes | pa.Buffer  # any object with the buffer protocol
     rows: int
     sha256: str
 
@@ -44,7 +44,7 @@ def encode_shard(table: pa.Table) -> EncodedShard:
     # takes the GIL, which kept two writer threads from encoding at once
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **WRITE_OPTIONS)
-    data = sink.getvalue().to_pybytes()
+    data = sink.getvalue()  # hashed and written from Arrow's buffer, without a copy into Python bytes
     return EncodedShard(data, table.num_rows, sha256_bytes(data))
 
 
