@@ -16,13 +16,14 @@ once no kept version lists it (and no live run reuses it).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from tlfs.features import layout
 from tlfs.features.errors import NotCommitted, StoreError
-from tlfs.features.storage import atomic_write_json, fs_path, read_json
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
 
 
 
@@ -151,10 +152,7 @@ class Listing:
         fs, root = fs_path(set_root)
         self.set_root, self.root = set_root, root
         fs.invalidate_cache(root)  # files other processes wrote since this process last looked
-        try:
-            found = fs.find(root, detail=True)
-        except FileNotFoundError:
-            found = {}
+        found = _local_files(root) if is_local(fs) else _remote_files(fs, root)
         self.placed: dict[str, Located] = {}
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
@@ -196,6 +194,34 @@ class Listing:
             elif found.bytes != info["bytes"]:
                 bad.append({**info, "reason": f"size {found.bytes} != {info['bytes']}"})
         return bad
+
+
+def _remote_files(fs, root: str) -> dict[str, dict]:
+    try:
+        return fs.find(root, detail=True)  # one paginated LIST of the prefix
+    except FileNotFoundError:
+        return {}
+
+
+def _local_files(root: str) -> dict[str, dict]:
+    """Every file under ``root`` with its size, by ``os.scandir`` (fsspec's local find
+    costs several times more per file)."""
+    found, folders = {}, [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                else:
+                    found[entry.path] = {"size": entry.stat(follow_symlinks=False).st_size}
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return found
 
 
 def candidates(set_root: str, relative: str) -> list[str]:
