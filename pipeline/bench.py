@@ -224,7 +224,9 @@ class HostOnlySession:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         flat = batch.reshape(len(batch), -1)[:, :4096].astype(np.float32) / 255.0  # data of a photo's entropy
-        return {layer: np.resize(flat, (len(batch), dim)) for layer, dim in self.layer_dims.items()}
+        # copied: np.resize returns a view into a longer array, which a session's own
+        # outputs are not (held until written, the views kept those arrays alive)
+        return {layer: np.resize(flat, (len(batch), dim)).copy() for layer, dim in self.layer_dims.items()}
 
 
 def host_only(
