@@ -34,18 +34,20 @@ WRITE_OPTIONS = dict(
 )
 
 
-def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str], matrix: np.ndarray) -> pa.Table:
+def row_columns(image_ids, labels, label_names) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """A shard's id, label and label-name columns (built once, shared by its layers' files)."""
+    return (pa.array(image_ids, type=pa.string()), pa.array(np.asarray(labels, dtype=np.int16), type=pa.int16()),
+            pa.array(label_names, type=pa.string()))
+
+
+def shard_table(image_ids, labels, label_names, matrix: np.ndarray,
+                columns: tuple[pa.Array, pa.Array, pa.Array] | None = None) -> pa.Table:
+    """A shard file's table: ``columns`` (:func:`row_columns`), or the ids, labels and names to build them from."""
     n, dim = matrix.shape
     values = pa.array(np.ascontiguousarray(matrix, dtype=FEATURE_DTYPE).reshape(-1), type=pa.float16())
-    return pa.Table.from_arrays(
-        [
-            pa.array(image_ids, type=pa.string()),
-            pa.array(np.asarray(labels, dtype=np.int16), type=pa.int16()),
-            pa.array(label_names, type=pa.string()),
-            pa.FixedSizeListArray.from_arrays(values, dim),
-        ],
-        schema=shard_schema(dim),
-    )
+    ids, label_column, names = columns if columns is not None else row_columns(image_ids, labels, label_names)
+    return pa.Table.from_arrays([ids, label_column, names, pa.FixedSizeListArray.from_arrays(values, dim)],
+                                schema=shard_schema(dim))
 
 
 def features_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tlfs.features.schema import FEATURE_DTYPE
+from tlfs.features.schema import FEATURE_DTYPE, row_columns
 from tlfs.models.session import TapSession
 from tlfs.pipeline.dataset_index import Entry, Reject
 from tlfs.pipeline.plan import Plan
@@ -109,15 +109,30 @@ class ShardOutputs:
     positions: list[np.ndarray] = field(default_factory=list)
     batches: list[Future] = field(default_factory=list)
     assemble_seconds: float = 0.0
+    _kept: list[Entry] | None = field(default=None, repr=False)
+    _columns: tuple | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def order(self) -> np.ndarray:
         return row_order(self.positions)
 
     def kept(self) -> list[Entry]:
         """The entries that have features, in the shard's order."""
-        if not self.positions:
-            return []
-        return [self.entries[i] for i in np.sort(np.concatenate(self.positions))]
+        with self._lock:
+            if self._kept is None:
+                self._kept = ([self.entries[i] for i in np.sort(np.concatenate(self.positions))]
+                              if self.positions else [])
+            return self._kept
+
+    def columns(self, label_of: Callable[[str], int]) -> tuple:
+        """The id, label and label-name columns of its files, built once for all its layers
+        (Python work that holds the GIL, so not once per writer thread)."""
+        kept = self.kept()
+        with self._lock:
+            if self._columns is None:
+                self._columns = row_columns([e.image_id for e in kept], [label_of(e.label_name) for e in kept],
+                                            [e.label_name for e in kept])
+            return self._columns
 
     def outputs(self) -> list[tuple[dict[str, dict[str, np.ndarray]], float]]:
         """Each batch's outputs and seconds, waiting for them."""

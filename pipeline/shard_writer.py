@@ -12,8 +12,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-import numpy as np
-
 from tlfs.features import layout
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import translate_missing
@@ -36,14 +34,11 @@ def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int) ->
     """One layer of one view of a shard, gathered, encoded and written into staging."""
     outputs = out.outputs()
     matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width)
-    kept = out.kept()
-    ids = [e.image_id for e in kept]
-    labels = np.array([p.label_of(e.label_name) for e in kept], dtype=np.int16)
-    names = [e.label_name for e in kept]
+    table = shard_table(None, None, None, matrix, columns=out.columns(p.label_of))
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
         # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)
-        written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(shard_table(ids, labels, names, matrix)))
+        written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(table))
     return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view)
 
 

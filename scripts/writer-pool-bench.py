@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tlfs.features.schema import shard_table
+from tlfs.features.schema import row_columns, shard_table
 from tlfs.features.writer import encode_shard, put_shard
 from tlfs.pipeline.inference import gather_layer
 from tlfs.pipeline.stage_bench import layer_widths
@@ -38,12 +38,12 @@ def main() -> None:
     order = np.arange(ROWS)
     ids = [f"train/c{n % 10}/{n:07d}.jpg" for n in range(ROWS)]
     labels = np.arange(ROWS, dtype=np.int16) % 10
-    names = [f"c{label}" for label in labels]
+    columns = row_columns(ids, labels, [f"c{label}" for label in labels])  # once per shard, as the pool does
 
     def job(folder: str, shard: int, layer: str) -> int:
         matrix = gather_layer(batches[layer], order, widths[layer])
         return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
-                         encode_shard(shard_table(ids, labels, names, matrix))).bytes
+                         encode_shard(shard_table(None, None, None, matrix, columns=columns))).bytes
 
     def rate(threads: int) -> float:
         with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(threads) as pool:
