@@ -149,9 +149,7 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     vacuum(set_root, manifest, retention, live, listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"
-    listed = [*listing.others, *(f"{layout.STAGING}/" + located.uri.split(f"/{layout.STAGING}/", 1)[1]
-                                for located in listing.staged.values())]
-    for plan_id in sorted({relative.split("/")[1] for relative in listed if relative.startswith(f"{layout.STAGING}/")}):
+    for plan_id in sorted(listing.staging_plans):
         if plan_id != manifest["plan_id"] and plan_id not in live:
             doomed.append(f"{staging}{plan_id}")
     if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)

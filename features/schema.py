@@ -40,14 +40,15 @@ def row_columns(image_ids, labels, label_names) -> tuple[pa.Array, pa.Array, pa.
             pa.array(label_names, type=pa.string()))
 
 
-def shard_table(image_ids, labels, label_names, matrix: np.ndarray,
-                columns: tuple[pa.Array, pa.Array, pa.Array] | None = None) -> pa.Table:
-    """A shard file's table: ``columns`` (:func:`row_columns`), or the ids, labels and names to build them from."""
+def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str], matrix: np.ndarray) -> pa.Table:
+    return table_of(row_columns(image_ids, labels, label_names), matrix)
+
+
+def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], matrix: np.ndarray) -> pa.Table:
+    """A shard file's table from its :func:`row_columns` and one layer's ``[rows, width]`` matrix."""
     n, dim = matrix.shape
     values = pa.array(np.ascontiguousarray(matrix, dtype=FEATURE_DTYPE).reshape(-1), type=pa.float16())
-    ids, label_column, names = columns if columns is not None else row_columns(image_ids, labels, label_names)
-    return pa.Table.from_arrays([ids, label_column, names, pa.FixedSizeListArray.from_arrays(values, dim)],
-                                schema=shard_schema(dim))
+    return pa.Table.from_arrays([*columns, pa.FixedSizeListArray.from_arrays(values, dim)], schema=shard_schema(dim))
 
 
 def features_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:

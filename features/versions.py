@@ -157,9 +157,12 @@ class Listing:
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
         self.others: dict[str, int] = {}  # everything else, relative to the set: versions, plans, records, temporary files
+        self.staging_plans: set[str] = set()  # the plans with anything in staging
         staging, retired = f"{layout.STAGING}/", f"{layout.RETIRED}/"
         for path, info in sorted(found.items()):
             relative = path[len(root) + 1:]
+            if relative.startswith(staging):
+                self.staging_plans.add(relative.split("/")[1])
             located = Located(f"{set_root}/{relative}", int(info.get("size") or 0))
             name = relative.rsplit("/", 1)[-1]
             if name.startswith("."):

@@ -18,6 +18,7 @@ from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import Changes, ShardRecord
+from tlfs.pipeline.staging import saved_record
 
 DECODE = ("Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
           "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
@@ -41,7 +42,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
         listing = versions.Listing(p.set_uri)
         checked = []
         for number in range(len(p.shards)):
-            record = given.get(number) if given is not None else _saved_record(p, number)
+            record = given.get(number) if given is not None else saved_record(p, number)
             if record is None or listing.missing([f.to_json() for f in record.files.values()]):
                 raise _not_extracted(p, number)
             checked.append(record)
@@ -59,14 +60,6 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
     log(f"committed version {committed['version']} of {p.set_uri}: {committed['rows']} rows, "
         f"{len(committed['shards'])} shard files, {len(committed['rejects'])} rejected; " + describe_changes(committed["changes"]))
     return committed
-
-
-def _saved_record(p: Plan, number: int) -> ShardRecord | None:
-    from tlfs.features import layout
-    from tlfs.features.storage import read_json_if_exists
-
-    saved = read_json_if_exists(layout.record_uri(p.set_uri, p.plan_id, number))
-    return ShardRecord.from_json(saved) if saved is not None else None
 
 
 def describe_changes(changes: dict) -> str:

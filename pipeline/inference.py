@@ -109,20 +109,24 @@ class ShardOutputs:
     positions: list[np.ndarray] = field(default_factory=list)
     batches: list[Future] = field(default_factory=list)
     assemble_seconds: float = 0.0
+    _order: np.ndarray | None = field(default=None, repr=False)
     _kept: list[Entry] | None = field(default=None, repr=False)
     _columns: tuple | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def order(self) -> np.ndarray:
-        return row_order(self.positions)
+        """The batches' rows in the shard's image order (computed once, read by every file)."""
+        with self._lock:
+            if self._order is None:
+                self._order = row_order(self.positions)
+                rows = np.concatenate(self.positions)[self._order] if self.positions else []
+                self._kept = [self.entries[i] for i in rows]
+            return self._order
 
     def kept(self) -> list[Entry]:
         """The entries that have features, in the shard's order."""
-        with self._lock:
-            if self._kept is None:
-                self._kept = ([self.entries[i] for i in np.sort(np.concatenate(self.positions))]
-                              if self.positions else [])
-            return self._kept
+        self.order()
+        return self._kept
 
     def columns(self, label_of: Callable[[str], int]) -> tuple:
         """The id, label and label-name columns of its files, built once for all its layers

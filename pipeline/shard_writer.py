@@ -15,7 +15,7 @@ from typing import Callable
 from tlfs.features import layout
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import translate_missing
-from tlfs.features.schema import shard_table
+from tlfs.features.schema import table_of
 from tlfs.features.writer import encode_shard, put_shard
 from tlfs.pipeline.inference import ShardOutputs, gather_layer
 from tlfs.pipeline.plan import Plan
@@ -34,7 +34,7 @@ def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int) ->
     """One layer of one view of a shard, gathered, encoded and written into staging."""
     outputs = out.outputs()
     matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width)
-    table = shard_table(None, None, None, matrix, columns=out.columns(p.label_of))
+    table = table_of(out.columns(p.label_of), matrix)
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
         # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)

@@ -33,10 +33,15 @@ def files_present(p: Plan, record: ShardRecord) -> bool:
     return True
 
 
-def shard_done(p: Plan, number: int) -> ShardRecord | None:
-    """The shard's result record, if it and every file it names are there."""
+def saved_record(p: Plan, number: int) -> ShardRecord | None:
+    """Shard ``number``'s record as saved in staging, or None."""
     try:
-        record = ShardRecord.from_json(read_json(layout.record_uri(p.set_uri, p.plan_id, number)))
+        return ShardRecord.from_json(read_json(layout.record_uri(p.set_uri, p.plan_id, number)))
     except FileNotFoundError:
         return None
-    return record if files_present(p, record) else None
+
+
+def shard_done(p: Plan, number: int) -> ShardRecord | None:
+    """The shard's result record, if it and every file it names are there."""
+    record = saved_record(p, number)
+    return record if record is not None and files_present(p, record) else None

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tlfs.features.schema import row_columns, shard_table
+from tlfs.features.schema import row_columns, table_of
 from tlfs.features.writer import encode_shard, put_shard
 from tlfs.pipeline.inference import gather_layer
 from tlfs.pipeline.stage_bench import layer_widths
@@ -43,7 +43,7 @@ def main() -> None:
     def job(folder: str, shard: int, layer: str) -> int:
         matrix = gather_layer(batches[layer], order, widths[layer])
         return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
-                         encode_shard(shard_table(None, None, None, matrix, columns=columns))).bytes
+                         encode_shard(table_of(columns, matrix))).bytes
 
     def rate(threads: int) -> float:
         with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(threads) as pool:
