@@ -144,6 +144,7 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
     seconds = _timed(lambda: [pickle.loads(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)) for chunk in chunks])
     stages.append(Stage("hand-over", _rate(len(images), seconds), thread_of["hand-over"],
                         "a decode worker's images received by the run's process (pickled chunks)"))
+    decoding_stages = list(stages)  # what `tlfs bench --host-only` times as its decode ceiling
 
     same_shape = [image for image in images if image.shape == images[0].shape]
     batches = [same_shape[i:i + runtime.batch_size] for i in range(0, len(same_shape), runtime.batch_size)]
@@ -228,6 +229,9 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
                             f"the version published: {len(manifest['shards'])} files checked and moved into place"))
 
     projection = project(stages, cores)
+    ceiling = project(decoding_stages, cores)["projected_images_per_s"]
+    projection["decode_ceiling_images_per_s"] = ceiling
+    projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
     return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
             "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
             "stages": {s.name: s.to_json() for s in stages}, **projection}

@@ -66,6 +66,9 @@ def test_the_stage_bench_times_each_host_stage_marks_the_serial_ones_and_project
     assert stages["decode"]["serial"] is (STAGE_THREADS["decode"] is not None)
     assert stages["commit"]["thread"] == STAGE_THREADS["commit"]
     assert result["projected_images_per_s"] == min(result["serial_min_images_per_s"], result["parallel_images_per_s"])
+    # the decode ceiling counts reading, decoding and the hand-over only, so the whole host side cannot beat it
+    assert 0 < result["projected_vs_decode_ceiling"] <= 1.0
+    assert result["decode_ceiling_images_per_s"] >= result["projected_images_per_s"]
 
 
 def test_the_projection_adds_up_the_stages_of_one_thread_and_divides_the_pool_stages_over_the_cores():
