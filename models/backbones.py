@@ -20,7 +20,7 @@ from torch import nn
 
 from tlfs.features.storage import sha256_uri
 from tlfs.models.errors import ModelError, WeightsUnavailable
-from tlfs.models.names import BACKBONES, GRID
+from tlfs.models.names import BACKBONES, GRID, TIMM_PREFIX
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,53 @@ class BackboneSpec:
     # how to get the pretrained weights where default_weights() finds none
     weights_help: str = ("download them once on a machine with internet (torchvision caches them under "
                          "$TORCH_HOME/hub/checkpoints)")
+    interpolation: str = "bilinear"  # the in-graph resize to input_size
+    # taps whose activation is a token sequence [batch, tokens, width] (vision transformers):
+    # stored as the class token (<tap>_cls, where the model has one) and the mean of the
+    # patch tokens (<tap>_mean), the first prefix_tokens (class and register tokens) left out
+    token_taps: tuple[str, ...] = ()
+    prefix_tokens: int = 0
+    class_token: bool = False
+    # (module, taps) -> an nn.Module giving {tap: activation}; None: torchvision's fx on `taps`
+    extractor: Callable[[nn.Module, list[str]], nn.Module] | None = field(default=None, repr=False, compare=False)
+    family: str = "registry"  # "registry" (this file) or "timm" (models/timm_family.py)
+    # the weights file already on this machine, never downloading (None: default_weights never downloads)
+    weights_here: Callable[[], Path | None] | None = field(default=None, repr=False, compare=False)
+
+    def weights_on_machine(self) -> Path | None:
+        return (self.weights_here or self.default_weights)()
 
     @property
     def tap_names(self) -> list[str]:
         return list(self.taps)
 
+    def tap_layers(self, tap: str) -> list[tuple[str, str]]:
+        """(layer, pooling) of one tap's stored layers, its grid excluded."""
+        if tap in self.token_taps:
+            return ([(f"{tap}_cls", "cls")] if self.class_token else []) + [(f"{tap}_mean", "mean")]
+        return [(tap, "avg")]
+
+    def outputs(self, taps: list[str] | None = None) -> list[tuple[str, str, str]]:
+        """(layer, tap, pooling) in the exported graph's output order: every tap's
+        layers, then the grids."""
+        taps = taps or self.tap_names
+        return ([(layer, tap, pooling) for tap in taps for layer, pooling in self.tap_layers(tap)]
+                + [(grid_layer(tap), tap, "grid") for tap in taps if tap in self.grid_taps])
+
     @property
     def layer_names(self) -> list[str]:
-        """The stored layers, shallow to deep: each tap, then its grid where it has one."""
-        return [name for tap in self.taps for name in ((tap, grid_layer(tap)) if tap in self.grid_taps else (tap,))]
+        """The stored layers, shallow to deep: each tap's, then its grid where it has one."""
+        return [name for tap in self.taps
+                for name in [layer for layer, _ in self.tap_layers(tap)] + ([grid_layer(tap)] if tap in self.grid_taps else [])]
+
+    def extract(self, module: nn.Module, taps: list[str] | None = None) -> nn.Module:
+        """An nn.Module giving {tap: activation} of ``module`` for ``taps`` (default: all)."""
+        taps = taps or self.tap_names
+        if self.extractor is not None:
+            return self.extractor(module, taps)
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        return create_feature_extractor(module, return_nodes={self.taps[tap]: tap for tap in taps})
 
 
 def grid_layer(tap: str) -> str:
@@ -199,10 +237,15 @@ assert tuple(REGISTRY) == BACKBONES, "models/names.py lists the registry's backb
 
 
 def get_spec(name: str) -> BackboneSpec:
+    if name.startswith(TIMM_PREFIX):
+        from tlfs.models.timm_family import spec_for
+
+        return spec_for(name)
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(REGISTRY))}, "
+                         f"or any timm model as {TIMM_PREFIX}<name>") from None
 
 
 @dataclass(frozen=True)
@@ -244,10 +287,7 @@ def load_backbone(name: str, weights: str | Path | None = None, random_weights: 
         torch.manual_seed(0)  # a reproducible random backbone, for tests and benchmarks
         return LoadedBackbone(spec, spec.build().eval(), weights_sha256=choice.sha256, weights_origin=choice.origin)
     module = spec.build()
-    try:
-        state = torch.load(choice.path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
-        raise ModelError(f"cannot load weights {choice.path}: {exc}") from exc
+    state = read_state(choice.path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
@@ -257,6 +297,19 @@ def load_backbone(name: str, weights: str | Path | None = None, random_weights: 
         raise ModelError(f"weights {choice.path} do not fit {name}: {first}") from exc
     module.eval()
     return LoadedBackbone(spec, module, weights_sha256=choice.sha256, weights_origin=choice.origin)
+
+
+def read_state(path: Path) -> dict:
+    """A state dict from ``path``: safetensors, or a torch file read with weights_only
+    (no pickled code runs)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
+        raise ModelError(f"cannot load weights {path}: {exc}") from exc
 
 
 def imagenet_classifier(loaded: LoadedBackbone) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, read_card
 from tlfs.models.classifier import save_classifier
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, grid_layer, load_backbone, resolve_weights
 from tlfs.models.errors import ModelError
+from tlfs.models.names import folder_name
 from tlfs.models.taps import TapNetwork
 from tlfs.models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
 
@@ -43,6 +44,9 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, line
         "weights_sha256": weights_sha256,
         "taps": spec.taps,
         **({"grid_taps": list(spec.grid_taps)} if spec.grid_taps else {}),  # unchanged digests without
+        **({"token_taps": list(spec.token_taps), "prefix_tokens": spec.prefix_tokens, "class_token": spec.class_token}
+           if spec.token_taps else {}),
+        **({"interpolation": spec.interpolation} if spec.interpolation != "bilinear" else {}),
         "input_size": spec.input_size,
         "mean": spec.mean,
         "std": spec.std,
@@ -51,7 +55,7 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, line
         **({"lineage": lineage} if lineage else {}),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{spec.name}-{digest[:10]}"
+    return f"{folder_name(spec.name)}-{digest[:10]}"
 
 
 def export(
@@ -82,7 +86,7 @@ def _export_version(spec: BackboneSpec, weights_sha256: str, models_root: str, p
     card = read_card(uri)
     if card is not None:
         log(f"reusing {uri} (card present, onnx sha256 {card['onnx_sha256'][:12]}...)")
-        if "imagenet_classifier" not in card and not card.get("parent"):  # exported before classifiers were saved
+        if "imagenet_classifier" not in card and not card.get("parent") and spec.classifier:  # exported before classifiers were saved
             card = {**card, "imagenet_classifier": save_classifier(load(), uri)}
             atomic_write_json(f"{uri}/{CARD_NAME}", card)
             log(f"added the ImageNet classifier to {uri}")
@@ -106,13 +110,20 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         fs, root = fsspec.core.url_to_fs(uri)
         fs.makedirs(root, exist_ok=True)
         # a fine-tuned network's classifier is its dataset's, not ImageNet's
-        card["imagenet_classifier"] = None if parent else save_classifier(loaded, uri)
+        card["imagenet_classifier"] = None if parent or not spec.classifier else save_classifier(loaded, uri)
+        if not parent and not spec.classifier:
+            card["imagenet_classifier_missing"] = no_classifier_reason(spec)
         card_path = Path(tmp) / CARD_NAME
         card_path.write_text(json.dumps(card, indent=2))
         atomic_put_file(onnx_path, f"{uri}/{ONNX_NAME}")
         atomic_put_file(card_path, f"{uri}/{CARD_NAME}")  # last: the commit point
     log(f"exported {version} to {uri} in {card['export_seconds']:.1f}s; parity (min cosine) {worst:.7f}")
     return with_variants(Artifact(uri, card), log)
+
+
+def no_classifier_reason(spec: BackboneSpec) -> str:
+    return (f"{spec.name} has no ImageNet classifier (its pretrained weights carry no 1,000-class head: "
+            f"a feature extractor such as a CLIP, SigLIP or DINOv2 image tower)")
 
 
 def _torch_export(network: TapNetwork, path: Path) -> None:
@@ -124,6 +135,8 @@ def _torch_export(network: TapNetwork, path: Path) -> None:
         # the grid's slice bounds are constants by design (the graph resizes to one size)
         warnings.filterwarnings("ignore", message="Converting a tensor to a Python integer")
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # timm's shape assertions, constant for the one input size the graph resizes to
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             network,
             (example,),
@@ -180,11 +193,13 @@ def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, p
         "outputs": [{"name": n, "dtype": "float32", "shape": ["batch", dims[n]]} for n in spec.layer_names],
         "layers": {n: dims[n] for n in spec.layer_names},
         "preprocessing": {
-            "resize": f"bilinear to {spec.input_size}x{spec.input_size} (align_corners=False), in graph",
+            "resize": f"{spec.interpolation} to {spec.input_size}x{spec.input_size} (align_corners=False), in graph",
             "input_size": spec.input_size,
             "mean": list(spec.mean),
             "std": list(spec.std),
             "pooling": "global average over height and width",
+            **({"token_pooling": f"<tap>_cls: the class token; <tap>_mean: the mean of the patch tokens, the first "
+                                 f"{spec.prefix_tokens} (class and register) tokens left out"} if spec.token_taps else {}),
             **({"grid_pooling": {grid_layer(t): f"2x2 grid of quadrant averages of {t}: top-left, top-right, bottom-left, "
                                                 f"bottom-right, {dims[t]} values each" for t in spec.grid_taps}}
                if spec.grid_taps else {}),
@@ -208,7 +223,10 @@ def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, p
 
 
 def _output_dims(onnx_path: Path) -> dict[str, int]:
-    import onnx
+    """Each output's width, from a run (a transformer's token pooling leaves it symbolic in the graph)."""
+    import onnxruntime as ort
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return {o.name: o.type.tensor_type.shape.dim[1].dim_value for o in model.graph.output}
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, {"images": np.zeros((1, 32, 32, 3), dtype=np.uint8)})
+    return {name: int(value.shape[1]) for name, value in zip(names, values)}

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone
 from tlfs.models.errors import ModelError
+from tlfs.models.taps import POOLINGS
 
 
 @dataclass(frozen=True)
@@ -33,34 +33,51 @@ class Augment:
 
 
 class Classifier(nn.Module):
-    """Backbone features at the classifier input -> global average pool -> new linear."""
+    """Backbone features at the classifier input, pooled as the stored layer is, -> a new
+    linear. The classifier input is the layer the ImageNet classifier reads, or, for a
+    backbone without one, its deepest layer."""
 
     def __init__(self, loaded: LoadedBackbone, classes: int) -> None:
         super().__init__()
         spec = loaded.spec
-        node = spec.taps[spec.classifier_input]
         self.spec = spec
-        self.features = create_feature_extractor(loaded.module, {node: "x"})
+        self.tap, self.pooling = classifier_tap(spec)
+        self.features = spec.extract(loaded.module, [self.tap])
+        # parameters of the extractor are named as the backbone's, after this prefix
+        self.param_prefix = getattr(self.features, "param_prefix", "")
         with torch.no_grad():
-            dim = self._pool(self.features(torch.zeros(1, 3, spec.input_size, spec.input_size))["x"]).shape[1]
+            dim = self._pool(self.features(torch.zeros(1, 3, spec.input_size, spec.input_size))).shape[1]
         self.classifier = nn.Linear(dim, classes)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
-    @staticmethod
-    def _pool(x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3)) if x.dim() == 4 else x
+    def _pool(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return POOLINGS[self.pooling](out[self.tap], self.spec.prefix_tokens)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC (any size) -> float NCHW at the backbone's input size, normalised."""
         x = images.permute(0, 3, 1, 2).float()
         size = self.spec.input_size
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(size, size), mode=self.spec.interpolation, align_corners=False)
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self._pool(self.features(x)["x"]))
+        return self.classifier(self._pool(self.features(x)))
+
+
+def classifier_layer(spec: BackboneSpec) -> str:
+    """The stored layer a fine-tuned classifier reads: the ImageNet classifier's, else the deepest."""
+    return spec.classifier_input or spec.layer_names[-1]
+
+
+def classifier_tap(spec: BackboneSpec) -> tuple[str, str]:
+    """(tap, pooling) of :func:`classifier_layer`."""
+    layer = classifier_layer(spec)
+    for name, tap, pooling in spec.outputs():
+        if name == layer:
+            return tap, pooling
+    raise ModelError(f"{spec.name} stores no layer {layer!r} to fine-tune a classifier on")
 
 
 def augment(images: torch.Tensor, size: int, generator: torch.Generator, setting: Augment = Augment()) -> torch.Tensor:
@@ -108,7 +125,7 @@ def apply_freeze(model: Classifier, freeze: str | int) -> list[str]:
         last = len(names) - 1
     else:
         node = list(model.spec.taps.values())[count - 1]
-        inside = [i for i, name in enumerate(names) if name.startswith(node + ".")]
+        inside = [i for i, name in enumerate(names) if name.startswith(f"{model.param_prefix}{node}.")]
         last = max(inside) if inside else -1
     frozen = set(names[: last + 1])
     for name, parameter in model.features.named_parameters():
@@ -130,7 +147,7 @@ def set_train_mode(model: Classifier) -> None:
 def backbone_state(model: Classifier, loaded: LoadedBackbone) -> dict[str, torch.Tensor]:
     """The fine-tuned weights in the backbone's own state-dict layout (loads strictly
     into the registry's network; the ImageNet classifier is unchanged)."""
-    tuned = model.features.state_dict()
+    tuned = {key.removeprefix(model.param_prefix): value for key, value in model.features.state_dict().items()}
     state = {}
     for key, value in loaded.module.state_dict().items():
         state[key] = tuned.get(key, value).detach().cpu().clone()

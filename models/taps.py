@@ -14,20 +14,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
-from tlfs.models.backbones import BackboneSpec, grid_layer
+from tlfs.models.backbones import BackboneSpec
 
 
 class TapNetwork(nn.Module):
     def __init__(self, spec: BackboneSpec, backbone: nn.Module, taps: list[str] | None = None):
         super().__init__()
         self.tap_names = taps or spec.tap_names
-        self.grid_taps = [name for name in self.tap_names if name in spec.grid_taps]
-        # the graph's outputs, in the order forward returns them
-        self.output_names = self.tap_names + [grid_layer(name) for name in self.grid_taps]
-        nodes = {spec.taps[name]: name for name in self.tap_names}
-        self.extractor = create_feature_extractor(backbone, return_nodes=nodes)
+        self.outputs = spec.outputs(self.tap_names)  # (layer, tap, pooling), in the order forward returns them
+        self.output_names = [layer for layer, _, _ in self.outputs]
+        self.prefix_tokens = spec.prefix_tokens
+        self.extractor = spec.extract(backbone, self.tap_names)
+        self.interpolation = spec.interpolation
         self.size = (spec.input_size, spec.input_size)
         std = torch.tensor(spec.std).view(1, 3, 1, 1)
         mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
@@ -38,12 +37,12 @@ class TapNetwork(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         # the network's own precision: a .half() copy (the fp16 bench row) computes in fp16
         x = images.permute(0, 3, 1, 2).to(self.scale.dtype)
-        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=self.size, mode=self.interpolation, align_corners=False)
         return x * self.scale + self.shift
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.extractor(self.preprocess(images))
-        return tuple(pool(out[name]) for name in self.tap_names) + tuple(grid(out[name]) for name in self.grid_taps)
+        return tuple(POOLINGS[pooling](out[tap], self.prefix_tokens) for _, tap, pooling in self.outputs)
 
 
 def pool(activation: torch.Tensor) -> torch.Tensor:
@@ -61,3 +60,22 @@ def grid(activation: torch.Tensor) -> torch.Tensor:
     rows, cols = (height + 1) // 2, (width + 1) // 2
     return torch.cat([activation[:, :, top:top + rows, left:left + cols].mean(dim=(2, 3))
                       for top in (0, height - rows) for left in (0, width - cols)], dim=1)
+
+
+def class_token(tokens: torch.Tensor) -> torch.Tensor:
+    """A vision transformer's ``[batch, tokens, width]`` -> its class token (the first)."""
+    return tokens[:, 0]
+
+
+def patch_mean(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The mean of the patch tokens, the ``prefix`` class and register tokens left out."""
+    return tokens[:, prefix:].mean(dim=1)
+
+
+# pooling name -> (activation, prefix tokens) -> [batch, values]
+POOLINGS = {
+    "avg": lambda a, prefix: pool(a),
+    "grid": lambda a, prefix: grid(a),
+    "cls": lambda a, prefix: class_token(a),
+    "mean": patch_mean,
+}

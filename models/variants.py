@@ -49,15 +49,40 @@ def to_fp16(fp32_path: Path, out_path: Path) -> None:
     from onnxconverter_common import float16
 
     model = onnx.load(str(fp32_path))
+    _outputs_apart(model)
     typed = onnx.shape_inference.infer_shapes(model)
     elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.input, *typed.graph.value_info]}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-    # Casts from the uint8 images to float stay as they are (see the module's docstring)
-    input_casts = [n.name for n in model.graph.node if n.op_type == "Cast" and elem.get(n.input[0]) not in floats]
+    # Casts from the uint8 images to float stay as they are (see the module's docstring), and so
+    # do casts to float32 of a float (a transformer's attention scale): converted, they too declare
+    # float16 outputs while casting to float
+    input_casts = [n.name for n in model.graph.node if n.op_type == "Cast" and (
+        elem.get(n.input[0]) not in floats or _cast_target(n) == onnx.TensorProto.FLOAT)]
     with warnings.catch_warnings():  # it reports every weight below fp16's range that it rounds
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=input_casts)
     onnx.save(converted, str(out_path))
+
+
+def _outputs_apart(model) -> None:
+    """Give each graph output that other nodes also read (a transformer's pooled tokens,
+    which its head norm reads) an Identity of its own: with keep_io_types the converter
+    keeps the output float32 and would hand that float32 tensor to a float16 node."""
+    import onnx
+
+    consumed = {name for node in model.graph.node for name in node.input}
+    for output in model.graph.output:
+        if output.name not in consumed:
+            continue
+        inner = f"{output.name}__inner"
+        for node in model.graph.node:
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+        model.graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}__output"))
+
+
+def _cast_target(node) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def parity(reference: Path, candidate: Path, batches: list[np.ndarray], providers=("CPUExecutionProvider",)) -> dict:

@@ -46,11 +46,23 @@ def similarity_from_logits(logits: np.ndarray) -> dict:
     }
 
 
-def decide(per_class: float, similarity: float, large_per_class: int, similar_score: float, sweep: dict | None, last_layer: str, layers: list[str]) -> tuple[str, dict]:
+def decide(per_class: float, similarity: float | None, large_per_class: int, similar_score: float, sweep: dict | None,
+           last_layer: str, layers: list[str]) -> tuple[str, dict]:
+    """The transfer case and its action. ``similarity`` None (not measurable): the case
+    names the size alone (``small_unmeasured``, ``large_unmeasured``) and the action is the
+    one that does not depend on it: the sweep's best layer, or fine-tuning."""
     large = per_class >= large_per_class
+    best = max(sweep["layers"], key=sweep["layers"].get) if sweep else None
+    if similarity is None:
+        case = f"{'large' if large else 'small'}_unmeasured"
+        if large:
+            return case, {"do": "fine_tune", "freeze": "none", "init": "pretrained",
+                          "why": "many images: fine-tune the whole network from the pretrained weights"}
+        return case, {"do": "linear_classifier", "head": "softmax", "layer": best or last_layer,
+                      "why": "few images: a linear classifier on " + ("the sweep's best layer" if best else
+                                                                     "the last layer (run the sweep to choose one)")}
     similar = similarity >= similar_score
     case = f"{'large' if large else 'small'}_{'similar' if similar else 'different'}"
-    best = max(sweep["layers"], key=sweep["layers"].get) if sweep else None
     if case == "small_similar":
         layer = best or last_layer
         action = {"do": "linear_classifier", "head": "softmax", "layer": layer,
@@ -89,7 +101,7 @@ def advise(
     from tlfs.features.storage import read_json_if_exists
     from tlfs.models.artifact import Artifact, read_card
     from tlfs.models.classifier import load_classifier
-    from tlfs.models.names import BACKBONES
+    from tlfs.models.names import is_backbone
     from tlfs.pipeline.errors import PipelineError
 
     fs = feature_set
@@ -97,46 +109,61 @@ def advise(
     card = read_card(model_uri)
     if card is None:
         raise PipelineError(f"the model of {fs.uri} ({model_uri}) is gone; export {fs.manifest['backbone']} again")
-    weight, bias, layer = load_classifier(Artifact(model_uri, card))
-    if layer not in fs.layers:
-        raise PipelineError(f"advise reads layer {layer!r}, which {fs.uri} does not hold; extract it (or all layers)")
     train_split = "train" if "train" in fs.splits else fs.splits[0]
-    X, y, ids = fs.matrix(layer, train_split)
-    counts = Counter(fs.classes[label] for label in y)
+    missing = unmeasurable(card)
+    if missing:
+        _, labels, ids = fs.matrix(fs.layers[0], train_split)  # only its labels are needed
+        similarity = {"score": None, "measured": False, "why": missing}
+        log(f"similarity to ImageNet: cannot be measured: {missing}")
+    else:
+        weight, bias, layer = load_classifier(Artifact(model_uri, card))
+        if layer not in fs.layers:
+            raise PipelineError(f"advise reads layer {layer!r}, which {fs.uri} does not hold; extract it (or all layers)")
+        X, labels, ids = fs.matrix(layer, train_split)
+        sample = balanced_sample(labels, ids, SIMILARITY_SAMPLE)
+        similarity = {**similarity_from_logits(X[sample] @ weight.T + bias), "measured": True}
+        log(f"similarity to ImageNet: {similarity['score']:.3f} (mean top-1 probability "
+            f"{similarity['mean_max_probability']:.3f}, {similarity['images']} images)")
+    counts = Counter(fs.classes[label] for label in labels)
     per_class = float(np.median(list(counts.values()))) if counts else 0.0
-    log(f"{fs.dataset}: {len(y)} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
-
-    sample = balanced_sample(y, ids, SIMILARITY_SAMPLE)
-    similarity = similarity_from_logits(X[sample] @ weight.T + bias)
-    log(f"similarity to ImageNet: {similarity['score']:.3f} (mean top-1 probability {similarity['mean_max_probability']:.3f}, "
-        f"{similarity['images']} images)")
+    log(f"{fs.dataset}: {len(labels)} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
 
     sweep = read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json")
     taps = list(fs.layers)
     case, action = decide(per_class, similarity["score"], large_per_class, similar_score, sweep, taps[-1], taps)
     backbone = fs.manifest["backbone"]
+    similar = similarity["score"] >= similar_score if similarity["measured"] else None
     return {
         "dataset": fs.dataset,
-        "backbone": backbone if backbone in BACKBONES else fs.backbone_version,
+        "backbone": backbone if is_backbone(backbone) else fs.backbone_version,
         "backbone_version": fs.backbone_version,
         "plan_id": fs.plan_id,
         "case": case,
-        "size": {"images_per_class": per_class, "train_images": int(len(y)), "classes": len(counts),
+        "size": {"images_per_class": per_class, "train_images": int(len(labels)), "classes": len(counts),
                  "large_from_per_class": large_per_class, "large": per_class >= large_per_class},
-        "similarity": {**similarity, "similar_from": similar_score, "similar": similarity["score"] >= similar_score},
+        "similarity": {**similarity, "similar_from": similar_score, "similar": similar},
         "sweep": sweep["layers"] if sweep else None,
         "action": action,
     }
 
 
+def unmeasurable(card: dict) -> str | None:
+    """Why the similarity to ImageNet cannot be measured with this backbone version, or None."""
+    if card.get("imagenet_classifier") or card.get("parent"):
+        return None  # a fine-tuned version: load_classifier says why it has none
+    return card.get("imagenet_classifier_missing") or "its card names no ImageNet classifier"
+
+
 def describe(result: dict) -> str:
     s, m = result["size"], result["similarity"]
+    similarity = (f"  similarity to ImageNet: {m['score']:.3f} ({'>=' if m['similar'] else '<'} {m['similar_from']}: "
+                  f"{'similar' if m['similar'] else 'different'}); mean top-1 ImageNet probability {m['mean_max_probability']:.3f}"
+                  if m["measured"] else f"  similarity to ImageNet: cannot be measured: {m['why']}")
     lines = [
         f"case: {result['case'].replace('_', ', ')}",
         f"  size: median {s['images_per_class']:.0f} training images per class over {s['classes']} classes "
         f"({'>=' if s['large'] else '<'} {s['large_from_per_class']}: {'large' if s['large'] else 'small'})",
-        f"  similarity to ImageNet: {m['score']:.3f} ({'>=' if m['similar'] else '<'} {m['similar_from']}: "
-        f"{'similar' if m['similar'] else 'different'}); mean top-1 ImageNet probability {m['mean_max_probability']:.3f}",
+        similarity,
     ]
     if result["sweep"]:
         lines.append("  layer sweep (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))

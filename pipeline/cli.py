@@ -11,7 +11,7 @@ import sys
 
 from dataclasses import fields
 
-from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, HEADS
+from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
 from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET, FinetuneConfig, Settings, load_settings
 
 
@@ -90,8 +90,8 @@ def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name (newest
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:
-    _backbone_arg(p, f"backbone name: {', '.join(BACKBONES)}; a _2x2 variant also stores each tap's 2x2 grid "
-                  "of quadrant averages as layer <tap>_2x2 (extract also takes an exported version, e.g. a fine-tuned one)")
+    _backbone_arg(p, f"{BACKBONE_HELP} (extract also takes an exported version, e.g. a fine-tuned one; "
+                  "tlfs backbones lists them)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
     p.add_argument("--models", dest="model_store", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tlfs", description="Transfer-learning feature store: ImageNet backbone -> ONNX -> "
                                      "multi-layer features in partitioned Parquet -> heads.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("backbones", help="list the backbones: the named ones and timm's (name, input, layers, where "
+                                         "the weights come from, whether they are on this machine)")
+    p.add_argument("name", nargs="?", help="one backbone in full, e.g. timm/convnext_tiny (its layers and classifier)")
+    p.add_argument("--timm", metavar="PATTERN", help="timm's pretrained models matching PATTERN, e.g. 'vit_small*'")
 
     p = sub.add_parser("export", help="export a backbone to ONNX with a model card (reused when unchanged)")
     _backbone_args(p)
@@ -282,6 +287,28 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def cmd_backbones(args, settings: Settings) -> None:
+    from tlfs.models import catalog
+
+    if args.name:
+        rows = [catalog.describe(args.name)]
+    elif args.timm:
+        rows = catalog.timm_models(args.timm)
+    else:
+        rows = catalog.named_backbones()
+    width = max(34, *(len(row["name"]) for row in rows))
+    print(f"{'backbone':<{width}} {'input':>5}  {'weights here':<12} {'weights from'}")
+    for row in rows:
+        print(f"{row['name']:<{width}} {row['input_size']:>5}  {'yes' if row['offline'] else 'no':<12} {row['weights_source']}")
+        if row["layers"]:
+            print(f"{'':<{width}} layers: {', '.join(row['layers'])}"
+                  + (f"; ImageNet classifier on {row['imagenet_classifier']}" if args.name else ""))
+    if not args.name and not args.timm:
+        print(f"{'timm/<model>[.<tag>]':<{width}} {'its':>5}  {'if cached':<12} timm's pretrained config and the Hugging "
+              "Face hub (tlfs backbones --timm 'PATTERN' lists them)")
+    return None
+
+
 def cmd_export(args, settings: Settings) -> dict:
     from tlfs.models.export import export
 
@@ -330,11 +357,12 @@ def cmd_finetune(args, settings: Settings) -> dict:
     if args.extract:
         from tlfs import features
         from tlfs.models.backbones import get_spec
+        from tlfs.models.finetune import classifier_layer
         from tlfs.pipeline import extract
         from tlfs.pipeline.extract import ExtractionRequest, RunOptions
         from tlfs.pipeline.fit import fit
 
-        layer = get_spec(args.backbone).classifier_input
+        layer = classifier_layer(get_spec(args.backbone))
         request = ExtractionRequest.build(args.dataset, sources, result["backbone_version"], settings.store,
                                           settings.model_store, limit=args.limit, device=settings.device,
                                           cache_dir=settings.cache_dir)
@@ -548,7 +576,7 @@ def features_set_uri(args, settings: Settings) -> str:
     return features.find_set(args.dataset, args.backbone, settings.store)[0]
 
 
-COMMANDS = {"export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

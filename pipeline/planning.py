@@ -175,12 +175,13 @@ def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log:
 
 def resolve_artifact(backbone: str, model_store: str, weights: str | None, random_weights: bool, log) -> Artifact:
     from tlfs.models.artifact import read_card
-    from tlfs.models.names import BACKBONES
+    from tlfs.models.names import BACKBONES, TIMM_PREFIX, is_backbone
 
-    if backbone not in BACKBONES:
+    if not is_backbone(backbone):
         card = read_card(f"{model_store.rstrip('/')}/{backbone}")
         if card is None:
-            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}) nor an exported version in {model_store}")
+            raise PipelineError(f"{backbone!r} is neither a backbone ({', '.join(BACKBONES)}, {TIMM_PREFIX}<model>) "
+                                f"nor an exported version in {model_store}")
         if weights or random_weights:
             raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
         log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))

@@ -22,6 +22,6 @@ if [ -x .venv/bin/tlfs ] && [ "$(cat .venv/.tlfs-install-stamp 2>/dev/null)" = "
   exit 0
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
-.venv/bin/python -m pip install -q "${constraints[@]}" -e '.[test,http,s3,airflow]' 2>&1 | quiet
+.venv/bin/python -m pip install -q "${constraints[@]}" -e '.[test,http,s3,airflow,timm]' 2>&1 | quiet
 echo "$stamp" > .venv/.tlfs-install-stamp
 echo "tlfs installed in $(pwd)/.venv"

@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# No test downloads weights: timm backbones are built with random weights or from a local
+# file, and the Hugging Face hub is never asked (before huggingface_hub is imported)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 # Beside the checkout; on the GPU machine, where the staged copy lies elsewhere, TLFS_TEST_CIFAR10_DIR.
 SHARED_CIFAR = Path(os.environ.get("TLFS_TEST_CIFAR10_DIR") or REPO.parent / "shared" / "data" / "cifar10")

@@ -20,7 +20,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from tlfs.models.names import BACKBONE_OR_VERSION, BACKBONES, EXTRA_VIEWS, HEADS
+from tlfs.models.names import BACKBONE_HELP, BACKBONE_NAME, BACKBONE_OR_VERSION, EXTRA_VIEWS, HEADS
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.config import FinetuneConfig, Settings
 from tlfs_dags.specs import DatasetSpec
@@ -74,7 +74,7 @@ def _nullable(kind: str, **schema):
 
 def extract_params(spec: DatasetSpec) -> dict:
     return {
-        "backbone": Param(spec.backbone, type="string", enum=list(BACKBONES), description="backbone name"),
+        "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_NAME, description=BACKBONE_HELP),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="tap layers (null: all)"),
         "splits": Param(spec.splits, **_nullable("array", items={"type": "string"}), description="splits (null: all)"),
         "sources": Param(spec.sources, type="array", items={"type": "string"},
@@ -133,7 +133,7 @@ def finetune_config_of(params: dict) -> dict:
 
 def finetune_params(spec: DatasetSpec) -> dict:
     return {
-        "backbone": Param(spec.backbone, type="string", enum=list(BACKBONES), description="backbone to fine-tune"),
+        "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_NAME, description=f"backbone to fine-tune: {BACKBONE_HELP}"),
         "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1)),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="layers to extract after"),

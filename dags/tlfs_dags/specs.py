@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, EXTRA_VIEWS
+from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, EXTRA_VIEWS, is_backbone
 from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "datasets"
@@ -73,7 +73,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
              "lowercase letters, digits and '_', starting with a letter or digit"),
     "description": (lambda v: isinstance(v, str), "a string"),
     "sources": (lambda v: v is None or _text_list(v), "a list of source URIs"),
-    "backbone": (lambda v: v in BACKBONES, "one of " + ", ".join(BACKBONES)),
+    "backbone": (lambda v: isinstance(v, str) and is_backbone(v), "one of " + ", ".join(BACKBONES) + ", or timm/<model>"),
     "layers": (lambda v: v is None or (_text_list(v) and bool(v)), "null (all) or a list of tap layer names"),
     "splits": (lambda v: v is None or (_text_list(v) and bool(v)), "null (all) or a list of split names"),
     "limit": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
