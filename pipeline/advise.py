@@ -112,7 +112,7 @@ def advise(
     train_split = "train" if "train" in fs.splits else fs.splits[0]
     missing = unmeasurable(card)
     if missing:
-        _, labels, ids = fs.matrix(fs.layers[0], train_split)  # only its labels are needed
+        _, labels, ids = fs.matrix(next(iter(fs.layers)), train_split)  # only its labels are needed
         similarity = {"score": None, "measured": False, "why": missing}
         log(f"similarity to ImageNet: cannot be measured: {missing}")
     else:

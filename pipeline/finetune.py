@@ -125,6 +125,7 @@ def finetune(
     from tlfs.models.backbones import get_spec, load_backbone, resolve_weights
     from tlfs.models.export import version_of
     from tlfs.models.finetune import Classifier, evaluate
+    from tlfs.models.names import folder_name
 
     _check_request(config, device)
     started = time.perf_counter()
@@ -136,7 +137,7 @@ def finetune(
         if split not in index.splits():
             raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())}")
     key = run_key(dataset, index, backbone, choice.sha256, config, limit)
-    work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{backbone}-{key}"
+    work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}")

@@ -131,7 +131,9 @@ print(json.dumps({dag_id: {name: {"refused": [refused(dag.params.get_param(name)
 
 # every Param of every DAG: values it must refuse when a run is triggered, and values it must take
 PARAM_CASES = {
-    "backbone": {"bad": ["resnet51", 3, None], "good": ["resnet50", "efficientnet_lite0_2x2"]},
+    "backbone": {"bad": ["resnet51", 3, None, "timm/", "timm/../x", "timm/Resnet18"],
+                 "good": ["resnet50", "efficientnet_lite0_2x2", "efficientnet_lite2", "timm/resnet18",
+                          "timm/vit_small_patch14_dinov2.lvd142m", "timm/convnext_tiny_2x2"]},
     "layers": {"bad": ["head", [3]], "good": [None, ["head"]]},
     "splits": {"bad": ["test", [1]], "good": [None, ["train"]]},
     "sources": {"bad": ["/data/x.tar", [1]], "good": [[], ["/data/x.tar"]]},

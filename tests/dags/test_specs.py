@@ -86,3 +86,10 @@ def test_the_shipped_specs_are_valid():
     assert loaded.errors == [] and "cifar10" in [s.name for s in loaded.specs]
     example = DAGS / "datasets" / "example_flowers.yaml.example"
     assert load_spec(example).name == "flowers"
+
+
+def test_a_spec_may_name_any_timm_model_or_a_lite_size(tmp_path):
+    for backbone in ("timm/convnext_tiny", "timm/vit_small_patch14_dinov2.lvd142m", "efficientnet_lite2_2x2"):
+        assert load_spec(write(tmp_path, "guitars.yaml", f"{GOOD}backbone: {backbone}\n")).backbone == backbone
+    with pytest.raises(SpecError, match="or timm/<model>"):
+        load_spec(write(tmp_path, "guitars.yaml", f"{GOOD}backbone: timm/../etc\n"))

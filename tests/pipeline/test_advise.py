@@ -35,6 +35,24 @@ def test_small_cases_pick_the_layer_from_the_sweep_or_fall_back():
     assert decide(30, 0.1, 1000, 0.35, None, "head", LAYERS)[1]["layer"] == "block10"  # an earlier, generic layer
 
 
+def test_without_an_imagenet_classifier_the_case_names_the_size_alone_and_says_why():
+    from tlfs.pipeline.advise import describe, unmeasurable
+
+    sweep = {"layers": {"block6_mean": 0.7, "pre_logits": 0.8}}
+    assert decide(30, None, 1000, 0.35, sweep, "pre_logits", ["block6_mean", "pre_logits"]) == (
+        "small_unmeasured", {"do": "linear_classifier", "head": "softmax", "layer": "pre_logits",
+                             "why": "few images: a linear classifier on the sweep's best layer"})
+    assert decide(5000, None, 1000, 0.35, None, "head", LAYERS)[0] == "large_unmeasured"
+    why = "timm/vit_base_patch16_siglip_224 has no ImageNet classifier"
+    assert unmeasurable({"imagenet_classifier": None, "imagenet_classifier_missing": why}) == why
+    assert unmeasurable({"imagenet_classifier": {"file": "imagenet_classifier.npz"}}) is None
+    text = describe({"case": "small_unmeasured", "sweep": None,
+                     "size": {"images_per_class": 30, "classes": 10, "large": False, "large_from_per_class": 1000},
+                     "similarity": {"score": None, "measured": False, "why": why, "similar": None},
+                     "action": {"do": "linear_classifier", "head": "softmax", "layer": "pre_logits", "why": "few images"}})
+    assert f"similarity to ImageNet: cannot be measured: {why}" in text
+
+
 def test_thresholds_are_overridable():
     assert decide(500, 0.6, 400, 0.35, None, "head", LAYERS)[0] == "large_similar"
     assert decide(5000, 0.6, 1000, 0.7, None, "head", LAYERS)[0] == "large_different"

@@ -122,6 +122,27 @@ def test_finetune_exports_a_new_version_with_lineage_and_features_follow(tmp_pat
         run_extract("colors", [str(source)], "efficientnet_lite0-0000000000", str(store), str(models), show_progress=False)
 
 
+def test_a_timm_vit_fine_tunes_from_a_local_weights_file_and_exports_a_version_of_its_own(tmp_path):
+    """timm's extractor names the model's parameters under a prefix: freezing and the
+    saved weights must still find them (the exported version loads them strictly)."""
+    pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    backbone = "timm/vit_tiny_patch16_224"
+    weights = tmp_path / "vit.safetensors"
+    save_file(load_backbone(backbone, random_weights=True).module.state_dict(), str(weights))
+    model = Classifier(load_backbone(backbone, weights=weights), classes=3)
+    frozen = apply_freeze(model, 2)  # the patch embedding and blocks up to the second tap (block6)
+    assert "model.blocks.5.mlp.fc2.weight" in frozen and not any(name.startswith("model.blocks.6.") for name in frozen)
+    source = write_tree(tmp_path / "images", folder_images(per_class=4))
+    result = finetune("colors", [str(source)], backbone, str(tmp_path / "models"),
+                      FinetuneConfig(head_epochs=1, epochs=1, batch_size=8, freeze="2"), weights=str(weights),
+                      show_progress=False, log=lambda *_: None)
+    assert result["backbone_version"].startswith("timm-vit_tiny_patch16_224-") and result["n_test"] == 12
+    card = json.loads((tmp_path / "models" / result["backbone_version"] / "model_card.json").read_text())
+    assert card["parent"]["version"] == result["parent_version"] and card["layers"]["norm_cls"] == 192
+
+
 def test_settings_are_checked_before_any_work():
     with pytest.raises(PipelineError, match="cosine"):
         FinetuneConfig(schedule="linear").check()
