@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
-
 from dataclasses import fields
 
 from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
-from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET, FinetuneConfig, Settings, load_settings
+from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
+                                  load_settings, parse_value, setting_help)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,59 +28,43 @@ def _csv(value: str) -> list[str]:
     return items
 
 
-def _non_negative(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {number}")
-    return number
+def _checked(kind: type, minimum: float | None = None, positive: bool = False, maximum: float | None = None):
+    """An argparse type over config.bounded, the one numeric check (its message becomes argparse's)."""
+    def check(value: str):
+        try:
+            number = bounded(value, kind, minimum, positive)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if maximum is not None and number > maximum:
+            raise argparse.ArgumentTypeError(f"expected a number in (0, {maximum:g}], got {value}")
+        return number
+
+    return check
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {number}")
-    return number
+_positive = _checked(int, positive=True)
+_non_negative = _checked(int, minimum=0)
+_fraction = _checked(float, positive=True, maximum=1)
 
 
-def _number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
+def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None, dest: str | None = None) -> None:
+    """A flag for one of config.Settings' fields, made from it: type, bounds, choices, help and default."""
+    f = SETTING_FIELDS[name]
+    kind = type(f.default)
 
+    def check(value: str):
+        try:
+            return parse_value(f, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-def _positive_float(value: str) -> float:
-    number = _number(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    number = _number(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return number
-
-
-def _fraction(value: str) -> float:
-    number = _number(value)
-    if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
-    return number
+    p.add_argument(flag or "--" + name.replace("_", "-"), dest=dest or name, help=setting_help(name),
+                   choices=f.metadata["choices"], type=None if f.metadata["choices"] else check,
+                   metavar=None if f.metadata["choices"] else ("N" if kind in (int, float) else "URI"))
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", help="feature store root, any fsspec URI (default: $TLFS_STORE or tlfs-data/store)")
+    _setting_arg(p, "store")
 
 
 def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name (newest set) or exact backbone version") -> None:
@@ -94,7 +76,7 @@ def _backbone_args(p: argparse.ArgumentParser) -> None:
                   "tlfs backbones lists them)")
     p.add_argument("--weights", help="state-dict file with the backbone's pretrained weights (default: its known source)")
     p.add_argument("--random-weights", action="store_true", help="untrained weights, for tests and benchmarks only")
-    p.add_argument("--models", dest="model_store", help="root of exported ONNX artifacts, any fsspec URI (default: $TLFS_MODELS or tlfs-data/models)")
+    _setting_arg(p, "model_store", flag="--models")
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -108,28 +90,16 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _decode_workers_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decode-workers", type=_non_negative, help="processes decoding images (default: $TLFS_DECODE_WORKERS "
-                   "or 0 = one per core with a GPU, a quarter of the cores on CPU, where inference takes them; "
-                   "1 = none, decode on the reading thread)")
+    _setting_arg(p, "decode_workers")
 
 
-def _finetune_type(kind: str, metadata: dict):
-    """The argparse type that checks a FinetuneConfig field's bounds (its DAG Param checks the same)."""
-    positive, minimum = metadata["positive"], metadata["minimum"]
-    if kind == "int":
-        return _positive if positive else (_non_negative if minimum == 0 else int)
-    if kind == "float":
-        return _positive_float if positive else (_non_negative_float if minimum == 0 else _number)
-    if metadata["pattern"]:
-        return _matching(metadata["pattern"], metadata["help"])
-    return str
-
-
-def _matching(pattern: str, what: str):
-    def check(value: str) -> str:
-        if not re.match(pattern, value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
-        return value
+def _field_type(f):
+    """The argparse type that checks a FinetuneConfig field (its DAG Param checks the same)."""
+    def check(value: str):
+        try:
+            return parse_value(f, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return check
 
@@ -142,7 +112,7 @@ def _finetune_config_args(p: argparse.ArgumentParser) -> None:
         if f.type == "bool":
             p.add_argument(flag, action="store_true", help=help_text)
             continue
-        p.add_argument(flag, type=_finetune_type(f.type, f.metadata), default=f.default,
+        p.add_argument(flag, type=None if f.metadata["choices"] else _field_type(f), default=f.default,
                        choices=f.metadata["choices"], help=f"{help_text} (default {f.default})")
 
 
@@ -165,12 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_csv, help="comma-separated tap layers (default: all)")
     p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
     _store_arg(p)
-    p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime device (default: cpu); cuda never falls back")
-    p.add_argument("--precision", choices=["fp32", "fp16"], help="graph precision (default: fp32 on cpu, fp16 on cuda)")
-    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default: 64 on cpu, 256 on cuda)")
-    p.add_argument("--shard-size", type=_positive, help=f"images per shard file (default: {Settings.shard_size})")
-    p.add_argument("--threads", type=_non_negative, help="onnxruntime intra-op threads (default: one per core)")
-    _decode_workers_arg(p)
+    for name in ("device", "precision", "batch_size", "shard_size", "threads", "decode_workers"):
+        _setting_arg(p, name)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
     p.add_argument("--full", action="store_true", help="extract every image again; by default a run reuses the "
@@ -256,10 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
     _store_arg(p)
-    p.add_argument("--keep", type=_non_negative, dest="retain_versions",
-                   help="keep the newest N versions (default: $TLFS_RETAIN_VERSIONS, or 0 = no count limit)")
-    p.add_argument("--keep-days", type=_non_negative_float, dest="retain_days",
-                   help="keep versions younger than D days (default: $TLFS_RETAIN_DAYS or 7; 0 = no age limit)")
+    _setting_arg(p, "retain_versions", flag="--keep")
+    _setting_arg(p, "retain_days", flag="--keep-days")
     return parser
 
 

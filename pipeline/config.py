@@ -26,34 +26,51 @@ DEFAULT_SOURCE_DATASET = "cifar10"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
+def _setting(default, help: str, env: str, minimum: float | None = None, positive: bool = False,
+             choices: tuple | None = None, default_text: str | None = None):
+    """A setting of :class:`Settings`: its help, environment variable, bounds and choices,
+    from which the CLI's flags, the DAG Params and the checks of env and YAML values are
+    all made (``default_text``: how to say the default where the value alone would not)."""
+    return field(default=default, metadata={"help": help, "env": env, "minimum": minimum, "positive": positive,
+                                            "choices": choices, "default_text": default_text, "pattern": None})
+
+
 @dataclass(frozen=True)
 class Settings:
-    store: str = "tlfs-data/store"  # feature store root, any fsspec URI
-    model_store: str = "tlfs-data/models"  # exported ONNX artifacts root, any fsspec URI
-    cifar10_source: tuple[str, ...] = (CIFAR10_URL,)  # default source(s) of the cifar10 dataset
-    cache_dir: str = "tlfs-data/cache"  # local copies of remote dataset sources
-    batch_size: int = 0  # images per inference batch; 0 = the device's (64 on the CPU, 256 on CUDA)
-    shard_size: int = 2500  # images per shard (per split)
-    device: str = "cpu"
-    precision: str = ""  # fp32 or fp16; "" = the device's (fp32 on the CPU, fp16 on CUDA)
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE, HEURISTIC or DEFAULT (once per fixed shape)
-    threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
-    decode_workers: int = 0  # processes decoding images; 0 = one per core (GPU) or a quarter of them (CPU), 1 = none
-    writers: int = 0  # threads encoding and writing shard files; 0 = one per core, at most 8; 1 = in order, one at a time
-    # A DAG run maps at most this many extract_shard tasks (each takes a group of shards):
+    store: str = _setting("tlfs-data/store", "feature store root, any fsspec URI", "TLFS_STORE")
+    model_store: str = _setting("tlfs-data/models", "root of exported ONNX artifacts, any fsspec URI", "TLFS_MODELS")
+    cifar10_source: tuple[str, ...] = _setting((CIFAR10_URL,), "default source(s) of the cifar10 dataset, comma-separated",
+                                               "TLFS_CIFAR10_SOURCE", default_text="the official tarball, md5-checked")
+    cache_dir: str = _setting("tlfs-data/cache", "local copies of remote dataset sources", "TLFS_CACHE")
+    batch_size: int = _setting(0, "images per inference batch", "TLFS_BATCH_SIZE", minimum=0,
+                               default_text="0 = the device's: 64 on cpu, 256 on cuda")
+    shard_size: int = _setting(2500, "images per shard file (per split)", "TLFS_SHARD_SIZE", positive=True)
+    device: str = _setting("cpu", "onnxruntime device; cuda never falls back", "TLFS_DEVICE", choices=("cpu", "cuda"))
+    precision: str = _setting("", "graph precision", "TLFS_PRECISION", choices=("fp32", "fp16"),
+                              default_text="the device's: fp32 on cpu, fp16 on cuda")
+    cudnn_conv_algo_search: str = _setting("EXHAUSTIVE", "cuDNN convolution search, once per fixed shape",
+                                           "TLFS_CUDNN_CONV_ALGO_SEARCH", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))
+    threads: int = _setting(0, "onnxruntime intra-op threads", "TLFS_THREADS", minimum=0, default_text="0 = one per core")
+    decode_workers: int = _setting(0, "processes decoding images", "TLFS_DECODE_WORKERS", minimum=0,
+                                   default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
+                                                "inference takes them; 1 = none, decode on the reading thread")
+    writers: int = _setting(0, "threads encoding and writing shard files", "TLFS_WRITERS", minimum=0,
+                            default_text="0 = one per core, at most 8; 1 = in order, one at a time")
     # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
-    max_shard_tasks: int = 512
-    # A run's lease on its plan lasts this long unless renewed (every quarter of it); a
-    # commit removes another plan's files only once its leases ran out (features/leases.py).
-    lease_seconds: float = 600.0
-    # A DAG task's lease outlives the task this long, so the plan's next task, waiting in
-    # a queue, still finds it.
-    task_lease_linger: float = 7200.0
-    # Which older versions of a feature set stay readable (features/versions.py): the
-    # newest ``retain_versions`` and those younger than ``retain_days``; 0 = no limit of
-    # that kind (both 0: keep every version). Applied by each commit and `tlfs vacuum`.
-    retain_versions: int = 0
-    retain_days: float = 7.0
+    max_shard_tasks: int = _setting(512, "extract_shard tasks a DAG run maps at most (each takes a group of shards)",
+                                    "TLFS_MAX_SHARD_TASKS", positive=True)
+    # A commit removes another plan's files only once its leases ran out (features/leases.py).
+    lease_seconds: float = _setting(600.0, "seconds a run's lease on its plan lasts unless renewed (every quarter of it)",
+                                    "TLFS_LEASE_SECONDS", positive=True)
+    # so that the plan's next task, waiting in a queue, still finds it
+    task_lease_linger: float = _setting(7200.0, "seconds a DAG task's lease outlives the task", "TLFS_TASK_LEASE_LINGER",
+                                        minimum=0)
+    # Which older versions of a feature set stay readable (features/versions.py); applied
+    # by each commit and `tlfs vacuum`.
+    retain_versions: int = _setting(0, "keep the newest N versions", "TLFS_RETAIN_VERSIONS", minimum=0,
+                                    default_text="0 = no count limit")
+    retain_days: float = _setting(7.0, "keep versions younger than D days", "TLFS_RETAIN_DAYS", minimum=0,
+                                  default_text="7; 0 = no age limit")
 
     def runtime(self) -> Runtime:
         """Where and how extraction computes: the device's defaults where unset."""
@@ -125,48 +142,66 @@ class FinetuneConfig:
             raise PipelineError("--from-scratch trains every layer: it cannot be combined with --freeze")
 
 
-ENV = {
-    "store": "TLFS_STORE",
-    "model_store": "TLFS_MODELS",
-    "cifar10_source": "TLFS_CIFAR10_SOURCE",
-    "cache_dir": "TLFS_CACHE",
-    "batch_size": "TLFS_BATCH_SIZE",
-    "shard_size": "TLFS_SHARD_SIZE",
-    "device": "TLFS_DEVICE",
-    "precision": "TLFS_PRECISION",
-    "cudnn_conv_algo_search": "TLFS_CUDNN_CONV_ALGO_SEARCH",
-    "threads": "TLFS_THREADS",
-    "decode_workers": "TLFS_DECODE_WORKERS",
-    "writers": "TLFS_WRITERS",
-    "max_shard_tasks": "TLFS_MAX_SHARD_TASKS",
-    "lease_seconds": "TLFS_LEASE_SECONDS",
-    "task_lease_linger": "TLFS_TASK_LEASE_LINGER",
-    "retain_versions": "TLFS_RETAIN_VERSIONS",
-    "retain_days": "TLFS_RETAIN_DAYS",
-}
+ENV = {f.name: f.metadata["env"] for f in fields(Settings)}
+
+
+def bounded(value, kind: type, minimum: float | None = None, positive: bool = False) -> int | float:
+    """``value`` as a whole number (``kind`` int) or a finite number, within its bounds;
+    ValueError says what was expected. The one check behind every numeric flag, Param
+    default, environment variable and YAML setting."""
+    import math
+
+    try:
+        number = kind(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+    if kind is float and not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"expected {'a positive number' if kind is int else 'a number above 0'}, got {value}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"expected {minimum:g} or more, got {value}")
+    return number
+
+
+def parse_value(f, value):
+    """A field of :class:`Settings` or :class:`FinetuneConfig` from text or YAML, checked."""
+    meta, kind = f.metadata, type(f.default)
+    if kind is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(s.strip() for s in items if s.strip())
+    if kind is bool:
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    if kind in (int, float):
+        return bounded(value, kind, meta["minimum"], meta["positive"])
+    text = str(value)
+    if meta["choices"] and not (text == "" and f.default == ""):
+        canonical = {choice.lower(): choice for choice in meta["choices"]}  # any case, as it is written in the choices
+        if text.lower() not in canonical:
+            raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {text!r}")
+        text = canonical[text.lower()]
+    if meta["pattern"] and not re.match(meta["pattern"], text):
+        raise ValueError(f"expected {meta['help']}, got {text!r}")
+    return text
+
+
+def setting_help(name: str) -> str:
+    """A setting's help with its default and environment variable, as the CLI and the Params say it."""
+    f = SETTING_FIELDS[name]
+    default = f.metadata["default_text"] or (", ".join(f.default) if isinstance(f.default, tuple) else f.default)
+    return f"{f.metadata['help']} (default: ${f.metadata['env']} or {default})"
+
+
+SETTING_FIELDS = {f.name: f for f in fields(Settings)}
 
 
 def _coerce(name: str, value):
-    if name == "cifar10_source":
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(s.strip() for s in items if s.strip())
-    if name in ("batch_size", "shard_size", "threads", "decode_workers", "writers", "max_shard_tasks", "retain_versions"):
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise PipelineError(f"{name} must be a whole number, got {value!r}") from None
-        if number < 0 or (number == 0 and name in ("shard_size", "max_shard_tasks")):
-            raise PipelineError(f"{name} must be positive, got {number}")
-        return number
-    if name in ("lease_seconds", "task_lease_linger", "retain_days"):
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            raise PipelineError(f"{name} must be a number of seconds, got {value!r}") from None
-        if seconds <= 0 and name == "lease_seconds" or seconds < 0:
-            raise PipelineError(f"{name} must be positive, got {seconds}")
-        return seconds
-    return str(value)
+    try:
+        return parse_value(SETTING_FIELDS[name], value)
+    except ValueError as exc:
+        raise PipelineError(f"{name} ({SETTING_FIELDS[name].metadata['env']}): {exc}") from None
 
 
 def load_settings(environ: dict | None = None, **overrides) -> Settings:

@@ -22,7 +22,8 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tlfs.models.names import BACKBONE_HELP, BACKBONE_NAME, BACKBONE_OR_VERSION, EXTRA_VIEWS, HEADS
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
-from tlfs.pipeline.config import FinetuneConfig, Settings
+from tlfs.pipeline.config import Settings, setting_help
+from tlfs_dags.params import finetune_config_of, finetune_config_params, setting_param
 from tlfs_dags.specs import DatasetSpec
 
 EXTRACT_POOL = "tlfs_extract"  # bounds concurrent (GPU) extraction: `airflow pools set tlfs_extract N ...`
@@ -79,16 +80,13 @@ def extract_params(spec: DatasetSpec) -> dict:
         "splits": Param(spec.splits, **_nullable("array", items={"type": "string"}), description="splits (null: all)"),
         "sources": Param(spec.sources, type="array", items={"type": "string"},
                          description="dataset source URIs ([]: the dataset's default source)"),
-        "store": Param(None, **_nullable("string"), description="feature store URI (null: TLFS_STORE or default)"),
-        "models": Param(None, **_nullable("string"), description="model artifacts URI (null: TLFS_MODELS or default)"),
-        "device": Param(DEFAULT_DEVICE, type="string", enum=["cpu", "cuda"],
-                        description="extraction device (cuda on the gpu queue); cuda never falls back to cpu"),
-        "precision": Param(None, type=["string", "null"], enum=["fp32", "fp16", None],
-                           description="null: the device's (fp32 on cpu, fp16 on cuda)"),
-        "batch_size": Param(None, **_nullable("integer", minimum=1), description="null: the device's (64 on cpu, 256 on cuda)"),
-        "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
-        "decode_workers": Param(None, **_nullable("integer", minimum=0),
-                                description="processes decoding images per shard task (null: TLFS_DECODE_WORKERS, else one per core with a GPU, a quarter of them on CPU)"),
+        "store": setting_param("store"),
+        "models": setting_param("model_store"),
+        "device": setting_param("device", DEFAULT_DEVICE, "extraction device (cuda on the gpu queue); cuda never falls back to cpu"),
+        "precision": setting_param("precision"),
+        "batch_size": setting_param("batch_size"),
+        "shard_size": setting_param("shard_size", Settings.shard_size),
+        "decode_workers": setting_param("decode_workers"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "views": Param(spec.views, type="array", items={"type": "string", "enum": list(EXTRA_VIEWS)},
                        description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
@@ -104,45 +102,18 @@ def extract_params(spec: DatasetSpec) -> dict:
     }
 
 
-# FinetuneConfig fields whose DAG Param has another name (batch_size is the extraction's there)
-FINETUNE_PARAM_NAMES = {"batch_size": "train_batch_size"}
-_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
-
-
-def finetune_config_params() -> dict:
-    """One Param per FinetuneConfig field, with its default and help (pipeline/config.py)."""
-    params = {}
-    for f in fields(FinetuneConfig):
-        schema = {"type": _JSON_TYPES[f.type]}
-        if f.metadata["choices"]:
-            schema["enum"] = list(f.metadata["choices"])
-        if f.metadata["minimum"] is not None:
-            schema["minimum"] = f.metadata["minimum"]
-        if f.metadata["positive"]:
-            schema["exclusiveMinimum"] = 0
-        if f.metadata["pattern"]:
-            schema["pattern"] = f.metadata["pattern"]
-        params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] = Param(f.default, description=f.metadata["help"], **schema)
-    return params
-
-
-def finetune_config_of(params: dict) -> dict:
-    """A run's FinetuneConfig settings, from its Params."""
-    return {f.name: params[FINETUNE_PARAM_NAMES.get(f.name, f.name)] for f in fields(FinetuneConfig)}
-
-
 def finetune_params(spec: DatasetSpec) -> dict:
     return {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_NAME, description=f"backbone to fine-tune: {BACKBONE_HELP}"),
         "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1)),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="layers to extract after"),
-        "store": Param(None, **_nullable("string")),
-        "models": Param(None, **_nullable("string")),
+        "store": setting_param("store"),
+        "models": setting_param("model_store"),
         "device": Param("cuda", type="string", enum=["cpu", "cuda"], description="cuda never falls back to cpu"),
         **finetune_config_params(),
-        "batch_size": Param(None, **_nullable("integer", minimum=1), description="extraction batch size (null: the device's)"),
-        "shard_size": Param(Settings.shard_size, type="integer", minimum=1),
+        "batch_size": setting_param("batch_size", description=f"extraction: {setting_help('batch_size')}"),
+        "shard_size": setting_param("shard_size", Settings.shard_size),
     }
 
 
@@ -296,7 +267,7 @@ def build_fit_dag(spec: DatasetSpec):
     @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep and heads on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
-        "store": Param(None, **_nullable("string")),
+        "store": setting_param("store"),
         "heads": Param(list(HEADS), type="array", items={"type": "string", "enum": list(HEADS)}),
     }, "heads")
     def fit_dag():

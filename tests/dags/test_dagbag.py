@@ -141,7 +141,7 @@ PARAM_CASES = {
     "models": {"bad": [3], "good": [None, "/models"]},
     "device": {"bad": ["tpu", None], "good": ["cpu", "cuda"]},
     "precision": {"bad": ["fp8", 16], "good": [None, "fp16"]},
-    "batch_size": {"bad": [0, -1, "64"], "good": [None, 64]},
+    "batch_size": {"bad": [-1, "64", 2.5], "good": [None, 0, 64]},  # 0, like null: the device's
     "shard_size": {"bad": [0, None, "x"], "good": [100]},
     "decode_workers": {"bad": [-1, "two"], "good": [None, 0, 2]},
     "limit": {"bad": [0, -5, "abc"], "good": [None, 1]},

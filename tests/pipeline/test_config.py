@@ -30,8 +30,12 @@ def test_environment_then_explicit_values_win(tmp_path):
 
 
 def test_bad_values_are_clear_errors(tmp_path):
-    with pytest.raises(PipelineError, match="batch_size must be a whole number"):
+    with pytest.raises(PipelineError, match=r"batch_size \(TLFS_BATCH_SIZE\): expected a whole number, got 'many'"):
         load_settings(environ={"TLFS_BATCH_SIZE": "many"})
+    with pytest.raises(PipelineError, match="device .TLFS_DEVICE.: expected one of cpu, cuda, got 'tpu'"):
+        load_settings(environ={"TLFS_DEVICE": "tpu"})
+    with pytest.raises(PipelineError, match="shard_size .TLFS_SHARD_SIZE.: expected a positive number, got 0"):
+        load_settings(environ={"TLFS_SHARD_SIZE": "0"})
     bad = tmp_path / "c.yaml"
     bad.write_text("colour: blue\n")
     with pytest.raises(PipelineError, match="unknown setting"):
@@ -43,3 +47,13 @@ def test_only_cifar10_has_a_default_source():
     assert s.sources_for("cifar10", None) == [CIFAR10_URL]
     with pytest.raises(PipelineError, match="needs --source"):
         s.sources_for("guitars", None)
+
+
+def test_every_setting_says_its_default_and_variable_once_for_the_cli_and_the_params():
+    from dataclasses import fields
+
+    from tlfs.pipeline.config import ENV, Settings, setting_help
+
+    assert set(ENV) == {f.name for f in fields(Settings)} and all(v.startswith("TLFS_") for v in ENV.values())
+    assert setting_help("shard_size") == "images per shard file (per split) (default: $TLFS_SHARD_SIZE or 2500)"
+    assert "64 on cpu, 256 on cuda" in setting_help("batch_size")
