@@ -9,10 +9,26 @@
     features.load("cifar10", "efficientnet_lite0", "head", "test", version=2)             # an older one (or as_of=...)
 """
 
-from tlfs.features.errors import NotCommitted, StoreError
-from tlfs.features.feature_set import FeatureSet, SetReplaced
-from tlfs.features.reader import describe, find_set, history, list_sets, load, load_matrix, open_set, resolve_store
-from tlfs.features.versions import Retention
+from __future__ import annotations
 
-__all__ = ["list_sets", "describe", "open_set", "find_set", "load", "load_matrix", "history", "resolve_store",
-           "FeatureSet", "Retention", "StoreError", "NotCommitted", "SetReplaced"]
+import importlib
+
+# name -> the module that defines it: imported on first use (PEP 562), so that importing one
+# light module of this package (layout, errors) does not import pandas and pyarrow
+_EXPORTS = {
+    "list_sets": "reader", "describe": "reader", "open_set": "reader", "find_set": "reader", "load": "reader",
+    "load_matrix": "reader", "history": "reader", "resolve_store": "reader",
+    "FeatureSet": "feature_set", "SetReplaced": "feature_set", "Retention": "versions",
+    "StoreError": "errors", "NotCommitted": "errors",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tlfs.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tlfs.features.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -31,6 +31,10 @@ from __future__ import annotations
 
 import re
 
+# The store a reader or a run uses when none is named: $TLFS_STORE, else this folder
+STORE_ENV = "TLFS_STORE"
+DEFAULT_STORE = "tlfs-data/store"
+
 MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
 RETIRED = "_retired"
@@ -39,6 +43,15 @@ LEASES = "leases"
 PLAN = "plan.json"
 HEADS = "_heads"
 ORIGINAL = "original"  # the view every set has: the image as it is
+
+PLAN_ID_DIGITS = 16  # hex digits of a plan id (a digest of what the plan makes)
+FILE_PLAN_DIGITS = 8  # of them in a shard file's name: enough to tell plans of one set apart
+
+
+def plan_prefix(plan_id: str) -> str:
+    """The part of a plan id that a shard file's name carries."""
+    return plan_id[:FILE_PLAN_DIGITS]
+
 
 _SHARD_FILE = re.compile(r"^\.?part-([0-9a-f]{8})-\d+\.parquet")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -140,7 +153,7 @@ def shard_path(layer: str, split: str, plan_id: str, shard: int, view: str = ORI
 
 
 def shard_name(plan_id: str, shard: int) -> str:
-    return f"part-{plan_id[:8]}-{shard:05d}.parquet"
+    return f"part-{plan_prefix(plan_id)}-{shard:05d}.parquet"
 
 
 def shard_uri(set_root: str, layer: str, split: str, plan_id: str, shard: int, view: str = ORIGINAL) -> str:

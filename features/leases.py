@@ -65,7 +65,7 @@ class Lease:
             self._write(self.ttl)
         if plan_must_exist:
             self.check()
-        self._renewer = threading.Thread(target=self._renew, daemon=True, name=f"tlfs-lease-{self.plan_id[:8]}")
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name=f"tlfs-lease-{layout.plan_prefix(self.plan_id)}")
         self._renewer.start()
         return self
 

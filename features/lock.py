@@ -28,10 +28,15 @@ from tlfs.features.errors import StoreError
 from tlfs.features.storage import fs_path, is_local
 
 LOCK_NAME = "_commit.lock"
+# seconds a committer waits for the set's lock, and after which a lock is taken as left by a
+# crashed committer (a commit takes well under a second; ten minutes leaves room for slow stores)
+LOCK_TIMEOUT = 600.0
+LOCK_STALE_AFTER = 600.0
 
 
 @contextlib.contextmanager
-def commit_lock(set_root: str, timeout: float = 600.0, stale_after: float = 600.0, poll: float = 0.2) -> Iterator[None]:
+def commit_lock(set_root: str, timeout: float = LOCK_TIMEOUT, stale_after: float = LOCK_STALE_AFTER,
+                poll: float = 0.2) -> Iterator[None]:
     fs, root = fs_path(set_root)
     path = f"{root}/{LOCK_NAME}"
     if is_local(fs):

@@ -145,7 +145,7 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     fs, root = fs_path(set_root)
     listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
-    live8 = {plan_id[:8] for plan_id in live}
+    live8 = {layout.plan_prefix(plan_id) for plan_id in live}
     vacuum(set_root, manifest, retention, live, listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"

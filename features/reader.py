@@ -7,15 +7,12 @@ import os
 import numpy as np
 import pandas as pd
 
+from tlfs.features import layout
 from tlfs.features.errors import StoreError
 from tlfs.features.feature_set import FeatureSet, SetReplaced, committed_sets, find
 
-DEFAULT_STORE_ENV = "TLFS_STORE"
-DEFAULT_STORE = "tlfs-data/store"
-
-
 def resolve_store(store: str | None) -> str:
-    return store or os.environ.get(DEFAULT_STORE_ENV) or DEFAULT_STORE
+    return store or os.environ.get(layout.STORE_ENV) or layout.DEFAULT_STORE
 
 
 def open_set(dataset: str, backbone: str, store: str | None = None, version: int | None = None,

@@ -107,6 +107,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def digest_of(value, digits: int = 64) -> str:
+    """The first ``digits`` hex digits of the sha256 of ``value`` as canonical JSON (keys
+    sorted): the one way ids of plans, versions and runs are made from what defines them."""
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:digits]
+
+
 def sha256_uri(uri) -> str:
     """sha256 of a file (any URI or local path), read in 1 MB blocks."""
     fs, path = fs_path(str(uri))

@@ -9,7 +9,6 @@ folder without a card is an unfinished export and is redone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from tlfs.models import sample_images
-from tlfs.features.storage import atomic_put_file, atomic_write_json, sha256_uri
+from tlfs.features.storage import atomic_put_file, atomic_write_json, digest_of, sha256_uri
 from tlfs.models.artifact import CARD_NAME, ONNX_NAME, Artifact, read_card
 from tlfs.models.classifier import save_classifier
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, grid_layer, load_backbone, resolve_weights
@@ -31,6 +30,7 @@ from tlfs.models.names import folder_name
 from tlfs.models.taps import TapNetwork
 from tlfs.models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
 
+VERSION_DIGITS = 10  # hex digits of a backbone version's digest (names.BACKBONE_OR_VERSION matches them)
 OPSET = 18
 EXPORT_FORMAT = 1  # bump when the graph's contract (inputs, outputs, preprocessing) changes
 
@@ -54,8 +54,7 @@ def version_of(spec: BackboneSpec, weights_sha256: str, opset: int = OPSET, line
         "export_format": EXPORT_FORMAT,
         **({"lineage": lineage} if lineage else {}),
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{folder_name(spec.name)}-{digest[:10]}"
+    return f"{folder_name(spec.name)}-{digest_of(identity, VERSION_DIGITS)}"
 
 
 def export(

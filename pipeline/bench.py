@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from tlfs.pipeline.config import Settings
 from tlfs.pipeline.errors import PipelineError
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
@@ -236,7 +237,7 @@ def host_only(
     limit: int | None = None,
     decode_workers: int = 0,
     batch_size: int | None = None,
-    shard_size: int = 2500,
+    shard_size: int = Settings.shard_size,
     model_store: str | None = None,
     cache_dir: str | None = None,
     log: Callable[[str], None] = print,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlfs.features.layout import DEFAULT_STORE, STORE_ENV
+from tlfs.features.leases import DEFAULT_TTL
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ def _setting(default, help: str, env: str, minimum: float | None = None, positiv
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = _setting("tlfs-data/store", "feature store root, any fsspec URI", "TLFS_STORE")
+    store: str = _setting(DEFAULT_STORE, "feature store root, any fsspec URI", STORE_ENV)
     model_store: str = _setting("tlfs-data/models", "root of exported ONNX artifacts, any fsspec URI", "TLFS_MODELS")
     cifar10_source: tuple[str, ...] = _setting((CIFAR10_URL,), "default source(s) of the cifar10 dataset, comma-separated",
                                                "TLFS_CIFAR10_SOURCE", default_text="the official tarball, md5-checked")
@@ -60,7 +62,7 @@ class Settings:
     max_shard_tasks: int = _setting(512, "extract_shard tasks a DAG run maps at most (each takes a group of shards)",
                                     "TLFS_MAX_SHARD_TASKS", positive=True)
     # A commit removes another plan's files only once its leases ran out (features/leases.py).
-    lease_seconds: float = _setting(600.0, "seconds a run's lease on its plan lasts unless renewed (every quarter of it)",
+    lease_seconds: float = _setting(DEFAULT_TTL, "seconds a run's lease on its plan lasts unless renewed (every quarter of it)",
                                     "TLFS_LEASE_SECONDS", positive=True)
     # so that the plan's next task, waiting in a queue, still finds it
     task_lease_linger: float = _setting(7200.0, "seconds a DAG task's lease outlives the task", "TLFS_TASK_LEASE_LINGER",

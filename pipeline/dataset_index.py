@@ -27,6 +27,8 @@ class Entry:
     # only if this changed (pipeline/incremental.py); "" where the source gives none
     fingerprint: str = ""
 
+    ROW_FIELDS_WITH_FINGERPRINT = 8  # a row of to_row() that carries the fingerprint incremental runs compare
+
     def to_row(self) -> list:
         row = [self.image_id, self.split, self.label_name, self.source, self.member]
         if self.fingerprint:
@@ -63,6 +65,11 @@ class DatasetIndex:
 
     def label_of(self, name: str) -> int:
         return self.classes.index(name)
+
+    def identity(self) -> dict:
+        """What identifies the indexed images: the sources' checksums and every image id, in order."""
+        ids = "\n".join(e.image_id for e in self.entries).encode("utf-8", "surrogateescape")
+        return {"sources": [s.checksum for s in self.sources], "ids": hashlib.sha256(ids).hexdigest()}
 
     def to_json(self) -> dict:
         return {

@@ -31,6 +31,7 @@ from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.images import ImageRejected, decode
 
 CHUNK = 32  # images per task sent to a worker process: large enough to amortise the hand-over
+READ_AHEAD = 512  # decoded images a decoder without worker processes holds ahead of the batcher
 
 
 @dataclass
@@ -92,13 +93,13 @@ class Decoder:
         return self._pool
 
     def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int, cache_dir: str | None,
-                depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+                depth: int = READ_AHEAD) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
         every entry, in order."""
         return self.decoded_parts(sources, [entries], input_size, cache_dir, depth)
 
     def decoded_parts(self, sources: list[SourceInfo], parts: list[list[Entry]], input_size: int,
-                      cache_dir: str | None, depth: int = 512) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+                      cache_dir: str | None, depth: int = READ_AHEAD) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """The same for several lists of entries (a run's shards) read one after the
         other without a pause: one stream, positions counted through all of them."""
         if self.workers == 1:
@@ -146,7 +147,7 @@ class Decoder:
             if chunk:
                 submit()
 
-        for meta, future in _background(produce, 2 * self.workers + 2):
+        for meta, future in _background(produce, chunks_in_flight(self.workers)):
             try:
                 decoded, seconds = future.result()
             except BrokenProcessPool as exc:
@@ -155,6 +156,12 @@ class Decoder:
             for (position, entry), (image, reason) in zip(meta, decoded):
                 self.stats.images += 1
                 yield position, entry, image, reason
+
+
+def chunks_in_flight(workers: int) -> int:
+    """Chunks submitted to the decode workers ahead of the one awaited: two per worker, so
+    that none waits between chunks, and two more for the reader's hand-over."""
+    return 2 * workers + 2
 
 
 def _background(produce, depth: int) -> Iterator:

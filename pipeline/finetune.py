@@ -14,16 +14,14 @@ generator and the best weights so far) when started again with the same settings
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from tlfs.features.storage import atomic_write_bytes, atomic_write_json, exists, fs_path
+from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_of, exists, fs_path
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.datasets import build_index, iter_payloads
@@ -69,17 +67,19 @@ def _write_torch(uri: str, obj) -> None:
     atomic_write_bytes(uri, buffer.getvalue())
 
 
+RUN_KEY_DIGITS = 12  # hex digits of a fine-tuning run's key (its checkpoint folder's name)
+
+
 def run_key(dataset: str, index: DatasetIndex, backbone: str, weights_sha256: str, config: FinetuneConfig, limit: int | None) -> str:
     identity = {
         "dataset": dataset,
-        "sources": [s.checksum for s in index.sources],
-        "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
+        **index.identity(),
         "backbone": backbone,
         "weights": weights_sha256,
         "config": asdict(config),
         "limit": limit,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return digest_of(identity, RUN_KEY_DIGITS)
 
 
 @dataclass

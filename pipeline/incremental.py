@@ -80,7 +80,7 @@ def load_base(set_uri: str, runtime: Runtime, layer_dims: dict[str, int], views:
         number = shard["shard"]
         rows = read_json(layout.entries_uri(set_uri, plan_id, number))
         record = read_json_if_exists(layout.record_uri(set_uri, plan_id, number))
-        if record is None or any(len(row) < 8 for row in rows):
+        if record is None or any(len(row) < Entry.ROW_FIELDS_WITH_FINGERPRINT for row in rows):
             log(f"extracting every image: version {version} of {set_uri} has no per-image fingerprints "
                 "(it was extracted before incremental runs)")
             return None

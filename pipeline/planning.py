@@ -6,8 +6,6 @@ Nothing is extracted here."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -16,7 +14,7 @@ from tlfs.features import layout
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
-from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
+from tlfs.features.storage import atomic_write_json, digest_of, fs_path, is_local, read_json
 from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import check_layers
 from tlfs.models.variants import with_variants
@@ -63,15 +61,14 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
         "layers": layers,
-        "sources": [s.checksum for s in index.sources],
-        "ids": hashlib.sha256("\n".join(e.image_id for e in index.entries).encode("utf-8", "surrogateescape")).hexdigest(),
+        **index.identity(),
         "shards": [s.to_json() for s in shards],
         **({"views": list(r.views)} if r.views != (ORIGINAL,) else {}),  # unchanged ids for plans of one view
         **({"base": base.plan_id, "fingerprints": fingerprints_digest(index.entries),
             "origins": {str(n): o["kind"] for n, o in origins.items()}} if base else {}),
     }
     return Plan(
-        plan_id=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+        plan_id=digest_of(identity, layout.PLAN_ID_DIGITS),
         dataset=r.dataset,
         set_uri=set_uri,
         artifact=artifact,
@@ -158,10 +155,13 @@ def save_plan(p: Plan, held: Lease) -> None:
     fs, _ = fs_path(p.set_uri)
     reused = [n for n, origin in p.origins.items() if origin["kind"] == REUSE]
     # an object store's requests overlap; a local disk's writes stay in order (the crash tests replay them)
-    with ThreadPoolExecutor(max_workers=1 if is_local(fs) else 16, thread_name_prefix="tlfs-plan") as pool:
+    with ThreadPoolExecutor(max_workers=1 if is_local(fs) else REMOTE_WRITES, thread_name_prefix="tlfs-plan") as pool:
         list(pool.map(write, range(len(p.shards))))
         list(pool.map(reuse, reused))
     atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
+
+
+REMOTE_WRITES = 16  # a plan's entry files written at once to an object store
 
 
 def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> Plan:

@@ -13,7 +13,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from tlfs.features import layout
-from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import translate_missing
 from tlfs.features.schema import table_of
 from tlfs.features.writer import encode_shard, put_shard

@@ -11,7 +11,6 @@ not from this file.
 
 from __future__ import annotations
 
-import os
 import pickle
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from tlfs.pipeline.config import Settings
 from tlfs.pipeline.errors import PipelineError
 
 
@@ -91,7 +91,7 @@ def project(stages: list[Stage], cores: int) -> dict:
 
 
 def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5000,
-                batch_size: int | None = None, shard_size: int = 2500, cores: int | None = None,
+                batch_size: int | None = None, shard_size: int = Settings.shard_size, cores: int | None = None,
                 layers: list[str] | None = None, cache_dir: str | None = None, workdir: str | None = None,
                 log: Callable[[str], None] = print) -> dict:
     """Time each host stage alone on the first ``images`` images of ``dataset`` (in its

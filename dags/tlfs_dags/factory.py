@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import fields
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
