@@ -22,7 +22,8 @@ import pyarrow as pa
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, SourceInfo, sample, select_splits
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
-from tlfs.pipeline.sources.files import expand_uri, parse_uri, verify_expected
+from tlfs.pipeline.sources.hashing import verify_expected
+from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
 
 def build_index(

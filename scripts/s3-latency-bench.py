@@ -66,7 +66,7 @@ def main() -> None:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         s3fs.S3FileSystem.clear_instance_cache()
         from tlfs.pipeline.datasets import build_index, iter_payloads
-        from tlfs.pipeline.sources.files import batch_reader
+        from tlfs.pipeline.sources.reading import batch_reader
 
         started = time.perf_counter()
         index = build_index("bench", ["s3://bench/folder"])

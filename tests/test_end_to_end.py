@@ -3,7 +3,6 @@
 import pytest
 
 from tlfs import features
-from tlfs.pipeline import extract
 from tlfs.pipeline.fit import fit
 from tests.conftest import shared_cifar_sources
 from tests.extraction import run_extract

@@ -13,7 +13,8 @@ from typing import Iterator
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.files import digest, fingerprint_bytes, open_source, verify_expected
+from tlfs.pipeline.sources.hashing import digest, fingerprint_bytes, verify_expected
+from tlfs.pipeline.sources.reading import open_source
 
 
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

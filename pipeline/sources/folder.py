@@ -13,7 +13,9 @@ from typing import Iterator
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.sources.base import Indexed, no_options
-from tlfs.pipeline.sources.files import batch_reader, fingerprint_info, image_id_of, image_path_parts
+from tlfs.pipeline.sources.hashing import fingerprint_info
+from tlfs.pipeline.sources.paths import image_id_of, image_path_parts
+from tlfs.pipeline.sources.reading import batch_reader
 
 BATCH = 256  # files requested together: bounds the bytes held at once
 LOCAL_THREADS = 4

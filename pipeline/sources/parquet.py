@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources.base import Indexed, int_class_order
-from tlfs.pipeline.sources.files import digest, image_id_of, split_from_path
+from tlfs.pipeline.sources.hashing import digest
+from tlfs.pipeline.sources.paths import image_id_of, split_from_path
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls")

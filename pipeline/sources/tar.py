@@ -24,8 +24,9 @@ from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources.base import Indexed, int_class_order
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
-from tlfs.pipeline.sources.files import (HashingReader, batch_reader, display_path, fingerprint_bytes, image_id_of,
-                                         image_path_parts, open_source, safe_member)
+from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
+from tlfs.pipeline.sources.paths import member_image, unsafe
+from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.webdataset import Samples
 
 RANGES_PER_REQUEST = 256  # ranged reads sent together
@@ -49,15 +50,13 @@ class TarArchive:
                     if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
                         cifar = True
                         continue
-                    safe = safe_member(name)
-                    parts = image_path_parts(safe or display_path(name))
-                    if parts is None:
+                    image_id, safe = member_image(name)
+                    if image_id is None:
                         if safe is not None and member.isfile():
                             samples.add(safe, member, lambda m=member: archive.extractfile(m).read())
                         continue
-                    image_id = image_id_of(parts)
                     if safe is None:
-                        bad.append(Reject(image_id, uri, f"unsafe archive path {name!r}"))
+                        bad.append(unsafe(image_id, uri, name))
                     elif member.issym() or member.islnk():
                         bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
                     elif member.isfile():  # its bytes pass by anyway: hashed as they do

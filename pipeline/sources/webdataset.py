@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from tlfs.pipeline.dataset_index import Entry, Reject
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.files import IMAGE_SUFFIXES, SPLIT_NAMES, fingerprint_bytes, image_id_of, split_from_path
+from tlfs.pipeline.sources.hashing import fingerprint_bytes
+from tlfs.pipeline.sources.paths import IMAGE_SUFFIXES, SPLIT_NAMES, image_id_of, split_from_path
 
 LABEL_SUFFIXES = (".cls", ".json")
 MAX_LABEL_BYTES = 1 << 16

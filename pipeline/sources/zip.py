@@ -6,9 +6,11 @@ from __future__ import annotations
 import zipfile
 from typing import Iterator
 
-from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.sources.base import Indexed, no_options
-from tlfs.pipeline.sources.files import digest, display_path, image_id_of, image_path_parts, open_source, safe_member
+from tlfs.pipeline.sources.hashing import digest
+from tlfs.pipeline.sources.paths import member_image, unsafe
+from tlfs.pipeline.sources.reading import open_source
 
 
 class ImageFolderZip:
@@ -23,13 +25,11 @@ class ImageFolderZip:
             for info in archive.infolist():
                 if info.is_dir():
                     continue
-                safe = safe_member(info.filename)
-                parts = image_path_parts(safe or display_path(info.filename))
-                if parts is None:
+                image_id, safe = member_image(info.filename)
+                if image_id is None:
                     continue
-                image_id = image_id_of(parts)
                 if safe is None:
-                    bad.append(Reject(image_id, uri, f"unsafe archive path {info.filename!r}"))
+                    bad.append(unsafe(image_id, uri, info.filename))
                     continue
                 found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename,
                                    fingerprint=f"crc32:{info.CRC:08x}:{info.file_size}"))  # from the zip's directory

@@ -61,7 +61,6 @@ def test_thresholds_are_overridable():
 @pytest.mark.slow
 def test_cifar_sample_is_small_similar_and_flat_colour_patches_are_different(tmp_path, lite0, models_root):
     from tlfs import features
-    from tlfs.pipeline import extract
     from tlfs.pipeline.advise import advise
     from tests.conftest import folder_images, shared_cifar_sources, write_tar
 
@@ -103,7 +102,6 @@ def test_the_stored_classifier_gives_the_networks_own_imagenet_logits(lite0):
 
 def test_a_set_without_the_classifiers_layer_is_refused_naming_it(tmp_path, lite0, models_root):
     from tlfs import features
-    from tlfs.pipeline import extract
     from tlfs.pipeline.advise import advise
     from tlfs.pipeline.errors import PipelineError
     from tests.conftest import folder_images, write_tree

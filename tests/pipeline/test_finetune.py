@@ -16,7 +16,6 @@ import torch
 from tlfs import features
 from tlfs.models.backbones import load_backbone
 from tlfs.models.finetune import Classifier, apply_freeze, augment
-from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.finetune import finetune

@@ -3,7 +3,6 @@ import json
 import pytest
 
 from tlfs import features
-from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
 from tests.conftest import folder_images, write_tree

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from tlfs import features
-from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
 from tlfs.pipeline.views import check_views

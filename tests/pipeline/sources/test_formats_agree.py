@@ -6,7 +6,6 @@ import numpy as np
 from tests.conftest import folder_images, write_tar, write_tree
 from tests.pipeline.sources.helpers import renamed, write_parquet_table, write_webdataset
 from tlfs import features
-from tlfs.pipeline import extract
 from tests.extraction import run_extract
 
 LAYERS = ["block2", "head"]

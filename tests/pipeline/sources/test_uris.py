@@ -3,7 +3,8 @@
 import pytest
 
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.files import expand_uri, parse_uri, split_from_path
+from tlfs.pipeline.sources.paths import split_from_path
+from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
 
 def test_a_fragment_holds_checksums_and_options_and_anything_else_is_refused():

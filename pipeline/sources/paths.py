@@ -1,0 +1,71 @@
+"""Image paths inside sources: which names are images, their ids (``split/class/file``),
+the split a file's path names, and archive member names that cannot escape."""
+
+from __future__ import annotations
+
+import posixpath
+
+from tlfs.pipeline.dataset_index import Reject
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
+
+
+def split_from_path(uri: str) -> str | None:
+    """A split named by a file's path: its parent folder (``.../train/0001.tar``) or its
+    name's first part, as Hugging Face names tables (``train-00000-of-00004.parquet``)."""
+    path = uri.rstrip("/").split("://")[-1]
+    parts = path.split("/")
+    stem = parts[-1].split(".")[0]
+    for candidate in (stem.split("-")[0].split("_")[0], parts[-2] if len(parts) > 1 else ""):
+        if candidate.lower() in SPLIT_NAMES:
+            return candidate
+    return None
+
+
+def safe_member(name: str) -> str | None:
+    """Normalised relative member path, or None when it escapes (``..``, absolute)."""
+    if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return None
+    norm = posixpath.normpath(name)
+    if norm.startswith("..") or norm in (".", ""):
+        return None
+    return norm
+
+
+def display_path(name: str) -> str:
+    """An unsafe member name with its escaping prefix dropped, to name it in a reject."""
+    norm = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+    while norm.startswith("../"):
+        norm = norm[3:]
+    return norm
+
+
+def image_id_of(parts: tuple[str, str, str]) -> str:
+    """``split/class/file``; bytes of a name that are not UTF-8 (kept by Python as
+    surrogates) are written as ``\\xNN`` so that the id is valid text everywhere."""
+    text = "/".join(parts)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def image_path_parts(path: str) -> tuple[str, str, str] | None:
+    """``split/class/file`` of an image path, or None for something that is not an image
+    at that depth (a README, a folder, a deeper tree)."""
+    parts = path.split("/")
+    if len(parts) != 3 or not parts[2].lower().endswith(IMAGE_SUFFIXES) or parts[2].startswith("."):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def member_image(name: str) -> tuple[str | None, str | None]:
+    """(image id, safe path) of an archive member: the id is None where the name is not an
+    image at ``split/class/file`` depth; the safe path is None where the name escapes
+    (then :func:`unsafe` is its reject)."""
+    safe = safe_member(name)
+    parts = image_path_parts(safe or display_path(name))
+    return (image_id_of(parts) if parts else None), safe
+
+
+def unsafe(image_id: str, uri: str, name: str) -> Reject:
+    return Reject(image_id, uri, f"unsafe archive path {name!r}")
