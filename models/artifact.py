@@ -4,7 +4,10 @@ need onnxruntime) stay light."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from tlfs.features.storage import read_json_if_exists
 
@@ -26,6 +29,14 @@ class Artifact:
     @property
     def onnx_uri(self) -> str:
         return f"{self.uri}/{ONNX_NAME}"
+
+
+def local_cache(cache_dir: str | None = None) -> Path:
+    """The local folder where graphs from an object store, and fixed-shape graphs, are kept
+    (``cache_dir``, else a folder in the system's temporary directory)."""
+    folder = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def read_card(uri: str) -> dict | None:

@@ -28,7 +28,7 @@ from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, grid_l
 from tlfs.models.errors import ModelError
 from tlfs.models.names import folder_name
 from tlfs.models.taps import TapNetwork
-from tlfs.models.variants import PARITY_MIN_COSINE, min_cosine, with_variants
+from tlfs.models.variants import PARITY_MIN_COSINE, parity_over, with_variants
 
 VERSION_DIGITS = 10  # hex digits of a backbone version's digest (names.BACKBONE_OR_VERSION matches them)
 OPSET = 18
@@ -162,19 +162,13 @@ def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, f
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    batches = sample_images.parity_batches()
     names = network.output_names
-    report: dict[str, dict[str, float]] = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in names}
-    for batch in batches:
-        got = session.run(names, {"images": batch})
+
+    def pytorch(batch: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
-            want = [t.numpy() for t in network(torch.from_numpy(np.ascontiguousarray(batch).copy()))]
-        for name, g, w in zip(names, got, want):
-            cos = min_cosine(g, w)
-            entry = report[name]
-            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(g - w).max()))
-            entry["cosine_similarity"] = min(entry["cosine_similarity"], cos)
-    return report
+            return [t.numpy() for t in network(torch.from_numpy(np.ascontiguousarray(batch).copy()))]
+
+    return parity_over(names, ((session.run(names, {"images": b}), pytorch(b)) for b in sample_images.parity_batches()))
 
 
 def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, parent: dict | None, seconds: float) -> dict:

@@ -15,7 +15,7 @@ from typing import Iterator
 import fsspec
 
 from tlfs.features.storage import is_local, sha256_uri
-from tlfs.models.artifact import Artifact
+from tlfs.models.artifact import Artifact, local_cache
 from tlfs.models.errors import ModelError
 from tlfs.models.session import Runtime, TapSession, resolve_runtime
 
@@ -37,9 +37,7 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str 
     if is_local(fs):
         local = Path(path)
     else:
-        cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
-        cache.mkdir(parents=True, exist_ok=True)
-        local = cache / f"{expected}.onnx"
+        local = local_cache(cache_dir) / f"{expected}.onnx"
         if not local.exists():
             tmp = local.with_suffix(".part")
             fs.get_file(path, str(tmp))

@@ -16,7 +16,6 @@ without torch (extraction workers need only onnx and onnxruntime).
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tlfs.features.storage import atomic_put_file, atomic_write_bytes, sha256_uri
-from tlfs.models.artifact import CARD_NAME, Artifact
+from tlfs.models.artifact import CARD_NAME, Artifact, local_cache
 from tlfs.models.errors import ModelError
 
 FP16_NAME = "model.fp16.onnx"
@@ -93,9 +92,15 @@ def parity(reference: Path, candidate: Path, batches: list[np.ndarray], provider
     ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
     cand = ort.InferenceSession(str(candidate), providers=list(providers))
     names = [o.name for o in ref.get_outputs()]
+    return parity_over(names, ((cand.run(names, {"images": b}), ref.run(names, {"images": b})) for b in batches))
+
+
+def parity_over(names: list[str], runs) -> dict:
+    """Per output name: the worst cosine similarity and the largest absolute difference
+    over ``runs``, pairs of (got, wanted) output lists in ``names``' order."""
     report = {n: {"max_abs_diff": 0.0, "cosine_similarity": 1.0} for n in names}
-    for batch in batches:
-        for name, want, got in zip(names, ref.run(names, {"images": batch}), cand.run(names, {"images": batch})):
+    for got_outputs, wanted_outputs in runs:
+        for name, got, want in zip(names, got_outputs, wanted_outputs):
             entry = report[name]
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(got.astype(np.float64) - want).max()))
             entry["cosine_similarity"] = min(entry["cosine_similarity"], min_cosine(got, want))
@@ -171,9 +176,7 @@ def fixed_shape(source: Path, batch: int, height: int, width: int, cache_dir: st
     import onnx
     from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
 
-    cache = Path(cache_dir or os.path.join(tempfile.gettempdir(), "tlfs-models"))
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"{sha256_uri(source)[:16]}-{batch}x{height}x{width}.onnx"
+    target = local_cache(cache_dir) / f"{sha256_uri(source)}-{batch}x{height}x{width}.onnx"
     if not target.exists():
         model = onnx.load(str(source))
         make_input_shape_fixed(model.graph, "images", [batch, height, width, 3])

@@ -136,7 +136,7 @@ class Decoder:
             chunk: list = []
 
             def submit() -> None:
-                payloads = [_portable(payload) for _, _, payload in chunk]
+                payloads = [payload for _, _, payload in chunk]
                 put(([(position, entry) for position, entry, _ in chunk], pool.submit(decode_chunk, payloads, input_size)))
                 chunk.clear()
 
@@ -219,16 +219,8 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="tlfs-parent-watch").start()
 
 
-def _portable(payload):
-    """What a worker process can receive: bytes and pixel arrays as they are, a read error
-    as its message."""
-    return ("unreadable", str(payload)) if isinstance(payload, Exception) else payload
-
-
 def _decode_one(payload, input_size: int) -> tuple[np.ndarray | None, str | None, float]:
     started = time.perf_counter()
-    if isinstance(payload, tuple) and payload and payload[0] == "unreadable":
-        return None, f"unreadable: {payload[1]}", 0.0
     try:
         return decode(payload, input_size), None, time.perf_counter() - started
     except ImageRejected as exc:

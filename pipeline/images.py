@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,14 +18,26 @@ class ImageRejected(Exception):
     """The payload is not a usable image; the message is the reason recorded."""
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """The payload of an image its source could not read: why (plain data, so that it
+    travels to a decode worker process as it is)."""
+
+    reason: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> "Unreadable":
+        return cls(str(error))
+
+
 def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
     """uint8 HxWx3 RGB. Images larger than the backbone's input are resized on the CPU
     (Pillow's antialiased bilinear) to ``input_size`` square; smaller ones keep their
     size and are resized inside the ONNX graph."""
     if isinstance(payload, np.ndarray):
         return payload
-    if isinstance(payload, Exception):
-        raise ImageRejected(f"unreadable: {payload}")
+    if isinstance(payload, Unreadable):
+        raise ImageRejected(f"unreadable: {payload.reason}")
     if not payload:
         raise ImageRejected("empty file (0 bytes)")
     try:

@@ -5,8 +5,8 @@
   folder, as :class:`Indexed` (``number``: the source's place in the dataset);
 * ``payloads(info, wanted, cache_dir, archives)``: yield ``(entry, payload)`` for the
   ``wanted`` entries of that source, in their order; a payload is the image's encoded
-  bytes, decoded pixels (CIFAR), or the exception that kept it from being read (the
-  caller records it as a reject). ``archives``: compressed archives kept open across
+  bytes, decoded pixels (CIFAR), or :class:`tlfs.pipeline.images.Unreadable`, why it
+  could not be read (the caller records it as a reject). ``archives``: compressed archives kept open across
   calls (:class:`tlfs.pipeline.sources.tar.OpenArchives`).
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.images import Unreadable
 
 
 @dataclass
@@ -34,6 +35,13 @@ class Source(Protocol):
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None,
                  archives) -> Iterator[tuple[Entry, object]]: ...
+
+
+def unreadable(entries, error: BaseException) -> Iterator[tuple[Entry, Unreadable]]:
+    """One read error, the payload of each of ``entries`` (a file or archive that failed
+    as a whole takes all its images with it, each recorded as a reject)."""
+    for entry in entries:
+        yield entry, Unreadable.of(error)
 
 
 def no_options(uri: str, options: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.images import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import fingerprint_info
 from tlfs.pipeline.sources.paths import image_id_of, image_path_parts
@@ -60,7 +61,7 @@ def _read_local(fs, paths: list[str]) -> list:
             with fs.open(path, "rb") as f:
                 return f.read()
         except OSError as exc:
-            return exc
+            return Unreadable.of(exc)
 
     with ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="tlfs-readdir") as pool:
         return list(pool.map(one, paths))
@@ -73,5 +74,7 @@ def _read_remote(fs, paths: list[str]) -> list:
     out = []
     for path in paths:
         value = got.get(path, got.get(fs._strip_protocol(path)))
-        out.append(value if value is not None else FileNotFoundError(path))
+        if isinstance(value, BaseException):
+            value = Unreadable.of(value)
+        out.append(value if value is not None else Unreadable(f"{path}: no such file"))
     return out

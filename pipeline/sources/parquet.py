@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.base import Indexed, int_class_order
+from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.sources.base import Indexed, int_class_order, unreadable
 from tlfs.pipeline.sources.hashing import digest
 from tlfs.pipeline.sources.paths import image_id_of, split_from_path
 
@@ -103,21 +104,19 @@ class ParquetTable:
             f = fs.open(path, "rb")
             table = pq.ParquetFile(f)
         except (OSError, pa.ArrowException) as exc:
-            for e in wanted:
-                yield e, exc
+            yield from unreadable(wanted, exc)
             return
         with f:
             for group in sorted(by_group):
                 try:
                     column = table.read_row_group(group, columns=[image]).column(0).combine_chunks()
                 except (OSError, pa.ArrowException) as exc:
-                    for _, e in by_group[group]:
-                        yield e, exc
+                    yield from unreadable([e for _, e in by_group[group]], exc)
                     continue
                 data = column.field("bytes") if pa.types.is_struct(column.type) else column
                 for row, e in by_group[group]:
                     value = data[row].as_py() if row < len(data) else None
-                    yield e, value if value else SourceError(f"{info.uri}: row {e.member} holds no image bytes")
+                    yield e, value if value else Unreadable(f"{info.uri}: row {e.member} holds no image bytes")
 
 
 def _column(uri: str, schema: pa.Schema, given: str | None, candidates: tuple[str, ...], what: str) -> str:

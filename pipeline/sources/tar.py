@@ -22,7 +22,8 @@ from typing import Iterator
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.base import Indexed, int_class_order
+from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.sources.base import Indexed, int_class_order, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
 from tlfs.pipeline.sources.paths import member_image, unsafe
@@ -89,14 +90,14 @@ def _ranged(uri: str, wanted: list[Entry]) -> Iterator:
     object store as batched ranged requests."""
     fs, path = batch_reader(uri)
     ordered = sorted(range(len(wanted)), key=lambda i: wanted[i].offset)
-    got: dict[int, bytes | Exception] = {}
+    got: dict[int, bytes | Unreadable | BaseException] = {}
     try:
         if is_local(fs):
             with fs.open(path, "rb") as f:
                 for i in ordered:
                     f.seek(wanted[i].offset)
                     data = f.read(wanted[i].size)
-                    got[i] = data if len(data) == wanted[i].size else SourceError(
+                    got[i] = data if len(data) == wanted[i].size else Unreadable(
                         f"{wanted[i].member} is cut short in {uri} (the archive changed since it was indexed)")
         else:
             for start in range(0, len(ordered), RANGES_PER_REQUEST):
@@ -105,11 +106,10 @@ def _ranged(uri: str, wanted: list[Entry]) -> Iterator:
                                        [wanted[i].offset + wanted[i].size for i in part], on_error="return")
                 got.update(zip(part, values))
     except OSError as exc:
-        for e in wanted:
-            yield e, exc
+        yield from unreadable(wanted, exc)
         return
-    for i, e in enumerate(wanted):
-        yield e, got[i]
+    for i, e in enumerate(wanted):  # a ranged request's error comes back in place of its bytes
+        yield e, Unreadable.of(got[i]) if isinstance(got[i], BaseException) else got[i]
 
 
 class OpenArchives:
@@ -139,8 +139,7 @@ class OpenArchives:
             try:
                 stream = self._open[uri] = _TarStream(uri, cache_dir)
             except (OSError, tarfile.TarError, EOFError) as exc:
-                for e in wanted:
-                    yield e, exc
+                yield from unreadable(wanted, exc)
                 return
         yield from stream.take(wanted)
 
@@ -171,16 +170,15 @@ class _TarStream:
                 try:
                     yield e, self._archive.extractfile(member).read()
                 except (OSError, tarfile.TarError) as exc:
-                    yield e, exc
+                    yield e, Unreadable.of(exc)
                 if not pending:
                     return
         except (OSError, tarfile.TarError, EOFError) as exc:
             self.broken = True
-            for e in pending.values():
-                yield e, exc
+            yield from unreadable(list(pending.values()), exc)
             return
         for e in pending.values():
-            yield e, SourceError(f"{e.member} vanished from {self.uri}")
+            yield e, Unreadable(f"{e.member} vanished from {self.uri}")
 
     def close(self) -> None:
         self._archive.close()

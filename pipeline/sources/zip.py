@@ -7,6 +7,7 @@ import zipfile
 from typing import Iterator
 
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
+from tlfs.pipeline.images import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import digest
 from tlfs.pipeline.sources.paths import member_image, unsafe
@@ -41,4 +42,4 @@ class ImageFolderZip:
                 try:
                     yield e, archive.read(e.member)
                 except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-                    yield e, exc
+                    yield e, Unreadable.of(exc)

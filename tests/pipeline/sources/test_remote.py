@@ -23,7 +23,9 @@ def test_a_folder_on_s3_reads_in_batches_and_a_missing_file_is_a_reject_not_a_st
     fs.rm("tlfs-test/tree/train/red/001.png")
     got = {e.image_id: p for e, p in iter_payloads(index.sources, index.entries)}
     assert batches == [7, 7, 4]  # 18 images, 7 at a time
-    assert isinstance(got.pop("train/red/001.png"), Exception)
+    from tlfs.pipeline.images import Unreadable
+
+    assert isinstance(got.pop("train/red/001.png"), Unreadable)
     assert got == {i: d for i, d in files.items() if i != "train/red/001.png"}
 
 

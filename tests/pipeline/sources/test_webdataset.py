@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import folder_images
 from tests.pipeline.sources.helpers import renamed, write_webdataset
+from tlfs.pipeline.images import Unreadable
 from tlfs.pipeline.datasets import build_index, iter_payloads
 from tlfs.pipeline.errors import SourceError
 
@@ -68,4 +69,4 @@ def test_a_changed_archive_is_a_clear_reject_not_wrong_bytes(tmp_path):
     index = build_index("wds", [f"{path}"])
     path.write_bytes(path.read_bytes()[:2048])  # truncated after indexing
     payloads = [p for _, p in iter_payloads(index.sources, index.entries)]
-    assert any(isinstance(p, SourceError) and "cut short" in str(p) for p in payloads)
+    assert any(isinstance(p, Unreadable) and "cut short" in p.reason for p in payloads)
