@@ -67,6 +67,8 @@ def plan_extraction(
         "shard_groups": shard_groups([shard.number for shard in p.shards], s.max_shard_tasks),
         "images": p.images,
         "changes": p.changes.to_json() if p.changes else {},  # against the version it builds on: new, changed, removed, reused, to extract
+        "summary": f"{p.images} images in {len(p.shards)} shards -> {p.set_uri}; "
+                   + (p.changes.describe() if p.changes else "every image extracted"),
     }
 
 
@@ -95,6 +97,12 @@ def extract_shards(set_uri: str, plan_id: str, shards: list[int], threads: int |
                                        decode_workers=s.decode_workers, writers=s.writers or None)
 
 
+def _changes_line(changes: dict) -> str:
+    from tlfs.pipeline.commit import describe_changes
+
+    return describe_changes(changes) if changes else "every image extracted"
+
+
 def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = None, log: Callable = print) -> dict:
     """Commit a plan from the shard records its tasks handed on (``results``; read back
     from staging where not given), after checking that every file they name is there."""
@@ -112,7 +120,40 @@ def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = N
         "rows": manifest["rows"],
         "counts": manifest["counts"],
         "rejected": len(manifest["rejects"]),
+        "summary": f"version {manifest['version']}" + (" (unchanged: no new version)" if manifest.get("unchanged") else "")
+                   + f": {_changes_line(manifest.get('changes') or {})}",
     }
+
+
+def asset_extra(committed: dict, store: str | None) -> dict:
+    """What a commit's Asset event carries for the runs it triggers: which set, which
+    version, and what changed."""
+    changes = committed["changes"]
+    return {"set_uri": committed["set_uri"], "backbone_version": committed["backbone_version"], "store": store,
+            "rows": committed["rows"], "version": committed["version"], "unchanged": committed["unchanged"],
+            **{k: changes.get(k) for k in ("added", "changed", "removed", "reused")}}
+
+
+class HeadsStand(Exception):
+    """A fit run triggered by a version that changed nothing: that version's heads stand."""
+
+
+def fit_target(params: dict, extra: dict | None) -> dict:
+    """What a fit run fits: the set version whose Asset event triggered it (``extra``, even
+    if a newer version came since), else its params' set at its newest version. Raises
+    :class:`HeadsStand` for a version that changed nothing."""
+    if extra is None:
+        return {"backbone": params["backbone"], "store": params["store"], "version": None}
+    if extra.get("unchanged"):
+        raise HeadsStand(f"version {extra.get('version')} is unchanged: its heads stand")
+    return {"backbone": extra.get("backbone_version", params["backbone"]), "store": extra.get("store", params["store"]),
+            "version": extra.get("version")}
+
+
+def fine_tune_next(advice: dict, mode: str) -> bool:
+    """Whether an extraction goes on to fine-tuning: under ``auto`` when the advisor found
+    the dataset large; ``always`` and ``never`` as they say."""
+    return mode == "always" or (mode == "auto" and bool(advice["size"]["large"]))
 
 
 def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print,

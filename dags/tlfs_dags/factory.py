@@ -130,12 +130,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
                                         p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
                                         device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"),
                                         views=p.get("views"), incremental=p.get("incremental", True))
-        groups = planned["shard_groups"]
-        c = planned["changes"]
-        _log(f"{planned['images']} images in {len(planned['shards'])} shards, {len(groups)} shard tasks -> {planned['set_uri']}")
-        _log(f"images: {c.get('added')} new, {c.get('changed')} changed, {c.get('removed')} removed, {c.get('reused')} reused "
-             f"(against version {c.get('base_version')}); {c.get('extracted')} to extract")
-        return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in groups]
+        _log(f"{planned['summary']}; {len(planned['shard_groups'])} shard tasks")
+        return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in planned["shard_groups"]]
 
     @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, retries=3)
     def extract_shard(job: dict) -> list[dict]:
@@ -159,15 +155,9 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
         with _no_retry_when_final():
             summary = steps.commit_extraction(set_uri, plan_id, [r for group in shard_results for r in group], log=_log)
-        p = get_current_context()["params"]
-        c = summary["changes"]
-        _log(f"version {summary['version']}{' (unchanged: no new version)' if summary['unchanged'] else ''}: "
-             f"{c.get('added')} new, {c.get('changed')} changed, {c.get('removed')} removed, {c.get('reused')} reused")
-        get_current_context()["outlet_events"][asset].extra = {
-            "set_uri": set_uri, "backbone_version": summary["backbone_version"], "store": p["store"],
-            "rows": summary["rows"], "version": summary["version"], "unchanged": summary["unchanged"],
-            **{k: c.get(k) for k in ("added", "changed", "removed", "reused")},
-        }
+        _log(summary["summary"])
+        context = get_current_context()
+        context["outlet_events"][asset].extra = steps.asset_extra(summary, context["params"]["store"])
         return summary
 
     jobs = plan_shards(backbone_version)
@@ -198,9 +188,11 @@ def build_extract_dag(spec: DatasetSpec):
 
         @task.branch
         def choose(advice: dict) -> str:
+            from tlfs.pipeline import steps
+
             mode = get_current_context()["params"]["finetune"]
             _log(f"advice: {advice['case']} -> {advice['action']} (finetune={mode})")
-            return after_advice(advice["case"], mode)
+            return "trigger_finetune" if steps.fine_tune_next(advice, mode) else "heads_only"
 
         @task
         def finetune_conf() -> dict:
@@ -215,14 +207,6 @@ def build_extract_dag(spec: DatasetSpec):
         decision >> [trigger, EmptyOperator(task_id="heads_only")]
 
     return extract_dag()
-
-
-def after_advice(case: str, mode: str) -> str:
-    """The task an extract run goes on to: small datasets stop at heads (fit_heads_<name>
-    runs on the Asset); large ones (the advisor's ``large_*`` cases) go on to fine-tuning,
-    unless the run's ``finetune`` param (``auto``, ``never``, ``always``) says otherwise."""
-    large = case.startswith("large")
-    return "trigger_finetune" if mode == "always" or (mode == "auto" and large) else "heads_only"
 
 
 def build_finetune_dag(spec: DatasetSpec):
@@ -245,19 +229,17 @@ def build_finetune_dag(spec: DatasetSpec):
 
 
 def fit_target(params: dict, events: dict) -> dict:
-    """What a fit_heads run fits: the set version that triggered it (from the Asset event,
-    even if a newer one came since), else the params'; a run triggered by an unchanged
-    version is skipped, since that version's heads stand."""
-    for event_list in events.values():
-        if event_list:
-            extra = event_list[-1].extra or {}
-            if extra.get("unchanged"):
-                from airflow.sdk.exceptions import AirflowSkipException
+    """What a fit_heads run fits (steps.fit_target), from the newest triggering Asset
+    event; skipped where that version changed nothing."""
+    from airflow.sdk.exceptions import AirflowSkipException
 
-                raise AirflowSkipException(f"version {extra.get('version')} is unchanged: its heads stand")
-            return {"backbone": extra.get("backbone_version", params["backbone"]),
-                    "store": extra.get("store", params["store"]), "version": extra.get("version")}
-    return {"backbone": params["backbone"], "store": params["store"], "version": None}
+    from tlfs.pipeline import steps
+
+    newest = next((event_list[-1].extra or {} for event_list in events.values() if event_list), None)
+    try:
+        return steps.fit_target(params, newest)
+    except steps.HeadsStand as exc:
+        raise AirflowSkipException(str(exc)) from None
 
 
 def build_fit_dag(spec: DatasetSpec):

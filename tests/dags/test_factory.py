@@ -37,25 +37,24 @@ def test_the_shipped_cifar10_spec_builds(factory):
     assert factory.build_extract_dag(cifar).params.dump()["backbone"] == "efficientnet_lite0"
 
 
-@pytest.mark.parametrize("case, mode, goes_to", [
-    ("large_similar", "auto", "trigger_finetune"), ("large_different", "auto", "trigger_finetune"),
-    ("small_similar", "auto", "heads_only"), ("small_different", "auto", "heads_only"),
-    ("large_similar", "never", "heads_only"), ("small_similar", "always", "trigger_finetune"),
+@pytest.mark.parametrize("large, mode, fine_tune", [
+    (True, "auto", True), (False, "auto", False), (True, "never", False), (False, "always", True),
 ])
-def test_after_the_advice_a_large_dataset_goes_on_to_fine_tuning_unless_the_run_says_otherwise(factory, case, mode, goes_to):
-    factory, _ = factory
-    assert factory.after_advice(case, mode) == goes_to
+def test_after_the_advice_a_large_dataset_goes_on_to_fine_tuning_unless_the_run_says_otherwise(large, mode, fine_tune):
+    from tlfs.pipeline.steps import fine_tune_next
+
+    assert fine_tune_next({"case": "whatever", "size": {"large": large}}, mode) is fine_tune
 
 
-def test_the_advisors_verdict_on_a_large_dataset_reaches_fine_tuning_under_auto(factory):
-    """The advisor's own decision (1,000 training images per class: large) read by the
-    branch as the extract DAG reads it."""
+def test_the_advisors_verdict_on_a_large_dataset_reaches_fine_tuning_under_auto():
+    """The advisor's own verdict (1,000 training images per class: large), whether or not
+    it could measure the similarity, read as the extract DAG's branch reads it."""
     from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, decide
+    from tlfs.pipeline.steps import fine_tune_next
 
-    factory, _ = factory
     layers = ["block2", "block15", "head"]
-    for similarity in (0.9, 0.1):
-        case, action = decide(LARGE_IMAGES_PER_CLASS, similarity, LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, None, "head", layers)
-        assert action["do"] == "fine_tune" and factory.after_advice(case, "auto") == "trigger_finetune"
-    case, _ = decide(LARGE_IMAGES_PER_CLASS - 1, 0.9, LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, None, "head", layers)
-    assert factory.after_advice(case, "auto") == "heads_only"
+    for similarity in (0.9, 0.1, None):
+        for per_class, large in ((LARGE_IMAGES_PER_CLASS, True), (LARGE_IMAGES_PER_CLASS - 1, False)):
+            case, action = decide(per_class, similarity, LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, None, "head", layers)
+            assert (action["do"] == "fine_tune") is large
+            assert fine_tune_next({"case": case, "size": {"large": per_class >= LARGE_IMAGES_PER_CLASS}}, "auto") is large
