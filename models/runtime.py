@@ -1,6 +1,6 @@
-"""onnxruntime sessions for exported backbones, on CPU or CUDA, never silently swapped:
-finding the checked ONNX file, probing CUDA (with the reason when it cannot start),
-opening a :class:`~models.session.TapSession`."""
+"""Where and how tap layers run: the device, precision and batch (:class:`Runtime`, with
+each device's defaults), and whether CUDA is usable here, with the reason when it is not
+(``--device cuda`` never falls back to the CPU)."""
 
 from __future__ import annotations
 
@@ -9,64 +9,77 @@ import functools
 import os
 import re
 import tempfile
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Iterator
 
-import fsspec
-
-from tlfs.features.storage import is_local, sha256_uri
-from tlfs.models.artifact import Artifact, local_cache
 from tlfs.models.errors import ModelError
-from tlfs.models.session import Runtime, TapSession, resolve_runtime
 
 
-def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str = "fp32") -> Path:
-    """A local copy of the artifact's ONNX file (``precision``'s variant) whose sha256
-    matches the model card.
+DEVICES = ("cpu", "cuda")
 
-    A file that does not match its card is refused: it was tampered with or damaged."""
-    if precision == "fp32":
-        uri, expected = artifact.onnx_uri, artifact.card["onnx_sha256"]
-    else:
-        variant = artifact.card.get("variants", {}).get(precision)
-        if variant is None:
-            raise ModelError(f"{artifact.version} has no {precision} variant; export it again with this version of tlfs "
-                             f"(`tlfs export --backbone {artifact.card['backbone']}` adds it)")
-        uri, expected = f"{artifact.uri}/{variant['file']}", variant["sha256"]
-    fs, path = fsspec.core.url_to_fs(uri)
-    if is_local(fs):
-        local = Path(path)
-    else:
-        local = local_cache(cache_dir) / f"{expected}.onnx"
-        if not local.exists():
-            tmp = local.with_suffix(".part")
-            fs.get_file(path, str(tmp))
-            tmp.replace(local)
-    if not local.exists():
-        raise ModelError(f"ONNX file {uri} is missing")
-    actual = sha256_uri(local)
-    if actual != expected:
-        raise ModelError(
-            f"ONNX file {uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
-        )
-    return local
+PRECISIONS = ("fp32", "fp16")
+
+DEFAULT_BATCH = {"cpu": 64, "cuda": 256}
+
+DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
+
+PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 
-def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
-    """The chosen tap layers (all when none are given), each one the artifact has."""
-    known = list(artifact.card["layers"])
-    layers = layers or known
-    unknown = [name for name in layers if name not in known]
-    if unknown:
-        raise ModelError(f"unknown layer(s) {', '.join(unknown)} for {artifact.version}; known: {', '.join(known)}")
-    return layers
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how features are computed. ``identity()`` is part of a plan's identity
+    and of a feature set's lineage: one set never mixes devices or precisions."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 64
+    fixed_shape: bool = False  # fixed-shape graphs with bound device buffers (default on CUDA)
+    cuda_graph: bool = False  # replay each fixed-shape graph as a CUDA graph (default on CUDA)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # once per fixed shape, so the exhaustive search pays
+
+    @property
+    def provider(self) -> str:
+        return PROVIDER[self.device]
+
+    def identity(self) -> dict:
+        return {"device": self.device, "provider": self.provider, "precision": self.precision}
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "provider": self.provider}
+
+
+
+def resolve_runtime(device: str = "cpu", precision: str | None = None, batch_size: int | None = None,
+                    fixed_shape: bool | None = None, cuda_graph: bool | None = None,
+                    cudnn_conv_algo_search: str | None = None) -> Runtime:
+    """A runtime with the device's defaults for whatever is not given: on CUDA fp16,
+    batches of 256, fixed shapes and CUDA graphs; on the CPU fp32, batches of 64."""
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}: use cpu or cuda")
+    precision = precision or DEFAULT_PRECISION[device]
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+    search = (cudnn_conv_algo_search or "EXHAUSTIVE").upper()
+    if search not in CUDNN_SEARCH:
+        raise ModelError(f"unknown cuDNN algorithm search {search!r}: use {', '.join(CUDNN_SEARCH)}")
+    fixed = device == "cuda" if fixed_shape is None else fixed_shape
+    graph = (device == "cuda" and fixed) if cuda_graph is None else cuda_graph
+    if graph and not (device == "cuda" and fixed):
+        raise ModelError("CUDA graphs need --device cuda and fixed-shape graphs")
+    return Runtime(device, precision, int(batch_size or DEFAULT_BATCH[device]), fixed, graph, search)
+
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 _LOG_PREFIX = re.compile(r"^\S+ \S+ \[[EWI]:onnxruntime:[^\]]*\] ")
 
-
 PROBE_IR_VERSION = 8  # read by every onnxruntime this project supports (1.14 and newer)
+
 
 
 def probe_model():
@@ -80,6 +93,7 @@ def probe_model():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=PROBE_IR_VERSION)
+
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,12 +127,15 @@ def cuda_probe() -> tuple[bool, str]:
     return False, "onnxruntime could not start its CUDA provider: " + (" | ".join(useful[-3:]) or "no reason logged")
 
 
+
 def cuda_available() -> bool:
     return cuda_probe()[0]
 
 
+
 class _Captured:
     text = ""  # what was written, once the capture has ended
+
 
 
 @contextlib.contextmanager
@@ -137,19 +154,9 @@ def _captured_stderr() -> Iterator[_Captured]:
             captured.text = sink.read().decode(errors="replace")
 
 
+
 def require_cuda() -> None:
     """``--device cuda`` without a usable GPU fails, saying why; never the CPU instead."""
     ok, reason = cuda_probe()
     if not ok:
         raise ModelError(f"--device cuda was asked for but CUDA is not usable here: {reason}; refusing to fall back to the CPU")
-
-
-def open_session(artifact: Artifact, layers: list[str] | None = None, runtime: Runtime | None = None,
-                 threads: int | None = None) -> TapSession:
-    """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU).
-    ``--device cuda`` never falls back to the CPU: without CUDA it fails, saying why."""
-    runtime = runtime or resolve_runtime()
-    layers = check_layers(artifact, layers)
-    if runtime.device == "cuda":
-        require_cuda()
-    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads)

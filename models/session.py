@@ -1,5 +1,5 @@
-"""Running tap layers: where and how (:class:`Runtime`), and the session that does it
-(:class:`TapSession`), with inputs and outputs bound to buffers on the device.
+"""The onnxruntime session of an exported backbone (:class:`TapSession`), opened on the
+runtime asked for (:func:`open_session`) from its checked ONNX file (:func:`local_onnx`).
 
 On CUDA each distinct input shape gets a fixed-shape graph (models/variants.py) with its
 own device-resident input and output buffers, bound once: onnxruntime then keeps every
@@ -10,63 +10,20 @@ in tests, so CI exercises it); by default the CPU keeps one dynamic-shape graph.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
+from tlfs.features.storage import is_local, sha256_uri
+from tlfs.models.artifact import Artifact, local_cache
 from tlfs.models.errors import ModelError
+from tlfs.models.runtime import Runtime, require_cuda, resolve_runtime
 
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16")
-DEFAULT_BATCH = {"cpu": 64, "cuda": 256}
-DEFAULT_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
-PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
 MAX_FIXED_SHAPES = 4  # distinct image sizes that get a graph of their own; the rest share a dynamic one
 
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how features are computed. ``identity()`` is part of a plan's identity
-    and of a feature set's lineage: one set never mixes devices or precisions."""
-
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 64
-    fixed_shape: bool = False  # fixed-shape graphs with bound device buffers (default on CUDA)
-    cuda_graph: bool = False  # replay each fixed-shape graph as a CUDA graph (default on CUDA)
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # once per fixed shape, so the exhaustive search pays
-
-    @property
-    def provider(self) -> str:
-        return PROVIDER[self.device]
-
-    def identity(self) -> dict:
-        return {"device": self.device, "provider": self.provider, "precision": self.precision}
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "provider": self.provider}
-
-
-def resolve_runtime(device: str = "cpu", precision: str | None = None, batch_size: int | None = None,
-                    fixed_shape: bool | None = None, cuda_graph: bool | None = None,
-                    cudnn_conv_algo_search: str | None = None) -> Runtime:
-    """A runtime with the device's defaults for whatever is not given: on CUDA fp16,
-    batches of 256, fixed shapes and CUDA graphs; on the CPU fp32, batches of 64."""
-    if device not in DEVICES:
-        raise ModelError(f"unknown device {device!r}: use cpu or cuda")
-    precision = precision or DEFAULT_PRECISION[device]
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
-    search = (cudnn_conv_algo_search or "EXHAUSTIVE").upper()
-    if search not in CUDNN_SEARCH:
-        raise ModelError(f"unknown cuDNN algorithm search {search!r}: use {', '.join(CUDNN_SEARCH)}")
-    fixed = device == "cuda" if fixed_shape is None else fixed_shape
-    graph = (device == "cuda" and fixed) if cuda_graph is None else cuda_graph
-    if graph and not (device == "cuda" and fixed):
-        raise ModelError("CUDA graphs need --device cuda and fixed-shape graphs")
-    return Runtime(device, precision, int(batch_size or DEFAULT_BATCH[device]), fixed, graph, search)
 
 
 @dataclass
@@ -78,6 +35,7 @@ class _Bound:
     staging: np.ndarray  # host copy of the input, padded to the fixed batch
     images: object  # OrtValue on the device
     outputs: dict = field(default_factory=dict)  # layer -> OrtValue on the device
+
 
 
 class TapSession:
@@ -170,3 +128,59 @@ class TapSession:
             binding.bind_output(layer, device)
         self._dynamic.run_with_iobinding(binding)
         return dict(zip(self.layers, binding.copy_outputs_to_cpu()))
+
+
+
+def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str = "fp32") -> Path:
+    """A local copy of the artifact's ONNX file (``precision``'s variant) whose sha256
+    matches the model card.
+
+    A file that does not match its card is refused: it was tampered with or damaged."""
+    if precision == "fp32":
+        uri, expected = artifact.onnx_uri, artifact.card["onnx_sha256"]
+    else:
+        variant = artifact.card.get("variants", {}).get(precision)
+        if variant is None:
+            raise ModelError(f"{artifact.version} has no {precision} variant; export it again with this version of tlfs "
+                             f"(`tlfs export --backbone {artifact.card['backbone']}` adds it)")
+        uri, expected = f"{artifact.uri}/{variant['file']}", variant["sha256"]
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        local = Path(path)
+    else:
+        local = local_cache(cache_dir) / f"{expected}.onnx"
+        if not local.exists():
+            tmp = local.with_suffix(".part")
+            fs.get_file(path, str(tmp))
+            tmp.replace(local)
+    if not local.exists():
+        raise ModelError(f"ONNX file {uri} is missing")
+    actual = sha256_uri(local)
+    if actual != expected:
+        raise ModelError(
+            f"ONNX file {uri} has sha256 {actual[:16]}..., its model card says {expected[:16]}...: refusing it"
+        )
+    return local
+
+
+
+def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
+    """The chosen tap layers (all when none are given), each one the artifact has."""
+    known = list(artifact.card["layers"])
+    layers = layers or known
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise ModelError(f"unknown layer(s) {', '.join(unknown)} for {artifact.version}; known: {', '.join(known)}")
+    return layers
+
+
+
+def open_session(artifact: Artifact, layers: list[str] | None = None, runtime: Runtime | None = None,
+                 threads: int | None = None) -> TapSession:
+    """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU).
+    ``--device cuda`` never falls back to the CPU: without CUDA it fails, saying why."""
+    runtime = runtime or resolve_runtime()
+    layers = check_layers(artifact, layers)
+    if runtime.device == "cuda":
+        require_cuda()
+    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads)

@@ -34,7 +34,8 @@ FP16_MIN_COSINE = 0.999  # fp16 vs fp32 on the sample photos, per layer, worst i
 def with_variants(artifact: Artifact, log=print) -> Artifact:
     """The artifact with its fp16 variant (built if an older export lacks it) and, where
     a GPU is present and it was not yet checked, its CUDA-vs-CPU parity in the card."""
-    from tlfs.models.runtime import cuda_probe, local_onnx
+    from tlfs.models.runtime import cuda_probe
+    from tlfs.models.session import local_onnx
 
     if "fp16" not in artifact.card.get("variants", {}):
         artifact = build_fp16(artifact, local_onnx(artifact), log)

@@ -105,7 +105,7 @@ def bench(
 
     from tlfs.models.backbones import load_backbone
     from tlfs.models.export import export
-    from tlfs.models.session import resolve_runtime
+    from tlfs.models.runtime import resolve_runtime
 
     runtime = resolve_runtime(device, batch_size=batch_size)
     batch_size = runtime.batch_size
@@ -182,8 +182,8 @@ def _torch_rows(loaded, device: str, batches: list[np.ndarray], log) -> dict:
 
 def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.ndarray], log) -> dict:
     """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's session."""
-    from tlfs.models.runtime import open_session
-    from tlfs.models.session import resolve_runtime
+    from tlfs.models.session import open_session
+    from tlfs.models.runtime import resolve_runtime
 
     rows = {"ort_fp16": None}
     for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
@@ -196,10 +196,10 @@ def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.n
 def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], tmp_path: Path, models_root: str,
                   weights: str | None, random_weights: bool, decode_workers: int) -> dict:
     """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
-    from tlfs.models.runtime import open_session
+    from tlfs.models.session import open_session
     from tlfs.pipeline import extract
     from tlfs.pipeline.extract import ExtractionRequest, RunOptions
-    from tlfs.pipeline.decode import Decoder
+    from tlfs.pipeline.decode_pool import Decoder
 
     counted = sum(len(b) for b in batches)
     source = synthetic_dataset(tmp_path, counted)
@@ -247,11 +247,11 @@ def host_only(
     whole pipeline (plan, read, decode, batch, write Parquet, commit) with inference
     replaced by :class:`HostOnlySession`."""
     from tlfs.models.export import export
-    from tlfs.models.session import resolve_runtime
+    from tlfs.models.runtime import resolve_runtime
     from tlfs.pipeline import extract
     from tlfs.pipeline.extract import ExtractionRequest, RunOptions
-    from tlfs.pipeline.datasets import build_index
-    from tlfs.pipeline.decode import Decoder
+    from tlfs.pipeline.indexing import build_index
+    from tlfs.pipeline.decode_pool import Decoder
 
     runtime = resolve_runtime("cpu", batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-host-") as tmp:

@@ -20,10 +20,10 @@ from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from tlfs.features.leases import LeaseTerms
-    from tlfs.models.session import Runtime
+    from tlfs.models.runtime import Runtime
 
 # The one dataset with a default source: the official CIFAR-10 python tarball (md5-checked
-# in pipeline/datasets.py), or TLFS_CIFAR10_SOURCE.
+# in pipeline/indexing.py), or TLFS_CIFAR10_SOURCE.
 DEFAULT_SOURCE_DATASET = "cifar10"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
@@ -76,7 +76,7 @@ class Settings:
 
     def runtime(self) -> Runtime:
         """Where and how extraction computes: the device's defaults where unset."""
-        from tlfs.models.session import resolve_runtime
+        from tlfs.models.runtime import resolve_runtime
 
         return resolve_runtime(self.device, self.precision or None, self.batch_size or None,
                                cudnn_conv_algo_search=self.cudnn_conv_algo_search)

@@ -4,7 +4,7 @@ middle one), each in a module of its own:
 
 1. planning (pipeline/planning.py): index the dataset, fix the shards, save the plan in
    the set's staging; against the set's newest version where it can build on it;
-2. the shard runner (pipeline/runner.py): reading and decoding (pipeline/decode.py),
+2. the shard runner (pipeline/runner.py): reading and decoding (pipeline/decode_pool.py),
    batched inference on its own thread (pipeline/inference.py), the writer pool
    (pipeline/shard_writer.py), copy-on-write of reused shards (pipeline/derivation.py);
 3. the commit (pipeline/commit.py): the records checked against one listing of the set,
@@ -25,7 +25,7 @@ from tlfs.features.versions import Retention
 from tlfs.models.runtime import require_cuda
 from tlfs.models.session import TapSession
 from tlfs.pipeline.commit import commit, commit_task, describe_changes
-from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.incremental import DERIVE, REUSE
 from tlfs.pipeline.maintenance import vacuum, verify

@@ -24,9 +24,9 @@ import numpy as np
 from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_of, exists, fs_path
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.indexing import build_index, iter_payloads
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.images import ImageRejected, decode
+from tlfs.pipeline.image_decode import ImageRejected, decode
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 from tlfs.features import layout
 from tlfs.features.storage import exists, read_json, read_json_if_exists
-from tlfs.models.session import Runtime
+from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.plan import Shard
 from tlfs.pipeline.records import Changes

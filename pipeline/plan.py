@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from tlfs.models.artifact import Artifact
-from tlfs.models.session import Runtime, resolve_runtime
+from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.records import Changes
@@ -46,7 +46,7 @@ class ExtractionRequest:
               shard_size: int = Settings.shard_size, weights: str | None = None, random_weights: bool = False,
               cache_dir: str | None = None, views=None, incremental: bool = True) -> "ExtractionRequest":
         """A request from a caller's plain values: lists, a device with its defaults
-        (models/session.py), views checked and the original put first."""
+        (models/runtime.py), views checked and the original put first."""
         from tlfs.pipeline.views import check_views
 
         return cls(dataset, tuple(sources), backbone, store, model_store, tuple(layers) if layers else None,

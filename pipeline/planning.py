@@ -16,10 +16,10 @@ from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
 from tlfs.features.storage import atomic_write_json, digest_of, fs_path, is_local, read_json
 from tlfs.models.artifact import Artifact
-from tlfs.models.runtime import check_layers
+from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.indexing import build_index
 from tlfs.pipeline.derivation import reused_record
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.incremental import REUSE, Changes, diff, fingerprints_digest, load_base

@@ -2,7 +2,7 @@
 shard task, a repair), blind to who that is (it takes a ``check`` callable: the lease's).
 
 From the first shard to compute on, one decoded stream runs through every shard still
-to do (pipeline/decode.py), the session runs on its own thread (pipeline/inference.py)
+to do (pipeline/decode_pool.py), the session runs on its own thread (pipeline/inference.py)
 and the writer pool writes (pipeline/shard_writer.py): reading, decoding, batching,
 inference and writing all overlap. A shard whose record and files are already there is
 skipped; a shard an incremental plan reuses or derives is copied (pipeline/derivation.py).
@@ -16,9 +16,9 @@ import os
 from typing import Callable, Iterator
 
 from tlfs.features.leases import LeaseTerms, hold
-from tlfs.models.runtime import open_session
+from tlfs.models.session import open_session
 from tlfs.models.session import TapSession
-from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.derivation import derive_shard
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.inference import Inference, infer_shard

@@ -103,11 +103,11 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
     from tlfs.features.storage import atomic_write_json
     from tlfs.features.writer import encode_shard, put_shard
     from tlfs.models.backbones import get_spec
-    from tlfs.models.session import resolve_runtime
+    from tlfs.models.runtime import resolve_runtime
     from tlfs.pipeline import runner
     from tlfs.pipeline.shard_writer import writer_threads
-    from tlfs.pipeline.datasets import build_index, iter_payloads
-    from tlfs.pipeline.decode import _decode_one
+    from tlfs.pipeline.indexing import build_index, iter_payloads
+    from tlfs.pipeline.decode_pool import _decode_one
     from tlfs.pipeline.inference import assemble, gather_shard
 
     cores = cores or runner.available_cores()

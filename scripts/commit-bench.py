@@ -29,7 +29,7 @@ from PIL import Image
 from tlfs.features.leases import LeaseTerms, hold
 from tlfs.features.manifest import read_manifest
 from tlfs.models.export import export
-from tlfs.models.session import resolve_runtime
+from tlfs.models.runtime import resolve_runtime
 from tlfs.pipeline import extract
 from tlfs.pipeline.bench import HostOnlySession
 from tlfs.pipeline.extract import ExtractionRequest, RunOptions

@@ -65,7 +65,7 @@ def main() -> None:
         proxy, endpoint = start_proxy(port, args.latency_ms / 1000)
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         s3fs.S3FileSystem.clear_instance_cache()
-        from tlfs.pipeline.datasets import build_index, iter_payloads
+        from tlfs.pipeline.indexing import build_index, iter_payloads
         from tlfs.pipeline.sources.reading import batch_reader
 
         started = time.perf_counter()

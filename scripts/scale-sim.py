@@ -5,7 +5,7 @@
 
 Writes the archives (``train|test/class<k>/<n>.jpg``, 10 classes, the JPEG bytes drawn from
 a pool of 256 small images), plans an extraction of all of them through the DAG's own
-planning step (``steps.plan_extraction``, EfficientNet-Lite0, shard size 2,500), and prints
+planning step (``tasks.plan_extraction``, EfficientNet-Lite0, shard size 2,500), and prints
 one JSON line: planning seconds, the plan's bytes (in all, and per shard), the number of
 shard tasks, and one shard task's start-up (reading the plan and its own entries). The
 archives are given as one glob, as a user would give them."""
@@ -60,11 +60,11 @@ def main() -> None:
     os.environ.setdefault("TLFS_MODELS", str(work / "models"))
     os.environ["TLFS_STORE"] = str(work / f"store-{args.images}")
     from tlfs.features import layout
-    from tlfs.pipeline import extract, steps
+    from tlfs.pipeline import extract, tasks
 
     started = time.perf_counter()
     glob = str(work / f"data-{args.images}" / "part-*.tar")
-    planned = steps.plan_extraction(f"scale{args.images}", "efficientnet_lite0", [glob], log=lambda *_: None)
+    planned = tasks.plan_extraction(f"scale{args.images}", "efficientnet_lite0", [glob], log=lambda *_: None)
     plan_seconds = time.perf_counter() - started
     plan_bytes = Path(layout.plan_uri(planned["set_uri"], planned["plan_id"])).stat().st_size
     entries_bytes = sum(Path(layout.entries_uri(planned["set_uri"], planned["plan_id"], n)).stat().st_size

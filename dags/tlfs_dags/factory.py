@@ -54,11 +54,11 @@ def _no_retry_when_final():
     fails the task at once, with its one-line reason, instead of retrying into it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from tlfs.pipeline import steps
+    from tlfs.pipeline import tasks
 
     try:
         yield
-    except steps.FINAL_ERRORS as exc:
+    except tasks.FINAL_ERRORS as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -123,10 +123,10 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
     @task
     def plan_shards(exported: dict) -> list[dict]:
         """One job per shard: what each mapped extract_shard task receives."""
-        from tlfs.pipeline import steps
+        from tlfs.pipeline import tasks
 
         p = get_current_context()["params"]
-        planned = steps.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
+        planned = tasks.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
                                         p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
                                         device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"),
                                         views=p.get("views"), incremental=p.get("incremental", True))
@@ -137,11 +137,11 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
     def extract_shard(job: dict) -> list[dict]:
         """One group of consecutive shards (one shard unless the dataset has more shards
         than TLFS_MAX_SHARD_TASKS); a retry skips the shards already written."""
-        from tlfs.pipeline import steps
+        from tlfs.pipeline import tasks
 
         decode_workers = get_current_context()["params"].get("decode_workers")
         with _no_retry_when_final():
-            results = steps.extract_shards(job["set_uri"], job["plan_id"], job["shards"],  # on their plan's device
+            results = tasks.extract_shards(job["set_uri"], job["plan_id"], job["shards"],  # on their plan's device
                                            decode_workers=decode_workers)
         for result in results:
             _log(f"shard {result['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written",
@@ -150,14 +150,14 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
     @task(outlets=[asset])
     def commit(jobs: list[dict], shard_results: list[list[dict]]) -> dict:
-        from tlfs.pipeline import steps
+        from tlfs.pipeline import tasks
 
         set_uri, plan_id = jobs[0]["set_uri"], jobs[0]["plan_id"]
         with _no_retry_when_final():
-            summary = steps.commit_extraction(set_uri, plan_id, [r for group in shard_results for r in group], log=_log)
+            summary = tasks.commit_extraction(set_uri, plan_id, [r for group in shard_results for r in group], log=_log)
         _log(summary["summary"])
         context = get_current_context()
-        context["outlet_events"][asset].extra = steps.asset_extra(summary, context["params"]["store"])
+        context["outlet_events"][asset].extra = tasks.asset_extra(summary, context["params"]["store"])
         return summary
 
     jobs = plan_shards(backbone_version)
@@ -172,27 +172,27 @@ def build_extract_dag(spec: DatasetSpec):
     def extract_dag():
         @task
         def export_backbone() -> dict:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
             p = get_current_context()["params"]
-            return steps.export_backbone(p["backbone"], p["models"], log=_log)
+            return tasks.export_backbone(p["backbone"], p["models"], log=_log)
 
         @task
         def advise(committed: dict) -> dict:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
             # the set this run just committed: its stored features, nothing extracted again
             p = get_current_context()["params"]
-            return steps.advise_dataset(spec.name, committed["backbone_version"], p["store"], log=_log,
+            return tasks.advise_dataset(spec.name, committed["backbone_version"], p["store"], log=_log,
                                         large_per_class=p["large_per_class"], similar_score=p["similar_score"])
 
         @task.branch
         def choose(advice: dict) -> str:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
             mode = get_current_context()["params"]["finetune"]
             _log(f"advice: {advice['case']} -> {advice['action']} (finetune={mode})")
-            return "trigger_finetune" if steps.fine_tune_next(advice, mode) else "heads_only"
+            return "trigger_finetune" if tasks.fine_tune_next(advice, mode) else "heads_only"
 
         @task
         def finetune_conf() -> dict:
@@ -217,10 +217,10 @@ def build_finetune_dag(spec: DatasetSpec):
     def finetune_dag():
         @task(pool=EXTRACT_POOL, queue=EXTRACT_QUEUE, execution_timeout=timedelta(hours=24))
         def finetune() -> dict:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
             p = get_current_context()["params"]
-            return steps.finetune_backbone(spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
+            return tasks.finetune_backbone(spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
                                            finetune_config_of(p), log=_log)
 
         extraction(spec, asset, finetune())
@@ -229,16 +229,16 @@ def build_finetune_dag(spec: DatasetSpec):
 
 
 def fit_target(params: dict, events: dict) -> dict:
-    """What a fit_heads run fits (steps.fit_target), from the newest triggering Asset
+    """What a fit_heads run fits (tasks.fit_target), from the newest triggering Asset
     event; skipped where that version changed nothing."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tlfs.pipeline import steps
+    from tlfs.pipeline import tasks
 
     newest = next((event_list[-1].extra or {} for event_list in events.values() if event_list), None)
     try:
-        return steps.fit_target(params, newest)
-    except steps.HeadsStand as exc:
+        return tasks.fit_target(params, newest)
+    except tasks.HeadsStand as exc:
         raise AirflowSkipException(str(exc)) from None
 
 
@@ -259,16 +259,16 @@ def build_fit_dag(spec: DatasetSpec):
 
         @task
         def sweep(target: dict) -> dict:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
-            return steps.sweep_layers(spec.name, target["backbone"], target["store"], log=_log, version=target.get("version"))
+            return tasks.sweep_layers(spec.name, target["backbone"], target["store"], log=_log, version=target.get("version"))
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:
-            from tlfs.pipeline import steps
+            from tlfs.pipeline import tasks
 
             heads = get_current_context()["params"]["heads"]
-            return steps.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log,
+            return tasks.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log,
                                              version=target.get("version"))
 
         target = feature_set()

@@ -5,7 +5,7 @@
   folder, as :class:`Indexed` (``number``: the source's place in the dataset);
 * ``payloads(info, wanted, cache_dir, archives)``: yield ``(entry, payload)`` for the
   ``wanted`` entries of that source, in their order; a payload is the image's encoded
-  bytes, decoded pixels (CIFAR), or :class:`tlfs.pipeline.images.Unreadable`, why it
+  bytes, decoded pixels (CIFAR), or :class:`tlfs.pipeline.image_decode.Unreadable`, why it
   could not be read (the caller records it as a reject). ``archives``: compressed archives kept open across
   calls (:class:`tlfs.pipeline.sources.tar.OpenArchives`).
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
-from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.image_decode import Unreadable
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
-from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import fingerprint_info
 from tlfs.pipeline.sources.paths import image_id_of, image_path_parts

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, unreadable
 from tlfs.pipeline.sources.hashing import digest
 from tlfs.pipeline.sources.paths import image_id_of, split_from_path

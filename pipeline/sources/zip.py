@@ -7,7 +7,7 @@ import zipfile
 from typing import Iterator
 
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
-from tlfs.pipeline.images import Unreadable
+from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import digest
 from tlfs.pipeline.sources.paths import member_image, unsafe

@@ -139,8 +139,6 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     unchanged extraction's event starts a fit that is skipped."""
     import psutil
 
-    from tlfs.pipeline import extract
-
     sys.path.insert(0, str(REPO / "scripts"))
     from airflow_local import LocalAirflow
 

@@ -41,7 +41,7 @@ def test_the_shipped_cifar10_spec_builds(factory):
     (True, "auto", True), (False, "auto", False), (True, "never", False), (False, "always", True),
 ])
 def test_after_the_advice_a_large_dataset_goes_on_to_fine_tuning_unless_the_run_says_otherwise(large, mode, fine_tune):
-    from tlfs.pipeline.steps import fine_tune_next
+    from tlfs.pipeline.tasks import fine_tune_next
 
     assert fine_tune_next({"case": "whatever", "size": {"large": large}}, mode) is fine_tune
 
@@ -50,7 +50,7 @@ def test_the_advisors_verdict_on_a_large_dataset_reaches_fine_tuning_under_auto(
     """The advisor's own verdict (1,000 training images per class: large), whether or not
     it could measure the similarity, read as the extract DAG's branch reads it."""
     from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, decide
-    from tlfs.pipeline.steps import fine_tune_next
+    from tlfs.pipeline.tasks import fine_tune_next
 
     layers = ["block2", "block15", "head"]
     for similarity in (0.9, 0.1, None):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tlfs.models import sample_images
-from tlfs.models.runtime import local_onnx, open_session
-from tlfs.models.session import resolve_runtime
+from tlfs.models.session import local_onnx, open_session
+from tlfs.models.runtime import resolve_runtime
 from tlfs.models.variants import FP16_MIN_COSINE, PARITY_MIN_COSINE, fixed_shape, min_cosine
 
 pytestmark = pytest.mark.gpu

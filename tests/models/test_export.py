@@ -166,7 +166,7 @@ def test_a_device_whose_features_disagree_with_the_cpus_is_refused(lite0, tmp_pa
     from tlfs.models import variants
     from tlfs.models.artifact import Artifact
     from tlfs.models.errors import ModelError
-    from tlfs.models.runtime import local_onnx
+    from tlfs.models.session import local_onnx
 
     fp32, fp16 = local_onnx(lite0), local_onnx(lite0, precision="fp16")
     wrong = tmp_path / "wrong.onnx"

@@ -5,8 +5,9 @@ import pytest
 
 from tlfs.models.errors import ModelError
 from tlfs.models.artifact import Artifact
-from tlfs.models.runtime import cuda_available, cuda_probe, open_session
-from tlfs.models.session import resolve_runtime
+from tlfs.models.runtime import cuda_available, cuda_probe
+from tlfs.models.session import open_session
+from tlfs.models.runtime import resolve_runtime
 
 
 def test_session_returns_one_pooled_vector_per_chosen_layer(lite0):

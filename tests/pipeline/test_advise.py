@@ -82,7 +82,7 @@ def test_the_stored_classifier_gives_the_networks_own_imagenet_logits(lite0):
     from tlfs.models import sample_images
     from tlfs.models.backbones import get_spec, imagenet_classifier, load_backbone
     from tlfs.models.classifier import load_classifier
-    from tlfs.models.runtime import open_session
+    from tlfs.models.session import open_session
 
     weight, bias, layer = load_classifier(lite0)
     assert layer == get_spec("efficientnet_lite0").classifier_input

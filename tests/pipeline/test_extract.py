@@ -212,7 +212,7 @@ def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_data
 
 def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_done(tmp_path, folder_dataset, lite0, models_root):
     from tlfs.features import layout
-    from tlfs.pipeline.decode import Decoder
+    from tlfs.pipeline.decode_pool import Decoder
 
     summary = run(tmp_path, folder_dataset, models_root, decode_workers=1)
     p = extract.load_plan(summary["set_uri"], features.open_set("colors", "efficientnet_lite0", store=str(tmp_path / "store")).plan_id)

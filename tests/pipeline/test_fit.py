@@ -56,14 +56,14 @@ def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
 
 
 def test_heads_on_the_best_layer_reuse_the_sweeps_softmax_head(colors_set, tmp_path):
-    from tlfs.pipeline import steps
+    from tlfs.pipeline import tasks
 
     store = str(tmp_path / "store")
-    swept = steps.sweep_layers("colors", "efficientnet_lite0", store, log=lambda *_: None)
+    swept = tasks.sweep_layers("colors", "efficientnet_lite0", store, log=lambda *_: None)
     assert swept["best_head"]["layers"] == [swept["best_layer"]] and swept["best_head"]["head"] == "softmax"
     saved = tmp_path / "store" / "colors" / colors_set.backbone_version / "_heads" / f"softmax-{swept['best_layer']}" / "metrics.json"
     before = saved.stat().st_mtime_ns
     said = []
-    results = steps.heads_on_best_layer("colors", "efficientnet_lite0", swept, ["softmax", "mlp"], store, log=said.append)
+    results = tasks.heads_on_best_layer("colors", "efficientnet_lite0", swept, ["softmax", "mlp"], store, log=said.append)
     assert [r["head"] for r in results] == ["softmax", "mlp"] and results[0] == swept["best_head"]
     assert saved.stat().st_mtime_ns == before and any("the sweep's head" in line for line in said)  # not fitted twice

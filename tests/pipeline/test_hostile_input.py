@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tlfs import features
-from tlfs.pipeline.datasets import build_index
+from tlfs.pipeline.indexing import build_index
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, png_bytes, write_tar, write_tree
 from tests.extraction import run_extract

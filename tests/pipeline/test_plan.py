@@ -29,7 +29,7 @@ def test_the_same_request_makes_the_same_plan_id_and_another_shard_size_another(
 
 def test_shards_begin_with_a_compressed_archive_but_cut_anywhere_through_one_read_by_offset(tmp_path):
     from tests.conftest import folder_images, write_tar
-    from tlfs.pipeline.datasets import build_index
+    from tlfs.pipeline.indexing import build_index
 
     files = folder_images(per_class=2, splits=("train",))  # 6 images
     names = sorted(files)

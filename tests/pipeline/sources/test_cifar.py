@@ -3,7 +3,6 @@ per run, however many shards the run has, and every image comes back as it is st
 
 import numpy as np
 
-from tlfs.pipeline import extract
 from tlfs.pipeline.sources import cifar
 from tests.pipeline.test_datasets import cifar_tarball
 from tests.extraction import run_extract
@@ -24,7 +23,7 @@ def test_payloads_are_the_stored_pixels_in_the_order_asked(tmp_path):
     import pickle
     import tarfile
 
-    from tlfs.pipeline.datasets import build_index, iter_payloads
+    from tlfs.pipeline.indexing import build_index, iter_payloads
 
     path, md5 = cifar_tarball(tmp_path / "cifar-10-python.tar.gz", per_batch=4)
     index = build_index("cifar10", [f"{path}#md5={md5}"])

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import folder_images, png_bytes
 from tests.pipeline.sources.helpers import renamed, write_parquet_table
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.indexing import build_index, iter_payloads
 from tlfs.pipeline.errors import SourceError
 
 CLASSES = ["red", "green", "blue"]

@@ -6,7 +6,7 @@ import fsspec
 from tests.conftest import folder_images, write_tree
 from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 from tests.pipeline.sources.helpers import renamed, write_webdataset
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.indexing import build_index, iter_payloads
 from tlfs.pipeline.sources import folder
 
 
@@ -23,7 +23,7 @@ def test_a_folder_on_s3_reads_in_batches_and_a_missing_file_is_a_reject_not_a_st
     fs.rm("tlfs-test/tree/train/red/001.png")
     got = {e.image_id: p for e, p in iter_payloads(index.sources, index.entries)}
     assert batches == [7, 7, 4]  # 18 images, 7 at a time
-    from tlfs.pipeline.images import Unreadable
+    from tlfs.pipeline.image_decode import Unreadable
 
     assert isinstance(got.pop("train/red/001.png"), Unreadable)
     assert got == {i: d for i, d in files.items() if i != "train/red/001.png"}

@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import folder_images
 from tests.pipeline.sources.helpers import renamed, write_webdataset
-from tlfs.pipeline.images import Unreadable
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.image_decode import Unreadable
+from tlfs.pipeline.indexing import build_index, iter_payloads
 from tlfs.pipeline.errors import SourceError
 
 CLASSES = ["red", "green", "blue"]  # deliberately not sorted: .cls numbers follow this order

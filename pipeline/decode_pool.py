@@ -25,10 +25,10 @@ from typing import Iterator
 import numpy as np
 
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
-from tlfs.pipeline.datasets import iter_payloads
+from tlfs.pipeline.indexing import iter_payloads
 from tlfs.pipeline.sources import OpenArchives
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.images import ImageRejected, decode
+from tlfs.pipeline.image_decode import ImageRejected, decode
 
 CHUNK = 32  # images per task sent to a worker process: large enough to amortise the hand-over
 READ_AHEAD = 512  # decoded images a decoder without worker processes holds ahead of the batcher

@@ -1,6 +1,6 @@
-"""pipeline/steps.py: what the DAG tasks call."""
+"""pipeline/tasks.py: what the DAG tasks call."""
 
-from tlfs.pipeline.steps import shard_groups
+from tlfs.pipeline.tasks import shard_groups
 
 
 def test_shards_are_grouped_into_at_most_the_allowed_tasks_in_even_consecutive_runs():

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tlfs.pipeline.datasets import build_index, iter_payloads
+from tlfs.pipeline.indexing import build_index, iter_payloads
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 

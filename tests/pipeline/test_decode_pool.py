@@ -1,4 +1,4 @@
-"""pipeline/decode.py: the reading thread and the decode worker processes."""
+"""pipeline/decode_pool.py: the reading thread and the decode worker processes."""
 
 import json
 import subprocess
@@ -8,8 +8,8 @@ import time
 import psutil
 import pytest
 
-from tlfs.pipeline.datasets import build_index
-from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
@@ -40,8 +40,8 @@ def test_a_negative_worker_count_is_refused():
 
 KILLED_RUN = r"""
 import json, os, signal, sys
-from tlfs.pipeline.datasets import build_index
-from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.decode_pool import Decoder
 index = build_index("colors", [sys.argv[1]])
 decoder = Decoder(2)
 for _ in decoder.decoded(index.sources, index.entries, 224, None):
@@ -70,8 +70,8 @@ MAIN_SCRIPT = r"""
 import sys
 if __name__ != "__main__":
     raise SystemExit("this script ran again in a decode worker")  # as `airflow` would, in a task process
-from tlfs.pipeline.datasets import build_index
-from tlfs.pipeline.decode import Decoder
+from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.decode_pool import Decoder
 index = build_index("colors", [sys.argv[1]])
 with Decoder(2) as decoder:
     print(sum(1 for _ in decoder.decoded(index.sources, index.entries, 224, None)))
@@ -91,7 +91,7 @@ def test_workers_do_not_run_the_parents_main_script_again(tmp_path):
 def test_by_default_decoding_takes_every_core_beside_a_gpu_and_a_quarter_beside_cpu_inference():
     import os
 
-    from tlfs.pipeline.decode import Decoder, default_workers
+    from tlfs.pipeline.decode_pool import Decoder, default_workers
 
     cores = len(os.sched_getaffinity(0))
     assert default_workers("cuda") == cores and default_workers("cpu") == max(1, cores // 4)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlfs.pipeline.images import ImageRejected, decode
+from tlfs.pipeline.image_decode import ImageRejected, decode
 from tests.conftest import png_bytes
 
 
