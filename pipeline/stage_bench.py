@@ -96,100 +96,139 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
                 log: Callable[[str], None] = print) -> dict:
     """Time each host stage alone on the first ``images`` images of ``dataset`` (in its
     sources' order: reading streams, so a scattered sample would time the skipping).
-    Stages whose first call pays for lazy set-up (pyarrow's allocator) are warmed first."""
-    from tlfs.features import layout
-    from tlfs.features.manifest import publish
-    from tlfs.features.schema import shard_table
-    from tlfs.features.storage import atomic_write_json
-    from tlfs.features.writer import encode_shard, put_shard
+    Stages whose first call pays for lazy set-up (Pillow's codecs, pyarrow's allocator)
+    are warmed first."""
     from tlfs.models.backbones import get_spec
     from tlfs.models.runtime import resolve_runtime
     from tlfs.pipeline import runner
+    from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.shard_writer import writer_threads
-    from tlfs.pipeline.indexing import build_index, iter_payloads
-    from tlfs.pipeline.decode_pool import _decode_one
-    from tlfs.pipeline.inference import assemble, gather_shard
 
     cores = cores or runner.available_cores()
     runtime = resolve_runtime("cpu", batch_size=batch_size)
     widths = layer_widths(backbone, layers)
-    input_size = get_spec(backbone).input_size
     index = build_index(dataset, sources, cache_dir=cache_dir)
     entries = index.entries[:images]
     if not entries:
         raise PipelineError(f"{dataset} has no images to measure")
     log(f"{len(entries)} images of {dataset}, {backbone}: {len(widths)} layers, {sum(widths.values())} values per image")
-    stages: list[Stage] = []
-    thread_of = runner.STAGE_THREADS
 
-    # reading, per source kind (one reading thread streams every source in order)
-    payloads = []
-    kinds = Counter(index.sources[e.source].format for e in entries)
-    for kind in kinds:
+    reading, payloads = _time_reading(index, entries, cache_dir)
+    log(f"read {len(payloads)} payloads")
+    decoding, decoded = _time_decoding(payloads, get_spec(backbone).input_size, dataset)
+    batching, outputs = _time_batching(decoded, runtime.batch_size, widths)
+    writing, encoded = _time_encoding(outputs, shard_size // runtime.batch_size, widths)
+    storing = _time_storing(encoded, dataset, widths, workdir)
+    stages = reading + decoding + batching + writing + storing
+
+    projection = project(stages, cores)
+    ceiling = project(reading + decoding, cores)["projected_images_per_s"]  # what `--host-only` times as its decode ceiling
+    projection["decode_ceiling_images_per_s"] = ceiling
+    projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
+    return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
+            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
+            "stages": {s.name: s.to_json() for s in stages}, **projection}
+
+
+def _stage(name: str, images: int, seconds: float, step: str, what: str) -> Stage:
+    """A stage's figure, on the thread the runner gives its ``step`` (runner.STAGE_THREADS)."""
+    from tlfs.pipeline.runner import STAGE_THREADS
+
+    return Stage(name, _rate(images, seconds), STAGE_THREADS[step], what)
+
+
+def _time_reading(index, entries, cache_dir: str | None) -> tuple[list[Stage], list]:
+    """Reading, per source kind (one reading thread streams every source in order)."""
+    from tlfs.pipeline.indexing import iter_payloads
+
+    stages, payloads = [], []
+    for kind in Counter(index.sources[e.source].format for e in entries):
         of_kind = [e for e in entries if index.sources[e.source].format == kind]
         seconds = _timed(lambda: payloads.extend(iter_payloads(index.sources, of_kind, cache_dir)))
-        stages.append(Stage(f"read:{kind}", _rate(len(of_kind), seconds), thread_of["read"],
-                            "the sources' bytes (or CIFAR's pixels), in order"))
-    log(f"read {len(payloads)} payloads")
+        stages.append(_stage(f"read:{kind}", len(of_kind), seconds, "read", "the sources' bytes (or CIFAR's pixels), in order"))
+    return stages, payloads
+
+
+def _time_decoding(payloads: list, input_size: int, dataset: str) -> tuple[list[Stage], list[np.ndarray]]:
+    """Decoding (per worker), and the hand-over of decoded images to the run's process."""
+    from tlfs.pipeline.decode_pool import CHUNK, _decode_one
 
     decoded: list = []
     [_decode_one(payload, input_size) for _, payload in payloads[:64]]  # warm-up: Pillow's codecs load
     seconds = _timed(lambda: decoded.extend(_decode_one(payload, input_size)[0] for _, payload in payloads))
-    stages.append(Stage("decode", _rate(len(decoded), seconds), thread_of["decode"], "one image at a time, per worker"))
+    stages = [_stage("decode", len(decoded), seconds, "decode", "one image at a time, per worker")]
     images = [image for image in decoded if image is not None]
     if not images:
         raise PipelineError(f"none of the {len(decoded)} images of {dataset} could be decoded")
-
-    chunks = [images[i:i + 32] for i in range(0, len(images), 32)]
+    chunks = [images[i:i + CHUNK] for i in range(0, len(images), CHUNK)]
     seconds = _timed(lambda: [pickle.loads(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)) for chunk in chunks])
-    stages.append(Stage("hand-over", _rate(len(images), seconds), thread_of["hand-over"],
-                        "a decode worker's images received by the run's process (pickled chunks)"))
-    decoding_stages = list(stages)  # what `tlfs bench --host-only` times as its decode ceiling
+    stages.append(_stage("hand-over", len(images), seconds, "hand-over",
+                         "a decode worker's images received by the run's process (pickled chunks)"))
+    return stages, images
+
+
+def _time_batching(images: list[np.ndarray], batch_size: int, widths: dict[str, int]) -> tuple[list[Stage], list[dict]]:
+    """Batch assembly, and the copy of each batch's outputs (of the layers' real widths)
+    out of the session's buffers."""
+    from tlfs.pipeline.inference import assemble
 
     same_shape = [image for image in images if image.shape == images[0].shape]
-    batches = [same_shape[i:i + runtime.batch_size] for i in range(0, len(same_shape), runtime.batch_size)]
+    batches = [same_shape[i:i + batch_size] for i in range(0, len(same_shape), batch_size)]
     seconds = _timed(lambda: [assemble(batch, ("original",)) for batch in batches])
-    stages.append(Stage("batch assembly", _rate(len(same_shape), seconds), thread_of["batch assembly"],
-                        f"batches of {runtime.batch_size} stacked for the session"))
-
+    stages = [_stage("batch assembly", len(same_shape), seconds, "batch assembly", f"batches of {batch_size} stacked for the session")]
     rng = np.random.default_rng(0)
     outputs = [{layer: rng.random((len(batch), width), dtype=np.float32) for layer, width in widths.items()}
                for batch in batches]
     copied: list = []
     seconds = _timed(lambda: copied.extend({layer: value.copy() for layer, value in out.items()} for out in outputs))
-    stages.append(Stage("output copy", _rate(len(same_shape), seconds), thread_of["output copy"],
-                        "each layer's outputs copied out of the session's buffer"))
+    stages.append(_stage("output copy", len(same_shape), seconds, "output copy",
+                         "each layer's outputs copied out of the session's buffer"))
+    return stages, copied
 
-    per_shard = max(1, min(shard_size, len(same_shape)) // runtime.batch_size)
-    shard_parts = [copied[i:i + per_shard] for i in range(0, len(copied), per_shard)]
+
+def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str, int]) -> tuple[list[Stage], list[dict]]:
+    """float16 conversion and gathering per shard, then each shard's layers encoded to
+    Parquet and hashed."""
+    from tlfs.features.schema import shard_table
+    from tlfs.features.writer import encode_shard
+    from tlfs.pipeline.inference import gather_shard
+
+    images = sum(len(next(iter(out.values()))) for out in outputs)
+    per_shard = max(1, batches_per_shard)
+    shard_parts = [outputs[i:i + per_shard] for i in range(0, len(outputs), per_shard)]
     positions = []
     for parts in shard_parts:
         starts = np.cumsum([0] + [len(next(iter(part.values()))) for part in parts])
         positions.append([np.arange(a, b) for a, b in zip(starts, starts[1:])])
     gathered: list = []
     seconds = _timed(lambda: gathered.extend(gather_shard(parts, pos, widths) for parts, pos in zip(shard_parts, positions)))
-    stages.append(Stage("float16 + gather", _rate(len(same_shape), seconds), thread_of["gather"],
-                        "float32 -> float16, a shard's batches concatenated in its images' order"))
+    stages = [_stage("float16 + gather", images, seconds, "gather",
+                     "float32 -> float16, a shard's batches concatenated in its images' order")]
 
-    ids_of = [[f"test/class{n % 10}/{n:07d}.jpg" for n in range(len(next(iter(m.values()))))] for m in gathered]
-    tables = []
-    encoded: list = []
-
-    def encode(matrices: dict[str, np.ndarray], ids: list[str]) -> dict:
-        labels = np.arange(len(ids), dtype=np.int16) % 10
+    def encode(matrices: dict[str, np.ndarray]) -> dict:
+        rows = len(next(iter(matrices.values())))
+        ids = [f"test/class{n % 10}/{n:07d}.jpg" for n in range(rows)]
+        labels = np.arange(rows, dtype=np.int16) % 10
         names = [f"class{label}" for label in labels]
         return {layer: encode_shard(shard_table(ids, labels, names, matrix)) for layer, matrix in matrices.items()}
 
-    def encode_all() -> None:
-        for matrices, ids in zip(gathered, ids_of):
-            encoded.append(encode(matrices, ids))
-            tables.append(len(ids))
+    encode(gathered[0])  # warm-up: pyarrow's allocator grows once, on the first large table
+    encoded: list = []
+    seconds = _timed(lambda: encoded.extend(encode(matrices) for matrices in gathered))
+    stages.append(_stage("parquet encode + sha256", images, seconds, "write",
+                         "each shard's layers encoded to Parquet in memory and hashed"))
+    return stages, encoded
 
-    encode(gathered[0], ids_of[0])  # warm-up: pyarrow's allocator grows once, on the first large table
-    seconds = _timed(encode_all)
-    stages.append(Stage("parquet encode + sha256", _rate(len(same_shape), seconds), thread_of["write"],
-                        "each shard's layers encoded to Parquet in memory and hashed"))
 
+def _time_storing(encoded: list[dict], dataset: str, widths: dict[str, int], workdir: str | None) -> list[Stage]:
+    """The atomic write of each file, each shard's record, and the commit, in a scratch set."""
+    from tlfs.features import layout
+    from tlfs.features.manifest import publish
+    from tlfs.features.storage import atomic_write_json
+    from tlfs.features.writer import put_shard
+
+    rows_of = [next(iter(files.values())).rows for files in encoded]
+    images = sum(rows_of)
     with tempfile.TemporaryDirectory(prefix="tlfs-stages-", dir=workdir) as tmp:
         set_uri = str(Path(tmp) / "store" / dataset / "v")
         plan_id = "0123456789abcdef"
@@ -204,34 +243,22 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5
                     record[layer] = {"path": relative, "rows": done.rows, "bytes": done.bytes, "sha256": done.sha256}
                 written.append(record)
 
-        seconds = _timed(put_all)
-        stages.append(Stage("atomic write", _rate(len(same_shape), seconds), thread_of["write"],
-                            "each file written beside its target, fsynced, renamed (local disk)"))
+        stages = [_stage("atomic write", images, _timed(put_all), "write",
+                         "each file written beside its target, fsynced, renamed (local disk)")]
 
         def records() -> None:
-            for number, (files, rows) in enumerate(zip(written, tables)):
+            for number, (files, rows) in enumerate(zip(written, rows_of)):
                 record = {"shard": number, "split": "test", "read": rows, "written": rows, "rejected": 0,
                           "rejects": [], "files": files}
                 atomic_write_json(layout.record_uri(set_uri, plan_id, number), record)
 
-        seconds = _timed(records)
-        stages.append(Stage("shard record", _rate(len(same_shape), seconds), thread_of["record"],
-                            "each shard's result record, written atomically"))
-
-        rows = sum(tables)
+        stages.append(_stage("shard record", images, _timed(records), "record", "each shard's result record, written atomically"))
         manifest = {"dataset": dataset, "plan_id": plan_id, "layers": widths, "views": ["original"], "splits": ["test"],
-                    "classes": [f"class{k}" for k in range(10)], "counts": {"test": {"read": rows, "written": rows, "rejected": 0}},
-                    "changes": {}, "rejects": [],
+                    "classes": [f"class{k}" for k in range(10)],
+                    "counts": {"test": {"read": images, "written": images, "rejected": 0}}, "changes": {}, "rejects": [],
                     "shards": [{"layer": layer, "split": "test", "shard": number, **info}
                                for number, files in enumerate(written) for layer, info in files.items()]}
         seconds = _timed(lambda: publish(set_uri, manifest))
-        stages.append(Stage("commit", _rate(rows, seconds), thread_of["commit"],
-                            f"the version published: {len(manifest['shards'])} files checked and moved into place"))
-
-    projection = project(stages, cores)
-    ceiling = project(decoding_stages, cores)["projected_images_per_s"]
-    projection["decode_ceiling_images_per_s"] = ceiling
-    projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
-    return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
-            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
-            "stages": {s.name: s.to_json() for s in stages}, **projection}
+        stages.append(_stage("commit", images, seconds, "commit",
+                             f"the version published: {len(manifest['shards'])} files checked and moved into place"))
+    return stages
