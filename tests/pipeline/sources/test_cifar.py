@@ -4,7 +4,7 @@ per run, however many shards the run has, and every image comes back as it is st
 import numpy as np
 
 from tlfs.pipeline.sources import cifar
-from tests.pipeline.test_datasets import cifar_tarball
+from tests.pipeline.test_indexing import cifar_tarball
 from tests.extraction import run_extract
 
 
