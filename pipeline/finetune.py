@@ -23,26 +23,28 @@ import numpy as np
 
 from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_of, exists, fs_path
 from tlfs.pipeline.config import FinetuneConfig
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.indexing import build_index, iter_payloads
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
+from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline.indexing import build_index
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import ImageRejected, decode
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def load_split(index: DatasetIndex, entries: list[Entry], size: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, list]:
-    """Decoded uint8 images of one split (N, H, W, 3) with labels; rejected images are
-    listed, not fatal. Mixed sizes are resized to the backbone's input size."""
+def load_split(index: DatasetIndex, entries: list[Entry], size: int, decoder: Decoder,
+               cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[Reject]]:
+    """Decoded uint8 images of one split (N, H, W, 3) with labels, by the extraction's
+    decoder pool; rejected images are listed, not fatal. Mixed sizes are resized to the
+    backbone's input size."""
     from PIL import Image
 
     images, labels, rejects = [], [], []
-    for entry, payload in iter_payloads(index.sources, entries, cache_dir):
-        try:
-            images.append(decode(payload, size))
-            labels.append(index.label_of(entry.label_name))
-        except ImageRejected as exc:
-            rejects.append({"image_id": entry.image_id, "reason": str(exc)})
+    for _, entry, image, reason in decoder.decoded(index.sources, entries, size, cache_dir):
+        if image is None:
+            rejects.append(Reject(entry.image_id, index.sources[entry.source].uri, reason))
+            continue
+        images.append(image)
+        labels.append(index.label_of(entry.label_name))
     if len({image.shape for image in images}) > 1:
         images = [np.asarray(Image.fromarray(i).resize((size, size), Image.BILINEAR)) if i.shape[:2] != (size, size) else i
                   for i in images]
@@ -90,7 +92,7 @@ class Splits:
     fit: tuple[np.ndarray, np.ndarray]
     validation: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
-    rejects: list[dict]
+    rejects: list[Reject]
 
 
 @dataclass
@@ -141,7 +143,7 @@ def finetune(
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}")
-    splits = decode_splits(index, spec.input_size, cache_dir, config.seed)
+    splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device)
 
     torch.manual_seed(config.seed)
     loaded = load_backbone(backbone, choice=choice)
@@ -195,12 +197,14 @@ def _check_request(config: FinetuneConfig, device: str) -> None:
         raise PipelineError("--device cuda was asked for, but PyTorch sees no CUDA device (no CPU fallback)")
 
 
-def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: int) -> Splits:
+def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: int, decode_workers: int = 0,
+                  device: str = "cpu") -> Splits:
     from tlfs.pipeline.fit import validation_split
 
     entries = {s: [e for e in index.entries if e.split == s] for s in ("train", "test")}
-    train_images, train_labels, rejects = load_split(index, entries["train"], size, cache_dir)
-    test_images, test_labels, test_rejects = load_split(index, entries["test"], size, cache_dir)
+    with Decoder(decode_workers, device) as decoder:
+        train_images, train_labels, rejects = load_split(index, entries["train"], size, decoder, cache_dir)
+        test_images, test_labels, test_rejects = load_split(index, entries["test"], size, decoder, cache_dir)
     fit_idx, val_idx = validation_split(train_labels, seed=seed)
     return Splits((train_images[fit_idx], train_labels[fit_idx]), (train_images[val_idx], train_labels[val_idx]),
                   (test_images, test_labels), rejects + test_rejects)
