@@ -178,7 +178,7 @@ def test_shard_workers_do_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, pipeline.extract, pipeline.steps; print('torch' in sys.modules)"
+    code = "import sys, pipeline.extract, pipeline.tasks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
