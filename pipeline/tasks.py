@@ -4,6 +4,7 @@ heavy data stays in the store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Callable
 
 from tlfs.features.errors import PlanReplaced
@@ -25,50 +26,62 @@ def export_backbone(backbone: str, model_store: str | None = None, weights: str 
     return {"backbone_version": artifact.version, "uri": artifact.uri, "onnx_sha256": artifact.card["onnx_sha256"]}
 
 
-def plan_extraction(
-    dataset: str,
-    backbone: str,
-    sources: list[str] | None = None,
-    layers: list[str] | None = None,
-    splits: list[str] | None = None,
-    limit: int | None = None,
-    store: str | None = None,
-    model_store: str | None = None,
-    batch_size: int | None = None,
-    shard_size: int | None = None,
-    weights: str | None = None,
-    log: Callable = print,
-    device: str | None = None,
-    precision: str | None = None,
-    views: list[str] | None = None,
-    incremental: bool = True,
-) -> dict:
-    """Plan an extraction on ``device`` (``precision``, ``batch_size``: the device's
-    defaults when not given); the plan's shards then run on that device. ``incremental``:
-    reuse the newest version's unchanged images (pipeline/incremental.py)."""
-    from tlfs.pipeline import extract
+@dataclass(frozen=True)
+class ExtractionParams:
+    """What a run asks of an extraction (a DAG run's Params); None: the setting's default
+    (pipeline/config.py), the device's for ``batch_size`` and ``precision``."""
 
-    s = load_settings(store=store or None, model_store=model_store or None, batch_size=batch_size, shard_size=shard_size,
-                      device=device, precision=precision)
+    sources: tuple[str, ...] = ()  # empty: the dataset's default source
+    layers: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    limit: int | None = None
+    store: str | None = None
+    model_store: str | None = None
+    batch_size: int | None = None
+    shard_size: int | None = None
+    weights: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    views: tuple[str, ...] | None = None
+    incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
+
+    @classmethod
+    def from_params(cls, params) -> "ExtractionParams":
+        """From a DAG run's Params (``models`` is the model store there); keys it lacks keep their defaults."""
+        given = {("model_store" if key == "models" else key): value for key, value in dict(params).items()}
+        values = {f.name: given[f.name] for f in fields(cls) if f.name in given}
+        for name in ("sources", "layers", "splits", "views"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = ExtractionParams(),
+                    log: Callable = print) -> dict:
+    """Plan an extraction on the device ``params`` name; the plan's shards then run on that device."""
+    from tlfs.pipeline import extract
     from tlfs.pipeline.plan import ExtractionRequest
     from tlfs.pipeline.views import check_views
 
-    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, sources)), backbone, s.store, s.model_store,
-                                tuple(layers) if layers else None, tuple(splits) if splits else None, limit or None,
-                                s.shard_size, s.runtime(), weights, cache_dir=s.cache_dir, views=check_views(views),
-                                incremental=incremental)
-    p = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
+    p = params
+    s = load_settings(store=p.store or None, model_store=p.model_store or None, batch_size=p.batch_size,
+                      shard_size=p.shard_size, device=p.device, precision=p.precision)
+    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, list(p.sources))), backbone, s.store, s.model_store,
+                                p.layers or None, p.splits or None, p.limit or None, s.shard_size, s.runtime(), p.weights,
+                                cache_dir=s.cache_dir, views=check_views(list(p.views) if p.views else None),
+                                incremental=p.incremental)
+    plan = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
-        "set_uri": p.set_uri,
-        "plan_id": p.plan_id,
-        "backbone_version": p.backbone_version,
-        "runtime": p.runtime.to_json(),
-        "shards": [shard.number for shard in p.shards],
-        "shard_groups": shard_groups([shard.number for shard in p.shards], s.max_shard_tasks),
-        "images": p.images,
-        "changes": p.changes.to_json() if p.changes else {},  # against the version it builds on: new, changed, removed, reused, to extract
-        "summary": f"{p.images} images in {len(p.shards)} shards -> {p.set_uri}; "
-                   + (p.changes.describe() if p.changes else "every image extracted"),
+        "set_uri": plan.set_uri,
+        "plan_id": plan.plan_id,
+        "backbone_version": plan.backbone_version,
+        "runtime": plan.runtime.to_json(),
+        "shards": [shard.number for shard in plan.shards],
+        "shard_groups": shard_groups([shard.number for shard in plan.shards], s.max_shard_tasks),
+        "images": plan.images,
+        "changes": plan.changes.to_json() if plan.changes else {},  # against the version it builds on
+        "summary": f"{plan.images} images in {len(plan.shards)} shards -> {plan.set_uri}; "
+                   + (plan.changes.describe() if plan.changes else "every image extracted"),
     }
 
 

@@ -64,7 +64,8 @@ def main() -> None:
 
     started = time.perf_counter()
     glob = str(work / f"data-{args.images}" / "part-*.tar")
-    planned = tasks.plan_extraction(f"scale{args.images}", "efficientnet_lite0", [glob], log=lambda *_: None)
+    planned = tasks.plan_extraction(f"scale{args.images}", "efficientnet_lite0", tasks.ExtractionParams(sources=(glob,)),
+                                    log=lambda *_: None)
     plan_seconds = time.perf_counter() - started
     plan_bytes = Path(layout.plan_uri(planned["set_uri"], planned["plan_id"])).stat().st_size
     entries_bytes = sum(Path(layout.entries_uri(planned["set_uri"], planned["plan_id"], n)).stat().st_size

@@ -126,10 +126,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         from tlfs.pipeline import tasks
 
         p = get_current_context()["params"]
-        planned = tasks.plan_extraction(spec.name, exported["backbone_version"], p["sources"], p["layers"], p.get("splits"),
-                                        p["limit"], p["store"], p["models"], p["batch_size"], p["shard_size"], log=_log,
-                                        device=p.get("device", DEFAULT_DEVICE), precision=p.get("precision"),
-                                        views=p.get("views"), incremental=p.get("incremental", True))
+        params = tasks.ExtractionParams.from_params({"device": DEFAULT_DEVICE, **p})
+        planned = tasks.plan_extraction(spec.name, exported["backbone_version"], params, log=_log)
         _log(f"{planned['summary']}; {len(planned['shard_groups'])} shard tasks")
         return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in planned["shard_groups"]]
 
