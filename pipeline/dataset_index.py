@@ -36,6 +36,11 @@ class Entry:
         return row + [self.offset, self.size] if self.offset >= 0 else row
 
 
+def label_of(classes: list[str], name: str) -> int:
+    """A class's label: its place in the dataset's class list (the one rule, for an index and a plan)."""
+    return classes.index(name)
+
+
 @dataclass(frozen=True)
 class Reject:
     image_id: str
@@ -64,7 +69,7 @@ class DatasetIndex:
         return sorted({e.split for e in self.entries})
 
     def label_of(self, name: str) -> int:
-        return self.classes.index(name)
+        return label_of(self.classes, name)
 
     def identity(self) -> dict:
         """What identifies the indexed images: the sources' checksums and every image id, in order."""

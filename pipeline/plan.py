@@ -16,7 +16,7 @@ from typing import Callable
 from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
-from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_of
 from tlfs.pipeline.records import Changes
 
 
@@ -122,7 +122,7 @@ class Plan:
         return sum(s.images for s in self.shards)
 
     def label_of(self, name: str) -> int:
-        return self.classes.index(name)
+        return label_of(self.classes, name)
 
     def shard_entries(self, number: int) -> list[Entry]:
         if number not in self.entries:
