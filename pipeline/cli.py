@@ -9,6 +9,10 @@ import sys
 from dataclasses import fields
 
 from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
+from tlfs.models.runtime import DEFAULT_BATCH
+from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
+from tlfs.pipeline.bench import DEFAULT_IMAGES
+from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
                                   load_settings, parse_value, setting_help)
 
@@ -172,9 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "--host-only: the host side alone (reading, decoding, batching, writing) on a real dataset")
     _backbone_args(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--batch-size", type=_positive, help="default: 64 on cpu, 256 on cuda")
-    p.add_argument("--images", type=_positive, help="images per measurement (default 512 on cpu, 20,480 on cuda; "
-                   "--stages: the dataset's first 5,000)")
+    p.add_argument("--batch-size", type=_positive, help="default: the device's ("
+                   + ", ".join(f"{n} on {d}" for d, n in DEFAULT_BATCH.items()) + ")")
+    p.add_argument("--images", type=_positive, help="images per measurement (default "
+                   + ", ".join(f"{n:,} on {d}" for d, n in DEFAULT_IMAGES.items())
+                   + f"; --stages: the dataset's first {STAGE_IMAGES:,})")
     _decode_workers_arg(p)
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
@@ -199,8 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     _backbone_arg(p, "backbone name (newest set) or exact version; the set must hold the layer its ImageNet "
                   "classifier reads (e.g. head)")
     _store_arg(p)
-    p.add_argument("--large-per-class", type=_positive, help="training images per class from which a dataset is large (default 1000)")
-    p.add_argument("--similar-score", type=_fraction, help="similarity score from which a dataset is ImageNet-like (default 0.35)")
+    p.add_argument("--large-per-class", type=_positive,
+                   help=f"training images per class from which a dataset is large (default {LARGE_IMAGES_PER_CLASS})")
+    p.add_argument("--similar-score", type=_fraction,
+                   help=f"similarity score from which a dataset is ImageNet-like (default {SIMILAR_SCORE})")
 
     p = sub.add_parser("ls", help="list committed feature sets")
     _store_arg(p)
@@ -416,7 +424,7 @@ def _bench_stages(args, settings: Settings) -> dict:
     if not args.dataset:
         raise SystemExit("tlfs bench: --stages needs --dataset")
     result = stage_bench(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone,
-                         args.images or 5000, args.batch_size, settings.shard_size, args.cores,
+                         args.images or STAGE_IMAGES, args.batch_size, settings.shard_size, args.cores,
                          args.layers.split(",") if args.layers else None, settings.cache_dir, log=_log)
     print(f"host stages of tlfs extract: {result['backbone']} ({result['values_per_image']:,} values per image), "
           f"{result['images']:,} images of {result['dataset']}, one core each:")

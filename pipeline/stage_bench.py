@@ -90,7 +90,10 @@ def project(stages: list[Stage], cores: int) -> dict:
             "bound_by": f"the {slowest} thread" if serial_min <= parallel else f"the pool stages on {cores} cores"}
 
 
-def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = 5000,
+STAGE_IMAGES = 5000  # the first images of the dataset each stage is timed on
+
+
+def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = STAGE_IMAGES,
                 batch_size: int | None = None, shard_size: int = Settings.shard_size, cores: int | None = None,
                 layers: list[str] | None = None, cache_dir: str | None = None, workdir: str | None = None,
                 log: Callable[[str], None] = print) -> dict:
