@@ -199,6 +199,15 @@ def setting_help(name: str) -> str:
 SETTING_FIELDS = {f.name: f for f in fields(Settings)}
 
 
+def settings_table() -> str:
+    """The settings as the operations guide shows them (a test keeps the guide's copy equal)."""
+    rows = ["| setting | variable | default | what |", "| --- | --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.metadata["default_text"] or (", ".join(f.default) if isinstance(f.default, tuple) else f.default)
+        rows.append(f"| {f.name} | `{f.metadata['env']}` | {default} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
 def _coerce(name: str, value):
     try:
         return parse_value(SETTING_FIELDS[name], value)

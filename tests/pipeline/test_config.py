@@ -57,3 +57,13 @@ def test_every_setting_says_its_default_and_variable_once_for_the_cli_and_the_pa
     assert set(ENV) == {f.name for f in fields(Settings)} and all(v.startswith("TLFS_") for v in ENV.values())
     assert setting_help("shard_size") == "images per shard file (per split) (default: $TLFS_SHARD_SIZE or 2500)"
     assert "64 on cpu, 256 on cuda" in setting_help("batch_size")
+
+
+def test_the_operations_guide_shows_the_settings_as_config_declares_them():
+    """The guide's table is config.settings_table(): a default changed in one place shows in both."""
+    from pathlib import Path
+
+    from tlfs.pipeline.config import settings_table
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert settings_table() in guide
