@@ -134,9 +134,11 @@ def stopped_at_its_first_shard_file(source: Path, store: Path, models: str, mark
                                     lease_seconds: str) -> tuple[subprocess.Popen, Path, str]:
     """``tlfs extract`` of the whole set, SIGSTOPped (every thread, its lease renewal
     too) right after writing its first shard file; with its set's folder and plan id."""
+    # one writer thread: event 3 is then the first file's rename done; with a pool, two files'
+    # writes can come first and the stop would land before any file is in place
     faults = {"PYTHONPATH": python_path(),
               "TLFS_STOP_AT": "3", "TLFS_KILL_MATCH": "part-", "TLFS_STOP_MARKER": str(marker),
-              "TLFS_LEASE_SECONDS": lease_seconds}
+              "TLFS_LEASE_SECONDS": lease_seconds, "TLFS_WRITERS": "1"}
     proc = start(source, store, models, env=faults)
     deadline = time.monotonic() + 300
     while not marker.exists():
