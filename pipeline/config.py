@@ -28,50 +28,51 @@ DEFAULT_SOURCE_DATASET = "cifar10"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
-def _setting(default, help: str, env: str, minimum: float | None = None, positive: bool = False,
-             choices: tuple | None = None, default_text: str | None = None):
-    """A setting of :class:`Settings`: its help, environment variable, bounds and choices,
-    from which the CLI's flags, the DAG Params and the checks of env and YAML values are
-    all made (``default_text``: how to say the default where the value alone would not)."""
-    return field(default=default, metadata={"help": help, "env": env, "minimum": minimum, "positive": positive,
-                                            "choices": choices, "default_text": default_text, "pattern": None})
+def _option(default, help: str, choices: tuple | None = None, minimum: float | None = None, positive: bool = False,
+            pattern: str | None = None, env: str | None = None, default_text: str | None = None):
+    """A setting with the help text, choices and bounds that the CLI's flags and the DAG
+    Params show and check (``positive``: above 0; ``minimum``: at least that; ``pattern``: a
+    regular expression a text setting must match; ``env``: the variable that sets it;
+    ``default_text``: how to say the default where the value alone would not)."""
+    return field(default=default, metadata={"help": help, "env": env, "choices": choices, "minimum": minimum,
+                                            "positive": positive, "pattern": pattern, "default_text": default_text})
 
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = _setting(DEFAULT_STORE, "feature store root, any fsspec URI", STORE_ENV)
-    model_store: str = _setting("tlfs-data/models", "root of exported ONNX artifacts, any fsspec URI", "TLFS_MODELS")
-    cifar10_source: tuple[str, ...] = _setting((CIFAR10_URL,), "default source(s) of the cifar10 dataset, comma-separated",
-                                               "TLFS_CIFAR10_SOURCE", default_text="the official tarball, md5-checked")
-    cache_dir: str = _setting("tlfs-data/cache", "local copies of remote dataset sources", "TLFS_CACHE")
-    batch_size: int = _setting(0, "images per inference batch", "TLFS_BATCH_SIZE", minimum=0,
+    store: str = _option(DEFAULT_STORE, "feature store root, any fsspec URI", env=STORE_ENV)
+    model_store: str = _option("tlfs-data/models", "root of exported ONNX artifacts, any fsspec URI", env="TLFS_MODELS")
+    cifar10_source: tuple[str, ...] = _option((CIFAR10_URL,), "default source(s) of the cifar10 dataset, comma-separated",
+                                               env="TLFS_CIFAR10_SOURCE", default_text="the official tarball, md5-checked")
+    cache_dir: str = _option("tlfs-data/cache", "local copies of remote dataset sources", env="TLFS_CACHE")
+    batch_size: int = _option(0, "images per inference batch", env="TLFS_BATCH_SIZE", minimum=0,
                                default_text="0 = the device's: 64 on cpu, 256 on cuda")
-    shard_size: int = _setting(2500, "images per shard file (per split)", "TLFS_SHARD_SIZE", positive=True)
-    device: str = _setting("cpu", "onnxruntime device; cuda never falls back", "TLFS_DEVICE", choices=("cpu", "cuda"))
-    precision: str = _setting("", "graph precision", "TLFS_PRECISION", choices=("fp32", "fp16"),
+    shard_size: int = _option(2500, "images per shard file (per split)", env="TLFS_SHARD_SIZE", positive=True)
+    device: str = _option("cpu", "onnxruntime device; cuda never falls back", env="TLFS_DEVICE", choices=("cpu", "cuda"))
+    precision: str = _option("", "graph precision", env="TLFS_PRECISION", choices=("fp32", "fp16"),
                               default_text="the device's: fp32 on cpu, fp16 on cuda")
-    cudnn_conv_algo_search: str = _setting("EXHAUSTIVE", "cuDNN convolution search, once per fixed shape",
-                                           "TLFS_CUDNN_CONV_ALGO_SEARCH", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))
-    threads: int = _setting(0, "onnxruntime intra-op threads", "TLFS_THREADS", minimum=0, default_text="0 = one per core")
-    decode_workers: int = _setting(0, "processes decoding images", "TLFS_DECODE_WORKERS", minimum=0,
+    cudnn_conv_algo_search: str = _option("EXHAUSTIVE", "cuDNN convolution search, once per fixed shape",
+                                           env="TLFS_CUDNN_CONV_ALGO_SEARCH", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))
+    threads: int = _option(0, "onnxruntime intra-op threads", env="TLFS_THREADS", minimum=0, default_text="0 = one per core")
+    decode_workers: int = _option(0, "processes decoding images", env="TLFS_DECODE_WORKERS", minimum=0,
                                    default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
                                                 "inference takes them; 1 = none, decode on the reading thread")
-    writers: int = _setting(0, "threads encoding and writing shard files", "TLFS_WRITERS", minimum=0,
+    writers: int = _option(0, "threads encoding and writing shard files", env="TLFS_WRITERS", minimum=0,
                             default_text="0 = one per core, at most 8; 1 = in order, one at a time")
     # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
-    max_shard_tasks: int = _setting(512, "extract_shard tasks a DAG run maps at most (each takes a group of shards)",
-                                    "TLFS_MAX_SHARD_TASKS", positive=True)
+    max_shard_tasks: int = _option(512, "extract_shard tasks a DAG run maps at most (each takes a group of shards)",
+                                    env="TLFS_MAX_SHARD_TASKS", positive=True)
     # A commit removes another plan's files only once its leases ran out (features/leases.py).
-    lease_seconds: float = _setting(DEFAULT_TTL, "seconds a run's lease on its plan lasts unless renewed (every quarter of it)",
-                                    "TLFS_LEASE_SECONDS", positive=True)
+    lease_seconds: float = _option(DEFAULT_TTL, "seconds a run's lease on its plan lasts unless renewed (every quarter of it)",
+                                    env="TLFS_LEASE_SECONDS", positive=True)
     # so that the plan's next task, waiting in a queue, still finds it
-    task_lease_linger: float = _setting(7200.0, "seconds a DAG task's lease outlives the task", "TLFS_TASK_LEASE_LINGER",
+    task_lease_linger: float = _option(7200.0, "seconds a DAG task's lease outlives the task", env="TLFS_TASK_LEASE_LINGER",
                                         minimum=0)
     # Which older versions of a feature set stay readable (features/versions.py); applied
     # by each commit and `tlfs vacuum`.
-    retain_versions: int = _setting(0, "keep the newest N versions", "TLFS_RETAIN_VERSIONS", minimum=0,
+    retain_versions: int = _option(0, "keep the newest N versions", env="TLFS_RETAIN_VERSIONS", minimum=0,
                                     default_text="0 = no count limit")
-    retain_days: float = _setting(7.0, "keep versions younger than D days", "TLFS_RETAIN_DAYS", minimum=0,
+    retain_days: float = _option(7.0, "keep versions younger than D days", env="TLFS_RETAIN_DAYS", minimum=0,
                                   default_text="7; 0 = no age limit")
 
     def runtime(self) -> Runtime:
@@ -97,15 +98,6 @@ class Settings:
         if dataset == DEFAULT_SOURCE_DATASET:
             return list(self.cifar10_source)
         raise PipelineError(f"dataset {dataset!r} needs --source URI (only {DEFAULT_SOURCE_DATASET} has a default source)")
-
-
-def _option(default, help: str, choices: tuple | None = None, minimum: float | None = None, positive: bool = False,
-            pattern: str | None = None):
-    """A setting with the help text, choices and bounds that the CLI and the DAG Params
-    show and check (``positive``: above 0; ``minimum``: at least that; ``pattern``: a
-    regular expression a text setting must match)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "positive": positive,
-                                            "pattern": pattern})
 
 
 FREEZE_PATTERN = r"^(all|none|[0-9]+)$"  # tap blocks kept frozen: a number, or all, or none
@@ -175,7 +167,12 @@ def parse_value(f, value):
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if s.strip())
     if kind is bool:
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return text in ("1", "true", "yes", "on")
     if kind in (int, float):
         return bounded(value, kind, meta["minimum"], meta["positive"])
     text = str(value)
@@ -189,11 +186,14 @@ def parse_value(f, value):
     return text
 
 
+def _default_text(f) -> str:
+    return f.metadata["default_text"] or (", ".join(f.default) if isinstance(f.default, tuple) else str(f.default))
+
+
 def setting_help(name: str) -> str:
     """A setting's help with its default and environment variable, as the CLI and the Params say it."""
     f = SETTING_FIELDS[name]
-    default = f.metadata["default_text"] or (", ".join(f.default) if isinstance(f.default, tuple) else f.default)
-    return f"{f.metadata['help']} (default: ${f.metadata['env']} or {default})"
+    return f"{f.metadata['help']} (default: ${f.metadata['env']} or {_default_text(f)})"
 
 
 SETTING_FIELDS = {f.name: f for f in fields(Settings)}
@@ -203,8 +203,7 @@ def settings_table() -> str:
     """The settings as the operations guide shows them (a test keeps the guide's copy equal)."""
     rows = ["| setting | variable | default | what |", "| --- | --- | --- | --- |"]
     for f in fields(Settings):
-        default = f.metadata["default_text"] or (", ".join(f.default) if isinstance(f.default, tuple) else f.default)
-        rows.append(f"| {f.name} | `{f.metadata['env']}` | {default} | {f.metadata['help']} |")
+        rows.append(f"| {f.name} | `{f.metadata['env']}` | {_default_text(f)} | {f.metadata['help']} |")
     return "\n".join(rows)
 
 

@@ -194,3 +194,10 @@ def test_advise_on_a_model_without_an_imagenet_head_says_the_similarity_cannot_b
     result = advise(features.open_set("colours", artifact.version, store=store), log=lambda *_: None)
     assert result["case"] == "small_unmeasured" and result["similarity"]["measured"] is False
     assert "has no ImageNet classifier" in result["similarity"]["why"] and result["size"]["train_images"] == 12
+
+
+def test_tlfs_backbones_says_when_no_timm_model_matches(capsys):
+    from tlfs.pipeline.cli import main
+
+    assert main(["backbones", "--timm", "no_such_model*"]) == 0
+    assert "no timm model with pretrained weights matches 'no_such_model*'" in capsys.readouterr().out

@@ -67,3 +67,14 @@ def test_the_operations_guide_shows_the_settings_as_config_declares_them():
 
     guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     assert settings_table() in guide
+
+
+def test_a_yes_or_no_setting_refuses_anything_else():
+    from dataclasses import fields
+
+    from tlfs.pipeline.config import FinetuneConfig, parse_value
+
+    (flag,) = [f for f in fields(FinetuneConfig) if f.name == "from_scratch"]
+    assert parse_value(flag, "yes") is True and parse_value(flag, "off") is False
+    with pytest.raises(ValueError, match="expected true or false, got 'maybe'"):
+        parse_value(flag, "maybe")
