@@ -4,6 +4,7 @@ class-balanced sample and split selection a request asks for."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -36,9 +37,10 @@ class Entry:
         return row + [self.offset, self.size] if self.offset >= 0 else row
 
 
-def label_of(classes: list[str], name: str) -> int:
-    """A class's label: its place in the dataset's class list (the one rule, for an index and a plan)."""
-    return classes.index(name)
+def label_numbers(classes: list[str]) -> dict[str, int]:
+    """Each class's label: its place in the dataset's class list (the one rule, for an index
+    and a plan; a dict, since the writer looks up every image's)."""
+    return {name: number for number, name in enumerate(classes)}
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,11 @@ class DatasetIndex:
         return sorted({e.split for e in self.entries})
 
     def label_of(self, name: str) -> int:
-        return label_of(self.classes, name)
+        return self._labels[name]
+
+    @functools.cached_property
+    def _labels(self) -> dict[str, int]:
+        return label_numbers(self.classes)
 
     def identity(self) -> dict:
         """What identifies the indexed images: the sources' checksums and every image id, in order."""

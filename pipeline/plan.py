@@ -10,13 +10,14 @@ with :meth:`Plan.from_json`."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
-from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_of
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_numbers
 from tlfs.pipeline.records import Changes
 
 
@@ -122,7 +123,11 @@ class Plan:
         return sum(s.images for s in self.shards)
 
     def label_of(self, name: str) -> int:
-        return label_of(self.classes, name)
+        return self._labels[name]
+
+    @functools.cached_property
+    def _labels(self) -> dict[str, int]:
+        return label_numbers(self.classes)
 
     def shard_entries(self, number: int) -> list[Entry]:
         if number not in self.entries:
