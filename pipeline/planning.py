@@ -26,6 +26,8 @@ from tlfs.pipeline.incremental import REUSE, Changes, diff, fingerprints_digest,
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 
 
+REMOTE_WRITES = 16  # a plan's entry files written at once to an object store
+
 def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan:
     """Export (or reuse) the backbone, index the dataset and fix the shards. Nothing is
     written to the set: :func:`save_plan` does, under a lease."""
@@ -159,9 +161,6 @@ def save_plan(p: Plan, held: Lease) -> None:
         list(pool.map(write, range(len(p.shards))))
         list(pool.map(reuse, reused))
     atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
-
-
-REMOTE_WRITES = 16  # a plan's entry files written at once to an object store
 
 
 def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> Plan:
