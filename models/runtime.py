@@ -27,6 +27,10 @@ PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
+DEFAULT_BOUND_BUFFERS = {"cpu": 1, "cuda": 2}
+
+MAX_BOUND_BUFFERS = 4  # each set holds a graph of its own on the device: more only takes memory
+
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class Runtime:
     fixed_shape: bool = False  # fixed-shape graphs with bound device buffers (default on CUDA)
     cuda_graph: bool = False  # replay each fixed-shape graph as a CUDA graph (default on CUDA)
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # once per fixed shape, so the exhaustive search pays
+    # sets of bound device buffers per fixed shape, each with its own graph, run by as many
+    # threads: while the device computes one batch, the next is copied in (default on CUDA: 2)
+    bound_buffers: int = 1
 
     @property
     def provider(self) -> str:
@@ -55,9 +62,10 @@ class Runtime:
 
 def resolve_runtime(device: str = "cpu", precision: str | None = None, batch_size: int | None = None,
                     fixed_shape: bool | None = None, cuda_graph: bool | None = None,
-                    cudnn_conv_algo_search: str | None = None) -> Runtime:
+                    cudnn_conv_algo_search: str | None = None, bound_buffers: int | None = None) -> Runtime:
     """A runtime with the device's defaults for whatever is not given: on CUDA fp16,
-    batches of 256, fixed shapes and CUDA graphs; on the CPU fp32, batches of 64."""
+    batches of 256, fixed shapes, CUDA graphs and two sets of bound buffers; on the CPU
+    fp32, batches of 64."""
     if device not in DEVICES:
         raise ModelError(f"unknown device {device!r}: use cpu or cuda")
     precision = precision or DEFAULT_PRECISION[device]
@@ -70,7 +78,12 @@ def resolve_runtime(device: str = "cpu", precision: str | None = None, batch_siz
     graph = (device == "cuda" and fixed) if cuda_graph is None else cuda_graph
     if graph and not (device == "cuda" and fixed):
         raise ModelError("CUDA graphs need --device cuda and fixed-shape graphs")
-    return Runtime(device, precision, int(batch_size or DEFAULT_BATCH[device]), fixed, graph, search)
+    buffers = int(bound_buffers or (DEFAULT_BOUND_BUFFERS[device] if fixed else 1))
+    if not 1 <= buffers <= MAX_BOUND_BUFFERS:
+        raise ModelError(f"{buffers} sets of bound buffers: use 1 to {MAX_BOUND_BUFFERS}")
+    if buffers > 1 and not fixed:
+        raise ModelError(f"{buffers} sets of bound buffers need fixed-shape graphs (the default on cuda)")
+    return Runtime(device, precision, int(batch_size or DEFAULT_BATCH[device]), fixed, graph, search, buffers)
 
 
 

@@ -4,12 +4,18 @@ runtime asked for (:func:`open_session`) from its checked ONNX file (:func:`loca
 On CUDA each distinct input shape gets a fixed-shape graph (models/variants.py) with its
 own device-resident input and output buffers, bound once: onnxruntime then keeps every
 node on the GPU and can replay the whole graph as a CUDA graph; the last, short batch is
-padded to the fixed batch. On the CPU the same binding code runs (``fixed_shape=True``
-in tests, so CI exercises it); by default the CPU keeps one dynamic-shape graph.
+padded to the fixed batch. ``runtime.bound_buffers`` such sets (two on CUDA) are opened
+per shape, each a session of its own (its own CUDA graph and stream), and :meth:`run`
+may be called from as many threads at once (:attr:`TapSession.concurrency`): while the
+device computes one batch, the next is copied in and the last one's outputs copied out.
+On the CPU the same binding code runs (``fixed_shape=True`` in tests, so CI exercises
+it); by default the CPU keeps one dynamic-shape graph.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +49,8 @@ class TapSession:
 
     def __init__(self, model: Path, layers: list[str], runtime: Runtime, threads: int | None = None) -> None:
         self.model, self.layers, self.runtime, self.threads = model, layers, runtime, threads
-        self._fixed: dict[tuple, _Bound] = {}
+        self._fixed: dict[tuple, queue.SimpleQueue[_Bound]] = {}  # per shape: its free buffer sets
+        self._binding = threading.Lock()  # one thread opens a shape's sets; the others wait for them
         self._dynamic = None
         self.providers: list[str] = []
         if not runtime.fixed_shape:
@@ -53,16 +60,40 @@ class TapSession:
     def device(self) -> str:
         return self.runtime.device
 
+    @property
+    def concurrency(self) -> int:
+        """How many threads may call :meth:`run` at once to some purpose: one per set of bound buffers."""
+        return self.runtime.bound_buffers if self.runtime.fixed_shape else 1
+
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         shape = tuple(images.shape[1:])
-        if self.runtime.fixed_shape and (shape in self._fixed or len(self._fixed) < MAX_FIXED_SHAPES):
-            bound = self._fixed.get(shape) or self._bind(shape)
-            parts = [self._run_bound(bound, images[i : i + self.runtime.batch_size])
-                     for i in range(0, len(images), self.runtime.batch_size)]
+        free = self._free_sets(shape) if self.runtime.fixed_shape else None
+        if free is not None:
+            bound = free.get()  # waits while every set of this shape is computing
+            try:
+                parts = [self._run_bound(bound, images[i : i + self.runtime.batch_size])
+                         for i in range(0, len(images), self.runtime.batch_size)]
+            finally:
+                free.put(bound)
             return {layer: np.concatenate([p[layer] for p in parts]) for layer in self.layers}
-        if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
-            self._dynamic = self._open(self.model, cuda_graph=False)
+        with self._binding:
+            if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
+                self._dynamic = self._open(self.model, cuda_graph=False)
         return self._run_dynamic(images)
+
+    def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":
+        """The queue of ``shape``'s free buffer sets, opened on its first batch; None for a
+        shape beyond :data:`MAX_FIXED_SHAPES` (the dynamic graph takes it)."""
+        free = self._fixed.get(shape)
+        if free is None:
+            with self._binding:
+                free = self._fixed.get(shape)
+                if free is None and len(self._fixed) < MAX_FIXED_SHAPES:
+                    free = queue.SimpleQueue()
+                    for _ in range(self.runtime.bound_buffers):
+                        free.put(self._bind(shape))
+                    self._fixed[shape] = free
+        return free
 
     # ------------------------------------------------------------ internals
     def _open(self, path: Path, cuda_graph: bool):
@@ -107,9 +138,7 @@ class TapSession:
             if out.name in self.layers:
                 outputs[out.name] = ort.OrtValue.ortvalue_from_shape_and_type([batch, out.shape[1]], np.float32, device, 0)
                 binding.bind_ortvalue_output(out.name, outputs[out.name])
-        bound = _Bound(session, binding, staging, images, outputs)
-        self._fixed[shape] = bound
-        return bound
+        return _Bound(session, binding, staging, images, outputs)
 
     def _run_bound(self, bound: _Bound, images: np.ndarray) -> dict[str, np.ndarray]:
         n = len(images)

@@ -17,12 +17,15 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from tlfs.models.runtime import Runtime
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
 
@@ -92,8 +95,7 @@ DEFAULT_IMAGES = {"cpu": 512, "cuda": 20480}
 
 def bench(
     backbone: str,
-    device: str = "cpu",
-    batch_size: int | None = None,
+    runtime: Runtime | None = None,
     images: int | None = None,
     model_store: str | None = None,
     weights: str | None = None,
@@ -107,8 +109,8 @@ def bench(
     from tlfs.models.export import export
     from tlfs.models.runtime import resolve_runtime
 
-    runtime = resolve_runtime(device, batch_size=batch_size)
-    batch_size = runtime.batch_size
+    runtime = runtime or resolve_runtime()
+    device, batch_size = runtime.device, runtime.batch_size
     images = images or DEFAULT_IMAGES[device]
     if images < batch_size:
         raise PipelineError(f"--images ({images}) must be at least --batch-size ({batch_size})")
@@ -207,8 +209,7 @@ def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], t
     session.run(batches[0])  # warm-up: graph capture, cuDNN search
     with Decoder(decode_workers, runtime.device).start() as decoder:  # started, as the session is warm
         request = ExtractionRequest.build("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
-                                          device=runtime.device, batch_size=runtime.batch_size,
-                                          shard_size=max(counted // 4, runtime.batch_size), weights=weights,
+                                          runtime=runtime, shard_size=max(counted // 4, runtime.batch_size), weights=weights,
                                           random_weights=random_weights)
         return extract.run(request, RunOptions(show_progress=False, session=session, decoder=decoder), log=lambda *_: None)
 
@@ -266,7 +267,7 @@ def host_only(
             decode_wall = time.perf_counter() - started
             log("(2) the whole pipeline, inference replaced by a trivial session ...")
             request = ExtractionRequest.build(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
-                                              batch_size=runtime.batch_size, shard_size=shard_size, cache_dir=cache_dir)
+                                              runtime=runtime, shard_size=shard_size, cache_dir=cache_dir)
             session = HostOnlySession(runtime, dict(artifact.card["layers"]))
             summary = extract.run(request, RunOptions(show_progress=False, decoder=decoder, session=session),
                                   log=lambda *_: None)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
-from tlfs.models.runtime import DEFAULT_BATCH
+from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_csv, help="comma-separated tap layers (default: all)")
     p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
     _store_arg(p)
-    for name in ("device", "precision", "batch_size", "shard_size", "threads", "decode_workers"):
+    for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "threads", "decode_workers"):
         _setting_arg(p, name)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    + ", ".join(f"{n:,} on {d}" for d, n in DEFAULT_IMAGES.items())
                    + f"; --stages: the dataset's first {STAGE_IMAGES:,})")
     _decode_workers_arg(p)
+    _setting_arg(p, "bound_buffers")
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
     p.add_argument("--dataset", help="with --host-only: the dataset (cifar10 has a default source)")
@@ -234,18 +235,8 @@ def _version_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        store=getattr(args, "store", None),
-        model_store=getattr(args, "model_store", None),
-        batch_size=getattr(args, "batch_size", None),
-        shard_size=getattr(args, "shard_size", None),
-        device=getattr(args, "device", None),
-        precision=getattr(args, "precision", None),
-        threads=getattr(args, "threads", None),
-        decode_workers=getattr(args, "decode_workers", None),
-        retain_versions=getattr(args, "retain_versions", None),
-        retain_days=getattr(args, "retain_days", None),
-    )
+    """The settings, with every flag this command has for one of them (a flag left out: None, the next source decides)."""
+    return load_settings(**{name: getattr(args, name, None) for name in SETTING_FIELDS})
 
 
 def _log(message: str) -> None:
@@ -295,8 +286,7 @@ def cmd_extract(args, settings: Settings) -> dict:
 
     request = ExtractionRequest.build(
         args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
-        layers=args.layers, splits=args.splits, limit=args.limit, device=settings.device,
-        precision=settings.precision or None, batch_size=settings.batch_size or None, shard_size=settings.shard_size,
+        layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
         views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
         incremental=not args.full)
     options = RunOptions(threads=settings.threads or None, decode_workers=settings.decode_workers,
@@ -332,7 +322,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
 
         layer = classifier_layer(get_spec(args.backbone))
         request = ExtractionRequest.build(args.dataset, sources, result["backbone_version"], settings.store,
-                                          settings.model_store, limit=args.limit, device=settings.device,
+                                          settings.model_store, limit=args.limit, runtime=settings.runtime(),
                                           cache_dir=settings.cache_dir)
         extracted = extract.run(request, RunOptions(show_progress=not args.no_progress, lease=settings.lease_terms()), log=_log)
         head = fit(features.open_set(args.dataset, result["backbone_version"], store=settings.store), [layer], "softmax", log=_log)
@@ -380,7 +370,8 @@ def cmd_bench(args, settings: Settings) -> dict:
         return _bench_stages(args, settings)
     from tlfs.pipeline.bench import bench
 
-    result = bench(args.backbone, args.device, args.batch_size, args.images, args.model_store, args.weights,
+    runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
+    result = bench(args.backbone, runtime, args.images, args.model_store, args.weights,
                    args.random_weights, log=_log, decode_workers=settings.decode_workers)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")

@@ -53,6 +53,9 @@ class Settings:
                               default_text="the device's: fp32 on cpu, fp16 on cuda")
     cudnn_conv_algo_search: str = _option("EXHAUSTIVE", "cuDNN convolution search, once per fixed shape",
                                            env="TLFS_CUDNN_CONV_ALGO_SEARCH", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))
+    bound_buffers: int = _option(0, "sets of bound device buffers per input shape, each run by a thread of its own: "
+                                    "one batch is copied in while another computes", env="TLFS_BOUND_BUFFERS", minimum=0,
+                                 default_text="0 = the device's: 2 on cuda, 1 on cpu")
     threads: int = _option(0, "onnxruntime intra-op threads", env="TLFS_THREADS", minimum=0, default_text="0 = one per core")
     decode_workers: int = _option(0, "processes decoding images", env="TLFS_DECODE_WORKERS", minimum=0,
                                    default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
@@ -80,7 +83,7 @@ class Settings:
         from tlfs.models.runtime import resolve_runtime
 
         return resolve_runtime(self.device, self.precision or None, self.batch_size or None,
-                               cudnn_conv_algo_search=self.cudnn_conv_algo_search)
+                               cudnn_conv_algo_search=self.cudnn_conv_algo_search, bound_buffers=self.bound_buffers or None)
 
     def lease_terms(self, task: bool = False) -> LeaseTerms:
         from tlfs.features.leases import LeaseTerms

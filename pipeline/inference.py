@@ -1,9 +1,10 @@
 """Batched inference, overlapped with the host's work.
 
 The run's thread reads the decoded stream, groups images of one shape into batches and
-stacks them (:func:`assemble`); the session runs on a thread of its own
-(:class:`Inference`), at most ``in_flight`` batches ahead, so the next batch is
-assembled while the device computes; a batch's outputs come back as a future, which the
+stacks them (:func:`assemble`); the session runs on threads of its own
+(:class:`Inference`: one per set of bound device buffers, two on CUDA, so that one batch
+is copied in while another computes), at most one batch beyond them ahead, so the next
+batch is assembled while the device computes; a batch's outputs come back as a future, which the
 writer pool gathers in the shard's image order and converts to float16
 (:func:`gather_layer`), off both threads. Host memory stays bounded: batches in flight
 here, shards in flight in the writer pool (pipeline/shard_writer.py).
@@ -27,7 +28,7 @@ from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.views import VIEWS
 
 MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
-IN_FLIGHT = 2  # batches handed to the session's thread and not yet run: one running, one ready
+READY = 1  # batches handed to the session's threads beyond one per thread: assembled and waiting
 
 
 def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -63,14 +64,16 @@ def row_order(positions: list[np.ndarray]) -> np.ndarray:
 
 
 class Inference:
-    """The session on a thread of its own: :meth:`submit` hands it a batch (one array
-    per view) and returns a future of ``({view: {layer: float32}}, seconds)``; it blocks
-    while ``in_flight`` batches wait, so host memory stays bounded."""
+    """The session on threads of its own (``session.concurrency``: one per set of bound
+    buffers): :meth:`submit` hands it a batch (one array per view) and returns a future of
+    ``({view: {layer: float32}}, seconds)``; it blocks while a batch per thread and
+    ``ready`` more wait, so host memory stays bounded."""
 
-    def __init__(self, session: TapSession, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, session: TapSession, ready: int = READY) -> None:
         self.session = session
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-infer")
-        self._slots = threading.BoundedSemaphore(in_flight)
+        threads = getattr(session, "concurrency", 1)  # a stand-in session (the host-only bench) runs on one
+        self._thread = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tlfs-infer")
+        self._slots = threading.BoundedSemaphore(threads + ready)
 
     def submit(self, batches: dict[str, np.ndarray]) -> Future:
         self._slots.acquire()

@@ -43,15 +43,14 @@ class ExtractionRequest:
 
     @classmethod
     def build(cls, dataset: str, sources, backbone: str, store: str, model_store: str, *, layers=None, splits=None,
-              limit: int | None = None, device: str = "cpu", precision: str | None = None, batch_size: int | None = None,
-              shard_size: int = Settings.shard_size, weights: str | None = None, random_weights: bool = False,
+              limit: int | None = None, runtime: Runtime | None = None, shard_size: int = Settings.shard_size, weights: str | None = None, random_weights: bool = False,
               cache_dir: str | None = None, views=None, incremental: bool = True) -> "ExtractionRequest":
-        """A request from a caller's plain values: lists, a device with its defaults
-        (models/runtime.py), views checked and the original put first."""
+        """A request from a caller's plain values: lists, views checked and the original
+        put first; ``runtime`` by default the CPU's (models/runtime.py)."""
         from tlfs.pipeline.views import check_views
 
         return cls(dataset, tuple(sources), backbone, store, model_store, tuple(layers) if layers else None,
-                   tuple(splits) if splits else None, limit, shard_size, resolve_runtime(device, precision, batch_size),
+                   tuple(splits) if splits else None, limit, shard_size, runtime or resolve_runtime(),
                    weights, random_weights, cache_dir, check_views(views), incremental)
 
 

@@ -51,6 +51,8 @@ echo "GPU: $(cat "$out/gpu.txt")"
 step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from tlfs.models.runtime import cuda_probe; print(o.__version__, o.get_available_providers(), cuda_probe())"
 # Speed first (the figures the issue asks for), then the GPU tests, then the fine-tuning run.
 step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
+# The same with one set of bound buffers (one inference thread): what the second set, copying in while the device computes, gains
+step bench_lite0_one_set 70 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480 --bound-buffers 1
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
 step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
@@ -87,7 +89,7 @@ def last_json(name):
 steps = {n: {"exit": int(rc), "seconds": int(s)} for n, rc, s in (l.split() for l in (out / "steps.txt").read_text().splitlines())}
 tests = (out / "tests.log").read_text().strip().splitlines()[-1:] if (out / "tests.log").exists() else []
 summary = {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps, "gpu_tests": tests[0] if tests else None}
-for name in ("bench_lite0", "bench_resnet50"):
+for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
                                           "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds")}
@@ -106,6 +108,8 @@ if c:
 f = last_json("finetune_lite0") or {}
 summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
                              **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
+one = summary["bench_lite0_one_set"]["pipeline"]
+summary["lite0_two_sets_vs_one"] = round(summary["bench_lite0"]["pipeline"] / one, 3) if one and summary["bench_lite0"]["pipeline"] else None
 targets = {
     "pipeline_ge_torch_fp16_lite0": (summary["bench_lite0"]["pipeline_vs_torch_fp16"] or 0) >= 1.0,
     "pipeline_ge_torch_fp16_resnet50": (summary["bench_resnet50"]["pipeline_vs_torch_fp16"] or 0) >= 1.0,

@@ -75,7 +75,7 @@ def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
 def test_the_benchmark_fills_every_row_on_cuda(models_root):
     from tlfs.pipeline.bench import bench
 
-    result = bench("efficientnet_lite0", "cuda", images=2048, model_store=models_root, log=lambda *_: None)
+    result = bench("efficientnet_lite0", resolve_runtime("cuda"), images=2048, model_store=models_root, log=lambda *_: None)
     for key in ("torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16", "pipeline"):
         assert result[key] and result[key] > 0, key
     assert result["precision"] == "fp16" and result["batch_size"] == 256

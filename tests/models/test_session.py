@@ -20,13 +20,17 @@ def test_each_device_gets_its_own_defaults():
     cpu, cuda = resolve_runtime("cpu"), resolve_runtime("cuda")
     assert (cpu.precision, cpu.batch_size, cpu.fixed_shape, cpu.cuda_graph) == ("fp32", 64, False, False)
     assert (cuda.precision, cuda.batch_size, cuda.fixed_shape, cuda.cuda_graph) == ("fp16", 256, True, True)
+    assert (cpu.bound_buffers, cuda.bound_buffers) == (1, 2)  # on CUDA one batch is copied in while another computes
+    assert resolve_runtime("cpu", fixed_shape=True).bound_buffers == 1
     assert cuda.identity() == {"device": "cuda", "provider": "CUDAExecutionProvider", "precision": "fp16"}
     assert resolve_runtime("cuda", "fp32", 512).batch_size == 512
 
 
 @pytest.mark.parametrize("bad, match", [({"device": "tpu"}, "unknown device"), ({"precision": "int8"}, "unknown precision"),
                                         ({"cuda_graph": True}, "CUDA graphs need"),
-                                        ({"cudnn_conv_algo_search": "fast"}, "cuDNN algorithm search")])
+                                        ({"cudnn_conv_algo_search": "fast"}, "cuDNN algorithm search"),
+                                        ({"bound_buffers": 2}, "need fixed-shape graphs"),
+                                        ({"bound_buffers": 5, "fixed_shape": True}, "use 1 to 4")])
 def test_impossible_runtimes_are_refused(bad, match):
     with pytest.raises(ModelError, match=match):
         resolve_runtime(**{"device": "cpu", **bad})
@@ -79,6 +83,27 @@ def test_fixed_shape_graph_with_bound_buffers_equals_the_dynamic_one(lite0):
         np.testing.assert_allclose(got[layer], dynamic[layer], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(again[layer], dynamic[layer][:5], rtol=1e-4, atol=1e-4)
     assert len(fixed._fixed) == 1
+
+
+def test_two_sets_of_bound_buffers_run_from_two_threads_at_once_and_give_the_same_features(lite0):
+    """CUDA's default: two buffer sets per shape, each a session of its own, used by two
+    threads at once (the inference threads); every batch's features must be its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    batches = [rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for _ in range(8)]
+    dynamic = open_session(lite0, ["head"])
+    expected = [dynamic.run(b)["head"] for b in batches]
+    session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=4, fixed_shape=True, bound_buffers=2),
+                           threads=1)
+    assert session.concurrency == 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(lambda b: session.run(b)["head"], batches))
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+    sets = [session._fixed[(32, 32, 3)].get() for _ in range(2)]
+    assert sets[0].session is not sets[1].session and sets[0].images is not sets[1].images
+    assert session._fixed[(32, 32, 3)].empty() and len(session._fixed) == 1  # two sets, no more
 
 
 def test_many_image_sizes_share_one_dynamic_graph_beyond_the_fixed_ones(lite0):

@@ -43,6 +43,23 @@ def test_features_do_not_depend_on_batch_or_shard_size(tmp_path, folder_dataset,
     np.testing.assert_allclose(Xa[order_a], Xb[order_b], atol=2e-3, rtol=1e-2)
 
 
+def test_two_sets_of_bound_buffers_on_two_inference_threads_give_the_same_features(tmp_path, folder_dataset, lite0,
+                                                                                   models_root):
+    """CUDA's default runner (fixed-shape graphs, two buffer sets, two inference threads),
+    here on the CPU: every image's features are its own, in its shard's order."""
+    from tlfs.models.runtime import resolve_runtime
+
+    plain = run(tmp_path / "a", folder_dataset, models_root)
+    bound = run(tmp_path / "b", folder_dataset, models_root, batch_size=None,
+                runtime=resolve_runtime("cpu", batch_size=4, fixed_shape=True, bound_buffers=2))
+    assert bound["rows"] == plain["rows"] == 24
+    for split in ("train", "test"):
+        Xa, _, ia = features.load_matrix("colors", plain["backbone_version"], "head", split, str(tmp_path / "a" / "store"))
+        Xb, _, ib = features.load_matrix("colors", bound["backbone_version"], "head", split, str(tmp_path / "b" / "store"))
+        assert list(ia) == list(ib)
+        np.testing.assert_allclose(Xb, Xa, atol=2e-3, rtol=1e-2)
+
+
 def test_decode_worker_processes_give_the_same_set_as_decoding_on_the_reading_thread(tmp_path, lite0, models_root):
     files = folder_images(per_class=30)  # several chunks of work per process
     files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"
