@@ -4,7 +4,7 @@
         _manifest.json                               the commit point: the newest version
         _versions/{N:08d}.json                       every version's manifest (features/versions.py)
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
-        _staging/{plan_id}/entries/*.json            each shard's images (read by its task alone)
+        _staging/{plan_id}/entries.jsonl             each shard's images, a line each (a task reads its line's bytes)
         _staging/{plan_id}/files/layer=.../part-...  shard files written, not yet committed
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _retired/layer=.../part-...parquet           files of older versions only (until vacuumed)
@@ -81,7 +81,13 @@ def plan_uri(set_root: str, plan_id: str) -> str:
     return f"{staging_uri(set_root, plan_id)}/{PLAN}"
 
 
-def entries_uri(set_root: str, plan_id: str, shard: int) -> str:
+def entries_uri(set_root: str, plan_id: str) -> str:
+    """Every shard's entries, one JSON line per shard; the plan says where each line is."""
+    return f"{staging_uri(set_root, plan_id)}/entries.jsonl"
+
+
+def shard_entries_uri(set_root: str, plan_id: str, shard: int) -> str:
+    """A shard's entries as plans saved them before ``entries.jsonl`` (a file per shard)."""
     return f"{staging_uri(set_root, plan_id)}/entries/{shard:05d}.json"
 
 

@@ -90,6 +90,12 @@ def read_json(uri: str):
     return json.loads(fs.cat_file(path))
 
 
+def read_range(uri: str, start: int, length: int) -> bytes:
+    """``length`` bytes of the file at ``uri`` from ``start`` (one ranged GET on an object store)."""
+    fs, path = fs_path(uri)
+    return fs.cat_file(path, start=start, end=start + length)
+
+
 def read_json_if_exists(uri: str):
     """The JSON document at ``uri``, or None where there is none."""
     try:

@@ -14,15 +14,9 @@ from tlfs.features.leases import translate_missing
 from tlfs.features.storage import fs_path, sha256_bytes
 from tlfs.features.writer import write_shard
 from tlfs.pipeline.dataset_index import Reject
-from tlfs.pipeline.incremental import REUSE
-from tlfs.pipeline.plan import Plan
+from tlfs.pipeline.plan import REUSE, Plan
 from tlfs.pipeline.records import ShardFile, ShardRecord
 from tlfs.pipeline.staging import files_present, save_record
-
-
-def reused_record(p: Plan, number: int) -> ShardRecord:
-    """The record of a shard reused as it is: the base's, its files untouched."""
-    return ShardRecord.from_json(p.origins[number]["record"]).with_(shard=number, reused=True, seconds=0.0)
 
 
 def derive_shard(p: Plan, number: int) -> ShardRecord | None:
@@ -31,11 +25,8 @@ def derive_shard(p: Plan, number: int) -> ShardRecord | None:
     a base file is missing or damaged: then the shard is extracted from its images."""
     origin = p.origins[number]
     if origin["kind"] == REUSE:
-        record = reused_record(p, number)
-        if not files_present(p, record):
-            return None
-        save_record(p, record)
-        return record
+        record = p.reused_record(number)
+        return record if files_present(p, record) else None  # held by the plan: nothing to save
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -26,10 +26,9 @@ from tlfs.features import layout
 from tlfs.features.storage import exists, read_json, read_json_if_exists
 from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.plan import Shard
-from tlfs.pipeline.records import Changes
-
-REUSE, DERIVE = "reuse", "derive"
+from tlfs.pipeline.plan import DERIVE, REUSE, Shard
+from tlfs.pipeline.records import Changes, ShardRecord
+from tlfs.pipeline.staging import entries_reader
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,16 @@ def load_base(set_uri: str, runtime: Runtime, layer_dims: dict[str, int], views:
         log(f"extracting every image: version {version} of {set_uri} cannot be reused ({'; '.join(reasons)})")
         return None
     plan = read_json(layout.plan_uri(set_uri, plan_id))
+    read_entries = entries_reader(set_uri, plan, whole=True)
+    origins = plan.get("origins", {})
     shards = []
     for shard in plan["shards"]:
         number = shard["shard"]
-        rows = read_json(layout.entries_uri(set_uri, plan_id, number))
+        rows = read_entries(number)
         record = read_json_if_exists(layout.record_uri(set_uri, plan_id, number))
+        origin = origins.get(str(number))
+        if record is None and origin and origin["kind"] == REUSE:  # reused as it is: the plan holds its record
+            record = ShardRecord.reused_from(origin["record"], number).to_json()
         if record is None or any(len(row) < Entry.ROW_FIELDS_WITH_FINGERPRINT for row in rows):
             log(f"extracting every image: version {version} of {set_uri} has no per-image fingerprints "
                 "(it was extracted before incremental runs)")

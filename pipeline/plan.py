@@ -3,9 +3,10 @@ plan that fixes it (:class:`Plan`: the backbone version, the runtime, the datase
 sources and classes, and its :class:`Shard` s).
 
 In the set's staging, ``plan.json`` holds :meth:`Plan.to_json`, which does not list the
-images: each shard's entries are saved apart (``entries/NNNNN.json``,
-:meth:`Plan.entries_json`), so that a shard task reads the plan and its own list, and
-its start-up does not grow with the dataset. Every task of a run reads the plan back
+images: each shard's entries are saved apart, a JSON line per shard in one file
+(``entries.jsonl``, :meth:`Plan.entries_json`) whose byte ranges the plan records, so
+that a shard task reads the plan and its own line, and its start-up does not grow with
+the dataset. Every task of a run reads the plan back
 with :meth:`Plan.from_json`."""
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_numbers
-from tlfs.pipeline.records import Changes
+from tlfs.pipeline.records import Changes, ShardRecord
+
+# how an incremental plan's shard comes from its base version (pipeline/incremental.py)
+REUSE, DERIVE = "reuse", "derive"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,12 @@ class Plan:
     @functools.cached_property
     def _labels(self) -> dict[str, int]:
         return label_numbers(self.classes)
+
+    def reused_record(self, number: int) -> ShardRecord | None:
+        """Shard ``number``'s record if it is the base version's shard reused as it is (its
+        files untouched: the plan holds its record, and nothing is saved for it); else None."""
+        origin = self.origins.get(number)
+        return ShardRecord.reused_from(origin["record"], number) if origin and origin["kind"] == REUSE else None
 
     def shard_entries(self, number: int) -> list[Entry]:
         if number not in self.entries:

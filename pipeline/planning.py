@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from tlfs.features import layout
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
-from tlfs.features.storage import atomic_write_json, digest_of, fs_path, is_local, read_json
+from tlfs.features.storage import atomic_write_json, digest_of, read_json
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.indexing import build_index
-from tlfs.pipeline.derivation import reused_record
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.incremental import REUSE, Changes, diff, fingerprints_digest, load_base
+from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
+from tlfs.pipeline.staging import entries_reader, save_entries
 
-
-REMOTE_WRITES = 16  # a plan's entry files written at once to an object store
 
 def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan:
     """Export (or reuse) the backbone, index the dataset and fix the shards. Nothing is
@@ -145,22 +142,11 @@ def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:
 
 
 def save_plan(p: Plan, held: Lease) -> None:
-    """Write each shard's entries, then ``plan.json``, into the set's staging; ``held``
-    is the caller's lease on it."""
+    """Write the shards' entries, then ``plan.json``, into the set's staging; ``held``
+    is the caller's lease on it. A reused shard's record is the plan's: nothing more."""
     assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
-    def write(number: int) -> None:
-        atomic_write_json(layout.entries_uri(p.set_uri, p.plan_id, number), p.entries_json(number))
-
-    def reuse(number: int) -> None:  # done already
-        atomic_write_json(layout.record_uri(p.set_uri, p.plan_id, number), reused_record(p, number).to_json())
-
-    fs, _ = fs_path(p.set_uri)
-    reused = [n for n, origin in p.origins.items() if origin["kind"] == REUSE]
-    # an object store's requests overlap; a local disk's writes stay in order (the crash tests replay them)
-    with ThreadPoolExecutor(max_workers=1 if is_local(fs) else REMOTE_WRITES, thread_name_prefix="tlfs-plan") as pool:
-        list(pool.map(write, range(len(p.shards))))
-        list(pool.map(reuse, reused))
-    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), p.to_json())
+    where = save_entries(p)
+    atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), {**p.to_json(), **where})
 
 
 def plan_task(request: ExtractionRequest, lease: LeaseTerms = LeaseTerms(), log: Callable[[str], None] = print) -> Plan:
@@ -192,13 +178,16 @@ def resolve_artifact(backbone: str, model_store: str, weights: str | None, rando
 
 def load_plan(set_uri: str, plan_id: str) -> Plan:
     """The saved plan; each shard's entries are read when a task asks for them."""
+    try:
+        saved = read_json(layout.plan_uri(set_uri, plan_id))
+    except FileNotFoundError:
+        raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
+    read = entries_reader(set_uri, saved)
+
     def read_entries(number: int) -> list:
         try:
-            return read_json(layout.entries_uri(set_uri, plan_id, number))
+            return read(number)
         except FileNotFoundError:
             raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
 
-    try:
-        return Plan.from_json(read_json(layout.plan_uri(set_uri, plan_id)), read_entries)
-    except FileNotFoundError:
-        raise PlanReplaced(replaced_message(set_uri, plan_id)) from None
+    return Plan.from_json(saved, read_entries)

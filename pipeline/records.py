@@ -105,6 +105,12 @@ class ShardRecord:
     def with_(self, **changes) -> "ShardRecord":
         return replace(self, **changes)
 
+    @classmethod
+    def reused_from(cls, record: dict, number: int) -> "ShardRecord":
+        """A base version's shard record (JSON) as shard ``number`` of a plan that reuses it
+        as it is, its files untouched (a plan holds it: nothing is saved for it)."""
+        return cls.from_json(record).with_(shard=number, reused=True, seconds=0.0)
+
     def manifest_files(self) -> list[dict]:
         """The manifest's rows for this shard's files."""
         return [{"layer": key, "split": self.split, "shard": self.shard, **f.to_json()} for key, f in self.files.items()]

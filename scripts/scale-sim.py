@@ -68,8 +68,7 @@ def main() -> None:
                                     log=lambda *_: None)
     plan_seconds = time.perf_counter() - started
     plan_bytes = Path(layout.plan_uri(planned["set_uri"], planned["plan_id"])).stat().st_size
-    entries_bytes = sum(Path(layout.entries_uri(planned["set_uri"], planned["plan_id"], n)).stat().st_size
-                        for n in planned["shards"])
+    entries_bytes = Path(layout.entries_uri(planned["set_uri"], planned["plan_id"])).stat().st_size
     started = time.perf_counter()
     p = extract.load_plan(planned["set_uri"], planned["plan_id"])
     entries = p.shard_entries(len(p.shards) // 2)

@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--backbone", default="efficientnet_lite0_2x2")
     parser.add_argument("--layers", default="all", help="comma-separated layers, or 'all'")
-    parser.add_argument("--settings", default="768x4", help="comma-separated HIDDENxEPOCHS")
+    parser.add_argument("--settings", default="768x4", help="comma-separated HIDDENxEPOCHS, each optionally ending in "
+                        "'bf16' (training's products in bfloat16 where the CPU has it), e.g. 768x4,768x8bf16")
     args = parser.parse_args()
 
     feature_set = features.open_set(args.dataset, args.backbone, store=args.store)
@@ -48,14 +49,15 @@ def main() -> None:
     print(f"{len(layers)} layers, {X_fit.shape[1]} features, views {'+'.join(views)}: {len(y_fit)} training rows",
           file=sys.stderr, flush=True)
     for setting in args.settings.split(","):
-        hidden, epochs = (int(n) for n in setting.split("x"))
-        settings = {**base, "hidden": hidden, "one_cycle_epochs": epochs}
+        bf16 = setting.endswith("bf16")
+        hidden, epochs = (int(n) for n in setting.removesuffix("bf16").split("x"))
+        settings = {**base, "hidden": hidden, "one_cycle_epochs": epochs, "bf16": bf16}
         started = time.perf_counter()
         head = heads.fit_mlp(X_fit, y_fit, X_val, y_val, len(feature_set.classes),
                              log=lambda m: print(m, file=sys.stderr, flush=True), block_dims=block_dims, settings=settings)
         seconds = time.perf_counter() - started
         proba = view_averaged_proba(head, test)
-        print(json.dumps({"hidden": hidden, "epochs": epochs, "features": int(X_fit.shape[1]), "views": views,
+        print(json.dumps({"hidden": hidden, "epochs": epochs, "compute": head.params["compute"], "features": int(X_fit.shape[1]), "views": views,
                           "validation_accuracy": round(head.val_accuracy * 100, 2),
                           "test_accuracy": round(float((proba.argmax(1) == yt).mean()) * 100, 2),
                           "fit_seconds": round(seconds, 1)}), flush=True)

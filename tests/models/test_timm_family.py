@@ -201,3 +201,67 @@ def test_tlfs_backbones_says_when_no_timm_model_matches(capsys):
 
     assert main(["backbones", "--timm", "no_such_model*"]) == 0
     assert "no timm model with pretrained weights matches 'no_such_model*'" in capsys.readouterr().out
+
+
+def test_weights_are_downloaded_from_the_hub_into_its_cache_where_the_machine_reaches_it(tmp_path):
+    """hf_hub_download against a hub on loopback (HF_ENDPOINT): the real download path,
+    its cache, and the weights that came loaded; nothing leaves this machine."""
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from safetensors.torch import save_file
+
+    from tlfs.models.backbones import load_backbone
+
+    reference = load_backbone(CNN, random_weights=True).module
+    repo = reference.pretrained_cfg["hf_hub_id"]  # timm's own config, from the installed package
+    with torch.no_grad():
+        reference.fc.bias.fill_(0.25)
+    save_file(reference.state_dict(), str(tmp_path / "model.safetensors"))
+    body = (tmp_path / "model.safetensors").read_bytes()
+    served = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def _answer(self, with_body: bool) -> None:
+            served.append((self.command, self.path))
+            if self.path != f"/{repo}/resolve/main/model.safetensors":
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "0" * 40)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_HEAD(self):  # noqa: N802 - http.server's names
+            self._answer(False)
+
+        def do_GET(self):  # noqa: N802
+            self._answer(True)
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    code = ("import json; from tlfs.models.backbones import load_backbone; b = load_backbone('timm/resnet18'); "
+            "print(json.dumps({'origin': str(b.weights_origin), 'bias': float(b.module.fc.bias[0])}))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["bias"] == 0.25 and loaded["origin"].startswith(str(tmp_path / "hf"))  # the served weights, from the cache
+    assert ("GET", f"/{repo}/resolve/main/model.safetensors") in served

@@ -63,6 +63,48 @@ def test_added_images_are_the_only_ones_extracted_and_the_rest_are_reused_byte_f
     assert_same_rows(after, rows(tmp_path / "scratch"))
 
 
+def test_an_incremental_plan_stages_what_it_changed_and_the_next_run_builds_on_it(tmp_path, files, lite0, models_root):
+    """A reused shard's record is the plan's (nothing saved for it), and every shard's
+    entries are one file: the staging a commit leaves, and the next one removes, holds
+    the plan, that file and the records of the shards the run wrote."""
+    from tlfs.features import layout
+
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    second = run(change(source, {f"train/red/new{i}.png": png_bytes((200 + i, 10, 10)) for i in range(3)}), store, models_root)
+    manifest = features.describe("inc", "efficientnet_lite0", str(store))
+    staging = store / "inc" / second["backbone_version"] / layout.STAGING / manifest["plan_id"]
+    assert sorted(p.name for p in staging.iterdir() if p.name != layout.LEASES) == ["entries.jsonl", "plan.json", "shards"]
+    assert second["shards_reused"] == 6 and len(list((staging / "shards").glob("*.json"))) == 1  # the new shard's
+    third = run(change(source, {"test/blue/new.png": png_bytes((0, 0, 222))}), store, models_root)
+    assert third["images_extracted"] == 1 and third["changes"]["reused"] == 27  # the reused shards' records carried on
+    assert [p.name for p in (staging.parent).iterdir()] == [features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]]
+    run(source, tmp_path / "scratch", models_root, incremental=False)
+    assert_same_rows(rows(store, "test"), rows(tmp_path / "scratch", "test"))
+
+
+def test_a_plan_saved_with_a_file_of_entries_per_shard_is_still_built_on(tmp_path, files, lite0, models_root):
+    """Sets whose plan saved ``entries/NNNNN.json`` (before ``entries.jsonl``) are reused as ever."""
+    import json
+
+    from tlfs.features import layout
+
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    first = run(source, store, models_root)
+    plan_id = features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]
+    staging = store / "inc" / first["backbone_version"] / layout.STAGING / plan_id
+    saved = json.loads((staging / "plan.json").read_text())
+    (staging / "entries").mkdir()
+    for number, line in enumerate((staging / "entries.jsonl").read_bytes().splitlines()):
+        (staging / "entries" / f"{number:05d}.json").write_bytes(line)
+    (staging / "entries.jsonl").unlink()
+    (staging / "plan.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "entries_at"}))
+    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    assert second["images_extracted"] == 1 and second["changes"]["reused"] == 24
+
+
 def test_replaced_and_removed_images_are_re_extracted_and_dropped_exactly(tmp_path, files, lite0, models_root):
     store = tmp_path / "store"
     source = write_tree(tmp_path / "src", files)
