@@ -19,14 +19,15 @@ from tlfs.pipeline.records import ShardFile, ShardRecord
 from tlfs.pipeline.staging import files_present, save_record
 
 
-def derive_shard(p: Plan, number: int) -> ShardRecord | None:
+def derive_shard(p: Plan, number: int, listing: versions.Listing | None = None) -> ShardRecord | None:
     """Shard ``number`` from the base version's files of the shard it comes from,
     keeping only the rows of its entries (reused as they are: the whole record). None if
-    a base file is missing or damaged: then the shard is extracted from its images."""
+    a base file is missing or damaged: then the shard is extracted from its images.
+    ``listing``: the set listed once, where a reused shard's files are looked up."""
     origin = p.origins[number]
     if origin["kind"] == REUSE:
         record = p.reused_record(number)
-        return record if files_present(p, record) else None  # held by the plan: nothing to save
+        return record if files_present(p, record, listing) else None  # held by the plan: nothing to save
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -15,6 +15,7 @@ import itertools
 import os
 from typing import Callable, Iterator
 
+from tlfs.features import versions
 from tlfs.features.leases import LeaseTerms, hold
 from tlfs.models.session import open_session
 from tlfs.models.session import TapSession
@@ -71,9 +72,18 @@ def run_shards(
     records: list[ShardRecord] = []
     if derive:
         copied = set()
-        for number in [n for n in numbers if n in p.origins and shard_done(p, n) is None]:
+        # the base's shards looked up in one listing of the set, not two requests per file
+        listing = versions.Listing(p.set_uri) if any(n in p.origins for n in numbers) else None
+        for number in [n for n in numbers if n in p.origins]:
+            done = shard_done(p, number, listing)
+            if done is not None:  # reused as it is, or derived by an earlier run of the plan
+                copied.add(number)
+                records.append(done.with_(skipped=True))
+                if progress:
+                    progress(done.read)
+                continue
             check()
-            derived = derive_shard(p, number)
+            derived = derive_shard(p, number, listing)
             if derived is not None:  # else its base files are damaged: extracted from its images below
                 copied.add(number)
                 records.append(derived)

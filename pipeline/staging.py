@@ -57,8 +57,11 @@ def forget_record(p: Plan, number: int) -> None:
         fs.rm(path)
 
 
-def files_present(p: Plan, record: ShardRecord) -> bool:
-    """Whether every file ``record`` names is in the set (staged, in place or retired) with its size."""
+def files_present(p: Plan, record: ShardRecord, listing: versions.Listing | None = None) -> bool:
+    """Whether every file ``record`` names is in the set (staged, in place or retired) with
+    its size: looked up in ``listing`` (the set listed once) where given, else file by file."""
+    if listing is not None:
+        return not listing.missing([f.to_json() for f in record.files.values()])
     fs, _ = fs_path(p.set_uri)
     for info in record.files.values():
         found = versions.locate(p.set_uri, info.path)
@@ -70,16 +73,24 @@ def files_present(p: Plan, record: ShardRecord) -> bool:
     return True
 
 
-def saved_record(p: Plan, number: int) -> ShardRecord | None:
+def saved_record(p: Plan, number: int, listing: versions.Listing | None = None) -> ShardRecord | None:
     """Shard ``number``'s record as saved in staging (a shard extracted or derived), or as
-    the plan holds it (a base shard reused as it is), or None."""
+    the plan holds it (a base shard reused as it is), or None. ``listing``: the set listed
+    once, so that a record it does not show is not asked for."""
+    if listing is not None and _relative(p, layout.record_uri(p.set_uri, p.plan_id, number)) not in listing.others:
+        return p.reused_record(number)
     try:
         return ShardRecord.from_json(read_json(layout.record_uri(p.set_uri, p.plan_id, number)))
     except FileNotFoundError:
         return p.reused_record(number)
 
 
-def shard_done(p: Plan, number: int) -> ShardRecord | None:
-    """The shard's result record, if it and every file it names are there."""
-    record = saved_record(p, number)
-    return record if record is not None and files_present(p, record) else None
+def shard_done(p: Plan, number: int, listing: versions.Listing | None = None) -> ShardRecord | None:
+    """The shard's result record, if it and every file it names are there (in ``listing``
+    where given: the set listed once, for many shards)."""
+    record = saved_record(p, number, listing)
+    return record if record is not None and files_present(p, record, listing) else None
+
+
+def _relative(p: Plan, uri: str) -> str:
+    return uri[len(p.set_uri.rstrip("/")) + 1:]

@@ -97,12 +97,29 @@ def test_lightgbm_boosts_from_the_softmax_scores_and_saves_both(tmp_path):
     assert sorted(p.name for p in head.save(tmp_path)) == ["lightgbm.txt", "lightgbm_init_softmax.npz"]
 
 
-def test_the_mlp_on_wide_concatenations_is_narrower_and_shorter():
-    from tlfs.models.heads import WIDE_FEATURES, mlp_settings
+def test_the_mlp_on_wide_concatenations_is_no_wider_and_shorter():
+    from tlfs.models.heads import WIDE_FEATURES, bf16_native, mlp_settings
 
     assert mlp_settings(1280, None)[0] == "one_layer"
     assert mlp_settings(2048, [24, 40, 80, 112, 192, 320, 1280])[0] == "several_layers"
     wide, settings = mlp_settings(10240, [24, 96] * 6 + [1280, 5120])
-    assert wide == "wide_layers" and WIDE_FEATURES < 10240
+    assert wide == ("wide_layers_bf16" if bf16_native() else "wide_layers") and WIDE_FEATURES < 10240
     several = mlp_settings(2048, [1024, 1024])[1]
-    assert settings["hidden"] < several["hidden"] and settings["one_cycle_epochs"] < several["one_cycle_epochs"]
+    assert settings["hidden"] <= several["hidden"] and settings["one_cycle_epochs"] < several["one_cycle_epochs"]
+
+
+def test_the_mlp_trains_in_bfloat16_where_the_cpu_has_it_and_predicts_in_float32():
+    from tlfs.models.heads import bf16_native, fit_mlp
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(3, 64)) * 3
+    y = np.repeat(np.arange(3), 60)
+    X = (centers[y] + rng.normal(size=(180, 64))).astype(np.float32)
+    base = {"hidden": 32, "input_dropout": 0.0, "dropout": 0.0, "label_smoothing": 0.0, "patience": 0, "batch": 32,
+            "lr": 3e-3, "power": 1.0, "one_cycle_epochs": 3}
+    half = fit_mlp(X, y, X[:30], y[:30], 3, log=lambda *_: None, settings={**base, "bf16": True})
+    full = fit_mlp(X, y, X[:30], y[:30], 3, log=lambda *_: None, settings=base)
+    assert half.params["compute"] == ("bfloat16" if bf16_native() else "float32") and full.params["compute"] == "float32"
+    proba = half.predict_proba(X)
+    assert proba.dtype == np.float32 and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert (half.predict(X) == y).mean() > 0.9

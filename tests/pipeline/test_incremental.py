@@ -84,6 +84,28 @@ def test_an_incremental_plan_stages_what_it_changed_and_the_next_run_builds_on_i
     assert_same_rows(rows(store, "test"), rows(tmp_path / "scratch", "test"))
 
 
+def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_file(tmp_path, files, lite0, models_root,
+                                                                                  monkeypatch):
+    """On an object store a lookup is a request or two: a run adding 1 % of the images
+    must not make two per file of the set to find its reused shards there."""
+    from tlfs.features import versions
+
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    listings = []
+    real_listing = versions.Listing
+    monkeypatch.setattr(versions, "Listing", lambda root: listings.append(root) or real_listing(root))
+
+    def no_lookups(*_):
+        raise AssertionError("a reused shard's file was looked up on its own")
+
+    monkeypatch.setattr(versions, "locate", no_lookups)
+    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    assert second["images_extracted"] == 1 and second["shards_reused"] == 6
+    assert len(listings) == 2  # the run's, and the commit's
+
+
 def test_a_plan_saved_with_a_file_of_entries_per_shard_is_still_built_on(tmp_path, files, lite0, models_root):
     """Sets whose plan saved ``entries/NNNNN.json`` (before ``entries.jsonl``) are reused as ever."""
     import json
