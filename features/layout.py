@@ -4,6 +4,7 @@
         _manifest.json                               the commit point: the newest version
         _versions/{N:08d}.json                       every version's manifest (features/versions.py)
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
+        _staging/{plan_id}/records.jsonl             a committed plan's records, gathered by its commit
         _staging/{plan_id}/entries.jsonl             each shard's images, a line each (a task reads its line's bytes)
         _staging/{plan_id}/files/layer=.../part-...  shard files written, not yet committed
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
@@ -40,6 +41,7 @@ VERSIONS = "_versions"
 RETIRED = "_retired"
 STAGING = "_staging"
 LEASES = "leases"
+RECORDS = "shards"  # a plan's folder of shard records
 PLAN = "plan.json"
 HEADS = "_heads"
 ORIGINAL = "original"  # the view every set has: the image as it is
@@ -93,7 +95,12 @@ def shard_entries_uri(set_root: str, plan_id: str, shard: int) -> str:
 
 def record_uri(set_root: str, plan_id: str, shard: int) -> str:
     """A shard's result record: its files, counts and rejects, once it is done."""
-    return f"{staging_uri(set_root, plan_id)}/shards/{shard:05d}.json"
+    return f"{staging_uri(set_root, plan_id)}/{RECORDS}/{shard:05d}.json"
+
+
+def records_uri(set_root: str, plan_id: str) -> str:
+    """A committed plan's records in one file, a JSON line each (its commit gathers them)."""
+    return f"{staging_uri(set_root, plan_id)}/records.jsonl"
 
 
 def leases_uri(set_root: str, plan_id: str) -> str:

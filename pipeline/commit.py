@@ -18,7 +18,7 @@ from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import Changes, ShardRecord
-from tlfs.pipeline.staging import saved_record
+from tlfs.pipeline.staging import gather_records, saved_record
 
 DECODE = ("Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
           "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
@@ -42,7 +42,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
         listing = versions.Listing(p.set_uri)
         checked = []
         for number in range(len(p.shards)):
-            record = given.get(number) if given is not None else saved_record(p, number)
+            record = given.get(number) if given is not None else saved_record(p, number, listing)
             if record is None or listing.missing([f.to_json() for f in record.files.values()]):
                 raise _not_extracted(p, number)
             checked.append(record)
@@ -54,6 +54,8 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
         except StoreError as exc:  # a file vanished after the check above
             raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
                                 "(it re-extracts only what is missing)") from None
+        if not committed.get("unchanged"):
+            gather_records(p, checked)
     if committed.get("unchanged"):
         log(f"{p.set_uri} is unchanged: version {committed['version']} already holds these {committed['rows']} rows")
         return committed

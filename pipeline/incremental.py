@@ -28,7 +28,7 @@ from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.plan import DERIVE, REUSE, Shard
 from tlfs.pipeline.records import Changes, ShardRecord
-from tlfs.pipeline.staging import entries_reader
+from tlfs.pipeline.staging import entries_reader, gathered_records
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,14 @@ def load_base(set_uri: str, runtime: Runtime, layer_dims: dict[str, int], views:
         return None
     plan = read_json(layout.plan_uri(set_uri, plan_id))
     read_entries = entries_reader(set_uri, plan, whole=True)
+    gathered = gathered_records(set_uri, plan_id)  # one request; a plan committed before gathering: a file each
     origins = plan.get("origins", {})
     shards = []
     for shard in plan["shards"]:
         number = shard["shard"]
         rows = read_entries(number)
-        record = read_json_if_exists(layout.record_uri(set_uri, plan_id, number))
+        record = gathered.get(number) if gathered is not None else \
+            read_json_if_exists(layout.record_uri(set_uri, plan_id, number))
         origin = origins.get(str(number))
         if record is None and origin and origin["kind"] == REUSE:  # reused as it is: the plan holds its record
             record = ShardRecord.reused_from(origin["record"], number).to_json()

@@ -104,6 +104,8 @@ class Plan:
     # each shard's entries: all of them in the process that planned, else read on demand
     entries: dict[int, list[Entry]] = field(default_factory=dict, repr=False)
     read_entries: Callable[[int], list] | None = field(default=None, repr=False)
+    # the records its commit gathered into one file, read once (pipeline/staging.py)
+    gathered: dict = field(default_factory=dict, repr=False)
 
     @property
     def backbone(self) -> str:

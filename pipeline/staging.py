@@ -6,10 +6,11 @@ so a plan's staging holds what it changed, plus its plan and entries."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Callable
 
 from tlfs.features import layout, versions
-from tlfs.features.storage import atomic_write_bytes, atomic_write_json, fs_path, read_json, read_range
+from tlfs.features.storage import atomic_write_bytes, atomic_write_json, fs_path, is_local, read_json, read_range
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.records import ShardRecord
 
@@ -46,15 +47,58 @@ def entries_reader(set_uri: str, plan: dict, whole: bool = False) -> Callable[[i
     return lambda number: json.loads(read_range(uri, *at[number]))
 
 
+def gather_records(p: Plan, records: list[ShardRecord]) -> None:
+    """After ``p``'s commit: the records its runs saved, one file instead of one per shard,
+    so that the next plan reads its base's records in one request, and the commit that
+    supersedes ``p`` removes a few files, not one per shard. A crash in between leaves
+    both, which agree."""
+    saved = [r for r in records if not r.reused]  # a reused shard's record is the plan's
+    atomic_write_bytes(layout.records_uri(p.set_uri, p.plan_id),
+                       _lines(r.with_(skipped=False).to_json() for r in sorted(saved, key=lambda r: r.shard)))
+    fs, _ = fs_path(p.set_uri)
+    for record in saved:
+        try:
+            fs.rm(fs_path(layout.record_uri(p.set_uri, p.plan_id, record.shard))[1])
+        except FileNotFoundError:  # gathered before, by a commit that crashed after it
+            continue
+    if is_local(fs):  # its emptied folder too (an object store has none)
+        try:
+            os.rmdir(fs_path(layout.staging_uri(p.set_uri, p.plan_id))[1] + f"/{layout.RECORDS}")
+        except OSError:  # not empty: a run of the plan saved a record meanwhile; or none
+            pass
+
+
+def _lines(records) -> bytes:
+    return b"".join(json.dumps(record, separators=(",", ":")).encode() + b"\n" for record in records)
+
+
+def gathered_records(set_uri: str, plan_id: str) -> dict[int, dict] | None:
+    """A committed plan's gathered records (JSON) by shard (a shard reused as it is has
+    none: the plan holds it); None where its commit gathered none (a plan not committed,
+    or committed before records were gathered: a file per shard)."""
+    fs, path = fs_path(layout.records_uri(set_uri, plan_id))
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    return {int(record["shard"]): record for record in map(json.loads, data.splitlines())}
+
+
 def save_record(p: Plan, record: ShardRecord) -> None:
     atomic_write_json(layout.record_uri(p.set_uri, p.plan_id, record.shard), record.to_json())
 
 
 def forget_record(p: Plan, number: int) -> None:
-    """Remove shard ``number``'s record, so that the shard is extracted again."""
+    """Remove shard ``number``'s record (saved, or gathered by the plan's commit), so that
+    the shard is extracted again."""
     fs, path = fs_path(layout.record_uri(p.set_uri, p.plan_id, number))
     if fs.exists(path):
         fs.rm(path)
+    gathered = gathered_records(p.set_uri, p.plan_id)
+    if gathered and number in gathered:
+        del gathered[number]
+        atomic_write_bytes(layout.records_uri(p.set_uri, p.plan_id), _lines(gathered.values()))
+    p.gathered.pop("records", None)
 
 
 def files_present(p: Plan, record: ShardRecord, listing: versions.Listing | None = None) -> bool:
@@ -74,15 +118,22 @@ def files_present(p: Plan, record: ShardRecord, listing: versions.Listing | None
 
 
 def saved_record(p: Plan, number: int, listing: versions.Listing | None = None) -> ShardRecord | None:
-    """Shard ``number``'s record as saved in staging (a shard extracted or derived), or as
-    the plan holds it (a base shard reused as it is), or None. ``listing``: the set listed
-    once, so that a record it does not show is not asked for."""
-    if listing is not None and _relative(p, layout.record_uri(p.set_uri, p.plan_id, number)) not in listing.others:
-        return p.reused_record(number)
-    try:
-        return ShardRecord.from_json(read_json(layout.record_uri(p.set_uri, p.plan_id, number)))
-    except FileNotFoundError:
-        return p.reused_record(number)
+    """Shard ``number``'s record as saved in staging (a shard extracted or derived; after
+    the plan's commit, among its gathered records), or as the plan holds it (a base shard
+    reused as it is), or None. ``listing``: the set listed once, so that a record it does
+    not show is not asked for."""
+    if listing is None or _relative(p, layout.record_uri(p.set_uri, p.plan_id, number)) in listing.others:
+        try:
+            return ShardRecord.from_json(read_json(layout.record_uri(p.set_uri, p.plan_id, number)))
+        except FileNotFoundError:
+            pass
+    if listing is None or _relative(p, layout.records_uri(p.set_uri, p.plan_id)) in listing.others:
+        if "records" not in p.gathered:  # read once per plan: a committed plan run again finds every shard done
+            p.gathered["records"] = gathered_records(p.set_uri, p.plan_id) or {}
+        gathered = p.gathered["records"]
+        if number in gathered:
+            return ShardRecord.from_json(gathered[number])
+    return p.reused_record(number)
 
 
 def shard_done(p: Plan, number: int, listing: versions.Listing | None = None) -> ShardRecord | None:

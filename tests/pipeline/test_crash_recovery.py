@@ -114,8 +114,10 @@ def finished_shards(store: Path, plan_id: str) -> dict[str, tuple[int, int]]:
     (Shards reused from the older version are not extracted by the run at all.)"""
     set_root = next(store.glob(f"{DATASET}/*"))
     files = {}
-    for record in (set_root / layout.STAGING / plan_id / "shards").glob("*.json"):
-        result = json.loads(record.read_text())
+    staging = set_root / layout.STAGING / plan_id
+    gathered = staging / "records.jsonl"  # a commit that finished gathered them
+    saved = [json.loads(r.read_text()) for r in (staging / "shards").glob("*.json")]
+    for result in saved + [json.loads(line) for line in (gathered.read_text().splitlines() if gathered.exists() else [])]:
         if result.get("reused"):
             continue
         found = {f["path"]: locate(str(set_root), f["path"]) for f in result["files"].values()}

@@ -228,14 +228,14 @@ def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_data
 
 
 def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_done(tmp_path, folder_dataset, lite0, models_root):
-    from tlfs.features import layout
     from tlfs.pipeline.decode_pool import Decoder
+    from tlfs.pipeline.staging import forget_record
 
     summary = run(tmp_path, folder_dataset, models_root, decode_workers=1)
     p = extract.load_plan(summary["set_uri"], features.open_set("colors", "efficientnet_lite0", store=str(tmp_path / "store")).plan_id)
     before = extract.run_shards(p, [s.number for s in p.shards])
     for number in (1, 3):  # forget two shards: only their images are read and decoded again
-        (Path(layout.staging_uri(p.set_uri, p.plan_id)) / "shards" / f"{number:05d}.json").unlink()
+        forget_record(p, number)
     with Decoder(1) as decoder:
         after = extract.run_shards(p, [s.number for s in p.shards], decoder=decoder)
     assert decoder.stats.images == p.shards[1].images + p.shards[3].images

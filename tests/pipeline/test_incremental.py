@@ -64,9 +64,9 @@ def test_added_images_are_the_only_ones_extracted_and_the_rest_are_reused_byte_f
 
 
 def test_an_incremental_plan_stages_what_it_changed_and_the_next_run_builds_on_it(tmp_path, files, lite0, models_root):
-    """A reused shard's record is the plan's (nothing saved for it), and every shard's
-    entries are one file: the staging a commit leaves, and the next one removes, holds
-    the plan, that file and the records of the shards the run wrote."""
+    """A reused shard's record is the plan's (nothing saved for it), every shard's entries
+    are one file, and the commit gathers the records of the shards the run wrote into one:
+    the staging a commit leaves, and the next one removes, is three files."""
     from tlfs.features import layout
 
     store = tmp_path / "store"
@@ -75,8 +75,9 @@ def test_an_incremental_plan_stages_what_it_changed_and_the_next_run_builds_on_i
     second = run(change(source, {f"train/red/new{i}.png": png_bytes((200 + i, 10, 10)) for i in range(3)}), store, models_root)
     manifest = features.describe("inc", "efficientnet_lite0", str(store))
     staging = store / "inc" / second["backbone_version"] / layout.STAGING / manifest["plan_id"]
-    assert sorted(p.name for p in staging.iterdir() if p.name != layout.LEASES) == ["entries.jsonl", "plan.json", "shards"]
-    assert second["shards_reused"] == 6 and len(list((staging / "shards").glob("*.json"))) == 1  # the new shard's
+    assert sorted(p.name for p in staging.iterdir() if p.name != layout.LEASES) == \
+        ["entries.jsonl", "plan.json", "records.jsonl"]
+    assert second["shards_reused"] == 6 and len((staging / "records.jsonl").read_text().splitlines()) == 1  # the new shard's
     third = run(change(source, {"test/blue/new.png": png_bytes((0, 0, 222))}), store, models_root)
     assert third["images_extracted"] == 1 and third["changes"]["reused"] == 27  # the reused shards' records carried on
     assert [p.name for p in (staging.parent).iterdir()] == [features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]]
