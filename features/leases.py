@@ -33,7 +33,7 @@ from typing import Iterator
 from tlfs.features import layout
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.lock import commit_lock
-from tlfs.features.storage import atomic_write_json, exists, fs_path
+from tlfs.features.storage import atomic_write_json, exists, fs_path, read_json_if_exists
 
 DEFAULT_TTL = 600.0  # seconds a holder's lease lasts unless renewed
 
@@ -143,6 +143,21 @@ def live_plans(set_root: str, now: float | None = None) -> set[str]:
         if alive:
             live.add(path[len(root) + 1 :].split("/")[1])
     return live
+
+
+def live_bases(set_root: str, live: set[str] | None = None) -> set[int]:
+    """The versions that live runs (``live``: their plan ids; by default read here) build
+    on: an incremental plan's ``base``, whose files it reuses, so that no vacuum drops them."""
+    live = live_plans(set_root) if live is None else live
+    bases = set()
+    for plan_id in live:
+        try:
+            plan = read_json_if_exists(layout.plan_uri(set_root, plan_id)) or {}
+        except ValueError:  # being written (an object store shows no partial file; a test may)
+            plan = {}
+        if isinstance(plan, dict) and plan.get("base"):
+            bases.add(int(plan["base"]["version"]))
+    return bases
 
 
 def _lease_records(fs, pattern: str) -> Iterator[tuple[str, dict | None]]:

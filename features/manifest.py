@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
-from tlfs.features.leases import drop_released, live_plans
+from tlfs.features.leases import drop_released, live_bases, live_plans
 from tlfs.features.lock import commit_lock
 from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json, read_json_if_exists
 from tlfs.features.versions import Retention
@@ -146,7 +146,7 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
     live8 = {layout.plan_prefix(plan_id) for plan_id in live}
-    vacuum(set_root, manifest, retention, live, listing)
+    versions.vacuum(set_root, manifest, retention, live_bases(set_root, live), listing=listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"
     for plan_id in sorted(listing.staging_plans):
@@ -173,22 +173,6 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
         except OSError:  # gone already
             continue
     return removed
-
-
-def vacuum(set_root: str, manifest: dict, retention: Retention, live: set[str] | None = None,
-           listing: versions.Listing | None = None) -> dict:
-    """:func:`versions.vacuum`, keeping also every version a live run reuses files of
-    (its plan's ``base``). The caller holds the commit lock."""
-    live = live_plans(set_root) if live is None else live
-    protect = set()
-    for plan_id in live:
-        try:
-            plan = read_json_if_exists(layout.plan_uri(set_root, plan_id)) or {}
-        except ValueError:  # being written (an object store shows no partial file; a test may)
-            plan = {}
-        if isinstance(plan, dict) and plan.get("base"):
-            protect.add(int(plan["base"]["version"]))
-    return versions.vacuum(set_root, manifest, retention, protect, listing=listing)
 
 
 def _remove_empty_folders(top: str) -> None:

@@ -8,9 +8,9 @@ import time
 from typing import Callable
 
 from tlfs.features import versions
-from tlfs.features.leases import hold
+from tlfs.features.leases import hold, live_bases
 from tlfs.features.lock import commit_lock
-from tlfs.features.manifest import damaged_shards, read_manifest, vacuum as vacuum_set
+from tlfs.features.manifest import damaged_shards, read_manifest
 from tlfs.features.storage import fs_path
 from tlfs.features.versions import Retention
 from tlfs.pipeline.commit import commit
@@ -64,4 +64,4 @@ def vacuum(set_uri: str, retention: Retention) -> dict:
     keep and delete the files only they used (never a file of a kept version, nor of a
     version a live run builds on)."""
     with commit_lock(set_uri):
-        return vacuum_set(set_uri, read_manifest(set_uri), retention)
+        return versions.vacuum(set_uri, read_manifest(set_uri), retention, live_bases(set_uri))

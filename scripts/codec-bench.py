@@ -29,6 +29,10 @@ CANDIDATES = {
     "none": dict(WRITE_OPTIONS, compression="none"),
     "zstd-1": dict(WRITE_OPTIONS, compression="zstd", compression_level=1),
     "byte-split+zstd-1": dict(WRITE_OPTIONS, compression="zstd", compression_level=1, use_byte_stream_split=[FEATURES]),
+    # the encoder's own settings, beside the codec: is the nested list's encoding cheaper some other way?
+    "v2-pages": dict(WRITE_OPTIONS, data_page_version="2.0"),
+    "batches-of-64k": dict(WRITE_OPTIONS, write_batch_size=1 << 16),
+    "pages-of-8mb": dict(WRITE_OPTIONS, data_page_size=8 << 20),
 }
 
 

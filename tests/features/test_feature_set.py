@@ -6,7 +6,8 @@ import pytest
 from tlfs import features
 from tlfs.features import layout
 from tlfs.features.lock import commit_lock
-from tlfs.features.manifest import commit, vacuum
+from tlfs.features.manifest import commit
+from tlfs.features.versions import vacuum
 from tlfs.features.schema import shard_table
 from tlfs.features.writer import write_shard
 from tests.features.test_store import make_set

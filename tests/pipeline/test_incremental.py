@@ -199,12 +199,9 @@ def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path
     assert sorted(plain["image_id"]) == sorted(set(rows(store)) | set(rows(store, "test")))
     assert newest.version == 3
 
-    from tlfs.features.lock import commit_lock
-    from tlfs.features.manifest import vacuum
     from tlfs.features.versions import Retention
 
-    with commit_lock(first["set_uri"]):
-        report = vacuum(first["set_uri"], newest.manifest, Retention(versions=1, days=None))
+    report = extract.vacuum(first["set_uri"], Retention(versions=1, days=None))
     assert report["versions_vacuumed"] == [1, 2] and report["files_removed"] > 0
     with pytest.raises(features.NotCommitted, match="vacuumed"):
         rows(store, version=1)
