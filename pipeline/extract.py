@@ -32,10 +32,10 @@ from tlfs.pipeline.maintenance import vacuum, verify
 from tlfs.pipeline.plan import ExtractionRequest, Plan
 from tlfs.pipeline.planning import cut_shards, load_plan, plan, plan_task, save_plan
 from tlfs.pipeline.records import ShardRecord
-from tlfs.pipeline.runner import extract_shard, extract_shard_task, extract_shards_task, run_shards
+from tlfs.pipeline.runner import Workers, extract_shard, extract_shard_task, extract_shards_task, run_shards
 
 __all__ = ["ExtractionRequest", "RunOptions", "run", "plan", "plan_task", "save_plan", "load_plan", "cut_shards",
-           "run_shards", "extract_shard", "extract_shard_task", "extract_shards_task", "commit", "commit_task",
+           "run_shards", "Workers", "extract_shard", "extract_shard_task", "extract_shards_task", "commit", "commit_task",
            "describe_changes", "verify", "vacuum"]
 
 
@@ -76,8 +76,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
 
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
-        records = run_shards(p, [shard.number for shard in p.shards], session, options.threads, progress=bar.update,
-                             check=held.check, decoder=decoder, writers=options.writers)
+        workers = Workers(session, options.threads, decoder, writers=options.writers)
+        records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check)
     extracted = time.perf_counter()
     held.check()
     manifest = commit(p, records, log=log, retention=options.retention)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from tlfs.features import versions
@@ -48,27 +49,30 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def run_shards(
-    p: Plan,
-    numbers: list[int],
-    session: TapSession | None = None,
-    threads: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    check: Callable[[], None] = lambda: None,
-    decode_workers: int = 0,
-    decoder: Decoder | None = None,
-    derive: bool = True,
-    writers: int | None = None,
-) -> list[ShardRecord]:
+@dataclass(frozen=True)
+class Workers:
+    """What a run of shards computes with: an open ``session`` of the plan's runtime (else
+    one is opened when a shard needs it, with ``threads`` intra-op threads), a started
+    ``decoder`` (else one of ``decode_workers`` processes), and the writer pool's threads
+    (``writers``; default: one per core, see pipeline/shard_writer.py)."""
+
+    session: TapSession | None = None
+    threads: int | None = None
+    decoder: Decoder | None = None
+    decode_workers: int = 0
+    writers: int | None = None
+
+
+def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progress: Callable[[int], None] | None = None,
+               check: Callable[[], None] = lambda: None, derive: bool = True) -> list[ShardRecord]:
     """The records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
     record and files are already there is skipped (``skipped``); the others are inferred
     and written while the next ones are. ``check`` runs before each shard (a lease check:
     stop at once, saying why, if the plan was removed); the session is opened only when a
-    shard needs it (``threads``: its intra-op threads). Images are decoded by ``decoder``
-    (by default one of ``decode_workers`` processes), one for all the shards. A shard an
+    shard needs it, and one decoder serves all the shards (``workers``). A shard an
     incremental plan derives from the base version is copied from the base's files
-    (``derive``), or extracted from its images if those are damaged. ``writers``: the
-    writer pool's threads (default: one per core, see pipeline/shard_writer.py)."""
+    (``derive``), or extracted from its images if those are damaged."""
+    session, decoder = workers.session, workers.decoder
     records: list[ShardRecord] = []
     if derive:
         copied = set()
@@ -91,8 +95,8 @@ def run_shards(
                     progress(derived.read)
         numbers = [n for n in numbers if n not in copied]
     with contextlib.ExitStack() as stack:
-        decoder = decoder or stack.enter_context(Decoder(decode_workers, p.runtime.device))
-        writer = stack.enter_context(ShardWriter(p, writers or writer_threads(available_cores())))
+        decoder = decoder or stack.enter_context(Decoder(workers.decode_workers, p.runtime.device))
+        writer = stack.enter_context(ShardWriter(p, workers.writers or writer_threads(available_cores())))
         inference: Inference | None = None
         written = []
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
@@ -118,13 +122,12 @@ def run_shards(
                 later.append(number)
                 continue
             if inference is None:
-                session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=threads)
+                session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads)
                 inference = stack.enter_context(Inference(session))
             written.append(writer.submit(infer_shard(p, number, inference, stream, progress)))
         records.extend(future.result() for future in written)
     if later:
-        records.extend(run_shards(p, later, session, threads, progress, check, decoder=decoder, derive=derive,
-                                  writers=writers))
+        records.extend(run_shards(p, later, replace(workers, session=session, decoder=decoder), progress, check, derive))
     return sorted(records, key=lambda r: r.shard)
 
 
@@ -133,7 +136,7 @@ def extract_shard(p: Plan, number: int, session: TapSession | None = None, threa
     """Extract shard ``number`` of plan ``p`` on the plan's runtime (device, precision)."""
     if not 0 <= number < len(p.shards):
         raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {number}")
-    return run_shards(p, [number], session, threads, progress, decode_workers=decode_workers)[0]
+    return run_shards(p, [number], Workers(session, threads, decode_workers=decode_workers), progress)[0]
 
 
 def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
@@ -153,7 +156,7 @@ def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads:
         bad = [n for n in numbers if not 0 <= n < len(p.shards)]
         if bad:
             raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {bad[0]}")
-        records = run_shards(p, numbers, threads=threads, check=held.check, decode_workers=decode_workers,
-                             writers=writers)
+        records = run_shards(p, numbers, Workers(threads=threads, decode_workers=decode_workers, writers=writers),
+                             check=held.check)
         held.check()
         return [r.to_json() for r in records]

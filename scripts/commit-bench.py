@@ -33,6 +33,7 @@ from tlfs.models.runtime import resolve_runtime
 from tlfs.pipeline import extract
 from tlfs.pipeline.bench import HostOnlySession
 from tlfs.pipeline.extract import ExtractionRequest, RunOptions
+from tlfs.pipeline.runner import Workers
 
 BACKBONE = "efficientnet_lite0"
 
@@ -80,7 +81,7 @@ def measure(images: int, work: Path, models: str, profile: bool = False) -> dict
     p = extract.plan(request, log=lambda *_: None)
     with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
         extract.save_plan(p, held)
-        results = extract.run_shards(p, [s.number for s in p.shards], session, check=held.check)
+        results = extract.run_shards(p, [s.number for s in p.shards], Workers(session), check=held.check)
         profiler = cProfile.Profile() if profile else None
         before, started = read_bytes(), time.perf_counter()
         if profiler:

@@ -229,6 +229,7 @@ def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_data
 
 def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_done(tmp_path, folder_dataset, lite0, models_root):
     from tlfs.pipeline.decode_pool import Decoder
+    from tlfs.pipeline.runner import Workers
     from tlfs.pipeline.staging import forget_record
 
     summary = run(tmp_path, folder_dataset, models_root, decode_workers=1)
@@ -237,7 +238,7 @@ def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_do
     for number in (1, 3):  # forget two shards: only their images are read and decoded again
         forget_record(p, number)
     with Decoder(1) as decoder:
-        after = extract.run_shards(p, [s.number for s in p.shards], decoder=decoder)
+        after = extract.run_shards(p, [s.number for s in p.shards], Workers(decoder=decoder))
     assert decoder.stats.images == p.shards[1].images + p.shards[3].images
     assert [r.shard for r in after if not r.skipped] == [1, 3]
     assert [r.files for r in after] == [r.files for r in before]  # the same files, byte for byte
