@@ -60,6 +60,24 @@ def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(
             np.testing.assert_allclose(a[layer], b[layer], rtol=1e-3, atol=1e-3)
 
 
+def test_two_sets_of_bound_buffers_with_cuda_graphs_on_two_threads_give_each_batch_its_own_features(lite0):
+    """CUDA's default: two sets per shape, each its own session, CUDA graph and stream,
+    run from two threads at once; each batch's features equal one set's, run alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    two = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32))
+    one = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32, bound_buffers=1))
+    assert two.concurrency == 2 and one.concurrency == 1
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8) for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(two.run, batches))
+    for batch, have in zip(batches, got):
+        want = one.run(batch)
+        for layer in LAYERS:
+            np.testing.assert_allclose(have[layer], want[layer], rtol=1e-3, atol=1e-3)
+
+
 def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
     from tlfs.pipeline.config import FinetuneConfig
     from tlfs.pipeline.finetune import finetune
