@@ -132,16 +132,28 @@ def hold(set_root: str, plan_id: str, terms: LeaseTerms = LeaseTerms(), plan_mus
 
 def live_plans(set_root: str, now: float | None = None) -> set[str]:
     """The ids of the plans that hold a lease that has not run out."""
-    now = time.time() if now is None else now
     fs, root = fs_path(set_root)
-    live = set()
-    for path, record in _lease_records(fs, f"{root}/{layout.STAGING}/*/{layout.LEASES}/*.json"):
+    return {path[len(root) + 1 :].split("/")[1] for path in _live(fs, f"{root}/{layout.STAGING}/*/{layout.LEASES}/*.json", now)}
+
+
+def live_leases(set_root: str, plan_id: str, now: float | None = None) -> int:
+    """How many runs hold a lease on ``plan_id`` that has not run out (a caller's own included)."""
+    fs, folder = fs_path(layout.leases_uri(set_root, plan_id))
+    return len(_live(fs, f"{folder}/*.json", now))
+
+
+def _live(fs, pattern: str, now: float | None) -> list[str]:
+    """The lease files matching ``pattern`` that have not run out (an unreadable one counts
+    as live: it will run out)."""
+    now = time.time() if now is None else now
+    live = []
+    for path, record in _lease_records(fs, pattern):
         try:
-            alive = record is None or float(record["until"]) > now  # unreadable: count it live, it will run out
+            alive = record is None or float(record["until"]) > now
         except (KeyError, TypeError, ValueError):
             alive = True
         if alive:
-            live.add(path[len(root) + 1 :].split("/")[1])
+            live.append(path)
     return live
 
 

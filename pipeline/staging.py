@@ -10,6 +10,7 @@ import os
 from typing import Callable
 
 from tlfs.features import layout, versions
+from tlfs.features.leases import live_leases
 from tlfs.features.storage import atomic_write_bytes, atomic_write_json, fs_path, is_local, read_json, read_range
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.records import ShardRecord
@@ -48,13 +49,17 @@ def entries_reader(set_uri: str, plan: dict, whole: bool = False) -> Callable[[i
 
 
 def gather_records(p: Plan, records: list[ShardRecord]) -> None:
-    """After ``p``'s commit: the records its runs saved, one file instead of one per shard,
-    so that the next plan reads its base's records in one request, and the commit that
-    supersedes ``p`` removes a few files, not one per shard. A crash in between leaves
-    both, which agree."""
+    """After ``p``'s commit (the caller holds a lease on it): the records its runs saved,
+    one file instead of one per shard, so that the next plan reads its base's records in
+    one request, and the commit that supersedes ``p`` removes a few files, not one per
+    shard. The single records are removed only while no other run works on the plan: one
+    that looked for the gathered file before it was written would not look again, and
+    would extract its shards anew. A crash in between leaves both, which agree."""
     saved = [r for r in records if not r.reused]  # a reused shard's record is the plan's
     atomic_write_bytes(layout.records_uri(p.set_uri, p.plan_id),
                        _lines(r.with_(skipped=False).to_json() for r in sorted(saved, key=lambda r: r.shard)))
+    if live_leases(p.set_uri, p.plan_id) > 1:  # another run of the plan: the superseding commit removes them
+        return
     fs, _ = fs_path(p.set_uri)
     for record in saved:
         try:

@@ -1,3 +1,4 @@
+import contextlib
 import json
 from pathlib import Path
 
@@ -266,3 +267,29 @@ def test_a_commit_leaves_each_file_in_one_place_and_no_folders_in_its_staging(tm
     set_root = Path(summary["set_uri"])
     assert len(list(set_root.rglob("layer=head"))) == 1  # the layer's folder, not another under _staging
     assert not list((set_root / "_staging").rglob("files"))
+
+
+def test_a_commit_gathers_its_records_and_keeps_the_single_ones_while_another_run_works_on_the_plan(
+        tmp_path, folder_dataset, lite0, models_root):
+    """The single records go only when no other run of the plan could be looking for
+    them: one that had not seen the gathered file would extract its shards anew."""
+    from tlfs.features import layout
+    from tlfs.features.leases import LeaseTerms, hold
+    from tlfs.models.runtime import resolve_runtime
+    from tlfs.pipeline.plan import ExtractionRequest
+
+    for others, kept in ((0, 0), (1, 6)):
+        store = str(tmp_path / f"store{others}")
+        request = ExtractionRequest.build("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
+                                          layers=["head"], shard_size=5, runtime=resolve_runtime(batch_size=4))
+        p = extract.plan(request, log=lambda *_: None)
+        with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
+            extract.save_plan(p, held)
+            records = extract.run_shards(p, [s.number for s in p.shards], check=held.check)
+            with contextlib.ExitStack() as stack:
+                for _ in range(others):  # another run of the same plan, at work
+                    stack.enter_context(hold(p.set_uri, p.plan_id, LeaseTerms()))
+                extract.commit(p, records, log=lambda *_: None)
+        staging = Path(layout.staging_uri(p.set_uri, p.plan_id))
+        assert len((staging / "records.jsonl").read_text().splitlines()) == len(p.shards) == 6
+        assert len(list(staging.glob("shards/*.json"))) == kept
