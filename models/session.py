@@ -76,9 +76,10 @@ class TapSession:
             finally:
                 free.put(bound)
             return {layer: np.concatenate([p[layer] for p in parts]) for layer in self.layers}
-        with self._binding:
-            if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
-                self._dynamic = self._open(self.model, cuda_graph=False)
+        if self._dynamic is None:
+            with self._binding:
+                if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
+                    self._dynamic = self._open(self.model, cuda_graph=False)
         return self._run_dynamic(images)
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":

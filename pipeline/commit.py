@@ -55,7 +55,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
             raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
                                 "(it re-extracts only what is missing)") from None
         if not committed.get("unchanged"):
-            gather_records(p, checked)
+            gather_records(p, checked, listing)
     if committed.get("unchanged"):
         log(f"{p.set_uri} is unchanged: version {committed['version']} already holds these {committed['rows']} rows")
         return committed

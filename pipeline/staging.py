@@ -23,7 +23,7 @@ def save_entries(p: Plan) -> dict:
     """Write every shard's entries, a JSON line per shard, into one file (one object on a
     store: a plan of a million images writes one, not one per shard); returns what
     ``plan.json`` adds so that a task finds its shard's line (:data:`ENTRIES_AT`)."""
-    lines = [json.dumps(p.entries_json(n), separators=(",", ":")).encode() + b"\n" for n in range(len(p.shards))]
+    lines = [_line(p.entries_json(n)) for n in range(len(p.shards))]
     at, offset = [], 0
     for line in lines:
         at.append([offset, len(line)])
@@ -48,24 +48,26 @@ def entries_reader(set_uri: str, plan: dict, whole: bool = False) -> Callable[[i
     return lambda number: json.loads(read_range(uri, *at[number]))
 
 
-def gather_records(p: Plan, records: list[ShardRecord]) -> None:
+def gather_records(p: Plan, records: list[ShardRecord], listing: versions.Listing) -> None:
     """After ``p``'s commit (the caller holds a lease on it): the records its runs saved,
     one file instead of one per shard, so that the next plan reads its base's records in
     one request, and the commit that supersedes ``p`` removes a few files, not one per
     shard. The single records are removed only while no other run works on the plan: one
     that looked for the gathered file before it was written would not look again, and
-    would extract its shards anew. A crash in between leaves both, which agree."""
+    would extract its shards anew. A crash in between leaves both, which agree.
+    ``listing``: the set as the commit listed it, which shows the single records there are."""
     saved = [r for r in records if not r.reused]  # a reused shard's record is the plan's
     atomic_write_bytes(layout.records_uri(p.set_uri, p.plan_id),
                        _lines(r.with_(skipped=False).to_json() for r in sorted(saved, key=lambda r: r.shard)))
     if live_leases(p.set_uri, p.plan_id) > 1:  # another run of the plan: the superseding commit removes them
         return
     fs, _ = fs_path(p.set_uri)
-    for record in saved:
-        try:
-            fs.rm(fs_path(layout.record_uri(p.set_uri, p.plan_id, record.shard))[1])
-        except FileNotFoundError:  # gathered before, by a commit that crashed after it
-            continue
+    single = [fs_path(uri)[1] for uri in (layout.record_uri(p.set_uri, p.plan_id, r.shard) for r in saved)
+              if _relative(p, uri) in listing.others]
+    try:
+        fs.rm(single)  # one bulk request on an object store
+    except FileNotFoundError:  # removed meanwhile: the superseding commit removes what is left
+        pass
     if is_local(fs):  # its emptied folder too (an object store has none)
         try:
             os.rmdir(fs_path(layout.staging_uri(p.set_uri, p.plan_id))[1] + f"/{layout.RECORDS}")
@@ -73,8 +75,12 @@ def gather_records(p: Plan, records: list[ShardRecord]) -> None:
             pass
 
 
+def _line(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode() + b"\n"
+
+
 def _lines(records) -> bytes:
-    return b"".join(json.dumps(record, separators=(",", ":")).encode() + b"\n" for record in records)
+    return b"".join(map(_line, records))
 
 
 def gathered_records(set_uri: str, plan_id: str) -> dict[int, dict] | None:

@@ -203,9 +203,11 @@ def test_tlfs_backbones_says_when_no_timm_model_matches(capsys):
     assert "no timm model with pretrained weights matches 'no_such_model*'" in capsys.readouterr().out
 
 
-def test_weights_are_downloaded_from_the_hub_into_its_cache_where_the_machine_reaches_it(tmp_path):
-    """hf_hub_download against a hub on loopback (HF_ENDPOINT): the real download path,
-    its cache, and the weights that came loaded; nothing leaves this machine."""
+def test_weights_come_from_a_hub_into_its_cache_where_the_machine_reaches_one(tmp_path):
+    """hf_hub_download against a hub this test serves on loopback (HF_ENDPOINT), with
+    weights it makes itself: the real download path, its cache, and the weights that came
+    loaded. Nothing leaves this machine: any other address goes to a proxy that does not
+    exist, so a request for the internet fails instead of reaching it."""
     import hashlib
     import json
     import os
@@ -253,8 +255,12 @@ def test_weights_are_downloaded_from_the_hub_into_its_cache_where_the_machine_re
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    dead_proxy = "http://127.0.0.1:9"  # the discard port: nothing listens there
     env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_OFFLINE": "0",
-           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1",
+           "HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy, "ALL_PROXY": dead_proxy,
+           "http_proxy": dead_proxy, "https_proxy": dead_proxy, "all_proxy": dead_proxy,
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     code = ("import json; from tlfs.models.backbones import load_backbone; b = load_backbone('timm/resnet18'); "
             "print(json.dumps({'origin': str(b.weights_origin), 'bias': float(b.module.fc.bias[0])}))")
     try:
