@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
@@ -192,17 +193,37 @@ def _older_than(path: str, seconds: float) -> bool:
         return False
 
 
-def new_manifest(*, dataset: str, backbone: str, backbone_version: str, plan_id: str, layers: dict[str, int],
-                 views: list[str], splits: list[str], classes: list[str], counts: dict, changes: dict,
-                 shards: list[dict], rejects: list[dict], lineage: dict) -> dict:
-    """A manifest as a commit publishes it (:func:`publish` adds its version, parent and
-    time). The schema, in one place: ``layers`` maps each layer to its width; ``counts``
-    each split to its images read, written and rejected (read = written + rejected);
-    ``shards`` lists every file (layer, split, shard, path, rows, bytes, sha256; layer and
-    view where the view is not the original); ``rejects`` each refused image with its
-    source and reason; ``changes`` what an incremental run changed against its base;
-    ``lineage`` the model, runtime, sources and code that made the rows."""
-    return {"dataset": dataset, "backbone": backbone, "backbone_version": backbone_version, "plan_id": plan_id,
-            "layers": layers, "views": views, "splits": splits, "classes": classes,
-            "rows": sum(c["written"] for c in counts.values()), "counts": counts, "changes": changes,
-            "shards": shards, "rejects": rejects, "lineage": lineage}
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as a commit composes it (:func:`publish` adds its version, parent and
+    time, and writes :meth:`to_json`). The schema, in one place: ``layers`` maps each
+    layer to its width; ``counts`` each split to its images read, written and rejected
+    (read = written + rejected); ``shards`` lists every file (layer, split, shard, path,
+    rows, bytes, sha256; layer and view where the view is not the original); ``rejects``
+    each refused image with its source and reason; ``changes`` what an incremental run
+    changed against its base; ``lineage`` the model, runtime, sources and code that made
+    the rows."""
+
+    dataset: str
+    backbone: str
+    backbone_version: str
+    plan_id: str
+    layers: dict[str, int]
+    views: list[str]
+    splits: list[str]
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    changes: dict
+    shards: list[dict]
+    rejects: list[dict]
+    lineage: dict
+
+    @property
+    def rows(self) -> int:
+        return sum(c["written"] for c in self.counts.values())
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "backbone": self.backbone, "backbone_version": self.backbone_version,
+                "plan_id": self.plan_id, "layers": self.layers, "views": self.views, "splits": self.splits,
+                "classes": self.classes, "rows": self.rows, "counts": self.counts, "changes": self.changes,
+                "shards": self.shards, "rejects": self.rejects, "lineage": self.lineage}

@@ -1,9 +1,9 @@
 """Light heads fitted on stored features: softmax (multinomial logistic regression),
 LightGBM and a small MLP (Dense 1024 ReLU + softmax, as in the seeds).
 
-Each ``fit_*`` takes a train and a validation matrix (the validation split chooses
-the L2 strength / stops boosting / stops training) and returns a :class:`Head` that
-predicts and saves itself without pickle.
+Each ``fit_*`` takes a :class:`~tlfs.models.fit_data.FitData` (a train and a
+validation split: the validation split chooses the L2 strength / stops boosting / stops
+training) and returns a :class:`Head` that predicts and saves itself without pickle.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from tlfs.models.errors import ModelError
+from tlfs.models.fit_data import Examples, FitData
 from tlfs.models.names import HEADS
 
 SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -54,17 +55,18 @@ def _standardizer(X: np.ndarray, block_dims: list[int] | None = None) -> tuple[n
     return mean, std.astype(np.float32)
 
 
-def fit_softmax(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-                block_dims: list[int] | None = None) -> Head:
+def fit_softmax(data: FitData, log=print) -> Head:
     """L2 strength chosen on the validation split along SOFTMAX_C_GRID, warm-started from
     strong to weak (models/linear.py: full-batch L-BFGS, float32)."""
     from tlfs.models.linear import fit_path
 
-    mean, std = _standardizer(X, block_dims)
-    present = np.unique(y)  # a class with no training image gets no logit (predicted never)
-    index = np.searchsorted(present, y)
-    best = fit_path((X - mean) / std, index, (Xv - mean) / std, _indices_in(present, yv), len(present),
-                    SOFTMAX_C_GRID, log=log)
+    train, validation, classes = data.train, data.validation, data.classes
+    mean, std = _standardizer(train.X, data.block_dims)
+    present = np.unique(train.y)  # a class with no training image gets no logit (predicted never)
+    standardized = FitData(Examples((train.X - mean) / std, np.searchsorted(present, train.y)),
+                           Examples((validation.X - mean) / std, _indices_in(present, validation.y)), len(present))
+    best = fit_path(standardized, SOFTMAX_C_GRID, log=log)
+    del standardized
     acc, C, coef, intercept = best.val_accuracy, best.C, best.coef, best.intercept
 
     def proba(Xq: np.ndarray) -> np.ndarray:
@@ -111,15 +113,15 @@ LIGHTGBM_PARAMS = {
 LIGHTGBM_PATIENCE = 10  # rounds without a better validation loss before boosting stops
 
 
-def fit_lightgbm(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-                 block_dims: list[int] | None = None) -> Head:
+def fit_lightgbm(data: FitData, log=print) -> Head:
     """Gradient-boosted trees that start from the softmax head's scores (LightGBM's
     ``init_score``): the trees learn what the linear probe misses, so boosting stops
     after tens of rounds, not hundreds. From zero, trees on dense CNN features need
     ~200 rounds of 10 trees (minutes on a CPU) to reach the linear probe's accuracy."""
     import lightgbm as lgb
 
-    base = fit_softmax(X, y, Xv, yv, classes, log=log, block_dims=block_dims)
+    base = fit_softmax(data, log=log)
+    (X, y), (Xv, yv), classes = (data.train.X, data.train.y), (data.validation.X, data.validation.y), data.classes
 
     def scores(Xq: np.ndarray) -> np.ndarray:
         return np.log(np.clip(base.predict_proba(Xq), 1e-12, None))
@@ -216,29 +218,26 @@ def _standardize_in_place(Z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> n
     return Z
 
 
-def fit_mlp(
-    X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, classes: int, log=print,
-    block_dims: list[int] | None = None, epochs: int = 40, seed: int = 0, settings: dict | None = None,
-) -> Head:
+def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings: dict | None = None) -> Head:
     """``settings``: one of :data:`MLP_SETTINGS`' kind (default: :func:`mlp_settings`'s
     choice; a benchmark passes its own)."""
     import torch
     from torch import nn
 
-    kind, settings = ("given", settings) if settings else mlp_settings(X.shape[1], block_dims)
+    kind, settings = ("given", settings) if settings else mlp_settings(data.width, data.block_dims)
     compute = "bfloat16" if settings.get("bf16") and bf16_native() else "float32"
     # training's products in bfloat16, weights, optimizer and predictions in float32 (autocast)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if compute == "bfloat16" else contextlib.nullcontext
     hidden, patience, power, cycle = settings["hidden"], settings["patience"], settings["power"], settings["one_cycle_epochs"]
     torch.manual_seed(seed)
-    X, Xv = power_normalize(X, power), power_normalize(Xv, power)
-    mean, std = _standardizer(X, block_dims)
+    X, Xv = power_normalize(data.train.X, power), power_normalize(data.validation.X, power)
+    mean, std = _standardizer(X, data.block_dims)
     Z = torch.from_numpy(_standardize_in_place(X, mean, std))  # our own copies, made above
     Zv = torch.from_numpy(_standardize_in_place(Xv, mean, std))
     del X, Xv
-    target = torch.from_numpy(y.astype(np.int64))
+    target, yv = torch.from_numpy(data.train.y.astype(np.int64)), data.validation.y
     net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(Z.shape[1], hidden), nn.ReLU(),
-                        nn.Dropout(settings["dropout"]), nn.Linear(hidden, classes))
+                        nn.Dropout(settings["dropout"]), nn.Linear(hidden, data.classes))
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=1e-2)
     epochs = cycle or epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -292,12 +291,12 @@ FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}
 assert tuple(FITTERS) == HEADS, "models/names.py lists the heads"
 
 
-def fit(kind: str, X, y, Xv, yv, classes: int, log=print, block_dims: list[int] | None = None) -> tuple[Head, float]:
-    """Fit head ``kind``; ``block_dims`` are the widths of the concatenated layers in X."""
+def fit(kind: str, data: FitData, log=print) -> tuple[Head, float]:
+    """Fit head ``kind`` on ``data``; the head and the seconds it took."""
     if kind not in FITTERS:
         raise ModelError(f"unknown head {kind!r}: use one of {', '.join(HEADS)}")
     started = time.perf_counter()
-    head = FITTERS[kind](X, y, Xv, yv, classes, log=log, block_dims=block_dims)
+    head = FITTERS[kind](data, log=log)
     return head, time.perf_counter() - started
 
 

@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from tlfs.models.fit_data import FitData
+
 
 @dataclass
 class LinearFit:
@@ -33,17 +35,17 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def fit_path(Z: np.ndarray, y: np.ndarray, Zv: np.ndarray, yv: np.ndarray, classes: int, grid: tuple[float, ...],
-             log: Callable[[str], None] = print, max_iter: int = 50, patience: int = 1) -> LinearFit:
-    """The best fit on the validation split (``Zv``, ``yv``) along ``grid`` (ascending C).
-    ``y`` holds class indices ``0..classes-1``; standardise ``Z`` first."""
+def fit_path(data: FitData, grid: tuple[float, ...], log: Callable[[str], None] = print, max_iter: int = 50,
+             patience: int = 1) -> LinearFit:
+    """The best fit on ``data``'s validation split along ``grid`` (ascending C). Its
+    labels are class indices ``0..classes-1``; standardise its features first."""
     import torch
     import torch.nn.functional as F
 
-    device = _device()
-    X = torch.from_numpy(np.ascontiguousarray(Z, np.float32)).to(device)
-    Xv = torch.from_numpy(np.ascontiguousarray(Zv, np.float32)).to(device)
-    target = torch.from_numpy(y.astype(np.int64)).to(device)
+    device, classes, yv = _device(), data.classes, data.validation.y
+    X = torch.from_numpy(np.ascontiguousarray(data.train.X, np.float32)).to(device)
+    Xv = torch.from_numpy(np.ascontiguousarray(data.validation.X, np.float32)).to(device)
+    target = torch.from_numpy(data.train.y.astype(np.int64)).to(device)
     W = torch.zeros(classes, X.shape[1], device=device, requires_grad=True)
     b = torch.zeros(classes, device=device, requires_grad=True)
     best: LinearFit | None = None

@@ -16,16 +16,17 @@ import io
 import tarfile
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from tlfs.pipeline.config import Settings
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from tlfs.models.runtime import Runtime
+    from tlfs.pipeline.plan import ExtractionRequest
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
 
@@ -108,6 +109,7 @@ def bench(
     from tlfs.models.backbones import load_backbone
     from tlfs.models.export import export
     from tlfs.models.runtime import resolve_runtime
+    from tlfs.pipeline.plan import ExtractionRequest
 
     runtime = runtime or resolve_runtime()
     device, batch_size = runtime.device, runtime.batch_size
@@ -127,8 +129,10 @@ def bench(
         counted = sum(len(b) for b in batches)
         results = {**_torch_rows(loaded, device, batches, log), **_onnxruntime_rows(artifact, device, batch_size, batches, log)}
         log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, warmed session ...")
-        summary = _pipeline_row(artifact, runtime, backbone, batches, tmp_path, models_root, weights, random_weights,
-                                decode_workers)
+        request = ExtractionRequest("bench", [str(synthetic_dataset(tmp_path, counted))], backbone, str(tmp_path / "store"),
+                                    models_root, runtime=runtime, shard_size=max(counted // 4, batch_size), weights=weights,
+                                    random_weights=random_weights)
+        summary = _pipeline_row(request, artifact, batches[0], decode_workers)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
         # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
         # runs bracketing it is steadier than to one run taken before it
@@ -195,22 +199,17 @@ def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.n
     return rows
 
 
-def _pipeline_row(artifact, runtime, backbone: str, batches: list[np.ndarray], tmp_path: Path, models_root: str,
-                  weights: str | None, random_weights: bool, decode_workers: int) -> dict:
-    """(d) ``tlfs extract`` from JPEG files to Parquet shards, with a warmed session."""
+def _pipeline_row(request: ExtractionRequest, artifact, warm_up: np.ndarray, decode_workers: int) -> dict:
+    """(d) ``tlfs extract`` of ``request`` (JPEG files to Parquet shards), with a session
+    warmed on ``warm_up``."""
     from tlfs.models.session import open_session
     from tlfs.pipeline import extract
-    from tlfs.pipeline.extract import ExtractionRequest, RunOptions
+    from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.decode_pool import Decoder
 
-    counted = sum(len(b) for b in batches)
-    source = synthetic_dataset(tmp_path, counted)
-    session = open_session(artifact, runtime=runtime)
-    session.run(batches[0])  # warm-up: graph capture, cuDNN search
-    with Decoder(decode_workers, runtime.device).start() as decoder:  # started, as the session is warm
-        request = ExtractionRequest.build("bench", [str(source)], backbone, str(tmp_path / "store"), models_root,
-                                          runtime=runtime, shard_size=max(counted // 4, runtime.batch_size), weights=weights,
-                                          random_weights=random_weights)
+    session = open_session(artifact, runtime=request.runtime)
+    session.run(warm_up)  # graph capture, cuDNN search
+    with Decoder(decode_workers, request.runtime.device).start() as decoder:  # started, as the session is warm
         return extract.run(request, RunOptions(show_progress=False, session=session, decoder=decoder), log=lambda *_: None)
 
 
@@ -231,46 +230,31 @@ class HostOnlySession:
         return {layer: np.resize(flat, (len(batch), dim)).copy() for layer, dim in self.layer_dims.items()}
 
 
-def host_only(
-    dataset: str,
-    sources: list[str],
-    backbone: str,
-    limit: int | None = None,
-    decode_workers: int = 0,
-    batch_size: int | None = None,
-    shard_size: int = Settings.shard_size,
-    model_store: str | None = None,
-    cache_dir: str | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """The host side of ``tlfs extract`` alone on a real dataset: (1) reading and decoding
-    every image with ``decode_workers`` (the ceiling this machine sets), then (2) the
-    whole pipeline (plan, read, decode, batch, write Parquet, commit) with inference
-    replaced by :class:`HostOnlySession`."""
+def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable[[str], None] = print) -> dict:
+    """The host side of ``tlfs extract`` of ``request`` alone, into a temporary store:
+    (1) reading and decoding every image with ``decode_workers`` (the ceiling this
+    machine sets), then (2) the whole pipeline (plan, read, decode, batch, write Parquet,
+    commit) with inference replaced by :class:`HostOnlySession`."""
     from tlfs.models.export import export
-    from tlfs.models.runtime import resolve_runtime
     from tlfs.pipeline import extract
-    from tlfs.pipeline.extract import ExtractionRequest, RunOptions
+    from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.decode_pool import Decoder
 
-    runtime = resolve_runtime("cpu", batch_size=batch_size)
+    dataset, cache_dir, runtime = request.dataset, request.cache_dir, request.runtime
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-host-") as tmp:
-        models_root = model_store or str(Path(tmp) / "models")
-        artifact = export(backbone, models_root, log=log)
+        artifact = export(request.backbone, request.model_store, log=log)
         size = artifact.card["preprocessing"]["input_size"]
-        index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
+        index = build_index(dataset, list(request.sources), limit=request.limit, cache_dir=cache_dir)
         log(f"(1) reading and decoding {len(index.entries)} images of {dataset} ...")
         with Decoder(decode_workers).start() as decoder:  # as for a GPU; both steps share the started workers
             started = time.perf_counter()
             decoded = sum(1 for _ in decoder.decoded(index.sources, index.entries, size, cache_dir))
             decode_wall = time.perf_counter() - started
             log("(2) the whole pipeline, inference replaced by a trivial session ...")
-            request = ExtractionRequest.build(dataset, sources, backbone, str(Path(tmp) / "store"), models_root, limit=limit,
-                                              runtime=runtime, shard_size=shard_size, cache_dir=cache_dir)
             session = HostOnlySession(runtime, dict(artifact.card["layers"]))
-            summary = extract.run(request, RunOptions(show_progress=False, decoder=decoder, session=session),
-                                  log=lambda *_: None)
+            summary = extract.run(replace(request, store=str(Path(tmp) / "store")),
+                                  RunOptions(show_progress=False, decoder=decoder, session=session), log=lambda *_: None)
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", action="store_true", help="each host stage of tlfs extract alone on --dataset, in "
                    "images/s on one core, which are serial, and the host side's projected rate on --cores")
     p.add_argument("--cores", type=_positive, help="with --stages: the cores to project onto (default: this machine's)")
-    p.add_argument("--layers", help="with --stages: comma-separated layers (default: all of the backbone's)")
+    p.add_argument("--layers", help="with --host-only or --stages: comma-separated layers (default: all of the backbone's)")
     p.add_argument("--limit", type=_positive, help="with --host-only: class-balanced sample of N images per split")
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
@@ -284,7 +284,7 @@ def cmd_extract(args, settings: Settings) -> dict:
     from tlfs.pipeline import extract
     from tlfs.pipeline.extract import ExtractionRequest, RunOptions
 
-    request = ExtractionRequest.build(
+    request = ExtractionRequest(
         args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
         views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
@@ -301,15 +301,15 @@ def cmd_extract(args, settings: Settings) -> dict:
 
 
 def cmd_finetune(args, settings: Settings) -> dict:
-    from tlfs.pipeline.finetune import finetune
+    from tlfs.pipeline.finetune import FinetuneRequest, finetune
 
     if args.random_weights:
         raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     sources = settings.sources_for(args.dataset, args.sources)
-    result = finetune(args.dataset, sources, args.backbone, settings.model_store, config, limit=args.limit, device=settings.device,
-                      cache_dir=settings.cache_dir, weights=args.weights, restart=args.restart,
-                      show_progress=not args.no_progress, log=_log)
+    request = FinetuneRequest(args.dataset, sources, args.backbone, settings.model_store, config, limit=args.limit,
+                              device=settings.device, cache_dir=settings.cache_dir, weights=args.weights)
+    result = finetune(request, restart=args.restart, show_progress=not args.no_progress, log=_log)
     print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
           f"(validation {result['validation_accuracy']:.4f}, {result['seconds']}s) -> {result['backbone_version']}")
     if args.extract:
@@ -321,7 +321,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         from tlfs.pipeline.fit import fit
 
         layer = classifier_layer(get_spec(args.backbone))
-        request = ExtractionRequest.build(args.dataset, sources, result["backbone_version"], settings.store,
+        request = ExtractionRequest(args.dataset, sources, result["backbone_version"], settings.store,
                                           settings.model_store, limit=args.limit, runtime=settings.runtime(),
                                           cache_dir=settings.cache_dir)
         extracted = extract.run(request, RunOptions(show_progress=not args.no_progress, lease=settings.lease_terms()), log=_log)
@@ -388,14 +388,23 @@ def cmd_bench(args, settings: Settings) -> dict:
     return result
 
 
+def _bench_request(args, settings: Settings, mode: str):
+    """The extraction a host-side bench (``mode``: --host-only, --stages) measures: the
+    dataset's, on the CPU's runtime (no inference is run)."""
+    from tlfs.pipeline.plan import ExtractionRequest
+
+    if not args.dataset:
+        raise SystemExit(f"tlfs bench: {mode} needs --dataset")
+    return ExtractionRequest(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store,
+                             settings.model_store, layers=args.layers.split(",") if args.layers else None,
+                             limit=args.limit, shard_size=settings.shard_size,
+                             runtime=resolve_runtime("cpu", batch_size=args.batch_size), cache_dir=settings.cache_dir)
+
+
 def _bench_host_only(args, settings: Settings) -> dict:
     from tlfs.pipeline.bench import host_only
 
-    if not args.dataset:
-        raise SystemExit("tlfs bench: --host-only needs --dataset")
-    result = host_only(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, args.limit,
-                       settings.decode_workers, args.batch_size, settings.shard_size, args.model_store,
-                       settings.cache_dir, log=_log)
+    result = host_only(_bench_request(args, settings, "--host-only"), settings.decode_workers, log=_log)
     print(f"host side of tlfs extract on {args.dataset}, {result['images']} images, {result['decode_workers']} decode worker(s):")
     print(f"  reading and decoding alone       {result['decode_images_per_s']:>10,.1f} images/s")
     print(f"  whole pipeline, no inference     {result['host_images_per_s']:>10,.1f} images/s  "
@@ -408,11 +417,7 @@ def _bench_host_only(args, settings: Settings) -> dict:
 def _bench_stages(args, settings: Settings) -> dict:
     from tlfs.pipeline.stage_bench import stage_bench
 
-    if not args.dataset:
-        raise SystemExit("tlfs bench: --stages needs --dataset")
-    result = stage_bench(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone,
-                         args.images or STAGE_IMAGES, args.batch_size, settings.shard_size, args.cores,
-                         args.layers.split(",") if args.layers else None, settings.cache_dir, log=_log)
+    result = stage_bench(_bench_request(args, settings, "--stages"), args.images or STAGE_IMAGES, args.cores, log=_log)
     print(f"host stages of tlfs extract: {result['backbone']} ({result['values_per_image']:,} values per image), "
           f"{result['images']:,} images of {result['dataset']}, one core each:")
     print(f"  {'stage':<26} {'images/s':>12}  {'runs on':<16} what")

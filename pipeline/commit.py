@@ -11,7 +11,7 @@ from tlfs.features import versions
 from tlfs.features.errors import PlanReplaced, StoreError
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
-from tlfs.features.manifest import new_manifest, publish
+from tlfs.features.manifest import Manifest, publish
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
@@ -47,7 +47,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
                 raise _not_extracted(p, number)
             checked.append(record)
         try:
-            committed = publish(p.set_uri, manifest_of(p, checked), retention,
+            committed = publish(p.set_uri, manifest_of(p, checked).to_json(), retention,
                                 check=lambda: require_plan(p.set_uri, p.plan_id), listing=listing)
         except PlanReplaced:
             raise
@@ -78,7 +78,7 @@ def commit_task(set_uri: str, plan_id: str, records: list[dict] | None = None, l
         return commit(load_plan(set_uri, plan_id), typed, log=log, retention=retention)
 
 
-def manifest_of(p: Plan, records: list[ShardRecord]) -> dict:
+def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
     """The manifest of plan ``p`` from its shards' records."""
     counts = {split: {"read": 0, "written": 0, "rejected": 0} for split in p.splits}
     rejects = [{"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in p.index_rejects]
@@ -96,7 +96,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> dict:
         rejects.extend({"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in record.rejects)
         shards.extend(record.manifest_files())
     card = p.artifact.card
-    return new_manifest(
+    return Manifest(
         dataset=p.dataset, backbone=p.backbone, backbone_version=p.backbone_version, plan_id=p.plan_id,
         layers=p.layer_dims, views=list(p.views), splits=list(p.splits), classes=list(p.classes), counts=counts,
         changes=p.changes.to_json() if p.changes else {}, shards=shards, rejects=rejects,

@@ -72,14 +72,36 @@ def _write_torch(uri: str, obj) -> None:
 RUN_KEY_DIGITS = 12  # hex digits of a fine-tuning run's key (its checkpoint folder's name)
 
 
-def run_key(dataset: str, index: DatasetIndex, backbone: str, weights_sha256: str, config: FinetuneConfig, limit: int | None) -> str:
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """What to fine-tune, as a user says it (CLI flags, DAG Params, Python): ``backbone``
+    (its ``weights``: by default its known source) trained on the classes of ``dataset``
+    read from ``sources`` (``limit``: a class-balanced sample per split) on ``device``,
+    the result exported under ``model_store``."""
+
+    dataset: str
+    sources: tuple[str, ...]
+    backbone: str
+    model_store: str
+    config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    limit: int | None = None
+    device: str = "cpu"
+    cache_dir: str | None = None
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))  # frozen: set once, here
+
+
+def run_key(request: FinetuneRequest, index: DatasetIndex, weights_sha256: str) -> str:
+    """The run's key: its checkpoint folder, the same for the same images, weights and settings."""
     identity = {
-        "dataset": dataset,
+        "dataset": request.dataset,
         **index.identity(),
-        "backbone": backbone,
+        "backbone": request.backbone,
         "weights": weights_sha256,
-        "config": asdict(config),
-        "limit": limit,
+        "config": asdict(request.config),
+        "limit": request.limit,
     }
     return digest_of(identity, RUN_KEY_DIGITS)
 
@@ -105,23 +127,12 @@ class Progress:
     saved: dict | None = None  # the checkpoint this run resumed from
 
 
-def finetune(
-    dataset: str,
-    sources: list[str],
-    backbone: str,
-    model_store: str,
-    config: FinetuneConfig = FinetuneConfig(),
-    limit: int | None = None,
-    device: str = "cpu",
-    cache_dir: str | None = None,
-    weights: str | None = None,
-    restart: bool = False,
-    show_progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Fine-tune ``backbone`` on ``dataset``'s classes and export it as a new version:
-    check the request, decode the splits, build the network on the device, resume from a
-    checkpoint if one is there, train each phase, test the best epoch, export."""
+def finetune(request: FinetuneRequest, restart: bool = False, show_progress: bool = True,
+             log: Callable[[str], None] = print) -> dict:
+    """Fine-tune the request's backbone on its dataset's classes and export it as a new
+    version: check the request, decode the splits, build the network on the device,
+    resume from a checkpoint if one is there (``restart``: start afresh), train each
+    phase, test the best epoch, export."""
     import torch
 
     from tlfs.models.backbones import get_spec, load_backbone, resolve_weights
@@ -129,16 +140,18 @@ def finetune(
     from tlfs.models.finetune import Classifier, evaluate
     from tlfs.models.names import folder_name
 
-    _check_request(config, device)
+    _check_request(request.config, request.device)
+    dataset, backbone, model_store, config = request.dataset, request.backbone, request.model_store, request.config
+    limit, device, cache_dir = request.limit, request.device, request.cache_dir
     started = time.perf_counter()
     spec = get_spec(backbone)
-    choice = resolve_weights(backbone, weights, random_weights=config.from_scratch)
+    choice = resolve_weights(backbone, request.weights, random_weights=config.from_scratch)
     parent_version = version_of(spec, choice.sha256)
-    index = build_index(dataset, sources, limit=limit, cache_dir=cache_dir)
+    index = build_index(dataset, list(request.sources), limit=limit, cache_dir=cache_dir)
     for split in ("train", "test"):
         if split not in index.splits():
             raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())}")
-    key = run_key(dataset, index, backbone, choice.sha256, config, limit)
+    key = run_key(request, index, choice.sha256)
     work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
@@ -224,20 +237,28 @@ def _resume(checkpoint_uri: str, restart: bool, config: FinetuneConfig, model, g
     return Progress(list(saved["history"]), saved["best"], list(saved["phases_done"]), saved)
 
 
+@dataclass
 class _Trainer:
     """Trains the phases of one run on device-resident images, a checkpoint after every
     epoch; each phase stops early after ``patience`` epochs without a better validation
     accuracy."""
 
-    def __init__(self, model, generator, config: FinetuneConfig, device: str, splits: Splits, checkpoint_uri: str,
-                 progress: Progress, show_progress: bool, log) -> None:
+    model: object  # models/finetune.Classifier, on the device
+    generator: object  # torch.Generator on the device: shuffles and augmentation
+    config: FinetuneConfig
+    device: str
+    splits: Splits  # copied to the device here
+    checkpoint_uri: str
+    progress: Progress
+    show_progress: bool
+    log: Callable[[str], None]
+
+    def __post_init__(self) -> None:
         import torch
 
-        self.model, self.generator, self.config, self.device = model, generator, config, device
-        self.images, self.labels = (torch.from_numpy(a).to(device) for a in splits.fit)
-        self.validation = tuple(torch.from_numpy(a).to(device) for a in splits.validation)
-        self.checkpoint_uri, self.progress, self.show_progress, self.log = checkpoint_uri, progress, show_progress, log
-        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.images, self.labels = (torch.from_numpy(a).to(self.device) for a in self.splits.fit)
+        self.validation = tuple(torch.from_numpy(a).to(self.device) for a in self.splits.validation)
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
 
     def _optimizer(self, phase: str):
         import torch

@@ -13,6 +13,7 @@ from tlfs.features import layout
 from tlfs.features.feature_set import FeatureSet
 from tlfs.features.storage import atomic_put_file
 from tlfs.models import heads
+from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.errors import PipelineError
 
 VALIDATION_FRACTION = 0.1
@@ -105,14 +106,14 @@ def _require_train_and_test(feature_set: FeatureSet) -> None:
         raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has {', '.join(feature_set.splits)}")
 
 
-def fitting_rows(train: dict, fit_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X_fit, y_fit, X_val, y_val)`` from ``{view: (X, y, ids)}`` of the training split,
-    the original view first: every view's rows of the ``fit_idx`` images, and the
-    original view of the ``val_idx`` ones (see :func:`_fit_and_save`)."""
+def fitting_rows(train: dict, fit_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Examples, Examples]:
+    """The examples to fit on and to validate on, from ``{view: (X, y, ids)}`` of the
+    training split, the original view first: every view's rows of the ``fit_idx``
+    images, and the original view of the ``val_idx`` ones (see :func:`_fit_and_save`)."""
     views = list(train)
     X, y, _ = train[views[0]]
     X_fit = np.concatenate([train[view][0][fit_idx] for view in views]) if len(views) > 1 else X[fit_idx]
-    return X_fit, np.tile(y[fit_idx], len(views)), X[val_idx], y[val_idx]
+    return Examples(X_fit, np.tile(y[fit_idx], len(views))), Examples(X[val_idx], y[val_idx])
 
 
 def view_averaged_proba(head: heads.Head, test: dict) -> np.ndarray:
@@ -133,9 +134,7 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
         f"{len(val_idx)} validation, {len(yt)} test")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
-    X_fit, y_fit, X_val, y_val = fitting_rows(train, fit_idx, val_idx)
-    fitted, seconds = heads.fit(head, X_fit, y_fit, X_val, y_val, len(classes), log=log, block_dims=block_dims)
-    del X_fit
+    fitted, seconds = heads.fit(head, FitData(*fitting_rows(train, fit_idx, val_idx), len(classes), block_dims), log=log)
     proba = view_averaged_proba(fitted, test)
     result = {
         "dataset": feature_set.dataset,

@@ -27,7 +27,8 @@ REUSE, DERIVE = "reuse", "derive"
 
 @dataclass(frozen=True)
 class ExtractionRequest:
-    """What to extract, as a user says it (CLI flags, DAG Params, Python)."""
+    """What to extract, as a user says it (CLI flags, DAG Params, Python): built with
+    keywords from plain values (lists, a view list, no runtime), which it normalises."""
 
     dataset: str
     sources: tuple[str, ...]
@@ -38,24 +39,23 @@ class ExtractionRequest:
     splits: tuple[str, ...] | None = None  # None: every split
     limit: int | None = None  # class-balanced sample per split
     shard_size: int = Settings.shard_size
-    runtime: Runtime = field(default_factory=resolve_runtime)
+    runtime: Runtime | None = None  # None: the CPU's
     weights: str | None = None
     random_weights: bool = False
     cache_dir: str | None = None
-    views: tuple[str, ...] = ("original",)  # pipeline/views.py: the original, and e.g. flip
+    views: tuple[str, ...] | None = None  # pipeline/views.py: the original (always), and e.g. flip
     incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
 
-    @classmethod
-    def build(cls, dataset: str, sources, backbone: str, store: str, model_store: str, *, layers=None, splits=None,
-              limit: int | None = None, runtime: Runtime | None = None, shard_size: int = Settings.shard_size, weights: str | None = None, random_weights: bool = False,
-              cache_dir: str | None = None, views=None, incremental: bool = True) -> "ExtractionRequest":
-        """A request from a caller's plain values: lists, views checked and the original
-        put first; ``runtime`` by default the CPU's (models/runtime.py)."""
+    def __post_init__(self) -> None:
+        """Plain values made the request's own: lists as tuples, the views checked with the
+        original first, the CPU's runtime where none is given (models/runtime.py)."""
         from tlfs.pipeline.views import check_views
 
-        return cls(dataset, tuple(sources), backbone, store, model_store, tuple(layers) if layers else None,
-                   tuple(splits) if splits else None, limit, shard_size, runtime or resolve_runtime(),
-                   weights, random_weights, cache_dir, check_views(views), incremental)
+        normal = {"sources": tuple(self.sources), "layers": tuple(self.layers) if self.layers else None,
+                  "splits": tuple(self.splits) if self.splits else None,
+                  "runtime": self.runtime or resolve_runtime(), "views": check_views(self.views)}
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
 
 @dataclass(frozen=True)

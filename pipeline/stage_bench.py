@@ -17,12 +17,14 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from tlfs.pipeline.config import Settings
 from tlfs.pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from tlfs.pipeline.plan import ExtractionRequest
 
 
 @dataclass(frozen=True)
@@ -93,24 +95,23 @@ def project(stages: list[Stage], cores: int) -> dict:
 STAGE_IMAGES = 5000  # the first images of the dataset each stage is timed on
 
 
-def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = STAGE_IMAGES,
-                batch_size: int | None = None, shard_size: int = Settings.shard_size, cores: int | None = None,
-                layers: list[str] | None = None, cache_dir: str | None = None, workdir: str | None = None,
-                log: Callable[[str], None] = print) -> dict:
-    """Time each host stage alone on the first ``images`` images of ``dataset`` (in its
-    sources' order: reading streams, so a scattered sample would time the skipping).
-    Stages whose first call pays for lazy set-up (Pillow's codecs, pyarrow's allocator)
-    are warmed first."""
+def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: int | None = None,
+                workdir: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Time each host stage of ``request``'s extraction alone (its layers, batch and
+    shard sizes) on the first ``images`` images of its dataset (in its sources' order:
+    reading streams, so a scattered sample would time the skipping), and project them
+    onto ``cores``. Stages whose first call pays for lazy set-up (Pillow's codecs,
+    pyarrow's allocator) are warmed first."""
     from tlfs.models.backbones import get_spec
-    from tlfs.models.runtime import resolve_runtime
     from tlfs.pipeline import runner
     from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.shard_writer import writer_threads
 
+    dataset, backbone, cache_dir = request.dataset, request.backbone, request.cache_dir
+    batch_size, shard_size = request.runtime.batch_size, request.shard_size
     cores = cores or runner.available_cores()
-    runtime = resolve_runtime("cpu", batch_size=batch_size)
-    widths = layer_widths(backbone, layers)
-    index = build_index(dataset, sources, cache_dir=cache_dir)
+    widths = layer_widths(backbone, list(request.layers) if request.layers else None)
+    index = build_index(dataset, list(request.sources), cache_dir=cache_dir)
     entries = index.entries[:images]
     if not entries:
         raise PipelineError(f"{dataset} has no images to measure")
@@ -119,8 +120,8 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = S
     reading, payloads = _time_reading(index, entries, cache_dir)
     log(f"read {len(payloads)} payloads")
     decoding, decoded = _time_decoding(payloads, get_spec(backbone).input_size, dataset)
-    batching, outputs = _time_batching(decoded, runtime.batch_size, widths)
-    writing, encoded = _time_encoding(outputs, shard_size // runtime.batch_size, widths)
+    batching, outputs = _time_batching(decoded, batch_size, widths)
+    writing, encoded = _time_encoding(outputs, shard_size // batch_size, widths)
     storing = _time_storing(encoded, dataset, widths, workdir)
     stages = reading + decoding + batching + writing + storing
 
@@ -129,7 +130,7 @@ def stage_bench(dataset: str, sources: list[str], backbone: str, images: int = S
     projection["decode_ceiling_images_per_s"] = ceiling
     projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
     return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
-            "batch_size": runtime.batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
+            "batch_size": batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
             "stages": {s.name: s.to_json() for s in stages}, **projection}
 
 

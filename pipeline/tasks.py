@@ -61,15 +61,14 @@ def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = Extr
     """Plan an extraction on the device ``params`` name; the plan's shards then run on that device."""
     from tlfs.pipeline import extract
     from tlfs.pipeline.plan import ExtractionRequest
-    from tlfs.pipeline.views import check_views
 
     p = params
     s = load_settings(store=p.store or None, model_store=p.model_store or None, batch_size=p.batch_size,
                       shard_size=p.shard_size, device=p.device, precision=p.precision)
-    request = ExtractionRequest(dataset, tuple(s.sources_for(dataset, list(p.sources))), backbone, s.store, s.model_store,
-                                p.layers or None, p.splits or None, p.limit or None, s.shard_size, s.runtime(), p.weights,
-                                cache_dir=s.cache_dir, views=check_views(list(p.views) if p.views else None),
-                                incremental=p.incremental)
+    request = ExtractionRequest(dataset, s.sources_for(dataset, list(p.sources)), backbone, s.store, s.model_store,
+                                layers=p.layers or None, splits=p.splits or None, limit=p.limit or None,
+                                shard_size=s.shard_size, runtime=s.runtime(), weights=p.weights, cache_dir=s.cache_dir,
+                                views=p.views or None, incremental=p.incremental)
     plan = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": plan.set_uri,
@@ -217,9 +216,10 @@ def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: C
 
 def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, model_store: str | None,
                       device: str, settings: dict, log: Callable = print) -> dict:
-    from tlfs.pipeline.finetune import FinetuneConfig, finetune
+    from tlfs.pipeline.finetune import FinetuneConfig, FinetuneRequest, finetune
 
     s = _settings(model_store=model_store)
-    result = finetune(dataset, s.sources_for(dataset, sources), backbone, s.model_store, FinetuneConfig(**settings),
-                      limit=limit or None, device=device, cache_dir=s.cache_dir, show_progress=False, log=log)
+    request = FinetuneRequest(dataset, s.sources_for(dataset, sources), backbone, s.model_store, FinetuneConfig(**settings),
+                              limit=limit or None, device=device, cache_dir=s.cache_dir)
+    result = finetune(request, show_progress=False, log=log)
     return {k: v for k, v in result.items() if k != "history"}

@@ -75,9 +75,9 @@ def measure(images: int, work: Path, models: str, profile: bool = False) -> dict
     runtime = resolve_runtime("cpu")
     artifact = export(BACKBONE, models, log=lambda *_: None)
     session = HostOnlySession(runtime, dict(artifact.card["layers"]))
-    first = extract.run(ExtractionRequest.build("bench", [str(base)], BACKBONE, store, models),
+    first = extract.run(ExtractionRequest("bench", [str(base)], BACKBONE, store, models),
                         RunOptions(show_progress=False, session=session), log=lambda *_: None)
-    request = ExtractionRequest.build("bench", [str(base), str(added)], BACKBONE, store, models)
+    request = ExtractionRequest("bench", [str(base), str(added)], BACKBONE, store, models)
     p = extract.plan(request, log=lambda *_: None)
     with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
         extract.save_plan(p, held)

@@ -62,7 +62,7 @@ LIMIT = {}
 def run(sources: list[Path], store: Path, models: Path, **kw) -> tuple[dict, float]:
     started = time.perf_counter()
     kw = {**LIMIT, **kw}
-    request = ExtractionRequest.build("cifar10", [str(s) for s in sources], BACKBONE, str(store), str(models), **kw)
+    request = ExtractionRequest("cifar10", [str(s) for s in sources], BACKBONE, str(store), str(models), **kw)
     summary = extract.run(request, RunOptions(show_progress=False), log=lambda m: print(m, flush=True))
     return summary, time.perf_counter() - started
 

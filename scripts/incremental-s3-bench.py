@@ -85,11 +85,11 @@ def main() -> None:
             session = HostOnlySession(resolve_runtime("cpu"), dict(artifact.card["layers"]))
             options = RunOptions(show_progress=False, session=session)
             store = "s3://bench/store"
-            first = extract.run(ExtractionRequest.build("bench", [base], BACKBONE, store, models,
+            first = extract.run(ExtractionRequest("bench", [base], BACKBONE, store, models,
                                                         shard_size=args.shard_size), options, log=lambda *_: None)
             counting[0] = True
             started = time.perf_counter()
-            second = extract.run(ExtractionRequest.build("bench", [base, added], BACKBONE, store, models,
+            second = extract.run(ExtractionRequest("bench", [base, added], BACKBONE, store, models,
                                                          shard_size=args.shard_size), options, log=lambda *_: None)
             seconds = time.perf_counter() - started
             counting[0] = False

@@ -23,6 +23,7 @@ import time
 
 from tlfs import features
 from tlfs.models import heads
+from tlfs.models.fit_data import FitData
 from tlfs.pipeline.fit import fitting_rows, read_views, validation_split, view_averaged_proba
 
 
@@ -41,23 +42,22 @@ def main() -> None:
     views = feature_set.views
     train, test = read_views(feature_set, layers, views)
     fit_idx, val_idx = validation_split(train[views[0]][1])
-    X_fit, y_fit, X_val, y_val = fitting_rows(train, fit_idx, val_idx)
+    block_dims = [feature_set.layers[layer] for layer in layers]
+    data = FitData(*fitting_rows(train, fit_idx, val_idx), len(feature_set.classes), block_dims)
     yt = test[views[0]][1]
     del train
-    block_dims = [feature_set.layers[layer] for layer in layers]
-    base = heads.mlp_settings(X_fit.shape[1], block_dims)[1]
-    print(f"{len(layers)} layers, {X_fit.shape[1]} features, views {'+'.join(views)}: {len(y_fit)} training rows",
+    base = heads.mlp_settings(data.width, block_dims)[1]
+    print(f"{len(layers)} layers, {data.width} features, views {'+'.join(views)}: {len(data.train)} training rows",
           file=sys.stderr, flush=True)
     for setting in args.settings.split(","):
         bf16 = setting.endswith("bf16")
         hidden, epochs = (int(n) for n in setting.removesuffix("bf16").split("x"))
         settings = {**base, "hidden": hidden, "one_cycle_epochs": epochs, "bf16": bf16}
         started = time.perf_counter()
-        head = heads.fit_mlp(X_fit, y_fit, X_val, y_val, len(feature_set.classes),
-                             log=lambda m: print(m, file=sys.stderr, flush=True), block_dims=block_dims, settings=settings)
+        head = heads.fit_mlp(data, log=lambda m: print(m, file=sys.stderr, flush=True), settings=settings)
         seconds = time.perf_counter() - started
         proba = view_averaged_proba(head, test)
-        print(json.dumps({"hidden": hidden, "epochs": epochs, "compute": head.params["compute"], "features": int(X_fit.shape[1]), "views": views,
+        print(json.dumps({"hidden": hidden, "epochs": epochs, "compute": head.params["compute"], "features": data.width, "views": views,
                           "validation_accuracy": round(head.val_accuracy * 100, 2),
                           "test_accuracy": round(float((proba.argmax(1) == yt).mean()) * 100, 2),
                           "fit_seconds": round(seconds, 1)}), flush=True)

@@ -17,5 +17,5 @@ def run_extract(dataset: str, sources, backbone: str, store: str, model_store: s
     runtime = {k: v for k in ("device", "precision", "batch_size") if (v := kw.pop(k, None)) is not None}
     if runtime:  # as --device, --precision and --batch-size give it
         kw["runtime"] = resolve_runtime(**runtime)
-    request = ExtractionRequest.build(dataset, sources, backbone, store, model_store, **kw)
+    request = ExtractionRequest(dataset, sources, backbone, store, model_store, **kw)
     return extract.run(request, RunOptions(**options), log=log)

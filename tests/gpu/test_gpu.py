@@ -80,13 +80,14 @@ def test_two_sets_of_bound_buffers_with_cuda_graphs_on_two_threads_give_each_bat
 
 def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
     from tlfs.pipeline.config import FinetuneConfig
-    from tlfs.pipeline.finetune import finetune
+    from tlfs.pipeline.finetune import FinetuneRequest, finetune
 
     # 1,000 images per split, one epoch per phase: on the CPU this reached 67% (H100 run
     # 2026-11-26 of the older form, 200 images and two steps at lr 1e-4, reached only 13%)
-    result = finetune("cifar10", cifar_sources, "efficientnet_lite0", str(tmp_path / "models"),
-                      FinetuneConfig(head_epochs=1, epochs=1, lr=0.02, schedule="cosine", batch_size=64), limit=1000,
-                      device="cuda", show_progress=False, log=lambda *_: None)
+    request = FinetuneRequest("cifar10", cifar_sources, "efficientnet_lite0", str(tmp_path / "models"),
+                              FinetuneConfig(head_epochs=1, epochs=1, lr=0.02, schedule="cosine", batch_size=64), limit=1000,
+                              device="cuda")
+    result = finetune(request, show_progress=False, log=lambda *_: None)
     assert result["test_accuracy"] > 0.5  # 10 classes, chance 0.1
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tlfs.models.errors import ModelError
+from tlfs.models.fit_data import Examples, FitData
 from tlfs.models.heads import HEADS, fit
 
 
@@ -12,12 +13,16 @@ def blobs(n: int, classes: int = 3, dims: int = 16, seed: int = 0):
     return (centers[y] + rng.normal(0, 1, (n, dims))).astype(np.float32), y
 
 
+def split(X, y, Xv, yv, classes: int, block_dims=None) -> FitData:
+    return FitData(Examples(X, y), Examples(Xv, yv), classes, block_dims)
+
+
 @pytest.mark.parametrize("kind", HEADS)
 def test_each_head_learns_separable_classes_and_saves_itself(kind, tmp_path):
     X, y = blobs(600)
     Xv, yv = blobs(150, seed=1)
     Xt, yt = blobs(300, seed=2)
-    head, seconds = fit(kind, X, y, Xv, yv, classes=3, log=lambda *_: None)
+    head, seconds = fit(kind, split(X, y, Xv, yv, 3), log=lambda *_: None)
     assert (head.predict(Xt) == yt).mean() > 0.95
     assert head.predict_proba(Xt).shape == (300, 3)
     assert all(p.exists() for p in head.save(tmp_path))
@@ -27,13 +32,13 @@ def test_heads_are_no_better_than_chance_on_noise():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(400, 8)).astype(np.float32), rng.integers(0, 4, 400)
     Xt, yt = rng.normal(size=(400, 8)).astype(np.float32), rng.integers(0, 4, 400)
-    head, _ = fit("softmax", X, y, X[:50], y[:50], classes=4, log=lambda *_: None)
+    head, _ = fit("softmax", split(X, y, X[:50], y[:50], 4), log=lambda *_: None)
     assert (head.predict(Xt) == yt).mean() < 0.4
 
 
 def test_unknown_head_is_refused():
     with pytest.raises(ModelError, match="unknown head"):
-        fit("svm", np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), np.zeros(2), 2)
+        fit("svm", split(np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), np.zeros(2), 2))
 
 
 def test_concatenated_layers_are_weighted_equally_not_by_width():
@@ -55,7 +60,7 @@ def test_concatenated_layers_are_weighted_equally_not_by_width():
 def test_each_head_fits_several_layers_at_once(kind):
     X, y = blobs(600, dims=24)
     Xv, yv = blobs(150, dims=24, seed=1)
-    head, _ = fit(kind, X, y, Xv, yv, classes=3, log=lambda *_: None, block_dims=[8, 16])
+    head, _ = fit(kind, split(X, y, Xv, yv, 3, block_dims=[8, 16]), log=lambda *_: None)
     assert (head.predict(Xv) == yv).mean() > 0.95
 
 
@@ -67,7 +72,7 @@ def test_softmax_solves_scikit_learns_problem_at_the_same_C():
 
     X, y = blobs(500, classes=4, dims=12)
     reference = LogisticRegression(C=0.05, tol=1e-8, max_iter=5000).fit(X, y)
-    ours = fit_path(X, y, X[:100], y[:100], 4, grid=(0.05,), log=lambda *_: None, max_iter=500)
+    ours = fit_path(split(X, y, X[:100], y[:100], 4), grid=(0.05,), log=lambda *_: None, max_iter=500)
     np.testing.assert_allclose(ours.coef, reference.coef_, atol=2e-3)
     np.testing.assert_allclose(ours.intercept - ours.intercept.mean(), reference.intercept_ - reference.intercept_.mean(), atol=1e-2)
 
@@ -78,13 +83,13 @@ def test_the_regularisation_path_stops_once_validation_accuracy_falls():
     X, y = blobs(300, classes=3, dims=8)
     said = []
     # validation labels that no C can predict: accuracy never rises past the first C
-    best = fit_path(X, y, X[:60], (y[:60] + 1) % 3, 3, grid=(0.01, 0.1, 1.0, 10.0, 100.0), log=said.append, patience=2)
+    best = fit_path(split(X, y, X[:60], (y[:60] + 1) % 3, 3), grid=(0.01, 0.1, 1.0, 10.0, 100.0), log=said.append, patience=2)
     assert len(said) < 5 and best.C == 0.01
 
 
 def test_a_class_absent_from_training_is_never_predicted_but_keeps_its_column():
     X, y = blobs(400, classes=3)
-    head, _ = fit("softmax", X[y != 1], y[y != 1], X[:50], y[:50], classes=3, log=lambda *_: None)
+    head, _ = fit("softmax", split(X[y != 1], y[y != 1], X[:50], y[:50], 3), log=lambda *_: None)
     proba = head.predict_proba(X)
     assert proba.shape == (400, 3) and np.all(proba[:, 1] == 0) and np.allclose(proba.sum(1), 1)
 
@@ -92,7 +97,7 @@ def test_a_class_absent_from_training_is_never_predicted_but_keeps_its_column():
 def test_lightgbm_boosts_from_the_softmax_scores_and_saves_both(tmp_path):
     X, y = blobs(600)
     Xv, yv = blobs(150, seed=1)
-    head, _ = fit("lightgbm", X, y, Xv, yv, classes=3, log=lambda *_: None)
+    head, _ = fit("lightgbm", split(X, y, Xv, yv, 3), log=lambda *_: None)
     assert head.params["init_score"] == "softmax head"
     assert sorted(p.name for p in head.save(tmp_path)) == ["lightgbm.txt", "lightgbm_init_softmax.npz"]
 
@@ -117,8 +122,8 @@ def test_the_mlp_trains_in_bfloat16_where_the_cpu_has_it_and_predicts_in_float32
     X = (centers[y] + rng.normal(size=(180, 64))).astype(np.float32)
     base = {"hidden": 32, "input_dropout": 0.0, "dropout": 0.0, "label_smoothing": 0.0, "patience": 0, "batch": 32,
             "lr": 3e-3, "power": 1.0, "one_cycle_epochs": 3}
-    half = fit_mlp(X, y, X[:30], y[:30], 3, log=lambda *_: None, settings={**base, "bf16": True})
-    full = fit_mlp(X, y, X[:30], y[:30], 3, log=lambda *_: None, settings=base)
+    half = fit_mlp(split(X, y, X[:30], y[:30], 3), log=lambda *_: None, settings={**base, "bf16": True})
+    full = fit_mlp(split(X, y, X[:30], y[:30], 3), log=lambda *_: None, settings=base)
     assert half.params["compute"] == ("bfloat16" if bf16_native() else "float32") and full.params["compute"] == "float32"
     proba = half.predict_proba(X)
     assert proba.dtype == np.float32 and np.allclose(proba.sum(1), 1, atol=1e-5)

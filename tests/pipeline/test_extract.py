@@ -280,7 +280,7 @@ def test_a_commit_gathers_its_records_and_keeps_the_single_ones_while_another_ru
 
     for others, kept in ((0, 0), (1, 6)):
         store = str(tmp_path / f"store{others}")
-        request = ExtractionRequest.build("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
+        request = ExtractionRequest("colors", [str(folder_dataset)], "efficientnet_lite0", store, models_root,
                                           layers=["head"], shard_size=5, runtime=resolve_runtime(batch_size=4))
         p = extract.plan(request, log=lambda *_: None)
         with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:

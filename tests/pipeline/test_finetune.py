@@ -18,7 +18,7 @@ from tlfs.models.backbones import load_backbone
 from tlfs.models.finetune import Classifier, apply_freeze, augment
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.config import FinetuneConfig
-from tlfs.pipeline.finetune import finetune
+from tlfs.pipeline.finetune import FinetuneRequest, finetune
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
 from tests.extraction import run_extract
@@ -57,7 +57,8 @@ def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path):
         pytest.skip("this machine has CUDA")
     source = write_tree(tmp_path / "d", folder_images(per_class=2))
     with pytest.raises(PipelineError, match="no CPU fallback"):
-        finetune("c", [str(source)], "efficientnet_lite0", str(tmp_path / "m"), device="cuda", show_progress=False)
+        finetune(FinetuneRequest("c", [str(source)], "efficientnet_lite0", str(tmp_path / "m"), device="cuda"),
+                 show_progress=False)
 
 
 def tlfs(*args, env_extra=None, check=True):
@@ -134,8 +135,8 @@ def test_a_timm_vit_fine_tunes_from_a_local_weights_file_and_exports_a_version_o
     frozen = apply_freeze(model, 2)  # the patch embedding and blocks up to the second tap (block6)
     assert "model.blocks.5.mlp.fc2.weight" in frozen and not any(name.startswith("model.blocks.6.") for name in frozen)
     source = write_tree(tmp_path / "images", folder_images(per_class=4))
-    result = finetune("colors", [str(source)], backbone, str(tmp_path / "models"),
-                      FinetuneConfig(head_epochs=1, epochs=1, batch_size=8, freeze="2"), weights=str(weights),
+    result = finetune(FinetuneRequest("colors", [str(source)], backbone, str(tmp_path / "models"),
+                                      FinetuneConfig(head_epochs=1, epochs=1, batch_size=8, freeze="2"), weights=str(weights)),
                       show_progress=False, log=lambda *_: None)
     assert result["backbone_version"].startswith("timm-vit_tiny_patch16_224-") and result["n_test"] == 12
     card = json.loads((tmp_path / "models" / result["backbone_version"] / "model_card.json").read_text())
