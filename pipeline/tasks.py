@@ -4,7 +4,7 @@ heavy data stays in the store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from tlfs.features.errors import PlanReplaced
@@ -150,16 +150,41 @@ class HeadsStand(Exception):
     """A fit run triggered by a version that changed nothing: that version's heads stand."""
 
 
-def fit_target(params: dict, extra: dict | None) -> dict:
+@dataclass(frozen=True)
+class SetTarget:
+    """One version of a dataset's feature set, as a task names it: ``backbone`` (a name or
+    an exact version) in ``store`` (None: the settings'), at ``version`` (None: the
+    newest). It passes from task to task as JSON."""
+
+    dataset: str
+    backbone: str
+    store: str | None = None
+    version: int | None = None
+
+    def open(self):
+        """The :class:`~tlfs.features.feature_set.FeatureSet` it names."""
+        from tlfs import features
+
+        return features.open_set(self.dataset, self.backbone, store=_settings(self.store).store, version=self.version)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SetTarget":
+        return cls(data["dataset"], data["backbone"], data.get("store"), data.get("version"))
+
+
+def fit_target(dataset: str, params: dict, extra: dict | None) -> SetTarget:
     """What a fit run fits: the set version whose Asset event triggered it (``extra``, even
     if a newer version came since), else its params' set at its newest version. Raises
     :class:`HeadsStand` for a version that changed nothing."""
     if extra is None:
-        return {"backbone": params["backbone"], "store": params["store"], "version": None}
+        return SetTarget(dataset, params["backbone"], params["store"])
     if extra.get("unchanged"):
         raise HeadsStand(f"version {extra.get('version')} is unchanged: its heads stand")
-    return {"backbone": extra.get("backbone_version", params["backbone"]), "store": extra.get("store", params["store"]),
-            "version": extra.get("version")}
+    return SetTarget(dataset, extra.get("backbone_version", params["backbone"]), extra.get("store", params["store"]),
+                     extra.get("version"))
 
 
 def fine_tune_next(advice: dict, mode: str) -> bool:
@@ -168,28 +193,23 @@ def fine_tune_next(advice: dict, mode: str) -> bool:
     return mode == "always" or (mode == "auto" and bool(advice["size"]["large"]))
 
 
-def sweep_layers(dataset: str, backbone: str, store: str | None = None, log: Callable = print,
-                 version: int | None = None) -> dict:
-    """The layer sweep on one version of the set (the newest unless ``version``)."""
-    from tlfs import features
+def sweep_layers(target: SetTarget, log: Callable = print) -> dict:
+    """The layer sweep on the ``target`` set version."""
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(dataset, backbone, store=_settings(store).store, version=version), log=log)
+    summary = sweep(target.open(), log=log)
     return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
             "saved_to": summary["saved_to"], "best_head": summary["best_head"]}
 
 
-def fit_head(dataset: str, backbone: str, layers: list[str], head: str, store: str | None = None, log: Callable = print,
-             version: int | None = None) -> dict:
-    from tlfs import features
+def fit_head(target: SetTarget, layers: list[str], head: str, log: Callable = print) -> dict:
     from tlfs.pipeline.fit import HEAD_SUMMARY, fit
 
-    result = fit(features.open_set(dataset, backbone, store=_settings(store).store, version=version), layers, head, log=log)
+    result = fit(target.open(), layers, head, log=log)
     return {k: result[k] for k in HEAD_SUMMARY}
 
 
-def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[str], store: str | None = None,
-                        log: Callable = print, version: int | None = None) -> list[dict]:
+def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: Callable = print) -> list[dict]:
     """``heads`` on the layer the sweep found best; the softmax head there is the
     sweep's own (it is saved as ``softmax-<layer>``), not fitted twice."""
     results = []
@@ -198,28 +218,39 @@ def heads_on_best_layer(dataset: str, backbone: str, swept: dict, heads: list[st
             log(f"softmax on {swept['best_layer']}: the sweep's head (test accuracy {swept['best_head']['test_accuracy']:.4f})")
             results.append(swept["best_head"])
         else:
-            results.append(fit_head(dataset, backbone, [swept["best_layer"]], head, store, log=log, version=version))
+            results.append(fit_head(target, [swept["best_layer"]], head, log=log))
     return results
 
 
-def advise_dataset(dataset: str, backbone: str, store: str | None = None, log: Callable = print,
-                   large_per_class: int | None = None, similar_score: float | None = None) -> dict:
-    """The transfer case of the committed set of ``dataset`` and ``backbone`` (a name or
-    an exact version), from its stored features; the thresholds default to the advisor's."""
-    from tlfs import features
+def advise_dataset(target: SetTarget, log: Callable = print, large_per_class: int | None = None,
+                   similar_score: float | None = None) -> dict:
+    """The transfer case of the ``target`` set version, from its stored features; the
+    thresholds default to the advisor's."""
     from tlfs.pipeline import advise
 
-    return advise.advise(features.open_set(dataset, backbone, store=_settings(store).store), log=log,
+    return advise.advise(target.open(), log=log,
                          large_per_class=large_per_class or advise.LARGE_IMAGES_PER_CLASS,
                          similar_score=advise.SIMILAR_SCORE if similar_score is None else similar_score)
 
 
-def finetune_backbone(dataset: str, backbone: str, sources: list[str] | None, limit: int | None, model_store: str | None,
-                      device: str, settings: dict, log: Callable = print) -> dict:
+@dataclass(frozen=True)
+class FinetuneParams:
+    """What a run asks of fine-tuning (a finetune DAG run's Params); None: the setting's default."""
+
+    backbone: str
+    sources: tuple[str, ...] | None = None  # None or empty: the dataset's default source
+    limit: int | None = None
+    model_store: str | None = None
+    device: str = "cpu"
+    config: dict = field(default_factory=dict)  # FinetuneConfig's settings (pipeline/config.py)
+
+
+def finetune_backbone(dataset: str, params: FinetuneParams, log: Callable = print) -> dict:
     from tlfs.pipeline.finetune import FinetuneConfig, FinetuneRequest, finetune
 
-    s = _settings(model_store=model_store)
-    request = FinetuneRequest(dataset, s.sources_for(dataset, sources), backbone, s.model_store, FinetuneConfig(**settings),
-                              limit=limit or None, device=device, cache_dir=s.cache_dir)
+    s = _settings(model_store=params.model_store)
+    request = FinetuneRequest(dataset, s.sources_for(dataset, list(params.sources or ())), params.backbone, s.model_store,
+                              FinetuneConfig(**params.config), limit=params.limit or None, device=params.device,
+                              cache_dir=s.cache_dir)
     result = finetune(request, show_progress=False, log=log)
     return {k: v for k, v in result.items() if k != "history"}

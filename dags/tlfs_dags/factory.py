@@ -181,8 +181,9 @@ def build_extract_dag(spec: DatasetSpec):
 
             # the set this run just committed: its stored features, nothing extracted again
             p = get_current_context()["params"]
-            return tasks.advise_dataset(spec.name, committed["backbone_version"], p["store"], log=_log,
-                                        large_per_class=p["large_per_class"], similar_score=p["similar_score"])
+            target = tasks.SetTarget(spec.name, committed["backbone_version"], p["store"])
+            return tasks.advise_dataset(target, log=_log, large_per_class=p["large_per_class"],
+                                        similar_score=p["similar_score"])
 
         @task.branch
         def choose(advice: dict) -> str:
@@ -218,15 +219,16 @@ def build_finetune_dag(spec: DatasetSpec):
             from tlfs.pipeline import tasks
 
             p = get_current_context()["params"]
-            return tasks.finetune_backbone(spec.name, p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
-                                           finetune_config_of(p), log=_log)
+            params = tasks.FinetuneParams(p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
+                                          finetune_config_of(p))
+            return tasks.finetune_backbone(spec.name, params, log=_log)
 
         extraction(spec, asset, finetune())
 
     return finetune_dag()
 
 
-def fit_target(params: dict, events: dict) -> dict:
+def fit_target(dataset: str, params: dict, events: dict) -> dict:
     """What a fit_heads run fits (tasks.fit_target), from the newest triggering Asset
     event; skipped where that version changed nothing."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -235,7 +237,7 @@ def fit_target(params: dict, events: dict) -> dict:
 
     newest = next((event_list[-1].extra or {} for event_list in events.values() if event_list), None)
     try:
-        return tasks.fit_target(params, newest)
+        return tasks.fit_target(dataset, params, newest).to_json()
     except tasks.HeadsStand as exc:
         raise AirflowSkipException(str(exc)) from None
 
@@ -253,21 +255,20 @@ def build_fit_dag(spec: DatasetSpec):
         @task
         def feature_set() -> dict:
             context = get_current_context()
-            return fit_target(context["params"], context.get("triggering_asset_events") or {})
+            return fit_target(spec.name, context["params"], context.get("triggering_asset_events") or {})
 
         @task
         def sweep(target: dict) -> dict:
             from tlfs.pipeline import tasks
 
-            return tasks.sweep_layers(spec.name, target["backbone"], target["store"], log=_log, version=target.get("version"))
+            return tasks.sweep_layers(tasks.SetTarget.from_json(target), log=_log)
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:
             from tlfs.pipeline import tasks
 
             heads = get_current_context()["params"]["heads"]
-            return tasks.heads_on_best_layer(spec.name, target["backbone"], swept, heads, target["store"], log=_log,
-                                             version=target.get("version"))
+            return tasks.heads_on_best_layer(tasks.SetTarget.from_json(target), swept, heads, log=_log)
 
         target = feature_set()
         fit_heads(target, sweep(target))

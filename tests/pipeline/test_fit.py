@@ -59,11 +59,12 @@ def test_heads_on_the_best_layer_reuse_the_sweeps_softmax_head(colors_set, tmp_p
     from tlfs.pipeline import tasks
 
     store = str(tmp_path / "store")
-    swept = tasks.sweep_layers("colors", "efficientnet_lite0", store, log=lambda *_: None)
+    target = tasks.SetTarget("colors", "efficientnet_lite0", store)
+    swept = tasks.sweep_layers(target, log=lambda *_: None)
     assert swept["best_head"]["layers"] == [swept["best_layer"]] and swept["best_head"]["head"] == "softmax"
     saved = tmp_path / "store" / "colors" / colors_set.backbone_version / "_heads" / f"softmax-{swept['best_layer']}" / "metrics.json"
     before = saved.stat().st_mtime_ns
     said = []
-    results = tasks.heads_on_best_layer("colors", "efficientnet_lite0", swept, ["softmax", "mlp"], store, log=said.append)
+    results = tasks.heads_on_best_layer(target, swept, ["softmax", "mlp"], log=said.append)
     assert [r["head"] for r in results] == ["softmax", "mlp"] and results[0] == swept["best_head"]
     assert saved.stat().st_mtime_ns == before and any("the sweep's head" in line for line in said)  # not fitted twice
