@@ -154,10 +154,37 @@ def backbone_state(model: Classifier, loaded: LoadedBackbone) -> dict[str, torch
     return state
 
 
-def train_epoch(model: Classifier, optimizer, scheduler, loss_fn, images: torch.Tensor, labels: torch.Tensor,
-                batches, generator: torch.Generator, amp: bool) -> float:
-    """One pass over ``batches`` (index tensors) of the device-resident ``images``;
-    returns the mean loss. The loss stays on the device until the end: no per-step sync."""
+@dataclass(frozen=True)
+class Labelled:
+    """uint8 NHWC images and their labels (class indices), both on the model's device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def on(cls, device: str, images, labels) -> "Labelled":
+        """From host arrays (numpy), copied to ``device``."""
+        return cls(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a training step learns: its optimizer, learning-rate schedule (stepped once per
+    batch) and loss."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loss_fn: nn.Module
+
+
+def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generator: torch.Generator, amp: bool) -> float:
+    """One pass over ``batches`` (index tensors) of the device-resident ``data``; returns
+    the mean loss. The loss stays on the device until the end: no per-step sync."""
+    images, labels = data.images, data.labels
+    optimizer, scheduler, loss_fn = step.optimizer, step.scheduler, step.loss_fn
     set_train_mode(model)
     size = model.spec.input_size
     total = torch.zeros((), device=images.device)
@@ -178,9 +205,10 @@ def train_epoch(model: Classifier, optimizer, scheduler, loss_fn, images: torch.
     return float(total) / max(1, seen)
 
 
-def evaluate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int, amp: bool) -> float:
-    """Accuracy on ``images`` (uint8 NHWC) and ``labels``, both on the model's device;
-    the count stays there until the end: one sync per evaluation, not one per batch."""
+def evaluate(model: Classifier, data: Labelled, batch_size: int, amp: bool) -> float:
+    """Accuracy on ``data`` (on the model's device); the count stays there until the
+    end: one sync per evaluation, not one per batch."""
+    images, labels = data.images, data.labels
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):

@@ -82,12 +82,21 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     held.check()
     manifest = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
-    return summary(p, records, manifest, decoder, planned - started, extracted - planned, finished - extracted)
+    return summary(p, records, manifest, decoder, Timings(planned - started, extracted - planned, finished - extracted))
 
 
-def summary(p: Plan, records: list[ShardRecord], manifest: dict, decoder: Decoder, plan_seconds: float,
-            extract_seconds: float, commit_seconds: float) -> dict:
+@dataclass(frozen=True)
+class Timings:
+    """A run's seconds: planning, extracting (inference and writing, overlapped), committing."""
+
+    plan: float
+    extract: float
+    commit: float
+
+
+def summary(p: Plan, records: list[ShardRecord], manifest: dict, decoder: Decoder, seconds: Timings) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
+    plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
     bytes_written = sum(f.bytes for r in records for f in r.files.values())
     write_seconds = sum(r.write_seconds for r in records)
     computed = p.changes.extracted if p.changes and p.changes.extracted is not None else p.images

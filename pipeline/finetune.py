@@ -137,7 +137,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
 
     from tlfs.models.backbones import get_spec, load_backbone, resolve_weights
     from tlfs.models.export import version_of
-    from tlfs.models.finetune import Classifier, evaluate
+    from tlfs.models.finetune import Classifier, Labelled, evaluate
     from tlfs.models.names import folder_name
 
     _check_request(request.config, request.device)
@@ -178,8 +178,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     best = progress.best
     if best["model"] is not None:
         model.load_state_dict(best["model"])
-    test_images, test_labels = (torch.from_numpy(a).to(device) for a in splits.test)
-    test_accuracy = evaluate(model, test_images, test_labels, config.batch_size * 2, device == "cuda")
+    test_accuracy = evaluate(model, Labelled.on(device, *splits.test), config.batch_size * 2, device == "cuda")
     log(f"best: {best['phase']} epoch {best['epoch']}, validation accuracy {best['validation_accuracy']:.4f}; "
         f"test accuracy {test_accuracy:.4f}")
     metrics = {"test_accuracy": round(test_accuracy, 5), "validation_accuracy": round(best["validation_accuracy"], 5),
@@ -256,8 +255,10 @@ class _Trainer:
     def __post_init__(self) -> None:
         import torch
 
-        self.images, self.labels = (torch.from_numpy(a).to(self.device) for a in self.splits.fit)
-        self.validation = tuple(torch.from_numpy(a).to(self.device) for a in self.splits.validation)
+        from tlfs.models.finetune import Labelled
+
+        self.fit = Labelled.on(self.device, *self.splits.fit)
+        self.validation = Labelled.on(self.device, *self.splits.validation)
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
 
     def _optimizer(self, phase: str):
@@ -288,11 +289,11 @@ class _Trainer:
         import torch
         from tqdm import tqdm
 
-        from tlfs.models.finetune import evaluate, train_epoch
+        from tlfs.models.finetune import Step, evaluate, train_epoch
 
         c, p, amp = self.config, self.progress, self.device == "cuda"
         optimizer = self._optimizer(phase)
-        steps = max(1, epochs * -(-len(self.images) // c.batch_size))
+        steps = max(1, epochs * -(-len(self.fit) // c.batch_size))
         scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if c.schedule == "cosine"
                      else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
         start_epoch, stale = 0, 0
@@ -304,12 +305,11 @@ class _Trainer:
             if stale >= c.patience:
                 break
             epoch_started = time.perf_counter()
-            order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
+            order = torch.randperm(len(self.fit), generator=self.generator, device=self.device)
             batches = tqdm(order.split(c.batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
                            disable=not self.show_progress, leave=False)
-            mean_loss = train_epoch(self.model, optimizer, scheduler, self.loss_fn, self.images, self.labels, batches,
-                                    self.generator, amp)
-            val_accuracy = evaluate(self.model, *self.validation, c.batch_size * 2, amp)
+            mean_loss = train_epoch(self.model, Step(optimizer, scheduler, self.loss_fn), self.fit, batches, self.generator, amp)
+            val_accuracy = evaluate(self.model, self.validation, c.batch_size * 2, amp)
             record = {"phase": phase, "epoch": epoch + 1, "loss": round(mean_loss, 5),
                       "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
             p.history.append(record)

@@ -139,15 +139,14 @@ def extract_shard(p: Plan, number: int, session: TapSession | None = None, threa
     return run_shards(p, [number], Workers(session, threads, decode_workers=decode_workers), progress)[0]
 
 
-def extract_shard_task(set_uri: str, plan_id: str, number: int, threads: int | None = None,
-                       lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0, writers: int | None = None) -> dict:
+def extract_shard_task(set_uri: str, plan_id: str, number: int, workers: Workers = Workers(),
+                       lease: LeaseTerms = LeaseTerms()) -> dict:
     """One shard as a task of its own: under a lease on the plan; its record as JSON."""
-    return extract_shards_task(set_uri, plan_id, [number], threads, lease, decode_workers, writers)[0]
+    return extract_shards_task(set_uri, plan_id, [number], workers, lease)[0]
 
 
-def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads: int | None = None,
-                        lease: LeaseTerms = LeaseTerms(), decode_workers: int = 0,
-                        writers: int | None = None) -> list[dict]:
+def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], workers: Workers = Workers(),
+                        lease: LeaseTerms = LeaseTerms()) -> list[dict]:
     """A group of shards as a task of its own (a DAG's mapped task): under a lease on the
     plan, checked before each shard and at the end; their records as JSON (for the commit
     task, through Airflow's XCom)."""
@@ -156,7 +155,6 @@ def extract_shards_task(set_uri: str, plan_id: str, numbers: list[int], threads:
         bad = [n for n in numbers if not 0 <= n < len(p.shards)]
         if bad:
             raise PipelineError(f"plan {p.plan_id} has shards 0..{len(p.shards) - 1}, not {bad[0]}")
-        records = run_shards(p, numbers, Workers(threads=threads, decode_workers=decode_workers, writers=writers),
-                             check=held.check)
+        records = run_shards(p, numbers, workers, check=held.check)
         held.check()
         return [r.to_json() for r in records]
