@@ -24,6 +24,7 @@ Thresholds are overridable (``--large-per-class``, ``--similar-score``).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -46,12 +47,28 @@ def similarity_from_logits(logits: np.ndarray) -> dict:
     }
 
 
-def decide(per_class: float, similarity: float | None, large_per_class: int, similar_score: float, sweep: dict | None,
-           last_layer: str, layers: list[str]) -> tuple[str, dict]:
-    """The transfer case and its action. ``similarity`` None (not measurable): the case
-    names the size alone (``small_unmeasured``, ``large_unmeasured``) and the action is the
-    one that does not depend on it: the sweep's best layer, or fine-tuning."""
-    large = per_class >= large_per_class
+@dataclass(frozen=True)
+class Thresholds:
+    """Where the advisor draws its lines: a median of ``large_per_class`` training images
+    per class makes a dataset large; a similarity score of ``similar_score`` makes it
+    similar to ImageNet."""
+
+    large_per_class: int = LARGE_IMAGES_PER_CLASS
+    similar_score: float = SIMILAR_SCORE
+
+    @classmethod
+    def given(cls, large_per_class: int | None = None, similar_score: float | None = None) -> "Thresholds":
+        """From a flag or a Param that may be unset (None, or 0 for the size): the defaults."""
+        return cls(large_per_class or LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE if similar_score is None else similar_score)
+
+
+def decide(per_class: float, similarity: float | None, thresholds: Thresholds, sweep: dict | None,
+           layers: list[str]) -> tuple[str, dict]:
+    """The transfer case and its action, for a set of tap ``layers`` (earliest first).
+    ``similarity`` None (not measurable): the case names the size alone
+    (``small_unmeasured``, ``large_unmeasured``) and the action is the one that does not
+    depend on it: the sweep's best layer, or fine-tuning."""
+    large, last_layer = per_class >= thresholds.large_per_class, layers[-1]
     best = max(sweep["layers"], key=sweep["layers"].get) if sweep else None
     if similarity is None:
         case = f"{'large' if large else 'small'}_unmeasured"
@@ -61,7 +78,7 @@ def decide(per_class: float, similarity: float | None, large_per_class: int, sim
         return case, {"do": "linear_classifier", "head": "softmax", "layer": best or last_layer,
                       "why": "few images: a linear classifier on " + ("the sweep's best layer" if best else
                                                                      "the last layer (run the sweep to choose one)")}
-    similar = similarity >= similar_score
+    similar = similarity >= thresholds.similar_score
     case = f"{'large' if large else 'small'}_{'similar' if similar else 'different'}"
     if case == "small_similar":
         layer = best or last_layer
@@ -90,12 +107,7 @@ def balanced_sample(y: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
 
 
-def advise(
-    feature_set,
-    large_per_class: int = LARGE_IMAGES_PER_CLASS,
-    similar_score: float = SIMILAR_SCORE,
-    log: Callable[[str], None] = print,
-) -> dict:
+def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[str], None] = print) -> dict:
     """The transfer case of the committed ``feature_set`` (features.open_set) and what to do."""
     from tlfs.features import layout
     from tlfs.features.storage import read_json_if_exists
@@ -130,8 +142,9 @@ def advise(
 
     sweep = read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json")
     taps = list(fs.layers)
-    case, action = decide(per_class, similarity["score"], large_per_class, similar_score, sweep, taps[-1], taps)
+    case, action = decide(per_class, similarity["score"], thresholds, sweep, taps)
     backbone = fs.manifest["backbone"]
+    large_per_class, similar_score = thresholds.large_per_class, thresholds.similar_score
     similar = similarity["score"] >= similar_score if similarity["measured"] else None
     return {
         "dataset": fs.dataset,

@@ -455,12 +455,8 @@ def cmd_advise(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline import advise as advisor
 
-    result = advisor.advise(
-        features.open_set(args.dataset, args.backbone, store=settings.store),
-        large_per_class=args.large_per_class or advisor.LARGE_IMAGES_PER_CLASS,
-        similar_score=args.similar_score if args.similar_score is not None else advisor.SIMILAR_SCORE,
-        log=_log,
-    )
+    result = advisor.advise(features.open_set(args.dataset, args.backbone, store=settings.store),
+                            advisor.Thresholds.given(args.large_per_class, args.similar_score), log=_log)
     print(advisor.describe(result))
     return result
 

@@ -222,15 +222,12 @@ def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: C
     return results
 
 
-def advise_dataset(target: SetTarget, log: Callable = print, large_per_class: int | None = None,
-                   similar_score: float | None = None) -> dict:
-    """The transfer case of the ``target`` set version, from its stored features; the
-    thresholds default to the advisor's."""
+def advise_dataset(target: SetTarget, thresholds=None, log: Callable = print) -> dict:
+    """The transfer case of the ``target`` set version, from its stored features
+    (``thresholds``: pipeline/advise.Thresholds, by default the advisor's)."""
     from tlfs.pipeline import advise
 
-    return advise.advise(target.open(), log=log,
-                         large_per_class=large_per_class or advise.LARGE_IMAGES_PER_CLASS,
-                         similar_score=advise.SIMILAR_SCORE if similar_score is None else similar_score)
+    return advise.advise(target.open(), thresholds or advise.Thresholds(), log=log)
 
 
 @dataclass(frozen=True)

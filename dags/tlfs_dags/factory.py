@@ -178,12 +178,12 @@ def build_extract_dag(spec: DatasetSpec):
         @task
         def advise(committed: dict) -> dict:
             from tlfs.pipeline import tasks
+            from tlfs.pipeline.advise import Thresholds
 
             # the set this run just committed: its stored features, nothing extracted again
             p = get_current_context()["params"]
             target = tasks.SetTarget(spec.name, committed["backbone_version"], p["store"])
-            return tasks.advise_dataset(target, log=_log, large_per_class=p["large_per_class"],
-                                        similar_score=p["similar_score"])
+            return tasks.advise_dataset(target, Thresholds.given(p["large_per_class"], p["similar_score"]), log=_log)
 
         @task.branch
         def choose(advice: dict) -> str:

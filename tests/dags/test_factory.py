@@ -49,12 +49,12 @@ def test_after_the_advice_a_large_dataset_goes_on_to_fine_tuning_unless_the_run_
 def test_the_advisors_verdict_on_a_large_dataset_reaches_fine_tuning_under_auto():
     """The advisor's own verdict (1,000 training images per class: large), whether or not
     it could measure the similarity, read as the extract DAG's branch reads it."""
-    from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, decide
+    from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, Thresholds, decide
     from tlfs.pipeline.tasks import fine_tune_next
 
     layers = ["block2", "block15", "head"]
     for similarity in (0.9, 0.1, None):
         for per_class, large in ((LARGE_IMAGES_PER_CLASS, True), (LARGE_IMAGES_PER_CLASS - 1, False)):
-            case, action = decide(per_class, similarity, LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE, None, "head", layers)
+            case, action = decide(per_class, similarity, Thresholds(), None, layers)
             assert (action["do"] == "fine_tune") is large
             assert fine_tune_next({"case": case, "size": {"large": per_class >= LARGE_IMAGES_PER_CLASS}}, "auto") is large

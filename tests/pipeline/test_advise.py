@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tlfs.pipeline.advise import decide, similarity_from_logits
+from tlfs.pipeline.advise import Thresholds, decide, similarity_from_logits
 from tests.extraction import run_extract
 
 LAYERS = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
@@ -24,25 +24,25 @@ def test_similarity_is_zero_for_clueless_and_near_one_for_confident_predictions(
     ],
 )
 def test_the_four_cases(per_class, score, case, do):
-    got, action = decide(per_class, score, 1000, 0.35, None, "head", LAYERS)
+    got, action = decide(per_class, score, Thresholds(1000, 0.35), None, LAYERS)
     assert got == case and action["do"] == do
 
 
 def test_small_cases_pick_the_layer_from_the_sweep_or_fall_back():
     sweep = {"layers": {"block7": 0.6, "block15": 0.81, "head": 0.80}}
-    assert decide(30, 0.6, 1000, 0.35, sweep, "head", LAYERS)[1]["layer"] == "block15"
-    assert decide(30, 0.6, 1000, 0.35, None, "head", LAYERS)[1]["layer"] == "head"
-    assert decide(30, 0.1, 1000, 0.35, None, "head", LAYERS)[1]["layer"] == "block10"  # an earlier, generic layer
+    assert decide(30, 0.6, Thresholds(1000, 0.35), sweep, LAYERS)[1]["layer"] == "block15"
+    assert decide(30, 0.6, Thresholds(1000, 0.35), None, LAYERS)[1]["layer"] == "head"
+    assert decide(30, 0.1, Thresholds(1000, 0.35), None, LAYERS)[1]["layer"] == "block10"  # an earlier, generic layer
 
 
 def test_without_an_imagenet_classifier_the_case_names_the_size_alone_and_says_why():
     from tlfs.pipeline.advise import describe, unmeasurable
 
     sweep = {"layers": {"block6_mean": 0.7, "pre_logits": 0.8}}
-    assert decide(30, None, 1000, 0.35, sweep, "pre_logits", ["block6_mean", "pre_logits"]) == (
+    assert decide(30, None, Thresholds(1000, 0.35), sweep, ["block6_mean", "pre_logits"]) == (
         "small_unmeasured", {"do": "linear_classifier", "head": "softmax", "layer": "pre_logits",
                              "why": "few images: a linear classifier on the sweep's best layer"})
-    assert decide(5000, None, 1000, 0.35, None, "head", LAYERS)[0] == "large_unmeasured"
+    assert decide(5000, None, Thresholds(1000, 0.35), None, LAYERS)[0] == "large_unmeasured"
     why = "timm/vit_base_patch16_siglip_224 has no ImageNet classifier"
     assert unmeasurable({"imagenet_classifier": None, "imagenet_classifier_missing": why}) == why
     assert unmeasurable({"imagenet_classifier": {"file": "imagenet_classifier.npz"}}) is None
@@ -54,8 +54,8 @@ def test_without_an_imagenet_classifier_the_case_names_the_size_alone_and_says_w
 
 
 def test_thresholds_are_overridable():
-    assert decide(500, 0.6, 400, 0.35, None, "head", LAYERS)[0] == "large_similar"
-    assert decide(5000, 0.6, 1000, 0.7, None, "head", LAYERS)[0] == "large_different"
+    assert decide(500, 0.6, Thresholds(400, 0.35), None, LAYERS)[0] == "large_similar"
+    assert decide(5000, 0.6, Thresholds(1000, 0.7), None, LAYERS)[0] == "large_different"
 
 
 @pytest.mark.slow
