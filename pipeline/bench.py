@@ -25,7 +25,6 @@ import numpy as np
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from tlfs.models.runtime import Runtime
     from tlfs.pipeline.plan import ExtractionRequest
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
@@ -94,24 +93,17 @@ def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: C
 DEFAULT_IMAGES = {"cpu": 512, "cuda": 20480}
 
 
-def bench(
-    backbone: str,
-    runtime: Runtime | None = None,
-    images: int | None = None,
-    model_store: str | None = None,
-    weights: str | None = None,
-    random_weights: bool = False,
-    log: Callable[[str], None] = print,
-    decode_workers: int = 0,
-) -> dict:
+def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0,
+          log: Callable[[str], None] = print) -> dict:
+    """Rows (a)-(d) for ``request``'s backbone (its weights), model store and runtime, on
+    ``images`` images (default: the device's); the pipeline row extracts CIFAR-sized
+    JPEGs made here into a temporary store (the request's dataset and store are not read)."""
     import torch
 
     from tlfs.models.backbones import load_backbone
     from tlfs.models.export import export
-    from tlfs.models.runtime import resolve_runtime
-    from tlfs.pipeline.plan import ExtractionRequest
 
-    runtime = runtime or resolve_runtime()
+    backbone, runtime, weights, random_weights = request.backbone, request.runtime, request.weights, request.random_weights
     device, batch_size = runtime.device, runtime.batch_size
     images = images or DEFAULT_IMAGES[device]
     if images < batch_size:
@@ -120,8 +112,7 @@ def bench(
         raise PipelineError("--device cuda was asked for but PyTorch sees no CUDA device")
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-") as tmp:
         tmp_path = Path(tmp)
-        models_root = model_store or str(tmp_path / "models")
-        artifact = export(backbone, models_root, weights=weights, random_weights=random_weights, log=log)
+        artifact = export(backbone, request.model_store, weights=weights, random_weights=random_weights, log=log)
         loaded = load_backbone(backbone, weights=weights, random_weights=random_weights)
         rng = np.random.default_rng(0)
         batches = [rng.integers(0, 255, (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -129,10 +120,9 @@ def bench(
         counted = sum(len(b) for b in batches)
         results = {**_torch_rows(loaded, device, batches, log), **_onnxruntime_rows(artifact, device, batch_size, batches, log)}
         log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, warmed session ...")
-        request = ExtractionRequest("bench", [str(synthetic_dataset(tmp_path, counted))], backbone, str(tmp_path / "store"),
-                                    models_root, runtime=runtime, shard_size=max(counted // 4, batch_size), weights=weights,
-                                    random_weights=random_weights)
-        summary = _pipeline_row(request, artifact, batches[0], decode_workers)
+        extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
+                             store=str(tmp_path / "store"), shard_size=max(counted // 4, batch_size))
+        summary = _pipeline_row(extraction, artifact, batches[0], decode_workers)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
         # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
         # runs bracketing it is steadier than to one run taken before it

@@ -369,10 +369,12 @@ def cmd_bench(args, settings: Settings) -> dict:
     if args.stages:
         return _bench_stages(args, settings)
     from tlfs.pipeline.bench import bench
+    from tlfs.pipeline.plan import ExtractionRequest
 
     runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
-    result = bench(args.backbone, runtime, args.images, args.model_store, args.weights,
-                   args.random_weights, log=_log, decode_workers=settings.decode_workers)
+    request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
+                                weights=args.weights, random_weights=args.random_weights)
+    result = bench(request, args.images, settings.decode_workers, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),

@@ -91,10 +91,13 @@ def test_one_finetuning_epoch_on_cuda(tmp_path, cifar_sources):
     assert result["test_accuracy"] > 0.5  # 10 classes, chance 0.1
 
 
-def test_the_benchmark_fills_every_row_on_cuda(models_root):
+def test_the_benchmark_fills_every_row_on_cuda(tmp_path, models_root):
     from tlfs.pipeline.bench import bench
+    from tlfs.pipeline.plan import ExtractionRequest
 
-    result = bench("efficientnet_lite0", resolve_runtime("cuda"), images=2048, model_store=models_root, log=lambda *_: None)
+    request = ExtractionRequest("bench", (), "efficientnet_lite0", str(tmp_path / "store"), models_root,
+                                runtime=resolve_runtime("cuda"))
+    result = bench(request, images=2048, log=lambda *_: None)
     for key in ("torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16", "pipeline"):
         assert result[key] and result[key] > 0, key
     assert result["precision"] == "fp16" and result["batch_size"] == 256
