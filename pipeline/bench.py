@@ -5,8 +5,8 @@ steady state (each row's warm-up batch is not timed).
 own copy of the network (CUDA only; null on CPU); (c) onnxruntime fp32 and (c16) fp16,
 inference only, through the pipeline's own session (bound buffers, fixed shapes and
 CUDA graphs on CUDA); (d) the full ``tlfs extract`` pipeline from JPEG files to Parquet
-shards with a warmed session (indexing, session start and the commit are reported
-apart, not in the rate). (a)-(c) run the same network (uint8 NHWC in, resize +
+shards on the session (c) timed, warm (indexing and the commit are reported apart, not
+in the rate), then (c) once more. (a)-(c) run the same network (uint8 NHWC in, resize +
 normalize in the network, pooled taps out) on the same uint8 batches.
 """
 
@@ -25,6 +25,8 @@ import numpy as np
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from tlfs.models.runtime import Runtime
+    from tlfs.models.session import TapSession
     from tlfs.pipeline.plan import ExtractionRequest
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
@@ -90,7 +92,11 @@ def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: C
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
-DEFAULT_IMAGES = {"cpu": 512, "cuda": 20480}
+# Enough images for the steady state: the pipeline's fill and drain (the first batch
+# decoded before inference starts, the last shard written after it ends) are a fixed
+# cost, a larger share of a short run (docs/benchmarks.md: Lite0 on 2 cores,
+# pipeline_vs_ort medians 0.906 with 512 images, 0.978 with 2,048).
+DEFAULT_IMAGES = {"cpu": 2048, "cuda": 20480}
 
 
 def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0,
@@ -118,16 +124,17 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         batches = [rng.integers(0, 255, (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
                    for _ in range(images // batch_size)]
         counted = sum(len(b) for b in batches)
-        results = {**_torch_rows(loaded, device, batches, log), **_onnxruntime_rows(artifact, device, batch_size, batches, log)}
-        log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, warmed session ...")
+        ort_rows, session = _onnxruntime_rows(artifact, runtime, batches, log)
+        results = {**_torch_rows(loaded, device, batches, log), **ort_rows}
+        log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, the same warmed session ...")
         extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
                              store=str(tmp_path / "store"), shard_size=max(counted // 4, batch_size))
-        summary = _pipeline_row(extraction, artifact, batches[0], decode_workers)
+        summary = _pipeline_row(extraction, session, decode_workers)
         results["pipeline"] = summary["rows"] / summary["extract_seconds"]
         # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
         # runs bracketing it is steadier than to one run taken before it
         log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
-        again = _onnxruntime_rows(artifact, device, batch_size, batches, lambda *_: None)[f"ort_{runtime.precision}"]
+        again = _rate(session.run, batches)
         ort = (results[f"ort_{runtime.precision}"] + again) / 2
 
     ratios = {
@@ -176,29 +183,30 @@ def _torch_rows(loaded, device: str, batches: list[np.ndarray], log) -> dict:
     return rows
 
 
-def _onnxruntime_rows(artifact, device: str, batch_size: int, batches: list[np.ndarray], log) -> dict:
-    """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's session."""
+def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], log) -> tuple[dict, TapSession]:
+    """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's
+    session; and the session of ``runtime``'s own precision, warmed, which the pipeline
+    row then runs on (the same session, so the ratio compares the pipeline alone)."""
     from tlfs.models.session import open_session
     from tlfs.models.runtime import resolve_runtime
 
-    rows = {"ort_fp16": None}
-    for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
-        session = open_session(artifact, runtime=resolve_runtime(device, precision, batch_size))
+    rows, own = {"ort_fp16": None}, None
+    for precision in ("fp32", "fp16") if runtime.device == "cuda" else ("fp32",):
+        mine = precision == runtime.precision
+        session = open_session(artifact, runtime=runtime if mine else resolve_runtime(runtime.device, precision,
+                                                                                     runtime.batch_size))
         log(f"(c) onnxruntime {precision} inference only ...")
         rows[f"ort_{precision}"] = _rate(session.run, batches)
-    return rows
+        own = session if mine else own
+    return rows, own
 
 
-def _pipeline_row(request: ExtractionRequest, artifact, warm_up: np.ndarray, decode_workers: int) -> dict:
-    """(d) ``tlfs extract`` of ``request`` (JPEG files to Parquet shards), with a session
-    warmed on ``warm_up``."""
-    from tlfs.models.session import open_session
+def _pipeline_row(request: ExtractionRequest, session: TapSession, decode_workers: int) -> dict:
+    """(d) ``tlfs extract`` of ``request`` (JPEG files to Parquet shards) on a warmed ``session``."""
     from tlfs.pipeline import extract
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.decode_pool import Decoder
 
-    session = open_session(artifact, runtime=request.runtime)
-    session.run(warm_up)  # graph capture, cuDNN search
     with Decoder(decode_workers, request.runtime.device).start() as decoder:  # started, as the session is warm
         return extract.run(request, RunOptions(show_progress=False, session=session, decoder=decoder), log=lambda *_: None)
 

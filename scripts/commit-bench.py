@@ -8,13 +8,17 @@ widths, inference replaced by ``tlfs bench --host-only``'s trivial session, so t
 the host side runs), then a source of N/100 new images is added and extracted again,
 and that run's commit alone is timed, with the bytes this process read while it ran
 (``/proc/self/io`` rchar: every read, the store's and any other, so an upper bound on
-what the commit read of the store). Prints one JSON line per size.
+what the commit read of the store). Prints one JSON line per size; ``--sections`` adds
+the milliseconds of each of the commit's stages (``sections_ms``), ``--profile`` its
+profile on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import functools
 import pstats
 import sys
 import io
@@ -66,7 +70,47 @@ def parquet_bytes(manifest: dict) -> int:
     return sum(s["bytes"] for s in manifest["shards"])
 
 
-def measure(images: int, work: Path, models: str, profile: bool = False) -> dict:
+# the commit's stages, timed with --sections: (module, function) pairs, and the listing
+SECTIONS = (("tlfs.features.versions", ("settle", "record", "move_in", "retire_others", "vacuum")),
+            ("tlfs.features.manifest", ("read_json_if_exists", "atomic_write_json", "validate", "collect_garbage",
+                                        "_remove_empty_folders", "live_plans", "live_bases", "drop_released")),
+            ("tlfs.pipeline.commit", ("manifest_of", "gather_records", "require_plan", "publish")))
+
+
+@contextlib.contextmanager
+def timed_sections(seconds: dict):
+    """Within it, each of :data:`SECTIONS` (and the set's listing, and fsspec's removals)
+    adds its seconds to ``seconds``; the originals are put back after."""
+    import importlib
+
+    import fsspec.implementations.local as local
+
+    from tlfs.features import versions
+
+    def timed(label, fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
+        return call
+
+    originals = [(importlib.import_module(module), name) for module, names in SECTIONS for name in names]
+    originals += [(versions.Listing, "__init__"), (local.LocalFileSystem, "rm")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in originals]
+    for owner, name, fn in saved:
+        label = "listing" if name == "__init__" else ("rm" if name == "rm" else f"{owner.__name__.rsplit('.', 1)[-1]}.{name}")
+        setattr(owner, name, timed(label, fn))
+    try:
+        yield seconds
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
+def measure(images: int, work: Path, models: str, profile: bool = False, sections: bool = False) -> dict:
     folder = work / f"n{images}"
     folder.mkdir(parents=True, exist_ok=True)
     base = write_tar(folder / "base.tar", images, "a", 0)
@@ -83,11 +127,13 @@ def measure(images: int, work: Path, models: str, profile: bool = False) -> dict
         extract.save_plan(p, held)
         results = extract.run_shards(p, [s.number for s in p.shards], Workers(session), check=held.check)
         profiler = cProfile.Profile() if profile else None
-        before, started = read_bytes(), time.perf_counter()
-        if profiler:
-            profiler.enable()
-        committed = extract.commit(p, results, log=lambda *_: None)
-        seconds, read = time.perf_counter() - started, read_bytes() - before
+        spent: dict = {}
+        with timed_sections(spent) if sections else contextlib.nullcontext():
+            before, started = read_bytes(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            committed = extract.commit(p, results, log=lambda *_: None)
+            seconds, read = time.perf_counter() - started, read_bytes() - before
         if profiler:
             profiler.disable()
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
@@ -95,7 +141,9 @@ def measure(images: int, work: Path, models: str, profile: bool = False) -> dict
     total = parquet_bytes(manifest)
     return {"images": images, "added": p.changes.added, "version": committed["version"],
             "first_version_rows": first["rows"], "set_parquet_bytes": total, "commit_seconds": round(seconds, 3),
-            "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4)}
+            "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4),
+            **({"sections_ms": {k: round(v * 1000, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}}
+               if sections else {})}
 
 
 def main() -> None:
@@ -103,11 +151,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, action="append", required=True, help="set size; repeat for several")
     parser.add_argument("--work", default="/tmp/tlfs-commit-bench")
     parser.add_argument("--profile", action="store_true", help="the commit's profile on stderr")
+    parser.add_argument("--sections", action="store_true", help="the milliseconds of each of the commit's stages")
     args = parser.parse_args()
     work = Path(args.work)
     models = str(work / "models")
     for images in args.images:
-        print(json.dumps(measure(images, work, models, args.profile)), flush=True)
+        print(json.dumps(measure(images, work, models, args.profile, args.sections)), flush=True)
 
 
 if __name__ == "__main__":
