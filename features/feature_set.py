@@ -72,6 +72,25 @@ class FeatureSet:
         return dict(self.manifest.get("changes", {}))
 
     @property
+    def backbone(self) -> str:
+        """The backbone's name (``backbone_version`` is the exact export)."""
+        return self.manifest["backbone"]
+
+    @property
+    def lineage(self) -> dict:
+        """The model, runtime, sources and code that made the rows (features/manifest.Manifest)."""
+        return self.manifest["lineage"]
+
+    @property
+    def model_uri(self) -> str:
+        """Where the exported model that made the rows is."""
+        return self.lineage["model_uri"]
+
+    @property
+    def shard_files(self) -> int:
+        return len(self.manifest["shards"])
+
+    @property
     def layers(self) -> dict[str, int]:
         """Layer name -> feature width, shallow to deep."""
         return dict(self.manifest["layers"])

@@ -81,7 +81,50 @@ def validate(set_root: str, manifest: dict, listing: versions.Listing | None = N
                                      f"expected {counts['written']}")
 
 
-def commit(set_root: str, manifest: dict, retention: Retention = Retention()) -> dict:
+@dataclass(frozen=True)
+class Published:
+    """The version a commit leaves readers with: the one it wrote, or the newest already
+    there when that holds the same rows (``unchanged``: no version added). ``manifest`` is
+    that version's manifest as written, the JSON readers read."""
+
+    manifest: dict
+    unchanged: bool = False
+
+    @property
+    def version(self) -> int:
+        return versions.number_of(self.manifest)
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def backbone_version(self) -> str:
+        return self.manifest["backbone_version"]
+
+    @property
+    def rows(self) -> int:
+        return self.manifest["rows"]
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return self.manifest["counts"]
+
+    @property
+    def rejected(self) -> int:
+        return len(self.manifest["rejects"])
+
+    @property
+    def shard_files(self) -> int:
+        return len(self.manifest["shards"])
+
+    @property
+    def changes(self) -> dict:
+        """What the version changed against its base (pipeline/records.Changes as JSON; empty for a full run)."""
+        return self.manifest.get("changes") or {}
+
+
+def commit(set_root: str, manifest: dict, retention: Retention = Retention()) -> Published:
     """Under the set's commit lock: :func:`publish`."""
     with commit_lock(set_root):
         return publish(set_root, manifest, retention)
@@ -97,7 +140,7 @@ def same_content(a: dict, b: dict) -> bool:
 
 
 def publish(set_root: str, manifest: dict, retention: Retention = Retention(), check=lambda: None,
-            listing: versions.Listing | None = None) -> dict:
+            listing: versions.Listing | None = None) -> Published:
     """Validate, write the new version and then the manifest atomically, settle the
     files, and drop what no retained version and no live run needs. The caller holds
     the set's commit lock. If the newest version already holds exactly these files and
@@ -110,7 +153,7 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     if current is not None:
         versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):
-            return {**current, "unchanged": True}
+            return Published(current, unchanged=True)
     number = versions.number_of(current) + 1 if current else 1
     manifest = {"format": FORMAT, **manifest, "version": number,
                 "parent_version": versions.number_of(current) if current else None,
@@ -127,7 +170,7 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     versions.retire_others(set_root, manifest, listing)
     drop_released(set_root, manifest["plan_id"])
     collect_garbage(set_root, manifest, retention, listing)
-    return manifest
+    return Published(manifest)
 
 
 def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retention(),

@@ -117,10 +117,10 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     from tlfs.pipeline.errors import PipelineError
 
     fs = feature_set
-    model_uri = fs.manifest["lineage"]["model_uri"]
+    model_uri = fs.model_uri
     card = read_card(model_uri)
     if card is None:
-        raise PipelineError(f"the model of {fs.uri} ({model_uri}) is gone; export {fs.manifest['backbone']} again")
+        raise PipelineError(f"the model of {fs.uri} ({model_uri}) is gone; export {fs.backbone} again")
     train_split = "train" if "train" in fs.splits else fs.splits[0]
     missing = unmeasurable(card)
     if missing:
@@ -143,7 +143,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     sweep = read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json")
     taps = list(fs.layers)
     case, action = decide(per_class, similarity["score"], thresholds, sweep, taps)
-    backbone = fs.manifest["backbone"]
+    backbone = fs.backbone
     large_per_class, similar_score = thresholds.large_per_class, thresholds.similar_score
     similar = similarity["score"] >= similar_score if similarity["measured"] else None
     return {

@@ -11,7 +11,7 @@ from tlfs.features import versions
 from tlfs.features.errors import PlanReplaced, StoreError
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
-from tlfs.features.manifest import Manifest, publish
+from tlfs.features.manifest import Manifest, Published, publish
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
@@ -31,7 +31,7 @@ def _not_extracted(p: Plan, number: int) -> PipelineError:
 
 
 def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str], None] = print,
-           retention: Retention = Retention()) -> dict:
+           retention: Retention = Retention()) -> Published:
     """Under the set's commit lock: check that the plan is still there and every shard's
     files are (``records``: as the run that made them holds them; by default read back
     from staging), then publish the manifest as the set's next version (none if the
@@ -54,13 +54,13 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
         except StoreError as exc:  # a file vanished after the check above
             raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
                                 "(it re-extracts only what is missing)") from None
-        if not committed.get("unchanged"):
+        if not committed.unchanged:
             gather_records(p, checked, listing)
-    if committed.get("unchanged"):
-        log(f"{p.set_uri} is unchanged: version {committed['version']} already holds these {committed['rows']} rows")
+    if committed.unchanged:
+        log(f"{p.set_uri} is unchanged: version {committed.version} already holds these {committed.rows} rows")
         return committed
-    log(f"committed version {committed['version']} of {p.set_uri}: {committed['rows']} rows, "
-        f"{len(committed['shards'])} shard files, {len(committed['rejects'])} rejected; " + describe_changes(committed["changes"]))
+    log(f"committed version {committed.version} of {p.set_uri}: {committed.rows} rows, "
+        f"{committed.shard_files} shard files, {committed.rejected} rejected; " + describe_changes(committed.changes))
     return committed
 
 
@@ -70,7 +70,7 @@ def describe_changes(changes: dict) -> str:
 
 
 def commit_task(set_uri: str, plan_id: str, records: list[dict] | None = None, lease: LeaseTerms = LeaseTerms(),
-                log: Callable[[str], None] = print, retention: Retention = Retention()) -> dict:
+                log: Callable[[str], None] = print, retention: Retention = Retention()) -> Published:
     """The commit as a task of its own (after a DAG's shard tasks, whose records, as
     JSON, it is handed): under a lease on the plan."""
     with hold(set_uri, plan_id, lease):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tlfs.features.leases import LeaseTerms, hold
+from tlfs.features.manifest import Published
 from tlfs.features.versions import Retention
 from tlfs.models.runtime import require_cuda
 from tlfs.models.session import TapSession
@@ -80,9 +81,9 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
         records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check)
     extracted = time.perf_counter()
     held.check()
-    manifest = commit(p, records, log=log, retention=options.retention)
+    committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
-    return summary(p, records, manifest, decoder, Timings(planned - started, extracted - planned, finished - extracted))
+    return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted))
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Timings:
     commit: float
 
 
-def summary(p: Plan, records: list[ShardRecord], manifest: dict, decoder: Decoder, seconds: Timings) -> dict:
+def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, seconds: Timings) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
     bytes_written = sum(f.bytes for r in records for f in r.files.values())
@@ -104,13 +105,13 @@ def summary(p: Plan, records: list[ShardRecord], manifest: dict, decoder: Decode
         "set_uri": p.set_uri,
         "backbone_version": p.backbone_version,
         "plan_id": p.plan_id,
-        "version": manifest["version"],
-        "unchanged": bool(manifest.get("unchanged")),
+        "version": committed.version,
+        "unchanged": committed.unchanged,
         "changes": p.changes.to_json() if p.changes else {},  # images added / changed / removed / reused against the base version
         "views": list(p.views),
-        "rows": manifest["rows"],
-        "counts": manifest["counts"],
-        "rejected": len(manifest["rejects"]),
+        "rows": committed.rows,
+        "counts": committed.counts,
+        "rejected": committed.rejected,
         "shards": len(p.shards),
         "shards_skipped": sum(r.skipped and not r.reused for r in records),
         "shards_reused": sum(o["kind"] == REUSE for o in p.origins.values()),

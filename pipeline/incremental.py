@@ -55,19 +55,21 @@ def load_base(set_uri: str, runtime: Runtime, layer_dims: dict[str, int], views:
               log: Callable[[str], None] = print) -> Base | None:
     """The newest version of the set at ``set_uri``, if a plan with these settings can
     reuse it; else None, saying why."""
+    from tlfs.features.feature_set import FeatureSet
+
     manifest = read_json_if_exists(layout.manifest_uri(set_uri))
     if manifest is None:
         return None
-    version = int(manifest.get("version", 1))
-    ran = manifest["lineage"]["runtime"]
+    newest = FeatureSet(set_uri, manifest)
+    version, ran = newest.version, newest.lineage["runtime"]
     reasons = []
     if Runtime(**{k: v for k, v in ran.items() if k != "provider"}).identity() != runtime.identity():
         reasons.append(f"it ran on {ran['device']} ({ran['precision']}), this run on {runtime.device} ({runtime.precision})")
-    if manifest["layers"] != layer_dims:
-        reasons.append(f"it holds layers {', '.join(manifest['layers'])}, this run asks for {', '.join(layer_dims)}")
-    if manifest.get("views", [layout.ORIGINAL]) != list(views):
-        reasons.append(f"it holds views {', '.join(manifest.get('views', [layout.ORIGINAL]))}, this run {', '.join(views)}")
-    plan_id = manifest["plan_id"]
+    if newest.layers != layer_dims:
+        reasons.append(f"it holds layers {', '.join(newest.layers)}, this run asks for {', '.join(layer_dims)}")
+    if newest.views != list(views):
+        reasons.append(f"it holds views {', '.join(newest.views)}, this run {', '.join(views)}")
+    plan_id = newest.plan_id
     if not reasons and not exists(layout.plan_uri(set_uri, plan_id)):
         reasons.append("its plan's records are gone from staging")
     if reasons:

@@ -25,20 +25,22 @@ def verify(set_uri: str, repair: bool = False, device: str | None = None, log: C
     ``repair``, re-extract only the shards with a damaged file, on the set's own runtime
     (a ``device`` other than the set's is refused: a set never mixes them), and commit
     again."""
+    from tlfs.features.feature_set import FeatureSet  # pandas: only where a set is verified
+
     started = time.perf_counter()
-    manifest = read_manifest(set_uri)
-    bad = damaged_shards(set_uri, manifest)
+    committed = FeatureSet(set_uri, read_manifest(set_uri))
+    bad = damaged_shards(set_uri, committed.manifest)
     report = {
         "set_uri": set_uri,
-        "shard_files": len(manifest["shards"]),
+        "shard_files": committed.shard_files,
         "bad": [{"path": b["path"], "shard": b["shard"], "reason": b["reason"]} for b in bad],
         "seconds": round(time.perf_counter() - started, 2),
         "repaired": [],
     }
     if bad and repair:
         numbers = sorted({b["shard"] for b in bad})
-        with hold(set_uri, manifest["plan_id"]) as held:
-            p = load_plan(set_uri, manifest["plan_id"])
+        with hold(set_uri, committed.plan_id) as held:
+            p = load_plan(set_uri, committed.plan_id)
             if device and device != p.runtime.device:
                 raise PipelineError(f"{set_uri} was extracted on {p.runtime.device} ({p.runtime.precision}); repairing it "
                                     f"on {device} would mix devices in one set: repair with --device {p.runtime.device}, "

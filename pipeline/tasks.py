@@ -121,19 +121,19 @@ def commit_extraction(set_uri: str, plan_id: str, results: list[dict] | None = N
     from tlfs.pipeline import extract
 
     s = _settings()
-    manifest = extract.commit_task(set_uri, plan_id, results, lease=s.lease_terms(), log=log, retention=s.retention())
+    committed = extract.commit_task(set_uri, plan_id, results, lease=s.lease_terms(), log=log, retention=s.retention())
     return {
         "set_uri": set_uri,
-        "dataset": manifest["dataset"],
-        "backbone_version": manifest["backbone_version"],
-        "version": manifest["version"],
-        "unchanged": bool(manifest.get("unchanged")),
-        "changes": manifest.get("changes", {}),
-        "rows": manifest["rows"],
-        "counts": manifest["counts"],
-        "rejected": len(manifest["rejects"]),
-        "summary": f"version {manifest['version']}" + (" (unchanged: no new version)" if manifest.get("unchanged") else "")
-                   + f": {_changes_line(manifest.get('changes') or {})}",
+        "dataset": committed.dataset,
+        "backbone_version": committed.backbone_version,
+        "version": committed.version,
+        "unchanged": committed.unchanged,
+        "changes": committed.changes,
+        "rows": committed.rows,
+        "counts": committed.counts,
+        "rejected": committed.rejected,
+        "summary": f"version {committed.version}" + (" (unchanged: no new version)" if committed.unchanged else "")
+                   + f": {_changes_line(committed.changes)}",
     }
 
 

@@ -139,7 +139,7 @@ def measure(images: int, work: Path, models: str, profile: bool = False, section
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
     manifest = read_manifest(p.set_uri)
     total = parquet_bytes(manifest)
-    return {"images": images, "added": p.changes.added, "version": committed["version"],
+    return {"images": images, "added": p.changes.added, "version": committed.version,
             "first_version_rows": first["rows"], "set_parquet_bytes": total, "commit_seconds": round(seconds, 3),
             "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4),
             **({"sections_ms": {k: round(v * 1000, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}}

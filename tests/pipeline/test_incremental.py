@@ -226,5 +226,5 @@ def test_a_vacuum_keeps_the_version_a_live_run_builds_on(tmp_path, files, lite0,
     assert 1 in report["versions_kept"] and report["files_removed"] == 0  # the live run still needs version 1's files
     results = extract.extract_shards_task(live.set_uri, live.plan_id, [s.number for s in live.shards])
     committed = extract.commit_task(live.set_uri, live.plan_id, results, log=lambda *_: None)
-    assert committed["version"] == 3 and extract.verify(live.set_uri)["bad"] == []
+    assert committed.version == 3 and extract.verify(live.set_uri)["bad"] == []
     assert "train/green/002.png" in rows(store) and "train/red/late.png" in rows(store)  # the live run's view of the source
