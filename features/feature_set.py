@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
+from tlfs.features.manifest import CommittedManifest
 from tlfs.features.schema import features_matrix
 from tlfs.features.storage import fs_path, read_json
 
@@ -40,73 +41,12 @@ class SetReplaced(StoreError):
 
 
 @dataclass(frozen=True)
-class FeatureSet:
+class FeatureSet(CommittedManifest):
+    """One committed version of a feature set: its manifest read by name
+    (:class:`~tlfs.features.manifest.CommittedManifest`) and its rows read from its files."""
+
     uri: str
     manifest: dict
-
-    @property
-    def dataset(self) -> str:
-        return self.manifest["dataset"]
-
-    @property
-    def backbone_version(self) -> str:
-        return self.manifest["backbone_version"]
-
-    @property
-    def plan_id(self) -> str:
-        return self.manifest["plan_id"]
-
-    @property
-    def version(self) -> int:
-        """This commit's number in the set's history (1, 2, ...)."""
-        return versions.number_of(self.manifest)
-
-    @property
-    def committed_at(self) -> str:
-        return self.manifest["committed_at"]
-
-    @property
-    def changes(self) -> dict:
-        """What this version changed against its parent: images added, changed
-        (re-extracted), removed and reused (empty for a set committed before versions)."""
-        return dict(self.manifest.get("changes", {}))
-
-    @property
-    def backbone(self) -> str:
-        """The backbone's name (``backbone_version`` is the exact export)."""
-        return self.manifest["backbone"]
-
-    @property
-    def lineage(self) -> dict:
-        """The model, runtime, sources and code that made the rows (features/manifest.Manifest)."""
-        return self.manifest["lineage"]
-
-    @property
-    def model_uri(self) -> str:
-        """Where the exported model that made the rows is."""
-        return self.lineage["model_uri"]
-
-    @property
-    def shard_files(self) -> int:
-        return len(self.manifest["shards"])
-
-    @property
-    def layers(self) -> dict[str, int]:
-        """Layer name -> feature width, shallow to deep."""
-        return dict(self.manifest["layers"])
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
-    @property
-    def views(self) -> list[str]:
-        """The stored views: always ``original``; ``flip`` where extracted with ``--views flip``."""
-        return list(self.manifest.get("views", [layout.ORIGINAL]))
 
     def _check(self, layer: str, split: str, view: str = layout.ORIGINAL) -> None:
         if layer not in self.manifest["layers"]:

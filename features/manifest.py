@@ -81,18 +81,11 @@ def validate(set_root: str, manifest: dict, listing: versions.Listing | None = N
                                      f"expected {counts['written']}")
 
 
-@dataclass(frozen=True)
-class Published:
-    """The version a commit leaves readers with: the one it wrote, or the newest already
-    there when that holds the same rows (``unchanged``: no version added). ``manifest`` is
-    that version's manifest as written, the JSON readers read."""
+class CommittedManifest:
+    """A committed manifest (``self.manifest``, as :func:`publish` wrote it) read by name:
+    the one place outside this module's checks where its keys are spelled."""
 
     manifest: dict
-    unchanged: bool = False
-
-    @property
-    def version(self) -> int:
-        return versions.number_of(self.manifest)
 
     @property
     def dataset(self) -> str:
@@ -103,25 +96,84 @@ class Published:
         return self.manifest["backbone_version"]
 
     @property
-    def rows(self) -> int:
-        return self.manifest["rows"]
+    def plan_id(self) -> str:
+        return self.manifest["plan_id"]
 
     @property
-    def counts(self) -> dict[str, dict[str, int]]:
-        return self.manifest["counts"]
+    def version(self) -> int:
+        """This commit's number in the set's history (1, 2, ...)."""
+        return versions.number_of(self.manifest)
 
     @property
-    def rejected(self) -> int:
-        return len(self.manifest["rejects"])
+    def committed_at(self) -> str:
+        return self.manifest["committed_at"]
+
+    @property
+    def changes(self) -> dict:
+        """What this version changed against its parent: images added, changed
+        (re-extracted), removed and reused (pipeline/records.Changes as JSON; empty for a
+        full run and for a set committed before versions)."""
+        return dict(self.manifest.get("changes") or {})
+
+    @property
+    def backbone(self) -> str:
+        """The backbone's name (``backbone_version`` is the exact export)."""
+        return self.manifest["backbone"]
+
+    @property
+    def lineage(self) -> dict:
+        """The model, runtime, sources and code that made the rows (features/manifest.Manifest)."""
+        return self.manifest["lineage"]
+
+    @property
+    def model_uri(self) -> str:
+        """Where the exported model that made the rows is."""
+        return self.lineage["model_uri"]
 
     @property
     def shard_files(self) -> int:
         return len(self.manifest["shards"])
 
     @property
-    def changes(self) -> dict:
-        """What the version changed against its base (pipeline/records.Changes as JSON; empty for a full run)."""
-        return self.manifest.get("changes") or {}
+    def layers(self) -> dict[str, int]:
+        """Layer name -> feature width, shallow to deep."""
+        return dict(self.manifest["layers"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def views(self) -> list[str]:
+        """The stored views: always ``original``; ``flip`` where extracted with ``--views flip``."""
+        return list(self.manifest.get("views", [layout.ORIGINAL]))
+
+    @property
+    def rows(self) -> int:
+        return self.manifest["rows"]
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Each split's images read, written and rejected."""
+        return self.manifest["counts"]
+
+    @property
+    def rejected(self) -> int:
+        return len(self.manifest["rejects"])
+
+
+@dataclass(frozen=True)
+class Published(CommittedManifest):
+    """The version a commit leaves readers with: the one it wrote, or the newest already
+    there when that holds the same rows (``unchanged``: no version added). ``manifest`` is
+    that version's manifest as written, the JSON readers read."""
+
+    manifest: dict
+    unchanged: bool = False
 
 
 def commit(set_root: str, manifest: dict, retention: Retention = Retention()) -> Published:
