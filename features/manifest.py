@@ -23,7 +23,7 @@ from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.leases import drop_released, live_bases, live_plans
 from tlfs.features.lock import commit_lock
-from tlfs.features.storage import atomic_write_bytes, exists, fs_path, is_local, json_bytes, read_json, read_json_if_exists
+from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json, read_json_if_exists
 from tlfs.features.versions import Retention
 
 FORMAT = 1
@@ -214,12 +214,11 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     if current is not None and layout.version_name(versions.number_of(current)) not in listing.others:
         versions.record(set_root, current)  # a set committed before versions existed: its version 1
         listing.others[layout.version_name(versions.number_of(current))] = 0
-    encoded = json_bytes(manifest)  # once: the version file and the manifest hold the same bytes
-    versions.record(set_root, manifest, encoded)  # not a version until the manifest names it (history() skips it)
+    versions.record(set_root, manifest)  # not a version until the manifest names it (history() skips it)
     check()
     validate(set_root, manifest, listing)  # last, right before the commit point
     versions.move_in(set_root, manifest, listing)  # out of staging, which a failed run's clean-up may remove
-    atomic_write_bytes(layout.manifest_uri(set_root), encoded)  # the commit point
+    atomic_write_json(layout.manifest_uri(set_root), manifest)  # the commit point
     versions.retire_others(set_root, manifest, listing)
     drop_released(set_root, manifest["plan_id"])
     collect_garbage(set_root, manifest, retention, listing)

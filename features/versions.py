@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from tlfs.features import layout
 from tlfs.features.errors import NotCommitted, StoreError
-from tlfs.features.storage import atomic_write_bytes, atomic_write_json, fs_path, is_local, json_bytes, read_json
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
 
 
 
@@ -306,10 +306,9 @@ def retire_others(set_root: str, manifest: dict, listing: Listing | None = None)
     return retired
 
 
-def record(set_root: str, manifest: dict, encoded: bytes | None = None) -> None:
-    """Write ``manifest``'s version file (before the manifest itself: see manifest.publish);
-    ``encoded``: its JSON, where the caller has it already."""
-    atomic_write_bytes(layout.version_uri(set_root, number_of(manifest)), encoded or json_bytes(manifest))
+def record(set_root: str, manifest: dict) -> None:
+    """Write ``manifest``'s version file (before the manifest itself: see manifest.publish)."""
+    atomic_write_json(layout.version_uri(set_root, number_of(manifest)), manifest)
 
 
 def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),
