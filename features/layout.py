@@ -5,7 +5,7 @@
         _versions/{N:08d}.json                       every version's manifest (features/versions.py)
         _staging/{plan_id}/plan.json, shards/*.json  work in progress (ignored by readers)
         _staging/{plan_id}/records.jsonl             a committed plan's records, gathered by its commit
-        _staging/{plan_id}/entries.jsonl             each shard's images, a line each (a task reads its line's bytes)
+        _staging/{plan_id}/entries.jsonl.gz          each shard's images, a line each, a gzip member each (a task reads its own)
         _staging/{plan_id}/files/layer=.../part-...  shard files written, not yet committed
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _retired/layer=.../part-...parquet           files of older versions only (until vacuumed)
@@ -84,7 +84,13 @@ def plan_uri(set_root: str, plan_id: str) -> str:
 
 
 def entries_uri(set_root: str, plan_id: str) -> str:
-    """Every shard's entries, one JSON line per shard; the plan says where each line is."""
+    """Every shard's entries, one JSON line per shard, each line a gzip member of its
+    own (``zcat`` reads the whole file); the plan says where each member is."""
+    return f"{staging_uri(set_root, plan_id)}/entries.jsonl.gz"
+
+
+def plain_entries_uri(set_root: str, plan_id: str) -> str:
+    """Every shard's entries as plans saved them before :func:`entries_uri` (uncompressed)."""
     return f"{staging_uri(set_root, plan_id)}/entries.jsonl"
 
 

@@ -157,19 +157,28 @@ def _live(fs, pattern: str, now: float | None) -> list[str]:
     return live
 
 
-def live_bases(set_root: str, live: set[str] | None = None) -> set[int]:
+def live_bases(set_root: str, live: set[str] | None = None, known: dict[str, dict | None] | None = None) -> set[int]:
     """The versions that live runs (``live``: their plan ids; by default read here) build
-    on: an incremental plan's ``base``, whose files it reuses, so that no vacuum drops them."""
+    on: an incremental plan's ``base``, whose files it reuses, so that no vacuum drops them.
+    ``known``: plan id -> base of plans the caller holds already (a commit, its own: its
+    ``plan.json``, as large as its list of shards, is then not read again)."""
     live = live_plans(set_root) if live is None else live
+    known = known or {}
     bases = set()
     for plan_id in live:
-        try:
-            plan = read_json_if_exists(layout.plan_uri(set_root, plan_id)) or {}
-        except ValueError:  # being written (an object store shows no partial file; a test may)
-            plan = {}
-        if isinstance(plan, dict) and plan.get("base"):
-            bases.add(int(plan["base"]["version"]))
+        base = known[plan_id] if plan_id in known else _base_of(set_root, plan_id)
+        if base:
+            bases.add(int(base["version"]))
     return bases
+
+
+def _base_of(set_root: str, plan_id: str) -> dict | None:
+    """A saved plan's ``base`` (None: a full run, or a plan not readable yet)."""
+    try:
+        plan = read_json_if_exists(layout.plan_uri(set_root, plan_id)) or {}
+    except ValueError:  # being written (an object store shows no partial file; a test may)
+        return None
+    return plan.get("base") if isinstance(plan, dict) else None
 
 
 def _lease_records(fs, pattern: str) -> Iterator[tuple[str, dict | None]]:

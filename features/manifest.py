@@ -242,7 +242,8 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
     live8 = {layout.plan_prefix(plan_id) for plan_id in live}
-    versions.vacuum(set_root, manifest, retention, live_bases(set_root, live), listing=listing)
+    own_base = {manifest["plan_id"]: (manifest.get("lineage") or {}).get("base")}
+    versions.vacuum(set_root, manifest, retention, live_bases(set_root, live, own_base), listing=listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"
     for plan_id in sorted(listing.staging_plans):

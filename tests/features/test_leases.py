@@ -100,3 +100,18 @@ def test_a_task_of_a_plan_that_is_gone_is_refused(tmp_path):
     with pytest.raises(PlanReplaced, match="run the extraction again"):
         with hold(str(tmp_path / "set"), DEAD):
             pass
+
+
+def test_the_versions_live_runs_build_on_are_read_from_their_plans_or_taken_as_known(tmp_path):
+    """A commit protects the base of every live plan from its vacuum; its own plan's base
+    it knows already, so that plan's ``plan.json`` (as large as its shards) is not read."""
+    from tlfs.features.leases import live_bases
+
+    root = tmp_path / "set"
+    for plan_id, base in ((LIVE, 3), (COMMITTED, 5)):
+        (root / layout.STAGING / plan_id).mkdir(parents=True)
+        (root / layout.STAGING / plan_id / layout.PLAN).write_text(json.dumps({"plan_id": plan_id, "base": {"version": base}}))
+    assert live_bases(str(root), {LIVE, COMMITTED}) == {3, 5}
+    (root / layout.STAGING / COMMITTED / layout.PLAN).write_text("{ not read")
+    assert live_bases(str(root), {LIVE, COMMITTED}, known={COMMITTED: {"version": 5}}) == {3, 5}
+    assert live_bases(str(root), {LIVE, COMMITTED}, known={COMMITTED: None}) == {3}  # a full run builds on nothing

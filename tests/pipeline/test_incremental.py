@@ -76,7 +76,7 @@ def test_an_incremental_plan_stages_what_it_changed_and_the_next_run_builds_on_i
     manifest = features.describe("inc", "efficientnet_lite0", str(store))
     staging = store / "inc" / second["backbone_version"] / layout.STAGING / manifest["plan_id"]
     assert sorted(p.name for p in staging.iterdir() if p.name != layout.LEASES) == \
-        ["entries.jsonl", "plan.json", "records.jsonl"]
+        ["entries.jsonl.gz", "plan.json", "records.jsonl"]
     assert second["shards_reused"] == 6 and len((staging / "records.jsonl").read_text().splitlines()) == 1  # the new shard's
     third = run(change(source, {"test/blue/new.png": png_bytes((0, 0, 222))}), store, models_root)
     assert third["images_extracted"] == 1 and third["changes"]["reused"] == 27  # the reused shards' records carried on
@@ -107,23 +107,59 @@ def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_fil
     assert len(listings) == 2  # the run's, and the commit's
 
 
+def _saved_entry_lines(staging) -> list[bytes]:
+    """Each shard's line of entries as the plan in ``staging`` saved it (a gzip member each)."""
+    import gzip
+    import json
+
+    saved = json.loads((staging / "plan.json").read_text())
+    data = (staging / "entries.jsonl.gz").read_bytes()
+    assert gzip.decompress(data).count(b"\n") == len(saved["entries_at"])  # zcat reads the whole file
+    return [gzip.decompress(data[start:start + length]) for start, length in saved["entries_at"]]
+
+
+def _first_plan_staging(store, first):
+    from tlfs.features import layout
+
+    plan_id = features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]
+    return store / "inc" / first["backbone_version"] / layout.STAGING / plan_id
+
+
 def test_a_plan_saved_with_a_file_of_entries_per_shard_is_still_built_on(tmp_path, files, lite0, models_root):
     """Sets whose plan saved ``entries/NNNNN.json`` (before ``entries.jsonl``) are reused as ever."""
     import json
 
-    from tlfs.features import layout
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    first = run(source, store, models_root)
+    staging = _first_plan_staging(store, first)
+    saved = json.loads((staging / "plan.json").read_text())
+    (staging / "entries").mkdir()
+    for number, line in enumerate(_saved_entry_lines(staging)):
+        (staging / "entries" / f"{number:05d}.json").write_bytes(line)
+    (staging / "entries.jsonl.gz").unlink()
+    (staging / "plan.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in ("entries_at", "entries_format")}))
+    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    assert second["images_extracted"] == 1 and second["changes"]["reused"] == 24
+
+
+def test_a_plan_saved_with_uncompressed_entries_is_still_built_on(tmp_path, files, lite0, models_root):
+    """Sets whose plan saved ``entries.jsonl`` uncompressed (before ``entries.jsonl.gz``) are reused as ever."""
+    import json
 
     store = tmp_path / "store"
     source = write_tree(tmp_path / "src", files)
     first = run(source, store, models_root)
-    plan_id = features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]
-    staging = store / "inc" / first["backbone_version"] / layout.STAGING / plan_id
+    staging = _first_plan_staging(store, first)
     saved = json.loads((staging / "plan.json").read_text())
-    (staging / "entries").mkdir()
-    for number, line in enumerate((staging / "entries.jsonl").read_bytes().splitlines()):
-        (staging / "entries" / f"{number:05d}.json").write_bytes(line)
-    (staging / "entries.jsonl").unlink()
-    (staging / "plan.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "entries_at"}))
+    lines, at, offset = _saved_entry_lines(staging), [], 0
+    for line in lines:
+        at.append([offset, len(line)])
+        offset += len(line)
+    (staging / "entries.jsonl").write_bytes(b"".join(lines))
+    (staging / "entries.jsonl.gz").unlink()
+    (staging / "plan.json").write_text(json.dumps({**{k: v for k, v in saved.items() if k != "entries_format"},
+                                                   "entries_at": at}))
     second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
     assert second["images_extracted"] == 1 and second["changes"]["reused"] == 24
 
