@@ -19,11 +19,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tlfs.features import layout, versions
+from tlfs.features import layout, storage, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.leases import drop_released, live_bases, live_plans
 from tlfs.features.lock import commit_lock
-from tlfs.features.storage import atomic_write_json, exists, fs_path, is_local, read_json, read_json_if_exists
+from tlfs.features.storage import exists, fs_path, is_local, read_json, read_json_if_exists
 from tlfs.features.versions import Retention
 
 FORMAT = 1
@@ -198,10 +198,14 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     the set's commit lock. If the newest version already holds exactly these files and
     counts, nothing is written and that version is returned (``unchanged``: true).
     ``check()`` runs last before the commit point (the caller's: is its plan still there).
-    ``listing``: the set listed once under the lock (by default here); nothing of the
-    files is read, so a commit costs what it adds, not the set's size."""
-    listing = listing or versions.Listing(set_root)
-    current = read_json_if_exists(layout.manifest_uri(set_root))
+    ``listing``: the set and its newest manifest, listed and read once under the lock (by
+    default here); nothing of the files is read, so a commit costs what it adds, not the
+    set's size."""
+    if listing is None or listing.newest is versions.UNREAD:
+        current = read_json_if_exists(layout.manifest_uri(set_root))
+        listing = listing or versions.Listing(set_root, current)
+    else:
+        current = listing.newest  # read with the listing, under the same lock
     if current is not None:
         versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):
@@ -214,11 +218,12 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     if current is not None and layout.version_name(versions.number_of(current)) not in listing.others:
         versions.record(set_root, current)  # a set committed before versions existed: its version 1
         listing.others[layout.version_name(versions.number_of(current))] = 0
-    versions.record(set_root, manifest)  # not a version until the manifest names it (history() skips it)
+    encoded = storage.json_bytes(manifest)  # once: the version file and the manifest are the same bytes
+    versions.record(set_root, manifest, encoded)  # not a version until the manifest names it (history() skips it)
     check()
     validate(set_root, manifest, listing)  # last, right before the commit point
     versions.move_in(set_root, manifest, listing)  # out of staging, which a failed run's clean-up may remove
-    atomic_write_json(layout.manifest_uri(set_root), manifest)  # the commit point
+    storage.atomic_write_bytes(layout.manifest_uri(set_root), encoded)  # the commit point
     versions.retire_others(set_root, manifest, listing)
     drop_released(set_root, manifest["plan_id"])
     collect_garbage(set_root, manifest, retention, listing)

@@ -77,10 +77,15 @@ def _copy_synced(fs, source: str, target: str) -> None:
         os.close(descriptor)
 
 
+def json_bytes(obj) -> bytes:
+    """``obj`` as compact JSON: json's C encoder (an indented dump runs the pure-Python
+    one, which was a third of a 100,000-image set's commit); `tlfs describe` shows a
+    manifest for people."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def atomic_write_json(uri: str, obj) -> None:
-    # compact: json's C encoder (an indented dump runs the pure-Python one, which was a
-    # third of a 100,000-image set's commit); `tlfs describe` shows a manifest for people
-    atomic_write_bytes(uri, json.dumps(obj, separators=(",", ":")).encode())
+    atomic_write_bytes(uri, json_bytes(obj))
 
 
 def read_json(uri: str):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from tlfs.features import layout
+from tlfs.features import layout, storage
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
 
@@ -136,6 +136,9 @@ def resolve(set_root: str, newest: dict, version: int | None = None, as_of=None)
     return found
 
 
+UNREAD = object()  # a Listing made without the set's newest manifest
+
+
 @dataclass(frozen=True)
 class Located:
     uri: str
@@ -146,13 +149,20 @@ class Listing:
     """Every file of a set, from one listing of it (one paginated LIST on an object
     store), by where the set's files may be: in place, retired or staged. A commit checks
     and moves its files with it, reading none of them (their sizes and sha256 were taken
-    by the writer from the bytes it wrote; ``tlfs verify`` reads every byte)."""
+    by the writer from the bytes it wrote; ``tlfs verify`` reads every byte).
 
-    def __init__(self, set_root: str) -> None:
+    ``newest``: the set's committed manifest as the caller read it (under the commit
+    lock), or None where there is none yet (not given: :data:`UNREAD`). Locally, a file it lists that is found in
+    place is taken at the size it lists, without a ``stat``: it was checked when that
+    version was committed, so a commit costs what it adds, not the set's size. Any other
+    file's size is the file system's (an object store's listing gives every size)."""
+
+    def __init__(self, set_root: str, newest: dict | None | object = UNREAD) -> None:
         fs, root = fs_path(set_root)
-        self.set_root, self.root = set_root, root
+        self.set_root, self.root, self.newest = set_root, root, newest
         fs.invalidate_cache(root)  # files other processes wrote since this process last looked
-        found = _local_files(root) if is_local(fs) else _remote_files(fs, root)
+        committed = {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {}
+        found = _local_files(root, committed) if is_local(fs) else _remote_files(fs, root)
         self.placed: dict[str, Located] = {}
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
@@ -206,9 +216,11 @@ def _remote_files(fs, root: str) -> dict[str, dict]:
         return {}
 
 
-def _local_files(root: str) -> dict[str, dict]:
+def _local_files(root: str, committed: dict[str, int] | None = None) -> dict[str, dict]:
     """Every file under ``root`` with its size, by ``os.scandir`` (fsspec's local find
-    costs several times more per file)."""
+    costs several times more per file); ``committed``: path relative to ``root`` -> size
+    of the files a committed manifest lists, taken at that size where found in place."""
+    committed = committed or {}
     found, folders = {}, [root]
     while folders:
         folder = folders.pop()
@@ -220,8 +232,9 @@ def _local_files(root: str) -> dict[str, dict]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
-                else:
-                    found[entry.path] = {"size": entry.stat(follow_symlinks=False).st_size}
+                    continue
+                size = committed.get(entry.path[len(root) + 1:])
+                found[entry.path] = {"size": entry.stat(follow_symlinks=False).st_size if size is None else size}
             except FileNotFoundError:  # removed meanwhile
                 continue
     return found
@@ -306,9 +319,11 @@ def retire_others(set_root: str, manifest: dict, listing: Listing | None = None)
     return retired
 
 
-def record(set_root: str, manifest: dict) -> None:
-    """Write ``manifest``'s version file (before the manifest itself: see manifest.publish)."""
-    atomic_write_json(layout.version_uri(set_root, number_of(manifest)), manifest)
+def record(set_root: str, manifest: dict, encoded: bytes | None = None) -> None:
+    """Write ``manifest``'s version file (before the manifest itself: see manifest.publish);
+    ``encoded``: its JSON (:func:`storage.json_bytes`), where the caller has it already."""
+    storage.atomic_write_bytes(layout.version_uri(set_root, number_of(manifest)),
+                               storage.json_bytes(manifest) if encoded is None else encoded)
 
 
 def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),

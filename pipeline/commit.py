@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tlfs.features import versions
+from tlfs.features import layout, versions
 from tlfs.features.errors import PlanReplaced, StoreError
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
+from tlfs.features.storage import read_json_if_exists
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
@@ -39,7 +40,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
     with commit_lock(p.set_uri):
         require_plan(p.set_uri, p.plan_id)
         given = {r.shard: r for r in records} if records is not None else None
-        listing = versions.Listing(p.set_uri)
+        listing = versions.Listing(p.set_uri, read_json_if_exists(layout.manifest_uri(p.set_uri)))
         checked = []
         for number in range(len(p.shards)):
             record = given.get(number) if given is not None else saved_record(p, number, listing)
@@ -112,5 +113,5 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
             "limit": p.limit,
             "base": p.base,  # the version whose unchanged images were reused
             "preprocessing": {**card["preprocessing"], "decode": DECODE, "feature_dtype": "float16"},
-            "code": code_version(),
+            "code": dict(code_version()),  # a copy: the value is cached
         })

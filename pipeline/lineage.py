@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 
+@functools.cache
 def code_version() -> dict:
+    """The package's version and git commit of the code this process runs. Taken once per
+    process (the code imported is the code that runs, whatever is installed meanwhile):
+    reading the package's metadata and asking git cost a commit a few milliseconds."""
     try:
         package = metadata.version("tlfs")
     except metadata.PackageNotFoundError:

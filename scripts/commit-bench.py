@@ -80,7 +80,8 @@ def parquet_bytes(manifest: dict) -> int:
 
 # the commit's stages, timed with --sections: (module, function) pairs, and the listing
 SECTIONS = (("tlfs.features.versions", ("settle", "record", "move_in", "retire_others", "vacuum")),
-            ("tlfs.features.manifest", ("read_json_if_exists", "atomic_write_json", "validate", "collect_garbage",
+            ("tlfs.features.storage", ("atomic_write_bytes",)),
+            ("tlfs.features.manifest", ("read_json_if_exists", "validate", "collect_garbage",
                                         "_remove_empty_folders", "live_plans", "live_bases", "drop_released")),
             ("tlfs.pipeline.commit", ("manifest_of", "gather_records", "require_plan", "publish")))
 

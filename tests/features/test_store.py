@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,25 @@ def test_commit_refuses_missing_or_resized_shards_and_bad_counts(tmp_path):
     with pytest.raises(StoreError, match="missing"):
         commit(root, manifest)
     assert features.list_sets(store).empty
+
+
+def test_a_commit_takes_the_committed_files_at_their_listed_size_and_checks_every_new_one(tmp_path):
+    """A committed file found in place was checked by its own commit: the next commit's
+    listing takes the size the manifest lists (no stat per file of the set; ``tlfs
+    verify`` reads every byte). A file the newest manifest does not list is sized on disk."""
+    from tlfs.features import versions
+    from tlfs.features.manifest import read_manifest
+
+    store, root, manifest, _ = make_set(tmp_path)
+    commit(root, manifest)
+    committed = read_manifest(root)
+    shard = Path(root) / manifest["shards"][0]["path"]
+    shard.write_bytes(shard.read_bytes() + b"appended after its commit")
+    relative, listed_bytes = manifest["shards"][0]["path"], manifest["shards"][0]["bytes"]
+    assert versions.Listing(root, committed).placed[relative].bytes == listed_bytes
+    assert versions.Listing(root).placed[relative].bytes == shard.stat().st_size != listed_bytes
+    other = {**committed, "shards": []}  # a newest version that does not list the file
+    assert versions.Listing(root, other).placed[relative].bytes == shard.stat().st_size
 
 
 def test_commit_trusts_the_writers_sha256_and_reads_no_file_while_verify_reads_every_byte(tmp_path, monkeypatch):

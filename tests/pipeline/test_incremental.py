@@ -96,7 +96,7 @@ def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_fil
     run(source, store, models_root)
     listings = []
     real_listing = versions.Listing
-    monkeypatch.setattr(versions, "Listing", lambda root: listings.append(root) or real_listing(root))
+    monkeypatch.setattr(versions, "Listing", lambda root, *newest: listings.append(root) or real_listing(root, *newest))
 
     def no_lookups(*_):
         raise AssertionError("a reused shard's file was looked up on its own")
