@@ -107,60 +107,53 @@ def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_fil
     assert len(listings) == 2  # the run's, and the commit's
 
 
-def _saved_entry_lines(staging) -> list[bytes]:
-    """Each shard's line of entries as the plan in ``staging`` saved it (a gzip member each)."""
+def _first_run_rewritten(tmp_path, files, models_root, rewrite) -> dict:
+    """A set's first run, its plan's saved entries rewritten by ``rewrite(staging, lines,
+    saved)`` (each shard's line, and ``plan.json``) as an older version saved them, then a
+    run adding one image: its summary."""
     import gzip
     import json
 
-    saved = json.loads((staging / "plan.json").read_text())
-    data = (staging / "entries.jsonl.gz").read_bytes()
-    assert gzip.decompress(data).count(b"\n") == len(saved["entries_at"])  # zcat reads the whole file
-    return [gzip.decompress(data[start:start + length]) for start, length in saved["entries_at"]]
-
-
-def _first_plan_staging(store, first):
     from tlfs.features import layout
-
-    plan_id = features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]
-    return store / "inc" / first["backbone_version"] / layout.STAGING / plan_id
-
-
-def test_a_plan_saved_with_a_file_of_entries_per_shard_is_still_built_on(tmp_path, files, lite0, models_root):
-    """Sets whose plan saved ``entries/NNNNN.json`` (before ``entries.jsonl``) are reused as ever."""
-    import json
 
     store = tmp_path / "store"
     source = write_tree(tmp_path / "src", files)
     first = run(source, store, models_root)
-    staging = _first_plan_staging(store, first)
+    plan_id = features.describe("inc", "efficientnet_lite0", str(store))["plan_id"]
+    staging = store / "inc" / first["backbone_version"] / layout.STAGING / plan_id
     saved = json.loads((staging / "plan.json").read_text())
-    (staging / "entries").mkdir()
-    for number, line in enumerate(_saved_entry_lines(staging)):
-        (staging / "entries" / f"{number:05d}.json").write_bytes(line)
+    data = (staging / "entries.jsonl.gz").read_bytes()
+    assert gzip.decompress(data).count(b"\n") == len(saved["entries_at"])  # a gzip member per line: zcat reads it whole
+    lines = [gzip.decompress(data[start:start + length]) for start, length in saved["entries_at"]]
     (staging / "entries.jsonl.gz").unlink()
-    (staging / "plan.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in ("entries_at", "entries_format")}))
-    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    (staging / "plan.json").write_text(json.dumps(rewrite(staging, lines, {k: v for k, v in saved.items()
+                                                                           if k not in ("entries_at", "entries_format")})))
+    return run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+
+
+def test_a_plan_saved_with_a_file_of_entries_per_shard_is_still_built_on(tmp_path, files, lite0, models_root):
+    """Sets whose plan saved ``entries/NNNNN.json`` (before ``entries.jsonl``) are reused as ever."""
+    def per_shard(staging, lines, saved):
+        (staging / "entries").mkdir()
+        for number, line in enumerate(lines):
+            (staging / "entries" / f"{number:05d}.json").write_bytes(line)
+        return saved
+
+    second = _first_run_rewritten(tmp_path, files, models_root, per_shard)
     assert second["images_extracted"] == 1 and second["changes"]["reused"] == 24
 
 
 def test_a_plan_saved_with_uncompressed_entries_is_still_built_on(tmp_path, files, lite0, models_root):
     """Sets whose plan saved ``entries.jsonl`` uncompressed (before ``entries.jsonl.gz``) are reused as ever."""
-    import json
+    def uncompressed(staging, lines, saved):
+        at, offset = [], 0
+        for line in lines:
+            at.append([offset, len(line)])
+            offset += len(line)
+        (staging / "entries.jsonl").write_bytes(b"".join(lines))
+        return {**saved, "entries_at": at}
 
-    store = tmp_path / "store"
-    source = write_tree(tmp_path / "src", files)
-    first = run(source, store, models_root)
-    staging = _first_plan_staging(store, first)
-    saved = json.loads((staging / "plan.json").read_text())
-    lines, at, offset = _saved_entry_lines(staging), [], 0
-    for line in lines:
-        at.append([offset, len(line)])
-        offset += len(line)
-    (staging / "entries.jsonl").write_bytes(b"".join(lines))
-    (staging / "entries.jsonl.gz").unlink()
-    (staging / "plan.json").write_text(json.dumps({**{k: v for k, v in saved.items() if k != "entries_format"},
-                                                   "entries_at": at}))
-    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    second = _first_run_rewritten(tmp_path, files, models_root, uncompressed)
     assert second["images_extracted"] == 1 and second["changes"]["reused"] == 24
 
 
