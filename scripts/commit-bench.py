@@ -15,7 +15,8 @@ that the commit is not charged the kernel's writeback of the bench's own set-up 
 set's Parquet files were copied back a moment before; a scheduled run's base was
 written hours before). Prints one JSON line per size; ``--sections`` adds the median
 milliseconds of each of the commit's stages (``sections_ms``), ``--profile`` the last
-commit's profile on stderr.
+commit's profile on stderr. ``--history K`` commits K incremental versions (each adding
+1 %) before the timed one, so that the set has K + 1 versions the default retention keeps.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def timed_sections(seconds: dict):
 
 
 def measure(images: int, work: Path, models: str, profile: bool = False, sections: bool = False,
-            repeat: int = 5) -> dict:
+            repeat: int = 5, history: int = 0) -> dict:
     folder = work / f"n{images}"
     folder.mkdir(parents=True, exist_ok=True)
     base = write_tar(folder / "base.tar", images, "a", 0)
@@ -133,13 +134,18 @@ def measure(images: int, work: Path, models: str, profile: bool = False, section
     shutil.rmtree(first_version, ignore_errors=True)
     first = extract.run(ExtractionRequest("bench", [str(base)], BACKBONE, str(store), models),
                         RunOptions(show_progress=False, session=session), log=lambda *_: None)
+    sources = [str(base)]
+    for k in range(history):  # earlier incremental versions, each adding 1 %, all kept by the default retention
+        sources.append(str(write_tar(folder / f"history{k}.tar", max(1, images // 100), f"h{k}-", 100 + k)))
+        extract.run(ExtractionRequest("bench", list(sources), BACKBONE, str(store), models),
+                    RunOptions(show_progress=False, session=session), log=lambda *_: None)
     shutil.copytree(store, first_version)
     times, sections_each = [], []
     for attempt in range(repeat):
         if attempt:
             shutil.rmtree(store)
             shutil.copytree(first_version, store)
-        request = ExtractionRequest("bench", [str(base), str(added)], BACKBONE, str(store), models)
+        request = ExtractionRequest("bench", [*sources, str(added)], BACKBONE, str(store), models)
         p = extract.plan(request, log=lambda *_: None)
         with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
             extract.save_plan(p, held)
@@ -181,11 +187,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="the commit's profile on stderr")
     parser.add_argument("--sections", action="store_true", help="the milliseconds of each of the commit's stages")
     parser.add_argument("--repeat", type=int, default=5, help="timed commits per size (the median is given)")
+    parser.add_argument("--history", type=int, default=0,
+                        help="incremental versions committed before the timed one (each adding 1 %%), all kept")
     args = parser.parse_args()
     work = Path(args.work)
     models = str(work / "models")
     for images in args.images:
-        print(json.dumps(measure(images, work, models, args.profile, args.sections, args.repeat)), flush=True)
+        print(json.dumps(measure(images, work, models, args.profile, args.sections, args.repeat, args.history)), flush=True)
 
 
 if __name__ == "__main__":
