@@ -215,6 +215,8 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
                 "parent_version": versions.number_of(current) if current else None,
                 "committed_at": versions.timestamp()}
     manifest.pop("unchanged", None)
+    manifest[versions.INDEX] = versions.next_index(set_root, current, manifest, retention,
+                                                   _protected(set_root, manifest, live_plans(set_root)), listing).to_json()
     if current is not None and layout.version_name(versions.number_of(current)) not in listing.others:
         versions.record(set_root, current)  # a set committed before versions existed: its version 1
         listing.others[layout.version_name(versions.number_of(current))] = 0
@@ -226,8 +228,13 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     storage.atomic_write_bytes(layout.manifest_uri(set_root), encoded)  # the commit point
     versions.retire_others(set_root, manifest, listing)
     drop_released(set_root, manifest["plan_id"])
-    collect_garbage(set_root, manifest, retention, listing)
+    collect_garbage(set_root, manifest, retention, listing)  # the leases as drop_released left them
     return Published(manifest)
+
+
+def _protected(set_root: str, manifest: dict, live: set[str]) -> set[int]:
+    """The versions live runs build on (the committing plan's own base known from ``manifest``)."""
+    return live_bases(set_root, live, {manifest["plan_id"]: (manifest.get("lineage") or {}).get("base")})
 
 
 def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retention(),
@@ -247,8 +254,10 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
     live8 = {layout.plan_prefix(plan_id) for plan_id in live}
-    own_base = {manifest["plan_id"]: (manifest.get("lineage") or {}).get("base")}
-    versions.vacuum(set_root, manifest, retention, live_bases(set_root, live, own_base), listing=listing)
+    if versions.INDEX in manifest:  # what its commit decided (features/versions.VersionIndex)
+        versions.apply_index(set_root, manifest, listing)
+    else:
+        versions.vacuum(set_root, manifest, retention, _protected(set_root, manifest, live), listing=listing)
     doomed = []
     staging = f"{root}/{layout.STAGING}/"
     for plan_id in sorted(listing.staging_plans):

@@ -326,12 +326,75 @@ def record(set_root: str, manifest: dict, encoded: bytes | None = None) -> None:
                                storage.json_bytes(manifest) if encoded is None else encoded)
 
 
+INDEX = "versions_index"  # a manifest's key: its VersionIndex
+
+
+@dataclass(frozen=True)
+class VersionIndex:
+    """What a commit needs of the set's history, carried by each manifest so that a commit
+    reads no older version's file (reading them all made a commit cost the set's size
+    times its number of versions): the versions the retention keeps besides the
+    manifest's own (number -> commit time), the ones this commit drops (marked vacuumed
+    right after its commit point, and checked again by the next commit, in case it was
+    stopped in between), and each retired file's last version (the newest that lists it).
+    A retired file is deleted once no kept version up to its last one is left."""
+
+    live: dict[int, str]
+    dropping: tuple[int, ...]
+    retired_after: dict[str, int]
+
+    def to_json(self) -> dict:
+        return {"live": [[v, t] for v, t in sorted(self.live.items())], "dropping": list(self.dropping),
+                "retired_after": dict(sorted(self.retired_after.items()))}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "VersionIndex":
+        return cls({int(v): t for v, t in data["live"]}, tuple(int(v) for v in data["dropping"]),
+                   {p: int(v) for p, v in data["retired_after"].items()})
+
+    def deletable(self, relative: str, newest: int) -> bool:
+        """Whether the retired file ``relative`` is listed by no kept version (one listed
+        by versions a kept version may fall among is kept)."""
+        last = self.retired_after.get(relative)
+        return last is None or not any(v <= last for v in (*self.live, newest))
+
+
+def next_index(set_root: str, current: dict | None, manifest: dict, retention: Retention,
+               protect: set[int], listing: Listing, now: float | None = None) -> VersionIndex:
+    """The :class:`VersionIndex` of ``manifest`` (the version being committed, with its
+    number and time), composed under the commit lock before its commit point from the
+    newest version's (``current``; a set committed before the index: its history, read
+    once). ``protect``: versions live runs build on, kept whatever the retention."""
+    if current is None:
+        return VersionIndex({}, (), {})
+    new_paths = {s["path"] for s in manifest["shards"]}
+    if INDEX in current:
+        known = VersionIndex.from_json(current[INDEX])
+        live = {**known.live, number_of(current): current["committed_at"]}
+        after = {p: v for p, v in known.retired_after.items() if p in listing.retired}
+        after.update({s["path"]: number_of(current) for s in current["shards"]})
+        pending = known.dropping
+    else:
+        live, after, pending = {}, {}, ()
+        for v in history(set_root, current, listing):  # oldest first
+            if not v.get("vacuumed_at"):
+                live[number_of(v)] = v["committed_at"]
+                after.update({s["path"]: number_of(v) for s in v.get("shards", [])})
+    keep = retention.kept([{"version": v, "committed_at": t} for v, t in live.items()] + [manifest], now)
+    keep |= set(protect) & set(live)
+    dropping = sorted(set(pending) | {v for v in live if v not in keep})
+    return VersionIndex({v: t for v, t in live.items() if v in keep}, tuple(dropping),
+                        {p: v for p, v in after.items() if p not in new_paths})
+
+
 def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),
            now: float | None = None, listing: Listing | None = None) -> dict:
     """Under the commit lock: mark the versions ``retention`` drops (and ``protect`` does
     not name: the versions live runs reuse files of) as vacuumed, and delete every
     retired file no kept version lists. Returns what it did. ``listing``: the set as the
-    commit listed it, kept up to date by its moves (else it is listed here)."""
+    commit listed it, kept up to date by its moves (else it is listed here). A commit's
+    manifest says what to do (:class:`VersionIndex`: no older version file is read);
+    ``tlfs vacuum`` reads the set's history, with its own retention."""
     listing = listing or Listing(set_root)
     versions = history(set_root, newest, listing)
     live = [v for v in versions if not v.get("vacuumed_at")]
@@ -342,14 +405,41 @@ def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] 
         atomic_write_json(layout.version_uri(set_root, number_of(v)),
                           {**{k: x for k, x in v.items() if k != "shards"}, "vacuumed_at": stamp})
     listed = {s["path"] for v in versions if number_of(v) in keep for s in v.get("shards", [])}
+    removed, freed = _remove_retired(set_root, listing, lambda relative: relative not in listed)
+    return {"versions_vacuumed": [number_of(v) for v in dropped], "versions_kept": sorted(keep),
+            "files_removed": len(removed), "bytes_freed": freed}
+
+
+def apply_index(set_root: str, newest: dict, listing: Listing, now: float | None = None) -> dict:
+    """Right after a commit's point, under its lock: what its manifest's
+    :class:`VersionIndex` decided. Each dropped version is marked vacuumed (its file read
+    once, then rewritten without its files; one already marked is left as it is), then
+    every retired file that no kept version may list is deleted. Returns what it did."""
+    index = VersionIndex.from_json(newest[INDEX])
+    stamp, marked = timestamp(now), []
+    for number in index.dropping:
+        uri = layout.version_uri(set_root, number)
+        try:
+            version = read_json(uri)
+        except FileNotFoundError:
+            continue
+        if not version.get("vacuumed_at"):
+            atomic_write_json(uri, {**{k: x for k, x in version.items() if k != "shards"}, "vacuumed_at": stamp})
+            marked.append(number)
+    removed, freed = _remove_retired(set_root, listing, lambda relative: index.deletable(relative, number_of(newest)))
+    return {"versions_vacuumed": marked, "versions_kept": sorted({*index.live, number_of(newest)}),
+            "files_removed": len(removed), "bytes_freed": freed}
+
+
+def _remove_retired(set_root: str, listing: Listing, doomed) -> tuple[list[str], int]:
+    """Delete each retired file for which ``doomed(relative)`` holds; what was removed and its bytes."""
     fs, root = fs_path(set_root)
     removed, freed = [], 0
-    for relative in sorted(r for r in listing.retired if r not in listed):
+    for relative in sorted(r for r in listing.retired if doomed(r)):
         try:
             fs.rm(f"{root}/{layout.RETIRED}/{relative}")
         except FileNotFoundError:
             continue
         removed.append(f"{layout.RETIRED}/{relative}")
         freed += listing.retired.pop(relative).bytes
-    return {"versions_vacuumed": [number_of(v) for v in dropped], "versions_kept": sorted(keep),
-            "files_removed": len(removed), "bytes_freed": freed}
+    return removed, freed

@@ -133,3 +133,44 @@ def test_bad_names_and_unknown_layers_are_clear_errors(tmp_path):
     commit(root, manifest)
     with pytest.raises(StoreError, match="layer 'l9' is not in"):
         features.load("ds", "bb", "l9", "train", store)
+
+
+def test_a_commit_applies_the_retention_from_its_index_reading_no_older_version(tmp_path, monkeypatch):
+    """Each manifest carries what a commit needs of the history (features/versions.VersionIndex):
+    the next commit drops versions and deletes retired files without reading the older
+    versions' files, whose number grows with every run (a set committed before the index
+    is read once, and indexed from then on)."""
+    from tlfs.features import versions
+    from tlfs.features.manifest import read_manifest
+
+    made = {}
+
+    def commit_plan(plan: str, retention=versions.Retention()) -> str:
+        _, root, made[plan], _ = make_set(tmp_path, plan=plan)  # its file written, then committed
+        commit(root, made[plan], retention)
+        return root
+
+    root = commit_plan("a" * 16)
+    legacy = read_manifest(root)
+    del legacy[versions.INDEX]  # as a commit before the index wrote it
+    (Path(root) / layout.MANIFEST).write_text(json.dumps(legacy))
+    commit_plan("b" * 16)  # reads the history once
+    retired_a = Path(root) / layout.RETIRED / made["a" * 16]["shards"][0]["path"]
+    assert retired_a.exists()
+    assert read_manifest(root)[versions.INDEX]["retired_after"] == {made["a" * 16]["shards"][0]["path"]: 1}
+
+    def no_history(*_, **__):
+        raise AssertionError("a commit read the set's history")
+
+    monkeypatch.setattr(versions, "history", no_history)
+    commit_plan("c" * 16, versions.Retention(versions=2, days=None))
+    assert read_manifest(root)[versions.INDEX] == {
+        "live": [[2, json.loads((Path(root) / layout.version_name(2)).read_text())["committed_at"]]], "dropping": [1],
+        "retired_after": {made["a" * 16]["shards"][0]["path"]: 1, made["b" * 16]["shards"][0]["path"]: 2}}
+    assert not retired_a.exists(), "a file only a dropped version listed was kept"
+    assert json.loads((Path(root) / layout.version_name(1)).read_text())["vacuumed_at"]
+    retired_b = Path(root) / layout.RETIRED / made["b" * 16]["shards"][0]["path"]
+    assert retired_b.exists(), "a file a kept version lists was deleted"
+    commit_plan("d" * 16, versions.Retention(versions=1, days=None))
+    assert not retired_b.exists() and json.loads((Path(root) / layout.version_name(2)).read_text())["vacuumed_at"]
+    assert read_manifest(root)[versions.INDEX]["live"] == [] and features.load("ds", "bb", "l1", "train", str(tmp_path / "store")) is not None
