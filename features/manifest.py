@@ -8,8 +8,9 @@ missing, damaged or whose counts do not reconcile (read = written + rejected).
 Each commit is a new version (features/versions.py): its manifest is written to
 ``_versions/`` first, its files are checked and moved into the ``layer=`` folders, then
 the manifest is written to ``_manifest.json`` (the commit point); then the older
-version's files are moved to ``_retired/`` and the retention applied. A commit whose files and counts equal the
-newest version's adds no version.
+version's files are moved to ``_retired/`` and the retention applied, as the manifest's
+index of the history decided it (features/versions.VersionIndex: no older version's
+file is read). A commit whose files and counts equal the newest version's adds no version.
 """
 
 from __future__ import annotations
@@ -246,7 +247,8 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     while no lease on that plan is live; the committed plan's staging stays (its records
     let a re-run of the same plan skip its finished shards, and the next incremental run
     reuse its images). Retired files go once no version that ``retention`` keeps lists
-    them (features/versions.py: vacuum). Temporary files that belong to no plan (a
+    them (features/versions.py: :func:`~versions.apply_index` for a manifest that carries
+    its commit's decision, else :func:`~versions.vacuum`). Temporary files that belong to no plan (a
     crashed writer's manifest or head) go once they are ``TEMP_MAX_AGE`` old. Best
     effort: what cannot be removed now is removed by a later commit. The committed
     plan's emptied ``files/`` folders go too (a glob of the set then finds each file once)."""
