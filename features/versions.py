@@ -11,7 +11,9 @@ both and is idempotent, so the next commit finishes an interrupted one.
 
 :func:`vacuum` applies a :class:`Retention`: a version is kept while it is among the
 newest ``versions`` or younger than ``days`` (the newest always), and a file is deleted
-once no kept version lists it (and no live run reuses it).
+once no kept version lists it (and no live run reuses it). A commit decides the same
+from the newest manifest's :class:`VersionIndex` alone (:func:`next_index`, then
+:func:`apply_index`), reading no older version's file; ``tlfs vacuum`` reads them all.
 """
 
 from __future__ import annotations
