@@ -202,11 +202,9 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     ``listing``: the set and its newest manifest, listed and read once under the lock (by
     default here); nothing of the files is read, so a commit costs what it adds, not the
     set's size."""
-    if listing is None or listing.newest is versions.UNREAD:
-        current = read_json_if_exists(layout.manifest_uri(set_root))
-        listing = listing or versions.Listing(set_root, current)
-    else:
-        current = listing.newest  # read with the listing, under the same lock
+    listing = listing or versions.Listing.with_newest(set_root)
+    # the manifest read with the listing, under the same lock (else read here)
+    current = read_json_if_exists(layout.manifest_uri(set_root)) if listing.newest is versions.UNREAD else listing.newest
     if current is not None:
         versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 from tlfs.features import layout, storage
 from tlfs.features.errors import NotCommitted, StoreError
-from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json
+from tlfs.features.storage import atomic_write_json, fs_path, is_local, read_json, read_json_if_exists
 
 
 
@@ -163,8 +163,10 @@ class Listing:
         fs, root = fs_path(set_root)
         self.set_root, self.root, self.newest = set_root, root, newest
         fs.invalidate_cache(root)  # files other processes wrote since this process last looked
-        committed = {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {}
-        found = _local_files(root, committed) if is_local(fs) else _remote_files(fs, root)
+        if is_local(fs):
+            found = _local_files(root, {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {})
+        else:
+            found = _remote_files(fs, root)
         self.placed: dict[str, Located] = {}
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
@@ -187,6 +189,11 @@ class Listing:
                 self.placed[relative] = located
             else:
                 self.others[relative] = located.bytes
+
+    @classmethod
+    def with_newest(cls, set_root: str) -> "Listing":
+        """The set's newest manifest read (under the caller's commit lock), then the set listed with it."""
+        return cls(set_root, read_json_if_exists(layout.manifest_uri(set_root)))
 
     def locate(self, relative: str) -> Located | None:
         """Where the set's file ``relative`` is (in :func:`candidates`' order), or None."""
@@ -404,8 +411,7 @@ def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] 
     dropped = [v for v in live if number_of(v) not in keep]
     stamp = timestamp(now)
     for v in dropped:
-        atomic_write_json(layout.version_uri(set_root, number_of(v)),
-                          {**{k: x for k, x in v.items() if k != "shards"}, "vacuumed_at": stamp})
+        _mark_vacuumed(set_root, v, stamp)
     listed = {s["path"] for v in versions if number_of(v) in keep for s in v.get("shards", [])}
     removed, freed = _remove_retired(set_root, listing, lambda relative: relative not in listed)
     return {"versions_vacuumed": [number_of(v) for v in dropped], "versions_kept": sorted(keep),
@@ -426,11 +432,17 @@ def apply_index(set_root: str, newest: dict, listing: Listing, now: float | None
         except FileNotFoundError:
             continue
         if not version.get("vacuumed_at"):
-            atomic_write_json(uri, {**{k: x for k, x in version.items() if k != "shards"}, "vacuumed_at": stamp})
+            _mark_vacuumed(set_root, version, stamp)
             marked.append(number)
     removed, freed = _remove_retired(set_root, listing, lambda relative: index.deletable(relative, number_of(newest)))
     return {"versions_vacuumed": marked, "versions_kept": sorted({*index.live, number_of(newest)}),
             "files_removed": len(removed), "bytes_freed": freed}
+
+
+def _mark_vacuumed(set_root: str, version: dict, stamp: str) -> None:
+    """Rewrite ``version``'s file without its files, stamped ``vacuumed_at`` (history still lists it)."""
+    atomic_write_json(layout.version_uri(set_root, number_of(version)),
+                      {**{k: x for k, x in version.items() if k != "shards"}, "vacuumed_at": stamp})
 
 
 def _remove_retired(set_root: str, listing: Listing, doomed) -> tuple[list[str], int]:

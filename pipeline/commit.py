@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tlfs.features import layout, versions
+from tlfs.features import versions
 from tlfs.features.errors import PlanReplaced, StoreError
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
-from tlfs.features.storage import read_json_if_exists
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.lineage import code_version
@@ -40,7 +39,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
     with commit_lock(p.set_uri):
         require_plan(p.set_uri, p.plan_id)
         given = {r.shard: r for r in records} if records is not None else None
-        listing = versions.Listing(p.set_uri, read_json_if_exists(layout.manifest_uri(p.set_uri)))
+        listing = versions.Listing.with_newest(p.set_uri)
         checked = []
         for number in range(len(p.shards)):
             record = given.get(number) if given is not None else saved_record(p, number, listing)

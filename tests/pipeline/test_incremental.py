@@ -95,8 +95,8 @@ def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_fil
     source = write_tree(tmp_path / "src", files)
     run(source, store, models_root)
     listings = []
-    real_listing = versions.Listing
-    monkeypatch.setattr(versions, "Listing", lambda root, *newest: listings.append(root) or real_listing(root, *newest))
+    real_init = versions.Listing.__init__
+    monkeypatch.setattr(versions.Listing, "__init__", lambda self, root, *newest: listings.append(root) or real_init(self, root, *newest))
 
     def no_lookups(*_):
         raise AssertionError("a reused shard's file was looked up on its own")
