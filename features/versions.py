@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from tlfs.features import layout, storage
 from tlfs.features.errors import NotCommitted, StoreError
@@ -141,8 +142,7 @@ def resolve(set_root: str, newest: dict, version: int | None = None, as_of=None)
 UNREAD = object()  # a Listing made without the set's newest manifest
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):  # a tuple: a listing makes one per file of the set
     uri: str
     bytes: int
 
@@ -154,20 +154,31 @@ class Listing:
     by the writer from the bytes it wrote; ``tlfs verify`` reads every byte).
 
     ``newest``: the set's committed manifest as the caller read it (under the commit
-    lock), or None where there is none yet (not given: :data:`UNREAD`). Locally, a file it lists that is found in
-    place is taken at the size it lists, without a ``stat``: it was checked when that
-    version was committed, so a commit costs what it adds, not the set's size. Any other
-    file's size is the file system's (an object store's listing gives every size)."""
+    lock), or None where there is none yet (not given: :data:`UNREAD`). Locally, the
+    ``layer=`` folders are not listed where ``newest`` says what they hold (it carries its
+    commit's :class:`VersionIndex` and no commit stopped past its moves: see
+    :func:`_accounts_for_placed`): its files are taken in place at the sizes it lists,
+    each checked when its version was committed, so a commit lists what it adds, retires
+    and keeps staged, not the set. Otherwise every folder is listed (a file ``newest``
+    lists still taken at its listed size, without a ``stat``). Any other file's size is
+    the file system's; an object store's one paginated LIST gives every size.
+    """
 
     def __init__(self, set_root: str, newest: dict | None | object = UNREAD) -> None:
         fs, root = fs_path(set_root)
         self.set_root, self.root, self.newest = set_root, root, newest
         fs.invalidate_cache(root)  # files other processes wrote since this process last looked
+        placed = None  # the files in place, where taken from ``newest`` rather than listed
         if is_local(fs):
-            found = _local_files(root, {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {})
+            found = _local_files(root, placed=False)
+            if _accounts_for_placed(root, newest, found):
+                placed = _placed_of(set_root, newest, found)
+            else:
+                found.update(_local_files(root, placed=True, committed=_listed_sizes(newest)))
         else:
             found = _remote_files(fs, root)
-        self.placed: dict[str, Located] = {}
+        self.placed_from_manifest = placed is not None
+        self.placed: dict[str, Located] = placed or {}
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
         self.others: dict[str, int] = {}  # everything else, relative to the set: versions, plans, records, temporary files
@@ -197,7 +208,19 @@ class Listing:
 
     def locate(self, relative: str) -> Located | None:
         """Where the set's file ``relative`` is (in :func:`candidates`' order), or None."""
-        return self.placed.get(relative) or self.retired.get(relative) or self._staged(relative)
+        return self.placed.get(relative) or self.retired.get(relative) or self._staged(relative) or self._unlisted(relative)
+
+    def _unlisted(self, relative: str) -> Located | None:
+        """A file in place that the layer= folders, not listed, may hold unknown to the
+        newest manifest (a writer that wrote there itself): sized on disk, then known."""
+        if not self.placed_from_manifest or not layout.is_shard_path(relative):
+            return None
+        try:
+            size = os.stat(f"{self.root}/{relative}").st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        self.placed[relative] = Located(f"{self.set_root}/{relative}", size)
+        return self.placed[relative]
 
     def _staged(self, relative: str) -> Located | None:
         found = self.staged.get(relative)
@@ -225,12 +248,22 @@ def _remote_files(fs, root: str) -> dict[str, dict]:
         return {}
 
 
-def _local_files(root: str, committed: dict[str, int] | None = None) -> dict[str, dict]:
+def _local_files(root: str, placed: bool, committed: dict[str, int] | None = None) -> dict[str, dict]:
     """Every file under ``root`` with its size, by ``os.scandir`` (fsspec's local find
-    costs several times more per file); ``committed``: path relative to ``root`` -> size
-    of the files a committed manifest lists, taken at that size where found in place."""
+    costs several times more per file): with ``placed``, only those in the top-level
+    ``layer=`` and ``view=`` folders, else every other one. ``committed``: path relative
+    to ``root`` -> size of the files a committed manifest lists, taken at that size."""
     committed = committed or {}
-    found, folders = {}, [root]
+    found, folders = {}, []
+    try:
+        top = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in top:
+        if entry.is_dir(follow_symlinks=False) and entry.name.startswith(PLACED_FOLDERS) == placed:
+            folders.append(entry.path)
+        elif not placed and not entry.is_dir(follow_symlinks=False):
+            _add_file(found, entry, root, committed)
     while folders:
         folder = folders.pop()
         try:
@@ -241,12 +274,60 @@ def _local_files(root: str, committed: dict[str, int] | None = None) -> dict[str
             try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
-                    continue
-                size = committed.get(entry.path[len(root) + 1:])
-                found[entry.path] = {"size": entry.stat(follow_symlinks=False).st_size if size is None else size}
+                else:
+                    _add_file(found, entry, root, committed)
             except FileNotFoundError:  # removed meanwhile
                 continue
     return found
+
+
+def _add_file(found: dict, entry: os.DirEntry, root: str, committed: dict[str, int]) -> None:
+    size = committed.get(entry.path[len(root) + 1:])
+    try:
+        found[entry.path] = {"size": entry.stat(follow_symlinks=False).st_size if size is None else size}
+    except FileNotFoundError:  # removed meanwhile
+        pass
+
+
+PLACED_FOLDERS = ("layer=", "view=")  # the top-level folders that hold a version's files in place
+
+
+def _listed_sizes(newest) -> dict[str, int]:
+    return {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {}
+
+
+def _accounts_for_placed(root: str, newest, found: dict[str, dict]) -> bool:
+    """Whether the newest manifest says what the ``layer=`` folders hold, so that they
+    need no listing: it carries the index its commit settled by (:class:`VersionIndex`),
+    and no commit stopped after moving files in but before its commit point (no version
+    file beyond the newest: such a commit's files would be there, unlisted)."""
+    if not isinstance(newest, dict) or INDEX not in newest:
+        return False
+    prefix = f"{root}/{layout.VERSIONS}/"
+    beyond = (layout.version_of_name(path[len(prefix):]) for path in found if path.startswith(prefix))
+    return not any(number is not None and number > number_of(newest) for number in beyond)
+
+
+def _placed_of(set_root: str, newest: dict, found: dict[str, dict]) -> dict[str, Located]:
+    """The files in place by the newest manifest (at its sizes: each was checked by its
+    commit), with those a file system call must confirm: a listed file also staged (a
+    repair stages its file again under the same name, after removing the damaged one) is
+    in place only where it is; a file the index retired but that is not in ``_retired/``
+    (its commit stopped before moving it out, or the retention deleted it) is in place
+    only where it is, at its size on disk."""
+    _, root = fs_path(set_root)
+    staged = {path.split("/files/", 1)[1] for path in found
+              if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
+    placed = {s["path"]: Located(f"{set_root}/{s['path']}", s["bytes"]) for s in newest["shards"]
+              if s["path"] not in staged or os.path.isfile(f"{root}/{s['path']}")}
+    retired = f"{root}/{layout.RETIRED}/"
+    for relative in VersionIndex.from_json(newest[INDEX]).retired_after:
+        if f"{retired}{relative}" not in found and relative not in placed:
+            try:
+                placed[relative] = Located(f"{set_root}/{relative}", os.stat(f"{root}/{relative}").st_size)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    return placed
 
 
 def candidates(set_root: str, relative: str) -> list[str]:

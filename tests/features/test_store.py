@@ -75,8 +75,48 @@ def test_a_commit_takes_the_committed_files_at_their_listed_size_and_checks_ever
     relative, listed_bytes = manifest["shards"][0]["path"], manifest["shards"][0]["bytes"]
     assert versions.Listing(root, committed).placed[relative].bytes == listed_bytes
     assert versions.Listing(root).placed[relative].bytes == shard.stat().st_size != listed_bytes
-    other = {**committed, "shards": []}  # a newest version that does not list the file
-    assert versions.Listing(root, other).placed[relative].bytes == shard.stat().st_size
+    other = {**committed, "shards": []}  # a newest version that does not list the file: looked up when asked for
+    assert versions.Listing(root, other).locate(relative).bytes == shard.stat().st_size
+
+
+def test_a_commit_lists_what_it_adds_and_takes_the_layer_folders_from_the_newest_manifest(tmp_path):
+    """The layer= folders hold the newest version's files, so a commit does not list them
+    (its time would grow with the set): the manifest says what is there. They are listed
+    where that may not hold: a commit stopped after moving its files in but before its
+    commit point (a version file beyond the newest), or a set whose manifest carries no
+    index. A listed file staged again (a repair) is looked for in place, as is one the
+    index retired that is not in ``_retired/`` (a commit stopped before moving it out)."""
+    import shutil
+
+    from tlfs.features import versions
+    from tlfs.features.manifest import read_manifest
+
+    plan = "ab" * 8  # hex, as a plan id is: a staged file names its plan
+    store, root, manifest, _ = make_set(tmp_path, plan=plan)
+    commit(root, manifest)
+    committed = read_manifest(root)
+    relative = manifest["shards"][0]["path"]
+    stray = Path(root) / relative.replace(plan[:8], "cd" * 4)  # in place, listed by no manifest
+    shutil.copy(Path(root) / relative, stray)
+    listing = versions.Listing(root, committed)
+    assert listing.placed_from_manifest and set(listing.placed) == {relative}
+    assert listing.locate(stray.relative_to(root).as_posix()).bytes == stray.stat().st_size  # a new file is found
+    Path(layout.version_uri(root, versions.number_of(committed) + 1)).write_text("{}")
+    stopped = versions.Listing(root, committed)  # a commit stopped past its moves: the folders are listed
+    assert not stopped.placed_from_manifest and stray.relative_to(root).as_posix() in stopped.placed
+    legacy = {k: v for k, v in committed.items() if k != versions.INDEX}
+    assert not versions.Listing(root, legacy).placed_from_manifest
+    Path(layout.version_uri(root, versions.number_of(committed) + 1)).unlink()
+    stray.unlink()
+    restaged = Path(layout.staged_uri(root, plan, relative))  # a repair: the damaged file removed, staged again
+    restaged.parent.mkdir(parents=True)
+    shutil.move(Path(root) / relative, restaged)
+    repaired = versions.Listing(root, committed)
+    assert relative not in repaired.placed and repaired.locate(relative).uri == str(restaged)
+    index = versions.VersionIndex({}, (), {stray.relative_to(root).as_posix(): 1})
+    shutil.copy(restaged, stray)  # retired by the index, never moved out
+    left = versions.Listing(root, {**committed, versions.INDEX: index.to_json()})
+    assert left.placed_from_manifest and left.placed[stray.relative_to(root).as_posix()].bytes == stray.stat().st_size
 
 
 def test_commit_trusts_the_writers_sha256_and_reads_no_file_while_verify_reads_every_byte(tmp_path, monkeypatch):

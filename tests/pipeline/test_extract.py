@@ -142,13 +142,16 @@ def test_the_commit_uses_the_shard_records_it_is_handed_and_checks_their_files(t
     shutil.rmtree(f"{layout.staging_uri(p.set_uri, p.plan_id)}/shards")
     extract.commit_task(p.set_uri, p.plan_id, results, log=lambda *_: None)
     assert features.describe("colors", "efficientnet_lite0", store)["rows"] == sum(r["written"] for r in results)
-    # a handed record whose file is gone is refused, naming the shard
+    # a handed record whose new file is gone is refused, naming the shard (a file reused
+    # from the base was checked by the base's commit: tlfs verify reads every byte)
     q = extract.plan_task(ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", store, models_root,
-                                            shard_size=4), log=lambda *_: None)
+                                            shard_size=4, incremental=False), log=lambda *_: None)
     handed = [extract.extract_shard_task(q.set_uri, q.plan_id, n) for n in range(len(q.shards))]
     from tlfs.features.versions import locate
 
-    Path(locate(q.set_uri, handed[1]["files"]["head"]["path"])).unlink()  # staged, or the base version's
+    staged = locate(q.set_uri, handed[1]["files"]["head"]["path"])
+    assert f"/{layout.STAGING}/" in staged  # extracted anew
+    Path(staged).unlink()
     with pytest.raises(PipelineError, match="shard 1 is not extracted"):
         extract.commit_task(q.set_uri, q.plan_id, handed, log=lambda *_: None)
 
