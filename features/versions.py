@@ -233,7 +233,7 @@ class Listing:
         """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason."""
         bad = []
         for info in files:
-            found = self.locate(info["path"])
+            found = self.placed.get(info["path"]) or self.locate(info["path"])
             if found is None:
                 bad.append({**info, "reason": "missing"})
             elif found.bytes != info["bytes"]:
@@ -367,10 +367,10 @@ def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> in
     listing = listing or Listing(set_root)
     moved_in = 0
     made: set[str] = set()
-    for relative in sorted({s["path"] for s in manifest["shards"]}):
+    for relative in sorted({s["path"] for s in manifest["shards"]}.difference(listing.placed)):
         found = listing.locate(relative)
         if found is None or relative in listing.placed:
-            continue  # in place; or missing: validate() names it, a reader of this version gets a clear error
+            continue  # missing: validate() names it, a reader of this version gets a clear error
         _, source = fs_path(found.uri)
         folder = f"{root}/{relative}".rsplit("/", 1)[0]
         if folder not in made:

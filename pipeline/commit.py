@@ -43,11 +43,15 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
         checked = []
         for number in range(len(p.shards)):
             record = given.get(number) if given is not None else saved_record(p, number, listing)
-            if record is None or listing.missing([f.to_json() for f in record.files.values()]):
+            if record is None:
                 raise _not_extracted(p, number)
             checked.append(record)
+        manifest = manifest_of(p, checked).to_json()
+        bad = listing.missing(manifest["shards"])
+        if bad:
+            raise _not_extracted(p, bad[0]["shard"])
         try:
-            committed = publish(p.set_uri, manifest_of(p, checked).to_json(), retention,
+            committed = publish(p.set_uri, manifest, retention,
                                 check=lambda: require_plan(p.set_uri, p.plan_id), listing=listing)
         except PlanReplaced:
             raise

@@ -10,10 +10,12 @@ and that run's commit alone is timed, with the bytes this process read while it 
 (``/proc/self/io`` rchar: every read, the store's and any other, so an upper bound on
 what the commit read of the store). ``--repeat R`` (default 5) restores the set as its
 first version left it and times the incremental commit R times: the median is given,
-with every time. Before each timed commit the page cache is flushed (``os.sync``), so
+with every time; the sizes take turns (one commit of each, R times over), so that the
+machine's moods fall on each alike, and a last line gives each size's median against the
+smallest's and the median of the paired ratios. Before each timed commit the page cache is flushed (``os.sync``), so
 that the commit is not charged the kernel's writeback of the bench's own set-up (the
 set's Parquet files were copied back a moment before; a scheduled run's base was
-written hours before). Prints one JSON line per size; ``--sections`` adds the median
+written hours before). Prints one JSON line per size (and the ratios); ``--sections`` adds the median
 milliseconds of each of the commit's stages (``sections_ms``), ``--profile`` the last
 commit's profile on stderr. ``--history K`` commits K incremental versions (each adding
 1 %) before the timed one, so that the set has K + 1 versions the default retention keeps.
@@ -34,6 +36,7 @@ import shutil
 import statistics
 import tarfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +123,22 @@ def timed_sections(seconds: dict):
             setattr(owner, name, fn)
 
 
-def measure(images: int, work: Path, models: str, profile: bool = False, sections: bool = False,
-            repeat: int = 5, history: int = 0) -> dict:
+@dataclass
+class Prepared:
+    """One size's set, as its first version (and ``history``) left it, ready to be restored."""
+
+    images: int
+    store: Path
+    first_version: Path
+    sources: list[str]
+    added: str
+    session: HostOnlySession
+    models: str
+    times: list = field(default_factory=list)
+    sections: list = field(default_factory=list)
+
+
+def prepare(images: int, work: Path, models: str, history: int = 0) -> Prepared:
     folder = work / f"n{images}"
     folder.mkdir(parents=True, exist_ok=True)
     base = write_tar(folder / "base.tar", images, "a", 0)
@@ -132,45 +149,52 @@ def measure(images: int, work: Path, models: str, profile: bool = False, section
     session = HostOnlySession(runtime, dict(artifact.card["layers"]))
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(first_version, ignore_errors=True)
-    first = extract.run(ExtractionRequest("bench", [str(base)], BACKBONE, str(store), models),
-                        RunOptions(show_progress=False, session=session), log=lambda *_: None)
+    extract.run(ExtractionRequest("bench", [str(base)], BACKBONE, str(store), models),
+                RunOptions(show_progress=False, session=session), log=lambda *_: None)
     sources = [str(base)]
     for k in range(history):  # earlier incremental versions, each adding 1 %, all kept by the default retention
         sources.append(str(write_tar(folder / f"history{k}.tar", max(1, images // 100), f"h{k}-", 100 + k)))
         extract.run(ExtractionRequest("bench", list(sources), BACKBONE, str(store), models),
                     RunOptions(show_progress=False, session=session), log=lambda *_: None)
     shutil.copytree(store, first_version)
-    times, sections_each = [], []
-    for attempt in range(repeat):
-        if attempt:
-            shutil.rmtree(store)
-            shutil.copytree(first_version, store)
-        request = ExtractionRequest("bench", [*sources, str(added)], BACKBONE, str(store), models)
-        p = extract.plan(request, log=lambda *_: None)
-        with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
-            extract.save_plan(p, held)
-            results = extract.run_shards(p, [s.number for s in p.shards], Workers(session), check=held.check)
-            os.sync()
-            profiler = cProfile.Profile() if profile and attempt == repeat - 1 else None
-            spent: dict = {}
-            with timed_sections(spent) if sections else contextlib.nullcontext():
-                before, started = read_bytes(), time.perf_counter()
-                if profiler:
-                    profiler.enable()
-                committed = extract.commit(p, results, log=lambda *_: None)
-                seconds, read = time.perf_counter() - started, read_bytes() - before
+    return Prepared(images, store, first_version, sources, str(added), session, models)
+
+
+def time_commit(prepared: Prepared, profile: bool = False, sections: bool = False) -> dict:
+    """Restore the set as prepared, plan and run the incremental extraction, and time its commit alone."""
+    shutil.rmtree(prepared.store)
+    shutil.copytree(prepared.first_version, prepared.store)
+    request = ExtractionRequest("bench", [*prepared.sources, prepared.added], BACKBONE, str(prepared.store), prepared.models)
+    p = extract.plan(request, log=lambda *_: None)
+    with hold(p.set_uri, p.plan_id, LeaseTerms(), plan_must_exist=False) as held:
+        extract.save_plan(p, held)
+        results = extract.run_shards(p, [s.number for s in p.shards], Workers(prepared.session), check=held.check)
+        os.sync()
+        profiler = cProfile.Profile() if profile else None
+        spent: dict = {}
+        with timed_sections(spent) if sections else contextlib.nullcontext():
+            before, started = read_bytes(), time.perf_counter()
             if profiler:
-                profiler.disable()
-                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
-        times.append(seconds)
-        sections_each.append(spent)
-    manifest = read_manifest(p.set_uri)
+                profiler.enable()
+            committed = extract.commit(p, results, log=lambda *_: None)
+            seconds, read = time.perf_counter() - started, read_bytes() - before
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+    prepared.times.append(seconds)
+    prepared.sections.append(spent)
+    return {"plan": p, "committed": committed, "read": read}
+
+
+def summary(prepared: Prepared, last: dict, sections: bool) -> dict:
+    manifest = read_manifest(last["plan"].set_uri)
     total = parquet_bytes(manifest)
-    return {"images": images, "added": p.changes.added, "version": committed.version,
-            "first_version_rows": first["rows"], "set_parquet_bytes": total,
+    times = prepared.times
+    return {"images": prepared.images, "added": last["plan"].changes.added, "version": last["committed"].version,
+            "set_parquet_bytes": total,
             "commit_seconds": round(statistics.median(times), 4), "commit_seconds_each": [round(t, 4) for t in times],
-            "commit_bytes_read": read, "commit_read_fraction": round(read / total, 4),
-            **({"sections_ms": median_sections(sections_each)} if sections else {})}
+            "commit_bytes_read": last["read"], "commit_read_fraction": round(last["read"] / total, 4),
+            **({"sections_ms": median_sections(prepared.sections)} if sections else {})}
 
 
 def median_sections(each: list[dict]) -> dict:
@@ -192,8 +216,19 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     models = str(work / "models")
-    for images in args.images:
-        print(json.dumps(measure(images, work, models, args.profile, args.sections, args.repeat, args.history)), flush=True)
+    sizes = [prepare(images, work, models, args.history) for images in args.images]
+    last = {}
+    for attempt in range(args.repeat):  # the sizes in turn, so that the machine's moods fall on each alike
+        for prepared in sizes:
+            last[prepared.images] = time_commit(prepared, args.profile and attempt == args.repeat - 1, args.sections)
+    for prepared in sizes:
+        print(json.dumps(summary(prepared, last[prepared.images], args.sections)), flush=True)
+    if len(sizes) > 1:  # each size's median against the smallest's, and the median of the paired ratios
+        smallest = sizes[0]
+        print(json.dumps({"ratio_to": smallest.images, **{
+            str(s.images): {"of_medians": round(statistics.median(s.times) / statistics.median(smallest.times), 3),
+                            "median_of_pairs": round(statistics.median(a / b for a, b in zip(s.times, smallest.times)), 3)}
+            for s in sizes[1:]}}), flush=True)
 
 
 if __name__ == "__main__":
