@@ -11,6 +11,7 @@ import os
 import uuid
 
 import fsspec
+import orjson
 
 
 def fs_path(uri: str):
@@ -77,11 +78,24 @@ def _copy_synced(fs, source: str, target: str) -> None:
         os.close(descriptor)
 
 
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY  # int keys as json writes them; numpy scalars
+
+
 def json_bytes(obj) -> bytes:
-    """``obj`` as compact JSON: json's C encoder (an indented dump runs the pure-Python
-    one, which was a third of a 100,000-image set's commit); `tlfs describe` shows a
-    manifest for people."""
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """``obj`` as compact JSON, by orjson: the standard library's encoder took a
+    100,000-image set's manifest in 1.5 ms of its commit, orjson in a tenth of that
+    (`tlfs describe` shows a manifest for people). A float that is not a number is
+    written as null, as JSON has no NaN."""
+    return orjson.dumps(obj, option=JSON_OPTIONS)
+
+
+def json_loads(data: bytes):
+    """The JSON document ``data``, by orjson; one with NaN or Infinity (which the standard
+    library's encoder wrote, and orjson refuses) by the standard library's parser."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def atomic_write_json(uri: str, obj) -> None:
@@ -92,7 +106,7 @@ def read_json(uri: str):
     fs, path = fs_path(uri)
     # one GET of the whole file: fs.open would check an object store's cached size and
     # ETag, stale once another process has rewritten the file (a manifest, say)
-    return json.loads(fs.cat_file(path))
+    return json_loads(fs.cat_file(path))
 
 
 def read_range(uri: str, start: int, length: int) -> bytes:
