@@ -72,6 +72,15 @@ class ShardFile:
         named = {"layer": self.layer, "view": self.view} if self.view is not None else {}
         return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256, **named}
 
+    def manifest_row(self, key: str, split: str, shard: int) -> dict:
+        """The manifest's row for this file of shard ``shard`` (``key``: its record's name
+        for it), in one dict: a commit makes one per file of the set."""
+        if self.view is None:
+            return {"layer": key, "split": split, "shard": shard, "path": self.path, "rows": self.rows,
+                    "bytes": self.bytes, "sha256": self.sha256}
+        return {"layer": self.layer, "split": split, "shard": shard, "path": self.path, "rows": self.rows,
+                "bytes": self.bytes, "sha256": self.sha256, "view": self.view}
+
     @classmethod
     def from_json(cls, data: dict) -> "ShardFile":
         return cls(data["path"], int(data["rows"]), int(data["bytes"]), data["sha256"], data.get("layer"), data.get("view"))
@@ -113,7 +122,7 @@ class ShardRecord:
 
     def manifest_files(self) -> list[dict]:
         """The manifest's rows for this shard's files."""
-        return [{"layer": key, "split": self.split, "shard": self.shard, **f.to_json()} for key, f in self.files.items()]
+        return [f.manifest_row(key, self.split, self.shard) for key, f in self.files.items()]
 
     def to_json(self) -> dict:
         flags = {name: True for name in ("skipped", "reused", "derived") if getattr(self, name)}
