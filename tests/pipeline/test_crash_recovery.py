@@ -128,11 +128,13 @@ def finished_shards(store: Path, plan_id: str) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # 10 kill points take ~1.5 min on an idle 2-core machine; TLFS_FAULT_TRIALS scales it
-def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0):
-    # The store already holds an older version of the set, over an older state of the
-    # same folder: the run under test is incremental. It reuses that version's unchanged
-    # shards, copies two without an image since removed and one since replaced, extracts
-    # the replaced and the new images, and its commit retires files: more ways to crash.
+def incremental_case(tmp_path: Path) -> tuple[Path, Path, dict, dict, str, list]:
+    """The store already holds an older version of the set, over an older state of the
+    same folder: the run under test is incremental. It reuses that version's unchanged
+    shards, copies two without an image since removed and one since replaced, extracts
+    the replaced and the new images, and its commit retires files: more ways to crash.
+    Returns the changed folder, the store as the older version left it, what a reader got
+    of it and of the uninterrupted run's, that run's plan id, and its storage events."""
     small, full = folder_images(per_class=4), folder_images(per_class=6)  # 12, then 18 images per split
     source = write_tree(tmp_path / "images", {**small, "train/red/gone.png": full["train/red/005.png"],
                                               "train/blue/000.png": full["train/green/005.png"]})
@@ -148,12 +150,14 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
     log = tmp_path / "reference.events"
     done = tlfs_extract(source, reference_store, tmp_path / "models-reference", {"TLFS_FAULT_LOG": str(log)})
     assert done.returncode == 0, done.stderr[-2000:]
-    reference = snapshot(reference_store)
     described = features.describe(DATASET, BACKBONE, str(reference_store))
-    plan_id = described["plan_id"]
     assert {k: described["changes"][k] for k in ("added", "changed", "removed", "reused")} == \
         {"added": 12, "changed": 1, "removed": 1, "reused": 23}
-    all_events = events(log)
+    return source, template, old, snapshot(reference_store), described["plan_id"], events(log)
+
+
+def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0):
+    source, template, old, reference, plan_id, all_events = incremental_case(tmp_path)
 
     trials = int(os.environ.get("TLFS_FAULT_TRIALS", "10"))
     seed = int(os.environ.get("TLFS_FAULT_SEED", "20261123"))
@@ -203,6 +207,50 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
     # the kill points reached every phase, and some re-runs found finished shards to keep
     assert tally["tried"] >= min(trials, 20) and set(tally["by_phase"]) == {"export", "plan", "shard", "commit"}
     assert tally["shards_reused"] > 0, "no kill point came after a finished shard: the keep-finished-work path never ran"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_commit_killed_at_each_of_its_steps_leaves_the_layer_folders_holding_only_the_version_it_names(tmp_path, lite0):
+    """A commit lists the layer= folders only where the newest manifest may not say what
+    they hold (features/versions.Listing). Killed amid moving its files in, after its
+    manifest, amid retiring the older files, and while removing the superseded plan: the
+    re-run equals the uninterrupted run, and the layer= folders hold exactly the files its
+    manifest lists (a glob finds no other), also where another plan commits next."""
+    source, template, old, reference, reference_plan, all_events = incremental_case(tmp_path)
+    first = next(n for n, _, path, _ in all_events if f"/{layout.VERSIONS}/" in path and not path.endswith(".tmp"))
+    manifest = next(n for n, kind, path, _ in all_events if kind == "done" and path.endswith(layout.MANIFEST))
+    renames = [n for n, kind, _, _ in all_events if kind == "rename" and first < n]
+    moved_in, retired = [n for n in renames if n < manifest - 2], [n for n in renames if n > manifest]
+    removed = [n for n, kind, _, _ in all_events if kind == "rm" and n > manifest]
+    assert moved_in and retired and removed, all_events[first - 1:]
+    points = sorted({moved_in[0], manifest, retired[0], removed[0]})  # one of each kind (a minute in all)
+    for point in points:
+        store, models = tmp_path / f"store-{point}", tmp_path / f"models-{point}"
+        shutil.copytree(template, store)
+        killed = tlfs_extract(source, store, models, {"TLFS_KILL_AT": str(point)})
+        assert killed.returncode == -9, f"kill point {point}: exit {killed.returncode}\n{killed.stderr[-2000:]}"
+        assert snapshot(store) in (old, reference), f"kill point {point}: a reader saw a mixed or partial set"
+        resume(source, store, models)
+        assert snapshot(store) == reference, f"kill point {point}: the re-run differs from an uninterrupted run"
+        set_root = next(store.glob(f"{DATASET}/*"))
+        listed = {s["path"] for s in features.open_set(DATASET, BACKBONE, store=str(store)).manifest["shards"]}
+        placed = {p.relative_to(set_root).as_posix() for p in set_root.glob("layer=*/**/*.parquet")}
+        assert placed == listed, f"kill point {point}: the layer folders hold {sorted(placed - listed)} beyond the manifest"
+        shutil.rmtree(store), shutil.rmtree(models, ignore_errors=True)
+    # stopped amid moving its files in, then another plan commits (an image removed
+    # meanwhile): the stopped plan's files are in the layer folders, listed by no manifest
+    store, models = tmp_path / "store-other-plan", tmp_path / "models-other-plan"
+    shutil.copytree(template, store)
+    assert tlfs_extract(source, store, models, {"TLFS_KILL_AT": str(moved_in[-1])}).returncode == -9
+    (source / "train/red/000.png").unlink()
+    resume(source, store, models)
+    set_root = next(store.glob(f"{DATASET}/*"))
+    committed = features.open_set(DATASET, BACKBONE, store=str(store)).manifest
+    assert committed["plan_id"] != reference_plan and "train/red/000.png" not in snapshot(store)[(LAYERS[0], "train")][0]
+    placed = {p.relative_to(set_root).as_posix() for p in set_root.glob("layer=*/**/*.parquet")}
+    assert placed == {s["path"] for s in committed["shards"]}, "the stopped plan's files were left in the layer folders"
+    assert extract.verify(str(set_root))["bad"] == []
 
 
 def tlfs_vacuum(store: Path, extra_env: dict) -> subprocess.CompletedProcess:
