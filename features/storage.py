@@ -82,10 +82,10 @@ JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY  # int keys 
 
 
 def json_bytes(obj) -> bytes:
-    """``obj`` as compact JSON, by orjson: the standard library's encoder took a
-    100,000-image set's manifest in 1.5 ms of its commit, orjson in a tenth of that
-    (`tlfs describe` shows a manifest for people). A float that is not a number is
-    written as null, as JSON has no NaN."""
+    """``obj`` as compact JSON, by orjson: a 100,000-image set's manifest in 0.03 ms,
+    where the standard library's encoder took 0.40 ms (and more within a commit, its
+    data cold: 1.5 ms). `tlfs describe` shows a manifest for people. A float that is not
+    a number is written as null, as JSON has no NaN."""
     return orjson.dumps(obj, option=JSON_OPTIONS)
 
 
