@@ -172,7 +172,7 @@ class Listing:
         if is_local(fs):
             found = _local_files(root, placed=False)
             if _accounts_for_placed(root, newest, found):
-                placed = _placed_of(set_root, newest, found)
+                placed = _placed_of(set_root, root, newest, found)
             else:
                 found.update(_local_files(root, placed=True, committed=_listed_sizes(newest)))
         else:
@@ -233,7 +233,7 @@ class Listing:
         """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason."""
         bad = []
         for info in files:
-            found = self.placed.get(info["path"]) or self.locate(info["path"])
+            found = self.locate(info["path"])
             if found is None:
                 bad.append({**info, "reason": "missing"})
             elif found.bytes != info["bytes"]:
@@ -308,14 +308,13 @@ def _accounts_for_placed(root: str, newest, found: dict[str, dict]) -> bool:
     return not any(number is not None and number > number_of(newest) for number in beyond)
 
 
-def _placed_of(set_root: str, newest: dict, found: dict[str, dict]) -> dict[str, Located]:
+def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -> dict[str, Located]:
     """The files in place by the newest manifest (at its sizes: each was checked by its
     commit), with those a file system call must confirm: a listed file also staged (a
     repair stages its file again under the same name, after removing the damaged one) is
     in place only where it is; a file the index retired but that is not in ``_retired/``
     (its commit stopped before moving it out, or the retention deleted it) is in place
-    only where it is, at its size on disk."""
-    _, root = fs_path(set_root)
+    only where it is, at its size on disk. ``root``: the set's path on its file system."""
     staged = {path.split("/files/", 1)[1] for path in found
               if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
     placed = {s["path"]: Located(f"{set_root}/{s['path']}", s["bytes"]) for s in newest["shards"]
@@ -370,7 +369,7 @@ def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> in
     for relative in sorted({s["path"] for s in manifest["shards"]}.difference(listing.placed)):
         found = listing.locate(relative)
         if found is None or relative in listing.placed:
-            continue  # missing: validate() names it, a reader of this version gets a clear error
+            continue  # found in place after all; or missing: validate() names it, a reader gets a clear error
         _, source = fs_path(found.uri)
         folder = f"{root}/{relative}".rsplit("/", 1)[0]
         if folder not in made:
