@@ -11,3 +11,12 @@ class NotCommitted(StoreError):
 
 class PlanReplaced(StoreError):
     """Another run's commit removed the plan this run was working on."""
+
+
+class FilesMissing(StoreError):
+    """Files a manifest lists are not in the set with their sizes (``bad``: each file's
+    manifest row, with its ``reason``)."""
+
+    def __init__(self, message: str, bad: list[dict]) -> None:
+        super().__init__(message)
+        self.bad = bad

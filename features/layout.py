@@ -40,6 +40,7 @@ MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
 RETIRED = "_retired"
 STAGING = "_staging"
+SUPERSEDED = "_superseded"  # plans' staging a commit set aside, deleted by the next planning (local stores)
 LEASES = "leases"
 RECORDS = "shards"  # a plan's folder of shard records
 PLAN = "plan.json"
@@ -77,6 +78,10 @@ def manifest_uri(set_root: str) -> str:
 
 def staging_uri(set_root: str, plan_id: str) -> str:
     return f"{set_root}/{STAGING}/{plan_id}"
+
+
+def superseded_uri(set_root: str) -> str:
+    return f"{set_root}/{SUPERSEDED}"
 
 
 def plan_uri(set_root: str, plan_id: str) -> str:

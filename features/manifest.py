@@ -15,13 +15,15 @@ file is read). A commit whose files and counts equal the newest version's adds n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
 from tlfs.features import layout, storage, versions
-from tlfs.features.errors import NotCommitted, StoreError
+from tlfs.features.errors import FilesMissing, NotCommitted, StoreError
 from tlfs.features.leases import drop_released, live_bases, live_plans
 from tlfs.features.lock import commit_lock
 from tlfs.features.storage import exists, fs_path, is_local, read_json, read_json_if_exists
@@ -67,8 +69,8 @@ def validate(set_root: str, manifest: dict, listing: versions.Listing | None = N
     listing = listing or versions.Listing(set_root)
     bad = listing.missing(manifest["shards"])
     if bad:
-        raise StoreError(f"shard {bad[0]['path']} of {set_root} is damaged: {bad[0]['reason']}"
-                         + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        raise FilesMissing(f"shard {bad[0]['path']} of {set_root} is damaged: {bad[0]['reason']}"
+                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""), bad)
     rows: dict[tuple[str, str, str], int] = defaultdict(int)
     for shard in manifest["shards"]:
         rows[(shard["layer"], shard["split"], shard.get("view", layout.ORIGINAL))] += shard["rows"]
@@ -187,15 +189,18 @@ CONTENT = ("layers", "views", "splits", "classes", "counts", "rejects")  # with 
 
 
 def same_content(a: dict, b: dict) -> bool:
-    """Whether two manifests give readers the same rows: same files, counts and rejects."""
+    """Whether two manifests give readers the same rows: same files, counts and rejects
+    (the files, one per shard and layer, compared last: a run that changed anything
+    changed its counts, mostly)."""
     files = lambda m: {s["path"]: s["sha256"] for s in m["shards"]}  # noqa: E731
-    return files(a) == files(b) and all(a.get(k) == b.get(k) for k in CONTENT)
+    return all(a.get(k) == b.get(k) for k in CONTENT) and files(a) == files(b)
 
 
 def publish(set_root: str, manifest: dict, retention: Retention = Retention(), check=lambda: None,
             listing: versions.Listing | None = None) -> Published:
-    """Validate, write the new version and then the manifest atomically, settle the
-    files, and drop what no retained version and no live run needs. The caller holds
+    """Validate (against ``listing``, as listed: so first, before anything is written),
+    write the new version and then the manifest atomically, settle the files, and drop
+    what no retained version and no live run needs. The caller holds
     the set's commit lock. If the newest version already holds exactly these files and
     counts, nothing is written and that version is returned (``unchanged``: true).
     ``check()`` runs last before the commit point (the caller's: is its plan still there).
@@ -203,6 +208,7 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     default here); nothing of the files is read, so a commit costs what it adds, not the
     set's size."""
     listing = listing or versions.Listing.with_newest(set_root)
+    validate(set_root, manifest, listing)  # first, before anything is written (FilesMissing names each file)
     # the manifest read with the listing, under the same lock (else read here)
     current = read_json_if_exists(layout.manifest_uri(set_root)) if listing.newest is versions.UNREAD else listing.newest
     if current is not None:
@@ -221,8 +227,7 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
         listing.others[layout.version_name(versions.number_of(current))] = 0
     encoded = storage.json_bytes(manifest)  # once: the version file and the manifest are the same bytes
     versions.record(set_root, manifest, encoded)  # not a version until the manifest names it (history() skips it)
-    check()
-    validate(set_root, manifest, listing)  # last, right before the commit point
+    check()  # last, right before the commit point
     versions.move_in(set_root, manifest, listing)  # out of staging, which a failed run's clean-up may remove
     storage.atomic_write_bytes(layout.manifest_uri(set_root), encoded)  # the commit point
     versions.retire_others(set_root, manifest, listing)
@@ -249,7 +254,15 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     its commit's decision, else :func:`~versions.vacuum`). Temporary files that belong to no plan (a
     crashed writer's manifest or head) go once they are ``TEMP_MAX_AGE`` old. Best
     effort: what cannot be removed now is removed by a later commit. The committed
-    plan's emptied ``files/`` folders go too (a glob of the set then finds each file once)."""
+    plan's emptied ``files/`` folders go too (a glob of the set then finds each file once).
+
+    On a local disk a superseded plan's staging is set aside by one rename (to
+    ``_superseded/``), not deleted: its entries list every image of the set, and freeing
+    a file's blocks costs in proportion to its size (ext4: 0.18 ms for 190 KB, 0.58 ms for
+    1.9 MB), which would make the commit cost what the set is rather than what changed.
+    :func:`remove_superseded` deletes it, called by the next planning (which writes a file
+    of that size anyway) and ``tlfs vacuum``. An object store deletes in bulk, by object
+    count, not size: there it is deleted here."""
     fs, root = fs_path(set_root)
     listing = listing or versions.Listing(set_root)
     live = live_plans(set_root)
@@ -263,6 +276,7 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     for plan_id in sorted(listing.staging_plans):
         if plan_id != manifest["plan_id"] and plan_id not in live:
             doomed.append(f"{staging}{plan_id}")
+    superseded = set(doomed)  # plans' staging folders; the rest are temporary files
     if is_local(fs):  # temporary files left by a crashed writer (object stores leave none)
         _remove_empty_folders(f"{staging}{manifest['plan_id']}/files")
         for relative in [r for r in listing.others if r.rsplit("/", 1)[-1].startswith(".") and r.endswith(".tmp")]:
@@ -278,11 +292,49 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
                 doomed.append(path)
     removed = []
     for path in doomed:
+        if is_local(fs) and path in superseded and _set_aside(root, path):
+            removed.append(path)
+            continue
         try:
             fs.rm(path, recursive=True)
             removed.append(path)
         except OSError:  # gone already
             continue
+    return removed
+
+
+def _set_aside(root: str, plan_folder: str) -> bool:
+    """Move a superseded plan's staging folder into ``_superseded/`` (a name of its own:
+    the same plan may be superseded again later); whether it was moved."""
+    aside = f"{root}/{layout.SUPERSEDED}"
+    try:
+        os.makedirs(aside, exist_ok=True)
+        os.rename(plan_folder, f"{aside}/{plan_folder.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}")
+        return True
+    except OSError:  # gone already, or not movable: deleted instead
+        return False
+
+
+def remove_superseded(set_root: str) -> int:
+    """Delete what commits set aside in ``_superseded/`` (every plan there is superseded
+    and unleased, so nothing reads it; no lock is needed); how many plans' folders went."""
+    fs, root = fs_path(set_root)
+    if not is_local(fs):
+        return 0
+    aside = f"{root}/{layout.SUPERSEDED}"
+    try:
+        folders = os.listdir(aside)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for name in folders:
+        try:
+            fs.rm(f"{aside}/{name}", recursive=True)
+            removed += 1
+        except OSError:  # removed meanwhile by another planning
+            continue
+    with contextlib.suppress(OSError):  # not empty: a commit set another aside meanwhile
+        os.rmdir(aside)
     return removed
 
 

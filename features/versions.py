@@ -260,6 +260,8 @@ def _local_files(root: str, placed: bool, committed: dict[str, int] | None = Non
     except (FileNotFoundError, NotADirectoryError):
         return found
     for entry in top:
+        if entry.name == layout.SUPERSEDED:  # set aside by a commit: no longer the set's
+            continue
         if entry.is_dir(follow_symlinks=False) and entry.name.startswith(PLACED_FOLDERS) == placed:
             folders.append(entry.path)
         elif not placed and not entry.is_dir(follow_symlinks=False):

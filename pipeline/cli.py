@@ -528,7 +528,8 @@ def cmd_vacuum(args, settings: Settings) -> dict:
     report = vacuum(features_set_uri(args, settings), settings.retention())
     print(f"kept versions {', '.join(map(str, report['versions_kept']))}; vacuumed "
           f"{', '.join(map(str, report['versions_vacuumed'])) or 'none'}; removed {report['files_removed']} files "
-          f"({report['bytes_freed'] / 1e6:.1f} MB)", file=sys.stderr)
+          f"({report['bytes_freed'] / 1e6:.1f} MB) and {report['superseded_plans_removed']} superseded plans' staging",
+          file=sys.stderr)
     return report
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from tlfs.features import versions
-from tlfs.features.errors import PlanReplaced, StoreError
+from tlfs.features.errors import FilesMissing, PlanReplaced, StoreError
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
@@ -46,16 +46,14 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
             if record is None:
                 raise _not_extracted(p, number)
             checked.append(record)
-        manifest = manifest_of(p, checked).to_json()
-        bad = listing.missing(manifest["shards"])
-        if bad:
-            raise _not_extracted(p, bad[0]["shard"])
         try:
-            committed = publish(p.set_uri, manifest, retention,
+            committed = publish(p.set_uri, manifest_of(p, checked).to_json(), retention,
                                 check=lambda: require_plan(p.set_uri, p.plan_id), listing=listing)
+        except FilesMissing as exc:  # checked in the listing, before anything is written
+            raise _not_extracted(p, exc.bad[0]["shard"]) from None
         except PlanReplaced:
             raise
-        except StoreError as exc:  # a file vanished after the check above
+        except StoreError as exc:  # a file vanished while it was being moved into place
             raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
                                 "(it re-extracts only what is missing)") from None
         if not committed.unchanged:

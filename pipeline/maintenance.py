@@ -10,7 +10,7 @@ from typing import Callable
 from tlfs.features import versions
 from tlfs.features.leases import hold, live_bases
 from tlfs.features.lock import commit_lock
-from tlfs.features.manifest import damaged_shards, read_manifest
+from tlfs.features.manifest import damaged_shards, read_manifest, remove_superseded
 from tlfs.features.storage import fs_path
 from tlfs.features.versions import Retention
 from tlfs.pipeline.commit import commit
@@ -64,6 +64,7 @@ def verify(set_uri: str, repair: bool = False, device: str | None = None, log: C
 def vacuum(set_uri: str, retention: Retention) -> dict:
     """``tlfs vacuum``: under the commit lock, drop the versions ``retention`` does not
     keep and delete the files only they used (never a file of a kept version, nor of a
-    version a live run builds on)."""
+    version a live run builds on), and the superseded plans' staging that commits set aside."""
     with commit_lock(set_uri):
-        return versions.vacuum(set_uri, read_manifest(set_uri), retention, live_bases(set_uri))
+        done = versions.vacuum(set_uri, read_manifest(set_uri), retention, live_bases(set_uri))
+    return {**done, "superseded_plans_removed": remove_superseded(set_uri)}

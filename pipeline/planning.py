@@ -13,6 +13,7 @@ from tlfs.features import layout
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
+from tlfs.features.manifest import remove_superseded
 from tlfs.features.storage import atomic_write_json, digest_of, read_json
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
@@ -143,8 +144,11 @@ def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:
 
 def save_plan(p: Plan, held: Lease) -> None:
     """Write the shards' entries, then ``plan.json``, into the set's staging; ``held``
-    is the caller's lease on it. A reused shard's record is the plan's: nothing more."""
+    is the caller's lease on it. A reused shard's record is the plan's: nothing more.
+    First, what earlier commits set aside (superseded plans' staging) is deleted: that
+    costs what the set is, as planning does, not what a run changed, as a commit should."""
     assert held.plan_id == p.plan_id, "the lease must be on the plan being saved"
+    remove_superseded(p.set_uri)
     where = save_entries(p)
     atomic_write_json(layout.plan_uri(p.set_uri, p.plan_id), {**p.to_json(), **where})
 

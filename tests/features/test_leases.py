@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tlfs.features import layout
+from tlfs.features import layout, versions
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.leases import Lease, LeaseTerms, hold, live_plans
-from tlfs.features.manifest import collect_garbage, drop_released
+from tlfs.features.manifest import collect_garbage, drop_released, remove_superseded
 
 COMMITTED, LIVE, DEAD = "c" * 16, "a" * 16, "d" * 16
 
@@ -48,6 +48,26 @@ def test_a_commit_removes_a_dead_plan_and_keeps_a_live_one(tmp_path):
     assert removed
     collect_garbage(str(root), manifest_of(COMMITTED))  # the live run has finished meanwhile
     assert not any(p.exists() for p in live)
+
+
+def test_a_commit_sets_a_superseded_plans_staging_aside_and_the_next_planning_deletes_it(tmp_path):
+    """Freeing a file's blocks costs in proportion to its size, and a plan's entries list
+    every image of the set: the commit moves the folder (one rename), planning deletes it."""
+    root = tmp_path / "set"
+    plan_files(root, COMMITTED)
+    dead = plan_files(root, DEAD)
+    collect_garbage(str(root), manifest_of(COMMITTED))
+    assert not any(p.exists() for p in dead)
+    aside = list((root / layout.SUPERSEDED).iterdir())
+    assert [p.name.split(".")[0] for p in aside] == [DEAD]
+    assert (aside[0] / dead[0].relative_to(root / layout.STAGING / DEAD)).read_bytes() == b"x"  # moved whole
+    assert DEAD not in versions.Listing(str(root)).staging_plans  # no longer the set's
+    plan_files(root, DEAD)  # the same plan planned again, and superseded again: set aside beside the first
+    collect_garbage(str(root), manifest_of(COMMITTED))
+    assert len(list((root / layout.SUPERSEDED).iterdir())) == 2
+    assert remove_superseded(str(root)) == 2
+    assert not (root / layout.SUPERSEDED).exists() and remove_superseded(str(root)) == 0
+    assert (root / layout.STAGING / COMMITTED / layout.PLAN).exists(), "the committed plan's staging was set aside"
 
 
 def test_a_lease_that_ran_out_protects_nothing(tmp_path):
