@@ -292,7 +292,7 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
                 doomed.append(path)
     removed = []
     for path in doomed:
-        if is_local(fs) and path in superseded and _set_aside(root, path):
+        if is_local(fs) and path in superseded and _set_aside(fs, root, path):
             removed.append(path)
             continue
         try:
@@ -303,13 +303,13 @@ def collect_garbage(set_root: str, manifest: dict, retention: Retention = Retent
     return removed
 
 
-def _set_aside(root: str, plan_folder: str) -> bool:
-    """Move a superseded plan's staging folder into ``_superseded/`` (a name of its own:
-    the same plan may be superseded again later); whether it was moved."""
+def _set_aside(fs, root: str, plan_folder: str) -> bool:
+    """Move a superseded plan's staging folder into ``_superseded/`` (one rename; a name
+    of its own: the same plan may be superseded again later); whether it was moved."""
     aside = f"{root}/{layout.SUPERSEDED}"
     try:
         os.makedirs(aside, exist_ok=True)
-        os.rename(plan_folder, f"{aside}/{plan_folder.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}")
+        fs.mv(plan_folder, f"{aside}/{plan_folder.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}")
         return True
     except OSError:  # gone already, or not movable: deleted instead
         return False

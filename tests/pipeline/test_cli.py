@@ -141,9 +141,14 @@ def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_
     assert too_early.returncode == 1 and len(too_early.stderr.strip().splitlines()) == 1
     not_a_time = tlfs("describe", *set_args, "--as-of", "yesterday", env=env, check=False)
     assert not_a_time.returncode == 1 and "is not a time" in not_a_time.stderr
+    set_root = next((tmp_path / "store" / "colors").iterdir())
+    assert len(list((set_root / "_superseded").iterdir())) == 1  # the first plan's staging, set aside by the second commit
     again = json.loads(tlfs(*extract, env=env).stdout.strip().splitlines()[-1])
     assert again["unchanged"] and again["images_extracted"] == 0
+    assert not (set_root / "_superseded").exists()  # deleted by that run's planning
+    (set_root / "_superseded" / "0123456789abcdef.0a1b2c3d").mkdir(parents=True)  # as a commit leaves it
     report = json.loads(tlfs("vacuum", *set_args, "--keep", "1", "--keep-days", "0", env=env).stdout.strip())
     assert report["versions_vacuumed"] == [1] and report["files_removed"] == 0  # version 2 still uses its files
+    assert report["superseded_plans_removed"] == 1 and not (set_root / "_superseded").exists()
     gone = tlfs("describe", *set_args, "--version", "1", env=env, check=False)
     assert gone.returncode == 1 and "was vacuumed" in gone.stderr

@@ -214,17 +214,18 @@ def test_sigkill_anywhere_then_rerun_equals_an_uninterrupted_run(tmp_path, lite0
 def test_a_commit_killed_at_each_of_its_steps_leaves_the_layer_folders_holding_only_the_version_it_names(tmp_path, lite0):
     """A commit lists the layer= folders only where the newest manifest may not say what
     they hold (features/versions.Listing). Killed amid moving its files in, after its
-    manifest, amid retiring the older files, and while removing the superseded plan: the
+    manifest, amid retiring the older files, and while setting the superseded plan aside: the
     re-run equals the uninterrupted run, and the layer= folders hold exactly the files its
     manifest lists (a glob finds no other), also where another plan commits next."""
     source, template, old, reference, reference_plan, all_events = incremental_case(tmp_path)
     first = next(n for n, _, path, _ in all_events if f"/{layout.VERSIONS}/" in path and not path.endswith(".tmp"))
     manifest = next(n for n, kind, path, _ in all_events if kind == "done" and path.endswith(layout.MANIFEST))
     renames = [n for n, kind, _, _ in all_events if kind == "rename" and first < n]
-    moved_in, retired = [n for n in renames if n < manifest - 2], [n for n in renames if n > manifest]
-    removed = [n for n, kind, _, _ in all_events if kind == "rm" and n > manifest]
-    assert moved_in and retired and removed, all_events[first - 1:]
-    points = sorted({moved_in[0], manifest, retired[0], removed[0]})  # one of each kind (a minute in all)
+    set_aside = [n for n, kind, path, _ in all_events if kind == "rename" and f"/{layout.SUPERSEDED}/" in path]
+    moved_in = [n for n in renames if n < manifest - 2]
+    retired = [n for n in renames if n > manifest and n not in set_aside]
+    assert moved_in and retired and set_aside, all_events[first - 1:]
+    points = sorted({moved_in[0], manifest, retired[0], set_aside[0]})  # one of each kind (a minute in all)
     for point in points:
         store, models = tmp_path / f"store-{point}", tmp_path / f"models-{point}"
         shutil.copytree(template, store)
