@@ -212,7 +212,8 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     # the manifest read with the listing, under the same lock (else read here)
     current = read_json_if_exists(layout.manifest_uri(set_root)) if listing.newest is versions.UNREAD else listing.newest
     if current is not None:
-        versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
+        if not (listing.newest is current and listing.settled):  # else nothing is left to settle
+            versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):
             return Published(current, unchanged=True)
     number = versions.number_of(current) + 1 if current else 1

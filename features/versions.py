@@ -159,7 +159,8 @@ class Listing:
     commit's :class:`VersionIndex` and no commit stopped past its moves: see
     :func:`_accounts_for_placed`): its files are taken in place at the sizes it lists,
     each checked when its version was committed, so a commit lists what it adds, retires
-    and keeps staged, not the set. Otherwise every folder is listed (a file ``newest``
+    and keeps staged, not the set (``settled``: they hold exactly ``newest``'s files, so a
+    commit has no earlier one to finish). Otherwise every folder is listed (a file ``newest``
     lists still taken at its listed size, without a ``stat``). Any other file's size is
     the file system's; an object store's one paginated LIST gives every size.
     """
@@ -169,15 +170,18 @@ class Listing:
         self.set_root, self.root, self.newest = set_root, root, newest
         fs.invalidate_cache(root)  # files other processes wrote since this process last looked
         placed = None  # the files in place, where taken from ``newest`` rather than listed
+        exact = False  # whether they are ``newest``'s files and no others
         if is_local(fs):
             found = _local_files(root, placed=False)
             if _accounts_for_placed(root, newest, found):
-                placed = _placed_of(set_root, root, newest, found)
+                placed, exact = _placed_of(set_root, root, newest, found)
             else:
                 found.update(_local_files(root, placed=True, committed=_listed_sizes(newest)))
         else:
             found = _remote_files(fs, root)
         self.placed_from_manifest = placed is not None
+        # the layer= folders hold exactly ``newest``'s files: no commit is left to settle
+        self.settled = exact
         self.placed: dict[str, Located] = placed or {}
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
@@ -220,6 +224,7 @@ class Listing:
         except (FileNotFoundError, NotADirectoryError):
             return None
         self.placed[relative] = Located(f"{self.set_root}/{relative}", size)
+        self.settled = False  # a file in place that ``newest`` does not list
         return self.placed[relative]
 
     def _staged(self, relative: str) -> Located | None:
@@ -310,25 +315,28 @@ def _accounts_for_placed(root: str, newest, found: dict[str, dict]) -> bool:
     return not any(number is not None and number > number_of(newest) for number in beyond)
 
 
-def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -> dict[str, Located]:
+def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -> tuple[dict[str, Located], bool]:
     """The files in place by the newest manifest (at its sizes: each was checked by its
     commit), with those a file system call must confirm: a listed file also staged (a
     repair stages its file again under the same name, after removing the damaged one) is
     in place only where it is; a file the index retired but that is not in ``_retired/``
     (its commit stopped before moving it out, or the retention deleted it) is in place
-    only where it is, at its size on disk. ``root``: the set's path on its file system."""
+    only where it is, at its size on disk. ``root``: the set's path on its file system.
+    Also whether they are exactly the manifest's files (nothing left for a settle)."""
     staged = {path.split("/files/", 1)[1] for path in found
               if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
     placed = {s["path"]: Located(f"{set_root}/{s['path']}", s["bytes"]) for s in newest["shards"]
               if s["path"] not in staged or os.path.isfile(f"{root}/{s['path']}")}
+    exact = len(placed) == len(newest["shards"])  # no listed file is elsewhere
     retired = f"{root}/{layout.RETIRED}/"
     for relative in VersionIndex.from_json(newest[INDEX]).retired_after:
         if f"{retired}{relative}" not in found and relative not in placed:
             try:
                 placed[relative] = Located(f"{set_root}/{relative}", os.stat(f"{root}/{relative}").st_size)
+                exact = False  # a file it does not list is still in place
             except (FileNotFoundError, NotADirectoryError):
                 continue
-    return placed
+    return placed, exact
 
 
 def candidates(set_root: str, relative: str) -> list[str]:

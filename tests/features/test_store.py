@@ -100,7 +100,9 @@ def test_a_commit_lists_what_it_adds_and_takes_the_layer_folders_from_the_newest
     shutil.copy(Path(root) / relative, stray)
     listing = versions.Listing(root, committed)
     assert listing.placed_from_manifest and set(listing.placed) == {relative}
+    assert listing.settled  # the folders hold exactly what the manifest lists: no settle
     assert listing.locate(stray.relative_to(root).as_posix()).bytes == stray.stat().st_size  # a new file is found
+    assert not listing.settled  # one more file in place than the manifest lists
     Path(layout.version_uri(root, versions.number_of(committed) + 1)).write_text("{}")
     stopped = versions.Listing(root, committed)  # a commit stopped past its moves: the folders are listed
     assert not stopped.placed_from_manifest and stray.relative_to(root).as_posix() in stopped.placed
@@ -113,10 +115,12 @@ def test_a_commit_lists_what_it_adds_and_takes_the_layer_folders_from_the_newest
     shutil.move(Path(root) / relative, restaged)
     repaired = versions.Listing(root, committed)
     assert relative not in repaired.placed and repaired.locate(relative).uri == str(restaged)
+    assert not repaired.settled  # the manifest's file is staged, to be moved in
     index = versions.VersionIndex({}, (), {stray.relative_to(root).as_posix(): 1})
     shutil.copy(restaged, stray)  # retired by the index, never moved out
     left = versions.Listing(root, {**committed, versions.INDEX: index.to_json()})
     assert left.placed_from_manifest and left.placed[stray.relative_to(root).as_posix()].bytes == stray.stat().st_size
+    assert not left.settled  # a retired file still in place, to be moved out
 
 
 def test_commit_trusts_the_writers_sha256_and_reads_no_file_while_verify_reads_every_byte(tmp_path, monkeypatch):
