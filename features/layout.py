@@ -80,10 +80,6 @@ def staging_uri(set_root: str, plan_id: str) -> str:
     return f"{set_root}/{STAGING}/{plan_id}"
 
 
-def superseded_uri(set_root: str) -> str:
-    return f"{set_root}/{SUPERSEDED}"
-
-
 def plan_uri(set_root: str, plan_id: str) -> str:
     return f"{staging_uri(set_root, plan_id)}/{PLAN}"
 
