@@ -212,7 +212,7 @@ def publish(set_root: str, manifest: dict, retention: Retention = Retention(), c
     # the manifest read with the listing, under the same lock (else read here)
     current = read_json_if_exists(layout.manifest_uri(set_root)) if listing.newest is versions.UNREAD else listing.newest
     if current is not None:
-        if not (listing.newest is current and listing.settled):  # else nothing is left to settle
+        if not listing.settled:  # else nothing is left to settle (a listing without ``current``: never settled)
             versions.settle(set_root, current, listing)  # finish a commit that crashed after its manifest
         if same_content(current, manifest):
             return Published(current, unchanged=True)
@@ -309,7 +309,7 @@ def _set_aside(fs, root: str, plan_folder: str) -> bool:
     of its own: the same plan may be superseded again later); whether it was moved."""
     aside = f"{root}/{layout.SUPERSEDED}"
     try:
-        os.makedirs(aside, exist_ok=True)
+        fs.makedirs(aside, exist_ok=True)
         fs.mv(plan_folder, f"{aside}/{plan_folder.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}")
         return True
     except OSError:  # gone already, or not movable: deleted instead
@@ -324,19 +324,12 @@ def remove_superseded(set_root: str) -> int:
         return 0
     aside = f"{root}/{layout.SUPERSEDED}"
     try:
-        folders = os.listdir(aside)
+        folders = len(os.listdir(aside))
     except (FileNotFoundError, NotADirectoryError):
         return 0
-    removed = 0
-    for name in folders:
-        try:
-            fs.rm(f"{aside}/{name}", recursive=True)
-            removed += 1
-        except OSError:  # removed meanwhile by another planning
-            continue
-    with contextlib.suppress(OSError):  # not empty: a commit set another aside meanwhile
-        os.rmdir(aside)
-    return removed
+    with contextlib.suppress(OSError):  # removed meanwhile by another planning; or a commit set one more aside
+        fs.rm(aside, recursive=True)
+    return folders
 
 
 def _remove_empty_folders(top: str) -> None:
