@@ -22,6 +22,8 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
+from operator import itemgetter
 from typing import NamedTuple
 
 from tlfs.features import layout, storage
@@ -147,6 +149,17 @@ class Located(NamedTuple):  # a tuple: a listing makes one per file of the set
     bytes: int
 
 
+# A commit handles every file of the set a few times over (the newest manifest's, and the
+# one it writes), so those passes are C-level maps and set operations, not Python loops.
+_path, _bytes, _size = itemgetter("path"), itemgetter("bytes"), itemgetter(1)
+_located = partial(tuple.__new__, Located)  # Located((uri, bytes)) without its Python-level __new__
+
+
+def paths_of(shards: list[dict]) -> set[str]:
+    """The paths of a manifest's ``shards``."""
+    return set(map(_path, shards))
+
+
 class Listing:
     """Every file of a set, from one listing of it (one paginated LIST on an object
     store), by where the set's files may be: in place, retired or staged. A commit checks
@@ -236,9 +249,9 @@ class Listing:
 
     def missing(self, files: list[dict]) -> list[dict]:
         """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason."""
-        bad = []
+        bad, placed = [], self.placed
         for info in files:
-            found = self.locate(info["path"])
+            found = placed.get(info["path"]) or self.locate(info["path"])  # in place, mostly: looked up first
             if found is None:
                 bad.append({**info, "reason": "missing"})
             elif found.bytes != info["bytes"]:
@@ -300,7 +313,7 @@ PLACED_FOLDERS = ("layer=", "view=")  # the top-level folders that hold a versio
 
 
 def _listed_sizes(newest) -> dict[str, int]:
-    return {s["path"]: s["bytes"] for s in newest["shards"]} if isinstance(newest, dict) else {}
+    return dict(zip(map(_path, newest["shards"]), map(_bytes, newest["shards"]))) if isinstance(newest, dict) else {}
 
 
 def _accounts_for_placed(root: str, newest, found: dict[str, dict]) -> bool:
@@ -325,9 +338,13 @@ def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -
     Also whether they are exactly the manifest's files (nothing left for a settle)."""
     staged = {path.split("/files/", 1)[1] for path in found
               if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
-    placed = {s["path"]: Located(f"{set_root}/{s['path']}", s["bytes"]) for s in newest["shards"]
-              if s["path"] not in staged or os.path.isfile(f"{root}/{s['path']}")}
-    exact = len(placed) == len(newest["shards"])  # no listed file is elsewhere
+    shards = newest["shards"]
+    paths = list(map(_path, shards))
+    placed = dict(zip(paths, map(_located, zip(map(f"{set_root}/".__add__, paths), map(_bytes, shards)))))
+    for relative in placed.keys() & staged:
+        if not os.path.isfile(f"{root}/{relative}"):
+            del placed[relative]
+    exact = len(placed) == len(shards)  # no listed file is elsewhere
     retired = f"{root}/{layout.RETIRED}/"
     for relative in VersionIndex.from_json(newest[INDEX]).retired_after:
         if f"{retired}{relative}" not in found and relative not in placed:
@@ -376,7 +393,7 @@ def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> in
     listing = listing or Listing(set_root)
     moved_in = 0
     made: set[str] = set()
-    for relative in sorted({s["path"] for s in manifest["shards"]}.difference(listing.placed)):
+    for relative in sorted(paths_of(manifest["shards"]).difference(listing.placed)):
         found = listing.locate(relative)
         if found is None or relative in listing.placed:
             continue  # found in place after all; or missing: validate() names it, a reader gets a clear error
@@ -402,9 +419,8 @@ def retire_others(set_root: str, manifest: dict, listing: Listing | None = None)
     to ``_retired/``; how many were moved."""
     fs, root = fs_path(set_root)
     listing = listing or Listing(set_root)
-    wanted = {s["path"] for s in manifest["shards"]}
     retired = 0
-    for relative in sorted(r for r in listing.placed if r not in wanted):
+    for relative in sorted(listing.placed.keys() - paths_of(manifest["shards"])):
         path = f"{root}/{relative}"
         target = f"{root}/{layout.RETIRED}/{relative}"
         if relative in listing.retired:
@@ -466,24 +482,23 @@ def next_index(set_root: str, current: dict | None, manifest: dict, retention: R
     once). ``protect``: versions live runs build on, kept whatever the retention."""
     if current is None:
         return VersionIndex({}, (), {})
-    new_paths = {s["path"] for s in manifest["shards"]}
     if INDEX in current:
         known = VersionIndex.from_json(current[INDEX])
         live = {**known.live, number_of(current): current["committed_at"]}
         after = {p: v for p, v in known.retired_after.items() if p in listing.retired}
-        after.update({s["path"]: number_of(current) for s in current["shards"]})
+        after.update(dict.fromkeys(map(_path, current["shards"]), number_of(current)))
         pending = known.dropping
     else:
         live, after, pending = {}, {}, ()
         for v in history(set_root, current, listing):  # oldest first
             if not v.get("vacuumed_at"):
                 live[number_of(v)] = v["committed_at"]
-                after.update({s["path"]: number_of(v) for s in v.get("shards", [])})
+                after.update(dict.fromkeys(map(_path, v.get("shards", [])), number_of(v)))
     keep = retention.kept([{"version": v, "committed_at": t} for v, t in live.items()] + [manifest], now)
     keep |= set(protect) & set(live)
     dropping = sorted(set(pending) | {v for v in live if v not in keep})
     return VersionIndex({v: t for v, t in live.items() if v in keep}, tuple(dropping),
-                        {p: v for p, v in after.items() if p not in new_paths})
+                        {p: after[p] for p in after.keys() - paths_of(manifest["shards"])})
 
 
 def vacuum(set_root: str, newest: dict, retention: Retention, protect: set[int] = frozenset(),
