@@ -422,10 +422,12 @@ def _bench_stages(args, settings: Settings) -> dict:
     result = stage_bench(_bench_request(args, settings, "--stages"), args.images or STAGE_IMAGES, args.cores, log=_log)
     print(f"host stages of tlfs extract: {result['backbone']} ({result['values_per_image']:,} values per image), "
           f"{result['images']:,} images of {result['dataset']}, one core each:")
-    print(f"  {'stage':<26} {'images/s':>12}  {'runs on':<16} what")
+    where = {name: f"{stage['thread']} thread" if stage["serial"] else "a pool (scales)"
+             for name, stage in result["stages"].items()}
+    width = max(len("runs on"), *map(len, where.values()))
+    print(f"  {'stage':<26} {'images/s':>12}  {'runs on':<{width}} what")
     for name, stage in result["stages"].items():
-        where = f"{stage['thread']} thread" if stage["serial"] else "a pool (scales)"
-        print(f"  {name:<26} {stage['images_per_s']:>12,.1f}  {where:<16} {stage['what']}")
+        print(f"  {name:<26} {stage['images_per_s']:>12,.1f}  {where[name]:<{width}} {stage['what']}")
     print("  serial threads (their stages added up): "
           + ", ".join(f"{thread} {rate:,.1f}" for thread, rate in result["threads"].items()) + " images/s")
     print(f"  slowest serial thread: {result['serial_min_images_per_s']:,.1f} images/s (bound by {result['bound_by']})")
