@@ -151,7 +151,7 @@ class Located(NamedTuple):  # a tuple: a listing makes one per file of the set
 
 # A commit handles every file of the set a few times over (the newest manifest's, and the
 # one it writes), so those passes are C-level maps and set operations, not Python loops.
-_path, _bytes, _size = itemgetter("path"), itemgetter("bytes"), itemgetter(1)
+_path, _bytes = itemgetter("path"), itemgetter("bytes")
 _located = partial(tuple.__new__, Located)  # Located((uri, bytes)) without its Python-level __new__
 
 
@@ -340,7 +340,8 @@ def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -
               if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
     shards = newest["shards"]
     paths = list(map(_path, shards))
-    placed = dict(zip(paths, map(_located, zip(map(f"{set_root}/".__add__, paths), map(_bytes, shards)))))
+    uris = map(f"{set_root}/".__add__, paths)
+    placed = dict(zip(paths, map(_located, zip(uris, map(_bytes, shards)))))
     for relative in placed.keys() & staged:
         if not os.path.isfile(f"{root}/{relative}"):
             del placed[relative]
