@@ -12,7 +12,9 @@ what the commit read of the store). ``--repeat R`` (default 5) restores the set 
 first version left it and times the incremental commit R times: the median is given,
 with every time; the sizes take turns (one commit of each, R times over), so that the
 machine's moods fall on each alike, and a last line gives each size's median against the
-smallest's and the median of the paired ratios. Before each timed commit the page cache is flushed (``os.sync``), so
+smallest's and the median of the paired ratios, for the wall time and for the process's CPU
+time (``commit_cpu_seconds``: the commit's work without its waits on the disk, whose fsyncs
+move the wall time by a few milliseconds from one commit to the next). Before each timed commit the page cache is flushed (``os.sync``), so
 that the commit is not charged the kernel's writeback of the bench's own set-up (the
 set's Parquet files were copied back a moment before; a scheduled run's base was
 written hours before). Prints one JSON line per size (and the ratios); ``--sections`` adds the median
@@ -135,6 +137,7 @@ class Prepared:
     session: HostOnlySession
     models: str
     times: list = field(default_factory=list)
+    cpu_times: list = field(default_factory=list)  # the process's CPU time (user and system), waits on the disk left out
     sections: list = field(default_factory=list)
 
 
@@ -173,15 +176,17 @@ def time_commit(prepared: Prepared, profile: bool = False, sections: bool = Fals
         profiler = cProfile.Profile() if profile else None
         spent: dict = {}
         with timed_sections(spent) if sections else contextlib.nullcontext():
-            before, started = read_bytes(), time.perf_counter()
+            before, started, cpu = read_bytes(), time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
             committed = extract.commit(p, results, log=lambda *_: None)
             seconds, read = time.perf_counter() - started, read_bytes() - before
+            cpu = time.process_time() - cpu
         if profiler:
             profiler.disable()
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
     prepared.times.append(seconds)
+    prepared.cpu_times.append(cpu)
     prepared.sections.append(spent)
     return {"plan": p, "committed": committed, "read": read}
 
@@ -193,6 +198,7 @@ def summary(prepared: Prepared, last: dict, sections: bool) -> dict:
     return {"images": prepared.images, "added": last["plan"].changes.added, "version": last["committed"].version,
             "set_parquet_bytes": total,
             "commit_seconds": round(statistics.median(times), 4), "commit_seconds_each": [round(t, 4) for t in times],
+            "commit_cpu_seconds": round(statistics.median(prepared.cpu_times), 4),
             "commit_bytes_read": last["read"], "commit_read_fraction": round(last["read"] / total, 4),
             **({"sections_ms": median_sections(prepared.sections)} if sections else {})}
 
@@ -226,9 +232,14 @@ def main() -> None:
     if len(sizes) > 1:  # each size's median against the smallest's, and the median of the paired ratios
         smallest = sizes[0]
         print(json.dumps({"ratio_to": smallest.images, **{
-            str(s.images): {"of_medians": round(statistics.median(s.times) / statistics.median(smallest.times), 3),
-                            "median_of_pairs": round(statistics.median(a / b for a, b in zip(s.times, smallest.times)), 3)}
+            str(s.images): {**ratios(s.times, smallest.times), "cpu": ratios(s.cpu_times, smallest.cpu_times)}
             for s in sizes[1:]}}), flush=True)
+
+
+def ratios(times: list[float], smallest: list[float]) -> dict:
+    """One size's times against the smallest's: the ratio of their medians, and the median of the paired ratios."""
+    return {"of_medians": round(statistics.median(times) / statistics.median(smallest), 3),
+            "median_of_pairs": round(statistics.median(a / b for a, b in zip(times, smallest)), 3)}
 
 
 if __name__ == "__main__":
