@@ -16,6 +16,7 @@ from tlfs.features import layout
 from tlfs.features.leases import translate_missing
 from tlfs.features.schema import table_of
 from tlfs.features.writer import encode_shard, put_shard
+from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.inference import ShardOutputs, gather_layer
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.records import ShardFile, ShardRecord, file_key
@@ -29,10 +30,10 @@ def writer_threads(cores: int) -> int:
     return max(1, min(cores, MAX_WRITER_THREADS))
 
 
-def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int) -> ShardFile:
+def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int, to_float16: Float16Cast) -> ShardFile:
     """One layer of one view of a shard, gathered, encoded and written into staging."""
     outputs = out.outputs()
-    matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width)
+    matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width, to_float16)
     table = table_of(out.columns(p.label_of), matrix)
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
@@ -52,6 +53,7 @@ class ShardWriter:
         # (what the crash tests replay); more: records on a thread of their own
         self._records = self._files if threads == 1 else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
         self._in_flight: list[Future] = []
+        self._to_float16 = Float16Cast()  # shared by the pool's threads
 
     def submit(self, out: ShardOutputs, done: Callable[[ShardRecord], None] = lambda _: None) -> Future:
         """Queue shard ``out`` for writing, first waiting (for the oldest shard) while
@@ -59,7 +61,7 @@ class ShardWriter:
         while len(self._in_flight) > self.threads:
             self._in_flight.pop(0).result()
         writing = time.perf_counter()
-        files = {file_key(layer, view): self._files.submit(write_file, self.p, out, view, layer, width)
+        files = {file_key(layer, view): self._files.submit(write_file, self.p, out, view, layer, width, self._to_float16)
                  for view in self.p.views for layer, width in self.p.layer_dims.items()}
         future = self._records.submit(self._record, out, files, writing, done)
         self._in_flight.append(future)

@@ -204,6 +204,7 @@ def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str
     Parquet and hashed."""
     from tlfs.features.schema import shard_table
     from tlfs.features.writer import encode_shard
+    from tlfs.pipeline.float16_cast import Float16Cast
     from tlfs.pipeline.inference import gather_shard
 
     images = sum(len(next(iter(out.values()))) for out in outputs)
@@ -214,8 +215,9 @@ def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str
         starts = np.cumsum([0] + [len(next(iter(part.values()))) for part in parts])
         positions.append([np.arange(a, b) for a, b in zip(starts, starts[1:])])
     shards = list(zip(shard_parts, positions))
-    seconds = _timed_each(lambda shard: gather_shard(*shard, widths), shards)
-    gathered = [gather_shard(parts, pos, widths) for parts, pos in shards]  # again, kept for the encoding
+    to_float16 = Float16Cast()
+    seconds = _timed_each(lambda shard: gather_shard(*shard, widths, to_float16), shards)
+    gathered = [gather_shard(parts, pos, widths, to_float16) for parts, pos in shards]  # again, kept for the encoding
     stages = [_stage("float16 + gather", images, seconds, "gather",
                      "float32 -> float16, a shard's batches concatenated in its images' order")]
 

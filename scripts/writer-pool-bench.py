@@ -20,6 +20,7 @@ import numpy as np
 
 from tlfs.features.schema import row_columns, table_of
 from tlfs.features.writer import encode_shard, put_shard
+from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.inference import gather_layer
 from tlfs.pipeline.stage_bench import layer_widths
 
@@ -39,9 +40,10 @@ def main() -> None:
     ids = [f"train/c{n % 10}/{n:07d}.jpg" for n in range(ROWS)]
     labels = np.arange(ROWS, dtype=np.int16) % 10
     columns = row_columns(ids, labels, [f"c{label}" for label in labels])  # once per shard, as the pool does
+    to_float16 = Float16Cast()  # one per pool, as the pool does
 
     def job(folder: str, shard: int, layer: str) -> int:
-        matrix = gather_layer(batches[layer], order, widths[layer])
+        matrix = gather_layer(batches[layer], order, widths[layer], to_float16)
         return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
                          encode_shard(table_of(columns, matrix))).bytes
 
