@@ -6,8 +6,9 @@ stacks them (:func:`assemble`); the session runs on threads of its own
 is copied in while another computes), at most one batch beyond them ahead, so the next
 batch is assembled while the device computes; a batch's outputs come back as a future, which the
 writer pool gathers in the shard's image order and converts to float16
-(:func:`gather_layer`, by onnxruntime's vectorized Cast: pipeline/float16_cast.py), off both threads. Host memory stays bounded: batches in flight
-here, shards in flight in the writer pool (pipeline/shard_writer.py).
+(:func:`gather_layer`, by onnxruntime's vectorized Cast: pipeline/float16_cast.py), off
+both threads. Host memory stays bounded: batches in flight here, shards in flight in the
+writer pool (pipeline/shard_writer.py).
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ class ShardWriter:
         while len(self._in_flight) > self.threads:
             self._in_flight.pop(0).result()
         writing = time.perf_counter()
-        files = {file_key(layer, view): self._files.submit(write_file, self.p, out, view, layer, width, self._to_float16)
+        files = {file_key(layer, view): self._files.submit(write_file, self.p, out, view, layer, width,
+                                                           self._to_float16)
                  for view in self.p.views for layer, width in self.p.layer_dims.items()}
         future = self._records.submit(self._record, out, files, writing, done)
         self._in_flight.append(future)
