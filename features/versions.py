@@ -22,8 +22,8 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
-from operator import itemgetter
+from itertools import compress
+from operator import eq, itemgetter, not_
 from typing import NamedTuple
 
 from tlfs.features import layout, storage
@@ -144,7 +144,7 @@ def resolve(set_root: str, newest: dict, version: int | None = None, as_of=None)
 UNREAD = object()  # a Listing made without the set's newest manifest
 
 
-class Located(NamedTuple):  # a tuple: a listing makes one per file of the set
+class Located(NamedTuple):  # where a file of the set is: made when a file is looked up
     uri: str
     bytes: int
 
@@ -152,7 +152,6 @@ class Located(NamedTuple):  # a tuple: a listing makes one per file of the set
 # A commit handles every file of the set a few times over (the newest manifest's, and the
 # one it writes), so those passes are C-level maps and set operations, not Python loops.
 _path, _bytes = itemgetter("path"), itemgetter("bytes")
-_located = partial(tuple.__new__, Located)  # Located((uri, bytes)) without its Python-level __new__
 
 
 def paths_of(shards: list[dict]) -> set[str]:
@@ -187,7 +186,7 @@ class Listing:
         if is_local(fs):
             found = _local_files(root, placed=False)
             if _accounts_for_placed(root, newest, found):
-                placed, exact = _placed_of(set_root, root, newest, found)
+                placed, exact = _placed_of(root, newest, found)
             else:
                 found.update(_local_files(root, placed=True, committed=_listed_sizes(newest)))
         else:
@@ -195,7 +194,7 @@ class Listing:
         self.placed_from_manifest = placed is not None
         # the layer= folders hold exactly ``newest``'s files: no commit is left to settle
         self.settled = exact
-        self.placed: dict[str, Located] = placed or {}
+        self.placed: dict[str, int] = placed or {}  # in place: relative path -> bytes (its URI made when asked for)
         self.retired: dict[str, Located] = {}
         self.staged: dict[str, Located] = {}
         self.others: dict[str, int] = {}  # everything else, relative to the set: versions, plans, records, temporary files
@@ -214,7 +213,7 @@ class Listing:
             elif relative.startswith(staging) and "/files/" in relative:
                 self.staged.setdefault(relative.split("/files/", 1)[1], located)
             elif layout.is_shard_path(relative):
-                self.placed[relative] = located
+                self.placed[relative] = located.bytes
             else:
                 self.others[relative] = located.bytes
 
@@ -225,7 +224,10 @@ class Listing:
 
     def locate(self, relative: str) -> Located | None:
         """Where the set's file ``relative`` is (in :func:`candidates`' order), or None."""
-        return self.placed.get(relative) or self.retired.get(relative) or self._staged(relative) or self._unlisted(relative)
+        size = self.placed.get(relative)
+        if size is not None:
+            return Located(f"{self.set_root}/{relative}", size)
+        return self.retired.get(relative) or self._staged(relative) or self._unlisted(relative)
 
     def _unlisted(self, relative: str) -> Located | None:
         """A file in place that the layer= folders, not listed, may hold unknown to the
@@ -236,9 +238,9 @@ class Listing:
             size = os.stat(f"{self.root}/{relative}").st_size
         except (FileNotFoundError, NotADirectoryError):
             return None
-        self.placed[relative] = Located(f"{self.set_root}/{relative}", size)
+        self.placed[relative] = size
         self.settled = False  # a file in place that ``newest`` does not list
-        return self.placed[relative]
+        return Located(f"{self.set_root}/{relative}", size)
 
     def _staged(self, relative: str) -> Located | None:
         found = self.staged.get(relative)
@@ -248,10 +250,13 @@ class Listing:
         return found
 
     def missing(self, files: list[dict]) -> list[dict]:
-        """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason."""
-        bad, placed = [], self.placed
-        for info in files:
-            found = placed.get(info["path"]) or self.locate(info["path"])  # in place, mostly: looked up first
+        """Each of ``files`` (``path``, ``bytes``) that is not there with its size, with the reason.
+        Those in place at their size (mostly: the set's files a run reuses) are found by
+        C-level maps; only the others (new, moved or wrong) are looked up one by one."""
+        in_place = map(eq, map(self.placed.get, map(_path, files)), map(_bytes, files))
+        bad = []
+        for info in compress(files, map(not_, in_place)):
+            found = self.locate(info["path"])
             if found is None:
                 bad.append({**info, "reason": "missing"})
             elif found.bytes != info["bytes"]:
@@ -328,7 +333,7 @@ def _accounts_for_placed(root: str, newest, found: dict[str, dict]) -> bool:
     return not any(number is not None and number > number_of(newest) for number in beyond)
 
 
-def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -> tuple[dict[str, Located], bool]:
+def _placed_of(root: str, newest: dict, found: dict[str, dict]) -> tuple[dict[str, int], bool]:
     """The files in place by the newest manifest (at its sizes: each was checked by its
     commit), with those a file system call must confirm: a listed file also staged (a
     repair stages its file again under the same name, after removing the damaged one) is
@@ -340,8 +345,7 @@ def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -
               if path.startswith(f"{root}/{layout.STAGING}/") and "/files/" in path}
     shards = newest["shards"]
     paths = list(map(_path, shards))
-    uris = map(f"{set_root}/".__add__, paths)
-    placed = dict(zip(paths, map(_located, zip(uris, map(_bytes, shards)))))
+    placed = dict(zip(paths, map(_bytes, shards)))
     for relative in placed.keys() & staged:
         if not os.path.isfile(f"{root}/{relative}"):
             del placed[relative]
@@ -350,7 +354,7 @@ def _placed_of(set_root: str, root: str, newest: dict, found: dict[str, dict]) -
     for relative in VersionIndex.from_json(newest[INDEX]).retired_after:
         if f"{retired}{relative}" not in found and relative not in placed:
             try:
-                placed[relative] = Located(f"{set_root}/{relative}", os.stat(f"{root}/{relative}").st_size)
+                placed[relative] = os.stat(f"{root}/{relative}").st_size
                 exact = False  # a file it does not list is still in place
             except (FileNotFoundError, NotADirectoryError):
                 continue
@@ -410,7 +414,7 @@ def move_in(set_root: str, manifest: dict, listing: Listing | None = None) -> in
                 raise StoreError(f"shard file {relative} of {set_root} vanished before its commit moved it into place") from None
         came_from = listing.retired if listing.retired.get(relative) is found else listing.staged
         del came_from[relative]
-        listing.placed[relative] = Located(f"{set_root}/{relative}", found.bytes)
+        listing.placed[relative] = found.bytes
         moved_in += 1
     return moved_in
 
@@ -429,7 +433,7 @@ def retire_others(set_root: str, manifest: dict, listing: Listing | None = None)
         else:
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             fs.mv(path, target)
-            listing.retired[relative] = Located(layout.retired_uri(set_root, relative), listing.placed[relative].bytes)
+            listing.retired[relative] = Located(layout.retired_uri(set_root, relative), listing.placed[relative])
         del listing.placed[relative]
         retired += 1
     return retired

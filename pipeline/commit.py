@@ -96,7 +96,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
         c["written"] += record.written
         c["rejected"] += record.rejected
         rejects.extend({"image_id": r.image_id, "source": r.source, "reason": r.reason} for r in record.rejects)
-        shards.extend(record.manifest_files())
+        shards.extend(record.manifest_rows)
     card = p.artifact.card
     return Manifest(
         dataset=p.dataset, backbone=p.backbone, backbone_version=p.backbone_version, plan_id=p.plan_id,

@@ -106,6 +106,9 @@ class ShardRecord:
     skipped: bool = False  # found done (by an earlier or a concurrent run of the plan)
     reused: bool = False  # the base version's, its files untouched
     derived: bool = False  # copied from the base version's files without removed or changed rows
+    # the manifest's rows for its files, made with the record (in the shard's task, or the
+    # plan for a reused shard): the commit, under the set's lock, only gathers them
+    manifest_rows: tuple[dict, ...] = field(init=False, repr=False, compare=False)
 
     @property
     def reconciles(self) -> bool:
@@ -120,9 +123,9 @@ class ShardRecord:
         as it is, its files untouched (a plan holds it: nothing is saved for it)."""
         return cls.from_json(record).with_(shard=number, reused=True, seconds=0.0)
 
-    def manifest_files(self) -> list[dict]:
-        """The manifest's rows for this shard's files."""
-        return [f.manifest_row(key, self.split, self.shard) for key, f in self.files.items()]
+    def __post_init__(self) -> None:
+        rows = tuple(f.manifest_row(key, self.split, self.shard) for key, f in self.files.items())
+        object.__setattr__(self, "manifest_rows", rows)
 
     def to_json(self) -> dict:
         flags = {name: True for name in ("skipped", "reused", "derived") if getattr(self, name)}

@@ -73,8 +73,8 @@ def test_a_commit_takes_the_committed_files_at_their_listed_size_and_checks_ever
     shard = Path(root) / manifest["shards"][0]["path"]
     shard.write_bytes(shard.read_bytes() + b"appended after its commit")
     relative, listed_bytes = manifest["shards"][0]["path"], manifest["shards"][0]["bytes"]
-    assert versions.Listing(root, committed).placed[relative].bytes == listed_bytes
-    assert versions.Listing(root).placed[relative].bytes == shard.stat().st_size != listed_bytes
+    assert versions.Listing(root, committed).placed[relative] == listed_bytes
+    assert versions.Listing(root).placed[relative] == shard.stat().st_size != listed_bytes
     other = {**committed, "shards": []}  # a newest version that does not list the file: looked up when asked for
     assert versions.Listing(root, other).locate(relative).bytes == shard.stat().st_size
 
@@ -119,7 +119,7 @@ def test_a_commit_lists_what_it_adds_and_takes_the_layer_folders_from_the_newest
     index = versions.VersionIndex({}, (), {stray.relative_to(root).as_posix(): 1})
     shutil.copy(restaged, stray)  # retired by the index, never moved out
     left = versions.Listing(root, {**committed, versions.INDEX: index.to_json()})
-    assert left.placed_from_manifest and left.placed[stray.relative_to(root).as_posix()].bytes == stray.stat().st_size
+    assert left.placed_from_manifest and left.placed[stray.relative_to(root).as_posix()] == stray.stat().st_size
     assert not left.settled  # a retired file still in place, to be moved out
 
 
