@@ -21,7 +21,9 @@ class Entry:
     label_name: str
     source: int  # index into DatasetIndex.sources
     member: str
-    offset: int = -1  # where the bytes start, for sources read by offset (an uncompressed tar); else -1
+    # where the bytes start in a tar's stream (an uncompressed tar's file, a compressed
+    # one's decompressed bytes), as indexing found them; else -1
+    offset: int = -1
     size: int = -1
     # the image's content as its source knows it (a hash of its bytes, a zip's CRC, an
     # object's ETag, a file's size and mtime): an incremental run re-extracts an image
@@ -57,6 +59,10 @@ class SourceInfo:
     checksum: dict[str, str]  # {"sha256": ..., "md5": ...} of the file, or of a directory's listing
     images: int = 0
     options: dict[str, str] = field(default_factory=dict)  # given with the URI (#split=..., #image=...)
+    # a tar's compression as indexing found it ("tar": none; "gz", "bz2", "xz"); None for
+    # other formats, and for a tar indexed before it was recorded (then only an
+    # uncompressed tar's members carry offsets)
+    compression: str | None = None
 
 
 @dataclass

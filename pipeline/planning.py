@@ -117,7 +117,7 @@ def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[li
         in_split = [e for e in index.entries if e.split == split]
         bounds = [0]
         for run_start, run_stop in _source_runs(in_split):
-            streamed = in_split[run_start].offset < 0 and index.sources[in_split[run_start].source].format in STREAMED
+            streamed = _streamed(index, in_split[run_start])
             if streamed and run_start > bounds[-1] and run_stop - bounds[-1] > shard_size:
                 bounds.append(run_start)  # close the open shard where this archive begins
             while run_stop - bounds[-1] > shard_size:
@@ -130,6 +130,13 @@ def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[li
 
 
 STREAMED = ("imagefolder-tar", "webdataset-tar")  # compressed ones: read from their start
+
+
+def _streamed(index: DatasetIndex, entry: Entry) -> bool:
+    """Whether ``entry``'s source can only be read from its start: a compressed tar (one
+    indexed before its compression was recorded has no offsets)."""
+    info = index.sources[entry.source]
+    return info.format in STREAMED and (entry.offset < 0 or info.compression not in (None, "tar"))
 
 
 def _source_runs(entries: list[Entry]) -> list[tuple[int, int]]:

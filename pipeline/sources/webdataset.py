@@ -83,7 +83,7 @@ class Samples:
             except ValueError as exc:
                 self.label_errors[key] = str(exc)
 
-    def entries(self, number: int, seekable: bool) -> tuple[list[Entry], list[Reject]]:
+    def entries(self, number: int) -> tuple[list[Entry], list[Reject]]:
         found, bad = [], []
         for key, image in self.images.items():
             split, rest = self._split_of(key)
@@ -93,8 +93,7 @@ class Samples:
                 bad.append(Reject(image_id_of((split, "unlabelled", rest + image.suffix)), self.uri, reason))
                 continue
             image_id = image_id_of((split, label, rest + image.suffix))
-            found.append(Entry(image_id, split, label, number, image.member,
-                               image.offset if seekable else -1, image.size if seekable else -1, image.fingerprint))
+            found.append(Entry(image_id, split, label, number, image.member, image.offset, image.size, image.fingerprint))
         return found, bad
 
     def _split_of(self, key: str) -> tuple[str, str]:
