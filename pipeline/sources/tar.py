@@ -80,7 +80,8 @@ class TarArchive:
         if found or not samples:
             if options:
                 raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
-            return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression), found, bad)
+            return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression),
+                           found, bad)
         entries, unlabelled = samples.entries(number)
         return Indexed(SourceInfo(uri, "webdataset-tar", checksum, len(entries), dict(options), compression), entries,
                        bad + unlabelled, int_class_order(entries))

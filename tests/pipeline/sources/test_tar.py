@@ -15,7 +15,7 @@ from tlfs.pipeline.sources.tar import OpenArchives
 
 LONG = "train/red/" + "l" * 120 + ".png"  # longer than a header's name field: a GNU or pax header carries it
 WIDE = "train/red/" + "é" * 60 + ".png"  # not ASCII, and 130 bytes in UTF-8
-SPLIT = "test/" + "k" * 92 + "/a.png"  # class "kk...k": too long for the name field alone: POSIX splits it into prefix/name
+SPLIT = "test/" + "k" * 92 + "/a.png"  # too long for the name field alone: POSIX splits it into prefix/name
 
 
 def archive(path, files: dict[str, bytes], mode: str, fmt: int = tarfile.PAX_FORMAT):
@@ -75,7 +75,8 @@ def test_a_compressed_archive_changed_since_indexing_gives_clear_rejects_never_a
     path = write_tar(tmp_path / "d.tar.gz", files)
     index = build_index("d", [str(path)])
     first = sorted(files)[0]
-    write_tar(path, {first: files[first] + b"grown", **{k: v for k, v in files.items() if k != first}})  # shifts the rest
+    grown = {first: files[first] + b"grown", **{k: v for k, v in files.items() if k != first}}
+    write_tar(path, grown)  # the first member's size changed, and the rest may have moved
     got, now = read(index), members(path)
     rejected = {m: p for m, p in got.items() if isinstance(p, Unreadable)}
     assert rejected and all("changed since it was indexed" in p.reason for p in rejected.values())
