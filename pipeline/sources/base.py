@@ -44,6 +44,13 @@ def unreadable(entries, error: BaseException) -> Iterator[tuple[Entry, Unreadabl
         yield entry, Unreadable.of(error)
 
 
+def located(member) -> tuple[int, int]:
+    """Where a tar member's bytes lie in the tar's stream (``tarfile.TarInfo``): offset and
+    size; (-1, -1) for a sparse member, whose bytes are not in one piece (then read
+    through tarfile, by name)."""
+    return (-1, -1) if member.issparse() else (member.offset_data, member.size)
+
+
 def no_options(uri: str, options: dict[str, str]) -> None:
     """For formats that take no options: say so instead of ignoring them."""
     if options:

@@ -14,8 +14,11 @@ an image, most of what reading CIFAR-10's archive cost):
   keeps it open, so the consecutive shards of a run continue one stream instead of
   starting again, and each member is sliced out of the decompressed bytes after its
   own header is checked (its name and size: an archive that changed since it was
-  indexed gives a clear reject, never another member's bytes). A compressed tar
-  indexed before offsets were recorded is streamed through tarfile by member name.
+  indexed gives a clear reject, never another member's bytes).
+
+A shard with a member that has no offset is streamed through tarfile by member name:
+a compressed tar indexed before offsets were recorded, or a sparse member (GNU tar's
+``--sparse``: its bytes are not in one piece).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.image_decode import Unreadable
-from tlfs.pipeline.sources.base import Indexed, int_class_order, unreadable
+from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
 from tlfs.pipeline.sources.paths import member_image, unsafe
@@ -70,8 +73,8 @@ class TarArchive:
                     elif member.issym() or member.islnk():
                         bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
                     elif member.isfile():  # its bytes pass by anyway: hashed as they do
-                        found.append(Entry(image_id, *image_id.split("/")[:2], number, name, member.offset_data,
-                                           member.size, fingerprint_bytes(archive.extractfile(member).read())))
+                        found.append(Entry(image_id, *image_id.split("/")[:2], number, name, *located(member),
+                                           fingerprint_bytes(archive.extractfile(member).read())))
             checksum = reader.drain()
         if cifar:
             if options:

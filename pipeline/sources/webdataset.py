@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tlfs.pipeline.dataset_index import Entry, Reject
 from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.sources.base import located
 from tlfs.pipeline.sources.hashing import fingerprint_bytes
 from tlfs.pipeline.sources.paths import IMAGE_SUFFIXES, SPLIT_NAMES, image_id_of, split_from_path
 
@@ -76,7 +77,7 @@ class Samples:
             return  # hidden files (``._x.jpg`` of macOS archives)
         if lower.count(".") == 1 and lower.endswith(IMAGE_SUFFIXES):  # ``KEY.seg.png`` is another field
             if key not in self.images:
-                self.images[key] = _Image(member.name, suffix, member.offset_data, member.size, fingerprint_bytes(read()))
+                self.images[key] = _Image(member.name, suffix, *located(member), fingerprint_bytes(read()))
         elif lower in LABEL_SUFFIXES and member.size <= MAX_LABEL_BYTES:
             try:
                 self.labels[key] = parse_label(lower, read(), f"{self.uri}:{name}")

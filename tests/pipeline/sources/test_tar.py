@@ -4,6 +4,8 @@ stream when compressed, each member's own header checked first)."""
 
 import dataclasses
 import io
+import shutil
+import subprocess
 import tarfile
 
 import pytest
@@ -98,3 +100,22 @@ def test_a_compressed_tar_indexed_before_offsets_were_recorded_is_streamed_by_na
     old = dataclasses.replace(index, sources=[dataclasses.replace(index.sources[0], compression=None)],
                               entries=[dataclasses.replace(e, offset=-1, size=-1) for e in index.entries])
     assert read(old) == members(path)
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_a_sparse_member_is_read_through_tarfile_by_name(tmp_path, fmt):
+    """A sparse member's bytes are not in one piece in the archive (GNU tar's --sparse)."""
+    if shutil.which("tar") is None:
+        pytest.skip("no tar command here to write a sparse member")
+    (tmp_path / "src" / "train" / "red").mkdir(parents=True)
+    (tmp_path / "src" / "train" / "red" / "a.png").write_bytes(b"plain" * 30)
+    with open(tmp_path / "src" / "train" / "red" / "holes.png", "wb") as f:
+        f.write(b"head")
+        f.seek(1 << 20)
+        f.write(b"tail")
+    path = tmp_path / "d.tar.gz"
+    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-czf", str(path), "-C", str(tmp_path / "src"), "train"],
+                   check=True)
+    index = build_index("d", [str(path)])
+    assert {e.member: e.offset for e in index.entries}["train/red/holes.png"] == -1
+    assert read(index) == members(path)
