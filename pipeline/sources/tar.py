@@ -91,7 +91,7 @@ class TarArchive:
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None,
                  archives: "OpenArchives") -> Iterator:
-        if any(e.offset < 0 for e in wanted):  # a sparse member; a compressed tar indexed before offsets were
+        if any(e.offset < 0 for e in wanted):  # a sparse member, or a compressed tar indexed without offsets
             yield from archives.payloads(info.uri, wanted, cache_dir)
         elif info.compression in (None, "tar"):  # None: indexed before compression was recorded, so uncompressed
             yield from _ranged(info.uri, wanted)
