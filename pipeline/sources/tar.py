@@ -134,8 +134,8 @@ class OpenArchives:
     run read each archive once instead of once per shard."""
 
     def __init__(self) -> None:
-        self._open: dict[str, _TarStream] = {}
-        self._decompressed: dict[str, _Decompressed] = {}
+        # by (kind, uri): a shard with a sparse member streams an archive whose other shards are sliced
+        self._open: dict[tuple[type, str], _TarStream | _Decompressed] = {}
         self._kept: dict[str, object] = {}
 
     def kept(self, uri: str, load):
@@ -146,38 +146,33 @@ class OpenArchives:
         return self._kept[uri]
 
     def payloads(self, uri: str, wanted: list[Entry], cache_dir: str | None):
-        stream = self._open.get(uri)
-        if stream is None or stream.broken or any(e.member in stream.passed for e in wanted):
+        """The members ``wanted`` of the tar at ``uri``, streamed through tarfile by name."""
+        yield from self._continued(_TarStream, uri, wanted, lambda: _TarStream(uri, cache_dir))
+
+    def sliced(self, uri: str, compression: str, wanted: list[Entry], cache_dir: str | None):
+        """The members ``wanted`` of the compressed tar at ``uri``, each sliced out of its
+        decompressed bytes at the offset indexing found (see the module's note)."""
+        yield from self._continued(_Decompressed, uri, wanted, lambda: _Decompressed(uri, compression, cache_dir))
+
+    def _continued(self, kind: type, uri: str, wanted: list[Entry], open_stream):
+        """``wanted`` from the stream of this kind left open at ``uri``, where they all lie
+        ahead of it; else from one opened anew."""
+        stream = self._open.get((kind, uri))
+        if stream is None or stream.broken or stream.behind(wanted):
             if stream is not None:
                 stream.close()
-                del self._open[uri]
+                del self._open[(kind, uri)]
             try:
-                stream = self._open[uri] = _TarStream(uri, cache_dir)
+                stream = self._open[(kind, uri)] = open_stream()
             except (OSError, tarfile.TarError, EOFError) as exc:
                 yield from unreadable(wanted, exc)
                 return
         yield from stream.take(wanted)
 
-    def sliced(self, uri: str, compression: str, wanted: list[Entry], cache_dir: str | None):
-        """The members ``wanted`` of the compressed tar at ``uri``, each sliced out of its
-        decompressed bytes at the offset indexing found (see the module's note)."""
-        stream = self._decompressed.get(uri)
-        if stream is None or stream.broken or any(e.offset - BLOCK < stream.position for e in wanted):
-            if stream is not None:
-                stream.close()
-                del self._decompressed[uri]
-            try:
-                stream = self._decompressed[uri] = _Decompressed(uri, compression, cache_dir)
-            except OSError as exc:
-                yield from unreadable(wanted, exc)
-                return
-        yield from stream.take(wanted)
-
     def close(self) -> None:
-        for stream in [*self._open.values(), *self._decompressed.values()]:
+        for stream in self._open.values():
             stream.close()
         self._open.clear()
-        self._decompressed.clear()
         self._kept.clear()
 
 
@@ -189,6 +184,9 @@ class _TarStream:
         self._raw = open_source(uri, cache_dir)
         self._archive = tarfile.open(fileobj=self._raw, mode="r|*")
         self._members = iter(self._archive)
+
+    def behind(self, wanted: list[Entry]) -> bool:
+        return any(e.member in self.passed for e in wanted)
 
     def take(self, wanted: list[Entry]):
         pending = {e.member: e for e in wanted}
@@ -233,6 +231,9 @@ class _Decompressed:
         self._raw = open_source(uri, cache_dir)
         self._stream = io.BufferedReader(DECOMPRESSORS[compression](self._raw), 1 << 20)
 
+    def behind(self, wanted: list[Entry]) -> bool:
+        return any(e.offset - BLOCK < self.position for e in wanted)
+
     def take(self, wanted: list[Entry]):
         """Each wanted member's bytes (in the archive's order), after checking that the
         header before them is the member's own."""
@@ -258,31 +259,22 @@ class _Decompressed:
 
 
 def _own_header(block: bytes, e: Entry) -> bool:
-    """Whether ``block`` starts with member ``e``'s own tar header: its size, and its name
-    as the header's fields hold it (``prefix/name`` in a POSIX header). A name the fields
-    cannot hold as it is (longer, or not ASCII: a pax or GNU header before carries it)
-    needs a header whose checksum is right instead."""
-    try:
-        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return False
-    if size != e.size:
-        return False
+    """Whether ``block`` starts with member ``e``'s own tar header. First its size and
+    name fields as bytes (``prefix/name`` in a POSIX header); where they cannot hold the
+    name as it is (longer, or not ASCII: a pax or GNU header before carries it), tarfile
+    reads the header, whose checksum must be right, and its size must match."""
+    member = e.member.encode("utf-8", "surrogateescape")
     held = block[:100].split(b"\0", 1)[0]
     if block[257:265] == tarfile.POSIX_MAGIC and (prefix := block[345:500].split(b"\0", 1)[0]):
         held = prefix + b"/" + held
-    member = e.member.encode("utf-8", "surrogateescape")
     if held == member:
-        return True
-    return (len(member) > 100 or not member.isascii()) and _checksum_is_right(block)
-
-
-def _checksum_is_right(block: bytes) -> bool:
-    """A tar header's checksum: the sum of its bytes, its checksum field read as spaces."""
-    try:
-        stored = int(block[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
-    except ValueError:
+        try:
+            return int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8) == e.size
+        except ValueError:  # a size in base-256 (over 8 GB): left to tarfile below
+            pass
+    elif len(member) <= 100 and member.isascii():
         return False
-    unsigned = 256 + sum(block[:148]) + sum(block[156:BLOCK])
-    signed = unsigned - 2 * (sum(b for b in block[:148] if b > 127) + sum(b for b in block[156:BLOCK] if b > 127))
-    return stored in (unsigned, signed)
+    try:
+        return tarfile.TarInfo.frombuf(block[:BLOCK], tarfile.ENCODING, "surrogateescape").size == e.size
+    except tarfile.HeaderError:
+        return False
