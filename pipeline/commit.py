@@ -39,7 +39,7 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
     with commit_lock(p.set_uri):
         require_plan(p.set_uri, p.plan_id)
         given = {r.shard: r for r in records} if records is not None else None
-        listing = versions.Listing.with_newest(p.set_uri)
+        listing = versions.Listing.with_newest(p.set_uri, known=p.newest)
         checked = []
         for number in range(len(p.shards)):
             record = given.get(number) if given is not None else saved_record(p, number, listing)

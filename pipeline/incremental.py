@@ -51,13 +51,12 @@ class Base:
         return {"version": self.version, "plan_id": self.plan_id}
 
 
-def load_base(set_uri: str, runtime: Runtime, layer_dims: dict[str, int], views: tuple[str, ...],
-              log: Callable[[str], None] = print) -> Base | None:
-    """The newest version of the set at ``set_uri``, if a plan with these settings can
-    reuse it; else None, saying why."""
+def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims: dict[str, int],
+              views: tuple[str, ...], log: Callable[[str], None] = print) -> Base | None:
+    """The newest version of the set at ``set_uri`` (``manifest``: its manifest, None where
+    it has none), if a plan with these settings can reuse it; else None, saying why."""
     from tlfs.features.feature_set import FeatureSet
 
-    manifest = read_json_if_exists(layout.manifest_uri(set_uri))
     if manifest is None:
         return None
     newest = FeatureSet(set_uri, manifest)

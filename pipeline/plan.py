@@ -15,6 +15,7 @@ import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from tlfs.features.versions import ManifestRead
 from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
@@ -106,6 +107,9 @@ class Plan:
     read_entries: Callable[[int], list] | None = field(default=None, repr=False)
     # the records its commit gathered into one file, read once (pipeline/staging.py)
     gathered: dict = field(default_factory=dict, repr=False)
+    # the set's newest manifest as planning read it (in the process that planned): its
+    # commit, finding the same bytes under its lock, does not parse them again
+    newest: ManifestRead | None = field(default=None, repr=False)
 
     @property
     def backbone(self) -> str:

@@ -9,7 +9,7 @@ import dataclasses
 import time
 from typing import Callable
 
-from tlfs.features import layout
+from tlfs.features import layout, versions
 from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
@@ -38,7 +38,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) in {time.perf_counter() - started:.1f}s")
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
-    base = load_base(set_uri, r.runtime, layer_dims, r.views, log) if r.incremental else None
+    newest = versions.read_newest(set_uri)  # kept by the plan: its commit need not parse it again
+    base = load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, log) if r.incremental else None
     if base is None:
         shards, entries = cut_shards(index, r.shard_size)
         origins: dict[int, dict] = {}
@@ -49,7 +50,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
                                              r.shard_size, first=len(increment.shards))
         shards, entries, origins = increment.shards + new_shards, {**increment.entries, **new_entries}, increment.origins
         changes = increment.changes
-        unchanged = _unchanged_base(set_uri, base, increment, index, r)
+        unchanged = _unchanged_base(set_uri, base, increment, index, r, newest)
         if unchanged is not None:
             log(f"nothing changed since version {base.version}: its plan {base.plan_id} is this run's")
             return unchanged
@@ -87,10 +88,12 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         origins=origins,
         changes=changes,
         entries=entries,
+        newest=newest,
     )
 
 
-def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: ExtractionRequest) -> Plan | None:
+def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: ExtractionRequest,
+                    newest: versions.ManifestRead | None) -> Plan | None:
     """The base version's own plan, if this run asks for exactly what it holds: the same
     images with the same fingerprints, from the same sources (then a scheduled run over
     an unchanged source writes nothing, and its commit adds no version)."""
@@ -102,7 +105,7 @@ def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: Extra
             and list(base_plan.index_rejects) == list(index.rejects) and base_plan.limit == r.limit)
     if not same:
         return None
-    return dataclasses.replace(base_plan, changes=c.with_extracted(0))
+    return dataclasses.replace(base_plan, changes=c.with_extracted(0), newest=newest)
 
 
 def cut_shards(index: DatasetIndex, shard_size: int, first: int = 0) -> tuple[list[Shard], dict[int, list[Entry]]]:

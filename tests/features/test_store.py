@@ -123,6 +123,25 @@ def test_a_commit_lists_what_it_adds_and_takes_the_layer_folders_from_the_newest
     assert not left.settled  # a retired file still in place, to be moved out
 
 
+def test_the_newest_manifest_is_parsed_again_only_where_its_bytes_changed(tmp_path):
+    """A commit may take the manifest its run's planning read, but only while the file
+    holds exactly those bytes: another commit in between is read anew."""
+    from tlfs.features import versions
+    from tlfs.features.manifest import read_manifest
+
+    store, root, manifest, _ = make_set(tmp_path)
+    assert versions.read_newest(root) is None  # nothing committed yet
+    commit(root, manifest)
+    planned = versions.read_newest(root)
+    assert planned.manifest == read_manifest(root)
+    assert versions.read_newest(root, known=planned) is planned
+    assert versions.Listing.with_newest(root, known=planned).newest is planned.manifest
+    commit(root, {**manifest, "classes": ["a", "b"]})  # another version, committed meanwhile
+    later = versions.read_newest(root, known=planned)
+    assert later is not planned and later.manifest == read_manifest(root) and later.manifest["classes"] == ["a", "b"]
+    assert versions.Listing.with_newest(root, known=planned).newest == later.manifest
+
+
 def test_commit_trusts_the_writers_sha256_and_reads_no_file_while_verify_reads_every_byte(tmp_path, monkeypatch):
     from tlfs.features import manifest as manifest_module
     from tlfs.features import storage

@@ -107,6 +107,29 @@ def test_the_reused_shards_are_checked_in_one_listing_of_the_set_not_file_by_fil
     assert len(listings) == 2  # the run's, and the commit's
 
 
+def test_the_commit_takes_the_manifest_planning_read_where_its_bytes_are_unchanged(tmp_path, files, lite0, models_root,
+                                                                                     monkeypatch):
+    """Parsing the newest manifest is a commit's one cost that grows with the set: a run
+    whose planning read it does not parse it again where the file holds the same bytes."""
+    from tlfs.features import versions
+
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    reused = []
+    real = versions.read_newest
+
+    def spy(set_root, known=None):
+        found = real(set_root, known)
+        reused.append(known is not None and found is known)
+        return found
+
+    monkeypatch.setattr(versions, "read_newest", spy)
+    second = run(change(source, {"train/red/new.png": png_bytes((201, 10, 10))}), store, models_root)
+    assert second["images_extracted"] == 1
+    assert reused == [False, True]  # read by planning, taken as it was by the commit
+
+
 def _first_run_rewritten(tmp_path, files, models_root, rewrite) -> dict:
     """A set's first run, its plan's saved entries rewritten by ``rewrite(staging, lines,
     saved)`` (each shard's line, and ``plan.json``) as an older version saved them, then a
