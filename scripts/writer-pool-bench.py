@@ -2,19 +2,30 @@
 """The writer pool's scaling: the files of 8 shards of 2,500 images (a backbone's real
 layer widths) gathered to float16, encoded, hashed and written atomically by the same
 functions as ``tlfs extract``'s pool (pipeline/inference.gather_layer, features/writer),
-with 1 thread and with N; median of 3 runs each.
+with 1 thread and with N, taking turns; median of 3 runs each (``--runs``).
 
     .venv/bin/python scripts/writer-pool-bench.py --backbone efficientnet_lite0 --threads 2
+
+Besides the speedup it prints what tells the code's share of a shortfall from the
+machine's: ``cores_busy`` (the process's CPU time over the wall time with N threads: N
+where no thread waits on another, or on the GIL), the CPU time per image with 1 and with N
+threads (equal where the cores are as fast together as alone), and ``machine_speedup``,
+what N threads get against 1 on this machine at that time (taking turns with the pool's
+runs) for work that releases the GIL: ``sha256`` (hashing the same bytes: bound by the
+cores) and ``memory_copy`` (copying arrays too large for the caches: bound by memory
+bandwidth, as Parquet encoding partly is).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,12 +36,14 @@ from tlfs.pipeline.inference import gather_layer
 from tlfs.pipeline.stage_bench import layer_widths
 
 SHARDS, ROWS, BATCH = 8, 2500, 64
+BLOCK, BLOCKS = 16 << 20, 16  # the machine's ceilings: 256 MB hashed, and copied, in 16 MB blocks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each, taking turns (the median is given)")
     args = parser.parse_args()
     widths = layer_widths(args.backbone)
     rng = np.random.default_rng(0)
@@ -47,17 +60,52 @@ def main() -> None:
         return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
                          encode_shard(table_of(columns, matrix))).bytes
 
-    def rate(threads: int) -> float:
+    def pool_run(threads: int) -> Timed:
         with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(threads) as pool:
             job(folder, 99, next(iter(widths)))  # warm-up
-            started = time.perf_counter()
-            list(pool.map(lambda a: job(folder, *a), [(s, layer) for s in range(SHARDS) for layer in widths]))
-            return SHARDS * ROWS / (time.perf_counter() - started)
+            return timed(lambda: list(pool.map(lambda a: job(folder, *a),
+                                               [(s, layer) for s in range(SHARDS) for layer in widths])))
 
-    one = statistics.median(rate(1) for _ in range(3))
-    many = statistics.median(rate(args.threads) for _ in range(3))
-    print(json.dumps({"backbone": args.backbone, "images": SHARDS * ROWS, "one_thread_images_per_s": round(one, 1),
-                      f"{args.threads}_threads_images_per_s": round(many, 1), "speedup": round(many / one, 2)}))
+    blocks = [rng.bytes(BLOCK) for _ in range(BLOCKS)]
+    copies = [(np.frombuffer(b, np.uint8), np.empty(BLOCK, np.uint8)) for b in blocks]
+
+    def ceiling_run(threads: int, work) -> Timed:
+        with ThreadPoolExecutor(threads) as pool:
+            return timed(lambda: list(pool.map(work, range(BLOCKS))))
+
+    hashing = lambda n: hashlib.sha256(blocks[n]).digest()  # noqa: E731
+    copying = lambda n: np.copyto(copies[n][1], copies[n][0])  # noqa: E731
+    runs: dict[str, list[Timed]] = {}
+    for _ in range(args.runs):  # taking turns, so that the machine's moods fall on each alike
+        for name, threads, run in (("one", 1, lambda: pool_run(1)), ("many", args.threads, lambda: pool_run(args.threads)),
+                                   ("sha256_one", 1, lambda: ceiling_run(1, hashing)),
+                                   ("sha256_many", args.threads, lambda: ceiling_run(args.threads, hashing)),
+                                   ("copy_one", 1, lambda: ceiling_run(1, copying)),
+                                   ("copy_many", args.threads, lambda: ceiling_run(args.threads, copying))):
+            runs.setdefault(name, []).append(run())
+    wall = {name: statistics.median(r.wall for r in each) for name, each in runs.items()}
+    one, many = wall["one"], wall["many"]
+    cpu_one, cpu_many = (statistics.median(r.cpu for r in runs[k]) for k in ("one", "many"))
+    images = SHARDS * ROWS
+    print(json.dumps({"backbone": args.backbone, "images": images, "one_thread_images_per_s": round(images / one, 1),
+                      f"{args.threads}_threads_images_per_s": round(images / many, 1), "speedup": round(one / many, 2),
+                      "cores_busy": round(cpu_many / many, 2),
+                      "cpu_us_per_image": {"1": round(cpu_one / images * 1e6, 1),
+                                           str(args.threads): round(cpu_many / images * 1e6, 1)},
+                      "machine_speedup": {"sha256": round(wall["sha256_one"] / wall["sha256_many"], 2),
+                                          "memory_copy": round(wall["copy_one"] / wall["copy_many"], 2)}}))
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall: float  # seconds
+    cpu: float  # the process's CPU seconds (every thread's)
+
+
+def timed(work) -> Timed:
+    started, cpu = time.perf_counter(), time.process_time()
+    work()
+    return Timed(time.perf_counter() - started, time.process_time() - cpu)
 
 
 if __name__ == "__main__":
