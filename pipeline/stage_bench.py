@@ -11,7 +11,6 @@ not from this file.
 
 from __future__ import annotations
 
-import pickle
 import tempfile
 import time
 from collections import Counter
@@ -165,7 +164,7 @@ def _time_reading(index, entries, cache_dir: str | None) -> tuple[list[Stage], l
 
 def _time_decoding(payloads: list, input_size: int, dataset: str) -> tuple[list[Stage], list[np.ndarray]]:
     """Decoding (per worker), and the hand-over of decoded images to the run's process."""
-    from tlfs.pipeline.decode_pool import CHUNK, _decode_one
+    from tlfs.pipeline.decode_pool import _decode_one
 
     [_decode_one(payload, input_size) for _, payload in payloads[:64]]  # warm-up: Pillow's codecs load
     seconds = _timed_each(lambda item: _decode_one(item[1], input_size), payloads)
@@ -174,11 +173,31 @@ def _time_decoding(payloads: list, input_size: int, dataset: str) -> tuple[list[
     images = [image for image in decoded if image is not None]
     if not images:
         raise PipelineError(f"none of the {len(decoded)} images of {dataset} could be decoded")
-    chunks = [images[i:i + CHUNK] for i in range(0, len(images), CHUNK)]
-    seconds = _timed_each(lambda chunk: pickle.loads(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)), chunks)
-    stages.append(_stage("hand-over", len(images), seconds, "hand-over",
-                         "a decode worker's images received by the run's process (pickled chunks)"))
+    seconds = _hand_over_cpu([payload for _, payload in payloads], [None if d is None else d.shape for d in decoded])
+    stages.append(_stage("hand-over", len(decoded), seconds, "hand-over",
+                         "payloads sent to a worker process in the pool's chunks and its images taken back "
+                         "(the run's process's CPU, every thread of it)"))
     return stages, images
+
+
+def _hand_over_cpu(payloads: list, shapes: list) -> float:
+    """The CPU seconds the run's process spends (its threads together: the one that
+    submits, the pool's feeder and result threads, the one taking results) to send
+    ``payloads`` to a real worker process in the chunks the pool cuts, and take back
+    images of the decoded ``shapes`` (the worker's decoding replaced by
+    :func:`~tlfs.pipeline.decode_pool.blank_chunk`)."""
+    from tlfs.pipeline.decode_pool import Decoder, blank_chunk, cut_chunks
+
+    with Decoder(2).start() as decoder:
+        decoder.submit(blank_chunk, [], []).result()  # the workers have started and imported what they run
+        cpu = time.process_time()
+        futures = [decoder.submit(blank_chunk, [p for p, _ in chunk], [shape for _, shape in chunk])
+                   for chunk in cut_chunks(zip(payloads, shapes), payload_of=lambda item: item[0])]
+        taken = sum(1 for future in futures for _ in future.result()[0])
+        seconds = time.process_time() - cpu
+    if taken != len(payloads):
+        raise PipelineError(f"the hand-over took back {taken} of {len(payloads)} images")
+    return seconds
 
 
 def _time_batching(images: list[np.ndarray], batch_size: int, widths: dict[str, int]) -> tuple[list[Stage], list[dict]]:

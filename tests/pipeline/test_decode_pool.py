@@ -5,11 +5,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 
 from tlfs.pipeline.indexing import build_index
-from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline import decode_pool
+from tlfs.pipeline.decode_pool import Decoder, cut_chunks
+from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.errors import PipelineError
 from tests.conftest import folder_images, write_tree
 from tests.faults import python_path
@@ -22,7 +25,8 @@ def decode_all(index, workers):
         return rows, decoder.stats
 
 
-def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_order(tmp_path):
+def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode_pool, "CHUNK_IMAGES", 7)  # many chunks, taken back in order from 3 workers
     files = folder_images(per_class=25)
     files["train/red/broken.jpg"] = b"\xff\xd8 not really a jpeg"
     index = build_index("colors", [str(write_tree(tmp_path / "d", files))])
@@ -33,6 +37,24 @@ def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_orde
     assert stats_one.images == stats_three.images == len(index.entries) and stats_three.decode_seconds > 0
 
 
+def test_small_images_go_to_a_worker_in_large_chunks_and_photos_in_a_few():
+    """A chunk holds CHUNK_IMAGES images, or fewer once their payloads reach CHUNK_BYTES;
+    every payload is in exactly one chunk, in order (a stream is cut as it comes)."""
+    cifar = [np.zeros((32, 32, 3), np.uint8)] * 600  # 3 KB each
+    photos = [b"x" * 300_000] * 40  # encoded photos of 300 KB
+    reasons = [Unreadable("gone")] * 300  # weigh nothing
+    for payloads in (cifar, photos, reasons, cifar[:10] + photos[:30] + reasons[:5]):
+        chunks = list(cut_chunks(iter(payloads)))
+        assert [p for chunk in chunks for p in chunk] == payloads
+        for chunk in chunks[:-1]:  # each full: by count, or by the bytes its payloads hold
+            held = sum(decode_pool.payload_bytes(p) for p in chunk)
+            assert len(chunk) == decode_pool.CHUNK_IMAGES or held >= decode_pool.CHUNK_BYTES
+            assert held - decode_pool.payload_bytes(chunk[-1]) < decode_pool.CHUNK_BYTES  # and not before
+    assert [len(c) for c in cut_chunks(cifar)] == [256, 256, 88]
+    assert [len(c) for c in cut_chunks(photos)] == [14, 14, 12]  # 4 MB of payloads each
+    assert [len(c) for c in cut_chunks([(n, p) for n, p in enumerate(photos)], payload_of=lambda item: item[1])] == [14, 14, 12]
+
+
 def test_a_negative_worker_count_is_refused():
     with pytest.raises(PipelineError, match="decode workers"):
         Decoder(-1)
@@ -41,7 +63,9 @@ def test_a_negative_worker_count_is_refused():
 KILLED_RUN = r"""
 import json, os, signal, sys
 from tlfs.pipeline.indexing import build_index
-from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline import decode_pool
+from tlfs.pipeline.decode_pool import Decoder, cut_chunks
+from tlfs.pipeline.image_decode import Unreadable
 index = build_index("colors", [sys.argv[1]])
 decoder = Decoder(2)
 for _ in decoder.decoded(index.sources, index.entries, 224, None):
@@ -71,7 +95,9 @@ import sys
 if __name__ != "__main__":
     raise SystemExit("this script ran again in a decode worker")  # as `airflow` would, in a task process
 from tlfs.pipeline.indexing import build_index
-from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline import decode_pool
+from tlfs.pipeline.decode_pool import Decoder, cut_chunks
+from tlfs.pipeline.image_decode import Unreadable
 index = build_index("colors", [sys.argv[1]])
 with Decoder(2) as decoder:
     print(sum(1 for _ in decoder.decoded(index.sources, index.entries, 224, None)))
