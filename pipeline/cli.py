@@ -433,6 +433,8 @@ def _bench_stages(args, settings: Settings) -> dict:
     print(f"  slowest serial thread: {result['serial_min_images_per_s']:,.1f} images/s (bound by {result['bound_by']})")
     print(f"  projected host side on {result['cores']} cores: {result['projected_images_per_s']:,.1f} images/s "
           f"(a projection from the stages above, not a measured run)")
+    print(f"  every serial thread's stages on one core, one after another (their GIL shared at worst): "
+          f"{result['serial_one_core_images_per_s']:,.1f} images/s")
     print(f"  projected decode ceiling on {result['cores']} cores (reading, decoding and hand-over alone, as "
           f"--host-only's first step): {result['decode_ceiling_images_per_s']:,.1f} images/s; the host side "
           f"{result['projected_vs_decode_ceiling']:.2f}x of it")

@@ -85,7 +85,11 @@ def _rate(images: int, seconds: float) -> float:
 
 def project(stages: list[Stage], cores: int) -> dict:
     """The host side's rate on ``cores``: no faster than its slowest serial stage, nor
-    than ``cores`` over the parallel stages' summed seconds per image."""
+    than ``cores`` over the parallel stages' summed seconds per image. Also
+    ``serial_one_core_images_per_s``: the rate if every serial thread's stages ran on one
+    core, one after another. The serial threads are the run's process's, and share its
+    GIL where they run Python (pickling, numpy copies; zlib, file I/O and onnxruntime
+    release it), so the host side's rate lies between that and the projection."""
     threads: dict[str, float] = {}
     for s in stages:
         if s.serial:
@@ -95,7 +99,9 @@ def project(stages: list[Stage], cores: int) -> dict:
     serial_min = min(thread_rates.values()) if thread_rates else float("inf")
     parallel = cores / parallel_cost if parallel_cost > 0 else float("inf")
     slowest = min(thread_rates, key=thread_rates.get) if thread_rates else None
+    one_core = 1.0 / sum(threads.values()) if threads else float("inf")
     return {"serial_min_images_per_s": round(serial_min, 1), "parallel_images_per_s": round(parallel, 1),
+            "serial_one_core_images_per_s": round(one_core, 1),
             "projected_images_per_s": round(min(serial_min, parallel), 1), "cores": cores,
             "threads": {thread: round(rate, 1) for thread, rate in thread_rates.items()},
             "bound_by": f"the {slowest} thread" if serial_min <= parallel else f"the pool stages on {cores} cores"}

@@ -98,6 +98,7 @@ summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_
                                                       "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds")}
 st = last_json("stages_lite0") or {}
 summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": st.get("serial_min_images_per_s"),
+                           "serial_one_core_images_per_s": st.get("serial_one_core_images_per_s"),
                            "projected_images_per_s": st.get("projected_images_per_s"), "bound_by": st.get("bound_by"),
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 c = last_json("cifar_resnet50") or {}

@@ -78,4 +78,7 @@ def test_the_projection_adds_up_the_stages_of_one_thread_and_divides_the_pool_st
               Stage("decode", 10.0, None, ""), Stage("encode", 10.0, None, "")]  # 0.2 s per image over the cores
     assert project(stages, cores=4)["projected_images_per_s"] == 20.0  # 4 / 0.2
     assert project(stages, cores=40)["projected_images_per_s"] == 50.0  # the reading thread bounds it
+    two_threads = stages + [Stage("hand-over", 50.0, "decode results", "")]  # a second serial thread: 50/s alone
+    assert project(two_threads, cores=40)["serial_min_images_per_s"] == 50.0
+    assert project(two_threads, cores=40)["serial_one_core_images_per_s"] == 25.0  # both on one core: 0.04 s per image
     assert project(stages, cores=40)["bound_by"] == "the reading thread"
