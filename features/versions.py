@@ -150,7 +150,7 @@ class ManifestRead:
     A 100,000-image set's manifest takes 0.1-0.3 ms to parse, the one part of a commit
     that grew with the set after its files stopped being read: a commit under its lock
     that finds the bytes its run's planning read (:func:`read_newest` with ``known``)
-    takes that parse again instead. Not to be changed: both share ``manifest``."""
+    reuses planning's parse. Not to be changed: both share ``manifest``."""
 
     data: bytes
     manifest: dict
