@@ -9,7 +9,8 @@
 # carry each .device/chunks/NN in its own call (mkdir -p /root/stage && cp .device/chunks/NN/* /root/stage/),
 # then, carrying [".device/install.sh", ".device/data"]:
 #   bash .device/install.sh && bash scripts/gpu-check.sh
-# Figures go to stdout and to $OUT (the device tool brings $OUT back).
+# Figures go to stdout; the summary and a tarball of every step's log go to $OUT (the device tool
+# brings back at most 8 files from $OUT, so the logs travel as one file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The project installs as `tlfs` (tlfs.models = models/, ...); without an install, a folder of
@@ -17,9 +18,10 @@ cd "$(dirname "$0")/.."
 view=$(mktemp -d /tmp/tlfs-view-XXXX)
 mkdir -p "$view/tlfs" && for pkg in models features pipeline; do ln -s "$PWD/$pkg" "$view/tlfs/$pkg"; done
 export PYTHONPATH="/tmp/site:$view:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-out=${OUT:-/tmp/tlfs-gpu-check}
-mkdir -p "$out"
+results=${OUT:-/tmp/tlfs-gpu-check}
 work=$(mktemp -d /tmp/tlfs-gpu-XXXX)
+out="$work/logs"
+mkdir -p "$out" "$results"
 export TLFS_MODELS="$work/models" TLFS_STORE="$work/store" TLFS_CACHE="$work/cache"
 data=.device/data/cifar10
 [ -f "$data/train.tar.gz" ] || data=../shared/data/cifar10
@@ -121,3 +123,5 @@ summary["targets_met"] = targets
 print(json.dumps(summary))
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 PY
+cp "$out/summary.json" "$results/" 2>/dev/null
+tar -czf "$results/logs.tar.gz" -C "$out" .
