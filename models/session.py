@@ -5,17 +5,27 @@ On CUDA each distinct input shape gets a fixed-shape graph (models/variants.py) 
 own device-resident input and output buffers, bound once: onnxruntime then keeps every
 node on the GPU and can replay the whole graph as a CUDA graph; the last, short batch is
 padded to the fixed batch. ``runtime.bound_buffers`` such sets (two on CUDA) are opened
-per shape, each a session of its own (its own CUDA graph and stream), and :meth:`run`
-may be called from as many threads at once (:attr:`TapSession.concurrency`): while the
-device computes one batch, the next is copied in and the last one's outputs copied out.
+per shape, each a session of its own (its own CUDA graph and stream) run on a thread of
+its own, and :meth:`run` may be called from as many threads at once
+(:attr:`TapSession.concurrency`): while the device computes one batch, the next is copied
+in and the last one's outputs copied out.
+
+Two facts of onnxruntime's CUDA provider shape this: it keeps a captured graph with the
+thread that ran the capture (so a set always runs on its own thread), and it captures
+with ``cudaStreamCaptureModeGlobal``, so a synchronizing CUDA call from another thread
+meanwhile fails the capture (CUDA error 900, "operation not permitted when stream is
+capturing"). A set is therefore opened and run through its capture (:data:`CAPTURE_RUNS`)
+with the device to itself (:class:`DeviceGate`), before any batch of the run uses it.
 On the CPU the same binding code runs (``fixed_shape=True`` in tests, so CI exercises
 it); by default the CPU keeps one dynamic-shape graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +39,47 @@ from tlfs.models.runtime import Runtime, require_cuda, resolve_runtime
 
 
 MAX_FIXED_SHAPES = 4  # distinct image sizes that get a graph of their own; the rest share a dynamic one
+# onnxruntime's CUDA provider runs a graph twice as usual (its memory allocated), captures it on
+# the third run (min_num_runs_before_cuda_graph_capture_ = 2) and replays it from the fourth
+CAPTURE_RUNS = 3
+
+
+
+class DeviceGate:
+    """Runs share the device; :meth:`alone` waits for the runs under way, holds new ones
+    back meanwhile (a waiting :meth:`alone` goes first), and has the device to itself."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._alone = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._changed:
+            self._changed.wait_for(lambda: not self._alone and not self._waiting)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self):
+        with self._changed:
+            self._waiting += 1
+            self._changed.wait_for(lambda: not self._alone and not self._running)
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._alone = False
+                self._changed.notify_all()
 
 
 
@@ -41,6 +92,7 @@ class _Bound:
     staging: np.ndarray  # host copy of the input, padded to the fixed batch
     images: object  # OrtValue on the device
     outputs: dict = field(default_factory=dict)  # layer -> OrtValue on the device
+    thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tlfs-set"))
 
 
 
@@ -51,6 +103,7 @@ class TapSession:
         self.model, self.layers, self.runtime, self.threads = model, layers, runtime, threads
         self._fixed: dict[tuple, queue.SimpleQueue[_Bound]] = {}  # per shape: its free buffer sets
         self._binding = threading.Lock()  # one thread opens a shape's sets; the others wait for them
+        self._gate = DeviceGate()  # a set's opening and capture have the device alone
         self._dynamic = None
         self.providers: list[str] = []
         if not runtime.fixed_shape:
@@ -71,16 +124,17 @@ class TapSession:
         if free is not None:
             bound = free.get()  # waits while every set of this shape is computing
             try:
-                parts = [self._run_bound(bound, images[i : i + self.runtime.batch_size])
-                         for i in range(0, len(images), self.runtime.batch_size)]
+                parts = bound.thread.submit(self._run_batches, bound, images).result()
             finally:
                 free.put(bound)
             return {layer: np.concatenate([p[layer] for p in parts]) for layer in self.layers}
         if self._dynamic is None:
             with self._binding:
                 if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
-                    self._dynamic = self._open(self.model, cuda_graph=False)
-        return self._run_dynamic(images)
+                    with self._gate.alone():
+                        self._dynamic = self._open(self.model, cuda_graph=False)
+        with self._gate.shared():
+            return self._run_dynamic(images)
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":
         """The queue of ``shape``'s free buffer sets, opened on its first batch; None for a
@@ -129,17 +183,35 @@ class TapSession:
 
         batch = self.runtime.batch_size
         device = "cuda" if self.runtime.device == "cuda" else "cpu"
-        session = self._open(fixed_shape(self.model, batch, *shape[:2]), cuda_graph=self.runtime.cuda_graph)
-        staging = np.zeros((batch, *shape), np.uint8)
-        images = ort.OrtValue.ortvalue_from_numpy(staging, device, 0)
-        binding = session.io_binding()
-        binding.bind_ortvalue_input("images", images)
-        outputs = {}
-        for out in session.get_outputs():
-            if out.name in self.layers:
-                outputs[out.name] = ort.OrtValue.ortvalue_from_shape_and_type([batch, out.shape[1]], np.float32, device, 0)
-                binding.bind_ortvalue_output(out.name, outputs[out.name])
-        return _Bound(session, binding, staging, images, outputs)
+        model = fixed_shape(self.model, batch, *shape[:2])
+        with self._gate.alone():  # opening allocates on the device: never during another set's capture
+            session = self._open(model, cuda_graph=self.runtime.cuda_graph)
+            staging = np.zeros((batch, *shape), np.uint8)
+            images = ort.OrtValue.ortvalue_from_numpy(staging, device, 0)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("images", images)
+            outputs = {}
+            for out in session.get_outputs():
+                if out.name in self.layers:
+                    outputs[out.name] = ort.OrtValue.ortvalue_from_shape_and_type([batch, out.shape[1]], np.float32,
+                                                                                  device, 0)
+                    binding.bind_ortvalue_output(out.name, outputs[out.name])
+        bound = _Bound(session, binding, staging, images, outputs)
+        if self.runtime.cuda_graph:
+            bound.thread.submit(self._capture, bound).result()
+        return bound
+
+    def _capture(self, bound: _Bound) -> None:
+        """On the set's own thread, with the device alone: the runs up to the CUDA graph's capture."""
+        with self._gate.alone():
+            for _ in range(CAPTURE_RUNS):
+                bound.session.run_with_iobinding(bound.binding)
+
+    def _run_batches(self, bound: _Bound, images: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """On the set's own thread: ``images`` in batches of the fixed size."""
+        with self._gate.shared():
+            return [self._run_bound(bound, images[i : i + self.runtime.batch_size])
+                    for i in range(0, len(images), self.runtime.batch_size)]
 
     def _run_bound(self, bound: _Bound, images: np.ndarray) -> dict[str, np.ndarray]:
         n = len(images)

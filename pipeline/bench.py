@@ -195,8 +195,6 @@ def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], log
         mine = precision == runtime.precision
         session = open_session(artifact, runtime=runtime if mine else resolve_runtime(runtime.device, precision,
                                                                                      runtime.batch_size))
-        for _ in range(session.concurrency - 1):  # every set of bound buffers but the one _rate warms captures its graph now
-            session.run(batches[0])
         log(f"(c) onnxruntime {precision} inference only ...")
         rows[f"ort_{precision}"] = _rate(session.run, batches)
         own = session if mine else own

@@ -106,6 +106,76 @@ def test_two_sets_of_bound_buffers_run_from_two_threads_at_once_and_give_the_sam
     assert session._fixed[(32, 32, 3)].empty() and len(session._fixed) == 1  # two sets, no more
 
 
+def test_each_set_of_bound_buffers_always_runs_on_its_own_thread(lite0, monkeypatch):
+    """onnxruntime keeps a captured CUDA graph with the thread that captured it: whichever
+    thread calls run(), a set's batches run on the one thread the set owns."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlfs.models.session import TapSession
+
+    ran_on: dict[int, set[int]] = {}
+    real = TapSession._run_bound
+
+    def recording(self, bound, images):
+        ran_on.setdefault(id(bound), set()).add(threading.get_ident())
+        return real(self, bound, images)
+
+    monkeypatch.setattr(TapSession, "_run_bound", recording)
+    session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True, bound_buffers=2),
+                           threads=1)
+    callers: set[int] = set()
+
+    def call(images):
+        callers.add(threading.get_ident())
+        return session.run(images)
+
+    images = np.full((2, 32, 32, 3), 7, np.uint8)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(call, [images] * 12))
+    call(images)
+    assert len(ran_on) == 2 and all(len(threads) == 1 for threads in ran_on.values())
+    owners = set().union(*ran_on.values())
+    assert len(owners) == 2 and not owners & callers
+
+
+def test_the_device_gate_gives_a_capture_the_device_alone():
+    """A set's opening and CUDA-graph capture wait for the runs under way, and no run
+    starts until they end: a capture fails if another thread touches the device meanwhile."""
+    import threading
+    import time
+
+    from tlfs.models.session import DeviceGate
+
+    gate, events, running = DeviceGate(), [], threading.Event()
+
+    def run(name: str, seconds: float) -> None:
+        with gate.shared():
+            events.append(f"{name} starts")
+            running.set()
+            time.sleep(seconds)
+            events.append(f"{name} ends")
+
+    first = threading.Thread(target=run, args=("run 1", 0.2))
+    first.start()
+    running.wait()
+
+    def capture() -> None:
+        with gate.alone():
+            events.append("capture starts")
+            time.sleep(0.1)
+            events.append("capture ends")
+
+    capturing = threading.Thread(target=capture)
+    capturing.start()
+    time.sleep(0.05)  # the capture now waits for run 1; run 2 must wait behind it
+    second = threading.Thread(target=run, args=("run 2", 0.0))
+    second.start()
+    for thread in (first, capturing, second):
+        thread.join(5)
+    assert events == ["run 1 starts", "run 1 ends", "capture starts", "capture ends", "run 2 starts", "run 2 ends"]
+
+
 def test_many_image_sizes_share_one_dynamic_graph_beyond_the_fixed_ones(lite0):
     session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True))
     sizes = [24, 28, 32, 36, 40, 44]
