@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One command for the GPU machine: the GPU tests, then every GPU figure, ending with one
-# JSON line of them all. Sized for about 8 minutes (each step has its own time limit).
+# JSON line of them all. Sized for about 9 minutes (each step has its own time limit; an H200
+# took about 7).
 #
 # That machine (../shared/gpu/README.md) has Python 3.12, its own torch, no package
-# registry, and this project is not installed: it runs from the checkout. Stage here first:
-#   bash ../shared/gpu/stage.sh onnxconverter-common==1.16.0 scikit-image==0.26.0 \
-#        lazy-loader==0.6 imageio==2.38.1 tifffile==2026.3.3
+# registry, and this project is not installed: it runs from the checkout. Stage here first
+# (what its image lacks):
+#   bash ../shared/gpu/stage.sh onnxconverter-common==1.16.0 orjson==3.13.0
 # carry each .device/chunks/NN in its own call (mkdir -p /root/stage && cp .device/chunks/NN/* /root/stage/),
-# then, carrying [".device/install.sh", ".device/data"]:
-#   bash .device/install.sh && bash scripts/gpu-check.sh
+# then, carrying [".device/chunks/06", ".device/install.sh", ".device/data"] (the last chunk is small):
+#   mkdir -p /root/stage && cp .device/chunks/06/* /root/stage/ && bash .device/install.sh && bash scripts/gpu-check.sh
 # Figures go to stdout; the summary and a tarball of every step's log go to $OUT (the device tool
 # brings back at most 8 files from $OUT, so the logs travel as one file).
 set -uo pipefail
@@ -30,7 +31,7 @@ py=${PYTHON:-python3}
 FT_EPOCHS=${FT_EPOCHS:-2}   # the shortened fine-tuning schedule that fits this check
 
 # The whole check ends by this deadline (a device call is at most ~8 minutes); 20 s stay for the summary.
-deadline=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-470} ))
+deadline=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-540} ))
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, keep going
   local name=$1 limit=$2; shift 2
@@ -63,7 +64,7 @@ step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
 step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
-step tests 150 "$py" -m pytest -v --durations=0 -m gpu tests/gpu -p no:cacheprovider -rs
+step tests 180 "$py" -m pytest -v --durations=0 -m gpu tests/gpu -p no:cacheprovider -rs
 # Fine-tuning EfficientNet-Lite0 on CIFAR-10, shortened to fit: SGD with momentum, cosine, label smoothing.
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
