@@ -3,8 +3,10 @@ remote, holding either an image-folder tree (``split/class/file``) or WebDataset
 (pipeline/sources/webdataset.py); the CIFAR-10 python tarball is recognised by its
 members and handed to pipeline/sources/cifar.py.
 
-Indexing streams the archive once with :mod:`tarfile` (names, labels, checksum, and
-where each member's bytes lie in the tar's stream). Reading then takes each member at
+Indexing streams the archive once (names, labels, checksum, and where each member's
+bytes lie in the tar's stream), by its headers (pipeline/sources/tar_headers.py: a
+fifth of tarfile's cost; an archive in a form it leaves to tarfile is read again
+through tarfile). Reading then takes each member at
 that offset, without parsing the archive again (tarfile's header parsing cost 16 µs
 an image, most of what reading CIFAR-10's archive cost):
 
@@ -40,6 +42,7 @@ from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
 from tlfs.pipeline.sources.paths import member_image, unsafe
 from tlfs.pipeline.sources.reading import batch_reader, open_source
+from tlfs.pipeline.sources.tar_headers import Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
 
 RANGES_PER_REQUEST = 256  # ranged reads sent together
@@ -50,32 +53,35 @@ class TarArchive:
 
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
+        try:
+            return self._indexed(uri, number, options, cache_dir, expected, _listed(uri, cache_dir, _by_headers))
+        except Unusual:  # a form only tarfile reads (tar_headers.py): the archive read again through it
+            return self._indexed(uri, number, options, cache_dir, expected, _listed(uri, cache_dir, _by_tarfile))
+
+    def _indexed(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
+                 expected: dict[str, str], listed: "_Listed") -> Indexed:
         found: list[Entry] = []
         bad: list[Reject] = []
         samples = Samples(uri, options)
         cifar = False
-        with open_source(uri, cache_dir) as raw:
-            reader = HashingReader(raw)
-            with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|*") as archive:
-                compression = archive.fileobj.comptype  # "tar" (none), "gz", "bz2" or "xz"
-                for member in archive:
-                    name = member.name
-                    if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
-                        cifar = True
-                        continue
-                    image_id, safe = member_image(name)
-                    if image_id is None:
-                        if safe is not None and member.isfile():
-                            samples.add(safe, member, lambda m=member: archive.extractfile(m).read())
-                        continue
-                    if safe is None:
-                        bad.append(unsafe(image_id, uri, name))
-                    elif member.issym() or member.islnk():
-                        bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
-                    elif member.isfile():  # its bytes pass by anyway: hashed as they do
-                        found.append(Entry(image_id, *image_id.split("/")[:2], number, name, *located(member),
-                                           fingerprint_bytes(archive.extractfile(member).read())))
-            checksum = reader.drain()
+        for member, read in listed.members:
+            name = member.name
+            if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
+                cifar = True
+                continue
+            image_id, safe = member_image(name)
+            if image_id is None:
+                if safe is not None and member.isfile():
+                    samples.add(safe, member, read)
+                continue
+            if safe is None:
+                bad.append(unsafe(image_id, uri, name))
+            elif member.issym() or member.islnk():
+                bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
+            elif member.isfile():  # its bytes pass by anyway: hashed as they do
+                found.append(Entry(image_id, *image_id.split("/")[:2], number, name, *located(member),
+                                   fingerprint_bytes(read())))
+        checksum, compression = listed.checksum, listed.compression  # the archive read to its end
         if cifar:
             if options:
                 raise SourceError(f"{uri}: the CIFAR-10 archive takes no options ({', '.join(sorted(options))})")
@@ -97,6 +103,51 @@ class TarArchive:
             yield from _ranged(info.uri, wanted)
         else:
             yield from archives.sliced(info.uri, info.compression, wanted, cache_dir)
+
+
+class _Listed:
+    """An archive's members as they stream by (each with a ``read()`` of its bytes, valid
+    until the next), then its checksum and compression."""
+
+    def __init__(self, members) -> None:
+        self.members = members
+        self.checksum: dict[str, str] = {}
+        self.compression = "tar"
+
+
+def _listed(uri: str, cache_dir: str | None, members_of) -> _Listed:
+    """The archive's members, read by ``members_of(stream)``, and, once they have been
+    iterated, its checksum (of every byte of the source) and compression."""
+    listed = _Listed(None)
+
+    def members():
+        with open_source(uri, cache_dir) as raw:
+            reader = HashingReader(raw)
+            buffered = io.BufferedReader(reader, 1 << 20)
+            yield from members_of(buffered, listed)
+            listed.checksum = reader.drain()
+
+    listed.members = members()
+    return listed
+
+
+def _by_headers(buffered: io.BufferedReader, listed: _Listed):
+    listed.compression = compression_of(buffered.peek(10)[:10])
+    stream = buffered if listed.compression == "tar" else io.BufferedReader(DECOMPRESSORS[listed.compression](buffered),
+                                                                             1 << 20)
+    members = Members(stream)
+    try:
+        for member in members:
+            yield member, lambda m=member: members.read(m)
+    except DECOMPRESSION_ERRORS as exc:
+        raise Unusual(f"the stream does not decompress ({exc})") from None
+
+
+def _by_tarfile(buffered: io.BufferedReader, listed: _Listed):
+    with tarfile.open(fileobj=buffered, mode="r|*") as archive:
+        listed.compression = archive.fileobj.comptype  # "tar" (none), "gz", "bz2" or "xz"
+        for member in archive:
+            yield member, lambda m=member: archive.extractfile(m).read()
 
 
 def _ranged(uri: str, wanted: list[Entry]) -> Iterator:
