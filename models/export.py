@@ -15,10 +15,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
-import torch
 
 from tlfs.models import sample_images
 from tlfs.features.storage import atomic_put_file, atomic_write_json, digest_of, sha256_uri
@@ -27,8 +27,10 @@ from tlfs.models.classifier import save_classifier
 from tlfs.models.backbones import BackboneSpec, LoadedBackbone, get_spec, grid_layer, load_backbone, resolve_weights
 from tlfs.models.errors import ModelError
 from tlfs.models.names import folder_name
-from tlfs.models.taps import TapNetwork
 from tlfs.models.variants import PARITY_MIN_COSINE, parity_over, with_variants
+
+if TYPE_CHECKING:
+    from tlfs.models.taps import TapNetwork
 
 VERSION_DIGITS = 10  # hex digits of a backbone version's digest (names.BACKBONE_OR_VERSION matches them)
 OPSET = 18
@@ -94,6 +96,8 @@ def _export_version(spec: BackboneSpec, weights_sha256: str, models_root: str, p
 
 
 def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict | None = None, log=print) -> Artifact:
+    from tlfs.models.taps import TapNetwork  # torch: only where a network is exported, not where one is reused
+
     spec = loaded.spec
     network = TapNetwork(spec, loaded.module).eval()
     started = time.perf_counter()
@@ -126,6 +130,8 @@ def no_classifier_reason(spec: BackboneSpec) -> str:
 
 
 def _torch_export(network: TapNetwork, path: Path) -> None:
+    import torch
+
     example = torch.zeros((2, 32, 32, 3), dtype=torch.uint8)
     outputs = network.output_names
     # The TorchScript-based exporter: 10x quicker to export than dynamo here and its
@@ -160,6 +166,7 @@ def _check(path: Path) -> None:
 def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, float]]:
     """ORT vs PyTorch on real photos, at their own size and as a 32x32 batch."""
     import onnxruntime as ort
+    import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = network.output_names
@@ -174,6 +181,7 @@ def parity_report(network: TapNetwork, onnx_path: Path) -> dict[str, dict[str, f
 def _card(loaded: LoadedBackbone, version: str, onnx_path: Path, parity: dict, parent: dict | None, seconds: float) -> dict:
     import onnx
     import onnxruntime
+    import torch
     import torchvision
 
     spec = loaded.spec

@@ -185,7 +185,7 @@ def resolve_artifact(backbone: str, model_store: str, weights: str | None, rando
             raise PipelineError(f"{backbone} is an exported version: it has its weights; drop --weights/--random-weights")
         log(f"using exported version {backbone}" + (f" (fine-tuned from {card['parent']['version']})" if card.get("parent") else ""))
         return with_variants(Artifact(f"{model_store.rstrip('/')}/{backbone}", card), log)
-    from tlfs.models.export import export  # torch: needed only here, not by shard workers
+    from tlfs.models.export import export  # imports torch only where the version must be exported
 
     return export(backbone, model_store, weights=weights, random_weights=random_weights, log=log)
 

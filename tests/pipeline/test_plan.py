@@ -27,6 +27,23 @@ def test_the_same_request_makes_the_same_plan_id_and_another_shard_size_another(
     assert extract.plan(replace(request, shard_size=3), quiet).plan_id != extract.plan(request, quiet).plan_id
 
 
+def test_planning_on_an_exported_version_imports_no_torch(tmp_path, folder_dataset, lite0, models_root):
+    """torch takes seconds to import and planning a run on a version already exported
+    needs none of it (the backbone's spec and its weights' sha256 name the version)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from tlfs.pipeline import extract\n"
+              "from tlfs.pipeline.plan import ExtractionRequest\n"
+              f"request = ExtractionRequest('colors', ({str(folder_dataset)!r},), 'efficientnet_lite0', "
+              f"{str(tmp_path / 'store')!r}, {models_root!r})\n"
+              "p = extract.plan(request, lambda *_: None)\n"
+              "print(p.backbone_version, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True).stdout
+    assert out.split() == [lite0.version, "False"]
+
+
 def test_shards_begin_with_a_compressed_archive_but_cut_anywhere_through_one_read_by_offset(tmp_path):
     from tests.conftest import folder_images, write_tar
     from tlfs.pipeline.indexing import build_index
