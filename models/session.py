@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,10 @@ class TapSession:
         self._gate = DeviceGate()  # a set's opening and capture have the device alone
         self._dynamic = None
         self.providers: list[str] = []
+        # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
+        self.opening_seconds = 0.0
         if not runtime.fixed_shape:
-            self._dynamic = self._open(model, cuda_graph=False)
+            self._dynamic = self._timed(lambda: self._open(model, cuda_graph=False))
 
     @property
     def device(self) -> str:
@@ -132,7 +135,7 @@ class TapSession:
             with self._binding:
                 if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
                     with self._gate.alone():
-                        self._dynamic = self._open(self.model, cuda_graph=False)
+                        self._dynamic = self._timed(lambda: self._open(self.model, cuda_graph=False))
         with self._gate.shared():
             return self._run_dynamic(images)
 
@@ -145,12 +148,19 @@ class TapSession:
                 free = self._fixed.get(shape)
                 if free is None and len(self._fixed) < MAX_FIXED_SHAPES:
                     free = queue.SimpleQueue()
-                    for _ in range(self.runtime.bound_buffers):
-                        free.put(self._bind(shape))
+                    for bound in self._timed(lambda: [self._bind(shape) for _ in range(self.runtime.bound_buffers)]):
+                        free.put(bound)
                     self._fixed[shape] = free
         return free
 
     # ------------------------------------------------------------ internals
+    def _timed(self, opening):
+        started = time.perf_counter()
+        try:
+            return opening()
+        finally:
+            self.opening_seconds += time.perf_counter() - started
+
     def _open(self, path: Path, cuda_graph: bool):
         import onnxruntime as ort
 

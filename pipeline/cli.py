@@ -296,7 +296,9 @@ def cmd_extract(args, settings: Settings) -> dict:
     print(f"features: {summary['set_uri']} version {summary['version']}"
           f"{' (unchanged)' if summary['unchanged'] else ''}  ({summary['rows']} rows, {summary['rejected']} rejected; "
           f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s; "
-          f"Parquet {summary['parquet_bytes'] / 1e6:.1f} MB)")
+          f"Parquet {summary['parquet_bytes'] / 1e6:.1f} MB"
+          + (f"; the session took {summary['session_open_seconds']} s to open" if summary["session_open_seconds"] else "")
+          + ")")
     return summary
 
 

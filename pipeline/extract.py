@@ -75,15 +75,19 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     planned = time.perf_counter()  # the session opens when a shard needs it (none may: all reused)
     from tqdm import tqdm
 
+    sessions = [session] if session is not None else []
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
         workers = Workers(session, options.threads, decoder, writers=options.writers)
-        records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check)
+        records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check,
+                             opened=sessions.append)
     extracted = time.perf_counter()
     held.check()
     committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
-    return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted))
+    opening = sum(s.opening_seconds for s in sessions)
+    return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted,
+                                                           opening))
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Timings:
     plan: float
     extract: float
     commit: float
+    session_open: float = 0.0  # of the extraction: the session opening its graphs (on CUDA: cuDNN's search, captures)
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, seconds: Timings) -> dict:
@@ -120,6 +125,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "plan_seconds": round(plan_seconds, 2),
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(commit_seconds, 2),
+        "session_open_seconds": round(seconds.session_open, 2),  # the session's, all its runs (a benchmark's warm-up too)
         "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,

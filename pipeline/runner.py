@@ -64,14 +64,16 @@ class Workers:
 
 
 def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progress: Callable[[int], None] | None = None,
-               check: Callable[[], None] = lambda: None, derive: bool = True) -> list[ShardRecord]:
+               check: Callable[[], None] = lambda: None, derive: bool = True,
+               opened: Callable[[TapSession], None] | None = None) -> list[ShardRecord]:
     """The records of shards ``numbers`` of plan ``p``, in shard order. A shard whose
     record and files are already there is skipped (``skipped``); the others are inferred
     and written while the next ones are. ``check`` runs before each shard (a lease check:
     stop at once, saying why, if the plan was removed); the session is opened only when a
     shard needs it, and one decoder serves all the shards (``workers``). A shard an
     incremental plan derives from the base version is copied from the base's files
-    (``derive``), or extracted from its images if those are damaged."""
+    (``derive``), or extracted from its images if those are damaged. ``opened`` is told of
+    a session opened here (a run's summary gives the seconds it spent opening graphs)."""
     session, decoder = workers.session, workers.decoder
     records: list[ShardRecord] = []
     if derive:
@@ -122,12 +124,16 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
                 later.append(number)
                 continue
             if inference is None:
-                session = session or open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads)
+                if session is None:
+                    session = open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads)
+                    if opened:
+                        opened(session)
                 inference = stack.enter_context(Inference(session))
             written.append(writer.submit(infer_shard(p, number, inference, stream, progress)))
         records.extend(future.result() for future in written)
     if later:
-        records.extend(run_shards(p, later, replace(workers, session=session, decoder=decoder), progress, check, derive))
+        records.extend(run_shards(p, later, replace(workers, session=session, decoder=decoder), progress, check, derive,
+                                  opened if session is None else None))
     return sorted(records, key=lambda r: r.shard)
 
 

@@ -106,7 +106,7 @@ summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": 
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
-                                                               "images_per_second", "parquet_bytes")}
+                                                               "session_open_seconds", "images_per_second", "parquet_bytes")}
 if c:
     summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] = round(c["plan_seconds"] + c["extract_seconds"] + c["commit_seconds"], 1)
 f = last_json("finetune_lite0") or {}

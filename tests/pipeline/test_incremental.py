@@ -198,11 +198,14 @@ def test_replaced_and_removed_images_are_re_extracted_and_dropped_exactly(tmp_pa
     assert extract.verify(second["set_uri"])["bad"] == []
 
 
-def test_a_run_over_an_unchanged_source_adds_no_version_and_extracts_nothing(tmp_path, files, lite0, models_root):
+def test_a_run_over_an_unchanged_source_adds_no_version_extracts_nothing_and_opens_no_session(tmp_path, files, lite0,
+                                                                                                 models_root):
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
-    run(source, store, models_root)
+    first = run(source, store, models_root)
+    assert first["session_open_seconds"] > 0  # the time its session took to open its graph, in the summary
     again = run(source, store, models_root)
     assert again["unchanged"] and again["version"] == 1 and again["images_extracted"] == 0
+    assert again["session_open_seconds"] == 0
     assert len(features.history("inc", "efficientnet_lite0", str(store))) == 1
 
 
