@@ -217,6 +217,8 @@ class HostOnlySession:
     no cost, so that reading, decoding, batching and Parquet writing run exactly as in
     ``tlfs extract`` and are all that is measured."""
 
+    opening_seconds = 0.0  # nothing to open
+
     def __init__(self, runtime, layer_dims: dict[str, int]) -> None:
         self.runtime = runtime
         self.layer_dims = layer_dims
