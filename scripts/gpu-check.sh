@@ -64,7 +64,7 @@ step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
 step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
-step tests 180 "$py" -m pytest -v --durations=0 -m gpu tests/gpu -p no:cacheprovider -rs
+step tests 180 "$py" -m pytest -v --durations=0 --timeout 120 -m gpu tests/gpu -p no:cacheprovider -rs
 # Fine-tuning EfficientNet-Lite0 on CIFAR-10, shortened to fit: SGD with momentum, cosine, label smoothing.
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \

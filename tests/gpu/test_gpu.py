@@ -18,6 +18,13 @@ pytestmark = pytest.mark.gpu
 LAYERS = ["block4", "block15", "head"]
 
 
+def quick_cuda(**kwargs):
+    """A CUDA runtime with cuDNN's quick algorithm choice: these tests check what the
+    features are, not how fast (the exhaustive search, the default, costs seconds per
+    session opened, and the GPU check has minutes); the benchmark keeps the default."""
+    return resolve_runtime("cuda", cudnn_conv_algo_search="HEURISTIC", **kwargs)
+
+
 def photos(size: int = 32, copies: int = 64) -> np.ndarray:
     base = np.stack([sample_images.resized(sample_images.photo(n), size) for n in sample_images.PHOTOS])
     return np.concatenate([base] * (copies // len(base)))  # a full batch and then some
@@ -26,7 +33,7 @@ def photos(size: int = 32, copies: int = 64) -> np.ndarray:
 def test_cuda_fp32_features_equal_the_cpus(lite0):
     images = photos()
     cpu = open_session(lite0, LAYERS).run(images)
-    cuda = open_session(lite0, LAYERS, resolve_runtime("cuda", "fp32", batch_size=48)).run(images)  # 48 + 16 padded
+    cuda = open_session(lite0, LAYERS, quick_cuda(precision="fp32", batch_size=48)).run(images)  # 48 + 16 padded
     for layer in LAYERS:
         assert min_cosine(cuda[layer], cpu[layer]) >= PARITY_MIN_COSINE, layer
 
@@ -34,7 +41,7 @@ def test_cuda_fp32_features_equal_the_cpus(lite0):
 def test_cuda_fp16_features_agree_with_fp32(lite0):
     images = photos()
     cpu = open_session(lite0, LAYERS).run(images)
-    fp16 = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=64)).run(images)
+    fp16 = open_session(lite0, LAYERS, quick_cuda(batch_size=64)).run(images)
     for layer in LAYERS:
         assert min_cosine(fp16[layer], cpu[layer]) >= FP16_MIN_COSINE, layer
 
@@ -50,8 +57,8 @@ def test_a_cuda_graph_session_keeps_every_node_on_the_gpu_and_replays_correctly(
     ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
     assert not [op for op in ops if op.startswith("Memcpy")], ops
 
-    graph = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32))
-    plain = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32, cuda_graph=False))
+    graph = open_session(lite0, LAYERS, quick_cuda(batch_size=32))
+    plain = open_session(lite0, LAYERS, quick_cuda(batch_size=32, cuda_graph=False))
     rng = np.random.default_rng(0)
     for _ in range(3):  # capture, then replays on new inputs in the same buffers
         images = rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8)
@@ -65,8 +72,8 @@ def test_two_sets_of_bound_buffers_with_cuda_graphs_on_two_threads_give_each_bat
     run from two threads at once; each batch's features equal one set's, run alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    two = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32))
-    one = open_session(lite0, LAYERS, resolve_runtime("cuda", batch_size=32, bound_buffers=1))
+    two = open_session(lite0, LAYERS, quick_cuda(batch_size=32))
+    one = open_session(lite0, LAYERS, quick_cuda(batch_size=32, bound_buffers=1))
     assert two.concurrency == 2 and one.concurrency == 1
     rng = np.random.default_rng(1)
     batches = [rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8) for _ in range(8)]
