@@ -253,18 +253,45 @@ def _decode_one(payload, input_size: int) -> tuple[np.ndarray | None, str | None
         return None, str(exc), time.perf_counter() - started
 
 
-def decode_chunk(payloads: list, input_size: int) -> tuple[list[tuple[np.ndarray | None, str | None]], float]:
-    """In a worker process: each payload's pixels or reason, and the seconds it took."""
+def decode_chunk(payloads: list, input_size: int) -> tuple["Decoded", float]:
+    """In a worker process: each payload's pixels or reason (:class:`Decoded`), and the seconds it took."""
     results, total = [], 0.0
     for payload in payloads:
         image, reason, seconds = _decode_one(payload, input_size)
         results.append((image, reason))
         total += seconds
-    return results, total
+    return Decoded.of(results), total
 
 
-def blank_chunk(payloads: list, shapes: list) -> tuple[list[tuple[np.ndarray | None, str | None]], float]:
+class Decoded:
+    """A chunk's decoded images (or reasons), as they travel back from a worker: where
+    every image has one shape (CIFAR's 32x32, photos resized to the input size), as one
+    array, which pickles and unpickles at once, not image by image (1.7 µs an image to
+    unpickle 256 small arrays, 0.14 µs as one, and 5.4 µs against about 1 to pickle
+    them); iterating gives ``(image, reason)`` per payload, an image a view of that array."""
+
+    def __init__(self, images: np.ndarray | list, reasons: list[str | None]) -> None:
+        self.images, self.reasons = images, reasons  # images: one row per None reason, in order
+
+    @classmethod
+    def of(cls, results: list[tuple[np.ndarray | None, str | None]]) -> "Decoded":
+        images = [image for image, _ in results if image is not None]
+        if images and len({(image.shape, image.dtype) for image in images}) == 1:
+            images = np.stack(images)
+        return cls(images, [reason for _, reason in results])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray | None, str | None]]:
+        images = iter(self.images)
+        for reason in self.reasons:
+            yield (next(images), None) if reason is None else (None, reason)
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+
+def blank_chunk(payloads: list, shapes: list) -> tuple[Decoded, float]:
     """In a worker process: :func:`decode_chunk`'s answer without decoding (blank images
     of the decoded ``shapes``; None: a reject), so that the stage bench times the
     hand-over alone."""
-    return [(None, "rejected") if shape is None else (np.zeros(shape, np.uint8), None) for shape in shapes], 0.0
+    return Decoded.of([(None, "rejected") if shape is None else (np.zeros(shape, np.uint8), None)
+                       for shape in shapes]), 0.0

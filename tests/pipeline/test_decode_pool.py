@@ -55,6 +55,26 @@ def test_small_images_go_to_a_worker_in_large_chunks_and_photos_in_a_few():
     assert [len(c) for c in cut_chunks([(n, p) for n, p in enumerate(photos)], payload_of=lambda item: item[1])] == [14, 14, 12]
 
 
+def test_a_chunk_of_one_shape_comes_back_as_one_array_and_each_image_in_its_place():
+    """A worker answers a chunk whose images share one shape as one array (one pickle, not
+    one per image); iterating gives each payload's image, or its reason, in order."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    results = [(images[0], None), (None, "not an image"), *[(image, None) for image in images[1:]]]
+    packed = decode_pool.Decoded.of(results)
+    assert isinstance(packed.images, np.ndarray) and packed.images.shape == (5, 32, 32, 3)
+    back = list(pickle.loads(pickle.dumps(packed)))
+    assert len(back) == len(results) == len(packed)
+    for (image, reason), (want_image, want_reason) in zip(back, results):
+        assert reason == want_reason and (image is None if want_image is None else np.array_equal(image, want_image))
+    assert len(pickle.dumps(packed)) < 5 * 32 * 32 * 3 + 1000  # the pixels and little else
+    mixed = decode_pool.Decoded.of([(images[0], None), (np.zeros((8, 8, 3), np.uint8), None)])
+    assert isinstance(mixed.images, list) and [i.shape for i, _ in mixed] == [(32, 32, 3), (8, 8, 3)]
+    assert list(decode_pool.Decoded.of([(None, "gone")])) == [(None, "gone")]
+
+
 def test_a_negative_worker_count_is_refused():
     with pytest.raises(PipelineError, match="decode workers"):
         Decoder(-1)
