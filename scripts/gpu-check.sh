@@ -64,6 +64,8 @@ step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
 step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --random-weights
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
+# The main job's extraction on the GPU: the whole CIFAR-10 through EfficientNet-Lite0's real weights, all 7 taps
+step cifar_lite0 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone efficientnet_lite0 --device cuda --no-progress
 step tests 180 "$py" -m pytest -v --durations=0 --timeout 120 -m gpu tests/gpu -p no:cacheprovider -rs
 # Fine-tuning EfficientNet-Lite0 on CIFAR-10, shortened to fit: SGD with momentum, cosine, label smoothing.
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
@@ -109,6 +111,9 @@ summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seco
                                                                "session_open_seconds", "images_per_second", "parquet_bytes")}
 if c:
     summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] = round(c["plan_seconds"] + c["extract_seconds"] + c["commit_seconds"], 1)
+l = last_json("cifar_lite0") or {}
+summary["cifar10_lite0_all_taps"] = {k: l.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
+                                                            "session_open_seconds", "images_per_second", "parquet_bytes")}
 f = last_json("finetune_lite0") or {}
 summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
                              **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
