@@ -135,12 +135,9 @@ def _by_headers(buffered: io.BufferedReader, listed: _Listed):
     listed.compression = compression_of(buffered.peek(10)[:10])
     stream = buffered if listed.compression == "tar" else io.BufferedReader(DECOMPRESSORS[listed.compression](buffered),
                                                                              1 << 20)
-    members = Members(stream)
-    try:
-        for member in members:
-            yield member, lambda m=member: members.read(m)
-    except DECOMPRESSION_ERRORS as exc:
-        raise Unusual(f"the stream does not decompress ({exc})") from None
+    members = Members(stream)  # a stream that does not decompress is Unusual, whether a header or a member's bytes
+    for member in members:
+        yield member, lambda m=member: members.read(m)
 
 
 def _by_tarfile(buffered: io.BufferedReader, listed: _Listed):

@@ -15,8 +15,10 @@ A header no checksum fits is an error (``tarfile.ReadError``) naming where it is
 
 from __future__ import annotations
 
+import lzma
 import struct
 import tarfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -28,6 +30,7 @@ PAX = (tarfile.XHDTYPE, tarfile.XGLTYPE)
 PAX_READ = {b"path", b"size"}
 PAX_UNUSUAL = (b"hdrcharset", b"GNU.sparse")
 MAX_EXTENDED = 1 << 20  # a pax or long-name header's own data: larger is left to tarfile
+STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)  # a stream that does not decompress (gzip's, bz2's: OSError)
 
 
 class Unusual(Exception):
@@ -121,7 +124,10 @@ class Members:
         return data[:size]
 
     def _take(self, count: int) -> bytes:
-        data = self._stream.read(count)
+        try:
+            data = self._stream.read(count)
+        except STREAM_ERRORS as exc:  # tarfile reads it again, and gives its own error
+            raise Unusual(f"the stream does not decompress ({exc})") from None
         if len(data) != count:
             raise Unusual("the stream ends inside a member")
         self._position += count
