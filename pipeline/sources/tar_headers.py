@@ -7,10 +7,11 @@ images here, where decompressing and hashing the archive take 0.2 s).
 Only the common forms are read here: POSIX ustar and GNU headers of regular files,
 folders and links; pax headers (``x``, and global ``g`` ones) whose records change
 nothing but a member's path or size; GNU long names (``L``). Anything else (a sparse
-member, a base-256 size, a signed checksum, a pax record of another kind that matters,
-a cut stream or one that does not decompress) raises :class:`Unusual`, and the caller
-reads the archive again with tarfile, which knows every form and gives its own errors.
-A header no checksum fits is an error (``tarfile.ReadError``) naming where it is.
+member, a base-256 size, a signed checksum, a pax record of another kind that matters)
+raises :class:`Unusual`, and the caller reads the archive again with tarfile, which
+knows every form. Damage is an error (``tarfile.ReadError``) naming where it is: a
+header no checksum fits, a stream that does not decompress, an archive cut short.
+tarfile would end such an archive at the damage without a word (past its first member).
 """
 
 from __future__ import annotations
@@ -84,9 +85,13 @@ class Members:
         long_name: bytes | None = None
         while True:
             self._skip_to(self._data_end)
-            header = self._take(BLOCK)
-            if header.count(0) == BLOCK:
-                return  # the end-of-archive marker
+            header = self._read(BLOCK)
+            if not header or header.count(0) == BLOCK:
+                return  # the end-of-archive marker (or the stream's end, where a writer left the marker out)
+            if len(header) != BLOCK:
+                raise tarfile.ReadError(f"the archive ends inside a header, at byte {self._position + len(header)} of "
+                                        "its tar stream: it is cut short")
+            self._position += BLOCK
             kind, size = _checked(header, self._position - BLOCK)
             if kind in PAX or kind == tarfile.GNUTYPE_LONGNAME:
                 extended = self._extended(size)
@@ -124,14 +129,22 @@ class Members:
         return data[:size]
 
     def _take(self, count: int) -> bytes:
-        try:
-            data = self._stream.read(count)
-        except STREAM_ERRORS as exc:  # tarfile reads it again, and gives its own error
-            raise Unusual(f"the stream does not decompress ({exc})") from None
+        data = self._read(count)
         if len(data) != count:
-            raise Unusual("the stream ends inside a member")
+            raise tarfile.ReadError(f"the archive ends inside a member, at byte {self._position + len(data)} of its "
+                                    "tar stream: it is cut short")
         self._position += count
         return data
+
+    def _read(self, count: int) -> bytes:
+        """Up to ``count`` bytes. A stream that cannot be read on is damaged: an error
+        naming where (tarfile's stream reader, which checks no gzip CRC, could end the
+        archive there without a word, and the members after it would go unseen)."""
+        try:
+            return self._stream.read(count)
+        except STREAM_ERRORS as exc:
+            raise tarfile.ReadError(f"the archive cannot be read on after byte {self._position} of its tar stream, "
+                                    f"damaged or cut short ({type(exc).__name__}: {exc})") from None
 
     def _skip_to(self, position: int) -> None:
         while self._position < position:
