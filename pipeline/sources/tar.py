@@ -30,7 +30,6 @@ import gzip
 import io
 import lzma
 import tarfile
-import zlib
 from typing import Iterator
 
 from tlfs.features.storage import is_local
@@ -42,7 +41,7 @@ from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
 from tlfs.pipeline.sources.paths import member_image, unsafe
 from tlfs.pipeline.sources.reading import batch_reader, open_source
-from tlfs.pipeline.sources.tar_headers import Members, Unusual, compression_of
+from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
 
 RANGES_PER_REQUEST = 256  # ranged reads sent together
@@ -54,9 +53,9 @@ class TarArchive:
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
         try:
-            return self._indexed(uri, number, options, cache_dir, expected, _listed(uri, cache_dir, _by_headers))
+            return self._indexed(uri, number, options, cache_dir, expected, _Listed(uri, cache_dir, _by_headers))
         except Unusual:  # a form only tarfile reads (tar_headers.py): the archive read again through it
-            return self._indexed(uri, number, options, cache_dir, expected, _listed(uri, cache_dir, _by_tarfile))
+            return self._indexed(uri, number, options, cache_dir, expected, _Listed(uri, cache_dir, _by_tarfile))
 
     def _indexed(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
                  expected: dict[str, str], listed: "_Listed") -> Indexed:
@@ -64,7 +63,7 @@ class TarArchive:
         bad: list[Reject] = []
         samples = Samples(uri, options)
         cifar = False
-        for member, read in listed.members:
+        for member, read in listed:
             name = member.name
             if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
                 cifar = True
@@ -106,36 +105,27 @@ class TarArchive:
 
 
 class _Listed:
-    """An archive's members as they stream by (each with a ``read()`` of its bytes, valid
-    until the next), then its checksum and compression."""
+    """An archive's members as they stream by, read by ``members_of(stream, self)``, each
+    with a ``read()`` of its bytes (valid until the next); once iterated, its checksum (of
+    every byte of the source) and compression."""
 
-    def __init__(self, members) -> None:
-        self.members = members
+    def __init__(self, uri: str, cache_dir: str | None, members_of) -> None:
+        self.uri, self.cache_dir, self.members_of = uri, cache_dir, members_of
         self.checksum: dict[str, str] = {}
         self.compression = "tar"
 
-
-def _listed(uri: str, cache_dir: str | None, members_of) -> _Listed:
-    """The archive's members, read by ``members_of(stream)``, and, once they have been
-    iterated, its checksum (of every byte of the source) and compression."""
-    listed = _Listed(None)
-
-    def members():
-        with open_source(uri, cache_dir) as raw:
+    def __iter__(self):
+        with open_source(self.uri, self.cache_dir) as raw:
             reader = HashingReader(raw)
-            buffered = io.BufferedReader(reader, 1 << 20)
-            yield from members_of(buffered, listed)
-            listed.checksum = reader.drain()
-
-    listed.members = members()
-    return listed
+            yield from self.members_of(io.BufferedReader(reader, 1 << 20), self)
+            self.checksum = reader.drain()
 
 
 def _by_headers(buffered: io.BufferedReader, listed: _Listed):
     listed.compression = compression_of(buffered.peek(10)[:10])
     stream = buffered if listed.compression == "tar" else io.BufferedReader(DECOMPRESSORS[listed.compression](buffered),
                                                                              1 << 20)
-    members = Members(stream)  # a stream that does not decompress is Unusual, whether a header or a member's bytes
+    members = Members(stream)  # damage (a header, the stream, a cut) is its error; a form it leaves to tarfile, Unusual
     for member in members:
         yield member, lambda m=member: members.read(m)
 
@@ -262,9 +252,7 @@ class _TarStream:
         self._raw.close()
 
 
-BLOCK = tarfile.BLOCKSIZE  # a member's header: the 512 bytes right before its data
 DECOMPRESSORS = {"gz": lambda raw: gzip.GzipFile(fileobj=raw), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
-DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)  # gzip's and bz2's own are OSErrors
 
 
 class _Decompressed:
@@ -290,7 +278,7 @@ class _Decompressed:
             try:
                 self._stream.seek(e.offset - BLOCK - self.position, io.SEEK_CUR)
                 block = self._stream.read(BLOCK + e.size)
-            except DECOMPRESSION_ERRORS as exc:
+            except STREAM_ERRORS as exc:
                 self.broken = True
                 yield from unreadable(ordered[done:], exc)
                 return

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-BLOCK = tarfile.BLOCKSIZE
+BLOCK = tarfile.BLOCKSIZE  # a header: the 512 bytes right before its member's data
 REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)  # a member whose bytes follow its header
 NO_DATA = (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
 PAX = (tarfile.XHDTYPE, tarfile.XGLTYPE)

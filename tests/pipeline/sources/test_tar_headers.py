@@ -43,11 +43,11 @@ def archive(path, mode: str, fmt: int, extra=()) -> str:
 
 
 def by_headers(uri: str):
-    return tar.TarArchive()._indexed(uri, 0, {}, None, {}, tar._listed(uri, None, tar._by_headers))
+    return tar.TarArchive()._indexed(uri, 0, {}, None, {}, tar._Listed(uri, None, tar._by_headers))
 
 
 def by_tarfile(uri: str):
-    return tar.TarArchive()._indexed(uri, 0, {}, None, {}, tar._listed(uri, None, tar._by_tarfile))
+    return tar.TarArchive()._indexed(uri, 0, {}, None, {}, tar._Listed(uri, None, tar._by_tarfile))
 
 
 @pytest.mark.parametrize("compression", ["gz", "bz2", "xz", ""])
