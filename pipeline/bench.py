@@ -146,6 +146,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
         "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], f"ort_{runtime.precision}_after_pipeline": round(again, 1),
+        **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
     }
@@ -203,12 +204,34 @@ def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], log
 
 def _pipeline_row(request: ExtractionRequest, session: TapSession, decode_workers: int) -> dict:
     """(d) ``tlfs extract`` of ``request`` (JPEG files to Parquet shards) on a warmed ``session``."""
-    from tlfs.pipeline import extract
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.decode_pool import Decoder
 
     with Decoder(decode_workers, request.runtime.device).start() as decoder:  # started, as the session is warm
-        return extract.run(request, RunOptions(show_progress=False, session=session, decoder=decoder), log=lambda *_: None)
+        return extract_watched(request, RunOptions(show_progress=False, session=session, decoder=decoder))
+
+
+THREAD_FIELDS = ("thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy")
+
+
+def extract_watched(request: ExtractionRequest, options) -> dict:
+    """``tlfs extract``'s summary of ``request``, with the CPU its process's threads spent
+    extracting (planning and commit aside), in µs an image by thread role, and the single
+    busiest thread with its share of the extraction's wall time: a serial thread near 1.0
+    is the run's bound (pipeline/thread_cpu.py)."""
+    from tlfs.pipeline import extract
+    from tlfs.pipeline.thread_cpu import ThreadCPU
+
+    with ThreadCPU() as threads:
+        started = time.perf_counter()
+        summary = extract.run(request, options, log=lambda *_: None)
+    planned = started + summary["plan_seconds"]  # the run's own clock starts a moment later: within a sample
+    window = (planned, planned + summary["extract_seconds"])
+    busiest, rows = threads.busiest(*window), summary["rows"]
+    by_role = sorted(threads.between(*window).items(), key=lambda role_seconds: -role_seconds[1])
+    return {**summary, "thread_cpu_us_per_image": {role: round(seconds / rows * 1e6, 1) for role, seconds in by_role} if rows else {},
+            "busiest_thread": busiest[0] if busiest else None,
+            "busiest_thread_busy": round(busiest[1], 2) if busiest else None}
 
 
 class HostOnlySession:
@@ -236,7 +259,6 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     machine sets), then (2) the whole pipeline (plan, read, decode, batch, write Parquet,
     commit) with inference replaced by :class:`HostOnlySession`."""
     from tlfs.models.export import export
-    from tlfs.pipeline import extract
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.decode_pool import Decoder
@@ -253,8 +275,8 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
             decode_wall = time.perf_counter() - started
             log("(2) the whole pipeline, inference replaced by a trivial session ...")
             session = HostOnlySession(runtime, dict(artifact.card["layers"]))
-            summary = extract.run(replace(request, store=str(Path(tmp) / "store")),
-                                  RunOptions(show_progress=False, decoder=decoder, session=session), log=lambda *_: None)
+            summary = extract_watched(replace(request, store=str(Path(tmp) / "store")),
+                                      RunOptions(show_progress=False, decoder=decoder, session=session))
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {
@@ -268,4 +290,5 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         "read_seconds": summary["read_seconds"], "decode_seconds": summary["decode_seconds"],
         "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
         "parquet_bytes": summary["parquet_bytes"],
+        **{k: summary[k] for k in THREAD_FIELDS},
     }

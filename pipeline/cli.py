@@ -389,6 +389,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
+    _print_threads(result["pipeline_thread_cpu_us_per_image"], result["pipeline_busiest_thread"],
+                   result["pipeline_busiest_thread_busy"])
     return result
 
 
@@ -415,7 +417,15 @@ def _bench_host_only(args, settings: Settings) -> dict:
           f"({result['host_vs_decode']:.2f}x reading and decoding)")
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
+    _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
     return result
+
+
+def _print_threads(cpu_us: dict[str, float], busiest: str | None, busy: float | None) -> None:
+    """Where the run's process spent its CPU while extracting (bench.extract_watched)."""
+    if cpu_us and busiest is not None:
+        print("  CPU of the run's process an image, by thread (µs): " + ", ".join(f"{r} {us}" for r, us in cpu_us.items())
+              + f"; busiest thread: {busiest}, {busy:.0%} of the extraction's wall time")
 
 
 def _bench_stages(args, settings: Settings) -> dict:

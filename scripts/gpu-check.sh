@@ -100,7 +100,8 @@ for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
                                           "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds")}
 h = last_json("host_cifar") or {}
 summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_images_per_s", "host_images_per_s",
-                                                      "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds")}
+                                                      "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds",
+                                                      "thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy")}
 st = last_json("stages_lite0") or {}
 summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": st.get("serial_min_images_per_s"),
                            "serial_one_core_images_per_s": st.get("serial_one_core_images_per_s"),

@@ -16,6 +16,7 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     assert result["images"] == 16 and result["pipeline_rows"] == 16
     assert {"pipeline_vs_ort", "pipeline_vs_torch_fp32", "ort_fp32_after_pipeline"} <= set(result)
     assert "(d) tlfs extract" in out
+    assert {"pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread", "pipeline_busiest_thread_busy"} <= set(result)
 
 
 def test_bench_refuses_fewer_images_than_a_batch(capsys, models_root):
@@ -34,6 +35,10 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     assert result["images"] == 40 and result["decode_workers"] == 2
     assert result["decode_images_per_s"] > 0 and result["host_images_per_s"] > 0
     assert result["decode_seconds"] > 0 and result["write_seconds"] > 0 and result["parquet_bytes"] > 0
+    # the extraction's CPU by thread of the run's process, and the busiest one (pipeline/thread_cpu.py)
+    assert set(result["thread_cpu_us_per_image"]) <= {"run", "tlfs-read", "tlfs-infer", "tlfs-write", "tlfs-record",
+                                                     "decode-results", "decode-feeder"}
+    assert result["busiest_thread"] is None or 0 <= result["busiest_thread_busy"] <= 1.5
 
 
 def test_photo_sized_images_are_photo_sized(tmp_path):
