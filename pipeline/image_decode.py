@@ -40,6 +40,9 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
         raise ImageRejected(f"unreadable: {payload.reason}")
     if not payload:
         raise ImageRejected("empty file (0 bytes)")
+    small = _small_colour_jpeg(payload, input_size)
+    if small is not None:
+        return small
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -58,6 +61,55 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
         raise ImageRejected("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
+    if max(rgb.size) > input_size:
+        rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def jpeg_frame(payload: bytes) -> tuple[int, int, int] | None:
+    """A JPEG's width, height and colour components from its frame header (SOFn), or
+    None if the payload is no JPEG or its markers end before one."""
+    if payload[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= len(payload):
+        if payload[at] != 0xFF:
+            return None
+        marker = payload[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            at += 2
+            continue
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        length = int.from_bytes(payload[at + 2:at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if at + 10 > len(payload):
+                return None
+            height = int.from_bytes(payload[at + 5:at + 7], "big")
+            width = int.from_bytes(payload[at + 7:at + 9], "big")
+            return width, height, payload[at + 9]
+        at += 2 + length
+    return None
+
+
+def _small_colour_jpeg(payload: bytes, input_size: int) -> np.ndarray | None:
+    """A colour JPEG that needs no reduced-scale decoding, run straight through Pillow's
+    JPEG decoder with the very arguments its JPEG plugin gives it (so the same pixels),
+    without the plugin's Python parsing of the file: half the time of a CIFAR image.
+    None for anything else, or any error: :func:`decode`'s full path then decides."""
+    frame = jpeg_frame(payload)
+    if frame is None:
+        return None
+    width, height, components = frame
+    if components != 3 or not 0 < width * height <= MAX_PIXELS or max(width, height) > 2 * input_size:
+        return None
+    try:
+        rgb = Image.frombytes("RGB", (width, height), payload, "jpeg", "RGB", "")
+    except (OSError, ValueError):
+        return None
     if max(rgb.size) > input_size:
         rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)

@@ -53,3 +53,48 @@ def test_decompression_bomb_is_rejected():
     img = Image.new("1", (10000, 10000))  # 100 megapixels, a tiny file
     with pytest.raises(ImageRejected, match="decompression bomb"):
         decode(encode(img), 224)
+
+
+def _plugin_pixels(payload: bytes, input_size: int) -> np.ndarray:
+    """What Pillow's JPEG plugin decodes (the path every image took before the fast one)."""
+    img = Image.open(io.BytesIO(payload))
+    img.load()
+    rgb = img.convert("RGB")
+    if max(rgb.size) > input_size:
+        rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb)
+
+
+@pytest.mark.parametrize("size,options", [
+    ((32, 32), dict(quality=75)),  # CIFAR's
+    ((31, 17), dict(quality=90, subsampling=0)),  # odd sizes, 4:4:4
+    ((200, 120), dict(quality=40, subsampling=1)),  # 4:2:2
+    ((300, 260), dict(quality=95, progressive=True)),  # larger than the input: resized after
+    ((64, 48), dict(quality=80, restart_marker_blocks=2)),
+    ((40, 40), dict(quality=70, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00", icc_profile=b"\0" * 64)),
+])
+def test_a_small_colour_jpeg_is_decoded_straight_to_the_same_pixels_as_pillows_plugin(size, options):
+    from tlfs.pipeline.image_decode import _small_colour_jpeg, jpeg_frame
+
+    rng = np.random.default_rng(sum(size))
+    buffer = io.BytesIO()
+    Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(buffer, "JPEG", **options)
+    payload = buffer.getvalue()
+    assert jpeg_frame(payload) == (*size, 3)
+    assert _small_colour_jpeg(payload, 224) is not None  # it took the fast path
+    assert np.array_equal(decode(payload, 224), _plugin_pixels(payload, 224))
+
+
+def test_what_the_fast_path_does_not_take_goes_the_full_way():
+    from tlfs.pipeline.image_decode import _small_colour_jpeg, jpeg_frame
+
+    grey = encode(Image.new("L", (20, 10), 7), "JPEG")
+    assert jpeg_frame(grey) == (20, 10, 1) and _small_colour_jpeg(grey, 224) is None
+    assert decode(grey, 224)[0, 0].tolist() == [7, 7, 7]
+    photo = encode(Image.new("RGB", (1000, 800), (9, 9, 9)), "JPEG")  # decoded at a reduced scale by the plugin
+    assert _small_colour_jpeg(photo, 224) is None and decode(photo, 224).shape == (224, 224, 3)
+    cut = encode(Image.new("RGB", (32, 32), (1, 2, 3)), "JPEG")[:-40]
+    assert _small_colour_jpeg(cut, 224) is None  # the decoder's error: the full path gives the reason
+    with pytest.raises(ImageRejected, match="corrupt or truncated"):
+        decode(cut, 224)
+    assert jpeg_frame(png_bytes((1, 2, 3))) is None and jpeg_frame(b"\xff\xd8\xff\xda") is None
