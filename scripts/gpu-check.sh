@@ -97,7 +97,9 @@ summary = {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps, "gpu_te
 for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
-                                          "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds")}
+                                          "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
+                                          "pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread",
+                                          "pipeline_busiest_thread_busy")}
 h = last_json("host_cifar") or {}
 summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_images_per_s", "host_images_per_s",
                                                       "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds",
