@@ -229,8 +229,8 @@ def extract_watched(request: ExtractionRequest, options) -> dict:
     window = (planned, planned + summary["extract_seconds"])
     busiest, rows = threads.busiest(*window), summary["rows"]
     by_role = sorted(threads.between(*window).items(), key=lambda role_seconds: -role_seconds[1])
-    return {**summary, "thread_cpu_us_per_image": {role: round(seconds / rows * 1e6, 1) for role, seconds in by_role} if rows else {},
-            "busiest_thread": busiest[0] if busiest else None,
+    per_image = {role: round(seconds / rows * 1e6, 1) for role, seconds in by_role} if rows else {}
+    return {**summary, "thread_cpu_us_per_image": per_image, "busiest_thread": busiest[0] if busiest else None,
             "busiest_thread_busy": round(busiest[1], 2) if busiest else None}
 
 

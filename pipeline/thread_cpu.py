@@ -101,7 +101,8 @@ class ThreadCPU:
             latest.update(seen)
             if t >= end:
                 break
-        return last - first, {tid: (role, seconds - before.get(tid, (role, 0.0))[1]) for tid, (role, seconds) in latest.items()}
+        spent = {tid: (role, seconds - before.get(tid, (role, 0.0))[1]) for tid, (role, seconds) in latest.items()}
+        return last - first, spent
 
     def between(self, start: float, end: float) -> dict[str, float]:
         """Each role's CPU seconds from ``start`` to ``end`` (to within a sample either side)."""

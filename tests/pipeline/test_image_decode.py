@@ -71,7 +71,8 @@ def _plugin_pixels(payload: bytes, input_size: int) -> np.ndarray:
     ((200, 120), dict(quality=40, subsampling=1)),  # 4:2:2
     ((300, 260), dict(quality=95, progressive=True)),  # larger than the input: resized after
     ((64, 48), dict(quality=80, restart_marker_blocks=2)),
-    ((40, 40), dict(quality=70, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00", icc_profile=b"\0" * 64)),
+    ((40, 40), dict(quality=70, icc_profile=b"\0" * 64,
+                    exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00")),
 ])
 def test_a_small_colour_jpeg_is_decoded_straight_to_the_same_pixels_as_pillows_plugin(size, options):
     from tlfs.pipeline.image_decode import _small_colour_jpeg, jpeg_frame
