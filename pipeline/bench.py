@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tlfs.models.runtime import Runtime
     from tlfs.models.session import TapSession
     from tlfs.pipeline.plan import ExtractionRequest
+    from tlfs.pipeline.extract import RunOptions
 
 IMAGE_SIZE = 32  # CIFAR-sized inputs, resized to the backbone's input inside the network
 
@@ -214,7 +215,7 @@ def _pipeline_row(request: ExtractionRequest, session: TapSession, decode_worker
 THREAD_FIELDS = ("thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy")
 
 
-def extract_watched(request: ExtractionRequest, options) -> dict:
+def extract_watched(request: ExtractionRequest, options: RunOptions) -> dict:
     """``tlfs extract``'s summary of ``request``, with the CPU its process's threads spent
     extracting (planning and commit aside), in µs an image by thread role, and the single
     busiest thread with its share of the extraction's wall time: a serial thread near 1.0

@@ -61,6 +61,11 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
         raise ImageRejected("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
+    return _sized(rgb, input_size)
+
+
+def _sized(rgb: Image.Image, input_size: int) -> np.ndarray:
+    """The pixels, resized to ``input_size`` square where the image is larger."""
     if max(rgb.size) > input_size:
         rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -110,9 +115,7 @@ def _small_colour_jpeg(payload: bytes, input_size: int) -> np.ndarray | None:
         rgb = Image.frombytes("RGB", (width, height), payload, "jpeg", "RGB", "")
     except (OSError, ValueError):
         return None
-    if max(rgb.size) > input_size:
-        rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    return _sized(rgb, input_size)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
