@@ -109,6 +109,9 @@ class TapSession:
         self.providers: list[str] = []
         # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
         self.opening_seconds = 0.0
+        # the same by part, every set's summed: variant (the fixed-shape graph), session (onnxruntime's, with its
+        # provider's setup), buffers (on the device), capture (the runs through the CUDA graph's capture)
+        self.opening_parts: dict[str, float] = {}
         if not runtime.fixed_shape:
             self._dynamic = self._timed(lambda: self._open(model, cuda_graph=False))
 
@@ -161,6 +164,15 @@ class TapSession:
         finally:
             self.opening_seconds += time.perf_counter() - started
 
+    @contextlib.contextmanager
+    def _part(self, name: str):
+        """Times one part of an opening into :attr:`opening_parts` (sets open one after another)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.opening_parts[name] = self.opening_parts.get(name, 0.0) + time.perf_counter() - started
+
     def _open(self, path: Path, cuda_graph: bool):
         import onnxruntime as ort
 
@@ -180,40 +192,47 @@ class TapSession:
             providers = [("CUDAExecutionProvider", provider_options)]
         else:
             providers = ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        with self._part("session"):
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         if self.runtime.provider not in session.get_providers():
             raise ModelError(f"onnxruntime did not start {self.runtime.provider} for {path.name}; refusing another provider")
         self.providers = session.get_providers()
         return session
 
     def _bind(self, shape: tuple) -> _Bound:
-        import onnxruntime as ort
-
         from tlfs.models.variants import fixed_shape
 
-        batch = self.runtime.batch_size
-        device = "cuda" if self.runtime.device == "cuda" else "cpu"
-        model = fixed_shape(self.model, batch, *shape[:2])
+        with self._part("variant"):
+            model = fixed_shape(self.model, self.runtime.batch_size, *shape[:2])
         with self._gate.alone():  # opening allocates on the device: never during another set's capture
             session = self._open(model, cuda_graph=self.runtime.cuda_graph)
-            staging = np.zeros((batch, *shape), np.uint8)
-            images = ort.OrtValue.ortvalue_from_numpy(staging, device, 0)
-            binding = session.io_binding()
-            binding.bind_ortvalue_input("images", images)
-            outputs = {}
-            for out in session.get_outputs():
-                if out.name in self.layers:
-                    outputs[out.name] = ort.OrtValue.ortvalue_from_shape_and_type([batch, out.shape[1]], np.float32,
-                                                                                  device, 0)
-                    binding.bind_ortvalue_output(out.name, outputs[out.name])
-        bound = _Bound(session, binding, staging, images, outputs)
+            with self._part("buffers"):
+                bound = self._buffers(session, shape)
         if self.runtime.cuda_graph:
             bound.thread.submit(self._capture, bound).result()
         return bound
 
+    def _buffers(self, session, shape: tuple) -> _Bound:
+        """``session``'s input and output buffers for a batch of ``shape``, on its device, bound once."""
+        import onnxruntime as ort
+
+        batch = self.runtime.batch_size
+        device = "cuda" if self.runtime.device == "cuda" else "cpu"
+        staging = np.zeros((batch, *shape), np.uint8)
+        images = ort.OrtValue.ortvalue_from_numpy(staging, device, 0)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("images", images)
+        outputs = {}
+        for out in session.get_outputs():
+            if out.name in self.layers:
+                outputs[out.name] = ort.OrtValue.ortvalue_from_shape_and_type([batch, out.shape[1]], np.float32, device, 0)
+                binding.bind_ortvalue_output(out.name, outputs[out.name])
+        return _Bound(session, binding, staging, images, outputs)
+
     def _capture(self, bound: _Bound) -> None:
-        """On the set's own thread, with the device alone: the runs up to the CUDA graph's capture."""
-        with self._gate.alone():
+        """On the set's own thread, with the device alone: the runs up to the CUDA graph's capture
+        (cuDNN's search runs in the first)."""
+        with self._gate.alone(), self._part("capture"):
             for _ in range(CAPTURE_RUNS):
                 bound.session.run_with_iobinding(bound.binding)
 

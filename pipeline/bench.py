@@ -242,6 +242,7 @@ class HostOnlySession:
     ``tlfs extract`` and are all that is measured."""
 
     opening_seconds = 0.0  # nothing to open
+    opening_parts: dict[str, float] = {}
 
     def __init__(self, runtime, layer_dims: dict[str, int]) -> None:
         self.runtime = runtime

@@ -86,8 +86,12 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
     opening = sum(s.opening_seconds for s in sessions)
+    parts: dict[str, float] = {}
+    for opened in sessions:
+        for name, seconds in opened.opening_parts.items():
+            parts[name] = parts.get(name, 0.0) + seconds
     return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted,
-                                                           opening))
+                                                           opening, parts))
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Timings:
     extract: float
     commit: float
     session_open: float = 0.0  # of the extraction: the session opening its graphs (on CUDA: cuDNN's search, captures)
+    session_open_parts: dict[str, float] = field(default_factory=dict)  # the same by part (TapSession.opening_parts)
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, seconds: Timings) -> dict:
@@ -126,6 +131,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(commit_seconds, 2),
         "session_open_seconds": round(seconds.session_open, 2),  # the session's, all its runs (a benchmark's warm-up too)
+        "session_open_parts": {name: round(value, 2) for name, value in seconds.session_open_parts.items()},
         "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,

@@ -106,6 +106,21 @@ def test_two_sets_of_bound_buffers_run_from_two_threads_at_once_and_give_the_sam
     assert session._fixed[(32, 32, 3)].empty() and len(session._fixed) == 1  # two sets, no more
 
 
+def test_a_session_says_where_its_opening_went_part_by_part(lite0):
+    """Opening a shape's sets: its fixed-shape graph, each set's onnxruntime session and device
+    buffers; on CUDA also each set's runs through its capture, which the CPU does not make."""
+    session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True, bound_buffers=2),
+                           threads=1)
+    assert session.opening_parts == {}  # nothing opened before the first batch of a shape
+    session.run(np.zeros((2, 32, 32, 3), np.uint8))
+    parts = session.opening_parts
+    assert set(parts) == {"variant", "session", "buffers"}
+    assert all(seconds > 0 for seconds in parts.values())
+    assert sum(parts.values()) <= session.opening_seconds  # parts of the whole, the whole timed around them
+    session.run(np.zeros((2, 32, 32, 3), np.uint8))
+    assert session.opening_parts == parts  # a shape opens once
+
+
 def test_each_set_of_bound_buffers_always_runs_on_its_own_thread(lite0, monkeypatch):
     """onnxruntime keeps a captured CUDA graph with the thread that captured it: whichever
     thread calls run(), a set's batches run on the one thread the set owns."""
