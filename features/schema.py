@@ -40,15 +40,21 @@ def row_columns(image_ids, labels, label_names) -> tuple[pa.Array, pa.Array, pa.
             pa.array(label_names, type=pa.string()))
 
 
-def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str], matrix: np.ndarray) -> pa.Table:
-    return table_of(row_columns(image_ids, labels, label_names), matrix)
+def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str],
+                features: np.ndarray | list[np.ndarray]) -> pa.Table:
+    return table_of(row_columns(image_ids, labels, label_names), features)
 
 
-def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], matrix: np.ndarray) -> pa.Table:
-    """A shard file's table from its :func:`row_columns` and one layer's ``[rows, width]`` matrix."""
-    n, dim = matrix.shape
-    values = pa.array(np.ascontiguousarray(matrix, dtype=FEATURE_DTYPE).reshape(-1), type=pa.float16())
-    return pa.Table.from_arrays([*columns, pa.FixedSizeListArray.from_arrays(values, dim)], schema=shard_schema(dim))
+def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], features: np.ndarray | list[np.ndarray]) -> pa.Table:
+    """A shard file's table from its :func:`row_columns` and one layer's features: a ``[rows, width]``
+    matrix, or its blocks of rows in order (a shard's batches). Blocks go to the encoder as the
+    column's chunks, never copied into one matrix: the file's bytes are the same, and two writer
+    threads' working sets stay small enough to share the caches (scripts/writer-pool-bench.py)."""
+    blocks = [features] if isinstance(features, np.ndarray) else features
+    dim = blocks[0].shape[1]
+    chunks = [pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(block, dtype=FEATURE_DTYPE).reshape(-1), type=pa.float16()), dim) for block in blocks]
+    return pa.Table.from_arrays([*columns, pa.chunked_array(chunks)], schema=shard_schema(dim))
 
 
 def features_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:

@@ -39,13 +39,16 @@ def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.n
     return {view: VIEWS[view](batch) for view in views}
 
 
-def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int, to_float16: Float16Cast) -> np.ndarray:
-    """One layer's ``[rows, width]`` float16 matrix from its batches' float32 outputs,
-    rows in ``order`` (the shard's image order): concatenated, then cast at once."""
+def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int, to_float16: Float16Cast) -> list[np.ndarray]:
+    """One layer's rows as float16 blocks, in ``order`` (the shard's image order), from its
+    batches' float32 outputs: each batch cast on its own where the batches are in that order
+    already (each small enough for a core's own cache; :func:`features.schema.table_of` encodes
+    the blocks as they are), else concatenated, cast and put in order as one block."""
     if not parts:
-        return np.zeros((0, width), FEATURE_DTYPE)
-    converted = to_float16(np.concatenate(parts) if len(parts) > 1 else parts[0])
-    return converted if _is_identity(order) else converted[order]
+        return [np.zeros((0, width), FEATURE_DTYPE)]
+    if _is_identity(order):
+        return [to_float16(part) for part in parts]
+    return [to_float16(np.concatenate(parts))[order]]
 
 
 def _is_identity(order: np.ndarray) -> bool:
@@ -53,9 +56,9 @@ def _is_identity(order: np.ndarray) -> bool:
 
 
 def gather_shard(parts: list[dict[str, np.ndarray]], positions: list[np.ndarray],
-                 widths: dict[str, int], to_float16: Float16Cast) -> dict[str, np.ndarray]:
-    """Each layer's float16 matrix from a shard's batches (``parts``, whose rows are at
-    ``positions`` in the shard), rows in position order."""
+                 widths: dict[str, int], to_float16: Float16Cast) -> dict[str, list[np.ndarray]]:
+    """Each layer's float16 blocks (:func:`gather_layer`) from a shard's batches (``parts``,
+    whose rows are at ``positions`` in the shard), rows in position order."""
     order = row_order(positions)
     return {layer: gather_layer([part[layer] for part in parts], order, width, to_float16)
             for layer, width in widths.items()}

@@ -33,8 +33,8 @@ def writer_threads(cores: int) -> int:
 def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int, to_float16: Float16Cast) -> ShardFile:
     """One layer of one view of a shard, gathered, encoded and written into staging."""
     outputs = out.outputs()
-    matrix = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width, to_float16)
-    table = table_of(out.columns(p.label_of), matrix)
+    blocks = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width, to_float16)
+    table = table_of(out.columns(p.label_of), blocks)
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
         # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)

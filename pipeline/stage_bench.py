@@ -244,10 +244,10 @@ def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str
     seconds = _timed_each(lambda shard: gather_shard(*shard, widths, to_float16), shards)
     gathered = [gather_shard(parts, pos, widths, to_float16) for parts, pos in shards]  # again, kept for the encoding
     stages = [_stage("float16 + gather", images, seconds, "gather",
-                     "float32 -> float16, a shard's batches concatenated in its images' order")]
+                     "float32 -> float16, a shard's batches in its images' order")]
 
-    def encode(matrices: dict[str, np.ndarray]) -> dict:
-        rows = len(next(iter(matrices.values())))
+    def encode(matrices: dict[str, list[np.ndarray]]) -> dict:
+        rows = sum(len(block) for block in next(iter(matrices.values())))
         ids = [f"test/class{n % 10}/{n:07d}.jpg" for n in range(rows)]
         labels = np.arange(rows, dtype=np.int16) % 10
         names = [f"class{label}" for label in labels]

@@ -182,6 +182,20 @@ def test_feature_column_is_fixed_size_float16_and_reads_without_row_objects(tmp_
     assert features_matrix(table.column("features")).shape == (2, 5)
 
 
+@pytest.mark.parametrize("width", [16, 1280])
+def test_a_shard_file_is_the_same_bytes_whether_its_features_come_as_one_matrix_or_as_its_batches(width):
+    """The writer hands the encoder a shard's batches as they are (features/schema.table_of):
+    the file must not depend on it, or a rerun's files would differ from the first run's."""
+    from tlfs.features.writer import encode_shard
+
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((2500, width), dtype=np.float32).astype(np.float16)
+    ids, labels, names = [f"train/a/{i}.png" for i in range(2500)], np.arange(2500) % 10, ["a"] * 2500
+    whole = encode_shard(shard_table(ids, labels, names, matrix))
+    batches = encode_shard(shard_table(ids, labels, names, [matrix[i:i + 64] for i in range(0, 2500, 64)]))
+    assert batches.sha256 == whole.sha256 and batches.bytes == whole.bytes
+
+
 def test_pandas_reads_a_layer_folder_directly(tmp_path):
     store, root, manifest, _ = make_set(tmp_path)
     commit(root, manifest)

@@ -64,10 +64,20 @@ def test_threads_sharing_one_cast_each_get_their_own_result(cast):
         np.testing.assert_array_equal(bits(got), bits(matrix.astype(np.float16)))
 
 
-def test_gather_layer_concatenates_batches_casts_and_puts_rows_in_order(cast):
+def test_gather_layer_casts_batches_in_order_each_on_its_own(cast):
+    rng = np.random.default_rng(2)
+    parts = [rng.standard_normal((n, 12), dtype=np.float32) for n in (5, 3, 4)]
+    blocks = gather_layer(parts, np.arange(12), 12, cast)
+    assert [len(block) for block in blocks] == [5, 3, 4]  # no copy into one matrix
+    for block, part in zip(blocks, parts):
+        np.testing.assert_array_equal(bits(block), bits(part.astype(np.float16)))
+
+
+def test_gather_layer_puts_batches_out_of_order_in_order_as_one_block(cast):
     rng = np.random.default_rng(2)
     parts = [rng.standard_normal((n, 12), dtype=np.float32) for n in (5, 3, 4)]
     order = rng.permutation(12)
-    got = gather_layer(parts, order, 12, cast)
+    (got,) = gather_layer(parts, order, 12, cast)
     np.testing.assert_array_equal(bits(got), bits(np.concatenate(parts).astype(np.float16)[order]))
-    assert gather_layer([], np.zeros(0, int), 12, cast).shape == (0, 12)
+    (empty,) = gather_layer([], np.zeros(0, int), 12, cast)
+    assert empty.shape == (0, 12)
