@@ -49,7 +49,8 @@ def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], features: np.ndarray 
     """A shard file's table from its :func:`row_columns` and one layer's features: a ``[rows, width]``
     matrix, or its blocks of rows in order (a shard's batches). Blocks go to the encoder as the
     column's chunks, never copied into one matrix: the file's bytes are the same, and two writer
-    threads' working sets stay small enough to share the caches (scripts/writer-pool-bench.py)."""
+    threads' working sets stay small enough to share the caches (docs/benchmarks.md: the writer
+    pool's CPU in the host side, 57.8 against 71.7 µs an image)."""
     blocks = [features] if isinstance(features, np.ndarray) else features
     dim = blocks[0].shape[1]
     chunks = [pa.FixedSizeListArray.from_arrays(

@@ -241,7 +241,7 @@ class HostOnlySession:
     no cost, so that reading, decoding, batching and Parquet writing run exactly as in
     ``tlfs extract`` and are all that is measured."""
 
-    opening_seconds = 0.0  # nothing to open
+    opening_seconds = 0.0  # nothing to open, so no part of it either
     opening_parts: dict[str, float] = {}
 
     def __init__(self, runtime, layer_dims: dict[str, int]) -> None:
