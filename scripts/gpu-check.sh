@@ -111,16 +111,14 @@ summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": 
                            "serial_one_core_images_per_s": st.get("serial_one_core_images_per_s"),
                            "projected_images_per_s": st.get("projected_images_per_s"), "bound_by": st.get("bound_by"),
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
+extract_keys = ("rows", "plan_seconds", "extract_seconds", "commit_seconds", "session_open_seconds", "session_open_parts",
+                "images_per_second", "parquet_bytes")  # of tlfs extract's summary
 c = last_json("cifar_resnet50") or {}
-summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
-                                                               "session_open_seconds", "session_open_parts", "images_per_second",
-                                                            "parquet_bytes")}
+summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in extract_keys}
 if c:
     summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] = round(c["plan_seconds"] + c["extract_seconds"] + c["commit_seconds"], 1)
 l = last_json("cifar_lite0") or {}
-summary["cifar10_lite0_all_taps"] = {k: l.get(k) for k in ("rows", "plan_seconds", "extract_seconds", "commit_seconds",
-                                                            "session_open_seconds", "session_open_parts", "images_per_second",
-                                                            "parquet_bytes")}
+summary["cifar10_lite0_all_taps"] = {k: l.get(k) for k in extract_keys}
 f = last_json("finetune_lite0") or {}
 summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
                              **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
