@@ -30,6 +30,11 @@ from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.views import VIEWS
 
 MAX_OPEN_BUCKETS = 8  # distinct image sizes batched separately before a forced flush
+# A shard's batches are cast to float16 in blocks of about this many bytes of float32: small
+# enough for a core's own cache (two writer threads' working sets share the rest), large
+# enough that the casts' and the encoder's per-block costs stay small (Lite0's 64-row batches
+# of its narrow taps are a few KB). docs/benchmarks.md: the writer pool, per batch against blocks.
+CAST_BLOCK_BYTES = 1 << 20
 READY = 1  # batches handed to the session's threads beyond one per thread: assembled and waiting
 
 
@@ -39,16 +44,31 @@ def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.n
     return {view: VIEWS[view](batch) for view in views}
 
 
-def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int, to_float16: Float16Cast) -> list[np.ndarray]:
+def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int, to_float16: Float16Cast,
+                 block_bytes: int = CAST_BLOCK_BYTES) -> list[np.ndarray]:
     """One layer's rows as float16 blocks, in ``order`` (the shard's image order), from its
-    batches' float32 outputs: each batch cast on its own where the batches are in that order
-    already (each small enough for a core's own cache; :func:`features.schema.table_of` encodes
-    the blocks as they are), else concatenated, cast and put in order as one block."""
+    batches' float32 outputs. Where the batches are in that order already, consecutive
+    batches are cast together in blocks of about ``block_bytes`` of float32 (always whole
+    batches; :func:`features.schema.table_of` encodes the blocks as they are); else they are
+    concatenated, cast and put in order as one block."""
     if not parts:
         return [np.zeros((0, width), FEATURE_DTYPE)]
-    if _is_identity(order):
-        return [to_float16(part) for part in parts]
-    return [to_float16(np.concatenate(parts))[order]]
+    if not _is_identity(order):
+        return [to_float16(np.concatenate(parts))[order]]
+    return [to_float16(group[0] if len(group) == 1 else np.concatenate(group))
+            for group in _groups(parts, block_bytes)]
+
+
+def _groups(parts: list[np.ndarray], block_bytes: int) -> Iterator[list[np.ndarray]]:
+    group: list[np.ndarray] = []
+    size = 0
+    for part in parts:
+        if group and size + part.nbytes > block_bytes:
+            yield group
+            group, size = [], 0
+        group.append(part)
+        size += part.nbytes
+    yield group
 
 
 def _is_identity(order: np.ndarray) -> bool:

@@ -64,13 +64,14 @@ def test_threads_sharing_one_cast_each_get_their_own_result(cast):
         np.testing.assert_array_equal(bits(got), bits(matrix.astype(np.float16)))
 
 
-def test_gather_layer_casts_batches_in_order_each_on_its_own(cast):
+def test_gather_layer_casts_batches_in_order_in_blocks_of_whole_batches_up_to_its_byte_budget(cast):
     rng = np.random.default_rng(2)
-    parts = [rng.standard_normal((n, 12), dtype=np.float32) for n in (5, 3, 4)]
-    blocks = gather_layer(parts, np.arange(12), 12, cast)
-    assert [len(block) for block in blocks] == [5, 3, 4]  # no copy into one matrix
-    for block, part in zip(blocks, parts):
-        np.testing.assert_array_equal(bits(block), bits(part.astype(np.float16)))
+    parts = [rng.standard_normal((n, 12), dtype=np.float32) for n in (5, 3, 4, 6)]
+    expected = np.concatenate(parts).astype(np.float16)
+    for block_bytes, sizes in ((1, [5, 3, 4, 6]), (8 * 12 * 4, [8, 4, 6]), (10 * 12 * 4, [8, 10]), (1 << 20, [18])):
+        blocks = gather_layer(parts, np.arange(18), 12, cast, block_bytes=block_bytes)
+        assert [len(block) for block in blocks] == sizes  # whole batches, never one past the budget
+        np.testing.assert_array_equal(bits(np.concatenate(blocks)), bits(expected))
 
 
 def test_gather_layer_puts_batches_out_of_order_in_order_as_one_block(cast):
