@@ -47,7 +47,7 @@ def shard_table(image_ids: list[str], labels: np.ndarray, label_names: list[str]
 
 def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], features: np.ndarray | list[np.ndarray]) -> pa.Table:
     """A shard file's table from its :func:`row_columns` and one layer's features: a ``[rows, width]``
-    matrix, or its blocks of rows in order (a shard's batches). Blocks go to the encoder as the
+    matrix, or its blocks of rows in order (a shard's batches, or runs of them). Blocks go to the encoder as the
     column's chunks, never copied into one matrix: the file's bytes are the same, and two writer
     threads' working sets stay small enough to share the caches (docs/benchmarks.md: the writer
     pool's CPU in the host side, 57.8 against 71.7 µs an image)."""
