@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -86,12 +87,11 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
     opening = sum(s.opening_seconds for s in sessions)
-    parts: dict[str, float] = {}
+    parts: Counter[str] = Counter()  # every session's parts, summed by name
     for opened in sessions:
-        for name, seconds in opened.opening_parts.items():
-            parts[name] = parts.get(name, 0.0) + seconds
+        parts.update(opened.opening_parts)
     return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted,
-                                                           opening, parts))
+                                                           opening, dict(parts)))
 
 
 @dataclass(frozen=True)
