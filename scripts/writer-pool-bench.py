@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The writer pool's scaling: the files of 8 shards of 2,500 images (a backbone's real
 layer widths) gathered to float16, encoded, hashed and written atomically by the same
-functions as ``tlfs extract``'s pool (pipeline/inference.gather_layer, features/writer),
-with 1 thread and with N, taking turns; median of 3 runs each (``--runs``), and the speedup of
-each side's fastest run (``speedup_of_fastest``: on a shared machine the least disturbed runs).
+functions and in the same order as ``tlfs extract``'s pool (pipeline/inference.gather_layer,
+features/writer, pipeline/shard_writer.widest_first), with 1 thread and with N, taking
+turns; median of 3 runs each (``--runs``), and the speedup of each side's fastest run
+(``speedup_of_fastest``: on a shared machine the least disturbed runs).
 
     .venv/bin/python scripts/writer-pool-bench.py --backbone efficientnet_lite0 --threads 2
 
@@ -34,6 +35,7 @@ from tlfs.features.schema import row_columns, table_of
 from tlfs.features.writer import encode_shard, put_shard
 from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.inference import gather_layer
+from tlfs.pipeline.shard_writer import widest_first
 from tlfs.pipeline.stage_bench import layer_widths
 
 SHARDS, ROWS, BATCH = 8, 2500, 64
@@ -61,11 +63,13 @@ def main() -> None:
         return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
                          encode_shard(table_of(columns, blocks))).bytes
 
+    # in the pool's order: shard after shard, a shard's widest layers first
+    jobs = [(s, layer) for s in range(SHARDS) for _, layer, _ in widest_first(("image",), widths)]
+
     def pool_run(threads: int) -> Timed:
         with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(threads) as pool:
             job(folder, 99, next(iter(widths)))  # warm-up
-            return timed(lambda: list(pool.map(lambda a: job(folder, *a),
-                                               [(s, layer) for s in range(SHARDS) for layer in widths])))
+            return timed(lambda: list(pool.map(lambda a: job(folder, *a), jobs)))
 
     blocks = [rng.bytes(BLOCK) for _ in range(BLOCKS)]
     copies = [(np.frombuffer(b, np.uint8), np.empty(BLOCK, np.uint8)) for b in blocks]
