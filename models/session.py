@@ -84,6 +84,32 @@ class DeviceGate:
 
 
 
+class BusyClock:
+    """The wall time during which at least one call was under way (:meth:`running`); calls
+    from several threads at once count once. A session's: the seconds it had a batch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._since = 0.0
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def running(self):
+        with self._lock:
+            if not self._running:
+                self._since = time.perf_counter()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self.seconds += time.perf_counter() - self._since
+
+
+
 @dataclass
 class _Bound:
     """One graph with its input and output buffers bound on the device."""
@@ -112,6 +138,8 @@ class TapSession:
         # the same by part, every set's summed: variant (the fixed-shape graph), session (onnxruntime's, with its
         # provider's setup), buffers (on the device), capture (the runs through the CUDA graph's capture)
         self.opening_parts: dict[str, float] = {}
+        # the wall seconds :meth:`run` had a batch to compute (its graphs' openings aside)
+        self.busy = BusyClock()
         if not runtime.fixed_shape:
             self._dynamic = self._timed(lambda: self._open(model, cuda_graph=False))
 
@@ -126,20 +154,21 @@ class TapSession:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         shape = tuple(images.shape[1:])
-        free = self._free_sets(shape) if self.runtime.fixed_shape else None
+        free = self._free_sets(shape) if self.runtime.fixed_shape else None  # a shape's sets open on its first batch
         if free is not None:
-            bound = free.get()  # waits while every set of this shape is computing
-            try:
-                parts = bound.thread.submit(self._run_batches, bound, images).result()
-            finally:
-                free.put(bound)
-            return {layer: np.concatenate([p[layer] for p in parts]) for layer in self.layers}
+            with self.busy.running():
+                bound = free.get()  # waits while every set of this shape is computing
+                try:
+                    parts = bound.thread.submit(self._run_batches, bound, images).result()
+                finally:
+                    free.put(bound)
+                return {layer: np.concatenate([p[layer] for p in parts]) for layer in self.layers}
         if self._dynamic is None:
             with self._binding:
                 if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
                     with self._gate.alone():
                         self._dynamic = self._timed(lambda: self._open(self.model, cuda_graph=False))
-        with self._gate.shared():
+        with self._gate.shared(), self.busy.running():
             return self._run_dynamic(images)
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":

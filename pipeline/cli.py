@@ -393,6 +393,9 @@ def cmd_bench(args, settings: Settings) -> dict:
         value = result[key]
         print(f"  {label:<34} {'n/a' if value is None else f'{value:,.1f}'}")
     print(f"  pipeline vs onnxruntime alone (mean of a run before and one after it): {result['pipeline_vs_ort']:.2f}x")
+    if result["pipeline_session_vs_ort"] is not None:
+        print(f"    = the session had a batch {result['pipeline_session_busy']:.1%} of the time"
+              f" x its batches at {result['pipeline_session_vs_ort']:.3f}x onnxruntime alone's rate")
     print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")

@@ -77,6 +77,7 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     from tqdm import tqdm
 
     sessions = [session] if session is not None else []
+    busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
         workers = Workers(session, options.threads, decoder, writers=options.writers)
@@ -90,8 +91,9 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     parts: Counter[str] = Counter()  # every session's parts, summed by name
     for opened in sessions:
         parts.update(opened.opening_parts)
+    busy = sum(s.busy.seconds for s in sessions) - busy_before
     return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted,
-                                                           opening, dict(parts)))
+                                                           opening, dict(parts), busy))
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Timings:
     commit: float
     session_open: float = 0.0  # of the extraction: the session opening its graphs (on CUDA: cuDNN's search, captures)
     session_open_parts: dict[str, float] = field(default_factory=dict)  # the same by part (TapSession.opening_parts)
+    session_busy: float = 0.0  # of the extraction: the session had a batch to compute (TapSession.busy)
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, seconds: Timings) -> dict:
@@ -132,6 +135,8 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "commit_seconds": round(commit_seconds, 2),
         "session_open_seconds": round(seconds.session_open, 2),  # the session's, all its runs (a benchmark's warm-up too)
         "session_open_parts": {name: round(value, 2) for name, value in seconds.session_open_parts.items()},
+        # the share of the extraction's wall time the session had a batch: below 1, it waited on the host side
+        "session_busy": round(seconds.session_busy / extract_seconds, 3) if extract_seconds > 0 else None,
         "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,

@@ -99,12 +99,14 @@ summary = {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps, "gpu_te
 for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
-                                          "pipeline", "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
+                                          "pipeline", "pipeline_vs_ort", "pipeline_session_busy", "pipeline_session_vs_ort",
+                                          "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
                                           "pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread",
                                           "pipeline_busiest_thread_busy")}
 h = last_json("host_cifar") or {}
 summary["host_only_cifar10"] = {k: h.get(k) for k in ("decode_workers", "decode_images_per_s", "host_images_per_s",
-                                                      "host_vs_decode", "read_seconds", "decode_seconds", "write_seconds",
+                                                      "host_vs_decode", "session_busy", "read_seconds", "decode_seconds",
+                                                      "write_seconds",
                                                       "thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy")}
 st = last_json("stages_lite0") or {}
 summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": st.get("serial_min_images_per_s"),
@@ -112,7 +114,7 @@ summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": 
                            "projected_images_per_s": st.get("projected_images_per_s"), "bound_by": st.get("bound_by"),
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 extract_keys = ("rows", "plan_seconds", "extract_seconds", "commit_seconds", "session_open_seconds", "session_open_parts",
-                "images_per_second", "parquet_bytes")  # of tlfs extract's summary
+                "session_busy", "images_per_second", "parquet_bytes")  # of tlfs extract's summary
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in extract_keys}
 if c:

@@ -4,6 +4,8 @@ leaves no Shape node behind (what kept the in-graph resize off the GPU)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from tlfs.models.errors import ModelError
-from tlfs.models.session import local_onnx, open_session
+from tlfs.models.session import BusyClock, local_onnx, open_session
 from tlfs.models.runtime import resolve_runtime
 from tlfs.models.variants import FP16_MIN_COSINE, fixed_shape, min_cosine
 
@@ -119,6 +121,44 @@ def test_a_session_says_where_its_opening_went_part_by_part(lite0):
     assert sum(parts.values()) <= session.opening_seconds  # parts of the whole, the whole timed around them
     session.run(np.zeros((2, 32, 32, 3), np.uint8))
     assert session.opening_parts == parts  # a shape opens once
+
+
+def test_the_busy_clock_counts_the_time_any_call_is_under_way_once_however_many_overlap():
+    clock = BusyClock()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other_call():
+        with clock.running():
+            entered.set()
+            leave.wait()
+
+    started = time.perf_counter()
+    with clock.running():
+        other = threading.Thread(target=other_call)
+        other.start()
+        entered.wait()
+        time.sleep(0.05)
+    both = time.perf_counter() - started
+    time.sleep(0.05)  # the other call alone: still busy
+    leave.set()
+    other.join()
+    whole = time.perf_counter() - started
+    assert both + 0.05 <= clock.seconds <= whole  # the union of the two calls, not their sum (about twice both)
+    before = clock.seconds
+    time.sleep(0.05)  # no call under way: not counted
+    started = time.perf_counter()
+    with clock.running():
+        time.sleep(0.01)
+    assert 0.01 <= clock.seconds - before <= time.perf_counter() - started
+
+
+def test_a_sessions_busy_time_leaves_out_the_opening_of_its_sets(lite0):
+    session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True, bound_buffers=1),
+                           threads=1)
+    started = time.perf_counter()
+    session.run(np.zeros((2, 32, 32, 3), np.uint8))  # opens the shape's set, then computes
+    first = time.perf_counter() - started
+    assert 0 < session.busy.seconds <= first - session.opening_seconds
 
 
 def test_each_set_of_bound_buffers_always_runs_on_its_own_thread(lite0, monkeypatch):

@@ -17,6 +17,11 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     assert {"pipeline_vs_ort", "pipeline_vs_torch_fp32", "ort_fp32_after_pipeline"} <= set(result)
     assert "(d) tlfs extract" in out
     assert {"pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread", "pipeline_busiest_thread_busy"} <= set(result)
+    # the ratio to onnxruntime alone, split: the share of the time the session had a batch, times its own rate meanwhile
+    assert 0 < result["pipeline_session_busy"] <= 1
+    product = result["pipeline_session_busy"] * result["pipeline_session_vs_ort"]
+    assert abs(product - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_session_vs_ort"]  # rounding only
+    assert "the session had a batch" in out
 
 
 def test_bench_refuses_fewer_images_than_a_batch(capsys, models_root):
@@ -39,6 +44,7 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     assert set(result["thread_cpu_us_per_image"]) <= {"run", "tlfs-read", "tlfs-infer", "tlfs-write", "tlfs-record",
                                                      "decode-results", "decode-feeder"}
     assert result["busiest_thread"] is None or 0 <= result["busiest_thread_busy"] <= 1.5
+    assert 0 < result["session_busy"] <= 1  # the stand-in session's share of the time with a batch
 
 
 def test_photo_sized_images_are_photo_sized(tmp_path):

@@ -204,9 +204,11 @@ def test_a_run_over_an_unchanged_source_adds_no_version_extracts_nothing_and_ope
     first = run(source, store, models_root)
     assert first["session_open_seconds"] > 0  # the time its session took to open its graph, in the summary
     assert first["session_open_parts"]["session"] > 0  # and its parts: here onnxruntime's session alone
+    assert 0 < first["session_busy"] <= 1  # the share of the extraction's time the session had a batch
     again = run(source, store, models_root)
     assert again["unchanged"] and again["version"] == 1 and again["images_extracted"] == 0
     assert again["session_open_seconds"] == 0 and again["session_open_parts"] == {}
+    assert not again["session_busy"]  # no session, no batch
     assert len(features.history("inc", "efficientnet_lite0", str(store))) == 1
 
 
