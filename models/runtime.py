@@ -33,6 +33,12 @@ MAX_BOUND_BUFFERS = 4  # each set holds a graph of its own on the device: more o
 
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where and how features are computed. ``identity()`` is part of a plan's identity

@@ -17,7 +17,9 @@ meanwhile fails the capture (CUDA error 900, "operation not permitted when strea
 capturing"). A set is therefore opened and run through its capture (:data:`CAPTURE_RUNS`)
 with the device to itself (:class:`DeviceGate`), before any batch of the run uses it.
 On the CPU the same binding code runs (``fixed_shape=True`` in tests, so CI exercises
-it); by default the CPU keeps one dynamic-shape graph.
+it); by default the CPU keeps one dynamic-shape graph, which ``tlfs extract`` opens as
+two sessions computing whole batches side by side, each on half the cores
+(:func:`side_by_side`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from tlfs.features.storage import is_local, sha256_uri
 from tlfs.models.artifact import Artifact, local_cache
 from tlfs.models.errors import ModelError
-from tlfs.models.runtime import Runtime, require_cuda, resolve_runtime
+from tlfs.models.runtime import Runtime, available_cores, require_cuda, resolve_runtime
 
 
 MAX_FIXED_SHAPES = 4  # distinct image sizes that get a graph of their own; the rest share a dynamic one
@@ -126,12 +128,16 @@ class _Bound:
 class TapSession:
     """``run(images) -> {layer: float32[n, d]}`` for the chosen layers."""
 
-    def __init__(self, model: Path, layers: list[str], runtime: Runtime, threads: int | None = None) -> None:
-        self.model, self.layers, self.runtime, self.threads = model, layers, runtime, threads
+    def __init__(self, model: Path, layers: list[str], runtime: Runtime, threads: int | None = None,
+                 sessions: int = 1) -> None:
+        if sessions < 1 or (sessions > 1 and runtime.fixed_shape):
+            raise ModelError(f"{sessions} sessions side by side: use 1, or more only with dynamic-shape graphs"
+                             " (fixed shapes have their sets of bound buffers)")
+        self.model, self.layers, self.runtime, self.threads, self.sessions = model, layers, runtime, threads, sessions
         self._fixed: dict[tuple, queue.SimpleQueue[_Bound]] = {}  # per shape: its free buffer sets
         self._binding = threading.Lock()  # one thread opens a shape's sets; the others wait for them
         self._gate = DeviceGate()  # a set's opening and capture have the device alone
-        self._dynamic = None
+        self._dynamic: queue.SimpleQueue | None = None  # the dynamic graph's free sessions
         self.providers: list[str] = []
         # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
         self.opening_seconds = 0.0
@@ -141,7 +147,7 @@ class TapSession:
         # the wall seconds :meth:`run` had a batch to compute (its graphs' openings aside)
         self.busy = BusyClock()
         if not runtime.fixed_shape:
-            self._dynamic = self._timed(lambda: self._open(model, cuda_graph=False))
+            self._dynamic = self._timed(self._open_dynamic)
 
     @property
     def device(self) -> str:
@@ -149,8 +155,9 @@ class TapSession:
 
     @property
     def concurrency(self) -> int:
-        """How many threads may call :meth:`run` at once to some purpose: one per set of bound buffers."""
-        return self.runtime.bound_buffers if self.runtime.fixed_shape else 1
+        """How many threads may call :meth:`run` at once to some purpose: one per set of bound
+        buffers, or per session of the dynamic graph."""
+        return self.runtime.bound_buffers if self.runtime.fixed_shape else self.sessions
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         shape = tuple(images.shape[1:])
@@ -167,9 +174,13 @@ class TapSession:
             with self._binding:
                 if self._dynamic is None:  # a fifth image size: one dynamic graph for the rest, same device
                     with self._gate.alone():
-                        self._dynamic = self._timed(lambda: self._open(self.model, cuda_graph=False))
+                        self._dynamic = self._timed(self._open_dynamic)
         with self._gate.shared(), self.busy.running():
-            return self._run_dynamic(images)
+            session = self._dynamic.get()  # waits while every session is computing
+            try:
+                return self._run_dynamic(session, images)
+            finally:
+                self._dynamic.put(session)
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":
         """The queue of ``shape``'s free buffer sets, opened on its first batch; None for a
@@ -202,13 +213,22 @@ class TapSession:
         finally:
             self.opening_parts[name] = self.opening_parts.get(name, 0.0) + time.perf_counter() - started
 
-    def _open(self, path: Path, cuda_graph: bool):
+    def _open_dynamic(self) -> queue.SimpleQueue:
+        """The dynamic graph's :attr:`sessions`, the intra-op threads shared out among them."""
+        threads = self.threads if self.sessions == 1 else max(1, (self.threads or available_cores()) // self.sessions)
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.sessions):
+            free.put(self._open(self.model, cuda_graph=False, threads=threads))
+        return free
+
+    def _open(self, path: Path, cuda_graph: bool, threads: int | None = None):
         import onnxruntime as ort
 
+        threads = threads if threads is not None else self.threads
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
+        if threads:
+            options.intra_op_num_threads = threads
         if self.runtime.device == "cpu":
             # idle compute threads sleep instead of spinning: the spin takes the cores that
             # reading, decoding and Parquet writing need between batches (bench: pipeline
@@ -280,13 +300,13 @@ class TapSession:
         # .numpy() of a CPU buffer is a view of it, which the next batch overwrites: copy
         return {layer: value.numpy()[:n].copy() for layer, value in bound.outputs.items()}
 
-    def _run_dynamic(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        binding = self._dynamic.io_binding()
+    def _run_dynamic(self, session, images: np.ndarray) -> dict[str, np.ndarray]:
+        binding = session.io_binding()
         binding.bind_cpu_input("images", np.ascontiguousarray(images))
         device = "cuda" if self.runtime.device == "cuda" else "cpu"
         for layer in self.layers:
             binding.bind_output(layer, device)
-        self._dynamic.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         return dict(zip(self.layers, binding.copy_outputs_to_cpu()))
 
 
@@ -336,11 +356,29 @@ def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
 
 
 def open_session(artifact: Artifact, layers: list[str] | None = None, runtime: Runtime | None = None,
-                 threads: int | None = None) -> TapSession:
-    """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU).
-    ``--device cuda`` never falls back to the CPU: without CUDA it fails, saying why."""
+                 threads: int | None = None, sessions: int = 1) -> TapSession:
+    """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU), with
+    ``threads`` intra-op threads (default: onnxruntime's, one per core) shared out among
+    ``sessions`` sessions of the dynamic graph (see :func:`side_by_side`). ``--device cuda``
+    never falls back to the CPU: without CUDA it fails, saying why."""
     runtime = runtime or resolve_runtime()
     layers = check_layers(artifact, layers)
     if runtime.device == "cuda":
         require_cuda()
-    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads)
+    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads, sessions)
+
+
+SIDE_BY_SIDE_ON_CPU = 2
+
+
+def side_by_side(runtime: Runtime, threads: int | None = None) -> int:
+    """Sessions of the dynamic graph computing whole batches side by side, for a run that
+    calls :meth:`TapSession.run` from as many threads (the pipeline does): on the CPU two,
+    each with half the intra-op threads (``threads``, default one per core), where there are
+    two or more. Two single-threaded sessions ran Lite0 6 % faster than one of two threads on
+    2 cores (docs/benchmarks.md): no barrier between the cores at every operator, and a host
+    thread taking a core holds up one batch, not both cores. One elsewhere: on CUDA the sets
+    of bound buffers overlap the batches."""
+    if runtime.device != "cpu" or runtime.fixed_shape:
+        return 1
+    return max(1, min(SIDE_BY_SIDE_ON_CPU, threads or available_cores()))

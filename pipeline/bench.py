@@ -16,6 +16,7 @@ import io
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -83,13 +84,16 @@ def photo_dataset(path: Path, images: int, seed: int = 0) -> Path:
     return path
 
 
-def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None) -> float:
-    fn(batches[0])  # warm-up: allocations, autotuning, lazy initialisation
-    sync()
-    started = time.perf_counter()
-    for batch in batches:
-        fn(batch)
-    sync()
+def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None,
+          threads: int = 1) -> float:
+    """Images a second through ``fn``, called from ``threads`` threads at once (a session's
+    :attr:`~tlfs.models.session.TapSession.concurrency`, as the pipeline calls it)."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, batches[:threads]))  # warm-up, one batch a thread: allocations, autotuning, lazy set-up
+        sync()
+        started = time.perf_counter()
+        list(pool.map(fn, batches))
+        sync()
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
@@ -100,11 +104,14 @@ def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: C
 DEFAULT_IMAGES = {"cpu": 2048, "cuda": 20480}
 
 
-def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0,
+def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0, sessions: int | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Rows (a)-(d) for ``request``'s backbone (its weights), model store and runtime, on
     ``images`` images (default: the device's); the pipeline row extracts CIFAR-sized
-    JPEGs made here into a temporary store (the request's dataset and store are not read)."""
+    JPEGs made here into a temporary store (the request's dataset and store are not read).
+    onnxruntime's rows run on the session the pipeline runs on (``sessions`` side by side,
+    default: as ``tlfs extract`` opens them), called from as many threads as it computes
+    batches at once."""
     import torch
 
     from tlfs.models.backbones import load_backbone
@@ -125,7 +132,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         batches = [rng.integers(0, 255, (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
                    for _ in range(images // batch_size)]
         counted = sum(len(b) for b in batches)
-        ort_rows, session = _onnxruntime_rows(artifact, runtime, batches, log)
+        ort_rows, session = _onnxruntime_rows(artifact, runtime, batches, sessions, log)
         results = {**_torch_rows(loaded, device, batches, log), **ort_rows}
         log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, the same warmed session ...")
         extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
@@ -135,7 +142,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
         # runs bracketing it is steadier than to one run taken before it
         log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
-        again = _rate(session.run, batches)
+        again = _rate(session.run, batches, threads=session.concurrency)
         ort = (results[f"ort_{runtime.precision}"] + again) / 2
 
     busy = summary["session_busy"]
@@ -150,7 +157,8 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
         "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
-        "decode_workers": summary["decode_workers"], f"ort_{runtime.precision}_after_pipeline": round(again, 1),
+        "decode_workers": summary["decode_workers"], "sessions": session.concurrency,
+        f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         "pipeline_session_busy": busy,
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
@@ -190,20 +198,21 @@ def _torch_rows(loaded, device: str, batches: list[np.ndarray], log) -> dict:
     return rows
 
 
-def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], log) -> tuple[dict, TapSession]:
+def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], sessions: int | None,
+                      log) -> tuple[dict, TapSession]:
     """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's
     session; and the session of ``runtime``'s own precision, warmed, which the pipeline
     row then runs on (the same session, so the ratio compares the pipeline alone)."""
-    from tlfs.models.session import open_session
+    from tlfs.models.session import open_session, side_by_side
     from tlfs.models.runtime import resolve_runtime
 
     rows, own = {"ort_fp16": None}, None
     for precision in ("fp32", "fp16") if runtime.device == "cuda" else ("fp32",):
         mine = precision == runtime.precision
-        session = open_session(artifact, runtime=runtime if mine else resolve_runtime(runtime.device, precision,
-                                                                                     runtime.batch_size))
+        chosen = runtime if mine else resolve_runtime(runtime.device, precision, runtime.batch_size)
+        session = open_session(artifact, runtime=chosen, sessions=sessions or side_by_side(chosen))
         log(f"(c) onnxruntime {precision} inference only ...")
-        rows[f"ort_{precision}"] = _rate(session.run, batches)
+        rows[f"ort_{precision}"] = _rate(session.run, batches, threads=session.concurrency)
         own = session if mine else own
     return rows, own
 

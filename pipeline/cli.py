@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_csv, help="comma-separated tap layers (default: all)")
     p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
     _store_arg(p)
-    for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "threads", "decode_workers"):
+    for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "threads", "sessions",
+                 "decode_workers"):
         _setting_arg(p, name)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    + f"; --stages: the dataset's first {STAGE_IMAGES:,})")
     _decode_workers_arg(p)
     _setting_arg(p, "bound_buffers")
+    _setting_arg(p, "sessions")
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
     p.add_argument("--dataset", help="with --host-only: the dataset (cifar10 has a default source)")
@@ -295,8 +297,8 @@ def cmd_extract(args, settings: Settings) -> dict:
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
         views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
         incremental=not args.full)
-    options = RunOptions(threads=settings.threads or None, decode_workers=settings.decode_workers,
-                         writers=settings.writers or None,
+    options = RunOptions(threads=settings.threads or None, sessions=settings.sessions or None,
+                         decode_workers=settings.decode_workers, writers=settings.writers or None,
                          show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())
     summary = extract.run(request, options, log=_log)
     print(f"features: {summary['set_uri']} version {summary['version']}"
@@ -383,7 +385,7 @@ def cmd_bench(args, settings: Settings) -> dict:
     runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
     request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
                                 weights=args.weights, random_weights=args.random_weights)
-    result = bench(request, args.images, settings.decode_workers, log=_log)
+    result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),

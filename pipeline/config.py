@@ -56,7 +56,12 @@ class Settings:
     bound_buffers: int = _option(0, "sets of bound device buffers per input shape, each run by a thread of its own: "
                                     "one batch is copied in while another computes", env="TLFS_BOUND_BUFFERS", minimum=0,
                                  default_text="0 = the device's: 2 on cuda, 1 on cpu")
-    threads: int = _option(0, "onnxruntime intra-op threads", env="TLFS_THREADS", minimum=0, default_text="0 = one per core")
+    threads: int = _option(0, "onnxruntime intra-op threads, shared out among its sessions", env="TLFS_THREADS", minimum=0,
+                           default_text="0 = one per core")
+    sessions: int = _option(0, "onnxruntime sessions computing whole batches side by side, each on its share of the "
+                               "threads (dynamic-shape graphs)", env="TLFS_SESSIONS", minimum=0,
+                            default_text="0 = the device's: 2 on cpu where there are 2 cores or more, 1 on cuda "
+                                         "(its sets of bound buffers overlap the batches)")
     decode_workers: int = _option(0, "processes decoding images", env="TLFS_DECODE_WORKERS", minimum=0,
                                    default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
                                                 "inference takes them; 1 = none, decode on the reading thread")

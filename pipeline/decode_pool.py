@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from tlfs.models.runtime import available_cores
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.indexing import iter_payloads
 from tlfs.pipeline.sources import OpenArchives
@@ -55,7 +56,7 @@ def default_workers(device: str = "cuda") -> int:
     """One decode process per core where inference runs on a GPU; where it runs on the CPU
     it takes the cores itself, so decoding gets a quarter of them (at least one: the
     reading thread, no processes)."""
-    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    cores = available_cores()
     return cores if device != "cpu" else max(1, cores // 4)
 
 

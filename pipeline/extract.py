@@ -46,6 +46,7 @@ class RunOptions:
     """How a run goes about it (not what it makes: that is the request)."""
 
     threads: int | None = None  # the session's intra-op threads
+    sessions: int | None = None  # onnxruntime sessions side by side (default: models/session.side_by_side)
     decode_workers: int = 0  # 0: one per core on a GPU, a quarter of them on the CPU; 1: on the reading thread
     writers: int | None = None  # the writer pool's threads (default: one per core, at most 8)
     show_progress: bool = True
@@ -80,7 +81,7 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
-        workers = Workers(session, options.threads, decoder, writers=options.writers)
+        workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions)
         records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check,
                              opened=sessions.append)
     extracted = time.perf_counter()

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from tlfs.features import versions
 from tlfs.features.leases import LeaseTerms, hold
-from tlfs.models.session import open_session
-from tlfs.models.session import TapSession
+from tlfs.models.runtime import available_cores
+from tlfs.models.session import TapSession, open_session, side_by_side
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.derivation import derive_shard
 from tlfs.pipeline.errors import PipelineError
@@ -45,14 +44,11 @@ STAGE_THREADS: dict[str, str | None] = {
 }
 
 
-def available_cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
 @dataclass(frozen=True)
 class Workers:
     """What a run of shards computes with: an open ``session`` of the plan's runtime (else
-    one is opened when a shard needs it, with ``threads`` intra-op threads), a started
+    one is opened when a shard needs it, with ``threads`` intra-op threads shared out among
+    ``sessions`` side by side; default: models/session.side_by_side), a started
     ``decoder`` (else one of ``decode_workers`` processes), and the writer pool's threads
     (``writers``; default: one per core, see pipeline/shard_writer.py)."""
 
@@ -61,6 +57,7 @@ class Workers:
     decoder: Decoder | None = None
     decode_workers: int = 0
     writers: int | None = None
+    sessions: int | None = None
 
 
 def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progress: Callable[[int], None] | None = None,
@@ -125,7 +122,8 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
                 continue
             if inference is None:
                 if session is None:
-                    session = open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads)
+                    session = open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads,
+                                           sessions=workers.sessions or side_by_side(p.runtime, workers.threads))
                     if opened:
                         opened(session)
                 inference = stack.enter_context(Inference(session))

@@ -118,13 +118,13 @@ def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: i
     onto ``cores``. Stages whose first call pays for lazy set-up (Pillow's codecs,
     pyarrow's allocator) are warmed first."""
     from tlfs.models.backbones import get_spec
-    from tlfs.pipeline import runner
+    from tlfs.models.runtime import available_cores
     from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.shard_writer import writer_threads
 
     dataset, backbone, cache_dir = request.dataset, request.backbone, request.cache_dir
     batch_size, shard_size = request.runtime.batch_size, request.shard_size
-    cores = cores or runner.available_cores()
+    cores = cores or available_cores()
     widths = layer_widths(backbone, list(request.layers) if request.layers else None)
     index = build_index(dataset, list(request.sources), cache_dir=cache_dir)
     entries = index.entries[:images]

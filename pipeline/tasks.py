@@ -104,7 +104,8 @@ def extract_shards(set_uri: str, plan_id: str, shards: list[int], threads: int |
     from tlfs.pipeline import extract
 
     s = load_settings(decode_workers=decode_workers)
-    workers = extract.Workers(threads=threads, decode_workers=s.decode_workers, writers=s.writers or None)
+    workers = extract.Workers(threads=threads, decode_workers=s.decode_workers, writers=s.writers or None,
+                              sessions=s.sessions or None)
     # the whole records (files with sizes and digests, rejects): the commit is handed them
     return extract.extract_shards_task(set_uri, plan_id, shards, workers, lease=s.lease_terms(task=True))
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tlfs.models.errors import ModelError
-from tlfs.models.session import BusyClock, local_onnx, open_session
-from tlfs.models.runtime import resolve_runtime
+from tlfs.models.session import BusyClock, local_onnx, open_session, side_by_side
+from tlfs.models.runtime import available_cores, resolve_runtime
 from tlfs.models.variants import FP16_MIN_COSINE, fixed_shape, min_cosine
 
 
@@ -90,8 +91,6 @@ def test_fixed_shape_graph_with_bound_buffers_equals_the_dynamic_one(lite0):
 def test_two_sets_of_bound_buffers_run_from_two_threads_at_once_and_give_the_same_features(lite0):
     """CUDA's default: two buffer sets per shape, each a session of its own, used by two
     threads at once (the inference threads); every batch's features must be its own."""
-    from concurrent.futures import ThreadPoolExecutor
-
     rng = np.random.default_rng(2)
     batches = [rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for _ in range(8)]
     dynamic = open_session(lite0, ["head"])
@@ -121,6 +120,35 @@ def test_a_session_says_where_its_opening_went_part_by_part(lite0):
     assert sum(parts.values()) <= session.opening_seconds  # parts of the whole, the whole timed around them
     session.run(np.zeros((2, 32, 32, 3), np.uint8))
     assert session.opening_parts == parts  # a shape opens once
+
+
+def test_sessions_side_by_side_take_whole_batches_on_their_share_of_the_threads_and_give_the_same_bits(lite0):
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for _ in range(6)]
+    expected = [open_session(lite0, ["head", "block4"], threads=2).run(b) for b in batches]
+    session = open_session(lite0, ["head", "block4"], threads=2, sessions=2)
+    assert session.concurrency == 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(session.run, batches))
+    for want, have in zip(expected, got):
+        for layer in want:  # the same bits whatever the threads a batch ran on
+            assert np.array_equal(have[layer].view(np.uint32), want[layer].view(np.uint32))
+    both = [session._dynamic.get() for _ in range(2)]
+    assert both[0] is not both[1] and session._dynamic.empty()  # two sessions, no more
+    assert [s.get_session_options().intra_op_num_threads for s in both] == [1, 1]  # the two threads shared out
+
+
+def test_the_pipeline_runs_two_sessions_side_by_side_on_a_cpu_of_two_cores_or_more_and_one_elsewhere():
+    cpu = resolve_runtime("cpu")
+    assert side_by_side(cpu) == min(2, available_cores())
+    assert side_by_side(cpu, threads=1) == 1 and side_by_side(cpu, threads=8) == 2
+    assert side_by_side(resolve_runtime("cpu", fixed_shape=True)) == 1  # its sets of bound buffers instead
+    assert side_by_side(resolve_runtime("cuda")) == 1
+
+
+def test_sessions_side_by_side_need_the_dynamic_graph(lite0):
+    with pytest.raises(ModelError, match="sessions side by side"):
+        open_session(lite0, ["head"], resolve_runtime("cpu", fixed_shape=True), sessions=2)
 
 
 def test_the_busy_clock_counts_the_time_any_call_is_under_way_once_however_many_overlap():
