@@ -18,7 +18,7 @@ capturing"). A set is therefore opened and run through its capture (:data:`CAPTU
 with the device to itself (:class:`DeviceGate`), before any batch of the run uses it.
 On the CPU the same binding code runs (``fixed_shape=True`` in tests, so CI exercises
 it); by default the CPU keeps one dynamic-shape graph, which ``tlfs extract`` opens as
-two sessions computing whole batches side by side, each on half the cores
+two sessions, each on half the cores, that compute the two halves of every batch at once
 (:func:`side_by_side`).
 """
 
@@ -137,7 +137,9 @@ class TapSession:
         self._fixed: dict[tuple, queue.SimpleQueue[_Bound]] = {}  # per shape: its free buffer sets
         self._binding = threading.Lock()  # one thread opens a shape's sets; the others wait for them
         self._gate = DeviceGate()  # a set's opening and capture have the device alone
-        self._dynamic: queue.SimpleQueue | None = None  # the dynamic graph's free sessions
+        self._dynamic: list | None = None  # the dynamic graph's sessions, each computing its part of a batch
+        # the threads the parts of a batch run on, at once (the calling thread is one of them)
+        self._parts = ThreadPoolExecutor(sessions - 1, thread_name_prefix="tlfs-infer") if sessions > 1 else None
         self.providers: list[str] = []
         # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
         self.opening_seconds = 0.0
@@ -155,9 +157,8 @@ class TapSession:
 
     @property
     def concurrency(self) -> int:
-        """How many threads may call :meth:`run` at once to some purpose: one per set of bound
-        buffers, or per session of the dynamic graph."""
-        return self.runtime.bound_buffers if self.runtime.fixed_shape else self.sessions
+        """How many threads may call :meth:`run` at once to some purpose: one per set of bound buffers."""
+        return self.runtime.bound_buffers if self.runtime.fixed_shape else 1
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         shape = tuple(images.shape[1:])
@@ -176,11 +177,15 @@ class TapSession:
                     with self._gate.alone():
                         self._dynamic = self._timed(self._open_dynamic)
         with self._gate.shared(), self.busy.running():
-            session = self._dynamic.get()  # waits while every session is computing
-            try:
-                return self._run_dynamic(session, images)
-            finally:
-                self._dynamic.put(session)
+            if self._parts is None or len(images) < 2:
+                return self._run_dynamic(self._dynamic[0], images)
+            # the batch's parts at once, each on a session of its own (the last on this thread);
+            # an image's features do not depend on the images beside it, so the bits are the same
+            parts = np.array_split(images, min(self.sessions, len(images)))
+            futures = [self._parts.submit(self._run_dynamic, session, part) for session, part in zip(self._dynamic, parts[:-1])]
+            last = self._run_dynamic(self._dynamic[len(parts) - 1], parts[-1])
+            outputs = [future.result() for future in futures] + [last]
+            return {layer: np.concatenate([out[layer] for out in outputs]) for layer in self.layers}
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":
         """The queue of ``shape``'s free buffer sets, opened on its first batch; None for a
@@ -213,13 +218,10 @@ class TapSession:
         finally:
             self.opening_parts[name] = self.opening_parts.get(name, 0.0) + time.perf_counter() - started
 
-    def _open_dynamic(self) -> queue.SimpleQueue:
+    def _open_dynamic(self) -> list:
         """The dynamic graph's :attr:`sessions`, the intra-op threads shared out among them."""
         threads = self.threads if self.sessions == 1 else max(1, (self.threads or available_cores()) // self.sessions)
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(self.sessions):
-            free.put(self._open(self.model, cuda_graph=False, threads=threads))
-        return free
+        return [self._open(self.model, cuda_graph=False, threads=threads) for _ in range(self.sessions)]
 
     def _open(self, path: Path, cuda_graph: bool, threads: int | None = None):
         import onnxruntime as ort
@@ -372,13 +374,12 @@ SIDE_BY_SIDE_ON_CPU = 2
 
 
 def side_by_side(runtime: Runtime, threads: int | None = None) -> int:
-    """Sessions of the dynamic graph computing whole batches side by side, for a run that
-    calls :meth:`TapSession.run` from as many threads (the pipeline does): on the CPU two,
-    each with half the intra-op threads (``threads``, default one per core), where there are
-    two or more. Two single-threaded sessions ran Lite0 6 % faster than one of two threads on
-    2 cores (docs/benchmarks.md): no barrier between the cores at every operator, and a host
-    thread taking a core holds up one batch, not both cores. One elsewhere: on CUDA the sets
-    of bound buffers overlap the batches."""
+    """Sessions of the dynamic graph side by side, each computing its part of every batch on
+    its share of the intra-op threads (``threads``, default one per core): on the CPU two,
+    where there are two cores or more. Two single-threaded sessions, each taking half of every
+    batch, ran Lite0 4-7 % faster than one session of two threads on 2 cores
+    (docs/benchmarks.md): the cores meet once a batch, not at every operator. One elsewhere:
+    on CUDA the sets of bound buffers overlap the batches."""
     if runtime.device != "cpu" or runtime.fixed_shape:
         return 1
     return max(1, min(SIDE_BY_SIDE_ON_CPU, threads or available_cores()))

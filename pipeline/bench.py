@@ -16,7 +16,6 @@ import io
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -84,16 +83,13 @@ def photo_dataset(path: Path, images: int, seed: int = 0) -> Path:
     return path
 
 
-def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None,
-          threads: int = 1) -> float:
-    """Images a second through ``fn``, called from ``threads`` threads at once (a session's
-    :attr:`~tlfs.models.session.TapSession.concurrency`, as the pipeline calls it)."""
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(fn, batches[:threads]))  # warm-up, one batch a thread: allocations, autotuning, lazy set-up
-        sync()
-        started = time.perf_counter()
-        list(pool.map(fn, batches))
-        sync()
+def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None) -> float:
+    fn(batches[0])  # warm-up: allocations, autotuning, lazy initialisation
+    sync()
+    started = time.perf_counter()
+    for batch in batches:
+        fn(batch)
+    sync()
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
@@ -110,8 +106,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     ``images`` images (default: the device's); the pipeline row extracts CIFAR-sized
     JPEGs made here into a temporary store (the request's dataset and store are not read).
     onnxruntime's rows run on the session the pipeline runs on (``sessions`` side by side,
-    default: as ``tlfs extract`` opens them), called from as many threads as it computes
-    batches at once."""
+    default: as ``tlfs extract`` opens them)."""
     import torch
 
     from tlfs.models.backbones import load_backbone
@@ -142,7 +137,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
         # runs bracketing it is steadier than to one run taken before it
         log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
-        again = _rate(session.run, batches, threads=session.concurrency)
+        again = _rate(session.run, batches)
         ort = (results[f"ort_{runtime.precision}"] + again) / 2
 
     busy = summary["session_busy"]
@@ -157,7 +152,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
         "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
-        "decode_workers": summary["decode_workers"], "sessions": session.concurrency,
+        "decode_workers": summary["decode_workers"], "sessions": session.sessions,
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         "pipeline_session_busy": busy,
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
@@ -212,7 +207,7 @@ def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], ses
         chosen = runtime if mine else resolve_runtime(runtime.device, precision, runtime.batch_size)
         session = open_session(artifact, runtime=chosen, sessions=sessions or side_by_side(chosen))
         log(f"(c) onnxruntime {precision} inference only ...")
-        rows[f"ort_{precision}"] = _rate(session.run, batches, threads=session.concurrency)
+        rows[f"ort_{precision}"] = _rate(session.run, batches)
         own = session if mine else own
     return rows, own
 
