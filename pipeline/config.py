@@ -58,8 +58,8 @@ class Settings:
                                  default_text="0 = the device's: 2 on cuda, 1 on cpu")
     threads: int = _option(0, "onnxruntime intra-op threads, shared out among its sessions", env="TLFS_THREADS", minimum=0,
                            default_text="0 = one per core")
-    sessions: int = _option(0, "onnxruntime sessions computing whole batches side by side, each on its share of the "
-                               "threads (dynamic-shape graphs)", env="TLFS_SESSIONS", minimum=0,
+    sessions: int = _option(0, "onnxruntime sessions of the graph, each computing its part of every batch at once on "
+                               "its share of the threads (dynamic-shape graphs)", env="TLFS_SESSIONS", minimum=0,
                             default_text="0 = the device's: 2 on cpu where there are 2 cores or more, 1 on cuda "
                                          "(its sets of bound buffers overlap the batches)")
     decode_workers: int = _option(0, "processes decoding images", env="TLFS_DECODE_WORKERS", minimum=0,
