@@ -179,8 +179,8 @@ class TapSession:
         with self._gate.shared(), self.busy.running():
             if self._parts is None or len(images) < 2:
                 return self._run_dynamic(self._dynamic[0], images)
-            # the batch's parts at once, each on a session of its own (the last on this thread);
-            # an image's features do not depend on the images beside it, so the bits are the same
+            # the batch's parts at once, each on a session of its own (the last on this thread); an
+            # image's features do not depend on the images beside it: the same bits (tests/models/test_session.py)
             parts = np.array_split(images, min(self.sessions, len(images)))
             futures = [self._parts.submit(self._run_dynamic, session, part) for session, part in zip(self._dynamic, parts[:-1])]
             last = self._run_dynamic(self._dynamic[len(parts) - 1], parts[-1])
