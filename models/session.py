@@ -223,10 +223,9 @@ class TapSession:
         threads = self.threads if self.sessions == 1 else max(1, (self.threads or available_cores()) // self.sessions)
         return [self._open(self.model, cuda_graph=False, threads=threads) for _ in range(self.sessions)]
 
-    def _open(self, path: Path, cuda_graph: bool, threads: int | None = None):
+    def _open(self, path: Path, cuda_graph: bool, threads: int | None):
         import onnxruntime as ort
 
-        threads = threads if threads is not None else self.threads
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -256,7 +255,7 @@ class TapSession:
         with self._part("variant"):
             model = fixed_shape(self.model, self.runtime.batch_size, *shape[:2])
         with self._gate.alone():  # opening allocates on the device: never during another set's capture
-            session = self._open(model, cuda_graph=self.runtime.cuda_graph)
+            session = self._open(model, cuda_graph=self.runtime.cuda_graph, threads=self.threads)
             with self._part("buffers"):
                 bound = self._buffers(session, shape)
         if self.runtime.cuda_graph:
@@ -358,16 +357,17 @@ def check_layers(artifact: Artifact, layers: list[str] | None) -> list[str]:
 
 
 def open_session(artifact: Artifact, layers: list[str] | None = None, runtime: Runtime | None = None,
-                 threads: int | None = None, sessions: int = 1) -> TapSession:
+                 threads: int | None = None, sessions: int | None = None) -> TapSession:
     """A session for ``artifact``'s ``layers`` on ``runtime`` (default: fp32 on the CPU), with
     ``threads`` intra-op threads (default: onnxruntime's, one per core) shared out among
-    ``sessions`` sessions of the dynamic graph (see :func:`side_by_side`). ``--device cuda``
+    ``sessions`` sessions of the dynamic graph (default: :func:`side_by_side`'s). ``--device cuda``
     never falls back to the CPU: without CUDA it fails, saying why."""
     runtime = runtime or resolve_runtime()
     layers = check_layers(artifact, layers)
     if runtime.device == "cuda":
         require_cuda()
-    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads, sessions)
+    return TapSession(local_onnx(artifact, precision=runtime.precision), layers, runtime, threads,
+                      sessions or side_by_side(runtime, threads))
 
 
 SIDE_BY_SIDE_ON_CPU = 2

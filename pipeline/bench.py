@@ -198,14 +198,14 @@ def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], ses
     """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's
     session; and the session of ``runtime``'s own precision, warmed, which the pipeline
     row then runs on (the same session, so the ratio compares the pipeline alone)."""
-    from tlfs.models.session import open_session, side_by_side
+    from tlfs.models.session import open_session
     from tlfs.models.runtime import resolve_runtime
 
     rows, own = {"ort_fp16": None}, None
     for precision in ("fp32", "fp16") if runtime.device == "cuda" else ("fp32",):
         mine = precision == runtime.precision
         chosen = runtime if mine else resolve_runtime(runtime.device, precision, runtime.batch_size)
-        session = open_session(artifact, runtime=chosen, sessions=sessions or side_by_side(chosen))
+        session = open_session(artifact, runtime=chosen, sessions=sessions)
         log(f"(c) onnxruntime {precision} inference only ...")
         rows[f"ort_{precision}"] = _rate(session.run, batches)
         own = session if mine else own

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from tlfs.features import versions
 from tlfs.features.leases import LeaseTerms, hold
 from tlfs.models.runtime import available_cores
-from tlfs.models.session import TapSession, open_session, side_by_side
+from tlfs.models.session import TapSession, open_session
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.derivation import derive_shard
 from tlfs.pipeline.errors import PipelineError
@@ -123,7 +123,7 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
             if inference is None:
                 if session is None:
                     session = open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads,
-                                           sessions=workers.sessions or side_by_side(p.runtime, workers.threads))
+                                           sessions=workers.sessions)
                     if opened:
                         opened(session)
                 inference = stack.enter_context(Inference(session))

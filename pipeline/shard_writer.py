@@ -2,9 +2,9 @@
 shard: its batches gathered in image order as float16, encoded to Parquet in memory,
 hashed, written atomically into the plan's staging; a shard's widest layers first), and
 one thread that saves each shard's record once its files are written. pyarrow, hashlib
-and file I/O release the GIL, so the files of several layers and shards are encoded at once. At most
-``threads + 1`` shards are in flight (their outputs held in memory), so host memory
-stays flat however long the run."""
+and file I/O release the GIL, so the files of several layers and shards are encoded at
+once. At most ``threads + 1`` shards are in flight (their outputs held in memory), so
+host memory stays flat however long the run."""
 
 from __future__ import annotations
 

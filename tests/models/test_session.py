@@ -126,7 +126,7 @@ def test_sessions_side_by_side_each_compute_a_part_of_every_batch_on_their_share
         lite0):
     rng = np.random.default_rng(3)
     batches = [rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8) for n in (8, 7, 1)]  # even, odd, a single image
-    single = open_session(lite0, ["head", "block4"], threads=2)
+    single = open_session(lite0, ["head", "block4"], threads=2, sessions=1)
     session = open_session(lite0, ["head", "block4"], threads=2, sessions=2)
     assert session.concurrency == 1  # one batch at a time: its parts run at once inside
     for batch in batches:
