@@ -29,7 +29,7 @@ fi
 import json, sys
 files = json.load(open(".coverage.json"))["files"]
 never = [f for f, data in files.items() if f.split("/")[0] in ("models", "features", "pipeline")
-         and data["summary"]["covered_lines"] == 0]
+         and data["summary"]["num_statements"] > 0 and data["summary"]["covered_lines"] == 0]  # not empty __init__.py
 if never:
     sys.exit("modules no test ran: " + ", ".join(sorted(never)))
 print(f"every module of models/, features/ and pipeline/ ran ({len(files)} files measured)")
