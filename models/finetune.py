@@ -14,6 +14,7 @@ backbone, ``"none"`` nothing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -180,16 +181,33 @@ class Step:
     loss_fn: nn.Module
 
 
-def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generator: torch.Generator, amp: bool) -> float:
-    """One pass over ``batches`` (index tensors) of the device-resident ``data``; returns
-    the mean loss. The loss stays on the device until the end: no per-step sync."""
+@dataclass(frozen=True)
+class TrainedEpoch:
+    """An epoch's mean loss, and the seconds of its first and its last step: on CUDA the
+    first step of each new batch shape includes cuDNN's search for its kernels
+    (``cudnn.benchmark``), so they tell that one-off cost from the steady steps."""
+
+    mean_loss: float
+    first_step_seconds: float
+    last_step_seconds: float
+
+
+def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generator: torch.Generator,
+                amp: bool) -> TrainedEpoch:
+    """One pass over ``batches`` (a sized sequence of index tensors) of the device-resident
+    ``data``. The loss stays on the device until the end; the device is waited on only
+    around the first and the last step, to time them."""
     images, labels = data.images, data.labels
     optimizer, scheduler, loss_fn = step.optimizer, step.scheduler, step.loss_fn
     set_train_mode(model)
     size = model.spec.input_size
     total = torch.zeros((), device=images.device)
     seen = 0
-    for batch in batches:
+    timed = {0: 0.0, len(batches) - 1: 0.0}
+    for number, batch in enumerate(batches):
+        if number in timed:
+            _wait_for(images.device)
+            started = time.perf_counter()
         batch = batch.to(images.device)
         x = (augment(images[batch], size, generator) - model.mean) / model.std
         if amp:
@@ -202,7 +220,15 @@ def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generato
         scheduler.step()
         total += loss.detach().float() * len(batch)
         seen += len(batch)
-    return float(total) / max(1, seen)
+        if number in timed:
+            _wait_for(images.device)
+            timed[number] = time.perf_counter() - started
+    return TrainedEpoch(float(total) / max(1, seen), round(timed[0], 3), round(timed[len(batches) - 1], 3))
+
+
+def _wait_for(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def evaluate(model: Classifier, data: Labelled, batch_size: int, amp: bool) -> float:

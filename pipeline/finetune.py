@@ -308,13 +308,17 @@ class _Trainer:
             order = torch.randperm(len(self.fit), generator=self.generator, device=self.device)
             batches = tqdm(order.split(c.batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
                            disable=not self.show_progress, leave=False)
-            mean_loss = train_epoch(self.model, Step(optimizer, scheduler, self.loss_fn), self.fit, batches, self.generator, amp)
+            trained = train_epoch(self.model, Step(optimizer, scheduler, self.loss_fn), self.fit, batches, self.generator, amp)
+            validating = time.perf_counter()
             val_accuracy = evaluate(self.model, self.validation, c.batch_size * 2, amp)
-            record = {"phase": phase, "epoch": epoch + 1, "loss": round(mean_loss, 5),
-                      "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2)}
+            record = {"phase": phase, "epoch": epoch + 1, "loss": round(trained.mean_loss, 5),
+                      "validation_accuracy": round(val_accuracy, 5), "seconds": round(time.perf_counter() - epoch_started, 2),
+                      "first_step_seconds": trained.first_step_seconds, "last_step_seconds": trained.last_step_seconds,
+                      "validation_seconds": round(time.perf_counter() - validating, 2)}
             p.history.append(record)
             self.log(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, validation accuracy "
-                     f"{val_accuracy:.4f} ({record['seconds']:.1f}s)")
+                     f"{val_accuracy:.4f} ({record['seconds']:.1f}s: first step {trained.first_step_seconds:.2f}s, "
+                     f"last {trained.last_step_seconds:.2f}s, validation {record['validation_seconds']:.1f}s)")
             if val_accuracy > p.best["validation_accuracy"]:
                 p.best = {"validation_accuracy": val_accuracy, "phase": phase, "epoch": epoch + 1,
                           "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}

@@ -131,6 +131,11 @@ summary["cifar10_lite0_all_taps"] = {k: l.get(k) for k in extract_keys}
 f = last_json("finetune_lite0") or {}
 summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
                              **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
+try:  # each epoch's line: its seconds, and its first and last steps' (cuDNN's search falls in a shape's first step)
+    summary["finetune_lite0"]["epochs"] = [line.strip() for line in (out / "finetune_lite0.log").read_text().splitlines()
+                                           if " epoch " in line and "first step" in line]
+except FileNotFoundError:
+    summary["finetune_lite0"]["epochs"] = []
 one = summary["bench_lite0_one_set"]["pipeline"]
 summary["lite0_two_sets_vs_one"] = round(summary["bench_lite0"]["pipeline"] / one, 3) if one and summary["bench_lite0"]["pipeline"] else None
 targets = {

@@ -15,7 +15,7 @@ import torch
 
 from tlfs import features
 from tlfs.models.backbones import load_backbone
-from tlfs.models.finetune import Classifier, apply_freeze, augment
+from tlfs.models.finetune import Classifier, Labelled, Step, apply_freeze, augment, train_epoch
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.finetune import FinetuneRequest, finetune
@@ -50,6 +50,21 @@ def test_augmentation_keeps_shape_and_range_and_is_seeded():
     b = augment(images, 64, torch.Generator().manual_seed(1))
     assert a.shape == (4, 3, 64, 64) and torch.equal(a, b)
     assert float(a.min()) >= 0 and float(a.max()) <= 255
+
+
+def test_an_epoch_gives_its_mean_loss_and_the_seconds_of_its_first_and_last_steps(loaded):
+    torch.manual_seed(0)
+    model = Classifier(loaded, classes=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    step = Step(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), torch.nn.CrossEntropyLoss())
+    data = Labelled(torch.randint(0, 256, (10, 32, 32, 3), dtype=torch.uint8), torch.arange(10) % 3)
+    generator = torch.Generator().manual_seed(0)
+    trained = train_epoch(model, step, data, torch.randperm(10, generator=generator).split(4), generator, amp=False)
+    assert trained.mean_loss > 0 and trained.first_step_seconds > 0 and trained.last_step_seconds > 0
+    # the last of three steps is two images, not four: timed on its own, it is the cheaper step
+    assert trained.last_step_seconds < trained.first_step_seconds
+    alone = train_epoch(model, step, data, torch.arange(10).split(10), generator, amp=False)  # one step: first and last
+    assert alone.first_step_seconds == alone.last_step_seconds > 0
 
 
 def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path):
