@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the GPU machine: the GPU tests, then every GPU figure, ending with one
 # JSON line of them all. Sized for about 9 minutes (each step has its own time limit; an H200
-# took about 7, before the two host-only steps with 2 decode workers, about 30 s more).
+# took about 7, before the host-only steps with 2 decode workers at the end, about 30 s more).
 #
 # That machine (../shared/gpu/README.md) has Python 3.12, its own torch, no package
 # registry, and this project is not installed: it runs from the checkout. Stage here first
@@ -59,11 +59,6 @@ step bench_lite0_one_set 70 "$py" -m tlfs.pipeline.cli bench --backbone efficien
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
 step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
-# With 2 decode workers, the rest of the host side has 14 cores of its own: does it keep up with
-# decoding (0.9x of reading and decoding alone)? On a 2-core machine the workers take both cores.
-step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
-step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
-step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
 # Each host stage alone, and the host side's projection on this machine's 16 cores (beside the measured pipeline above)
 step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10 --backbone efficientnet_lite0
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
@@ -78,6 +73,12 @@ step tests 120 "$py" -m pytest -v --durations=0 --timeout 100 -m gpu tests/gpu -
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
   --batch-size 128 --patience 99 --no-progress
+# Last (about 30 s, in the time the steps above leave): with 2 decode workers the rest of the
+# host side has 14 cores of its own: does it keep up with decoding (0.9x of reading and decoding
+# alone)? On a 2-core machine the workers take both cores.
+step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
+step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
+step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
 
 "$py" - "$out" "$FT_EPOCHS" <<'PY'
 import json, sys
