@@ -274,6 +274,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     machine sets), then (2) the whole pipeline (plan, read, decode, batch, write Parquet,
     commit) with inference replaced by :class:`HostOnlySession`."""
     from tlfs.models.export import export
+    from tlfs.models.runtime import available_cores
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.indexing import build_index
     from tlfs.pipeline.decode_pool import Decoder
@@ -295,8 +296,8 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {
-        "dataset": dataset, "images": decoded, "decode_workers": summary["decode_workers"], "batch_size": runtime.batch_size,
-        "decode_images_per_s": round(decode_rate, 1) if decode_rate else None,
+        "dataset": dataset, "images": decoded, "decode_workers": summary["decode_workers"], "cores": available_cores(),
+        "batch_size": runtime.batch_size, "decode_images_per_s": round(decode_rate, 1) if decode_rate else None,
         "host_images_per_s": round(host_rate, 1) if host_rate else None,
         "host_vs_decode": round(host_rate / decode_rate, 3) if host_rate and decode_rate else None,
         "session_busy": summary["session_busy"],  # the stand-in session had a batch: below 1, it waited on the host side

@@ -430,6 +430,10 @@ def _bench_host_only(args, settings: Settings) -> dict:
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
     _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
+    if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"]:
+        print(f"  the {result['decode_workers']} decode workers take all {result['cores']} cores: the rest of the host side "
+              "(Parquet encoding above all) shares them, so the ratio is bounded by `tlfs bench --stages`'s "
+              "projected_vs_decode_ceiling; with cores to spare the rest runs beside the workers")
     return result
 
 

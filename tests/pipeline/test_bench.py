@@ -36,8 +36,11 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     code = main(["bench", "--host-only", "--dataset", "photos", "--source", str(source), "--decode-workers", "2",
                  "--models", models_root])
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
     assert result["images"] == 40 and result["decode_workers"] == 2
+    # where the workers take every core the rest of the host side runs in their time, and the bench says so
+    assert ("decode workers take all" in out) == (result["decode_workers"] >= result["cores"])
     assert result["decode_images_per_s"] > 0 and result["host_images_per_s"] > 0
     assert result["decode_seconds"] > 0 and result["write_seconds"] > 0 and result["parquet_bytes"] > 0
     # the extraction's CPU by thread of the run's process, and the busiest one (pipeline/thread_cpu.py)
