@@ -203,7 +203,8 @@ def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generato
     size = model.spec.input_size
     total = torch.zeros((), device=images.device)
     seen = 0
-    timed = {0: 0.0, len(batches) - 1: 0.0}
+    last = len(batches) - 1
+    timed = {0: 0.0, last: 0.0}  # the step numbers timed, and their seconds
     for number, batch in enumerate(batches):
         if number in timed:
             _wait_for(images.device)
@@ -223,7 +224,7 @@ def train_epoch(model: Classifier, step: Step, data: Labelled, batches, generato
         if number in timed:
             _wait_for(images.device)
             timed[number] = time.perf_counter() - started
-    return TrainedEpoch(float(total) / max(1, seen), round(timed[0], 3), round(timed[len(batches) - 1], 3))
+    return TrainedEpoch(float(total) / max(1, seen), round(timed[0], 3), round(timed[last], 3))
 
 
 def _wait_for(device: torch.device) -> None:
