@@ -276,10 +276,11 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     from tlfs.models.export import export
     from tlfs.models.runtime import available_cores
     from tlfs.pipeline.extract import RunOptions
-    from tlfs.pipeline.indexing import build_index
+    from tlfs.pipeline.indexing import build_index, check_sources
     from tlfs.pipeline.decode_pool import Decoder
 
     dataset, cache_dir, runtime = request.dataset, request.cache_dir, request.runtime
+    check_sources(dataset, request.sources)  # before the export
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-host-") as tmp:
         artifact = export(request.backbone, request.model_store, log=log)
         size = artifact.card["preprocessing"]["input_size"]

@@ -61,6 +61,23 @@ def build_index(
     return index
 
 
+def check_sources(name: str, uris: Iterable[str]) -> None:
+    """What :func:`build_index` would refuse before reading anything, checked in a moment:
+    no source, a fragment it does not know, a glob that matches nothing, a named file that
+    is not there. A run checks this first, so that a mistyped path is told before the
+    backbone is exported and the dataset indexed."""
+    uris = list(uris)
+    if not uris:
+        raise SourceError(f"dataset {name!r} has no source: give --source URI")
+    for raw_uri in uris:
+        pattern, _, _ = parse_uri(raw_uri)
+        files = expand_uri(pattern)  # a pattern that matches nothing is an error
+        if len(files) == 1:  # a file named as it is (a brace list's many names are looked up while indexing)
+            fs, path = fsspec.core.url_to_fs(files[0])
+            if not fs.exists(path):
+                raise SourceError(f"{files[0]}: no such file or directory")
+
+
 def _index_one(uri: str, number: int, options: dict[str, str], expected: dict[str, str],
                cache_dir: str | None) -> Indexed:
     try:

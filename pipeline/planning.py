@@ -19,7 +19,7 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.indexing import build_index, check_sources
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
@@ -30,6 +30,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     """Export (or reuse) the backbone, index the dataset and fix the shards. Nothing is
     written to the set: :func:`save_plan` does, under a lease."""
     r = request
+    check_sources(r.dataset, r.sources)  # a mistyped path is told at once, not after an export
     artifact = resolve_artifact(r.backbone, r.model_store, r.weights, r.random_weights, log)
     layers = check_layers(artifact, list(r.layers) if r.layers else None)
     started = time.perf_counter()

@@ -61,3 +61,20 @@ def test_shards_begin_with_a_compressed_archive_but_cut_anywhere_through_one_rea
         else:
             assert sizes == [3, 3]
         assert [e for n in sorted(entries) for e in entries[n]] == index.entries
+
+
+def test_a_missing_source_is_told_before_the_backbone_is_exported(tmp_path):
+    """A mistyped path fails in a moment: nothing is exported (which takes seconds, and
+    minutes for a large backbone) and nothing is written to the model store."""
+    import pytest
+
+    from tlfs.pipeline.errors import SourceError
+
+    models = tmp_path / "models"
+    for sources, reason in (((str(tmp_path / "nope.tar.gz"),), "nope.tar.gz: no such file"),
+                            ((str(tmp_path / "shard-*.tar"),), "matches no file"),
+                            ((), "has no source")):
+        request = ExtractionRequest("x", sources, "efficientnet_lite0", str(tmp_path / "store"), str(models))
+        with pytest.raises(SourceError, match=reason):
+            extract.plan(request, lambda *_: None)
+    assert not models.exists() and not (tmp_path / "store").exists()
