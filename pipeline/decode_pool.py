@@ -1,16 +1,20 @@
 """Reading and decoding a shard's images, so that the session is never idle waiting.
 
-Sources are read in order on a background thread (archives stream sequentially). The
-payloads are decoded either on that same thread (``workers == 1``: the original design)
-or in a pool of worker processes (``workers > 1``), in chunks, results taken back in
-order. Both paths are bounded (a queue of decoded images, or of chunks in flight), so
-host memory stays flat whatever the dataset's size. One :class:`Decoder` (and its pool)
-serves every shard of a run.
+Sources are read in order on a background thread (archives stream sequentially) and cut
+into chunks (:func:`cut_chunks`). A chunk is decoded either on that same thread
+(``workers == 1``) or in a pool of worker processes (``workers > 1``), results taken back
+in order. A chunk comes back as one :class:`DecodedBlock` (where its images share a shape,
+one array), which is what the batcher takes: nothing in the run's process handles the
+images one by one (its threads share one GIL, which per-image Python work would make the
+host side's ceiling on many cores). Both paths are bounded (blocks, or chunks in flight),
+so host memory stays flat whatever the dataset's size. One :class:`Decoder` (and its
+pool) serves every shard of a run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import queue
@@ -39,7 +43,7 @@ from tlfs.pipeline.image_decode import ImageRejected, decode
 # a chunk of photos stays a few dozen images.
 CHUNK_IMAGES = 256
 CHUNK_BYTES = 4 << 20
-READ_AHEAD = 512  # decoded images a decoder without worker processes holds ahead of the batcher
+READ_AHEAD = 2  # decoded blocks a decoder without worker processes holds ahead of the batcher
 
 
 @dataclass
@@ -105,62 +109,71 @@ class Decoder:
             self._pool = pool
         return self._pool
 
-    def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int, cache_dir: str | None,
-                depth: int = READ_AHEAD) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+    def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int,
+                cache_dir: str | None) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
-        every entry, in order."""
-        return self.decoded_parts(sources, [entries], input_size, cache_dir, depth)
+        every entry, in order (image by image: for a caller that keeps every image, as
+        fine-tuning does; the extraction takes :meth:`blocks`)."""
+        for block in self.blocks(sources, [entries], input_size, cache_dir):
+            yield from block.items()
 
-    def decoded_parts(self, sources: list[SourceInfo], parts: list[list[Entry]], input_size: int,
-                      cache_dir: str | None, depth: int = READ_AHEAD) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
-        """The same for several lists of entries (a run's shards) read one after the
-        other without a pause: one stream, positions counted through all of them."""
+    def blocks(self, sources: list[SourceInfo], parts: list[list[Entry]], input_size: int,
+               cache_dir: str | None) -> Iterator["DecodedBlock"]:
+        """Several lists of entries (a run's shards) read one after the other without a
+        pause, as one stream of :class:`DecodedBlock` in order, positions counted through
+        all of them; a block never holds entries of two parts."""
         if self.workers == 1:
-            return self._on_reader_thread(sources, parts, input_size, cache_dir, depth)
+            return self._on_reader_thread(sources, parts, input_size, cache_dir)
         return self._in_processes(sources, parts, input_size, cache_dir)
 
-    def _payloads(self, sources: list[SourceInfo], parts: list[list[Entry]], cache_dir: str | None):
+    def _chunks(self, sources: list[SourceInfo], parts: list[list[Entry]],
+                cache_dir: str | None) -> Iterator[tuple[int, list[Entry], list]]:
+        """``(start, entries, payloads)``: each part's payloads in :func:`cut_chunks`'s
+        chunks, ``start`` the position of the chunk's first entry in the stream."""
+        start = 0
         for entries in parts:
-            stream = iter_payloads(sources, entries, cache_dir, self._archives)
-            while True:
-                started = time.perf_counter()
-                try:
-                    item = next(stream)
-                except StopIteration:
-                    break
-                finally:
-                    self.stats.read_seconds += time.perf_counter() - started
-                yield item
+            for chunk in cut_chunks(self._timed(iter_payloads(sources, entries, cache_dir, self._archives)),
+                                    payload_of=lambda item: item[1]):
+                yield start, [entry for entry, _ in chunk], [payload for _, payload in chunk]
+                start += len(chunk)
 
-    def _on_reader_thread(self, sources, parts, input_size, cache_dir, depth) -> Iterator:
+    def _timed(self, stream: Iterator) -> Iterator:
+        """``stream``, the time spent waiting on it counted as reading."""
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(stream)
+            except StopIteration:
+                return
+            finally:
+                self.stats.read_seconds += time.perf_counter() - started
+            yield item
+
+    def _on_reader_thread(self, sources, parts, input_size, cache_dir) -> Iterator["DecodedBlock"]:
         def produce(put) -> None:
-            for position, (entry, payload) in enumerate(self._payloads(sources, parts, cache_dir)):
-                image, reason, seconds = _decode_one(payload, input_size)
+            for start, entries, payloads in self._chunks(sources, parts, cache_dir):
+                decoded, seconds = decode_chunk(payloads, input_size)
                 self.stats.decode_seconds += seconds
-                self.stats.images += 1
-                put((position, entry, image, reason))
+                self.stats.images += len(decoded)
+                put(DecodedBlock(start, entries, decoded))
 
-        return _background(produce, depth)
+        return _background(produce, READ_AHEAD)
 
-    def _in_processes(self, sources, parts, input_size, cache_dir) -> Iterator:
+    def _in_processes(self, sources, parts, input_size, cache_dir) -> Iterator["DecodedBlock"]:
         pool = self._executor()
 
         def produce(put) -> None:
-            items = ((position, entry, payload)
-                     for position, (entry, payload) in enumerate(self._payloads(sources, parts, cache_dir)))
-            for chunk in cut_chunks(items, payload_of=lambda item: item[2]):
-                payloads = [payload for _, _, payload in chunk]
-                put(([(position, entry) for position, entry, _ in chunk], pool.submit(decode_chunk, payloads, input_size)))
+            for start, entries, payloads in self._chunks(sources, parts, cache_dir):
+                put((start, entries, pool.submit(decode_chunk, payloads, input_size)))
 
-        for meta, future in _background(produce, chunks_in_flight(self.workers)):
+        for start, entries, future in _background(produce, chunks_in_flight(self.workers)):
             try:
                 decoded, seconds = future.result()
             except BrokenProcessPool as exc:
                 raise PipelineError(f"a decode worker process died ({exc}); run the extraction again") from exc
             self.stats.decode_seconds += seconds
-            for (position, entry), (image, reason) in zip(meta, decoded):
-                self.stats.images += 1
-                yield position, entry, image, reason
+            self.stats.images += len(decoded)
+            yield DecodedBlock(start, entries, decoded)
 
 
 def payload_bytes(payload) -> int:
@@ -288,6 +301,36 @@ class Decoded:
 
     def __len__(self) -> int:
         return len(self.reasons)
+
+    @property
+    def one_shape(self) -> bool:
+        """Whether the images are one array (they share a shape; none may be there)."""
+        return isinstance(self.images, np.ndarray)
+
+    def kept(self) -> np.ndarray:
+        """The indices of the payloads that have an image (row ``i`` of :attr:`images` is
+        payload ``kept()[i]``'s)."""
+        if self.reasons.count(None) == len(self.reasons):  # the common case: no reject
+            return np.arange(len(self.reasons))
+        return np.array([i for i, reason in enumerate(self.reasons) if reason is None], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class DecodedBlock:
+    """A chunk's entries (at positions ``start``, ``start + 1``, ... of the stream) and
+    their :class:`Decoded` images or reasons."""
+
+    start: int
+    entries: list[Entry]
+    decoded: Decoded
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def items(self) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+        """``(position, entry, image, reason)`` one by one."""
+        for position, entry, (image, reason) in zip(itertools.count(self.start), self.entries, self.decoded):
+            yield position, entry, image, reason
 
 
 def blank_chunk(payloads: list, shapes: list) -> tuple[Decoded, float]:

@@ -1,7 +1,8 @@
 """Batched inference, overlapped with the host's work.
 
-The run's thread reads the decoded stream, groups images of one shape into batches and
-stacks them (:func:`assemble`); the session runs on threads of its own
+The run's thread takes the decoded stream's blocks (pipeline/decode_pool.py: a chunk's
+images as one array) and cuts batches of one image shape out of them (:class:`Batcher`:
+slices of a block, joined where a batch spans two), never image by image; the session runs on threads of its own
 (:class:`Inference`: one per set of bound device buffers, two on CUDA, so that one batch
 is copied in while another computes), at most one batch beyond them ahead, so the next
 batch is assembled while the device computes; a batch's outputs come back as a future, which the
@@ -13,7 +14,6 @@ writer pool (pipeline/shard_writer.py).
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +25,8 @@ import numpy as np
 from tlfs.features.schema import FEATURE_DTYPE, row_columns
 from tlfs.models.session import TapSession
 from tlfs.pipeline.dataset_index import Entry, Reject
+from tlfs.pipeline.decode_pool import DecodedBlock
+from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.views import VIEWS
@@ -38,10 +40,61 @@ CAST_BLOCK_BYTES = 1 << 20
 READY = 1  # batches handed to the session's threads beyond one per thread: assembled and waiting
 
 
-def assemble(images: list[np.ndarray], views: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """One uint8 NHWC batch per view, from images of one shape."""
-    batch = np.stack(images)
-    return {view: VIEWS[view](batch) for view in views}
+class Batcher:
+    """Rows of images (with their positions in the shard) gathered into batches of
+    ``batch_size`` images of one shape, in the order they come; ``ready(bucket)`` is
+    given each full batch (and, at :meth:`flush_all`, each part-filled one). At most
+    :data:`MAX_OPEN_BUCKETS` shapes wait at once: one more flushes the fullest."""
+
+    def __init__(self, batch_size: int, ready: Callable[["Bucket"], None]) -> None:
+        self.batch_size = batch_size
+        self._ready = ready
+        self._open: dict[tuple, Bucket] = {}
+
+    def add(self, positions: np.ndarray, images: np.ndarray) -> None:
+        """Images of one shape (``[n, H, W, C]``, a block's rows or a view of them) at ``positions``."""
+        shape = images.shape[1:]
+        at, rows = 0, len(positions)
+        while at < rows:
+            bucket = self._open.get(shape)
+            if bucket is None:
+                bucket = self._open[shape] = Bucket()
+            # one shape too many: its first image alone, on which the fullest batch goes (as image by image)
+            take = 1 if len(self._open) > MAX_OPEN_BUCKETS else min(rows - at, self.batch_size - bucket.rows)
+            bucket.add(positions[at:at + take], images[at:at + take])
+            at += take
+            if bucket.rows >= self.batch_size:
+                self._flush(shape)
+            elif len(self._open) > MAX_OPEN_BUCKETS:
+                self._flush(max(self._open, key=lambda k: self._open[k].rows))
+
+    def flush_all(self) -> None:
+        for shape in list(self._open):
+            self._flush(shape)
+
+    def _flush(self, shape: tuple) -> None:
+        self._ready(self._open.pop(shape))
+
+
+class Bucket:
+    """A batch in the making: runs of rows, kept as the views they came as."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._positions: list[np.ndarray] = []
+        self._images: list[np.ndarray] = []
+
+    def add(self, positions: np.ndarray, images: np.ndarray) -> None:
+        self._positions.append(positions)
+        self._images.append(images)
+        self.rows += len(positions)
+
+    def joined(self) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's positions and its uint8 NHWC images: a block's rows as they are
+        where the batch lies in one block, else joined into one array."""
+        if len(self._images) == 1:
+            return self._positions[0], self._images[0]
+        return np.concatenate(self._positions), np.concatenate(self._images)
 
 
 def gather_layer(parts: list[np.ndarray], order: np.ndarray, width: int, to_float16: Float16Cast,
@@ -171,39 +224,56 @@ class ShardOutputs:
         return [future.result() for future in self.batches]
 
 
-def infer_shard(p: Plan, number: int, inference: Inference, decoded: Iterator,
+def shard_blocks(blocks: Iterator[DecodedBlock], images: int) -> Iterator[DecodedBlock]:
+    """The next blocks of ``blocks`` (a run's decoded stream, which never puts two shards'
+    entries in one block), up to those of the next ``images`` entries: one shard's."""
+    taken = 0
+    while taken < images:
+        block = next(blocks, None)
+        if block is None:
+            raise PipelineError(f"the decoded stream ended {images - taken} images before its shard's end")
+        taken += len(block)
+        yield block
+    if taken != images:
+        raise PipelineError(f"a decoded block ran {taken - images} images past its shard's end")
+
+
+def infer_shard(p: Plan, number: int, inference: Inference, blocks: Iterator[DecodedBlock],
                 progress: Callable[[int], None] | None = None) -> ShardOutputs:
-    """Hand shard ``number``'s images, the next ones of ``decoded`` (:meth:`Decoder.decoded`'s
+    """Hand shard ``number``'s images, the next ones of ``blocks`` (:meth:`Decoder.blocks`'s
     stream, which may run on through the next shards), to ``inference`` in batches of
     one image shape; returns at once with the batches' futures."""
     entries = p.shard_entries(number)
     out = ShardOutputs(number, entries, [], time.perf_counter())
-    buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
 
-    def flush(shape: tuple) -> None:
+    def submit(bucket: Bucket) -> None:
         assembling = time.perf_counter()
-        items = buckets.pop(shape)
-        batches = assemble([image for _, image in items], p.views)
+        positions, images = bucket.joined()
+        batches = {view: VIEWS[view](images) for view in p.views}
         out.assemble_seconds += time.perf_counter() - assembling
         future = inference.submit(batches)
         if progress:
-            future.add_done_callback(lambda _, n=len(items): progress(n))
-        out.positions.append(np.array([pos for pos, _ in items]))
+            future.add_done_callback(lambda _, n=len(positions): progress(n))
+        out.positions.append(positions)
         out.batches.append(future)
 
-    for position, (_, entry, image, reason) in enumerate(itertools.islice(decoded, len(entries))):
-        assert entry is entries[position], "the decoded stream must follow the shard's entries"
-        if image is None:
-            out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))
-            if progress:
-                progress(1)
-            continue
-        bucket = buckets.setdefault(image.shape, [])
-        bucket.append((position, image))
-        if len(bucket) >= p.runtime.batch_size:
-            flush(image.shape)
-        elif len(buckets) > MAX_OPEN_BUCKETS:
-            flush(max(buckets, key=lambda k: len(buckets[k])))
-    for shape in list(buckets):
-        flush(shape)
+    batcher = Batcher(p.runtime.batch_size, submit)
+    position = 0  # of the block's first entry in the shard
+    for block in shard_blocks(blocks, len(entries)):
+        assert block.entries[0] is entries[position], "the decoded stream must follow the shard's entries"
+        decoded = block.decoded
+        if decoded.reasons.count(None) != len(decoded.reasons):  # its rejects, in order
+            for entry, reason in zip(block.entries, decoded.reasons):
+                if reason is not None:
+                    out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))
+                    if progress:
+                        progress(1)
+        kept = decoded.kept() + position
+        if decoded.one_shape:
+            batcher.add(kept, decoded.images)
+        else:  # images of several sizes: each on its own, to its shape's batch
+            for at, image in zip(kept, decoded.images):
+                batcher.add(np.array([at]), image[np.newaxis])
+        position += len(block)
+    batcher.flush_all()
     return out

@@ -11,7 +11,6 @@ skipped; a shard an incremental plan reuses or derives is copied (pipeline/deriv
 from __future__ import annotations
 
 import contextlib
-import itertools
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -22,7 +21,7 @@ from tlfs.models.session import TapSession, open_session
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.derivation import derive_shard
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.inference import Inference, infer_shard
+from tlfs.pipeline.inference import Inference, infer_shard, shard_blocks
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import ShardRecord
@@ -107,11 +106,11 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
             if stream is None and done is None:
                 # from the first shard to compute on, the readers and decoders never wait at a shard's end
                 streamed = {number} | {n for n in numbers[i + 1:] if shard_done(p, n) is None}
-                stream = decoder.decoded_parts(p.sources, [p.shard_entries(n) for n in numbers if n in streamed],
-                                               p.input_size, p.cache_dir)
+                stream = decoder.blocks(p.sources, [p.shard_entries(n) for n in numbers if n in streamed],
+                                        p.input_size, p.cache_dir)
             if done is not None:
                 if number in streamed:  # finished meanwhile by another run of the plan: its images pass by
-                    for _ in itertools.islice(stream, len(p.shard_entries(number))):
+                    for _ in shard_blocks(stream, len(p.shard_entries(number))):
                         pass
                 if progress:
                     progress(done.read)

@@ -135,7 +135,7 @@ def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: i
     reading, payloads = _time_reading(index, entries, cache_dir)
     log(f"read {len(payloads)} payloads")
     decoding, decoded = _time_decoding(payloads, get_spec(backbone).input_size, dataset)
-    batching, outputs = _time_batching(decoded, batch_size, widths)
+    batching, outputs = _time_batching(decoded, batch_size, widths, _chunk_sizes(payloads))
     writing, encoded = _time_encoding(outputs, shard_size // batch_size, widths)
     storing = _time_storing(encoded, dataset, widths, workdir)
     stages = reading + decoding + batching + writing + storing
@@ -199,22 +199,47 @@ def _hand_over_cpu(payloads: list, shapes: list) -> float:
         cpu = time.process_time()
         futures = [decoder.submit(blank_chunk, [p for p, _ in chunk], [shape for _, shape in chunk])
                    for chunk in cut_chunks(zip(payloads, shapes), payload_of=lambda item: item[0])]
-        taken = sum(1 for future in futures for _ in future.result()[0])
+        taken = sum(len(future.result()[0]) for future in futures)  # each chunk whole, as the batcher takes it
         seconds = time.process_time() - cpu
     if taken != len(payloads):
         raise PipelineError(f"the hand-over took back {taken} of {len(payloads)} images")
     return seconds
 
 
-def _time_batching(images: list[np.ndarray], batch_size: int, widths: dict[str, int]) -> tuple[list[Stage], list[dict]]:
-    """Batch assembly, and the copy of each batch's outputs (of the layers' real widths)
-    out of the session's buffers."""
-    from tlfs.pipeline.inference import assemble
+def _chunk_sizes(payloads: list) -> list[int]:
+    """The images in each chunk the pool would cut from ``payloads`` (``(entry, payload)``)."""
+    from tlfs.pipeline.decode_pool import cut_chunks
+
+    return [len(chunk) for chunk in cut_chunks(payloads, payload_of=lambda item: item[1])]
+
+
+def _time_batching(images: list[np.ndarray], batch_size: int, widths: dict[str, int],
+                   chunk_sizes: list[int]) -> tuple[list[Stage], list[dict]]:
+    """Batch assembly (batches cut out of the decoded blocks, as the run's thread does),
+    and the copy of each batch's outputs (of the layers' real widths) out of the session's
+    buffers."""
+    from tlfs.pipeline.decode_pool import Decoded
+    from tlfs.pipeline.inference import Batcher
+    from tlfs.pipeline.views import VIEWS
 
     same_shape = [image for image in images if image.shape == images[0].shape]
-    batches = [same_shape[i:i + batch_size] for i in range(0, len(same_shape), batch_size)]
-    seconds = _timed_each(lambda batch: assemble(batch, ("original",)), batches)
-    stages = [_stage("batch assembly", len(same_shape), seconds, "batch assembly", f"batches of {batch_size} stacked for the session")]
+    # the blocks as the workers send them (one array a chunk), made before the clock starts
+    starts = np.cumsum([0, *chunk_sizes])
+    blocks = [Decoded.of([(image, None) for image in same_shape[start:end]])
+              for start, end in zip(starts[:-1], starts[1:]) if start < len(same_shape)]
+    batches: list[np.ndarray] = []
+
+    def cut_batches() -> None:
+        batcher = Batcher(batch_size, lambda bucket: batches.append(VIEWS["original"](bucket.joined()[1])))
+        start = 0
+        for block in blocks:
+            batcher.add(block.kept() + start, block.images)
+            start += len(block)
+        batcher.flush_all()
+
+    seconds = _timed(cut_batches)
+    stages = [_stage("batch assembly", len(same_shape), seconds, "batch assembly",
+                     f"batches of {batch_size} cut out of the decoded blocks for the session")]
     rng = np.random.default_rng(0)
     outputs = [{layer: rng.random((len(batch), width), dtype=np.float32) for layer, width in widths.items()}
                for batch in batches]

@@ -142,3 +142,19 @@ def test_by_default_decoding_takes_every_core_beside_a_gpu_and_a_quarter_beside_
     cores = len(os.sched_getaffinity(0))
     assert default_workers("cuda") == cores and default_workers("cpu") == max(1, cores // 4)
     assert Decoder(0, "cpu").workers == default_workers("cpu") and Decoder(3, "cpu").workers == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_blocks_are_the_chunks_of_each_part_in_order_and_never_hold_two_parts(tmp_path, monkeypatch, workers):
+    """A run's shards are one stream of blocks (positions counted through them all), cut
+    per shard, so that a shard's batcher takes whole blocks; a block of one image shape
+    holds its images as one array."""
+    monkeypatch.setattr(decode_pool, "CHUNK_IMAGES", 3)
+    index = build_index("colors", [str(write_tree(tmp_path / "d", folder_images(per_class=2)))])
+    parts = [index.entries[:7], index.entries[7:12]]
+    with Decoder(workers) as decoder:
+        blocks = list(decoder.blocks(index.sources, parts, 224, None))
+    assert [(b.start, len(b)) for b in blocks] == [(0, 3), (3, 3), (6, 1), (7, 3), (10, 2)]
+    assert [e for b in blocks for e in b.entries] == parts[0] + parts[1]
+    assert all(b.decoded.one_shape and b.decoded.images.shape[0] == len(b) for b in blocks)
+    assert [position for b in blocks for position, *_ in b.items()] == list(range(12))
