@@ -24,6 +24,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -132,22 +133,16 @@ class Decoder:
         chunks, ``start`` the position of the chunk's first entry in the stream."""
         start = 0
         for entries in parts:
-            for chunk in cut_chunks(self._timed(iter_payloads(sources, entries, cache_dir, self._archives)),
-                                    payload_of=lambda item: item[1]):
-                yield start, [entry for entry, _ in chunk], [payload for _, payload in chunk]
-                start += len(chunk)
-
-    def _timed(self, stream: Iterator) -> Iterator:
-        """``stream``, the time spent waiting on it counted as reading."""
-        while True:
-            started = time.perf_counter()
-            try:
-                item = next(stream)
-            except StopIteration:
-                return
-            finally:
+            chunks = cut_chunks(iter_payloads(sources, entries, cache_dir, self._archives), payload_of=itemgetter(1))
+            while True:
+                started = time.perf_counter()  # timed by the chunk: the reading thread's own work, and its waits
+                chunk = next(chunks, None)
                 self.stats.read_seconds += time.perf_counter() - started
-            yield item
+                if chunk is None:
+                    break
+                entries_of, payloads = zip(*chunk)
+                yield start, list(entries_of), list(payloads)
+                start += len(chunk)
 
     def _on_reader_thread(self, sources, parts, input_size, cache_dir) -> Iterator["DecodedBlock"]:
         def produce(put) -> None:
@@ -190,7 +185,8 @@ def cut_chunks(items: Iterable, payload_of: Callable = lambda item: item) -> Ite
     chunk, held = [], 0
     for item in items:
         chunk.append(item)
-        held += payload_bytes(payload_of(item))
+        payload = payload_of(item)
+        held += len(payload) if type(payload) is bytes else payload_bytes(payload)  # bytes: most payloads, at once
         if len(chunk) >= CHUNK_IMAGES or held >= CHUNK_BYTES:
             yield chunk
             chunk, held = [], 0

@@ -300,6 +300,11 @@ def _own_header(block: bytes, e: Entry) -> bool:
     name as it is (longer, or not ASCII: a pax or GNU header before carries it), tarfile
     reads the header, whose checksum must be right, and its size must match."""
     member = e.member.encode("utf-8", "surrogateescape")
+    # most headers at once: the name field holds the name as it is (no POSIX prefix before
+    # it), and the size field is as Python's tarfile and GNU tar write it
+    if (len(member) < 100 and block[len(member)] == 0 and block.startswith(member)
+            and block[124:136] == b"%011o\0" % e.size and (block[345] == 0 or block[257:265] != tarfile.POSIX_MAGIC)):
+        return True
     held = block[:100].split(b"\0", 1)[0]
     if block[257:265] == tarfile.POSIX_MAGIC and (prefix := block[345:500].split(b"\0", 1)[0]):
         held = prefix + b"/" + held

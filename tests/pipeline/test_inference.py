@@ -72,7 +72,8 @@ def test_the_batches_are_those_of_the_image_by_image_rule_whatever_the_shapes(ba
 
 
 def block(start: int, rows: int) -> DecodedBlock:
-    return DecodedBlock(start, [f"e{start + n}" for n in range(rows)], Decoded.of([(np.zeros((2, 2, 3), np.uint8), None)] * rows))
+    images = Decoded.of([(np.zeros((2, 2, 3), np.uint8), None)] * rows)
+    return DecodedBlock(start, [f"e{start + n}" for n in range(rows)], images)
 
 
 def test_a_shards_blocks_are_the_next_ones_up_to_its_last_entry():

@@ -119,3 +119,24 @@ def test_a_sparse_member_is_read_through_tarfile_by_name(tmp_path, fmt):
     index = build_index("d", [str(path)])
     assert {e.member: e.offset for e in index.entries}["train/red/holes.png"] == -1
     assert read(index) == members(path)
+
+
+def test_a_header_whose_name_field_matches_but_a_posix_prefix_names_another_path_is_a_reject(tmp_path):
+    """The header check's quick path (the name field as it is, tarfile's size field) must
+    not pass a header whose POSIX prefix puts the same name under another folder."""
+    import gzip
+
+    files = folder_images(per_class=1)
+    path = archive(tmp_path / "d.tar.gz", files, "w:gz", tarfile.USTAR_FORMAT)
+    index = build_index("d", [str(path)])
+    target = index.entries[0]
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    header = target.offset - 512
+    assert raw[header:header + len(target.member)] == target.member.encode() and raw[header + 345] == 0
+    raw[header + 345:header + 348] = b"zzz"  # now zzz/<member>: the archive changed since it was indexed
+    raw[header + 148:header + 156] = b" " * 8
+    raw[header + 148:header + 156] = b"%06o\0 " % sum(raw[header:header + 512])  # its checksum, as tar computes it
+    path.write_bytes(gzip.compress(bytes(raw)))
+    got = read(index)
+    assert isinstance(got[target.member], Unreadable) and "changed since it was indexed" in got[target.member].reason
+    assert all(got[e.member] == files[e.member] for e in index.entries[1:])
