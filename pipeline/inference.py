@@ -14,6 +14,7 @@ writer pool (pipeline/shard_writer.py).
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -260,7 +261,8 @@ def infer_shard(p: Plan, number: int, inference: Inference, blocks: Iterator[Dec
     batcher = Batcher(p.runtime.batch_size, submit)
     position = 0  # of the block's first entry in the shard
     for block in shard_blocks(blocks, len(entries)):
-        assert block.entries[0] is entries[position], "the decoded stream must follow the shard's entries"
+        assert all(map(operator.is_, block.entries, entries[position:position + len(block)])), \
+            "the decoded stream must follow the shard's entries"
         decoded = block.decoded
         if decoded.reasons.count(None) != len(decoded.reasons):  # its rejects, in order
             for entry, reason in zip(block.entries, decoded.reasons):
