@@ -278,6 +278,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.indexing import build_index, check_sources
     from tlfs.pipeline.decode_pool import Decoder
+    from tlfs.pipeline.shard_writer import writer_threads
 
     dataset, cache_dir, runtime = request.dataset, request.cache_dir, request.runtime
     check_sources(dataset, request.sources)  # before the export
@@ -292,8 +293,10 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
             decode_wall = time.perf_counter() - started
             log("(2) the whole pipeline, inference replaced by a trivial session ...")
             session = HostOnlySession(runtime, dict(artifact.card["layers"]))
+            # the writer pool too as for a GPU (on the CPU the session would have taken the cores)
             summary = extract_watched(replace(request, store=str(Path(tmp) / "store")),
-                                      RunOptions(show_progress=False, decoder=decoder, session=session))
+                                      RunOptions(show_progress=False, decoder=decoder, session=session,
+                                                 writers=writer_threads(available_cores())))
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {

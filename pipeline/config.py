@@ -66,7 +66,8 @@ class Settings:
                                    default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
                                                 "inference takes them; 1 = none, decode on the reading thread")
     writers: int = _option(0, "threads encoding and writing shard files", env="TLFS_WRITERS", minimum=0,
-                            default_text="0 = one per core, at most 8; 1 = in order, one at a time")
+                            default_text="0 = one per core with a GPU, a quarter of the cores on cpu, where "
+                                         "inference takes them (at least one, at most 8); 1 = in order, one at a time")
     # Airflow fails a mapping longer than [core] max_map_length (1,024 by default).
     max_shard_tasks: int = _option(512, "extract_shard tasks a DAG run maps at most (each takes a group of shards)",
                                     env="TLFS_MAX_SHARD_TASKS", positive=True)

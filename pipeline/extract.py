@@ -24,7 +24,7 @@ from typing import Callable
 from tlfs.features.leases import LeaseTerms, hold
 from tlfs.features.manifest import Published
 from tlfs.features.versions import Retention
-from tlfs.models.runtime import require_cuda
+from tlfs.models.runtime import available_cores, require_cuda
 from tlfs.models.session import TapSession
 from tlfs.pipeline.commit import commit, commit_task, describe_changes
 from tlfs.pipeline.decode_pool import Decoder
@@ -35,6 +35,7 @@ from tlfs.pipeline.plan import ExtractionRequest, Plan
 from tlfs.pipeline.planning import cut_shards, load_plan, plan, plan_task, save_plan
 from tlfs.pipeline.records import ShardRecord
 from tlfs.pipeline.runner import Workers, extract_shard, extract_shard_task, extract_shards_task, run_shards
+from tlfs.pipeline.shard_writer import writer_threads
 
 __all__ = ["ExtractionRequest", "RunOptions", "run", "plan", "plan_task", "save_plan", "load_plan", "cut_shards",
            "run_shards", "Workers", "extract_shard", "extract_shard_task", "extract_shards_task", "commit", "commit_task",
@@ -48,7 +49,7 @@ class RunOptions:
     threads: int | None = None  # the session's intra-op threads
     sessions: int | None = None  # onnxruntime sessions side by side (default: models/session.side_by_side)
     decode_workers: int = 0  # 0: one per core on a GPU, a quarter of them on the CPU; 1: on the reading thread
-    writers: int | None = None  # the writer pool's threads (default: one per core, at most 8)
+    writers: int | None = None  # the writer pool's threads (default: one per core, a quarter of them on the CPU; at most 8)
     show_progress: bool = True
     lease: LeaseTerms = field(default_factory=LeaseTerms)
     retention: Retention = field(default_factory=Retention)  # which older versions the commit keeps readable
@@ -75,13 +76,14 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
     planned = time.perf_counter()  # the session opens when a shard needs it (none may: all reused)
+    writers = options.writers or writer_threads(available_cores(), p.runtime.device)
     from tqdm import tqdm
 
     sessions = [session] if session is not None else []
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
-        workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions)
+        workers = Workers(session, options.threads, decoder, writers=writers, sessions=options.sessions)
         records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check,
                              opened=sessions.append)
     extracted = time.perf_counter()
@@ -93,8 +95,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     for opened in sessions:
         parts.update(opened.opening_parts)
     busy = sum(s.busy.seconds for s in sessions) - busy_before
-    return summary(p, records, committed, decoder, Timings(planned - started, extracted - planned, finished - extracted,
-                                                           opening, dict(parts), busy))
+    timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy)
+    return summary(p, records, committed, decoder, writers, timings)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ class Timings:
     session_busy: float = 0.0  # of the extraction: the session had a batch to compute (TapSession.busy)
 
 
-def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, seconds: Timings) -> dict:
+def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, writers: int,
+            seconds: Timings) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
     bytes_written = sum(f.bytes for r in records for f in r.files.values())
@@ -145,6 +148,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "parquet_write_mb_per_second": round(bytes_written / 1e6 / write_seconds, 1) if write_seconds > 0 else None,
         "infer_seconds": round(sum(r.infer_seconds for r in records), 2),
         "decode_workers": decoder.workers,
+        "writers": writers,  # the writer pool's threads
         "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
         "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
     }

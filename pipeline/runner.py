@@ -49,7 +49,7 @@ class Workers:
     one is opened when a shard needs it, with ``threads`` intra-op threads shared out among
     ``sessions`` side by side; default: models/session.side_by_side), a started
     ``decoder`` (else one of ``decode_workers`` processes), and the writer pool's threads
-    (``writers``; default: one per core, see pipeline/shard_writer.py)."""
+    (``writers``; default: one per core, a quarter of them on the CPU, see pipeline/shard_writer.py)."""
 
     session: TapSession | None = None
     threads: int | None = None
@@ -94,7 +94,7 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
         numbers = [n for n in numbers if n not in copied]
     with contextlib.ExitStack() as stack:
         decoder = decoder or stack.enter_context(Decoder(workers.decode_workers, p.runtime.device))
-        writer = stack.enter_context(ShardWriter(p, workers.writers or writer_threads(available_cores())))
+        writer = stack.enter_context(ShardWriter(p, workers.writers or writer_threads(available_cores(), p.runtime.device)))
         inference: Inference | None = None
         written = []
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute

@@ -25,9 +25,14 @@ from tlfs.pipeline.staging import save_record
 MAX_WRITER_THREADS = 8  # beyond this the encoder outruns any device we have measured
 
 
-def writer_threads(cores: int) -> int:
-    """Threads encoding and writing files: one per core, up to :data:`MAX_WRITER_THREADS`."""
-    return max(1, min(cores, MAX_WRITER_THREADS))
+def writer_threads(cores: int, device: str = "cuda") -> int:
+    """Threads encoding and writing files: one per core, up to :data:`MAX_WRITER_THREADS`.
+    Where inference runs on the CPU it takes the cores itself, and one thread writes far
+    faster than it infers, so the pool gets a quarter of them (at least one), as decoding
+    does (pipeline/decode_pool.default_workers): more threads only contend with the session
+    for the cores (docs/benchmarks.md: the writer pool's threads where the session runs on the CPU)."""
+    share = cores if device != "cpu" else cores // 4
+    return max(1, min(share, MAX_WRITER_THREADS))
 
 
 def widest_first(views: tuple[str, ...], layer_dims: dict[str, int]) -> list[tuple[str, str, int]]:

@@ -73,6 +73,22 @@ def test_decode_worker_processes_give_the_same_set_as_decoding_on_the_reading_th
     assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]  # byte for byte
 
 
+def test_the_writer_pools_threads_change_no_byte_of_the_set(tmp_path, folder_dataset, lite0, models_root):
+    """One writer (files, then the record, in shard order) and a pool (files of several layers
+    and shards at once, records on a thread of their own) write the same files; on the CPU the
+    default is a quarter of the cores (pipeline/shard_writer.writer_threads)."""
+    from tlfs.models.runtime import available_cores
+    from tlfs.pipeline.shard_writer import writer_threads
+
+    runs = {n: run(tmp_path / str(n), folder_dataset, models_root, writers=n, shard_size=3) for n in (1, 3)}
+    default = run(tmp_path / "default", folder_dataset, models_root)
+    assert (runs[1]["writers"], runs[3]["writers"]) == (1, 3)
+    assert default["writers"] == writer_threads(available_cores(), "cpu")
+    manifests = [features.describe("colors", "efficientnet_lite0", str(tmp_path / str(n) / "store")) for n in (1, 3)]
+    assert len(manifests[0]["shards"]) == 8 * 7  # 8 shards of 3 images, 7 layers each
+    assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]
+
+
 def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
     files = folder_images()
     files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"

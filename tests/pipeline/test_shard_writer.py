@@ -1,9 +1,10 @@
 """The writer pool starts a shard's files widest layer first, so that a shard's largest
-file never runs alone at its end while the other threads have nothing left to write."""
+file never runs alone at its end while the other threads have nothing left to write; it
+takes every core beside a GPU and a quarter of them where the session runs on the CPU."""
 
 from __future__ import annotations
 
-from tlfs.pipeline.shard_writer import widest_first
+from tlfs.pipeline.shard_writer import MAX_WRITER_THREADS, widest_first, writer_threads
 from tlfs.pipeline.stage_bench import layer_widths
 
 
@@ -22,3 +23,8 @@ def test_every_file_of_a_real_backbone_is_written_once():
     files = widest_first(("image",), dims)
     assert sorted(layer for _, layer, _ in files) == sorted(dims)
     assert files[0][1] == "head"  # 1,280 of Lite0's 2,048 values an image
+
+
+def test_the_pool_takes_every_core_beside_a_gpu_and_a_quarter_of_them_where_the_session_runs_on_the_cpu():
+    assert [writer_threads(cores, "cuda") for cores in (1, 2, 8, 64)] == [1, 2, 8, MAX_WRITER_THREADS]
+    assert [writer_threads(cores, "cpu") for cores in (1, 2, 4, 16, 64)] == [1, 1, 1, 4, MAX_WRITER_THREADS]
