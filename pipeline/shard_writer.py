@@ -8,14 +8,16 @@ host memory stays flat however long the run."""
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 from tlfs.features import layout
 from tlfs.features.leases import translate_missing
 from tlfs.features.schema import table_of
 from tlfs.features.writer import encode_shard, put_shard
+from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.inference import ShardOutputs, gather_layer
 from tlfs.pipeline.plan import Plan
@@ -68,6 +70,8 @@ class ShardWriter:
         self._records = self._files if threads == 1 else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
         self._in_flight: list[Future] = []
         self._to_float16 = Float16Cast()  # shared by the pool's threads
+        self._unwritten: set[Future] = set()  # files queued or being written
+        self._lock = threading.Lock()
 
     def submit(self, out: ShardOutputs, done: Callable[[ShardRecord], None] = lambda _: None) -> Future:
         """Queue shard ``out`` for writing, first waiting (for the oldest shard) while
@@ -78,12 +82,32 @@ class ShardWriter:
         started = {(view, layer): self._files.submit(write_file, self.p, out, view, layer, width, self._to_float16)
                    for view, layer, width in widest_first(self.p.views, self.p.layer_dims)}
         files = {file_key(layer, view): started[view, layer] for view in self.p.views for layer in self.p.layer_dims}
+        with self._lock:
+            self._unwritten.update(started.values())
+        for file in started.values():
+            file.add_done_callback(self._file_done)
         future = self._records.submit(self._record, out, files, writing, done)
         self._in_flight.append(future)
         return future
 
+    def _file_done(self, file: Future) -> None:
+        """A file that failed to be written fails the run: the files still queued are dropped
+        rather than tried (on a failing store each would go through its retries first)."""
+        with self._lock:
+            self._unwritten.discard(file)
+            failed = not file.cancelled() and file.exception() is not None
+            queued = list(self._unwritten) if failed else []
+        for other in queued:
+            other.cancel()  # only those not started; the callback runs again for each
+
     def _record(self, out: ShardOutputs, files: dict[str, Future], writing: float,
                 done: Callable[[ShardRecord], None]) -> ShardRecord:
+        wait(files.values())
+        errors = [file.exception() for file in files.values() if not file.cancelled() and file.exception()]
+        if errors:
+            raise errors[0]
+        if any(file.cancelled() for file in files.values()):
+            raise PipelineError(f"shard {out.number}: its files were not written, since another file's write failed")
         written = {key: future.result() for key, future in files.items()}
         kept = len(out.kept())
         record = ShardRecord(out.number, self.p.shards[out.number].split, len(out.entries), kept, len(out.rejects),

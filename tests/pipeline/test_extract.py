@@ -89,6 +89,26 @@ def test_the_writer_pools_threads_change_no_byte_of_the_set(tmp_path, folder_dat
     assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]
 
 
+def test_a_file_that_cannot_be_written_fails_the_run_without_trying_the_files_queued_behind_it(
+        tmp_path, folder_dataset, lite0, models_root, monkeypatch):
+    """On a failing store each write goes through its retries first: the files queued
+    behind a failed one are dropped, and the run fails with that file's error."""
+    from tlfs.pipeline import shard_writer
+
+    tried, put = [], shard_writer.put_shard
+
+    def failing_first(uri, encoded):
+        tried.append(uri)
+        if len(tried) == 1:
+            raise OSError(f"disk full writing {uri}")
+        return put(uri, encoded)
+
+    monkeypatch.setattr(shard_writer, "put_shard", failing_first)
+    with pytest.raises(OSError, match=r"disk full writing .*part-"):
+        run(tmp_path, folder_dataset, models_root, writers=1, shard_size=3)
+    assert len(tried) == 1, tried
+
+
 def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
     files = folder_images()
     files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"
