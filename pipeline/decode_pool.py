@@ -299,6 +299,11 @@ class Decoded:
         return len(self.reasons)
 
     @property
+    def any_rejected(self) -> bool:
+        """Whether a payload has a reason instead of an image."""
+        return self.reasons.count(None) != len(self.reasons)
+
+    @property
     def one_shape(self) -> bool:
         """Whether the images are one array (they share a shape; none may be there)."""
         return isinstance(self.images, np.ndarray)
@@ -306,7 +311,7 @@ class Decoded:
     def kept(self) -> np.ndarray:
         """The indices of the payloads that have an image (row ``i`` of :attr:`images` is
         payload ``kept()[i]``'s)."""
-        if self.reasons.count(None) == len(self.reasons):  # the common case: no reject
+        if not self.any_rejected:  # the common case
             return np.arange(len(self.reasons))
         return np.array([i for i, reason in enumerate(self.reasons) if reason is None], dtype=np.int64)
 

@@ -24,7 +24,7 @@ from typing import Callable
 from tlfs.features.leases import LeaseTerms, hold
 from tlfs.features.manifest import Published
 from tlfs.features.versions import Retention
-from tlfs.models.runtime import available_cores, require_cuda
+from tlfs.models.runtime import require_cuda
 from tlfs.models.session import TapSession
 from tlfs.pipeline.commit import commit, commit_task, describe_changes
 from tlfs.pipeline.decode_pool import Decoder
@@ -35,7 +35,6 @@ from tlfs.pipeline.plan import ExtractionRequest, Plan
 from tlfs.pipeline.planning import cut_shards, load_plan, plan, plan_task, save_plan
 from tlfs.pipeline.records import ShardRecord
 from tlfs.pipeline.runner import Workers, extract_shard, extract_shard_task, extract_shards_task, run_shards
-from tlfs.pipeline.shard_writer import writer_threads
 
 __all__ = ["ExtractionRequest", "RunOptions", "run", "plan", "plan_task", "save_plan", "load_plan", "cut_shards",
            "run_shards", "Workers", "extract_shard", "extract_shard_task", "extract_shards_task", "commit", "commit_task",
@@ -76,14 +75,13 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     if session is not None and session.runtime.identity() != p.runtime.identity():
         raise PipelineError(f"the session runs {session.runtime.identity()}, the plan {p.runtime.identity()}")
     planned = time.perf_counter()  # the session opens when a shard needs it (none may: all reused)
-    writers = options.writers or writer_threads(available_cores(), p.runtime.device)
     from tqdm import tqdm
 
     sessions = [session] if session is not None else []
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
-        workers = Workers(session, options.threads, decoder, writers=writers, sessions=options.sessions)
+        workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions)
         records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check,
                              opened=sessions.append)
     extracted = time.perf_counter()
@@ -96,7 +94,7 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
         parts.update(opened.opening_parts)
     busy = sum(s.busy.seconds for s in sessions) - busy_before
     timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy)
-    return summary(p, records, committed, decoder, writers, timings)
+    return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings)
 
 
 @dataclass(frozen=True)

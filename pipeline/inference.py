@@ -264,7 +264,7 @@ def infer_shard(p: Plan, number: int, inference: Inference, blocks: Iterator[Dec
         assert all(map(operator.is_, block.entries, entries[position:position + len(block)])), \
             "the decoded stream must follow the shard's entries"
         decoded = block.decoded
-        if decoded.reasons.count(None) != len(decoded.reasons):  # its rejects, in order
+        if decoded.any_rejected:  # its rejects, in order
             for entry, reason in zip(block.entries, decoded.reasons):
                 if reason is not None:
                     out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))

@@ -58,6 +58,10 @@ class Workers:
     writers: int | None = None
     sessions: int | None = None
 
+    def writer_pool(self, device: str) -> int:
+        """The writer pool's threads for a run on ``device``: ``writers``, else the default."""
+        return self.writers or writer_threads(available_cores(), device)
+
 
 def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progress: Callable[[int], None] | None = None,
                check: Callable[[], None] = lambda: None, derive: bool = True,
@@ -94,7 +98,7 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
         numbers = [n for n in numbers if n not in copied]
     with contextlib.ExitStack() as stack:
         decoder = decoder or stack.enter_context(Decoder(workers.decode_workers, p.runtime.device))
-        writer = stack.enter_context(ShardWriter(p, workers.writers or writer_threads(available_cores(), p.runtime.device)))
+        writer = stack.enter_context(ShardWriter(p, workers.writer_pool(p.runtime.device)))
         inference: Inference | None = None
         written = []
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
