@@ -13,6 +13,7 @@ normalize in the network, pooled taps out) on the same uint8 batches.
 from __future__ import annotations
 
 import io
+import statistics
 import tarfile
 import tempfile
 import time
@@ -101,12 +102,15 @@ DEFAULT_IMAGES = {"cpu": 2048, "cuda": 20480}
 
 
 def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0, sessions: int | None = None,
-          log: Callable[[str], None] = print) -> dict:
+          rounds: int = 1, log: Callable[[str], None] = print) -> dict:
     """Rows (a)-(d) for ``request``'s backbone (its weights), model store and runtime, on
     ``images`` images (default: the device's); the pipeline row extracts CIFAR-sized
     JPEGs made here into a temporary store (the request's dataset and store are not read).
     onnxruntime's rows run on the session the pipeline runs on (``sessions`` side by side,
-    default: as ``tlfs extract`` opens them)."""
+    default: as ``tlfs extract`` opens them). ``rounds`` pipeline runs, each followed by
+    onnxruntime alone again and compared with the mean of the two runs bracketing it; the
+    round of the median ratio is reported (the lower of the two middle ones for an even count),
+    every round's ratio beside it: on a machine whose speed drifts, steadier than one round."""
     import torch
 
     from tlfs.models.backbones import load_backbone
@@ -117,6 +121,8 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     images = images or DEFAULT_IMAGES[device]
     if images < batch_size:
         raise PipelineError(f"--images ({images}) must be at least --batch-size ({batch_size})")
+    if rounds < 1:
+        raise PipelineError(f"--rounds must be 1 or more, not {rounds}")
     if device == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device cuda was asked for but PyTorch sees no CUDA device")
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-") as tmp:
@@ -129,17 +135,28 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         counted = sum(len(b) for b in batches)
         ort_rows, session = _onnxruntime_rows(artifact, runtime, batches, sessions, log)
         results = {**_torch_rows(loaded, device, batches, log), **ort_rows}
-        log(f"(d) full pipeline: {counted} JPEG files -> Parquet shards, the same warmed session ...")
         extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
-                             store=str(tmp_path / "store"), shard_size=max(counted // 4, batch_size))
-        summary = _pipeline_row(extraction, session, decode_workers)
-        results["pipeline"] = summary["rows"] / summary["extract_seconds"]
-        # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
-        # runs bracketing it is steadier than to one run taken before it
-        log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
-        again = _rate(session.run, batches)
-        ort = (results[f"ort_{runtime.precision}"] + again) / 2
+                             shard_size=max(counted // 4, batch_size))
+        measured = []  # (pipeline images/s, onnxruntime alone before it, after it, the run's summary)
+        before = results[f"ort_{runtime.precision}"]
+        for number in range(rounds):
+            log(f"(d) full pipeline{f' {number + 1} of {rounds}' if rounds > 1 else ''}: {counted} JPEG files -> "
+                "Parquet shards, the same warmed session ...")
+            summary = _pipeline_row(replace(extraction, store=str(tmp_path / f"store-{number}")), session, decode_workers)
+            # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
+            # runs bracketing it is steadier than to one run taken before it
+            log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
+            after = _rate(session.run, batches)
+            measured.append((summary["rows"] / summary["extract_seconds"], before, after, summary))
+            before = after
 
+    def ratio(run) -> float:
+        return run[0] / ((run[1] + run[2]) / 2)
+
+    round_ratios = [ratio(run) for run in measured]
+    results["pipeline"], results[f"ort_{runtime.precision}"], again, summary = next(
+        run for run in measured if ratio(run) == statistics.median_low(round_ratios))
+    ort = (results[f"ort_{runtime.precision}"] + again) / 2
     busy = summary["session_busy"]
     ratios = {
         "pipeline_vs_ort": results["pipeline"] / ort,
@@ -154,6 +171,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], "sessions": session.sessions,
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
+        "pipeline_vs_ort_rounds": [round(r, 3) for r in round_ratios],
         "pipeline_session_busy": busy,
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},

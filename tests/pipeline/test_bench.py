@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from tlfs.pipeline.cli import main
 
 
@@ -22,6 +24,28 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     product = result["pipeline_session_busy"] * result["pipeline_session_vs_ort"]
     assert abs(product - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_session_vs_ort"]  # rounding only
     assert "the session had a batch" in out
+
+
+def test_rounds_repeat_the_pipeline_beside_onnxruntime_alone_and_report_the_round_of_the_median_ratio(capsys, lite0,
+                                                                                                      models_root):
+    code = main(["bench", "--backbone", "efficientnet_lite0", "--device", "cpu", "--batch-size", "8", "--images", "16",
+                 "--rounds", "3", "--models", models_root])
+    assert code == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    rounds = result["pipeline_vs_ort_rounds"]
+    assert len(rounds) == 3
+    assert result["pipeline_vs_ort"] == sorted(rounds)[1]  # the median round's own figures, not a mix of rounds
+    ort = (result["ort_fp32"] + result["ort_fp32_after_pipeline"]) / 2
+    assert abs(result["pipeline"] / ort - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_vs_ort"]  # rounding only
+    assert result["pipeline_rows"] == 16  # each round extracted every image into a store of its own
+    assert "every round's" in out
+
+
+def test_rounds_are_refused_where_the_bench_runs_once():
+    for mode in ("--host-only", "--stages"):
+        with pytest.raises(SystemExit, match="--rounds repeats the pipeline"):
+            main(["bench", mode, "--dataset", "cifar10", "--rounds", "2"])
 
 
 def test_bench_refuses_fewer_images_than_a_batch(capsys, models_root):
