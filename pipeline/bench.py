@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -101,6 +101,19 @@ def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: C
 DEFAULT_IMAGES = {"cpu": 2048, "cuda": 20480}
 
 
+class Round(NamedTuple):
+    """One pipeline run of the bench between two runs of onnxruntime alone."""
+
+    pipeline: float  # images/s
+    ort_before: float
+    ort_after: float
+    summary: dict  # the run's tlfs extract summary
+
+    @property
+    def ratio(self) -> float:
+        return self.pipeline / ((self.ort_before + self.ort_after) / 2)
+
+
 def bench(request: ExtractionRequest, images: int | None = None, decode_workers: int = 0, sessions: int | None = None,
           rounds: int = 1, log: Callable[[str], None] = print) -> dict:
     """Rows (a)-(d) for ``request``'s backbone (its weights), model store and runtime, on
@@ -137,26 +150,24 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         results = {**_torch_rows(loaded, device, batches, log), **ort_rows}
         extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
                              shard_size=max(counted // 4, batch_size))
-        measured = []  # (pipeline images/s, onnxruntime alone before it, after it, the run's summary)
+        measured: list[Round] = []
         before = results[f"ort_{runtime.precision}"]
         for number in range(rounds):
             log(f"(d) full pipeline{f' {number + 1} of {rounds}' if rounds > 1 else ''}: {counted} JPEG files -> "
                 "Parquet shards, the same warmed session ...")
-            summary = _pipeline_row(replace(extraction, store=str(tmp_path / f"store-{number}")), session, decode_workers)
+            into = replace(extraction, store=str(tmp_path / f"store-{number}"))  # a new store: nothing reused
+            summary = _pipeline_row(into, session, decode_workers)
             # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
             # runs bracketing it is steadier than to one run taken before it
             log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
             after = _rate(session.run, batches)
-            measured.append((summary["rows"] / summary["extract_seconds"], before, after, summary))
+            measured.append(Round(summary["rows"] / summary["extract_seconds"], before, after, summary))
             before = after
 
-    def ratio(run) -> float:
-        return run[0] / ((run[1] + run[2]) / 2)
-
-    round_ratios = [ratio(run) for run in measured]
-    results["pipeline"], results[f"ort_{runtime.precision}"], again, summary = next(
-        run for run in measured if ratio(run) == statistics.median_low(round_ratios))
-    ort = (results[f"ort_{runtime.precision}"] + again) / 2
+    round_ratios = [run.ratio for run in measured]
+    median = next(run for run in measured if run.ratio == statistics.median_low(round_ratios))
+    results["pipeline"], results[f"ort_{runtime.precision}"], again, summary = median
+    ort = (median.ort_before + median.ort_after) / 2
     busy = summary["session_busy"]
     ratios = {
         "pipeline_vs_ort": results["pipeline"] / ort,

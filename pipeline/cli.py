@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_positive, help="images per measurement (default "
                    + ", ".join(f"{n:,} on {d}" for d, n in DEFAULT_IMAGES.items())
                    + f"; --stages: the dataset's first {STAGE_IMAGES:,})")
-    p.add_argument("--rounds", type=_positive, default=1, help="pipeline runs, each followed by onnxruntime alone again; "
-                   "the round of the median ratio is reported, every round's ratio beside it (default 1)")
+    p.add_argument("--rounds", type=_positive, default=1,
+                   help="pipeline runs, each followed by onnxruntime alone again; the round of the median ratio "
+                   "is reported, every round's ratio beside it (default 1)")
     _decode_workers_arg(p)
     _setting_arg(p, "bound_buffers")
     _setting_arg(p, "sessions")
@@ -378,7 +379,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     if args.host_only and args.stages:
         raise SystemExit("tlfs bench: give --host-only or --stages, not both")
     if args.rounds != 1 and (args.host_only or args.stages):
-        raise SystemExit("tlfs bench: --rounds repeats the pipeline beside onnxruntime alone; --host-only and --stages run once")
+        raise SystemExit("tlfs bench: --rounds repeats the pipeline beside onnxruntime alone; "
+                         "--host-only and --stages run once")
     if args.host_only:
         return _bench_host_only(args, settings)
     if args.stages:
@@ -389,8 +391,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
     request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
                                 weights=args.weights, random_weights=args.random_weights)
-    result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None, rounds=args.rounds,
-                   log=_log)
+    result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None,
+                   rounds=args.rounds, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
