@@ -38,6 +38,13 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def host_share(cores: int, device: str) -> int:
+    """The threads or processes one host-side pool (decoding, writing) takes of ``cores``:
+    all of them beside a GPU; where inference runs on the CPU it takes the cores itself, so
+    a quarter of them (at least one)."""
+    return cores if device != "cpu" else max(1, cores // 4)
+
+
 
 @dataclass(frozen=True)
 class Runtime:

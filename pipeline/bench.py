@@ -13,7 +13,6 @@ normalize in the network, pooled taps out) on the same uint8 batches.
 from __future__ import annotations
 
 import io
-import statistics
 import tarfile
 import tempfile
 import time
@@ -164,16 +163,14 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
             measured.append(Round(summary["rows"] / summary["extract_seconds"], before, after, summary))
             before = after
 
-    round_ratios = [run.ratio for run in measured]
-    median = next(run for run in measured if run.ratio == statistics.median_low(round_ratios))
+    median = sorted(measured, key=lambda run: run.ratio)[(rounds - 1) // 2]  # the lower middle one for an even count
     results["pipeline"], results[f"ort_{runtime.precision}"], again, summary = median
-    ort = (median.ort_before + median.ort_after) / 2
     busy = summary["session_busy"]
     ratios = {
-        "pipeline_vs_ort": results["pipeline"] / ort,
+        "pipeline_vs_ort": median.ratio,
         # the pipeline's rate is the session's own while it had a batch, times the share of the time it had one:
         # this ratio below 1, its batches ran slower beside the host side's work; session_busy below 1, it waited
-        "pipeline_session_vs_ort": results["pipeline"] / busy / ort if busy else None,
+        "pipeline_session_vs_ort": median.ratio / busy if busy else None,
         "pipeline_vs_torch_fp32": results["pipeline"] / results["torch_fp32"],
         "pipeline_vs_torch_fp16": results["pipeline"] / results["torch_fp16"] if results["torch_fp16"] else None,
     }
@@ -182,7 +179,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], "sessions": session.sessions,
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
-        "pipeline_vs_ort_rounds": [round(r, 3) for r in round_ratios],
+        "pipeline_vs_ort_rounds": [round(run.ratio, 3) for run in measured],
         "pipeline_session_busy": busy,
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},

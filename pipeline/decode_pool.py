@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tlfs.models.runtime import available_cores
+from tlfs.models.runtime import available_cores, host_share
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.indexing import iter_payloads
 from tlfs.pipeline.sources import OpenArchives
@@ -59,10 +59,8 @@ class DecodeStats:
 
 def default_workers(device: str = "cuda") -> int:
     """One decode process per core where inference runs on a GPU; where it runs on the CPU
-    it takes the cores itself, so decoding gets a quarter of them (at least one: the
-    reading thread, no processes)."""
-    cores = available_cores()
-    return cores if device != "cpu" else max(1, cores // 4)
+    a quarter of the cores (models/runtime.host_share; one: the reading thread, no processes)."""
+    return host_share(available_cores(), device)
 
 
 class Decoder:

@@ -17,6 +17,7 @@ from tlfs.features import layout
 from tlfs.features.leases import translate_missing
 from tlfs.features.schema import table_of
 from tlfs.features.writer import encode_shard, put_shard
+from tlfs.models.runtime import host_share
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.float16_cast import Float16Cast
 from tlfs.pipeline.inference import ShardOutputs, gather_layer
@@ -28,13 +29,12 @@ MAX_WRITER_THREADS = 8  # beyond this the encoder outruns any device we have mea
 
 
 def writer_threads(cores: int, device: str = "cuda") -> int:
-    """Threads encoding and writing files: one per core, up to :data:`MAX_WRITER_THREADS`.
-    Where inference runs on the CPU it takes the cores itself, and one thread writes far
-    faster than it infers, so the pool gets a quarter of them (at least one), as decoding
-    does (pipeline/decode_pool.default_workers): more threads only contend with the session
-    for the cores (docs/benchmarks.md: the writer pool's threads where the session runs on the CPU)."""
-    share = cores if device != "cpu" else cores // 4
-    return max(1, min(share, MAX_WRITER_THREADS))
+    """Threads encoding and writing files: the host side's share of ``cores``
+    (models/runtime.host_share: a quarter where inference runs on the CPU, as decoding), up to
+    :data:`MAX_WRITER_THREADS`. On the CPU one thread writes far faster than the session infers;
+    more only contend with it for the cores (docs/benchmarks.md: the writer pool's threads where
+    the session runs on the CPU)."""
+    return min(host_share(cores, device), MAX_WRITER_THREADS)
 
 
 def widest_first(views: tuple[str, ...], layer_dims: dict[str, int]) -> list[tuple[str, str, int]]:

@@ -1,6 +1,8 @@
 """Any timm model as a backbone: one CNN (resnet18), one vision transformer with a class
 token (vit_tiny_patch16_224) and one without, with a register token instead
-(vit_wee_patch16_reg1_gap_256). Random weights throughout: no test downloads any."""
+(vit_wee_patch16_reg1_gap_256). Random weights throughout; nothing reaches the internet:
+the one test of the hub download path serves weights it makes itself on 127.0.0.1 and
+sends every other address to a proxy that does not exist."""
 
 from __future__ import annotations
 
