@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -288,17 +289,50 @@ class HostOnlySession:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with self.busy.running():
-            flat = batch.reshape(len(batch), -1)[:, :4096].astype(np.float32) / 255.0  # data of a photo's entropy
-            # copied: np.resize returns a view into a longer array, which a session's own
-            # outputs are not (held until written, the views kept those arrays alive)
-            return {layer: np.resize(flat, (len(batch), dim)).copy() for layer, dim in self.layer_dims.items()}
+            return self.outputs(batch)
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        flat = batch.reshape(len(batch), -1)[:, :4096].astype(np.float32) / 255.0  # data of a photo's entropy
+        # copied: np.resize returns a view into a longer array, which a session's own
+        # outputs are not (held until written, the views kept those arrays alive)
+        return {layer: np.resize(flat, (len(batch), dim)).copy() for layer, dim in self.layer_dims.items()}
 
 
-def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable[[str], None] = print) -> dict:
+class StandInDevice(HostOnlySession):
+    """Stands in for a GPU in ``tlfs bench --host-only --device-rate N``: a device that
+    computes a batch of the runtime's size in ``batch_size / N`` seconds, a short batch as
+    long as a whole one (padded, as a fixed-shape CUDA graph is), one batch after another,
+    fed by two threads (as the two sets of bound buffers on CUDA: while it computes one
+    batch, the next waits in its queue). Waiting on it releases the GIL, as onnxruntime's
+    CUDA run does. So the host side of ``tlfs extract`` is measured feeding a GPU of that
+    rate, without one: how much of the device's time the pipeline keeps it busy."""
+
+    concurrency = 2
+
+    def __init__(self, runtime, layer_dims: dict[str, int], images_per_s: float) -> None:
+        super().__init__(runtime, layer_dims)
+        self.batch_seconds = runtime.batch_size / images_per_s
+        self.batches = 0  # handed to the device, short ones included
+        self._queue = threading.Lock()
+        self._free_at = 0.0  # when the device finishes the batches it has
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self.busy.running():
+            with self._queue:  # a batch starts when the one before it ends
+                self._free_at = max(time.perf_counter(), self._free_at) + self.batch_seconds
+                done_at = self._free_at
+                self.batches += 1
+            time.sleep(max(0.0, done_at - time.perf_counter()))
+            return self.outputs(batch)
+
+
+def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable[[str], None] = print,
+              device_rate: float | None = None) -> dict:
     """The host side of ``tlfs extract`` of ``request`` alone, into a temporary store:
     (1) reading and decoding every image with ``decode_workers`` (the ceiling this
     machine sets), then (2) the whole pipeline (plan, read, decode, batch, write Parquet,
-    commit) with inference replaced by :class:`HostOnlySession`."""
+    commit) with inference replaced by :class:`HostOnlySession`, or with ``device_rate``
+    (images/s) by :class:`StandInDevice`, a device of that rate."""
     from tlfs.models.export import export
     from tlfs.models.runtime import available_cores
     from tlfs.pipeline.extract import RunOptions
@@ -317,8 +351,13 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
             started = time.perf_counter()
             decoded = sum(1 for _ in decoder.decoded(index.sources, index.entries, size, cache_dir))
             decode_wall = time.perf_counter() - started
-            log("(2) the whole pipeline, inference replaced by a trivial session ...")
-            session = HostOnlySession(runtime, dict(artifact.card["layers"]))
+            layers = dict(artifact.card["layers"])
+            if device_rate:
+                log(f"(2) the whole pipeline, inference replaced by a device of {device_rate:,.0f} images/s ...")
+                session = StandInDevice(runtime, layers, device_rate)
+            else:
+                log("(2) the whole pipeline, inference replaced by a trivial session ...")
+                session = HostOnlySession(runtime, layers)
             # the writer pool too as for a GPU (on the CPU the session would have taken the cores)
             summary = extract_watched(replace(request, store=str(Path(tmp) / "store")),
                                       RunOptions(show_progress=False, decoder=decoder, session=session,
@@ -338,4 +377,18 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
         "parquet_bytes": summary["parquet_bytes"],
         **{k: summary[k] for k in THREAD_FIELDS},
+        **(_device_fields(session, summary, len(request.views), device_rate, host_rate) if device_rate else {}),
     }
+
+
+def _device_fields(device: StandInDevice, summary: dict, views: int, device_rate: float,
+                   host_rate: float | None) -> dict:
+    """How well the host side fed :class:`StandInDevice`: its rate against the device's, the
+    share of the extraction's time the device had work, and the share of its batches' rows
+    that were padding (short batches; each view of an image is a row of its own)."""
+    computing = device.batches * device.batch_seconds
+    rows = device.batches * device.runtime.batch_size
+    return {"device_rate": device_rate, "device_batches": device.batches,
+            "host_vs_device": round(host_rate / device_rate, 3) if host_rate else None,
+            "device_busy": round(computing / summary["extract_seconds"], 3) if summary["extract_seconds"] > 0 else None,
+            "device_padding": round(1 - summary["rows"] * views / rows, 4) if rows else None}

@@ -49,6 +49,7 @@ def _checked(kind: type, minimum: float | None = None, positive: bool = False, m
 _positive = _checked(int, positive=True)
 _non_negative = _checked(int, minimum=0)
 _fraction = _checked(float, positive=True, maximum=1)
+_positive_rate = _checked(float, positive=True)
 
 
 def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None, dest: str | None = None) -> None:
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_arg(p, "sessions")
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
+    p.add_argument("--device-rate", type=_positive_rate, metavar="IMAGES_PER_S",
+                   help="with --host-only: inference replaced by a stand-in GPU of this rate (batches of 256 unless "
+                   "--batch-size, short ones padded, two in flight), to see whether this host keeps it busy")
     p.add_argument("--dataset", help="with --host-only: the dataset (cifar10 has a default source)")
     p.add_argument("--source", action="append", dest="sources", metavar="URI", help="with --host-only: a source; repeat to merge")
     p.add_argument("--stages", action="store_true", help="each host stage of tlfs extract alone on --dataset, in "
@@ -381,6 +385,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     if args.rounds != 1 and (args.host_only or args.stages):
         raise SystemExit("tlfs bench: --rounds repeats the pipeline beside onnxruntime alone; "
                          "--host-only and --stages run once")
+    if args.device_rate and not args.host_only:
+        raise SystemExit("tlfs bench: --device-rate is for --host-only (a stand-in device instead of inference)")
     if args.host_only:
         return _bench_host_only(args, settings)
     if args.stages:
@@ -416,9 +422,10 @@ def cmd_bench(args, settings: Settings) -> dict:
     return result
 
 
-def _bench_request(args, settings: Settings, mode: str):
+def _bench_request(args, settings: Settings, mode: str, batch_size: int | None = None):
     """The extraction a host-side bench (``mode``: --host-only, --stages) measures: the
-    dataset's, on the CPU's runtime (no inference is run)."""
+    dataset's, on the CPU's runtime (no inference is run), in batches of ``--batch-size``,
+    else ``batch_size``, else the CPU's."""
     from tlfs.pipeline.plan import ExtractionRequest
 
     if not args.dataset:
@@ -426,21 +433,29 @@ def _bench_request(args, settings: Settings, mode: str):
     return ExtractionRequest(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store,
                              settings.model_store, layers=args.layers.split(",") if args.layers else None,
                              limit=args.limit, shard_size=settings.shard_size,
-                             runtime=resolve_runtime("cpu", batch_size=args.batch_size), cache_dir=settings.cache_dir)
+                             runtime=resolve_runtime("cpu", batch_size=args.batch_size or batch_size),
+                             cache_dir=settings.cache_dir)
 
 
 def _bench_host_only(args, settings: Settings) -> dict:
     from tlfs.pipeline.bench import host_only
 
-    result = host_only(_bench_request(args, settings, "--host-only"), settings.decode_workers, log=_log)
+    # a stand-in GPU takes a GPU's batches
+    request = _bench_request(args, settings, "--host-only", DEFAULT_BATCH["cuda"] if args.device_rate else None)
+    result = host_only(request, settings.decode_workers, log=_log, device_rate=args.device_rate)
     print(f"host side of tlfs extract on {args.dataset}, {result['images']} images, {result['decode_workers']} decode worker(s):")
     print(f"  reading and decoding alone       {result['decode_images_per_s']:>10,.1f} images/s")
-    print(f"  whole pipeline, no inference     {result['host_images_per_s']:>10,.1f} images/s  "
+    inference = f"a device of {args.device_rate:,.0f}/s" if args.device_rate else "no inference"
+    print(f"  whole pipeline, {inference:<16} {result['host_images_per_s']:>10,.1f} images/s  "
           f"({result['host_vs_decode']:.2f}x reading and decoding)")
+    if args.device_rate:
+        print(f"  against the device: {result['host_vs_device']:.3f}x its rate; it had work {result['device_busy']:.1%} "
+              f"of the extraction's time, {result['device_batches']} batches of {result['batch_size']}, "
+              f"{result['device_padding']:.1%} of their rows padding")
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
     _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
-    if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"]:
+    if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"] and not args.device_rate:
         print(f"  the {result['decode_workers']} decode workers take all {result['cores']} cores: the rest of the host side "
               "(Parquet encoding above all) shares them, so the ratio is bounded by `tlfs bench --stages`'s "
               "projected_vs_decode_ceiling; with cores to spare the rest runs beside the workers")

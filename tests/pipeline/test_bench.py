@@ -75,6 +75,30 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     assert 0 < result["session_busy"] <= 1  # the stand-in session's share of the time with a batch
 
 
+def test_a_stand_in_device_measures_how_busy_the_host_side_keeps_a_gpu_of_a_given_rate(capsys, tmp_path, lite0,
+                                                                                       models_root):
+    from tlfs.pipeline.bench import photo_dataset
+
+    source = photo_dataset(tmp_path / "photos.tar", 40)
+    code = main(["bench", "--host-only", "--dataset", "photos", "--source", str(source), "--decode-workers", "1",
+                 "--device-rate", "4000", "--batch-size", "16", "--models", models_root])
+    assert code == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["device_rate"] == 4000 and result["batch_size"] == 16 and result["images"] == 40
+    rows = result["device_batches"] * 16
+    assert rows >= 40 and result["device_padding"] == round(1 - 40 / rows, 4)
+    # the device computes one padded batch after another: the pipeline can never outrun it
+    assert result["host_vs_device"] <= (1 - result["device_padding"]) * 1.001
+    assert 0 < result["device_busy"] <= 1.001
+    assert "against the device" in out
+
+
+def test_the_stand_in_device_is_refused_outside_the_host_only_bench():
+    with pytest.raises(SystemExit, match="--device-rate is for --host-only"):
+        main(["bench", "--device-rate", "1000"])
+
+
 def test_photo_sized_images_are_photo_sized(tmp_path):
     import tarfile
 
