@@ -2,14 +2,15 @@
 
 The run's thread takes the decoded stream's blocks (pipeline/decode_pool.py: a chunk's
 images as one array) and cuts batches of one image shape out of them (:class:`Batcher`:
-slices of a block, joined where a batch spans two), never image by image; the session runs on threads of its own
+slices of a block, joined where a batch spans two), never image by image, and on through
+a shard's end into the next shard's images (:class:`ShardBatches`); the session runs on threads of its own
 (:class:`Inference`: one per set of bound device buffers, two on CUDA, so that one batch
 is copied in while another computes), at most one batch beyond them ahead, so the next
 batch is assembled while the device computes; a batch's outputs come back as a future, which the
 writer pool gathers in the shard's image order and converts to float16
 (:func:`gather_layer`, by onnxruntime's vectorized Cast: pipeline/float16_cast.py), off
-both threads. Host memory stays bounded: batches in flight here, shards in flight in the
-writer pool (pipeline/shard_writer.py).
+both threads. Host memory stays bounded: batches in flight here, at most two shards waiting
+for their last batch, shards in flight in the writer pool (pipeline/shard_writer.py).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class Batcher:
         self._ready = ready
         self._open: dict[tuple, Bucket] = {}
 
-    def add(self, positions: np.ndarray, images: np.ndarray) -> None:
-        """Images of one shape (``[n, H, W, C]``, a block's rows or a view of them) at ``positions``."""
+    def add(self, positions: np.ndarray, images: np.ndarray, owner: object = None) -> None:
+        """Images of one shape (``[n, H, W, C]``, a block's rows or a view of them) at ``positions``
+        in ``owner`` (their shard: a batch may hold the end of one shard and the start of the next)."""
         shape = images.shape[1:]
         at, rows = 0, len(positions)
         while at < rows:
@@ -62,7 +64,7 @@ class Batcher:
                 bucket = self._open[shape] = Bucket()
             # one shape too many: its first image alone, on which the fullest batch goes (as image by image)
             take = 1 if len(self._open) > MAX_OPEN_BUCKETS else min(rows - at, self.batch_size - bucket.rows)
-            bucket.add(positions[at:at + take], images[at:at + take])
+            bucket.add(positions[at:at + take], images[at:at + take], owner)
             at += take
             if bucket.rows >= self.batch_size:
                 self._flush(shape)
@@ -71,6 +73,15 @@ class Batcher:
 
     def flush_all(self) -> None:
         for shape in list(self._open):
+            self._flush(shape)
+
+    def holds(self, owner: object) -> bool:
+        """Whether a batch not yet given holds rows of ``owner``."""
+        return any(owner in bucket.owners for bucket in self._open.values())
+
+    def flush_holding(self, owner: object) -> None:
+        """Give the batches that hold rows of ``owner``, however full."""
+        for shape in [shape for shape, bucket in self._open.items() if owner in bucket.owners]:
             self._flush(shape)
 
     def _flush(self, shape: tuple) -> None:
@@ -84,11 +95,15 @@ class Bucket:
         self.rows = 0
         self._positions: list[np.ndarray] = []
         self._images: list[np.ndarray] = []
+        self.owners: dict[object, tuple[int, int]] = {}  # each owner's rows in the batch: [start, stop)
 
-    def add(self, positions: np.ndarray, images: np.ndarray) -> None:
+    def add(self, positions: np.ndarray, images: np.ndarray, owner: object = None) -> None:
         self._positions.append(positions)
         self._images.append(images)
+        start, stop = self.owners.get(owner, (self.rows, self.rows))
+        assert stop == self.rows, "an owner's rows in a batch come one after another"
         self.rows += len(positions)
+        self.owners[owner] = (start, self.rows)
 
     def joined(self) -> tuple[np.ndarray, np.ndarray]:
         """The batch's positions and its uint8 NHWC images: a block's rows as they are
@@ -179,17 +194,37 @@ class Inference:
         self.close()
 
 
-@dataclass
+@dataclass(frozen=True)
+class BatchRows:
+    """Rows ``start:stop`` of a batch's outputs (a future of ``({view: {layer: float32}}, seconds)``):
+    one shard's share of a batch that may hold the end of one shard and the start of the next."""
+
+    future: Future
+    start: int
+    stop: int
+    rows: int  # the batch's
+
+    def outputs(self) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+        """This share's outputs (views of the batch's rows, no copy) and of its seconds."""
+        views, seconds = self.future.result()
+        if self.stop - self.start == self.rows:
+            return views, seconds
+        share = {view: {layer: rows[self.start:self.stop] for layer, rows in layers.items()}
+                 for view, layers in views.items()}
+        return share, seconds * (self.stop - self.start) / self.rows
+
+
+@dataclass(eq=False)  # one shard's, as itself (a batch's owners are looked up by identity)
 class ShardOutputs:
-    """One shard on its way to the writer: its entries, its rejects, and each batch's
-    positions in the shard with the future of its outputs."""
+    """One shard on its way to the writer: its entries, its rejects, and each of its batches'
+    rows (:class:`BatchRows`) with their positions in the shard."""
 
     number: int
     entries: list[Entry]
     rejects: list[Reject]
     started: float
     positions: list[np.ndarray] = field(default_factory=list)
-    batches: list[Future] = field(default_factory=list)
+    batches: list[BatchRows] = field(default_factory=list)
     assemble_seconds: float = 0.0
     _order: np.ndarray | None = field(default=None, repr=False)
     _kept: list[Entry] | None = field(default=None, repr=False)
@@ -221,8 +256,8 @@ class ShardOutputs:
             return self._columns
 
     def outputs(self) -> list[tuple[dict[str, dict[str, np.ndarray]], float]]:
-        """Each batch's outputs and seconds, waiting for them."""
-        return [future.result() for future in self.batches]
+        """Each batch's outputs (its rows of this shard) and seconds, waiting for them."""
+        return [batch.outputs() for batch in self.batches]
 
 
 def shard_blocks(blocks: Iterator[DecodedBlock], images: int) -> Iterator[DecodedBlock]:
@@ -239,43 +274,72 @@ def shard_blocks(blocks: Iterator[DecodedBlock], images: int) -> Iterator[Decode
         raise PipelineError(f"a decoded block ran {taken - images} images past its shard's end")
 
 
-def infer_shard(p: Plan, number: int, inference: Inference, blocks: Iterator[DecodedBlock],
-                progress: Callable[[int], None] | None = None) -> ShardOutputs:
-    """Hand shard ``number``'s images, the next ones of ``blocks`` (:meth:`Decoder.blocks`'s
-    stream, which may run on through the next shards), to ``inference`` in batches of
-    one image shape; returns at once with the batches' futures."""
-    entries = p.shard_entries(number)
-    out = ShardOutputs(number, entries, [], time.perf_counter())
+class ShardBatches:
+    """A run's shards, one after another, in batches for ``inference``. A batch may hold the
+    end of one shard and the start of the next: on CUDA a short batch costs a whole one (the
+    fixed-shape graph pads it), so a shard of 2,500 images in batches of 256 would waste 2.3 %
+    of the device's time on its last batch (docs/benchmarks.md: the host side feeding a
+    stand-in device). A shard goes to ``ready`` (the writer) once all its rows are in batches
+    handed to the session, in shard order; a part-filled batch holding an earlier shard's rows
+    goes when the next shard's images are all in (a rarer image size), so at most two shards wait."""
 
-    def submit(bucket: Bucket) -> None:
+    def __init__(self, p: Plan, inference: Inference, ready: Callable[[ShardOutputs], None],
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.p, self.inference, self.ready, self.progress = p, inference, ready, progress
+        self._batcher = Batcher(p.runtime.batch_size, self._submit)
+        self._waiting: list[ShardOutputs] = []  # in shard order, the last maybe still being filled
+        self._filling: ShardOutputs | None = None
+
+    def add(self, number: int, blocks: Iterator[DecodedBlock]) -> None:
+        """Shard ``number``'s images, the next ones of ``blocks`` (:meth:`Decoder.blocks`'s
+        stream, which may run on through the next shards), into batches."""
+        p, progress = self.p, self.progress
+        entries = p.shard_entries(number)
+        out = self._filling = ShardOutputs(number, entries, [], time.perf_counter())
+        self._waiting.append(out)
+        position = 0  # of the block's first entry in the shard
+        for block in shard_blocks(blocks, len(entries)):
+            assert all(map(operator.is_, block.entries, entries[position:position + len(block)])), \
+                "the decoded stream must follow the shard's entries"
+            decoded = block.decoded
+            if decoded.any_rejected:  # its rejects, in order
+                for entry, reason in zip(block.entries, decoded.reasons):
+                    if reason is not None:
+                        out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))
+                        if progress:
+                            progress(1)
+            kept = decoded.kept() + position
+            if decoded.one_shape:
+                self._batcher.add(kept, decoded.images, out)
+            else:  # images of several sizes: each on its own, to its shape's batch
+                for at, image in zip(kept, decoded.images):
+                    self._batcher.add(np.array([at]), image[np.newaxis], out)
+            position += len(block)
+        self._filling = None
+        for earlier in self._waiting[:-1]:
+            self._batcher.flush_holding(earlier)
+        self._hand_on()
+
+    def finish(self) -> None:
+        """The last batches, however full; every shard to ``ready``."""
+        self._batcher.flush_all()
+        self._hand_on()
+
+    def _submit(self, bucket: Bucket) -> None:
         assembling = time.perf_counter()
         positions, images = bucket.joined()
-        batches = {view: VIEWS[view](images) for view in p.views}
-        out.assemble_seconds += time.perf_counter() - assembling
-        future = inference.submit(batches)
-        if progress:
-            future.add_done_callback(lambda _, n=len(positions): progress(n))
-        out.positions.append(positions)
-        out.batches.append(future)
+        batches = {view: VIEWS[view](images) for view in self.p.views}
+        assembled = time.perf_counter() - assembling
+        future = self.inference.submit(batches)
+        if self.progress:
+            future.add_done_callback(lambda _, n=len(positions): self.progress(n))
+        for out, (start, stop) in bucket.owners.items():
+            out.positions.append(positions[start:stop])
+            out.batches.append(BatchRows(future, start, stop, len(positions)))
+            out.assemble_seconds += assembled * (stop - start) / len(positions)
+        self._hand_on()
 
-    batcher = Batcher(p.runtime.batch_size, submit)
-    position = 0  # of the block's first entry in the shard
-    for block in shard_blocks(blocks, len(entries)):
-        assert all(map(operator.is_, block.entries, entries[position:position + len(block)])), \
-            "the decoded stream must follow the shard's entries"
-        decoded = block.decoded
-        if decoded.any_rejected:  # its rejects, in order
-            for entry, reason in zip(block.entries, decoded.reasons):
-                if reason is not None:
-                    out.rejects.append(Reject(entry.image_id, p.sources[entry.source].uri, reason))
-                    if progress:
-                        progress(1)
-        kept = decoded.kept() + position
-        if decoded.one_shape:
-            batcher.add(kept, decoded.images)
-        else:  # images of several sizes: each on its own, to its shape's batch
-            for at, image in zip(kept, decoded.images):
-                batcher.add(np.array([at]), image[np.newaxis])
-        position += len(block)
-    batcher.flush_all()
-    return out
+    def _hand_on(self) -> None:
+        """The waiting shards whose rows are all in batches handed to the session, in order."""
+        while self._waiting and self._waiting[0] is not self._filling and not self._batcher.holds(self._waiting[0]):
+            self.ready(self._waiting.pop(0))

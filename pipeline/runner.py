@@ -21,7 +21,7 @@ from tlfs.models.session import TapSession, open_session
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.derivation import derive_shard
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.inference import Inference, infer_shard, shard_blocks
+from tlfs.pipeline.inference import Inference, ShardBatches, shard_blocks
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import ShardRecord
@@ -99,7 +99,7 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
     with contextlib.ExitStack() as stack:
         decoder = decoder or stack.enter_context(Decoder(workers.decode_workers, p.runtime.device))
         writer = stack.enter_context(ShardWriter(p, workers.writer_pool(p.runtime.device)))
-        inference: Inference | None = None
+        batches: ShardBatches | None = None  # the run's batches, which may span shards; opened with the session
         written = []
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute
         streamed: set[int] = set()
@@ -123,14 +123,17 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
             if number not in streamed:  # its files vanished since the stream began: after it
                 later.append(number)
                 continue
-            if inference is None:
+            if batches is None:
                 if session is None:
                     session = open_session(p.artifact, list(p.layers), p.runtime, threads=workers.threads,
                                            sessions=workers.sessions)
                     if opened:
                         opened(session)
                 inference = stack.enter_context(Inference(session))
-            written.append(writer.submit(infer_shard(p, number, inference, stream, progress)))
+                batches = ShardBatches(p, inference, lambda out: written.append(writer.submit(out)), progress)
+            batches.add(number, stream)
+        if batches is not None:
+            batches.finish()
         records.extend(future.result() for future in written)
     if later:
         records.extend(run_shards(p, later, replace(workers, session=session, decoder=decoder), progress, check, derive,

@@ -44,6 +44,27 @@ def test_features_do_not_depend_on_batch_or_shard_size(tmp_path, folder_dataset,
     np.testing.assert_allclose(Xa[order_a], Xb[order_b], atol=2e-3, rtol=1e-2)
 
 
+def test_a_shards_short_last_batch_is_filled_with_the_next_shards_images(tmp_path, folder_dataset, lite0, models_root,
+                                                                        monkeypatch):
+    """On CUDA a short batch costs a whole one (the fixed-shape graph pads it), so batches run
+    on through the shards' ends: 24 images in shards of 5, 5 and 2 a split make six batches of
+    4, not ten; every image keeps its own features, in its shard's order."""
+    from tlfs.models.session import TapSession
+
+    sizes = []
+    run_batch = TapSession.run
+    monkeypatch.setattr(TapSession, "run", lambda self, images: sizes.append(len(images)) or run_batch(self, images))
+    across = run(tmp_path / "a", folder_dataset, models_root)  # shards of 5, batches of 4
+    assert across["shards"] == 6 and sizes == [4] * 6
+    whole = run(tmp_path / "b", folder_dataset, models_root, shard_size=12)  # a shard a split: 3 batches each
+    assert sizes[6:] == [4] * 6
+    for split in ("train", "test"):
+        Xa, _, ia = features.load_matrix("colors", across["backbone_version"], "head", split, str(tmp_path / "a" / "store"))
+        Xb, _, ib = features.load_matrix("colors", whole["backbone_version"], "head", split, str(tmp_path / "b" / "store"))
+        assert list(ia) == list(ib)
+        np.testing.assert_array_equal(Xa, Xb)  # the same images in the same batches: the same bits
+
+
 def test_two_sets_of_bound_buffers_on_two_inference_threads_give_the_same_features(tmp_path, folder_dataset, lite0,
                                                                                    models_root):
     """CUDA's default runner (fixed-shape graphs, two buffer sets, two inference threads),
@@ -131,6 +152,14 @@ def test_mixed_image_sizes_are_batched_by_size(tmp_path, lite0, models_root):
     files["train/red/tall.png"] = png_bytes((200, 10, 10), size=(20, 50))
     summary = run(tmp_path, write_tree(tmp_path / "d", files), models_root)
     assert summary["counts"]["train"]["written"] == 8
+    # a part-filled batch of a rarer size holds its shard back only until the next shard's images are in
+    many = folder_images(per_class=4)
+    for n in range(6):
+        many[f"train/red/odd{n}.png"] = png_bytes((200, 10, 10), size=(40 + 8 * n, 36))
+    summary = run(tmp_path / "many", write_tree(tmp_path / "m", many), models_root, shard_size=4)
+    assert summary["counts"]["train"] == {"read": 18, "written": 18, "rejected": 0}
+    frame = features.load("colors", "efficientnet_lite0", "head", "train", str(tmp_path / "many" / "store"))
+    assert sorted(frame["image_id"]) == sorted(k for k in many if k.startswith("train/"))
 
 
 def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_dataset, lite0, models_root):
