@@ -88,19 +88,29 @@ class DeviceGate:
 
 class BusyClock:
     """The wall time during which at least one call was under way (:meth:`running`); calls
-    from several threads at once count once. A session's: the seconds it had a batch."""
+    from several threads at once count once. A session's: the seconds it had a batch; and
+    when its first call since :meth:`mark` began and its last one ended (``perf_counter``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running = 0
         self._since = 0.0
         self.seconds = 0.0
+        self.first_started: float | None = None
+        self.last_ended: float | None = None
+
+    def mark(self) -> None:
+        """From now on :attr:`first_started` is the next call's start (a run of a warm session)."""
+        with self._lock:
+            self.first_started = None
 
     @contextlib.contextmanager
     def running(self):
         with self._lock:
             if not self._running:
                 self._since = time.perf_counter()
+                if self.first_started is None:
+                    self.first_started = self._since
             self._running += 1
         try:
             yield
@@ -108,7 +118,8 @@ class BusyClock:
             with self._lock:
                 self._running -= 1
                 if not self._running:
-                    self.seconds += time.perf_counter() - self._since
+                    self.last_ended = time.perf_counter()
+                    self.seconds += self.last_ended - self._since
 
 
 

@@ -182,6 +182,10 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         "pipeline_vs_ort_rounds": [round(run.ratio, 3) for run in measured],
         "pipeline_session_busy": busy,
+        # where the session had no batch: before its first one, and after its last (the last shards' files)
+        "pipeline_session_first_batch_seconds": summary["session_first_batch_seconds"],
+        "pipeline_session_after_last_batch_seconds": summary["session_after_last_batch_seconds"],
+        "pipeline_extract_seconds": summary["extract_seconds"],
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
@@ -370,6 +374,8 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         "host_images_per_s": round(host_rate, 1) if host_rate else None,
         "host_vs_decode": round(host_rate / decode_rate, 3) if host_rate and decode_rate else None,
         "session_busy": summary["session_busy"],  # the stand-in session had a batch: below 1, it waited on the host side
+        "session_first_batch_seconds": summary["session_first_batch_seconds"],
+        "session_after_last_batch_seconds": summary["session_after_last_batch_seconds"],
         "plan_seconds": summary["plan_seconds"], "extract_seconds": summary["extract_seconds"],
         "commit_seconds": summary["commit_seconds"],
         # where the pipeline's time went (reading and decoding: summed over the threads and processes doing it)

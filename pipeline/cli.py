@@ -414,6 +414,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     if result["pipeline_session_vs_ort"] is not None:
         print(f"    = the session had a batch {result['pipeline_session_busy']:.1%} of the time"
               f" x its batches at {result['pipeline_session_vs_ort']:.3f}x onnxruntime alone's rate")
+        print("      " + _idle_ends(result["pipeline_session_first_batch_seconds"],
+                                    result["pipeline_session_after_last_batch_seconds"], result["pipeline_extract_seconds"]))
     print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
@@ -452,6 +454,8 @@ def _bench_host_only(args, settings: Settings) -> dict:
         print(f"  against the device: {result['host_vs_device']:.3f}x its rate; it had work {result['device_busy']:.1%} "
               f"of the extraction's time, {result['device_batches']} batches of {result['batch_size']}, "
               f"{result['device_padding']:.1%} of their rows padding")
+        print("    " + _idle_ends(result["session_first_batch_seconds"], result["session_after_last_batch_seconds"],
+                                  result["extract_seconds"]))
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
     _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
@@ -460,6 +464,15 @@ def _bench_host_only(args, settings: Settings) -> dict:
               "(Parquet encoding above all) shares them, so the ratio is bounded by `tlfs bench --stages`'s "
               "projected_vs_decode_ceiling; with cores to spare the rest runs beside the workers")
     return result
+
+
+def _idle_ends(first: float | None, after_last: float | None, extract: float) -> str:
+    """Where a run's session had no batch at its two ends, against the extraction's seconds:
+    fixed costs, which a larger dataset spreads thinner."""
+    if first is None or after_last is None or extract <= 0:
+        return "the session ran no batch"
+    return (f"of the extraction's {extract:.2f} s: {first:.3f} s before the session's first batch "
+            f"({first / extract:.1%}), {after_last:.3f} s after its last ({after_last / extract:.1%}: the last shards' files)")
 
 
 def _print_threads(cpu_us: dict[str, float], busiest: str | None, busy: float | None) -> None:

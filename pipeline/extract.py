@@ -79,6 +79,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
 
     sessions = [session] if session is not None else []
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
+    if session is not None:
+        session.busy.mark()
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
         workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions)
@@ -93,7 +95,10 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     for opened in sessions:
         parts.update(opened.opening_parts)
     busy = sum(s.busy.seconds for s in sessions) - busy_before
-    timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy)
+    firsts = [s.busy.first_started for s in sessions if s.busy.first_started is not None]
+    lasts = [s.busy.last_ended for s in sessions if s.busy.first_started is not None]
+    timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy,
+                      min(firsts) - planned if firsts else None, extracted - max(lasts) if lasts else None)
     return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings)
 
 
@@ -107,6 +112,10 @@ class Timings:
     session_open: float = 0.0  # of the extraction: the session opening its graphs (on CUDA: cuDNN's search, captures)
     session_open_parts: dict[str, float] = field(default_factory=dict)  # the same by part (TapSession.opening_parts)
     session_busy: float = 0.0  # of the extraction: the session had a batch to compute (TapSession.busy)
+    # where it had none: from the extraction's start to its first batch (its opening included, where it opened in
+    # this run), and from its last batch's end to the extraction's end (the last shards' files); None: no batch
+    session_first_batch: float | None = None
+    session_after_last_batch: float | None = None
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, writers: int,
@@ -139,6 +148,8 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "session_open_parts": {name: round(value, 2) for name, value in seconds.session_open_parts.items()},
         # the share of the extraction's wall time the session had a batch: below 1, it waited on the host side
         "session_busy": round(seconds.session_busy / extract_seconds, 3) if extract_seconds > 0 else None,
+        "session_first_batch_seconds": _rounded(seconds.session_first_batch, 3),
+        "session_after_last_batch_seconds": _rounded(seconds.session_after_last_batch, 3),
         "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
         "parquet_bytes": bytes_written,
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
@@ -150,3 +161,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
         "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
     }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

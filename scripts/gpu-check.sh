@@ -59,6 +59,8 @@ step bench_lite0_one_set 70 "$py" -m tlfs.pipeline.cli bench --backbone efficien
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
 step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
+# The host side feeding a stand-in GPU of about the H100's onnxruntime fp16 rate for Lite0: does it keep one busy?
+step host_cifar_device 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --device-rate 15000
 # Each host stage alone, and the host side's projection on this machine's 16 cores (beside the measured pipeline above)
 step stages_lite0 40 "$py" -m tlfs.pipeline.cli bench --stages --dataset cifar10 --backbone efficientnet_lite0
 # The whole CIFAR-10, ResNet-50 (random weights: speed only), all taps, into a committed set; export apart.
@@ -106,14 +108,17 @@ for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
                                           "pipeline", "pipeline_vs_ort", "pipeline_session_busy", "pipeline_session_vs_ort",
+                                          "pipeline_session_first_batch_seconds", "pipeline_session_after_last_batch_seconds",
+                                          "pipeline_extract_seconds",
                                           "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
                                           "pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread",
                                           "pipeline_busiest_thread_busy")}
 host_keys = ("decode_workers", "decode_images_per_s", "host_images_per_s", "host_vs_decode", "session_busy",
              "read_seconds", "decode_seconds", "write_seconds", "thread_cpu_us_per_image", "busiest_thread",
-             "busiest_thread_busy")
+             "busiest_thread_busy", "device_rate", "host_vs_device", "device_busy", "device_padding",
+             "session_first_batch_seconds", "session_after_last_batch_seconds", "extract_seconds")
 for name, key in (("host_cifar", "host_only_cifar10"), ("host_cifar_2w", "host_only_cifar10_2_workers"),
-                  ("host_photos_2w", "host_only_photos_2_workers")):
+                  ("host_photos_2w", "host_only_photos_2_workers"), ("host_cifar_device", "host_cifar10_device_15000")):
     h = last_json(name) or {}
     summary[key] = {k: h.get(k) for k in host_keys}
 st = last_json("stages_lite0") or {}
@@ -122,7 +127,8 @@ summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": 
                            "projected_images_per_s": st.get("projected_images_per_s"), "bound_by": st.get("bound_by"),
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 extract_keys = ("rows", "plan_seconds", "extract_seconds", "commit_seconds", "session_open_seconds", "session_open_parts",
-                "session_busy", "images_per_second", "parquet_bytes")  # of tlfs extract's summary
+                "session_busy", "session_first_batch_seconds", "session_after_last_batch_seconds", "images_per_second",
+                "parquet_bytes")  # of tlfs extract's summary
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in extract_keys}
 if c:

@@ -180,6 +180,24 @@ def test_the_busy_clock_counts_the_time_any_call_is_under_way_once_however_many_
     assert 0.01 <= clock.seconds - before <= time.perf_counter() - started
 
 
+def test_the_busy_clock_knows_when_its_first_call_since_a_mark_began_and_its_last_ended():
+    clock = BusyClock()
+    with clock.running():
+        time.sleep(0.01)
+    before_mark = clock.first_started
+    clock.mark()
+    assert clock.first_started is None  # no call since the mark
+    marked = time.perf_counter()
+    time.sleep(0.02)
+    with clock.running():
+        time.sleep(0.01)
+    with clock.running():
+        pass
+    ended = time.perf_counter()
+    assert before_mark < marked + 0.02 <= clock.first_started <= clock.last_ended <= ended
+    assert clock.first_started < ended - 0.01  # the first call's start, not the last one's
+
+
 def test_a_sessions_busy_time_leaves_out_the_opening_of_its_sets(lite0):
     session = open_session(lite0, ["head"], resolve_runtime("cpu", batch_size=2, fixed_shape=True, bound_buffers=1),
                            threads=1)

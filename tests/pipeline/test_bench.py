@@ -24,6 +24,11 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     product = result["pipeline_session_busy"] * result["pipeline_session_vs_ort"]
     assert abs(product - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_session_vs_ort"]  # rounding only
     assert "the session had a batch" in out
+    # its idle time at the run's two ends is part of the time it had no batch
+    first, last = result["pipeline_session_first_batch_seconds"], result["pipeline_session_after_last_batch_seconds"]
+    extract_seconds = result["pipeline_extract_seconds"]
+    assert 0 <= first and 0 <= last and first + last <= (1 - result["pipeline_session_busy"]) * extract_seconds + 0.02
+    assert "before the session's first batch" in out
 
 
 def test_rounds_repeat_the_pipeline_beside_onnxruntime_alone_and_report_the_round_of_the_median_ratio(capsys, lite0,
