@@ -9,8 +9,9 @@ is copied in while another computes), at most one batch beyond them ahead, so th
 batch is assembled while the device computes; a batch's outputs come back as a future, which the
 writer pool gathers in the shard's image order and converts to float16
 (:func:`gather_layer`, by onnxruntime's vectorized Cast: pipeline/float16_cast.py), off
-both threads. Host memory stays bounded: batches in flight here, at most two shards waiting
-for their last batch, shards in flight in the writer pool (pipeline/shard_writer.py).
+both threads. Host memory stays bounded: batches in flight here, shards waiting for their
+last batch (at most a batch of images beside the shard being batched), shards in flight in
+the writer pool (pipeline/shard_writer.py).
 """
 
 from __future__ import annotations
@@ -280,8 +281,10 @@ class ShardBatches:
     fixed-shape graph pads it), so a shard of 2,500 images in batches of 256 would waste 2.3 %
     of the device's time on its last batch (docs/benchmarks.md: the host side feeding a
     stand-in device). A shard goes to ``ready`` (the writer) once all its rows are in batches
-    handed to the session, in shard order; a part-filled batch holding an earlier shard's rows
-    goes when the next shard's images are all in (a rarer image size), so at most two shards wait."""
+    handed to the session, in shard order. Shards before the one being filled wait in
+    part-filled batches only while they hold at most a batch of images in all (shards smaller
+    than a batch share one; a rarer image size's batch holding a large shard goes once the
+    next shard's images are in), so host memory stays bounded."""
 
     def __init__(self, p: Plan, inference: Inference, ready: Callable[[ShardOutputs], None],
                  progress: Callable[[int], None] | None = None) -> None:
@@ -316,9 +319,12 @@ class ShardBatches:
                     self._batcher.add(np.array([at]), image[np.newaxis], out)
             position += len(block)
         self._filling = None
-        for earlier in self._waiting[:-1]:
-            self._batcher.flush_holding(earlier)
         self._hand_on()
+        # the shards before this one wait in part-filled batches (a rarer image size, or shards smaller than a
+        # batch): while they hold more than a batch of images, the oldest one's batches go however full
+        while len(self._waiting) > 1 and sum(len(w.entries) for w in self._waiting[:-1]) > self.p.runtime.batch_size:
+            self._batcher.flush_holding(self._waiting[0])
+            self._hand_on()
 
     def finish(self) -> None:
         """The last batches, however full; every shard to ``ready``."""

@@ -58,6 +58,9 @@ def test_a_shards_short_last_batch_is_filled_with_the_next_shards_images(tmp_pat
     assert across["shards"] == 6 and sizes == [4] * 6
     whole = run(tmp_path / "b", folder_dataset, models_root, shard_size=12)  # a shard a split: 3 batches each
     assert sizes[6:] == [4] * 6
+    del sizes[:]
+    tiny = run(tmp_path / "c", folder_dataset, models_root, shard_size=2, batch_size=8)  # shards smaller than a batch
+    assert tiny["shards"] == 12 and sizes == [8] * 3  # share batches: twelve shards, three full batches
     for split in ("train", "test"):
         Xa, _, ia = features.load_matrix("colors", across["backbone_version"], "head", split, str(tmp_path / "a" / "store"))
         Xb, _, ib = features.load_matrix("colors", whole["backbone_version"], "head", split, str(tmp_path / "b" / "store"))
