@@ -118,7 +118,8 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
           rounds: int = 1, log: Callable[[str], None] = print) -> dict:
     """Rows (a)-(d) for ``request``'s backbone (its weights), model store and runtime, on
     ``images`` images (default: the device's); the pipeline row extracts CIFAR-sized
-    JPEGs made here into a temporary store (the request's dataset and store are not read).
+    JPEGs made here into a temporary store (the request's dataset and store are not read),
+    in shards of the request's size, or a quarter of the images where that is less.
     onnxruntime's rows run on the session the pipeline runs on (``sessions`` side by side,
     default: as ``tlfs extract`` opens them). ``rounds`` pipeline runs, each followed by
     onnxruntime alone again and compared with the mean of the two runs bracketing it; the
@@ -149,7 +150,9 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         ort_rows, session = _onnxruntime_rows(artifact, runtime, batches, sessions, log)
         results = {**_torch_rows(loaded, device, batches, log), **ort_rows}
         extraction = replace(request, dataset="bench", sources=(str(synthetic_dataset(tmp_path, counted)),),
-                             shard_size=max(counted // 4, batch_size))
+                             # shards of the request's size (as tlfs extract cuts them; 2,500 by default), at
+                             # least four: the last shard's files, written after the last batch, stay a small part
+                             shard_size=min(request.shard_size, max(counted // 4, batch_size)))
         measured: list[Round] = []
         before = results[f"ort_{runtime.precision}"]
         for number in range(rounds):
@@ -177,7 +180,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     }
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
-        "pipeline_rows": summary["rows"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
+        "pipeline_rows": summary["rows"], "pipeline_shards": summary["shards"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], "sessions": session.sessions,
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         "pipeline_vs_ort_rounds": [round(run.ratio, 3) for run in measured],

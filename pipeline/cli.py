@@ -396,7 +396,7 @@ def cmd_bench(args, settings: Settings) -> dict:
 
     runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
     request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
-                                weights=args.weights, random_weights=args.random_weights)
+                                weights=args.weights, random_weights=args.random_weights, shard_size=settings.shard_size)
     result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None,
                    rounds=args.rounds, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")

@@ -115,7 +115,7 @@ for name in ("bench_lite0", "bench_lite0_one_set", "bench_lite0_fewer_workers", 
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
                                           "pipeline", "pipeline_vs_ort", "pipeline_session_busy", "pipeline_session_vs_ort",
                                           "pipeline_session_first_batch_seconds", "pipeline_session_after_last_batch_seconds",
-                                          "pipeline_extract_seconds",
+                                          "pipeline_extract_seconds", "pipeline_shards",
                                           "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
                                           "decode_workers", "pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread",
                                           "pipeline_busiest_thread_busy")}

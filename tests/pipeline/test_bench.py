@@ -54,6 +54,18 @@ def test_rounds_are_refused_where_the_bench_runs_once():
             main(["bench", mode, "--dataset", "cifar10", "--rounds", "2"])
 
 
+def test_the_bench_extracts_in_the_configured_shard_size_with_at_least_four_shards(capsys, lite0, models_root,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("TLFS_SHARD_SIZE", "8")  # as tlfs extract would cut them
+    assert main(["bench", "--backbone", "efficientnet_lite0", "--device", "cpu", "--batch-size", "8", "--images", "64",
+                 "--models", models_root]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pipeline_shards"] == 8
+    monkeypatch.setenv("TLFS_SHARD_SIZE", "2500")  # larger than a quarter of the images: a quarter
+    assert main(["bench", "--backbone", "efficientnet_lite0", "--device", "cpu", "--batch-size", "8", "--images", "64",
+                 "--models", models_root]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pipeline_shards"] == 4
+
+
 def test_bench_refuses_fewer_images_than_a_batch(capsys, models_root):
     assert main(["bench", "--backbone", "efficientnet_lite0", "--batch-size", "64", "--images", "8", "--models", models_root]) == 1
     assert "must be at least --batch-size" in capsys.readouterr().err
