@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command for the GPU machine: the GPU tests, then every GPU figure, ending with one
 # JSON line of them all. Sized for about 9 minutes (each step has its own time limit; an H200
-# took about 7 before the host-only steps with 2 decode workers at the end, about 30 s more, and
-# the Lite0 bench with fewer decode workers and the stand-in device, about 75 s more: where the
-# check's deadline comes first, the last steps are skipped and say so).
+# took about 7 before the host-only steps with 2 decode workers, about 30 s more, and the Lite0
+# bench with fewer decode workers and the stand-in device, about 75 s more: where the check's
+# deadline comes first, the last steps, the GPU tests and the fine-tuning run, are cut short or
+# skipped and say so).
 #
 # That machine (../shared/gpu/README.md) has Python 3.12, its own torch, no package
 # registry, and this project is not installed: it runs from the checkout. Stage here first
@@ -54,7 +55,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 echo "GPU: $(cat "$out/gpu.txt")"
 step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from tlfs.models.runtime import cuda_probe; print(o.__version__, o.get_available_providers(), cuda_probe())"
-# Speed first (the figures the issue asks for), then the GPU tests, then the fine-tuning run.
+# Speed first (the extraction's figures), then the GPU tests, then the fine-tuning run.
 step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
 # The same with one set of bound buffers (one inference thread): what the second set, copying in while the device computes, gains
 step bench_lite0_one_set 70 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480 --bound-buffers 1
@@ -74,6 +75,12 @@ step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
 # The main job's extraction on the GPU: the whole CIFAR-10 through EfficientNet-Lite0's real weights, all 7 taps
 step cifar_lite0 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone efficientnet_lite0 --device cuda --no-progress
+# With 2 decode workers the rest of the host side has 14 cores of its own: does it keep up with
+# decoding (0.9x of reading and decoding alone)? On a 2-core machine the workers take both cores.
+# (About 30 s; before the GPU tests and the fine-tuning run, which take what time is left.)
+step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
+step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
+step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
 # The one-epoch fine-tuning test is left out here: it alone filled this step's 180 s, and the step after it
 # fine-tunes on CUDA for real; tests/pipeline/test_finetune.py runs the same code on the CPU in CI
 step tests 120 "$py" -m pytest -v --durations=0 --timeout 100 -m gpu tests/gpu -p no:cacheprovider -rs -k "not finetuning"
@@ -81,12 +88,6 @@ step tests 120 "$py" -m pytest -v --durations=0 --timeout 100 -m gpu tests/gpu -
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
   --batch-size 128 --patience 99 --no-progress
-# Last (about 30 s, in the time the steps above leave): with 2 decode workers the rest of the
-# host side has 14 cores of its own: does it keep up with decoding (0.9x of reading and decoding
-# alone)? On a 2-core machine the workers take both cores.
-step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
-step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
-step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
 
 "$py" - "$out" "$FT_EPOCHS" <<'PY'
 import json, sys
