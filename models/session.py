@@ -4,11 +4,12 @@ runtime asked for (:func:`open_session`) from its checked ONNX file (:func:`loca
 On CUDA each distinct input shape gets a fixed-shape graph (models/variants.py) with its
 own device-resident input and output buffers, bound once: onnxruntime then keeps every
 node on the GPU and can replay the whole graph as a CUDA graph; a short batch (a run's last:
-pipeline/inference.ShardBatches runs batches on through the shards' ends) is padded to the fixed batch. ``runtime.bound_buffers`` such sets (two on CUDA) are opened
-per shape, each a session of its own (its own CUDA graph and stream) run on a thread of
-its own, and :meth:`run` may be called from as many threads at once
-(:attr:`TapSession.concurrency`): while the device computes one batch, the next is copied
-in and the last one's outputs copied out.
+pipeline/inference.ShardBatches runs batches on through the shards' ends) is padded to the
+fixed batch. ``runtime.bound_buffers`` such sets (two on CUDA) are opened per shape, each
+a session of its own (its own CUDA graph and stream) run on a thread of its own, and
+:meth:`run` may be called from as many threads at once (:attr:`TapSession.concurrency`):
+while the device computes one batch, the next is copied in and the last one's outputs
+copied out.
 
 Two facts of onnxruntime's CUDA provider shape this: it keeps a captured graph with the
 thread that ran the capture (so a set always runs on its own thread), and it captures

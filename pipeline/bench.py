@@ -180,7 +180,8 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     }
     return {
         "backbone": backbone, "device": device, "precision": runtime.precision, "batch_size": batch_size, "images": counted,
-        "pipeline_rows": summary["rows"], "pipeline_shards": summary["shards"], "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
+        "pipeline_rows": summary["rows"], "pipeline_shards": summary["shards"],
+        "pipeline_plan_seconds": summary["plan_seconds"], "pipeline_commit_seconds": summary["commit_seconds"],
         "decode_workers": summary["decode_workers"], "sessions": session.sessions,
         f"ort_{runtime.precision}_after_pipeline": round(again, 1),
         "pipeline_vs_ort_rounds": [round(run.ratio, 3) for run in measured],
