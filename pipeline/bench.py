@@ -190,6 +190,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
         "pipeline_session_first_batch_seconds": summary["session_first_batch_seconds"],
         "pipeline_session_after_last_batch_seconds": summary["session_after_last_batch_seconds"],
         "pipeline_extract_seconds": summary["extract_seconds"],
+        "pipeline_writers": summary["writers"], "pipeline_writers_busy": summary["writers_busy"],
         **{f"pipeline_{k}": summary[k] for k in THREAD_FIELDS},
         **{k: (round(v, 1) if v is not None else None) for k, v in results.items()},
         **{k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
@@ -385,6 +386,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         # where the pipeline's time went (reading and decoding: summed over the threads and processes doing it)
         "read_seconds": summary["read_seconds"], "decode_seconds": summary["decode_seconds"],
         "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
+        "writers": summary["writers"], "writers_busy": summary["writers_busy"],
         "parquet_bytes": summary["parquet_bytes"],
         **{k: summary[k] for k in THREAD_FIELDS},
         **(_device_fields(session, summary, len(request.views), device_rate, host_rate) if device_rate else {}),

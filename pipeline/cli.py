@@ -310,12 +310,22 @@ def cmd_extract(args, settings: Settings) -> dict:
     summary = extract.run(request, options, log=_log)
     print(f"features: {summary['set_uri']} version {summary['version']}"
           f"{' (unchanged)' if summary['unchanged'] else ''}  ({summary['rows']} rows, {summary['rejected']} rejected; "
-          f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s; "
-          f"Parquet {summary['parquet_bytes'] / 1e6:.1f} MB"
+          f"{_extracted(summary)}; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB"
           + (f"; the session took {summary['session_open_seconds']} s to open{_opening_parts(summary)}"
              if summary["session_open_seconds"] else "")
           + ")")
     return summary
+
+
+def _extracted(summary: dict) -> str:
+    """What the run computed and how fast, with how busy the session and the writers were
+    meanwhile (the one near 100 % bounds the run)."""
+    if not summary["images_per_second"]:
+        return f"{summary['images_extracted']} images extracted"
+    busy = [f"{name} {summary[key]:.0%}" for name, key in (("the session", "session_busy"), ("the writers", "writers_busy"))
+            if summary.get(key) is not None]
+    return (f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s"
+            + (f", busy: {', '.join(busy)}" if busy else ""))
 
 
 def cmd_finetune(args, settings: Settings) -> dict:
@@ -416,6 +426,8 @@ def cmd_bench(args, settings: Settings) -> dict:
               f" x its batches at {result['pipeline_session_vs_ort']:.3f}x onnxruntime alone's rate")
         print("      " + _idle_ends(result["pipeline_session_first_batch_seconds"],
                                     result["pipeline_session_after_last_batch_seconds"], result["pipeline_extract_seconds"]))
+    if result["pipeline_writers_busy"] is not None:
+        print(f"    the writer pool's {result['pipeline_writers']} threads wrote {result['pipeline_writers_busy']:.1%} of the time")
     print(f"  pipeline vs PyTorch fp32: {result['pipeline_vs_torch_fp32']:.2f}x")
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
@@ -457,7 +469,8 @@ def _bench_host_only(args, settings: Settings) -> dict:
         print("    " + _idle_ends(result["session_first_batch_seconds"], result["session_after_last_batch_seconds"],
                                   result["extract_seconds"]))
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
-          f"batching {result['batch_seconds']}, writing {result['write_seconds']}")
+          f"batching {result['batch_seconds']}, writing {result['write_seconds']} (summed over the "
+          f"{result['writers']} writer threads, busy {result['writers_busy']:.1%} of the time)")
     _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
     if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"] and not args.device_rate:
         print(f"  the {result['decode_workers']} decode workers take all {result['cores']} cores: the rest of the host side "

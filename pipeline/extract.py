@@ -122,9 +122,13 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
             seconds: Timings) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
-    bytes_written = sum(f.bytes for r in records for f in r.files.values())
-    write_seconds = sum(r.write_seconds for r in records)
-    computed = p.changes.extracted if p.changes and p.changes.extracted is not None else p.images
+    set_bytes = sum(f.bytes for r in records for f in r.files.values())
+    # the rates are of the shards this run computed: not those reused, derived, or found done by an earlier run
+    ran = [r for r in records if not (r.skipped or r.reused or r.derived)]
+    bytes_written = sum(f.bytes for r in ran for f in r.files.values())
+    write_seconds = sum(r.write_seconds for r in ran)
+    images_computed = sum(r.read for r in ran)
+    planned = p.changes.extracted if p.changes and p.changes.extracted is not None else p.images
     return {
         "set_uri": p.set_uri,
         "backbone_version": p.backbone_version,
@@ -140,7 +144,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "shards_skipped": sum(r.skipped and not r.reused for r in records),
         "shards_reused": sum(o["kind"] == REUSE for o in p.origins.values()),
         "shards_derived": sum(o["kind"] == DERIVE for o in p.origins.values()),
-        "images_extracted": computed,
+        "images_extracted": planned,
         "plan_seconds": round(plan_seconds, 2),
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(commit_seconds, 2),
@@ -150,14 +154,17 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "session_busy": round(seconds.session_busy / extract_seconds, 3) if extract_seconds > 0 else None,
         "session_first_batch_seconds": _rounded(seconds.session_first_batch, 3),
         "session_after_last_batch_seconds": _rounded(seconds.session_after_last_batch, 3),
-        "images_per_second": round(computed / extract_seconds, 1) if extract_seconds > 0 and computed else None,
-        "parquet_bytes": bytes_written,
+        "images_per_second": round(images_computed / extract_seconds, 1) if extract_seconds > 0 and images_computed else None,
+        "parquet_bytes": set_bytes,  # the version's
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
-        "parquet_write_seconds": round(write_seconds, 2),  # summed over the shards, which overlap
+        # the writer threads' work (not their waits for batches), summed over the files; its rate is one thread's
+        "parquet_write_seconds": round(write_seconds, 2),
         "parquet_write_mb_per_second": round(bytes_written / 1e6 / write_seconds, 1) if write_seconds > 0 else None,
-        "infer_seconds": round(sum(r.infer_seconds for r in records), 2),
+        "infer_seconds": round(sum(r.infer_seconds for r in ran), 2),
         "decode_workers": decoder.workers,
         "writers": writers,  # the writer pool's threads
+        # the share of the pool's time its threads wrote: near 1, the writers bound the run
+        "writers_busy": round(write_seconds / (writers * extract_seconds), 3) if extract_seconds > 0 and writers else None,
         "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
         "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
     }

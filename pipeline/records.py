@@ -101,7 +101,9 @@ class ShardRecord:
     rejects: tuple[Reject, ...]
     files: dict[str, ShardFile] = field(default_factory=dict)
     seconds: float = 0.0
-    write_seconds: float = 0.0  # float16, gathering, Parquet encoding, the atomic writes
+    # the writer threads' seconds on its files once its batches were in (float16, gathering, Parquet encoding,
+    # the atomic writes), summed over the files
+    write_seconds: float = 0.0
     infer_seconds: float = 0.0  # batching and the session's runs (on its own thread)
     skipped: bool = False  # found done (by an earlier or a concurrent run of the plan)
     reused: bool = False  # the base version's, its files untouched

@@ -46,16 +46,19 @@ def widest_first(views: tuple[str, ...], layer_dims: dict[str, int]) -> list[tup
     return sorted(files, key=lambda file: -file[2])
 
 
-def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int, to_float16: Float16Cast) -> ShardFile:
-    """One layer of one view of a shard, gathered, encoded and written into staging."""
-    outputs = out.outputs()
+def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int,
+               to_float16: Float16Cast) -> tuple[ShardFile, float]:
+    """One layer of one view of a shard, gathered, encoded and written into staging; and the
+    seconds that took once the shard's batches were in (the thread's work, not its wait for them)."""
+    outputs = out.outputs()  # waits for the shard's batches
+    working = time.perf_counter()
     blocks = gather_layer([batch[view][layer] for batch, _ in outputs], out.order(), width, to_float16)
     table = table_of(out.columns(p.label_of), blocks)
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
         # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)
         written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(table))
-    return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view)
+    return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view), time.perf_counter() - working
 
 
 class ShardWriter:
@@ -78,7 +81,6 @@ class ShardWriter:
         ``threads + 1`` are in flight."""
         while len(self._in_flight) > self.threads:
             self._in_flight.pop(0).result()
-        writing = time.perf_counter()
         started = {(view, layer): self._files.submit(write_file, self.p, out, view, layer, width, self._to_float16)
                    for view, layer, width in widest_first(self.p.views, self.p.layer_dims)}
         files = {file_key(layer, view): started[view, layer] for view in self.p.views for layer in self.p.layer_dims}
@@ -86,7 +88,7 @@ class ShardWriter:
             self._unwritten.update(started.values())
         for file in started.values():
             file.add_done_callback(self._file_done)
-        future = self._records.submit(self._record, out, files, writing, done)
+        future = self._records.submit(self._record, out, files, done)
         self._in_flight.append(future)
         return future
 
@@ -100,7 +102,7 @@ class ShardWriter:
         for other in queued:
             other.cancel()  # only those not started; the callback runs again for each
 
-    def _record(self, out: ShardOutputs, files: dict[str, Future], writing: float,
+    def _record(self, out: ShardOutputs, files: dict[str, Future],
                 done: Callable[[ShardRecord], None]) -> ShardRecord:
         wait(files.values())
         errors = [file.exception() for file in files.values() if not file.cancelled() and file.exception()]
@@ -108,12 +110,12 @@ class ShardWriter:
             raise errors[0]
         if any(file.cancelled() for file in files.values()):
             raise PipelineError(f"shard {out.number}: its files were not written, since another file's write failed")
-        written = {key: future.result() for key, future in files.items()}
+        written = {key: future.result()[0] for key, future in files.items()}
         kept = len(out.kept())
         record = ShardRecord(out.number, self.p.shards[out.number].split, len(out.entries), kept, len(out.rejects),
                              tuple(out.rejects), written,
                              seconds=round(time.perf_counter() - out.started, 3),
-                             write_seconds=round(time.perf_counter() - writing, 3),
+                             write_seconds=round(sum(future.result()[1] for future in files.values()), 3),
                              infer_seconds=round(out.assemble_seconds + sum(s for _, s in out.outputs()), 3))
         with translate_missing(self.p.set_uri, self.p.plan_id):
             save_record(self.p, record)

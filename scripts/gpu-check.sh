@@ -135,7 +135,7 @@ summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": 
                            "stages": {k: v["images_per_s"] for k, v in (st.get("stages") or {}).items()}}
 extract_keys = ("rows", "plan_seconds", "extract_seconds", "commit_seconds", "session_open_seconds", "session_open_parts",
                 "session_busy", "session_first_batch_seconds", "session_after_last_batch_seconds", "images_per_second",
-                "parquet_bytes")  # of tlfs extract's summary
+                "writers", "writers_busy", "parquet_bytes")  # of tlfs extract's summary
 c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in extract_keys}
 if c:

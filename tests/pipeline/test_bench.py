@@ -21,6 +21,8 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     assert {"pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread", "pipeline_busiest_thread_busy"} <= set(result)
     # the ratio to onnxruntime alone, split: the share of the time the session had a batch, times its own rate meanwhile
     assert 0 < result["pipeline_session_busy"] <= 1
+    assert result["pipeline_writers"] >= 1 and 0 < result["pipeline_writers_busy"] < 1  # their work, not their waits
+    assert "threads wrote" in out
     product = result["pipeline_session_busy"] * result["pipeline_session_vs_ort"]
     assert abs(product - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_session_vs_ort"]  # rounding only
     assert "the session had a batch" in out

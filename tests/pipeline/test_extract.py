@@ -1,5 +1,6 @@
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,22 @@ def test_a_shards_short_last_batch_is_filled_with_the_next_shards_images(tmp_pat
         Xb, _, ib = features.load_matrix("colors", whole["backbone_version"], "head", split, str(tmp_path / "b" / "store"))
         assert list(ia) == list(ib)
         np.testing.assert_array_equal(Xa, Xb)  # the same images in the same batches: the same bits
+
+
+def test_the_summary_times_the_writers_work_not_their_wait_for_batches(tmp_path, folder_dataset, lite0, models_root,
+                                                                      monkeypatch):
+    """A slow device keeps the writers waiting for each shard's batches; the summary's writing
+    seconds are the threads' work on the files, so that ``writers_busy`` says whether the
+    writers bound the run (here, far from it)."""
+    from tlfs.models.session import TapSession
+
+    run_batch = TapSession.run
+    monkeypatch.setattr(TapSession, "run", lambda self, images: time.sleep(0.25) or run_batch(self, images))
+    summary = run(tmp_path, folder_dataset, models_root)  # six batches of 4: 1.5 s of the device's
+    assert summary["extract_seconds"] >= 1.5
+    assert 0 < summary["parquet_write_seconds"] < 0.5
+    assert 0 < summary["writers_busy"] < 0.3
+    assert summary["parquet_write_mb_per_second"] > summary["parquet_mb_per_second"] > 0
 
 
 def test_two_sets_of_bound_buffers_on_two_inference_threads_give_the_same_features(tmp_path, folder_dataset, lite0,
@@ -170,6 +187,9 @@ def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_da
     manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
     second = run(tmp_path, folder_dataset, models_root)
     assert first["shards_skipped"] == 0 and second["shards_skipped"] == second["shards"] == first["shards"]
+    # its timings are its own: the first run's shards cost it no inference and no writing
+    assert first["infer_seconds"] > 0 and first["parquet_write_seconds"] > 0 and first["images_per_second"] > 0
+    assert second["infer_seconds"] == second["parquet_write_seconds"] == 0 and second["images_per_second"] is None
     again = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
