@@ -56,6 +56,12 @@ class DecodeStats:
     read_seconds: float = 0.0
     decode_seconds: float = 0.0
 
+    def since(self, earlier: "DecodeStats") -> "DecodeStats":
+        """What was added since ``earlier`` (a copy taken then): one run's share of a decoder
+        that served others before it (a benchmark's, a notebook's)."""
+        return DecodeStats(self.images - earlier.images, self.read_seconds - earlier.read_seconds,
+                           self.decode_seconds - earlier.decode_seconds)
+
 
 def default_workers(device: str = "cuda") -> int:
     """One decode process per core where inference runs on a GPU; where it runs on the CPU

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from tlfs.features.leases import LeaseTerms, hold
@@ -27,7 +27,7 @@ from tlfs.features.versions import Retention
 from tlfs.models.runtime import require_cuda
 from tlfs.models.session import TapSession
 from tlfs.pipeline.commit import commit, commit_task, describe_changes
-from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline.decode_pool import DecodeStats, Decoder
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.incremental import DERIVE, REUSE
 from tlfs.pipeline.maintenance import vacuum, verify
@@ -79,6 +79,7 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
 
     sessions = [session] if session is not None else []
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
+    decoded_before = replace(decoder.stats)  # as for the session: a given decoder may have decoded before
     if session is not None:
         session.busy.mark()
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
@@ -98,7 +99,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     firsts = [s.busy.first_started for s in sessions if s.busy.first_started is not None]
     lasts = [s.busy.last_ended for s in sessions if s.busy.first_started is not None]
     timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy,
-                      min(firsts) - planned if firsts else None, extracted - max(lasts) if lasts else None)
+                      min(firsts) - planned if firsts else None, extracted - max(lasts) if lasts else None,
+                      decoder.stats.since(decoded_before))
     return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings)
 
 
@@ -116,6 +118,7 @@ class Timings:
     # this run), and from its last batch's end to the extraction's end (the last shards' files); None: no batch
     session_first_batch: float | None = None
     session_after_last_batch: float | None = None
+    decoding: DecodeStats = field(default_factory=DecodeStats)  # the run's reading and decoding (its decoder's share)
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, writers: int,
@@ -165,8 +168,8 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "writers": writers,  # the writer pool's threads
         # the share of the pool's time its threads wrote: near 1, the writers bound the run
         "writers_busy": round(write_seconds / (writers * extract_seconds), 3) if extract_seconds > 0 and writers else None,
-        "read_seconds": round(decoder.stats.read_seconds, 2),  # waiting on the sources
-        "decode_seconds": round(decoder.stats.decode_seconds, 2),  # CPU seconds, summed over the workers
+        "read_seconds": round(seconds.decoding.read_seconds, 2),  # waiting on the sources
+        "decode_seconds": round(seconds.decoding.decode_seconds, 2),  # CPU seconds, summed over the workers
     }
 
 

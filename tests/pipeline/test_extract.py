@@ -194,6 +194,18 @@ def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_da
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
+def test_a_given_decoders_earlier_work_is_not_counted_in_the_runs_summary(tmp_path, folder_dataset, lite0, models_root):
+    """A decoder handed to runs (a benchmark's, a notebook's) serves each; a run's summary
+    gives its own reading and decoding."""
+    from tlfs.pipeline.decode_pool import Decoder
+
+    with Decoder(1).start() as decoder:
+        decoder.stats.read_seconds, decoder.stats.decode_seconds = 50.0, 100.0  # its work for earlier runs
+        summary = run(tmp_path, folder_dataset, models_root, decoder=decoder)
+    assert summary["read_seconds"] < 1 and summary["decode_seconds"] < 1  # 24 small images
+    assert decoder.stats.read_seconds > 50 and decoder.stats.decode_seconds > 100  # the decoder's own count goes on
+
+
 def test_a_new_plan_moves_the_old_files_out_of_the_layer_folders_after_commit(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(per_class=6))
     run(tmp_path, source, models_root)
