@@ -80,6 +80,7 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     sessions = [session] if session is not None else []
     busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
     decoded_before = replace(decoder.stats)  # as for the session: a given decoder may have decoded before
+    opened_before = (session.opening_seconds, Counter(session.opening_parts)) if session is not None else (0.0, Counter())
     if session is not None:
         session.busy.mark()
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
@@ -91,10 +92,13 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     held.check()
     committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
-    opening = sum(s.opening_seconds for s in sessions)
+    # this run's openings (a given session opened its graphs before, and may open more: a new image size)
+    opening = sum(s.opening_seconds for s in sessions) - opened_before[0]
     parts: Counter[str] = Counter()  # every session's parts, summed by name
     for opened in sessions:
         parts.update(opened.opening_parts)
+    parts.subtract(opened_before[1])
+    parts = Counter({name: value for name, value in parts.items() if value > 0})
     busy = sum(s.busy.seconds for s in sessions) - busy_before
     firsts = [s.busy.first_started for s in sessions if s.busy.first_started is not None]
     lasts = [s.busy.last_ended for s in sessions if s.busy.first_started is not None]
@@ -151,7 +155,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "plan_seconds": round(plan_seconds, 2),
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(commit_seconds, 2),
-        "session_open_seconds": round(seconds.session_open, 2),  # the session's, all its runs (a benchmark's warm-up too)
+        "session_open_seconds": round(seconds.session_open, 2),  # in this run (a given session's earlier openings apart)
         "session_open_parts": {name: round(value, 2) for name, value in seconds.session_open_parts.items()},
         # the share of the extraction's wall time the session had a batch: below 1, it waited on the host side
         "session_busy": round(seconds.session_busy / extract_seconds, 3) if extract_seconds > 0 else None,

@@ -206,6 +206,17 @@ def test_a_given_decoders_earlier_work_is_not_counted_in_the_runs_summary(tmp_pa
     assert decoder.stats.read_seconds > 50 and decoder.stats.decode_seconds > 100  # the decoder's own count goes on
 
 
+def test_a_given_sessions_opening_before_the_run_is_not_counted_in_the_runs_summary(tmp_path, folder_dataset, lite0,
+                                                                                     models_root):
+    from tlfs.models.runtime import resolve_runtime
+    from tlfs.models.session import open_session
+
+    session = open_session(lite0, runtime=resolve_runtime(batch_size=4))  # the CPU's graph opens here
+    assert session.opening_seconds > 0
+    summary = run(tmp_path, folder_dataset, models_root, session=session)
+    assert summary["rows"] == 24 and summary["session_open_seconds"] == 0 and summary["session_open_parts"] == {}
+
+
 def test_a_new_plan_moves_the_old_files_out_of_the_layer_folders_after_commit(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(per_class=6))
     run(tmp_path, source, models_root)
