@@ -141,9 +141,9 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
         with _no_retry_when_final():
             results = tasks.extract_shards(job["set_uri"], job["plan_id"], job["shards"],  # on their plan's device
                                            decode_workers=decode_workers)
-        for result in results:
-            _log(f"shard {result['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in ("split", "read", "written",
-                                                                                         "rejected", "seconds", "skipped")))
+        for result in results:  # seconds: the shard's wall time; infer and write: its batches' and its files' work
+            _log(f"shard {result['shard']}: " + ", ".join(f"{k} {result.get(k)}" for k in (
+                "split", "read", "written", "rejected", "seconds", "infer_seconds", "write_seconds", "skipped")))
         return results  # handed to the commit
 
     @task(outlets=[asset])
