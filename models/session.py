@@ -124,6 +124,28 @@ class BusyClock:
 
 
 
+@dataclass(frozen=True)
+class SessionUse:
+    """What a session has spent so far: seconds with a batch (:attr:`TapSession.busy`) and
+    seconds opening graphs, in all and by part. :meth:`since` gives one run's share of a
+    session that served others before it (a benchmark's, a notebook's)."""
+
+    busy: float = 0.0
+    opening: float = 0.0
+    opening_parts: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, session) -> "SessionUse":
+        """``session``'s (a :class:`TapSession`, or a stand-in with the same counters)."""
+        return cls(session.busy.seconds, session.opening_seconds, dict(session.opening_parts))
+
+    def since(self, earlier: "SessionUse") -> "SessionUse":
+        parts = {name: value - earlier.opening_parts.get(name, 0.0) for name, value in self.opening_parts.items()}
+        return SessionUse(self.busy - earlier.busy, self.opening - earlier.opening,
+                          {name: value for name, value in parts.items() if value > 0})
+
+
+
 @dataclass
 class _Bound:
     """One graph with its input and output buffers bound on the device."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -25,7 +24,7 @@ from tlfs.features.leases import LeaseTerms, hold
 from tlfs.features.manifest import Published
 from tlfs.features.versions import Retention
 from tlfs.models.runtime import require_cuda
-from tlfs.models.session import TapSession
+from tlfs.models.session import SessionUse, TapSession
 from tlfs.pipeline.commit import commit, commit_task, describe_changes
 from tlfs.pipeline.decode_pool import DecodeStats, Decoder
 from tlfs.pipeline.errors import PipelineError
@@ -77,10 +76,10 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     planned = time.perf_counter()  # the session opens when a shard needs it (none may: all reused)
     from tqdm import tqdm
 
-    sessions = [session] if session is not None else []
-    busy_before = session.busy.seconds if session is not None else 0.0  # a given session may have run before
-    decoded_before = replace(decoder.stats)  # as for the session: a given decoder may have decoded before
-    opened_before = (session.opening_seconds, Counter(session.opening_parts)) if session is not None else (0.0, Counter())
+    sessions = [session] if session is not None else []  # the one given, or the one the run opens
+    # a given session or decoder may have served other runs: the summary gives this run's share
+    used_before = SessionUse.of(session) if session is not None else SessionUse()
+    decoded_before = replace(decoder.stats)
     if session is not None:
         session.busy.mark()
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
@@ -92,19 +91,12 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     held.check()
     committed = commit(p, records, log=log, retention=options.retention)
     finished = time.perf_counter()
-    # this run's openings (a given session opened its graphs before, and may open more: a new image size)
-    opening = sum(s.opening_seconds for s in sessions) - opened_before[0]
-    parts: Counter[str] = Counter()  # every session's parts, summed by name
-    for opened in sessions:
-        parts.update(opened.opening_parts)
-    parts.subtract(opened_before[1])
-    parts = Counter({name: value for name, value in parts.items() if value > 0})
-    busy = sum(s.busy.seconds for s in sessions) - busy_before
-    firsts = [s.busy.first_started for s in sessions if s.busy.first_started is not None]
-    lasts = [s.busy.last_ended for s in sessions if s.busy.first_started is not None]
-    timings = Timings(planned - started, extracted - planned, finished - extracted, opening, dict(parts), busy,
-                      min(firsts) - planned if firsts else None, extracted - max(lasts) if lasts else None,
-                      decoder.stats.since(decoded_before))
+    session = sessions[0] if sessions else None
+    used = SessionUse.of(session).since(used_before) if session is not None else SessionUse()
+    ran = session is not None and session.busy.first_started is not None  # it ran a batch in this run
+    timings = Timings(planned - started, extracted - planned, finished - extracted, used.opening, used.opening_parts,
+                      used.busy, session.busy.first_started - planned if ran else None,
+                      extracted - session.busy.last_ended if ran else None, decoder.stats.since(decoded_before))
     return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings)
 
 

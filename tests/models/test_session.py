@@ -306,3 +306,12 @@ def test_the_fixed_shape_graph_folds_the_resize_sizes_into_constants(lite0, tmp_
     ops = optimized_ops(fixed)
     assert ops["Shape"] == 0 and ops["Resize"] == 1, ops
     assert not [op for op in ops if op.startswith("Memcpy")]
+
+
+def test_a_sessions_use_since_an_earlier_look_is_what_it_spent_in_between():
+    from tlfs.models.session import SessionUse
+
+    before = SessionUse(busy=2.0, opening=1.5, opening_parts={"session": 1.0, "capture": 0.5})
+    after = SessionUse(busy=5.0, opening=2.5, opening_parts={"session": 1.0, "capture": 1.0, "buffers": 0.5})
+    assert after.since(before) == SessionUse(busy=3.0, opening=1.0, opening_parts={"capture": 0.5, "buffers": 0.5})
+    assert after.since(after) == SessionUse()
