@@ -292,7 +292,9 @@ def cmd_export(args, settings: Settings) -> dict:
 def _opening_parts(summary: dict) -> str:
     """`` (variant 1.6 s, session 0.4 s, ...)``: where the session's opening went, where it was measured by part."""
     parts = summary.get("session_open_parts") or {}
-    return f" ({', '.join(f'{name} {seconds} s' for name, seconds in parts.items())})" if parts else ""
+    if list(parts) in ([], ["session"]):  # the session alone: its seconds are the total already given
+        return ""
+    return f" ({', '.join(f'{name} {seconds} s' for name, seconds in parts.items())})"
 
 
 def cmd_extract(args, settings: Settings) -> dict:
@@ -320,11 +322,14 @@ def cmd_extract(args, settings: Settings) -> dict:
 def _extracted(summary: dict) -> str:
     """What the run computed and how fast, with how busy the session and the writers were
     meanwhile (the one near 100 % bounds the run)."""
+    extracted, computed = summary["images_extracted"], summary["images_computed"]
     if not summary["images_per_second"]:
-        return f"{summary['images_extracted']} images extracted"
+        return f"{extracted} images extracted" + (", all by an earlier run of the plan" if extracted else "")
     busy = [f"{name} {summary[key]:.0%}" for name, key in (("the session", "session_busy"), ("the writers", "writers_busy"))
             if summary.get(key) is not None]
-    return (f"{summary['images_extracted']} images extracted at {summary['images_per_second']} images/s"
+    # a run that resumes a plan computes only the shards an earlier run left: its rate is of those
+    this_run = "" if computed == extracted else f", {computed} of them by this run,"
+    return (f"{extracted} images extracted{this_run} at {summary['images_per_second']} images/s"
             + (f", busy: {', '.join(busy)}" if busy else ""))
 
 
@@ -622,6 +627,12 @@ def features_set_uri(args, settings: Settings) -> str:
     return features.find_set(args.dataset, args.backbone, settings.store)[0]
 
 
+# What a command stopped part-way keeps, for the line it leaves (Ctrl-C)
+RESUMES = {
+    "extract": "the shards it finished are kept: the same command goes on from them",
+    "finetune": "the epochs it finished are kept in its checkpoint: the same command goes on from them",
+}
+
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
@@ -639,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tlfs {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"tlfs {args.command}: interrupted", file=sys.stderr)
+        resumes = RESUMES.get(args.command)
+        print(f"tlfs {args.command}: interrupted" + (f"; {resumes}" if resumes else ""), file=sys.stderr)
         return 130
     if result is not None:
         print(json.dumps(result, default=str))

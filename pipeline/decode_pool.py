@@ -18,6 +18,7 @@ import itertools
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -106,7 +107,7 @@ class Decoder:
         if self._pool is None:
             # spawn: a fork of a process that runs onnxruntime and lease threads can deadlock
             pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                       initializer=_worker_setup, initargs=(os.getpid(),))
             with _main_script_hidden():
                 # start every worker now: each would otherwise start at a later submit
                 for started in [pool.submit(_ready) for _ in range(self.workers)]:
@@ -247,9 +248,12 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a worker process: exit as soon as the run that started it is gone (a SIGKILLed
-    run would otherwise leave its idle workers behind, blocked on their queue)."""
+def _worker_setup(parent: int) -> None:
+    """In a worker process: leave Ctrl-C to the run, which stops the pool (a terminal sends
+    SIGINT to every process of the group: each worker would print a traceback of its wait on
+    the queue), and exit as soon as the run that started it is gone (a SIGKILLed run would
+    otherwise leave its idle workers behind, blocked on their queue)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -143,7 +143,9 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "shards_skipped": sum(r.skipped and not r.reused for r in records),
         "shards_reused": sum(o["kind"] == REUSE for o in p.origins.values()),
         "shards_derived": sum(o["kind"] == DERIVE for o in p.origins.values()),
-        "images_extracted": planned,
+        "images_extracted": planned,  # the plan's: those not reused from the base version
+        # of those, the ones this run read and computed (the rest: shards an earlier run of the plan finished)
+        "images_computed": images_computed,
         "plan_seconds": round(plan_seconds, 2),
         "extract_seconds": round(extract_seconds, 2),
         "commit_seconds": round(commit_seconds, 2),

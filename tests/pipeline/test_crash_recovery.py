@@ -15,8 +15,10 @@ import os
 import re
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +270,65 @@ def snapshot_or_gone(store: Path, version: int):
                 ["image_id"].tolist() for layer in LAYERS for split in SPLITS}
     except (features.NotCommitted, features.SetReplaced):
         return "gone"
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie left for init to reap counts: it runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from Linux's /proc")
+def test_ctrl_c_stops_extract_with_one_line_and_the_same_command_goes_on(tmp_path, lite0):
+    """Ctrl-C in a terminal sends SIGINT to every process of the group, decode workers
+    included. ``tlfs extract`` stops at once with one line saying what is kept (no worker's
+    traceback), leaves no process behind, and the same command then computes only the shards
+    not finished, giving the set an uninterrupted run gives."""
+    source = write_tree(tmp_path / "images", folder_images())
+    store, models, stopped = tmp_path / "store", tmp_path / "models", tmp_path / "stopped"
+    # stopped (SIGSTOP) as it begins its second shard's first file: its first shard and record are written
+    # (one writer thread: a shard's files, then its record, in shard order)
+    env = {**os.environ, "TLFS_WRITERS": "1", "PYTHONPATH": python_path(), "TLFS_STOP_AT": "5",
+           "TLFS_KILL_MATCH": "part-", "TLFS_STOP_MARKER": str(stopped)}
+    command = [str(Path(sys.executable).with_name("tlfs")), "extract", "--dataset", DATASET, "--source", str(source),
+               "--backbone", BACKBONE, "--store", str(store), "--models", str(models), *ARGS, "--decode-workers", "2"]
+    # as a shell starts a command: Ctrl-C's default action, whatever this test's process does with it
+    as_a_shell = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.argv[1], sys.argv[1:])"]
+    run = subprocess.Popen(as_a_shell + command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not stopped.exists():
+        assert run.poll() is None, f"the run ended before its second shard: {run.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "the run never reached its second shard"
+        time.sleep(0.05)
+    workers = children(run.pid)
+    assert len(workers) >= 2, workers  # the decode workers (and multiprocessing's resource tracker)
+    os.killpg(run.pid, signal.SIGINT)  # the whole group, as a terminal does
+    os.kill(run.pid, signal.SIGCONT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == \
+        "tlfs extract: interrupted; the shards it finished are kept: the same command goes on from them"
+    assert "Traceback" not in err, err[-2000:]
+    deadline = time.monotonic() + 10  # a worker exits once its pool is shut down, or its parent is gone
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in workers), [pid for pid in workers if not gone(pid)]
+
+    resumed = resume(source, store, models)
+    assert resumed["shards_skipped"] == 1 and resumed["shards"] == 6  # shards of 5, 5 and 2 a split
+    assert (resumed["images_extracted"], resumed["images_computed"]) == (24, 19)
+    resume(source, tmp_path / "uninterrupted", models)
+    assert snapshot(store) == snapshot(tmp_path / "uninterrupted")
 
 
 @pytest.mark.slow

@@ -194,6 +194,33 @@ def test_rerun_skips_completed_shards_and_gives_the_same_set(tmp_path, folder_da
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
+def test_a_run_that_resumes_an_interrupted_one_counts_only_the_images_it_computed(tmp_path, folder_dataset, lite0,
+                                                                                 models_root, monkeypatch):
+    """A run stopped after three of its six shards (Ctrl-C) leaves their files; the run
+    that resumes the plan computes the other three, and its rate is of those alone."""
+    from tlfs.pipeline.cli import _extracted
+
+    finish_shards = extract.run_shards
+
+    def stopped_after_three(p, numbers, *args, **kw):
+        finish_shards(p, numbers[:3], *args, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract, "run_shards", stopped_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, folder_dataset, models_root)
+    monkeypatch.undo()
+    resumed = run(tmp_path, folder_dataset, models_root)
+    assert resumed["shards"] == 6 and resumed["shards_skipped"] == 3
+    assert resumed["images_extracted"] == 24 and resumed["images_computed"] == 12  # shards of 5, 5 and 2 a split
+    assert _extracted(resumed).startswith(f"24 images extracted, 12 of them by this run, at {resumed['images_per_second']} ")
+    whole = run(tmp_path / "whole", folder_dataset, models_root)
+    assert whole["images_extracted"] == whole["images_computed"] == 24
+    assert _extracted(whole).startswith(f"24 images extracted at {whole['images_per_second']} images/s, busy: ")
+    done_before = {**resumed, "images_computed": 0, "images_per_second": None}  # a plan an earlier run computed whole
+    assert _extracted(done_before) == "24 images extracted, all by an earlier run of the plan"
+
+
 def test_a_given_decoders_earlier_work_is_not_counted_in_the_runs_summary(tmp_path, folder_dataset, lite0, models_root):
     """A decoder handed to runs (a benchmark's, a notebook's) serves each; a run's summary
     gives its own reading and decoding."""
