@@ -72,6 +72,8 @@ class DatasetIndex:
     classes: list[str]
     entries: list[Entry]  # in source streaming order
     rejects: list[Reject] = field(default_factory=list)  # refused while indexing (unsafe paths, links)
+    # the sources' image files not at <split>/<class>/<file> depth, not in the dataset (Indexed.left_out)
+    left_out: list[str] = field(default_factory=list)
 
     def splits(self) -> list[str]:
         return sorted({e.split for e in self.entries})
@@ -95,6 +97,7 @@ class DatasetIndex:
             "classes": self.classes,
             "entries": [e.to_row() for e in self.entries],
             "rejects": [asdict(r) for r in self.rejects],
+            "left_out": self.left_out,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class DatasetIndex:
             classes=list(data["classes"]),
             entries=[Entry(*row) for row in data["entries"]],
             rejects=[Reject(**r) for r in data["rejects"]],
+            left_out=list(data.get("left_out", [])),
         )
 
 
@@ -119,6 +123,7 @@ def select_splits(index: DatasetIndex, splits: list[str]) -> DatasetIndex:
         index.classes,
         [e for e in index.entries if e.split in keep],
         [r for r in index.rejects if r.image_id.split("/")[0] in keep],
+        index.left_out,
     )
 
 
@@ -142,4 +147,5 @@ def sample(index: DatasetIndex, limit: int) -> DatasetIndex:
             ranked = sorted(by_split_class[(split, c)], key=lambda e: _stable_rank(e.image_id))
             keep.update(e.image_id for e in ranked[: quota[c]])
     kept_rejects = [r for r in index.rejects if r.image_id in keep]
-    return DatasetIndex(index.name, index.sources, index.classes, [e for e in index.entries if e.image_id in keep], kept_rejects)
+    return DatasetIndex(index.name, index.sources, index.classes, [e for e in index.entries if e.image_id in keep], kept_rejects,
+                        index.left_out)

@@ -25,7 +25,7 @@ from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
-from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.indexing import build_index, left_out_notice
 from tlfs.pipeline.errors import PipelineError
 
 CHECKPOINT = "checkpoint.pt"
@@ -155,7 +155,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
-    log(f"decoding {len(index.entries)} images of {dataset}")
+    log(f"decoding {len(index.entries)} images of {dataset}{left_out_notice(index)}")
     splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device)
 
     torch.manual_seed(config.seed)

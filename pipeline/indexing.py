@@ -53,12 +53,24 @@ def build_index(
         raise SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected <split>/<class>/<image>, "
                           "WebDataset samples or a Parquet table of images)")
     classes = _classes(indexed, entries)
-    index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects])
+    index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
+                         [path for i in indexed for path in i.left_out])
     if splits:
         index = select_splits(index, list(splits))
     if limit:
         index = sample(index, limit)
     return index
+
+
+def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
+    """``; 4 image files left out, ...``: the sources' image files that are not in the
+    dataset for their place in the tree (said, never dropped in silence); empty where none."""
+    if not index.left_out:
+        return ""
+    more = len(index.left_out) - shown
+    names = ", ".join(index.left_out[:shown]) + (f" and {more} more" if more > 0 else "")
+    files = "file" if len(index.left_out) == 1 else "files"
+    return f"; {len(index.left_out)} image {files} left out, not at <split>/<class>/<file>: {names}"
 
 
 def check_sources(name: str, uris: Iterable[str]) -> None:

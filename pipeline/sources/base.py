@@ -25,6 +25,9 @@ class Indexed:
     entries: list[Entry]
     rejects: list[Reject] = field(default_factory=list)
     classes: list[str] | None = None  # label order where the source fixes it (CIFAR's meta, int labels)
+    # image files not at <split>/<class>/<file> depth, which the dataset leaves out, each named for a
+    # reader ("folder/a/b/c/x.jpg", "archive.zip: a/b/c/x.jpg"); planning names them
+    left_out: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):

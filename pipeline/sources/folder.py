@@ -15,7 +15,7 @@ from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.sources.paths import image_id_of, image_path_parts
+from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out
 from tlfs.pipeline.sources.reading import batch_reader
 
 BATCH = 256  # files requested together: bounds the bytes held at once
@@ -29,7 +29,7 @@ class ImageFolderDir:
               expected: dict[str, str]) -> Indexed:
         no_options(uri, options)
         fs, root = batch_reader(uri)  # the instance that reads the files later (one client, one pool)
-        found, bad = [], []
+        found, bad, misplaced = [], [], []
         listing = hashlib.sha256()
         root = root.rstrip("/")
         details = fs.find(root, withdirs=False, detail=True)
@@ -39,13 +39,16 @@ class ImageFolderDir:
             listing.update(f"{rel}\0{info.get('size')}\n".encode("utf-8", "surrogateescape"))
             parts = image_path_parts(rel)
             if parts is None:
+                if left_out(rel):
+                    misplaced.append(f"{uri.rstrip('/')}/{rel}")
                 continue
             image_id = image_id_of(parts)
             if info.get("islink") or (hasattr(fs, "islink") and fs.islink(full)):
                 bad.append(Reject(image_id, uri, "symbolic link (not followed)"))
                 continue
             found.append(Entry(image_id, *image_id.split("/")[:2], number, full, fingerprint=fingerprint_info(info)))
-        return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad)
+        return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad,
+                       left_out=misplaced)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         fs, _ = batch_reader(info.uri)

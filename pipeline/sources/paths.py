@@ -58,6 +58,15 @@ def image_path_parts(path: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def left_out(path: str) -> bool:
+    """An image file (by its name) that is not at ``split/class/file`` depth: in a deeper
+    folder, or above the classes. Hidden files and folders (``.x.jpg``, macOS's ``._x.jpg``,
+    ``.git/``) hold no images of the dataset, so they are not counted."""
+    parts = path.strip("/").split("/")
+    return (parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in parts)
+            and image_path_parts(path) is None)
+
+
 def member_image(name: str) -> tuple[str | None, str | None]:
     """(image id, safe path) of an archive member: the id is None where the name is not an
     image at ``split/class/file`` depth; the safe path is None where the name escapes

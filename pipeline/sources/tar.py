@@ -39,7 +39,7 @@ from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
-from tlfs.pipeline.sources.paths import member_image, unsafe
+from tlfs.pipeline.sources.paths import left_out, member_image, unsafe
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
@@ -61,6 +61,7 @@ class TarArchive:
                  expected: dict[str, str], listed: "_Listed") -> Indexed:
         found: list[Entry] = []
         bad: list[Reject] = []
+        misplaced: list[str] = []  # left out where the archive is an image folder (else: WebDataset samples)
         samples = Samples(uri, options)
         cifar = False
         for member, read in listed:
@@ -72,6 +73,8 @@ class TarArchive:
             if image_id is None:
                 if safe is not None and member.isfile():
                     samples.add(safe, member, read)
+                    if left_out(safe):
+                        misplaced.append(f"{uri}: {name}")
                 continue
             if safe is None:
                 bad.append(unsafe(image_id, uri, name))
@@ -89,7 +92,7 @@ class TarArchive:
             if options:
                 raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
             return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression),
-                           found, bad)
+                           found, bad, left_out=misplaced)
         entries, unlabelled = samples.entries(number)
         return Indexed(SourceInfo(uri, "webdataset-tar", checksum, len(entries), dict(options), compression), entries,
                        bad + unlabelled, int_class_order(entries))

@@ -10,7 +10,7 @@ from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import digest
-from tlfs.pipeline.sources.paths import member_image, unsafe
+from tlfs.pipeline.sources.paths import left_out, member_image, unsafe
 from tlfs.pipeline.sources.reading import open_source
 
 
@@ -20,7 +20,7 @@ class ImageFolderZip:
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
         no_options(uri, options)
-        found, bad = [], []
+        found, bad, misplaced = [], [], []
         checksum = digest(uri, cache_dir)  # a zip is read by seeking, so it is hashed in a pass of its own
         with open_source(uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:
             for info in archive.infolist():
@@ -28,13 +28,15 @@ class ImageFolderZip:
                     continue
                 image_id, safe = member_image(info.filename)
                 if image_id is None:
+                    if left_out(safe or display_path(info.filename)):
+                        misplaced.append(f"{uri}: {info.filename}")
                     continue
                 if safe is None:
                     bad.append(unsafe(image_id, uri, info.filename))
                     continue
                 found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename,
                                    fingerprint=f"crc32:{info.CRC:08x}:{info.file_size}"))  # from the zip's directory
-        return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found)), found, bad)
+        return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found)), found, bad, left_out=misplaced)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         with open_source(info.uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:

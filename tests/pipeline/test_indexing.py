@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tlfs.pipeline.indexing import build_index, iter_payloads
+from tlfs.pipeline.dataset_index import DatasetIndex, sample
+from tlfs.pipeline.indexing import build_index, iter_payloads, left_out_notice
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 
@@ -42,10 +43,30 @@ def test_several_sources_merge_and_duplicates_are_refused(tmp_path):
         build_index("colors", [str(train), str(train)])
 
 
-def test_non_image_files_and_other_depths_are_not_images(tmp_path):
-    files = {**folder_images(), "README.txt": b"hi", "train/red/notes.txt": b"x", "train/red/deep/x.png": b"x"}
-    index = build_index("colors", [str(write_tree(tmp_path / "d", files))])
+@pytest.mark.parametrize("kind", ["dir", "tar.gz", "zip"])
+def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out_are_named(tmp_path, kind):
+    """An image deeper than <split>/<class>/<file>, or above the classes, is not in the
+    dataset, and the index names it (planning says so); a README, notes and hidden files
+    (macOS's ``._x.jpg``) are not images at all."""
+    extra = {"README.txt": b"hi", "train/red/notes.txt": b"x", "train/red/._001.png": b"x", "train/red/.x.png": b"x",
+             ".thumbs/train/red/001.png": b"x",
+             "train/red/deep/x.png": b"x", "train/cover.JPG": b"x", "logo.png": b"x"}
+    files = {**folder_images(), **extra}
+    uri = {"dir": lambda: write_tree(tmp_path / "d", files), "zip": lambda: write_zip(tmp_path / "d.zip", files),
+           "tar.gz": lambda: write_tar(tmp_path / "d.tar.gz", files, "w:gz")}[kind]()
+    index = build_index("colors", [str(uri)])
     assert len(index.entries) == 24
+    where = f"{uri}/" if kind == "dir" else f"{uri}: "
+    assert sorted(index.left_out) == [f"{where}{name}" for name in ("logo.png", "train/cover.JPG", "train/red/deep/x.png")]
+    assert left_out_notice(index) == f"; 3 image files left out, not at <split>/<class>/<file>: {', '.join(index.left_out)}"
+    assert left_out_notice(sample(index, 4)).startswith("; 3 image files")  # a sample leaves the sources' files as they are
+    assert left_out_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
+
+
+def test_a_long_list_of_images_left_out_is_cut_short():
+    index = DatasetIndex("d", [], [], [], left_out=[f"d/a/b/c/{n}.jpg" for n in range(5)])
+    assert left_out_notice(index) == "; 5 image files left out, not at <split>/<class>/<file>: d/a/b/c/0.jpg, d/a/b/c/1.jpg, " \
+                                     "d/a/b/c/2.jpg and 2 more"
 
 
 def test_limit_is_class_balanced_deterministic_and_order_independent(tmp_path):

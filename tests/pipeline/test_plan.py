@@ -78,3 +78,15 @@ def test_a_missing_source_is_told_before_the_backbone_is_exported(tmp_path):
         with pytest.raises(SourceError, match=reason):
             extract.plan(request, lambda *_: None)
     assert not models.exists() and not (tmp_path / "store").exists()
+
+
+def test_planning_names_the_image_files_the_dataset_leaves_out(tmp_path, lite0, models_root):
+    from tests.conftest import folder_images, write_tree
+
+    source = write_tree(tmp_path / "images", {**folder_images(), "train/red/2024/x.png": b"x"})
+    said = []
+    p = extract.plan(ExtractionRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "store"), models_root),
+                     said.append)
+    assert p.images == 24
+    indexed = next(line for line in said if line.startswith("indexed "))
+    assert indexed.endswith(f"; 1 image file left out, not at <split>/<class>/<file>: {source}/train/red/2024/x.png")
