@@ -14,14 +14,13 @@ from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import Changes, ShardRecord
 from tlfs.pipeline.staging import gather_records, saved_record
 
-DECODE = ("Pillow to RGB (alpha over white, 16-bit scaled); images larger than the input size "
-          "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
 
 
 def _not_extracted(p: Plan, number: int) -> PipelineError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -12,6 +13,17 @@ from PIL import Image, UnidentifiedImageError
 # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both count as a
 # decompression bomb here. 50 megapixels is far above any photo a CNN needs.
 MAX_PIXELS = 50_000_000
+
+# What decoding does: recorded in each version's manifest and in a plan's identity, so that a
+# set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
+DECODE = ("Pillow to RGB, turned upright by its EXIF orientation (alpha over white, 16-bit scaled); images "
+          "larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+
+EXIF_ORIENTATION = 0x0112
+# how a camera's EXIF orientation (2-8) is undone, as Pillow's ImageOps.exif_transpose does
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 class ImageRejected(Exception):
@@ -52,7 +64,7 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
             if img.format == "JPEG" and max(img.size) > 2 * input_size:
                 img.draft("RGB", (input_size, input_size))  # decode at a reduced scale: much faster
             img.load()
-            rgb = _to_rgb(img)
+            rgb = _upright(_to_rgb(img), _orientation(img))
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -71,12 +83,35 @@ def _sized(rgb: Image.Image, input_size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def jpeg_frame(payload: bytes) -> tuple[int, int, int] | None:
-    """A JPEG's width, height and colour components from its frame header (SOFn), or
-    None if the payload is no JPEG or its markers end before one."""
+def _orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1: upright as stored); 1 where it has none, or where its
+    EXIF cannot be parsed (broken metadata does not make a readable image a reject)."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # Pillow's EXIF parser raises many kinds on malformed tags
+        return 1
+    return orientation if orientation in UPRIGHT else 1
+
+
+def _upright(rgb: Image.Image, orientation: int) -> Image.Image:
+    return rgb.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else rgb
+
+
+class JpegHeader(NamedTuple):
+    width: int
+    height: int
+    components: int
+    exif: bool  # an EXIF segment comes before the frame (it may turn the image: not for the fast path)
+
+
+def jpeg_header(payload: bytes) -> JpegHeader | None:
+    """A JPEG's width, height and colour components from its frame header (SOFn), and
+    whether EXIF metadata comes before it, or None if the payload is no JPEG or its markers
+    end before a frame."""
     if payload[:2] != b"\xff\xd8":
         return None
     at = 2
+    exif = False
     while at + 4 <= len(payload):
         if payload[at] != 0xFF:
             return None
@@ -90,12 +125,14 @@ def jpeg_frame(payload: bytes) -> tuple[int, int, int] | None:
         if marker == 0xDA:  # scan data before any frame header
             return None
         length = int.from_bytes(payload[at + 2:at + 4], "big")
+        if marker == 0xE1 and payload[at + 4:at + 10] == b"Exif\0\0":  # APP1
+            exif = True
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
             if at + 10 > len(payload):
                 return None
             height = int.from_bytes(payload[at + 5:at + 7], "big")
             width = int.from_bytes(payload[at + 7:at + 9], "big")
-            return width, height, payload[at + 9]
+            return JpegHeader(width, height, payload[at + 9], exif)
         at += 2 + length
     return None
 
@@ -104,11 +141,12 @@ def _small_colour_jpeg(payload: bytes, input_size: int) -> np.ndarray | None:
     """A colour JPEG that needs no reduced-scale decoding, run straight through Pillow's
     JPEG decoder with the very arguments its JPEG plugin gives it (so the same pixels),
     without the plugin's Python parsing of the file: half the time of a CIFAR image.
-    None for anything else, or any error: :func:`decode`'s full path then decides."""
-    frame = jpeg_frame(payload)
-    if frame is None:
+    None for anything else (EXIF metadata included: its orientation may turn the image),
+    or any error: :func:`decode`'s full path then decides."""
+    header = jpeg_header(payload)
+    if header is None or header.exif:
         return None
-    width, height, components = frame
+    width, height, components, _ = header
     if components != 3 or not 0 < width * height <= MAX_PIXELS or max(width, height) > 2 * input_size:
         return None
     try:

@@ -26,6 +26,7 @@ from tlfs.features import layout
 from tlfs.features.storage import exists, read_json, read_json_if_exists
 from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.plan import DERIVE, REUSE, Shard
 from tlfs.pipeline.records import Changes, ShardRecord
 from tlfs.pipeline.staging import entries_reader, gathered_records
@@ -68,6 +69,8 @@ def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims:
         reasons.append(f"it holds layers {', '.join(newest.layers)}, this run asks for {', '.join(layer_dims)}")
     if newest.views != list(views):
         reasons.append(f"it holds views {', '.join(newest.views)}, this run {', '.join(views)}")
+    if newest.lineage.get("preprocessing", {}).get("decode") != DECODE:
+        reasons.append("its images were decoded by another rule (its lineage's preprocessing.decode)")
     plan_id = newest.plan_id
     if not reasons and not exists(layout.plan_uri(set_uri, plan_id)):
         reasons.append("its plan's records are gone from staging")

@@ -21,6 +21,7 @@ from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
 from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.staging import entries_reader, save_entries
@@ -63,6 +64,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
+        "decode": DECODE,  # nor images decoded by two rules
         "layers": layers,
         **index.identity(),
         "shards": [s.to_json() for s in shards],

@@ -232,6 +232,31 @@ def test_another_layer_set_or_a_full_run_extracts_every_image(tmp_path, files, l
     assert other["images_extracted"] == 24 and other["changes"]["base_version"] is None and other["version"] == 2
 
 
+def test_a_version_whose_images_were_decoded_by_another_rule_is_not_built_on(tmp_path, files, lite0, models_root,
+                                                                             monkeypatch):
+    """Decoding is part of what a feature means (a photo turned upright by its EXIF
+    orientation or not): a set never holds images decoded by two rules, so a run re-extracts
+    every image of a version decoded otherwise, in a plan of its own."""
+    import tlfs.pipeline.commit as commit
+    import tlfs.pipeline.incremental as incremental
+    import tlfs.pipeline.planning as planning
+
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    older = "Pillow to RGB (alpha over white, 16-bit scaled); ..."  # the rule before EXIF orientation
+    for module in (commit, incremental, planning):
+        monkeypatch.setattr(module, "DECODE", older)
+    first = run(source, store, models_root)
+    monkeypatch.undo()
+    said = []
+    second = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), models_root, layers=LAYERS,
+                         show_progress=False, log=said.append, shard_size=4, batch_size=4)
+    assert second["images_extracted"] == 24 and second["changes"]["base_version"] is None
+    assert second["version"] == 2 and second["plan_id"] != first["plan_id"]
+    assert any("cannot be reused (its images were decoded by another rule" in line for line in said), said
+    third = run(source, store, models_root)  # decoded by today's rule: built on
+    assert third["unchanged"] and third["images_extracted"] == 0
+
+
 def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path, files, lite0, models_root):
     store = tmp_path / "store"
     source = write_tree(tmp_path / "src", files)
