@@ -50,8 +50,11 @@ def build_index(
     entries = [e for i in indexed for e in i.entries]
     _check_unique(entries, sources)
     if not entries:
+        left_out = [path for i in indexed for path in i.left_out]
+        found = (f"; {len(left_out)} image file{'s' if len(left_out) > 1 else ''} at other depths, such as {left_out[0]}: "
+                 "put each class's folder in a split's (train/<class>/<image>, test/<class>/<image>)") if left_out else ""
         raise SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected <split>/<class>/<image>, "
-                          "WebDataset samples or a Parquet table of images)")
+                          f"WebDataset samples or a Parquet table of images){found}")
     classes = _classes(indexed, entries)
     index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
                          [path for i in indexed for path in i.left_out])
@@ -71,6 +74,16 @@ def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
     names = ", ".join(index.left_out[:shown]) + (f" and {more} more" if more > 0 else "")
     files = "file" if len(index.left_out) == 1 else "files"
     return f"; {len(index.left_out)} image {files} left out, not at <split>/<class>/<file>: {names}"
+
+
+def splits_notice(index: DatasetIndex) -> str:
+    """``; heads need ...``: said at planning where the dataset lacks the splits that fitting
+    heads and fine-tuning need, so that the user learns it before the extraction, not after."""
+    missing = [split for split in ("train", "test") if split not in index.splits()]
+    if not missing:
+        return ""
+    return (f"; fitting heads and fine-tuning need a train and a test split, and it has no {' or '.join(missing)} "
+            "(an image folder is <split>/<class>/<image>)")
 
 
 def check_sources(name: str, uris: Iterable[str]) -> None:

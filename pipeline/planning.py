@@ -19,7 +19,7 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice
+from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice, splits_notice
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
@@ -38,7 +38,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
                         cache_dir=r.cache_dir)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) "
-        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}")
+        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}"
+        f"{'' if r.splits else splits_notice(index)}")  # splits asked for by name are what the user wants
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
     newest = versions.read_newest(set_uri)  # kept by the plan: its commit need not parse it again

@@ -63,6 +63,13 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
     assert left_out_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
 
+def test_a_folder_of_classes_without_splits_is_told_how_to_lay_out_its_images(tmp_path):
+    flat = write_tree(tmp_path / "pets", {"cats/1.jpg": b"x", "dogs/1.jpg": b"x"})
+    with pytest.raises(SourceError, match=r"no images found in .*pets.*; 2 image files at other depths, such as "
+                                          r".*pets/cats/1\.jpg: put each class's folder in a split's \(train/<class>/<image>"):
+        build_index("pets", [str(flat)])
+
+
 def test_a_long_list_of_images_left_out_is_cut_short():
     index = DatasetIndex("d", [], [], [], left_out=[f"d/a/b/c/{n}.jpg" for n in range(5)])
     assert left_out_notice(index) == "; 5 image files left out, not at <split>/<class>/<file>: d/a/b/c/0.jpg, d/a/b/c/1.jpg, " \

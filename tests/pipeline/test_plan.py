@@ -90,3 +90,22 @@ def test_planning_names_the_image_files_the_dataset_leaves_out(tmp_path, lite0, 
     assert p.images == 24
     indexed = next(line for line in said if line.startswith("indexed "))
     assert indexed.endswith(f"; 1 image file left out, not at <split>/<class>/<file>: {source}/train/red/2024/x.png")
+
+
+def test_planning_says_when_the_dataset_lacks_the_splits_heads_need(tmp_path, lite0, models_root):
+    """A folder of training images alone extracts, and planning says at once that heads
+    and fine-tuning will need a test split too (not after the extraction, when `tlfs fit` refuses)."""
+    from dataclasses import replace
+
+    from tests.conftest import folder_images, write_tree
+
+    source = write_tree(tmp_path / "images", {k: v for k, v in folder_images().items() if k.startswith("train/")})
+    request = ExtractionRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "store"), models_root)
+    said = []
+    extract.plan(request, said.append)
+    indexed = next(line for line in said if line.startswith("indexed "))
+    assert indexed.endswith("; fitting heads and fine-tuning need a train and a test split, and it has no test "
+                            "(an image folder is <split>/<class>/<image>)")
+    said.clear()
+    extract.plan(replace(request, splits=("train",)), said.append)  # asked for by name: nothing to say
+    assert "split" not in next(line for line in said if line.startswith("indexed ")).split(" in ")[-1]
