@@ -52,7 +52,8 @@ def build_index(
     if not entries:
         left_out = [path for i in indexed for path in i.left_out]
         found = (f"; {len(left_out)} image file{'s' if len(left_out) > 1 else ''} at other depths, such as {left_out[0]}: "
-                 "put each class's folder in a split's (train/<class>/<image>, test/<class>/<image>)") if left_out else ""
+                 "the tree is to be <split>/<class>/<image> (train/<class>/<image>, test/<class>/<image>), "
+                 "at the source's top or inside one folder") if left_out else ""
         raise SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected <split>/<class>/<image>, "
                           f"WebDataset samples or a Parquet table of images){found}")
     classes = _classes(indexed, entries)

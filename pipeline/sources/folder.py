@@ -15,7 +15,7 @@ from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out
+from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out, within, wrapper_folder
 from tlfs.pipeline.sources.reading import batch_reader
 
 BATCH = 256  # files requested together: bounds the bytes held at once
@@ -33,13 +33,14 @@ class ImageFolderDir:
         listing = hashlib.sha256()
         root = root.rstrip("/")
         details = fs.find(root, withdirs=False, detail=True)
+        wrapper = wrapper_folder(full[len(root) + 1:] for full in details)  # pets/train/cats/1.jpg
         for full in sorted(details):
             rel = full[len(root) + 1:]
             info = details[full]
             listing.update(f"{rel}\0{info.get('size')}\n".encode("utf-8", "surrogateescape"))
-            parts = image_path_parts(rel)
+            parts = image_path_parts(within(rel, wrapper))
             if parts is None:
-                if left_out(rel):
+                if left_out(within(rel, wrapper)):
                     misplaced.append(f"{uri.rstrip('/')}/{rel}")
                 continue
             image_id = image_id_of(parts)

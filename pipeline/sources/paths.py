@@ -4,6 +4,7 @@ the split a file's path names, and archive member names that cannot escape."""
 from __future__ import annotations
 
 import posixpath
+from typing import Iterable
 
 from tlfs.pipeline.dataset_index import Reject
 
@@ -58,21 +59,48 @@ def image_path_parts(path: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def left_out(path: str) -> bool:
-    """An image file (by its name) that is not at ``split/class/file`` depth: in a deeper
-    folder, or above the classes. Hidden files and folders (``.x.jpg``, macOS's ``._x.jpg``,
-    ``.git/``) hold no images of the dataset, so they are not counted."""
+def an_image(path: str) -> bool:
+    """An image file by its name, outside hidden files and folders (``.x.jpg``, macOS's
+    ``._x.jpg``, ``.git/``), which hold no images of a dataset."""
     parts = path.strip("/").split("/")
-    return (parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in parts)
-            and image_path_parts(path) is None)
+    return parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in parts)
 
 
-def member_image(name: str) -> tuple[str | None, str | None]:
-    """(image id, safe path) of an archive member: the id is None where the name is not an
-    image at ``split/class/file`` depth; the safe path is None where the name escapes
-    (then :func:`unsafe` is its reject)."""
+def left_out(path: str) -> bool:
+    """An image file that is not at ``split/class/file`` depth: in a deeper folder, or above
+    the classes."""
+    return an_image(path) and image_path_parts(path) is None
+
+
+def wrapper_folder(paths: Iterable[str]) -> str | None:
+    """The one folder a tree's images are wrapped in, as ``tar czf pets.tar.gz pets`` and
+    ``zip -r pets.zip pets`` make them (``pets/train/cats/1.jpg``): where no image lies at
+    ``split/class/file`` depth and every image one folder deeper lies under the same first
+    folder. None otherwise."""
+    wrappers = set()
+    for path in paths:
+        if not an_image(path):
+            continue
+        depth = path.count("/") + 1
+        if depth == 3:
+            return None
+        if depth == 4:
+            wrappers.add(path.split("/", 1)[0])
+    return wrappers.pop() if len(wrappers) == 1 else None
+
+
+def within(path: str, wrapper: str | None) -> str:
+    """``path`` below ``wrapper``; as it is where there is no wrapper or it lies outside it."""
+    return path[len(wrapper) + 1:] if wrapper and path.startswith(wrapper + "/") else path
+
+
+def member_image(name: str, wrapper: str | None = None) -> tuple[str | None, str | None]:
+    """(image id, safe path) of an archive member, below ``wrapper`` where the archive has
+    one (:func:`wrapper_folder`): the id is None where the name is not an image at
+    ``split/class/file`` depth; the safe path is None where the name escapes (then
+    :func:`unsafe` is its reject)."""
     safe = safe_member(name)
-    parts = image_path_parts(safe or display_path(name))
+    parts = image_path_parts(within(safe or display_path(name), wrapper))
     return (image_id_of(parts) if parts else None), safe
 
 

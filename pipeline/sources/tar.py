@@ -39,7 +39,7 @@ from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
-from tlfs.pipeline.sources.paths import left_out, member_image, unsafe
+from tlfs.pipeline.sources.paths import an_image, image_id_of, image_path_parts, left_out, member_image, unsafe, within
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
@@ -61,7 +61,10 @@ class TarArchive:
                  expected: dict[str, str], listed: "_Listed") -> Indexed:
         found: list[Entry] = []
         bad: list[Reject] = []
-        misplaced: list[str] = []  # left out where the archive is an image folder (else: WebDataset samples)
+        images_elsewhere: list[str] = []  # image members not at split/class/file depth (safe names)
+        # image members one folder deeper, by their first folder: the tree, where `tar czf pets.tar.gz pets`
+        # wrapped it in one (pets/train/cats/1.jpg); the archive streams by once, so they are kept as they pass
+        deeper: dict[str, list[Entry | Reject]] = {}
         samples = Samples(uri, options)
         cifar = False
         for member, read in listed:
@@ -71,24 +74,34 @@ class TarArchive:
                 continue
             image_id, safe = member_image(name)
             if image_id is None:
+                if safe is not None and an_image(safe):
+                    images_elsewhere.append(safe)
+                    top, _, below = safe.partition("/")
+                    if image_path_parts(below):
+                        data = read() if member.isfile() else b""  # once: its bytes are gone when the stream moves on
+                        read = lambda data=data: data  # noqa: E731
+                        entry = _entry(uri, number, name, image_id_of(image_path_parts(below)), member, read)
+                        if entry is not None:
+                            deeper.setdefault(top, []).append(entry)
                 if safe is not None and member.isfile():
                     samples.add(safe, member, read)
-                    if left_out(safe):
-                        misplaced.append(f"{uri}: {name}")
                 continue
-            if safe is None:
-                bad.append(unsafe(image_id, uri, name))
-            elif member.issym() or member.islnk():
-                bad.append(Reject(image_id, uri, "link inside archive (not followed)"))
-            elif member.isfile():  # its bytes pass by anyway: hashed as they do
-                found.append(Entry(image_id, *image_id.split("/")[:2], number, name, *located(member),
-                                   fingerprint_bytes(read())))
+            entry = unsafe(image_id, uri, name) if safe is None else _entry(uri, number, name, image_id, member, read)
+            if isinstance(entry, Entry):
+                found.append(entry)
+            elif entry is not None:
+                bad.append(entry)
         checksum, compression = listed.checksum, listed.compression  # the archive read to its end
+        wrapper = next(iter(deeper)) if not found and len(deeper) == 1 and not samples.labels else None
+        if wrapper is not None:  # an image-folder tree in one folder: its images, as if it were not there
+            found = [e for e in deeper[wrapper] if isinstance(e, Entry)]
+            bad += [e for e in deeper[wrapper] if isinstance(e, Reject)]
+        misplaced = [f"{uri}: {safe}" for safe in images_elsewhere if left_out(within(safe, wrapper))]
         if cifar:
             if options:
                 raise SourceError(f"{uri}: the CIFAR-10 archive takes no options ({', '.join(sorted(options))})")
             return index_cifar(uri, number, cache_dir, checksum, expected)
-        if found or not samples:
+        if found or not (samples.labels or samples.label_errors):  # images without a label beside any: no WebDataset
             if options:
                 raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
             return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression),
@@ -105,6 +118,16 @@ class TarArchive:
             yield from _ranged(info.uri, wanted)
         else:
             yield from archives.sliced(info.uri, info.compression, wanted, cache_dir)
+
+
+def _entry(uri: str, number: int, name: str, image_id: str, member, read) -> Entry | Reject | None:
+    """The entry of image member ``name``: a reject for a link, None for what is not a file."""
+    if member.issym() or member.islnk():
+        return Reject(image_id, uri, "link inside archive (not followed)")
+    if not member.isfile():
+        return None
+    # its bytes pass by anyway: hashed as they do
+    return Entry(image_id, *image_id.split("/")[:2], number, name, *located(member), fingerprint_bytes(read()))
 
 
 class _Listed:

@@ -10,7 +10,7 @@ from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, no_options
 from tlfs.pipeline.sources.hashing import digest
-from tlfs.pipeline.sources.paths import left_out, member_image, unsafe
+from tlfs.pipeline.sources.paths import display_path, left_out, member_image, safe_member, unsafe, within, wrapper_folder
 from tlfs.pipeline.sources.reading import open_source
 
 
@@ -23,12 +23,13 @@ class ImageFolderZip:
         found, bad, misplaced = [], [], []
         checksum = digest(uri, cache_dir)  # a zip is read by seeking, so it is hashed in a pass of its own
         with open_source(uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                image_id, safe = member_image(info.filename)
+            files = [info for info in archive.infolist() if not info.is_dir()]
+            # pets/train/cats/1.jpg: the folder zip -r puts the tree in
+            wrapper = wrapper_folder(safe_member(info.filename) or display_path(info.filename) for info in files)
+            for info in files:
+                image_id, safe = member_image(info.filename, wrapper)
                 if image_id is None:
-                    if left_out(safe or display_path(info.filename)):
+                    if left_out(within(safe or display_path(info.filename), wrapper)):
                         misplaced.append(f"{uri}: {info.filename}")
                     continue
                 if safe is None:

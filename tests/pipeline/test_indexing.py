@@ -33,6 +33,39 @@ def test_image_folder_in_every_container_gives_the_same_index(tmp_path, kind):
     assert payloads == files
 
 
+@pytest.mark.parametrize("kind", ["dir", "tar", "tar.gz", "zip"])
+def test_a_tree_wrapped_in_one_folder_gives_the_same_index_as_the_tree(tmp_path, kind):
+    """`tar czf pets.tar.gz pets` and `zip -r pets.zip pets` put the tree in a folder of its
+    own (pets/train/cats/1.jpg): the images are the tree's, with the same ids, as if it were
+    not there; an image at another depth inside it is still named as left out."""
+    files = folder_images()
+    wrapped = {**{f"pets/{name}": data for name, data in files.items()}, "pets/train/red/2024/x.png": b"x",
+               "pets/README.txt": b"hi", "pets/.thumbs/train/red/001.png": b"x"}
+    uri = {"dir": lambda: write_tree(tmp_path / "d", wrapped), "zip": lambda: write_zip(tmp_path / "d.zip", wrapped),
+           "tar": lambda: write_tar(tmp_path / "d.tar", wrapped, "w"),
+           "tar.gz": lambda: write_tar(tmp_path / "d.tar.gz", wrapped, "w:gz")}[kind]()
+    index = build_index("colors", [str(uri)])
+    assert ids(index) == sorted(files) and index.splits() == ["test", "train"] and not index.rejects
+    assert dict((e.image_id, p) for e, p in iter_payloads(index.sources, index.entries)) == files
+    assert index.left_out == [f"{uri}/pets/train/red/2024/x.png" if kind == "dir" else f"{uri}: pets/train/red/2024/x.png"]
+    plain = {"dir": lambda: write_tree(tmp_path / "p", files), "zip": lambda: write_zip(tmp_path / "p.zip", files),
+             "tar": lambda: write_tar(tmp_path / "p.tar", files, "w"),
+             "tar.gz": lambda: write_tar(tmp_path / "p.tar.gz", files, "w:gz")}[kind]()
+    unwrapped = build_index("colors", [str(plain)]).entries
+    assert [e.image_id for e in index.entries] == [e.image_id for e in unwrapped]
+    if kind != "dir":  # a file's fingerprint is its bytes' (a folder's: its size and time)
+        assert [e.fingerprint for e in index.entries] == [e.fingerprint for e in unwrapped]
+
+
+def test_trees_in_two_folders_are_not_taken_for_one(tmp_path):
+    """Two folders each holding a tree (a/train/..., b/train/...) are not one dataset's
+    wrapper: which would be meant is not for the index to guess."""
+    files = folder_images()
+    both = {**{f"a/{name}": data for name, data in files.items()}, **{f"b/{name}": data for name, data in files.items()}}
+    with pytest.raises(SourceError, match="no images found"):
+        build_index("colors", [str(write_tar(tmp_path / "two.tar.gz", both, "w:gz"))])
+
+
 def test_several_sources_merge_and_duplicates_are_refused(tmp_path):
     files = folder_images()
     train = write_tar(tmp_path / "train.tar.gz", {k: v for k, v in files.items() if k.startswith("train/")})
@@ -66,7 +99,7 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
 def test_a_folder_of_classes_without_splits_is_told_how_to_lay_out_its_images(tmp_path):
     flat = write_tree(tmp_path / "pets", {"cats/1.jpg": b"x", "dogs/1.jpg": b"x"})
     with pytest.raises(SourceError, match=r"no images found in .*pets.*; 2 image files at other depths, such as "
-                                          r".*pets/cats/1\.jpg: put each class's folder in a split's \(train/<class>/<image>"):
+                                          r".*pets/cats/1\.jpg: the tree is to be <split>/<class>/<image> \(train/<class>"):
         build_index("pets", [str(flat)])
 
 
