@@ -88,9 +88,9 @@ def _orientation(img: Image.Image) -> int:
     EXIF cannot be parsed (broken metadata does not make a readable image a reject)."""
     try:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        return orientation if orientation in UPRIGHT else 1  # a malformed tag's value may not even hash
     except Exception:  # Pillow's EXIF parser raises many kinds on malformed tags
         return 1
-    return orientation if orientation in UPRIGHT else 1
 
 
 def _upright(rgb: Image.Image, orientation: int) -> Image.Image:
