@@ -23,6 +23,7 @@ from tlfs.pipeline.dataset_index import DatasetIndex, Entry, SourceInfo, sample,
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
 from tlfs.pipeline.sources.hashing import verify_expected
+from tlfs.pipeline.sources.paths import unread
 from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
 
@@ -68,13 +69,27 @@ def build_index(
 
 def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
     """``; 4 image files left out, ...``: the sources' image files that are not in the
-    dataset for their place in the tree (said, never dropped in silence); empty where none."""
-    if not index.left_out:
-        return ""
-    more = len(index.left_out) - shown
-    names = ", ".join(index.left_out[:shown]) + (f" and {more} more" if more > 0 else "")
-    files = "file" if len(index.left_out) == 1 else "files"
-    return f"; {len(index.left_out)} image {files} left out, not at <split>/<class>/<file>: {names}"
+    dataset, for their place in the tree or their format (said, never dropped in silence);
+    empty where none."""
+    formats = [path for path in index.left_out if unread(path)]
+    placed = [path for path in index.left_out if not unread(path)]
+    notice = ""
+    if placed:
+        notice += f"; {_files(placed, 'image file')} left out, not at <split>/<class>/<file>: {_some(placed, shown)}"
+    if formats:
+        suffixes = sorted({path.rsplit(".", 1)[-1].lower() for path in formats})
+        notice += (f"; {_files(formats, 'image file')} left out in formats not read ({', '.join(suffixes)}), "
+                   f"to be converted to JPEG or PNG: {_some(formats, shown)}")
+    return notice
+
+
+def _files(paths: list[str], what: str) -> str:
+    return f"{len(paths)} {what}{'' if len(paths) == 1 else 's'}"
+
+
+def _some(paths: list[str], shown: int) -> str:
+    more = len(paths) - shown
+    return ", ".join(paths[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def splits_notice(index: DatasetIndex) -> str:

@@ -8,7 +8,12 @@ from typing import Iterable
 
 from tlfs.pipeline.dataset_index import Reject
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# what Pillow reads (JPEG as cameras, Windows and browsers name it; AVIF; JPEG 2000, as microscopes write it)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".jp2",
+                  ".j2k", ".ppm", ".pgm")
+# image formats it does not read (a phone's HEIC, cameras' raw files, vector drawings): named where a
+# dataset leaves them out, so that they are converted rather than lost in silence
+UNREAD_SUFFIXES = (".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".svg")
 
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
 
@@ -59,17 +64,21 @@ def image_path_parts(path: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def an_image(path: str) -> bool:
-    """An image file by its name, outside hidden files and folders (``.x.jpg``, macOS's
-    ``._x.jpg``, ``.git/``), which hold no images of a dataset."""
+def an_image(path: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
+    """An image file by its name (one of ``suffixes``), outside hidden files and folders
+    (``.x.jpg``, macOS's ``._x.jpg``, ``.git/``), which hold no images of a dataset."""
     parts = path.strip("/").split("/")
-    return parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in parts)
+    return parts[-1].lower().endswith(suffixes) and not any(part.startswith(".") for part in parts)
 
 
 def left_out(path: str) -> bool:
-    """An image file that is not at ``split/class/file`` depth: in a deeper folder, or above
-    the classes."""
-    return an_image(path) and image_path_parts(path) is None
+    """An image file the dataset leaves out: not at ``split/class/file`` depth (in a deeper
+    folder, or above the classes), or in a format that is not read (:data:`UNREAD_SUFFIXES`)."""
+    return (an_image(path) and image_path_parts(path) is None) or an_image(path, UNREAD_SUFFIXES)
+
+
+def unread(path: str) -> bool:
+    return path.lower().endswith(UNREAD_SUFFIXES)
 
 
 def wrapper_folder(paths: Iterable[str]) -> str | None:

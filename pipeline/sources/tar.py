@@ -39,7 +39,8 @@ from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
-from tlfs.pipeline.sources.paths import an_image, image_id_of, image_path_parts, left_out, member_image, unsafe, within
+from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, image_id_of, image_path_parts, left_out,
+                                         member_image, unsafe, within)
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
@@ -61,7 +62,7 @@ class TarArchive:
                  expected: dict[str, str], listed: "_Listed") -> Indexed:
         found: list[Entry] = []
         bad: list[Reject] = []
-        images_elsewhere: list[str] = []  # image members not at split/class/file depth (safe names)
+        images_elsewhere: list[str] = []  # image members not at split/class/file depth, or not read (safe names)
         # image members one folder deeper, by their first folder: the tree, where `tar czf pets.tar.gz pets`
         # wrapped it in one (pets/train/cats/1.jpg); the archive streams by once, so they are kept as they pass
         deeper: dict[str, list[Entry | Reject]] = {}
@@ -74,8 +75,9 @@ class TarArchive:
                 continue
             image_id, safe = member_image(name)
             if image_id is None:
-                if safe is not None and an_image(safe):
+                if safe is not None and an_image(safe, IMAGE_SUFFIXES + UNREAD_SUFFIXES):
                     images_elsewhere.append(safe)
+                if safe is not None and an_image(safe):
                     top, _, below = safe.partition("/")
                     if image_path_parts(below):
                         data = read() if member.isfile() else b""  # once: its bytes are gone when the stream moves on

@@ -66,6 +66,23 @@ def test_trees_in_two_folders_are_not_taken_for_one(tmp_path):
         build_index("colors", [str(write_tar(tmp_path / "two.tar.gz", both, "w:gz"))])
 
 
+def test_jpegs_named_as_windows_and_browsers_name_them_and_avif_are_images(tmp_path):
+    from PIL import Image
+
+    from tlfs.pipeline.image_decode import decode
+
+    files = {**folder_images()}
+    for name, fmt in (("train/red/saved.jfif", "JPEG"), ("train/red/old.JPE", "JPEG"), ("test/red/web.avif", "AVIF")):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, fmt)
+        files[name] = buffer.getvalue()
+    index = build_index("colors", [str(write_tree(tmp_path / "d", files))])
+    assert ids(index) == sorted(files) and not index.left_out
+    new = [e for e in index.entries if e.image_id.endswith(("jfif", "JPE", "avif"))]
+    pixels = [decode(payload, 224) for _, payload in iter_payloads(index.sources, new)]
+    assert len(pixels) == 3 and all(image.shape == (30, 40, 3) and image[..., 0].mean() > 150 for image in pixels)
+
+
 def test_several_sources_merge_and_duplicates_are_refused(tmp_path):
     files = folder_images()
     train = write_tar(tmp_path / "train.tar.gz", {k: v for k, v in files.items() if k.startswith("train/")})
@@ -83,15 +100,19 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
     (macOS's ``._x.jpg``) are not images at all."""
     extra = {"README.txt": b"hi", "train/red/notes.txt": b"x", "train/red/._001.png": b"x", "train/red/.x.png": b"x",
              ".thumbs/train/red/001.png": b"x",
-             "train/red/deep/x.png": b"x", "train/cover.JPG": b"x", "logo.png": b"x"}
+             "train/red/deep/x.png": b"x", "train/cover.JPG": b"x", "logo.png": b"x", "test/red/phone.HEIC": b"x"}
     files = {**folder_images(), **extra}
     uri = {"dir": lambda: write_tree(tmp_path / "d", files), "zip": lambda: write_zip(tmp_path / "d.zip", files),
            "tar.gz": lambda: write_tar(tmp_path / "d.tar.gz", files, "w:gz")}[kind]()
     index = build_index("colors", [str(uri)])
     assert len(index.entries) == 24
     where = f"{uri}/" if kind == "dir" else f"{uri}: "
-    assert sorted(index.left_out) == [f"{where}{name}" for name in ("logo.png", "train/cover.JPG", "train/red/deep/x.png")]
-    assert left_out_notice(index) == f"; 3 image files left out, not at <split>/<class>/<file>: {', '.join(index.left_out)}"
+    assert sorted(index.left_out) == [f"{where}{name}" for name in
+                                      ("logo.png", "test/red/phone.HEIC", "train/cover.JPG", "train/red/deep/x.png")]
+    placed = [path for path in index.left_out if not path.endswith(".HEIC")]
+    assert left_out_notice(index) == (f"; 3 image files left out, not at <split>/<class>/<file>: {', '.join(placed)}"
+                                      f"; 1 image file left out in formats not read (heic), to be converted to JPEG or PNG: "
+                                      f"{where}test/red/phone.HEIC")
     assert left_out_notice(sample(index, 4)).startswith("; 3 image files")  # a sample leaves the sources' files as they are
     assert left_out_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
