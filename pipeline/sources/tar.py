@@ -98,7 +98,6 @@ class TarArchive:
         if wrapper is not None:  # an image-folder tree in one folder: its images, as if it were not there
             found = [e for e in deeper[wrapper] if isinstance(e, Entry)]
             bad += [e for e in deeper[wrapper] if isinstance(e, Reject)]
-        misplaced = [f"{uri}: {safe}" for safe in images_elsewhere if left_out(within(safe, wrapper))]
         if cifar:
             if options:
                 raise SourceError(f"{uri}: the CIFAR-10 archive takes no options ({', '.join(sorted(options))})")
@@ -106,6 +105,7 @@ class TarArchive:
         if found or not (samples.labels or samples.label_errors):  # images without a label beside any: no WebDataset
             if options:
                 raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
+            misplaced = [f"{uri}: {safe}" for safe in images_elsewhere if left_out(within(safe, wrapper))]
             return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression),
                            found, bad, left_out=misplaced)
         entries, unlabelled = samples.entries(number)
