@@ -84,18 +84,24 @@ def unread(path: str) -> bool:
 def wrapper_folder(paths: Iterable[str]) -> str | None:
     """The one folder a tree's images are wrapped in, as ``tar czf pets.tar.gz pets`` and
     ``zip -r pets.zip pets`` make them (``pets/train/cats/1.jpg``): where no image lies at
-    ``split/class/file`` depth and every image one folder deeper lies under the same first
-    folder. None otherwise."""
-    wrappers = set()
+    ``split/class/file`` depth, every image one folder deeper lies under the same first
+    folder, and what lies below it looks like a tree: that folder is not a split's, and one of
+    those below is (``train/dogs/2024/1.jpg`` is a split's images one folder too deep, not a
+    tree wrapped in ``train``). None otherwise."""
+    wrappers, splits = set(), set()
     for path in paths:
         if not an_image(path):
             continue
-        depth = path.count("/") + 1
-        if depth == 3:
+        parts = path.split("/")
+        if len(parts) == 3:
             return None
-        if depth == 4:
-            wrappers.add(path.split("/", 1)[0])
-    return wrappers.pop() if len(wrappers) == 1 else None
+        if len(parts) == 4:
+            wrappers.add(parts[0])
+            splits.add(parts[1].lower())
+    if len(wrappers) != 1 or not splits & set(SPLIT_NAMES):
+        return None
+    wrapper = wrappers.pop()
+    return None if wrapper.lower() in SPLIT_NAMES else wrapper
 
 
 def within(path: str, wrapper: str | None) -> str:

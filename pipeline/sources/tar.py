@@ -40,7 +40,7 @@ from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unread
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
 from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, image_id_of, image_path_parts, left_out,
-                                         member_image, unsafe, within)
+                                         member_image, unsafe, within, wrapper_folder)
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
@@ -94,7 +94,9 @@ class TarArchive:
             elif entry is not None:
                 bad.append(entry)
         checksum, compression = listed.checksum, listed.compression  # the archive read to its end
-        wrapper = next(iter(deeper)) if not found and len(deeper) == 1 and not samples.labels else None
+        # the same rule as a folder's and a zip's (paths.wrapper_folder), on the image members one folder deeper
+        wrapper = wrapper_folder(f"{top}/{e.image_id}" for top, entries in deeper.items() for e in entries) \
+            if not found and not samples.labels else None
         if wrapper is not None:  # an image-folder tree in one folder: its images, as if it were not there
             found = [e for e in deeper[wrapper] if isinstance(e, Entry)]
             bad += [e for e in deeper[wrapper] if isinstance(e, Reject)]

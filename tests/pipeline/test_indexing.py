@@ -117,6 +117,17 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
     assert left_out_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
 
+@pytest.mark.parametrize("kind", ["dir", "tar.gz", "zip"])
+def test_a_splits_images_one_folder_too_deep_are_not_taken_for_a_wrapped_tree(tmp_path, kind):
+    """train/dogs/2024/1.jpg alone is a split whose classes hold folders, not a tree wrapped in
+    a folder named train (whose splits would be dogs and cats): no images, each named."""
+    nested = {f"train/{animal}/2024/{n}.png": b"x" for animal in ("dogs", "cats") for n in range(2)}
+    uri = {"dir": lambda: write_tree(tmp_path / "d", nested), "zip": lambda: write_zip(tmp_path / "d.zip", nested),
+           "tar.gz": lambda: write_tar(tmp_path / "d.tar.gz", nested, "w:gz")}[kind]()
+    with pytest.raises(SourceError, match=r"no images found .*4 image files at other depths, such as .*train/"):
+        build_index("pets", [str(uri)])
+
+
 def test_a_folder_of_classes_without_splits_is_told_how_to_lay_out_its_images(tmp_path):
     flat = write_tree(tmp_path / "pets", {"cats/1.jpg": b"x", "dogs/1.jpg": b"x"})
     with pytest.raises(SourceError, match=r"no images found in .*pets.*; 2 image files at other depths, such as "
