@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Callable
 
 from fsspec.implementations.local import LocalFileSystem
@@ -81,6 +82,16 @@ class Injector:
         if tear:
             tear()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def state(pid: int) -> str | None:
+    """A process's state letter from Linux's /proc (R, S, T: stopped, Z: zombie, ...); None
+    once it is gone. A test that continues a run stopped at ``TLFS_STOP_AT`` waits for T:
+    the marker file is made just before the stop, and a SIGCONT sent in between is lost."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def _half(data: bytes) -> bytes:

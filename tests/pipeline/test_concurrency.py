@@ -24,7 +24,7 @@ from tlfs.features.errors import StoreError
 from tlfs.features.leases import live_plans
 from tlfs.pipeline import extract
 from tests.conftest import REPO, folder_images, write_tree
-from tests.faults import python_path
+from tests.faults import python_path, state
 from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
@@ -61,7 +61,7 @@ def overlapping(source: Path, store: Path, models: str, limits: list, markers: P
                   "TLFS_STOP_MARKER": str(markers / str(i))}
         runs.append(start(source, store, models, limit, env=faults))
     deadline = time.monotonic() + 300
-    while len(list(markers.iterdir())) < len(runs):
+    while len(list(markers.iterdir())) < len(runs) or any(state(proc.pid) != "T" for proc in runs):
         for proc in runs:
             assert proc.poll() is None, f"a run ended before its first shard file: {proc.communicate()[1][-1500:]}"
         assert time.monotonic() < deadline, "the runs never all reached their first shard file"

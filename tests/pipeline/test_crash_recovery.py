@@ -30,7 +30,7 @@ from tlfs.features import layout
 from tlfs.features.versions import locate
 from tlfs.pipeline import extract
 from tests.conftest import folder_images, write_tree
-from tests.faults import python_path
+from tests.faults import python_path, state
 from tests.extraction import run_extract
 
 pytestmark = pytest.mark.faults
@@ -279,10 +279,7 @@ def children(pid: int) -> list[int]:
 
 def gone(pid: int) -> bool:
     """Exited (a zombie left for init to reap counts: it runs nothing)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
+    return state(pid) in (None, "Z")
 
 
 @pytest.mark.slow
@@ -306,7 +303,7 @@ def test_ctrl_c_stops_extract_with_one_line_and_the_same_command_goes_on(tmp_pat
     run = subprocess.Popen(as_a_shell + command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     deadline = time.monotonic() + 300
-    while not stopped.exists():
+    while not (stopped.exists() and state(run.pid) == "T"):  # the marker is made just before the stop
         assert run.poll() is None, f"the run ended before its second shard: {run.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "the run never reached its second shard"
         time.sleep(0.05)
