@@ -25,6 +25,7 @@ from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
+from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.indexing import build_index, left_out_notice
 from tlfs.pipeline.errors import PipelineError
 
@@ -102,6 +103,7 @@ def run_key(request: FinetuneRequest, index: DatasetIndex, weights_sha256: str) 
         "weights": weights_sha256,
         "config": asdict(request.config),
         "limit": request.limit,
+        "decode": DECODE,  # a checkpoint trained on images decoded by another rule is not resumed
     }
     return digest_of(identity, RUN_KEY_DIGITS)
 
@@ -188,7 +190,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     artifact = _export(model, loaded, model_store, work, parent={
         "version": parent_version, "run": key, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
         "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
-        "finetune": asdict(config), "device": device, "metrics": metrics,
+        "finetune": asdict(config), "decode": DECODE, "device": device, "metrics": metrics,
     }, log=log)
     saved = progress.saved
     summary = {"dataset": dataset, "backbone": backbone, "parent_version": parent_version,

@@ -67,6 +67,22 @@ def test_an_epoch_gives_its_mean_loss_and_the_seconds_of_its_first_and_last_step
     assert alone.first_step_seconds == alone.last_step_seconds > 0
 
 
+def test_a_checkpoint_of_images_decoded_by_another_rule_is_not_the_same_run(tmp_path, monkeypatch):
+    """A run's checkpoint folder is keyed by what it trains on: the decoding rule with the
+    images, the weights and the settings, so a run begun before a new rule (photos turned
+    upright) is not resumed on images decoded by it."""
+    import tlfs.pipeline.finetune as finetune_module
+    from tlfs.pipeline.indexing import build_index
+
+    source = write_tree(tmp_path / "images", folder_images())
+    request = FinetuneRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "models"))
+    index = build_index("colors", [str(source)])
+    key = finetune_module.run_key(request, index, "ab" * 32)
+    assert finetune_module.run_key(request, index, "ab" * 32) == key
+    monkeypatch.setattr(finetune_module, "DECODE", "Pillow to RGB (alpha over white, 16-bit scaled); ...")
+    assert finetune_module.run_key(request, index, "ab" * 32) != key
+
+
 def test_cuda_without_cuda_is_an_error_not_a_fallback(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -127,6 +143,9 @@ def test_finetune_exports_a_new_version_with_lineage_and_features_follow(tmp_pat
     card = json.loads((models / result["backbone_version"] / "model_card.json").read_text())
     assert card["parent"]["version"] == result["parent_version"] != result["backbone_version"]
     assert card["parent"]["dataset"] == "colors" and card["parent"]["finetune"]["freeze"] == "2"
+    from tlfs.pipeline.image_decode import DECODE
+
+    assert card["parent"]["decode"] == DECODE  # how its training images became pixels
     assert card["parent"]["metrics"]["test_accuracy"] == result["test_accuracy"]
     manifest = features.describe("colors", result["backbone_version"], str(store))
     assert manifest["lineage"]["parent"]["version"] == result["parent_version"] and manifest["rows"] == 36
