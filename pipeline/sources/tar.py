@@ -75,18 +75,17 @@ class TarArchive:
                 continue
             image_id, safe = member_image(name)
             if image_id is None:
+                hashed = None  # the member's fingerprint, where it was taken here (a sample's is then the same)
                 if safe is not None and an_image(safe, IMAGE_SUFFIXES + UNREAD_SUFFIXES):
                     images_elsewhere.append(safe)
-                if safe is not None and an_image(safe):
                     top, _, below = safe.partition("/")
-                    if image_path_parts(below):
-                        data = read() if member.isfile() else b""  # once: its bytes are gone when the stream moves on
-                        read = lambda data=data: data  # noqa: E731
+                    if an_image(safe) and image_path_parts(below):
                         entry = _entry(uri, number, name, image_id_of(image_path_parts(below)), member, read)
                         if entry is not None:
                             deeper.setdefault(top, []).append(entry)
+                            hashed = entry.fingerprint if isinstance(entry, Entry) else None
                 if safe is not None and member.isfile():
-                    samples.add(safe, member, read)
+                    samples.add(safe, member, read, hashed)
                 continue
             entry = unsafe(image_id, uri, name) if safe is None else _entry(uri, number, name, image_id, member, read)
             if isinstance(entry, Entry):

@@ -69,15 +69,16 @@ class Samples:
     def __bool__(self) -> bool:
         return bool(self.images)
 
-    def add(self, name: str, member, read) -> None:
-        """``name``: the member's safe path; ``read()``: its bytes (read for a label, hashed for an image)."""
+    def add(self, name: str, member, read, fingerprint: str | None = None) -> None:
+        """``name``: the member's safe path; ``read()``: its bytes (read for a label, hashed for an
+        image, unless its ``fingerprint`` was taken already: the stream passes its bytes once)."""
         key, suffix = sample_key(name)
         lower = suffix.lower()
         if posixpath.basename(key).startswith(".") or not posixpath.basename(key):
             return  # hidden files (``._x.jpg`` of macOS archives)
         if lower.count(".") == 1 and lower.endswith(IMAGE_SUFFIXES):  # ``KEY.seg.png`` is another field
             if key not in self.images:
-                self.images[key] = _Image(member.name, suffix, *located(member), fingerprint_bytes(read()))
+                self.images[key] = _Image(member.name, suffix, *located(member), fingerprint or fingerprint_bytes(read()))
         elif lower in LABEL_SUFFIXES and member.size <= MAX_LABEL_BYTES:
             try:
                 self.labels[key] = parse_label(lower, read(), f"{self.uri}:{name}")
