@@ -196,6 +196,30 @@ def test_a_shard_file_is_the_same_bytes_whether_its_features_come_as_one_matrix_
     assert batches.sha256 == whole.sha256 and batches.bytes == whole.bytes
 
 
+def test_the_encoder_takes_its_memory_from_jemalloc_unless_the_operator_chose_arrows_pool(monkeypatch):
+    """mimalloc (Arrow's default) gives each shard's pages back and faults them in again; the
+    writer takes jemalloc where pyarrow has it, and the file is the same bytes from either pool."""
+    import pyarrow as pa
+
+    from tlfs.features.writer import encode_shard, encoder_pool
+
+    try:
+        jemalloc = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow has no jemalloc")
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    assert encoder_pool().backend_name == "jemalloc"
+    table = shard_table([f"train/a/{i}.png" for i in range(500)], np.zeros(500), ["a"] * 500,
+                        np.random.default_rng(5).standard_normal((500, 320)).astype(np.float16))
+    held_before = jemalloc.bytes_allocated()
+    from_jemalloc = encode_shard(table)
+    assert jemalloc.bytes_allocated() - held_before >= from_jemalloc.bytes, "the file's bytes are held in jemalloc"
+
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")  # the operator's choice, read by Arrow at start
+    assert encoder_pool().backend_name == pa.default_memory_pool().backend_name
+    assert encode_shard(table).sha256 == from_jemalloc.sha256
+
+
 def test_pandas_reads_a_layer_folder_directly(tmp_path):
     store, root, manifest, _ = make_set(tmp_path)
     commit(root, manifest)
