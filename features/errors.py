@@ -5,6 +5,13 @@ class StoreError(Exception):
     """The store or a feature set in it cannot be used as asked."""
 
 
+class WriteFailed(StoreError, OSError):
+    """A file could not be written (the disk full, a quota, a read-only disk, an object store
+    that refused it); nothing of it is left behind, and what was written before it stays.
+    An OSError too, so that what tolerates a failed write (a lease's renewal, retried at its
+    next tick) still does."""
+
+
 class NotCommitted(StoreError):
     """No committed feature set matches (none extracted yet, or not finished)."""
 

@@ -38,7 +38,11 @@ def atomic_put_file(local_path, uri: str) -> None:
 def _atomically(uri: str, write_local, write_remote) -> None:
     """Locally: write a hidden, uniquely named temporary file beside the target, fsync it,
     then rename over the target (atomic on POSIX). On object stores a PUT is already
-    atomic: an object appears whole or not at all, so it is written in place."""
+    atomic: an object appears whole or not at all, so it is written in place. A write that
+    fails (the disk full, say) raises :class:`~tlfs.features.errors.WriteFailed` naming the
+    target and the reason, and leaves the target as it was and no temporary file."""
+    from tlfs.features.errors import WriteFailed
+
     fs, path = fs_path(uri)
     parent = path.rsplit("/", 1)[0]
     if is_local(fs):
@@ -49,16 +53,20 @@ def _atomically(uri: str, write_local, write_remote) -> None:
                 write_local(fs, tmp)
                 fs.mv(tmp, path)
                 return
-            except FileNotFoundError:  # the temporary file or its folder was removed meanwhile: once more
-                if attempt:
-                    raise
+            except BaseException as exc:
+                # a part written before the failure would hold the space a full disk lacks
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                if isinstance(exc, FileNotFoundError) and not attempt:
+                    continue  # the temporary file or its folder was removed meanwhile: once more
+                if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+                    raise WriteFailed(f"could not write {path}: {exc.strerror or exc}") from exc
+                raise
     else:
         try:
             write_remote(fs, path)  # the client library retries throttling and dropped connections
         except Exception as exc:  # noqa: BLE001 - any failure left: name the object and give up
-            from tlfs.features.errors import StoreError
-
-            raise StoreError(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
+            raise WriteFailed(f"could not write {uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def _write_synced(fs, path: str, data) -> None:

@@ -627,7 +627,7 @@ def features_set_uri(args, settings: Settings) -> str:
     return features.find_set(args.dataset, args.backbone, settings.store)[0]
 
 
-# What a command stopped part-way keeps, for the line it leaves (Ctrl-C)
+# What a command stopped part-way keeps, for the line it leaves (Ctrl-C, a write that failed)
 RESUMES = {
     "extract": "the shards it finished are kept: the same command goes on from them",
     "finetune": "the epochs it finished are kept in its checkpoint: the same command goes on from them",
@@ -638,7 +638,7 @@ COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_ext
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tlfs.features.errors import StoreError
+    from tlfs.features.errors import StoreError, WriteFailed
     from tlfs.models.errors import ModelError
     from tlfs.pipeline.errors import PipelineError
 
@@ -647,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         result = COMMANDS[args.command](args, settings)
     except (PipelineError, ModelError, StoreError, FileNotFoundError, PermissionError) as exc:
-        print(f"tlfs {args.command}: error: {exc}", file=sys.stderr)
+        resumes = RESUMES.get(args.command) if isinstance(exc, WriteFailed) else None  # a disk freed, it goes on
+        print(f"tlfs {args.command}: error: {exc}" + (f"; {resumes}" if resumes else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         resumes = RESUMES.get(args.command)

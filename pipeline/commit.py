@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from tlfs.features import versions
-from tlfs.features.errors import FilesMissing, PlanReplaced, StoreError
+from tlfs.features.errors import FilesMissing, PlanReplaced, StoreError, WriteFailed
 from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
@@ -56,7 +56,11 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
             raise PipelineError(f"cannot commit {p.set_uri}: {exc}; run the extraction again "
                                 "(it re-extracts only what is missing)") from None
         if not committed.unchanged:
-            gather_records(p, checked, listing)
+            try:
+                gather_records(p, checked, listing)
+            except WriteFailed as exc:  # committed all the same: the records stay as a crash here leaves them
+                log(f"version {committed.version} of {p.set_uri} is committed; its shards' records stay one file "
+                    f"each ({exc})")
     if committed.unchanged:
         log(f"{p.set_uri} is unchanged: version {committed.version} already holds these {committed.rows} rows")
         return committed

@@ -9,7 +9,10 @@ Switched on by environment variables, so that it reaches any process a test star
 - ``TLFS_KILL_ONCE``: a marker file; kill only while it does not exist (it is created
   just before the kill), so that a retried task survives;
 - ``TLFS_STOP_AT``: at event N, create the file ``TLFS_STOP_MARKER`` and SIGSTOP the
-  whole process (every thread), for a test to continue it (SIGCONT) when it chooses.
+  whole process (every thread), for a test to continue it (SIGCONT) when it chooses;
+- ``TLFS_FULL_AT``: the disk is full from the N-th local write on (counted as the bytes go
+  to the disk, of the paths ``TLFS_KILL_MATCH`` matches): that write and every later one, of
+  any path, puts half of its temporary file, then fails as a full disk's does (``ENOSPC``).
 
 In-process, ``install(env, patch=monkeypatch.setattr, action=f)`` calls
 ``f(n, kind, path)`` at every event instead (e.g. to remove files at step n).
@@ -22,6 +25,7 @@ copied into place: half of it is there) and ``rm`` (just before a delete).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -53,7 +57,10 @@ class Injector:
         self.kill_at = int(env["TLFS_KILL_AT"]) if env.get("TLFS_KILL_AT") else None
         self.match = env.get("TLFS_KILL_MATCH", "")
         self.once = env.get("TLFS_KILL_ONCE")
+        self.full_at = int(env["TLFS_FULL_AT"]) if env.get("TLFS_FULL_AT") else None
+        self.full = False
         self.count = 0
+        self.writes = 0  # local writes counted at the disk (TLFS_FULL_AT)
         self._lock = threading.RLock()  # the writer pool's threads write at once: each event counted once
 
     def event(self, kind: str, path: str, tear=None) -> None:
@@ -62,6 +69,14 @@ class Injector:
             return
         with self._lock:
             self._event(kind, path, tear)
+
+    def disk_full(self, path: str) -> bool:
+        """Count a local write as its bytes go to the disk; whether the disk is full for it."""
+        with self._lock:
+            if self.match in path:
+                self.writes += 1
+                self.full = self.full or self.writes == self.full_at
+            return self.full
 
     def _event(self, kind: str, path: str, tear) -> None:
         self.count += 1
@@ -99,10 +114,11 @@ def _half(data: bytes) -> bytes:
 
 
 def install(env=os.environ, patch: Callable = setattr, action: Callable[[int, str, str], None] | None = None) -> Injector | None:
-    if not (env.get("TLFS_FAULT_LOG") or env.get("TLFS_KILL_AT") or env.get("TLFS_STOP_AT") or action):
+    if not (env.get("TLFS_FAULT_LOG") or env.get("TLFS_KILL_AT") or env.get("TLFS_STOP_AT") or env.get("TLFS_FULL_AT")
+            or action):
         return None
     injector = Injector(env, action)
-    atomic_write_bytes = storage.atomic_write_bytes
+    atomic_write_bytes, write_synced = storage.atomic_write_bytes, storage._write_synced
     mv, put_file, rm = LocalFileSystem.mv, LocalFileSystem.put_file, LocalFileSystem.rm
 
     def write_hooked(uri: str, data: bytes) -> None:
@@ -135,7 +151,15 @@ def install(env=os.environ, patch: Callable = setattr, action: Callable[[int, st
         injector.event("rm", str(path))
         return rm(self, path, *args, **kwargs)
 
+    def write_synced_hooked(fs, path: str, data) -> None:
+        if not injector.disk_full(path):
+            return write_synced(fs, path, data)
+        with open(path, "wb") as f:  # what a full disk takes of the file before it fails
+            f.write(_half(memoryview(data).tobytes()))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
     patch(storage, "atomic_write_bytes", write_hooked)
+    patch(storage, "_write_synced", write_synced_hooked)
     patch(LocalFileSystem, "mv", mv_hooked)
     patch(LocalFileSystem, "put_file", put_hooked)
     patch(LocalFileSystem, "rm", rm_hooked)

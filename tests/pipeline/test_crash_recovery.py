@@ -328,6 +328,68 @@ def test_ctrl_c_stops_extract_with_one_line_and_the_same_command_goes_on(tmp_pat
     assert snapshot(store) == snapshot(tmp_path / "uninterrupted")
 
 
+def test_a_disk_that_fills_up_stops_extract_with_one_line_and_the_same_command_goes_on(tmp_path, lite0):
+    """The disk fills as the second shard's first file is written: ``tlfs extract`` stops
+    with one line naming that file and the reason, and saying what is kept; the half-written
+    file is not left to hold the space; once there is room, the same command computes only the
+    shards not finished and gives the set an uninterrupted run gives."""
+    source = write_tree(tmp_path / "images", folder_images())
+    store, models = tmp_path / "store", tmp_path / "models"
+    # the third part file written: the second shard's first (2 layers, one writer thread)
+    full = tlfs_extract(source, store, models, {"TLFS_FULL_AT": "3", "TLFS_KILL_MATCH": "part-"})
+    assert full.returncode == 1, full.stderr[-2000:]
+    assert "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert re.fullmatch(r"tlfs extract: error: could not write \S+/layer=\w+/split=test/part-\w+-00001\.parquet: "
+                        r"No space left on device; the shards it finished are kept: the same command goes on from them",
+                        full.stderr.strip().splitlines()[-1]), full.stderr[-2000:]
+    assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")], "a half-written file was left behind"
+
+    resumed = resume(source, store, models)
+    assert resumed["shards_skipped"] == 1 and resumed["shards"] == 6  # shards of 5, 5 and 2 a split
+    assert (resumed["images_extracted"], resumed["images_computed"]) == (24, 19)
+    resume(source, tmp_path / "uninterrupted", models)
+    assert snapshot(store) == snapshot(tmp_path / "uninterrupted")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_disk_full_at_any_write_of_a_run_ends_committed_or_in_one_line_and_a_rerun_loses_nothing(tmp_path, lite0):
+    """Whatever write the disk fills at (planning's, a shard file, a record, the lease, the
+    commit's), the run stops with one line naming the reason, or, where its version was
+    committed before it (the records gathered after the commit), says it committed; it leaves
+    no half-written file; and once there is room the same run gives the set an uninterrupted
+    run gives."""
+    from tlfs.features.errors import WriteFailed
+    from tlfs.pipeline.errors import PipelineError
+    from tests.faults import install
+
+    source = write_tree(tmp_path / "images", folder_images(per_class=2))  # 6 images a split: shards of 5 and 1
+    models = tmp_path / "models"
+    with pytest.MonkeyPatch.context() as patch:
+        counter = install({}, patch=patch.setattr, action=lambda *_: None)
+        resume(source, tmp_path / "reference", models)
+    reference, writes = snapshot(tmp_path / "reference"), counter.writes
+    assert writes >= 12  # the plan, its entries, the lease, 8 shard files, their records, the manifest, ...
+    outcomes = []
+    for step in range(1, writes + 1):
+        store = tmp_path / f"full-at-{step}"
+        with pytest.MonkeyPatch.context() as patch:
+            install({"TLFS_FULL_AT": str(step)}, patch=patch.setattr)
+            try:
+                resume(source, store, models)
+                outcomes.append("committed")
+            except (WriteFailed, PipelineError) as exc:
+                assert len(str(exc).splitlines()) == 1 and "No space left on device" in str(exc), (step, str(exc))
+                outcomes.append("stopped")
+        assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")], f"full at write {step}: a part left"
+        published = any(store.glob(f"{DATASET}/*/{layout.MANIFEST}"))
+        assert (outcomes[-1] == "committed") == published, f"full at write {step}: {outcomes[-1]}, manifest {published}"
+        resume(source, store, models)  # room made: the same run again
+        assert snapshot(store) == reference, f"full at write {step} ({outcomes[-1]}): the set differs"
+        assert extract.verify(str(next(store.glob(f"{DATASET}/*"))))["bad"] == []
+    assert outcomes.count("stopped") >= writes - 2 and outcomes[-1] == "committed", outcomes
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_sigkill_anywhere_in_a_vacuum_loses_no_kept_row_and_a_rerun_finishes_it(tmp_path, lite0, models_root):

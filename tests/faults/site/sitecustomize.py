@@ -3,7 +3,8 @@
 
 import os
 
-if os.environ.get("TLFS_FAULT_LOG") or os.environ.get("TLFS_KILL_AT") or os.environ.get("TLFS_STOP_AT"):
+if os.environ.get("TLFS_FAULT_LOG") or os.environ.get("TLFS_KILL_AT") or os.environ.get("TLFS_STOP_AT") \
+        or os.environ.get("TLFS_FULL_AT"):
     from tests.faults import install
 
     install()
