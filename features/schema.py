@@ -38,6 +38,16 @@ WRITE_OPTIONS = dict(
 )
 
 
+ROW_ID_BYTES = 16  # an image's id, label and label name in a file, about, once encoded (ids compress well)
+
+
+def estimated_bytes(rows: int, widths) -> int:
+    """About what ``rows`` rows take in the files of layers of ``widths``: the features'
+    float16 bytes and each row's id in each file. LZ4 takes 0-6 % off real features
+    (docs/benchmarks.md: Parquet codecs), so this errs on the large side."""
+    return sum(rows * (2 * width + ROW_ID_BYTES) for width in widths)
+
+
 def row_columns(image_ids, labels, label_names) -> tuple[pa.Array, pa.Array, pa.Array]:
     """A shard's id, label and label-name columns (built once, shared by its layers' files)."""
     return (pa.array(image_ids, type=pa.string()), pa.array(np.asarray(labels, dtype=np.int16), type=pa.int16()),

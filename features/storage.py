@@ -8,7 +8,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import fsspec
 import orjson
@@ -21,6 +23,18 @@ def fs_path(uri: str):
 def is_local(fs) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols
+
+
+def free_bytes(uri: str) -> int | None:
+    """The bytes free on the disk that holds ``uri`` (or will: its nearest existing folder);
+    None on an object store, which does not fill up."""
+    fs, path = fs_path(uri)
+    if not is_local(fs):
+        return None
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 def atomic_write_bytes(uri: str, data) -> None:

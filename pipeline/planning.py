@@ -14,7 +14,8 @@ from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
 from tlfs.features.manifest import remove_superseded
-from tlfs.features.storage import atomic_write_json, digest_of, read_json
+from tlfs.features.schema import estimated_bytes
+from tlfs.features.storage import atomic_write_json, digest_of, free_bytes, read_json
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
@@ -62,6 +63,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
             f"{changes.removed} removed, {changes.reused} reused ({changes.shards_reused} shards as they are, "
             f"{changes.shards_derived} copied without their removed or changed rows)")
     changes = changes.with_extracted(sum(s.images for s in shards if s.number not in origins))
+    if notice := space_notice(estimated_bytes(changes.extracted * len(r.views), layer_dims.values()), free_bytes(set_uri)):
+        log(notice)
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
@@ -95,6 +98,19 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         entries=entries,
         newest=newest,
     )
+
+
+def space_notice(needed: int, free: int | None) -> str | None:
+    """What to say before a run whose features will not fit the store's disk (``free``
+    bytes; None: an object store): it would stop when the disk is full."""
+    if free is None or needed <= free:
+        return None
+    return (f"the run writes about {_size(needed)} of features and the store's disk has {_size(free)} free: "
+            "it will stop when the disk is full, keeping the shards it finished")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _unchanged_base(set_uri: str, base, increment, index: DatasetIndex, r: ExtractionRequest,

@@ -109,3 +109,38 @@ def test_planning_says_when_the_dataset_lacks_the_splits_heads_need(tmp_path, li
     said.clear()
     extract.plan(replace(request, splits=("train",)), said.append)  # asked for by name: nothing to say
     assert "split" not in next(line for line in said if line.startswith("indexed ")).split(" in ")[-1]
+
+
+def test_planning_says_when_the_features_will_not_fit_the_stores_disk(tmp_path, lite0, models_root, monkeypatch):
+    """Before an hour of extraction, not at its end: the run's features against the free
+    space of the store's disk (an object store does not fill up: nothing to say)."""
+    from dataclasses import replace
+
+    from tlfs.features.schema import estimated_bytes
+    from tlfs.features.storage import free_bytes
+    from tlfs.pipeline import planning
+    from tests.conftest import folder_images, write_tree
+
+    source = write_tree(tmp_path / "images", folder_images())  # 12 images a split
+    request = ExtractionRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "store"), models_root,
+                                layers=("block15", "head"))
+    needed = estimated_bytes(24, [320, 1280])
+    assert needed == 24 * (2 * 1600 + 2 * 16)
+    assert free_bytes(str(tmp_path / "store" / "colors")) > needed  # the real disk, through a folder not made yet
+    said = []
+    extract.plan(request, said.append)
+    assert not [line for line in said if "free" in line]
+
+    monkeypatch.setattr(planning, "free_bytes", lambda uri: needed - 1)
+    said.clear()
+    extract.plan(request, said.append)
+    assert f"the run writes about {needed / 1e6:.1f} MB of features and the store's disk has " \
+           f"{(needed - 1) / 1e6:.1f} MB free: it will stop when the disk is full, keeping the shards it finished" in said
+    said.clear()
+    extract.plan(replace(request, views=("original", "flip")), said.append)  # twice the rows
+    assert any(f"about {2 * needed / 1e6:.1f} MB" in line for line in said)
+
+    monkeypatch.setattr(planning, "free_bytes", lambda uri: None)  # an object store
+    said.clear()
+    extract.plan(request, said.append)
+    assert not [line for line in said if "free" in line]
