@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Iterator
 
-from tlfs.features.errors import StoreError
+from tlfs.features.errors import StoreError, WriteFailed
 from tlfs.features.storage import fs_path, is_local
 
 LOCK_NAME = "_commit.lock"
@@ -56,9 +56,13 @@ def commit_lock(set_root: str, timeout: float = LOCK_TIMEOUT, stale_after: float
 def _flock(path: str, timeout: float, poll: float) -> Iterator[None]:
     import fcntl
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:  # a read-only or full disk: one line naming the file, as for any write
+        raise WriteFailed(f"could not write {path}: {exc.strerror or exc}") from exc
     deadline = time.monotonic() + timeout
-    with open(path, "a") as handle:
+    with handle:
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -53,3 +53,16 @@ def test_object_store_lock_is_exclusive_and_a_stale_one_is_broken(s3_server, clo
     with commit_lock("s3://tlfs-test/stale", timeout=2, stale_after=600):
         assert json.loads(fs.cat_file(f"tlfs-test/stale/{LOCK_NAME}"))["token"] != "crashed"
     assert not fs.exists(f"tlfs-test/stale/{LOCK_NAME}")
+
+
+def test_a_lock_that_cannot_be_made_is_a_write_that_failed_naming_the_file(tmp_path):
+    """A read-only or full disk (here: a file where the set's folder should be) stops a
+    committer with the one line any failed write gives, not an operating system's traceback."""
+    from tlfs.features.errors import WriteFailed
+
+    (tmp_path / "store").write_bytes(b"not a folder")
+    set_root = str(tmp_path / "store" / "cifar10" / "set")
+    with pytest.raises(WriteFailed) as failed:
+        with commit_lock(set_root):
+            pass
+    assert str(failed.value) == f"could not write {set_root}/{LOCK_NAME}: Not a directory"
