@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import fsspec
 import numpy as np
 
 from tlfs.models import sample_images
@@ -110,8 +109,6 @@ def export_loaded(loaded: LoadedBackbone, uri: str, version: str, parent: dict |
         if worst < PARITY_MIN_COSINE:
             raise ModelError(f"ONNX export of {spec.name} disagrees with PyTorch (cosine {worst:.6f}): {parity}")
         card = _card(loaded, version, onnx_path, parity, parent, time.perf_counter() - started)
-        fs, root = fsspec.core.url_to_fs(uri)
-        fs.makedirs(root, exist_ok=True)
         # a fine-tuned network's classifier is its dataset's, not ImageNet's
         card["imagenet_classifier"] = None if parent or not spec.classifier else save_classifier(loaded, uri)
         if not parent and not spec.classifier:
