@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         result = COMMANDS[args.command](args, settings)
-    except (PipelineError, ModelError, StoreError, FileNotFoundError, PermissionError) as exc:
+    except (PipelineError, ModelError, StoreError, OSError) as exc:  # OSError: a missing file, a full /tmp, ...
         resumes = RESUMES.get(args.command) if isinstance(exc, WriteFailed) else None  # a disk freed, it goes on
         print(f"tlfs {args.command}: error: {exc}" + (f"; {resumes}" if resumes else ""), file=sys.stderr)
         return 1
