@@ -44,8 +44,8 @@ def encoder_pool() -> pa.MemoryPool:
     """The memory the encoder takes its pages and the file's bytes from: jemalloc where this
     pyarrow has it, unless the operator chose Arrow's default pool (``ARROW_DEFAULT_MEMORY_POOL``).
     Arrow's default, mimalloc, hands a shard's freed pages back to the system and faults them in
-    again, zeroed, for the next shard: with jemalloc the writer threads took 8-20 % less CPU an
-    image (docs/benchmarks.md: the encoder's memory pool). The file's bytes are the same."""
+    again, zeroed, for the next shard: with jemalloc the writer threads took 16 % less CPU an
+    image (medians; docs/benchmarks.md: the encoder's memory pool). The file's bytes are the same."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return pa.default_memory_pool()
     try:
