@@ -11,6 +11,11 @@ class WriteFailed(StoreError, OSError):
     An OSError too, so that what tolerates a failed write (a lease's renewal, retried at its
     next tick) still does."""
 
+    @classmethod
+    def of(cls, path: str, exc: OSError) -> "WriteFailed":
+        """The failure to write ``path`` that the operating system's ``exc`` reports."""
+        return cls(f"could not write {path}: {exc.strerror or exc}")
+
 
 class NotCommitted(StoreError):
     """No committed feature set matches (none extracted yet, or not finished)."""

@@ -60,7 +60,7 @@ def _flock(path: str, timeout: float, poll: float) -> Iterator[None]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         handle = open(path, "a")
     except OSError as exc:  # a read-only or full disk: one line naming the file, as for any write
-        raise WriteFailed(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise WriteFailed.of(path, exc) from exc
     deadline = time.monotonic() + timeout
     with handle:
         while True:

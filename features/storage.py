@@ -74,7 +74,7 @@ def _atomically(uri: str, write_local, write_remote) -> None:
                 if isinstance(exc, FileNotFoundError) and not attempt:
                     continue  # the temporary file or its folder was removed meanwhile: once more
                 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-                    raise WriteFailed(f"could not write {path}: {exc.strerror or exc}") from exc
+                    raise WriteFailed.of(path, exc) from exc
                 raise
     else:
         try:

@@ -22,7 +22,6 @@ from tlfs.pipeline.records import Changes, ShardRecord
 from tlfs.pipeline.staging import gather_records, saved_record
 
 
-
 def _not_extracted(p: Plan, number: int) -> PipelineError:
     return PipelineError(f"cannot commit {p.set_uri}: shard {number} is not extracted (plan {p.plan_id}), "
                          "or its files are damaged or were removed; run the extraction again "
