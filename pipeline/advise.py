@@ -16,7 +16,8 @@ the DAG): the labels of its training split, a class-balanced sample of its store
 features of the classifier's input layer, and the classifier saved beside the ONNX graph
 at export (models/classifier.py). No sources are read again, nothing is extracted, no
 torch is loaded.
-* if a layer sweep is stored, its per-layer accuracies pick the layer.
+* if a layer sweep is stored, the layer it chose (by validation accuracy, pipeline/fit.best_layer)
+  is the layer of a linear classifier.
 
 Thresholds are overridable (``--large-per-class``, ``--similar-score``).
 """
@@ -69,7 +70,7 @@ def decide(per_class: float, similarity: float | None, thresholds: Thresholds, s
     (``small_unmeasured``, ``large_unmeasured``) and the action is the one that does not
     depend on it: the sweep's best layer, or fine-tuning."""
     large, last_layer = per_class >= thresholds.large_per_class, layers[-1]
-    best = max(sweep["layers"], key=sweep["layers"].get) if sweep else None
+    best = sweep.get("best_layer") if sweep else None
     if similarity is None:
         case = f"{'large' if large else 'small'}_unmeasured"
         if large:
@@ -83,11 +84,14 @@ def decide(per_class: float, similarity: float | None, thresholds: Thresholds, s
     if case == "small_similar":
         layer = best or last_layer
         action = {"do": "linear_classifier", "head": "softmax", "layer": layer,
-                  "why": "few images, ImageNet-like: a linear classifier on late features; fine-tuning would overfit"}
+                  "why": "few images, ImageNet-like: a linear classifier on "
+                         + ("the sweep's best layer" if best else "late features (run the sweep to choose a layer)")
+                         + "; fine-tuning would overfit"}
     elif case == "small_different":
         layer = best or layers[len(layers) // 2]
         action = {"do": "linear_classifier", "head": "softmax", "layer": layer,
-                  "why": "few images, unlike ImageNet: a classifier on an earlier, more generic layer"}
+                  "why": "few images, unlike ImageNet: a classifier on "
+                         + ("the sweep's best layer" if best else "a middle, more generic layer (run the sweep to choose one)")}
     elif case == "large_similar":
         action = {"do": "fine_tune", "freeze": "none", "init": "pretrained",
                   "why": "many images, ImageNet-like: fine-tune the whole network from the pretrained weights"}
@@ -155,7 +159,8 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         "size": {"images_per_class": per_class, "train_images": int(len(labels)), "classes": len(counts),
                  "large_from_per_class": large_per_class, "large": per_class >= large_per_class},
         "similarity": {**similarity, "similar_from": similar_score, "similar": similar},
-        "sweep": sweep["layers"] if sweep else None,
+        "sweep": sweep["layers"] if sweep else None,  # test accuracy by layer
+        "sweep_validation": sweep.get("validation") if sweep else None,  # what chose the layer (absent from older sweeps)
         "action": action,
     }
 
@@ -179,7 +184,12 @@ def describe(result: dict) -> str:
         similarity,
     ]
     if result["sweep"]:
-        lines.append("  layer sweep (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))
+        validation = result.get("sweep_validation")
+        if validation:
+            lines.append("  layer sweep (softmax validation / test accuracy): "
+                         + ", ".join(f"{k} {validation[k]:.3f}/{v:.3f}" for k, v in result["sweep"].items()))
+        else:
+            lines.append("  layer sweep (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")

@@ -386,12 +386,12 @@ def cmd_sweep(args, settings: Settings) -> dict:
     from tlfs.pipeline.fit import sweep
 
     summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log, views=args.views)
-    print(f"{'layer':>12}  {'dims':>6}  test accuracy")
+    print(f"{'layer':>12}  {'dims':>6}  {'validation':>10}  {'test':>6}")
     for layer, acc in summary["layers"].items():
-        mark = "  <- best" if layer == summary["best_layer"] else ""
-        print(f"{layer:>12}  {summary['dims'][layer]:>6}  {acc:.4f}{mark}")
+        mark = "  <- best (by validation)" if layer == summary["best_layer"] else ""
+        print(f"{layer:>12}  {summary['dims'][layer]:>6}  {summary['validation'][layer]:>10.4f}  {acc:.4f}{mark}")
     print(f"saved sweep.json and sweep.png to {summary['saved_to']}")
-    return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"]}
+    return {k: summary[k] for k in ("layers", "validation", "best_layer", "chosen_by", "test_accuracy")}
 
 
 def cmd_bench(args, settings: Settings) -> dict:

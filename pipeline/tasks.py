@@ -199,8 +199,7 @@ def sweep_layers(target: SetTarget, log: Callable = print) -> dict:
     from tlfs.pipeline.fit import sweep
 
     summary = sweep(target.open(), log=log)
-    return {"layers": summary["layers"], "best_layer": summary["best_layer"], "test_accuracy": summary["test_accuracy"],
-            "saved_to": summary["saved_to"], "best_head": summary["best_head"]}
+    return {k: summary[k] for k in ("layers", "validation", "best_layer", "chosen_by", "test_accuracy", "saved_to", "best_head")}
 
 
 def fit_head(target: SetTarget, layers: list[str], head: str, log: Callable = print) -> dict:

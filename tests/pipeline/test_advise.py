@@ -28,17 +28,34 @@ def test_the_four_cases(per_class, score, case, do):
     assert got == case and action["do"] == do
 
 
-def test_small_cases_pick_the_layer_from_the_sweep_or_fall_back():
-    sweep = {"layers": {"block7": 0.6, "block15": 0.81, "head": 0.80}}
-    assert decide(30, 0.6, Thresholds(1000, 0.35), sweep, LAYERS)[1]["layer"] == "block15"
-    assert decide(30, 0.6, Thresholds(1000, 0.35), None, LAYERS)[1]["layer"] == "head"
+def test_small_cases_take_the_layer_the_sweep_chose_or_fall_back():
+    # the sweep chose by validation accuracy: the advisor takes its choice, not the best test figure
+    sweep = {"layers": {"block7": 0.6, "block15": 0.81, "head": 0.80}, "validation": {"block7": 0.6, "block15": 0.79, "head": 0.82},
+             "best_layer": "head"}
+    similar = decide(30, 0.6, Thresholds(1000, 0.35), sweep, LAYERS)[1]
+    assert similar["layer"] == "head" and "the sweep's best layer" in similar["why"]
+    assert decide(30, 0.1, Thresholds(1000, 0.35), sweep, LAYERS)[1]["layer"] == "head"
+    without = decide(30, 0.6, Thresholds(1000, 0.35), None, LAYERS)[1]
+    assert without["layer"] == "head" and "run the sweep" in without["why"]
     assert decide(30, 0.1, Thresholds(1000, 0.35), None, LAYERS)[1]["layer"] == "block10"  # an earlier, generic layer
+
+
+def test_the_advice_shows_the_sweeps_validation_and_test_accuracy():
+    from tlfs.pipeline.advise import describe
+
+    result = {"case": "small_similar", "sweep": {"block15": 0.81, "head": 0.80}, "sweep_validation": {"block15": 0.79, "head": 0.82},
+              "size": {"images_per_class": 30, "classes": 10, "large": False, "large_from_per_class": 1000},
+              "similarity": {"score": 0.5, "measured": True, "similar": True, "similar_from": 0.35, "mean_max_probability": 0.4},
+              "action": {"do": "linear_classifier", "head": "softmax", "layer": "head", "why": "few images"}}
+    assert "layer sweep (softmax validation / test accuracy): block15 0.790/0.810, head 0.820/0.800" in describe(result)
+    older = {**result, "sweep_validation": None}  # a sweep saved before it recorded validation accuracy
+    assert "layer sweep (softmax test accuracy): block15 0.810, head 0.800" in describe(older)
 
 
 def test_without_an_imagenet_classifier_the_case_names_the_size_alone_and_says_why():
     from tlfs.pipeline.advise import describe, unmeasurable
 
-    sweep = {"layers": {"block6_mean": 0.7, "pre_logits": 0.8}}
+    sweep = {"layers": {"block6_mean": 0.7, "pre_logits": 0.8}, "best_layer": "pre_logits"}
     assert decide(30, None, Thresholds(1000, 0.35), sweep, ["block6_mean", "pre_logits"]) == (
         "small_unmeasured", {"do": "linear_classifier", "head": "softmax", "layer": "pre_logits",
                              "why": "few images: a linear classifier on the sweep's best layer"})

@@ -40,12 +40,25 @@ def test_fit_on_all_layers_names_them(colors_set):
     assert result["params"]["power"] == 0.5  # the several-layer settings
 
 
-def test_sweep_reports_every_layer_and_the_best(colors_set, tmp_path):
+def test_sweep_reports_every_layer_and_chooses_the_best_by_validation_not_test(colors_set, tmp_path):
     summary = sweep(colors_set, log=lambda *_: None)
-    assert list(summary["layers"]) == ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
-    assert summary["layers"][summary["best_layer"]] == max(summary["layers"].values())
+    taps = ["block2", "block4", "block7", "block10", "block14", "block15", "head"]
+    assert list(summary["layers"]) == taps and list(summary["validation"]) == taps
+    best = summary["best_layer"]
+    assert summary["chosen_by"] == "validation_accuracy"
+    assert summary["validation"][best] == max(summary["validation"].values())
+    assert best == next(t for t in taps if summary["validation"][t] == summary["validation"][best])  # among equals the earliest
+    assert summary["test_accuracy"] == summary["layers"][best]
     saved = tmp_path / "store" / "colors" / summary["backbone_version"] / "_heads"
-    assert (saved / "sweep.json").exists() and (saved / "sweep.png").exists()
+    assert json.loads((saved / "sweep.json").read_text())["validation"] == summary["validation"]
+    assert (saved / "sweep.png").exists()
+
+
+def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_the_earliest():
+    from tlfs.pipeline.fit import best_layer
+
+    assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.7}) == "block15"
+    assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.8}) == "block15"
 
 
 def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
