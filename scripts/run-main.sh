@@ -32,7 +32,10 @@ print(f"\nfeatures: {uri}  ({manifest['rows']} rows; pandas: features.load('cifa
 heads = f"{uri}/_heads"
 sweep = json.load(open(f"{heads}/sweep.json"))
 assert sweep["plan_id"] == manifest["plan_id"], "the stored sweep is of an older extraction"
-print("softmax test accuracy per layer: " + ", ".join(f"{k} {v:.4f}" for k, v in sweep["layers"].items()))
+validation = sweep["validation"]
+print("softmax validation / test accuracy per layer: "
+      + ", ".join(f"{k} {validation[k]:.4f}/{v:.4f}" for k, v in sweep["layers"].items()))
+print(f"best layer by validation accuracy: {sweep['best_layer']}")
 for head in ("softmax", "lightgbm", "mlp"):
     m = json.load(open(f"{heads}/{head}-{sweep['best_layer']}/metrics.json"))
     assert m["plan_id"] == manifest["plan_id"], f"the stored {head} head is of an older extraction"
