@@ -178,7 +178,8 @@ class TapSession:
         # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
         self.opening_seconds = 0.0
         # the same by part, every set's summed: variant (the fixed-shape graph), session (onnxruntime's, with its
-        # provider's setup), buffers (on the device), capture (the runs through the CUDA graph's capture)
+        # provider's setup), buffers (on the device), capture (the runs through the first set's CUDA-graph
+        # capture), capture of the other sets (the same for the second set on)
         self.opening_parts: dict[str, float] = {}
         # the wall seconds :meth:`run` had a batch to compute (its graphs' openings aside)
         self.busy = BusyClock()
@@ -230,7 +231,7 @@ class TapSession:
                 free = self._fixed.get(shape)
                 if free is None and len(self._fixed) < MAX_FIXED_SHAPES:
                     free = queue.SimpleQueue()
-                    for bound in self._timed(lambda: [self._bind(shape) for _ in range(self.runtime.bound_buffers)]):
+                    for bound in self._timed(lambda: [self._bind(shape, n) for n in range(self.runtime.bound_buffers)]):
                         free.put(bound)
                     self._fixed[shape] = free
         return free
@@ -283,7 +284,8 @@ class TapSession:
         self.providers = session.get_providers()
         return session
 
-    def _bind(self, shape: tuple) -> _Bound:
+    def _bind(self, shape: tuple, number: int = 0) -> _Bound:
+        """The ``number``-th set of bound buffers for ``shape`` (0: the first)."""
         from tlfs.models.variants import fixed_shape
 
         with self._part("variant"):
@@ -293,7 +295,7 @@ class TapSession:
             with self._part("buffers"):
                 bound = self._buffers(session, shape)
         if self.runtime.cuda_graph:
-            bound.thread.submit(self._capture, bound).result()
+            bound.thread.submit(self._capture, bound, number).result()
         return bound
 
     def _buffers(self, session, shape: tuple) -> _Bound:
@@ -313,10 +315,11 @@ class TapSession:
                 binding.bind_ortvalue_output(out.name, outputs[out.name])
         return _Bound(session, binding, staging, images, outputs)
 
-    def _capture(self, bound: _Bound) -> None:
+    def _capture(self, bound: _Bound, number: int) -> None:
         """On the set's own thread, with the device alone: the runs up to the CUDA graph's capture
-        (cuDNN's search runs in the first)."""
-        with self._gate.alone(), self._part("capture"):
+        (cuDNN's search runs in the first). The first set's and the others' are timed apart: what
+        a second set costs to open, against what it gains by overlapping the batches."""
+        with self._gate.alone(), self._part("capture" if number == 0 else "capture of the other sets"):
             for _ in range(CAPTURE_RUNS):
                 bound.session.run_with_iobinding(bound.binding)
 
