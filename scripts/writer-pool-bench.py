@@ -15,7 +15,9 @@ threads (equal where the cores are as fast together as alone), and ``machine_spe
 what N threads get against 1 on this machine at that time (taking turns with the pool's
 runs) for work that releases the GIL: ``sha256`` (hashing the same bytes: bound by the
 cores) and ``memory_copy`` (copying arrays too large for the caches: bound by memory
-bandwidth, as Parquet encoding partly is).
+bandwidth, as Parquet encoding partly is). ``speedup_without_file_writes``: the same
+pool's job up to the encoded, hashed bytes, not written (the medians' ratio): where it is
+well above ``speedup``, the files' fsynced writes, that is the disk, hold the pool back.
 """
 
 from __future__ import annotations
@@ -58,16 +60,19 @@ def main() -> None:
     columns = row_columns(ids, labels, [f"c{label}" for label in labels])  # once per shard, as the pool does
     to_float16 = Float16Cast()  # one per pool, as the pool does
 
-    def job(folder: str, shard: int, layer: str) -> int:
+    def job(folder: str | None, shard: int, layer: str) -> int:
         blocks = gather_layer(batches[layer], order, widths[layer], to_float16)
-        return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet",
-                         encode_shard(table_of(columns, blocks))).bytes
+        encoded = encode_shard(table_of(columns, blocks))
+        if folder is None:  # the job up to the hashed bytes: what the files' writes cost apart
+            return encoded.bytes
+        return put_shard(f"{folder}/{layer}/part-{shard:05d}.parquet", encoded).bytes
 
     # in the pool's order: shard after shard, a shard's widest layers first
     jobs = [(s, layer) for s in range(SHARDS) for _, layer, _ in widest_first(("image",), widths)]
 
-    def pool_run(threads: int) -> Timed:
-        with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(threads) as pool:
+    def pool_run(threads: int, write: bool = True) -> Timed:
+        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(threads) as pool:
+            folder = tmp if write else None
             job(folder, 99, next(iter(widths)))  # warm-up
             return timed(lambda: list(pool.map(lambda a: job(folder, *a), jobs)))
 
@@ -85,6 +90,8 @@ def main() -> None:
     runs: dict[str, list[Timed]] = {}
     for _ in range(args.runs):  # taking turns, so that the machine's moods fall on each alike
         for name, run in (("one", lambda: pool_run(1)), ("many", lambda: pool_run(args.threads)),
+                          ("unwritten_one", lambda: pool_run(1, write=False)),
+                          ("unwritten_many", lambda: pool_run(args.threads, write=False)),
                           ("sha256_one", lambda: ceiling_run(1, hashing)),
                           ("sha256_many", lambda: ceiling_run(args.threads, hashing)),
                           ("copy_one", lambda: ceiling_run(1, copying)),
@@ -99,6 +106,8 @@ def main() -> None:
                       # each side's fastest run: the least disturbed by the machine's other tenants
                       "speedup_of_fastest": round(min(r.wall for r in runs["one"]) / min(r.wall for r in runs["many"]), 2),
                       "cores_busy": round(cpu_many / many, 2),
+                      # the same job without writing the files (encoded and hashed only): the files' writes apart
+                      "speedup_without_file_writes": round(wall["unwritten_one"] / wall["unwritten_many"], 2),
                       "cpu_us_per_image": {"1": round(cpu_one / images * 1e6, 1),
                                            str(args.threads): round(cpu_many / images * 1e6, 1)},
                       "machine_speedup": {"sha256": round(wall["sha256_one"] / wall["sha256_many"], 2),
