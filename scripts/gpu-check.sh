@@ -59,10 +59,6 @@ step probe 45 "$py" -c "import onnxruntime as o; o.preload_dlls(); from tlfs.mod
 step bench_lite0 90 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480
 # The same with one set of bound buffers (one inference thread): what the second set, copying in while the device computes, gains
 step bench_lite0_one_set 70 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480 --bound-buffers 1
-# The same with two decode workers fewer than the cores: the two sets' threads wait on the device by spinning
-# (each on the CPU about three quarters of the time), beside one decode worker per core
-step bench_lite0_fewer_workers 70 "$py" -m tlfs.pipeline.cli bench --backbone efficientnet_lite0 --device cuda --images 20480 \
-  --decode-workers $(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 step bench_resnet50 110 "$py" -m tlfs.pipeline.cli bench --backbone resnet50 --random-weights --device cuda --images 20480
 # The host side alone on the 16 cores (decode workers: one per core): can it feed the GPU?
 step host_cifar 60 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10
@@ -75,6 +71,10 @@ step export_resnet50 60 "$py" -m tlfs.pipeline.cli export --backbone resnet50 --
 step cifar_resnet50 60 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone resnet50 --random-weights --device cuda --no-progress
 # The main job's extraction on the GPU: the whole CIFAR-10 through EfficientNet-Lite0's real weights, all 7 taps
 step cifar_lite0 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone efficientnet_lite0 --device cuda --no-progress
+# The same with one set of bound buffers, into a store of its own: on a run of this size, does the second set's
+# opening (session_open_parts: capture of the other sets) cost more than its overlap gains?
+step cifar_lite0_one_set 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10 --backbone efficientnet_lite0 --device cuda --no-progress \
+  --bound-buffers 1 --store "$work/one-set-store"
 # With 2 decode workers the rest of the host side has 14 cores of its own: does it keep up with
 # decoding (0.9x of reading and decoding alone)? On a 2-core machine the workers take both cores.
 # (About 30 s; before the GPU tests and the fine-tuning run, which take what time is left.)
@@ -111,7 +111,7 @@ def last_json(name):
 steps = {n: {"exit": int(rc), "seconds": int(s)} for n, rc, s in (l.split() for l in (out / "steps.txt").read_text().splitlines())}
 tests = (out / "tests.log").read_text().strip().splitlines()[-1:] if (out / "tests.log").exists() else []
 summary = {"gpu": (out / "gpu.txt").read_text().strip(), "steps": steps, "gpu_tests": tests[0] if tests else None}
-for name in ("bench_lite0", "bench_lite0_one_set", "bench_lite0_fewer_workers", "bench_resnet50"):
+for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
     b = last_json(name) or {}
     summary[name] = {k: b.get(k) for k in ("batch_size", "precision", "torch_fp32", "torch_fp16", "ort_fp32", "ort_fp16",
                                           "pipeline", "pipeline_vs_ort", "pipeline_session_busy", "pipeline_session_vs_ort",
@@ -140,8 +140,9 @@ c = last_json("cifar_resnet50") or {}
 summary["cifar10_resnet50_all_taps"] = {k: c.get(k) for k in extract_keys}
 if c:
     summary["cifar10_resnet50_all_taps"]["seconds_export_excluded"] = round(c["plan_seconds"] + c["extract_seconds"] + c["commit_seconds"], 1)
-l = last_json("cifar_lite0") or {}
-summary["cifar10_lite0_all_taps"] = {k: l.get(k) for k in extract_keys}
+for name, key in (("cifar_lite0", "cifar10_lite0_all_taps"), ("cifar_lite0_one_set", "cifar10_lite0_all_taps_one_set")):
+    l = last_json(name) or {}
+    summary[key] = {k: l.get(k) for k in extract_keys}
 f = last_json("finetune_lite0") or {}
 summary["finetune_lite0"] = {"schedule": f"1 head epoch + {epochs} epochs, SGD lr 0.02 momentum 0.9 cosine, label smoothing 0.1, batch 128",
                              **{k: f.get(k) for k in ("test_accuracy", "validation_accuracy", "seconds", "backbone_version")}}
