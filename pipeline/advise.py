@@ -17,7 +17,7 @@ features of the classifier's input layer, and the classifier saved beside the ON
 at export (models/classifier.py). No sources are read again, nothing is extracted, no
 torch is loaded.
 * if a layer sweep is stored, the layer it chose (by validation accuracy, pipeline/fit.best_layer)
-  is the layer of a linear classifier.
+  is the layer of a linear classifier, where this version holds it (:func:`sweep_for`).
 
 Thresholds are overridable (``--large-per-class``, ``--similar-score``).
 """
@@ -144,8 +144,10 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     per_class = float(np.median(list(counts.values()))) if counts else 0.0
     log(f"{fs.dataset}: {len(labels)} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
 
-    sweep = read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json")
     taps = list(fs.layers)
+    sweep, note = sweep_for(read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json"), fs.plan_id, fs.version, taps)
+    if note:
+        log(note)
     case, action = decide(per_class, similarity["score"], thresholds, sweep, taps)
     backbone = fs.backbone
     large_per_class, similar_score = thresholds.large_per_class, thresholds.similar_score
@@ -155,14 +157,29 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         "backbone": backbone if is_backbone(backbone) else fs.backbone_version,
         "backbone_version": fs.backbone_version,
         "plan_id": fs.plan_id,
+        "version": fs.version,
         "case": case,
         "size": {"images_per_class": per_class, "train_images": int(len(labels)), "classes": len(counts),
                  "large_from_per_class": large_per_class, "large": per_class >= large_per_class},
         "similarity": {**similarity, "similar_from": similar_score, "similar": similar},
         "sweep": sweep["layers"] if sweep else None,  # test accuracy by layer
         "sweep_validation": sweep.get("validation") if sweep else None,  # what chose the layer (absent from older sweeps)
+        "sweep_version": sweep.get("version") if sweep else None,  # the set's version it was run on
         "action": action,
     }
+
+
+def sweep_for(stored: dict | None, plan_id: str, version: int, taps: list[str]) -> tuple[dict | None, str | None]:
+    """The stored layer sweep if the advice may take its layer, and a line to say of it.
+    A sweep is of the version it was run on: another version's is taken (and said to be
+    another's) while this version holds the layer it chose, and left out where it does not
+    (a version extracted with other ``--layers``), never naming a layer that is not there."""
+    if not stored or stored.get("plan_id") == plan_id:
+        return stored, None
+    chosen, of = stored.get("best_layer"), f"the stored layer sweep is of version {stored.get('version')}, not {version}"
+    if chosen in taps:
+        return stored, f"{of}: its layer, {chosen}, is taken; tlfs sweep runs it on this version"
+    return None, f"{of}, and chose {chosen}, which this version does not hold: it is left out; tlfs sweep runs it on this version"
 
 
 def unmeasurable(card: dict) -> str | None:
@@ -185,15 +202,17 @@ def describe(result: dict) -> str:
     ]
     if result["sweep"]:
         validation = result.get("sweep_validation")
+        of = (f" of version {result['sweep_version']}"
+              if result.get("sweep_version") not in (None, result.get("version")) else "")
         if validation:
-            lines.append("  layer sweep (softmax validation / test accuracy): "
+            lines.append(f"  layer sweep{of} (softmax validation / test accuracy): "
                          + ", ".join(f"{k} {validation[k]:.3f}/{v:.3f}" for k, v in result["sweep"].items()))
         else:
-            lines.append("  layer sweep (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))
+            lines.append(f"  layer sweep{of} (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")
     return "\n".join(lines)
 
 
-__all__ = ["advise", "describe", "decide", "similarity_from_logits"]
+__all__ = ["advise", "describe", "decide", "similarity_from_logits", "sweep_for"]

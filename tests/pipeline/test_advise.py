@@ -128,3 +128,28 @@ def test_a_set_without_the_classifiers_layer_is_refused_naming_it(tmp_path, lite
                 models_root, layers=["block2"], show_progress=False, log=lambda *_: None)
     with pytest.raises(PipelineError, match="advise reads layer 'head'"):
         advise(features.open_set("colors", "efficientnet_lite0", store=store), log=lambda *_: None)
+
+
+def test_a_sweep_of_another_version_is_taken_only_where_this_version_holds_its_layer():
+    from tlfs.pipeline.advise import sweep_for
+
+    stored = {"plan_id": "p1", "version": 1, "layers": {"block15": 0.81, "head": 0.8}, "best_layer": "block15"}
+    assert sweep_for(None, "p3", 3, LAYERS) == (None, None)
+    assert sweep_for(stored, "p1", 1, LAYERS) == (stored, None)  # its own version's: nothing to say
+    taken, note = sweep_for(stored, "p3", 3, LAYERS)
+    assert taken is stored and "of version 1, not 3" in note and "block15, is taken" in note
+    # a version extracted with other --layers: the advice never names a layer it does not hold
+    left, note = sweep_for(stored, "p3", 3, ["block2", "head"])
+    assert left is None and "does not hold: it is left out" in note
+    assert decide(30, 0.6, Thresholds(1000, 0.35), left, ["block2", "head"])[1]["layer"] == "head"
+
+
+def test_the_advice_says_when_the_sweep_is_of_another_version():
+    from tlfs.pipeline.advise import describe
+
+    result = {"case": "small_similar", "version": 3, "sweep_version": 1, "sweep": {"head": 0.80}, "sweep_validation": {"head": 0.82},
+              "size": {"images_per_class": 30, "classes": 10, "large": False, "large_from_per_class": 1000},
+              "similarity": {"score": 0.5, "measured": True, "similar": True, "similar_from": 0.35, "mean_max_probability": 0.4},
+              "action": {"do": "linear_classifier", "head": "softmax", "layer": "head", "why": "few images"}}
+    assert "layer sweep of version 1 (softmax validation / test accuracy): head 0.820/0.800" in describe(result)
+    assert "layer sweep (softmax" in describe({**result, "sweep_version": 3})
