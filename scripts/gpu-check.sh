@@ -79,6 +79,9 @@ step cifar_lite0_one_set 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10
 # decoding (0.9x of reading and decoding alone)? On a 2-core machine the workers take both cores.
 # (About 30 s; before the GPU tests and the fine-tuning run, which take what time is left.)
 step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
+# The writer pool with 2 threads against 1 on this machine's disk (on the 2-core build machine its fsynced
+# writes hold it at 1.5-1.6x, 1.8-1.9x without writing the files)
+step writer_pool 40 "$py" scripts/writer-pool-bench.py --backbone efficientnet_lite0 --threads 2 --runs 3
 step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
 step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
 # The one-epoch fine-tuning test is left out here: it alone filled this step's 180 s, and the step after it
@@ -128,6 +131,7 @@ for name, key in (("host_cifar", "host_only_cifar10"), ("host_cifar_2w", "host_o
                   ("host_photos_2w", "host_only_photos_2_workers"), ("host_cifar_device", "host_cifar10_device_15000")):
     h = last_json(name) or {}
     summary[key] = {k: h.get(k) for k in host_keys}
+summary["writer_pool_lite0"] = last_json("writer_pool") or {}
 st = last_json("stages_lite0") or {}
 summary["stages_lite0"] = {"cores": st.get("cores"), "serial_min_images_per_s": st.get("serial_min_images_per_s"),
                            "serial_one_core_images_per_s": st.get("serial_one_core_images_per_s"),
