@@ -166,23 +166,30 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     return result
 
 
-def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], title: str, chosen: str | None = None) -> Path:
-    """The per-layer test accuracies as bars, the ``chosen`` layer's (by validation) in another colour."""
+def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], title: str, chosen: str | None = None,
+              validation: dict[str, float] | None = None) -> Path:
+    """The per-layer test accuracies as bars, the ``chosen`` layer's in another colour, and
+    the ``validation`` accuracies that chose it as marks across the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(accuracies)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.6))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.9))
     bars = ax.bar(range(len(names)), [accuracies[n] * 100 for n in names],
-                  color=["#DD8452" if n == chosen else "#4C72B0" for n in names])
+                  color=["#DD8452" if n == chosen else "#4C72B0" for n in names], label="test")
+    if validation:
+        ax.plot(range(len(names)), [validation[n] * 100 for n in names], linestyle="none", marker="_",
+                markersize=28, markeredgewidth=2, color="black", label="validation")
+        ax.legend(loc="upper left", fontsize=8)
     ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
     for bar, n in zip(bars, names):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{accuracies[n] * 100:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, 100)
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() - 2, f"{accuracies[n] * 100:.1f}", ha="center", va="top",
+                fontsize=8, color="white")  # inside the bar: the validation mark sits on its top
+    ax.set_ylim(0, 105)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -233,8 +240,8 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         folder = Path(tmp)
         files = [
             heads.write_json(folder / "sweep.json", summary),
-            sweep_png(folder / "sweep.png", accuracies, dims, f"{feature_set.dataset}: softmax per layer ({feature_set.backbone_version});"
-                      f" {best} chosen by validation", chosen=best),
+            sweep_png(folder / "sweep.png", accuracies, dims, f"{feature_set.dataset}: softmax per layer ({feature_set.backbone_version})\n"
+                      f"{best} chosen on validation accuracy", chosen=best, validation=validation),
         ]
         _publish(files, heads_uri)
     summary["saved_to"] = heads_uri
