@@ -47,6 +47,15 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def _wrapped(title: str, inches: float) -> str:
+    """``title`` in lines that fit a figure ``inches`` wide (at 10 pt), broken at spaces and
+    after the ``+`` of joined layer names."""
+    import textwrap
+
+    lines = textwrap.wrap(title.replace("+", "+ "), width=max(16, int(inches * 11)), break_long_words=False)
+    return "\n".join(line.replace("+ ", "+") for line in lines)
+
+
 def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title: str) -> Path:
     import matplotlib
 
@@ -60,7 +69,7 @@ def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(_wrapped(title, fig.get_figwidth()), fontsize=10)
     top = m.max() or 1
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
