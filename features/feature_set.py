@@ -150,6 +150,7 @@ def version_summary(manifest: dict) -> dict:
         "committed_at": manifest["committed_at"],
         "plan_id": manifest["plan_id"],
         "rows": manifest["rows"],
+        "base_version": changes.get("base_version"),  # the version it was built against; None: extracted from scratch
         **{k: changes.get(k) for k in ("added", "changed", "removed", "reused")},
         "shard_files": len(manifest["shards"]) if "shards" in manifest else None,
         "vacuumed_at": manifest.get("vacuumed_at"),

@@ -27,11 +27,12 @@ def open_set(dataset: str, backbone: str, store: str | None = None, version: int
 
 
 def history(dataset: str, backbone: str, store: str | None = None) -> pd.DataFrame:
-    """One row per version of the set: number, time, rows, images added / changed /
-    removed / reused, and when it was vacuumed (if it was)."""
+    """One row per version of the set: number, time, rows, the version it was built against
+    (None: extracted from scratch), images added / changed / removed / reused, and when it
+    was vacuumed (if it was)."""
     rows = open_set(dataset, backbone, store).history()
-    columns = ["version", "committed_at", "plan_id", "rows", "added", "changed", "removed", "reused", "shard_files",
-               "vacuumed_at"]
+    columns = ["version", "committed_at", "plan_id", "rows", "base_version", "added", "changed", "removed", "reused",
+               "shard_files", "vacuumed_at"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -606,7 +606,8 @@ def cmd_history(args, settings: Settings) -> None:
         what = ("vacuumed " + row.vacuumed_at) if row.vacuumed_at else f"{row.shard_files} shard files"
         counts = "  ".join(f"{k} {'-' if v is None or v != v else int(v)}" for k, v in
                            (("added", row.added), ("changed", row.changed), ("removed", row.removed), ("reused", row.reused)))
-        print(f"version {row.version:<4} {row.committed_at}  rows {row.rows:>7}  {counts}  {what}")
+        base = "from scratch" if row.base_version is None or row.base_version != row.base_version else f"on version {int(row.base_version)}"
+        print(f"version {row.version:<4} {row.committed_at}  rows {row.rows:>7}  {base:<14} {counts}  {what}")
     return None
 
 

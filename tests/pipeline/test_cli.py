@@ -130,6 +130,7 @@ def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_
     assert second["version"] == 2 and second["images_extracted"] == 1 and second["changes"]["reused"] == 12
     history = tlfs("history", *set_args, env=env).stdout.splitlines()
     assert len(history) == 2 and "added 1  changed 0  removed 0  reused 12" in history[1]
+    assert "from scratch" in history[0] and "on version 1" in history[1]  # what each version was built against
     assert "version       1" in tlfs("describe", *set_args, "--version", "1", env=env).stdout
     manifests = [json.loads(tlfs("describe", *set_args, "--version", v, "--json", env=env).stdout) for v in ("1", "2")]
     assert [m["version"] for m in manifests] == [1, 2] and manifests[1]["changes"]["added"] == 1

@@ -274,6 +274,7 @@ def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path
     assert features.open_set("inc", "efficientnet_lite0", str(store), version=2).version == 2
     history = features.history("inc", "efficientnet_lite0", str(store))
     assert list(history["version"]) == [1, 2, 3] and list(history["added"]) == [24, 2, 0]
+    assert [None if v != v else int(v) for v in history["base_version"]] == [None, 1, 2]  # each built on the one before
     assert list(history["changed"])[2] == 1 and list(history["removed"])[1] == 1
 
     # a plain reader of a layer folder gets the newest version's rows and nothing else
