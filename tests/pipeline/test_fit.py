@@ -81,3 +81,20 @@ def test_heads_on_the_best_layer_reuse_the_sweeps_softmax_head(colors_set, tmp_p
     results = tasks.heads_on_best_layer(target, swept, ["softmax", "mlp"], log=said.append)
     assert [r["head"] for r in results] == ["softmax", "mlp"] and results[0] == swept["best_head"]
     assert saved.stat().st_mtime_ns == before and any("the sweep's head" in line for line in said)  # not fitted twice
+
+
+def test_the_sweep_never_chooses_on_the_test_split(colors_set, monkeypatch):
+    # three flat colours score alike on every layer: plant scores that disagree, on the real fits
+    from tlfs.pipeline import fit as fitting
+
+    real = fitting._fit_and_save
+    planted = {"block14": (0.9, 0.5), "head": (0.6, 0.99)}  # layer: (validation, test)
+
+    def planted_scores(feature_set, layers, *rest):
+        validation, test = planted.get(layers[0], (0.1, 0.1))
+        return {**real(feature_set, layers, *rest), "validation_accuracy": validation, "test_accuracy": test}
+
+    monkeypatch.setattr(fitting, "_fit_and_save", planted_scores)
+    summary = sweep(colors_set, log=lambda *_: None)
+    assert summary["best_layer"] == "block14" and summary["test_accuracy"] == 0.5  # head's 0.99 is never looked at
+    assert summary["best_head"]["layers"] == ["block14"]
