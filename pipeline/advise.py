@@ -204,11 +204,9 @@ def describe(result: dict) -> str:
         validation = result.get("sweep_validation")
         of = (f" of version {result['sweep_version']}"
               if result.get("sweep_version") not in (None, result.get("version")) else "")
-        if validation:
-            lines.append(f"  layer sweep{of} (softmax validation / test accuracy): "
-                         + ", ".join(f"{k} {validation[k]:.3f}/{v:.3f}" for k, v in result["sweep"].items()))
-        else:
-            lines.append(f"  layer sweep{of} (softmax test accuracy): " + ", ".join(f"{k} {v:.3f}" for k, v in result["sweep"].items()))
+        shown = "validation / test" if validation else "test"  # a sweep saved before it recorded validation: test alone
+        lines.append(f"  layer sweep{of} (softmax {shown} accuracy): " + ", ".join(
+            (f"{k} {validation[k]:.3f}/{v:.3f}" if validation else f"{k} {v:.3f}") for k, v in result["sweep"].items()))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")

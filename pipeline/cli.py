@@ -604,11 +604,16 @@ def cmd_history(args, settings: Settings) -> None:
     table = features.history(args.dataset, args.backbone, settings.store)
     for row in table.itertuples():
         what = ("vacuumed " + row.vacuumed_at) if row.vacuumed_at else f"{row.shard_files} shard files"
-        counts = "  ".join(f"{k} {'-' if v is None or v != v else int(v)}" for k, v in
+        counts = "  ".join(f"{k} {'-' if _absent(v) else int(v)}" for k, v in
                            (("added", row.added), ("changed", row.changed), ("removed", row.removed), ("reused", row.reused)))
-        base = "from scratch" if row.base_version is None or row.base_version != row.base_version else f"on version {int(row.base_version)}"
+        base = "from scratch" if _absent(row.base_version) else f"on version {int(row.base_version)}"
         print(f"version {row.version:<4} {row.committed_at}  rows {row.rows:>7}  {base:<14} {counts}  {what}")
     return None
+
+
+def _absent(value) -> bool:
+    """None, or pandas' NaN for it in a column of numbers."""
+    return value is None or value != value
 
 
 def cmd_vacuum(args, settings: Settings) -> dict:
