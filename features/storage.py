@@ -15,6 +15,8 @@ from pathlib import Path
 import fsspec
 import orjson
 
+from tlfs.features import direct_io
+
 
 def fs_path(uri: str):
     return fsspec.core.url_to_fs(uri)
@@ -84,6 +86,8 @@ def _atomically(uri: str, write_local, write_remote) -> None:
 
 
 def _write_synced(fs, path: str, data) -> None:
+    if direct_io.write_synced(path, data):  # a large file, past the page cache, where the filesystem takes it
+        return
     with fs.open(path, "wb") as f:
         f.write(data)
         f.flush()

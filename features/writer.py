@@ -12,8 +12,12 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tlfs.features import direct_io
 from tlfs.features.schema import WRITE_OPTIONS
 from tlfs.features.storage import atomic_write_bytes, sha256_bytes
+
+
+ROOM_FOR_FOOTER = 64 << 10  # bytes: the schema, a row group's column metadata and the ids' statistics
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,31 @@ def encoder_pool() -> pa.MemoryPool:
 
 
 def encode_shard(table: pa.Table) -> EncodedShard:
-    # an Arrow buffer, not io.BytesIO: the encoder's every write to a Python file object
+    # Arrow buffers, not io.BytesIO: the encoder's every write to a Python file object
     # takes the GIL, which kept two writer threads from encoding at once
     pool = encoder_pool()
-    sink = pa.BufferOutputStream(memory_pool=pool)
-    pq.write_table(table, sink, memory_pool=pool, **WRITE_OPTIONS)
-    data = sink.getvalue()  # hashed and written from Arrow's buffer, without a copy into Python bytes
-    return EncodedShard(data, table.num_rows, sha256_bytes(data))
+    data = _encoded_in_place(table, pool)
+    if data is None:  # the file outgrew its room (not seen on features): a buffer that grows
+        sink = pa.BufferOutputStream(memory_pool=pool)
+        pq.write_table(table, sink, memory_pool=pool, **WRITE_OPTIONS)
+        data = sink.getvalue()
+    return EncodedShard(data, table.num_rows, sha256_bytes(data))  # hashed and written from Arrow's buffer
+
+
+def _encoded_in_place(table: pa.Table, pool: pa.MemoryPool) -> pa.Buffer | None:
+    """The file encoded straight into a buffer aligned for direct I/O (features/direct_io.py),
+    so that it is written from there without a copy, with room for the table's bytes, compression
+    that does not pay (LZ4 grows random bytes by well under 1 %), page headers and the footer;
+    None where the file outgrew that room."""
+    room = direct_io.aligned_buffer(table.nbytes + table.nbytes // 16 + ROOM_FOR_FOOTER, pool)
+    sink = pa.FixedSizeBufferWriter(room)
+    try:
+        pq.write_table(table, sink, memory_pool=pool, **WRITE_OPTIONS)
+    except OSError as exc:
+        if "out of bounds" in str(exc):  # Arrow's FixedSizeBufferWriter: "Write out of bounds (offset = ...)"
+            return None
+        raise
+    return room.slice(0, sink.tell())
 
 
 def put_shard(uri: str, encoded: EncodedShard) -> WrittenShard:

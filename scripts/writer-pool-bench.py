@@ -17,7 +17,7 @@ runs) for work that releases the GIL: ``sha256`` (hashing the same bytes: bound 
 cores) and ``memory_copy`` (copying arrays too large for the caches: bound by memory
 bandwidth, as Parquet encoding partly is). ``speedup_without_file_writes``: the same
 pool's job up to the encoded, hashed bytes, not written (the medians' ratio): where it is
-well above ``speedup``, the files' fsynced writes, that is the disk, hold the pool back.
+well above ``speedup``, the files' writes hold the pool back (features/direct_io.py).
 """
 
 from __future__ import annotations

@@ -196,6 +196,34 @@ def test_a_shard_file_is_the_same_bytes_whether_its_features_come_as_one_matrix_
     assert batches.sha256 == whole.sha256 and batches.bytes == whole.bytes
 
 
+@pytest.mark.parametrize("rows, width", [(1, 1), (2500, 1280), (3000, 40)])
+def test_a_shard_is_encoded_in_place_for_direct_io_and_is_the_same_file_as_from_a_growing_buffer(
+        rows, width, monkeypatch):
+    """The encoder writes a shard's file straight into memory aligned for direct I/O
+    (features/direct_io.py); a file that outgrows that room is encoded again into a buffer
+    that grows. The bytes are Parquet's either way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tlfs.features import direct_io, writer
+    from tlfs.features.schema import WRITE_OPTIONS
+
+    rng = np.random.default_rng(rows)
+    table = shard_table([f"train/a/{i}.png" for i in range(rows)], np.arange(rows) % 10, ["a"] * rows,
+                        rng.standard_normal((rows, width)).astype(np.float16))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **WRITE_OPTIONS)
+    expected = sink.getvalue()
+    in_place = writer.encode_shard(table)
+    assert in_place.data.address % direct_io.BLOCK == 0
+    assert in_place.data.equals(expected) and in_place.bytes == expected.size
+
+    monkeypatch.setattr(writer, "ROOM_FOR_FOOTER", -table.nbytes)  # far too little room
+    assert writer._encoded_in_place(table, writer.encoder_pool()) is None
+    grown = writer.encode_shard(table)
+    assert grown.data.equals(expected) and grown.sha256 == in_place.sha256
+
+
 def test_the_encoder_takes_its_memory_from_jemalloc_unless_the_operator_chose_arrows_pool(monkeypatch):
     """mimalloc (Arrow's default) gives each shard's pages back and faults them in again; the
     writer takes jemalloc where pyarrow has it, and the file is the same bytes from either pool."""
