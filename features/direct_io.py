@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # imported where used: DAG files parse without pyarrow (tests/dags)
+    import pyarrow as pa
 
 BLOCK = 4096  # bytes: a multiple of every Linux block device's logical block, which direct I/O aligns to
 MIN_BYTES = 1 << 20  # smaller files (manifests, records) gain nothing worth a second way of writing
@@ -27,6 +28,8 @@ MIN_BYTES = 1 << 20  # smaller files (manifests, records) gain nothing worth a s
 
 def aligned_buffer(size: int, pool: pa.MemoryPool | None = None) -> pa.Buffer:
     """A mutable buffer of ``size`` bytes from ``pool`` that starts on a :data:`BLOCK` boundary."""
+    import pyarrow as pa
+
     raw = pa.allocate_buffer(size + BLOCK, memory_pool=pool)
     skip = -raw.address % BLOCK
     return pa.py_buffer(memoryview(raw)[skip:skip + size])  # holds ``raw`` while it lives
@@ -40,6 +43,8 @@ def write_synced(path: str, data) -> bool:
     direct = getattr(os, "O_DIRECT", 0)
     if not direct or len(view) < MIN_BYTES:
         return False
+    import pyarrow as pa
+
     head = len(view) - len(view) % BLOCK
     source = view if pa.py_buffer(view).address % BLOCK == 0 else _aligned_copy(view[:head])
     try:
@@ -64,6 +69,8 @@ def write_synced(path: str, data) -> bool:
 
 
 def _aligned_copy(view: memoryview) -> memoryview:
+    import numpy as np
+
     copy = aligned_buffer(len(view))
     np.copyto(np.frombuffer(copy, np.uint8), np.frombuffer(view, np.uint8))
     return memoryview(copy)

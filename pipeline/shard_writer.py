@@ -61,6 +61,10 @@ def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int,
     return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view), time.perf_counter() - working
 
 
+class NotTried(Exception):
+    """A file not written since another file's write had failed."""
+
+
 class ShardWriter:
     """``submit(outputs)`` -> the future of the shard's :class:`ShardRecord`."""
 
@@ -73,42 +77,40 @@ class ShardWriter:
         self._records = self._files if threads == 1 else ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlfs-record")
         self._in_flight: list[Future] = []
         self._to_float16 = Float16Cast()  # shared by the pool's threads
-        self._unwritten: set[Future] = set()  # files queued or being written
-        self._lock = threading.Lock()
+        self._failed = threading.Event()  # a file's write failed: the files behind it are not tried
 
     def submit(self, out: ShardOutputs, done: Callable[[ShardRecord], None] = lambda _: None) -> Future:
         """Queue shard ``out`` for writing, first waiting (for the oldest shard) while
         ``threads + 1`` are in flight."""
         while len(self._in_flight) > self.threads:
             self._in_flight.pop(0).result()
-        started = {(view, layer): self._files.submit(write_file, self.p, out, view, layer, width, self._to_float16)
+        started = {(view, layer): self._files.submit(self._write_unless_failed, out, view, layer, width)
                    for view, layer, width in widest_first(self.p.views, self.p.layer_dims)}
         files = {file_key(layer, view): started[view, layer] for view in self.p.views for layer in self.p.layer_dims}
-        with self._lock:
-            self._unwritten.update(started.values())
-        for file in started.values():
-            file.add_done_callback(self._file_done)
         future = self._records.submit(self._record, out, files, done)
         self._in_flight.append(future)
         return future
 
-    def _file_done(self, file: Future) -> None:
-        """A file that failed to be written fails the run: the files still queued are dropped
-        rather than tried (on a failing store each would go through its retries first)."""
-        with self._lock:
-            self._unwritten.discard(file)
-            failed = not file.cancelled() and file.exception() is not None
-            queued = list(self._unwritten) if failed else []
-        for other in queued:
-            other.cancel()  # only those not started; the callback runs again for each
+    def _write_unless_failed(self, out: ShardOutputs, view: str, layer: str, width: int) -> tuple[ShardFile, float]:
+        """A file that failed to be written fails the run: the files queued behind it are not
+        tried (on a failing store each would go through its retries first). The thread that
+        failed says so before it takes another file, so none slips through."""
+        if self._failed.is_set():
+            raise NotTried
+        try:
+            return write_file(self.p, out, view, layer, width, self._to_float16)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def _record(self, out: ShardOutputs, files: dict[str, Future],
                 done: Callable[[ShardRecord], None]) -> ShardRecord:
         wait(files.values())
-        errors = [file.exception() for file in files.values() if not file.cancelled() and file.exception()]
-        if errors:
-            raise errors[0]
-        if any(file.cancelled() for file in files.values()):
+        errors = [NotTried() if file.cancelled() else file.exception() for file in files.values()]  # cancelled: by close()
+        for error in errors:
+            if error is not None and not isinstance(error, NotTried):
+                raise error
+        if any(errors):
             raise PipelineError(f"shard {out.number}: its files were not written, since another file's write failed")
         written = {key: future.result()[0] for key, future in files.items()}
         kept = len(out.kept())

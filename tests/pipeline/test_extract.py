@@ -149,6 +149,22 @@ def test_a_file_that_cannot_be_written_fails_the_run_without_trying_the_files_qu
         run(tmp_path, folder_dataset, models_root, writers=1, shard_size=3)
     assert len(tried) == 1, tried
 
+    # the same when the first file fails before the rest of its shard is queued (on a busy
+    # machine the writer thread can finish a file before the runner's thread runs again)
+    tried.clear()
+    layers_in_order = shard_writer.widest_first
+
+    def slow_to_queue(views, layer_dims):
+        for n, file in enumerate(layers_in_order(views, layer_dims)):
+            yield file
+            if n == 0:
+                time.sleep(0.3)
+
+    monkeypatch.setattr(shard_writer, "widest_first", slow_to_queue)
+    with pytest.raises(OSError, match=r"disk full writing .*part-"):
+        run(tmp_path / "again", folder_dataset, models_root, writers=1, shard_size=3)
+    assert len(tried) == 1, tried
+
 
 def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
     files = folder_images()
