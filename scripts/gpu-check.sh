@@ -79,8 +79,8 @@ step cifar_lite0_one_set 45 "$py" -m tlfs.pipeline.cli extract --dataset cifar10
 # decoding (0.9x of reading and decoding alone)? On a 2-core machine the workers take both cores.
 # (About 30 s; before the GPU tests and the fine-tuning run, which take what time is left.)
 step host_cifar_2w 45 "$py" -m tlfs.pipeline.cli bench --host-only --dataset cifar10 --decode-workers 2
-# The writer pool with 2 threads against 1 on this machine's disk (on the 2-core build machine its fsynced
-# writes hold it at 1.5-1.6x, 1.8-1.9x without writing the files)
+# The writer pool with 2 threads against 1 on this machine's disk (on the 2-core build machine 1.5-1.7x,
+# its files written past the page cache; 1.7-1.9x without writing them)
 step writer_pool 40 "$py" scripts/writer-pool-bench.py --backbone efficientnet_lite0 --threads 2 --runs 3
 step make_photos 30 "$py" scripts/make-photos.py 2000 "$work/photos.tar"
 step host_photos_2w 30 "$py" -m tlfs.pipeline.cli bench --host-only --dataset photos --source "$work/photos.tar" --decode-workers 2
