@@ -4,7 +4,8 @@ Features are ``fixed_size_list<float16>[d]``: pandas reads them as one float16 a
 per row, and :func:`features_matrix` turns a column into a 2-D array without any
 per-row Python object. Writer options measured on a 2-core machine (10,000 rows x
 1280 dims, fp16): pyarrow's defaults 0.03 GB/s; no dictionary and no statistics on
-the feature column with LZ4 0.12 GB/s (chosen); fixed_size_binary 1 GB/s, rejected
+the feature column with LZ4 0.12 GB/s (the default; the ``codec`` setting chooses another,
+features/codecs.py); fixed_size_binary 1 GB/s, rejected
 because pandas would show opaque bytes. Data pages of 64 KB, not Parquet's 1 MB: the
 encoder's page buffers then stay in a core's own cache, so two writer threads stop
 crowding each other out of the shared one (docs/benchmarks.md: Parquet data pages); the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
+from tlfs.features.codecs import CODEC_OPTIONS, CODECS, DEFAULT_CODEC
 
 FEATURE_DTYPE = np.float16
 
@@ -36,6 +39,14 @@ WRITE_OPTIONS = dict(
     compression="lz4",
     data_page_size=1 << 16,  # bytes, before compression
 )
+
+
+def write_options(codec: str = DEFAULT_CODEC) -> dict:
+    """pyarrow.parquet.write_table's options for a shard file in ``codec`` (features/codecs.py);
+    lz4's are :data:`WRITE_OPTIONS`."""
+    if codec not in CODEC_OPTIONS:
+        raise ValueError(f"unknown Parquet codec {codec!r}: one of {', '.join(CODECS)}")
+    return {**WRITE_OPTIONS, **CODEC_OPTIONS[codec]}
 
 
 ROW_ID_BYTES = 16  # an image's id, label and label name in a file, about, once encoded (ids compress well)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlfs.features import direct_io
-from tlfs.features.schema import WRITE_OPTIONS
+from tlfs.features.schema import DEFAULT_CODEC, write_options
 from tlfs.features.storage import atomic_write_bytes, sha256_bytes
 
 
@@ -58,19 +58,20 @@ def encoder_pool() -> pa.MemoryPool:
         return pa.default_memory_pool()
 
 
-def encode_shard(table: pa.Table) -> EncodedShard:
+def encode_shard(table: pa.Table, codec: str = DEFAULT_CODEC) -> EncodedShard:
+    """The shard file of ``table`` in ``codec`` (features/schema.py CODEC_OPTIONS)."""
     # Arrow buffers, not io.BytesIO: the encoder's every write to a Python file object
     # takes the GIL, which kept two writer threads from encoding at once
-    pool = encoder_pool()
-    data = _encoded_in_place(table, pool)
+    pool, options = encoder_pool(), write_options(codec)
+    data = _encoded_in_place(table, pool, options)
     if data is None:  # the file outgrew its room (not seen on features): a buffer that grows
         sink = pa.BufferOutputStream(memory_pool=pool)
-        pq.write_table(table, sink, memory_pool=pool, **WRITE_OPTIONS)
+        pq.write_table(table, sink, memory_pool=pool, **options)
         data = sink.getvalue()
     return EncodedShard(data, table.num_rows, sha256_bytes(data))  # hashed and written from Arrow's buffer
 
 
-def _encoded_in_place(table: pa.Table, pool: pa.MemoryPool) -> pa.Buffer | None:
+def _encoded_in_place(table: pa.Table, pool: pa.MemoryPool, options: dict) -> pa.Buffer | None:
     """The file encoded straight into a buffer aligned for direct I/O (features/direct_io.py),
     so that it is written from there without a copy, with room for the table's bytes, compression
     that does not pay (LZ4 grows random bytes by well under 1 %), page headers and the footer;
@@ -78,7 +79,7 @@ def _encoded_in_place(table: pa.Table, pool: pa.MemoryPool) -> pa.Buffer | None:
     room = direct_io.aligned_buffer(table.nbytes + table.nbytes // 16 + ROOM_FOR_FOOTER, pool)
     sink = pa.FixedSizeBufferWriter(room)
     try:
-        pq.write_table(table, sink, memory_pool=pool, **WRITE_OPTIONS)
+        pq.write_table(table, sink, memory_pool=pool, **options)
     except OSError as exc:
         if "out of bounds" in str(exc):  # Arrow's FixedSizeBufferWriter: "Write out of bounds (offset = ...)"
             return None
@@ -91,5 +92,5 @@ def put_shard(uri: str, encoded: EncodedShard) -> WrittenShard:
     return WrittenShard(uri=uri, rows=encoded.rows, bytes=encoded.bytes, sha256=encoded.sha256)
 
 
-def write_shard(uri: str, table: pa.Table) -> WrittenShard:
-    return put_shard(uri, encode_shard(table))
+def write_shard(uri: str, table: pa.Table, codec: str = DEFAULT_CODEC) -> WrittenShard:
+    return put_shard(uri, encode_shard(table, codec))

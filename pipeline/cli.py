@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import fields
 
+from tlfs.features.codecs import DEFAULT_CODEC
 from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
 from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_csv, help="comma-separated tap layers (default: all)")
     p.add_argument("--splits", type=_csv, help="comma-separated splits (default: all)")
     _store_arg(p)
-    for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "threads", "sessions",
+    for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "codec", "threads", "sessions",
                  "decode_workers"):
         _setting_arg(p, name)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_workers_arg(p)
     _setting_arg(p, "bound_buffers")
     _setting_arg(p, "sessions")
+    _setting_arg(p, "codec")
     p.add_argument("--host-only", action="store_true", help="measure the host side of tlfs extract on --dataset, with "
                    "inference replaced by a trivial session, beside reading and decoding alone")
     p.add_argument("--device-rate", type=_positive_rate, metavar="IMAGES_PER_S",
@@ -304,15 +306,16 @@ def cmd_extract(args, settings: Settings) -> dict:
     request = ExtractionRequest(
         args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
-        views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
+        codec=settings.codec, views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
         incremental=not args.full)
     options = RunOptions(threads=settings.threads or None, sessions=settings.sessions or None,
                          decode_workers=settings.decode_workers, writers=settings.writers or None,
                          show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())
     summary = extract.run(request, options, log=_log)
+    codec = "" if summary["codec"] == DEFAULT_CODEC else f", this run's files in {summary['codec']}"
     print(f"features: {summary['set_uri']} version {summary['version']}"
           f"{' (unchanged)' if summary['unchanged'] else ''}  ({summary['rows']} rows, {summary['rejected']} rejected; "
-          f"{_extracted(summary)}; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB"
+          f"{_extracted(summary)}; Parquet {summary['parquet_bytes'] / 1e6:.1f} MB{codec}"
           + (f"; the session took {summary['session_open_seconds']} s to open{_opening_parts(summary)}"
              if summary["session_open_seconds"] else "")
           + ")")
@@ -356,7 +359,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         layer = classifier_layer(get_spec(args.backbone))
         request = ExtractionRequest(args.dataset, sources, result["backbone_version"], settings.store,
                                           settings.model_store, limit=args.limit, runtime=settings.runtime(),
-                                          cache_dir=settings.cache_dir)
+                                          codec=settings.codec, cache_dir=settings.cache_dir)
         extracted = extract.run(request, RunOptions(show_progress=not args.no_progress, lease=settings.lease_terms()), log=_log)
         head = fit(features.open_set(args.dataset, result["backbone_version"], store=settings.store), [layer], "softmax", log=_log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")
@@ -411,7 +414,8 @@ def cmd_bench(args, settings: Settings) -> dict:
 
     runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
     request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
-                                weights=args.weights, random_weights=args.random_weights, shard_size=settings.shard_size)
+                                weights=args.weights, random_weights=args.random_weights, shard_size=settings.shard_size,
+                                codec=settings.codec)
     result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None,
                    rounds=args.rounds, log=_log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
@@ -451,7 +455,7 @@ def _bench_request(args, settings: Settings, mode: str, batch_size: int | None =
         raise SystemExit(f"tlfs bench: {mode} needs --dataset")
     return ExtractionRequest(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store,
                              settings.model_store, layers=args.layers.split(",") if args.layers else None,
-                             limit=args.limit, shard_size=settings.shard_size,
+                             limit=args.limit, shard_size=settings.shard_size, codec=settings.codec,
                              runtime=resolve_runtime("cpu", batch_size=args.batch_size or batch_size),
                              cache_dir=settings.cache_dir)
 

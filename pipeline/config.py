@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tlfs.features.layout import DEFAULT_STORE, STORE_ENV
 from tlfs.features.leases import DEFAULT_TTL
+from tlfs.features.codecs import CODECS, DEFAULT_CODEC
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Settings:
     batch_size: int = _option(0, "images per inference batch", env="TLFS_BATCH_SIZE", minimum=0,
                                default_text="0 = the device's: 64 on cpu, 256 on cuda")
     shard_size: int = _option(2500, "images per shard file (per split)", env="TLFS_SHARD_SIZE", positive=True)
+    codec: str = _option(DEFAULT_CODEC, "Parquet compression of the feature files: lz4; zstd (a fifth smaller, more "
+                                        "CPU to write); none (the least CPU, the largest)", env="TLFS_CODEC", choices=CODECS)
     device: str = _option("cpu", "onnxruntime device; cuda never falls back", env="TLFS_DEVICE", choices=("cpu", "cuda"))
     precision: str = _option("", "graph precision", env="TLFS_PRECISION", choices=("fp32", "fp16"),
                               default_text="the device's: fp32 on cpu, fp16 on cuda")

@@ -49,7 +49,7 @@ def derive_shard(p: Plan, number: int, listing: versions.Listing | None = None) 
             table = table.filter(pc.is_in(table.column("image_id"), value_set=keep))
             layer, view = info.get("layer", key), info.get("view", ORIGINAL)
             relative = layout.shard_path(layer, split, p.plan_id, number, view)
-            done = write_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), table)
+            done = write_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), table, p.codec)
             files[key] = ShardFile(relative, done.rows, done.bytes, done.sha256, layer, view)
             written = done.rows
         record = ShardRecord(number, split, len(p.shard_entries(number)), written, len(origin["rejects"]),

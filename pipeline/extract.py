@@ -157,6 +157,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "session_after_last_batch_seconds": _rounded(seconds.session_after_last_batch, 3),
         "images_per_second": round(images_computed / extract_seconds, 1) if extract_seconds > 0 and images_computed else None,
         "parquet_bytes": set_bytes,  # the version's
+        "codec": p.codec,  # of the files this run wrote (features/codecs.py)
         "parquet_mb_per_second": round(bytes_written / 1e6 / extract_seconds, 2) if extract_seconds > 0 else None,
         # the writer threads' work (not their waits for batches), summed over the files; its rate is one thread's
         "parquet_write_seconds": round(write_seconds, 2),

@@ -15,11 +15,13 @@ import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from tlfs.features.codecs import CODECS
 from tlfs.features.versions import ManifestRead
 from tlfs.models.artifact import Artifact
 from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_numbers
+from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.records import Changes, ShardRecord
 
 # how an incremental plan's shard comes from its base version (pipeline/incremental.py)
@@ -40,6 +42,7 @@ class ExtractionRequest:
     splits: tuple[str, ...] | None = None  # None: every split
     limit: int | None = None  # class-balanced sample per split
     shard_size: int = Settings.shard_size
+    codec: str = Settings.codec  # the shard files' compression (features/codecs.py)
     runtime: Runtime | None = None  # None: the CPU's
     weights: str | None = None
     random_weights: bool = False
@@ -52,6 +55,8 @@ class ExtractionRequest:
         original first, the CPU's runtime where none is given (models/runtime.py)."""
         from tlfs.pipeline.views import check_views
 
+        if self.codec not in CODECS:
+            raise PipelineError(f"unknown codec {self.codec!r}: one of {', '.join(CODECS)}")
         normal = {"sources": tuple(self.sources), "layers": tuple(self.layers) if self.layers else None,
                   "splits": tuple(self.splits) if self.splits else None,
                   "runtime": self.runtime or resolve_runtime(), "views": check_views(self.views)}
@@ -97,6 +102,7 @@ class Plan:
     classes: tuple[str, ...]
     index_rejects: tuple[Reject, ...]  # refused while indexing (unsafe paths, links, rows without a label)
     views: tuple[str, ...] = ("original",)
+    codec: str = Settings.codec  # how its shard files are compressed (features/codecs.py)
     # incremental runs (pipeline/incremental.py): the version built on, how each shard
     # not extracted comes from it (number -> origin), and what changed against it
     base: dict | None = None
@@ -170,6 +176,7 @@ class Plan:
             "batch_size": self.runtime.batch_size,
             "runtime": self.runtime.to_json(),
             "shard_size": self.shard_size,
+            "codec": self.codec,
             "cache_dir": self.cache_dir,
             "shards": [s.to_json() for s in self.shards],
             "sources": [asdict(s) for s in self.sources],
@@ -194,6 +201,7 @@ class Plan:
             limit=data["limit"],
             runtime=Runtime(**{k: v for k, v in data["runtime"].items() if k != "provider"}),
             shard_size=data["shard_size"],
+            codec=data.get("codec", Settings.codec),  # plans saved before there was a choice
             cache_dir=data.get("cache_dir"),
             shards=tuple(Shard.from_json(s) for s in data["shards"]),
             sources=tuple(SourceInfo(**s) for s in data["sources"]),

@@ -11,6 +11,7 @@ from typing import Callable
 
 from tlfs.features import layout, versions
 from tlfs.features.errors import PlanReplaced
+from tlfs.features.codecs import DEFAULT_CODEC
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
 from tlfs.features.manifest import remove_superseded
@@ -73,6 +74,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         **index.identity(),
         "shards": [s.to_json() for s in shards],
         **({"views": list(r.views)} if r.views != (ORIGINAL,) else {}),  # unchanged ids for plans of one view
+        **({"codec": r.codec} if r.codec != DEFAULT_CODEC else {}),  # and for plans in the default codec
         **({"base": base.plan_id, "fingerprints": fingerprints_digest(index.entries),
             "origins": {str(n): o["kind"] for n, o in origins.items()}} if base else {}),
     }
@@ -92,6 +94,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         classes=tuple(index.classes),
         index_rejects=tuple(index.rejects),
         views=r.views,
+        codec=r.codec,
         base=base.to_json() if base else None,
         origins=origins,
         changes=changes,

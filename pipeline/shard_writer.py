@@ -57,7 +57,7 @@ def write_file(p: Plan, out: ShardOutputs, view: str, layer: str, width: int,
     relative = layout.shard_path(layer, p.shards[out.number].split, p.plan_id, out.number, view)
     with translate_missing(p.set_uri, p.plan_id):
         # into the plan's staging: the commit moves it into the layer= folder (features/versions.py)
-        written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(table))
+        written = put_shard(layout.staged_uri(p.set_uri, p.plan_id, relative), encode_shard(table, p.codec))
     return ShardFile(relative, written.rows, written.bytes, written.sha256, layer, view), time.perf_counter() - working
 
 

@@ -136,7 +136,7 @@ def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: i
     log(f"read {len(payloads)} payloads")
     decoding, decoded = _time_decoding(payloads, get_spec(backbone).input_size, dataset)
     batching, outputs = _time_batching(decoded, batch_size, widths, _chunk_sizes(payloads))
-    writing, encoded = _time_encoding(outputs, shard_size // batch_size, widths)
+    writing, encoded = _time_encoding(outputs, shard_size // batch_size, widths, request.codec)
     storing = _time_storing(encoded, dataset, widths, workdir)
     stages = reading + decoding + batching + writing + storing
 
@@ -145,7 +145,7 @@ def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: i
     projection["decode_ceiling_images_per_s"] = ceiling
     projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
     return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
-            "batch_size": batch_size, "shard_size": shard_size, "writer_threads": writer_threads(cores),
+            "batch_size": batch_size, "shard_size": shard_size, "codec": request.codec, "writer_threads": writer_threads(cores),
             "stages": {s.name: s.to_json() for s in stages}, **projection}
 
 
@@ -249,9 +249,10 @@ def _time_batching(images: list[np.ndarray], batch_size: int, widths: dict[str, 
     return stages, outputs
 
 
-def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str, int]) -> tuple[list[Stage], list[dict]]:
+def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str, int],
+                   codec: str) -> tuple[list[Stage], list[dict]]:
     """float16 conversion and gathering per shard, then each shard's layers encoded to
-    Parquet and hashed."""
+    Parquet in ``codec`` and hashed."""
     from tlfs.features.schema import shard_table
     from tlfs.features.writer import encode_shard
     from tlfs.pipeline.float16_cast import Float16Cast
@@ -276,7 +277,7 @@ def _time_encoding(outputs: list[dict], batches_per_shard: int, widths: dict[str
         ids = [f"test/class{n % 10}/{n:07d}.jpg" for n in range(rows)]
         labels = np.arange(rows, dtype=np.int16) % 10
         names = [f"class{label}" for label in labels]
-        return {layer: encode_shard(shard_table(ids, labels, names, matrix)) for layer, matrix in matrices.items()}
+        return {layer: encode_shard(shard_table(ids, labels, names, matrix), codec) for layer, matrix in matrices.items()}
 
     encode(gathered[0])  # warm-up: pyarrow's allocator grows once, on the first large table
     seconds = _timed_each(encode, gathered)

@@ -39,6 +39,7 @@ class ExtractionParams:
     model_store: str | None = None
     batch_size: int | None = None
     shard_size: int | None = None
+    codec: str | None = None
     weights: str | None = None
     device: str | None = None
     precision: str | None = None
@@ -64,10 +65,10 @@ def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = Extr
 
     p = params
     s = load_settings(store=p.store or None, model_store=p.model_store or None, batch_size=p.batch_size,
-                      shard_size=p.shard_size, device=p.device, precision=p.precision)
+                      shard_size=p.shard_size, codec=p.codec, device=p.device, precision=p.precision)
     request = ExtractionRequest(dataset, s.sources_for(dataset, list(p.sources)), backbone, s.store, s.model_store,
                                 layers=p.layers or None, splits=p.splits or None, limit=p.limit or None,
-                                shard_size=s.shard_size, runtime=s.runtime(), weights=p.weights, cache_dir=s.cache_dir,
+                                shard_size=s.shard_size, codec=s.codec, runtime=s.runtime(), weights=p.weights, cache_dir=s.cache_dir,
                                 views=p.views or None, incremental=p.incremental)
     plan = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {

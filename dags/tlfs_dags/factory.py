@@ -85,6 +85,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "precision": setting_param("precision"),
         "batch_size": setting_param("batch_size"),
         "shard_size": setting_param("shard_size", Settings.shard_size),
+        "codec": setting_param("codec"),
         "decode_workers": setting_param("decode_workers"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "views": Param(spec.views, type="array", items={"type": "string", "enum": list(EXTRA_VIEWS)},
@@ -113,6 +114,7 @@ def finetune_params(spec: DatasetSpec) -> dict:
         **finetune_config_params(),
         "batch_size": setting_param("batch_size", description=f"extraction: {setting_help('batch_size')}"),
         "shard_size": setting_param("shard_size", Settings.shard_size),
+        "codec": setting_param("codec", description=f"extraction: {setting_help('codec')}"),
     }
 
 
@@ -196,7 +198,7 @@ def build_extract_dag(spec: DatasetSpec):
         @task
         def finetune_conf() -> dict:
             p = get_current_context()["params"]
-            keys = ("backbone", "sources", "limit", "layers", "store", "models", "batch_size", "shard_size")
+            keys = ("backbone", "sources", "limit", "layers", "store", "models", "batch_size", "shard_size", "codec")
             return {**{k: p[k] for k in keys}, "device": p["finetune_device"]}
 
         committed = extraction(spec, asset, export_backbone())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tlfs import features
@@ -74,7 +75,7 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     # 4 shards, at most 3 shard tasks: one task takes two shards
     env = {**airflow_env, **feature_env(tmp_path), "TLFS_MAX_SHARD_TASKS": "3"}
     airflow("db", "migrate", env=env)
-    conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"]}
+    conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"], "codec": "zstd"}
     airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
     assert run_states(env, "extract_cifar10") == ["success"]
     assert mapped_instances(env, "extract_cifar10", "extract_shard") == 3
@@ -83,6 +84,8 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     store = env["TLFS_STORE"]
     listed = features.list_sets(store)
     assert listed.loc[0, "rows"] == 120 and listed.loc[0, "layers"] == ["block15", "head"]
+    shard_file = next(Path(listed.loc[0, "uri"]).glob("layer=head/**/*.parquet"))
+    assert pq.ParquetFile(shard_file).metadata.row_group(0).column(3).compression == "ZSTD"  # the run's codec param
     frame = features.load("cifar10", "efficientnet_lite0", "head", "test", store)
     assert len(frame) == 60 and frame["features"].iloc[0].shape == (1280,)
     airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"]}), env=env)

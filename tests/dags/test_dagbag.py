@@ -144,6 +144,7 @@ PARAM_CASES = {
     "batch_size": {"bad": [-1, "64", 2.5], "good": [None, 0, 64]},  # 0, like null: the device's
     "shard_size": {"bad": [0, None, "x"], "good": [100]},
     "decode_workers": {"bad": [-1, "two"], "good": [None, 0, 2]},
+    "codec": {"bad": ["gzip", 1], "good": [None, "zstd", "none"]},
     "limit": {"bad": [0, -5, "abc"], "good": [None, 1]},
     "views": {"bad": [["rotate"], "flip"], "good": [[], ["flip"]]},
     "incremental": {"bad": ["yes", 1], "good": [True, False]},

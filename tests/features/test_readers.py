@@ -12,15 +12,17 @@ import pytest
 
 from tlfs import features
 from tlfs.features import layout
+from tlfs.features.codecs import CODECS
 from tlfs.features.manifest import commit
 from tlfs.features.schema import shard_table
 from tlfs.features.writer import write_shard
 from tests.features.test_store import make_set
 
 
-@pytest.fixture
-def committed(tmp_path):
-    store, root, manifest, matrix = make_set(tmp_path)
+@pytest.fixture(params=CODECS)
+def committed(tmp_path, request):
+    """A committed set in each codec (features/codecs.py): every reader reads each."""
+    store, root, manifest, matrix = make_set(tmp_path, codec=request.param)
     commit(root, manifest)
     return store, root, matrix
 
@@ -50,8 +52,9 @@ def test_each_reader_gets_the_committed_rows_of_a_layer_folder_with_their_split(
 
 
 @pytest.mark.parametrize("reader", ["pandas", "duckdb", "polars"])
-def test_the_files_of_one_commit_ignore_a_run_in_progress(committed, reader):
-    store, root, matrix = committed
+def test_the_files_of_one_commit_ignore_a_run_in_progress(tmp_path, reader):
+    store, root, manifest, matrix = make_set(tmp_path)
+    commit(root, manifest)
     # a run in progress has written a shard of its own plan into the same folder
     write_shard(layout.shard_uri(root, "l1", "train", "r" * 16, 0),
                 shard_table(["train/a/new.png"], np.zeros(1), ["a"], np.ones((1, 3), np.float32)))

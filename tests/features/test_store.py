@@ -13,12 +13,13 @@ from tlfs.features.schema import features_matrix, shard_table
 from tlfs.features.writer import write_shard
 
 
-def make_set(tmp_path, rows=4, dim=3, split="train", layer="l1", plan="p" * 16):
+def make_set(tmp_path, rows=4, dim=3, split="train", layer="l1", plan="p" * 16, codec="lz4"):
     store = str(tmp_path / "store")
     root = layout.set_uri(store, "ds", "bb-1234")
     matrix = np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)
     written = write_shard(layout.shard_uri(root, layer, split, plan, 0),
-                          shard_table([f"{split}/a/{i}.png" for i in range(rows)], np.zeros(rows), ["a"] * rows, matrix))
+                          shard_table([f"{split}/a/{i}.png" for i in range(rows)], np.zeros(rows), ["a"] * rows, matrix),
+                          codec)
     manifest = {
         "dataset": "ds", "backbone": "bb", "backbone_version": "bb-1234", "plan_id": plan,
         "layers": {layer: dim}, "splits": [split], "classes": ["a"], "rows": rows,
@@ -196,31 +197,34 @@ def test_a_shard_file_is_the_same_bytes_whether_its_features_come_as_one_matrix_
     assert batches.sha256 == whole.sha256 and batches.bytes == whole.bytes
 
 
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
 @pytest.mark.parametrize("rows, width", [(1, 1), (2500, 1280), (3000, 40)])
 def test_a_shard_is_encoded_in_place_for_direct_io_and_is_the_same_file_as_from_a_growing_buffer(
-        rows, width, monkeypatch):
+        rows, width, codec, monkeypatch):
     """The encoder writes a shard's file straight into memory aligned for direct I/O
-    (features/direct_io.py); a file that outgrows that room is encoded again into a buffer
-    that grows. The bytes are Parquet's either way."""
+    (features/direct_io.py), with room enough whatever the codec (uncompressed files are the
+    largest); a file that outgrows that room is encoded again into a buffer that grows. The
+    bytes are Parquet's either way."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tlfs.features import direct_io, writer
-    from tlfs.features.schema import WRITE_OPTIONS
+    from tlfs.features.schema import write_options
 
     rng = np.random.default_rng(rows)
     table = shard_table([f"train/a/{i}.png" for i in range(rows)], np.arange(rows) % 10, ["a"] * rows,
                         rng.standard_normal((rows, width)).astype(np.float16))
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **WRITE_OPTIONS)
+    pq.write_table(table, sink, **write_options(codec))
     expected = sink.getvalue()
-    in_place = writer.encode_shard(table)
+    assert writer._encoded_in_place(table, writer.encoder_pool(), write_options(codec)) is not None
+    in_place = writer.encode_shard(table, codec)
     assert in_place.data.address % direct_io.BLOCK == 0
     assert in_place.data.equals(expected) and in_place.bytes == expected.size
 
     monkeypatch.setattr(writer, "ROOM_FOR_FOOTER", -table.nbytes)  # far too little room
-    assert writer._encoded_in_place(table, writer.encoder_pool()) is None
-    grown = writer.encode_shard(table)
+    assert writer._encoded_in_place(table, writer.encoder_pool(), write_options(codec)) is None
+    grown = writer.encode_shard(table, codec)
     assert grown.data.equals(expected) and grown.sha256 == in_place.sha256
 
 

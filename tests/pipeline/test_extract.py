@@ -166,6 +166,25 @@ def test_a_file_that_cannot_be_written_fails_the_run_without_trying_the_files_qu
     assert len(tried) == 1, tried
 
 
+def test_a_sets_codec_changes_how_its_files_are_compressed_and_not_one_bit_of_its_features(
+        tmp_path, folder_dataset, lite0, models_root):
+    import pyarrow.parquet as pq
+
+    runs = {codec: run(tmp_path / codec, folder_dataset, models_root, codec=codec) for codec in ("lz4", "zstd", "none")}
+    for codec, summary in runs.items():
+        for path in Path(summary["set_uri"]).glob("layer=*/**/*.parquet"):
+            meta = pq.ParquetFile(path).metadata.row_group(0)
+            assert {meta.column(i).compression for i in range(meta.num_columns)} == \
+                {{"lz4": "LZ4", "zstd": "ZSTD", "none": "UNCOMPRESSED"}[codec]}
+    assert runs["none"]["parquet_bytes"] > runs["lz4"]["parquet_bytes"]
+    for layer in ("block2", "head"):
+        loaded = {codec: features.load_matrix("colors", "efficientnet_lite0", layer, "train", str(tmp_path / codec / "store"))
+                  for codec in runs}
+        X, _, ids = loaded["lz4"]
+        for other, other_ids in ((loaded[c][0], loaded[c][2]) for c in ("zstd", "none")):
+            assert list(other_ids) == list(ids) and other.tobytes() == X.tobytes()
+
+
 def test_corrupt_images_are_rejected_and_counts_reconcile(tmp_path, lite0, models_root):
     files = folder_images()
     files["train/red/broken.png"] = b"\x89PNG\r\n\x1a\n truncated"

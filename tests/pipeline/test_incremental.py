@@ -312,3 +312,33 @@ def test_a_vacuum_keeps_the_version_a_live_run_builds_on(tmp_path, files, lite0,
     committed = extract.commit_task(live.set_uri, live.plan_id, results, log=lambda *_: None)
     assert committed.version == 3 and extract.verify(live.set_uri)["bad"] == []
     assert "train/green/002.png" in rows(store) and "train/red/late.png" in rows(store)  # the live run's view of the source
+
+
+def test_a_run_in_another_codec_writes_its_new_and_derived_files_in_it_and_keeps_the_reused_ones(
+        tmp_path, files, lite0, models_root):
+    """A set may mix codecs: readers take each file as it is."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    def codecs_of(summary) -> dict[str, set]:
+        """The head layer's files by the compression of their features."""
+        found: dict[str, set] = {}
+        for path in Path(summary["set_uri"]).glob("layer=head/**/*.parquet"):
+            found.setdefault(pq.ParquetFile(path).metadata.row_group(0).column(3).compression, set()).add(path.name)
+        return found
+
+    store = tmp_path / "store"
+    source = write_tree(tmp_path / "src", files)
+    run(source, store, models_root)
+    before = rows(store)
+    changed = change(source, {f"train/red/new{i}.png": png_bytes((200 + i, 10, 10)) for i in range(3)},
+                     remove=("test/red/000.png",))
+    second = run(changed, store, models_root, codec="zstd")
+    assert second["shards_reused"] > 0 and second["shards_derived"] > 0
+    found = codecs_of(second)
+    assert set(found) == {"LZ4", "ZSTD"}
+    assert len(found["ZSTD"]) == second["shards"] - second["shards_reused"]  # the new shards and the derived one
+    after = rows(store)
+    assert all(after[i].tobytes() == before[i].tobytes() for i in before)
+    assert len(rows(store, "test")) == 11

@@ -27,6 +27,30 @@ def test_the_same_request_makes_the_same_plan_id_and_another_shard_size_another(
     assert extract.plan(replace(request, shard_size=3), quiet).plan_id != extract.plan(request, quiet).plan_id
 
 
+def test_a_plan_keeps_its_codec_and_a_plan_saved_before_the_choice_reads_back_as_lz4(tmp_path, folder_dataset, lite0,
+                                                                                      models_root):
+    """The codec fixes the plan's files, so another codec is another plan (another staging); the
+    default keeps the ids plans had before there was a choice."""
+    from dataclasses import replace
+
+    quiet = lambda *_: None  # noqa: E731
+    request = ExtractionRequest("colors", (str(folder_dataset),), "efficientnet_lite0", str(tmp_path / "store"), models_root)
+    default, zstd = extract.plan(request, quiet), extract.plan(replace(request, codec="zstd"), quiet)
+    assert (default.codec, zstd.codec) == ("lz4", "zstd") and default.plan_id != zstd.plan_id
+    assert Plan.from_json(zstd.to_json()).codec == "zstd"
+    saved_before = {k: v for k, v in default.to_json().items() if k != "codec"}
+    assert Plan.from_json(saved_before).codec == "lz4"
+
+
+def test_an_unknown_codec_is_refused_before_any_work(tmp_path):
+    import pytest
+
+    from tlfs.pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="unknown codec 'gzip': one of lz4, zstd, none"):
+        ExtractionRequest("colors", ("x",), "efficientnet_lite0", str(tmp_path / "store"), str(tmp_path), codec="gzip")
+
+
 def test_planning_on_an_exported_version_imports_no_torch(tmp_path, folder_dataset, lite0, models_root):
     """torch takes seconds to import and planning a run on a version already exported
     needs none of it (the backbone's spec and its weights' sha256 name the version)."""
