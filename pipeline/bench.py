@@ -387,7 +387,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         "read_seconds": summary["read_seconds"], "decode_seconds": summary["decode_seconds"],
         "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
         "writers": summary["writers"], "writers_busy": summary["writers_busy"],
-        "parquet_bytes": summary["parquet_bytes"],
+        "parquet_bytes": summary["parquet_bytes"], "codec": summary["codec"],
         **{k: summary[k] for k in THREAD_FIELDS},
         **(_device_fields(session, summary, len(request.views), device_rate, host_rate) if device_rate else {}),
     }
