@@ -64,7 +64,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
             f"{changes.removed} removed, {changes.reused} reused ({changes.shards_reused} shards as they are, "
             f"{changes.shards_derived} copied without their removed or changed rows)")
     changes = changes.with_extracted(sum(s.images for s in shards if s.number not in origins))
-    if notice := space_notice(estimated_bytes(changes.extracted * len(r.views), layer_dims.values()), free_bytes(set_uri)):
+    if notice := space_notice(estimated_bytes(changes.extracted * len(r.views), layer_dims.values(), r.codec), free_bytes(set_uri)):
         log(notice)
     identity = {
         "version": artifact.version,

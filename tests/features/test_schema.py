@@ -53,6 +53,20 @@ def test_zstd_files_are_smaller_than_lz4_and_uncompressed_ones_larger():
     assert sizes["zstd"] < sizes["lz4"] < sizes["none"]
 
 
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_space_a_run_is_told_it_needs_is_at_least_what_its_files_take_in_its_codec(codec):
+    from tlfs.features.schema import estimated_bytes
+
+    widths = [16, 24, 40, 112, 320, 1280]
+    rng = np.random.default_rng(1)
+    written = 0
+    for width in widths:
+        table = shard_table([f"train/airplane/{i:07d}.jpg" for i in range(500)], np.arange(500) % 10,
+                            ["airplane"] * 500, rng.standard_normal((500, width)).astype(np.float16))  # incompressible
+        written += encoded(table, codec).size
+    assert written <= estimated_bytes(500, widths, codec) <= 1.15 * written
+
+
 def test_an_unknown_codec_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown Parquet codec 'brotli': one of lz4, zstd, none"):
         write_options("brotli")
