@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from tlfs.features.codecs import CODEC_OPTIONS, CODECS, DEFAULT_CODEC
+from tlfs.features.codecs import BYTES_PER_VALUE, CODEC_OPTIONS, CODECS, DEFAULT_CODEC
 
 FEATURE_DTYPE = np.float16
 
@@ -50,17 +50,13 @@ def write_options(codec: str = DEFAULT_CODEC) -> dict:
 
 
 ROW_ID_BYTES = 16  # an image's id, label and label name in a file, about, once encoded (ids compress well)
-# Uncompressed, the feature list's levels add to the float16 bytes: Lite0's real features took
-# 1.058 of their raw bytes with the ids (docs/benchmarks.md: Parquet codecs), 1.03 without
-UNCOMPRESSED_LEVELS = 1.05
 
 
 def estimated_bytes(rows: int, widths, codec: str = DEFAULT_CODEC) -> int:
-    """About what ``rows`` rows take in the files of layers of ``widths`` in ``codec``: the
-    features' float16 bytes and each row's id in each file. lz4 takes 6 % off real features and
-    zstd 22 % (docs/benchmarks.md: Parquet codecs), so for them this errs on the large side."""
-    per_value = 2 * (UNCOMPRESSED_LEVELS if codec == "none" else 1)
-    return sum(int(rows * (per_value * width + ROW_ID_BYTES)) for width in widths)
+    """About what ``rows`` rows take in the files of layers of ``widths`` in ``codec``, on the
+    large side: each feature value at most :data:`BYTES_PER_VALUE`, and each row's id in each file
+    (docs/benchmarks.md: Parquet codecs)."""
+    return sum(int(rows * (BYTES_PER_VALUE[codec] * width + ROW_ID_BYTES)) for width in widths)
 
 
 def row_columns(image_ids, labels, label_names) -> tuple[pa.Array, pa.Array, pa.Array]:

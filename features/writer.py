@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlfs.features import direct_io
-from tlfs.features.schema import DEFAULT_CODEC, write_options
+from tlfs.features.codecs import DEFAULT_CODEC
+from tlfs.features.schema import write_options
 from tlfs.features.storage import atomic_write_bytes, sha256_bytes
 
 
@@ -59,7 +60,7 @@ def encoder_pool() -> pa.MemoryPool:
 
 
 def encode_shard(table: pa.Table, codec: str = DEFAULT_CODEC) -> EncodedShard:
-    """The shard file of ``table`` in ``codec`` (features/schema.py CODEC_OPTIONS)."""
+    """The shard file of ``table`` in ``codec`` (features/codecs.py)."""
     # Arrow buffers, not io.BytesIO: the encoder's every write to a Python file object
     # takes the GIL, which kept two writer threads from encoding at once
     pool, options = encoder_pool(), write_options(codec)

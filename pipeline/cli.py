@@ -306,8 +306,8 @@ def cmd_extract(args, settings: Settings) -> dict:
     request = ExtractionRequest(
         args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
-        codec=settings.codec, views=args.views, weights=args.weights, random_weights=args.random_weights, cache_dir=settings.cache_dir,
-        incremental=not args.full)
+        codec=settings.codec, views=args.views, weights=args.weights, random_weights=args.random_weights,
+        cache_dir=settings.cache_dir, incremental=not args.full)
     options = RunOptions(threads=settings.threads or None, sessions=settings.sessions or None,
                          decode_workers=settings.decode_workers, writers=settings.writers or None,
                          show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlfs.features.codecs import CODECS, DEFAULT_CODEC
 from tlfs.features.layout import DEFAULT_STORE, STORE_ENV
 from tlfs.features.leases import DEFAULT_TTL
-from tlfs.features.codecs import CODECS, DEFAULT_CODEC
 from tlfs.pipeline.errors import PipelineError
 
 if TYPE_CHECKING:

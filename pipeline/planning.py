@@ -10,8 +10,8 @@ import time
 from typing import Callable
 
 from tlfs.features import layout, versions
-from tlfs.features.errors import PlanReplaced
 from tlfs.features.codecs import DEFAULT_CODEC
+from tlfs.features.errors import PlanReplaced
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import Lease, LeaseTerms, hold, replaced_message
 from tlfs.features.manifest import remove_superseded
@@ -64,7 +64,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
             f"{changes.removed} removed, {changes.reused} reused ({changes.shards_reused} shards as they are, "
             f"{changes.shards_derived} copied without their removed or changed rows)")
     changes = changes.with_extracted(sum(s.images for s in shards if s.number not in origins))
-    if notice := space_notice(estimated_bytes(changes.extracted * len(r.views), layer_dims.values(), r.codec), free_bytes(set_uri)):
+    needed = estimated_bytes(changes.extracted * len(r.views), layer_dims.values(), r.codec)
+    if notice := space_notice(needed, free_bytes(set_uri)):
         log(notice)
     identity = {
         "version": artifact.version,

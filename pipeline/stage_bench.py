@@ -145,7 +145,8 @@ def stage_bench(request: ExtractionRequest, images: int = STAGE_IMAGES, cores: i
     projection["decode_ceiling_images_per_s"] = ceiling
     projection["projected_vs_decode_ceiling"] = round(projection["projected_images_per_s"] / ceiling, 3)
     return {"dataset": dataset, "backbone": backbone, "images": len(entries), "values_per_image": sum(widths.values()),
-            "batch_size": batch_size, "shard_size": shard_size, "codec": request.codec, "writer_threads": writer_threads(cores),
+            "batch_size": batch_size, "shard_size": shard_size, "codec": request.codec,
+            "writer_threads": writer_threads(cores),
             "stages": {s.name: s.to_json() for s in stages}, **projection}
 
 

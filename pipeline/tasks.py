@@ -68,8 +68,8 @@ def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = Extr
                       shard_size=p.shard_size, codec=p.codec, device=p.device, precision=p.precision)
     request = ExtractionRequest(dataset, s.sources_for(dataset, list(p.sources)), backbone, s.store, s.model_store,
                                 layers=p.layers or None, splits=p.splits or None, limit=p.limit or None,
-                                shard_size=s.shard_size, codec=s.codec, runtime=s.runtime(), weights=p.weights, cache_dir=s.cache_dir,
-                                views=p.views or None, incremental=p.incremental)
+                                shard_size=s.shard_size, codec=s.codec, runtime=s.runtime(), weights=p.weights,
+                                cache_dir=s.cache_dir, views=p.views or None, incremental=p.incremental)
     plan = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": plan.set_uri,
