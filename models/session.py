@@ -20,7 +20,7 @@ with the device to itself (:class:`DeviceGate`), before any batch of the run use
 On the CPU the same binding code runs (``fixed_shape=True`` in tests, so CI exercises
 it); by default the CPU keeps one dynamic-shape graph, which ``tlfs extract`` opens as
 two sessions, each on half the cores, that compute the two halves of every batch at once
-(:func:`side_by_side`).
+(:func:`side_by_side`), the halves of two batches in flight queued for whichever is idle.
 """
 
 from __future__ import annotations
@@ -172,8 +172,9 @@ class TapSession:
         self._binding = threading.Lock()  # one thread opens a shape's sets; the others wait for them
         self._gate = DeviceGate()  # a set's opening and capture have the device alone
         self._dynamic: list | None = None  # the dynamic graph's sessions, each computing its part of a batch
-        # the threads the parts of a batch run on, at once (the calling thread is one of them)
-        self._parts = ThreadPoolExecutor(sessions - 1, thread_name_prefix="tlfs-infer") if sessions > 1 else None
+        # side by side: the threads the parts of batches run on, one per session, each part on whichever session is idle
+        self._parts = ThreadPoolExecutor(sessions, thread_name_prefix="tlfs-infer") if sessions > 1 else None
+        self._idle_sessions: queue.SimpleQueue = queue.SimpleQueue()
         self.providers: list[str] = []
         # seconds spent opening graphs: sessions, device buffers, cuDNN's search and CUDA-graph captures
         self.opening_seconds = 0.0
@@ -185,6 +186,8 @@ class TapSession:
         self.busy = BusyClock()
         if not runtime.fixed_shape:
             self._dynamic = self._timed(self._open_dynamic)
+            for session in self._dynamic:
+                self._idle_sessions.put(session)
 
     @property
     def device(self) -> str:
@@ -192,8 +195,10 @@ class TapSession:
 
     @property
     def concurrency(self) -> int:
-        """How many threads may call :meth:`run` at once to some purpose: one per set of bound buffers."""
-        return self.runtime.bound_buffers if self.runtime.fixed_shape else 1
+        """How many threads may call :meth:`run` at once to some purpose: one per set of bound
+        buffers; on the dynamic graph one per session side by side (the parts of two batches
+        queue for whichever session is idle, so none waits for another to end its part)."""
+        return self.runtime.bound_buffers if self.runtime.fixed_shape else self.sessions
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         shape = tuple(images.shape[1:])
@@ -212,15 +217,27 @@ class TapSession:
                     with self._gate.alone():
                         self._dynamic = self._timed(self._open_dynamic)
         with self._gate.shared(), self.busy.running():
-            if self._parts is None or len(images) < 2:
+            if self._parts is None:
                 return self._run_dynamic(self._dynamic[0], images)
-            # the batch's parts at once, each on a session of its own (the last on this thread); an
-            # image's features do not depend on the images beside it: the same bits (tests/models/test_session.py)
-            parts = np.array_split(images, min(self.sessions, len(images)))
-            futures = [self._parts.submit(self._run_dynamic, session, part) for session, part in zip(self._dynamic, parts[:-1])]
-            last = self._run_dynamic(self._dynamic[len(parts) - 1], parts[-1])
-            outputs = [future.result() for future in futures] + [last]
+            # the batch's parts at once, each on whichever session is idle first: where two threads call at
+            # once (the pipeline's), their batches' parts queue one after another, so a session done with its
+            # part takes the next one instead of waiting for the other session to end the batch (2 cores: idle
+            # 0.6-2.0 % of an extraction's time, against 4.8-7.8 % with each session tied to its half of every
+            # batch; docs/benchmarks.md). An image's features do not depend on the images beside it: the same
+            # bits (tests/models/test_session.py)
+            parts = np.array_split(images, max(1, min(self.sessions, len(images))))
+            outputs = [future.result() for future in [self._parts.submit(self._run_on_idle, part) for part in parts]]
+            if len(outputs) == 1:
+                return outputs[0]
             return {layer: np.concatenate([out[layer] for out in outputs]) for layer in self.layers}
+
+    def _run_on_idle(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """On a thread of the parts' pool (one per session): ``images`` on an idle session."""
+        session = self._idle_sessions.get()
+        try:
+            return self._run_dynamic(session, images)
+        finally:
+            self._idle_sessions.put(session)
 
     def _free_sets(self, shape: tuple) -> "queue.SimpleQueue[_Bound] | None":
         """The queue of ``shape``'s free buffer sets, opened on its first batch; None for a

@@ -4,7 +4,7 @@ steady state (each row's warm-up batch is not timed).
 (a) PyTorch eager fp32 — what the tutorials do; (b) PyTorch fp16 channels_last on its
 own copy of the network (CUDA only; null on CPU); (c) onnxruntime fp32 and (c16) fp16,
 inference only, through the pipeline's own session (bound buffers, fixed shapes and
-CUDA graphs on CUDA); (d) the full ``tlfs extract`` pipeline from JPEG files to Parquet
+CUDA graphs on CUDA), from as many threads at once as the pipeline calls it from; (d) the full ``tlfs extract`` pipeline from JPEG files to Parquet
 shards on the session (c) timed, warm (indexing and the commit are reported apart, not
 in the rate), then (c) once more. (a)-(c) run the same network (uint8 NHWC in, resize +
 normalize in the network, pooled taps out) on the same uint8 batches.
@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -84,14 +85,26 @@ def photo_dataset(path: Path, images: int, seed: int = 0) -> Path:
     return path
 
 
-def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None) -> float:
+def _rate(fn: Callable[[np.ndarray], object], batches: list[np.ndarray], sync: Callable[[], None] = lambda: None,
+          callers: int = 1) -> float:
+    """Images/s of ``fn`` over ``batches``, called from ``callers`` threads at once (each takes the next batch)."""
     fn(batches[0])  # warm-up: allocations, autotuning, lazy initialisation
     sync()
     started = time.perf_counter()
-    for batch in batches:
-        fn(batch)
+    if callers > 1:
+        with ThreadPoolExecutor(callers) as pool:
+            list(pool.map(fn, batches))
+    else:
+        for batch in batches:
+            fn(batch)
     sync()
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
+
+
+def _ort_rate(session: TapSession, batches: list[np.ndarray]) -> float:
+    """onnxruntime alone on ``session``, fed as the pipeline feeds it: from as many threads at once
+    as it can use (:attr:`TapSession.concurrency`), so the pipeline is compared with the session at its best."""
+    return _rate(session.run, batches, callers=session.concurrency)
 
 
 # Enough images for the steady state: the pipeline's fill and drain (the first batch
@@ -163,7 +176,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
             # onnxruntime alone once more, after the pipeline: the ratio to the mean of the two
             # runs bracketing it is steadier than to one run taken before it
             log(f"(c) onnxruntime {runtime.precision} inference only, again ...")
-            after = _rate(session.run, batches)
+            after = _ort_rate(session, batches)
             measured.append(Round(summary["rows"] / summary["extract_seconds"], before, after, summary))
             before = after
 
@@ -243,7 +256,7 @@ def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], ses
         chosen = runtime if mine else resolve_runtime(runtime.device, precision, runtime.batch_size)
         session = open_session(artifact, runtime=chosen, sessions=sessions)
         log(f"(c) onnxruntime {precision} inference only ...")
-        rows[f"ort_{precision}"] = _rate(session.run, batches)
+        rows[f"ort_{precision}"] = _ort_rate(session, batches)
         own = session if mine else own
     return rows, own
 
@@ -257,14 +270,14 @@ def _pipeline_row(request: ExtractionRequest, session: TapSession, decode_worker
         return extract_watched(request, RunOptions(show_progress=False, session=session, decoder=decoder))
 
 
-THREAD_FIELDS = ("thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy")
+THREAD_FIELDS = ("thread_cpu_us_per_image", "busiest_thread", "busiest_thread_busy", "cores_idle")
 
 
 def extract_watched(request: ExtractionRequest, options: RunOptions) -> dict:
     """``tlfs extract``'s summary of ``request``, with the CPU its process's threads spent
     extracting (planning and commit aside), in µs an image by thread role, and the single
     busiest thread with its share of the extraction's wall time: a serial thread near 1.0
-    is the run's bound (pipeline/thread_cpu.py)."""
+    is the run's bound; and the share of the machine's CPU time idle meanwhile (pipeline/thread_cpu.py)."""
     from tlfs.pipeline import extract
     from tlfs.pipeline.thread_cpu import ThreadCPU
 
@@ -276,8 +289,10 @@ def extract_watched(request: ExtractionRequest, options: RunOptions) -> dict:
     busiest, rows = threads.busiest(*window), summary["rows"]
     by_role = sorted(threads.between(*window).items(), key=lambda role_seconds: -role_seconds[1])
     per_image = {role: round(seconds / rows * 1e6, 1) for role, seconds in by_role} if rows else {}
+    idle = threads.cores_idle(*window)
     return {**summary, "thread_cpu_us_per_image": per_image, "busiest_thread": busiest[0] if busiest else None,
-            "busiest_thread_busy": round(busiest[1], 2) if busiest else None}
+            "busiest_thread_busy": round(busiest[1], 2) if busiest else None,
+            "cores_idle": round(idle, 3) if idle is not None else None}
 
 
 class HostOnlySession:

@@ -441,7 +441,7 @@ def cmd_bench(args, settings: Settings) -> dict:
     if result["pipeline_vs_torch_fp16"] is not None:
         print(f"  pipeline vs PyTorch fp16: {result['pipeline_vs_torch_fp16']:.2f}x")
     _print_threads(result["pipeline_thread_cpu_us_per_image"], result["pipeline_busiest_thread"],
-                   result["pipeline_busiest_thread_busy"])
+                   result["pipeline_busiest_thread_busy"], result["pipeline_cores_idle"])
     return result
 
 
@@ -480,7 +480,8 @@ def _bench_host_only(args, settings: Settings) -> dict:
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']} (summed over the "
           f"{result['writers']} writer threads, busy {result['writers_busy']:.1%} of the time)")
-    _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"])
+    _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"],
+                   result["cores_idle"])
     if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"] and not args.device_rate:
         print(f"  the {result['decode_workers']} decode workers take all {result['cores']} cores: the rest of the host side "
               "(Parquet encoding above all) shares them, so the ratio is bounded by `tlfs bench --stages`'s "
@@ -497,11 +498,13 @@ def _idle_ends(first: float | None, after_last: float | None, extract: float) ->
             f"({first / extract:.1%}), {after_last:.3f} s after its last ({after_last / extract:.1%}: the last shards' files)")
 
 
-def _print_threads(cpu_us: dict[str, float], busiest: str | None, busy: float | None) -> None:
-    """Where the run's process spent its CPU while extracting (bench.extract_watched)."""
+def _print_threads(cpu_us: dict[str, float], busiest: str | None, busy: float | None, idle: float | None) -> None:
+    """Where the run's process spent its CPU while extracting, and the machine's idle share (bench.extract_watched)."""
     if cpu_us and busiest is not None:
         print("  CPU of the run's process an image, by thread (µs): " + ", ".join(f"{r} {us}" for r, us in cpu_us.items())
               + f"; busiest thread: {busiest}, {busy:.0%} of the extraction's wall time")
+    if idle is not None:
+        print(f"  the machine's cores idle {idle:.1%} of the extraction's time")
 
 
 def _bench_stages(args, settings: Settings) -> dict:

@@ -6,7 +6,9 @@ that thread's rate; every such thread also takes the one GIL for its Python work
 thread busy for most of a run's wall time is that run's bound, on any machine: this is
 how ``tlfs bench --host-only`` shows it. A sampler thread reads each thread's CPU time
 every ``interval`` seconds, so that a window of the run (the extraction, not the planning
-before it) can be cut afterwards; a thread's CPU is known to within one interval.
+before it) can be cut afterwards; a thread's CPU is known to within one interval. It
+reads the machine's idle time too (``/proc/stat``): cores idle while a run has work are
+time it lost waiting on itself (sessions waiting for each other, a queue gone dry).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 TASKS = "/proc/self/task"
+MACHINE = "/proc/stat"
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -43,6 +46,16 @@ def _cpu_seconds(native_id: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
 
 
+def _machine_ticks() -> tuple[int, int] | None:
+    """The machine's idle (idle and iowait) and total CPU ticks so far, all cores; None without ``/proc/stat``."""
+    try:
+        with open(MACHINE) as stat:
+            ticks = [int(n) for n in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return ticks[3] + ticks[4], sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guests are in user)
+
+
 @dataclass
 class ThreadCPU:
     """``with ThreadCPU() as cpu: ...`` then :meth:`between` two ``time.perf_counter()``
@@ -51,6 +64,7 @@ class ThreadCPU:
 
     interval: float = 0.05
     samples: list[tuple[float, dict[int, tuple[str, float]]]] = field(default_factory=list)
+    machine: list[tuple[float, tuple[int, int] | None]] = field(default_factory=list)  # (when, _machine_ticks())
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
 
@@ -85,6 +99,7 @@ class ThreadCPU:
             if seconds is not None:
                 seen[thread.native_id] = (role_of(thread), seconds)
         self.samples.append((now, seen))
+        self.machine.append((now, _machine_ticks()))
 
     def _spent(self, start: float, end: float) -> tuple[float, dict[int, tuple[str, float]]]:
         """The wall seconds from the last sample at or before ``start`` to the first at or
@@ -120,3 +135,12 @@ class ThreadCPU:
             return None
         role, seconds = max(spent.values(), key=lambda role_seconds: role_seconds[1])
         return role, seconds / span
+
+    def cores_idle(self, start: float, end: float) -> float | None:
+        """The share of the machine's CPU time idle from ``start`` to ``end`` (to within a
+        sample either side), all cores; None where the system does not say."""
+        first = next((ticks for t, ticks in reversed(self.machine) if t <= start), None)
+        last = next((ticks for t, ticks in self.machine if t >= end), None)
+        if first is None or last is None or last[1] <= first[1]:
+            return None
+        return (last[0] - first[0]) / (last[1] - first[1])

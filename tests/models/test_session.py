@@ -128,7 +128,7 @@ def test_sessions_side_by_side_each_compute_a_part_of_every_batch_on_their_share
     batches = [rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8) for n in (8, 7, 1)]  # even, odd, a single image
     single = open_session(lite0, ["head", "block4"], threads=2, sessions=1)
     session = open_session(lite0, ["head", "block4"], threads=2, sessions=2)
-    assert session.concurrency == 1  # one batch at a time: its parts run at once inside
+    assert session.concurrency == 2  # two callers at once: their batches' parts queue for the idle session
     for batch in batches:
         want, have = single.run(batch), session.run(batch)
         for layer in want:  # an image's features do not depend on the images beside it
@@ -136,6 +136,45 @@ def test_sessions_side_by_side_each_compute_a_part_of_every_batch_on_their_share
             assert np.array_equal(have[layer].view(np.uint32), want[layer].view(np.uint32))
     assert len(session._dynamic) == 2 and session._dynamic[0] is not session._dynamic[1]
     assert [s.get_session_options().intra_op_num_threads for s in session._dynamic] == [1, 1]  # two threads shared out
+
+
+def test_sessions_side_by_side_called_from_two_threads_at_once_give_each_batch_its_own_features(lite0):
+    rng = np.random.default_rng(4)
+    batches = [rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8) for n in (8, 7, 1, 6, 5, 8)]
+    single = open_session(lite0, ["head"], threads=2, sessions=1)
+    session = open_session(lite0, ["head"], threads=2, sessions=2)
+    with ThreadPoolExecutor(max_workers=session.concurrency) as pool:
+        got = list(pool.map(lambda b: session.run(b)["head"], batches))
+    for batch, have in zip(batches, got):
+        assert np.array_equal(have.view(np.uint32), single.run(batch)["head"].view(np.uint32))
+
+
+def test_a_session_side_by_side_done_with_its_part_takes_the_next_part_instead_of_waiting_for_the_batch(lite0):
+    """Two callers at once, one session held up on its part of a batch: the other session
+    runs the three other parts of both batches meanwhile (sessions tied each to its half of
+    every batch would leave it idle until the held part ended: the cores' idle time on 2 cores)."""
+    session = open_session(lite0, ["head"], threads=2, sessions=2)
+    held, original = session._dynamic[0], session._run_dynamic
+    others_done, released = [], threading.Event()
+
+    def run_dynamic(onnx_session, images):
+        if onnx_session is held:
+            released.wait(timeout=30)
+        out = original(onnx_session, images)
+        if onnx_session is not held:
+            others_done.append(len(images))
+            if len(others_done) == 3:
+                released.set()
+        return out
+
+    session._run_dynamic = run_dynamic
+    batches = [np.full((2, 32, 32, 3), n, np.uint8) for n in (10, 200)]  # two parts each
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outputs = list(pool.map(session.run, batches))
+    assert released.is_set() and others_done == [1, 1, 1]  # released by the other session's three parts, not a timeout
+    assert [out["head"].shape for out in outputs] == [(2, 1280), (2, 1280)]
+    assert np.array_equal(outputs[0]["head"][0], outputs[0]["head"][1])  # each batch's own images, in order
+    assert not np.array_equal(outputs[0]["head"][0], outputs[1]["head"][0])
 
 
 def test_the_pipeline_opens_two_sessions_side_by_side_on_a_cpu_of_two_cores_or_more_and_one_elsewhere():

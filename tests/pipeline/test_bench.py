@@ -19,6 +19,8 @@ def test_bench_measures_every_competitor_on_cpu(capsys, lite0, models_root):
     assert {"pipeline_vs_ort", "pipeline_vs_torch_fp32", "ort_fp32_after_pipeline"} <= set(result)
     assert "(d) tlfs extract" in out
     assert {"pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread", "pipeline_busiest_thread_busy"} <= set(result)
+    # cores idle while the run had work: time it lost waiting on itself (Linux says, /proc/stat)
+    assert 0 <= result["pipeline_cores_idle"] <= 1 and "the machine's cores idle" in out
     # the ratio to onnxruntime alone, split: the share of the time the session had a batch, times its own rate meanwhile
     assert 0 < result["pipeline_session_busy"] <= 1
     assert result["pipeline_writers"] >= 1 and 0 < result["pipeline_writers_busy"] < 1  # their work, not their waits
@@ -48,6 +50,36 @@ def test_rounds_repeat_the_pipeline_beside_onnxruntime_alone_and_report_the_roun
     assert abs(result["pipeline"] / ort - result["pipeline_vs_ort"]) <= 0.002 * result["pipeline_vs_ort"]
     assert result["pipeline_rows"] == 16  # each round extracted every image into a store of its own
     assert "every round's" in out
+
+
+def test_onnxruntime_alone_is_fed_from_as_many_threads_at_once_as_the_pipeline_feeds_it():
+    """The pipeline keeps a batch per thread its session can use in flight; the row it is
+    compared with feeds the session the same way, or the pipeline would gain on a straw man."""
+    import threading
+
+    import numpy as np
+
+    from tlfs.pipeline.bench import _ort_rate
+
+    class Session:
+        concurrency = 2
+
+        def __init__(self):
+            self.calls, self.lock, self.both = [], threading.Lock(), threading.Barrier(2, timeout=10)
+
+        def run(self, batch):
+            with self.lock:
+                self.calls.append((threading.get_ident(), len(batch)))
+                timed = len(self.calls) > 1  # the first call is the warm-up, alone
+            if timed:
+                self.both.wait()  # returns only once two callers are in run() at once
+            return {}
+
+    session = Session()
+    batches = [np.zeros((n, 2), np.uint8) for n in (4, 4, 4, 4)]
+    assert _ort_rate(session, batches) > 0
+    assert sorted(n for _, n in session.calls[1:]) == [4, 4, 4, 4]  # every batch, after the warm-up
+    assert len({ident for ident, _ in session.calls[1:]}) == 2
 
 
 def test_rounds_are_refused_where_the_bench_runs_once():
@@ -91,6 +123,7 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     assert set(result["thread_cpu_us_per_image"]) <= {"run", "tlfs-read", "tlfs-infer", "tlfs-write", "tlfs-record",
                                                      "decode-results", "decode-feeder"}
     assert result["busiest_thread"] is None or 0 <= result["busiest_thread_busy"] <= 1.5
+    assert 0 <= result["cores_idle"] <= 1
     assert 0 < result["session_busy"] <= 1  # the stand-in session's share of the time with a batch
 
 

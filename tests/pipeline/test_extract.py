@@ -1,5 +1,6 @@
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -76,8 +77,14 @@ def test_the_summary_times_the_writers_work_not_their_wait_for_batches(tmp_path,
     writers bound the run (here, far from it)."""
     from tlfs.models.session import TapSession
 
-    run_batch = TapSession.run
-    monkeypatch.setattr(TapSession, "run", lambda self, images: time.sleep(0.25) or run_batch(self, images))
+    run_batch, device = TapSession.run, threading.Lock()
+
+    def slow(self, images):
+        with device:  # one batch at a time, however many threads call
+            time.sleep(0.25)
+        return run_batch(self, images)
+
+    monkeypatch.setattr(TapSession, "run", slow)
     summary = run(tmp_path, folder_dataset, models_root)  # six batches of 4: 1.5 s of the device's
     assert summary["extract_seconds"] >= 1.5
     assert 0 < summary["parquet_write_seconds"] < 0.5

@@ -47,3 +47,26 @@ def test_threads_are_named_for_their_job():
     assert role_of(threading.main_thread()) == "run"
     assert role_of(threading.Thread(name="tlfs-write_7")) == "tlfs-write"
     assert role_of(threading.Thread(name="QueueFeederThread")) == "decode-feeder"
+
+
+def test_the_cores_idle_share_is_the_machines_idle_ticks_over_all_its_ticks_in_the_window(monkeypatch):
+    from tlfs.pipeline import thread_cpu
+
+    ticks = iter([(0, 0), (10, 100), (40, 200), (45, 300), (90, 400)])  # (idle, total) at each sample, all cores
+    monkeypatch.setattr(thread_cpu, "_machine_ticks", lambda: next(ticks))
+    cpu = ThreadCPU()
+    for _ in range(5):
+        cpu._sample()
+    at = [t for t, _ in cpu.machine]
+    # from the last sample at or before the start to the first at or after the end
+    assert cpu.cores_idle(at[1], at[3]) == pytest.approx((45 - 10) / (300 - 100))
+    assert cpu.cores_idle(at[1] + 1e-9, at[2]) == pytest.approx((40 - 10) / (200 - 100))
+    assert cpu.cores_idle(at[0], at[4]) == pytest.approx(90 / 400)
+
+
+def test_a_real_window_has_an_idle_share_between_none_and_all():
+    with ThreadCPU(interval=0.02) as cpu:
+        started = time.perf_counter()
+        _spin(0.1)
+        ended = time.perf_counter()
+    assert 0.0 <= cpu.cores_idle(started, ended) <= 1.0
