@@ -4,9 +4,10 @@ steady state (each row's warm-up batch is not timed).
 (a) PyTorch eager fp32 — what the tutorials do; (b) PyTorch fp16 channels_last on its
 own copy of the network (CUDA only; null on CPU); (c) onnxruntime fp32 and (c16) fp16,
 inference only, through the pipeline's own session (bound buffers, fixed shapes and
-CUDA graphs on CUDA), from as many threads at once as the pipeline calls it from; (d) the full ``tlfs extract`` pipeline from JPEG files to Parquet
-shards on the session (c) timed, warm (indexing and the commit are reported apart, not
-in the rate), then (c) once more. (a)-(c) run the same network (uint8 NHWC in, resize +
+CUDA graphs on CUDA), from as many threads at once as the pipeline calls it from; (d)
+the full ``tlfs extract`` pipeline from JPEG files to Parquet shards on the session (c)
+timed, warm (indexing and the commit are reported apart, not in the rate), then (c) once
+more. (a)-(c) run the same network (uint8 NHWC in, resize +
 normalize in the network, pooled taps out) on the same uint8 batches.
 """
 
