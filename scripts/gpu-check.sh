@@ -122,10 +122,10 @@ for name in ("bench_lite0", "bench_lite0_one_set", "bench_resnet50"):
                                           "pipeline_extract_seconds", "pipeline_shards",
                                           "pipeline_vs_torch_fp16", "pipeline_plan_seconds", "pipeline_commit_seconds",
                                           "decode_workers", "pipeline_thread_cpu_us_per_image", "pipeline_busiest_thread",
-                                          "pipeline_busiest_thread_busy")}
+                                          "pipeline_busiest_thread_busy", "pipeline_cores_idle")}
 host_keys = ("decode_workers", "decode_images_per_s", "host_images_per_s", "host_vs_decode", "session_busy",
              "read_seconds", "decode_seconds", "write_seconds", "thread_cpu_us_per_image", "busiest_thread",
-             "busiest_thread_busy", "device_rate", "host_vs_device", "device_busy", "device_padding",
+             "busiest_thread_busy", "cores_idle", "device_rate", "host_vs_device", "device_busy", "device_padding",
              "session_first_batch_seconds", "session_after_last_batch_seconds", "extract_seconds")
 for name, key in (("host_cifar", "host_only_cifar10"), ("host_cifar_2w", "host_only_cifar10_2_workers"),
                   ("host_photos_2w", "host_only_photos_2_workers"), ("host_cifar_device", "host_cifar10_device_15000")):
