@@ -5,7 +5,8 @@ images as one array) and cuts batches of one image shape out of them (:class:`Ba
 slices of a block, joined where a batch spans two), never image by image, and on through
 a shard's end into the next shard's images (:class:`ShardBatches`); the session runs on threads of its own
 (:class:`Inference`: one per set of bound device buffers, two on CUDA, so that one batch
-is copied in while another computes), at most one batch beyond them ahead, so the next
+is copied in while another computes; on the CPU one per session side by side, so that
+neither session waits for the other's half of a batch), at most one batch beyond them ahead, so the next
 batch is assembled while the device computes; a batch's outputs come back as a future, which the
 writer pool gathers in the shard's image order and converts to float16
 (:func:`gather_layer`, by onnxruntime's vectorized Cast: pipeline/float16_cast.py), off
@@ -160,7 +161,7 @@ def row_order(positions: list[np.ndarray]) -> np.ndarray:
 
 class Inference:
     """The session on threads of its own (``session.concurrency``: one per set of bound
-    buffers): :meth:`submit` hands it a batch (one array per view) and returns a future of
+    buffers, or per session side by side on the CPU): :meth:`submit` hands it a batch (one array per view) and returns a future of
     ``({view: {layer: float32}}, seconds)``; it blocks while a batch per thread and
     ``ready`` more wait, so host memory stays bounded."""
 
