@@ -46,6 +46,9 @@ from tlfs.pipeline.image_decode import ImageRejected, decode
 CHUNK_IMAGES = 256
 CHUNK_BYTES = 4 << 20
 READ_AHEAD = 2  # decoded blocks a decoder without worker processes holds ahead of the batcher
+# A bound for a worker that never comes up (its interpreter and imports take about a
+# second, several on a loaded machine), not a speed target.
+WORKER_START_SECONDS = 300
 
 
 @dataclass
@@ -106,12 +109,20 @@ class Decoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: a fork of a process that runs onnxruntime and lease threads can deadlock
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_setup, initargs=(os.getpid(),))
-            with _main_script_hidden():
-                # start every worker now: each would otherwise start at a later submit
-                for started in [pool.submit(_ready) for _ in range(self.workers)]:
-                    started.result()
+            context = multiprocessing.get_context("spawn")
+            started = context.Semaphore(0)  # released by each worker once it is set up
+            pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                       initializer=_worker_setup, initargs=(os.getpid(), started))
+            try:
+                with _main_script_hidden(), _sigint_blocked():
+                    # a submit while no worker is idle starts one: every worker now, not at a later submit
+                    probes = [pool.submit(_ready) for _ in range(self.workers)]
+                _await_workers(started, self.workers, probes)
+            except BaseException as exc:
+                # a Ctrl-C: wait for the workers, which finish starting and exit (left behind, they
+                # would find the run's semaphores gone and print a traceback); one that never came up: don't
+                pool.shutdown(wait=not isinstance(exc, PipelineError), cancel_futures=True)
+                raise
             self._pool = pool
         return self._pool
 
@@ -244,16 +255,54 @@ def _main_script_hidden():
         main.__file__ = path
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT held back from this thread while it starts worker processes: a process
+    inherits the mask, so a worker is deaf to Ctrl-C from its first instruction, while it
+    imports, until :func:`_worker_setup` ignores SIGINT for good (as the standard
+    library starts its resource tracker). Another thread, or this one afterwards, takes
+    a Ctrl-C that comes meanwhile."""
+    if not hasattr(signal, "pthread_sigmask"):  # no POSIX signal masks (Windows)
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _await_workers(started, workers: int, probes: list[Future]) -> None:
+    """Wait until each of the ``workers`` processes is set up (``started`` released once
+    by each). The ``probes`` (one task a worker) surface a worker that died starting; an
+    idle worker may run several of them, so their answers alone do not say every worker
+    is up."""
+    deadline = time.monotonic() + WORKER_START_SECONDS
+    while workers:
+        if started.acquire(timeout=0.5):  # short waits: Ctrl-C is seen between them
+            workers -= 1
+            continue
+        for probe in probes:
+            if probe.done() and probe.exception() is not None:
+                raise PipelineError(f"a decode worker process failed to start ({probe.exception()})")
+        if time.monotonic() > deadline:
+            raise PipelineError(f"{workers} decode worker process(es) had not started after "
+                                f"{WORKER_START_SECONDS} s")
+
+
 def _ready() -> int:
     return os.getpid()
 
 
-def _worker_setup(parent: int) -> None:
+def _worker_setup(parent: int, started) -> None:
     """In a worker process: leave Ctrl-C to the run, which stops the pool (a terminal sends
     SIGINT to every process of the group: each worker would print a traceback of its wait on
-    the queue), and exit as soon as the run that started it is gone (a SIGKILLed run would
-    otherwise leave its idle workers behind, blocked on their queue)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    the queue; SIGINT is held back from the worker's start, :func:`_sigint_blocked`), exit as
+    soon as the run that started it is gone (a SIGKILLed run would otherwise leave its idle
+    workers behind, blocked on their queue), and say it is ready (``started``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C held back since the start is dropped
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -261,6 +310,7 @@ def _worker_setup(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="tlfs-parent-watch").start()
+    started.release()
 
 
 def _decode_one(payload, input_size: int) -> tuple[np.ndarray | None, str | None, float]:
