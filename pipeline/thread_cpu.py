@@ -138,9 +138,13 @@ class ThreadCPU:
 
     def cores_idle(self, start: float, end: float) -> float | None:
         """The share of the machine's CPU time idle from ``start`` to ``end`` (to within a
-        sample either side), all cores; None where the system does not say."""
-        first = next((ticks for t, ticks in reversed(self.machine) if t <= start), None)
-        last = next((ticks for t, ticks in self.machine if t >= end), None)
+        sample either side), all cores; None where the system does not say. A window past
+        the samples (a run's timings rounded, its end a moment after the last sample) takes
+        the nearest one."""
+        if not self.machine:
+            return None
+        first = next((ticks for t, ticks in reversed(self.machine) if t <= start), self.machine[0][1])
+        last = next((ticks for t, ticks in self.machine if t >= end), self.machine[-1][1])
         if first is None or last is None or last[1] <= first[1]:
             return None
         return (last[0] - first[0]) / (last[1] - first[1])

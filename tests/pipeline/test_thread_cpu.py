@@ -62,6 +62,9 @@ def test_the_cores_idle_share_is_the_machines_idle_ticks_over_all_its_ticks_in_t
     assert cpu.cores_idle(at[1], at[3]) == pytest.approx((45 - 10) / (300 - 100))
     assert cpu.cores_idle(at[1] + 1e-9, at[2]) == pytest.approx((40 - 10) / (200 - 100))
     assert cpu.cores_idle(at[0], at[4]) == pytest.approx(90 / 400)
+    # a window a moment past the samples (a summary's rounded seconds) takes the nearest ones
+    assert cpu.cores_idle(at[3], at[4] + 0.005) == pytest.approx((90 - 45) / (400 - 300))
+    assert cpu.cores_idle(at[0] - 0.005, at[1]) == pytest.approx(10 / 100)
 
 
 def test_a_real_window_has_an_idle_share_between_none_and_all():
