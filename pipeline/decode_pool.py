@@ -84,7 +84,6 @@ class Decoder:
         self.workers = workers or default_workers(device)
         self.stats = DecodeStats()
         self._pool: ProcessPoolExecutor | None = None
-        self._started = None  # the pool's start-up semaphore, alive as long as the pool (a worker opens it by name)
         self._archives = OpenArchives()  # compressed archives kept open from shard to shard
 
     def __enter__(self) -> "Decoder":
@@ -94,7 +93,7 @@ class Decoder:
         self._archives.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = self._started = None
+            self._pool = None
 
     def start(self) -> "Decoder":
         """Start the worker processes now (a benchmark's warm-up), not at the first image."""
@@ -124,7 +123,7 @@ class Decoder:
                 # would find the run's semaphores gone and print a traceback); one that never came up: don't
                 pool.shutdown(wait=not isinstance(exc, PipelineError), cancel_futures=True)
                 raise
-            self._pool, self._started = pool, started
+            self._pool = pool
         return self._pool
 
     def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int,
