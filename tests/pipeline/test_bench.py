@@ -146,6 +146,24 @@ def test_a_stand_in_device_measures_how_busy_the_host_side_keeps_a_gpu_of_a_give
     assert "against the device" in out
 
 
+def test_the_stand_in_session_gives_each_layer_an_array_of_its_own_that_varies_with_the_pixels():
+    import numpy as np
+
+    from tlfs.pipeline.bench import HostOnlySession
+
+    widths = {"narrow": 24, "head": 1280, "grid": 5120}  # the last wider than a 32x32 image's 3,072 values
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    outputs = HostOnlySession(runtime=None, layer_dims=widths).run(pixels)
+    assert {layer: array.shape for layer, array in outputs.items()} == {layer: (5, w) for layer, w in widths.items()}
+    for array in outputs.values():
+        # a session's outputs: float32, C-contiguous, owning their memory (a view would keep a larger array alive)
+        assert array.dtype == np.float32 and array.flags.c_contiguous and array.base is None
+        assert 0.0 <= array.min() and array.max() <= 1.0
+    assert np.array_equal(outputs["head"][:, :24], outputs["narrow"])  # each image's own pixels, scaled
+    assert np.allclose(outputs["head"][2], pixels[2].reshape(-1)[:1280] / 255.0)
+    assert len(np.unique(outputs["head"])) > 200  # photo-like values, not a constant that compresses away
+
+
 def test_the_stand_in_device_is_refused_outside_the_host_only_bench():
     with pytest.raises(SystemExit, match="--device-rate is for --host-only"):
         main(["bench", "--device-rate", "1000"])
