@@ -40,6 +40,20 @@ def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_orde
     assert stats_one.images == stats_three.images == len(index.entries) and stats_three.decode_seconds > 0
 
 
+def test_a_chunks_decode_seconds_are_the_cpu_it_took_not_the_time_it_waited(monkeypatch):
+    """A worker preempted by the run's other threads (on a machine whose cores they share)
+    waits without decoding: its wait is not decoding's cost."""
+    def slow_decode(payload, input_size):
+        time.sleep(0.05)  # off the CPU, as a preempted worker is
+        return np.zeros((2, 2, 3), np.uint8)
+
+    monkeypatch.setattr(decode_pool, "decode", slow_decode)
+    started = time.perf_counter()
+    decoded, seconds = decode_pool.decode_chunk([b"a", b"b", b"c", b"d"], 224)
+    assert time.perf_counter() - started >= 0.2 and len(list(decoded)) == 4
+    assert 0 <= seconds < 0.05
+
+
 def test_small_images_go_to_a_worker_in_large_chunks_and_photos_in_a_few():
     """A chunk holds CHUNK_IMAGES images, or fewer once their payloads reach CHUNK_BYTES;
     every payload is in exactly one chunk, in order (a stream is cut as it comes)."""
