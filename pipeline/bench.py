@@ -371,7 +371,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
     from tlfs.pipeline.extract import RunOptions
     from tlfs.pipeline.indexing import build_index, check_sources
     from tlfs.pipeline.decode_pool import Decoder
-    from tlfs.pipeline.shard_writer import writer_threads
+    from tlfs.pipeline.shard_writer import writer_threads, writers_yield
 
     dataset, cache_dir, runtime = request.dataset, request.cache_dir, request.runtime
     check_sources(dataset, request.sources)  # before the export
@@ -392,9 +392,11 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
                 log("(2) the whole pipeline, inference replaced by a trivial session ...")
                 session = HostOnlySession(runtime, layers)
             # the writer pool too as for a GPU (on the CPU the session would have taken the cores)
+            cores = available_cores()
             summary = extract_watched(replace(request, store=str(Path(tmp) / "store")),
                                       RunOptions(show_progress=False, decoder=decoder, session=session,
-                                                 writers=writer_threads(available_cores())))
+                                                 writers=writer_threads(cores),
+                                                 writers_yield=writers_yield(decoder.workers, cores)))
     host_rate = summary["rows"] / summary["extract_seconds"] if summary["extract_seconds"] > 0 else None
     decode_rate = decoded / decode_wall if decode_wall > 0 else None
     return {
@@ -410,7 +412,7 @@ def host_only(request: ExtractionRequest, decode_workers: int = 0, log: Callable
         # where the pipeline's time went (reading and decoding: summed over the threads and processes doing it)
         "read_seconds": summary["read_seconds"], "decode_seconds": summary["decode_seconds"],
         "batch_seconds": summary["infer_seconds"], "write_seconds": summary["parquet_write_seconds"],
-        "writers": summary["writers"], "writers_busy": summary["writers_busy"],
+        "writers": summary["writers"], "writers_busy": summary["writers_busy"], "writers_yield": summary["writers_yield"],
         "parquet_bytes": summary["parquet_bytes"], "codec": summary["codec"],
         **{k: summary[k] for k in THREAD_FIELDS},
         **(_device_fields(session, summary, len(request.views), device_rate, host_rate) if device_rate else {}),

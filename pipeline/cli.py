@@ -479,7 +479,8 @@ def _bench_host_only(args, settings: Settings) -> dict:
                                   result["extract_seconds"]))
     print(f"  seconds: reading {result['read_seconds']}, decoding {result['decode_seconds']} (summed over workers), "
           f"batching {result['batch_seconds']}, writing {result['write_seconds']} (summed over the "
-          f"{result['writers']} writer threads, busy {result['writers_busy']:.1%} of the time)")
+          f"{result['writers']} writer threads, busy {result['writers_busy']:.1%} of the time"
+          f"{', below decoding' if result['writers_yield'] else ''})")
     _print_threads(result["thread_cpu_us_per_image"], result["busiest_thread"], result["busiest_thread_busy"],
                    result["cores_idle"])
     if result["decode_workers"] > 1 and result["decode_workers"] >= result["cores"] and not args.device_rate:

@@ -48,6 +48,8 @@ class RunOptions:
     sessions: int | None = None  # onnxruntime sessions side by side (default: models/session.side_by_side)
     decode_workers: int = 0  # 0: one per core on a GPU, a quarter of them on the CPU; 1: on the reading thread
     writers: int | None = None  # the writer pool's threads (default: one per core, a quarter of them on the CPU; at most 8)
+    # the writer threads below decoding's priority (default: beside a GPU, where the decode workers leave cores free)
+    writers_yield: bool | None = None
     show_progress: bool = True
     lease: LeaseTerms = field(default_factory=LeaseTerms)
     retention: Retention = field(default_factory=Retention)  # which older versions the commit keeps readable
@@ -84,7 +86,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
         session.busy.mark()
     with tqdm(total=p.images, unit="img", desc=f"extract {p.dataset}", disable=not options.show_progress,
               mininterval=1.0) as bar:
-        workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions)
+        workers = Workers(session, options.threads, decoder, writers=options.writers, sessions=options.sessions,
+                          writers_yield=options.writers_yield)
         records = run_shards(p, [shard.number for shard in p.shards], workers, progress=bar.update, check=held.check,
                              opened=sessions.append)
     extracted = time.perf_counter()
@@ -97,7 +100,8 @@ def _run_plan(p: Plan, held, options: RunOptions, decoder: Decoder, started: flo
     timings = Timings(planned - started, extracted - planned, finished - extracted, used.opening, used.opening_parts,
                       used.busy, session.busy.first_started - planned if ran else None,
                       extracted - session.busy.last_ended if ran else None, decoder.stats.since(decoded_before))
-    return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings)
+    return summary(p, records, committed, decoder, workers.writer_pool(p.runtime.device), timings,
+                   workers.writers_below_decoding(p.runtime.device, decoder.workers))
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class Timings:
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, writers: int,
-            seconds: Timings) -> dict:
+            seconds: Timings, writers_yield: bool = False) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
     set_bytes = sum(f.bytes for r in records for f in r.files.values())
@@ -165,6 +169,7 @@ def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: 
         "infer_seconds": round(sum(r.infer_seconds for r in ran), 2),
         "decode_workers": decoder.workers,
         "writers": writers,  # the writer pool's threads
+        "writers_yield": writers_yield,  # they ran below decoding's priority (pipeline/shard_writer.writers_yield)
         # the share of the pool's time its threads wrote: near 1, the writers bound the run
         "writers_busy": round(write_seconds / (writers * extract_seconds), 3) if extract_seconds > 0 and writers else None,
         "read_seconds": round(seconds.decoding.read_seconds, 2),  # waiting on the sources

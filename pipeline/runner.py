@@ -25,7 +25,7 @@ from tlfs.pipeline.inference import Inference, ShardBatches, shard_blocks
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
 from tlfs.pipeline.records import ShardRecord
-from tlfs.pipeline.shard_writer import ShardWriter, writer_threads
+from tlfs.pipeline.shard_writer import ShardWriter, writer_threads, writers_yield
 from tlfs.pipeline.staging import shard_done
 
 # The thread each host stage runs on (``tlfs bench --stages`` adds up the stages of one
@@ -57,10 +57,18 @@ class Workers:
     decode_workers: int = 0
     writers: int | None = None
     sessions: int | None = None
+    writers_yield: bool | None = None
 
     def writer_pool(self, device: str) -> int:
         """The writer pool's threads for a run on ``device``: ``writers``, else the default."""
         return self.writers or writer_threads(available_cores(), device)
+
+    def writers_below_decoding(self, device: str, decode_workers: int) -> bool:
+        """Whether the writer threads run below decoding's priority: ``writers_yield``, else
+        the default for ``device`` and ``decode_workers`` (pipeline/shard_writer.writers_yield)."""
+        if self.writers_yield is not None:
+            return self.writers_yield
+        return writers_yield(decode_workers, available_cores(), device)
 
 
 def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progress: Callable[[int], None] | None = None,
@@ -98,7 +106,8 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
         numbers = [n for n in numbers if n not in copied]
     with contextlib.ExitStack() as stack:
         decoder = decoder or stack.enter_context(Decoder(workers.decode_workers, p.runtime.device))
-        writer = stack.enter_context(ShardWriter(p, workers.writer_pool(p.runtime.device)))
+        writer = stack.enter_context(ShardWriter(p, workers.writer_pool(p.runtime.device),
+                                                 workers.writers_below_decoding(p.runtime.device, decoder.workers)))
         batches: ShardBatches | None = None  # the run's batches, which may span shards; opened with the session
         written = []
         stream: Iterator | None = None  # one decoding pipeline through every shard still to compute

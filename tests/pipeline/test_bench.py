@@ -117,6 +117,9 @@ def test_the_host_only_bench_runs_the_pipeline_without_inference_beside_decoding
     assert result["images"] == 40 and result["decode_workers"] == 2
     # where the workers take every core the rest of the host side runs in their time, and the bench says so
     assert ("decode workers take all" in out) == (result["decode_workers"] >= result["cores"])
+    # as beside a GPU: the writer threads below decoding's priority where the workers leave cores free
+    assert result["writers_yield"] == (result["decode_workers"] < result["cores"])
+    assert ("below decoding" in out) == result["writers_yield"]
     assert result["decode_images_per_s"] > 0 and result["host_images_per_s"] > 0
     assert result["decode_seconds"] > 0 and result["write_seconds"] > 0 and result["parquet_bytes"] > 0
     # the extraction's CPU by thread of the run's process, and the busiest one (pipeline/thread_cpu.py)
