@@ -122,7 +122,7 @@ class Timings:
 
 
 def summary(p: Plan, records: list[ShardRecord], committed: Published, decoder: Decoder, writers: int,
-            seconds: Timings, writers_yield: bool = False) -> dict:
+            seconds: Timings, writers_yield: bool) -> dict:
     """What a run did, with its timings (``tlfs extract``'s JSON line)."""
     plan_seconds, extract_seconds, commit_seconds = seconds.plan, seconds.extract, seconds.commit
     set_bytes = sum(f.bytes for r in records for f in r.files.values())
