@@ -324,7 +324,7 @@ class HostOnlySession:
         outputs are, from each image's first pixels scaled to [0, 1] (data of a photo's entropy);
         one pass over the output's bytes, so that the stand-in itself costs about 0.6 µs an image
         for Lite0's 2,048 values, not the 15.7 of a float copy of the pixels resized per layer
-        (docs/benchmarks.md: the stand-in session's own cost)."""
+        (docs/benchmarks.md: the host-only bench's stand-in session)."""
         pixels = batch.reshape(len(batch), -1)
         return {layer: np.multiply(pixels[:, :dim] if dim <= pixels.shape[1] else np.resize(pixels, (len(batch), dim)),
                                    PIXEL_SCALE, dtype=np.float32)
