@@ -23,12 +23,12 @@ else
   asked=$(version_of "$python") || fail "$python does not run"
   is_supported "$asked" || fail "$python is Python $asked; tlfs needs 3.11 or 3.12: run again with PYTHON=python3.12 (or python3.11)"
   "$python" -m venv .venv
+  version=$asked
 fi
 quiet() { grep -v '^WARNING: Location' || true; }  # pip's notes about this machine's local indexes
 # The versions the suite was last passed with (scripts/freeze-constraints.sh), which the
 # Docker images install too; a Python without its docker/constraints-X.Y.txt resolves
 # afresh, and so does TLFS_NO_CONSTRAINTS=1 (to move the pins: then test, then freeze).
-version=$(version_of .venv/bin/python)
 constraints=()
 if [ -f "docker/constraints-$version.txt" ] && [ -z "${TLFS_NO_CONSTRAINTS:-}" ]; then constraints=(-c "docker/constraints-$version.txt"); fi
 # What the install depends on; when it is unchanged since the last install, pip is not run
