@@ -592,7 +592,8 @@ def cmd_describe(args, settings: Settings) -> None:
         print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
     for s in lineage["sources"]:
         digest = s["checksum"].get("sha256") or s["checksum"].get("listing_sha256")
-        print(f"source        {s['uri']}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
+        given = "&".join(f"{k}={v}" for k, v in s.get("options", {}).items())
+        print(f"source        {s['uri']}{'#' + given if given else ''}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
     for r in info["rejects"][:20]:
         print(f"rejected      {r['image_id']}: {r['reason']}")
     if len(info["rejects"]) > 20:

@@ -112,7 +112,8 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
             "model_uri": p.artifact.uri,
             "weights": card["weights"],
             "parent": card.get("parent"),
-            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images} for s in p.sources],
+            "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images,
+                         **({"options": s.options} if s.options else {})} for s in p.sources],
             "limit": p.limit,
             "base": p.base,  # the version whose unchanged images were reused
             "preprocessing": {**card["preprocessing"], "decode": DECODE, "feature_dtype": "float16"},

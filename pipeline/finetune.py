@@ -28,6 +28,7 @@ from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.indexing import build_index, left_out_notice
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.holdout import HOLDOUT_HINT
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -152,7 +153,8 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     index = build_index(dataset, list(request.sources), limit=limit, cache_dir=cache_dir)
     for split in ("train", "test"):
         if split not in index.splits():
-            raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())}")
+            raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())} "
+                                f"({HOLDOUT_HINT})")
     key = run_key(request, index, choice.sha256)
     work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"

@@ -15,6 +15,7 @@ from tlfs.features.storage import atomic_put_file
 from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.holdout import HOLDOUT_HINT
 
 VALIDATION_FRACTION = 0.1
 HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")  # what a task hands on
@@ -112,7 +113,8 @@ def read_views(feature_set: FeatureSet, layers: list[str], views: list[str]) -> 
 
 def _require_train_and_test(feature_set: FeatureSet) -> None:
     if "train" not in feature_set.splits or "test" not in feature_set.splits:
-        raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has {', '.join(feature_set.splits)}")
+        raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has "
+                            f"{', '.join(feature_set.splits)} ({HOLDOUT_HINT})")
 
 
 def fitting_rows(train: dict, fit_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Examples, Examples]:

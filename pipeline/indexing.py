@@ -21,9 +21,10 @@ import pyarrow as pa
 
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, SourceInfo, sample, select_splits
 from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.holdout import HOLDOUT_HINT, hold_out, holdout_fraction
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
 from tlfs.pipeline.sources.hashing import verify_expected
-from tlfs.pipeline.sources.paths import unread
+from tlfs.pipeline.sources.paths import TREE_OPTIONS, unread
 from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
 
@@ -45,18 +46,16 @@ def build_index(
         files = expand_uri(pattern)
         if expected and len(files) > 1:
             raise SourceError(f"{raw_uri}: a checksum names one file, and this names {len(files)}")
+        fraction = holdout_fraction(raw_uri, options["holdout"]) if "holdout" in options else None
         for uri in files:
-            indexed.append(_index_one(uri, len(indexed), options, expected, cache_dir))
+            found = _index_one(uri, len(indexed), options, expected, cache_dir)
+            indexed.append(found if fraction is None else hold_out(found, fraction))
     sources = [i.info for i in indexed]
     entries = [e for i in indexed for e in i.entries]
     _check_unique(entries, sources)
     if not entries:
-        left_out = [path for i in indexed for path in i.left_out]
-        found = (f"; {len(left_out)} image file{'s' if len(left_out) > 1 else ''} at other depths, such as {left_out[0]}: "
-                 "the tree is to be <split>/<class>/<image> (train/<class>/<image>, test/<class>/<image>), "
-                 "at the source's top or inside one folder") if left_out else ""
-        raise SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected <split>/<class>/<image>, "
-                          f"WebDataset samples or a Parquet table of images){found}")
+        raise _no_images(name, uris, [path for i in indexed for path in i.left_out],
+                         any(i.info.options.keys() & set(TREE_OPTIONS) for i in indexed))
     classes = _classes(indexed, entries)
     index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
                          [path for i in indexed for path in i.left_out])
@@ -99,19 +98,37 @@ def splits_notice(index: DatasetIndex) -> str:
     if not missing:
         return ""
     return (f"; fitting heads and fine-tuning need a train and a test split, and it has no {' or '.join(missing)} "
-            "(an image folder is <split>/<class>/<image>)")
+            f"(an image folder is <split>/<class>/<image>; {HOLDOUT_HINT})")
+
+
+def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool) -> SourceError:
+    """The error of a dataset without images, saying how to lay out the images that were seen."""
+    found = ""
+    if left_out:
+        found = (f"; {len(left_out)} image file{'s' if len(left_out) > 1 else ''} at other depths, such as {left_out[0]}: "
+                 "the tree is to be ")
+        found += ("<class>/<image> where its split is given (#split=, #holdout=), at the source's top or inside one "
+                  "folder; a tree of <split>/<class>/<image> is given without them" if split_given else
+                  "<split>/<class>/<image> (train/<class>/<image>, test/<class>/<image>), at the source's top or inside "
+                  "one folder; a tree of <class>/<image> is read with a test split held out of it (URI#holdout=0.2) or "
+                  "as one split (URI#split=train)")
+    tree = "<class>/<image>" if split_given else "<split>/<class>/<image>"
+    return SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected {tree}, "
+                       f"WebDataset samples or a Parquet table of images){found}")
 
 
 def check_sources(name: str, uris: Iterable[str]) -> None:
     """What :func:`build_index` would refuse before reading anything, checked in a moment:
-    no source, a fragment it does not know, a glob that matches nothing, a named file that
+    no source, a fragment it does not know (or a holdout that is no fraction), a glob that matches nothing, a named file that
     is not there. A run checks this first, so that a mistyped path is told before the
     backbone is exported and the dataset indexed."""
     uris = list(uris)
     if not uris:
         raise SourceError(f"dataset {name!r} has no source: give --source URI")
     for raw_uri in uris:
-        pattern, _, _ = parse_uri(raw_uri)
+        pattern, _, options = parse_uri(raw_uri)
+        if "holdout" in options:
+            holdout_fraction(raw_uri, options["holdout"])
         files = expand_uri(pattern)  # a pattern that matches nothing is an error
         if len(files) == 1:  # a file named as it is (a brace list's many names are looked up while indexing)
             fs, path = fsspec.core.url_to_fs(files[0])

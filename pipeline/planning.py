@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from typing import Callable
 
 from tlfs.features import layout, versions
@@ -39,7 +40,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     started = time.perf_counter()
     index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
                         cache_dir=r.cache_dir)
-    log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(index.splits())}) "
+    per_split = Counter(e.split for e in index.entries)
+    log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(f'{s} {per_split[s]}' for s in index.splits())}) "
         f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}"
         f"{'' if r.splits else splits_notice(index)}")  # splits asked for by name are what the user wants
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)

@@ -54,14 +54,6 @@ def located(member) -> tuple[int, int]:
     return (-1, -1) if member.issparse() else (member.offset_data, member.size)
 
 
-def no_options(uri: str, options: dict[str, str]) -> None:
-    """For formats that take no options: say so instead of ignoring them."""
-    if options:
-        from tlfs.pipeline.errors import SourceError
-
-        raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to this format")
-
-
 def int_class_order(entries: list[Entry]) -> list[str] | None:
     """Integer labels fix the class order: class ``k`` is label ``k``."""
     names = {e.label_name for e in entries}

@@ -1,4 +1,5 @@
-"""An image-folder tree, ``<split>/<class>/<file>``, as a directory, local or on an object
+"""An image-folder tree, ``<split>/<class>/<file>`` (or ``<class>/<file>`` with its split
+given: :mod:`tlfs.pipeline.sources.paths`), as a directory, local or on an object
 store. Its checksum is that of its listing (names and sizes). Files are read a batch at a
 time: on an object store through fsspec's batched ``cat`` (concurrent requests, up to
 ``files.CONNECTIONS`` at once on S3), locally with a few threads."""
@@ -13,9 +14,9 @@ from typing import Iterator
 from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
-from tlfs.pipeline.sources.base import Indexed, no_options
+from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out, within, wrapper_folder
+from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out, tree_split, within, wrapper_folder
 from tlfs.pipeline.sources.reading import batch_reader
 
 BATCH = 256  # files requested together: bounds the bytes held at once
@@ -27,20 +28,20 @@ class ImageFolderDir:
 
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
-        no_options(uri, options)
+        split = tree_split(uri, options)
         fs, root = batch_reader(uri)  # the instance that reads the files later (one client, one pool)
         found, bad, misplaced = [], [], []
         listing = hashlib.sha256()
         root = root.rstrip("/")
         details = fs.find(root, withdirs=False, detail=True)
-        wrapper = wrapper_folder(full[len(root) + 1:] for full in details)  # pets/train/cats/1.jpg
+        wrapper = wrapper_folder((full[len(root) + 1:] for full in details), split)  # pets/train/cats/1.jpg
         for full in sorted(details):
             rel = full[len(root) + 1:]
             info = details[full]
             listing.update(f"{rel}\0{info.get('size')}\n".encode("utf-8", "surrogateescape"))
-            parts = image_path_parts(within(rel, wrapper))
+            parts = image_path_parts(within(rel, wrapper), split)
             if parts is None:
-                if left_out(within(rel, wrapper)):
+                if left_out(within(rel, wrapper), split):
                     misplaced.append(f"{uri.rstrip('/')}/{rel}")
                 continue
             image_id = image_id_of(parts)
@@ -48,8 +49,8 @@ class ImageFolderDir:
                 bad.append(Reject(image_id, uri, "symbolic link (not followed)"))
                 continue
             found.append(Entry(image_id, *image_id.split("/")[:2], number, full, fingerprint=fingerprint_info(info)))
-        return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found)), found, bad,
-                       left_out=misplaced)
+        return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found), dict(options)),
+                       found, bad, left_out=misplaced)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         fs, _ = batch_reader(info.uri)

@@ -1,5 +1,10 @@
 """Image paths inside sources: which names are images, their ids (``split/class/file``),
-the split a file's path names, and archive member names that cannot escape."""
+the split a file's path names, and archive member names that cannot escape.
+
+An image-folder tree is ``<split>/<class>/<file>``; given with a split (``URI#split=train``,
+or ``URI#holdout=0.2``, whose images are the train split's until a test split is held out of
+them: :mod:`tlfs.pipeline.holdout`) it is ``<class>/<file>``, every image of that split.
+The functions below take that split as ``split`` (None: the tree names the splits)."""
 
 from __future__ import annotations
 
@@ -55,13 +60,31 @@ def image_id_of(parts: tuple[str, str, str]) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def image_path_parts(path: str) -> tuple[str, str, str] | None:
-    """``split/class/file`` of an image path, or None for something that is not an image
-    at that depth (a README, a folder, a deeper tree)."""
+TREE_OPTIONS = ("split", "holdout")
+
+
+def tree_split(uri: str, options: dict[str, str]) -> str | None:
+    """The split of every image of an image-folder tree of ``<class>/<file>``, from the
+    source's options: ``split``, or ``train`` where a test split is to be held out of it
+    (``holdout``); None for a tree of ``<split>/<class>/<file>``. Other options are an error."""
+    other = sorted(set(options) - set(TREE_OPTIONS))
+    if other:
+        from tlfs.pipeline.errors import SourceError
+
+        raise SourceError(f"{uri}: options {', '.join(other)} do not apply to an image-folder tree "
+                          f"(it takes {' and '.join(TREE_OPTIONS)})")
+    return options.get("split") or ("train" if "holdout" in options else None)
+
+
+def image_path_parts(path: str, split: str | None = None) -> tuple[str, str, str] | None:
+    """``split/class/file`` of an image path (``class/file`` where the tree's ``split`` is
+    given), or None for something that is not an image at that depth (a README, a folder,
+    a deeper tree)."""
     parts = path.split("/")
-    if len(parts) != 3 or not parts[2].lower().endswith(IMAGE_SUFFIXES) or parts[2].startswith("."):
+    if len(parts) != (3 if split is None else 2) or not parts[-1].lower().endswith(IMAGE_SUFFIXES) \
+            or parts[-1].startswith("."):
         return None
-    return parts[0], parts[1], parts[2]
+    return (parts[0], parts[1], parts[2]) if split is None else (split, parts[0], parts[1])
 
 
 def an_image(path: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
@@ -71,34 +94,38 @@ def an_image(path: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     return parts[-1].lower().endswith(suffixes) and not any(part.startswith(".") for part in parts)
 
 
-def left_out(path: str) -> bool:
+def left_out(path: str, split: str | None = None) -> bool:
     """An image file the dataset leaves out: not at ``split/class/file`` depth (in a deeper
     folder, or above the classes), or in a format that is not read (:data:`UNREAD_SUFFIXES`)."""
-    return (an_image(path) and image_path_parts(path) is None) or an_image(path, UNREAD_SUFFIXES)
+    return (an_image(path) and image_path_parts(path, split) is None) or an_image(path, UNREAD_SUFFIXES)
 
 
 def unread(path: str) -> bool:
     return path.lower().endswith(UNREAD_SUFFIXES)
 
 
-def wrapper_folder(paths: Iterable[str]) -> str | None:
+def wrapper_folder(paths: Iterable[str], split: str | None = None) -> str | None:
     """The one folder a tree's images are wrapped in, as ``tar czf pets.tar.gz pets`` and
     ``zip -r pets.zip pets`` make them (``pets/train/cats/1.jpg``): where no image lies at
     ``split/class/file`` depth, every image one folder deeper lies under the same first
     folder, and what lies below it looks like a tree: that folder is not a split's, and one of
     those below is (``train/dogs/2024/1.jpg`` is a split's images one folder too deep, not a
-    tree wrapped in ``train``). None otherwise."""
+    tree wrapped in ``train``). None otherwise. A tree of ``<class>/<file>`` (its ``split``
+    given) is wrapped where no image lies at ``class/file`` depth and every image one folder
+    deeper lies under the same first folder, not named as a split (``test/cats/1.jpg`` is a
+    split's images, a tree of splits given as one of classes)."""
+    depth = 3 if split is None else 2
     wrappers, splits = set(), set()
     for path in paths:
         if not an_image(path):
             continue
         parts = path.split("/")
-        if len(parts) == 3:
+        if len(parts) == depth:
             return None
-        if len(parts) == 4:
+        if len(parts) == depth + 1:
             wrappers.add(parts[0])
             splits.add(parts[1].lower())
-    if len(wrappers) != 1 or not splits & set(SPLIT_NAMES):
+    if len(wrappers) != 1 or (split is None and not splits & set(SPLIT_NAMES)):
         return None
     wrapper = wrappers.pop()
     return None if wrapper.lower() in SPLIT_NAMES else wrapper
@@ -109,13 +136,13 @@ def within(path: str, wrapper: str | None) -> str:
     return path[len(wrapper) + 1:] if wrapper and path.startswith(wrapper + "/") else path
 
 
-def member_image(name: str, wrapper: str | None = None) -> tuple[str | None, str | None]:
+def member_image(name: str, wrapper: str | None = None, split: str | None = None) -> tuple[str | None, str | None]:
     """(image id, safe path) of an archive member, below ``wrapper`` where the archive has
     one (:func:`wrapper_folder`): the id is None where the name is not an image at
     ``split/class/file`` depth; the safe path is None where the name escapes (then
     :func:`unsafe` is its reject)."""
     safe = safe_member(name)
-    parts = image_path_parts(within(safe or display_path(name), wrapper))
+    parts = image_path_parts(within(safe or display_path(name), wrapper), split)
     return (image_id_of(parts) if parts else None), safe
 
 

@@ -1,5 +1,6 @@
 """Tar archives (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``), local or
-remote, holding either an image-folder tree (``split/class/file``) or WebDataset samples
+remote, holding either an image-folder tree (``split/class/file``, or ``class/file`` with its
+split given: pipeline/sources/paths.py) or WebDataset samples
 (pipeline/sources/webdataset.py); the CIFAR-10 python tarball is recognised by its
 members and handed to pipeline/sources/cifar.py.
 
@@ -39,8 +40,8 @@ from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
-from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, image_id_of, image_path_parts, left_out,
-                                         member_image, unsafe, within, wrapper_folder)
+from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, image_id_of,
+                                         image_path_parts, left_out, member_image, tree_split, unsafe, within, wrapper_folder)
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
 from tlfs.pipeline.sources.webdataset import Samples
@@ -67,20 +68,23 @@ class TarArchive:
         # wrapped it in one (pets/train/cats/1.jpg); the archive streams by once, so they are kept as they pass
         deeper: dict[str, list[Entry | Reject]] = {}
         samples = Samples(uri, options)
+        # a tree of class/file where the split is given (#split=, #holdout=): then its images are a
+        # WebDataset's too, should labels lie beside them (train/0001.jpg with train/0001.cls)
+        split = options.get("split") or ("train" if "holdout" in options else None)
         cifar = False
         for member, read in listed:
             name = member.name
             if name.split("/")[0].lstrip("./") == CIFAR_DIR or name.startswith(f"./{CIFAR_DIR}"):
                 cifar = True
                 continue
-            image_id, safe = member_image(name)
+            image_id, safe = member_image(name, split=split)
             if image_id is None:
                 hashed = None  # the member's fingerprint, where it was taken here (a sample's is then the same)
                 if safe is not None and an_image(safe, IMAGE_SUFFIXES + UNREAD_SUFFIXES):
                     images_elsewhere.append(safe)
                     top, _, below = safe.partition("/")
-                    if an_image(safe) and image_path_parts(below):
-                        entry = _entry(uri, number, name, image_id_of(image_path_parts(below)), member, read)
+                    if an_image(safe) and image_path_parts(below, split):
+                        entry = _entry(uri, number, name, image_id_of(image_path_parts(below, split)), member, read)
                         if entry is not None:
                             deeper.setdefault(top, []).append(entry)
                             hashed = entry.fingerprint if isinstance(entry, Entry) else None
@@ -90,11 +94,15 @@ class TarArchive:
             entry = unsafe(image_id, uri, name) if safe is None else _entry(uri, number, name, image_id, member, read)
             if isinstance(entry, Entry):
                 found.append(entry)
+                if split is not None:
+                    samples.add(safe, member, read, entry.fingerprint)
             elif entry is not None:
                 bad.append(entry)
         checksum, compression = listed.checksum, listed.compression  # the archive read to its end
+        labelled = bool(samples.labels or samples.label_errors)
         # the same rule as a folder's and a zip's (paths.wrapper_folder), on the image members one folder deeper
-        wrapper = wrapper_folder(f"{top}/{e.image_id}" for top, entries in deeper.items() for e in entries) \
+        wrapper = wrapper_folder((f"{top}/{e.image_id.split('/', 1)[1] if split else e.image_id}"
+                                  for top, entries in deeper.items() for e in entries), split) \
             if not found and not samples.labels else None
         if wrapper is not None:  # an image-folder tree in one folder: its images, as if it were not there
             found = [e for e in deeper[wrapper] if isinstance(e, Entry)]
@@ -103,12 +111,15 @@ class TarArchive:
             if options:
                 raise SourceError(f"{uri}: the CIFAR-10 archive takes no options ({', '.join(sorted(options))})")
             return index_cifar(uri, number, cache_dir, checksum, expected)
-        if found or not (samples.labels or samples.label_errors):  # images without a label beside any: no WebDataset
-            if options:
-                raise SourceError(f"{uri}: options {', '.join(sorted(options))} do not apply to an image-folder archive")
-            misplaced = [f"{uri}: {safe}" for safe in images_elsewhere if left_out(within(safe, wrapper))]
-            return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), compression=compression),
+        # an image-folder tree: images without a label beside any (with labels, WebDataset samples, but for a
+        # tree of split/class/file, whose images are found as such whatever else lies beside them)
+        if not labelled or (found and split is None):
+            tree_split(uri, options)  # the options an image-folder tree takes, or a clear error
+            misplaced = [f"{uri}: {safe}" for safe in images_elsewhere if left_out(within(safe, wrapper), split)]
+            return Indexed(SourceInfo(uri, "imagefolder-tar", checksum, len(found), dict(options), compression),
                            found, bad, left_out=misplaced)
+        if split is not None:  # the rejects of the class/file reading, whose images were taken for samples
+            bad = []
         entries, unlabelled = samples.entries(number)
         return Indexed(SourceInfo(uri, "webdataset-tar", checksum, len(entries), dict(options), compression), entries,
                        bad + unlabelled, int_class_order(entries))

@@ -11,7 +11,10 @@ from tlfs.pipeline.errors import SourceError
 
 CHECKSUMS = ("md5", "sha256")
 OPTIONS = {
-    "split": "the split of every image in the source (WebDataset archives, Parquet tables without a split column)",
+    "split": "the split of every image in the source (WebDataset archives, Parquet tables without a split column, "
+             "image-folder trees of <class>/<image>)",
+    "holdout": "a fraction of the source's train images held out as its test split (0.2 or 20%); an image-folder "
+               "tree given with it is <class>/<image>",
     "image": "a Parquet table's image column (binary, or a struct with bytes/path)",
     "label": "a Parquet table's label column (int with class names in the schema, or string)",
     "split_column": "a Parquet table's split column",
@@ -27,7 +30,8 @@ def parse_uri(uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
     for part in fragment.split("&"):
         key, _, value = part.partition("=")
         if not value or (key not in CHECKSUMS and key not in OPTIONS):
-            known = ", ".join([f"{k}=HEX" for k in CHECKSUMS] + [f"{k}=NAME" for k in OPTIONS])
+            known = ", ".join([f"{k}=HEX" for k in CHECKSUMS] + [f"{k}={'FRACTION' if k == 'holdout' else 'NAME'}"
+                                                                  for k in OPTIONS])
             raise SourceError(f"{uri}: unknown fragment {part!r} (known: {known})")
         if key in CHECKSUMS:
             expected[key] = value.lower()

@@ -1,4 +1,5 @@
-"""An image-folder tree, ``<split>/<class>/<file>``, in a ``.zip`` archive, local or
+"""An image-folder tree, ``<split>/<class>/<file>`` (or ``<class>/<file>`` with its split
+given), in a ``.zip`` archive, local or
 remote (read through the cache folder: a zip is read by seeking)."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from typing import Iterator
 
 from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
-from tlfs.pipeline.sources.base import Indexed, no_options
+from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.sources.hashing import digest
-from tlfs.pipeline.sources.paths import display_path, left_out, member_image, safe_member, unsafe, within, wrapper_folder
+from tlfs.pipeline.sources.paths import (display_path, left_out, member_image, safe_member, tree_split, unsafe, within,
+                                         wrapper_folder)
 from tlfs.pipeline.sources.reading import open_source
 
 
@@ -19,17 +21,18 @@ class ImageFolderZip:
 
     def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
               expected: dict[str, str]) -> Indexed:
-        no_options(uri, options)
+        split = tree_split(uri, options)
         found, bad, misplaced = [], [], []
         checksum = digest(uri, cache_dir)  # a zip is read by seeking, so it is hashed in a pass of its own
         with open_source(uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:
             files = [info for info in archive.infolist() if not info.is_dir()]
             # pets/train/cats/1.jpg: the folder zip -r puts the tree in
-            wrapper = wrapper_folder(safe_member(info.filename) or display_path(info.filename) for info in files)
+            wrapper = wrapper_folder([safe_member(info.filename) or display_path(info.filename) for info in files],
+                                     split)
             for info in files:
-                image_id, safe = member_image(info.filename, wrapper)
+                image_id, safe = member_image(info.filename, wrapper, split)
                 if image_id is None:
-                    if left_out(within(safe or display_path(info.filename), wrapper)):
+                    if left_out(within(safe or display_path(info.filename), wrapper), split):
                         misplaced.append(f"{uri}: {info.filename}")
                     continue
                 if safe is None:
@@ -37,7 +40,7 @@ class ImageFolderZip:
                     continue
                 found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename,
                                    fingerprint=f"crc32:{info.CRC:08x}:{info.file_size}"))  # from the zip's directory
-        return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found)), found, bad, left_out=misplaced)
+        return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found), dict(options)), found, bad, left_out=misplaced)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         with open_source(info.uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:

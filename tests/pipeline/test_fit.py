@@ -64,8 +64,24 @@ def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_the_earlie
 def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "d", folder_images(splits=("train",)))
     run_extract("c", [str(source)], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False, log=lambda *_: None)
-    with pytest.raises(PipelineError, match="needs a train and a test split"):
+    with pytest.raises(PipelineError, match=r"needs a train and a test split to fit a head; it has train \(a source "
+                                            r"given as URI#holdout=0.2 holds a test split out of its train images\)"):
         fit(features.open_set("c", "efficientnet_lite0", store=str(tmp_path / "s")), ["head"], "softmax")
+
+
+def test_a_head_fits_on_a_tree_of_classes_given_with_a_holdout(tmp_path, lite0, models_root):
+    """The folder of class folders most users have: extracted with a test split held out of
+    it, a head fits at once and is tested on the held-out images."""
+    files = {name.split("/", 1)[1]: data for name, data in folder_images(per_class=10, splits=("train",)).items()}
+    source = f"{write_tree(tmp_path / 'colors', files)}#holdout=0.3"
+    run_extract("c", [source], "efficientnet_lite0", str(tmp_path / "s"), models_root, show_progress=False,
+                log=lambda *_: None)
+    feature_set = features.open_set("c", "efficientnet_lite0", store=str(tmp_path / "s"))
+    test_rows = feature_set.manifest["counts"]["test"]["written"]
+    assert feature_set.splits == ["test", "train"] and 0 < test_rows < 30
+    result = fit(feature_set, ["head"], "softmax")
+    assert result["n_test"] == test_rows
+    assert result["test_accuracy"] >= 0.5  # three flat colours: the held-out images are told apart
 
 
 def test_heads_on_the_best_layer_reuse_the_sweeps_softmax_head(colors_set, tmp_path):

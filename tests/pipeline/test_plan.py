@@ -128,8 +128,10 @@ def test_planning_says_when_the_dataset_lacks_the_splits_heads_need(tmp_path, li
     said = []
     extract.plan(request, said.append)
     indexed = next(line for line in said if line.startswith("indexed "))
+    assert indexed.startswith("indexed 12 images of colors (train 12) in ")
     assert indexed.endswith("; fitting heads and fine-tuning need a train and a test split, and it has no test "
-                            "(an image folder is <split>/<class>/<image>)")
+                            "(an image folder is <split>/<class>/<image>; a source given as URI#holdout=0.2 holds a test "
+                            "split out of its train images)")
     said.clear()
     extract.plan(replace(request, splits=("train",)), said.append)  # asked for by name: nothing to say
     assert "split" not in next(line for line in said if line.startswith("indexed ")).split(" in ")[-1]
