@@ -73,6 +73,11 @@ def tree_split(uri: str, options: dict[str, str]) -> str | None:
 
         raise SourceError(f"{uri}: options {', '.join(other)} do not apply to an image-folder tree "
                           f"(it takes {' and '.join(TREE_OPTIONS)})")
+    return given_split(options)
+
+
+def given_split(options: dict[str, str]) -> str | None:
+    """:func:`tree_split` without the check, for a source that may be another format's."""
     return options.get("split") or ("train" if "holdout" in options else None)
 
 

@@ -40,7 +40,7 @@ from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed, int_class_order, located, unreadable
 from tlfs.pipeline.sources.cifar import CIFAR_DIR, index_cifar
 from tlfs.pipeline.sources.hashing import HashingReader, fingerprint_bytes
-from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, image_id_of,
+from tlfs.pipeline.sources.paths import (IMAGE_SUFFIXES, UNREAD_SUFFIXES, an_image, given_split, image_id_of,
                                          image_path_parts, left_out, member_image, tree_split, unsafe, within, wrapper_folder)
 from tlfs.pipeline.sources.reading import batch_reader, open_source
 from tlfs.pipeline.sources.tar_headers import BLOCK, STREAM_ERRORS, Members, Unusual, compression_of
@@ -70,7 +70,7 @@ class TarArchive:
         samples = Samples(uri, options)
         # a tree of class/file where the split is given (#split=, #holdout=): then its images are a
         # WebDataset's too, should labels lie beside them (train/0001.jpg with train/0001.cls)
-        split = options.get("split") or ("train" if "holdout" in options else None)
+        split = given_split(options)
         cifar = False
         for member, read in listed:
             name = member.name
@@ -100,6 +100,8 @@ class TarArchive:
                 bad.append(entry)
         checksum, compression = listed.checksum, listed.compression  # the archive read to its end
         labelled = bool(samples.labels or samples.label_errors)
+        if split is not None:  # images of a tree of classes, unless a label lies beside one of them
+            labelled = any(key in samples.labels or key in samples.label_errors for key in samples.images)
         # the same rule as a folder's and a zip's (paths.wrapper_folder), on the image members one folder deeper
         wrapper = wrapper_folder((f"{top}/{e.image_id.split('/', 1)[1] if split else e.image_id}"
                                   for top, entries in deeper.items() for e in entries), split) \

@@ -122,13 +122,17 @@ def test_a_parquet_table_and_webdataset_samples_of_train_images_hold_out_a_test_
         assert all(e.split == ("test" if held_out(e.image_id, 0.2) else "train") for e in index.entries)
 
 
-def test_webdataset_samples_given_a_split_stay_samples_not_a_tree_of_classes(tmp_path):
+def test_labels_beside_the_images_make_webdataset_samples_and_a_json_file_of_the_trees_own_does_not(tmp_path):
     """``train/0001.jpg`` beside ``train/0001.json`` is a sample keyed in a folder, not the class
     "train" of a tree: labels beside the images make the archive a WebDataset's."""
     samples = write_webdataset(tmp_path / "w.tar", folder_images(splits=("train",)))
     index = build_index("c", [f"{samples}#split=val"])
     assert index.splits() == ["val"] and index.classes == ["blue", "green", "red"]
     assert index.sources[0].format == "webdataset-tar"
+    # a tree of classes with a JSON file of its own beside them (no image's label) stays a tree
+    tree = write_tar(tmp_path / "t.tar", {**classes_tree(), "info.json": b'{"label": "x"}'}, "w")
+    index = build_index("c", [f"{tree}#holdout=0.3"])
+    assert index.sources[0].format == "imagefolder-tar" and len(index.entries) == 12 and not index.rejects
 
 
 @pytest.mark.parametrize("kind", CONTAINERS)
