@@ -3,7 +3,8 @@ label beside them in ``KEY.cls`` (an integer, as text) or ``KEY.json`` (``label`
 ``cls`` or ``class``: an integer or a class name). The key is the member's path up to
 the first dot of its file name. The split is given with the source (``#split=NAME``),
 or named by the key's first folder (``train/0001.jpg``) or the archive's folder
-(``.../train/shard-0001.tar``).
+(``.../train/shard-0001.tar``), else, where a test split is to be held out
+(``#holdout=0.2``), ``train``.
 
 An image id is ``split/label/key.ext`` (the split folder dropped from the key)."""
 
@@ -62,6 +63,7 @@ class Samples:
     def __init__(self, uri: str, options: dict[str, str]) -> None:
         self.uri = uri
         self.split = options.get("split")
+        self.holding_out = "holdout" in options  # a test split to be held out of train: train where none is named
         self.images: dict[str, _Image] = {}
         self.labels: dict[str, str] = {}
         self.label_errors: dict[str, str] = {}
@@ -107,6 +109,8 @@ class Samples:
         from_path = split_from_path(self.uri)
         if from_path:
             return from_path, key
+        if self.holding_out:
+            return "train", key
         raise SourceError(f"{self.uri}: WebDataset samples without a split: give it with the source "
                           f"({self.uri}#split=NAME), or keep the archive in a folder named after its split "
                           f"({', '.join(SPLIT_NAMES[:4])}, ...)")

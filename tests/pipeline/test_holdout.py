@@ -116,7 +116,8 @@ def test_a_parquet_table_and_webdataset_samples_of_train_images_hold_out_a_test_
     train = folder_images(per_class=30, splits=("train",))
     table = write_parquet_table(tmp_path / "t.parquet", train, ["blue", "green", "red"])
     samples = write_webdataset(tmp_path / "w.tar", train)  # keys train/<class>-<file> with .json labels
-    for uri in (str(table), str(samples)):
+    unnamed = write_webdataset(tmp_path / "u.tar", train, split_folder=False)  # keys <class>-<file>: no split named
+    for uri in (str(table), str(samples), str(unnamed)):
         index = build_index("c", [f"{uri}#holdout=0.2"])
         assert index.splits() == ["test", "train"] and len(index.entries) == 90
         assert all(e.split == ("test" if held_out(e.image_id, 0.2) else "train") for e in index.entries)
