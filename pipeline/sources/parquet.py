@@ -57,7 +57,8 @@ class ParquetTable:
             if id_column and id_column not in schema.names:
                 raise SourceError(f"{uri}: no id column {id_column!r} (columns: {', '.join(schema.names)})")
             names = _class_names(schema, label)
-            split = options.get("split") or split_from_path(uri)
+            # where nothing names it and a test split is to be held out of the table: train
+            split = options.get("split") or split_from_path(uri) or ("train" if "holdout" in options else None)
             if not split_column and not split:
                 raise SourceError(f"{uri}: no split: give it with the source ({uri}#split=NAME), name a split column "
                                   "(#split_column=NAME), or name the file after its split (train-00000.parquet)")

@@ -5,6 +5,7 @@ import json
 import os
 from collections import Counter
 
+import pyarrow.parquet as pq
 import pytest
 
 from tlfs.pipeline.errors import SourceError
@@ -117,7 +118,9 @@ def test_a_parquet_table_and_webdataset_samples_of_train_images_hold_out_a_test_
     table = write_parquet_table(tmp_path / "t.parquet", train, ["blue", "green", "red"])
     samples = write_webdataset(tmp_path / "w.tar", train)  # keys train/<class>-<file> with .json labels
     unnamed = write_webdataset(tmp_path / "u.tar", train, split_folder=False)  # keys <class>-<file>: no split named
-    for uri in (str(table), str(samples), str(unnamed)):
+    bare = tmp_path / "images.parquet"  # no split column, no split in its name
+    pq.write_table(pq.read_table(table).drop_columns(["split"]), bare)
+    for uri in (str(table), str(samples), str(unnamed), str(bare)):
         index = build_index("c", [f"{uri}#holdout=0.2"])
         assert index.splits() == ["test", "train"] and len(index.entries) == 90
         assert all(e.split == ("test" if held_out(e.image_id, 0.2) else "train") for e in index.entries)
