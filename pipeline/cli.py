@@ -84,7 +84,9 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
                    help="dataset source: an image-folder dir/.tar/.tar.gz/.zip, WebDataset .tar archives, a Parquet table "
                         "of images or the CIFAR-10 python tarball; a glob or brace list names many "
                         "('shards/train-{0000..0099}.tar'); repeat to merge; #md5=HEX or #sha256=HEX checks it, "
-                        "#split=, #image=, #label=, #split_column=, #id= set options (see the README's Datasets)")
+                        "#holdout=0.2 holds a test split out of a source of train images (a folder of "
+                        "<class>/<image>), #split=, #image=, #label=, #split_column=, #id= set options "
+                        "(docs/user-guide.md, Datasets)")
     p.add_argument("--limit", type=_positive, help="class-balanced sample of N images per split")
 
 
