@@ -3,12 +3,14 @@ LightGBM and a small MLP (Dense 1024 ReLU + softmax, as in the seeds).
 
 Each ``fit_*`` takes a :class:`~tlfs.models.fit_data.FitData` (a train and a
 validation split: the validation split chooses the L2 strength / stops boosting / stops
-training) and returns a :class:`Head` that predicts and saves itself without pickle.
+training) and returns a :class:`Head` that predicts and saves itself without pickle;
+:func:`load` reads a saved head back, to classify new images (pipeline/predict.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -68,11 +70,7 @@ def fit_softmax(data: FitData, log=print) -> Head:
     best = fit_path(standardized, SOFTMAX_C_GRID, log=log)
     del standardized
     acc, C, coef, intercept = best.val_accuracy, best.C, best.coef, best.intercept
-
-    def proba(Xq: np.ndarray) -> np.ndarray:
-        full = np.zeros((len(Xq), classes), np.float64)
-        full[:, present] = _softmax(((Xq - mean) / std) @ coef.T + intercept)
-        return full
+    proba = _linear_proba(mean, std, coef, intercept, present, classes)
 
     def save(folder: Path) -> list[Path]:
         path = folder / "softmax.npz"
@@ -81,6 +79,17 @@ def fit_softmax(data: FitData, log=print) -> Head:
 
     return Head("softmax", proba, save, {"C": C, "standardized": True, "solver": "L-BFGS (PyTorch, float32)",
                                          "iterations": best.iterations}, acc)
+
+
+def _linear_proba(mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: np.ndarray, present: np.ndarray,
+                  classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The softmax head's probabilities over all ``classes`` (0 for a class absent from training)."""
+    def proba(Xq: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(Xq), classes), np.float64)
+        full[:, present] = _softmax(((Xq - mean) / std) @ coef.T + intercept)
+        return full
+
+    return proba
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -123,9 +132,7 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
     base = fit_softmax(data, log=log)
     (X, y), (Xv, yv), classes = (data.train.X, data.train.y), (data.validation.X, data.validation.y), data.classes
 
-    def scores(Xq: np.ndarray) -> np.ndarray:
-        return np.log(np.clip(base.predict_proba(Xq), 1e-12, None))
-
+    scores = _log_scores(base.predict_proba)
     params = {**LIGHTGBM_PARAMS, "num_class": classes}
     train = lgb.Dataset(X, label=y, init_score=scores(X), params={"max_bin": params["max_bin"]}, free_raw_data=True)
     valid = lgb.Dataset(Xv, label=yv, init_score=scores(Xv), reference=train)
@@ -133,10 +140,7 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
                         callbacks=[lgb.early_stopping(LIGHTGBM_PATIENCE, verbose=False),
                                    lgb.log_evaluation(period=50, show_stdv=False)])
     best_iteration = booster.best_iteration or booster.current_iteration()
-
-    def proba(Xq: np.ndarray) -> np.ndarray:
-        return _softmax(scores(Xq) + booster.predict(Xq, num_iteration=best_iteration, raw_score=True))
-
+    proba = _boosted_proba(scores, booster, best_iteration)
     acc = float((proba(Xv).argmax(1) == yv).mean())
     log(f"  lightgbm: {best_iteration} rounds on the softmax scores, validation accuracy {acc:.4f} "
         f"(softmax alone {base.val_accuracy:.4f})")
@@ -150,6 +154,16 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
 
     return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration, "init_score": "softmax head",
                                           "softmax_C": base.params["C"]}, acc)
+
+
+def _log_scores(base_proba: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """The scores boosting starts from: the softmax head's log probabilities."""
+    return lambda Xq: np.log(np.clip(base_proba(Xq), 1e-12, None))
+
+
+def _boosted_proba(scores: Callable[[np.ndarray], np.ndarray], booster, iterations: int | None
+                   ) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda Xq: _softmax(scores(Xq) + booster.predict(Xq, num_iteration=iterations, raw_score=True))
 
 
 # One layer: the seeds' Dense 1024, stopped by validation accuracy. Several layers: more
@@ -236,8 +250,7 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
     Zv = torch.from_numpy(_standardize_in_place(Xv, mean, std))
     del X, Xv
     target, yv = torch.from_numpy(data.train.y.astype(np.int64)), data.validation.y
-    net = nn.Sequential(nn.Dropout(settings["input_dropout"]), nn.Linear(Z.shape[1], hidden), nn.ReLU(),
-                        nn.Dropout(settings["dropout"]), nn.Linear(hidden, data.classes))
+    net = _mlp_net(Z.shape[1], hidden, data.classes, settings["input_dropout"], settings["dropout"])
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=1e-2)
     epochs = cycle or epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -272,9 +285,7 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
     net.eval()
     log(f"  mlp: best epoch {best_epoch}, validation accuracy {best_acc:.4f}")
 
-    def proba(Xq: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(_standardize_in_place(power_normalize(Xq, power), mean, std))).softmax(1).numpy()
+    proba = _mlp_proba(net, mean, std, power)
 
     def save(folder: Path) -> list[Path]:
         weights = folder / "mlp.pt"
@@ -287,7 +298,27 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
                                       "compute": compute}, best_acc)
 
 
+def _mlp_net(width: int, hidden: int, classes: int, input_dropout: float = 0.0, dropout: float = 0.0):
+    from torch import nn
+
+    return nn.Sequential(nn.Dropout(input_dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, classes))
+
+
+def _mlp_proba(net, mean: np.ndarray, std: np.ndarray, power: float) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def proba(Xq: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(_standardize_in_place(power_normalize(Xq, power), mean, std))).softmax(1).numpy()
+
+    return proba
+
+
 FITTERS = {"softmax": fit_softmax, "lightgbm": fit_lightgbm, "mlp": fit_mlp}
+# the files each head's save writes, which :func:`load` reads back
+SAVED = {"softmax": ("softmax.npz",), "lightgbm": ("lightgbm.txt", "lightgbm_init_softmax.npz"),
+         "mlp": ("mlp.pt", "mlp_scaler.npz")}
 assert tuple(FITTERS) == HEADS, "models/names.py lists the heads"
 
 
@@ -298,6 +329,34 @@ def fit(kind: str, data: FitData, log=print) -> tuple[Head, float]:
     started = time.perf_counter()
     head = FITTERS[kind](data, log=log)
     return head, time.perf_counter() - started
+
+
+def load(kind: str, files: dict[str, bytes], classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``predict_proba`` of a head of ``kind`` over ``classes`` classes, from the files its
+    save wrote (:data:`SAVED`: name -> bytes): the same probabilities as the fitted head's."""
+    if kind not in SAVED:
+        raise ModelError(f"unknown head {kind!r}: use one of {', '.join(HEADS)}")
+    missing = [name for name in SAVED[kind] if name not in files]
+    if missing:
+        raise ModelError(f"the {kind} head's {', '.join(missing)} is missing")
+    if kind == "mlp":
+        import torch
+
+        state = torch.load(io.BytesIO(files["mlp.pt"]), weights_only=True)
+        net = _mlp_net(state["1.weight"].shape[1], state["1.weight"].shape[0], state["4.weight"].shape[0])
+        net.load_state_dict(state)
+        net.eval()
+        scaler = np.load(io.BytesIO(files["mlp_scaler.npz"]))
+        return _mlp_proba(net, scaler["mean"], scaler["std"], float(scaler["power"]))
+    linear_file = "softmax.npz" if kind == "softmax" else "lightgbm_init_softmax.npz"
+    saved = np.load(io.BytesIO(files[linear_file]))
+    linear = _linear_proba(saved["mean"], saved["std"], saved["coef"], saved["intercept"], saved["classes"], classes)
+    if kind == "softmax":
+        return linear
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=files["lightgbm.txt"].decode())
+    return _boosted_proba(_log_scores(linear), booster, None)  # saved with its best iteration only
 
 
 def write_json(path: Path, obj) -> Path:

@@ -153,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_views_arg(p)
     _store_arg(p)
 
+    p = sub.add_parser("predict", help="classify new images with a head fitted on a feature set (files, folders, globs)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (every image below) or globs, "
+                   "local or any fsspec URI")
+    p.add_argument("--dataset", required=True, help="the feature set whose head classifies them")
+    _backbone_arg(p)
+    p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (softmax-block15, "
+                   "mlp-block14+head; default: the softmax head of the sweep's best layer)")
+    p.add_argument("--output", metavar="FILE", help="write every prediction to FILE (.csv, .parquet or .jsonl) "
+                   "instead of printing each")
+    _store_arg(p)
+    for name in ("device", "batch_size"):
+        _setting_arg(p, name)
+
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
@@ -384,6 +397,22 @@ def cmd_fit(args, settings: Settings) -> dict:
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
     return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "head", "layers", "backbone_version", "saved_to")}
+
+
+def cmd_predict(args, settings: Settings) -> dict:
+    from collections import Counter
+
+    from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
+
+    predictions = predict(PredictRequest(args.dataset, args.backbone, tuple(args.images), args.head, settings.store,
+                                         settings.device, settings.batch_size), log=_log)
+    if args.output:
+        write_predictions(predictions, args.output)
+    else:
+        for p in predictions:
+            print(f"{p.image}\t{p.label}\t{p.probability:.4f}" if p.label is not None else f"{p.image}\t-\t{p.reason}")
+    return {"images": len(predictions), "classes": dict(Counter(p.label for p in predictions if p.label is not None)),
+            "rejected": sum(p.label is None for p in predictions), "output": args.output}
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
@@ -650,7 +679,7 @@ RESUMES = {
     "finetune": "the epochs it finished are kept in its checkpoint: the same command goes on from them",
 }
 
-COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

@@ -65,7 +65,12 @@ def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch, lite0, models_ro
         env.pop(name, None)
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TLFS_MODELS", models_root)
-    monkeypatch.chdir(tmp_path)
+    # run as from a checkout, with the shared data beside it where the README's commands name it (../shared/...)
+    checkout = tmp_path / "checkout"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "cifar10").symlink_to(Path(sources[0]).parent)
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
     ran = 0
     for lang, body in tour_blocks((REPO / "README.md").read_text()):
         if lang == "python":
@@ -77,7 +82,7 @@ def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch, lite0, models_ro
             ran += 1
             continue
         for command, shown in console_steps(body):
-            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+            done = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True,
                                   timeout=600)
             assert done.returncode == 0, f"$ {command}\n{done.stderr[-2000:]}"
             got = [label(line) for line in done.stdout.splitlines()]

@@ -28,6 +28,29 @@ def test_each_head_learns_separable_classes_and_saves_itself(kind, tmp_path):
     assert all(p.exists() for p in head.save(tmp_path))
 
 
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("block_dims", [None, [4, 4]])
+def test_a_saved_head_loads_back_with_the_same_probabilities(kind, block_dims, tmp_path):
+    """What ``tlfs predict`` stands on: the files a head saves give back its predictions,
+    on one layer and on concatenated ones (the MLP's power normalisation), a class absent
+    from training included (its column stays 0)."""
+    from tlfs.models.heads import SAVED, load
+
+    X, y = blobs(600)
+    Xv, yv = blobs(150, seed=1)
+    Xt, _ = blobs(300, seed=2)
+    data = split(np.hstack([X, X[:, ::-1]]), y, np.hstack([Xv, Xv[:, ::-1]]), yv, 4, block_dims and [X.shape[1]] * 2)
+    head, _ = fit(kind, data, log=lambda *_: None)
+    written = head.save(tmp_path)
+    assert sorted(p.name for p in written) == sorted(SAVED[kind])
+    loaded = load(kind, {p.name: p.read_bytes() for p in written}, 4)
+    queries = np.hstack([Xt, Xt[:, ::-1]])
+    np.testing.assert_allclose(loaded(queries), head.predict_proba(queries), rtol=1e-5, atol=1e-7)
+    assert (loaded(queries)[:, 3] == 0).all() if kind == "softmax" else True
+    with pytest.raises(ModelError, match=f"the {kind} head's {SAVED[kind][-1]} is missing"):
+        load(kind, {p.name: p.read_bytes() for p in written if p.name != SAVED[kind][-1]}, 4)
+
+
 def test_heads_are_no_better_than_chance_on_noise():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(400, 8)).astype(np.float32), rng.integers(0, 4, 400)

@@ -1,0 +1,219 @@
+"""Classify new images with a head fitted on a feature set (``tlfs predict``): each image
+goes the way the set's images went (decoded by the same rule, through the same backbone
+version, layers and precision, its features rounded to float16 as stored, each of the
+head's views), then through the saved head. An image that cannot be decoded is a
+prediction without a class, with the reason; the others are classified all the same."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import fsspec
+import numpy as np
+
+from tlfs.features import layout
+from tlfs.features.feature_set import FeatureSet
+from tlfs.features.reader import open_set
+from tlfs.features.storage import fs_path, read_json_if_exists
+from tlfs.models import heads
+from tlfs.models.artifact import Artifact, read_card
+from tlfs.models.runtime import resolve_runtime
+from tlfs.models.session import open_session
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import DECODE, ImageRejected, Unreadable, decode
+from tlfs.pipeline.sources.paths import an_image
+from tlfs.pipeline.sources.uris import expand_uri
+from tlfs.pipeline.views import VIEWS
+
+READ_AT_ONCE = 256  # images read and decoded together: bounds the memory held
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    dataset: str
+    backbone: str
+    images: tuple[str, ...]  # image files, folders (every image below them) or globs, any fsspec URI
+    head: str | None = None  # a saved head's folder under the set's _heads/ (softmax-block15); None: the sweep's
+    store: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    label: str | None  # the class predicted; None where the image could not be decoded
+    probability: float  # the head's probability of that class
+    reason: str | None = None  # why the image has no class
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "label": self.label, "probability": self.probability, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class SavedHead:
+    """A head as ``tlfs fit`` saved it: its metrics (layers, views, classes, the features it
+    was fitted on) and its probabilities."""
+
+    name: str
+    metrics: dict
+    predict_proba: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metrics["classes"]
+
+
+def predict(request: PredictRequest, log: Callable[[str], None] = print) -> list[Prediction]:
+    """The head's class for each image of ``request.images``, in the order they are listed."""
+    feature_set = open_set(request.dataset, request.backbone, request.store)
+    head = load_head(feature_set, request.head or best_head(feature_set))
+    artifact = _artifact(feature_set)
+    if feature_set.lineage.get("preprocessing", {}).get("decode") != DECODE:
+        log(f"note: {feature_set.uri}'s images were decoded by another rule than this version's; "
+            "predictions may differ a little from its heads' test figures")
+    precision = feature_set.lineage["runtime"]["precision"]  # the features' own: fp16 ones differ in the last bits
+    runtime = resolve_runtime(request.device, precision, request.batch_size)
+    session = open_session(artifact, head.metrics["layers"], runtime)
+    paths = list_images(request.images)
+    log(f"classifying {_images(len(paths))} with {head.name} ({'+'.join(head.metrics['layers'])}, views "
+        f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
+    started, predictions = time.perf_counter(), []
+    size = artifact.card["preprocessing"]["input_size"]
+    for start in range(0, len(paths), READ_AT_ONCE):
+        chunk = paths[start:start + READ_AT_ONCE]
+        predictions += _classified(chunk, _decoded(chunk, size), head, session, runtime.batch_size)
+    seconds = time.perf_counter() - started
+    rejected = sum(p.label is None for p in predictions)
+    log(f"classified {_images(len(predictions) - rejected)} ({rejected} could not be decoded) in {seconds:.1f}s "
+        f"({len(predictions) / max(seconds, 1e-9):.1f} images/s)")
+    return predictions
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
+
+
+def best_head(feature_set: FeatureSet) -> str:
+    """The softmax head of the sweep's best layer: the default, as ``tlfs advise`` names it."""
+    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json")
+    if not sweep:
+        raise PipelineError(f"{feature_set.uri} has no sweep to choose a head by: run `tlfs sweep --dataset "
+                            f"{feature_set.dataset}`, or name a head (--head softmax-head)")
+    return f"softmax-{sweep['best_layer']}"
+
+
+def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
+    """The head saved as ``name`` (``softmax-block15``, ``mlp-block14+head``) under the set's
+    ``_heads/``: an error naming the saved ones where there is none of that name."""
+    folder = f"{layout.heads_uri(feature_set.uri)}/{name}"
+    metrics = read_json_if_exists(f"{folder}/metrics.json")
+    if metrics is None:
+        raise PipelineError(f"no head {name!r} in {feature_set.uri}; saved: {', '.join(saved_heads(feature_set)) or 'none'} "
+                            f"(tlfs fit --dataset {feature_set.dataset} --layer LAYER --head softmax|lightgbm|mlp)")
+    if metrics.get("backbone_version") != feature_set.backbone_version:
+        raise PipelineError(f"head {name!r} was fitted on features of {metrics.get('backbone_version')}, not of "
+                            f"{feature_set.backbone_version}: fit it again")
+    fs, path = fs_path(folder)
+    files = {file: fs.cat_file(f"{path}/{file}") for file in heads.SAVED[metrics["head"]] if fs.exists(f"{path}/{file}")}
+    return SavedHead(name, metrics, heads.load(metrics["head"], files, len(metrics["classes"])))
+
+
+def saved_heads(feature_set: FeatureSet) -> list[str]:
+    fs, path = fs_path(layout.heads_uri(feature_set.uri))
+    if not fs.exists(path):
+        return []
+    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
+                  if fs.exists(f"{entry.rstrip('/')}/metrics.json"))
+
+
+def list_images(uris: tuple[str, ...] | list[str]) -> list[str]:
+    """Every image file the URIs name: files as they are, folders searched below and globs
+    expanded (hidden files and folders, and files that are not images, left out); in the
+    order given, each folder sorted."""
+    found: list[str] = []
+    for uri in uris:
+        pattern = any(c in uri for c in "*?[{")
+        for name in expand_uri(uri):
+            fs, path = fsspec.core.url_to_fs(name)
+            if fs.isdir(path):  # each image named below the folder as it was given (relative, or with its protocol)
+                below = sorted(p[len(path.rstrip("/")) + 1:] for p in fs.find(path))
+                found += [f"{name.rstrip('/')}/{relative}" for relative in below if an_image(relative)]
+            elif fs.exists(path):
+                if not pattern or an_image(path.rsplit("/", 1)[-1]):
+                    found.append(name)
+            else:
+                raise PipelineError(f"{name}: no such file or folder")
+    if not found:
+        raise PipelineError(f"no image files in {', '.join(uris)}")
+    return found
+
+
+def _artifact(feature_set: FeatureSet) -> Artifact:
+    card = read_card(feature_set.model_uri)
+    if card is None:
+        raise PipelineError(f"the model of {feature_set.uri} ({feature_set.model_uri}) is gone; export "
+                            f"{feature_set.manifest['backbone']} again")
+    return Artifact(feature_set.model_uri, card)
+
+
+def _decoded(paths: list[str], input_size: int) -> Iterator[np.ndarray | str]:
+    """Each image's pixels, or the reason it has none."""
+    fs = fsspec.core.url_to_fs(paths[0])[0]
+    payloads = fs.cat([fsspec.core.url_to_fs(p)[1] for p in paths], on_error="return")
+    for path in paths:
+        payload = payloads.get(fsspec.core.url_to_fs(path)[1])
+        if isinstance(payload, BaseException) or payload is None:
+            payload = Unreadable(str(payload) if payload is not None else f"{path}: cannot be read")
+        try:
+            yield decode(payload, input_size)
+        except ImageRejected as exc:
+            yield str(exc)
+
+
+def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: SavedHead, session,
+                batch_size: int) -> list[Prediction]:
+    images = list(decoded)
+    proba: dict[int, np.ndarray] = {}
+    by_shape: dict[tuple, list[int]] = {}
+    for number, image in enumerate(images):
+        if not isinstance(image, str):
+            by_shape.setdefault(image.shape, []).append(number)
+    for numbers in by_shape.values():  # a batch holds images of one size (small ones are resized in the graph)
+        for start in range(0, len(numbers), batch_size):
+            batch_numbers = numbers[start:start + batch_size]
+            batch = np.stack([images[n] for n in batch_numbers])
+            averaged = sum(head.predict_proba(_features(session, VIEWS[view](batch), head.metrics["layers"]))
+                           for view in head.metrics["views"]) / len(head.metrics["views"])
+            proba.update(zip(batch_numbers, averaged))
+    out = []
+    for number, path in enumerate(paths):
+        if number not in proba:
+            out.append(Prediction(path, None, float("nan"), images[number]))
+            continue
+        best = int(np.argmax(proba[number]))
+        out.append(Prediction(path, head.classes[best], float(proba[number][best])))
+    return out
+
+
+def _features(session, batch: np.ndarray, layers: list[str]) -> np.ndarray:
+    """The head's input for a batch: its layers side by side, rounded to float16 as the set
+    stores them."""
+    outputs = session.run(batch)
+    return np.hstack([outputs[layer].astype(np.float16).astype(np.float32) for layer in layers])
+
+
+def write_predictions(predictions: list[Prediction], uri: str) -> None:
+    """Every prediction to ``uri``: a ``.csv``, ``.parquet`` or ``.jsonl`` file, local or remote."""
+    import pandas as pd
+
+    frame = pd.DataFrame([p.to_json() for p in predictions], columns=["image", "label", "probability", "reason"])
+    suffix = uri.rsplit(".", 1)[-1].lower()
+    writers = {"csv": lambda f: frame.to_csv(f, index=False), "parquet": lambda f: frame.to_parquet(f, index=False),
+               "jsonl": lambda f: frame.to_json(f, orient="records", lines=True)}
+    if suffix not in writers:
+        raise PipelineError(f"{uri}: write predictions to a .csv, .parquet or .jsonl file")
+    with fsspec.open(uri, "wb" if suffix == "parquet" else "w") as f:
+        writers[suffix](f)

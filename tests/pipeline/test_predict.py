@@ -1,0 +1,136 @@
+"""``tlfs predict``: new images classified by a saved head, each the way the set's images
+went, so that a head's predictions on its own test images are the ones it was scored by."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tlfs import features
+from tlfs.pipeline.cli import main
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.predict import PredictRequest, list_images, load_head, predict, write_predictions
+from tests.conftest import COLORS, write_tree
+from tests.extraction import run_extract
+
+
+def noisy_images(per_class: int = 12, seed: int = 0) -> dict[str, bytes]:
+    """``split/class/file`` -> PNG: each class's colour under heavy noise, so that the heads'
+    probabilities differ from image to image (flat colours would all be certain)."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for split in ("train", "test"):
+        for name, color in COLORS.items():
+            for i in range(per_class):
+                pixels = np.clip(np.array(color) + rng.normal(0, 90, (40, 48, 3)), 0, 255).astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "PNG")
+                files[f"{split}/{name}/{i:03d}.png"] = buffer.getvalue()
+    return files
+
+
+@pytest.fixture(scope="module")
+def noisy_set(tmp_path_factory, lite0, models_root):
+    root = tmp_path_factory.mktemp("predict")
+    source = write_tree(root / "images", noisy_images())
+    store = str(root / "store")
+    run_extract("noisy", [str(source)], "efficientnet_lite0", store, models_root, shard_size=20, views=("flip",),
+                show_progress=False, log=lambda *_: None)
+    return features.open_set("noisy", "efficientnet_lite0", store=store), source, store
+
+
+@pytest.mark.parametrize("kind, layers, views", [("softmax", ["head"], ["original"]), ("lightgbm", ["block15"], ["original"]),
+                                                 ("mlp", ["head"], ["original"]),
+                                                 ("softmax", ["block14", "head"], ["original", "flip"])])
+def test_a_heads_predictions_on_its_test_images_are_the_ones_it_was_scored_by(noisy_set, kind, layers, views):
+    feature_set, source, store = noisy_set
+    result = fit(feature_set, layers, kind, log=lambda *_: None, views=views)
+    name = result["saved_to"].rstrip("/").rsplit("/", 1)[-1]
+    _, labels, ids = feature_set.matrices(layers, "test")
+    predictions = predict(PredictRequest("noisy", "efficientnet_lite0", tuple(str(source / i) for i in ids), name, store),
+                          log=lambda *_: None)
+    head = load_head(feature_set, name)
+    stored = sum(head.predict_proba(feature_set.matrices(layers, "test", view=view)[0]) for view in views) / len(views)
+    assert [p.label for p in predictions] == [head.classes[k] for k in stored.argmax(1)]
+    np.testing.assert_allclose([p.probability for p in predictions], stored.max(1), rtol=1e-4)
+    accuracy = np.mean([p.label == feature_set.classes[y] for p, y in zip(predictions, labels)])
+    assert accuracy == pytest.approx(result["test_accuracy"])
+    assert 0.05 < stored.max(1).min() < 0.99 or kind != "softmax"  # the probabilities vary: a check that can fail
+
+
+def test_an_image_that_cannot_be_decoded_has_a_reason_and_the_rest_are_classified(noisy_set, tmp_path):
+    feature_set, source, store = noisy_set
+    sweep(feature_set, log=lambda *_: None)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    images = (str(source / "test/red/000.png"), str(broken), str(source / "test/blue"))
+    predictions = predict(PredictRequest("noisy", "efficientnet_lite0", images, None, store), log=lambda *_: None)
+    assert [p.image for p in predictions] == [images[0], images[1]] + [str(source / f"test/blue/{i:03d}.png") for i in range(12)]
+    assert predictions[1].label is None and predictions[1].reason == "not a recognised image format"
+    assert all(p.label in feature_set.classes for p in predictions if p is not predictions[1])
+
+
+def test_without_a_head_named_the_sweeps_best_layers_softmax_classifies(noisy_set, tmp_path):
+    feature_set, source, store = noisy_set
+    best = sweep(feature_set, log=lambda *_: None)["best_layer"]
+    said = []
+    predict(PredictRequest("noisy", "efficientnet_lite0", (str(source / "test/red/000.png"),), None, store), log=said.append)
+    assert said[0].startswith(f"classifying 1 image with softmax-{best} ({best}, views original+flip) of {feature_set.uri}")
+
+
+def test_a_head_that_was_not_fitted_is_told_with_the_saved_ones(noisy_set):
+    feature_set, source, store = noisy_set
+    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    with pytest.raises(PipelineError, match=r"no head 'mlp-block2' in .*; saved: .*softmax-head.* \(tlfs fit --dataset noisy"):
+        predict(PredictRequest("noisy", "efficientnet_lite0", (str(source),), "mlp-block2", store), log=lambda *_: None)
+
+
+def test_a_set_without_a_sweep_asks_for_one_or_a_head(tmp_path, lite0, models_root):
+    source = write_tree(tmp_path / "images", noisy_images(per_class=2))
+    store = str(tmp_path / "store")
+    run_extract("fresh", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, log=lambda *_: None)
+    with pytest.raises(PipelineError, match=r"has no sweep to choose a head by: run `tlfs sweep --dataset fresh`"):
+        predict(PredictRequest("fresh", "efficientnet_lite0", (str(source),), None, store), log=lambda *_: None)
+
+
+def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named(tmp_path):
+    tree = write_tree(tmp_path / "photos", {"a/1.jpg": b"x", "a/b/2.PNG": b"x", "a/.hidden.jpg": b"x", ".thumbs/3.jpg": b"x",
+                                            "notes.txt": b"x", "4.webp": b"x"})
+    assert list_images([str(tree)]) == [f"{tree}/4.webp", f"{tree}/a/1.jpg", f"{tree}/a/b/2.PNG"]
+    assert list_images([f"{tree}/a/*.jpg", f"{tree}/4.webp"]) == [f"{tree}/a/1.jpg", f"{tree}/4.webp"]
+    with pytest.raises(PipelineError, match="nowhere.jpg: no such file or folder"):
+        list_images([str(tmp_path / "nowhere.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no image files in"):
+        list_images([str(tmp_path / "empty")])
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_predictions_are_written_as_a_table(tmp_path, suffix):
+    from tlfs.pipeline.predict import Prediction
+
+    rows = [Prediction("a.jpg", "red", 0.75), Prediction("b.jpg", None, float("nan"), "empty file (0 bytes)")]
+    path = str(tmp_path / f"out.{suffix}")
+    write_predictions(rows, path)
+    read = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[suffix](path)
+    assert list(read["image"]) == ["a.jpg", "b.jpg"] and read["label"][0] == "red" and read["probability"][0] == 0.75
+    assert read["reason"][1] == "empty file (0 bytes)"
+    with pytest.raises(PipelineError, match=r"out.txt: write predictions to a .csv, .parquet or .jsonl file"):
+        write_predictions(rows, str(tmp_path / "out.txt"))
+
+
+def test_tlfs_predict_prints_each_image_and_a_summary(noisy_set, capsys, tmp_path):
+    feature_set, source, store = noisy_set
+    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    assert main(["predict", "--dataset", "noisy", "--head", "softmax-head", "--store", store, str(source / "test/red")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 13 and lines[0].startswith(f"{source}/test/red/000.png\t")
+    assert json.loads(lines[-1])["images"] == 12
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--dataset", "noisy", "--head", "softmax-head", "--store", store, "--output", str(out),
+                 str(source / "test")]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(out) and len(pd.read_csv(out)) == 36
