@@ -1,5 +1,6 @@
 """On a GPU: CUDA features against the CPU's, fp16 against fp32, a CUDA-graph run whose
-graph keeps every node on the GPU, one fine-tuning epoch, and the benchmark. Run by
+graph keeps every node on the GPU, new images classified as on the CPU, one fine-tuning
+epoch, and the benchmark. Run by
 scripts/gpu-check.sh on the GPU machine; skipped (no GPU) in CI."""
 
 from __future__ import annotations
@@ -83,6 +84,28 @@ def test_two_sets_of_bound_buffers_with_cuda_graphs_on_two_threads_give_each_bat
         want = one.run(batch)
         for layer in LAYERS:
             np.testing.assert_allclose(have[layer], want[layer], rtol=1e-3, atol=1e-3)
+
+
+def test_predict_on_cuda_gives_the_cpus_classes(tmp_path, lite0, models_root):
+    """``tlfs predict --device cuda``: the set's images through its backbone on the GPU (fixed
+    shapes, bound buffers, at the set's fp32), classified as on the CPU."""
+    from dataclasses import replace
+
+    from tlfs import features
+    from tlfs.pipeline.fit import fit
+    from tlfs.pipeline.predict import PredictRequest, predict
+    from tests.conftest import folder_images, write_tree
+    from tests.extraction import run_extract
+
+    source = write_tree(tmp_path / "images", folder_images(per_class=8))
+    store = str(tmp_path / "store")
+    run_extract("colors", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False)
+    fit(features.open_set("colors", "efficientnet_lite0", store=store), ["head"], "softmax", log=lambda *_: None)
+    request = PredictRequest("colors", "efficientnet_lite0", (str(source / "test"),), "softmax-head", store)
+    cpu = predict(request, log=lambda *_: None)
+    cuda = predict(replace(request, device="cuda", batch_size=32), log=lambda *_: None)  # 24 images: a batch padded to 32
+    assert [p.label for p in cuda] == [p.label for p in cpu] and len(cpu) == 24
+    np.testing.assert_allclose([p.probability for p in cuda], [p.probability for p in cpu], atol=1e-3)
 
 
 def test_the_benchmark_fills_every_row_on_cuda(tmp_path, models_root):
