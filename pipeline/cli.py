@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     for name in ("device", "batch_size"):
         _setting_arg(p, name)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
@@ -405,7 +406,8 @@ def cmd_predict(args, settings: Settings) -> dict:
     from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 
     predictions = predict(PredictRequest(args.dataset, args.backbone, tuple(args.images), args.head, settings.store,
-                                         settings.device, settings.batch_size), log=_log)
+                                         settings.device, settings.batch_size), log=_log,
+                          show_progress=not args.no_progress)
     if args.output:
         write_predictions(predictions, args.output)
     else:

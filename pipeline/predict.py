@@ -66,8 +66,11 @@ class SavedHead:
         return self.metrics["classes"]
 
 
-def predict(request: PredictRequest, log: Callable[[str], None] = print) -> list[Prediction]:
-    """The head's class for each image of ``request.images``, in the order they are listed."""
+def predict(request: PredictRequest, log: Callable[[str], None] = print, show_progress: bool = False) -> list[Prediction]:
+    """The head's class for each image of ``request.images``, in the order they are listed
+    (``show_progress``: a progress bar on stderr)."""
+    from tqdm import tqdm
+
     feature_set = open_set(request.dataset, request.backbone, request.store)
     head = load_head(feature_set, request.head or best_head(feature_set))
     artifact = _artifact(feature_set)
@@ -82,9 +85,11 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print) -> list
         f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
     started, predictions = time.perf_counter(), []
     size = artifact.card["preprocessing"]["input_size"]
-    for start in range(0, len(paths), READ_AT_ONCE):
-        chunk = paths[start:start + READ_AT_ONCE]
-        predictions += _classified(chunk, _decoded(chunk, size), head, session, runtime.batch_size)
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=not show_progress, mininterval=1.0) as bar:
+        for start in range(0, len(paths), READ_AT_ONCE):
+            chunk = paths[start:start + READ_AT_ONCE]
+            predictions += _classified(chunk, _decoded(chunk, size), head, session, runtime.batch_size)
+            bar.update(len(chunk))
     seconds = time.perf_counter() - started
     rejected = sum(p.label is None for p in predictions)
     log(f"classified {_images(len(predictions) - rejected)} ({rejected} could not be decoded) in {seconds:.1f}s "
