@@ -108,3 +108,30 @@ def test_versions_retired_files_vacuum_and_verify_repair_on_s3(s3_server, tmp_pa
     repaired = extract.verify(second["set_uri"], repair=True, log=lambda *_: None)
     assert repaired["repaired"] and extract.verify(second["set_uri"], log=lambda *_: None)["bad"] == []
     assert first["version"] == 1
+
+
+def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, models_root):
+    """``tlfs predict`` where everything is on an object store: the set, its model, its saved
+    head, the new images (a folder and a glob) and the table of predictions."""
+    import fsspec
+
+    from tlfs.pipeline.fit import fit
+    from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
+
+    files = folder_images(per_class=3)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.put_file(str(write_tar(tmp_path / "colors.tar", files, "w")), "tlfs-test/datasets/colors.tar")
+    store = "s3://tlfs-test/store"
+    run_extract("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, "s3://tlfs-test/models",
+                layers=["head"], cache_dir=str(tmp_path / "cache"), show_progress=False, log=lambda *_: None)
+    fit(features.open_set("colors", "efficientnet_lite0", store=store), ["head"], "softmax", log=lambda *_: None)
+    for name in ("red/000.png", "blue/001.png", "green/002.png"):
+        fs.pipe(f"tlfs-test/new/{name}", files[f"test/{name}"])
+    for images in (("s3://tlfs-test/new",), ("s3://tlfs-test/new/*/*.png",)):
+        predictions = predict(PredictRequest("colors", "efficientnet_lite0", images, "softmax-head", store),
+                              log=lambda *_: None)
+        assert [(p.image.rsplit("/", 2)[-2], p.label) for p in predictions] == [("blue", "blue"), ("green", "green"),
+                                                                                ("red", "red")]
+        assert all(p.image.startswith("s3://tlfs-test/new/") for p in predictions)
+    write_predictions(predictions, "s3://tlfs-test/out/predictions.csv")
+    assert len(pd.read_csv("s3://tlfs-test/out/predictions.csv")) == 3
