@@ -166,16 +166,29 @@ def _artifact(feature_set: FeatureSet) -> Artifact:
 
 def _decoded(paths: list[str], input_size: int) -> Iterator[np.ndarray | str]:
     """Each image's pixels, or the reason it has none."""
-    fs = fsspec.core.url_to_fs(paths[0])[0]
-    payloads = fs.cat([fsspec.core.url_to_fs(p)[1] for p in paths], on_error="return")
+    payloads = _read(paths)
     for path in paths:
-        payload = payloads.get(fsspec.core.url_to_fs(path)[1])
-        if isinstance(payload, BaseException) or payload is None:
-            payload = Unreadable(str(payload) if payload is not None else f"{path}: cannot be read")
         try:
-            yield decode(payload, input_size)
+            yield decode(payloads[path], input_size)
         except ImageRejected as exc:
             yield str(exc)
+
+
+def _read(paths: list[str]) -> dict[str, bytes | Unreadable]:
+    """Each file's bytes, those of one filesystem in one batched ``cat`` (concurrent requests
+    on an object store), or why it could not be read."""
+    by_fs: dict[str, list[tuple[str, str]]] = {}
+    for uri in paths:
+        by_fs.setdefault(uri.split("://", 1)[0] if "://" in uri else "file", []).append((uri, fs_path(uri)[1]))
+    payloads: dict[str, bytes | Unreadable] = {}
+    for members in by_fs.values():
+        fs = fs_path(members[0][0])[0]
+        got = fs.cat([path for _, path in members], on_error="return")
+        for uri, path in members:
+            value = got.get(path)
+            payloads[uri] = Unreadable(str(value) if value is not None else f"{uri}: cannot be read") \
+                if value is None or isinstance(value, BaseException) else value
+    return payloads
 
 
 def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: SavedHead, session,

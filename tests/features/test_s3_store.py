@@ -6,7 +6,7 @@ import pytest
 
 from tlfs import features
 from tlfs.pipeline import extract
-from tests.conftest import folder_images, write_tar
+from tests.conftest import folder_images, write_tar, write_tree
 from tests.extraction import run_extract
 
 
@@ -133,5 +133,9 @@ def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, mo
         assert [(p.image.rsplit("/", 2)[-2], p.label) for p in predictions] == [("blue", "blue"), ("green", "green"),
                                                                                 ("red", "red")]
         assert all(p.image.startswith("s3://tlfs-test/new/") for p in predictions)
+    local = write_tree(tmp_path / "mine", {"red.png": files["test/red/002.png"]}) / "red.png"
+    mixed = predict(PredictRequest("colors", "efficientnet_lite0", (str(local), "s3://tlfs-test/new/blue"), "softmax-head",
+                                   store), log=lambda *_: None)  # a local file and an object store's in one call
+    assert [(p.image, p.label) for p in mixed] == [(str(local), "red"), ("s3://tlfs-test/new/blue/001.png", "blue")]
     write_predictions(predictions, "s3://tlfs-test/out/predictions.csv")
     assert len(pd.read_csv("s3://tlfs-test/out/predictions.csv")) == 3
