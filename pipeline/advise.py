@@ -115,16 +115,14 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     """The transfer case of the committed ``feature_set`` (features.open_set) and what to do."""
     from tlfs.features import layout
     from tlfs.features.storage import read_json_if_exists
-    from tlfs.models.artifact import Artifact, read_card
     from tlfs.models.classifier import load_classifier
     from tlfs.models.names import is_backbone
     from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.lineage import model_of
 
     fs = feature_set
-    model_uri = fs.model_uri
-    card = read_card(model_uri)
-    if card is None:
-        raise PipelineError(f"the model of {fs.uri} ({model_uri}) is gone; export {fs.backbone} again")
+    model = model_of(fs)
+    card = model.card
     train_split = "train" if "train" in fs.splits else fs.splits[0]
     missing = unmeasurable(card)
     if missing:
@@ -132,7 +130,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         similarity = {"score": None, "measured": False, "why": missing}
         log(f"similarity to ImageNet: cannot be measured: {missing}")
     else:
-        weight, bias, layer = load_classifier(Artifact(model_uri, card))
+        weight, bias, layer = load_classifier(model)
         if layer not in fs.layers:
             raise PipelineError(f"advise reads layer {layer!r}, which {fs.uri} does not hold; extract it (or all layers)")
         X, labels, ids = fs.matrix(layer, train_split)

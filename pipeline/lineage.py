@@ -1,4 +1,5 @@
-"""What produced a feature set: code version and environment, for the manifest."""
+"""What produced a feature set: code version and environment, for the manifest; and the
+exported model its lineage names, for what reads the set again (advise, predict)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,17 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"package": package, "git_commit": commit}
+
+
+def model_of(feature_set):
+    """The exported model that made ``feature_set``'s rows (its lineage's ``model_uri``), as
+    an :class:`~tlfs.models.artifact.Artifact`; an error saying to export it again where it
+    is gone."""
+    from tlfs.models.artifact import Artifact, read_card
+    from tlfs.pipeline.errors import PipelineError
+
+    card = read_card(feature_set.model_uri)
+    if card is None:
+        raise PipelineError(f"the model of {feature_set.uri} ({feature_set.model_uri}) is gone; export "
+                            f"{feature_set.backbone} again")
+    return Artifact(feature_set.model_uri, card)

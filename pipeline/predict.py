@@ -16,14 +16,16 @@ import numpy as np
 from tlfs.features import layout
 from tlfs.features.feature_set import FeatureSet
 from tlfs.features.reader import open_set
+from tlfs.features.schema import FEATURE_DTYPE
 from tlfs.features.storage import fs_path, read_json_if_exists
 from tlfs.models import heads
-from tlfs.models.artifact import Artifact, read_card
 from tlfs.models.runtime import resolve_runtime
 from tlfs.models.session import open_session
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import DECODE, ImageRejected, Unreadable, decode
+from tlfs.pipeline.image_decode import DECODE, ImageRejected, decode
+from tlfs.pipeline.lineage import model_of
 from tlfs.pipeline.sources.paths import an_image
+from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
 from tlfs.pipeline.views import VIEWS
 
@@ -73,7 +75,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
 
     feature_set = open_set(request.dataset, request.backbone, request.store)
     head = load_head(feature_set, request.head or best_head(feature_set))
-    artifact = _artifact(feature_set)
+    artifact = model_of(feature_set)
     if feature_set.lineage.get("preprocessing", {}).get("decode") != DECODE:
         log(f"note: {feature_set.uri}'s images were decoded by another rule than this version's; "
             "predictions may differ a little from its heads' test figures")
@@ -156,14 +158,6 @@ def list_images(uris: tuple[str, ...] | list[str]) -> list[str]:
     return found
 
 
-def _artifact(feature_set: FeatureSet) -> Artifact:
-    card = read_card(feature_set.model_uri)
-    if card is None:
-        raise PipelineError(f"the model of {feature_set.uri} ({feature_set.model_uri}) is gone; export "
-                            f"{feature_set.manifest['backbone']} again")
-    return Artifact(feature_set.model_uri, card)
-
-
 def _decoded(paths: list[str], input_size: int) -> Iterator[np.ndarray | str]:
     """Each image's pixels, or the reason it has none."""
     payloads = _read(paths)
@@ -174,20 +168,17 @@ def _decoded(paths: list[str], input_size: int) -> Iterator[np.ndarray | str]:
             yield str(exc)
 
 
-def _read(paths: list[str]) -> dict[str, bytes | Unreadable]:
-    """Each file's bytes, those of one filesystem in one batched ``cat`` (concurrent requests
-    on an object store), or why it could not be read."""
-    by_fs: dict[str, list[tuple[str, str]]] = {}
+def _read(paths: list[str]) -> dict[str, object]:
+    """Each file's bytes, or why it could not be read
+    (:class:`~tlfs.pipeline.image_decode.Unreadable`), those of one filesystem read together
+    as a folder source reads its batches."""
+    by_fs: dict[str, list[str]] = {}
     for uri in paths:
-        by_fs.setdefault(uri.split("://", 1)[0] if "://" in uri else "file", []).append((uri, fs_path(uri)[1]))
-    payloads: dict[str, bytes | Unreadable] = {}
-    for members in by_fs.values():
-        fs = fs_path(members[0][0])[0]
-        got = fs.cat([path for _, path in members], on_error="return")
-        for uri, path in members:
-            value = got.get(path)
-            payloads[uri] = Unreadable(str(value) if value is not None else f"{uri}: cannot be read") \
-                if value is None or isinstance(value, BaseException) else value
+        by_fs.setdefault(uri.split("://", 1)[0] if "://" in uri else "file", []).append(uri)
+    payloads: dict[str, object] = {}
+    for uris in by_fs.values():
+        fs, _ = batch_reader(uris[0])
+        payloads.update(zip(uris, read_files(fs, [fs_path(uri)[1] for uri in uris])))
     return payloads
 
 
@@ -220,7 +211,7 @@ def _features(session, batch: np.ndarray, layers: list[str]) -> np.ndarray:
     """The head's input for a batch: its layers side by side, rounded to float16 as the set
     stores them."""
     outputs = session.run(batch)
-    return np.hstack([outputs[layer].astype(np.float16).astype(np.float32) for layer in layers])
+    return np.hstack([outputs[layer].astype(FEATURE_DTYPE).astype(np.float32) for layer in layers])
 
 
 def write_predictions(predictions: list[Prediction], uri: str) -> None:

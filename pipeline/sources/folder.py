@@ -7,20 +7,15 @@ time: on an object store through fsspec's batched ``cat`` (concurrent requests, 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-
-from tlfs.features.storage import is_local
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
-from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.sources.hashing import fingerprint_info
 from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out, tree_split, within, wrapper_folder
-from tlfs.pipeline.sources.reading import batch_reader
+from tlfs.pipeline.sources.reading import batch_reader, read_files
 
 BATCH = 256  # files requested together: bounds the bytes held at once
-LOCAL_THREADS = 4
 
 
 class ImageFolderDir:
@@ -54,32 +49,6 @@ class ImageFolderDir:
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         fs, _ = batch_reader(info.uri)
-        read = _read_local if is_local(fs) else _read_remote
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start:start + BATCH]
-            yield from zip(batch, read(fs, [e.member for e in batch]))
-
-
-def _read_local(fs, paths: list[str]) -> list:
-    def one(path: str):
-        try:
-            with fs.open(path, "rb") as f:
-                return f.read()
-        except OSError as exc:
-            return Unreadable.of(exc)
-
-    with ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="tlfs-readdir") as pool:
-        return list(pool.map(one, paths))
-
-
-def _read_remote(fs, paths: list[str]) -> list:
-    """One batched ``cat``: fsspec's async filesystems (s3fs, gcsfs, adlfs) send the
-    requests concurrently; an error is returned in place of that file's bytes."""
-    got = fs.cat(paths, on_error="return")
-    out = []
-    for path in paths:
-        value = got.get(path, got.get(fs._strip_protocol(path)))
-        if isinstance(value, BaseException):
-            value = Unreadable.of(value)
-        out.append(value if value is not None else Unreadable(f"{path}: no such file"))
-    return out
+            yield from zip(batch, read_files(fs, [e.member for e in batch]))

@@ -1,16 +1,19 @@
 """Opening source files: streams (remote ones through a local cache, downloaded once) and
-batched reads with an S3 connection pool wide enough for them."""
+batched reads of many files (an S3 connection pool wide enough for them; a few threads
+locally)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 
 from tlfs.features.storage import is_local
 
 CONNECTIONS = 64  # concurrent requests of one batched read on S3 (botocore's own default is 10)
+LOCAL_THREADS = 4  # local files read at once
 
 
 def batch_reader(uri: str):
@@ -22,6 +25,33 @@ def batch_reader(uri: str):
         return fsspec.core.url_to_fs(uri)
     given = dict((fsspec.config.conf.get("s3") or {}).get("config_kwargs") or {})
     return fsspec.core.url_to_fs(uri, config_kwargs={"max_pool_connections": CONNECTIONS, **given})
+
+
+def read_files(fs, paths: list[str]) -> list:
+    """The bytes of each of ``paths`` on ``fs`` (from :func:`batch_reader`), in their order, or
+    :class:`~tlfs.pipeline.image_decode.Unreadable`, why a file could not be read: locally a
+    few threads; elsewhere one batched ``cat``, whose requests fsspec's async filesystems
+    (s3fs, gcsfs, adlfs) send concurrently."""
+    from tlfs.pipeline.image_decode import Unreadable
+
+    if is_local(fs):
+        def one(path: str):
+            try:
+                with fs.open(path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                return Unreadable.of(exc)
+
+        with ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="tlfs-readdir") as pool:
+            return list(pool.map(one, paths))
+    got = fs.cat(paths, on_error="return")
+    out = []
+    for path in paths:
+        value = got.get(path, got.get(fs._strip_protocol(path)))
+        if isinstance(value, BaseException):
+            value = Unreadable.of(value)
+        out.append(value if value is not None else Unreadable(f"{path}: no such file"))
+    return out
 
 
 def open_source(uri: str, cache_dir: str | None):

@@ -97,6 +97,17 @@ def test_a_set_without_a_sweep_asks_for_one_or_a_head(tmp_path, lite0, models_ro
         predict(PredictRequest("fresh", "efficientnet_lite0", (str(source),), None, store), log=lambda *_: None)
 
 
+def test_a_set_whose_model_is_gone_says_to_export_it_again(tmp_path, lite0):
+    source = write_tree(tmp_path / "images", noisy_images(per_class=2))
+    store, models = str(tmp_path / "store"), str(tmp_path / "models")
+    run_extract("lost", [str(source)], "efficientnet_lite0", store, models, show_progress=False, log=lambda *_: None)
+    fit(features.open_set("lost", "efficientnet_lite0", store=store), ["head"], "softmax", log=lambda *_: None)
+    for card in (tmp_path / "models").rglob("model_card.json"):
+        card.unlink()
+    with pytest.raises(PipelineError, match=r"the model of .*lost.* \(.*models.*\) is gone; export efficientnet_lite0 again"):
+        predict(PredictRequest("lost", "efficientnet_lite0", (str(source),), "softmax-head", store), log=lambda *_: None)
+
+
 def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named(tmp_path):
     tree = write_tree(tmp_path / "photos", {"a/1.jpg": b"x", "a/b/2.PNG": b"x", "a/.hidden.jpg": b"x", ".thumbs/3.jpg": b"x",
                                             "notes.txt": b"x", "4.webp": b"x"})

@@ -17,8 +17,8 @@ def test_a_folder_on_s3_reads_in_batches_and_a_missing_file_is_a_reject_not_a_st
     index = build_index("colors", ["s3://tlfs-test/tree"])
     assert index.sources[0].format == "imagefolder-dir" and len(index.entries) == len(files)
     batches = []
-    real = folder._read_remote
-    monkeypatch.setattr(folder, "_read_remote", lambda fs, paths: batches.append(len(paths)) or real(fs, paths))
+    real = folder.read_files
+    monkeypatch.setattr(folder, "read_files", lambda fs, paths: batches.append(len(paths)) or real(fs, paths))
     monkeypatch.setattr(folder, "BATCH", 7)
     fs.rm("tlfs-test/tree/train/red/001.png")
     got = {e.image_id: p for e, p in iter_payloads(index.sources, index.entries)}
