@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         _setting_arg(p, name)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("export-classifier", help="a saved head and its backbone as one ONNX classifier (uint8 images "
+                       "in, probabilities and label out) that onnxruntime runs alone")
+    p.add_argument("--dataset", required=True, help="the feature set whose head it is")
+    _backbone_arg(p)
+    p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (default: the softmax "
+                   "head of the sweep's best layer)")
+    p.add_argument("--output", metavar="FILE", help="where to write it, local or any fsspec URI (default: "
+                   "classifier.onnx in the head's folder)")
+    _store_arg(p)
+
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
@@ -415,6 +425,13 @@ def cmd_predict(args, settings: Settings) -> dict:
             print(f"{p.image}\t{p.label}\t{p.probability:.4f}" if p.label is not None else f"{p.image}\t-\t{p.reason}")
     return {"images": len(predictions), "classes": dict(Counter(p.label for p in predictions if p.label is not None)),
             "rejected": sum(p.label is None for p in predictions), "output": args.output}
+
+
+def cmd_export_classifier(args, settings: Settings) -> dict:
+    from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+
+    return export_classifier(ClassifierRequest(args.dataset, args.backbone, args.head, args.output, settings.store),
+                             log=_log)
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
@@ -681,7 +698,8 @@ RESUMES = {
     "finetune": "the epochs it finished are kept in its checkpoint: the same command goes on from them",
 }
 
-COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
+            "export-classifier": cmd_export_classifier, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

@@ -13,17 +13,15 @@ from typing import Callable, Iterator
 import fsspec
 import numpy as np
 
-from tlfs.features import layout
-from tlfs.features.feature_set import FeatureSet
 from tlfs.features.reader import open_set
 from tlfs.features.schema import FEATURE_DTYPE
-from tlfs.features.storage import fs_path, read_json_if_exists
-from tlfs.models import heads
+from tlfs.features.storage import fs_path
 from tlfs.models.runtime import resolve_runtime
 from tlfs.models.session import open_session
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import DECODE, ImageRejected, decode
 from tlfs.pipeline.lineage import model_of
+from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
 from tlfs.pipeline.sources.paths import an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
@@ -52,20 +50,6 @@ class Prediction:
 
     def to_json(self) -> dict:
         return {"image": self.image, "label": self.label, "probability": self.probability, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class SavedHead:
-    """A head as ``tlfs fit`` saved it: its metrics (layers, views, classes, the features it
-    was fitted on) and its probabilities."""
-
-    name: str
-    metrics: dict
-    predict_proba: Callable[[np.ndarray], np.ndarray]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.metrics["classes"]
 
 
 def predict(request: PredictRequest, log: Callable[[str], None] = print, show_progress: bool = False) -> list[Prediction]:
@@ -101,39 +85,6 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
 
 def _images(count: int) -> str:
     return f"{count} image{'' if count == 1 else 's'}"
-
-
-def best_head(feature_set: FeatureSet) -> str:
-    """The softmax head of the sweep's best layer: the default, as ``tlfs advise`` names it."""
-    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json")
-    if not sweep:
-        raise PipelineError(f"{feature_set.uri} has no sweep to choose a head by: run `tlfs sweep --dataset "
-                            f"{feature_set.dataset}`, or name a head (--head softmax-head)")
-    return f"softmax-{sweep['best_layer']}"
-
-
-def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
-    """The head saved as ``name`` (``softmax-block15``, ``mlp-block14+head``) under the set's
-    ``_heads/``: an error naming the saved ones where there is none of that name."""
-    folder = f"{layout.heads_uri(feature_set.uri)}/{name}"
-    metrics = read_json_if_exists(f"{folder}/metrics.json")
-    if metrics is None:
-        raise PipelineError(f"no head {name!r} in {feature_set.uri}; saved: {', '.join(saved_heads(feature_set)) or 'none'} "
-                            f"(tlfs fit --dataset {feature_set.dataset} --layer LAYER --head softmax|lightgbm|mlp)")
-    if metrics.get("backbone_version") != feature_set.backbone_version:
-        raise PipelineError(f"head {name!r} was fitted on features of {metrics.get('backbone_version')}, not of "
-                            f"{feature_set.backbone_version}: fit it again")
-    fs, path = fs_path(folder)
-    files = {file: fs.cat_file(f"{path}/{file}") for file in heads.SAVED[metrics["head"]] if fs.exists(f"{path}/{file}")}
-    return SavedHead(name, metrics, heads.load(metrics["head"], files, len(metrics["classes"])))
-
-
-def saved_heads(feature_set: FeatureSet) -> list[str]:
-    fs, path = fs_path(layout.heads_uri(feature_set.uri))
-    if not fs.exists(path):
-        return []
-    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
-                  if fs.exists(f"{entry.rstrip('/')}/metrics.json"))
 
 
 def list_images(uris: tuple[str, ...] | list[str]) -> list[str]:
@@ -194,7 +145,7 @@ def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: Sav
         for start in range(0, len(numbers), batch_size):
             batch_numbers = numbers[start:start + batch_size]
             batch = np.stack([images[n] for n in batch_numbers])
-            averaged = sum(head.predict_proba(_features(session, VIEWS[view](batch), head.metrics["layers"]))
+            averaged = sum(head.predict_proba(head_features(session, VIEWS[view](batch), head.metrics["layers"]))
                            for view in head.metrics["views"]) / len(head.metrics["views"])
             proba.update(zip(batch_numbers, averaged))
     out = []
@@ -207,7 +158,7 @@ def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: Sav
     return out
 
 
-def _features(session, batch: np.ndarray, layers: list[str]) -> np.ndarray:
+def head_features(session, batch: np.ndarray, layers: list[str]) -> np.ndarray:
     """The head's input for a batch: its layers side by side, rounded to float16 as the set
     stores them."""
     outputs = session.run(batch)

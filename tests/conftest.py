@@ -59,6 +59,21 @@ def folder_images(per_class: int = 4, splits=("train", "test")) -> dict[str, byt
     return files
 
 
+def noisy_images(per_class: int = 12, seed: int = 0) -> dict[str, bytes]:
+    """``split/class/file`` -> PNG: each class's colour under heavy noise, so that the heads'
+    probabilities differ from image to image (flat colours would all be certain)."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for split in ("train", "test"):
+        for name, color in COLORS.items():
+            for i in range(per_class):
+                pixels = np.clip(np.array(color) + rng.normal(0, 90, (40, 48, 3)), 0, 255).astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "PNG")
+                files[f"{split}/{name}/{i:03d}.png"] = buffer.getvalue()
+    return files
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         path = root / rel

@@ -1,46 +1,20 @@
 """``tlfs predict``: new images classified by a saved head, each the way the set's images
 went, so that a head's predictions on its own test images are the ones it was scored by."""
 
-import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from tlfs import features
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
-from tlfs.pipeline.predict import PredictRequest, list_images, load_head, predict, write_predictions
-from tests.conftest import COLORS, write_tree
+from tlfs.pipeline.predict import PredictRequest, list_images, predict, write_predictions
+from tlfs.pipeline.saved_heads import load_head
+from tests.conftest import noisy_images, write_tree
 from tests.extraction import run_extract
-
-
-def noisy_images(per_class: int = 12, seed: int = 0) -> dict[str, bytes]:
-    """``split/class/file`` -> PNG: each class's colour under heavy noise, so that the heads'
-    probabilities differ from image to image (flat colours would all be certain)."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for split in ("train", "test"):
-        for name, color in COLORS.items():
-            for i in range(per_class):
-                pixels = np.clip(np.array(color) + rng.normal(0, 90, (40, 48, 3)), 0, 255).astype(np.uint8)
-                buffer = io.BytesIO()
-                Image.fromarray(pixels).save(buffer, "PNG")
-                files[f"{split}/{name}/{i:03d}.png"] = buffer.getvalue()
-    return files
-
-
-@pytest.fixture(scope="module")
-def noisy_set(tmp_path_factory, lite0, models_root):
-    root = tmp_path_factory.mktemp("predict")
-    source = write_tree(root / "images", noisy_images())
-    store = str(root / "store")
-    run_extract("noisy", [str(source)], "efficientnet_lite0", store, models_root, shard_size=20, views=("flip",),
-                show_progress=False, log=lambda *_: None)
-    return features.open_set("noisy", "efficientnet_lite0", store=store), source, store
 
 
 @pytest.mark.parametrize("kind, layers, views", [("softmax", ["head"], ["original"]), ("lightgbm", ["block15"], ["original"]),

@@ -1,0 +1,115 @@
+"""A saved head and the backbone under it as one ONNX file (``tlfs export-classifier``):
+a classifier to ship, which onnxruntime runs alone (models/standalone_classifier.py).
+
+Before the file is written, the classifier is checked against ``tlfs predict``'s own path
+(the backbone's session, the float16 rounding, the head's NumPy or PyTorch probabilities,
+the views) on real photos at their size and as a CIFAR-sized batch, and on noise: the same
+class for every image, probabilities within :data:`TOLERANCE`. A graph that disagrees is
+never written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tlfs.features import layout
+from tlfs.features.reader import open_set
+from tlfs.features.storage import atomic_put_file, sha256_uri
+from tlfs.models import head_onnx, sample_images
+from tlfs.models.session import local_onnx, open_session
+from tlfs.models.standalone_classifier import IMAGES, standalone_classifier
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.lineage import model_of
+from tlfs.pipeline.predict import head_features
+from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
+from tlfs.pipeline.views import VIEWS
+
+FILE_NAME = "classifier.onnx"  # in the head's folder, unless another place is asked for
+TOLERANCE = 1e-4  # the largest difference of a probability from predict's: float32 sums in another order
+
+
+@dataclass(frozen=True)
+class ClassifierRequest:
+    dataset: str
+    backbone: str
+    head: str | None = None  # a saved head (softmax-block15); None: the softmax head of the sweep's best layer
+    output: str | None = None  # a file URI, local or remote; None: classifier.onnx in the head's folder
+    store: str | None = None
+
+
+def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = print) -> dict:
+    """Write the classifier of ``request``'s head and say what it is: where, its inputs and
+    outputs, classes, the head's test accuracy, and the parity check's figures."""
+    import onnxruntime as ort
+
+    feature_set = open_set(request.dataset, request.backbone, request.store)
+    head = load_head(feature_set, request.head or best_head(feature_set))
+    artifact = model_of(feature_set)
+    layers, views = head.metrics["layers"], head.metrics["views"]
+    started = time.perf_counter()
+    graph = head_onnx.head_graph(head.kind, head.files, len(head.classes), head.metrics["dims"])
+    input_size = artifact.card["preprocessing"]["input_size"]
+    metadata = _metadata(feature_set, head, artifact.version, input_size)
+    model = standalone_classifier(local_onnx(artifact), layers, views, graph, metadata)
+    model.doc_string = metadata["tlfs.summary"]
+    data = model.SerializeToString()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    parity = check_parity(session, open_session(artifact, layers), head)
+    output = request.output or f"{layout.heads_uri(feature_set.uri)}/{head.name}/{FILE_NAME}"
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / FILE_NAME
+        local.write_bytes(data)
+        atomic_put_file(local, output)
+        digest = sha256_uri(local)
+    seconds = time.perf_counter() - started
+    log(f"{head.name} of {feature_set.uri} ({'+'.join(layers)}, views {'+'.join(views)}, test accuracy "
+        f"{head.metrics.get('test_accuracy', float('nan')):.4f}) as one ONNX classifier: {output} ({len(data) / 1e6:.1f} MB, "
+        f"{seconds:.1f}s); checked against tlfs predict on {parity['images']} images: the same classes, probabilities "
+        f"within {parity['max_difference']:.1e}")
+    return {"output": output, "bytes": len(data), "sha256": digest, "head": head.name, "layers": layers, "views": views,
+            "classes": head.classes, "test_accuracy": head.metrics.get("test_accuracy"),
+            "backbone_version": artifact.version, "input_size": input_size, "parity": parity,
+            "inputs": {IMAGES: "uint8 [batch, height, width, 3], RGB"},
+            "outputs": {"probabilities": f"float32 [batch, {len(head.classes)}]", "label": "int64 [batch]"}}
+
+
+def _metadata(feature_set, head: SavedHead, backbone_version: str, input_size: int) -> dict[str, str]:
+    """What the file says of itself (ONNX metadata_props): enough to use it, and where it came from."""
+    summary = (f"tlfs classifier: {head.name} fitted on {feature_set.dataset} features of {backbone_version}. Input "
+               f"'images': uint8 [batch, height, width, 3], RGB; an image larger than {input_size} pixels a side is "
+               f"resized to {input_size}x{input_size} first, as tlfs decodes ({DECODE}); one batch holds images of one "
+               f"size. Outputs: 'probabilities' float32 [batch, classes] in the order of tlfs.classes, 'label' int64 "
+               f"[batch], the likeliest class's index.")
+    return {"tlfs.summary": summary, "tlfs.classes": json.dumps(head.classes), "tlfs.dataset": feature_set.dataset,
+            "tlfs.feature_set": feature_set.uri, "tlfs.version": str(feature_set.version), "tlfs.head": head.name,
+            "tlfs.layers": json.dumps(head.metrics["layers"]), "tlfs.views": json.dumps(head.metrics["views"]),
+            "tlfs.backbone_version": backbone_version, "tlfs.input_size": str(input_size), "tlfs.decode": DECODE,
+            "tlfs.test_accuracy": json.dumps(head.metrics.get("test_accuracy"))}
+
+
+def check_parity(classifier, session, head: SavedHead) -> dict:
+    """The classifier (an onnxruntime session) against predict's path (the backbone's
+    ``session`` and ``head``) on real photos and noise: an error where a class differs or a
+    probability is further than :data:`TOLERANCE` from predict's."""
+    rng = np.random.default_rng(0)
+    batches = sample_images.parity_batches() + [rng.integers(0, 256, (3, 48, 40, 3), dtype=np.uint8)]
+    worst, images = 0.0, 0
+    for batch in batches:
+        probabilities, labels = classifier.run(None, {IMAGES: batch})
+        expected = sum(head.predict_proba(head_features(session, VIEWS[view](batch), head.metrics["layers"]))
+                       for view in head.metrics["views"]) / len(head.metrics["views"])
+        difference = float(np.abs(probabilities - expected).max())
+        if difference > TOLERANCE or not np.array_equal(labels, expected.argmax(1)):
+            raise PipelineError(f"the {head.name} classifier's graph disagrees with tlfs predict on a {batch.shape} batch "
+                                f"(classes {labels.tolist()} against {expected.argmax(1).tolist()}, probabilities "
+                                f"{difference:.1e} apart): not written")
+        worst, images = max(worst, difference), images + len(batch)
+    return {"images": images, "max_difference": worst}

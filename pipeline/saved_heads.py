@@ -1,0 +1,70 @@
+"""The heads a feature set has saved (``tlfs fit`` and ``tlfs sweep`` write them under the
+set's ``_heads/``): which there are, the default one, and one read back with its files and
+probabilities, for ``tlfs predict`` and ``tlfs export-classifier``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tlfs.features import layout
+from tlfs.features.feature_set import FeatureSet
+from tlfs.features.storage import fs_path, read_json_if_exists
+from tlfs.models import heads
+from tlfs.pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class SavedHead:
+    """A head as ``tlfs fit`` saved it: its metrics (layers, views, classes, the features it
+    was fitted on), its files (name -> bytes, as :data:`~tlfs.models.heads.SAVED` lists
+    them) and its probabilities."""
+
+    name: str
+    metrics: dict
+    files: dict[str, bytes]
+    predict_proba: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metrics["classes"]
+
+    @property
+    def kind(self) -> str:
+        return self.metrics["head"]
+
+
+def best_head(feature_set: FeatureSet) -> str:
+    """The softmax head of the sweep's best layer: the default, as ``tlfs advise`` names it."""
+    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json")
+    if not sweep:
+        raise PipelineError(f"{feature_set.uri} has no sweep to choose a head by: run `tlfs sweep --dataset "
+                            f"{feature_set.dataset}`, or name a head (--head softmax-head)")
+    return f"softmax-{sweep['best_layer']}"
+
+
+def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
+    """The head saved as ``name`` (``softmax-block15``, ``mlp-block14+head``) under the set's
+    ``_heads/``: an error naming the saved ones where there is none of that name."""
+    folder = f"{layout.heads_uri(feature_set.uri)}/{name}"
+    metrics = read_json_if_exists(f"{folder}/metrics.json")
+    if metrics is None:
+        raise PipelineError(f"no head {name!r} in {feature_set.uri}; saved: {', '.join(saved_heads(feature_set)) or 'none'} "
+                            f"(tlfs fit --dataset {feature_set.dataset} --layer LAYER --head softmax|lightgbm|mlp)")
+    if metrics.get("backbone_version") != feature_set.backbone_version:
+        raise PipelineError(f"head {name!r} was fitted on features of {metrics.get('backbone_version')}, not of "
+                            f"{feature_set.backbone_version}: fit it again")
+    fs, path = fs_path(folder)
+    files = {file: fs.cat_file(f"{path}/{file}") for file in heads.SAVED[metrics["head"]] if fs.exists(f"{path}/{file}")}
+    return SavedHead(name, metrics, files, heads.load(metrics["head"], files, len(metrics["classes"])))
+
+
+def saved_heads(feature_set: FeatureSet) -> list[str]:
+    """The names of the heads saved under the set's ``_heads/``, sorted."""
+    fs, path = fs_path(layout.heads_uri(feature_set.uri))
+    if not fs.exists(path):
+        return []
+    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
+                  if fs.exists(f"{entry.rstrip('/')}/metrics.json"))

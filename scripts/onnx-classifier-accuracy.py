@@ -1,0 +1,54 @@
+"""The accuracy of a classifier from `tlfs export-classifier` on a folder of
+`<class>/<image>` (e.g. CIFAR-10's test split unpacked), run with onnxruntime, NumPy and
+Pillow alone, as a deployment would: no tlfs imported.
+
+    python scripts/onnx-classifier-accuracy.py MODEL.onnx FOLDER [--batch 256]
+
+Prints images/s, the accuracy and one JSON line; the class folders must be named as the
+model's classes (its metadata tlfs.classes)."""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+
+def load(path: Path, input_size: int) -> np.ndarray:
+    """RGB pixels as tlfs decodes them: an image larger than the input resized to it square."""
+    image = Image.open(path).convert("RGB")
+    if max(image.size) > input_size:
+        image = image.resize((input_size, input_size), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(image)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    classes, input_size = json.loads(meta["tlfs.classes"]), int(meta["tlfs.input_size"])
+    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    started, right, by_size = time.perf_counter(), 0, {}
+    for path in files:  # a batch holds images of one size
+        pixels = load(path, input_size)
+        by_size.setdefault(pixels.shape, []).append((path, pixels))
+    for images in by_size.values():
+        for start in range(0, len(images), args.batch):
+            chunk = images[start:start + args.batch]
+            _, labels = session.run(None, {"images": np.stack([pixels for _, pixels in chunk])})
+            right += sum(classes[label] == path.parent.name for label, (path, _) in zip(labels, chunk))
+    seconds = time.perf_counter() - started
+    print(f"{len(files)} images in {seconds:.1f}s ({len(files) / seconds:.1f} images/s): accuracy {right / len(files):.4f}")
+    print(json.dumps({"model": args.model, "images": len(files), "accuracy": right / len(files), "seconds": round(seconds, 1),
+                      "head": meta.get("tlfs.head"), "recorded_test_accuracy": json.loads(meta["tlfs.test_accuracy"])}))
+
+
+if __name__ == "__main__":
+    main()

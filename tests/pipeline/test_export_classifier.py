@@ -1,0 +1,97 @@
+"""``tlfs export-classifier``: a saved head and its backbone as one ONNX file that
+onnxruntime runs alone, classifying every image as ``tlfs predict`` does."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from tlfs.models.errors import ModelError
+from tlfs.models.standalone_classifier import standalone_classifier
+from tlfs.pipeline import export_classifier as exporting
+from tlfs.pipeline.cli import main
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.predict import PredictRequest, predict
+
+QUIET = {"log": lambda *_: None}
+
+
+def run_alone(path: str, images: list) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The classifier at ``path`` on ``images`` (files), as a deployment runs it: Pillow's
+    pixels, onnxruntime; its probabilities, labels and metadata."""
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    batch = np.stack([np.asarray(Image.open(image).convert("RGB")) for image in images])
+    probabilities, labels = session.run(None, {"images": batch})
+    return probabilities, labels, session.get_modelmeta().custom_metadata_map
+
+
+@pytest.mark.parametrize("kind, layers, views", [("softmax", ["head"], ["original"]), ("lightgbm", ["block15"], ["original"]),
+                                                 ("mlp", ["block14", "head"], ["original", "flip"])])
+def test_the_classifier_alone_gives_predicts_classes_and_the_heads_test_accuracy(noisy_set, tmp_path, kind, layers, views):
+    feature_set, source, store = noisy_set
+    result = fit(feature_set, layers, kind, views=views, **QUIET)
+    name = result["saved_to"].rstrip("/").rsplit("/", 1)[-1]
+    output = str(tmp_path / "classifier.onnx")
+    exported = export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", name, output, store), **QUIET)
+    _, labels, ids = feature_set.matrices(layers, "test")
+    images = [source / i for i in ids]
+    probabilities, predicted, meta = run_alone(output, images)
+    predictions = predict(PredictRequest("noisy", "efficientnet_lite0", tuple(map(str, images)), name, store), **QUIET)
+    classes = json.loads(meta["tlfs.classes"])
+    assert [classes[k] for k in predicted] == [p.label for p in predictions]
+    np.testing.assert_allclose(probabilities.max(1), [p.probability for p in predictions], atol=exporting.TOLERANCE)
+    assert np.mean(predicted == labels) == pytest.approx(result["test_accuracy"])
+    assert probabilities.shape == (len(images), 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert json.loads(meta["tlfs.layers"]) == layers and json.loads(meta["tlfs.views"]) == views
+    assert exported["parity"]["images"] > 0 and exported["parity"]["max_difference"] <= exporting.TOLERANCE
+    assert exported["test_accuracy"] == result["test_accuracy"] and exported["head"] == name
+
+
+def test_without_a_head_or_a_place_the_sweeps_best_goes_beside_the_head(noisy_set):
+    feature_set, source, store = noisy_set
+    best = sweep(feature_set, **QUIET)["best_layer"]
+    said = []
+    exported = export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", store=store), log=said.append)
+    assert exported["head"] == f"softmax-{best}"
+    assert exported["output"] == f"{feature_set.uri}/_heads/softmax-{best}/classifier.onnx"
+    assert said[0].startswith(f"softmax-{best} of {feature_set.uri} ({best}, views original+flip")
+    assert "the same classes" in said[0]
+    _, _, meta = run_alone(exported["output"], [source / "test/red/000.png"])
+    assert meta["tlfs.head"] == f"softmax-{best}" and meta["tlfs.backbone_version"] == feature_set.backbone_version
+    assert "uint8 [batch, height, width, 3]" in meta["tlfs.summary"]
+
+
+def test_a_graph_that_disagrees_with_predict_is_not_written(noisy_set, tmp_path, monkeypatch):
+    feature_set, _, store = noisy_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    monkeypatch.setattr(exporting, "TOLERANCE", -1.0)  # any difference at all is too much
+    output = tmp_path / "classifier.onnx"
+    with pytest.raises(PipelineError, match=r"the softmax-head classifier's graph disagrees with tlfs predict .*not written"):
+        export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", str(output), store), **QUIET)
+    assert not output.exists()
+
+
+def test_the_command_names_a_missing_head_and_writes_one_that_is_there(noisy_set, tmp_path, capsys):
+    feature_set, _, store = noisy_set
+    fit(feature_set, ["block7"], "softmax", **QUIET)
+    assert main(["export-classifier", "--dataset", "noisy", "--head", "mlp-block2", "--store", store]) == 1
+    assert "no head 'mlp-block2'" in capsys.readouterr().err
+    output = tmp_path / "deploy" / "noisy.onnx"
+    assert main(["export-classifier", "--dataset", "noisy", "--head", "softmax-block7", "--output", str(output),
+                 "--store", store]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == str(output) and output.stat().st_size == summary["bytes"]
+    assert summary["classes"] == feature_set.classes and summary["layers"] == ["block7"]
+
+
+def test_only_views_the_graph_computes_and_layers_the_backbone_has(lite0):
+    from tlfs.models.session import local_onnx
+
+    with pytest.raises(ModelError, match="a classifier graph computes original, flip"):
+        standalone_classifier(local_onnx(lite0), ["head"], ["original", "rotate"], None, {})
+    with pytest.raises(ModelError, match="has no output block99"):
+        standalone_classifier(local_onnx(lite0), ["block99"], ["original"], None, {})
