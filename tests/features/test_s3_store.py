@@ -1,8 +1,12 @@
 """The feature store and the model artifacts on s3://, against moto's S3 server
 started as a separate process on loopback (a real HTTP endpoint, not a mock)."""
 
+import io
+
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tlfs import features
 from tlfs.pipeline import extract
@@ -139,3 +143,32 @@ def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, mo
     assert [(p.image, p.label) for p in mixed] == [(str(local), "red"), ("s3://tlfs-test/new/blue/001.png", "blue")]
     write_predictions(predictions, "s3://tlfs-test/out/predictions.csv")
     assert len(pd.read_csv("s3://tlfs-test/out/predictions.csv")) == 3
+
+
+def test_a_head_on_s3_ships_as_a_classifier_beside_it_or_anywhere(s3_server, tmp_path, lite0):
+    """``tlfs export-classifier`` of a head whose set and model are on an object store: the
+    file beside the head by default, or where ``--output`` says."""
+    import fsspec
+    import onnxruntime as ort
+
+    from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+    from tlfs.pipeline.fit import fit
+
+    files = folder_images(per_class=3)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.put_file(str(write_tar(tmp_path / "colors.tar", files, "w")), "tlfs-test/datasets/colors.tar")
+    store = "s3://tlfs-test/shipped"
+    run_extract("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, "s3://tlfs-test/models",
+                layers=["head"], cache_dir=str(tmp_path / "cache"), show_progress=False, log=lambda *_: None)
+    feature_set = features.open_set("colors", "efficientnet_lite0", store=store)
+    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    beside = export_classifier(ClassifierRequest("colors", "efficientnet_lite0", "softmax-head", store=store),
+                               log=lambda *_: None)
+    assert beside["output"] == f"{feature_set.uri}/_heads/softmax-head/classifier.onnx"
+    anywhere = export_classifier(ClassifierRequest("colors", "efficientnet_lite0", "softmax-head",
+                                                   "s3://tlfs-test/deploy/colors.onnx", store), log=lambda *_: None)
+    data = fs.cat_file("tlfs-test/deploy/colors.onnx")
+    assert data == fs.cat_file(beside["output"]) and len(data) == anywhere["bytes"]
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    red = np.asarray(Image.open(io.BytesIO(files["test/red/000.png"])).convert("RGB"))[None]
+    assert feature_set.classes[int(session.run(["label"], {"images": red})[0][0])] == "red"
