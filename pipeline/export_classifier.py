@@ -43,6 +43,7 @@ class ClassifierRequest:
     head: str | None = None  # a saved head (softmax-block15); None: the softmax head of the sweep's best layer
     output: str | None = None  # a file URI, local or remote; None: classifier.onnx in the head's folder
     store: str | None = None
+    version: int | None = None  # the set's version whose heads these are (None: the newest)
 
 
 def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = print) -> dict:
@@ -50,7 +51,7 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     outputs, classes, the head's test accuracy, and the parity check's figures."""
     import onnxruntime as ort
 
-    feature_set = open_set(request.dataset, request.backbone, request.store)
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     head = load_head(feature_set, request.head or best_head(feature_set))
     artifact = model_of(feature_set)
     layers, views = head.metrics["layers"], head.metrics["views"]

@@ -223,6 +223,24 @@ def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: C
     return results
 
 
+def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print) -> dict:
+    """The fitted head of the best validation accuracy (the first of equals: the softmax
+    head where it is one), written as one ONNX classifier beside it (``tlfs export-classifier``)."""
+    from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+
+    if not fitted:
+        raise PipelineError("no head was fitted: nothing to ship")
+    best = max(fitted, key=lambda head: head["validation_accuracy"])  # max keeps the first of equals
+    name = best["saved_to"].rstrip("/").rsplit("/", 1)[-1]
+    log(f"shipping {name} (validation accuracy {best['validation_accuracy']:.4f}, the best of "
+        f"{', '.join(head['head'] for head in fitted)})")
+    shipped = export_classifier(ClassifierRequest(target.dataset, target.backbone, name, store=_settings(target.store).store,
+                                                  version=target.version), log=log)
+    return {k: shipped[k] for k in ("output", "bytes", "sha256", "head", "layers", "views", "classes", "test_accuracy",
+                                    "backbone_version", "parity")}
+
+
 def advise_dataset(target: SetTarget, thresholds=None, log: Callable = print) -> dict:
     """The transfer case of the ``target`` set version, from its stored features
     (``thresholds``: pipeline/advise.Thresholds, by default the advisor's)."""

@@ -2,7 +2,7 @@
 # Set up, then run the main job on a real local Airflow 3 (SQLite, LocalExecutor):
 # trigger extract_cifar10 (CIFAR-10 through EfficientNet-Lite0 with its ImageNet weights,
 # every tap layer), wait for it and for the fit_heads_cifar10 run its Asset schedules,
-# print where the features are and the heads' accuracy, and stop every Airflow process.
+# print where the features are, the heads' accuracy and the classifier shipped, and stop every Airflow process.
 #   LIMIT=2000 ./scripts/run-main.sh     # a class-balanced sample of 2,000 images per split
 # Without internet, the shared CIFAR-10 archives beside this checkout are used.
 set -euo pipefail
@@ -40,5 +40,11 @@ for head in ("softmax", "lightgbm", "mlp"):
     m = json.load(open(f"{heads}/{head}-{sweep['best_layer']}/metrics.json"))
     assert m["plan_id"] == manifest["plan_id"], f"the stored {head} head is of an older extraction"
     print(f"{head:>8} on {sweep['best_layer']}: test accuracy {m['test_accuracy']:.4f}")
+import glob
+import os
+
+shipped = [path for path in glob.glob(f"{heads}/*/classifier.onnx")  # this extraction's, by its head's plan
+           if json.load(open(os.path.join(os.path.dirname(path), "metrics.json")))["plan_id"] == manifest["plan_id"]]
+print(f"the best head by validation accuracy as one ONNX classifier (onnxruntime runs it alone): {', '.join(shipped)}")
 PY
 echo "main job done in $(( $(date +%s) - started ))s"

@@ -272,7 +272,13 @@ def build_fit_dag(spec: DatasetSpec):
             heads = get_current_context()["params"]["heads"]
             return tasks.heads_on_best_layer(tasks.SetTarget.from_json(target), swept, heads, log=_log)
 
+        @task
+        def ship_classifier(target: dict, fitted: list[dict]) -> dict:
+            from tlfs.pipeline import tasks
+
+            return tasks.ship_best_head(tasks.SetTarget.from_json(target), fitted, log=_log)
+
         target = feature_set()
-        fit_heads(target, sweep(target))
+        ship_classifier(target, fit_heads(target, sweep(target)))
 
     return fit_dag()

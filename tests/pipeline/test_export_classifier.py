@@ -95,3 +95,20 @@ def test_only_views_the_graph_computes_and_layers_the_backbone_has(lite0):
         standalone_classifier(local_onnx(lite0), ["head"], ["original", "rotate"], None, {})
     with pytest.raises(ModelError, match="has no output block99"):
         standalone_classifier(local_onnx(lite0), ["block99"], ["original"], None, {})
+
+
+def test_a_scheduled_fit_ships_the_head_of_the_best_validation_accuracy(noisy_set):
+    from tlfs.pipeline import tasks
+
+    feature_set, _, store = noisy_set
+    fitted = [fit(feature_set, ["block15"], kind, **QUIET) for kind in ("softmax", "mlp")]
+    target = tasks.SetTarget("noisy", feature_set.backbone_version, store, feature_set.version)
+    planted = [{**fitted[0], "validation_accuracy": 0.5}, {**fitted[1], "validation_accuracy": 0.7}]
+    said = []
+    shipped = tasks.ship_best_head(target, planted, log=said.append)
+    assert shipped["head"] == "mlp-block15" and shipped["output"].endswith("/_heads/mlp-block15/classifier.onnx")
+    assert said[0].startswith("shipping mlp-block15 (validation accuracy 0.7000, the best of softmax, mlp)")
+    equal = [{**fitted[0], "validation_accuracy": 0.7}, {**fitted[1], "validation_accuracy": 0.7}]
+    assert tasks.ship_best_head(target, equal, **QUIET)["head"] == "softmax-block15"  # the first of equals
+    with pytest.raises(PipelineError, match="no head was fitted: nothing to ship"):
+        tasks.ship_best_head(target, [], **QUIET)
