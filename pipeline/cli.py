@@ -13,6 +13,7 @@ from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
 from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
+from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
                                   load_settings, parse_value, setting_help)
@@ -175,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "head of the sweep's best layer)")
     p.add_argument("--output", metavar="FILE", help="where to write it, local or any fsspec URI (default: "
                    "classifier.onnx in the head's folder)")
+    _store_arg(p)
+
+    p = sub.add_parser("duplicates", help="near-copies: each image's nearest image of another split (or its own) by "
+                       "the cosine similarity of its features; a head's accuracy with and without them")
+    p.add_argument("--dataset", required=True)
+    _backbone_arg(p)
+    p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
+    p.add_argument("--split", default="test", help="the images checked (default: test)")
+    p.add_argument("--against", default="train", help="the images they may copy (default: train); the same split "
+                   "as --split: copies within it")
+    p.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD, help="the cosine similarity from which a "
+                   f"pair counts as near-copies (default: {DUPLICATE_THRESHOLD})")
+    p.add_argument("--head", help="a saved head (softmax-block15) whose accuracy is given with and without the near-copies")
+    p.add_argument("--output", metavar="FILE", help="write every image's nearest neighbour to FILE (.csv, .parquet "
+                   "or .jsonl), most similar first")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="print the N most similar pairs (default: 10)")
     _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
@@ -432,6 +449,27 @@ def cmd_export_classifier(args, settings: Settings) -> dict:
 
     return export_classifier(ClassifierRequest(args.dataset, args.backbone, args.head, args.output, settings.store),
                              log=_log)
+
+
+def cmd_duplicates(args, settings: Settings) -> dict:
+    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
+    from tlfs.pipeline.tables import write_table
+
+    pairs, summary = find_duplicates(DuplicatesRequest(args.dataset, args.backbone, args.layer, args.split, args.against,
+                                                       args.threshold, args.head, settings.store), log=_log)
+    print(f"{summary['near_copies']} of {summary['images']} {summary['counted']} (cosine similarity >= "
+          f"{summary['threshold']} on {summary['layer']}), {summary['other_label']} of them of another class")
+    for row in pairs.head(max(args.show, 0)).itertuples():
+        print(f"  {row.similarity:.4f}  {row.image_id} ({row.label_name})  ~  {row.nearest_id} ({row.nearest_label_name})")
+    if "head" in summary:
+        head = summary["head"]
+        parts = [(head["all"], f"all {summary['images']}"),
+                 (head["without_near_copies"], f"the {head['images_without']} without a near-copy"),
+                 (head["on_near_copies"], f"the {summary['near_copies']} near-copies")]
+        print(f"{head['name']}: accuracy " + ", ".join(f"{value:.4f} on {what}" for value, what in parts if value is not None))
+    if args.output:
+        write_table(pairs, args.output)
+    return {**summary, "output": args.output}
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
@@ -699,7 +737,7 @@ RESUMES = {
 }
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
-            "export-classifier": cmd_export_classifier, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

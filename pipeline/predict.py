@@ -25,6 +25,7 @@ from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
 from tlfs.pipeline.sources.paths import an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
+from tlfs.pipeline.tables import write_table
 from tlfs.pipeline.views import VIEWS
 
 READ_AT_ONCE = 256  # images read and decoded together: bounds the memory held
@@ -169,11 +170,4 @@ def write_predictions(predictions: list[Prediction], uri: str) -> None:
     """Every prediction to ``uri``: a ``.csv``, ``.parquet`` or ``.jsonl`` file, local or remote."""
     import pandas as pd
 
-    frame = pd.DataFrame([p.to_json() for p in predictions], columns=["image", "label", "probability", "reason"])
-    suffix = uri.rsplit(".", 1)[-1].lower()
-    writers = {"csv": lambda f: frame.to_csv(f, index=False), "parquet": lambda f: frame.to_parquet(f, index=False),
-               "jsonl": lambda f: frame.to_json(f, orient="records", lines=True)}
-    if suffix not in writers:
-        raise PipelineError(f"{uri}: write predictions to a .csv, .parquet or .jsonl file")
-    with fsspec.open(uri, "wb" if suffix == "parquet" else "w") as f:
-        writers[suffix](f)
+    write_table(pd.DataFrame([p.to_json() for p in predictions], columns=["image", "label", "probability", "reason"]), uri)

@@ -18,7 +18,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -104,7 +104,7 @@ def test_predictions_are_written_as_a_table(tmp_path, suffix):
     read = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[suffix](path)
     assert list(read["image"]) == ["a.jpg", "b.jpg"] and read["label"][0] == "red" and read["probability"][0] == 0.75
     assert read["reason"][1] == "empty file (0 bytes)"
-    with pytest.raises(PipelineError, match=r"out.txt: write predictions to a .csv, .parquet or .jsonl file"):
+    with pytest.raises(PipelineError, match=r"out.txt: write the table to a .csv, .parquet or .jsonl file"):
         write_predictions(rows, str(tmp_path / "out.txt"))
 
 

@@ -1,0 +1,99 @@
+"""Near-copies between splits (``tlfs duplicates``): for each image of one split (``test``),
+its nearest image of another (``train``), or of the same split, by the cosine similarity
+of one layer's stored features. A test image with a near-copy among the training images
+makes a head's test accuracy an overestimate; a near-copy of another class is a labelling
+error in one of the two. With a saved head, its test accuracy is given apart on the images
+with and without a near-copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tlfs.pipeline.errors import PipelineError
+
+# On CIFAR-10's Lite0 head features (docs/user-guide.md), the pairs from 0.90 up are near-copies
+# (the same photo cropped, shifted, recoloured or mirrored); below 0.88 fewer and fewer are
+DEFAULT_THRESHOLD = 0.90
+
+
+@dataclass(frozen=True)
+class DuplicatesRequest:
+    dataset: str
+    backbone: str
+    layer: str = "head"  # whose features are compared
+    split: str = "test"  # the images checked
+    against: str = "train"  # the images they may copy; the same split as ``split``: copies within it
+    threshold: float = DEFAULT_THRESHOLD  # the cosine similarity from which a pair counts as near-copies
+    head: str | None = None  # a saved head whose accuracy on ``split`` is given with and without the copies
+    store: str | None = None
+    version: int | None = None
+
+
+def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = print):
+    """``(pairs, summary)``: a pandas frame of each checked image, its nearest image and
+    their similarity, most similar first, and what it comes to (counts, shares, labels,
+    the head's accuracy)."""
+    import pandas as pd
+
+    from tlfs.features.reader import open_set
+    from tlfs.models.neighbours import nearest
+
+    if not 0.0 < request.threshold <= 1.0:
+        raise PipelineError(f"threshold {request.threshold}: a cosine similarity above 0 and at most 1")
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    X, y, ids = feature_set.matrix(request.layer, request.split)
+    within = request.against == request.split
+    Xr, yr, ids_r = (X, y, ids) if within else feature_set.matrix(request.layer, request.against)
+    log(f"comparing {len(ids)} {request.split} images with {'each other' if within else f'{len(ids_r)} {request.against} images'} "
+        f"on {request.layer} ({X.shape[1]} values each)")
+    index, similarity = nearest(X, None if within else Xr)
+    classes = feature_set.classes
+    pairs = pd.DataFrame({"image_id": ids, "label_name": [classes[k] for k in y], "nearest_id": ids_r[index],
+                          "nearest_label_name": [classes[k] for k in yr[index]], "similarity": similarity})
+    pairs["near_copy"] = pairs["similarity"] >= request.threshold
+    pairs = pairs.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
+    summary = _summary(request, feature_set, pairs, within)
+    if request.head:
+        summary["head"] = _head_accuracy(feature_set, request, pairs)
+    return pairs, summary
+
+
+def _summary(request: DuplicatesRequest, feature_set, pairs, within: bool) -> dict:
+    copies = pairs[pairs["near_copy"]]
+    if within:  # a pair within one split is found from both of its images: count the images, say so
+        counted = "images with a near-copy in the same split"
+    else:
+        counted = f"{request.split} images with a near-copy in {request.against}"
+    by_class = copies["label_name"].value_counts()
+    return {
+        "feature_set": feature_set.uri, "version": feature_set.version, "layer": request.layer, "split": request.split,
+        "against": request.against, "threshold": request.threshold, "images": len(pairs), "counted": counted,
+        "near_copies": int(len(copies)), "share": round(len(copies) / max(len(pairs), 1), 5),
+        "other_label": int((copies["label_name"] != copies["nearest_label_name"]).sum()),
+        "by_class": {name: int(by_class.get(name, 0)) for name in feature_set.classes},
+        "similarity_quantiles": {q: round(float(pairs["similarity"].quantile(float(q))), 4)
+                                 for q in ("0.5", "0.9", "0.99", "0.999")},
+    }
+
+
+def _head_accuracy(feature_set, request: DuplicatesRequest, pairs) -> dict:
+    """The saved head's accuracy on ``request.split``: all of it, without its near-copies, and on them."""
+    from tlfs.pipeline.fit import view_averaged_proba
+    from tlfs.pipeline.saved_heads import load_head
+
+    head = load_head(feature_set, request.head)
+    views = {view: feature_set.matrices(head.metrics["layers"], request.split, view=view) for view in head.metrics["views"]}
+    _, y, ids = next(iter(views.values()))
+    right = view_averaged_proba(head, views).argmax(1) == y
+    copy_ids = set(pairs.loc[pairs["near_copy"], "image_id"])
+    copied = np.array([i in copy_ids for i in ids], dtype=bool)
+
+    def accuracy(mask: np.ndarray) -> float | None:
+        return round(float(right[mask].mean()), 4) if mask.any() else None
+
+    return {"name": head.name, "all": accuracy(np.ones_like(copied)), "without_near_copies": accuracy(~copied),
+            "on_near_copies": accuracy(copied), "images_without": int((~copied).sum())}
