@@ -63,6 +63,11 @@ def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None,
                    metavar=None if f.metadata["choices"] else ("N" if kind in (int, float) else "URI"))
 
 
+def _saved_head_arg(p) -> None:
+    p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (softmax-block15, "
+                   "mlp-block14+head; default: the softmax head of the sweep's best layer)")
+
+
 def _store_arg(p: argparse.ArgumentParser) -> None:
     _setting_arg(p, "store")
 
@@ -159,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "local or any fsspec URI")
     p.add_argument("--dataset", required=True, help="the feature set whose head classifies them")
     _backbone_arg(p)
-    p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (softmax-block15, "
-                   "mlp-block14+head; default: the softmax head of the sweep's best layer)")
+    _saved_head_arg(p)
     p.add_argument("--output", metavar="FILE", help="write every prediction to FILE (.csv, .parquet or .jsonl) "
                    "instead of printing each")
     _store_arg(p)
@@ -172,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "in, probabilities and label out) that onnxruntime runs alone")
     p.add_argument("--dataset", required=True, help="the feature set whose head it is")
     _backbone_arg(p)
-    p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (default: the softmax "
-                   "head of the sweep's best layer)")
+    _saved_head_arg(p)
     p.add_argument("--output", metavar="FILE", help="where to write it, local or any fsspec URI (default: "
                    "classifier.onnx in the head's folder)")
     _store_arg(p)

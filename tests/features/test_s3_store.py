@@ -114,21 +114,30 @@ def test_versions_retired_files_vacuum_and_verify_repair_on_s3(s3_server, tmp_pa
     assert first["version"] == 1
 
 
-def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, models_root):
-    """``tlfs predict`` where everything is on an object store: the set, its model, its saved
-    head, the new images (a folder and a glob) and the table of predictions."""
+def colors_with_a_head_on_s3(tmp_path, store: str):
+    """A set of coloured images extracted from a tar on S3 into ``store`` on S3, with its
+    softmax head on ``head`` fitted: the images, the S3 filesystem and the set."""
     import fsspec
 
     from tlfs.pipeline.fit import fit
-    from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 
     files = folder_images(per_class=3)
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     fs.put_file(str(write_tar(tmp_path / "colors.tar", files, "w")), "tlfs-test/datasets/colors.tar")
-    store = "s3://tlfs-test/store"
     run_extract("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, "s3://tlfs-test/models",
                 layers=["head"], cache_dir=str(tmp_path / "cache"), show_progress=False, log=lambda *_: None)
-    fit(features.open_set("colors", "efficientnet_lite0", store=store), ["head"], "softmax", log=lambda *_: None)
+    feature_set = features.open_set("colors", "efficientnet_lite0", store=store)
+    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    return files, fs, feature_set
+
+
+def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, models_root):
+    """``tlfs predict`` where everything is on an object store: the set, its model, its saved
+    head, the new images (a folder and a glob) and the table of predictions."""
+    from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
+
+    store = "s3://tlfs-test/store"
+    files, fs, _ = colors_with_a_head_on_s3(tmp_path, store)
     for name in ("red/000.png", "blue/001.png", "green/002.png"):
         fs.pipe(f"tlfs-test/new/{name}", files[f"test/{name}"])
     for images in (("s3://tlfs-test/new",), ("s3://tlfs-test/new/*/*.png",)):
@@ -148,20 +157,12 @@ def test_a_head_on_s3_classifies_new_images_on_s3(s3_server, tmp_path, lite0, mo
 def test_a_head_on_s3_ships_as_a_classifier_beside_it_or_anywhere(s3_server, tmp_path, lite0):
     """``tlfs export-classifier`` of a head whose set and model are on an object store: the
     file beside the head by default, or where ``--output`` says."""
-    import fsspec
     import onnxruntime as ort
 
     from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
-    from tlfs.pipeline.fit import fit
 
-    files = folder_images(per_class=3)
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.put_file(str(write_tar(tmp_path / "colors.tar", files, "w")), "tlfs-test/datasets/colors.tar")
     store = "s3://tlfs-test/shipped"
-    run_extract("colors", ["s3://tlfs-test/datasets/colors.tar"], "efficientnet_lite0", store, "s3://tlfs-test/models",
-                layers=["head"], cache_dir=str(tmp_path / "cache"), show_progress=False, log=lambda *_: None)
-    feature_set = features.open_set("colors", "efficientnet_lite0", store=store)
-    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    files, fs, feature_set = colors_with_a_head_on_s3(tmp_path, store)
     beside = export_classifier(ClassifierRequest("colors", "efficientnet_lite0", "softmax-head", store=store),
                                log=lambda *_: None)
     assert beside["output"] == f"{feature_set.uri}/_heads/softmax-head/classifier.onnx"
