@@ -108,6 +108,32 @@ def test_predict_on_cuda_gives_the_cpus_classes(tmp_path, lite0, models_root):
     np.testing.assert_allclose([p.probability for p in cuda], [p.probability for p in cpu], atol=1e-3)
 
 
+def test_an_exported_classifier_on_cudas_provider_gives_the_cpus_classes(tmp_path, lite0, models_root):
+    """The file ``tlfs export-classifier`` writes, run with onnxruntime's CUDA provider (its
+    tree ensemble, where a LightGBM head has one, stays on the CPU), as on the CPU."""
+    import onnxruntime as ort
+
+    from tlfs import features
+    from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+    from tlfs.pipeline.fit import fit
+    from tests.conftest import folder_images, write_tree
+    from tests.extraction import run_extract
+
+    source = write_tree(tmp_path / "images", folder_images(per_class=8))
+    store = str(tmp_path / "store")
+    run_extract("colors", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False)
+    fit(features.open_set("colors", "efficientnet_lite0", store=store), ["head"], "lightgbm", log=lambda *_: None)
+    output = str(tmp_path / "colors.onnx")
+    export_classifier(ClassifierRequest("colors", "efficientnet_lite0", "lightgbm-head", output, store), log=lambda *_: None)
+    batch = photos(32, copies=4)
+    cpu = ort.InferenceSession(output, providers=["CPUExecutionProvider"]).run(None, {"images": batch})
+    cuda_session = ort.InferenceSession(output, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert cuda_session.get_providers()[0] == "CUDAExecutionProvider"
+    cuda = cuda_session.run(None, {"images": batch})
+    assert (cuda[1] == cpu[1]).all()
+    np.testing.assert_allclose(cuda[0], cpu[0], atol=1e-3)
+
+
 def test_the_benchmark_fills_every_row_on_cuda(tmp_path, models_root):
     from tlfs.pipeline.bench import bench
     from tlfs.pipeline.plan import ExtractionRequest
