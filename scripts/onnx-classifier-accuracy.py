@@ -2,7 +2,7 @@
 `<class>/<image>` (e.g. CIFAR-10's test split unpacked), run with onnxruntime, NumPy and
 Pillow alone, as a deployment would: no tlfs imported.
 
-    python scripts/onnx-classifier-accuracy.py MODEL.onnx FOLDER [--batch 256]
+    python scripts/onnx-classifier-accuracy.py MODEL.onnx FOLDER [--batch 64]
 
 Prints images/s, the accuracy and one JSON line; the class folders must be named as the
 model's classes (its metadata tlfs.classes)."""
@@ -14,14 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 
-def load(path: Path, input_size: int) -> np.ndarray:
-    """RGB pixels as tlfs decodes them: an image larger than the input resized to it square."""
-    image = Image.open(path).convert("RGB")
+def load(path, input_size: int) -> np.ndarray:
+    """uint8 RGB pixels as tlfs decodes an image (pipeline/image_decode.py), with Pillow
+    alone: a JPEG over twice the input size decoded at a reduced scale, turned upright by its
+    EXIF orientation, transparency over white, and an image larger than the input resized
+    to it square (bilinear, antialiased). Images so decoded give the classifier the pixels
+    tlfs gave its head (16-bit greyscale, which tlfs scales to 8 bits, aside)."""
+    image = Image.open(path)
+    if image.format == "JPEG" and max(image.size) > 2 * input_size:
+        image.draft("RGB", (input_size, input_size))
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("LA", "PA", "RGBA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    image = image.convert("RGB")
     if max(image.size) > input_size:
-        image = image.resize((input_size, input_size), Image.BILINEAR, reducing_gap=None)
+        image = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
     return np.asarray(image)
 
 

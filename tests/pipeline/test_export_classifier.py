@@ -51,6 +51,44 @@ def test_the_classifier_alone_gives_predicts_classes_and_the_heads_test_accuracy
     assert exported["test_accuracy"] == result["test_accuracy"] and exported["head"] == name
 
 
+def test_photos_decoded_by_the_scripts_recipe_are_classified_as_predict_does(noisy_set, tmp_path):
+    """Photo-sized JPEGs (one over twice the input, one turned by its EXIF orientation),
+    decoded with Pillow alone as ``scripts/onnx-classifier-accuracy.py`` shows a deployment
+    doing it: the classifier gives predict's classes and probabilities."""
+    import importlib.util
+
+    from tlfs.models import sample_images
+
+    feature_set, _, store = noisy_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    output = str(tmp_path / "classifier.onnx")
+    export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", output, store), **QUIET)
+    files = []
+    for number, name in enumerate(sample_images.PHOTOS):
+        image = Image.fromarray(sample_images.photo(name)).resize((600, 450) if number % 2 else (300, 240))
+        exif = Image.Exif()
+        exif[0x0112] = 6 if number == 1 else 1  # one stored on its side, to be turned upright
+        files.append(tmp_path / f"{name}.jpg")
+        image.save(files[-1], "JPEG", quality=90, exif=exif)
+    spec = importlib.util.spec_from_file_location("recipe", exporting_script())
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    session = ort.InferenceSession(output, providers=["CPUExecutionProvider"])
+    classes = json.loads(session.get_modelmeta().custom_metadata_map["tlfs.classes"])
+    predictions = predict(PredictRequest("noisy", "efficientnet_lite0", tuple(map(str, files)), "softmax-head", store),
+                          **QUIET)
+    for path, expected in zip(files, predictions):
+        probabilities, label = session.run(None, {"images": recipe.load(path, 224)[None]})
+        assert classes[label[0]] == expected.label
+        assert abs(probabilities[0].max() - expected.probability) <= exporting.TOLERANCE
+
+
+def exporting_script():
+    from tests.conftest import REPO
+
+    return REPO / "scripts" / "onnx-classifier-accuracy.py"
+
+
 def test_without_a_head_or_a_place_the_sweeps_best_goes_beside_the_head(noisy_set):
     feature_set, source, store = noisy_set
     best = sweep(feature_set, **QUIET)["best_layer"]
