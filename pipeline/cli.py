@@ -666,7 +666,10 @@ def cmd_ls(args, settings: Settings) -> None:
 def cmd_describe(args, settings: Settings) -> None:
     from tlfs import features
 
+    from tlfs.pipeline.saved_heads import head_summaries
+
     info = features.describe(args.dataset, args.backbone, settings.store, version=args.version, as_of=args.as_of)
+    info["heads"] = head_summaries(info["uri"])
     if args.json:
         print(json.dumps(info, indent=2))
         return None
@@ -689,7 +692,25 @@ def cmd_describe(args, settings: Settings) -> None:
         print(f"rejected      {r['image_id']}: {r['reason']}")
     if len(info["rejects"]) > 20:
         print(f"rejected      ... and {len(info['rejects']) - 20} more (--json lists all)")
+    for head in info["heads"]:
+        print(f"head          {_head_line(head, info)}")
     return None
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _head_line(head: dict, info: dict) -> str:
+    """A saved head as ``describe`` lists it: accuracies, views, the version it was fitted on
+    where that is not the one described, and its shipped classifier."""
+    line = (f"{head['name']:<22} test {_accuracy(head['test_accuracy'])}  validation "
+            f"{_accuracy(head['validation_accuracy'])}  views {'+'.join(head['views'])}")
+    if head["plan_id"] != info["plan_id"]:
+        line += f"  (fitted on version {head['version']})"
+    if head["classifier_bytes"] is not None:
+        line += f"  classifier.onnx {head['classifier_bytes'] / 1e6:.1f} MB"
+    return line
 
 
 def _changes(changes: dict) -> str:

@@ -29,10 +29,9 @@ from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import model_of
 from tlfs.pipeline.predict import head_features
-from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
+from tlfs.pipeline.saved_heads import CLASSIFIER_FILE, SavedHead, best_head, load_head
 from tlfs.pipeline.views import VIEWS
 
-FILE_NAME = "classifier.onnx"  # in the head's folder, unless another place is asked for
 TOLERANCE = 1e-4  # the largest difference of a probability from predict's: float32 sums in another order
 
 
@@ -64,9 +63,9 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     data = model.SerializeToString()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     parity = check_parity(session, open_session(artifact, layers), head)
-    output = request.output or f"{layout.heads_uri(feature_set.uri)}/{head.name}/{FILE_NAME}"
+    output = request.output or f"{layout.heads_uri(feature_set.uri)}/{head.name}/{CLASSIFIER_FILE}"
     with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / FILE_NAME
+        local = Path(folder) / CLASSIFIER_FILE
         local.write_bytes(data)
         atomic_put_file(local, output)
         digest = sha256_uri(local)

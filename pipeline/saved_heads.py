@@ -15,6 +15,8 @@ from tlfs.features.storage import fs_path, read_json_if_exists
 from tlfs.models import heads
 from tlfs.pipeline.errors import PipelineError
 
+CLASSIFIER_FILE = "classifier.onnx"  # a head shipped as one ONNX file, beside it (tlfs export-classifier)
+
 
 @dataclass(frozen=True)
 class SavedHead:
@@ -51,7 +53,7 @@ def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
     folder = f"{layout.heads_uri(feature_set.uri)}/{name}"
     metrics = read_json_if_exists(f"{folder}/metrics.json")
     if metrics is None:
-        raise PipelineError(f"no head {name!r} in {feature_set.uri}; saved: {', '.join(saved_heads(feature_set)) or 'none'} "
+        raise PipelineError(f"no head {name!r} in {feature_set.uri}; saved: {', '.join(saved_heads(feature_set.uri)) or 'none'} "
                             f"(tlfs fit --dataset {feature_set.dataset} --layer LAYER --head softmax|lightgbm|mlp)")
     if metrics.get("backbone_version") != feature_set.backbone_version:
         raise PipelineError(f"head {name!r} was fitted on features of {metrics.get('backbone_version')}, not of "
@@ -61,10 +63,27 @@ def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
     return SavedHead(name, metrics, files, heads.load(metrics["head"], files, len(metrics["classes"])))
 
 
-def saved_heads(feature_set: FeatureSet) -> list[str]:
+def saved_heads(set_uri: str) -> list[str]:
     """The names of the heads saved under the set's ``_heads/``, sorted."""
-    fs, path = fs_path(layout.heads_uri(feature_set.uri))
+    fs, path = fs_path(layout.heads_uri(set_uri))
     if not fs.exists(path):
         return []
     return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
                   if fs.exists(f"{entry.rstrip('/')}/metrics.json"))
+
+
+def head_summaries(set_uri: str) -> list[dict]:
+    """What ``tlfs describe`` says of each saved head: its kind, layers and views, its
+    validation and test accuracy, the set version and plan it was fitted on, and the bytes of
+    the classifier shipped beside it (None where there is none)."""
+    summaries = []
+    for name in saved_heads(set_uri):
+        folder = f"{layout.heads_uri(set_uri)}/{name}"
+        metrics = read_json_if_exists(f"{folder}/metrics.json")
+        fs, path = fs_path(f"{folder}/{CLASSIFIER_FILE}")
+        shipped = fs.info(path)["size"] if fs.exists(path) else None
+        summaries.append({"name": name, "head": metrics["head"], "layers": metrics["layers"],
+                          "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
+                          "test_accuracy": metrics.get("test_accuracy"), "version": metrics.get("version"),
+                          "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
+    return summaries

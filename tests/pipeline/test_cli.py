@@ -54,13 +54,14 @@ def test_a_bad_argument_is_one_line_naming_the_flag_and_exit_1(case):
     assert len(lines) == 1 and lines[0].startswith("tlfs") and message in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("command", ["export", "extract", "fit", "sweep", "finetune", "bench", "verify", "advise",
+@pytest.mark.parametrize("command", ["export", "extract", "fit", "predict", "export-classifier", "duplicates", "sweep",
+                                     "finetune", "bench", "verify", "advise",
                                      "describe", "history", "vacuum"])
 def test_backbone_defaults_to_the_embedded_default(command):
     from tlfs.models.names import DEFAULT_BACKBONE
     from tlfs.pipeline.cli import build_parser
 
-    needs = {"fit": ["--layer", "head"]}.get(command, [])
+    needs = {"fit": ["--layer", "head"], "predict": ["photo.jpg"]}.get(command, [])
     dataset = [] if command in ("export", "bench") else ["--dataset", "x"]
     assert build_parser().parse_args([command, *dataset, *needs]).backbone == DEFAULT_BACKBONE
 
