@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write every image's nearest neighbour to FILE (.csv, .parquet "
                    "or .jsonl), most similar first")
     p.add_argument("--show", type=int, default=10, metavar="N", help="print the N most similar pairs (default: 10)")
+    p.add_argument("--sheet", metavar="FILE.png", help="draw where the threshold cuts: the --show least similar "
+                   "pairs it flags and the --show most similar it does not, the images read again from the sources")
     _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
@@ -458,8 +460,9 @@ def cmd_duplicates(args, settings: Settings) -> dict:
     from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
     from tlfs.pipeline.tables import write_table
 
-    pairs, summary = find_duplicates(DuplicatesRequest(args.dataset, args.backbone, args.layer, args.split, args.against,
-                                                       args.threshold, args.head, settings.store), log=_log)
+    request = DuplicatesRequest(args.dataset, args.backbone, args.layer, args.split, args.against, args.threshold,
+                                args.head, settings.store)
+    pairs, summary = find_duplicates(request, log=_log)
     print(f"{summary['near_copies']} of {summary['images']} {summary['counted']} (cosine similarity >= "
           f"{summary['threshold']} on {summary['layer']}), {summary['other_label']} of them of another class")
     for row in pairs.head(max(args.show, 0)).itertuples():
@@ -472,7 +475,14 @@ def cmd_duplicates(args, settings: Settings) -> dict:
         print(f"{head['name']}: accuracy " + ", ".join(f"{value:.4f} on {what}" for value, what in parts if value is not None))
     if args.output:
         write_table(pairs, args.output)
-    return {**summary, "output": args.output}
+    if args.sheet:
+        import fsspec
+
+        from tlfs.pipeline.duplicates import threshold_sheet
+
+        with fsspec.open(args.sheet, "wb") as f:
+            f.write(threshold_sheet(request, pairs, max(args.show, 1), log=_log))
+    return {**summary, "output": args.output, "sheet": args.sheet}
 
 
 def cmd_sweep(args, settings: Settings) -> dict:

@@ -97,3 +97,20 @@ def _head_accuracy(feature_set, request: DuplicatesRequest, pairs) -> dict:
 
     return {"name": head.name, "all": accuracy(np.ones_like(copied)), "without_near_copies": accuracy(~copied),
             "on_near_copies": accuracy(copied), "images_without": int((~copied).sum())}
+
+
+def threshold_sheet(request: DuplicatesRequest, pairs, count: int, log: Callable[[str], None] = print) -> bytes:
+    """A PNG of the pairs where the threshold cuts: the ``count`` least similar pairs it
+    flags and the ``count`` most similar it does not, each image beside its nearest."""
+    from tlfs.features.reader import open_set
+    from tlfs.pipeline.pair_sheet import images_by_id, pair_sheet
+
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    flagged = pairs[pairs["near_copy"]].tail(count)
+    below = pairs[~pairs["near_copy"]].head(count)
+    sections = [(f"flagged: the {len(flagged)} least similar pairs at or above {request.threshold}", flagged),
+                (f"not flagged: the {len(below)} most similar pairs below {request.threshold}", below)]
+    captioned = [(title, [(row.image_id, row.nearest_id, f"{row.similarity:.3f} {row.label_name} ~ {row.nearest_label_name}")
+                          for row in rows.itertuples()]) for title, rows in sections]
+    ids = {image_id for _, rows in captioned for left, right, _ in rows for image_id in (left, right)}
+    return pair_sheet(captioned, images_by_id(feature_set, ids, log=log))
