@@ -121,8 +121,8 @@ def _boosted(graph: _Graph, linear_probabilities: str, model_text: str, classes:
     booster = lgb.Booster(model_str=model_text)
     if booster.num_model_per_iteration() != classes:
         raise ModelError(f"the lightgbm head scores {booster.num_model_per_iteration()} classes, not {classes}")
-    graph.nodes.append(_softmax_node(graph.node("Add", [scores, _trees(graph, FEATURES, booster.dump_model())]),
-                                     PROBABILITIES))
+    graph.rename(graph.node("Softmax", [graph.node("Add", [scores, _trees(graph, FEATURES, booster.dump_model())])],
+                            axis=-1), PROBABILITIES)
 
 
 def _trees(graph: _Graph, x: str, dump: dict) -> str:
@@ -151,12 +151,6 @@ def trees_model(dump: dict, width: int):
         ir_version=IR_VERSION, producer_name="tlfs")
 
 
-def _softmax_node(logits: str, output: str):
-    from onnx import helper
-
-    return helper.make_node("Softmax", [logits], [output], name=f"head_{output}", axis=-1)
-
-
 def _mlp(graph: _Graph, files: dict[str, bytes], classes: int) -> None:
     import torch
 
@@ -173,7 +167,7 @@ def _mlp(graph: _Graph, files: dict[str, bytes], classes: int) -> None:
         x = graph.node(then, [x]) if then else x
     if state["4.weight"].shape[0] != classes:
         raise ModelError(f"the mlp head scores {state['4.weight'].shape[0]} classes, not {classes}")
-    graph.nodes.append(_softmax_node(x, PROBABILITIES))
+    graph.rename(graph.node("Softmax", [x], axis=-1), PROBABILITIES)
 
 
 def tree_attributes(dump: dict) -> dict:

@@ -677,6 +677,7 @@ def cmd_describe(args, settings: Settings) -> None:
     from tlfs import features
 
     from tlfs.pipeline.saved_heads import head_summaries
+    from tlfs.pipeline.sources.uris import given_uri
 
     info = features.describe(args.dataset, args.backbone, settings.store, version=args.version, as_of=args.as_of)
     info["heads"] = head_summaries(info["uri"])
@@ -696,8 +697,7 @@ def cmd_describe(args, settings: Settings) -> None:
         print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
     for s in lineage["sources"]:
         digest = s["checksum"].get("sha256") or s["checksum"].get("listing_sha256")
-        given = "&".join(f"{k}={v}" for k, v in s.get("options", {}).items())
-        print(f"source        {s['uri']}{'#' + given if given else ''}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
+        print(f"source        {given_uri(s['uri'], s.get('options'))}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
     for r in info["rejects"][:20]:
         print(f"rejected      {r['image_id']}: {r['reason']}")
     if len(info["rejects"]) > 20:

@@ -10,27 +10,25 @@ never written.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from tlfs.features import layout
 from tlfs.features.reader import open_set
-from tlfs.features.storage import atomic_put_file, sha256_uri
+from tlfs.features.storage import atomic_write_bytes
 from tlfs.models import head_onnx, sample_images
 from tlfs.models.session import local_onnx, open_session
 from tlfs.models.standalone_classifier import IMAGES, standalone_classifier
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import model_of
-from tlfs.pipeline.predict import head_features
+from tlfs.pipeline.predict import batch_probabilities
 from tlfs.pipeline.saved_heads import CLASSIFIER_FILE, SavedHead, best_head, load_head
-from tlfs.pipeline.views import VIEWS
 
 TOLERANCE = 1e-4  # the largest difference of a probability from predict's: float32 sums in another order
 
@@ -64,17 +62,13 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     parity = check_parity(session, open_session(artifact, layers), head)
     output = request.output or f"{layout.heads_uri(feature_set.uri)}/{head.name}/{CLASSIFIER_FILE}"
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / CLASSIFIER_FILE
-        local.write_bytes(data)
-        atomic_put_file(local, output)
-        digest = sha256_uri(local)
+    atomic_write_bytes(output, data)
     seconds = time.perf_counter() - started
     log(f"{head.name} of {feature_set.uri} ({'+'.join(layers)}, views {'+'.join(views)}, test accuracy "
         f"{head.metrics.get('test_accuracy', float('nan')):.4f}) as one ONNX classifier: {output} ({len(data) / 1e6:.1f} MB, "
         f"{seconds:.1f}s); checked against tlfs predict on {parity['images']} images: the same classes, probabilities "
         f"within {parity['max_difference']:.1e}")
-    return {"output": output, "bytes": len(data), "sha256": digest, "head": head.name, "layers": layers, "views": views,
+    return {"output": output, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "head": head.name, "layers": layers, "views": views,
             "classes": head.classes, "test_accuracy": head.metrics.get("test_accuracy"),
             "backbone_version": artifact.version, "input_size": input_size, "parity": parity,
             "inputs": {IMAGES: "uint8 [batch, height, width, 3], RGB"},
@@ -104,8 +98,7 @@ def check_parity(classifier, session, head: SavedHead) -> dict:
     worst, images = 0.0, 0
     for batch in batches:
         probabilities, labels = classifier.run(None, {IMAGES: batch})
-        expected = sum(head.predict_proba(head_features(session, VIEWS[view](batch), head.metrics["layers"]))
-                       for view in head.metrics["views"]) / len(head.metrics["views"])
+        expected = batch_probabilities(head, session, batch)
         difference = float(np.abs(probabilities - expected).max())
         if difference > TOLERANCE or not np.array_equal(labels, expected.argmax(1)):
             raise PipelineError(f"the {head.name} classifier's graph disagrees with tlfs predict on a {batch.shape} batch "

@@ -20,10 +20,10 @@ def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = 
     from the sources the set's lineage names, or why it could not be read."""
     from tlfs.pipeline.image_decode import ImageRejected, decode
     from tlfs.pipeline.indexing import build_index, iter_payloads
+    from tlfs.pipeline.sources.uris import given_uri
 
     sources = feature_set.lineage["sources"]
-    uris = [s["uri"] + ("#" + "&".join(f"{k}={v}" for k, v in s["options"].items()) if s.get("options") else "")
-            for s in sources]
+    uris = [given_uri(s["uri"], s.get("options")) for s in sources]
     log(f"reading {len(image_ids)} images again from {', '.join(uris)}")
     try:
         index = build_index(feature_set.dataset, uris)

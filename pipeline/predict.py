@@ -146,9 +146,7 @@ def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: Sav
         for start in range(0, len(numbers), batch_size):
             batch_numbers = numbers[start:start + batch_size]
             batch = np.stack([images[n] for n in batch_numbers])
-            averaged = sum(head.predict_proba(head_features(session, VIEWS[view](batch), head.metrics["layers"]))
-                           for view in head.metrics["views"]) / len(head.metrics["views"])
-            proba.update(zip(batch_numbers, averaged))
+            proba.update(zip(batch_numbers, batch_probabilities(head, session, batch)))
     out = []
     for number, path in enumerate(paths):
         if number not in proba:
@@ -157,6 +155,13 @@ def _classified(paths: list[str], decoded: Iterator[np.ndarray | str], head: Sav
         best = int(np.argmax(proba[number]))
         out.append(Prediction(path, head.classes[best], float(proba[number][best])))
     return out
+
+
+def batch_probabilities(head: SavedHead, session, batch: np.ndarray) -> np.ndarray:
+    """The head's probabilities for a uint8 batch, averaged over its views."""
+    views = head.metrics["views"]
+    return sum(head.predict_proba(head_features(session, VIEWS[view](batch), head.metrics["layers"]))
+               for view in views) / len(views)
 
 
 def head_features(session, batch: np.ndarray, layers: list[str]) -> np.ndarray:

@@ -40,6 +40,12 @@ def parse_uri(uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
     return base, expected, options
 
 
+def given_uri(uri: str, options: dict[str, str] | None) -> str:
+    """``uri`` with its ``options`` as a fragment, as a user gives it (``photos#holdout=0.2``):
+    the inverse of :func:`parse_uri` for options."""
+    return uri + ("#" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
+
+
 def expand_uri(uri: str) -> list[str]:
     """The files a URI names: itself, or for a glob (``*.tar``) or a brace list
     (``train-{0000..0099}.tar``, ``{a,b}.tar``) every match, sorted. A pattern that
