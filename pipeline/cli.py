@@ -72,6 +72,18 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     _setting_arg(p, "store")
 
 
+def _image_files_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (every image below) or globs, "
+                   "local or any fsspec URI")
+
+
+def _image_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Where and how new images run through the set's backbone."""
+    for name in ("device", "batch_size"):
+        _setting_arg(p, name)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _backbone_arg(p: argparse.ArgumentParser, what: str = "backbone name (newest set) or exact backbone version") -> None:
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"{what} (default: {DEFAULT_BACKBONE})")
 
@@ -160,17 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
 
     p = sub.add_parser("predict", help="classify new images with a head fitted on a feature set (files, folders, globs)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (every image below) or globs, "
-                   "local or any fsspec URI")
+    _image_files_arg(p)
     p.add_argument("--dataset", required=True, help="the feature set whose head classifies them")
     _backbone_arg(p)
     _saved_head_arg(p)
     p.add_argument("--output", metavar="FILE", help="write every prediction to FILE (.csv, .parquet or .jsonl) "
                    "instead of printing each")
     _store_arg(p)
-    for name in ("device", "batch_size"):
-        _setting_arg(p, name)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _image_runtime_args(p)
 
     p = sub.add_parser("export-classifier", help="a saved head and its backbone as one ONNX classifier (uint8 images "
                        "in, probabilities and label out) that onnxruntime runs alone")
@@ -198,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", metavar="FILE.png", help="draw where the threshold cuts: the --show least similar "
                    "pairs it flags and the --show most similar it does not, the images read again from the sources")
     _store_arg(p)
+
+    p = sub.add_parser("similar", help="search a feature set by example: the stored images most similar to each "
+                       "given image (files, folders, globs) by the cosine similarity of one layer's features")
+    _image_files_arg(p)
+    p.add_argument("--dataset", required=True, help="the feature set searched")
+    _backbone_arg(p)
+    p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
+    p.add_argument("--split", type=_csv, default=[], help="the splits searched, comma-separated (default: every split)")
+    p.add_argument("-k", type=int, default=5, help="matches an image (default: 5)")
+    p.add_argument("--output", metavar="FILE", help="write every match to FILE (.csv, .parquet or .jsonl) instead of "
+                   "printing them")
+    p.add_argument("--sheet", metavar="FILE.png", help="draw each image beside its matches, the stored images read "
+                   "again from the set's sources")
+    _store_arg(p)
+    _image_runtime_args(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
@@ -483,6 +507,32 @@ def cmd_duplicates(args, settings: Settings) -> dict:
         with fsspec.open(args.sheet, "wb") as f:
             f.write(threshold_sheet(request, pairs, max(args.show, 1), log=_log))
     return {**summary, "output": args.output, "sheet": args.sheet}
+
+
+def cmd_similar(args, settings: Settings) -> dict:
+    from tlfs.pipeline.similar import SimilarRequest, results_sheet, similar_images
+    from tlfs.pipeline.tables import write_table
+
+    request = SimilarRequest(args.dataset, args.backbone, tuple(args.images), args.layer, tuple(args.split), args.k,
+                             settings.store, device=settings.device, batch_size=settings.batch_size)
+    results = similar_images(request, log=_log, show_progress=not args.no_progress)
+    if args.output:
+        write_table(results, args.output)
+    else:
+        for image, matches in results.groupby("image", sort=False):
+            print(image)
+            for row in matches.itertuples():
+                print(f"  {row.rank}  {row.similarity:.4f}  {row.image_id} ({row.label_name})" if row.rank
+                      else f"  -  {row.reason}")
+    if args.sheet:
+        import fsspec
+
+        with fsspec.open(args.sheet, "wb") as f:
+            f.write(results_sheet(request, results, log=_log))
+    first = results[results["rank"] == 1]
+    return {"images": int(results["image"].nunique()), "rejected": int((results["rank"] == 0).sum()),
+            "layer": args.layer, "k": args.k, "nearest_labels": first["label_name"].value_counts().to_dict(),
+            "output": args.output, "sheet": args.sheet}
 
 
 def cmd_sweep(args, settings: Settings) -> dict:
@@ -771,7 +821,8 @@ RESUMES = {
 }
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
-            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
+            "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

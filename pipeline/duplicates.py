@@ -18,6 +18,7 @@ from tlfs.pipeline.errors import PipelineError
 # On CIFAR-10's Lite0 head features (docs/user-guide.md), the pairs from 0.90 up are near-copies
 # (the same photo cropped, shifted, recoloured or mirrored); below 0.88 fewer and fewer are
 DEFAULT_THRESHOLD = 0.90
+PAIRS_A_ROW = 4  # on a sheet
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,14 @@ def threshold_sheet(request: DuplicatesRequest, pairs, count: int, log: Callable
     """A PNG of the pairs where the threshold cuts: the ``count`` least similar pairs it
     flags and the ``count`` most similar it does not, each image beside its nearest."""
     from tlfs.features.reader import open_set
-    from tlfs.pipeline.pair_sheet import images_by_id, pair_sheet
+    from tlfs.pipeline.image_sheet import images_by_id, image_sheet
 
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     flagged = pairs[pairs["near_copy"]].tail(count)
     below = pairs[~pairs["near_copy"]].head(count)
     sections = [(f"flagged: the {len(flagged)} least similar pairs at or above {request.threshold}", flagged),
                 (f"not flagged: the {len(below)} most similar pairs below {request.threshold}", below)]
-    captioned = [(title, [(row.image_id, row.nearest_id, f"{row.similarity:.3f} {row.label_name} ~ {row.nearest_label_name}")
+    captioned = [(title, [[(row.image_id, f"{row.similarity:.3f} {row.label_name}"), (row.nearest_id, row.nearest_label_name)]
                           for row in rows.itertuples()]) for title, rows in sections]
-    ids = {image_id for _, rows in captioned for left, right, _ in rows for image_id in (left, right)}
-    return pair_sheet(captioned, images_by_id(feature_set, ids, log=log))
+    ids = {image_id for _, pairs in captioned for pair in pairs for image_id, _ in pair}
+    return image_sheet(captioned, images_by_id(feature_set, ids, log=log), per_row=PAIRS_A_ROW)

@@ -103,7 +103,8 @@ def test_the_command_prints_the_pairs_writes_them_and_refuses_what_it_cannot_do(
 
 
 def test_the_sheet_shows_each_image_beside_its_nearest_where_the_threshold_cuts(copied_set, tmp_path, capsys):
-    from tlfs.pipeline.pair_sheet import COLUMNS, THUMB
+    from tlfs.pipeline.duplicates import PAIRS_A_ROW
+    from tlfs.pipeline.image_sheet import THUMB
 
     _, store = copied_set
     sheet = tmp_path / "pairs.png"
@@ -112,7 +113,7 @@ def test_the_sheet_shows_each_image_beside_its_nearest_where_the_threshold_cuts(
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["sheet"] == str(sheet)
     pixels = np.asarray(Image.open(sheet).convert("RGB"))
     # two sections of one row of two pairs: a title, the images and their captions each
-    assert pixels.shape == (2 * 18 + 2 * (THUMB + 14), COLUMNS * (2 * THUMB + 16), 3)
+    assert pixels.shape == (2 * 18 + 2 * (THUMB + 14), PAIRS_A_ROW * (2 * THUMB + 16), 3)
     first, nearest = pixels[18:18 + THUMB, :THUMB], pixels[18:18 + THUMB, THUMB + 2:2 * THUMB + 2]
     assert (first == nearest).all() and first.std() > 10  # an exact copy beside what it copies, read from the source
     below = pixels[2 * 18 + THUMB + 14:2 * 18 + 2 * THUMB + 14, :THUMB]

@@ -11,7 +11,7 @@ from tlfs import features
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit, sweep
-from tlfs.pipeline.predict import PredictRequest, list_images, predict, write_predictions
+from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 from tlfs.pipeline.saved_heads import load_head
 from tests.conftest import noisy_images, write_tree
 from tests.extraction import run_extract
@@ -80,18 +80,6 @@ def test_a_set_whose_model_is_gone_says_to_export_it_again(tmp_path, lite0):
         card.unlink()
     with pytest.raises(PipelineError, match=r"the model of .*lost.* \(.*models.*\) is gone; export efficientnet_lite0 again"):
         predict(PredictRequest("lost", "efficientnet_lite0", (str(source),), "softmax-head", store), log=lambda *_: None)
-
-
-def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named(tmp_path):
-    tree = write_tree(tmp_path / "photos", {"a/1.jpg": b"x", "a/b/2.PNG": b"x", "a/.hidden.jpg": b"x", ".thumbs/3.jpg": b"x",
-                                            "notes.txt": b"x", "4.webp": b"x"})
-    assert list_images([str(tree)]) == [f"{tree}/4.webp", f"{tree}/a/1.jpg", f"{tree}/a/b/2.PNG"]
-    assert list_images([f"{tree}/a/*.jpg", f"{tree}/4.webp"]) == [f"{tree}/a/1.jpg", f"{tree}/4.webp"]
-    with pytest.raises(PipelineError, match="nowhere.jpg: no such file or folder"):
-        list_images([str(tmp_path / "nowhere.jpg")])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(PipelineError, match="no image files in"):
-        list_images([str(tmp_path / "empty")])
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])

@@ -1,6 +1,7 @@
-"""A PNG sheet of image pairs side by side (``tlfs duplicates --sheet``): the images read
-again from the set's sources by their ids, each pair captioned with its similarity and
-labels, so that a threshold can be judged by eye where it cuts."""
+"""A PNG sheet of images in groups side by side, each captioned (``tlfs duplicates --sheet``:
+pairs, to judge by eye where a threshold cuts; ``tlfs similar --sheet``: each image given
+beside its most similar stored ones). The stored images are read again from the set's
+sources by their ids."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import numpy as np
 from tlfs.pipeline.errors import PipelineError
 
 THUMB = 96  # pixels a side for each image on the sheet
-COLUMNS = 4  # pairs a row
+INSIDE = 2  # pixels between the images of a group
+BETWEEN = 14  # pixels between groups
+CAPTION = 14  # pixels of text under each image
+TITLE = 18  # pixels of a section's title
 
 
 def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = print) -> dict[str, np.ndarray | str]:
@@ -43,25 +47,29 @@ def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = 
     return found
 
 
-def pair_sheet(sections: list[tuple[str, list[tuple[str, str, str]]]], images: dict[str, np.ndarray | str]) -> bytes:
-    """PNG bytes: for each ``(title, [(left id, right id, caption), ...])`` section, its
-    title and its pairs, ``COLUMNS`` a row, each image scaled to ``THUMB`` pixels."""
+def image_sheet(sections: list[tuple[str, list[list[tuple[str, str]]]]], images: dict[str, np.ndarray | str],
+                per_row: int) -> bytes:
+    """PNG bytes: for each ``(title, groups)`` section, its title and its groups, ``per_row``
+    a row; a group is ``[(key of its pixels in images, caption), ...]``, drawn left to right,
+    each image scaled to ``THUMB`` pixels with its caption under it."""
     from PIL import Image, ImageDraw
 
-    pair_width, caption, title_height = 2 * THUMB + 16, 14, 18
-    rows = sum(-(-len(pairs) // COLUMNS) for _, pairs in sections)
-    sheet = Image.new("RGB", (COLUMNS * pair_width, rows * (THUMB + caption) + len(sections) * title_height), "white")
+    size = max((len(group) for _, groups in sections for group in groups), default=1)
+    group_width = size * THUMB + (size - 1) * INSIDE + BETWEEN
+    rows = sum(-(-len(groups) // per_row) for _, groups in sections)
+    sheet = Image.new("RGB", (per_row * group_width, rows * (THUMB + CAPTION) + len(sections) * TITLE), "white")
     draw = ImageDraw.Draw(sheet)
     y = 0
-    for title, pairs in sections:
+    for title, groups in sections:
         draw.text((4, y + 3), title, fill="black")
-        y += title_height
-        for number, (left, right, text) in enumerate(pairs):
-            x, top = (number % COLUMNS) * pair_width, y + (number // COLUMNS) * (THUMB + caption)
-            for offset, image_id in ((0, left), (THUMB + 2, right)):
-                sheet.paste(_thumbnail(images.get(image_id, "not read")), (x + offset, top))
-            draw.text((x, top + THUMB + 1), text, fill="black")
-        y += -(-len(pairs) // COLUMNS) * (THUMB + caption)
+        y += TITLE
+        for number, group in enumerate(groups):
+            x, top = (number % per_row) * group_width, y + (number // per_row) * (THUMB + CAPTION)
+            for place, (key, caption) in enumerate(group):
+                left = x + place * (THUMB + INSIDE)
+                sheet.paste(_thumbnail(images.get(key, "not read")), (left, top))
+                draw.text((left, top + THUMB + 1), caption, fill="black")
+        y += -(-len(groups) // per_row) * (THUMB + CAPTION)
     buffer = io.BytesIO()
     sheet.save(buffer, "PNG")
     return buffer.getvalue()

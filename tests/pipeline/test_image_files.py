@@ -1,0 +1,37 @@
+"""The image files a user names (``predict``, ``similar``): listed from files, folders and
+globs, and run through a computation in batches of one size, a reason kept in place of an
+image that has none."""
+
+import numpy as np
+import pytest
+
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_files import list_images, per_image
+from tests.conftest import write_tree
+
+
+def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named(tmp_path):
+    tree = write_tree(tmp_path / "photos", {"a/1.jpg": b"x", "a/b/2.PNG": b"x", "a/.hidden.jpg": b"x", ".thumbs/3.jpg": b"x",
+                                            "notes.txt": b"x", "4.webp": b"x"})
+    assert list_images([str(tree)]) == [f"{tree}/4.webp", f"{tree}/a/1.jpg", f"{tree}/a/b/2.PNG"]
+    assert list_images([f"{tree}/a/*.jpg", f"{tree}/4.webp"]) == [f"{tree}/a/1.jpg", f"{tree}/4.webp"]
+    with pytest.raises(PipelineError, match="nowhere.jpg: no such file or folder"):
+        list_images([str(tmp_path / "nowhere.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no image files in"):
+        list_images([str(tmp_path / "empty")])
+
+
+def test_images_are_computed_in_batches_of_one_size_and_a_reason_keeps_its_place():
+    images = [np.full((4, 4, 3), 1, np.uint8), "not a recognised image format", np.full((2, 2, 3), 2, np.uint8),
+              np.full((4, 4, 3), 3, np.uint8), np.full((4, 4, 3), 4, np.uint8)]
+    batches = []
+
+    def compute(batch):
+        batches.append(batch.shape)
+        return batch.reshape(len(batch), -1).max(1, keepdims=True).astype(np.float32)
+
+    results = per_image(images, 2, compute)
+    assert batches == [(2, 4, 4, 3), (1, 4, 4, 3), (1, 2, 2, 3)]
+    assert results[1] == "not a recognised image format"
+    assert [float(r[0]) for n, r in enumerate(results) if n != 1] == [1, 2, 3, 4]
