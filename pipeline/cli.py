@@ -72,9 +72,9 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     _setting_arg(p, "store")
 
 
-def _image_files_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (every image below) or globs, "
-                   "local or any fsspec URI")
+def _image_files_arg(p: argparse.ArgumentParser, required: bool = True, help_more: str = "") -> None:
+    p.add_argument("images", nargs="+" if required else "*", metavar="IMAGE", help="image files, folders (every image "
+                   f"below) or globs, local or any fsspec URI{help_more}")
 
 
 def _image_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("similar", help="search a feature set by example: the stored images most similar to each "
                        "given image (files, folders, globs) by the cosine similarity of one layer's features")
-    _image_files_arg(p)
+    _image_files_arg(p, required=False, help_more="; or --id")
+    p.add_argument("--id", action="append", default=[], metavar="IMAGE_ID", help="a stored image (test/cat/0003.jpg) "
+                   "whose stored features are searched for instead of a file's (repeat for several)")
     p.add_argument("--dataset", required=True, help="the feature set searched")
     _backbone_arg(p)
     p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
@@ -513,8 +515,9 @@ def cmd_similar(args, settings: Settings) -> dict:
     from tlfs.pipeline.similar import SimilarRequest, results_sheet, similar_images
     from tlfs.pipeline.tables import write_table
 
-    request = SimilarRequest(args.dataset, args.backbone, tuple(args.images), args.layer, tuple(args.split), args.k,
-                             settings.store, device=settings.device, batch_size=settings.batch_size)
+    request = SimilarRequest(args.dataset, args.backbone, tuple(args.images), tuple(args.id), args.layer,
+                             tuple(args.split), args.k, settings.store, device=settings.device,
+                             batch_size=settings.batch_size)
     results = similar_images(request, log=_log, show_progress=not args.no_progress)
     if args.output:
         write_table(results, args.output)

@@ -22,7 +22,8 @@ RESULTS_A_ROW = 1  # of a sheet: each image with its matches on its own row
 class SimilarRequest:
     dataset: str
     backbone: str
-    images: tuple[str, ...]  # image files, folders (every image below them) or globs, any fsspec URI
+    images: tuple[str, ...] = ()  # image files, folders (every image below them) or globs, any fsspec URI
+    ids: tuple[str, ...] = ()  # or stored images, by id (test/cat/0003.jpg): their stored features are searched for
     layer: str = "head"  # whose features are compared
     splits: tuple[str, ...] = ()  # the stored images searched; () every split
     k: int = 5  # matches an image
@@ -33,43 +34,88 @@ class SimilarRequest:
 
 
 def similar_images(request: SimilarRequest, log: Callable[[str], None] = print, show_progress: bool = False):
-    """A pandas frame of ``RESULT_COLUMNS``: for each image of ``request.images``, in the
-    order they are listed, its ``k`` most similar stored images (rank 1 the most similar), or
-    one row with the reason it could not be decoded (rank 0)."""
+    """A pandas frame of ``RESULT_COLUMNS``: for each image of ``request.images`` (or stored
+    image of ``request.ids``), in the order they are given, its ``k`` most similar stored
+    images (rank 1 the most similar; a stored image is not its own match), or one row with
+    the reason it has none (rank 0)."""
     import pandas as pd
 
     from tlfs.features.reader import open_set
-    from tlfs.models.neighbours import most_similar
     from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
                                            session_as_stored)
 
     if request.k < 1:
         raise PipelineError(f"k {request.k}: at least one match an image")
+    if bool(request.images) == bool(request.ids):
+        raise PipelineError("name the images searched for either as files (folders, globs) or as stored ids, one of the two")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     splits = _searched_splits(feature_set, request)
-    X, ids, split_of, labels = _stored(feature_set, request.layer, splits)
-    session, runtime, size = session_as_stored(feature_set, [request.layer], request.device, request.batch_size, log)
-    paths = list_images(request.images)
-    log(f"searching {len(ids)} {'+'.join(splits)} images of {feature_set.uri} for the {request.k} most like each of "
-        f"{count_of(len(paths))}, on {request.layer} ({X.shape[1]} values each), on {runtime.device} ({runtime.precision})")
-    started, rows = time.perf_counter(), []
-    for chunk, images in decoded_chunks(paths, size, "similar", show_progress):
-        queries = per_image(images, runtime.batch_size, lambda batch: features_as_stored(session, batch, [request.layer]))
-        searched = [n for n, q in enumerate(queries) if not isinstance(q, str)]
-        found = most_similar(np.stack([queries[n] for n in searched]), X, request.k) if searched else None
-        place = {n: p for p, n in enumerate(searched)}
-        for n, path in enumerate(chunk):
-            if n not in place:
-                rows.append((path, 0, None, None, None, float("nan"), queries[n]))
-                continue
-            indices, similarities = found[0][place[n]], found[1][place[n]]
-            rows += [(path, rank, ids[i], split_of[i], labels[i], float(s), None)
-                     for rank, (i, s) in enumerate(zip(indices, similarities), start=1)]
+    stored = _stored(feature_set, request.layer, splits)
+    started = time.perf_counter()
+    if request.ids:
+        log(f"searching {len(stored.ids)} {'+'.join(splits)} images of {feature_set.uri} for the {request.k} most like "
+            f"each of {count_of(len(request.ids), 'stored image')}, on {request.layer} ({stored.X.shape[1]} values each)")
+        rows = _matches(list(request.ids), _stored_features(feature_set, request.layer, request.ids, stored), stored,
+                        request.k, by_id=True)
+    else:
+        session, runtime, size = session_as_stored(feature_set, [request.layer], request.device, request.batch_size, log)
+        paths = list_images(request.images)
+        log(f"searching {len(stored.ids)} {'+'.join(splits)} images of {feature_set.uri} for the {request.k} most like "
+            f"each of {count_of(len(paths))}, on {request.layer} ({stored.X.shape[1]} values each), on {runtime.device} "
+            f"({runtime.precision})")
+        rows = []
+        for chunk, images in decoded_chunks(paths, size, "similar", show_progress):
+            queries = per_image(images, runtime.batch_size,
+                                lambda batch: features_as_stored(session, batch, [request.layer]))
+            rows += _matches(chunk, queries, stored, request.k)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    seconds = time.perf_counter() - started
-    log(f"searched for {count_of(len(paths))} in {seconds:.1f}s ({len(paths) / max(seconds, 1e-9):.1f} images/s; "
-        f"{int((results['rank'] == 0).sum())} could not be decoded)")
+    seconds, searched = time.perf_counter() - started, results["image"].nunique()
+    log(f"searched for {count_of(searched)} in {seconds:.1f}s ({searched / max(seconds, 1e-9):.1f} images/s; "
+        f"{int((results['rank'] == 0).sum())} without matches)")
     return results
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Every stored image searched, row for row."""
+
+    X: np.ndarray  # float32 [n, d]
+    ids: np.ndarray
+    splits: np.ndarray
+    labels: np.ndarray  # class names
+
+
+def _matches(names: list[str], queries: list[np.ndarray | str], stored: Stored, k: int, by_id: bool = False) -> list[tuple]:
+    """The result rows of each query: its ``k`` most similar stored images, or its reason.
+    ``by_id``: each query is the stored image of that name, left out of its own matches."""
+    from tlfs.models.neighbours import most_similar
+
+    searched = [n for n, q in enumerate(queries) if not isinstance(q, str)]
+    place = {n: p for p, n in enumerate(searched)}
+    if searched:
+        indices, similarities = most_similar(np.stack([queries[n] for n in searched]), stored.X, k + by_id)
+    rows = []
+    for n, name in enumerate(names):
+        if n not in place:
+            rows.append((name, 0, None, None, None, float("nan"), queries[n]))
+            continue
+        found = [(i, s) for i, s in zip(indices[place[n]], similarities[place[n]]) if not (by_id and stored.ids[i] == name)]
+        rows += [(name, rank, stored.ids[i], stored.splits[i], stored.labels[i], float(s), None)
+                 for rank, (i, s) in enumerate(found[:k], start=1)]
+    return rows
+
+
+def _stored_features(feature_set, layer: str, ids: tuple[str, ...], stored: Stored) -> list[np.ndarray | str]:
+    """Each id's stored features (of whichever split holds it: the searched ones are at
+    hand, the others read only for ids not among them), or why it has none."""
+    row = {image_id: n for n, image_id in enumerate(stored.ids)}
+    found = {i: stored.X[row[i]] for i in ids if i in row}
+    for split in sorted(set(feature_set.splits) - set(stored.splits)):
+        if set(ids) <= found.keys():
+            break
+        X, _, split_ids = feature_set.matrix(layer, split)
+        found.update((i, X[n]) for n, i in enumerate(split_ids) if i in set(ids))
+    return [found.get(i, f"no image {i!r} in {feature_set.uri}") for i in ids]
 
 
 def _searched_splits(feature_set, request: SimilarRequest) -> list[str]:
@@ -81,17 +127,15 @@ def _searched_splits(feature_set, request: SimilarRequest) -> list[str]:
     return list(request.splits or feature_set.splits)
 
 
-def _stored(feature_set, layer: str, splits: list[str]):
-    """``(X, ids, split, label name)`` of every stored image of ``splits``, row for row."""
+def _stored(feature_set, layer: str, splits: list[str]) -> Stored:
     blocks = [(split, feature_set.matrix(layer, split)) for split in splits]
     blocks = [(split, block) for split, block in blocks if len(block[2])]
     if not blocks:
         raise PipelineError(f"{feature_set.uri} holds no images of {', '.join(splits)} to search")
-    X = np.vstack([X for _, (X, _, _) in blocks])
-    ids = np.concatenate([ids for _, (_, _, ids) in blocks])
-    split_of = np.concatenate([np.full(len(ids), split, dtype=object) for split, (_, _, ids) in blocks])
-    labels = np.asarray([feature_set.classes[k] for _, (_, y, _) in blocks for k in y], dtype=object)
-    return X, ids, split_of, labels
+    return Stored(X=np.vstack([X for _, (X, _, _) in blocks]),
+                  ids=np.concatenate([ids for _, (_, _, ids) in blocks]),
+                  splits=np.concatenate([np.full(len(ids), split, dtype=object) for split, (_, _, ids) in blocks]),
+                  labels=np.asarray([feature_set.classes[k] for _, (_, y, _) in blocks for k in y], dtype=object))
 
 
 def results_sheet(request: SimilarRequest, results, log: Callable[[str], None] = print) -> bytes:
@@ -105,12 +149,17 @@ def results_sheet(request: SimilarRequest, results, log: Callable[[str], None] =
 
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     queries = list(dict.fromkeys(results["image"]))
-    size = model_of(feature_set).card["preprocessing"]["input_size"]
     matches = results[results["rank"] > 0]
-    images = images_by_id(feature_set, set(matches["image_id"]), log=log)
-    images.update({f"query:{path}": pixels for path, pixels in zip(queries, decoded(queries, size))})
-    groups = [[(f"query:{path}", path.rsplit("/", 1)[-1])]
+    if request.ids:  # the stored images searched for are read from the sources with their matches
+        images = images_by_id(feature_set, set(matches["image_id"]) | set(queries), log=log)
+        keys = {name: name for name in queries}
+    else:  # the files given are decoded as the set would decode them
+        images = images_by_id(feature_set, set(matches["image_id"]), log=log)
+        keys = {path: f"query:{path}" for path in queries}
+        size = model_of(feature_set).card["preprocessing"]["input_size"]
+        images.update({keys[path]: pixels for path, pixels in zip(queries, decoded(queries, size))})
+    groups = [[(keys[name], name.rsplit("/", 1)[-1])]
               + [(row.image_id, f"{row.similarity:.3f} {row.label_name}")
-                 for row in matches[matches["image"] == path].itertuples()] for path in queries]
+                 for row in matches[matches["image"] == name].itertuples()] for name in queries]
     return image_sheet([(f"each image, then its {request.k} most similar stored images on {request.layer}", groups)],
                        images, per_row=RESULTS_A_ROW)

@@ -3,6 +3,7 @@ images went, so a stored image finds itself first, a brightened copy finds the i
 copies, and the matches come in the order of their cosine similarity on the stored
 features."""
 
+import io
 import json
 
 import numpy as np
@@ -59,6 +60,17 @@ def test_a_stored_image_finds_itself_first_then_the_rest_in_order_of_their_store
     assert list(results["label_name"]) == [i.split("/")[1] for i in ids[:4]]
 
 
+def test_a_stored_image_named_by_its_id_is_searched_for_by_its_stored_features_and_is_not_its_own_match(scene_set):
+    feature_set, _, _, store = scene_set
+    results = search(store, [], ids=("test/green/002.png", "test/green/nowhere.png"), k=3)
+    ids, similarity = cosine_order(feature_set, "head", "test/green/002.png")
+    found = results[results["image"] == "test/green/002.png"]
+    assert list(found["image_id"]) == ids[1:4] and list(found["rank"]) == [1, 2, 3]
+    np.testing.assert_allclose(found["similarity"], similarity[1:4], atol=1e-5)
+    missing = results[results["image"] == "test/green/nowhere.png"]
+    assert list(missing["rank"]) == [0] and missing["reason"].iloc[0].startswith("no image 'test/green/nowhere.png' in ")
+
+
 def test_a_brightened_copy_finds_the_image_it_copies(scene_set, tmp_path):
     _, _, files, store = scene_set
     copy = tmp_path / "copy.png"
@@ -72,6 +84,9 @@ def test_only_the_splits_named_are_searched(scene_set):
     _, source, _, store = scene_set
     results = search(store, [source / "train/red/001.png"], splits=("test",), k=3)
     assert set(results["split"]) == {"test"} and results["similarity"].max() < 0.97
+    by_id = search(store, [], ids=("train/red/001.png",), splits=("test",), k=3)  # its features read from train
+    assert list(by_id["image_id"]) == list(results["image_id"])
+    np.testing.assert_allclose(by_id["similarity"], results["similarity"], atol=1e-4)
 
 
 def test_an_image_that_cannot_be_decoded_has_a_reason_and_the_rest_are_searched(scene_set, tmp_path):
@@ -93,6 +108,10 @@ def test_what_cannot_be_searched_is_told_with_what_can(scene_set):
         search(store, image, splits=("validation",))
     with pytest.raises(PipelineError, match="k 0: at least one match an image"):
         search(store, image, k=0)
+    with pytest.raises(PipelineError, match="either as files .* or as stored ids, one of the two"):
+        search(store, image, ids=("test/red/000.png",))
+    with pytest.raises(PipelineError, match="either as files .* or as stored ids, one of the two"):
+        search(store, [])
 
 
 def test_the_command_prints_each_images_matches_writes_them_and_draws_them(scene_set, tmp_path, capsys):
@@ -116,3 +135,21 @@ def test_the_command_prints_each_images_matches_writes_them_and_draws_them(scene
         given, found = pixels[top:top + THUMB, :THUMB], pixels[top:top + THUMB, THUMB + INSIDE:2 * THUMB + INSIDE]
         assert (given == found).all() and given.std() > 10
     assert not (pixels[TITLE:TITLE + THUMB, :THUMB] == pixels[TITLE + THUMB + CAPTION:TITLE + 2 * THUMB + CAPTION, :THUMB]).all()
+
+
+def test_the_command_searches_for_stored_images_by_id_and_draws_them_read_from_the_sources(scene_set, tmp_path, capsys):
+    from tlfs.pipeline.image_sheet import BETWEEN, CAPTION, INSIDE, THUMB, TITLE
+
+    _, _, files, store = scene_set
+    sheet = tmp_path / "matches.png"
+    assert main(["similar", "--dataset", "scenes", "--store", store, "-k", "1", "--id", "test/blue/001.png",
+                 "--sheet", str(sheet), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "test/blue/001.png" and out[1].startswith("  1  0.") and "test/blue/001.png" not in out[1]
+    pixels = np.asarray(Image.open(sheet).convert("RGB"))
+    assert pixels.shape == (TITLE + THUMB + CAPTION, 2 * THUMB + INSIDE + BETWEEN, 3)
+    original = Image.open(io.BytesIO(files["test/blue/001.png"])).convert("RGB").resize((THUMB, THUMB), Image.Resampling.NEAREST)
+    def off(left: int) -> float:
+        return np.abs(pixels[TITLE:TITLE + THUMB, left:left + THUMB].astype(int) - np.asarray(original).astype(int)).mean()
+
+    assert off(0) < 8 < off(THUMB + INSIDE)  # the image itself first, then its match: another scene
