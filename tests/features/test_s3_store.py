@@ -173,3 +173,23 @@ def test_a_head_on_s3_ships_as_a_classifier_beside_it_or_anywhere(s3_server, tmp
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     red = np.asarray(Image.open(io.BytesIO(files["test/red/000.png"])).convert("RGB"))[None]
     assert feature_set.classes[int(session.run(["label"], {"images": red})[0][0])] == "red"
+
+
+def test_a_set_on_s3_is_searched_by_example_and_its_matches_drawn_from_its_source_on_s3(s3_server, tmp_path, lite0):
+    """``tlfs similar`` where the set, its model, its source and the images searched for are
+    on an object store: a stored image's file finds itself; by id, the sheet's images are
+    read from the tar on S3 and the sheet written to S3."""
+    from tlfs.pipeline.cli import main
+    from tlfs.pipeline.similar import SimilarRequest, similar_images
+
+    store = "s3://tlfs-test/searched"
+    files, fs, _ = colors_with_a_head_on_s3(tmp_path, store)
+    fs.pipe("tlfs-test/asked/green.png", files["test/green/001.png"])
+    results = similar_images(SimilarRequest("colors", "efficientnet_lite0", ("s3://tlfs-test/asked",), k=2, store=store),
+                             log=lambda *_: None)
+    assert list(results["image"]) == ["s3://tlfs-test/asked/green.png"] * 2
+    assert results["image_id"].iloc[0] == "test/green/001.png" and results["similarity"].iloc[0] == pytest.approx(1, abs=1e-4)
+    assert main(["similar", "--dataset", "colors", "--store", store, "--id", "test/red/000.png", "-k", "2",
+                 "--sheet", "s3://tlfs-test/out/matches.png", "--no-progress"]) == 0
+    sheet = np.asarray(Image.open(io.BytesIO(fs.cat_file("tlfs-test/out/matches.png"))).convert("RGB"))
+    assert sheet.shape[1] == 3 * 96 + 2 * 2 + 14 and sheet[18:18 + 96, :96].std() > 10  # the image itself, read from S3

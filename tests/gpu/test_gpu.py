@@ -108,6 +108,26 @@ def test_predict_on_cuda_gives_the_cpus_classes(tmp_path, lite0, models_root):
     np.testing.assert_allclose([p.probability for p in cuda], [p.probability for p in cpu], atol=1e-3)
 
 
+def test_similar_on_cuda_gives_the_cpus_matches(tmp_path, lite0, models_root):
+    """``tlfs similar --device cuda``: the images searched for run through the set's backbone
+    on the GPU, and find the stored images the CPU finds, in its order."""
+    from dataclasses import replace
+
+    from tlfs.pipeline.similar import SimilarRequest, similar_images
+    from tests.conftest import folder_images, write_tree
+    from tests.extraction import run_extract
+
+    source = write_tree(tmp_path / "images", folder_images(per_class=8))
+    store = str(tmp_path / "store")
+    run_extract("colors", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False)
+    request = SimilarRequest("colors", "efficientnet_lite0", (str(source / "test"),), k=3, store=store)
+    cpu = similar_images(request, log=lambda *_: None)
+    cuda = similar_images(replace(request, device="cuda", batch_size=32), log=lambda *_: None)
+    assert list(cuda["image_id"]) == list(cpu["image_id"]) and len(cpu) == 24 * 3
+    assert (cpu["image_id"].iloc[::3].to_numpy() == [p.split("images/", 1)[1] for p in cpu["image"].iloc[::3]]).all()
+    np.testing.assert_allclose(cuda["similarity"], cpu["similarity"], atol=1e-3)
+
+
 def test_an_exported_classifier_on_cudas_provider_gives_the_cpus_classes(tmp_path, lite0, models_root):
     """The file ``tlfs export-classifier`` writes, run with onnxruntime's CUDA provider (its
     tree ensemble, where a LightGBM head has one, stays on the CPU), as on the CPU."""
