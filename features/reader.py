@@ -48,11 +48,13 @@ def list_sets(store: str | None = None) -> pd.DataFrame:
             "rows": s.manifest["rows"],
             "rejected": sum(c["rejected"] for c in s.manifest["counts"].values()),
             "committed_at": s.manifest["committed_at"],
+            "plan_id": s.plan_id,
             "uri": s.uri,
         }
         for s in committed_sets(resolve_store(store))
     ]
-    columns = ["dataset", "backbone", "backbone_version", "layers", "splits", "rows", "rejected", "committed_at", "uri"]
+    columns = ["dataset", "backbone", "backbone_version", "layers", "splits", "rows", "rejected", "committed_at", "plan_id",
+               "uri"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from dataclasses import fields
 
@@ -224,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "again from the set's sources")
     _store_arg(p)
     _image_runtime_args(p)
+
+    p = sub.add_parser("heads", help="every saved head of the store's sets (or of one dataset's), by validation "
+                       "accuracy: which backbone, layer and head transfer best")
+    p.add_argument("--dataset", help="only this dataset's sets")
+    _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
     p.add_argument("--dataset", required=True)
@@ -538,6 +545,30 @@ def cmd_similar(args, settings: Settings) -> dict:
             "output": args.output, "sheet": args.sheet}
 
 
+def cmd_heads(args, settings: Settings) -> dict:
+    from tlfs.pipeline.saved_heads import head_board
+
+    board = head_board(settings.store, args.dataset)
+    if board.empty:
+        print(f"no saved heads in {settings.store}{f' for {args.dataset}' if args.dataset else ''} (tlfs sweep or tlfs fit "
+              "saves them)")
+    else:
+        print(f"{'dataset':<14} {'backbone version':<36} {'head':<24} {'validation':>10}  {'test':>6}  views")
+    for row in board.itertuples():
+        line = (f"{row.dataset:<14} {row.backbone_version:<36} {row.name:<24} {_accuracy(row.validation_accuracy):>10}  "
+                f"{_accuracy(row.test_accuracy):>6}  {'+'.join(row.views)}")
+        if not row.current:
+            line += f"  (fitted on version {row.version})"
+        if not _absent(row.classifier_bytes):
+            line += f"  classifier.onnx {row.classifier_bytes / 1e6:.1f} MB"
+        print(line + ("  <- best (by validation)" if row.best else ""))
+    best = board[board["best"]]
+    return {"heads": len(board), "best": {row.dataset: {"backbone_version": row.backbone_version, "head": row.name,
+                                                        "validation_accuracy": row.validation_accuracy,
+                                                        "test_accuracy": row.test_accuracy}
+                                          for row in best.itertuples()}}
+
+
 def cmd_sweep(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import sweep
@@ -761,7 +792,7 @@ def cmd_describe(args, settings: Settings) -> None:
 
 
 def _accuracy(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    return "-" if _absent(value) else f"{value:.4f}"
 
 
 def _head_line(head: dict, info: dict) -> str:
@@ -824,12 +855,22 @@ RESUMES = {
 }
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
-            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
+            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar, "heads": cmd_heads,
             "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be answered
+        return code
+    except BrokenPipeError:  # what reads the output stopped (tlfs heads | head): end quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's flush at exit cannot fail
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: list[str] | None) -> int:
     from tlfs.features.errors import StoreError, WriteFailed
     from tlfs.models.errors import ModelError
     from tlfs.pipeline.errors import PipelineError
@@ -838,6 +879,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         result = COMMANDS[args.command](args, settings)
+    except BrokenPipeError:
+        raise
     except (PipelineError, ModelError, StoreError, OSError) as exc:  # OSError: a missing file, a full /tmp, ...
         resumes = RESUMES.get(args.command) if isinstance(exc, WriteFailed) else None  # a disk freed, it goes on
         print(f"tlfs {args.command}: error: {exc}" + (f"; {resumes}" if resumes else ""), file=sys.stderr)

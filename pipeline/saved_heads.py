@@ -1,6 +1,7 @@
 """The heads a feature set has saved (``tlfs fit`` and ``tlfs sweep`` write them under the
 set's ``_heads/``): which there are, the default one, and one read back with its files and
-probabilities, for ``tlfs predict`` and ``tlfs export-classifier``."""
+probabilities, for ``tlfs predict`` and ``tlfs export-classifier``; and every saved head of a
+store side by side (``tlfs heads``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tlfs.features import layout
 from tlfs.features.feature_set import FeatureSet
 from tlfs.features.storage import fs_path, read_json_if_exists
 from tlfs.models import heads
+from tlfs.models.names import HEADS
 from tlfs.pipeline.errors import PipelineError
 
 CLASSIFIER_FILE = "classifier.onnx"  # a head shipped as one ONNX file, beside it (tlfs export-classifier)
@@ -87,3 +89,38 @@ def head_summaries(set_uri: str) -> list[dict]:
                           "test_accuracy": metrics.get("test_accuracy"), "version": metrics.get("version"),
                           "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
     return summaries
+
+
+BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views", "validation_accuracy", "test_accuracy",
+                 "version", "current", "classifier_bytes", "best"]
+
+
+def head_board(store: str | None = None, dataset: str | None = None):
+    """A pandas frame of ``BOARD_COLUMNS``: every saved head of every committed set of the
+    store (or of ``dataset``'s sets), each dataset's heads by validation accuracy, highest
+    first (of equals, the simpler head first: softmax, LightGBM, MLP, as the ``fit_heads`` DAG
+    ships; then by backbone version and name). ``current``: fitted on the set's newest
+    version. ``best``: the dataset's first current head: chosen by validation accuracy, never
+    by test accuracy, which stays an honest estimate."""
+    import pandas as pd
+
+    from tlfs.features.reader import list_sets
+
+    sets = list_sets(store)
+    if dataset is not None:
+        if dataset not in set(sets["dataset"]):
+            raise PipelineError(f"no committed feature set of {dataset!r} in the store; it has "
+                                f"{', '.join(sorted(set(sets['dataset']))) or 'none'}")
+        sets = sets[sets["dataset"] == dataset]
+    rows = [{"dataset": s.dataset, "backbone_version": s.backbone_version, **{k: h[k] for k in BOARD_COLUMNS if k in h},
+             "current": h["plan_id"] == s.plan_id}
+            for s in sets.itertuples() for h in head_summaries(s.uri)]
+    board = pd.DataFrame(rows, columns=BOARD_COLUMNS[:-1])
+    simplest_first = board["head"].map({kind: n for n, kind in enumerate(HEADS)}).fillna(len(HEADS))
+    board = (board.assign(_simplest=simplest_first)
+             .sort_values(["dataset", "validation_accuracy", "_simplest", "backbone_version", "name"],
+                          ascending=[True, False, True, True, True], na_position="last", kind="stable")
+             .drop(columns="_simplest").reset_index(drop=True))
+    current = board[board["current"] & board["validation_accuracy"].notna()]
+    board["best"] = board.index.isin(current.groupby("dataset", sort=False).head(1).index)
+    return board

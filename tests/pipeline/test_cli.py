@@ -18,7 +18,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -79,6 +79,15 @@ def test_errors_are_one_line_and_exit_1(tmp_path):
     assert proc.stderr.strip().splitlines() == ["tlfs extract: error: dataset 'guitars' needs --source URI (only cifar10 has a default source)"]
     proc = tlfs("describe", "--dataset", "x", "--backbone", "resnet50", "--store", str(tmp_path), check=False)
     assert proc.returncode == 1 and "no committed feature set" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_output_its_reader_stops_taking_ends_quietly_with_sigpipes_status(tmp_path):
+    """``tlfs backbones | head -1``: no traceback, and the status a shell tool killed by SIGPIPE has."""
+    proc = subprocess.Popen([sys.executable, "-m", "tlfs.pipeline.cli", "backbones"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader gone before anything is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
 
 
 def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):

@@ -1,21 +1,30 @@
 """A set's saved heads, as ``tlfs describe`` lists them: each with its accuracies and
 views, the version it was fitted on where a newer one has come since, and the classifier
-shipped beside it."""
+shipped beside it; and every set's heads side by side (``tlfs heads``), each dataset's best
+chosen by validation accuracy among the heads of its sets' newest versions."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from tlfs import features
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
 from tlfs.pipeline.fit import fit
-from tlfs.pipeline.saved_heads import head_summaries, saved_heads
-from tests.conftest import folder_images, write_tree
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.saved_heads import BOARD_COLUMNS, head_board, head_summaries, saved_heads
+from tests.conftest import folder_images, scene_images, write_tree
 from tests.extraction import run_extract
 
 QUIET = {"log": lambda *_: None}
 
 
-def test_describe_lists_each_head_the_version_it_was_fitted_on_and_its_classifier(tmp_path, lite0, models_root, capsys):
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, lite0, models_root):
+    """A set whose version 1 has a softmax head (shipped as a classifier) and version 2 a
+    LightGBM head: its store, the softmax head's figures and version 2."""
+    tmp_path = tmp_path_factory.mktemp("heads")
     files = folder_images(per_class=4)
     source = write_tree(tmp_path / "images", files)
     store = str(tmp_path / "store")
@@ -28,7 +37,11 @@ def test_describe_lists_each_head_the_version_it_was_fitted_on_and_its_classifie
     second = features.open_set("colors", "efficientnet_lite0", store=store)
     fit(second, ["block14"], "lightgbm", **QUIET)
     assert second.version == 2 and saved_heads(second.uri) == ["lightgbm-block14", "softmax-head"]
+    return store, softmax, second
 
+
+def test_describe_lists_each_head_the_version_it_was_fitted_on_and_its_classifier(two_versions, capsys):
+    store, softmax, second = two_versions
     assert main(["describe", "--dataset", "colors", "--store", store]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("head ")]
     assert len(lines) == 2 and lines[0].startswith("head          lightgbm-block14")
@@ -40,3 +53,45 @@ def test_describe_lists_each_head_the_version_it_was_fitted_on_and_its_classifie
     assert described["heads"] == head_summaries(second.uri)
     shipped = {h["name"]: h["classifier_bytes"] for h in described["heads"]}
     assert shipped["lightgbm-block14"] is None and shipped["softmax-head"] > 1_000_000
+
+
+def plant_validation(set_uri: str, head: str, accuracy: float) -> None:
+    """Set a saved head's recorded validation accuracy (the board reads what ``fit`` recorded)."""
+    path = Path(set_uri) / "_heads" / head / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "validation_accuracy": accuracy}))
+
+
+def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_each_dataset(two_versions, tmp_path,
+                                                                                          models_root, capsys):
+    store, _, second = two_versions
+    source = write_tree(tmp_path / "scenes", scene_images(per_class=4))
+    run_extract("scenes", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
+    scenes = features.open_set("scenes", "efficientnet_lite0", store=store)
+    for layers, kind in ((["head"], "softmax"), (["block7"], "softmax"), (["head"], "mlp")):
+        fit(scenes, layers, kind, **QUIET)
+    for uri, head, accuracy in ((second.uri, "softmax-head", 0.9), (second.uri, "lightgbm-block14", 0.7),
+                                (scenes.uri, "softmax-block7", 0.8), (scenes.uri, "softmax-head", 0.8),
+                                (scenes.uri, "mlp-head", 0.8)):
+        plant_validation(uri, head, accuracy)
+
+    board = head_board(store)
+    assert list(board.columns) == BOARD_COLUMNS
+    assert list(zip(board["dataset"], board["name"])) == [
+        ("colors", "softmax-head"), ("colors", "lightgbm-block14"),  # by validation accuracy, highest first
+        ("scenes", "softmax-block7"), ("scenes", "softmax-head"), ("scenes", "mlp-head")]  # equals: the simpler head, the name
+    assert list(board["current"]) == [False, True, True, True, True]
+    assert list(board["best"]) == [False, True, True, False, False]  # a head of an older version is never the best
+    assert list(head_board(store, "scenes")["name"]) == ["softmax-block7", "softmax-head", "mlp-head"]
+    with pytest.raises(PipelineError, match="no committed feature set of 'guitars' in the store; it has colors, scenes"):
+        head_board(store, "guitars")
+
+    assert main(["heads", "--store", store]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["dataset", "backbone", "version", "head", "validation", "test", "views"]
+    assert [line.split()[2] for line in out[1:-1] if line.endswith("<- best (by validation)")] == [
+        "lightgbm-block14", "softmax-block7"]
+    assert "(fitted on version 1)" in out[1] and "classifier.onnx" in out[1] and "0.9000" in out[1]
+    summary = json.loads(out[-1])
+    assert summary["heads"] == 5 and summary["best"]["scenes"]["head"] == "softmax-block7"
+    assert summary["best"]["colors"] == {"backbone_version": second.backbone_version, "head": "lightgbm-block14",
+                                         "validation_accuracy": 0.7, "test_accuracy": board.loc[1, "test_accuracy"]}
