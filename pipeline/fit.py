@@ -17,6 +17,8 @@ from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 
+PREDICTIONS_FILE = "test_predictions.parquet"  # beside a saved head: its prediction for each test image
+
 VALIDATION_FRACTION = 0.1
 HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")  # what a task hands on
 
@@ -172,9 +174,24 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         files.append(heads.write_json(folder / "metrics.json", result))
         files.append(confusion_png(folder / "confusion.png", result["confusion_matrix"], classes,
                                    f"{head} on {'+'.join(layers)}: test accuracy {result['test_accuracy']:.3f}"))
+        files.append(test_predictions(folder / PREDICTIONS_FILE, test[views[0]][2], yt, proba, classes))
         _publish(files, target)
     result["saved_to"] = target
     return result
+
+
+def test_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> Path:
+    """The head's prediction for each test image, the ones its test accuracy counts:
+    ``image_id``, ``label_name``, ``predicted``, ``probability`` (of the class predicted),
+    ``correct``; for error analysis in pandas (the most confident mistakes, a class's)."""
+    import pandas as pd
+
+    predicted = proba.argmax(axis=1)
+    names = np.asarray(classes, dtype=object)
+    pd.DataFrame({"image_id": ids, "label_name": names[labels], "predicted": names[predicted],
+                  "probability": proba[np.arange(len(predicted)), predicted].astype(np.float32),
+                  "correct": predicted == labels}).to_parquet(path, index=False)
+    return path
 
 
 def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], title: str, chosen: str | None = None,

@@ -158,7 +158,7 @@ def results_sheet(request: SimilarRequest, results, log: Callable[[str], None] =
         keys = {path: f"query:{path}" for path in queries}
         size = model_of(feature_set).card["preprocessing"]["input_size"]
         images.update({keys[path]: pixels for path, pixels in zip(queries, decoded(queries, size))})
-    groups = [[(keys[name], name.rsplit("/", 1)[-1])]
+    groups = [[(keys[name], "/".join(name.rsplit("/", 2)[-2:]))]  # its folder too: a class, where the tree has one
               + [(row.image_id, f"{row.similarity:.3f} {row.label_name}")
                  for row in matches[matches["image"] == name].itertuples()] for name in queries]
     return image_sheet([(f"each image, then its {request.k} most similar stored images on {request.layer}", groups)],

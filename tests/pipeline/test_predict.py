@@ -10,7 +10,7 @@ import pytest
 from tlfs import features
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.fit import PREDICTIONS_FILE, fit, sweep
 from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 from tlfs.pipeline.saved_heads import load_head
 from tests.conftest import noisy_images, write_tree
@@ -33,6 +33,11 @@ def test_a_heads_predictions_on_its_test_images_are_the_ones_it_was_scored_by(no
     np.testing.assert_allclose([p.probability for p in predictions], stored.max(1), rtol=1e-4)
     accuracy = np.mean([p.label == feature_set.classes[y] for p, y in zip(predictions, labels)])
     assert accuracy == pytest.approx(result["test_accuracy"])
+    saved = pd.read_parquet(f"{result['saved_to']}/{PREDICTIONS_FILE}")  # fit's own, beside the head: the same
+    assert list(saved["image_id"]) == list(ids) and list(saved["predicted"]) == [p.label for p in predictions]
+    assert list(saved["label_name"]) == [feature_set.classes[y] for y in labels]
+    np.testing.assert_allclose(saved["probability"], stored.max(1), rtol=1e-5)
+    assert saved["correct"].mean() == pytest.approx(result["test_accuracy"])
     assert 0.05 < stored.max(1).min() < 0.99 or kind != "softmax"  # the probabilities vary: a check that can fail
 
 
