@@ -29,6 +29,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``tlfs --version``: the package, the git commit and the libraries that decide what a
+    run computes, for a bug report; found only when asked (git is a subprocess)."""
+
+    LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "torch", "pyarrow", "apache-airflow")
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import platform
+        from importlib import metadata
+
+        from tlfs.pipeline.lineage import code_version
+
+        version = code_version()
+        installed = []
+        for name in self.LIBRARIES:
+            try:
+                installed.append(f"{name} {metadata.version(name)}")
+            except metadata.PackageNotFoundError:
+                pass
+        commit = f" (git {version['git_commit'][:12]})" if version["git_commit"] else ""
+        print(f"tlfs {version['package']}{commit}; Python {platform.python_version()}; {'; '.join(installed)}")
+        parser.exit()
+
+
 def _csv(value: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
@@ -140,6 +167,7 @@ def _finetune_config_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tlfs", description="Transfer-learning feature store: ImageNet backbone -> ONNX -> "
                                      "multi-layer features in partitioned Parquet -> heads.")
+    parser.add_argument("--version", action=_Version, help="the versions of tlfs, its git commit and its main libraries")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("backbones", help="list the backbones: the named ones and timm's (name, input, layers, where "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -79,6 +80,12 @@ def test_errors_are_one_line_and_exit_1(tmp_path):
     assert proc.stderr.strip().splitlines() == ["tlfs extract: error: dataset 'guitars' needs --source URI (only cifar10 has a default source)"]
     proc = tlfs("describe", "--dataset", "x", "--backbone", "resnet50", "--store", str(tmp_path), check=False)
     assert proc.returncode == 1 and "no committed feature set" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version_names_the_package_its_commit_and_libraries():
+    proc = tlfs("--version")
+    assert re.fullmatch(r"tlfs \S+( \(git [0-9a-f]{12}\))?; Python 3\.1[12]\.\d+; .*onnxruntime(-gpu)? [\d.]+; torch [\d.]+; "
+                        r"pyarrow [\d.]+.*\n", proc.stdout), proc.stdout
 
 
 def test_output_its_reader_stops_taking_ends_quietly_with_sigpipes_status(tmp_path):
