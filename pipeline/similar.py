@@ -36,7 +36,7 @@ class SimilarRequest:
 def similar_images(request: SimilarRequest, log: Callable[[str], None] = print, show_progress: bool = False):
     """A pandas frame of ``RESULT_COLUMNS``: for each image of ``request.images`` (or stored
     image of ``request.ids``), in the order they are given, its ``k`` most similar stored
-    images (rank 1 the most similar; a stored image is not its own match), or one row with
+    images (rank 1 the most similar; one searched for by its id is not its own match), or one row with
     the reason it has none (rank 0)."""
     import pandas as pd
 
