@@ -490,6 +490,13 @@ def cmd_fit(args, settings: Settings) -> dict:
     print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
+    for threshold, figures in result["at_probability"].items():
+        if figures["accuracy"] is not None:
+            print(f"  probability >= {threshold:<4}  {figures['share']:6.1%} of the test images, {figures['accuracy']:6.1%} of "
+                  "them right")
+    if result["calibration_error"] is not None:
+        print(f"  calibration error {result['calibration_error']:.4f} (the gap between its probability and how often it "
+              "is right)")
     return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "head", "layers", "backbone_version", "saved_to")}
 
 

@@ -36,9 +36,16 @@ def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
 
 
-def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.99)  # the probabilities at which a head's figures are given
+CALIBRATION_BINS = 15
+
+
+def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
+    """The test figures of a head's probabilities: accuracy (overall, per class, the confusion
+    matrix) and how far its probability can be trusted."""
     from sklearn.metrics import confusion_matrix
 
+    y_pred = proba.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
     totals = matrix.sum(axis=1)
     per_class = {name: (float(matrix[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(classes)}
@@ -47,7 +54,24 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
         "per_class_accuracy": per_class,
         "confusion_matrix": matrix.tolist(),
         "classes": classes,
+        **confidence(proba.max(axis=1) if len(proba) else np.zeros(0), y_pred == y_true),
     }
+
+
+def confidence(probability: np.ndarray, correct: np.ndarray) -> dict:
+    """For each of ``CONFIDENCE_THRESHOLDS``: the share of the images whose predicted class
+    has at least that probability, and the accuracy among them (what predictions above a
+    threshold are worth); and the expected calibration error over ``CALIBRATION_BINS`` equal
+    bins of probability (the gap between how sure the head is and how often it is right)."""
+    at_least = {}
+    for threshold in CONFIDENCE_THRESHOLDS:
+        chosen = probability >= threshold
+        at_least[str(threshold)] = {"share": round(float(chosen.mean()), 4) if len(chosen) else None,
+                                    "accuracy": round(float(correct[chosen].mean()), 4) if chosen.any() else None}
+    bins = np.minimum((probability * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    error = sum(abs(correct[bins == b].mean() - probability[bins == b].mean()) * (bins == b).mean()
+                for b in np.unique(bins))
+    return {"at_probability": at_least, "calibration_error": round(float(error), 4) if len(probability) else None}
 
 
 def _wrapped(title: str, inches: float) -> str:
@@ -164,7 +188,7 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         "validation_accuracy": fitted.val_accuracy,
         "params": fitted.params,
         "fit_seconds": round(seconds, 2),
-        **metrics(yt, proba.argmax(axis=1), classes),
+        **metrics(yt, proba, classes),
     }
     name = f"{head}-{'+'.join(layers)}"
     target = f"{layout.heads_uri(feature_set.uri)}/{name}"

@@ -1,10 +1,12 @@
 import json
 
+import numpy as np
+
 import pytest
 
 from tlfs import features
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.fit import confidence, fit, sweep
 from tests.conftest import folder_images, write_tree
 from tests.extraction import run_extract
 
@@ -59,6 +61,19 @@ def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_the_earlie
 
     assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.7}) == "block15"
     assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.8}) == "block15"
+
+
+def test_a_heads_confidence_figures_are_the_share_and_accuracy_at_each_probability_and_its_calibration_gap():
+    probability = np.array([0.3, 0.55, 0.75, 0.92, 0.96, 0.995, 0.999, 0.6])
+    correct = np.array([False, True, False, True, True, True, False, True])
+    figures = confidence(probability, correct)
+    assert figures["at_probability"]["0.5"] == {"share": 7 / 8, "accuracy": round(5 / 7, 4)}
+    assert figures["at_probability"]["0.9"] == {"share": 4 / 8, "accuracy": 3 / 4}
+    assert figures["at_probability"]["0.99"] == {"share": 2 / 8, "accuracy": 1 / 2}
+    # 15 bins of probability: each image alone in its bin but 0.96, 0.995 and 0.999 (the last bin: 2 of 3 right)
+    gaps = [0.3, 1 - 0.55, 0.75, 1 - 0.6, 1 - 0.92] + [3 * abs(2 / 3 - (0.96 + 0.995 + 0.999) / 3)]
+    assert figures["calibration_error"] == pytest.approx(sum(gaps) / 8, abs=1e-4)
+    assert confidence(np.array([0.4]), np.array([True]))["at_probability"]["0.9"] == {"share": 0.0, "accuracy": None}
 
 
 def test_fit_needs_train_and_test(tmp_path, lite0, models_root):

@@ -38,6 +38,10 @@ def test_a_heads_predictions_on_its_test_images_are_the_ones_it_was_scored_by(no
     assert list(saved["label_name"]) == [feature_set.classes[y] for y in labels]
     np.testing.assert_allclose(saved["probability"], stored.max(1), rtol=1e-5)
     assert saved["correct"].mean() == pytest.approx(result["test_accuracy"])
+    sure = saved[saved["probability"] >= 0.7]
+    assert result["at_probability"]["0.7"]["share"] == pytest.approx(len(sure) / len(saved), abs=1e-4)
+    assert result["at_probability"]["0.7"]["accuracy"] == (pytest.approx(sure["correct"].mean(), abs=1e-4) if len(sure)
+                                                           else None)
     assert 0.05 < stored.max(1).min() < 0.99 or kind != "softmax"  # the probabilities vary: a check that can fail
 
 
