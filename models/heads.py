@@ -24,6 +24,8 @@ from tlfs.models.fit_data import Examples, FitData
 from tlfs.models.names import HEADS
 
 SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+MIN_CALIBRATION_IMAGES = 200  # validation images below which the MLP's temperature is not fitted
+TEMPERATURE_BOUNDS = (0.25, 4.0)
 
 
 @dataclass
@@ -284,6 +286,11 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
     net.load_state_dict(best_state)
     net.eval()
     log(f"  mlp: best epoch {best_epoch}, validation accuracy {best_acc:.4f}")
+    with torch.no_grad():
+        temperature = fitted_temperature(net(Zv).float().numpy(), yv)
+        net[4].weight /= temperature  # folded into the last layer: saved, read back and exported as it is
+        net[4].bias /= temperature
+    log(f"  mlp: probabilities calibrated on the validation images, temperature {temperature:.3f}")
 
     proba = _mlp_proba(net, mean, std, power)
 
@@ -295,7 +302,26 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
         return [weights, scaler]
 
     return Head("mlp", proba, save, {**settings, "settings": kind, "best_epoch": best_epoch, "optimizer": "AdamW",
-                                      "compute": compute}, best_acc)
+                                      "compute": compute, "temperature": round(temperature, 4)}, best_acc)
+
+
+def fitted_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T that makes ``softmax(logits / T)`` fit the labels ``y`` best (the
+    least log loss): temperature scaling (Guo et al., 2017), which leaves every prediction's
+    class as it is and makes its probability mean how often it is right. 1 (left as it is)
+    with fewer than ``MIN_CALIBRATION_IMAGES``; within ``TEMPERATURE_BOUNDS``."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    if len(y) < MIN_CALIBRATION_IMAGES:
+        return 1.0
+    rows = np.arange(len(y))
+
+    def log_loss(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, y].mean())
+
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    return float(np.exp(minimize_scalar(log_loss, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x))
 
 
 def _mlp_net(width: int, hidden: int, classes: int, input_dropout: float = 0.0, dropout: float = 0.0):

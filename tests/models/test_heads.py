@@ -37,7 +37,7 @@ def test_a_saved_head_loads_back_with_the_same_probabilities(kind, block_dims, t
     from tlfs.models.heads import SAVED, load
 
     X, y = blobs(600)
-    Xv, yv = blobs(150, seed=1)
+    Xv, yv = blobs(250, seed=1)  # enough for the MLP's temperature, folded into its saved weights
     Xt, _ = blobs(300, seed=2)
     data = split(np.hstack([X, X[:, ::-1]]), y, np.hstack([Xv, Xv[:, ::-1]]), yv, 4, block_dims and [X.shape[1]] * 2)
     head, _ = fit(kind, data, log=lambda *_: None)
@@ -151,3 +151,42 @@ def test_the_mlp_trains_in_bfloat16_where_the_cpu_has_it_and_predicts_in_float32
     proba = half.predict_proba(X)
     assert proba.dtype == np.float32 and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert (half.predict(X) == y).mean() > 0.9
+
+
+def test_the_temperature_fitted_is_the_one_the_labels_were_drawn_at():
+    from tlfs.models.heads import MIN_CALIBRATION_IMAGES, TEMPERATURE_BOUNDS, fitted_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (5000, 5))
+    for temperature in (0.5, 2.0):
+        p = np.exp(logits / temperature)
+        p /= p.sum(1, keepdims=True)
+        y = np.array([rng.choice(5, p=row) for row in p])
+        assert fitted_temperature(logits, y) == pytest.approx(temperature, rel=0.1)
+    assert fitted_temperature(logits, logits.argmax(1)) == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-3)  # never wrong
+    few = MIN_CALIBRATION_IMAGES - 1
+    assert fitted_temperature(logits[:few], logits[:few].argmax(1)) == 1.0
+
+
+def test_the_mlps_probabilities_are_calibrated_on_the_validation_images_and_its_classes_left_as_they_are():
+    """An MLP stopped early on overlapping classes is far from calibrated (here too unsure);
+    its temperature, fitted on the validation images, brings its probabilities near how often
+    it is right on new ones."""
+    from tlfs.pipeline.fit import confidence
+
+    def overlapping(n, seed):
+        centers = np.random.default_rng(7).normal(0, 0.6, (4, 16))
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 4, n)
+        return (centers[y] + rng.normal(0, 1, (n, 16))).astype(np.float32), y
+
+    (X, y), (Xv, yv), (Xt, yt) = overlapping(800, 0), overlapping(400, 1), overlapping(2000, 2)
+    head, _ = fit("mlp", split(X, y, Xv, yv, 4), log=lambda *_: None)
+    proba = head.predict_proba(Xt)
+    temperature = head.params["temperature"]
+    unscaled = np.exp(np.log(proba) * temperature)  # softmax(T log p) = the probabilities before scaling
+    unscaled /= unscaled.sum(1, keepdims=True)
+    assert (unscaled.argmax(1) == proba.argmax(1)).all()
+    before = confidence(unscaled.max(1), unscaled.argmax(1) == yt)["calibration_error"]
+    after = confidence(proba.max(1), proba.argmax(1) == yt)["calibration_error"]
+    assert temperature != 1 and before > 0.1 and after < before / 4, (temperature, before, after)
