@@ -16,6 +16,7 @@ from tlfs.pipeline.errors import PipelineError
 
 RESULT_COLUMNS = ["image", "rank", "image_id", "split", "label_name", "similarity", "reason"]
 RESULTS_A_ROW = 1  # of a sheet: each image with its matches on its own row
+SHEET_IMAGES = 50  # images searched for that a sheet draws, the first ones: a row each
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,10 @@ def results_sheet(request: SimilarRequest, results, log: Callable[[str], None] =
 
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     queries = list(dict.fromkeys(results["image"]))
-    matches = results[results["rank"] > 0]
+    if len(queries) > SHEET_IMAGES:
+        log(f"the sheet draws the first {SHEET_IMAGES} of the {len(queries)} images searched for")
+        queries = queries[:SHEET_IMAGES]
+    matches = results[results["image"].isin(queries) & (results["rank"] > 0)]
     if request.ids:  # the stored images searched for are read from the sources with their matches
         images = images_by_id(feature_set, set(matches["image_id"]) | set(queries), log=log)
         keys = {name: name for name in queries}

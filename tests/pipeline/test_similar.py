@@ -153,3 +153,16 @@ def test_the_command_searches_for_stored_images_by_id_and_draws_them_read_from_t
         return np.abs(pixels[TITLE:TITLE + THUMB, left:left + THUMB].astype(int) - np.asarray(original).astype(int)).mean()
 
     assert off(0) < 8 < off(THUMB + INSIDE)  # the image itself first, then its match: another scene
+
+
+def test_a_sheet_draws_the_first_images_searched_for_a_row_each(scene_set, monkeypatch):
+    from tlfs.pipeline import similar
+    from tlfs.pipeline.image_sheet import CAPTION, THUMB, TITLE
+
+    _, source, _, store = scene_set
+    monkeypatch.setattr(similar, "SHEET_IMAGES", 2)
+    request = SimilarRequest("scenes", "efficientnet_lite0", (str(source / "test/red"),), k=1, store=store)
+    said = []
+    sheet = similar.results_sheet(request, similar_images(request, **QUIET), log=said.append)
+    assert np.asarray(Image.open(io.BytesIO(sheet))).shape[0] == TITLE + 2 * (THUMB + CAPTION)
+    assert "the sheet draws the first 2 of the 4 images searched for" in said
