@@ -139,8 +139,7 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
     train = lgb.Dataset(X, label=y, init_score=scores(X), params={"max_bin": params["max_bin"]}, free_raw_data=True)
     valid = lgb.Dataset(Xv, label=yv, init_score=scores(Xv), reference=train)
     booster = lgb.train(params, train, num_boost_round=2000, valid_sets=[valid], valid_names=["validation"],
-                        callbacks=[lgb.early_stopping(LIGHTGBM_PATIENCE, verbose=False),
-                                   lgb.log_evaluation(period=50, show_stdv=False)])
+                        callbacks=[lgb.early_stopping(LIGHTGBM_PATIENCE, verbose=False), _logged_every(50, log)])
     best_iteration = booster.best_iteration or booster.current_iteration()
     proba = _boosted_proba(scores, booster, best_iteration)
     acc = float((proba(Xv).argmax(1) == yv).mean())
@@ -156,6 +155,20 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
 
     return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration, "init_score": "softmax head",
                                           "softmax_C": base.params["C"]}, acc)
+
+
+def _logged_every(period: int, log) -> Callable:
+    """A LightGBM callback that hands the validation loss to ``log`` every ``period`` rounds
+    (``lgb.log_evaluation`` prints through LightGBM's own logger, to stdout, where a command's
+    output is its results)."""
+
+    def callback(env) -> None:
+        if (env.iteration + 1) % period == 0 and env.evaluation_result_list:
+            name, metric, value = env.evaluation_result_list[0][:3]
+            log(f"  lightgbm: round {env.iteration + 1}, {name} {metric} {value:.5f}")
+
+    callback.order = 10  # where LightGBM's own log_evaluation runs
+    return callback
 
 
 def _log_scores(base_proba: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:

@@ -190,3 +190,17 @@ def test_the_mlps_probabilities_are_calibrated_on_the_validation_images_and_its_
     before = confidence(unscaled.max(1), unscaled.argmax(1) == yt)["calibration_error"]
     after = confidence(proba.max(1), proba.argmax(1) == yt)["calibration_error"]
     assert temperature != 1 and before > 0.1 and after < before / 4, (temperature, before, after)
+
+
+def test_lightgbms_progress_goes_to_the_log_not_to_stdout(capsys):
+    """A command's stdout is its results: LightGBM's rounds are logged as the rest of ``fit``."""
+    def crossed(n, seed):  # classes no linear head separates: boosting runs past 50 rounds
+        rng = np.random.default_rng(seed)
+        X = rng.normal(0, 1, (n, 8)).astype(np.float32)
+        return X, ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(int) + 2 * (X[:, 2] > 0)
+
+    said = []
+    head, _ = fit("lightgbm", split(*crossed(3000, 0), *crossed(600, 1), 4), log=said.append)
+    assert head.params["best_iteration"] >= 50
+    assert any(line.startswith("  lightgbm: round 50, validation multi_logloss ") for line in said)
+    assert capsys.readouterr().out == ""
