@@ -588,10 +588,11 @@ def cmd_heads(args, settings: Settings) -> dict:
         print(f"no saved heads in {settings.store}{f' for {args.dataset}' if args.dataset else ''} (tlfs sweep or tlfs fit "
               "saves them)")
     else:
-        print(f"{'dataset':<14} {'backbone version':<36} {'head':<24} {'validation':>10}  {'test':>6}  views")
+        print(f"{'dataset':<14} {'backbone version':<36} {'head':<24} {'validation':>10}  {'test':>6}  {'calibration':>11}  "
+              "views")
     for row in board.itertuples():
         line = (f"{row.dataset:<14} {row.backbone_version:<36} {row.name:<24} {_accuracy(row.validation_accuracy):>10}  "
-                f"{_accuracy(row.test_accuracy):>6}  {'+'.join(row.views)}")
+                f"{_accuracy(row.test_accuracy):>6}  {_accuracy(row.calibration_error):>11}  {'+'.join(row.views)}")
         if not row.current:
             line += f"  (fitted on version {row.version})"
         if not _absent(row.classifier_bytes):

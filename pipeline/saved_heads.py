@@ -76,7 +76,8 @@ def saved_heads(set_uri: str) -> list[str]:
 
 def head_summaries(set_uri: str) -> list[dict]:
     """What ``tlfs describe`` says of each saved head: its kind, layers and views, its
-    validation and test accuracy, the set version and plan it was fitted on, and the bytes of
+    validation and test accuracy and calibration error (None for a head fitted before it was
+    recorded), the set version and plan it was fitted on, and the bytes of
     the classifier shipped beside it (None where there is none)."""
     summaries = []
     for name in saved_heads(set_uri):
@@ -86,13 +87,14 @@ def head_summaries(set_uri: str) -> list[dict]:
         shipped = fs.info(path)["size"] if fs.exists(path) else None
         summaries.append({"name": name, "head": metrics["head"], "layers": metrics["layers"],
                           "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
-                          "test_accuracy": metrics.get("test_accuracy"), "version": metrics.get("version"),
+                          "test_accuracy": metrics.get("test_accuracy"),
+                          "calibration_error": metrics.get("calibration_error"), "version": metrics.get("version"),
                           "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
     return summaries
 
 
 BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views", "validation_accuracy", "test_accuracy",
-                 "version", "current", "classifier_bytes", "best"]
+                 "calibration_error", "version", "current", "classifier_bytes", "best"]
 
 
 def head_board(store: str | None = None, dataset: str | None = None):

@@ -81,13 +81,16 @@ def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_eac
         ("scenes", "softmax-block7"), ("scenes", "softmax-head"), ("scenes", "mlp-head")]  # equals: the simpler head, the name
     assert list(board["current"]) == [False, True, True, True, True]
     assert list(board["best"]) == [False, True, True, False, False]  # a head of an older version is never the best
+    recorded = {(d, h): json.loads((Path(u) / "_heads" / h / "metrics.json").read_text())["calibration_error"]
+                for d, u in (("colors", second.uri), ("scenes", scenes.uri)) for h in saved_heads(u)}
+    assert list(board["calibration_error"]) == [recorded[(d, h)] for d, h in zip(board["dataset"], board["name"])]
     assert list(head_board(store, "scenes")["name"]) == ["softmax-block7", "softmax-head", "mlp-head"]
     with pytest.raises(PipelineError, match="no committed feature set of 'guitars' in the store; it has colors, scenes"):
         head_board(store, "guitars")
 
     assert main(["heads", "--store", store]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["dataset", "backbone", "version", "head", "validation", "test", "views"]
+    assert out[0].split() == ["dataset", "backbone", "version", "head", "validation", "test", "calibration", "views"]
     assert [line.split()[2] for line in out[1:-1] if line.endswith("<- best (by validation)")] == [
         "lightgbm-block14", "softmax-block7"]
     assert "(fitted on version 1)" in out[1] and "classifier.onnx" in out[1] and "0.9000" in out[1]
