@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backbone_arg(p)
     p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
     p.add_argument("--split", type=_csv, default=[], help="the splits searched, comma-separated (default: every split)")
-    p.add_argument("-k", type=int, default=5, help="matches an image (default: 5)")
+    p.add_argument("-k", type=_positive, default=5, help="matches an image (default: 5)")
     p.add_argument("--output", metavar="FILE", help="write every match to FILE (.csv, .parquet or .jsonl) instead of "
                    "printing them")
     p.add_argument("--sheet", metavar="FILE.png", help="draw each image beside its matches, the stored images read "

@@ -18,6 +18,15 @@ from tlfs.models.names import HEADS
 from tlfs.pipeline.errors import PipelineError
 
 CLASSIFIER_FILE = "classifier.onnx"  # a head shipped as one ONNX file, beside it (tlfs export-classifier)
+SIMPLEST_FIRST = {kind: n for n, kind in enumerate(HEADS)}  # softmax, LightGBM, MLP
+
+
+def preference(kind: str, validation_accuracy: float | None) -> tuple:
+    """The order in which heads are preferred (the least first): the higher validation
+    accuracy (a head without one last), and of equals the simpler head. Never the test accuracy, which stays an honest
+    estimate. The ``fit_heads`` DAG ships by it and ``tlfs heads`` marks by it."""
+    known = validation_accuracy is not None and validation_accuracy == validation_accuracy  # not None, not NaN
+    return (-validation_accuracy if known else float("inf")), SIMPLEST_FIRST.get(kind, len(HEADS))
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,10 @@ def head_summaries(set_uri: str) -> list[dict]:
         folder = f"{layout.heads_uri(set_uri)}/{name}"
         metrics = read_json_if_exists(f"{folder}/metrics.json")
         fs, path = fs_path(f"{folder}/{CLASSIFIER_FILE}")
-        shipped = fs.info(path)["size"] if fs.exists(path) else None
+        try:  # one request where there is a classifier, one where there is none
+            shipped = fs.info(path)["size"]
+        except FileNotFoundError:
+            shipped = None
         summaries.append({"name": name, "head": metrics["head"], "layers": metrics["layers"],
                           "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
                           "test_accuracy": metrics.get("test_accuracy"),
@@ -99,9 +111,8 @@ BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views
 
 def head_board(store: str | None = None, dataset: str | None = None):
     """A pandas frame of ``BOARD_COLUMNS``: every saved head of every committed set of the
-    store (or of ``dataset``'s sets), each dataset's heads by validation accuracy, highest
-    first (of equals, the simpler head first: softmax, LightGBM, MLP, as the ``fit_heads`` DAG
-    ships; then by backbone version and name). ``current``: fitted on the set's newest
+    store (or of ``dataset``'s sets), each dataset's heads in the order of :func:`preference`
+    (then by backbone version and name). ``current``: fitted on the set's newest
     version. ``best``: the dataset's first current head: chosen by validation accuracy, never
     by test accuracy, which stays an honest estimate."""
     import pandas as pd
@@ -118,11 +129,10 @@ def head_board(store: str | None = None, dataset: str | None = None):
              "current": h["plan_id"] == s.plan_id}
             for s in sets.itertuples() for h in head_summaries(s.uri)]
     board = pd.DataFrame(rows, columns=BOARD_COLUMNS[:-1])
-    simplest_first = board["head"].map({kind: n for n, kind in enumerate(HEADS)}).fillna(len(HEADS))
-    board = (board.assign(_simplest=simplest_first)
-             .sort_values(["dataset", "validation_accuracy", "_simplest", "backbone_version", "name"],
-                          ascending=[True, False, True, True, True], na_position="last", kind="stable")
-             .drop(columns="_simplest").reset_index(drop=True))
+    ranked = [preference(kind, accuracy) for kind, accuracy in zip(board["head"], board["validation_accuracy"])]
+    board = (board.assign(_rank=ranked)
+             .sort_values(["dataset", "_rank", "backbone_version", "name"], kind="stable")
+             .drop(columns="_rank").reset_index(drop=True))
     current = board[board["current"] & board["validation_accuracy"].notna()]
     board["best"] = board.index.isin(current.groupby("dataset", sort=False).head(1).index)
     return board

@@ -111,11 +111,12 @@ def _stored_features(feature_set, layer: str, ids: tuple[str, ...], stored: Stor
     hand, the others read only for ids not among them), or why it has none."""
     row = {image_id: n for n, image_id in enumerate(stored.ids)}
     found = {i: stored.X[row[i]] for i in ids if i in row}
+    wanted = set(ids)
     for split in sorted(set(feature_set.splits) - set(stored.splits)):
-        if set(ids) <= found.keys():
+        if wanted <= found.keys():
             break
         X, _, split_ids = feature_set.matrix(layer, split)
-        found.update((i, X[n]) for n, i in enumerate(split_ids) if i in set(ids))
+        found.update((i, X[n]) for n, i in enumerate(split_ids) if i in wanted)
     return [found.get(i, f"no image {i!r} in {feature_set.uri}") for i in ids]
 
 

@@ -224,14 +224,16 @@ def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: C
 
 
 def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print) -> dict:
-    """The fitted head of the best validation accuracy (the first of equals: the softmax
-    head where it is one), written as one ONNX classifier beside it (``tlfs export-classifier``)."""
+    """The fitted head preferred (:func:`~tlfs.pipeline.saved_heads.preference`: the best
+    validation accuracy, of equals the simpler head), written as one ONNX classifier beside
+    it (``tlfs export-classifier``)."""
     from tlfs.pipeline.errors import PipelineError
     from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
+    from tlfs.pipeline.saved_heads import preference
 
     if not fitted:
         raise PipelineError("no head was fitted: nothing to ship")
-    best = max(fitted, key=lambda head: head["validation_accuracy"])  # max keeps the first of equals
+    best = min(fitted, key=lambda head: preference(head["head"], head["validation_accuracy"]))
     name = best["saved_to"].rstrip("/").rsplit("/", 1)[-1]
     log(f"shipping {name} (validation accuracy {best['validation_accuracy']:.4f}, the best of "
         f"{', '.join(head['head'] for head in fitted)})")
