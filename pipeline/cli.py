@@ -16,6 +16,7 @@ from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
 from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
                                   load_settings, parse_value, setting_help)
@@ -254,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "again from the set's sources")
     _store_arg(p)
     _image_runtime_args(p)
+
+    p = sub.add_parser("label-issues", help="labels that look wrong: each image classified by a head that never saw "
+                       "it (out of fold on the training split), the doubtful ones by confident learning, least likely first")
+    p.add_argument("--dataset", required=True)
+    _backbone_arg(p)
+    p.add_argument("--layer", type=_csv, default=["head"], help="the head's features: a layer, comma-separated layers "
+                   "side by side, or 'all' (default: head)")
+    p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"which head classifies the images (default: {HEADS[0]})")
+    p.add_argument("--split", default="train", help="the images whose labels are checked (default: train, out of fold; "
+                   "another split is classified by a head fitted on train)")
+    p.add_argument("--folds", type=_positive, default=LABEL_ISSUE_FOLDS,
+                   help=f"folds of the training split's cross-validation (default: {LABEL_ISSUE_FOLDS})")
+    _fit_views_arg(p)
+    p.add_argument("--all", action="store_true", dest="every", help="every image of the split in the table, the least "
+                   "likely label first, the doubtful ones flagged (default: the doubtful ones only)")
+    p.add_argument("--output", metavar="FILE", help="write the table to FILE (.csv, .parquet or .jsonl)")
+    p.add_argument("--show", type=int, default=20, metavar="N", help="print the table's first N rows (default: 20)")
+    p.add_argument("--sheet", metavar="FILE.png", help=f"draw the {LABEL_ISSUE_SHEET} most doubtful images, read "
+                   "again from the set's sources, each with its label and the class suggested")
+    _store_arg(p)
 
     p = sub.add_parser("heads", help="every saved head of the store's sets (or of one dataset's), by validation "
                        "accuracy: which backbone, layer and head transfer best")
@@ -580,6 +601,28 @@ def cmd_similar(args, settings: Settings) -> dict:
             "output": args.output, "sheet": args.sheet}
 
 
+def cmd_label_issues(args, settings: Settings) -> dict:
+    from tlfs.pipeline.label_issues import LabelIssuesRequest, find_label_issues, issues_sheet
+    from tlfs.pipeline.tables import write_table
+
+    request = LabelIssuesRequest(args.dataset, args.backbone, tuple(args.layer), args.split, args.head, args.folds,
+                                 tuple(args.views or ()), args.every, settings.store)
+    issues, summary = find_label_issues(request, log=_log)
+    print(f"{summary['issues']} of {summary['images']} {summary['split']} labels look wrong ({summary['share']:.2%}); "
+          f"the held-out {summary['head']} head agrees with {summary['held_out_accuracy']:.2%} of the labels")
+    for row in issues.head(max(args.show, 0)).itertuples():
+        print(f"  {row.rank:>4}  {row.image_id}  {row.label_name} ({row.label_probability:.3f})  ->  {row.suggested} "
+              f"({row.suggested_probability:.3f})" + ("" if row.flagged else "  (not flagged)"))
+    if args.output:
+        write_table(issues, args.output)
+    if args.sheet:
+        import fsspec
+
+        with fsspec.open(args.sheet, "wb") as f:
+            f.write(issues_sheet(request, issues, log=_log))
+    return {**summary, "output": args.output, "sheet": args.sheet}
+
+
 def cmd_heads(args, settings: Settings) -> dict:
     from tlfs.pipeline.saved_heads import head_board
 
@@ -891,7 +934,8 @@ RESUMES = {
 }
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
-            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar, "heads": cmd_heads,
+            "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
+            "label-issues": cmd_label_issues, "heads": cmd_heads,
             "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 

@@ -119,17 +119,19 @@ def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: 
     ``views``: which stored views to use (default: all; see :func:`_fit_and_save`)."""
     _require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
-    views = _views(feature_set, views)
+    views = stored_views(feature_set, views)
     return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log)
 
 
-def _views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
+def stored_views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
+    """The views a head uses: those asked for (each one the set must store), or every view
+    the set stores; in the set's order, the original first, whatever the order asked in."""
     if not views:
         return feature_set.views
     missing = [v for v in views if v not in feature_set.views]
     if missing:
         raise PipelineError(f"{feature_set.uri} has no {missing[0]!r} view; it has {', '.join(feature_set.views)}")
-    return list(dict.fromkeys(views))
+    return [view for view in feature_set.views if view in views]
 
 
 def read_views(feature_set: FeatureSet, layers: list[str], views: list[str]) -> tuple[dict, dict]:
@@ -261,7 +263,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     by validation accuracy (:func:`best_layer`) is chosen, and its softmax head is saved as
     ``softmax-<layer>`` like any fitted head."""
     _require_train_and_test(feature_set)
-    views = _views(feature_set, views)
+    views = stored_views(feature_set, views)
     accuracies: dict[str, float] = {}
     validation: dict[str, float] = {}
     fitted: dict[str, dict] = {}

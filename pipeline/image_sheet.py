@@ -51,25 +51,27 @@ def image_sheet(sections: list[tuple[str, list[list[tuple[str, str]]]]], images:
                 per_row: int) -> bytes:
     """PNG bytes: for each ``(title, groups)`` section, its title and its groups, ``per_row``
     a row; a group is ``[(key of its pixels in images, caption), ...]``, drawn left to right,
-    each image scaled to ``THUMB`` pixels with its caption under it."""
+    each image scaled to ``THUMB`` pixels with its caption under it (lines apart at ``\n``)."""
     from PIL import Image, ImageDraw
 
     size = max((len(group) for _, groups in sections for group in groups), default=1)
     group_width = size * THUMB + (size - 1) * INSIDE + BETWEEN
+    lines = max((caption.count("\n") + 1 for _, groups in sections for group in groups for _, caption in group), default=1)
+    cell = THUMB + lines * CAPTION
     rows = sum(-(-len(groups) // per_row) for _, groups in sections)
-    sheet = Image.new("RGB", (per_row * group_width, rows * (THUMB + CAPTION) + len(sections) * TITLE), "white")
+    sheet = Image.new("RGB", (per_row * group_width, rows * cell + len(sections) * TITLE), "white")
     draw = ImageDraw.Draw(sheet)
     y = 0
     for title, groups in sections:
         draw.text((4, y + 3), title, fill="black")
         y += TITLE
         for number, group in enumerate(groups):
-            x, top = (number % per_row) * group_width, y + (number // per_row) * (THUMB + CAPTION)
+            x, top = (number % per_row) * group_width, y + (number // per_row) * cell
             for place, (key, caption) in enumerate(group):
                 left = x + place * (THUMB + INSIDE)
                 sheet.paste(_thumbnail(images.get(key, "not read")), (left, top))
-                draw.text((left, top + THUMB + 1), caption, fill="black")
-        y += -(-len(groups) // per_row) * (THUMB + CAPTION)
+                draw.text((left, top + THUMB + 1), caption, fill="black", spacing=2)
+        y += -(-len(groups) // per_row) * cell
     buffer = io.BytesIO()
     sheet.save(buffer, "PNG")
     return buffer.getvalue()

@@ -19,7 +19,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -42,6 +42,7 @@ BAD_ARGUMENTS = {
     "freeze": (["finetune", "--dataset", "x", "--freeze", "abc"], "argument --freeze: expected tap blocks kept frozen"),
     "similar_score": (["advise", "--dataset", "x", "--similar-score", "2"], "argument --similar-score: expected a number in (0, 1]"),
     "head": (["fit", "--dataset", "x", "--layer", "head", "--head", "svm"], "argument --head: invalid choice: 'svm'"),
+    "folds": (["label-issues", "--dataset", "x", "--folds", "0"], "argument --folds: expected a positive number, got 0"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
 }
 
