@@ -193,3 +193,20 @@ def test_a_set_on_s3_is_searched_by_example_and_its_matches_drawn_from_its_sourc
                  "--sheet", "s3://tlfs-test/out/matches.png", "--no-progress"]) == 0
     sheet = np.asarray(Image.open(io.BytesIO(fs.cat_file("tlfs-test/out/matches.png"))).convert("RGB"))
     assert sheet.shape[1] == 3 * 96 + 2 * 2 + 14 and sheet[18:18 + 96, :96].std() > 10  # the image itself, read from S3
+
+
+def test_the_labels_of_a_set_on_s3_are_checked_and_ranked_with_the_table_and_sheet_written_to_s3(s3_server, tmp_path, lite0):
+    """``tlfs label-issues`` where the set, its model and its source are on an object store:
+    every image ranked, the table and the sheet (its images read from the tar on S3) written
+    to S3."""
+    from tlfs.pipeline.cli import main
+
+    store = "s3://tlfs-test/checked"
+    files, fs, _ = colors_with_a_head_on_s3(tmp_path, store)
+    assert main(["label-issues", "--dataset", "colors", "--store", store, "--folds", "3", "--all", "--show", "0",
+                 "--output", "s3://tlfs-test/out/ranked.csv", "--sheet", "s3://tlfs-test/out/doubtful.png"]) == 0
+    ranked = pd.read_csv("s3://tlfs-test/out/ranked.csv")
+    assert sorted(ranked["image_id"]) == sorted(f for f in files if f.startswith("train/"))
+    assert ranked["label_probability"].is_monotonic_increasing
+    sheet = np.asarray(Image.open(io.BytesIO(fs.cat_file("tlfs-test/out/doubtful.png"))).convert("RGB"))
+    assert sheet.shape == (18 + 96 + 2 * 14, 10 * (96 + 14), 3) and sheet[18:18 + 96, :96].std() > 10  # read from S3
