@@ -118,6 +118,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     from tlfs.models.classifier import load_classifier
     from tlfs.models.names import is_backbone
     from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.learning_curve import stored_curves
     from tlfs.pipeline.lineage import model_of
 
     fs = feature_set
@@ -163,6 +164,9 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         "sweep": sweep["layers"] if sweep else None,  # test accuracy by layer
         "sweep_validation": sweep.get("validation") if sweep else None,  # what chose the layer (absent from older sweeps)
         "sweep_version": sweep.get("version") if sweep else None,  # the set's version it was run on
+        # what more labels would add, where tlfs learning-curve was run on this version: evidence beside the size
+        "learning_curves": [{k: curve[k] for k in ("head", "layers", "points", "last_doubling_gain")}
+                            for curve in stored_curves(fs.uri, fs.plan_id)],
         "action": action,
     }
 
@@ -205,6 +209,12 @@ def describe(result: dict) -> str:
         shown = "validation / test" if validation else "test"  # a sweep saved before it recorded validation: test alone
         lines.append(f"  layer sweep{of} (softmax {shown} accuracy): " + ", ".join(
             (f"{k} {validation[k]:.3f}/{v:.3f}" if validation else f"{k} {v:.3f}") for k, v in result["sweep"].items()))
+    for curve in result.get("learning_curves") or []:
+        first, last, gain = curve["points"][0], curve["points"][-1], curve["last_doubling_gain"]
+        lines.append(f"  learning curve ({curve['head']} on {'+'.join(curve['layers'])}): {first['images']:,} -> "
+                     f"{last['images']:,} training images, validation accuracy {first['validation_accuracy']:.3f} -> "
+                     f"{last['validation_accuracy']:.3f}" + (f"; a doubling last added {gain * 100:+.1f} points"
+                                                            if gain is not None else ""))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")

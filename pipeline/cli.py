@@ -17,6 +17,7 @@ from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
 from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
+from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
                                   load_settings, parse_value, setting_help)
@@ -82,6 +83,11 @@ _positive = _checked(int, positive=True)
 _non_negative = _checked(int, minimum=0)
 _fraction = _checked(float, positive=True, maximum=1)
 _positive_rate = _checked(float, positive=True)
+
+
+def _shares(value: str) -> list[float]:
+    """Comma-separated fractions, each in (0, 1]."""
+    return [_fraction(item) for item in _csv(value)]
 
 
 def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None, dest: str | None = None) -> None:
@@ -274,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, metavar="N", help="print the table's first N rows (default: 20)")
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the {LABEL_ISSUE_SHEET} most doubtful images, read "
                    "again from the set's sources, each with its label and the class suggested")
+    _store_arg(p)
+
+    p = sub.add_parser("learning-curve", help="would more labelled images help? one head fitted on growing shares of "
+                       "the training images, each scored on the same validation and test images")
+    p.add_argument("--dataset", required=True)
+    _backbone_arg(p)
+    p.add_argument("--layer", type=_csv, default=["head"], help="a layer, comma-separated layers side by side, or 'all' "
+                   "(default: head)")
+    p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"the head fitted (default: {HEADS[0]})")
+    p.add_argument("--shares", type=_shares, default=list(CURVE_SHARES), help="shares of the training images, "
+                   f"comma-separated (default: {','.join(f'{s:g}' for s in CURVE_SHARES)})")
+    _fit_views_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("heads", help="every saved head of the store's sets (or of one dataset's), by validation "
@@ -623,6 +641,24 @@ def cmd_label_issues(args, settings: Settings) -> dict:
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 
+def cmd_learning_curve(args, settings: Settings) -> dict:
+    from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
+
+    result = learning_curve(LearningCurveRequest(args.dataset, args.backbone, tuple(args.layer), args.head,
+                                                 tuple(args.shares), tuple(args.views or ()), settings.store), log=_log)
+    print(f"{args.head} on {'+'.join(result['layers'])}: {'share':>6} {'images':>8} {'a class':>8} {'validation':>11} "
+          f"{'test':>7}")
+    for point in result["points"]:
+        print(f"{'':>{len(args.head) + len('+'.join(result['layers'])) + 5}}{point['share']:>6g} {point['images']:>8} "
+              f"{point['per_class']:>8g} {point['validation_accuracy']:>11.4f} {point['test_accuracy']:>7.4f}")
+    gain = result["last_doubling_gain"]
+    if gain is not None:
+        print(f"a doubling of the images last added {gain * 100:+.1f} points of validation accuracy"
+              + ("; more labels would likely still help" if gain >= WORTH_A_DOUBLING else
+                 "; the curve has flattened: more labels would add little to this head"))
+    return {k: result[k] for k in ("dataset", "head", "layers", "points", "last_doubling_gain", "saved_to")}
+
+
 def cmd_heads(args, settings: Settings) -> dict:
     from tlfs.pipeline.saved_heads import head_board
 
@@ -935,7 +971,7 @@ RESUMES = {
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
             "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
-            "label-issues": cmd_label_issues, "heads": cmd_heads,
+            "label-issues": cmd_label_issues, "learning-curve": cmd_learning_curve, "heads": cmd_heads,
             "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 

@@ -107,7 +107,7 @@ def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title
     return path
 
 
-def _publish(local_files: list[Path], target_uri: str) -> None:
+def publish_files(local_files: list[Path], target_uri: str) -> None:
     """Each file appears whole or not at all (a reader never sees a torn head)."""
     for f in local_files:
         atomic_put_file(f, f"{target_uri.rstrip('/')}/{f.name}")
@@ -201,7 +201,7 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         files.append(confusion_png(folder / "confusion.png", result["confusion_matrix"], classes,
                                    f"{head} on {'+'.join(layers)}: test accuracy {result['test_accuracy']:.3f}"))
         files.append(test_predictions(folder / PREDICTIONS_FILE, test[views[0]][2], yt, proba, classes))
-        _publish(files, target)
+        publish_files(files, target)
     result["saved_to"] = target
     return result
 
@@ -297,7 +297,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
             sweep_png(folder / "sweep.png", accuracies, dims, f"{feature_set.dataset}: softmax per layer ({feature_set.backbone_version})\n"
                       f"{best} chosen on validation accuracy", chosen=best, validation=validation),
         ]
-        _publish(files, heads_uri)
+        publish_files(files, heads_uri)
     summary["saved_to"] = heads_uri
     summary["best_head"] = fitted[best]  # the softmax head on the best layer, saved like any other
     return summary

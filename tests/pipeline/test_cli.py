@@ -19,7 +19,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "learning-curve", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -43,6 +43,7 @@ BAD_ARGUMENTS = {
     "similar_score": (["advise", "--dataset", "x", "--similar-score", "2"], "argument --similar-score: expected a number in (0, 1]"),
     "head": (["fit", "--dataset", "x", "--layer", "head", "--head", "svm"], "argument --head: invalid choice: 'svm'"),
     "folds": (["label-issues", "--dataset", "x", "--folds", "0"], "argument --folds: expected a positive number, got 0"),
+    "shares": (["learning-curve", "--dataset", "x", "--shares", "0.5,2"], "argument --shares: expected a number in (0, 1], got 2"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
 }
 

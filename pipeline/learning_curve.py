@@ -1,0 +1,167 @@
+"""Would more labelled images help? (``tlfs learning-curve``): one head fitted on growing
+shares of the training split, each scored on the same validation and test images. Where the
+accuracy still climbs at the whole split, more labels (or fine-tuning) pay; where it has
+flattened, they do not.
+
+Each class's training images are put in one random order once; a share takes the first of
+each class's images, so every smaller training set is part of every larger one and the
+points differ by the images added, not by the draw. The validation images (``tlfs fit``'s
+10 %) are held out of the whole split first, so every point is scored on the same ones."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tlfs.pipeline.errors import PipelineError
+
+DEFAULT_SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)
+CURVE_PREFIX = "learning_curve-"  # of the files a curve is saved as beside the set's heads
+WORTH_A_DOUBLING = 0.01  # validation accuracy a doubling of the labels adds from which more labels are worth having
+
+
+@dataclass(frozen=True)
+class LearningCurveRequest:
+    dataset: str
+    backbone: str
+    layers: tuple[str, ...] = ("head",)  # one layer or several side by side (("all",): every one)
+    head: str = "softmax"
+    shares: tuple[float, ...] = DEFAULT_SHARES  # of the training images (after the validation images are held out)
+    views: tuple[str, ...] = ()  # stored views used; () every view the set has
+    store: str | None = None
+    version: int | None = None
+
+
+def learning_curve(request: LearningCurveRequest, log: Callable[[str], None] = print) -> dict:
+    """The curve (one point a share: images, images a class, validation and test accuracy,
+    seconds), the gain of the last doubling of the images, and where it was saved (beside the
+    set's heads: ``learning_curve-{head}-{layers}.json`` and ``.png``)."""
+    from tlfs.features import layout
+    from tlfs.features.reader import open_set
+    from tlfs.models.heads import write_json
+    from tlfs.pipeline.fit import publish_files, read_views, stored_views, validation_split
+
+    shares = sorted(set(request.shares))
+    if not shares or shares[0] <= 0 or shares[-1] > 1:
+        raise PipelineError(f"shares {', '.join(map(str, request.shares))}: each above 0 and at most 1")
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    layers = list(feature_set.layers) if list(request.layers) == ["all"] else list(request.layers)
+    unknown = [layer for layer in layers if layer not in feature_set.layers]
+    if unknown:
+        raise PipelineError(f"{feature_set.uri} has no layer {unknown[0]!r}; it has {', '.join(feature_set.layers)}")
+    for split in ("train", "test"):
+        if split not in feature_set.splits:
+            raise PipelineError(f"{feature_set.uri} needs a {split} split for a learning curve; it has "
+                                f"{', '.join(feature_set.splits)}")
+    views = stored_views(feature_set, list(request.views))
+    train, test = read_views(feature_set, layers, views)
+    y = train[views[0]][1]
+    fit_pool, validation = validation_split(y)
+    ordered = _class_order(y, fit_pool)
+    block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
+    log(f"fitting {request.head} on {'+'.join(layers)} with {', '.join(f'{s:g}' for s in shares)} of {len(fit_pool)} "
+        f"training images ({len(validation)} validation, {len(test[views[0]][1])} test)")
+    points = []
+    for share in shares:
+        chosen = _first_of_each_class(ordered, y, share)
+        points.append(_point(train, test, chosen, validation, len(feature_set.classes), request.head, block_dims, log))
+        points[-1]["share"] = share
+        log(f"  {share:>5g}  {points[-1]['images']:>7} images ({points[-1]['per_class']:g} a class)  validation "
+            f"{points[-1]['validation_accuracy']:.4f}  test {points[-1]['test_accuracy']:.4f}  ({points[-1]['seconds']:.1f}s)")
+    result = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version,
+              "plan_id": feature_set.plan_id, "version": feature_set.version, "head": request.head, "layers": layers,
+              "views": views, "validation_images": int(len(validation)), "points": points,
+              "last_doubling_gain": last_doubling_gain(points)}
+    name = f"{CURVE_PREFIX}{request.head}-{'+'.join(layers)}"
+    target = layout.heads_uri(feature_set.uri)
+    with tempfile.TemporaryDirectory(prefix="tlfs-curve-") as tmp:
+        folder = Path(tmp)
+        publish_files([write_json(folder / f"{name}.json", result),
+                  curve_png(folder / f"{name}.png", points, f"{feature_set.dataset}: {request.head} on {'+'.join(layers)} "
+                            f"({feature_set.backbone_version})")], target)
+    result["saved_to"] = f"{target}/{name}.json"
+    return result
+
+
+def stored_curves(set_uri: str, plan_id: str) -> list[dict]:
+    """The learning curves saved beside the set's heads and drawn on its features as
+    committed by ``plan_id`` (another version's are of other images), by file name."""
+    from tlfs.features import layout
+    from tlfs.features.storage import fs_path, read_json_if_exists
+
+    fs, path = fs_path(layout.heads_uri(set_uri))
+    if not fs.exists(path):
+        return []
+    names = sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    curves = [read_json_if_exists(f"{layout.heads_uri(set_uri)}/{name}") for name in names
+              if name.startswith(CURVE_PREFIX) and name.endswith(".json")]
+    return [curve for curve in curves if curve and curve.get("plan_id") == plan_id]
+
+
+def _class_order(y: np.ndarray, pool: np.ndarray) -> dict[int, np.ndarray]:
+    """Each class's images of ``pool`` in one random order (fixed: seed 0)."""
+    rng = np.random.default_rng(0)
+    return {int(k): rng.permutation(pool[y[pool] == k]) for k in np.unique(y[pool])}
+
+
+def _first_of_each_class(ordered: dict[int, np.ndarray], y: np.ndarray, share: float) -> np.ndarray:
+    """The first ``share`` of each class's images (at least one), in the order given."""
+    return np.sort(np.concatenate([images[:max(1, int(round(share * len(images))))] for images in ordered.values()]))
+
+
+def _point(train: dict, test: dict, chosen: np.ndarray, validation: np.ndarray, classes: int, head: str,
+           block_dims: list[int] | None, log: Callable[[str], None]) -> dict:
+    from tlfs.models import heads
+    from tlfs.models.fit_data import FitData
+    from tlfs.pipeline.fit import fitting_rows, view_averaged_proba
+
+    started = time.perf_counter()
+    fitted, _ = heads.fit(head, FitData(*fitting_rows(train, chosen, validation), classes, block_dims), log=lambda *_: None)
+    yt = next(iter(test.values()))[1]
+    test_accuracy = float((view_averaged_proba(fitted, test).argmax(axis=1) == yt).mean())
+    images_a_class = np.bincount(next(iter(train.values()))[1][chosen])
+    return {"images": int(len(chosen)), "per_class": float(np.median(images_a_class[images_a_class > 0])),
+            "validation_accuracy": round(float(fitted.val_accuracy), 4), "test_accuracy": round(test_accuracy, 4),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def last_doubling_gain(points: list[dict], last: int = 3) -> float | None:
+    """Validation accuracy gained a doubling of the training images over the ``last`` points
+    (a least-squares line in the logarithm of the images: what doubling the labels again would
+    add if the curve went on as it last went; fewer points swing more with a few validation
+    images). None with one point."""
+    tail = points[-last:]
+    if len(tail) < 2:
+        return None
+    doublings = np.log2([p["images"] for p in tail])
+    accuracy = np.array([p["validation_accuracy"] for p in tail])
+    return round(float(np.polyfit(doublings, accuracy, 1)[0]), 4)
+
+
+def curve_png(path: Path, points: list[dict], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [p["images"] for p in points]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.plot(images, [p["validation_accuracy"] * 100 for p in points], marker="o", label="validation")
+    ax.plot(images, [p["test_accuracy"] * 100 for p in points], marker="s", label="test")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(images, [f"{n:,}" for n in images])
+    ax.minorticks_off()
+    ax.set_xlabel("training images")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
