@@ -266,8 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "it (out of fold on the training split), the doubtful ones by confident learning, least likely first")
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
-    p.add_argument("--layer", type=_csv, default=["head"], help="the head's features: a layer, comma-separated layers "
-                   "side by side, or 'all' (default: head)")
+    _chosen_layer_arg(p)
     p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"which head classifies the images (default: {HEADS[0]})")
     p.add_argument("--split", default="train", help="the images whose labels are checked (default: train, out of fold; "
                    "another split is classified by a head fitted on train)")
@@ -286,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the training images, each scored on the same validation and test images")
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
-    p.add_argument("--layer", type=_csv, default=["head"], help="a layer, comma-separated layers side by side, or 'all' "
-                   "(default: head)")
+    _chosen_layer_arg(p)
     p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"the head fitted (default: {HEADS[0]})")
     p.add_argument("--shares", type=_shares, default=list(CURVE_SHARES), help="shares of the training images, "
                    f"comma-separated (default: {','.join(f'{s:g}' for s in CURVE_SHARES)})")
@@ -515,6 +513,11 @@ def cmd_finetune(args, settings: Settings) -> dict:
     return {k: v for k, v in result.items() if k != "history"}
 
 
+def _chosen_layer_arg(p) -> None:
+    p.add_argument("--layer", type=_csv, default=[], help="the head's features: a layer, comma-separated layers side by "
+                   "side, or 'all' (default: the layer the stored sweep chose, or the deepest layer without a sweep)")
+
+
 def _fit_views_arg(p) -> None:
     p.add_argument("--views", type=_csv, help="stored views to use, comma-separated (default: all the set has; "
                    "'original' leaves a flipped view out)")
@@ -637,7 +640,7 @@ def cmd_label_issues(args, settings: Settings) -> dict:
         import fsspec
 
         with fsspec.open(args.sheet, "wb") as f:
-            f.write(issues_sheet(request, issues, log=_log))
+            f.write(issues_sheet(request, issues, summary["layers"], log=_log))
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 

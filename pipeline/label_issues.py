@@ -31,7 +31,8 @@ PAIRS_SHOWN = 10  # the commonest (given -> suggested) pairs in the summary
 class LabelIssuesRequest:
     dataset: str
     backbone: str
-    layers: tuple[str, ...] = ("head",)  # the head's features: one layer or several side by side (("all",): every one)
+    # one layer or several side by side (("all",): every one); (): the sweep's best layer, or the deepest without one
+    layers: tuple[str, ...] = ()
     split: str = "train"  # the images whose labels are checked
     head: str = "softmax"  # which head classifies them (models/names.HEADS)
     folds: int = DEFAULT_FOLDS  # of the training split's cross-validation
@@ -46,16 +47,15 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
     label looks wrong (``flagged``; with ``request.every``, one per image of the split), the
     least likely label first (rank 1), and what it comes to."""
     from tlfs.features.reader import open_set
+    from tlfs.pipeline.saved_heads import layers_to_use
     from tlfs.pipeline.fit import stored_views
 
     if request.folds < 2:
         raise PipelineError(f"folds {request.folds}: cross-validation needs at least 2")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
-    layers = list(feature_set.layers) if list(request.layers) == ["all"] else list(request.layers)
-    for name, known in (("layer", feature_set.layers), ("split", feature_set.splits)):
-        for value in (layers if name == "layer" else [request.split]):
-            if value not in known:
-                raise PipelineError(f"{feature_set.uri} has no {name} {value!r}; it has {', '.join(known)}")
+    layers = layers_to_use(feature_set, request.layers)
+    if request.split not in feature_set.splits:
+        raise PipelineError(f"{feature_set.uri} has no split {request.split!r}; it has {', '.join(feature_set.splits)}")
     if "train" not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     views = stored_views(feature_set, list(request.views))
@@ -174,7 +174,7 @@ def _summary(request: LabelIssuesRequest, feature_set, layers: list[str], views:
     }
 
 
-def issues_sheet(request: LabelIssuesRequest, issues, log: Callable[[str], None] = print) -> bytes:
+def issues_sheet(request: LabelIssuesRequest, issues, layers: list[str], log: Callable[[str], None] = print) -> bytes:
     """A PNG of the table's first ``SHEET_IMAGES`` images (the most doubtful), read again from
     the set's sources, each captioned with its label, the class suggested and that class's
     probability."""
@@ -186,5 +186,5 @@ def issues_sheet(request: LabelIssuesRequest, issues, log: Callable[[str], None]
     groups = [[(row.image_id, f"{row.rank}. {row.label_name}\n-> {row.suggested} {row.suggested_probability:.2f}")]
               for row in shown.itertuples()]
     title = (f"the {len(shown)} most doubtful {request.split} labels of {len(issues)}: the label, then the class "
-             f"suggested and its probability ({request.head} on {'+'.join(request.layers)})")
+             f"suggested and its probability ({request.head} on {'+'.join(layers)})")
     return image_sheet([(title, groups)], images_by_id(feature_set, set(shown["image_id"]), log=log), per_row=IMAGES_A_ROW)

@@ -29,7 +29,8 @@ WORTH_A_DOUBLING = 0.01  # validation accuracy a doubling of the labels adds fro
 class LearningCurveRequest:
     dataset: str
     backbone: str
-    layers: tuple[str, ...] = ("head",)  # one layer or several side by side (("all",): every one)
+    # one layer or several side by side (("all",): every one); (): the sweep's best layer, or the deepest without one
+    layers: tuple[str, ...] = ()
     head: str = "softmax"
     shares: tuple[float, ...] = DEFAULT_SHARES  # of the training images (after the validation images are held out)
     views: tuple[str, ...] = ()  # stored views used; () every view the set has
@@ -43,6 +44,7 @@ def learning_curve(request: LearningCurveRequest, log: Callable[[str], None] = p
     set's heads: ``learning_curve-{head}-{layers}.json`` and ``.png``)."""
     from tlfs.features import layout
     from tlfs.features.reader import open_set
+    from tlfs.pipeline.saved_heads import layers_to_use
     from tlfs.models.heads import write_json
     from tlfs.pipeline.fit import publish_files, read_views, stored_views, validation_split
 
@@ -50,10 +52,7 @@ def learning_curve(request: LearningCurveRequest, log: Callable[[str], None] = p
     if not shares or shares[0] <= 0 or shares[-1] > 1:
         raise PipelineError(f"shares {', '.join(map(str, request.shares))}: each above 0 and at most 1")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
-    layers = list(feature_set.layers) if list(request.layers) == ["all"] else list(request.layers)
-    unknown = [layer for layer in layers if layer not in feature_set.layers]
-    if unknown:
-        raise PipelineError(f"{feature_set.uri} has no layer {unknown[0]!r}; it has {', '.join(feature_set.layers)}")
+    layers = layers_to_use(feature_set, request.layers)
     for split in ("train", "test"):
         if split not in feature_set.splits:
             raise PipelineError(f"{feature_set.uri} needs a {split} split for a learning curve; it has "

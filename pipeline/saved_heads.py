@@ -58,6 +58,23 @@ def best_head(feature_set: FeatureSet) -> str:
     return f"softmax-{sweep['best_layer']}"
 
 
+def layers_to_use(feature_set: FeatureSet, asked: list[str] | tuple[str, ...]) -> list[str]:
+    """The layers a command works on: those ``asked`` for (each one the set must hold), every
+    layer for ``["all"]``, or where none is asked, the best layer of the sweep stored for this
+    version of the set, else its deepest layer."""
+    if list(asked) == ["all"]:
+        return list(feature_set.layers)
+    unknown = [layer for layer in asked if layer not in feature_set.layers]
+    if unknown:
+        raise PipelineError(f"{feature_set.uri} has no layer {unknown[0]!r}; it has {', '.join(feature_set.layers)}")
+    if asked:
+        return list(asked)
+    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json")
+    if sweep and sweep.get("plan_id") == feature_set.plan_id and sweep.get("best_layer") in feature_set.layers:
+        return [sweep["best_layer"]]
+    return [list(feature_set.layers)[-1]]
+
+
 def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
     """The head saved as ``name`` (``softmax-block15``, ``mlp-block14+head``) under the set's
     ``_heads/``: an error naming the saved ones where there is none of that name."""

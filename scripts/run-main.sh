@@ -2,7 +2,7 @@
 # Set up, then run the main job on a real local Airflow 3 (SQLite, LocalExecutor):
 # trigger extract_cifar10 (CIFAR-10 through EfficientNet-Lite0 with its ImageNet weights,
 # every tap layer), wait for it and for the fit_heads_cifar10 run its Asset schedules,
-# print where the features are, the heads' accuracy and the classifier shipped, and stop every Airflow process.
+# print where the features are, the heads' accuracy, the classifier shipped and the learning curve, and stop every Airflow process.
 #   LIMIT=2000 ./scripts/run-main.sh     # a class-balanced sample of 2,000 images per split
 # Without internet, the shared CIFAR-10 archives beside this checkout are used.
 set -euo pipefail
@@ -46,5 +46,11 @@ import os
 shipped = [path for path in glob.glob(f"{heads}/*/classifier.onnx")  # this extraction's, by its head's plan
            if json.load(open(os.path.join(os.path.dirname(path), "metrics.json")))["plan_id"] == manifest["plan_id"]]
 print(f"the best head by validation accuracy as one ONNX classifier (onnxruntime runs it alone): {', '.join(shipped)}")
+curve = json.load(open(f"{heads}/learning_curve-softmax-{sweep['best_layer']}.json"))
+assert curve["plan_id"] == manifest["plan_id"], "the stored learning curve is of an older extraction"
+first, last = curve["points"][0], curve["points"][-1]
+print(f"learning curve of softmax on {sweep['best_layer']}: validation accuracy {first['validation_accuracy']:.4f} with "
+      f"{first['images']} training images, {last['validation_accuracy']:.4f} with {last['images']}; a doubling last added "
+      f"{curve['last_doubling_gain'] * 100:+.1f} points")
 PY
 echo "main job done in $(( $(date +%s) - started ))s"

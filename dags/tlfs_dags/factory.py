@@ -247,7 +247,7 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep and heads on the features of {spec.name}", [asset], {
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads and a learning curve on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
@@ -278,7 +278,15 @@ def build_fit_dag(spec: DatasetSpec):
 
             return tasks.ship_best_head(tasks.SetTarget.from_json(target), fitted, log=_log)
 
+        @task
+        def learning_curve(target: dict, swept: dict) -> dict:
+            from tlfs.pipeline import tasks
+
+            return tasks.curve_on_best_layer(tasks.SetTarget.from_json(target), swept, log=_log)
+
         target = feature_set()
-        ship_classifier(target, fit_heads(target, sweep(target)))
+        swept = sweep(target)
+        ship_classifier(target, fit_heads(target, swept))
+        learning_curve(target, swept)
 
     return fit_dag()

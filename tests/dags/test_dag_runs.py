@@ -102,6 +102,9 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     shipped = ort.InferenceSession(str(heads / f"softmax-{sweep['best_layer']}" / "classifier.onnx"),
                                    providers=["CPUExecutionProvider"])
     assert json.loads(shipped.get_modelmeta().custom_metadata_map["tlfs.test_accuracy"]) == metrics["test_accuracy"]
+    # and the softmax head's learning curve on that layer, which the advisor shows
+    curve = json.loads((heads / f"learning_curve-softmax-{sweep['best_layer']}.json").read_text())
+    assert curve["points"][-1]["images"] == metrics["n_train"] and curve["plan_id"] == sweep["plan_id"]
 
     # the next scheduled run over a grown source: only the new images are extracted, and
     # the run says so in its logs and in the Asset event; the heads then fit the new version
@@ -177,9 +180,11 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
             for rid, run_type in local._query("SELECT run_id, run_type FROM dag_run WHERE dag_id = 'fit_heads_cifar10'")}
     assert len(fit_runs) == 2, fit_runs
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
-                                                               "fit_heads": "success", "ship_classifier": "success"})
+                                                               "fit_heads": "success", "ship_classifier": "success",
+                                                               "learning_curve": "success"})
     assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
-                                                                "fit_heads": "skipped", "ship_classifier": "skipped"})
+                                                                "fit_heads": "skipped", "ship_classifier": "skipped",
+                                                                "learning_curve": "skipped"})
     newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
     assert newest.version == 1, "the unchanged run committed a new version"
     for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %

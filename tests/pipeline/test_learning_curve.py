@@ -98,3 +98,23 @@ def test_the_advisor_shows_the_curves_of_this_version_as_evidence_and_leaves_out
     assert (f"  learning curve (softmax on head): {first['images']} -> {last['images']} training images, validation accuracy "
             f"{first['validation_accuracy']:.3f} -> {last['validation_accuracy']:.3f}; a doubling last added "
             f"{curve['last_doubling_gain'] * 100:+.1f} points") in describe(advice).splitlines()
+
+
+def test_with_no_layer_named_the_sweeps_best_layer_of_this_version_is_used_else_the_deepest(noisy_set):
+    from tlfs.features.storage import atomic_write_json, fs_path
+    from tlfs.pipeline.saved_heads import layers_to_use
+
+    feature_set, _, _ = noisy_set
+    assert layers_to_use(feature_set, ()) == ["head"] and layers_to_use(feature_set, ["all"]) == list(feature_set.layers)
+    assert layers_to_use(feature_set, ["block7", "head"]) == ["block7", "head"]
+    with pytest.raises(PipelineError, match="has no layer 'block99'; it has block2, .*head"):
+        layers_to_use(feature_set, ["block99"])
+    sweep = f"{layout.heads_uri(feature_set.uri)}/sweep.json"
+    try:
+        atomic_write_json(sweep, {"plan_id": feature_set.plan_id, "best_layer": "block14"})
+        assert layers_to_use(feature_set, ()) == ["block14"]
+        atomic_write_json(sweep, {"plan_id": "another-version", "best_layer": "block14"})
+        assert layers_to_use(feature_set, ()) == ["head"]
+    finally:
+        fs, path = fs_path(sweep)
+        fs.rm(path)
