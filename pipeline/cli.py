@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     _saved_head_arg(p)
     p.add_argument("--output", metavar="FILE", help="write every prediction to FILE (.csv, .parquet or .jsonl) "
                    "instead of printing each")
+    p.add_argument("--min-probability", type=_fraction, default=0.0, metavar="P", help="mark the predictions below "
+                   "probability P unsure, for a person to check (tlfs fit prints how accurate the head is above 0.5-0.99)")
     _store_arg(p)
     _image_runtime_args(p)
 
@@ -548,15 +550,17 @@ def cmd_predict(args, settings: Settings) -> dict:
     from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 
     predictions = predict(PredictRequest(args.dataset, args.backbone, tuple(args.images), args.head, settings.store,
-                                         settings.device, settings.batch_size), log=_log,
+                                         settings.device, settings.batch_size, args.min_probability), log=_log,
                           show_progress=not args.no_progress)
     if args.output:
         write_predictions(predictions, args.output)
     else:
         for p in predictions:
-            print(f"{p.image}\t{p.label}\t{p.probability:.4f}" if p.label is not None else f"{p.image}\t-\t{p.reason}")
+            print(f"{p.image}\t{p.label}\t{p.probability:.4f}" + ("" if p.sure else "\tunsure") if p.label is not None
+                  else f"{p.image}\t-\t{p.reason}")
     return {"images": len(predictions), "classes": dict(Counter(p.label for p in predictions if p.label is not None)),
-            "rejected": sum(p.label is None for p in predictions), "output": args.output}
+            "rejected": sum(p.label is None for p in predictions), "min_probability": args.min_probability,
+            "unsure": sum(p.sure is False for p in predictions), "output": args.output}
 
 
 def cmd_export_classifier(args, settings: Settings) -> dict:

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from tlfs.features.reader import open_set
+from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
                                        session_as_stored)
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
@@ -29,6 +30,8 @@ class PredictRequest:
     store: str | None = None
     device: str = "cpu"
     batch_size: int | None = None
+    # below this probability a prediction is not sure (for a person to check); 0: every one is
+    min_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,21 @@ class Prediction:
     label: str | None  # the class predicted; None where the image could not be decoded
     probability: float  # the head's probability of that class
     reason: str | None = None  # why the image has no class
+    sure: bool | None = None  # whether the probability reaches the request's min_probability; None without a class
 
     def to_json(self) -> dict:
-        return {"image": self.image, "label": self.label, "probability": self.probability, "reason": self.reason}
+        return {"image": self.image, "label": self.label, "probability": self.probability, "sure": self.sure,
+                "reason": self.reason}
+
+
+PREDICTION_COLUMNS = ["image", "label", "probability", "sure", "reason"]
 
 
 def predict(request: PredictRequest, log: Callable[[str], None] = print, show_progress: bool = False) -> list[Prediction]:
     """The head's class for each image of ``request.images``, in the order they are listed
     (``show_progress``: a progress bar on stderr)."""
+    if not 0.0 <= request.min_probability <= 1.0:
+        raise PipelineError(f"min_probability {request.min_probability}: a probability from 0 to 1")
     feature_set = open_set(request.dataset, request.backbone, request.store)
     head = load_head(feature_set, request.head or best_head(feature_set))
     session, runtime, size = session_as_stored(feature_set, head.metrics["layers"], request.device, request.batch_size,
@@ -54,7 +64,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
         f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
     started, predictions = time.perf_counter(), []
     for chunk, images in decoded_chunks(paths, size, "predict", show_progress):
-        predictions += _classified(chunk, images, head, session, runtime.batch_size)
+        predictions += _classified(chunk, images, head, session, runtime.batch_size, request.min_probability)
     seconds = time.perf_counter() - started
     rejected = sum(p.label is None for p in predictions)
     log(f"classified {count_of(len(predictions) - rejected)} ({rejected} could not be decoded) in {seconds:.1f}s "
@@ -63,7 +73,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
 
 
 def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHead, session,
-                batch_size: int) -> list[Prediction]:
+                batch_size: int, min_probability: float) -> list[Prediction]:
     probabilities = per_image(images, batch_size, lambda batch: batch_probabilities(head, session, batch))
     out = []
     for path, proba in zip(paths, probabilities):
@@ -71,7 +81,7 @@ def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHea
             out.append(Prediction(path, None, float("nan"), proba))
             continue
         best = int(np.argmax(proba))
-        out.append(Prediction(path, head.classes[best], float(proba[best])))
+        out.append(Prediction(path, head.classes[best], float(proba[best]), sure=bool(proba[best] >= min_probability)))
     return out
 
 
@@ -86,4 +96,4 @@ def write_predictions(predictions: list[Prediction], uri: str) -> None:
     """Every prediction to ``uri``: a ``.csv``, ``.parquet`` or ``.jsonl`` file, local or remote."""
     import pandas as pd
 
-    write_table(pd.DataFrame([p.to_json() for p in predictions], columns=["image", "label", "probability", "reason"]), uri)
+    write_table(pd.DataFrame([p.to_json() for p in predictions], columns=PREDICTION_COLUMNS), uri)

@@ -43,6 +43,8 @@ BAD_ARGUMENTS = {
     "similar_score": (["advise", "--dataset", "x", "--similar-score", "2"], "argument --similar-score: expected a number in (0, 1]"),
     "head": (["fit", "--dataset", "x", "--layer", "head", "--head", "svm"], "argument --head: invalid choice: 'svm'"),
     "folds": (["label-issues", "--dataset", "x", "--folds", "0"], "argument --folds: expected a positive number, got 0"),
+    "min_probability": (["predict", "--dataset", "x", "--min-probability", "1.5", "a.jpg"],
+                        "argument --min-probability: expected a number in (0, 1], got 1.5"),
     "shares": (["learning-curve", "--dataset", "x", "--shares", "0.5,2"], "argument --shares: expected a number in (0, 1], got 2"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
 }

@@ -11,7 +11,7 @@ from tlfs import features
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import PREDICTIONS_FILE, fit, sweep
-from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
+from tlfs.pipeline.predict import PREDICTION_COLUMNS, PredictRequest, predict, write_predictions
 from tlfs.pipeline.saved_heads import load_head
 from tests.conftest import noisy_images, write_tree
 from tests.extraction import run_extract
@@ -95,12 +95,12 @@ def test_a_set_whose_model_is_gone_says_to_export_it_again(tmp_path, lite0):
 def test_predictions_are_written_as_a_table(tmp_path, suffix):
     from tlfs.pipeline.predict import Prediction
 
-    rows = [Prediction("a.jpg", "red", 0.75), Prediction("b.jpg", None, float("nan"), "empty file (0 bytes)")]
+    rows = [Prediction("a.jpg", "red", 0.75, sure=False), Prediction("b.jpg", None, float("nan"), "empty file (0 bytes)")]
     path = str(tmp_path / f"out.{suffix}")
     write_predictions(rows, path)
     read = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[suffix](path)
     assert list(read["image"]) == ["a.jpg", "b.jpg"] and read["label"][0] == "red" and read["probability"][0] == 0.75
-    assert read["reason"][1] == "empty file (0 bytes)"
+    assert read["reason"][1] == "empty file (0 bytes)" and not read["sure"][0] and list(read.columns) == PREDICTION_COLUMNS
     with pytest.raises(PipelineError, match=r"out.txt: write the table to a .csv, .parquet or .jsonl file"):
         write_predictions(rows, str(tmp_path / "out.txt"))
 
@@ -116,3 +116,24 @@ def test_tlfs_predict_prints_each_image_and_a_summary(noisy_set, capsys, tmp_pat
     assert main(["predict", "--dataset", "noisy", "--head", "softmax-head", "--store", store, "--output", str(out),
                  str(source / "test")]) == 0
     assert json.loads(capsys.readouterr().out)["output"] == str(out) and len(pd.read_csv(out)) == 36
+
+
+def test_a_prediction_below_the_minimum_probability_is_marked_unsure(noisy_set, capsys):
+    feature_set, source, store = noisy_set
+    fit(feature_set, ["head"], "softmax", log=lambda *_: None)
+    images = (str(source / "test/green"), str(source / "test/blue/000.png"))
+    every = predict(PredictRequest("noisy", "efficientnet_lite0", images, "softmax-head", store), log=lambda *_: None)
+    assert all(p.sure for p in every)  # no minimum: every prediction is sure
+    middle = float(np.median([p.probability for p in every]))
+    marked = predict(PredictRequest("noisy", "efficientnet_lite0", images, "softmax-head", store, min_probability=middle),
+                     log=lambda *_: None)
+    assert [p.sure for p in marked] == [p.probability >= middle for p in every]
+    assert [(p.label, p.probability) for p in marked] == [(p.label, p.probability) for p in every]  # only marked
+    assert 0 < sum(p.sure for p in marked) < len(marked)
+    assert main(["predict", "--dataset", "noisy", "--head", "softmax-head", "--store", store, "--min-probability",
+                 str(middle), *images]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    unsure = [line.split("\t")[0] for line in lines[:-1] if line.endswith("\tunsure")]
+    assert unsure == [p.image for p in marked if not p.sure] and json.loads(lines[-1])["unsure"] == len(unsure)
+    with pytest.raises(PipelineError, match="min_probability 1.5: a probability from 0 to 1"):
+        predict(PredictRequest("noisy", "efficientnet_lite0", images, "softmax-head", store, min_probability=1.5))
