@@ -72,7 +72,8 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
         train = {view: feature_set.matrices(layers, "train", view=view) for view in views}
         log(f"classifying {len(y)} {request.split} images of {feature_set.uri} by a {request.head} head on "
             f"{'+'.join(layers)} fitted on the {len(train[views[0]][1])} train images")
-        proba = held_out_proba(train, checked, len(feature_set.classes), request.head, block_dims, log)
+        proba = held_out_proba(train, np.arange(len(train[views[0]][1])), checked, len(feature_set.classes), request.head,
+                               block_dims, log)
     flagged = np.zeros(len(y), bool)
     flagged[label_issue_indices(y, proba)] = True
     label_probability = proba[np.arange(len(y)), y]
@@ -106,25 +107,23 @@ def out_of_fold_proba(views: dict, classes: int, head: str, folds: int, block_di
         def fold_log(message: str, number=number) -> None:
             log(f"fold {number}/{folds}: {message}")
 
-        proba[held_out] = held_out_proba(_rows(views, fitted_on), _rows(views, held_out), classes, head, block_dims, fold_log)
+        held = {view: (X[held_out], labels[held_out], ids[held_out]) for view, (X, labels, ids) in views.items()}
+        proba[held_out] = held_out_proba(views, fitted_on, held, classes, head, block_dims, fold_log)
     return proba
 
 
-def held_out_proba(train: dict, held_out: dict, classes: int, head: str, block_dims: list[int] | None,
+def held_out_proba(train: dict, rows: np.ndarray, held_out: dict, classes: int, head: str, block_dims: list[int] | None,
                    log: Callable[[str], None]) -> np.ndarray:
     """The probabilities of the ``held_out`` images (``{view: (X, y, ids)}``) by a head of kind
-    ``head`` fitted on ``train`` (the same shape), which holds out its own validation images."""
+    ``head`` fitted on the ``rows`` of ``train`` (the same shape; indices, so that no copy of
+    the rows is made before the head's own), which holds out its own validation images."""
     from tlfs.models import heads
     from tlfs.models.fit_data import FitData
     from tlfs.pipeline.fit import fitting_rows, validation_split, view_averaged_proba
 
-    fit_idx, val_idx = validation_split(next(iter(train.values()))[1])
-    fitted, _ = heads.fit(head, FitData(*fitting_rows(train, fit_idx, val_idx), classes, block_dims), log=log)
+    fit_idx, val_idx = validation_split(next(iter(train.values()))[1][rows])
+    fitted, _ = heads.fit(head, FitData(*fitting_rows(train, rows[fit_idx], rows[val_idx]), classes, block_dims), log=log)
     return view_averaged_proba(fitted, held_out)
-
-
-def _rows(views: dict, index: np.ndarray) -> dict:
-    return {view: (X[index], y[index], ids[index]) for view, (X, y, ids) in views.items()}
 
 
 def label_issue_indices(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
