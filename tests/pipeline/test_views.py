@@ -81,4 +81,7 @@ def test_heads_train_on_every_view_and_report_which(tmp_path, lite0, models_root
     assert result["n_train"] + result["n_validation"] == 24  # images, whatever the views
     only = fit(handle, ["head"], "softmax", views=["original"], log=lambda *_: None)
     assert only["views"] == ["original"]
+    # views named in another order are used in the set's: the original's rows validate the head
+    reordered = fit(handle, ["head"], "softmax", views=["flip", "original"], log=lambda *_: None)
+    assert reordered["views"] == ["original", "flip"] and reordered["validation_accuracy"] == result["validation_accuracy"]
     assert sweep(handle, log=lambda *_: None)["views"] == ["original", "flip"]
