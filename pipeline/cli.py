@@ -12,11 +12,13 @@ from dataclasses import fields
 
 from tlfs.features.codecs import DEFAULT_CODEC
 from tlfs.models.names import BACKBONE_HELP, DEFAULT_BACKBONE, HEADS
+from tlfs.models.projection import METHODS as MAP_METHODS
 from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
 from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
+from tlfs.pipeline.feature_map import DEFAULT_IMAGES as MAP_IMAGES
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
@@ -292,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shares", type=_shares, default=list(CURVE_SHARES), help="shares of the training images, "
                    f"comma-separated (default: {','.join(f'{s:g}' for s in CURVE_SHARES)})")
     _fit_views_arg(p)
+    _store_arg(p)
+
+    p = sub.add_parser("map", help="a set's images on a plane: one layer's features of a class-balanced sample, by "
+                       "t-SNE or PCA, one colour a class, and the classes' silhouette")
+    p.add_argument("--dataset", required=True)
+    _backbone_arg(p)
+    _chosen_layer_arg(p)
+    p.add_argument("--split", default="test", help="the images drawn (default: test)")
+    p.add_argument("--method", default="tsne", choices=MAP_METHODS, help="t-SNE (clusters; default) or PCA (exact, quick)")
+    p.add_argument("--images", type=_positive, default=MAP_IMAGES, help=f"at most this many, as many of each class "
+                   f"(default: {MAP_IMAGES})")
+    p.add_argument("--output", metavar="FILE", help="write each image's place to FILE (.csv, .parquet or .jsonl)")
     _store_arg(p)
 
     p = sub.add_parser("heads", help="every saved head of the store's sets (or of one dataset's), by validation "
@@ -666,6 +680,20 @@ def cmd_learning_curve(args, settings: Settings) -> dict:
     return {k: result[k] for k in ("dataset", "head", "layers", "points", "last_doubling_gain", "saved_to")}
 
 
+def cmd_map(args, settings: Settings) -> dict:
+    from tlfs.pipeline.feature_map import MapRequest, feature_map
+    from tlfs.pipeline.tables import write_table
+
+    points, summary = feature_map(MapRequest(args.dataset, args.backbone, tuple(args.layer), args.split, args.method,
+                                             args.images, settings.store), log=_log)
+    silhouette = f"; the classes' silhouette {summary['silhouette']:.3f}" if summary["silhouette"] is not None else ""
+    print(f"{summary['images']} {summary['split']} images on {'+'.join(summary['layers'])} by {summary['method']}"
+          f"{silhouette} -> {summary['saved_to']}")
+    if args.output:
+        write_table(points, args.output)
+    return {**summary, "output": args.output}
+
+
 def cmd_heads(args, settings: Settings) -> dict:
     from tlfs.pipeline.saved_heads import head_board
 
@@ -978,7 +1006,8 @@ RESUMES = {
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
             "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
-            "label-issues": cmd_label_issues, "learning-curve": cmd_learning_curve, "heads": cmd_heads,
+            "label-issues": cmd_label_issues, "learning-curve": cmd_learning_curve, "map": cmd_map,
+            "heads": cmd_heads,
             "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
