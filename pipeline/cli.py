@@ -138,7 +138,8 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need --source")
     p.add_argument("--source", action="append", dest="sources", metavar="URI",
                    help="dataset source: an image-folder dir/.tar/.tar.gz/.zip, WebDataset .tar archives, a Parquet table "
-                        "of images or the CIFAR-10 python tarball; a glob or brace list names many "
+                        "of images, a CSV of labels beside the images (train.csv#root=train_images) or the CIFAR-10 "
+                        "python tarball; a glob or brace list names many "
                         "('shards/train-{0000..0099}.tar'); repeat to merge; #md5=HEX or #sha256=HEX checks it, "
                         "#holdout=0.2 holds a test split out of a source of train images (a folder of "
                         "<class>/<image>), #split=, #image=, #label=, #split_column=, #id= set options "

@@ -114,7 +114,7 @@ def _no_images(name: str, uris: list[str], left_out: list[str], split_given: boo
                   "as one split (URI#split=train)")
     tree = "<class>/<image>" if split_given else "<split>/<class>/<image>"
     return SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected {tree}, "
-                       f"WebDataset samples or a Parquet table of images){found}")
+                       f"WebDataset samples, a Parquet table of images or a CSV of labels){found}")
 
 
 def check_sources(name: str, uris: Iterable[str]) -> None:

@@ -15,10 +15,12 @@ OPTIONS = {
              "image-folder trees of <class>/<image>)",
     "holdout": "a fraction of the source's train images held out as its test split (0.2 or 20%); an image-folder "
                "tree given with it is <class>/<image>",
-    "image": "a Parquet table's image column (binary, or a struct with bytes/path)",
-    "label": "a Parquet table's label column (int with class names in the schema, or string)",
-    "split_column": "a Parquet table's split column",
+    "image": "a Parquet table's image column (binary, or a struct with bytes/path), or a CSV's column of image paths",
+    "label": "a Parquet table's or a CSV's label column (int with class names in the schema, or string)",
+    "split_column": "a Parquet table's or a CSV's split column",
     "id": "a Parquet table's image id column",
+    "root": "the folder a CSV's image paths are relative to (default: the CSV's folder)",
+    "suffix": "added to a CSV's image names that have no image suffix (.png for Kaggle's ids)",
 }
 def parse_uri(uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """A source URI's fragment: expected checksums (``#md5=HEX``, ``#sha256=HEX``) and

@@ -58,3 +58,22 @@ def renamed(image_id: str) -> str:
     (file names repeat across classes, and a sample's key must not)."""
     split, name, file = image_id.split("/")
     return f"{split}/{name}/{name}-{file}"
+
+
+def write_labels_csv(folder: Path, files: dict[str, bytes]) -> Path:
+    """``split/class/file`` images as one flat folder, ``images/split-class-file``, and a
+    ``labels.csv`` beside it naming each (``image,label,split``): the CSV's path."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["image,label,split"]
+    for rel, data in files.items():
+        split, name, file = rel.split("/")
+        (folder / "images" / f"{split}-{name}-{file}").write_bytes(data)
+        lines.append(f"images/{split}-{name}-{file},{name},{split}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder / "labels.csv"
+
+
+def flattened(image_id: str) -> str:
+    """A ``folder_images`` id as :func:`write_labels_csv`'s CSV names it."""
+    split, name, file = image_id.split("/")
+    return f"{split}/{name}/{split}-{name}-{file}"

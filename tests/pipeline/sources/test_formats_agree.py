@@ -1,10 +1,10 @@
 """The same images give the same features whichever format holds them: a folder, a
-tar, many tars through a glob, WebDataset samples, a Parquet table."""
+tar, many tars through a glob, WebDataset samples, a Parquet table, a CSV of labels."""
 
 import numpy as np
 
 from tests.conftest import folder_images, write_tar, write_tree
-from tests.pipeline.sources.helpers import renamed, write_parquet_table, write_webdataset
+from tests.pipeline.sources.helpers import flattened, renamed, write_labels_csv, write_parquet_table, write_webdataset
 from tlfs import features
 from tests.extraction import run_extract
 
@@ -27,6 +27,7 @@ def test_features_are_identical_across_source_formats(tmp_path, lite0, models_ro
         "sharded": ([str(tmp_path / "shards" / "part-*.tar")], lambda i: i),
         "webdataset": ([str(tmp_path / "wds" / "{train,test}.tar")], renamed),
         "parquet": ([str(write_parquet_table(tmp_path / "t.parquet", files, ["blue", "green", "red"]))], renamed),
+        "csv": ([str(write_labels_csv(tmp_path / "csv", files))], flattened),
     }
     got = {}
     for name, (uris, _) in sources.items():

@@ -39,3 +39,16 @@ def test_an_uncompressed_tar_on_s3_is_read_by_ranges_only(s3_server, tmp_path, m
     some = index.entries[3:9]
     got = {e.image_id: p for e, p in iter_payloads(index.sources, some)}
     assert got == {renamed(i): d for i, d in files.items() if renamed(i) in got} and len(got) == 6
+
+
+def test_a_csv_of_labels_on_s3_names_images_on_s3_and_each_is_fingerprinted_by_its_etag(s3_server, tmp_path):
+    from tests.pipeline.sources.helpers import flattened, write_labels_csv
+
+    files = folder_images(per_class=2)
+    fs = fsspec.filesystem("s3")
+    fs.put(str(write_labels_csv(tmp_path / "csv", files).parent) + "/", "tlfs-test/csv/", recursive=True)
+    index = build_index("csv", ["s3://tlfs-test/csv/labels.csv"])
+    assert index.sources[0].format == "labels-csv" and index.sources[0].options["root"] == "s3://tlfs-test/csv"
+    assert all(e.fingerprint.startswith("etag:") for e in index.entries)
+    got = {e.image_id: p for e, p in iter_payloads(index.sources, index.entries)}
+    assert got == {flattened(i): data for i, data in files.items()}

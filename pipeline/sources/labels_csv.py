@@ -1,0 +1,128 @@
+"""A CSV file of labels beside a folder of images, as Kaggle and many teams keep a dataset:
+one row an image, its file's path and its label (``train.csv`` with ``id_code,diagnosis``
+and a ``train_images/`` folder).
+
+Columns (each can be named with the source, ``labels.csv#image=id_code&label=diagnosis``):
+
+* ``image``: the image file's path, relative to the folder of images (``#root=URI``, itself
+  relative to the CSV's folder unless absolute; default: the CSV's own folder);
+  ``#suffix=.png`` is added to names without an image suffix (Kaggle's ids);
+* ``label``: a class name or an integer (integers are their own class order);
+* ``split`` (``#split_column=``, optional): else the split is given with the source
+  (``#split=train``), named by the file (``train.csv``), or held out (``#holdout=0.2``).
+
+An image id is ``split/label/name``, the name the file's (its path within the root where
+file names repeat within a class). A row whose file is not there, a row without a label and
+an image listed twice are rejects, each with its reason. The CSV's checksum is the source's;
+each image's size and modification time (or ETag) are its own, so an incremental run
+extracts only images that changed. Files are read in batches, as a folder's are.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Iterator
+
+import fsspec
+
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.sources.base import Indexed, int_class_order
+from tlfs.pipeline.sources.folder import BATCH
+from tlfs.pipeline.sources.hashing import digest, fingerprint_info
+from tlfs.pipeline.sources.paths import IMAGE_SUFFIXES, display_path, image_id_of, safe_member, split_from_path
+from tlfs.pipeline.sources.reading import batch_reader, read_files
+
+IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "image_id", "id_code", "id", "name")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "diagnosis", "cls")
+OPTIONS = ("image", "label", "split", "split_column", "root", "suffix", "holdout")
+
+
+class LabelsCsv:
+    formats = ("labels-csv",)
+
+    def index(self, uri: str, number: int, options: dict[str, str], cache_dir: str | None,
+              expected: dict[str, str]) -> Indexed:
+        import pandas as pd
+
+        other = sorted(set(options) - set(OPTIONS))
+        if other:
+            raise SourceError(f"{uri}: options {', '.join(other)} do not apply to a CSV of labels (it takes "
+                              f"{', '.join(OPTIONS)})")
+        checksum = digest(uri, cache_dir)
+        with fsspec.open(uri, "rb") as f:
+            table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True)
+        image = _column(uri, list(table.columns), options.get("image"), IMAGE_COLUMNS, "image")
+        label = _column(uri, list(table.columns), options.get("label"), LABEL_COLUMNS, "label")
+        split_column = options.get("split_column") or ("split" if "split" in table.columns else None)
+        if split_column and split_column not in table.columns:
+            raise SourceError(f"{uri}: no split column {split_column!r} (columns: {', '.join(table.columns)})")
+        split = options.get("split") or split_from_path(uri) or ("train" if "holdout" in options else None)
+        if not split_column and not split:
+            raise SourceError(f"{uri}: no split: give it with the source ({uri}#split=NAME), name a split column "
+                              "(#split_column=NAME), or name the file after its split (train.csv)")
+        root = _root(uri, options.get("root"))
+        suffix = options.get("suffix", "")
+        fs, root_path = batch_reader(root)
+        files = {path.rstrip("/"): info for path, info in fs.find(root_path, withdirs=False, detail=True).items()}
+        rows = []  # (row number, split, label, relative path)
+        for number_in_table, (name, lab, spl) in enumerate(zip(
+                table[image], table[label], table[split_column] if split_column else [split] * len(table)), start=2):
+            name = name.strip()
+            if name and suffix and not name.lower().endswith(IMAGE_SUFFIXES):
+                name += suffix
+            rows.append((number_in_table, spl.strip(), lab.strip(), name))
+        # a file's own name where it tells every image of its split and class apart, else its path
+        names = [(spl, lab, posixpath.basename(rel)) for _, spl, lab, rel in rows]
+        listed = {(spl, lab, rel) for _, spl, lab, rel in rows}  # a row listed twice is a reject, not a clash
+        by_name = len({(spl, lab, posixpath.basename(rel)) for spl, lab, rel in listed}) == len(listed)
+        found, bad, seen = [], [], set()
+        for (line, spl, lab, given), short in zip(rows, names):
+            rel = safe_member(given) if given else None  # within the root: never ../ or an absolute path
+            image_id = image_id_of((spl or "?", lab or "?", short[2] if by_name else (rel or display_path(given))))
+            full = f"{root_path.rstrip('/')}/{rel}"
+            if not given:
+                bad.append(Reject(image_id, uri, f"line {line} names no image"))
+            elif rel is None:
+                bad.append(Reject(image_id, uri, f"line {line}: {given} is not a path within {root}"))
+            elif not lab or not spl:
+                bad.append(Reject(image_id, uri, f"line {line} ({rel}) has no {'label' if not lab else 'split'}"))
+            elif full in seen:  # named apart from the image it repeats, which is in the dataset
+                bad.append(Reject(f"{image_id} (line {line})", uri, f"line {line} lists {rel} again"))
+            elif full not in files:
+                bad.append(Reject(image_id, uri, f"line {line}: no file {root}/{rel}"))
+            else:
+                seen.add(full)
+                found.append(Entry(image_id, spl, lab, number, full, fingerprint=fingerprint_info(files[full])))
+        info = SourceInfo(uri, "labels-csv", checksum, len(found),
+                          {**options, "image": image, "label": label, "root": root})
+        return Indexed(info, found, bad, int_class_order(found))
+
+    def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
+        fs, _ = batch_reader(info.options["root"])
+        for start in range(0, len(wanted), BATCH):
+            batch = wanted[start:start + BATCH]
+            yield from zip(batch, read_files(fs, [e.member for e in batch]))
+
+
+def _root(uri: str, given: str | None) -> str:
+    """The folder the CSV's paths are relative to: ``given`` (a relative one within the CSV's
+    folder, as the CSV's own paths are), or the CSV's folder."""
+    folder = posixpath.dirname(uri) or "."
+    if not given:
+        return folder.rstrip("/") or "/"
+    if "://" in given or given.startswith("/"):
+        return given.rstrip("/") or "/"
+    return posixpath.normpath(posixpath.join(folder, given)) if "://" not in folder else f"{folder.rstrip('/')}/{given}".rstrip("/")
+
+
+def _column(uri: str, columns: list[str], given: str | None, candidates: tuple[str, ...], what: str) -> str:
+    if given:
+        if given not in columns:
+            raise SourceError(f"{uri}: no {what} column {given!r} (columns: {', '.join(columns)})")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise SourceError(f"{uri}: no {what} column among {', '.join(columns)}: name it with the source "
+                      f"({uri}#{what}=COLUMN)")

@@ -1,0 +1,84 @@
+"""A CSV of labels beside a folder of images, as Kaggle keeps a dataset: each row names an
+image file and its label; the split comes from a column, the source, or the file's name.
+A row that cannot be an image of the dataset is a reject with its line and its reason,
+and the counts reconcile."""
+
+import pytest
+
+from tests.conftest import folder_images
+from tests.extraction import run_extract
+from tests.pipeline.sources.helpers import flattened, write_labels_csv
+from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.indexing import build_index, iter_payloads
+
+
+def kaggle(tmp_path, lines: list[str], files: dict[str, bytes]):
+    """``train.csv`` (``id_code,diagnosis``) and ``train_images/`` holding ``files`` by name."""
+    (tmp_path / "train_images").mkdir(exist_ok=True)
+    for name, data in files.items():
+        (tmp_path / "train_images" / name).write_bytes(data)
+    (tmp_path / "train.csv").write_text("\n".join(["id_code,diagnosis", *lines]) + "\n")
+    return str(tmp_path / "train.csv")
+
+
+def test_a_csv_of_labels_indexes_its_images_with_the_split_column_and_reads_their_bytes(tmp_path):
+    files = folder_images(per_class=3)
+    index = build_index("csv", [str(write_labels_csv(tmp_path, files))])
+    assert index.sources[0].format == "labels-csv" and index.classes == ["blue", "green", "red"]
+    assert sorted(e.image_id for e in index.entries) == sorted(flattened(i) for i in files) and not index.rejects
+    assert index.splits() == ["test", "train"]
+    got = {e.image_id: payload for e, payload in iter_payloads(index.sources, index.entries[2:7])}
+    assert got == {flattened(i): files[i] for i in files if flattened(i) in got} and len(got) == 5
+
+
+def test_kaggles_layout_ids_with_a_suffix_the_split_from_the_files_name_and_integer_labels(tmp_path):
+    images = {f"{name}.png": data for name, data in zip(("a1", "b2", "c3"), folder_images(per_class=1).values())}
+    uri = kaggle(tmp_path, ["a1,0", "b2,2", "c3,0"], images)
+    index = build_index("k", [f"{uri}#image=id_code&label=diagnosis&root=train_images&suffix=.png"])  # beside the CSV
+    assert index.sources[0].options["root"] == f"{tmp_path}/train_images"
+    assert [e.image_id for e in index.entries] == ["train/0/a1.png", "train/2/b2.png", "train/0/c3.png"]
+    assert index.classes == ["0", "1", "2"]  # integer labels are their own class order
+    assert {e.image_id: p for e, p in iter_payloads(index.sources, index.entries)}["train/2/b2.png"] == images["b2.png"]
+
+
+def test_a_row_that_cannot_be_an_image_is_a_reject_naming_its_line_and_the_rest_are_read(tmp_path):
+    images = {f"{name}.png": data for name, data in zip(("a1", "b2", "c3"), folder_images(per_class=1).values())}
+    lines = ["a1,red", "gone,red", "a1,red", "../outside,red", "b2,", ",red", "c3,blue"]
+    uri = kaggle(tmp_path, lines, images)
+    index = build_index("k", [f"{uri}#image=id_code&label=diagnosis&root={tmp_path}/train_images&suffix=.png"])
+    assert [e.image_id for e in index.entries] == ["train/red/a1.png", "train/blue/c3.png"]
+    reasons = [r.reason for r in index.rejects]
+    assert reasons == [f"line 3: no file {tmp_path}/train_images/gone.png", "line 4 lists a1.png again",
+                       f"line 5: ../outside.png is not a path within {tmp_path}/train_images",
+                       "line 6 (b2.png) has no label", "line 7 names no image"]
+    assert len(index.entries) + len(index.rejects) == len(lines)  # every row: an image or a reject
+    assert "train/red/a1.png" not in {r.image_id for r in index.rejects}  # the repeat is named apart from the image
+
+
+def test_a_test_split_is_held_out_of_a_csv_that_names_none_and_its_columns_are_told(tmp_path):
+    files = folder_images(per_class=10, splits=("train",))
+    lines = ["image,label", *[f"images/train-{i.split('/')[1]}-{i.split('/')[2]},{i.split('/')[1]}" for i in files]]
+    write_labels_csv(tmp_path, files)
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")  # no split column, and a name that is no split
+    uri = str(tmp_path / "labels.csv")
+    with pytest.raises(SourceError, match=r"no split: give it with the source .*#split=NAME"):
+        build_index("h", [uri])
+    held = build_index("h", [f"{uri}#holdout=0.3"])
+    assert held.splits() == ["test", "train"] and len(held.entries) == 30
+    assert build_index("h", [f"{uri}#split=train"]).splits() == ["train"]
+    with pytest.raises(SourceError, match="no label column 'kind' \\(columns: image, label\\)"):
+        build_index("h", [f"{uri}#split=train&label=kind"])
+    with pytest.raises(SourceError, match="options id do not apply to a CSV of labels"):
+        build_index("h", [f"{uri}#split=train&id=name"])
+
+
+def test_an_incremental_run_extracts_only_the_images_whose_files_changed(tmp_path, lite0, models_root):
+    files = folder_images(per_class=4)
+    uri = str(write_labels_csv(tmp_path / "csv", files))
+    store, quiet = str(tmp_path / "store"), {"show_progress": False, "log": lambda *_: None}
+    first = run_extract("csv", [uri], "efficientnet_lite0", store, models_root, layers=["head"], **quiet)
+    changed = tmp_path / "csv" / "images" / "train-red-001.png"
+    changed.write_bytes(files["train/green/000.png"])
+    second = run_extract("csv", [uri], "efficientnet_lite0", store, models_root, layers=["head"], **quiet)
+    assert first["images_extracted"] == 24 and second["version"] == 2
+    assert (second["changes"]["changed"], second["changes"]["added"], second["images_extracted"]) == (1, 0, 1)
