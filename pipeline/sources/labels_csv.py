@@ -50,8 +50,11 @@ class LabelsCsv:
             raise SourceError(f"{uri}: options {', '.join(other)} do not apply to a CSV of labels (it takes "
                               f"{', '.join(OPTIONS)})")
         checksum = digest(uri, cache_dir)
-        with fsspec.open(uri, "rb") as f:
-            table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True)
+        try:
+            with fsspec.open(uri, "rb") as f:
+                table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8")
+        except (ValueError, pd.errors.ParserError) as exc:  # not UTF-8, empty, rows of another width
+            raise SourceError(f"{uri}: not a CSV of labels ({type(exc).__name__}: {str(exc).strip()})") from exc
         image = _column(uri, list(table.columns), options.get("image"), IMAGE_COLUMNS, "image")
         label = _column(uri, list(table.columns), options.get("label"), LABEL_COLUMNS, "label")
         split_column = options.get("split_column") or ("split" if "split" in table.columns else None)

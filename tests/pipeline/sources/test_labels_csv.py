@@ -82,3 +82,11 @@ def test_an_incremental_run_extracts_only_the_images_whose_files_changed(tmp_pat
     second = run_extract("csv", [uri], "efficientnet_lite0", store, models_root, layers=["head"], **quiet)
     assert first["images_extracted"] == 24 and second["version"] == 2
     assert (second["changes"]["changed"], second["changes"]["added"], second["images_extracted"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("content, why", [(b"", "EmptyDataError"), (b"\xff\xfe\x00junk\n\x80\x81,\x82\n", "UnicodeDecodeError"),
+                                          (b"image,label\na.png,red\nb.png,red,extra,more\n", "ParserError")])
+def test_a_file_that_is_no_csv_is_one_line_naming_it_and_why(tmp_path, content, why):
+    (tmp_path / "train.csv").write_bytes(content)
+    with pytest.raises(SourceError, match=f"train.csv: not a CSV of labels \\({why}: "):
+        build_index("bad", [str(tmp_path / "train.csv")])
