@@ -52,7 +52,7 @@ class LabelsCsv:
         checksum = digest(uri, cache_dir)
         try:
             with fsspec.open(uri, "rb") as f:
-                table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8")
+                table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")  # Excel writes a BOM
         except (ValueError, pd.errors.ParserError) as exc:  # not UTF-8, empty, rows of another width
             raise SourceError(f"{uri}: not a CSV of labels ({type(exc).__name__}: {str(exc).strip()})") from exc
         image = _column(uri, list(table.columns), options.get("image"), IMAGE_COLUMNS, "image")

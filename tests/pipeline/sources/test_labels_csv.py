@@ -21,9 +21,12 @@ def kaggle(tmp_path, lines: list[str], files: dict[str, bytes]):
     return str(tmp_path / "train.csv")
 
 
-def test_a_csv_of_labels_indexes_its_images_with_the_split_column_and_reads_their_bytes(tmp_path):
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])  # as Excel saves a CSV: with a byte-order mark
+def test_a_csv_of_labels_indexes_its_images_with_the_split_column_and_reads_their_bytes(tmp_path, bom):
     files = folder_images(per_class=3)
-    index = build_index("csv", [str(write_labels_csv(tmp_path, files))])
+    csv = write_labels_csv(tmp_path, files)
+    csv.write_bytes(bom + csv.read_bytes())
+    index = build_index("csv", [str(csv)])
     assert index.sources[0].format == "labels-csv" and index.classes == ["blue", "green", "red"]
     assert sorted(e.image_id for e in index.entries) == sorted(flattened(i) for i in files) and not index.rejects
     assert index.splits() == ["test", "train"]
