@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"the head fitted (default: {HEADS[0]})")
     p.add_argument("--shares", type=_shares, default=list(CURVE_SHARES), help="shares of the training images, "
                    f"comma-separated (default: {','.join(f'{s:g}' for s in CURVE_SHARES)})")
+    p.add_argument("--repeats", type=_positive, default=1, help="draws of the training images, for the spread of each "
+                   "point and of the gain (default: 1)")
     _fit_views_arg(p)
     _store_arg(p)
 
@@ -667,18 +669,22 @@ def cmd_learning_curve(args, settings: Settings) -> dict:
     from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
 
     result = learning_curve(LearningCurveRequest(args.dataset, args.backbone, tuple(args.layer), args.head,
-                                                 tuple(args.shares), tuple(args.views or ()), settings.store), log=_log)
+                                                 tuple(args.shares), args.repeats, tuple(args.views or ()), settings.store),
+                            log=_log)
     print(f"{args.head} on {'+'.join(result['layers'])}: {'share':>6} {'images':>8} {'a class':>8} {'validation':>11} "
           f"{'test':>7}")
     for point in result["points"]:
+        spread = (f"  ± {point['validation_std']:.4f} / {point['test_std']:.4f}" if "validation_std" in point else "")
         print(f"{'':>{len(args.head) + len('+'.join(result['layers'])) + 5}}{point['share']:>6g} {point['images']:>8} "
-              f"{point['per_class']:>8g} {point['validation_accuracy']:>11.4f} {point['test_accuracy']:>7.4f}")
-    gain = result["last_doubling_gain"]
+              f"{point['per_class']:>8g} {point['validation_accuracy']:>11.4f} {point['test_accuracy']:>7.4f}{spread}")
+    gain, gain_spread = result["last_doubling_gain"], result.get("last_doubling_gain_std")
     if gain is not None:
-        print(f"a doubling of the images last added {gain * 100:+.1f} points of validation accuracy"
+        print(f"a doubling of the images last added {gain * 100:+.2f}"
+              + (f" ± {gain_spread * 100:.2f}" if gain_spread is not None else "") + " points of validation accuracy"
               + ("; more labels would likely still help" if gain >= WORTH_A_DOUBLING else
                  "; the curve has flattened: more labels would add little to this head"))
-    return {k: result[k] for k in ("dataset", "head", "layers", "points", "last_doubling_gain", "saved_to")}
+    return {k: result[k] for k in ("dataset", "head", "layers", "repeats", "points", "last_doubling_gain",
+                                   "last_doubling_gain_std", "saved_to")}
 
 
 def cmd_map(args, settings: Settings) -> dict:

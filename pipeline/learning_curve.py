@@ -33,6 +33,7 @@ class LearningCurveRequest:
     layers: tuple[str, ...] = ()
     head: str = "softmax"
     shares: tuple[float, ...] = DEFAULT_SHARES  # of the training images (after the validation images are held out)
+    repeats: int = 1  # draws of the training images (each class's order): the spread of each point and of the gain
     views: tuple[str, ...] = ()  # stored views used; () every view the set has
     store: str | None = None
     version: int | None = None
@@ -61,21 +62,29 @@ def learning_curve(request: LearningCurveRequest, log: Callable[[str], None] = p
     train, test = read_views(feature_set, layers, views)
     y = train[views[0]][1]
     fit_pool, validation = validation_split(y)
-    ordered = _class_order(y, fit_pool)
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
     log(f"fitting {request.head} on {'+'.join(layers)} with {', '.join(f'{s:g}' for s in shares)} of {len(fit_pool)} "
-        f"training images ({len(validation)} validation, {len(test[views[0]][1])} test)")
-    points = []
-    for share in shares:
-        chosen = _first_of_each_class(ordered, y, share)
-        points.append(_point(train, test, chosen, validation, len(feature_set.classes), request.head, block_dims, log))
-        points[-1]["share"] = share
-        log(f"  {share:>5g}  {points[-1]['images']:>7} images ({points[-1]['per_class']:g} a class)  validation "
-            f"{points[-1]['validation_accuracy']:.4f}  test {points[-1]['test_accuracy']:.4f}  ({points[-1]['seconds']:.1f}s)")
+        f"training images ({len(validation)} validation, {len(test[views[0]][1])} test)"
+        + (f", {request.repeats} draws" if request.repeats > 1 else ""))
+    draws = []
+    for draw in range(request.repeats):
+        ordered = _class_order(y, fit_pool, seed=draw)
+        points = []
+        for share in shares:
+            chosen = _first_of_each_class(ordered, y, share)
+            points.append({**_point(train, test, chosen, validation, len(feature_set.classes), request.head, block_dims,
+                                    log), "share": share})
+            log(f"  {share:>5g}  {points[-1]['images']:>7} images ({points[-1]['per_class']:g} a class)  validation "
+                f"{points[-1]['validation_accuracy']:.4f}  test {points[-1]['test_accuracy']:.4f}  "
+                f"({points[-1]['seconds']:.1f}s)" + (f"  draw {draw + 1}" if request.repeats > 1 else ""))
+        draws.append(points)
+    points = _averaged(draws)
+    gains = [last_doubling_gain(points_of_draw) for points_of_draw in draws]
     result = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version,
               "plan_id": feature_set.plan_id, "version": feature_set.version, "head": request.head, "layers": layers,
-              "views": views, "validation_images": int(len(validation)), "points": points,
-              "last_doubling_gain": last_doubling_gain(points)}
+              "views": views, "validation_images": int(len(validation)), "repeats": request.repeats, "points": points,
+              "last_doubling_gain": last_doubling_gain(points),
+              "last_doubling_gain_std": _spread(gains) if request.repeats > 1 and None not in gains else None}
     name = f"{CURVE_PREFIX}{request.head}-{'+'.join(layers)}"
     target = layout.heads_uri(feature_set.uri)
     with tempfile.TemporaryDirectory(prefix="tlfs-curve-") as tmp:
@@ -102,9 +111,29 @@ def stored_curves(set_uri: str, plan_id: str) -> list[dict]:
     return [curve for curve in curves if curve and curve.get("plan_id") == plan_id]
 
 
-def _class_order(y: np.ndarray, pool: np.ndarray) -> dict[int, np.ndarray]:
-    """Each class's images of ``pool`` in one random order (fixed: seed 0)."""
-    rng = np.random.default_rng(0)
+def _averaged(draws: list[list[dict]]) -> list[dict]:
+    """One point a share over the draws: the mean accuracies (and their standard deviation,
+    ``validation_std`` and ``test_std``, where there are several draws), the seconds of all."""
+    if len(draws) == 1:
+        return draws[0]
+    points = []
+    for same in zip(*draws):
+        point = {**same[0], "seconds": round(sum(p["seconds"] for p in same), 1)}
+        for key in ("validation_accuracy", "test_accuracy"):
+            values = [p[key] for p in same]
+            point[key] = round(float(np.mean(values)), 4)
+            point[key.replace("_accuracy", "_std")] = _spread(values)
+        points.append(point)
+    return points
+
+
+def _spread(values: list[float]) -> float:
+    return round(float(np.std(values, ddof=1)), 4)
+
+
+def _class_order(y: np.ndarray, pool: np.ndarray, seed: int = 0) -> dict[int, np.ndarray]:
+    """Each class's images of ``pool`` in one random order (fixed by ``seed``)."""
+    rng = np.random.default_rng(seed)
     return {int(k): rng.permutation(pool[y[pool] == k]) for k in np.unique(y[pool])}
 
 
@@ -150,8 +179,9 @@ def curve_png(path: Path, points: list[dict], title: str) -> Path:
 
     images = [p["images"] for p in points]
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    ax.plot(images, [p["validation_accuracy"] * 100 for p in points], marker="o", label="validation")
-    ax.plot(images, [p["test_accuracy"] * 100 for p in points], marker="s", label="test")
+    for key, marker in (("validation", "o"), ("test", "s")):
+        spread = [p[f"{key}_std"] * 100 for p in points] if f"{key}_std" in points[0] else None
+        ax.errorbar(images, [p[f"{key}_accuracy"] * 100 for p in points], yerr=spread, marker=marker, capsize=3, label=key)
     ax.set_xscale("log", base=2)
     ax.set_xticks(images, [f"{n:,}" for n in images])
     ax.minorticks_off()

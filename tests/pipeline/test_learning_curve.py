@@ -118,3 +118,21 @@ def test_with_no_layer_named_the_sweeps_best_layer_of_this_version_is_used_else_
     finally:
         fs, path = fs_path(sweep)
         fs.rm(path)
+
+
+def test_repeated_draws_give_each_point_its_mean_and_spread_and_the_first_draw_is_the_single_curve(noisy_set, capsys):
+    _, _, store = noisy_set
+    request = {"layers": ("block15",), "shares": (0.25, 0.5, 1.0), "views": ("original",), "store": store}
+    single = learning_curve(LearningCurveRequest("noisy", "efficientnet_lite0", **request), **QUIET)
+    drawn = learning_curve(LearningCurveRequest("noisy", "efficientnet_lite0", repeats=3, **request), **QUIET)
+    assert single["repeats"] == 1 and single["last_doubling_gain_std"] is None and "validation_std" not in single["points"][0]
+    assert drawn["repeats"] == 3 and [p["images"] for p in drawn["points"]] == [p["images"] for p in single["points"]]
+    whole, part = drawn["points"][-1], drawn["points"][0]
+    assert whole["validation_std"] == 0 and whole["test_std"] == 0  # every draw takes the whole split: the same head
+    assert (whole["validation_accuracy"], whole["test_accuracy"]) == (single["points"][-1]["validation_accuracy"],
+                                                                       single["points"][-1]["test_accuracy"])
+    assert part["validation_std"] >= 0 and drawn["last_doubling_gain_std"] is not None
+    assert main(["learning-curve", "--dataset", "noisy", "--store", store, "--layer", "block15", "--shares", "0.5,1",
+                 "--repeats", "2", "--views", "original"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert " ± " in out[1] and out[3].startswith("a doubling of the images last added ") and " ± " in out[3]
