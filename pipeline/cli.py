@@ -587,6 +587,14 @@ def cmd_export_classifier(args, settings: Settings) -> dict:
                              log=_log)
 
 
+def _write_file(uri: str, data: bytes) -> None:
+    """``data`` written to ``uri``, local or any fsspec URI (a sheet of images)."""
+    import fsspec
+
+    with fsspec.open(uri, "wb") as f:
+        f.write(data)
+
+
 def cmd_duplicates(args, settings: Settings) -> dict:
     from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
     from tlfs.pipeline.tables import write_table
@@ -607,12 +615,9 @@ def cmd_duplicates(args, settings: Settings) -> dict:
     if args.output:
         write_table(pairs, args.output)
     if args.sheet:
-        import fsspec
-
         from tlfs.pipeline.duplicates import threshold_sheet
 
-        with fsspec.open(args.sheet, "wb") as f:
-            f.write(threshold_sheet(request, pairs, max(args.show, 1), log=_log))
+        _write_file(args.sheet, threshold_sheet(request, pairs, max(args.show, 1), log=_log))
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 
@@ -633,10 +638,7 @@ def cmd_similar(args, settings: Settings) -> dict:
                 print(f"  {row.rank}  {row.similarity:.4f}  {row.image_id} ({row.label_name})" if row.rank
                       else f"  -  {row.reason}")
     if args.sheet:
-        import fsspec
-
-        with fsspec.open(args.sheet, "wb") as f:
-            f.write(results_sheet(request, results, log=_log))
+        _write_file(args.sheet, results_sheet(request, results, log=_log))
     first = results[results["rank"] == 1]
     return {"images": int(results["image"].nunique()), "rejected": int((results["rank"] == 0).sum()),
             "layer": args.layer, "k": args.k, "nearest_labels": first["label_name"].value_counts().to_dict(),
@@ -658,10 +660,7 @@ def cmd_label_issues(args, settings: Settings) -> dict:
     if args.output:
         write_table(issues, args.output)
     if args.sheet:
-        import fsspec
-
-        with fsspec.open(args.sheet, "wb") as f:
-            f.write(issues_sheet(request, issues, summary["layers"], log=_log))
+        _write_file(args.sheet, issues_sheet(request, issues, summary["layers"], log=_log))
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 

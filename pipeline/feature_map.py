@@ -45,14 +45,13 @@ def feature_map(request: MapRequest, log: Callable[[str], None] = print):
     from tlfs.models.projection import project_2d
     from tlfs.pipeline.advise import balanced_sample
     from tlfs.pipeline.fit import publish_files
-    from tlfs.pipeline.saved_heads import layers_to_use
+    from tlfs.pipeline.saved_heads import layers_to_use, split_to_use
 
     if request.images < 3:
         raise PipelineError(f"images {request.images}: a map needs at least 3")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     layers = layers_to_use(feature_set, request.layers)
-    if request.split not in feature_set.splits:
-        raise PipelineError(f"{feature_set.uri} has no split {request.split!r}; it has {', '.join(feature_set.splits)}")
+    split_to_use(feature_set, request.split)
     X, y, ids = feature_set.matrices(layers, request.split)
     rows = balanced_sample(y, ids, request.images)
     X, y, ids = X[rows], y[rows], ids[rows]

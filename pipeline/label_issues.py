@@ -47,15 +47,14 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
     label looks wrong (``flagged``; with ``request.every``, one per image of the split), the
     least likely label first (rank 1), and what it comes to."""
     from tlfs.features.reader import open_set
-    from tlfs.pipeline.saved_heads import layers_to_use
+    from tlfs.pipeline.saved_heads import layers_to_use, split_to_use
     from tlfs.pipeline.fit import stored_views
 
     if request.folds < 2:
         raise PipelineError(f"folds {request.folds}: cross-validation needs at least 2")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     layers = layers_to_use(feature_set, request.layers)
-    if request.split not in feature_set.splits:
-        raise PipelineError(f"{feature_set.uri} has no split {request.split!r}; it has {', '.join(feature_set.splits)}")
+    split_to_use(feature_set, request.split)
     if "train" not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     views = stored_views(feature_set, list(request.views))

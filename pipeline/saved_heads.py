@@ -75,6 +75,13 @@ def layers_to_use(feature_set: FeatureSet, asked: list[str] | tuple[str, ...]) -
     return [list(feature_set.layers)[-1]]
 
 
+def split_to_use(feature_set: FeatureSet, split: str) -> str:
+    """``split``, which the set must hold."""
+    if split not in feature_set.splits:
+        raise PipelineError(f"{feature_set.uri} has no split {split!r}; it has {', '.join(feature_set.splits)}")
+    return split
+
+
 def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
     """The head saved as ``name`` (``softmax-block15``, ``mlp-block14+head``) under the set's
     ``_heads/``: an error naming the saved ones where there is none of that name."""

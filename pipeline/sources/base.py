@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
+from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.image_decode import Unreadable
 
 
@@ -60,3 +61,33 @@ def int_class_order(entries: list[Entry]) -> list[str] | None:
     if names and all(n.isdigit() for n in names):
         return [str(k) for k in range(max(int(n) for n in names) + 1)]
     return None
+
+
+def named_column(uri: str, columns: list[str], given: str | None, candidates: tuple[str, ...], what: str) -> str:
+    """A table's ``what`` column (a Parquet table's, a CSV's): the one ``given`` with the
+    source, else the first of ``candidates`` the table has."""
+    if given:
+        if given not in columns:
+            raise SourceError(f"{uri}: no {what} column {given!r} (columns: {', '.join(columns)})")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise SourceError(f"{uri}: no {what} column among {', '.join(columns)}: name it with the source "
+                      f"({uri}#{what}=COLUMN)")
+
+
+def table_split(uri: str, columns: list[str], options: dict[str, str], named_like: str) -> tuple[str | None, str | None]:
+    """``(split column, split)`` of a table of images: its split column (``#split_column=``,
+    or one named ``split``), else the split given with the source (``#split=``), named by the
+    file (``named_like``, an example), or ``train`` where a test split is to be held out."""
+    from tlfs.pipeline.sources.paths import split_from_path
+
+    split_column = options.get("split_column") or ("split" if "split" in columns else None)
+    if split_column and split_column not in columns:
+        raise SourceError(f"{uri}: no split column {split_column!r} (columns: {', '.join(columns)})")
+    split = options.get("split") or split_from_path(uri) or ("train" if "holdout" in options else None)
+    if not split_column and not split:
+        raise SourceError(f"{uri}: no split: give it with the source ({uri}#split=NAME), name a split column "
+                          f"(#split_column=NAME), or name the file after its split ({named_like})")
+    return split_column, split

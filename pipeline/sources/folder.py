@@ -48,7 +48,13 @@ class ImageFolderDir:
                        found, bad, left_out=misplaced)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
-        fs, _ = batch_reader(info.uri)
-        for start in range(0, len(wanted), BATCH):
-            batch = wanted[start:start + BATCH]
-            yield from zip(batch, read_files(fs, [e.member for e in batch]))
+        return files_in_batches(info.uri, wanted)
+
+
+def files_in_batches(uri: str, wanted: list[Entry]) -> Iterator:
+    """``(entry, bytes or Unreadable)`` of each of ``wanted``, whose members are file paths on
+    ``uri``'s filesystem, ``BATCH`` files requested at a time (a folder's images, a CSV's)."""
+    fs, _ = batch_reader(uri)
+    for start in range(0, len(wanted), BATCH):
+        batch = wanted[start:start + BATCH]
+        yield from zip(batch, read_files(fs, [e.member for e in batch]))

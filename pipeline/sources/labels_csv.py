@@ -27,11 +27,11 @@ import fsspec
 
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.sources.base import Indexed, int_class_order
-from tlfs.pipeline.sources.folder import BATCH
+from tlfs.pipeline.sources.base import Indexed, int_class_order, named_column, table_split
+from tlfs.pipeline.sources.folder import files_in_batches
 from tlfs.pipeline.sources.hashing import digest, fingerprint_info
-from tlfs.pipeline.sources.paths import IMAGE_SUFFIXES, display_path, image_id_of, safe_member, split_from_path
-from tlfs.pipeline.sources.reading import batch_reader, read_files
+from tlfs.pipeline.sources.paths import IMAGE_SUFFIXES, display_path, image_id_of, safe_member
+from tlfs.pipeline.sources.reading import batch_reader
 
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "image_id", "id_code", "id", "name")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "diagnosis", "cls")
@@ -55,15 +55,10 @@ class LabelsCsv:
                 table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")  # Excel writes a BOM
         except (ValueError, pd.errors.ParserError) as exc:  # not UTF-8, empty, rows of another width
             raise SourceError(f"{uri}: not a CSV of labels ({type(exc).__name__}: {str(exc).strip()})") from exc
-        image = _column(uri, list(table.columns), options.get("image"), IMAGE_COLUMNS, "image")
-        label = _column(uri, list(table.columns), options.get("label"), LABEL_COLUMNS, "label")
-        split_column = options.get("split_column") or ("split" if "split" in table.columns else None)
-        if split_column and split_column not in table.columns:
-            raise SourceError(f"{uri}: no split column {split_column!r} (columns: {', '.join(table.columns)})")
-        split = options.get("split") or split_from_path(uri) or ("train" if "holdout" in options else None)
-        if not split_column and not split:
-            raise SourceError(f"{uri}: no split: give it with the source ({uri}#split=NAME), name a split column "
-                              "(#split_column=NAME), or name the file after its split (train.csv)")
+        columns = list(table.columns)
+        image = named_column(uri, columns, options.get("image"), IMAGE_COLUMNS, "image")
+        label = named_column(uri, columns, options.get("label"), LABEL_COLUMNS, "label")
+        split_column, split = table_split(uri, columns, options, "train.csv")
         root = _root(uri, options.get("root"))
         suffix = options.get("suffix", "")
         fs, root_path = batch_reader(root)
@@ -102,10 +97,7 @@ class LabelsCsv:
         return Indexed(info, found, bad, int_class_order(found))
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
-        fs, _ = batch_reader(info.options["root"])
-        for start in range(0, len(wanted), BATCH):
-            batch = wanted[start:start + BATCH]
-            yield from zip(batch, read_files(fs, [e.member for e in batch]))
+        return files_in_batches(info.options["root"], wanted)
 
 
 def _root(uri: str, given: str | None) -> str:
@@ -117,15 +109,3 @@ def _root(uri: str, given: str | None) -> str:
     if "://" in given or given.startswith("/"):
         return given.rstrip("/") or "/"
     return posixpath.normpath(posixpath.join(folder, given)) if "://" not in folder else f"{folder.rstrip('/')}/{given}".rstrip("/")
-
-
-def _column(uri: str, columns: list[str], given: str | None, candidates: tuple[str, ...], what: str) -> str:
-    if given:
-        if given not in columns:
-            raise SourceError(f"{uri}: no {what} column {given!r} (columns: {', '.join(columns)})")
-        return given
-    for name in candidates:
-        if name in columns:
-            return name
-    raise SourceError(f"{uri}: no {what} column among {', '.join(columns)}: name it with the source "
-                      f"({uri}#{what}=COLUMN)")

@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.image_decode import Unreadable
-from tlfs.pipeline.sources.base import Indexed, int_class_order, unreadable
+from tlfs.pipeline.sources.base import Indexed, int_class_order, named_column, table_split, unreadable
 from tlfs.pipeline.sources.hashing import digest
-from tlfs.pipeline.sources.paths import image_id_of, split_from_path
+from tlfs.pipeline.sources.paths import image_id_of
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "webp")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls")
@@ -48,20 +48,14 @@ class ParquetTable:
         with fs.open(path, "rb") as f:
             table = pq.ParquetFile(f)
             schema = table.schema_arrow
-            image = _column(uri, schema, options.get("image"), IMAGE_COLUMNS, "image")
-            label = _column(uri, schema, options.get("label"), LABEL_COLUMNS, "label")
-            split_column = options.get("split_column") or ("split" if "split" in schema.names else None)
-            if split_column and split_column not in schema.names:
-                raise SourceError(f"{uri}: no split column {split_column!r} (columns: {', '.join(schema.names)})")
+            image = named_column(uri, schema.names, options.get("image"), IMAGE_COLUMNS, "image")
+            label = named_column(uri, schema.names, options.get("label"), LABEL_COLUMNS, "label")
+            # where nothing names it and a test split is to be held out of the table: train
+            split_column, split = table_split(uri, schema.names, options, "train-00000.parquet")
             id_column = options.get("id")
             if id_column and id_column not in schema.names:
                 raise SourceError(f"{uri}: no id column {id_column!r} (columns: {', '.join(schema.names)})")
             names = _class_names(schema, label)
-            # where nothing names it and a test split is to be held out of the table: train
-            split = options.get("split") or split_from_path(uri) or ("train" if "holdout" in options else None)
-            if not split_column and not split:
-                raise SourceError(f"{uri}: no split: give it with the source ({uri}#split=NAME), name a split column "
-                                  "(#split_column=NAME), or name the file after its split (train-00000.parquet)")
             has_path = pa.types.is_struct(schema.field(image).type) and schema.field(image).type.get_field_index("path") >= 0
             columns = [label] + [c for c in (split_column, id_column) if c] + ([f"{image}.path"] if has_path and not id_column else [])
             rows = []  # (row group, row, label, split, name)
@@ -118,18 +112,6 @@ class ParquetTable:
                 for row, e in by_group[group]:
                     value = data[row].as_py() if row < len(data) else None
                     yield e, value if value else Unreadable(f"{info.uri}: row {e.member} holds no image bytes")
-
-
-def _column(uri: str, schema: pa.Schema, given: str | None, candidates: tuple[str, ...], what: str) -> str:
-    if given:
-        if given not in schema.names:
-            raise SourceError(f"{uri}: no {what} column {given!r} (columns: {', '.join(schema.names)})")
-        return given
-    for name in candidates:
-        if name in schema.names:
-            return name
-    raise SourceError(f"{uri}: no {what} column among {', '.join(schema.names)}: name it with the source "
-                      f"({uri}#{what}=COLUMN)")
 
 
 def _class_names(schema: pa.Schema, label: str) -> list[str] | None:
