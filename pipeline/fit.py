@@ -117,7 +117,7 @@ def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: 
         views: list[str] | None = None) -> dict:
     """One head on one layer, or on several side by side (``["all"]``: every layer).
     ``views``: which stored views to use (default: all; see :func:`_fit_and_save`)."""
-    _require_train_and_test(feature_set)
+    require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
     views = stored_views(feature_set, views)
     return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log)
@@ -139,7 +139,7 @@ def read_views(feature_set: FeatureSet, layers: list[str], views: list[str]) -> 
     return tuple({view: feature_set.matrices(layers, split, view=view) for view in views} for split in ("train", "test"))
 
 
-def _require_train_and_test(feature_set: FeatureSet) -> None:
+def require_train_and_test(feature_set: FeatureSet) -> None:
     if "train" not in feature_set.splits or "test" not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has "
                             f"{', '.join(feature_set.splits)} ({HOLDOUT_HINT})")
@@ -262,7 +262,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     """Softmax on every stored layer, shallow to deep; each layer read once. The best layer
     by validation accuracy (:func:`best_layer`) is chosen, and its softmax head is saved as
     ``softmax-<layer>`` like any fitted head."""
-    _require_train_and_test(feature_set)
+    require_train_and_test(feature_set)
     views = stored_views(feature_set, views)
     accuracies: dict[str, float] = {}
     validation: dict[str, float] = {}

@@ -45,19 +45,16 @@ def learning_curve(request: LearningCurveRequest, log: Callable[[str], None] = p
     set's heads: ``learning_curve-{head}-{layers}.json`` and ``.png``)."""
     from tlfs.features import layout
     from tlfs.features.reader import open_set
-    from tlfs.pipeline.saved_heads import layers_to_use
     from tlfs.models.heads import write_json
-    from tlfs.pipeline.fit import publish_files, read_views, stored_views, validation_split
+    from tlfs.pipeline.fit import publish_files, read_views, require_train_and_test, stored_views, validation_split
+    from tlfs.pipeline.saved_heads import layers_to_use
 
     shares = sorted(set(request.shares))
     if not shares or shares[0] <= 0 or shares[-1] > 1:
         raise PipelineError(f"shares {', '.join(map(str, request.shares))}: each above 0 and at most 1")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     layers = layers_to_use(feature_set, request.layers)
-    for split in ("train", "test"):
-        if split not in feature_set.splits:
-            raise PipelineError(f"{feature_set.uri} needs a {split} split for a learning curve; it has "
-                                f"{', '.join(feature_set.splits)}")
+    require_train_and_test(feature_set)
     views = stored_views(feature_set, list(request.views))
     train, test = read_views(feature_set, layers, views)
     y = train[views[0]][1]
