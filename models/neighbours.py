@@ -27,3 +27,44 @@ def nearest(queries: np.ndarray, references: np.ndarray | None = None) -> tuple[
     if within:  # a row's nearest is itself, unless an exact copy ties with it: take the first that is not
         column = (indices[:, 0] == rows).astype(np.int64)
     return indices[rows, column], similarities[rows, column]
+
+
+# scikit-learn's memory for a chunk of query-to-reference cosines: a quarter of its default
+# takes CIFAR-10's calibration (5,000 x 50,000 cosines) from 2.0 to 0.9 GB, no slower
+KTH_WORKING_MEMORY_MB = 256
+
+
+def unit_layers(matrix: np.ndarray, widths: list[int]) -> np.ndarray:
+    """The rows of ``matrix`` (layers side by side, ``widths`` wide) with each layer's part
+    scaled to unit length and the whole row to unit length again: each layer counts the same
+    in a cosine, whatever its width or scale (a zero part stays zero)."""
+    if sum(widths) != matrix.shape[1]:
+        raise ValueError(f"layer widths {widths} do not add up to the matrix's {matrix.shape[1]} columns")
+    parts, start = [], 0
+    for width in widths:
+        part = matrix[:, start:start + width].astype(np.float32)
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        parts.append(np.divide(part, norms, out=np.zeros_like(part), where=norms > 0))
+        start += width
+    return np.hstack(parts) / np.float32(np.sqrt(len(widths)))
+
+
+def kth_similarity(queries: np.ndarray, references: np.ndarray, k: int,
+                   query_rows: np.ndarray | None = None) -> np.ndarray:
+    """Each query row's cosine to its ``k``-th most similar row of ``references`` (the deep
+    k-nearest-neighbour score of Sun et al., 2022: low where a row is unlike the references).
+    ``query_rows``: where the queries are rows of ``references`` themselves, their indices
+    there, and each query's own row is left out (so a reference scores as a new row would)."""
+    from sklearn import config_context
+
+    if not 1 <= k <= len(references) - (query_rows is not None):
+        raise ValueError(f"k = {k} with {len(references)} reference rows")
+    with config_context(working_memory=KTH_WORKING_MEMORY_MB):
+        if query_rows is None:
+            return most_similar(queries, references, k)[1][:, k - 1]
+        indices, similarities = most_similar(queries, references, k + 1)
+    own = indices == np.asarray(query_rows)[:, None]
+    # leave out the query's own row; where an exact copy outranked it (a tie), leave out the last instead
+    keep = ~own
+    keep[~own.any(axis=1), -1] = False
+    return similarities[keep].reshape(len(queries), k)[:, k - 1]

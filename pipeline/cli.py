@@ -17,6 +17,7 @@ from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.bench import DEFAULT_IMAGES
 from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from tlfs.pipeline.familiarity import FAMILIAR_SHARE, NEIGHBOURS
 from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
 from tlfs.pipeline.feature_map import DEFAULT_IMAGES as MAP_IMAGES
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
@@ -220,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "instead of printing each")
     p.add_argument("--min-probability", type=_fraction, default=0.0, metavar="P", help="mark the predictions below "
                    "probability P unsure, for a person to check (tlfs fit prints how accurate the head is above 0.5-0.99)")
+    p.add_argument("--unfamiliar", action="store_true", help="also mark the images unlike the set's training images "
+                   "(of none of its classes, or from elsewhere): by the cosine of the head's layers to the K-th most "
+                   "similar training image")
+    p.add_argument("--neighbours", type=_positive, default=NEIGHBOURS, metavar="K",
+                   help=f"with --unfamiliar: the K of the K-th most similar training image (default: {NEIGHBOURS})")
+    p.add_argument("--familiar-share", type=_fraction, default=FAMILIAR_SHARE, metavar="S", help="with --unfamiliar: "
+                   f"the share of the training images that counts as familiar, which sets the threshold (default: "
+                   f"{FAMILIAR_SHARE})")
     _store_arg(p)
     _image_runtime_args(p)
 
@@ -567,17 +576,21 @@ def cmd_predict(args, settings: Settings) -> dict:
     from tlfs.pipeline.predict import PredictRequest, predict, write_predictions
 
     predictions = predict(PredictRequest(args.dataset, args.backbone, tuple(args.images), args.head, settings.store,
-                                         settings.device, settings.batch_size, args.min_probability), log=_log,
+                                         settings.device, settings.batch_size, args.min_probability, args.unfamiliar,
+                                         args.neighbours, args.familiar_share), log=_log,
                           show_progress=not args.no_progress)
     if args.output:
         write_predictions(predictions, args.output)
     else:
         for p in predictions:
-            print(f"{p.image}\t{p.label}\t{p.probability:.4f}" + ("" if p.sure else "\tunsure") if p.label is not None
+            print(f"{p.image}\t{p.label}\t{p.probability:.4f}" + ("" if p.sure else "\tunsure")
+                  + ("\tunfamiliar" if p.familiar is False else "") if p.label is not None
                   else f"{p.image}\t-\t{p.reason}")
     return {"images": len(predictions), "classes": dict(Counter(p.label for p in predictions if p.label is not None)),
             "rejected": sum(p.label is None for p in predictions), "min_probability": args.min_probability,
-            "unsure": sum(p.sure is False for p in predictions), "output": args.output}
+            "unsure": sum(p.sure is False for p in predictions),
+            **({"unfamiliar": sum(p.familiar is False for p in predictions)} if args.unfamiliar else {}),
+            "output": args.output}
 
 
 def cmd_export_classifier(args, settings: Settings) -> dict:

@@ -13,7 +13,9 @@ from typing import Callable
 import numpy as np
 
 from tlfs.features.reader import open_set
+from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.familiarity import FAMILIAR_SHARE, NEIGHBOURS, Familiarity, check_familiarity_options, familiarity_of
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
                                        session_as_stored)
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
@@ -32,6 +34,10 @@ class PredictRequest:
     batch_size: int | None = None
     # below this probability a prediction is not sure (for a person to check); 0: every one is
     min_probability: float = 0.0
+    # also measure whether each image is like the set's training images at all (pipeline/familiarity.py)
+    unfamiliar: bool = False
+    neighbours: int = NEIGHBOURS
+    familiar_share: float = FAMILIAR_SHARE
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,16 @@ class Prediction:
     probability: float  # the head's probability of that class
     reason: str | None = None  # why the image has no class
     sure: bool | None = None  # whether the probability reaches the request's min_probability; None without a class
+    # with --unfamiliar: the cosine to the k-th most similar training image, and whether it reaches the threshold
+    similarity: float | None = None
+    familiar: bool | None = None
 
     def to_json(self) -> dict:
         return {"image": self.image, "label": self.label, "probability": self.probability, "sure": self.sure,
-                "reason": self.reason}
+                "similarity": self.similarity, "familiar": self.familiar, "reason": self.reason}
 
 
-PREDICTION_COLUMNS = ["image", "label", "probability", "sure", "reason"]
+PREDICTION_COLUMNS = ["image", "label", "probability", "sure", "similarity", "familiar", "reason"]
 
 
 def predict(request: PredictRequest, log: Callable[[str], None] = print, show_progress: bool = False) -> list[Prediction]:
@@ -55,8 +64,12 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
     (``show_progress``: a progress bar on stderr)."""
     if not 0.0 <= request.min_probability <= 1.0:
         raise PipelineError(f"min_probability {request.min_probability}: a probability from 0 to 1")
+    if request.unfamiliar:
+        check_familiarity_options(request.neighbours, request.familiar_share)
     feature_set = open_set(request.dataset, request.backbone, request.store)
     head = load_head(feature_set, request.head or best_head(feature_set))
+    familiarity = (familiarity_of(feature_set, head.metrics["layers"], request.neighbours, request.familiar_share,
+                                  log=log) if request.unfamiliar else None)
     session, runtime, size = session_as_stored(feature_set, head.metrics["layers"], request.device, request.batch_size,
                                                log)
     paths = list_images(request.images)
@@ -64,32 +77,48 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
         f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
     started, predictions = time.perf_counter(), []
     for chunk, images in decoded_chunks(paths, size, "predict", show_progress):
-        predictions += _classified(chunk, images, head, session, runtime.batch_size, request.min_probability)
+        predictions += _classified(chunk, images, head, session, runtime.batch_size, request.min_probability, familiarity)
     seconds = time.perf_counter() - started
     rejected = sum(p.label is None for p in predictions)
-    log(f"classified {count_of(len(predictions) - rejected)} ({rejected} could not be decoded) in {seconds:.1f}s "
-        f"({len(predictions) / max(seconds, 1e-9):.1f} images/s)")
+    unfamiliar = f", {sum(p.familiar is False for p in predictions)} unfamiliar" if familiarity else ""
+    log(f"classified {count_of(len(predictions) - rejected)} ({rejected} could not be decoded{unfamiliar}) in "
+        f"{seconds:.1f}s ({len(predictions) / max(seconds, 1e-9):.1f} images/s)")
     return predictions
 
 
-def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHead, session,
-                batch_size: int, min_probability: float) -> list[Prediction]:
-    probabilities = per_image(images, batch_size, lambda batch: batch_probabilities(head, session, batch))
+def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHead, session, batch_size: int,
+                min_probability: float, familiarity: Familiarity | None) -> list[Prediction]:
+    rows = per_image(images, batch_size, lambda batch: _scored(head, session, batch, familiarity))
     out = []
-    for path, proba in zip(paths, probabilities):
-        if isinstance(proba, str):
-            out.append(Prediction(path, None, float("nan"), proba))
+    for path, row in zip(paths, rows):
+        if isinstance(row, str):
+            out.append(Prediction(path, None, float("nan"), row))
             continue
+        proba = row[:len(head.classes)]
         best = int(np.argmax(proba))
-        out.append(Prediction(path, head.classes[best], float(proba[best]), sure=bool(proba[best] >= min_probability)))
+        similarity = None if familiarity is None else float(row[-1])
+        out.append(Prediction(path, head.classes[best], float(proba[best]), sure=bool(proba[best] >= min_probability),
+                              similarity=similarity,
+                              familiar=None if similarity is None else bool(similarity >= familiarity.threshold)))
     return out
 
 
 def batch_probabilities(head: SavedHead, session, batch: np.ndarray) -> np.ndarray:
     """The head's probabilities for a uint8 batch, averaged over its views."""
+    return _scored(head, session, batch, None)
+
+
+def _scored(head: SavedHead, session, batch: np.ndarray, familiarity: Familiarity | None) -> np.ndarray:
+    """The head's probabilities for a uint8 batch, averaged over its views; with
+    ``familiarity``, each image's similarity to the training images as one more column (its
+    original view's features, which the head's views include)."""
     views = head.metrics["views"]
-    return sum(head.predict_proba(features_as_stored(session, VIEWS[view](batch), head.metrics["layers"]))
-               for view in views) / len(views)
+    features = {view: features_as_stored(session, VIEWS[view](batch), head.metrics["layers"])
+                for view in dict.fromkeys([*views, *([ORIGINAL] if familiarity else [])])}
+    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
+    if familiarity is None:
+        return probabilities
+    return np.column_stack([probabilities, familiarity.similarity(features[ORIGINAL])])
 
 
 def write_predictions(predictions: list[Prediction], uri: str) -> None:

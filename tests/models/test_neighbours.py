@@ -1,9 +1,11 @@
 """Each row's nearest neighbour by cosine similarity: among other rows, or among its own
-split with itself left out, exact copies finding each other."""
+split with itself left out, exact copies finding each other; the cosine to the k-th most
+similar, a query's own row left out; each layer's part of a row weighed the same."""
 
 import numpy as np
+import pytest
 
-from tlfs.models.neighbours import nearest
+from tlfs.models.neighbours import kth_similarity, nearest, unit_layers
 
 
 def test_each_query_finds_its_most_similar_reference_and_the_cosine():
@@ -25,3 +27,46 @@ def test_within_one_split_a_row_is_never_its_own_neighbour_and_copies_find_each_
     assert (index[7], index[31]) == (31, 7) and similarity[7] == similarity[31] == 1.0
     assert (index[12], index[40]) == (40, 12) and similarity[12] > 0.9999
     assert similarity[[i for i in range(50) if i not in (7, 31, 12, 40)]].max() < 0.99
+
+
+def brute_kth(queries, references, k, own=None):
+    """The k-th largest cosine by a plain sort (each query's own row left out where given)."""
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
+    cosines = unit(queries) @ unit(references).T
+    if own is not None:
+        cosines[np.arange(len(queries)), own] = -np.inf
+    return -np.sort(-cosines, axis=1)[:, k - 1]
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_the_kth_similarity_is_the_kth_largest_cosine(k):
+    rng = np.random.default_rng(1)
+    references, queries = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
+    np.testing.assert_allclose(kth_similarity(queries, references, k), brute_kth(queries, references, k), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_reference_scored_against_the_others_leaves_its_own_row_out_even_where_a_copy_ties(k):
+    rng = np.random.default_rng(2)
+    references = rng.normal(size=(30, 5)).astype(np.float32)
+    references[3] = references[17]  # an exact copy: it, not the row itself, may come first
+    rows = np.array([3, 17, 0, 29])
+    scored = kth_similarity(references[rows], references, k, query_rows=rows)
+    np.testing.assert_allclose(scored, brute_kth(references[rows], references, k, own=rows), atol=1e-5)
+    assert (scored[:2] == pytest.approx(1.0)) == (k == 1)  # the copy is the nearest other row, at 1
+    assert scored[2] < 0.999  # not itself
+
+
+def test_too_few_references_for_k_is_an_error():
+    with pytest.raises(ValueError, match="k = 5 with 5 reference rows"):
+        kth_similarity(np.ones((1, 2)), np.ones((5, 2)), 5, query_rows=np.array([0]))
+
+
+def test_each_layers_part_of_a_row_weighs_the_same_whatever_its_width_and_scale():
+    wide = np.array([[300.0] * 8, [0.0] * 8])  # a wide layer of large values, one zero row
+    narrow = np.array([[0.5, 0.0], [0.0, 2.0]])
+    rows = unit_layers(np.hstack([wide, narrow]).astype(np.float32), [8, 2])
+    np.testing.assert_allclose(np.linalg.norm(rows[0, :8]), np.linalg.norm(rows[0, 8:]), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), [1.0, np.sqrt(0.5)], rtol=1e-6)  # a zero part stays zero
+    with pytest.raises(ValueError, match=r"layer widths \[8, 3\] do not add up to the matrix's 10 columns"):
+        unit_layers(rows, [8, 3])
