@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfamiliar", action="store_true", help="also mark the images unlike the set's training images "
                    "(of none of its classes, or from elsewhere): by the cosine of the head's layers to the K-th most "
                    "similar training image")
-    p.add_argument("--neighbours", type=_positive, default=NEIGHBOURS, metavar="K",
-                   help=f"with --unfamiliar: the K of the K-th most similar training image (default: {NEIGHBOURS})")
+    p.add_argument("--neighbours", type=_positive, metavar="K", help="with --unfamiliar: the K of the K-th most "
+                   f"similar training image (default: {NEIGHBOURS}, or half the smallest class's training images where "
+                   "fewer)")
     p.add_argument("--familiar-share", type=_fraction, default=FAMILIAR_SHARE, metavar="S", help="with --unfamiliar: "
                    f"the share of the training images that counts as familiar, which sets the threshold (default: "
                    f"{FAMILIAR_SHARE})")

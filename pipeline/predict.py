@@ -15,7 +15,7 @@ import numpy as np
 from tlfs.features.reader import open_set
 from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.familiarity import FAMILIAR_SHARE, NEIGHBOURS, Familiarity, check_familiarity_options, familiarity_of
+from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, check_familiarity_options, familiarity_of
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
                                        session_as_stored)
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
@@ -36,7 +36,7 @@ class PredictRequest:
     min_probability: float = 0.0
     # also measure whether each image is like the set's training images at all (pipeline/familiarity.py)
     unfamiliar: bool = False
-    neighbours: int = NEIGHBOURS
+    neighbours: int | None = None  # None: 50, or half the smallest class's training images where fewer
     familiar_share: float = FAMILIAR_SHARE
 
 

@@ -99,7 +99,7 @@ def elsewhere(args) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         crops = write_crops(Path(folder), args.photos, args.photo_size, args.seed)
-        for k in args.neighbours or [NEIGHBOURS]:
+        for k in args.neighbours or [None]:  # None: predict's default
             started = time.perf_counter()
             rows = predict(PredictRequest(args.dataset, args.backbone, (args.known, *crops), args.head, args.store,
                                           unfamiliar=True, neighbours=k, familiar_share=args.share), log=lambda *_: None)
@@ -118,7 +118,7 @@ def elsewhere(args) -> None:
                       "probability_fpr95": round(fpr_at_95(*probability), 4),
                       "elsewhere_probability_at_least_0.9": round(float((probability[1] >= 0.9).mean()), 4),
                       "seconds": round(seconds, 1)}
-            print(f"K={k}: unfamiliar {result['known_unfamiliar']:.1%} of {len(known):,} known images, "
+            print(f"K={k or 'default'}: unfamiliar {result['known_unfamiliar']:.1%} of {len(known):,} known images, "
                   f"{result['elsewhere_unfamiliar']:.1%} of {len(other):,} from elsewhere ({args.photo_size} px); AUROC "
                   f"{result['auroc']:.3f} (the head's probability {result['probability_auroc']:.3f}), FPR95 "
                   f"{result['fpr95']:.1%} ({result['probability_fpr95']:.1%}); {seconds:.1f} s")

@@ -29,10 +29,13 @@ def test_within_one_split_a_row_is_never_its_own_neighbour_and_copies_find_each_
     assert similarity[[i for i in range(50) if i not in (7, 31, 12, 40)]].max() < 0.99
 
 
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
 def brute_kth(queries, references, k, own=None):
     """The k-th largest cosine by a plain sort (each query's own row left out where given)."""
-    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
-    cosines = unit(queries) @ unit(references).T
+    cosines = unit(queries).astype(np.float64) @ unit(references).T.astype(np.float64)
     if own is not None:
         cosines[np.arange(len(queries)), own] = -np.inf
     return -np.sort(-cosines, axis=1)[:, k - 1]
@@ -41,15 +44,28 @@ def brute_kth(queries, references, k, own=None):
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_the_kth_similarity_is_the_kth_largest_cosine(k):
     rng = np.random.default_rng(1)
-    references, queries = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
+    references, queries = unit(rng.normal(size=(40, 6))), unit(rng.normal(size=(9, 6)))
     np.testing.assert_allclose(kth_similarity(queries, references, k), brute_kth(queries, references, k), atol=1e-5)
+
+
+def test_the_search_goes_in_chunks_of_queries_with_the_same_answer(monkeypatch):
+    from tlfs.models import neighbours
+
+    rng = np.random.default_rng(3)
+    references, queries = unit(rng.normal(size=(50, 4))), unit(rng.normal(size=(23, 4)))
+    whole = kth_similarity(queries, references, 3)
+    monkeypatch.setattr(neighbours, "CHUNK_BYTES", 4 * 50 * 5)  # 5 queries a chunk
+    np.testing.assert_array_equal(kth_similarity(queries, references, 3), whole)
+    rows = np.arange(7, 30)
+    np.testing.assert_allclose(kth_similarity(references[rows], references, 3, query_rows=rows),
+                               brute_kth(references[rows], references, 3, own=rows), atol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 4])
 def test_a_reference_scored_against_the_others_leaves_its_own_row_out_even_where_a_copy_ties(k):
     rng = np.random.default_rng(2)
-    references = rng.normal(size=(30, 5)).astype(np.float32)
-    references[3] = references[17]  # an exact copy: it, not the row itself, may come first
+    references = unit(rng.normal(size=(30, 5)))
+    references[3] = references[17]  # an exact copy: it counts, the row itself does not
     rows = np.array([3, 17, 0, 29])
     scored = kth_similarity(references[rows], references, k, query_rows=rows)
     np.testing.assert_allclose(scored, brute_kth(references[rows], references, k, own=rows), atol=1e-5)

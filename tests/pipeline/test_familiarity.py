@@ -14,7 +14,7 @@ from PIL import Image
 
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.familiarity import familiarity_from, familiarity_of
+from tlfs.pipeline.familiarity import NEIGHBOURS, default_neighbours, familiarity_from, familiarity_of
 from tlfs.pipeline.fit import fit
 from tlfs.pipeline.predict import PREDICTION_COLUMNS, PredictRequest, predict
 
@@ -60,6 +60,12 @@ def test_each_layer_counts_the_same_whatever_its_scale():
     assert familiarity.widths == (16, 64) and familiarity.layers == ("useful", "loud")
 
 
+def test_by_default_k_is_50_or_half_the_smallest_class_where_fewer():
+    assert default_neighbours(np.repeat([0, 1, 2], [5000, 4000, 5000])) == NEIGHBOURS == 50
+    assert default_neighbours(np.repeat([0, 2, 3], [12, 40, 7])) == 3  # a class with no images does not count
+    assert default_neighbours(np.array([0, 1, 1, 1])) == 1
+
+
 def foreign_images(folder) -> list[str]:
     """Images of no kind the noisy set knows: checkerboards, stripes and smooth gradients."""
     folder.mkdir(exist_ok=True)
@@ -101,6 +107,14 @@ def test_the_familiarity_is_measured_on_the_heads_layers_original_images(noisy_s
     assert [p.similarity for p in predictions] == pytest.approx([1.0] * 6, abs=2e-3)
     familiarity = familiarity_of(feature_set, ["block14", "head"], neighbours=1, **QUIET)
     assert familiarity.layers == ("block14", "head") and len(familiarity.references) == 36
+
+
+def test_a_small_set_measures_by_half_its_smallest_class_unless_told(noisy_set):
+    feature_set, _, _ = noisy_set
+    said = []
+    assert familiarity_of(feature_set, ["head"], log=said.append).neighbours == 6  # 12 training images a class
+    assert "to its 6th most similar (95% of 36 training images reach it)" in said[0]
+    assert familiarity_of(feature_set, ["head"], neighbours=2, **QUIET).neighbours == 2
 
 
 def test_without_the_flag_nothing_is_measured(noisy_set):
