@@ -107,6 +107,16 @@ def _saved_head_arg(p) -> None:
                    "mlp-block14+head; default: the softmax head of the sweep's best layer)")
 
 
+def _familiarity_args(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--unfamiliar", action="store_true", help=help)
+    p.add_argument("--neighbours", type=_positive, metavar="K", help="with --unfamiliar: the K of the K-th most "
+                   f"similar training image (default: {NEIGHBOURS}, or half the smallest class's training images where "
+                   "fewer)")
+    p.add_argument("--familiar-share", type=_fraction, default=FAMILIAR_SHARE, metavar="S", help="with --unfamiliar: "
+                   f"the share of the training images that counts as familiar, which sets the threshold (default: "
+                   f"{FAMILIAR_SHARE})")
+
+
 def _store_arg(p: argparse.ArgumentParser) -> None:
     _setting_arg(p, "store")
 
@@ -221,15 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "instead of printing each")
     p.add_argument("--min-probability", type=_fraction, default=0.0, metavar="P", help="mark the predictions below "
                    "probability P unsure, for a person to check (tlfs fit prints how accurate the head is above 0.5-0.99)")
-    p.add_argument("--unfamiliar", action="store_true", help="also mark the images unlike the set's training images "
-                   "(of none of its classes, or from elsewhere): by the cosine of the head's layers to the K-th most "
-                   "similar training image")
-    p.add_argument("--neighbours", type=_positive, metavar="K", help="with --unfamiliar: the K of the K-th most "
-                   f"similar training image (default: {NEIGHBOURS}, or half the smallest class's training images where "
-                   "fewer)")
-    p.add_argument("--familiar-share", type=_fraction, default=FAMILIAR_SHARE, metavar="S", help="with --unfamiliar: "
-                   f"the share of the training images that counts as familiar, which sets the threshold (default: "
-                   f"{FAMILIAR_SHARE})")
+    _familiarity_args(p, "also mark the images unlike the set's training images (of none of its classes, or from "
+                      "elsewhere): by the cosine of the head's layers to the K-th most similar training image")
     _store_arg(p)
     _image_runtime_args(p)
 
@@ -240,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     _saved_head_arg(p)
     p.add_argument("--output", metavar="FILE", help="where to write it, local or any fsspec URI (default: "
                    "classifier.onnx in the head's folder)")
+    _familiarity_args(p, "also output each image's similarity to the training images and whether it is familiar, as "
+                      "predict --unfamiliar marks them (the training images' features go into the file)")
     _store_arg(p)
 
     p = sub.add_parser("duplicates", help="near-copies: each image's nearest image of another split (or its own) by "
@@ -597,8 +602,9 @@ def cmd_predict(args, settings: Settings) -> dict:
 def cmd_export_classifier(args, settings: Settings) -> dict:
     from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
 
-    return export_classifier(ClassifierRequest(args.dataset, args.backbone, args.head, args.output, settings.store),
-                             log=_log)
+    return export_classifier(ClassifierRequest(args.dataset, args.backbone, args.head, args.output, settings.store,
+                                               unfamiliar=args.unfamiliar, neighbours=args.neighbours,
+                                               familiar_share=args.familiar_share), log=_log)
 
 
 def _write_file(uri: str, data: bytes) -> None:

@@ -88,7 +88,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
 
 def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHead, session, batch_size: int,
                 min_probability: float, familiarity: Familiarity | None) -> list[Prediction]:
-    rows = per_image(images, batch_size, lambda batch: _scored(head, session, batch, familiarity))
+    rows = per_image(images, batch_size, lambda batch: batch_scores(head, session, batch, familiarity))
     out = []
     for path, row in zip(paths, rows):
         if isinstance(row, str):
@@ -103,12 +103,7 @@ def _classified(paths: list[str], images: list[np.ndarray | str], head: SavedHea
     return out
 
 
-def batch_probabilities(head: SavedHead, session, batch: np.ndarray) -> np.ndarray:
-    """The head's probabilities for a uint8 batch, averaged over its views."""
-    return _scored(head, session, batch, None)
-
-
-def _scored(head: SavedHead, session, batch: np.ndarray, familiarity: Familiarity | None) -> np.ndarray:
+def batch_scores(head: SavedHead, session, batch: np.ndarray, familiarity: Familiarity | None) -> np.ndarray:
     """The head's probabilities for a uint8 batch, averaged over its views; with
     ``familiarity``, each image's similarity to the training images as one more column (its
     original view's features, which the head's views include)."""

@@ -5,7 +5,8 @@ Pillow alone, as a deployment would: no tlfs imported.
     python scripts/onnx-classifier-accuracy.py MODEL.onnx FOLDER [--batch 64]
 
 Prints images/s, the accuracy and one JSON line; the class folders must be named as the
-model's classes (its metadata tlfs.classes)."""
+model's classes (its metadata tlfs.classes). A classifier exported with `--unfamiliar`
+also gives the share of images it marks unfamiliar."""
 
 import argparse
 import json
@@ -48,19 +49,23 @@ def main() -> None:
     meta = session.get_modelmeta().custom_metadata_map
     classes, input_size = json.loads(meta["tlfs.classes"]), int(meta["tlfs.input_size"])
     files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    started, right, by_size = time.perf_counter(), 0, {}
+    started, right, unfamiliar, by_size = time.perf_counter(), 0, 0, {}
     for path in files:  # a batch holds images of one size
         pixels = load(path, input_size)
         by_size.setdefault(pixels.shape, []).append((path, pixels))
     for images in by_size.values():
         for start in range(0, len(images), args.batch):
             chunk = images[start:start + args.batch]
-            _, labels = session.run(None, {"images": np.stack([pixels for _, pixels in chunk])})
-            right += sum(classes[label] == path.parent.name for label, (path, _) in zip(labels, chunk))
+            outputs = session.run(None, {"images": np.stack([pixels for _, pixels in chunk])})
+            right += sum(classes[label] == path.parent.name for label, (path, _) in zip(outputs[1], chunk))
+            unfamiliar += int((~outputs[3]).sum()) if len(outputs) > 3 else 0  # --unfamiliar's 'familiar' output
     seconds = time.perf_counter() - started
-    print(f"{len(files)} images in {seconds:.1f}s ({len(files) / seconds:.1f} images/s): accuracy {right / len(files):.4f}")
+    familiarity = len(session.get_outputs()) > 3
+    print(f"{len(files)} images in {seconds:.1f}s ({len(files) / seconds:.1f} images/s): accuracy {right / len(files):.4f}"
+          + (f", {unfamiliar} unfamiliar" if familiarity else ""))
     print(json.dumps({"model": args.model, "images": len(files), "accuracy": right / len(files), "seconds": round(seconds, 1),
-                      "head": meta.get("tlfs.head"), "recorded_test_accuracy": json.loads(meta["tlfs.test_accuracy"])}))
+                      "head": meta.get("tlfs.head"), "recorded_test_accuracy": json.loads(meta["tlfs.test_accuracy"]),
+                      **({"unfamiliar": unfamiliar} if familiarity else {})}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 onnxruntime runs alone, classifying every image as ``tlfs predict`` does."""
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -150,3 +151,59 @@ def test_a_scheduled_fit_ships_the_head_of_the_best_validation_accuracy(noisy_se
     assert tasks.ship_best_head(target, equal, **QUIET)["head"] == "softmax-block15"  # the first of equals
     with pytest.raises(PipelineError, match="no head was fitted: nothing to ship"):
         tasks.ship_best_head(target, [], **QUIET)
+
+
+@pytest.mark.parametrize("layers, views", [(["head"], ["original"]), (["block14", "head"], ["original", "flip"])])
+def test_with_unfamiliar_the_classifier_alone_says_what_predict_unfamiliar_says(noisy_set, tmp_path, layers, views):
+    from tests.pipeline.test_familiarity import foreign_images
+
+    feature_set, source, store = noisy_set
+    name = fit(feature_set, layers, "softmax", views=views, **QUIET)["saved_to"].rstrip("/").rsplit("/", 1)[-1]
+    output = str(tmp_path / "classifier.onnx")
+    exported = export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", name, output, store, unfamiliar=True,
+                                                   neighbours=3), **QUIET)
+    images = [source / i for i in feature_set.matrix("head", "test")[2]] + foreign_images(tmp_path / "foreign")
+    session = ort.InferenceSession(output, providers=["CPUExecutionProvider"])
+    batch = np.stack([np.asarray(Image.open(image).convert("RGB")) for image in images])
+    probabilities, labels, similarity, familiar = session.run(None, {"images": batch})
+    predictions = predict(PredictRequest("noisy", "efficientnet_lite0", tuple(map(str, images)), name, store,
+                                         unfamiliar=True, neighbours=3), **QUIET)
+    np.testing.assert_allclose(similarity, [p.similarity for p in predictions], atol=exporting.TOLERANCE)
+    assert familiar.tolist() == [p.familiar for p in predictions]
+    assert familiar[-4:].tolist() == [False] * 4 and familiar[:-4].mean() > 0.8  # the foreign patterns, the set's own
+    np.testing.assert_allclose(probabilities.max(1), [p.probability for p in predictions], atol=exporting.TOLERANCE)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert float(meta["tlfs.familiar_threshold"]) == pytest.approx(exported["familiarity"]["threshold"], abs=1e-6)
+    assert meta["tlfs.neighbours"] == "3" and "'familiar' bool [batch]" in meta["tlfs.summary"]
+    assert exported["outputs"]["familiar"] == "bool [batch]" and exported["familiarity"]["training_images"] == 36
+
+
+def test_without_unfamiliar_the_classifier_has_its_two_outputs_and_no_training_features(noisy_set, tmp_path):
+    feature_set, _, store = noisy_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    plain, with_familiarity = str(tmp_path / "plain.onnx"), str(tmp_path / "familiar.onnx")
+    export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", plain, store), **QUIET)
+    export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", with_familiarity, store,
+                                        unfamiliar=True), **QUIET)
+    outputs = lambda path: [o.name for o in ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_outputs()]
+    assert outputs(plain) == ["probabilities", "label"]
+    assert outputs(with_familiarity) == ["probabilities", "label", "similarity", "familiar"]
+    assert os.path.getsize(with_familiarity) - os.path.getsize(plain) >= 36 * 1280 * 4  # the training features, float32
+
+
+def test_a_similarity_that_disagrees_with_predict_is_not_written(noisy_set, tmp_path, monkeypatch):
+    feature_set, _, store = noisy_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    real = exporting.batch_scores
+
+    def shifted(head, session, batch, familiarity):  # predict's similarities moved by 0.01: the graph no longer agrees
+        scores = real(head, session, batch, familiarity)
+        scores[:, -1] += 0.01 if familiarity is not None else 0.0
+        return scores
+
+    monkeypatch.setattr(exporting, "batch_scores", shifted)
+    output = tmp_path / "classifier.onnx"
+    with pytest.raises(PipelineError, match=r"probabilities and similarities 1.0e-02 apart\): not written"):
+        export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", str(output), store,
+                                            unfamiliar=True), **QUIET)
+    assert not output.exists()
