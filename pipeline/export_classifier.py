@@ -25,7 +25,7 @@ from tlfs.models import head_onnx, sample_images
 from tlfs.models.session import local_onnx, open_session
 from tlfs.models.standalone_classifier import FAMILIAR, IMAGES, SIMILARITY, standalone_classifier
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, check_familiarity_options, familiarity_of
+from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import model_of
 from tlfs.pipeline.predict import batch_scores
@@ -53,8 +53,6 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     outputs, classes, the head's test accuracy, and the parity check's figures."""
     import onnxruntime as ort
 
-    if request.unfamiliar:
-        check_familiarity_options(request.neighbours, request.familiar_share)
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     head = load_head(feature_set, request.head or best_head(feature_set))
     artifact = model_of(feature_set)

@@ -60,7 +60,7 @@ def default_neighbours(labels: np.ndarray) -> int:
     return int(max(1, min(NEIGHBOURS, counts[counts > 0].min() // 2)))
 
 
-def check_familiarity_options(neighbours: int | None, share: float) -> None:
+def _check_options(neighbours: int | None, share: float) -> None:
     if neighbours is not None and neighbours < 1:
         raise PipelineError(f"neighbours {neighbours}: at least 1")
     if not 0.0 < share < 1.0:
@@ -73,7 +73,7 @@ def familiarity_of(feature_set: FeatureSet, layers: list[str], neighbours: int |
                    log: Callable[[str], None] = print) -> Familiarity:
     """Familiarity with the training split's features of ``layers`` (the original images,
     not their views); ``neighbours`` None: ``default_neighbours`` of its labels."""
-    check_familiarity_options(neighbours, share)
+    _check_options(neighbours, share)
     if SPLIT not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} has no {SPLIT!r} split to measure familiarity against; it has "
                             f"{', '.join(feature_set.splits)}")

@@ -15,7 +15,7 @@ import numpy as np
 from tlfs.features.reader import open_set
 from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, check_familiarity_options, familiarity_of
+from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
                                        session_as_stored)
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
@@ -64,8 +64,6 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
     (``show_progress``: a progress bar on stderr)."""
     if not 0.0 <= request.min_probability <= 1.0:
         raise PipelineError(f"min_probability {request.min_probability}: a probability from 0 to 1")
-    if request.unfamiliar:
-        check_familiarity_options(request.neighbours, request.familiar_share)
     feature_set = open_set(request.dataset, request.backbone, request.store)
     head = load_head(feature_set, request.head or best_head(feature_set))
     familiarity = (familiarity_of(feature_set, head.metrics["layers"], request.neighbours, request.familiar_share,
