@@ -191,7 +191,7 @@ class LocalAirflow:
             known = {row[0] for row in self._query("SELECT dag_id FROM dag")}
             if set(dag_ids) <= known:
                 return
-            time.sleep(3)
+            time.sleep(1)
         raise TimeoutError(f"DAGs {dag_ids} were not parsed within {timeout}s; see {self.home}/logs/dag-processor.log")
 
     def trigger(self, dag_id: str, conf: dict) -> str:
@@ -222,7 +222,7 @@ class LocalAirflow:
                     return run
                 if run["state"] == "failed":
                     raise RuntimeError(f"{dag_id} run {rid} failed; task logs under {self.home}/logs")
-            time.sleep(5)
+            time.sleep(1)
         raise TimeoutError(f"{dag_id} did not finish within {timeout}s")
 
 

@@ -156,7 +156,9 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
 
     marker = tmp_path / "killed-once"
     faults = {"PYTHONPATH": python_path(),
-              "TLFS_KILL_AT": "1", "TLFS_KILL_MATCH": "part-", "TLFS_KILL_ONCE": str(marker)}
+              "TLFS_KILL_AT": "1", "TLFS_KILL_MATCH": "part-", "TLFS_KILL_ONCE": str(marker),
+              # Airflow's own cap on every retry's delay: the retry 2 s after the kill, not the DAGs' 20-40 s
+              "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "2"}
     env = feature_env(tmp_path)
     conf = {"limit": 30, "shard_size": 30, "layers": ["head"]}
     for key, value in env.items():
