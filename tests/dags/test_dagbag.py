@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.dags.conftest import DAGS
+from tests.dags.conftest import DAGS, airflow_home
 
 pytestmark = pytest.mark.airflow
 
@@ -44,29 +44,35 @@ def parse_with_spec(airflow_env, tmp_path, name: str, spec: str):
     return parse(airflow_env, dags)
 
 
-def test_dag_files_import_without_errors_and_without_heavy_libraries(airflow_env):
-    result = parse(airflow_env)
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    """This repo's dags/ as a DagBag sees it, parsed once for the tests that only read it."""
+    return parse(airflow_home(tmp_path_factory.mktemp("parsed") / "airflow"))
+
+
+def test_dag_files_import_without_errors_and_without_heavy_libraries(parsed):
+    result = parsed
     assert result["errors"] == {}
     assert {"extract_cifar10", "fit_heads_cifar10", "finetune_cifar10"} <= set(result["dags"])
     assert result["heavy"] == []
 
 
-def test_extract_dag_shape(airflow_env):
-    result = parse(airflow_env)
+def test_extract_dag_shape(parsed):
+    result = parsed
     assert result["tasks"]["extract_cifar10"] == ["advise", "choose", "commit", "export_backbone", "extract_shard",
                                                   "finetune_conf", "heads_only", "plan_shards", "trigger_finetune"]
     assert result["tasks"]["finetune_cifar10"] == ["commit", "extract_shard", "finetune", "plan_shards"]
     assert "tlfs_extract" in result["pools"]
 
 
-def test_the_finetune_dag_offers_every_finetune_setting_with_the_clis_default(airflow_env):
+def test_the_finetune_dag_offers_every_finetune_setting_with_the_clis_default(parsed):
     from dataclasses import fields
 
     from tlfs.models.names import BACKBONES
     from tlfs.pipeline.cli import build_parser
     from tlfs.pipeline.config import FinetuneConfig, Settings
 
-    params = parse(airflow_env)["params"]
+    params = parsed["params"]
     names = {"batch_size": "train_batch_size"}  # batch_size is the extraction's in the DAG
     cli = build_parser().parse_args(["finetune", "--dataset", "d", "--backbone", "resnet50"])
     for f in fields(FinetuneConfig):
