@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 
 from tlfs.models.errors import ModelError
-from tlfs.models.fit_data import Examples, FitData
+from tlfs.models.fit_data import Examples, FitData, class_offsets
+from tlfs.models.linear import LinearFit
 from tlfs.models.names import HEADS
 
 SOFTMAX_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -59,28 +60,71 @@ def _standardizer(X: np.ndarray, block_dims: list[int] | None = None) -> tuple[n
     return mean, std.astype(np.float32)
 
 
-def fit_softmax(data: FitData, log=print) -> Head:
-    """L2 strength chosen on the validation split along SOFTMAX_C_GRID, warm-started from
-    strong to weak (models/linear.py: full-batch L-BFGS, float32)."""
-    from tlfs.models.linear import fit_path
+@dataclass(frozen=True)
+class LinearHead:
+    """A fitted softmax head's arrays: the inputs' ``mean`` and ``std``, a logit per class
+    ``present`` in training (``coef``, ``intercept``)."""
 
-    train, validation, classes = data.train, data.validation, data.classes
+    mean: np.ndarray
+    std: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    present: np.ndarray
+
+    def shifted(self, offsets: np.ndarray | None) -> "LinearHead":
+        """The same head with ``offsets`` (one per class, :func:`class_offsets`) added to its logits."""
+        if offsets is None:
+            return self
+        return LinearHead(self.mean, self.std, self.coef, (self.intercept + offsets[self.present]).astype(np.float32),
+                          self.present)
+
+    def proba(self, classes: int) -> Callable[[np.ndarray], np.ndarray]:
+        return _linear_proba(self.mean, self.std, self.coef, self.intercept, self.present, classes)
+
+    def save(self, path: Path) -> Path:
+        np.savez(path, mean=self.mean, std=self.std, coef=self.coef, intercept=self.intercept, classes=self.present)
+        return path
+
+
+def _fit_linear(data: FitData, log=print) -> tuple[LinearHead, LinearFit]:
+    """The softmax head's arrays, fitted on ``data`` as it is (never balanced), and the fit's record."""
+    from tlfs.models.linear import fit_path  # torch, imported when a head is fitted
+
+    train, validation = data.train, data.validation
     mean, std = _standardizer(train.X, data.block_dims)
     present = np.unique(train.y)  # a class with no training image gets no logit (predicted never)
     standardized = FitData(Examples((train.X - mean) / std, np.searchsorted(present, train.y)),
                            Examples((validation.X - mean) / std, _indices_in(present, validation.y)), len(present))
     best = fit_path(standardized, SOFTMAX_C_GRID, log=log)
-    del standardized
-    acc, C, coef, intercept = best.val_accuracy, best.C, best.coef, best.intercept
-    proba = _linear_proba(mean, std, coef, intercept, present, classes)
+    return LinearHead(mean, std, best.coef, best.intercept, present), best
+
+
+def fit_softmax(data: FitData, log=print) -> Head:
+    """L2 strength chosen on the validation split along SOFTMAX_C_GRID, warm-started from
+    strong to weak (models/linear.py: full-batch L-BFGS, float32); with ``data.balanced``,
+    the training split's class shares then divided out of its probabilities."""
+    linear, best = _fit_linear(data, log=log)
+    offsets = class_offsets(data)
+    linear = linear.shifted(offsets)
+    proba = linear.proba(data.classes)
+    acc = best.val_accuracy if offsets is None else _accuracy(proba, data.validation)
 
     def save(folder: Path) -> list[Path]:
-        path = folder / "softmax.npz"
-        np.savez(path, mean=mean, std=std, coef=coef, intercept=intercept, classes=present)
-        return [path]
+        return [linear.save(folder / "softmax.npz")]
 
-    return Head("softmax", proba, save, {"C": C, "standardized": True, "solver": "L-BFGS (PyTorch, float32)",
-                                         "iterations": best.iterations}, acc)
+    return Head("softmax", proba, save, {"C": best.C, "standardized": True, "solver": "L-BFGS (PyTorch, float32)",
+                                         "iterations": best.iterations, **_balance_params(offsets)}, acc)
+
+
+def _accuracy(proba: Callable[[np.ndarray], np.ndarray], examples: Examples) -> float:
+    return float((proba(examples.X).argmax(1) == examples.y).mean())
+
+
+def _balance_params(offsets: np.ndarray | None) -> dict:
+    """What a head's ``params`` record of :func:`class_offsets`."""
+    if offsets is None:
+        return {}
+    return {"balanced": True, "class_offsets": [round(float(o), 4) for o in offsets]}
 
 
 def _linear_proba(mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: np.ndarray, present: np.ndarray,
@@ -128,33 +172,37 @@ def fit_lightgbm(data: FitData, log=print) -> Head:
     """Gradient-boosted trees that start from the softmax head's scores (LightGBM's
     ``init_score``): the trees learn what the linear probe misses, so boosting stops
     after tens of rounds, not hundreds. From zero, trees on dense CNN features need
-    ~200 rounds of 10 trees (minutes on a CPU) to reach the linear probe's accuracy."""
+    ~200 rounds of 10 trees (minutes on a CPU) to reach the linear probe's accuracy.
+    With ``data.balanced`` the class shares are divided out after boosting, through the
+    softmax scores it starts from (a constant per class added to them is one added to
+    its logits)."""
     import lightgbm as lgb
 
-    base = fit_softmax(data, log=log)
+    linear, best = _fit_linear(data, log=log)
     (X, y), (Xv, yv), classes = (data.train.X, data.train.y), (data.validation.X, data.validation.y), data.classes
 
-    scores = _log_scores(base.predict_proba)
+    scores = _log_scores(linear.proba(classes))
     params = {**LIGHTGBM_PARAMS, "num_class": classes}
     train = lgb.Dataset(X, label=y, init_score=scores(X), params={"max_bin": params["max_bin"]}, free_raw_data=True)
     valid = lgb.Dataset(Xv, label=yv, init_score=scores(Xv), reference=train)
     booster = lgb.train(params, train, num_boost_round=2000, valid_sets=[valid], valid_names=["validation"],
                         callbacks=[lgb.early_stopping(LIGHTGBM_PATIENCE, verbose=False), _logged_every(50, log)])
     best_iteration = booster.best_iteration or booster.current_iteration()
-    proba = _boosted_proba(scores, booster, best_iteration)
-    acc = float((proba(Xv).argmax(1) == yv).mean())
+    offsets = class_offsets(data)
+    initial = linear.shifted(offsets)
+    proba = _boosted_proba(_log_scores(initial.proba(classes)), booster, best_iteration)
+    acc = _accuracy(proba, data.validation)
     log(f"  lightgbm: {best_iteration} rounds on the softmax scores, validation accuracy {acc:.4f} "
-        f"(softmax alone {base.val_accuracy:.4f})")
+        f"(softmax alone {best.val_accuracy:.4f})")
 
     def save(folder: Path) -> list[Path]:
         path = folder / "lightgbm.txt"
         booster.save_model(str(path), num_iteration=best_iteration)
         # the scores it boosts from: predictions are log softmax(npz) + the booster's raw score
-        initial = base.save(folder)[0].rename(folder / "lightgbm_init_softmax.npz")
-        return [path, initial]
+        return [path, initial.save(folder / "lightgbm_init_softmax.npz")]
 
     return Head("lightgbm", proba, save, {**params, "best_iteration": best_iteration, "init_score": "softmax head",
-                                          "softmax_C": base.params["C"]}, acc)
+                                          "softmax_C": best.C, **_balance_params(offsets)}, acc)
 
 
 def _logged_every(period: int, log) -> Callable:
@@ -303,9 +351,15 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
         temperature = fitted_temperature(net(Zv).float().numpy(), yv)
         net[4].weight /= temperature  # folded into the last layer: saved, read back and exported as it is
         net[4].bias /= temperature
+        offsets = class_offsets(data)
+        if offsets is not None:  # likewise, after the calibration: it divides the calibrated probabilities
+            net[4].bias += torch.from_numpy(offsets)
     log(f"  mlp: probabilities calibrated on the validation images, temperature {temperature:.3f}")
 
     proba = _mlp_proba(net, mean, std, power)
+    if offsets is not None:
+        best_acc = _accuracy(proba, data.validation)
+        log(f"  mlp: class shares divided out, validation accuracy {best_acc:.4f}")
 
     def save(folder: Path) -> list[Path]:
         weights = folder / "mlp.pt"
@@ -315,7 +369,8 @@ def fit_mlp(data: FitData, log=print, epochs: int = 40, seed: int = 0, settings:
         return [weights, scaler]
 
     return Head("mlp", proba, save, {**settings, "settings": kind, "best_epoch": best_epoch, "optimizer": "AdamW",
-                                      "compute": compute, "temperature": round(temperature, 4)}, best_acc)
+                                      "compute": compute, "temperature": round(temperature, 4),
+                                      **_balance_params(offsets)}, best_acc)
 
 
 def fitted_temperature(logits: np.ndarray, y: np.ndarray) -> float:

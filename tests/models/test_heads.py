@@ -204,3 +204,53 @@ def test_lightgbms_progress_goes_to_the_log_not_to_stdout(capsys):
     assert head.params["best_iteration"] >= 50
     assert any(line.startswith("  lightgbm: round 50, validation multi_logloss ") for line in said)
     assert capsys.readouterr().out == ""
+
+
+def imbalanced(shares: list[float], n: int, seed: int, spread: float = 2.5):
+    """Overlapping classes drawn in ``shares`` (a rare class among common ones)."""
+    centers = np.random.default_rng(7).normal(0, 1, (len(shares), 8))
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(shares), n, p=shares)
+    return (centers[y] + rng.normal(0, spread / 4, (n, 8))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_balanced_divides_the_training_class_shares_out_of_each_heads_probabilities(kind, tmp_path):
+    """The same head, the same fit, each probability divided by its class's share of the
+    training rows and the row normalised again; saved and loaded back as it predicted."""
+    from tlfs.models.fit_data import class_offsets
+    from tlfs.models.heads import load
+
+    shares = [0.7, 0.25, 0.05]
+    X, y = imbalanced(shares, 1200, seed=0)
+    Xv, yv = imbalanced(shares, 300, seed=1)
+    Xt, _ = imbalanced([1 / 3] * 3, 300, seed=2)
+    plain, _ = fit(kind, split(X, y, Xv, yv, 3), log=lambda *_: None)
+    data = FitData(Examples(X, y), Examples(Xv, yv), 3, balanced=True)
+    balanced, _ = fit(kind, data, log=lambda *_: None)
+    counts = np.bincount(y, minlength=3)
+    np.testing.assert_allclose(np.exp(-class_offsets(data)), counts / counts.sum(), rtol=1e-6)
+    expected = plain.predict_proba(Xt) * (counts.sum() / counts)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(balanced.predict_proba(Xt), expected, rtol=1e-4, atol=1e-6)
+    assert balanced.params["balanced"] and "balanced" not in plain.params
+    assert balanced.val_accuracy == (balanced.predict(Xv) == yv).mean()
+    written = balanced.save(tmp_path)
+    loaded = load(kind, {p.name: p.read_bytes() for p in written}, 3)
+    np.testing.assert_allclose(loaded(Xt), balanced.predict_proba(Xt), rtol=1e-5, atol=1e-7)
+
+
+def test_balanced_finds_more_of_a_rare_class_and_scores_better_averaged_over_classes():
+    shares = [0.6, 0.35, 0.05]
+    X, y = imbalanced(shares, 3000, seed=0)
+    Xv, yv = imbalanced(shares, 600, seed=1)
+    Xt, yt = imbalanced([1 / 3] * 3, 3000, seed=2)  # every class alike, as the balanced accuracy weighs them
+
+    def recalls(head):
+        predicted = head.predict(Xt)
+        return np.array([(predicted[yt == c] == c).mean() for c in range(3)])
+
+    plain = recalls(fit("softmax", split(X, y, Xv, yv, 3), log=lambda *_: None)[0])
+    balanced = recalls(fit("softmax", FitData(Examples(X, y), Examples(Xv, yv), 3, balanced=True), log=lambda *_: None)[0])
+    assert balanced[2] > plain[2] + 0.1, (plain, balanced)
+    assert balanced.mean() > plain.mean() + 0.02, (plain, balanced)
