@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
     p.add_argument("--head", default=HEADS[0], choices=HEADS)
     _fit_views_arg(p)
+    _balanced_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("predict", help="classify new images with a head fitted on a feature set (files, folders, globs)")
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
     _fit_views_arg(p)
+    _balanced_arg(p, " (the best layer then chosen by the validation images' balanced accuracy)")
     _store_arg(p)
 
     p = sub.add_parser("finetune", help="fine-tune a backbone on the dataset's classes (two phases, checkpointed), "
@@ -557,13 +559,20 @@ def _fit_views_arg(p) -> None:
                    "'original' leaves a flipped view out)")
 
 
+def _balanced_arg(p, more: str = "") -> None:
+    p.add_argument("--balanced", action="store_true", help="predict as if every class were equally common: the training "
+                   "split's class shares divided out of the head's probabilities (for imbalanced classes: more of the rare "
+                   f"ones found, a better accuracy averaged over classes); saved as HEAD-LAYERS-balanced{more}")
+
+
 def cmd_fit(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import fit
 
     result = fit(features.open_set(args.dataset, args.backbone, store=settings.store), args.layer, args.head, log=_log,
-                 views=args.views)
-    print(f"{args.head} on {'+'.join(result['layers'])}: test accuracy {result['test_accuracy']:.4f}  -> {result['saved_to']}")
+                 views=args.views, balanced=args.balanced)
+    print(f"{args.head} on {'+'.join(result['layers'])}{' (balanced)' if result['balanced'] else ''}: test accuracy "
+          f"{result['test_accuracy']:.4f}, balanced accuracy {result['test_balanced_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
     for threshold, figures in result["at_probability"].items():
@@ -573,7 +582,8 @@ def cmd_fit(args, settings: Settings) -> dict:
     if result["calibration_error"] is not None:
         print(f"  calibration error {result['calibration_error']:.4f} (the gap between its probability and how often it "
               "is right)")
-    return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "head", "layers", "backbone_version", "saved_to")}
+    return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "test_balanced_accuracy",
+                                   "validation_balanced_accuracy", "balanced", "head", "layers", "backbone_version", "saved_to")}
 
 
 def cmd_predict(args, settings: Settings) -> dict:
@@ -728,11 +738,12 @@ def cmd_heads(args, settings: Settings) -> dict:
         print(f"no saved heads in {settings.store}{f' for {args.dataset}' if args.dataset else ''} (tlfs sweep or tlfs fit "
               "saves them)")
     else:
-        print(f"{'dataset':<14} {'backbone version':<36} {'head':<24} {'validation':>10}  {'test':>6}  {'calibration':>11}  "
-              "views")
+        print(f"{'dataset':<14} {'backbone version':<36} {'head':<24} {'validation':>10}  {'test':>6}  {'balanced':>8}  "
+              f"{'calibration':>11}  views")
     for row in board.itertuples():
         line = (f"{row.dataset:<14} {row.backbone_version:<36} {row.name:<24} {_accuracy(row.validation_accuracy):>10}  "
-                f"{_accuracy(row.test_accuracy):>6}  {_accuracy(row.calibration_error):>11}  {'+'.join(row.views)}")
+                f"{_accuracy(row.test_accuracy):>6}  {_accuracy(row.test_balanced_accuracy):>8}  "
+                f"{_accuracy(row.calibration_error):>11}  {'+'.join(row.views)}")
         if not row.current:
             line += f"  (fitted on version {row.version})"
         if not _absent(row.classifier_bytes):
@@ -749,13 +760,17 @@ def cmd_sweep(args, settings: Settings) -> dict:
     from tlfs import features
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log, views=args.views)
-    print(f"{'layer':>12}  {'dims':>6}  {'validation':>10}  {'test':>6}")
+    summary = sweep(features.open_set(args.dataset, args.backbone, store=settings.store), log=_log, views=args.views,
+                    balanced=args.balanced)
+    balanced = summary["balanced_accuracy"]
+    print(f"{'layer':>12}  {'dims':>6}  {'validation':>10}  {'test':>6}  {'balanced: validation':>20}  {'test':>6}")
     for layer, acc in summary["layers"].items():
-        mark = "  <- best (by validation)" if layer == summary["best_layer"] else ""
-        print(f"{layer:>12}  {summary['dims'][layer]:>6}  {summary['validation'][layer]:>10.4f}  {acc:.4f}{mark}")
+        mark = f"  <- best (by {summary['chosen_by'].replace('_', ' ')})" if layer == summary["best_layer"] else ""
+        print(f"{layer:>12}  {summary['dims'][layer]:>6}  {summary['validation'][layer]:>10.4f}  {acc:.4f}  "
+              f"{balanced['validation'][layer]:>20.4f}  {balanced['test'][layer]:.4f}{mark}")
     print(f"saved sweep.json and sweep.png to {summary['saved_to']}")
-    return {k: summary[k] for k in ("layers", "validation", "best_layer", "chosen_by", "test_accuracy")}
+    return {k: summary[k] for k in ("layers", "validation", "balanced_accuracy", "balanced", "best_layer", "chosen_by",
+                                    "test_accuracy")}
 
 
 def cmd_bench(args, settings: Settings) -> dict:
@@ -975,7 +990,8 @@ def _head_line(head: dict, info: dict) -> str:
     """A saved head as ``describe`` lists it: accuracies, views, the version it was fitted on
     where that is not the one described, and its shipped classifier."""
     line = (f"{head['name']:<22} test {_accuracy(head['test_accuracy'])}  validation "
-            f"{_accuracy(head['validation_accuracy'])}  views {'+'.join(head['views'])}")
+            f"{_accuracy(head['validation_accuracy'])}  balanced {_accuracy(head['test_balanced_accuracy'])}  "
+            f"views {'+'.join(head['views'])}")
     if head["plan_id"] != info["plan_id"]:
         line += f"  (fitted on version {head['version']})"
     if head["classifier_bytes"] is not None:

@@ -16,11 +16,13 @@ from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
+from tlfs.pipeline.saved_heads import head_name
 
 PREDICTIONS_FILE = "test_predictions.parquet"  # beside a saved head: its prediction for each test image
 
 VALIDATION_FRACTION = 0.1
-HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "saved_to")  # what a task hands on
+HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "test_balanced_accuracy",
+                "validation_balanced_accuracy", "balanced", "saved_to")  # what a task hands on
 
 
 def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +53,37 @@ def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
     per_class = {name: (float(matrix[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(classes)}
     return {
         "test_accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "test_balanced_accuracy": balanced_accuracy(y_true, y_pred),
         "per_class_accuracy": per_class,
         "confusion_matrix": matrix.tolist(),
         "classes": classes,
         **confidence(proba.max(axis=1) if len(proba) else np.zeros(0), y_pred == y_true),
     }
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The accuracy of each class present in ``y_true``, averaged over those classes: what
+    accuracy would be were every class equally common (scikit-learn's
+    ``balanced_accuracy_score``). Equal to the accuracy where the classes are."""
+    present = np.unique(y_true)
+    if not len(present):
+        return float("nan")
+    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in present]))
+
+
+IMBALANCE_NOTED = 3.0  # the most over the fewest training images a class at which fit says the classes are imbalanced
+
+
+def imbalance(y: np.ndarray, classes: list[str]) -> str | None:
+    """A line saying how unequal the classes of the training labels ``y`` are, where the
+    commonest has at least ``IMBALANCE_NOTED`` times the rarest's images; else None."""
+    counts = np.bincount(y, minlength=len(classes))
+    present = np.flatnonzero(counts)
+    common, rare = present[counts[present].argmax()], present[counts[present].argmin()]
+    if counts[common] < IMBALANCE_NOTED * counts[rare]:
+        return None
+    return (f"the classes are imbalanced: {classes[common]} has {counts[common]:,} training images, {classes[rare]} "
+            f"{counts[rare]:,} ({counts[common] / counts[rare]:.0f}x)")
 
 
 def confidence(probability: np.ndarray, correct: np.ndarray) -> dict:
@@ -114,13 +142,15 @@ def publish_files(local_files: list[Path], target_uri: str) -> None:
 
 
 def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: Callable = print,
-        views: list[str] | None = None) -> dict:
+        views: list[str] | None = None, balanced: bool = False) -> dict:
     """One head on one layer, or on several side by side (``["all"]``: every layer).
-    ``views``: which stored views to use (default: all; see :func:`_fit_and_save`)."""
+    ``views``: which stored views to use (default: all; see :func:`_fit_and_save`).
+    ``balanced``: the head predicts as if every class were equally common
+    (:func:`~tlfs.models.fit_data.class_offsets`), saved as ``<head>-<layers>-balanced``."""
     require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
     views = stored_views(feature_set, views)
-    return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log)
+    return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log, balanced)
 
 
 def stored_views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
@@ -160,7 +190,8 @@ def view_averaged_proba(head: heads.Head, test: dict) -> np.ndarray:
     return sum(head.predict_proba(X) for X, _, _ in test.values()) / len(test)
 
 
-def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: dict, test: dict, log: Callable) -> dict:
+def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: dict, test: dict, log: Callable,
+                  balanced: bool = False, note_imbalance: bool = True) -> dict:
     """``train``, ``test``: ``{view: (X, y, ids)}``, the original view first. Other views
     (the flipped image) add training rows, of the training images only, so that no
     validation image is seen in any view; validation is on the original view, and test
@@ -171,9 +202,14 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     classes = feature_set.classes
     fit_idx, val_idx = validation_split(y)
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
-        f"{len(val_idx)} validation, {len(yt)} test")
+        f"{len(val_idx)} validation, {len(yt)} test{', balanced' if balanced else ''}")
+    unequal = imbalance(y, classes)
+    if unequal and not balanced and note_imbalance:
+        log(f"  {unequal}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
+            "they were equally common")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
-    fitted, seconds = heads.fit(head, FitData(*fitting_rows(train, fit_idx, val_idx), len(classes), block_dims), log=log)
+    fit_rows, validation_rows = fitting_rows(train, fit_idx, val_idx)
+    fitted, seconds = heads.fit(head, FitData(fit_rows, validation_rows, len(classes), block_dims, balanced), log=log)
     proba = view_averaged_proba(fitted, test)
     result = {
         "dataset": feature_set.dataset,
@@ -188,11 +224,13 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         "n_validation": int(len(val_idx)),
         "n_test": int(len(yt)),
         "validation_accuracy": fitted.val_accuracy,
+        "validation_balanced_accuracy": balanced_accuracy(validation_rows.y, fitted.predict(validation_rows.X)),
+        "balanced": balanced,
         "params": fitted.params,
         "fit_seconds": round(seconds, 2),
         **metrics(yt, proba, classes),
     }
-    name = f"{head}-{'+'.join(layers)}"
+    name = head_name(head, layers, balanced)
     target = f"{layout.heads_uri(feature_set.uri)}/{name}"
     with tempfile.TemporaryDirectory(prefix="tlfs-head-") as tmp:
         folder = Path(tmp)
@@ -221,7 +259,7 @@ def test_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, proba: np.
 
 
 def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], title: str, chosen: str | None = None,
-              validation: dict[str, float] | None = None) -> Path:
+              validation: dict[str, float] | None = None, measure: str = "accuracy") -> Path:
     """The per-layer test accuracies as bars, the ``chosen`` layer's in another colour, and
     the ``validation`` accuracies that chose it as marks across the bars."""
     import matplotlib
@@ -238,7 +276,7 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
                 markersize=28, markeredgewidth=2, color="black", label="validation")
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{measure} (%)")
     ax.set_title(title, fontsize=10)
     for bar, n in zip(bars, names):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() - 2, f"{accuracies[n] * 100:.1f}", ha="center", va="top",
@@ -258,23 +296,31 @@ def best_layer(validation: dict[str, float]) -> str:
     return max(validation, key=validation.get)
 
 
-def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | None = None) -> dict:
+def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | None = None, balanced: bool = False) -> dict:
     """Softmax on every stored layer, shallow to deep; each layer read once. The best layer
     by validation accuracy (:func:`best_layer`) is chosen, and its softmax head is saved as
-    ``softmax-<layer>`` like any fitted head."""
+    ``softmax-<layer>`` like any fitted head. ``balanced``: every head balanced (see
+    :func:`fit`), the best layer chosen by the validation images' balanced accuracy."""
     require_train_and_test(feature_set)
     views = stored_views(feature_set, views)
     accuracies: dict[str, float] = {}
     validation: dict[str, float] = {}
+    balanced_accuracies: dict[str, dict[str, float]] = {"validation": {}, "test": {}}
     fitted: dict[str, dict] = {}
     dims = feature_set.layers
-    for layer in dims:
-        result = _fit_and_save(feature_set, [layer], "softmax", *read_views(feature_set, [layer], views), log)
+    for n, layer in enumerate(dims):
+        result = _fit_and_save(feature_set, [layer], "softmax", *read_views(feature_set, [layer], views), log, balanced,
+                               note_imbalance=not n)
         accuracies[layer] = result["test_accuracy"]
         validation[layer] = result["validation_accuracy"]
+        balanced_accuracies["validation"][layer] = result["validation_balanced_accuracy"]
+        balanced_accuracies["test"][layer] = result["test_balanced_accuracy"]
         fitted[layer] = {k: result[k] for k in HEAD_SUMMARY}
-        log(f"{layer:>12}  {dims[layer]:>5}-d  validation accuracy {validation[layer]:.4f}  test accuracy {accuracies[layer]:.4f}")
-    best = best_layer(validation)
+        log(f"{layer:>12}  {dims[layer]:>5}-d  validation accuracy {validation[layer]:.4f}  test accuracy {accuracies[layer]:.4f}"
+            + (f"  balanced: validation {balanced_accuracies['validation'][layer]:.4f}, test "
+               f"{balanced_accuracies['test'][layer]:.4f}" if balanced else ""))
+    chosen_by = "validation_balanced_accuracy" if balanced else "validation_accuracy"
+    best = best_layer(balanced_accuracies["validation"] if balanced else validation)
     summary = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -282,11 +328,13 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         "version": feature_set.version,
         "head": "softmax",
         "layers": accuracies,  # test accuracy, by layer
-        "validation": validation,  # validation accuracy, by layer: what chose the best layer
+        "validation": validation,  # validation accuracy, by layer: what chose the best layer, unless balanced
+        "balanced_accuracy": balanced_accuracies,  # {"validation": by layer, "test": by layer}
+        "balanced": balanced,
         "dims": dims,
         "views": views,
         "best_layer": best,
-        "chosen_by": "validation_accuracy",
+        "chosen_by": chosen_by,
         "test_accuracy": accuracies[best],
     }
     heads_uri = layout.heads_uri(feature_set.uri)
@@ -294,8 +342,12 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         folder = Path(tmp)
         files = [
             heads.write_json(folder / "sweep.json", summary),
-            sweep_png(folder / "sweep.png", accuracies, dims, f"{feature_set.dataset}: softmax per layer ({feature_set.backbone_version})\n"
-                      f"{best} chosen on validation accuracy", chosen=best, validation=validation),
+            sweep_png(folder / "sweep.png", *((balanced_accuracies["test"], dims, f"{feature_set.dataset}: balanced softmax "
+                      f"per layer ({feature_set.backbone_version})\n{best} chosen on validation balanced accuracy")
+                      if balanced else (accuracies, dims, f"{feature_set.dataset}: softmax per layer "
+                      f"({feature_set.backbone_version})\n{best} chosen on validation accuracy")), chosen=best,
+                      validation=balanced_accuracies["validation"] if balanced else validation,
+                      measure="balanced accuracy" if balanced else "accuracy"),
         ]
         publish_files(files, heads_uri)
     summary["saved_to"] = heads_uri

@@ -49,13 +49,22 @@ class SavedHead:
         return self.metrics["head"]
 
 
+BALANCED_SUFFIX = "-balanced"
+
+
+def head_name(head: str, layers: list[str], balanced: bool = False) -> str:
+    """The name a head is saved under in the set's ``_heads/``: ``mlp-block15``,
+    ``softmax-block14+head``; ``mlp-block15-balanced`` for a balanced head (``tlfs fit --balanced``)."""
+    return f"{head}-{'+'.join(layers)}{BALANCED_SUFFIX if balanced else ''}"
+
+
 def best_head(feature_set: FeatureSet) -> str:
     """The softmax head of the sweep's best layer: the default, as ``tlfs advise`` names it."""
     sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json")
     if not sweep:
         raise PipelineError(f"{feature_set.uri} has no sweep to choose a head by: run `tlfs sweep --dataset "
                             f"{feature_set.dataset}`, or name a head (--head softmax-head)")
-    return f"softmax-{sweep['best_layer']}"
+    return head_name("softmax", [sweep["best_layer"]], sweep.get("balanced", False))
 
 
 def layers_to_use(feature_set: FeatureSet, asked: list[str] | tuple[str, ...]) -> list[str]:
@@ -109,8 +118,8 @@ def saved_heads(set_uri: str) -> list[str]:
 
 def head_summaries(set_uri: str) -> list[dict]:
     """What ``tlfs describe`` says of each saved head: its kind, layers and views, its
-    validation and test accuracy and calibration error (None for a head fitted before it was
-    recorded), the set version and plan it was fitted on, and the bytes of
+    validation and test accuracy, test balanced accuracy and calibration error (None for a head
+    fitted before it was recorded), whether it is balanced, the set version and plan it was fitted on, and the bytes of
     the classifier shipped beside it (None where there is none)."""
     summaries = []
     for name in saved_heads(set_uri):
@@ -123,14 +132,15 @@ def head_summaries(set_uri: str) -> list[dict]:
             shipped = None
         summaries.append({"name": name, "head": metrics["head"], "layers": metrics["layers"],
                           "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
-                          "test_accuracy": metrics.get("test_accuracy"),
+                          "test_accuracy": metrics.get("test_accuracy"), "balanced": metrics.get("balanced", False),
+                          "test_balanced_accuracy": metrics.get("test_balanced_accuracy"),
                           "calibration_error": metrics.get("calibration_error"), "version": metrics.get("version"),
                           "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
     return summaries
 
 
 BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views", "validation_accuracy", "test_accuracy",
-                 "calibration_error", "version", "current", "classifier_bytes", "best"]
+                 "test_balanced_accuracy", "balanced", "calibration_error", "version", "current", "classifier_bytes", "best"]
 
 
 def head_board(store: str | None = None, dataset: str | None = None):

@@ -195,31 +195,32 @@ def fine_tune_next(advice: dict, mode: str) -> bool:
     return mode == "always" or (mode == "auto" and bool(advice["size"]["large"]))
 
 
-def sweep_layers(target: SetTarget, log: Callable = print) -> dict:
-    """The layer sweep on the ``target`` set version."""
+def sweep_layers(target: SetTarget, log: Callable = print, balanced: bool = False) -> dict:
+    """The layer sweep on the ``target`` set version (``balanced``: of balanced heads)."""
     from tlfs.pipeline.fit import sweep
 
-    summary = sweep(target.open(), log=log)
-    return {k: summary[k] for k in ("layers", "validation", "best_layer", "chosen_by", "test_accuracy", "saved_to", "best_head")}
+    summary = sweep(target.open(), log=log, balanced=balanced)
+    return {k: summary[k] for k in ("layers", "validation", "balanced_accuracy", "balanced", "best_layer", "chosen_by",
+                                    "test_accuracy", "saved_to", "best_head")}
 
 
-def fit_head(target: SetTarget, layers: list[str], head: str, log: Callable = print) -> dict:
+def fit_head(target: SetTarget, layers: list[str], head: str, log: Callable = print, balanced: bool = False) -> dict:
     from tlfs.pipeline.fit import HEAD_SUMMARY, fit
 
-    result = fit(target.open(), layers, head, log=log)
+    result = fit(target.open(), layers, head, log=log, balanced=balanced)
     return {k: result[k] for k in HEAD_SUMMARY}
 
 
 def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: Callable = print) -> list[dict]:
-    """``heads`` on the layer the sweep found best; the softmax head there is the
-    sweep's own (it is saved as ``softmax-<layer>``), not fitted twice."""
+    """``heads`` on the layer the sweep found best, balanced where its heads were; the
+    softmax head there is the sweep's own (it is saved as ``softmax-<layer>``), not fitted twice."""
     results = []
     for head in heads:
         if head == "softmax" and swept.get("best_head"):
             log(f"softmax on {swept['best_layer']}: the sweep's head (test accuracy {swept['best_head']['test_accuracy']:.4f})")
             results.append(swept["best_head"])
         else:
-            results.append(fit_head(target, [swept["best_layer"]], head, log=log))
+            results.append(fit_head(target, [swept["best_layer"]], head, log=log, balanced=swept.get("balanced", False)))
     return results
 
 
@@ -235,17 +236,18 @@ def curve_on_best_layer(target: SetTarget, swept: dict, log: Callable = print) -
 
 def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print) -> dict:
     """The fitted head preferred (:func:`~tlfs.pipeline.saved_heads.preference`: the best
-    validation accuracy, of equals the simpler head), written as one ONNX classifier beside
-    it (``tlfs export-classifier``)."""
+    validation accuracy, or balanced accuracy where the heads are balanced; of equals the
+    simpler head), written as one ONNX classifier beside it (``tlfs export-classifier``)."""
     from tlfs.pipeline.errors import PipelineError
     from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
     from tlfs.pipeline.saved_heads import preference
 
     if not fitted:
         raise PipelineError("no head was fitted: nothing to ship")
-    best = min(fitted, key=lambda head: preference(head["head"], head["validation_accuracy"]))
+    measure = "validation_balanced_accuracy" if all(head.get("balanced") for head in fitted) else "validation_accuracy"
+    best = min(fitted, key=lambda head: preference(head["head"], head[measure]))
     name = best["saved_to"].rstrip("/").rsplit("/", 1)[-1]
-    log(f"shipping {name} (validation accuracy {best['validation_accuracy']:.4f}, the best of "
+    log(f"shipping {name} ({measure.replace('_', ' ')} {best[measure]:.4f}, the best of "
         f"{', '.join(head['head'] for head in fitted)})")
     shipped = export_classifier(ClassifierRequest(target.dataset, target.backbone, name, store=_settings(target.store).store,
                                                   version=target.version), log=log)

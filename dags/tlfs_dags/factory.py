@@ -252,6 +252,9 @@ def build_fit_dag(spec: DatasetSpec):
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
         "heads": Param(list(HEADS), type="array", items={"type": "string", "enum": list(HEADS)}),
+        "balanced": Param(False, type="boolean", description="heads that predict as if every class were equally common "
+                          "(tlfs fit --balanced): for imbalanced classes; the best layer and head then chosen by "
+                          "validation balanced accuracy"),
     }, "heads")
     def fit_dag():
         @task
@@ -263,7 +266,8 @@ def build_fit_dag(spec: DatasetSpec):
         def sweep(target: dict) -> dict:
             from tlfs.pipeline import tasks
 
-            return tasks.sweep_layers(tasks.SetTarget.from_json(target), log=_log)
+            return tasks.sweep_layers(tasks.SetTarget.from_json(target), log=_log,
+                                      balanced=get_current_context()["params"]["balanced"])
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:

@@ -157,6 +157,7 @@ PARAM_CASES = {
     "finetune": {"bad": ["maybe", True], "good": ["auto", "never", "always"]},
     "finetune_device": {"bad": ["tpu"], "good": ["cpu"]},
     "heads": {"bad": [["svm"], "softmax"], "good": [["softmax", "mlp"]]},
+    "balanced": {"bad": ["yes", 1], "good": [True, False]},
     "freeze": {"bad": [3, "abc", "-1"], "good": ["none", "all", "4"]},
     "head_epochs": {"bad": [-1, 1.5], "good": [0, 2]},
     "head_lr": {"bad": [0, -0.1], "good": [0.001]},

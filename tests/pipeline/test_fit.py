@@ -121,11 +121,14 @@ def test_the_sweep_never_chooses_on_the_test_split(colors_set, monkeypatch):
     real = fitting._fit_and_save
     planted = {"block14": (0.9, 0.5), "head": (0.6, 0.99)}  # layer: (validation, test)
 
-    def planted_scores(feature_set, layers, *rest):
+    def planted_scores(feature_set, layers, *rest, **named):
         validation, test = planted.get(layers[0], (0.1, 0.1))
-        return {**real(feature_set, layers, *rest), "validation_accuracy": validation, "test_accuracy": test}
+        return {**real(feature_set, layers, *rest, **named), "validation_accuracy": validation, "test_accuracy": test,
+                "validation_balanced_accuracy": validation, "test_balanced_accuracy": test}
 
     monkeypatch.setattr(fitting, "_fit_and_save", planted_scores)
     summary = sweep(colors_set, log=lambda *_: None)
     assert summary["best_layer"] == "block14" and summary["test_accuracy"] == 0.5  # head's 0.99 is never looked at
     assert summary["best_head"]["layers"] == ["block14"]
+    balanced = sweep(colors_set, log=lambda *_: None, balanced=True)  # nor the balanced accuracy of the test split
+    assert balanced["best_layer"] == "block14" and balanced["chosen_by"] == "validation_balanced_accuracy"

@@ -90,7 +90,7 @@ def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_eac
 
     assert main(["heads", "--store", store]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["dataset", "backbone", "version", "head", "validation", "test", "calibration", "views"]
+    assert out[0].split() == ["dataset", "backbone", "version", "head", "validation", "test", "balanced", "calibration", "views"]
     assert [line.split()[2] for line in out[1:-1] if line.endswith("<- best (by validation)")] == [
         "lightgbm-block14", "softmax-block7"]
     assert "(fitted on version 1)" in out[1] and "classifier.onnx" in out[1] and "0.9000" in out[1]

@@ -1,0 +1,118 @@
+"""Heads for imbalanced classes: ``fit --balanced`` saves a head beside the plain one that
+predicts as if every class were equally common, and every head's balanced accuracy is
+recorded, end to end on a real extraction."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tlfs import features
+from tlfs.pipeline.cli import main
+from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.predict import PredictRequest, predict
+from tests.conftest import noisy_images, write_tree
+from tests.extraction import run_extract
+
+RARE = 4  # training images of the rare class, against 24 of each other
+
+
+@pytest.fixture(scope="module")
+def imbalanced_set(tmp_path_factory, lite0, models_root):
+    """Noisy colours, 24 training images of red and green, RARE of blue; 12 test images each."""
+    root = tmp_path_factory.mktemp("imbalanced")
+    images = {**{k: v for k, v in noisy_images(per_class=24).items() if k.startswith("train/")},
+              **{k: v for k, v in noisy_images(per_class=12, seed=1).items() if k.startswith("test/")}}
+    images = {k: v for k, v in images.items() if not (k.startswith("train/blue/") and int(k[-7:-4]) >= RARE)}
+    source = write_tree(root / "images", images)
+    store = str(root / "store")
+    run_extract("imbalanced", [str(source)], "efficientnet_lite0", store, models_root, shard_size=40,
+                layers=["block7", "head"], show_progress=False, log=lambda *_: None)
+    return features.open_set("imbalanced", "efficientnet_lite0", store=store), source, store
+
+
+def test_fit_says_the_classes_are_imbalanced_and_records_every_heads_balanced_accuracy(imbalanced_set):
+    from sklearn.metrics import balanced_accuracy_score
+
+    feature_set, _, store = imbalanced_set
+    said = []
+    result = fit(feature_set, ["head"], "softmax", log=said.append)
+    assert any("the classes are imbalanced: " in line and "blue 4 " in line and "(6x)" in line for line in said), said
+    assert result["balanced"] is False and result["saved_to"].endswith("/softmax-head")
+    predictions = pd.read_parquet(f"{result['saved_to']}/test_predictions.parquet")
+    assert result["test_balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(predictions["label_name"], predictions["predicted"]))
+
+
+@pytest.mark.parametrize("head", ["softmax", "mlp"])
+def test_a_balanced_head_is_saved_beside_the_plain_one_and_predicts_divided_by_the_class_shares(imbalanced_set, head):
+    """Read back from its saved files as ``predict`` reads it: the balanced head's
+    probabilities on the set's test images are the plain head's divided by each class's
+    share of the rows it was fitted on, normalised again; ``predict`` gives its classes."""
+    from tlfs.pipeline.saved_heads import load_head
+
+    feature_set, source, store = imbalanced_set
+    plain = fit(feature_set, ["head"], head, log=lambda *_: None)
+    balanced = fit(feature_set, ["head"], head, log=lambda *_: None, balanced=True)
+    assert balanced["saved_to"] == plain["saved_to"] + "-balanced" and balanced["balanced"] is True
+    shares = np.exp(-np.array(balanced["params"]["class_offsets"]))
+    n_fit = balanced["n_train"]  # the rows it was fitted on: the training images less the validation ones
+    assert shares.sum() == pytest.approx(1, abs=1e-3) and shares[0] * n_fit == pytest.approx(RARE - 1, abs=0.01)  # blue first
+
+    X, _, ids = feature_set.matrices(["head"], "test")
+    expected = load_head(feature_set, f"{head}-head").predict_proba(X) / shares
+    expected /= expected.sum(axis=1, keepdims=True)
+    got = load_head(feature_set, f"{head}-head-balanced").predict_proba(X)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+    rows = predict(PredictRequest("imbalanced", "efficientnet_lite0", (str(Path(source) / "test"),), f"{head}-head-balanced",
+                                  store), log=lambda *_: None)
+    by_image = {Path(r.image).relative_to(source).as_posix(): r.label for r in rows}
+    assert [by_image[i] for i in ids] == [feature_set.classes[c] for c in got.argmax(axis=1)]
+
+
+def test_a_balanced_sweep_chooses_by_validation_balanced_accuracy_and_names_its_head(imbalanced_set, capsys):
+    feature_set, _, store = imbalanced_set
+    summary = sweep(feature_set, log=lambda *_: None, balanced=True)
+    validation = summary["balanced_accuracy"]["validation"]
+    assert summary["chosen_by"] == "validation_balanced_accuracy" and summary["balanced"] is True
+    assert summary["best_layer"] == max(validation, key=validation.get)
+    assert summary["best_head"]["saved_to"].endswith(f"/softmax-{summary['best_layer']}-balanced")
+    saved = json.loads((Path(summary["saved_to"]) / "sweep.json").read_text())
+    assert saved["balanced"] is True and saved["balanced_accuracy"] == summary["balanced_accuracy"]
+    from tlfs.pipeline.saved_heads import best_head
+
+    assert best_head(feature_set) == f"softmax-{summary['best_layer']}-balanced"  # what predict uses by default
+
+
+def test_the_cli_fits_balanced_and_lists_the_balanced_accuracy(imbalanced_set, capsys):
+    _, _, store = imbalanced_set
+    assert main(["fit", "--dataset", "imbalanced", "--layer", "block7", "--head", "softmax", "--balanced",
+                 "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "softmax on block7 (balanced): test accuracy " in out and ", balanced accuracy " in out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["balanced"] is True and result["saved_to"].endswith("/softmax-block7-balanced")
+    assert main(["heads", "--dataset", "imbalanced", "--store", store]) == 0
+    listed = capsys.readouterr().out
+    line = next(line for line in listed.splitlines() if "softmax-block7-balanced" in line)
+    assert f"{result['test_balanced_accuracy']:.4f}" in line
+
+
+def test_the_fit_heads_tasks_fit_balanced_heads_after_a_balanced_sweep_and_ship_by_balanced_accuracy(imbalanced_set):
+    from tlfs.pipeline import tasks
+
+    feature_set, _, store = imbalanced_set
+    target = tasks.SetTarget("imbalanced", feature_set.backbone_version, store, feature_set.version)
+    swept = tasks.sweep_layers(target, log=lambda *_: None, balanced=True)
+    fitted = tasks.heads_on_best_layer(target, swept, ["softmax", "mlp"], log=lambda *_: None)
+    assert [(r["head"], r["balanced"]) for r in fitted] == [("softmax", True), ("mlp", True)]
+    assert fitted[1]["saved_to"].endswith(f"/mlp-{swept['best_layer']}-balanced")
+    # the plain accuracy favours the softmax head, the balanced accuracy the MLP: the balanced one decides
+    planted = [{**fitted[0], "validation_accuracy": 0.9, "validation_balanced_accuracy": 0.5},
+               {**fitted[1], "validation_accuracy": 0.6, "validation_balanced_accuracy": 0.7}]
+    said = []
+    shipped = tasks.ship_best_head(target, planted, log=said.append)
+    assert shipped["head"] == f"mlp-{swept['best_layer']}-balanced"
+    assert said[0].startswith(f"shipping mlp-{swept['best_layer']}-balanced (validation balanced accuracy 0.7000")
