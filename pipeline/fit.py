@@ -68,7 +68,7 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     present = np.unique(y_true)
     if not len(present):
         return float("nan")
-    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in present]))
+    return round(float(np.mean([(y_pred[y_true == c] == c).mean() for c in present])), 6)
 
 
 IMBALANCE_NOTED = 3.0  # the most over the fewest training images a class at which fit says the classes are imbalanced
