@@ -748,12 +748,17 @@ def cmd_heads(args, settings: Settings) -> dict:
             line += f"  (fitted on version {row.version})"
         if not _absent(row.classifier_bytes):
             line += f"  classifier.onnx {row.classifier_bytes / 1e6:.1f} MB"
-        print(line + ("  <- best (by validation)" if row.best else ""))
-    best = board[board["best"]]
+        print(line + ("  <- best (by validation)" if row.best else "")
+              + ("  <- best balanced (by validation balanced accuracy)" if row.best_balanced else ""))
+    best, best_balanced = board[board["best"]], board[board["best_balanced"]]
     return {"heads": len(board), "best": {row.dataset: {"backbone_version": row.backbone_version, "head": row.name,
                                                         "validation_accuracy": row.validation_accuracy,
                                                         "test_accuracy": row.test_accuracy}
-                                          for row in best.itertuples()}}
+                                          for row in best.itertuples()},
+            **({"best_balanced": {row.dataset: {"backbone_version": row.backbone_version, "head": row.name,
+                                                "validation_balanced_accuracy": row.validation_balanced_accuracy,
+                                                "test_balanced_accuracy": row.test_balanced_accuracy}
+                                  for row in best_balanced.itertuples()}} if len(best_balanced) else {})}
 
 
 def cmd_sweep(args, settings: Settings) -> dict:

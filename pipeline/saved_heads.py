@@ -133,6 +133,7 @@ def head_summaries(set_uri: str) -> list[dict]:
         summaries.append({"name": name, "head": metrics["head"], "layers": metrics["layers"],
                           "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
                           "test_accuracy": metrics.get("test_accuracy"), "balanced": metrics.get("balanced", False),
+                          "validation_balanced_accuracy": metrics.get("validation_balanced_accuracy"),
                           "test_balanced_accuracy": metrics.get("test_balanced_accuracy"),
                           "calibration_error": metrics.get("calibration_error"), "version": metrics.get("version"),
                           "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
@@ -140,15 +141,17 @@ def head_summaries(set_uri: str) -> list[dict]:
 
 
 BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views", "validation_accuracy", "test_accuracy",
-                 "test_balanced_accuracy", "balanced", "calibration_error", "version", "current", "classifier_bytes", "best"]
+                 "validation_balanced_accuracy", "test_balanced_accuracy", "balanced", "calibration_error", "version",
+                 "current", "classifier_bytes", "best", "best_balanced"]
 
 
 def head_board(store: str | None = None, dataset: str | None = None):
     """A pandas frame of ``BOARD_COLUMNS``: every saved head of every committed set of the
     store (or of ``dataset``'s sets), each dataset's heads in the order of :func:`preference`
     (then by backbone version and name). ``current``: fitted on the set's newest
-    version. ``best``: the dataset's first current head: chosen by validation accuracy, never
-    by test accuracy, which stays an honest estimate."""
+    version. ``best``: the dataset's first current plain head: chosen by validation accuracy,
+    never by test accuracy, which stays an honest estimate. ``best_balanced``: the same among
+    its balanced heads (``fit --balanced``), by validation balanced accuracy, what they aim at."""
     import pandas as pd
 
     from tlfs.features.reader import list_sets
@@ -162,11 +165,17 @@ def head_board(store: str | None = None, dataset: str | None = None):
     rows = [{"dataset": s.dataset, "backbone_version": s.backbone_version, **{k: h[k] for k in BOARD_COLUMNS if k in h},
              "current": h["plan_id"] == s.plan_id}
             for s in sets.itertuples() for h in head_summaries(s.uri)]
-    board = pd.DataFrame(rows, columns=BOARD_COLUMNS[:-1])
-    ranked = [preference(kind, accuracy) for kind, accuracy in zip(board["head"], board["validation_accuracy"])]
-    board = (board.assign(_rank=ranked)
-             .sort_values(["dataset", "_rank", "backbone_version", "name"], kind="stable")
-             .drop(columns="_rank").reset_index(drop=True))
-    current = board[board["current"] & board["validation_accuracy"].notna()]
-    board["best"] = board.index.isin(current.groupby("dataset", sort=False).head(1).index)
+    board = _ranked(pd.DataFrame(rows, columns=BOARD_COLUMNS[:-2]), "validation_accuracy").reset_index(drop=True)
+    current = board[board["current"]].astype({"balanced": bool})
+    for column, heads_of_kind, measure in (("best", current[~current["balanced"]], "validation_accuracy"),
+                                           ("best_balanced", current[current["balanced"]], "validation_balanced_accuracy")):
+        chosen = _ranked(heads_of_kind[heads_of_kind[measure].notna()], measure)
+        board[column] = board.index.isin(chosen.groupby("dataset", sort=False).head(1).index)
     return board
+
+
+def _ranked(board, measure: str):
+    """``board``'s rows, each dataset's in the order of :func:`preference` by ``measure``."""
+    ranks = [preference(kind, accuracy) for kind, accuracy in zip(board["head"], board[measure])]
+    return (board.assign(_rank=ranks).sort_values(["dataset", "_rank", "backbone_version", "name"], kind="stable")
+            .drop(columns="_rank"))

@@ -116,3 +116,28 @@ def test_the_fit_heads_tasks_fit_balanced_heads_after_a_balanced_sweep_and_ship_
     shipped = tasks.ship_best_head(target, planted, log=said.append)
     assert shipped["head"] == f"mlp-{swept['best_layer']}-balanced"
     assert said[0].startswith(f"shipping mlp-{swept['best_layer']}-balanced (validation balanced accuracy 0.7000")
+
+
+def test_heads_marks_the_best_plain_head_by_validation_accuracy_and_the_best_balanced_one_by_balanced_accuracy(
+        imbalanced_set, capsys):
+    from tlfs.pipeline.saved_heads import head_board
+
+    feature_set, _, store = imbalanced_set
+    for balanced in (False, True):
+        for head in ("softmax", "mlp"):
+            fit(feature_set, ["block7"], head, log=lambda *_: None, balanced=balanced)
+    # planted so that the two measures disagree on each kind: each mark must follow its own
+    planted = {"softmax-block7": (0.9, 0.5), "mlp-block7": (0.8, 0.7),
+               "softmax-block7-balanced": (0.95, 0.6), "mlp-block7-balanced": (0.7, 0.8)}
+    for path in (Path(feature_set.uri) / "_heads").glob("*/metrics.json"):  # the heads other tests saved: below them
+        accuracy, balanced_accuracy = planted.get(path.parent.name, (0.1, 0.1))
+        path.write_text(json.dumps({**json.loads(path.read_text()), "validation_accuracy": accuracy,
+                                    "validation_balanced_accuracy": balanced_accuracy}))
+    board = head_board(store, "imbalanced").set_index("name")
+    assert list(board.index[board["best"]]) == ["softmax-block7"]  # not the balanced head of 0.95
+    assert list(board.index[board["best_balanced"]]) == ["mlp-block7-balanced"]
+    assert main(["heads", "--dataset", "imbalanced", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.split()[2] == "mlp-block7-balanced").endswith(
+        "<- best balanced (by validation balanced accuracy)")
+    assert json.loads(out.strip().splitlines()[-1])["best_balanced"]["imbalanced"]["head"] == "mlp-block7-balanced"
