@@ -117,6 +117,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     from tlfs.features.storage import read_json_if_exists
     from tlfs.models.classifier import load_classifier
     from tlfs.models.names import is_backbone
+    from tlfs.pipeline.class_balance import class_balance
     from tlfs.pipeline.errors import PipelineError
     from tlfs.pipeline.learning_curve import stored_curves
     from tlfs.pipeline.lineage import model_of
@@ -142,6 +143,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     counts = Counter(fs.classes[label] for label in labels)
     per_class = float(np.median(list(counts.values()))) if counts else 0.0
     log(f"{fs.dataset}: {len(labels)} {train_split} images in {len(counts)} classes (median {per_class:.0f} per class)")
+    balance = class_balance(labels, fs.classes) if len(labels) else None
 
     taps = list(fs.layers)
     sweep, note = sweep_for(read_json_if_exists(f"{layout.heads_uri(fs.uri)}/sweep.json"), fs.plan_id, fs.version, taps)
@@ -159,7 +161,8 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         "version": fs.version,
         "case": case,
         "size": {"images_per_class": per_class, "train_images": int(len(labels)), "classes": len(counts),
-                 "large_from_per_class": large_per_class, "large": per_class >= large_per_class},
+                 "large_from_per_class": large_per_class, "large": per_class >= large_per_class,
+                 "balance": balance.to_json() if balance else None},
         "similarity": {**similarity, "similar_from": similar_score, "similar": similar},
         "sweep": sweep["layers"] if sweep else None,  # test accuracy by layer
         "sweep_validation": sweep.get("validation") if sweep else None,  # what chose the layer (absent from older sweeps)
@@ -202,6 +205,11 @@ def describe(result: dict) -> str:
         f"({'>=' if s['large'] else '<'} {s['large_from_per_class']}: {'large' if s['large'] else 'small'})",
         similarity,
     ]
+    balance = s.get("balance")
+    if balance and balance["imbalanced"]:
+        lines.append(f"  classes: imbalanced, {balance['commonest']} {balance['commonest_images']:,} training images to "
+                     f"{balance['rarest']} {balance['rarest_images']:,} ({balance['ratio']:.0f}x): heads fitted with "
+                     "--balanced find more of the rare classes")
     if result["sweep"]:
         validation = result.get("sweep_validation")
         of = (f" of version {result['sweep_version']}"

@@ -14,6 +14,7 @@ from tlfs.features.feature_set import FeatureSet
 from tlfs.features.storage import atomic_put_file
 from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
+from tlfs.pipeline.class_balance import balanced_accuracy, class_balance
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 from tlfs.pipeline.saved_heads import head_name
@@ -59,31 +60,6 @@ def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
         "classes": classes,
         **confidence(proba.max(axis=1) if len(proba) else np.zeros(0), y_pred == y_true),
     }
-
-
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """The accuracy of each class present in ``y_true``, averaged over those classes: what
-    accuracy would be were every class equally common (scikit-learn's
-    ``balanced_accuracy_score``). Equal to the accuracy where the classes are."""
-    present = np.unique(y_true)
-    if not len(present):
-        return float("nan")
-    return round(float(np.mean([(y_pred[y_true == c] == c).mean() for c in present])), 6)
-
-
-IMBALANCE_NOTED = 3.0  # the most over the fewest training images a class at which fit says the classes are imbalanced
-
-
-def imbalance(y: np.ndarray, classes: list[str]) -> str | None:
-    """A line saying how unequal the classes of the training labels ``y`` are, where the
-    commonest has at least ``IMBALANCE_NOTED`` times the rarest's images; else None."""
-    counts = np.bincount(y, minlength=len(classes))
-    present = np.flatnonzero(counts)
-    common, rare = present[counts[present].argmax()], present[counts[present].argmin()]
-    if counts[common] < IMBALANCE_NOTED * counts[rare]:
-        return None
-    return (f"the classes are imbalanced: {classes[common]} has {counts[common]:,} training images, {classes[rare]} "
-            f"{counts[rare]:,} ({counts[common] / counts[rare]:.0f}x)")
 
 
 def confidence(probability: np.ndarray, correct: np.ndarray) -> dict:
@@ -203,9 +179,9 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     fit_idx, val_idx = validation_split(y)
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
         f"{len(val_idx)} validation, {len(yt)} test{', balanced' if balanced else ''}")
-    unequal = imbalance(y, classes)
-    if unequal and not balanced and note_imbalance:
-        log(f"  {unequal}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
+    balance = class_balance(y, classes)
+    if balance.imbalanced and not balanced and note_imbalance:
+        log(f"  {balance.line()}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
             "they were equally common")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
     fit_rows, validation_rows = fitting_rows(train, fit_idx, val_idx)

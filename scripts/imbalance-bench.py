@@ -19,7 +19,8 @@ import numpy as np
 from tlfs.features.reader import open_set
 from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
-from tlfs.pipeline.fit import balanced_accuracy, validation_split
+from tlfs.pipeline.class_balance import balanced_accuracy
+from tlfs.pipeline.fit import validation_split
 
 
 def long_tail(y: np.ndarray, classes: int, ratio: float, rng, most: int | None = None) -> np.ndarray:

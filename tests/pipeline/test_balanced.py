@@ -141,3 +141,14 @@ def test_heads_marks_the_best_plain_head_by_validation_accuracy_and_the_best_bal
     assert next(line for line in out.splitlines() if line.split()[2] == "mlp-block7-balanced").endswith(
         "<- best balanced (by validation balanced accuracy)")
     assert json.loads(out.strip().splitlines()[-1])["best_balanced"]["imbalanced"]["head"] == "mlp-block7-balanced"
+
+
+def test_the_advisor_shows_how_imbalanced_the_classes_are_beside_the_size(imbalanced_set):
+    from tlfs.pipeline.advise import advise, describe
+
+    feature_set, _, _ = imbalanced_set
+    result = advise(feature_set, log=lambda *_: None)
+    assert result["size"]["balance"] == {"commonest": "green", "commonest_images": 24, "rarest": "blue",
+                                         "rarest_images": RARE, "ratio": 6.0, "imbalanced": True}
+    assert ("  classes: imbalanced, green 24 training images to blue 4 (6x): heads fitted with --balanced find more of "
+            "the rare classes") in describe(result).splitlines()
