@@ -252,7 +252,7 @@ def build_fit_dag(spec: DatasetSpec):
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
         "heads": Param(list(HEADS), type="array", items={"type": "string", "enum": list(HEADS)}),
-        "balanced": Param(False, type="boolean", description="heads that predict as if every class were equally common "
+        "balanced": Param(spec.balanced, type="boolean", description="heads that predict as if every class were equally common "
                           "(tlfs fit --balanced): for imbalanced classes; the best layer and head then chosen by "
                           "validation balanced accuracy"),
     }, "heads")

@@ -38,6 +38,7 @@ class DatasetSpec:
     limit: int | None = None
     views: list[str] = field(default_factory=list)  # beside the original: e.g. [flip]
     schedule: str | None = None
+    balanced: bool = False  # fit_heads_<name>'s heads predict as if every class were equally common
     path: str = ""
 
 
@@ -81,6 +82,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "views": (lambda v: v is None or (isinstance(v, list) and all(x in EXTRA_VIEWS for x in v)),
               "a list of views from: " + ", ".join(EXTRA_VIEWS)),
     "schedule": (_valid_schedule, "null, a preset (" + ", ".join(SCHEDULE_PRESETS) + ") or a 5-field cron line"),
+    "balanced": (lambda v: isinstance(v, bool), "true or false"),
 }
 KNOWN_KEYS = [f.name for f in fields(DatasetSpec) if f.name != "path"]
 

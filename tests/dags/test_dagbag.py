@@ -82,8 +82,11 @@ def test_the_finetune_dag_offers_every_finetune_setting_with_the_clis_default(pa
 
 
 def test_a_spec_file_adds_a_dataset_dag_pair(airflow_env, tmp_path):
-    result = parse_with_spec(airflow_env, tmp_path, "guitars.yaml", "name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\n")
+    result = parse_with_spec(airflow_env, tmp_path, "guitars.yaml",
+                             "name: guitars\nsources: [/data/guitars.zip]\nschedule: '@weekly'\nbalanced: true\n")
     assert result["errors"] == {} and {"extract_guitars", "fit_heads_guitars", "finetune_guitars"} <= set(result["dags"])
+    assert result["params"]["fit_heads_guitars"]["balanced"] is True  # a scheduled fit takes the spec's
+    assert result["params"]["fit_heads_cifar10"]["balanced"] is False
 
 
 def test_a_bad_spec_is_one_import_error_naming_it_and_the_other_datasets_dags_still_load(airflow_env, tmp_path):

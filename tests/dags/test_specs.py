@@ -27,6 +27,7 @@ BAD_SPECS = {
     "name": ("name: Flowers!\nsources: [a]\n", 1, "key 'name': expected lowercase letters, digits and '_'"),
     "layers": (GOOD + "layers: head\n", 3, "key 'layers': expected null (all) or a list of tap layer names, got 'head'"),
     "sources_empty": ("name: flowers\nsources: []\n", 2, "key 'sources': expected a list of source URIs (only cifar10"),
+    "balanced": (GOOD + "balanced: yes please\n", 3, "key 'balanced': expected true or false, got 'yes please'"),
 }
 
 
@@ -60,7 +61,8 @@ def test_a_good_spec_loads_with_its_values_and_defaults(tmp_path):
                            "views: [flip]\nschedule: '0 3 * * 1'\nlayers: [block7, head]\n"))
     assert (spec.name, spec.sources, spec.limit, spec.views, spec.schedule, spec.layers) == \
         ("guitars", ["/data/g.zip"], 50, ["flip"], "0 3 * * 1", ["block7", "head"])
-    assert spec.backbone == "efficientnet_lite0" and spec.splits is None
+    assert spec.backbone == "efficientnet_lite0" and spec.splits is None and spec.balanced is False
+    assert load_spec(write(tmp_path, "slides.yaml", "name: slides\nsources: [/data/s.zip]\nbalanced: true\n")).balanced
     assert load_spec(write(tmp_path, "cifar10.yaml", "name: cifar10\nschedule: '@weekly'\n")).sources == []
 
 
