@@ -3,7 +3,9 @@ cut to a long tail (class c keeps n_max * ratio^(-c / (classes - 1)) of its imag
 profile of CIFAR-10-LT, Cao et al. 2019), each head fitted on it plain and balanced, as
 `tlfs fit` fits it (the same validation split, the original view), then scored on the whole
 test split (every class alike: its accuracy is the balanced accuracy) and on a test split cut
-to the same tail (the classes as common as in training: where the plain head should win).
+to the same tail (the classes as common as in training: where the plain head should win):
+accuracy, balanced accuracy, the rarest and the worst class's share found, and the expected
+calibration error (how far the probabilities are from how often they are right).
 
     python scripts/imbalance-bench.py --dataset cifar10 --layer block15 --ratio 100 --ratio 10 \\
         [--head softmax --head mlp] [--backbone B] [--store URI] [--seed 0]
@@ -20,7 +22,7 @@ from tlfs.features.reader import open_set
 from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.class_balance import balanced_accuracy
-from tlfs.pipeline.fit import validation_split
+from tlfs.pipeline.fit import confidence, validation_split
 
 
 def long_tail(y: np.ndarray, classes: int, ratio: float, rng, most: int | None = None) -> np.ndarray:
@@ -34,10 +36,12 @@ def long_tail(y: np.ndarray, classes: int, ratio: float, rng, most: int | None =
 
 
 def scores(head: heads.Head, X: np.ndarray, y: np.ndarray) -> dict:
-    predicted = head.predict(X)
+    proba = head.predict_proba(X)
+    predicted = proba.argmax(axis=1)
     recalls = [float((predicted[y == c] == c).mean()) for c in np.unique(y)]
     return {"accuracy": round(float((predicted == y).mean()), 4), "balanced_accuracy": round(balanced_accuracy(y, predicted), 4),
-            "rarest_recall": round(recalls[-1], 4), "lowest_recall": round(min(recalls), 4)}
+            "rarest_recall": round(recalls[-1], 4), "lowest_recall": round(min(recalls), 4),
+            "calibration_error": confidence(proba.max(axis=1), predicted == y)["calibration_error"]}
 
 
 def main() -> None:
@@ -75,7 +79,7 @@ def main() -> None:
                 results.append(result)
                 print(f"  {kind:<8} {'balanced' if balanced else 'plain':<8}  test (classes alike): accuracy "
                       f"{result['test']['accuracy']:.4f}, rarest class found {result['test']['rarest_recall']:.3f}, lowest "
-                      f"{result['test']['lowest_recall']:.3f};  test with the tail: accuracy "
+                      f"{result['test']['lowest_recall']:.3f}, calibration error {result['test']['calibration_error']:.3f};  test with the tail: accuracy "
                       f"{result['test_same_tail']['accuracy']:.4f}, balanced {result['test_same_tail']['balanced_accuracy']:.4f}"
                       f"  ({result['fit_seconds']:.0f}s)", flush=True)
     for result in results:
