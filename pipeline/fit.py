@@ -253,7 +253,7 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
     ax.set_ylabel(f"{measure} (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(_wrapped(line, fig.get_figwidth()) for line in title.splitlines()), fontsize=10)
     for bar, n in zip(bars, names):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() - 2, f"{accuracies[n] * 100:.1f}", ha="center", va="top",
                 fontsize=8, color="white")  # inside the bar: the validation mark sits on its top
@@ -295,8 +295,11 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         log(f"{layer:>12}  {dims[layer]:>5}-d  validation accuracy {validation[layer]:.4f}  test accuracy {accuracies[layer]:.4f}"
             + (f"  balanced: validation {balanced_accuracies['validation'][layer]:.4f}, test "
                f"{balanced_accuracies['test'][layer]:.4f}" if balanced else ""))
-    chosen_by = "validation_balanced_accuracy" if balanced else "validation_accuracy"
-    best = best_layer(balanced_accuracies["validation"] if balanced else validation)
+    # what the plot shows and the choice is made on: the balanced accuracies for balanced heads
+    shown = balanced_accuracies if balanced else {"validation": validation, "test": accuracies}
+    kind, measure = ("balanced ", "balanced accuracy") if balanced else ("", "accuracy")
+    chosen_by = f"validation_{measure.replace(' ', '_')}"
+    best = best_layer(shown["validation"])
     summary = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -318,12 +321,9 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         folder = Path(tmp)
         files = [
             heads.write_json(folder / "sweep.json", summary),
-            sweep_png(folder / "sweep.png", *((balanced_accuracies["test"], dims, f"{feature_set.dataset}: balanced softmax "
-                      f"per layer ({feature_set.backbone_version})\n{best} chosen on validation balanced accuracy")
-                      if balanced else (accuracies, dims, f"{feature_set.dataset}: softmax per layer "
-                      f"({feature_set.backbone_version})\n{best} chosen on validation accuracy")), chosen=best,
-                      validation=balanced_accuracies["validation"] if balanced else validation,
-                      measure="balanced accuracy" if balanced else "accuracy"),
+            sweep_png(folder / "sweep.png", shown["test"], dims, f"{feature_set.dataset}: {kind}softmax per layer "
+                      f"({feature_set.backbone_version})\n{best} chosen on validation {measure}", chosen=best,
+                      validation=shown["validation"], measure=measure),
         ]
         publish_files(files, heads_uri)
     summary["saved_to"] = heads_uri
