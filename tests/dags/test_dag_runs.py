@@ -114,9 +114,15 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     extra = json.loads(asset_extras(env)[-1])
     assert {k: extra[k] for k in ("version", "added", "changed", "removed", "reused", "rows")} == \
         {"version": 2, "added": 20, "changed": 0, "removed": 0, "reused": 120, "rows": 140}
-    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"]}), env=env)
+    # this time with balanced heads (the fit DAG's balanced param): chosen and shipped by balanced accuracy
+    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"], "balanced": True}), env=env)
     newest = features.open_set("cifar10", "efficientnet_lite0", store)
-    assert newest.version == 2 and json.loads((heads / "sweep.json").read_text())["plan_id"] == newest.plan_id
+    swept = json.loads((heads / "sweep.json").read_text())
+    assert newest.version == 2 and swept["plan_id"] == newest.plan_id
+    assert swept["balanced"] is True and swept["chosen_by"] == "validation_balanced_accuracy"
+    balanced_head = heads / f"softmax-{swept['best_layer']}-balanced"
+    assert json.loads((balanced_head / "metrics.json").read_text())["balanced"] is True
+    assert (balanced_head / "classifier.onnx").exists()
 
 
 def asset_extras(env: dict) -> list[str]:
