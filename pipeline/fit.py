@@ -94,17 +94,18 @@ def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title
     import matplotlib.pyplot as plt
 
     m = np.asarray(matrix)
+    # coloured by each true class's share (its row), so that a rare class's row reads as a common one's
+    shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.6 + 0.6 * len(classes)))
-    ax.imshow(m, cmap="Blues")
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(_wrapped(title, fig.get_figwidth()), fontsize=10)
-    top = m.max() or 1
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color="white" if m[i, j] > top / 2 else "black")
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -213,7 +214,8 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         files = fitted.save(folder)
         files.append(heads.write_json(folder / "metrics.json", result))
         files.append(confusion_png(folder / "confusion.png", result["confusion_matrix"], classes,
-                                   f"{head} on {'+'.join(layers)}: test accuracy {result['test_accuracy']:.3f}"))
+                                   f"{head}{' (balanced)' if balanced else ''} on {'+'.join(layers)}: test accuracy "
+                                   f"{result['test_accuracy']:.3f}, balanced accuracy {result['test_balanced_accuracy']:.3f}"))
         files.append(test_predictions(folder / PREDICTIONS_FILE, test[views[0]][2], yt, proba, classes))
         publish_files(files, target)
     result["saved_to"] = target
