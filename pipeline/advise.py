@@ -168,7 +168,8 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
         "sweep_validation": sweep.get("validation") if sweep else None,  # what chose the layer (absent from older sweeps)
         "sweep_version": sweep.get("version") if sweep else None,  # the set's version it was run on
         # what more labels would add, where tlfs learning-curve was run on this version: evidence beside the size
-        "learning_curves": [{k: curve[k] for k in ("head", "layers", "points", "last_doubling_gain")}
+        "learning_curves": [{**{k: curve[k] for k in ("head", "layers", "points", "last_doubling_gain")},
+                             "measure": curve.get("measure", "accuracy")}  # a curve saved before it named its measure
                             for curve in stored_curves(fs.uri, fs.plan_id)],
         "action": action,
     }
@@ -219,10 +220,11 @@ def describe(result: dict) -> str:
             (f"{k} {validation[k]:.3f}/{v:.3f}" if validation else f"{k} {v:.3f}") for k, v in result["sweep"].items()))
     for curve in result.get("learning_curves") or []:
         first, last, gain = curve["points"][0], curve["points"][-1], curve["last_doubling_gain"]
-        lines.append(f"  learning curve ({curve['head']} on {'+'.join(curve['layers'])}): {first['images']:,} -> "
-                     f"{last['images']:,} training images, validation accuracy {first['validation_accuracy']:.3f} -> "
-                     f"{last['validation_accuracy']:.3f}" + (f"; a doubling last added {gain * 100:+.1f} points"
-                                                            if gain is not None else ""))
+        measure = curve.get("measure", "accuracy")
+        lines.append(f"  learning curve ({curve['head']}{' (balanced)' if measure != 'accuracy' else ''} on "
+                     f"{'+'.join(curve['layers'])}): {first['images']:,} -> {last['images']:,} training images, validation "
+                     f"{measure.replace('_', ' ')} {first[f'validation_{measure}']:.3f} -> {last[f'validation_{measure}']:.3f}"
+                     + (f"; a doubling last added {gain * 100:+.1f} points" if gain is not None else ""))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")

@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive, default=1, help="draws of the training images, for the spread of each "
                    "point and of the gain (default: 1)")
     _fit_views_arg(p)
+    _balanced_arg(p, " (the curve of their balanced accuracy)")
     _store_arg(p)
 
     p = sub.add_parser("map", help="a set's images on a plane: one layer's features of a class-balanced sample, by "
@@ -698,22 +699,25 @@ def cmd_learning_curve(args, settings: Settings) -> dict:
     from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
 
     result = learning_curve(LearningCurveRequest(args.dataset, args.backbone, tuple(args.layer), args.head,
-                                                 tuple(args.shares), args.repeats, tuple(args.views or ()), settings.store),
-                            log=_log)
+                                                 tuple(args.shares), args.repeats, tuple(args.views or ()), settings.store,
+                                                 balanced=args.balanced), log=_log)
+    measure, spread_of = result["measure"], result["measure"].replace("accuracy", "std")
     print(f"{args.head} on {'+'.join(result['layers'])}: {'share':>6} {'images':>8} {'a class':>8} {'validation':>11} "
-          f"{'test':>7}")
+          f"{'test':>7}" + ("  (balanced accuracy)" if args.balanced else ""))
     for point in result["points"]:
-        spread = (f"  ± {point['validation_std']:.4f} / {point['test_std']:.4f}" if "validation_std" in point else "")
+        spread = (f"  ± {point[f'validation_{spread_of}']:.4f} / {point[f'test_{spread_of}']:.4f}"
+                  if f"validation_{spread_of}" in point else "")
         print(f"{'':>{len(args.head) + len('+'.join(result['layers'])) + 5}}{point['share']:>6g} {point['images']:>8} "
-              f"{point['per_class']:>8g} {point['validation_accuracy']:>11.4f} {point['test_accuracy']:>7.4f}{spread}")
+              f"{point['per_class']:>8g} {point[f'validation_{measure}']:>11.4f} {point[f'test_{measure}']:>7.4f}{spread}")
     gain, gain_spread = result["last_doubling_gain"], result.get("last_doubling_gain_std")
     if gain is not None:
         print(f"a doubling of the images last added {gain * 100:+.2f}"
-              + (f" ± {gain_spread * 100:.2f}" if gain_spread is not None else "") + " points of validation accuracy"
+              + (f" ± {gain_spread * 100:.2f}" if gain_spread is not None else "")
+              + f" points of validation {measure.replace('_', ' ')}"
               + ("; more labels would likely still help" if gain >= WORTH_A_DOUBLING else
                  "; the curve has flattened: more labels would add little to this head"))
-    return {k: result[k] for k in ("dataset", "head", "layers", "repeats", "points", "last_doubling_gain",
-                                   "last_doubling_gain_std", "saved_to")}
+    return {k: result[k] for k in ("dataset", "head", "layers", "balanced", "measure", "repeats", "points",
+                                   "last_doubling_gain", "last_doubling_gain_std", "saved_to")}
 
 
 def cmd_map(args, settings: Settings) -> dict:

@@ -225,12 +225,13 @@ def heads_on_best_layer(target: SetTarget, swept: dict, heads: list[str], log: C
 
 
 def curve_on_best_layer(target: SetTarget, swept: dict, log: Callable = print) -> dict:
-    """The softmax head's learning curve on the layer the sweep found best: what more labels
-    would add, which ``tlfs advise`` then shows beside the dataset's size."""
+    """The softmax head's learning curve on the layer the sweep found best (balanced where the
+    sweep's heads were): what more labels would add, which ``tlfs advise`` then shows beside
+    the dataset's size."""
     from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
 
     result = learning_curve(LearningCurveRequest(target.dataset, target.backbone, (swept["best_layer"],), store=_settings(
-        target.store).store, version=target.version), log=log)
+        target.store).store, version=target.version, balanced=swept.get("balanced", False)), log=log)
     return {k: result[k] for k in ("layers", "points", "last_doubling_gain", "saved_to")}
 
 

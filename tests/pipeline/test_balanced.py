@@ -152,3 +152,34 @@ def test_the_advisor_shows_how_imbalanced_the_classes_are_beside_the_size(imbala
                                          "rarest_images": RARE, "ratio": 6.0, "imbalanced": True}
     assert ("  classes: imbalanced, green 24 training images to blue 4 (6x): heads fitted with --balanced find more of "
             "the rare classes") in describe(result).splitlines()
+
+
+def test_a_balanced_learning_curve_is_of_balanced_heads_and_their_balanced_accuracy_and_the_advisor_says_so(
+        imbalanced_set, monkeypatch):
+    from tlfs.models import heads
+    from tlfs.pipeline import tasks
+    from tlfs.pipeline.advise import advise, describe
+    from tlfs.pipeline.learning_curve import LearningCurveRequest, last_doubling_gain, learning_curve
+
+    feature_set, _, store = imbalanced_set
+    fitted_balanced = []  # whether each head the curves fit is balanced
+    real_fit = heads.fit
+    monkeypatch.setattr(heads, "fit",
+                        lambda kind, data, **kw: fitted_balanced.append(data.balanced) or real_fit(kind, data, **kw))
+    request = LearningCurveRequest("imbalanced", "efficientnet_lite0", ("block7",), shares=(0.25, 0.5, 1.0), store=store)
+    plain = learning_curve(request, log=lambda *_: None)
+    balanced = learning_curve(LearningCurveRequest(**{**request.__dict__, "balanced": True}), log=lambda *_: None)
+    assert fitted_balanced == [False] * 3 + [True] * 3
+    assert plain["saved_to"].endswith("/learning_curve-softmax-block7.json") and plain["measure"] == "accuracy"
+    assert balanced["saved_to"].endswith("/learning_curve-softmax-block7-balanced.json")
+    assert balanced["measure"] == "balanced_accuracy" and balanced["balanced"] is True
+    assert balanced["last_doubling_gain"] == last_doubling_gain(balanced["points"], measure="balanced_accuracy")
+    # the same images at each point, the heads balanced or not: where the plain head misses blue, the balanced finds it
+    assert [p["images"] for p in plain["points"]] == [p["images"] for p in balanced["points"]]
+    assert all(0 <= p["test_balanced_accuracy"] <= 1 for p in plain["points"] + balanced["points"])
+    lines = describe(advise(feature_set, log=lambda *_: None)).splitlines()
+    assert any(line.startswith("  learning curve (softmax (balanced) on block7): ") and "validation balanced accuracy" in line
+               for line in lines), lines
+    swept = {"best_layer": "block7", "balanced": True}
+    target = tasks.SetTarget("imbalanced", feature_set.backbone_version, store, feature_set.version)
+    assert tasks.curve_on_best_layer(target, swept, log=lambda *_: None)["saved_to"].endswith("-block7-balanced.json")
