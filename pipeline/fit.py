@@ -127,7 +127,18 @@ def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: 
     require_train_and_test(feature_set)
     layers = list(feature_set.layers) if layers == ["all"] else layers
     views = stored_views(feature_set, views)
-    return _fit_and_save(feature_set, layers, head, *read_views(feature_set, layers, views), log, balanced)
+    train, test = read_views(feature_set, layers, views)
+    _say_if_imbalanced(train, feature_set.classes, balanced, log)
+    return _fit_and_save(feature_set, layers, head, train, test, log, balanced)
+
+
+def _say_if_imbalanced(train: dict, classes: list[str], balanced: bool, log: Callable) -> None:
+    """Where the training split's classes are imbalanced and the heads are not balanced, say
+    so (``train``: ``{view: (X, y, ids)}``)."""
+    balance = class_balance(next(iter(train.values()))[1], classes)
+    if balance.imbalanced and not balanced:
+        log(f"  {balance.line()}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
+            "they were equally common")
 
 
 def stored_views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
@@ -168,7 +179,7 @@ def view_averaged_proba(head: heads.Head, test: dict) -> np.ndarray:
 
 
 def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: dict, test: dict, log: Callable,
-                  balanced: bool = False, note_imbalance: bool = True) -> dict:
+                  balanced: bool = False) -> dict:
     """``train``, ``test``: ``{view: (X, y, ids)}``, the original view first. Other views
     (the flipped image) add training rows, of the training images only, so that no
     validation image is seen in any view; validation is on the original view, and test
@@ -180,10 +191,6 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     fit_idx, val_idx = validation_split(y)
     log(f"fitting {head} on {'+'.join(layers)} ({X.shape[1]} dims), views {'+'.join(views)}: {len(fit_idx)} train images, "
         f"{len(val_idx)} validation, {len(yt)} test{', balanced' if balanced else ''}")
-    balance = class_balance(y, classes)
-    if balance.imbalanced and not balanced and note_imbalance:
-        log(f"  {balance.line()}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
-            "they were equally common")
     block_dims = [feature_set.layers[layer] for layer in layers] if len(layers) > 1 else None
     fit_rows, validation_rows = fitting_rows(train, fit_idx, val_idx)
     fitted, seconds = heads.fit(head, FitData(fit_rows, validation_rows, len(classes), block_dims, balanced), log=log)
@@ -287,8 +294,10 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     fitted: dict[str, dict] = {}
     dims = feature_set.layers
     for n, layer in enumerate(dims):
-        result = _fit_and_save(feature_set, [layer], "softmax", *read_views(feature_set, [layer], views), log, balanced,
-                               note_imbalance=not n)
+        train, test = read_views(feature_set, [layer], views)
+        if not n:  # the labels are the same for every layer: said once
+            _say_if_imbalanced(train, feature_set.classes, balanced, log)
+        result = _fit_and_save(feature_set, [layer], "softmax", train, test, log, balanced)
         accuracies[layer] = result["test_accuracy"]
         validation[layer] = result["validation_accuracy"]
         balanced_accuracies["validation"][layer] = result["validation_balanced_accuracy"]
