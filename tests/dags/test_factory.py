@@ -58,3 +58,19 @@ def test_the_advisors_verdict_on_a_large_dataset_reaches_fine_tuning_under_auto(
             case, action = decide(per_class, similarity, Thresholds(), None, layers)
             assert (action["do"] == "fine_tune") is large
             assert fine_tune_next({"case": case, "size": {"large": per_class >= LARGE_IMAGES_PER_CLASS}}, "auto") is large
+
+
+def test_the_operations_guide_names_every_param_of_each_dag(factory):
+    """docs/operations.md's bullet for each DAG names each of its Params, as `name`."""
+    import re
+    from pathlib import Path
+
+    factory, specs = factory
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    spec = specs.DatasetSpec(name="guitars", sources=["/data/g.zip"])
+    for dag in (factory.build_extract_dag(spec), factory.build_fit_dag(spec), factory.build_finetune_dag(spec)):
+        kind = dag.dag_id.removesuffix("_guitars")
+        bullet = re.search(rf"^- \*\*`{kind}_<name>`\*\*(.*?)(?=^- \*\*)", guide, re.S | re.M)
+        assert bullet, f"docs/operations.md has no bullet for {kind}_<name>"
+        named = set(re.findall(r"`(\w+)`", bullet.group(1)))
+        assert set(dag.params.dump()) - named == set(), f"{kind}_<name>'s Params the guide leaves out"
