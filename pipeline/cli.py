@@ -20,6 +20,7 @@ from tlfs.pipeline.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from tlfs.pipeline.familiarity import FAMILIAR_SHARE, NEIGHBOURS
 from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
 from tlfs.pipeline.feature_map import DEFAULT_IMAGES as MAP_IMAGES
+from tlfs.pipeline.label_next import DEFAULT_COUNT as LABEL_NEXT_COUNT, SHEET_IMAGES as LABEL_NEXT_SHEET
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
@@ -301,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the {LABEL_ISSUE_SHEET} most doubtful images, read "
                    "again from the set's sources, each with its label and the class suggested")
     _store_arg(p)
+
+    p = sub.add_parser("label-next", help="which of a pool of unlabelled images to label next: those a saved head is "
+                       "least sure of (between its two likeliest classes), spread over what they look like")
+    _image_files_arg(p, help_more=": the unlabelled pool")
+    p.add_argument("--dataset", required=True, help="the feature set whose head scores them")
+    _backbone_arg(p)
+    _saved_head_arg(p)
+    p.add_argument("-n", "--count", type=_positive, default=LABEL_NEXT_COUNT, metavar="N",
+                   help=f"images to choose (default {LABEL_NEXT_COUNT})")
+    p.add_argument("--output", metavar="FILE", help="write the chosen images to FILE (.csv, .parquet or .jsonl), "
+                   "least sure first, instead of printing them")
+    p.add_argument("--sheet", metavar="FILE.png", help=f"draw the first {LABEL_NEXT_SHEET} chosen images with the "
+                   "two classes the head hesitates between")
+    _store_arg(p)
+    _image_runtime_args(p)
 
     p = sub.add_parser("learning-curve", help="would more labelled images help? one head fitted on growing shares of "
                        "the training images, each scored on the same validation and test images")
@@ -695,6 +711,26 @@ def cmd_label_issues(args, settings: Settings) -> dict:
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 
+def cmd_label_next(args, settings: Settings) -> dict:
+    from tlfs.pipeline.label_next import LabelNextRequest, chosen_sheet, label_next
+    from tlfs.pipeline.tables import write_table
+
+    request = LabelNextRequest(args.dataset, args.backbone, tuple(args.images), args.count, args.head, settings.store,
+                               settings.device, settings.batch_size)
+    chosen, summary = label_next(request, log=_log, show_progress=not args.no_progress)
+    if args.output:
+        write_table(chosen, args.output)
+    else:
+        for row in chosen.itertuples():
+            print(f"{row.rank}\t{row.image}\t{row.label} {row.probability:.3f}"
+                  + (f" or {row.runner_up} {row.runner_up_probability:.3f}" if row.runner_up else ""))
+    if args.sheet:
+        _write_file(args.sheet, chosen_sheet(chosen, f"the {min(len(chosen), LABEL_NEXT_SHEET)} images to label first "
+                                                     f"of {summary['scored']}: the two classes {summary['head']} "
+                                                     "hesitates between"))
+    return {**summary, "output": args.output, "sheet": args.sheet}
+
+
 def cmd_learning_curve(args, settings: Settings) -> dict:
     from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
 
@@ -1057,7 +1093,7 @@ RESUMES = {
 
 COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_extract, "finetune": cmd_finetune, "bench": cmd_bench, "verify": cmd_verify, "advise": cmd_advise, "fit": cmd_fit, "predict": cmd_predict,
             "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
-            "label-issues": cmd_label_issues, "learning-curve": cmd_learning_curve, "map": cmd_map,
+            "label-issues": cmd_label_issues, "label-next": cmd_label_next, "learning-curve": cmd_learning_curve, "map": cmd_map,
             "heads": cmd_heads,
             "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
             "history": cmd_history, "vacuum": cmd_vacuum}

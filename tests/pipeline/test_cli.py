@@ -19,7 +19,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "label-next", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,118 @@
+"""Which of a pool of unlabelled images a person should label next (``tlfs label-next``):
+each image goes the way the set's images went (as ``tlfs predict`` sends it) through a saved
+head, and the images it is least sure of, spread over what they look like, are chosen
+(``models/uncertainty.choose_to_label``). Labelled and added to the dataset's source, they
+are what the next incremental extraction and fit learn most from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tlfs.features.layout import ORIGINAL
+from tlfs.features.reader import open_set
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, features_as_stored, list_images, per_image,
+                                       session_as_stored)
+from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
+from tlfs.pipeline.views import VIEWS
+
+DEFAULT_COUNT = 100
+SHEET_IMAGES = 60  # the first chosen images a sheet draws
+IMAGES_A_ROW = 10  # of a sheet
+CHOSEN_COLUMNS = ["rank", "image", "label", "probability", "runner_up", "runner_up_probability", "margin"]
+
+
+@dataclass(frozen=True)
+class LabelNextRequest:
+    dataset: str
+    backbone: str
+    images: tuple[str, ...]  # the unlabelled pool: files, folders (every image below them) or globs, any fsspec URI
+    count: int = DEFAULT_COUNT  # images to choose
+    head: str | None = None  # a saved head's folder under the set's _heads/; None: the sweep's
+    store: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+
+
+def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, show_progress: bool = False):
+    """``(chosen, summary)``: a table of the ``count`` images to label first, least sure first
+    (``CHOSEN_COLUMNS``: the head's likeliest class and its probability, the runner-up and
+    its, the margin between them), and what the pool held."""
+    import pandas as pd
+
+    from tlfs.models.uncertainty import choose_to_label, margins
+
+    if request.count < 1:
+        raise PipelineError(f"count {request.count}: at least 1 image to choose")
+    feature_set = open_set(request.dataset, request.backbone, request.store)
+    head = load_head(feature_set, request.head or best_head(feature_set))
+    layers = head.metrics["layers"]
+    session, runtime, size = session_as_stored(feature_set, layers, request.device, request.batch_size, log)
+    paths = list_images(request.images)
+    log(f"scoring {count_of(len(paths))} with {head.name} ({'+'.join(layers)}, views {'+'.join(head.metrics['views'])}) "
+        f"of {feature_set.uri}, on {runtime.device} ({runtime.precision}), to choose {request.count}")
+    started, kept, rows, rejected = time.perf_counter(), [], [], 0
+    widths = [feature_set.layers[layer] for layer in layers]
+    for chunk, images in decoded_chunks(paths, size, "label-next", show_progress):
+        for path, row in zip(chunk, per_image(images, runtime.batch_size, lambda b: _scores(head, session, b, widths))):
+            if isinstance(row, str):
+                rejected += 1
+                log(f"  {path}: not scored ({row})")
+                continue
+            kept.append(path)
+            rows.append(row)
+    if not rows:
+        raise PipelineError(f"{count_of(len(paths))} given and none could be decoded: nothing to choose from")
+    scores = np.vstack(rows)
+    probabilities, features = scores[:, :len(head.classes)], scores[:, len(head.classes):]
+    margin = margins(probabilities)
+    chosen = choose_to_label(margin, features, request.count)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
+    table = pd.DataFrame({
+        "rank": np.arange(1, len(chosen) + 1),
+        "image": [kept[i] for i in chosen],
+        "label": [head.classes[order[i, 0]] for i in chosen],
+        "probability": [float(probabilities[i, order[i, 0]]) for i in chosen],
+        "runner_up": [head.classes[order[i, 1]] if len(head.classes) > 1 else None for i in chosen],
+        "runner_up_probability": [float(probabilities[i, order[i, 1]]) if len(head.classes) > 1 else None
+                                  for i in chosen],
+        "margin": margin[chosen].astype(float),
+    }, columns=CHOSEN_COLUMNS)
+    seconds = time.perf_counter() - started
+    summary = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version, "head": head.name,
+               "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected, "chosen": len(chosen),
+               "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
+               "median_margin_pool": round(float(np.median(margin)), 4),
+               "chosen_by_predicted_class": table["label"].value_counts().to_dict(), "seconds": round(seconds, 1)}
+    log(f"chose {count_of(len(chosen))} of {len(kept)} scored ({rejected} could not be decoded) in {seconds:.1f}s: "
+        f"median margin {summary['median_margin_chosen']:.3f} against {summary['median_margin_pool']:.3f} over the pool")
+    return table, summary
+
+
+def _scores(head: SavedHead, session, batch: np.ndarray, widths: list[int]) -> np.ndarray:
+    """A uint8 batch's rows: the head's probabilities (averaged over its views), then the
+    original view's features with each layer at unit length (what the choice spreads over)."""
+    from tlfs.models.neighbours import unit_layers
+
+    layers, views = head.metrics["layers"], head.metrics["views"]
+    features = {view: features_as_stored(session, VIEWS[view](batch), layers)
+                for view in dict.fromkeys([*views, ORIGINAL])}
+    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
+    return np.column_stack([probabilities, unit_layers(features[ORIGINAL], widths)])
+
+
+def chosen_sheet(table, title: str) -> bytes:
+    """PNG bytes: the first ``SHEET_IMAGES`` chosen images, each with its rank and the two
+    classes the head hesitates between."""
+    from tlfs.pipeline.image_sheet import THUMB, image_sheet
+
+    shown = table.head(SHEET_IMAGES)
+    images = dict(zip(shown["image"], decoded(list(shown["image"]), 2 * THUMB)))  # big enough for a thumbnail
+    groups = [[(row.image, f"{row.rank}. {row.label} {row.probability:.2f}\n or {row.runner_up} "
+                           f"{row.runner_up_probability:.2f}" if row.runner_up else f"{row.rank}. {row.label}")]
+              for row in shown.itertuples()]
+    return image_sheet([(title, groups)], images, per_row=IMAGES_A_ROW)
