@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
 
     p = sub.add_parser("label-next", help="which of a pool of unlabelled images to label next: those a saved head is "
-                       "least sure of (between its two likeliest classes), spread over what they look like")
+                       "least sure of (between its two likeliest classes), spread over what they look like; images "
+                       "the set already holds are left out")
     _image_files_arg(p, help_more=": the unlabelled pool")
     p.add_argument("--dataset", required=True, help="the feature set whose head scores them")
     _backbone_arg(p)

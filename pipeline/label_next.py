@@ -2,7 +2,8 @@
 each image goes the way the set's images went (as ``tlfs predict`` sends it) through a saved
 head, and the images it is least sure of, spread over what they look like, are chosen
 (``models/uncertainty.choose_to_label``). Labelled and added to the dataset's source, they
-are what the next incremental extraction and fit learn most from."""
+are what the next incremental extraction and fit learn most from. An image the set already
+holds (the same file: its features as stored) is labelled already, so it is left out."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from tlfs.pipeline.views import VIEWS
 DEFAULT_COUNT = 100
 SHEET_IMAGES = 60  # the first chosen images a sheet draws
 IMAGES_A_ROW = 10  # of a sheet
+# cosine to a stored image from which a pool image is one the set holds (the same file gives 1: its
+# features as stored; a near-copy re-encoded, resized or cropped stays well below)
+STORED_SIMILARITY = 0.999
 CHOSEN_COLUMNS = ["rank", "image", "label", "probability", "runner_up", "runner_up_probability", "margin"]
 
 
@@ -70,7 +74,15 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     scores = np.vstack(rows)
     probabilities, features = scores[:, :len(head.classes)], scores[:, len(head.classes):]
     margin = margins(probabilities)
-    chosen = choose_to_label(margin, features, request.count)
+    stored = _already_stored(feature_set, layers, widths, features, margin, request.count)
+    if stored:
+        shown = ", ".join(f"{kept[row]} = {image_id}" for row, image_id in list(stored.items())[:3])
+        log(f"left out {count_of(len(stored))} the set already holds (cosine >= {STORED_SIMILARITY} to a stored "
+            f"image): {shown}{', ...' if len(stored) > 3 else ''}")
+    new = np.setdiff1d(np.arange(len(kept)), list(stored))
+    if not len(new):
+        raise PipelineError(f"every image scored is one {feature_set.uri} already holds: nothing to choose from")
+    chosen = new[choose_to_label(margin[new], features[new], request.count)]
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
     table = pd.DataFrame({
         "rank": np.arange(1, len(chosen) + 1),
@@ -84,13 +96,37 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     }, columns=CHOSEN_COLUMNS)
     seconds = time.perf_counter() - started
     summary = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version, "head": head.name,
-               "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected, "chosen": len(chosen),
+               "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected,
+               "already_stored": len(stored), "chosen": len(chosen),
                "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
                "median_margin_pool": round(float(np.median(margin)), 4),
                "chosen_by_predicted_class": table["label"].value_counts().to_dict(), "seconds": round(seconds, 1)}
     log(f"chose {count_of(len(chosen))} of {len(kept)} scored ({rejected} could not be decoded) in {seconds:.1f}s: "
         f"median margin {summary['median_margin_chosen']:.3f} against {summary['median_margin_pool']:.3f} over the pool")
     return table, summary
+
+
+def _already_stored(feature_set, layers: list[str], widths: list[int], features: np.ndarray, margin: np.ndarray,
+                    count: int) -> dict[int, str]:
+    """The pool rows the set already holds, by the stored image they are (its id), of those the
+    choice would consider: the candidates of smallest margin, checked until ``CANDIDATES_PER_PICK
+    * count`` of them are new (or the pool is all checked)."""
+    from tlfs.models.neighbours import nearest, unit_layers
+    from tlfs.models.uncertainty import CANDIDATES_PER_PICK
+
+    matrices = [feature_set.matrices(layers, split) for split in feature_set.splits]
+    references = unit_layers(np.vstack([X for X, _, _ in matrices]), widths)
+    ids = [image_id for _, _, split_ids in matrices for image_id in split_ids]
+    order = np.argsort(margin, kind="stable")
+    checked, stored = np.zeros(len(margin), bool), {}
+    while True:
+        window = order[~np.isin(order, list(stored))][:CANDIDATES_PER_PICK * count]
+        unchecked = window[~checked[window]]
+        if not len(unchecked):
+            return stored
+        index, similarity = nearest(features[unchecked], references)
+        checked[unchecked] = True
+        stored.update({int(row): ids[i] for row, i, s in zip(unchecked, index, similarity) if s >= STORED_SIMILARITY})
 
 
 def _scores(head: SavedHead, session, batch: np.ndarray, widths: list[int]) -> np.ndarray:
