@@ -68,3 +68,16 @@ def kth_similarity(queries: np.ndarray, references: np.ndarray, k: int,
         kth = cosines.shape[1] - k  # the k-th largest, where an ascending order would put it
         out[start:start + rows] = np.partition(cosines, kth, axis=1)[:, kth]
     return out
+
+
+def nearest_unit(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, similarity)`` of each query row's most similar row of ``references``, both of
+    unit length (``unit_layers``): a product of unit rows in chunks of queries, so its memory
+    stays within ``CHUNK_BYTES`` whatever the number of queries."""
+    rows = max(1, CHUNK_BYTES // (4 * max(1, len(references))))
+    index, similarity = np.empty(len(queries), np.int64), np.empty(len(queries), np.float32)
+    for start in range(0, len(queries), rows):
+        cosines = queries[start:start + rows].astype(np.float32, copy=False) @ references.T
+        index[start:start + rows] = cosines.argmax(axis=1)
+        similarity[start:start + rows] = cosines[np.arange(len(cosines)), index[start:start + rows]]
+    return index, similarity

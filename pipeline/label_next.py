@@ -99,9 +99,10 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
                "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected,
                "already_stored": len(stored), "chosen": len(chosen),
                "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
-               "median_margin_pool": round(float(np.median(margin)), 4),
+               "median_margin_pool": round(float(np.median(margin[new])), 4),  # of the new images
                "chosen_by_predicted_class": table["label"].value_counts().to_dict(), "seconds": round(seconds, 1)}
-    log(f"chose {count_of(len(chosen))} of {len(kept)} scored ({rejected} could not be decoded) in {seconds:.1f}s: "
+    log(f"chose {count_of(len(chosen))} of {len(new)} new ({len(stored)} already stored, {rejected} could not be "
+        f"decoded) in {seconds:.1f}s: "
         f"median margin {summary['median_margin_chosen']:.3f} against {summary['median_margin_pool']:.3f} over the pool")
     return table, summary
 
@@ -111,7 +112,7 @@ def _already_stored(feature_set, layers: list[str], widths: list[int], features:
     """The pool rows the set already holds, by the stored image they are (its id), of those the
     choice would consider: the candidates of smallest margin, checked until ``CANDIDATES_PER_PICK
     * count`` of them are new (or the pool is all checked)."""
-    from tlfs.models.neighbours import nearest, unit_layers
+    from tlfs.models.neighbours import nearest_unit, unit_layers
     from tlfs.models.uncertainty import CANDIDATES_PER_PICK
 
     matrices = [feature_set.matrices(layers, split) for split in feature_set.splits]
@@ -124,7 +125,7 @@ def _already_stored(feature_set, layers: list[str], widths: list[int], features:
         unchecked = window[~checked[window]]
         if not len(unchecked):
             return stored
-        index, similarity = nearest(features[unchecked], references)
+        index, similarity = nearest_unit(features[unchecked], references)
         checked[unchecked] = True
         stored.update({int(row): ids[i] for row, i, s in zip(unchecked, index, similarity) if s >= STORED_SIMILARITY})
 

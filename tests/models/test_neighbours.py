@@ -86,3 +86,16 @@ def test_each_layers_part_of_a_row_weighs_the_same_whatever_its_width_and_scale(
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), [1.0, np.sqrt(0.5)], rtol=1e-6)  # a zero part stays zero
     with pytest.raises(ValueError, match=r"layer widths \[8, 3\] do not add up to the matrix's 10 columns"):
         unit_layers(rows, [8, 3])
+
+
+def test_the_nearest_of_unit_rows_in_chunks_is_the_searchs(monkeypatch):
+    from tlfs.models import neighbours
+    from tlfs.models.neighbours import nearest_unit
+
+    rng = np.random.default_rng(4)
+    references, queries = unit(rng.normal(size=(60, 5))), unit(rng.normal(size=(31, 5)))
+    expected_index, expected_similarity = nearest(queries, references)
+    monkeypatch.setattr(neighbours, "CHUNK_BYTES", 4 * 60 * 7)  # 7 queries a chunk
+    index, similarity = nearest_unit(queries, references)
+    assert index.tolist() == expected_index.tolist()
+    np.testing.assert_allclose(similarity, expected_similarity, atol=1e-5)
