@@ -40,6 +40,7 @@ class LabelNextRequest:
     store: str | None = None
     device: str = "cpu"
     batch_size: int | None = None
+    version: int | None = None  # of the set (None: the newest)
 
 
 def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, show_progress: bool = False):
@@ -52,7 +53,7 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
 
     if request.count < 1:
         raise PipelineError(f"count {request.count}: at least 1 image to choose")
-    feature_set = open_set(request.dataset, request.backbone, request.store)
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     head = load_head(feature_set, request.head or best_head(feature_set))
     layers = head.metrics["layers"]
     session, runtime, size = session_as_stored(feature_set, layers, request.device, request.batch_size, log)

@@ -256,6 +256,32 @@ def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print)
                                     "backbone_version", "parity")}
 
 
+def choose_next_to_label(target: SetTarget, head: str, images: list[str], count: int, log: Callable = print) -> dict:
+    """Of ``images`` (unlabelled: files, folders, globs), the ``count`` the ``head`` is least sure
+    of (``tlfs label-next``), saved beside the set's heads as ``label_next.csv`` (least sure
+    first) and ``label_next.png`` (a sheet of the first)."""
+    import tempfile
+    from pathlib import Path
+
+    from tlfs.features import layout
+    from tlfs.pipeline.fit import publish_files
+    from tlfs.pipeline.label_next import LabelNextRequest, chosen_sheet, label_next
+    from tlfs.pipeline.tables import write_table
+
+    settings = _settings(target.store)
+    chosen, summary = label_next(LabelNextRequest(target.dataset, target.backbone, tuple(images), count, head,
+                                                  settings.store, settings.device, settings.batch_size,
+                                                  version=target.version), log=log)
+    heads = layout.heads_uri(target.open().uri)
+    with tempfile.TemporaryDirectory(prefix="tlfs-label-next-") as tmp:
+        table, sheet = Path(tmp) / "label_next.csv", Path(tmp) / "label_next.png"
+        write_table(chosen, str(table))
+        sheet.write_bytes(chosen_sheet(chosen, f"the images to label first of {summary['scored'] - summary['already_stored']}"
+                                               f" new: the two classes {head} hesitates between"))
+        publish_files([table, sheet], heads)
+    return {**summary, "saved_to": f"{heads}/label_next.csv"}
+
+
 def advise_dataset(target: SetTarget, thresholds=None, log: Callable = print) -> dict:
     """The transfer case of the ``target`` set version, from its stored features
     (``thresholds``: pipeline/advise.Thresholds, by default the advisor's)."""

@@ -247,7 +247,7 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads and a learning curve on the features of {spec.name}", [asset], {
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve and the images to label next on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
@@ -255,6 +255,10 @@ def build_fit_dag(spec: DatasetSpec):
         "balanced": Param(spec.balanced, type="boolean", description="heads that predict as if every class were equally common "
                           "(tlfs fit --balanced): for imbalanced classes; the best layer and head then chosen by "
                           "validation balanced accuracy"),
+        "unlabelled": Param(spec.unlabelled, type="array", items={"type": "string"},
+                            description="images waiting for labels (files, folders or globs): label_next chooses the "
+                            "ones the shipped head is least sure of ([]: none, the task is skipped)"),
+        "label_next": Param(spec.label_next, type="integer", minimum=1, description="how many images label_next chooses"),
     }, "heads")
     def fit_dag():
         @task
@@ -288,9 +292,21 @@ def build_fit_dag(spec: DatasetSpec):
 
             return tasks.curve_on_best_layer(tasks.SetTarget.from_json(target), swept, log=_log)
 
+        @task
+        def label_next(target: dict, shipped: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from tlfs.pipeline import tasks
+
+            params = get_current_context()["params"]
+            if not params["unlabelled"]:
+                raise AirflowSkipException("no unlabelled images named (the unlabelled param, or the spec's key)")
+            return tasks.choose_next_to_label(tasks.SetTarget.from_json(target), shipped["head"], params["unlabelled"],
+                                              params["label_next"], log=_log)
+
         target = feature_set()
         swept = sweep(target)
-        ship_classifier(target, fit_heads(target, swept))
+        label_next(target, ship_classifier(target, fit_heads(target, swept)))
         learning_curve(target, swept)
 
     return fit_dag()

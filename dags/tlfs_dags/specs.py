@@ -39,6 +39,9 @@ class DatasetSpec:
     views: list[str] = field(default_factory=list)  # beside the original: e.g. [flip]
     schedule: str | None = None
     balanced: bool = False  # fit_heads_<name>'s heads predict as if every class were equally common
+    # images waiting for labels (files, folders, globs): fit_heads_<name> chooses which to label next
+    unlabelled: list[str] = field(default_factory=list)
+    label_next: int = 100  # how many it chooses (tlfs label-next's default)
     path: str = ""
 
 
@@ -83,6 +86,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
               "a list of views from: " + ", ".join(EXTRA_VIEWS)),
     "schedule": (_valid_schedule, "null, a preset (" + ", ".join(SCHEDULE_PRESETS) + ") or a 5-field cron line"),
     "balanced": (lambda v: isinstance(v, bool), "true or false"),
+    "unlabelled": (_text_list, "a list of image files, folders or globs"),
+    "label_next": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "an integer > 0"),
 }
 KNOWN_KEYS = [f.name for f in fields(DatasetSpec) if f.name != "path"]
 

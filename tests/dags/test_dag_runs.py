@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from tlfs import features
-from tests.conftest import shared_cifar_sources
+from tests.conftest import noisy_images, shared_cifar_sources, write_tree
 from tests.dags.conftest import REPO
 from tests.faults import python_path
 from tests.extraction import run_extract
@@ -114,8 +115,14 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     extra = json.loads(asset_extras(env)[-1])
     assert {k: extra[k] for k in ("version", "added", "changed", "removed", "reused", "rows")} == \
         {"version": 2, "added": 20, "changed": 0, "removed": 0, "reused": 120, "rows": 140}
-    # this time with balanced heads (the fit DAG's balanced param): chosen and shipped by balanced accuracy
-    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"], "balanced": True}), env=env)
+    # this time with balanced heads (the fit DAG's balanced param): chosen and shipped by balanced accuracy,
+    # and a folder of images waiting for labels: the shipped head's least sure of them saved as the queue
+    incoming = write_tree(tmp_path / "incoming", noisy_images(per_class=2))
+    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"], "balanced": True,
+                                                                   "unlabelled": [str(incoming)], "label_next": 5}), env=env)
+    queue = pd.read_csv(heads / "label_next.csv")
+    assert len(queue) == 5 and queue["rank"].tolist() == [1, 2, 3, 4, 5] and queue["margin"].is_monotonic_increasing
+    assert all(image.startswith(str(incoming)) for image in queue["image"]) and (heads / "label_next.png").exists()
     newest = features.open_set("cifar10", "efficientnet_lite0", store)
     swept = json.loads((heads / "sweep.json").read_text())
     assert newest.version == 2 and swept["plan_id"] == newest.plan_id
@@ -189,10 +196,10 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     assert len(fit_runs) == 2, fit_runs
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
                                                                "fit_heads": "success", "ship_classifier": "success",
-                                                               "learning_curve": "success"})
+                                                               "learning_curve": "success", "label_next": "skipped"})
     assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
                                                                 "fit_heads": "skipped", "ship_classifier": "skipped",
-                                                                "learning_curve": "skipped"})
+                                                                "learning_curve": "skipped", "label_next": "skipped"})
     newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
     assert newest.version == 1, "the unchanged run committed a new version"
     for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %

@@ -22,7 +22,8 @@ def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     assert sorted(extract.task_ids) == ["advise", "choose", "commit", "export_backbone", "extract_shard", "finetune_conf",
                                         "heads_only", "plan_shards", "trigger_finetune"]
     assert sorted(finetune.task_ids) == ["commit", "extract_shard", "finetune", "plan_shards"]
-    assert sorted(fit.task_ids) == ["feature_set", "fit_heads", "learning_curve", "ship_classifier", "sweep"]
+    assert sorted(fit.task_ids) == ["feature_set", "fit_heads", "label_next", "learning_curve", "ship_classifier", "sweep"]
+    assert fit.get_task("label_next").upstream_task_ids == {"feature_set", "ship_classifier"}
     assert extract.get_task("extract_shard").pool == factory.EXTRACT_POOL
     params = extract.params.dump()
     assert (params["sources"], params["limit"], params["views"]) == (["/data/g.zip"], 50, ["flip"])

@@ -9,7 +9,7 @@ import pytest
 from tests.dags.conftest import DAGS
 
 sys.path.insert(0, str(DAGS))
-from tlfs_dags.specs import SpecError, load_spec, load_specs  # noqa: E402
+from tlfs_dags.specs import DatasetSpec, SpecError, load_spec, load_specs  # noqa: E402
 
 GOOD = "name: flowers\nsources: [s3://bucket/flowers.tar]\n"
 
@@ -28,6 +28,9 @@ BAD_SPECS = {
     "layers": (GOOD + "layers: head\n", 3, "key 'layers': expected null (all) or a list of tap layer names, got 'head'"),
     "sources_empty": ("name: flowers\nsources: []\n", 2, "key 'sources': expected a list of source URIs (only cifar10"),
     "balanced": (GOOD + "balanced: yes please\n", 3, "key 'balanced': expected true or false, got 'yes please'"),
+    "unlabelled": (GOOD + "unlabelled: /data/incoming\n", 3, "key 'unlabelled': expected a list of image files, folders "
+                   "or globs, got '/data/incoming'"),
+    "label_next": (GOOD + "label_next: 0\n", 3, "key 'label_next': expected an integer > 0, got 0"),
 }
 
 
@@ -64,6 +67,16 @@ def test_a_good_spec_loads_with_its_values_and_defaults(tmp_path):
     assert spec.backbone == "efficientnet_lite0" and spec.splits is None and spec.balanced is False
     assert load_spec(write(tmp_path, "slides.yaml", "name: slides\nsources: [/data/s.zip]\nbalanced: true\n")).balanced
     assert load_spec(write(tmp_path, "cifar10.yaml", "name: cifar10\nschedule: '@weekly'\n")).sources == []
+    assert (spec.unlabelled, spec.label_next) == ([], 100)
+    queued = load_spec(write(tmp_path, "pets.yaml", "name: pets\nsources: [/data/p]\nunlabelled: [/data/incoming]\n"
+                             "label_next: 250\n"))
+    assert (queued.unlabelled, queued.label_next) == (["/data/incoming"], 250)
+
+
+def test_the_specs_label_next_default_is_the_commands():
+    from tlfs.pipeline.label_next import DEFAULT_COUNT
+
+    assert DatasetSpec(name="x").label_next == DEFAULT_COUNT
 
 
 def test_one_bad_file_costs_only_its_own_dataset(tmp_path):

@@ -94,3 +94,23 @@ def test_tlfs_label_next_prints_the_chosen_or_writes_them_and_draws_a_sheet(nois
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(summary["chosen_by_predicted_class"].values()) == 5
     assert np.all(np.diff(written["margin"]) >= 0)
+
+
+def test_the_fit_dags_task_saves_the_queue_beside_the_heads(noisy_set, head_of, pool):
+    """``tasks.choose_next_to_label`` (the fit_heads DAG's label_next): the chosen images, least
+    sure first, as _heads/label_next.csv, and their sheet, of the version the run fitted."""
+    from pathlib import Path
+
+    from tlfs.pipeline import tasks
+
+    feature_set, source, store = noisy_set
+    target = tasks.SetTarget("noisy", "efficientnet_lite0", store, feature_set.version)
+    summary = tasks.choose_next_to_label(target, head_of, [str(pool / "green"), str(source / "test/red/001.png")], 4,
+                                         **QUIET)
+    assert (summary["scored"], summary["already_stored"], summary["chosen"]) == (13, 1, 4)
+    saved = Path(summary["saved_to"])
+    assert saved == Path(feature_set.uri) / "_heads" / "label_next.csv"
+    queue = pd.read_csv(saved)
+    assert list(queue.columns) == CHOSEN_COLUMNS and queue["rank"].tolist() == [1, 2, 3, 4]
+    assert all(image.startswith(str(pool / "green")) for image in queue["image"])
+    assert (saved.parent / "label_next.png").read_bytes()[:4] == b"\x89PNG"
