@@ -751,7 +751,8 @@ def cmd_learning_curve(args, settings: Settings) -> dict:
         print(f"a doubling of the images last added {gain * 100:+.2f}"
               + (f" ± {gain_spread * 100:.2f}" if gain_spread is not None else "")
               + f" points of validation {measure.replace('_', ' ')}"
-              + ("; more labels would likely still help" if gain >= WORTH_A_DOUBLING else
+              + (f"; more labels would likely still help (tlfs label-next --dataset {args.dataset} chooses which images "
+                 "to label first)" if gain >= WORTH_A_DOUBLING else
                  "; the curve has flattened: more labels would add little to this head"))
     return {k: result[k] for k in ("dataset", "head", "layers", "balanced", "measure", "repeats", "points",
                                    "last_doubling_gain", "last_doubling_gain_std", "saved_to")}
