@@ -47,8 +47,6 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     """``(chosen, summary)``: a table of the ``count`` images to label first, least sure first
     (``CHOSEN_COLUMNS``: the head's likeliest class and its probability, the runner-up and
     its, the margin between them), and what the pool held."""
-    import pandas as pd
-
     from tlfs.models.uncertainty import choose_to_label, margins
 
     if request.count < 1:
@@ -60,19 +58,10 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     paths = list_images(request.images)
     log(f"scoring {count_of(len(paths))} with {head.name} ({'+'.join(layers)}, views {'+'.join(head.metrics['views'])}) "
         f"of {feature_set.uri}, on {runtime.device} ({runtime.precision}), to choose {request.count}")
-    started, kept, rows, rejected = time.perf_counter(), [], [], 0
+    started = time.perf_counter()
     widths = [feature_set.layers[layer] for layer in layers]
-    for chunk, images in decoded_chunks(paths, size, "label-next", show_progress):
-        for path, row in zip(chunk, per_image(images, runtime.batch_size, lambda b: _scores(head, session, b, widths))):
-            if isinstance(row, str):
-                rejected += 1
-                log(f"  {path}: not scored ({row})")
-                continue
-            kept.append(path)
-            rows.append(row)
-    if not rows:
-        raise PipelineError(f"{count_of(len(paths))} given and none could be decoded: nothing to choose from")
-    scores = np.vstack(rows)
+    kept, scores, rejected = _scored(paths, size, runtime.batch_size, lambda b: _scores(head, session, b, widths),
+                                     show_progress, log)
     probabilities, features = scores[:, :len(head.classes)], scores[:, len(head.classes):]
     margin = margins(probabilities)
     stored = _already_stored(feature_set, layers, widths, features, margin, request.count)
@@ -84,17 +73,7 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     if not len(new):
         raise PipelineError(f"every image scored is one {feature_set.uri} already holds: nothing to choose from")
     chosen = new[choose_to_label(margin[new], features[new], request.count)]
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
-    table = pd.DataFrame({
-        "rank": np.arange(1, len(chosen) + 1),
-        "image": [kept[i] for i in chosen],
-        "label": [head.classes[order[i, 0]] for i in chosen],
-        "probability": [float(probabilities[i, order[i, 0]]) for i in chosen],
-        "runner_up": [head.classes[order[i, 1]] if len(head.classes) > 1 else None for i in chosen],
-        "runner_up_probability": [float(probabilities[i, order[i, 1]]) if len(head.classes) > 1 else None
-                                  for i in chosen],
-        "margin": margin[chosen].astype(float),
-    }, columns=CHOSEN_COLUMNS)
+    table = _chosen_table([kept[i] for i in chosen], probabilities[chosen], margin[chosen], head.classes)
     seconds = time.perf_counter() - started
     summary = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version, "head": head.name,
                "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected,
@@ -106,6 +85,42 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
         f"decoded) in {seconds:.1f}s: "
         f"median margin {summary['median_margin_chosen']:.3f} against {summary['median_margin_pool']:.3f} over the pool")
     return table, summary
+
+
+def _scored(paths: list[str], input_size: int, batch_size: int, compute: Callable[[np.ndarray], np.ndarray],
+            show_progress: bool, log: Callable[[str], None]) -> tuple[list[str], np.ndarray, int]:
+    """``(paths scored, their rows of compute, images that could not be decoded)``; each of
+    those is named with its reason."""
+    kept, rows, rejected = [], [], 0
+    for chunk, images in decoded_chunks(paths, input_size, "label-next", show_progress):
+        for path, row in zip(chunk, per_image(images, batch_size, compute)):
+            if isinstance(row, str):
+                rejected += 1
+                log(f"  {path}: not scored ({row})")
+                continue
+            kept.append(path)
+            rows.append(row)
+    if not rows:
+        raise PipelineError(f"{count_of(len(paths))} given and none could be decoded: nothing to choose from")
+    return kept, np.vstack(rows), rejected
+
+
+def _chosen_table(images: list[str], probabilities: np.ndarray, margin: np.ndarray, classes: list[str]):
+    """The chosen images in order, as ``CHOSEN_COLUMNS``."""
+    import pandas as pd
+
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    rows = np.arange(len(images))
+    runner_up = order[:, 1] if len(classes) > 1 else None
+    return pd.DataFrame({
+        "rank": rows + 1,
+        "image": images,
+        "label": [classes[k] for k in order[:, 0]],
+        "probability": probabilities[rows, order[:, 0]].astype(float),
+        "runner_up": [classes[k] for k in runner_up] if runner_up is not None else None,
+        "runner_up_probability": probabilities[rows, runner_up].astype(float) if runner_up is not None else None,
+        "margin": margin.astype(float),
+    }, columns=CHOSEN_COLUMNS)
 
 
 def _already_stored(feature_set, layers: list[str], widths: list[int], features: np.ndarray, margin: np.ndarray,
