@@ -218,13 +218,17 @@ def describe(result: dict) -> str:
         shown = "validation / test" if validation else "test"  # a sweep saved before it recorded validation: test alone
         lines.append(f"  layer sweep{of} (softmax {shown} accuracy): " + ", ".join(
             (f"{k} {validation[k]:.3f}/{v:.3f}" if validation else f"{k} {v:.3f}") for k, v in result["sweep"].items()))
+    from tlfs.pipeline.learning_curve import WORTH_A_DOUBLING
+
     for curve in result.get("learning_curves") or []:
         first, last, gain = curve["points"][0], curve["points"][-1], curve["last_doubling_gain"]
         measure = curve.get("measure", "accuracy")
         lines.append(f"  learning curve ({curve['head']}{' (balanced)' if measure != 'accuracy' else ''} on "
                      f"{'+'.join(curve['layers'])}): {first['images']:,} -> {last['images']:,} training images, validation "
                      f"{measure.replace('_', ' ')} {first[f'validation_{measure}']:.3f} -> {last[f'validation_{measure}']:.3f}"
-                     + (f"; a doubling last added {gain * 100:+.1f} points" if gain is not None else ""))
+                     + (f"; a doubling last added {gain * 100:+.1f} points" if gain is not None else "")
+                     + (f": more labels would still help (tlfs label-next --dataset {result['dataset']} chooses which)"
+                        if gain is not None and gain >= WORTH_A_DOUBLING else ""))
     a = result["action"]
     detail = f"{a['head']} on {a['layer']}" if a["do"] == "linear_classifier" else f"freeze {a['freeze']}, init {a['init']}"
     lines.append(f"action: {a['do'].replace('_', ' ')} ({detail}) — {a['why']}")

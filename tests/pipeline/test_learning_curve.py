@@ -14,8 +14,8 @@ from tlfs.features.storage import read_json_if_exists
 from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit
-from tlfs.pipeline.learning_curve import (LearningCurveRequest, _class_order, _first_of_each_class, last_doubling_gain,
-                                          learning_curve)
+from tlfs.pipeline.learning_curve import (WORTH_A_DOUBLING, LearningCurveRequest, _class_order, _first_of_each_class,
+                                          last_doubling_gain, learning_curve)
 
 QUIET = {"log": lambda *_: None}
 
@@ -83,7 +83,7 @@ def test_what_cannot_be_drawn_is_told(noisy_set):
         curve(views=("rotated",))
 
 
-def test_the_advisor_shows_the_curves_of_this_version_as_evidence_and_leaves_out_another_versions(noisy_set):
+def test_the_advisor_shows_the_curves_of_this_version_as_evidence_and_leaves_out_another_versions(noisy_set, monkeypatch):
     from tlfs.features.storage import atomic_write_json
     from tlfs.pipeline.advise import advise, describe
 
@@ -97,7 +97,15 @@ def test_the_advisor_shows_the_curves_of_this_version_as_evidence_and_leaves_out
     first, last = curve["points"]
     assert (f"  learning curve (softmax on head): {first['images']} -> {last['images']} training images, validation accuracy "
             f"{first['validation_accuracy']:.3f} -> {last['validation_accuracy']:.3f}; a doubling last added "
-            f"{curve['last_doubling_gain'] * 100:+.1f} points") in describe(advice).splitlines()
+            f"{curve['last_doubling_gain'] * 100:+.1f} points"
+            + (": more labels would still help (tlfs label-next --dataset noisy chooses which)"
+               if curve["last_doubling_gain"] >= WORTH_A_DOUBLING else "")) in describe(advice).splitlines()
+    # where a doubling still adds enough, the line names the command that chooses which images to label
+    from tlfs.pipeline import learning_curve as curves
+
+    for worth, named in ((-1.0, True), (1.0, False)):
+        monkeypatch.setattr(curves, "WORTH_A_DOUBLING", worth)
+        assert ("tlfs label-next --dataset noisy chooses which" in describe(advice)) is named
 
 
 def test_with_no_layer_named_the_sweeps_best_layer_of_this_version_is_used_else_the_deepest(noisy_set):
