@@ -161,6 +161,8 @@ PARAM_CASES = {
     "finetune_device": {"bad": ["tpu"], "good": ["cpu"]},
     "heads": {"bad": [["svm"], "softmax"], "good": [["softmax", "mlp"]]},
     "balanced": {"bad": ["yes", 1], "good": [True, False]},
+    "unlabelled": {"bad": ["/data/incoming", [1]], "good": [[], ["/data/incoming", "s3://b/new/*.jpg"]]},
+    "label_next": {"bad": [0, "100", 2.5], "good": [1, 500]},
     "freeze": {"bad": [3, "abc", "-1"], "good": ["none", "all", "4"]},
     "head_epochs": {"bad": [-1, 1.5], "good": [0, 2]},
     "head_lr": {"bad": [0, -0.1], "good": [0.001]},
