@@ -11,7 +11,7 @@ out of the pool as `tlfs fit` holds them out), scores it on the whole test split
   margins, spread by k-means over the head's layers' features, each layer at unit length).
 
     python scripts/label-next-bench.py --dataset cifar10 --layer block15 --start 500 --batch 500 \\
-        --rounds 6 [--head softmax] [--seeds 3] [--copies N] [--backbone B] [--store URI]
+        --rounds 6 [--head softmax] [--seeds 3] [--copies N] [--tail RATIO] [--backbone B] [--store URI]
 
 One JSON line a way at the end: its mean test accuracy after each round, and the labelled
 images at each; then how many randomly chosen images reach the accuracy label-next reaches
@@ -29,6 +29,7 @@ from tlfs.models.fit_data import Examples, FitData
 from tlfs.models.names import HEADS
 from tlfs.models.neighbours import unit_layers
 from tlfs.models.uncertainty import choose_to_label, margins
+from tlfs.pipeline.class_balance import balanced_accuracy
 from tlfs.pipeline.fit import validation_split
 
 WAYS = ("random", "margin", "label-next")
@@ -44,18 +45,32 @@ def next_batch(way: str, head: heads.Head, X: np.ndarray, unit: np.ndarray, pool
     return pool[choose_to_label(margin, unit[pool], batch)]
 
 
-def run(way: str, X, y, unit, Xt, yt, validation, pool0, classes, args, seed: int, rounds: int) -> list[float]:
+def run(way: str, X, y, unit, Xt, yt, validation, pool0, classes, args, seed: int, rounds: int
+        ) -> tuple[list[float], list[int]]:
+    """After each round: the test accuracy (balanced accuracy with --tail), and how many of
+    the rarest class's images were labelled."""
     rng = np.random.default_rng(seed)
     labelled = rng.choice(pool0, args.start, replace=False)
-    accuracies = []
+    accuracies, rarest = [], []
     for round_ in range(rounds):
+        rarest.append(int((y[labelled] == classes - 1).sum()))
         head, _ = heads.fit(args.head, FitData(Examples(X[labelled], y[labelled]), Examples(X[validation], y[validation]),
                                                classes), log=lambda *_: None)
-        accuracies.append(float((head.predict_proba(Xt).argmax(1) == yt).mean()))
+        predicted = head.predict_proba(Xt).argmax(1)
+        accuracies.append(balanced_accuracy(yt, predicted) if args.tail else float((predicted == yt).mean()))
         if round_ < rounds - 1:
             pool = np.setdiff1d(pool0, labelled)
             labelled = np.concatenate([labelled, next_batch(way, head, X, unit, pool, args.batch, rng)])
-    return accuracies
+    return accuracies, rarest
+
+
+def long_tail(pool: np.ndarray, y: np.ndarray, classes: int, ratio: float) -> np.ndarray:
+    """``pool`` with class c cut to ``most * ratio^(-c / (classes - 1))`` images (CIFAR-10-LT's
+    profile, as scripts/imbalance-bench.py cuts it), drawn at random once."""
+    rng = np.random.default_rng(0)
+    most = min(int((y[pool] == c).sum()) for c in range(classes))
+    return np.sort(np.concatenate([rng.choice(pool[y[pool] == c], max(1, int(most * ratio ** (-c / (classes - 1)))),
+                                              replace=False) for c in range(classes)]))
 
 
 def random_images_for(accuracy: float, sizes: list[int], random_curve: list[float]) -> float | None:
@@ -79,6 +94,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="runs of each way, each from its own random start")
     parser.add_argument("--copies", type=int, default=1, help="each pool image N times over (as bursts of photos of one "
                         "scene give): where the choice's spreading should count")
+    parser.add_argument("--tail", type=float, help="cut the pool to a long tail of this ratio (the commonest class's "
+                        "images over the rarest's; the last class rarest) and score by balanced accuracy")
     parser.add_argument("--random-rounds", type=int, help="rounds of random choice (default 2 * rounds - 1: far enough "
                         "to see how many random images reach the others' accuracy)")
     args = parser.parse_args()
@@ -88,28 +105,34 @@ def main() -> None:
     X, y, _ = feature_set.matrices(layers, "train")
     Xt, yt, _ = feature_set.matrices(layers, "test")
     pool0, validation = validation_split(y)
+    classes = len(feature_set.classes)
+    if args.tail:
+        pool0 = long_tail(pool0, y, classes, args.tail)
     if args.copies > 1:  # the pool's images N times over, the validation images once
         pool0 = np.concatenate([pool0 + copy * len(y) for copy in range(args.copies)])
         X, y = np.tile(X, (args.copies, 1)), np.tile(y, args.copies)
     unit = unit_layers(X, [feature_set.layers[layer] for layer in layers])
-    classes = len(feature_set.classes)
     rounds = {way: args.rounds for way in WAYS} | {"random": args.random_rounds or 2 * args.rounds - 1}
     sizes = [args.start + r * args.batch for r in range(max(rounds.values()))]
     print(f"{feature_set.uri}: {args.head} on {'+'.join(layers)}, a pool of {len(pool0):,} training images "
-          f"{f'({args.copies} copies of each) ' if args.copies > 1 else ''}({len(validation):,} validation, {len(yt):,} test); labelled {', '.join(f'{n:,}' for n in sizes[:args.rounds])}"
+          f"{f'({args.copies} copies of each) ' if args.copies > 1 else ''}{f'cut to a {args.tail:g}x tail ' if args.tail else ''}({len(validation):,} validation, {len(yt):,} test); labelled {', '.join(f'{n:,}' for n in sizes[:args.rounds])}"
           f" (random on to {sizes[-1]:,})")
-    curves = {}
+    curves, rarest = {}, {}
     for way in WAYS:
         started = time.perf_counter()
-        runs = [run(way, X, y, unit, Xt, yt, validation, pool0, classes, args, seed, rounds[way])
-                for seed in range(args.seeds)]
+        results = [run(way, X, y, unit, Xt, yt, validation, pool0, classes, args, seed, rounds[way])
+                   for seed in range(args.seeds)]
+        runs = [accuracies for accuracies, _ in results]
         curves[way] = np.mean(runs, axis=0).tolist()
+        rarest[way] = float(np.mean([found[args.rounds - 1] for _, found in results]))  # at the others' last size
         print(f"  {way:<10} " + "  ".join(f"{a:.4f}" for a in curves[way])
+              + (f"   {rarest[way]:.0f} of the rarest class labelled at {sizes[args.rounds - 1]:,}" if args.tail else "")
               + f"   (spread at the end {np.std([r[-1] for r in runs], ddof=1) if args.seeds > 1 else 0:.4f}; "
               f"{time.perf_counter() - started:.0f}s)", flush=True)
     for way in WAYS:
         print(json.dumps({"way": way, "dataset": args.dataset, "backbone_version": feature_set.backbone_version,
-                          "layers": layers, "head": args.head, "seeds": args.seeds, "copies": args.copies, "labelled": sizes[:rounds[way]],
+                          "layers": layers, "head": args.head, "seeds": args.seeds, "copies": args.copies, "tail": args.tail,
+                          "measure": "balanced_accuracy" if args.tail else "accuracy", "rarest_labelled": rarest[way], "labelled": sizes[:rounds[way]],
                           "test_accuracy": [round(a, 4) for a in curves[way]],
                           "random_images_for_its_last": (None if way == "random" else
                                                          random_images_for(curves[way][-1], sizes, curves["random"]))}))
