@@ -59,14 +59,12 @@ def kth_similarity(queries: np.ndarray, references: np.ndarray, k: int,
     every reference again for each batch of queries."""
     if not 1 <= k <= len(references) - (query_rows is not None):
         raise ValueError(f"k = {k} with {len(references)} reference rows")
-    rows = max(1, CHUNK_BYTES // (4 * len(references)))
     out = np.empty(len(queries), np.float32)
-    for start in range(0, len(queries), rows):
-        cosines = queries[start:start + rows].astype(np.float32, copy=False) @ references.T
+    for part, cosines in _cosine_chunks(queries, references):
         if query_rows is not None:
-            cosines[np.arange(len(cosines)), np.asarray(query_rows)[start:start + rows]] = -np.inf
+            cosines[np.arange(len(cosines)), np.asarray(query_rows)[part]] = -np.inf
         kth = cosines.shape[1] - k  # the k-th largest, where an ascending order would put it
-        out[start:start + rows] = np.partition(cosines, kth, axis=1)[:, kth]
+        out[part] = np.partition(cosines, kth, axis=1)[:, kth]
     return out
 
 
@@ -74,10 +72,17 @@ def nearest_unit(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarra
     """``(index, similarity)`` of each query row's most similar row of ``references``, both of
     unit length (``unit_layers``): a product of unit rows in chunks of queries, so its memory
     stays within ``CHUNK_BYTES`` whatever the number of queries."""
-    rows = max(1, CHUNK_BYTES // (4 * max(1, len(references))))
     index, similarity = np.empty(len(queries), np.int64), np.empty(len(queries), np.float32)
-    for start in range(0, len(queries), rows):
-        cosines = queries[start:start + rows].astype(np.float32, copy=False) @ references.T
-        index[start:start + rows] = cosines.argmax(axis=1)
-        similarity[start:start + rows] = cosines[np.arange(len(cosines)), index[start:start + rows]]
+    for part, cosines in _cosine_chunks(queries, references):
+        index[part] = cosines.argmax(axis=1)
+        similarity[part] = cosines[np.arange(len(cosines)), index[part]]
     return index, similarity
+
+
+def _cosine_chunks(queries: np.ndarray, references: np.ndarray):
+    """``(slice of the queries, their cosines to every reference)``, chunk by chunk: each
+    chunk's products of unit rows within ``CHUNK_BYTES``."""
+    rows = max(1, CHUNK_BYTES // (4 * max(1, len(references))))
+    for start in range(0, len(queries), rows):
+        part = slice(start, start + rows)
+        yield part, queries[part].astype(np.float32, copy=False) @ references.T

@@ -726,9 +726,7 @@ def cmd_label_next(args, settings: Settings) -> dict:
             print(f"{row.rank}\t{row.image}\t{row.label} {row.probability:.3f}"
                   + (f" or {row.runner_up} {row.runner_up_probability:.3f}" if row.runner_up else ""))
     if args.sheet:
-        _write_file(args.sheet, chosen_sheet(chosen, f"the {min(len(chosen), LABEL_NEXT_SHEET)} images to label first "
-                                                     f"of {summary['scored'] - summary['already_stored']} new: the two classes {summary['head']} "
-                                                     "hesitates between"))
+        _write_file(args.sheet, chosen_sheet(chosen, summary))
     return {**summary, "output": args.output, "sheet": args.sheet}
 
 

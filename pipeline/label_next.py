@@ -13,13 +13,11 @@ from typing import Callable
 
 import numpy as np
 
-from tlfs.features.layout import ORIGINAL
 from tlfs.features.reader import open_set
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, features_as_stored, list_images, per_image,
-                                       session_as_stored)
+from tlfs.pipeline.image_files import count_of, decoded, decoded_chunks, list_images, per_image, session_as_stored
+from tlfs.pipeline.predict import head_scores
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
-from tlfs.pipeline.views import VIEWS
 
 DEFAULT_COUNT = 100
 SHEET_IMAGES = 60  # the first chosen images a sheet draws
@@ -75,7 +73,8 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     chosen = new[choose_to_label(margin[new], features[new], request.count)]
     table = _chosen_table([kept[i] for i in chosen], probabilities[chosen], margin[chosen], head.classes)
     seconds = time.perf_counter() - started
-    summary = {"dataset": feature_set.dataset, "backbone_version": feature_set.backbone_version, "head": head.name,
+    summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri,
+               "backbone_version": feature_set.backbone_version, "head": head.name,
                "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected,
                "already_stored": len(stored), "chosen": len(chosen),
                "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
@@ -147,23 +146,23 @@ def _already_stored(feature_set, layers: list[str], widths: list[int], features:
 
 
 def _scores(head: SavedHead, session, batch: np.ndarray, widths: list[int]) -> np.ndarray:
-    """A uint8 batch's rows: the head's probabilities (averaged over its views), then the
-    original view's features with each layer at unit length (what the choice spreads over)."""
+    """A uint8 batch's rows: the head's probabilities (averaged over its views, as ``tlfs
+    predict`` gives them), then the original view's features with each layer at unit length
+    (what the choice spreads over)."""
     from tlfs.models.neighbours import unit_layers
 
-    layers, views = head.metrics["layers"], head.metrics["views"]
-    features = {view: features_as_stored(session, VIEWS[view](batch), layers)
-                for view in dict.fromkeys([*views, ORIGINAL])}
-    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
-    return np.column_stack([probabilities, unit_layers(features[ORIGINAL], widths)])
+    probabilities, original = head_scores(head, session, batch, original=True)
+    return np.column_stack([probabilities, unit_layers(original, widths)])
 
 
-def chosen_sheet(table, title: str) -> bytes:
-    """PNG bytes: the first ``SHEET_IMAGES`` chosen images, each with its rank and the two
-    classes the head hesitates between."""
+def chosen_sheet(table, summary: dict) -> bytes:
+    """PNG bytes: the first ``SHEET_IMAGES`` chosen images (of ``label_next``'s table and
+    summary), each with its rank and the two classes the head hesitates between."""
     from tlfs.pipeline.image_sheet import THUMB, image_sheet
 
     shown = table.head(SHEET_IMAGES)
+    title = (f"the {len(shown)} images to label first of {summary['scored'] - summary['already_stored']} new: the two "
+             f"classes {summary['head']} hesitates between")
     images = dict(zip(shown["image"], decoded(list(shown["image"]), 2 * THUMB)))  # big enough for a thumbnail
     groups = [[(row.image, f"{row.rank}. {row.label} {row.probability:.2f}\n or {row.runner_up} "
                            f"{row.runner_up_probability:.2f}" if row.runner_up else f"{row.rank}. {row.label}")]

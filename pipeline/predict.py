@@ -105,13 +105,22 @@ def batch_scores(head: SavedHead, session, batch: np.ndarray, familiarity: Famil
     """The head's probabilities for a uint8 batch, averaged over its views; with
     ``familiarity``, each image's similarity to the training images as one more column (its
     original view's features, which the head's views include)."""
-    views = head.metrics["views"]
-    features = {view: features_as_stored(session, VIEWS[view](batch), head.metrics["layers"])
-                for view in dict.fromkeys([*views, *([ORIGINAL] if familiarity else [])])}
-    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
+    probabilities, original = head_scores(head, session, batch, original=familiarity is not None)
     if familiarity is None:
         return probabilities
-    return np.column_stack([probabilities, familiarity.similarity(features[ORIGINAL])])
+    return np.column_stack([probabilities, familiarity.similarity(original)])
+
+
+def head_scores(head: SavedHead, session, batch: np.ndarray, original: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(probabilities, features)``: the head's probabilities for a uint8 batch, averaged over
+    its views, and with ``original`` the original view's features of its layers as stored
+    (each view run through the backbone once)."""
+    views = head.metrics["views"]
+    features = {view: features_as_stored(session, VIEWS[view](batch), head.metrics["layers"])
+                for view in dict.fromkeys([*views, *([ORIGINAL] if original else [])])}
+    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
+    return probabilities, features[ORIGINAL] if original else None
 
 
 def write_predictions(predictions: list[Prediction], uri: str) -> None:

@@ -272,12 +272,11 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
     chosen, summary = label_next(LabelNextRequest(target.dataset, target.backbone, tuple(images), count, head,
                                                   settings.store, settings.device, settings.batch_size,
                                                   version=target.version), log=log)
-    heads = layout.heads_uri(target.open().uri)
+    heads = layout.heads_uri(summary["set_uri"])
     with tempfile.TemporaryDirectory(prefix="tlfs-label-next-") as tmp:
         table, sheet = Path(tmp) / "label_next.csv", Path(tmp) / "label_next.png"
         write_table(chosen, str(table))
-        sheet.write_bytes(chosen_sheet(chosen, f"the images to label first of {summary['scored'] - summary['already_stored']}"
-                                               f" new: the two classes {head} hesitates between"))
+        sheet.write_bytes(chosen_sheet(chosen, summary))
         publish_files([table, sheet], heads)
     return {**summary, "saved_to": f"{heads}/label_next.csv"}
 
