@@ -10,6 +10,7 @@
         _staging/{plan_id}/leases/*.json             who is working on that plan (features/leases.py)
         _retired/layer=.../part-...parquet           files of older versions only (until vacuumed)
         _heads/...                                   fitted heads, metrics, plots
+        _pool/{view}-{layers}-{key}.parquet          features of unlabelled images label-next scored (a cache)
         layer={layer}/split={split}/part-{plan8}-{shard:05d}.parquet     the newest version, original view
         view={view}/layer={layer}/split={split}/part-...parquet         other views (e.g. flip)
 
@@ -45,6 +46,7 @@ LEASES = "leases"
 RECORDS = "shards"  # a plan's folder of shard records
 PLAN = "plan.json"
 HEADS = "_heads"
+POOL = "_pool"
 ORIGINAL = "original"  # the view every set has: the image as it is
 
 PLAN_ID_DIGITS = 16  # hex digits of a plan id (a digest of what the plan makes)
@@ -123,6 +125,10 @@ def plan_of_shard_file(name: str) -> str | None:
 
 def heads_uri(set_root: str) -> str:
     return f"{set_root}/{HEADS}"
+
+
+def pool_uri(set_root: str) -> str:
+    return f"{set_root}/{POOL}"
 
 
 def partition_uri(set_root: str, layer: str, split: str, view: str = ORIGINAL) -> str:

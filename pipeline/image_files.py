@@ -17,6 +17,7 @@ from tlfs.pipeline.image_decode import ImageRejected, decode
 from tlfs.pipeline.sources.paths import an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
+from tlfs.pipeline.views import VIEWS
 
 READ_AT_ONCE = 256  # images read and decoded together: bounds the memory held
 
@@ -25,19 +26,28 @@ def list_images(uris: tuple[str, ...] | list[str]) -> list[str]:
     """Every image file the URIs name: files as they are, folders searched below and globs
     expanded (hidden files and folders, and files that are not images, left out); in the
     order given, each folder sorted."""
-    found: list[str] = []
+    return [name for name, _ in listed_images(uris)]
+
+
+def listed_images(uris: tuple[str, ...] | list[str]) -> list[tuple[str, dict]]:
+    """:func:`list_images`'s files, each with what its filesystem lists of it (size, change
+    tokens), from the listing itself: a folder is listed once, not asked file by file."""
+    found: list[tuple[str, dict]] = []
     for uri in uris:
         pattern = any(c in uri for c in "*?[{")
         for name in expand_uri(uri):
             fs, path = fsspec.core.url_to_fs(name)
-            if fs.isdir(path):  # each image named below the folder as it was given (relative, or with its protocol)
-                below = sorted(p[len(path.rstrip("/")) + 1:] for p in fs.find(path))
-                found += [f"{name.rstrip('/')}/{relative}" for relative in below if an_image(relative)]
-            elif fs.exists(path):
-                if not pattern or an_image(path.rsplit("/", 1)[-1]):
-                    found.append(name)
-            else:
-                raise PipelineError(f"{name}: no such file or folder")
+            try:
+                info = fs.info(path)
+            except FileNotFoundError:
+                raise PipelineError(f"{name}: no such file or folder") from None
+            if info.get("type") == "directory":  # each image named below the folder as it was given
+                below = fs.find(path, detail=True)
+                base = len(path.rstrip("/")) + 1
+                found += [(f"{name.rstrip('/')}/{file[base:]}", below[file]) for file in sorted(below)
+                          if an_image(file[base:])]
+            elif not pattern or an_image(path.rsplit("/", 1)[-1]):
+                found.append((name, info))
     if not found:
         raise PipelineError(f"no image files in {', '.join(uris)}")
     return found
@@ -68,6 +78,12 @@ def features_as_stored(session, batch: np.ndarray, layers: list[str]) -> np.ndar
 
     outputs = session.run(batch)
     return np.hstack([outputs[layer].astype(FEATURE_DTYPE).astype(np.float32) for layer in layers])
+
+
+def view_features(session, batch: np.ndarray, layers: list[str], views: list[str]) -> dict[str, np.ndarray]:
+    """Each view's features of a uint8 batch (:func:`features_as_stored`), each view through the
+    backbone once."""
+    return {view: features_as_stored(session, VIEWS[view](batch), layers) for view in dict.fromkeys(views)}
 
 
 def decoded_chunks(paths: list[str], input_size: int, desc: str, show_progress: bool

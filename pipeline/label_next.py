@@ -3,7 +3,11 @@ each image goes the way the set's images went (as ``tlfs predict`` sends it) thr
 head, and the images it is least sure of, spread over what they look like, are chosen
 (``models/uncertainty.choose_to_label``). Labelled and added to the dataset's source, they
 are what the next incremental extraction and fit learn most from. An image the set already
-holds (the same file: its features as stored) is labelled already, so it is left out."""
+holds (the same file: its features as stored) is labelled already, so it is left out.
+
+The pool's features are kept beside the set (``features/pool_cache.py``): the next round, with
+the head refitted on the images labelled since, runs only new or changed images through the
+backbone, and the rest costs the head's scoring alone."""
 
 from __future__ import annotations
 
@@ -13,13 +17,19 @@ from typing import Callable
 
 import numpy as np
 
+from tlfs.features.layout import ORIGINAL
+from tlfs.features.pool_cache import PoolFeatures, pool_uri, read_pool, write_pool
 from tlfs.features.reader import open_set
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_files import count_of, decoded, decoded_chunks, list_images, per_image, session_as_stored
-from tlfs.pipeline.predict import head_scores
+from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, listed_images, per_image,
+                                       session_as_stored, view_features)
+from tlfs.pipeline.predict import head_probabilities
+from tlfs.pipeline.sources.hashing import fingerprint_info
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
 
 DEFAULT_COUNT = 100
+SCORED_AT_ONCE = 8192  # pool images through the head at once: bounds its memory
 SHEET_IMAGES = 60  # the first chosen images a sheet draws
 IMAGES_A_ROW = 10  # of a sheet
 # cosine to a stored image from which a pool image is one the set holds (the same file gives 1: its
@@ -39,12 +49,14 @@ class LabelNextRequest:
     device: str = "cpu"
     batch_size: int | None = None
     version: int | None = None  # of the set (None: the newest)
+    cache: bool = True  # read and keep the pool's features in the set's _pool/ (features/pool_cache.py)
 
 
 def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, show_progress: bool = False):
     """``(chosen, summary)``: a table of the ``count`` images to label first, least sure first
     (``CHOSEN_COLUMNS``: the head's likeliest class and its probability, the runner-up and
     its, the margin between them), and what the pool held."""
+    from tlfs.models.neighbours import unit_layers
     from tlfs.models.uncertainty import choose_to_label, margins
 
     if request.count < 1:
@@ -52,15 +64,17 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     head = load_head(feature_set, request.head or best_head(feature_set))
     layers = head.metrics["layers"]
-    session, runtime, size = session_as_stored(feature_set, layers, request.device, request.batch_size, log)
-    paths = list_images(request.images)
-    log(f"scoring {count_of(len(paths))} with {head.name} ({'+'.join(layers)}, views {'+'.join(head.metrics['views'])}) "
-        f"of {feature_set.uri}, on {runtime.device} ({runtime.precision}), to choose {request.count}")
+    listed = listed_images(request.images)
+    log(f"scoring {count_of(len(listed))} with {head.name} ({'+'.join(layers)}, views {'+'.join(head.metrics['views'])}) "
+        f"of {feature_set.uri}, to choose {request.count}")
     started = time.perf_counter()
     widths = [feature_set.layers[layer] for layer in layers]
-    kept, scores, rejected = _scored(paths, size, runtime.batch_size, lambda b: _scores(head, session, b, widths),
-                                     show_progress, log)
-    probabilities, features = scores[:, :len(head.classes)], scores[:, len(head.classes):]
+    scored = _pool_features(feature_set, layers, [*head.metrics["views"], ORIGINAL], listed, request, show_progress, log)
+    kept, rejected = scored.images, scored.rejected
+    probabilities = np.vstack([head_probabilities(head, {view: matrix[start:start + SCORED_AT_ONCE]
+                                                         for view, matrix in scored.features.items()})
+                               for start in range(0, len(kept), SCORED_AT_ONCE)])
+    features = unit_layers(scored.features[ORIGINAL], widths)
     margin = margins(probabilities)
     stored = _already_stored(feature_set, layers, widths, features, margin, request.count)
     if stored:
@@ -75,33 +89,102 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     seconds = time.perf_counter() - started
     summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri,
                "backbone_version": feature_set.backbone_version, "head": head.name,
-               "layers": layers, "pool": len(paths), "scored": len(kept), "rejected": rejected,
+               "layers": layers, "pool": len(listed), "scored": len(kept), "rejected": rejected,
+               "from_cache": scored.from_cache,
                "already_stored": len(stored), "chosen": len(chosen),
                "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
                "median_margin_pool": round(float(np.median(margin[new])), 4),  # of the new images
                "chosen_by_predicted_class": table["label"].value_counts().to_dict(), "seconds": round(seconds, 1)}
     log(f"chose {count_of(len(chosen))} of {len(new)} new ({len(stored)} already stored, {rejected} could not be "
-        f"decoded) in {seconds:.1f}s: "
+        f"decoded, {scored.from_cache} scored from the pool's kept features) in {seconds:.1f}s: "
         f"median margin {summary['median_margin_chosen']:.3f} against {summary['median_margin_pool']:.3f} over the pool")
     return table, summary
 
 
-def _scored(paths: list[str], input_size: int, batch_size: int, compute: Callable[[np.ndarray], np.ndarray],
-            show_progress: bool, log: Callable[[str], None]) -> tuple[list[str], np.ndarray, int]:
-    """``(paths scored, their rows of compute, images that could not be decoded)``; each of
-    those is named with its reason."""
-    kept, rows, rejected = [], [], 0
-    for chunk, images in decoded_chunks(paths, input_size, "label-next", show_progress):
-        for path, row in zip(chunk, per_image(images, batch_size, compute)):
-            if isinstance(row, str):
-                rejected += 1
-                log(f"  {path}: not scored ({row})")
-                continue
-            kept.append(path)
-            rows.append(row)
-    if not rows:
-        raise PipelineError(f"{count_of(len(paths))} given and none could be decoded: nothing to choose from")
-    return kept, np.vstack(rows), rejected
+@dataclass(frozen=True)
+class ScoredPool:
+    images: list[str]  # those decoded, in the order listed
+    features: dict[str, np.ndarray]  # each view's features of them, their layers side by side, as stored
+    rejected: int  # images that could not be decoded (each named with its reason)
+    from_cache: int  # images whose features were kept from an earlier round
+
+
+def _pool_features(feature_set, layers: list[str], views: list[str], listed: list[tuple[str, dict]],
+                   request: LabelNextRequest, show_progress: bool, log: Callable[[str], None]) -> ScoredPool:
+    """Each view's features of the listed images: those kept from an earlier round read back, the
+    rest run through the set's backbone version (opened only if any are) and kept for the next."""
+    views = list(dict.fromkeys(views))
+    width = sum(feature_set.layers[layer] for layer in layers)
+    keys = [(name, fingerprint_info(info)) for name, info in listed]  # what incremental runs compare
+    caches = {view: _kept_features(feature_set, view, layers, width, log) for view in views} if request.cache else {}
+    hit = np.full(len(keys), bool(caches))
+    for cache in caches.values():
+        hit &= cache.holds(keys)
+    hits = [key for key, kept in zip(keys, hit) if kept]
+    misses = dict(key for key, kept in zip(keys, hit) if not kept)  # image: fingerprint
+    computed, matrices, rejected = _through_backbone(feature_set, layers, views, list(misses), request, show_progress,
+                                                     log)
+    if caches and computed:
+        _keep(caches, computed, [misses[image] for image in computed], matrices, {image for image, _ in keys}, log)
+    row_of = {image: len(hits) + row for row, image in enumerate(computed)}
+    hit_row = np.cumsum(hit) - 1  # a cached image's row among the hits
+    images, take = [], []
+    for number, ((image, _), kept) in enumerate(zip(keys, hit)):
+        if kept or image in row_of:
+            take.append(hit_row[number] if kept else row_of[image])
+            images.append(image)
+    if not images:
+        raise PipelineError(f"{count_of(len(listed))} given and none could be decoded: nothing to choose from")
+    features = {view: np.concatenate([caches[view].features(hits) if caches else matrices[view][:0], matrices[view]])
+                for view in views}
+    return ScoredPool(images, {view: matrix[take] for view, matrix in features.items()}, rejected, len(hits))
+
+
+def _kept_features(feature_set, view: str, layers: list[str], width: int, log: Callable[[str], None]) -> PoolFeatures:
+    """The pool's features of ``view`` kept in the set's ``_pool/`` (none yet: an empty cache)."""
+    uri = pool_uri(feature_set.uri, view, layers, DECODE, feature_set.lineage["runtime"]["precision"])
+    cache, reason = read_pool(uri, width)
+    if reason:
+        log(f"note: the pool's kept features in {uri} could not be read ({reason}): its images are run again")
+    return cache
+
+
+def _keep(caches: dict[str, PoolFeatures], images: list[str], fingerprints: list[str], matrices: dict[str, np.ndarray],
+          listed: set[str], log: Callable[[str], None]) -> None:
+    """Adds the images run through the backbone to each view's kept features (of the ``listed``
+    pool's round)."""
+    for view, cache in caches.items():
+        try:
+            write_pool(cache, images, fingerprints, matrices[view], listed)
+        except OSError as exc:
+            log(f"note: could not keep the pool's features in {cache.uri} ({exc}): the next round runs them again")
+            return
+
+
+def _through_backbone(feature_set, layers: list[str], views: list[str], images: list[str],
+                      request: LabelNextRequest, show_progress: bool, log: Callable[[str], None]
+                      ) -> tuple[list[str], dict[str, np.ndarray], int]:
+    """``(images decoded, each view's features of them as stored, images that could not be
+    decoded)``: each of those is named with its reason."""
+    width = sum(feature_set.layers[layer] for layer in layers)
+    decoded_images, rows, rejected = [], [], 0
+    if images:
+        session, runtime, size = session_as_stored(feature_set, layers, request.device, request.batch_size, log)
+        log(f"{count_of(len(images))} through the backbone on {runtime.device} ({runtime.precision})")
+
+        def compute(batch: np.ndarray) -> np.ndarray:
+            return np.hstack(list(view_features(session, batch, layers, views).values()))
+
+        for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress):
+            for image, row in zip(chunk, per_image(pixels, runtime.batch_size, compute)):
+                if isinstance(row, str):
+                    rejected += 1
+                    log(f"  {image}: not scored ({row})")
+                    continue
+                decoded_images.append(image)
+                rows.append(row)
+    matrix = np.vstack(rows) if rows else np.zeros((0, width * len(views)), np.float32)
+    return decoded_images, {view: matrix[:, k * width:(k + 1) * width] for k, view in enumerate(views)}, rejected
 
 
 def _chosen_table(images: list[str], probabilities: np.ndarray, margin: np.ndarray, classes: list[str]):
@@ -143,16 +226,6 @@ def _already_stored(feature_set, layers: list[str], widths: list[int], features:
         index, similarity = nearest_unit(features[unchecked], references)
         checked[unchecked] = True
         stored.update({int(row): ids[i] for row, i, s in zip(unchecked, index, similarity) if s >= STORED_SIMILARITY})
-
-
-def _scores(head: SavedHead, session, batch: np.ndarray, widths: list[int]) -> np.ndarray:
-    """A uint8 batch's rows: the head's probabilities (averaged over its views, as ``tlfs
-    predict`` gives them), then the original view's features with each layer at unit length
-    (what the choice spreads over)."""
-    from tlfs.models.neighbours import unit_layers
-
-    probabilities, original = head_scores(head, session, batch, original=True)
-    return np.column_stack([probabilities, unit_layers(original, widths)])
 
 
 def chosen_sheet(table, summary: dict) -> bytes:

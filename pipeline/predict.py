@@ -16,11 +16,10 @@ from tlfs.features.reader import open_set
 from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
-from tlfs.pipeline.image_files import (count_of, decoded_chunks, features_as_stored, list_images, per_image,
-                                       session_as_stored)
+from tlfs.pipeline.image_files import (count_of, decoded_chunks, list_images, per_image, session_as_stored,
+                                       view_features)
 from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
 from tlfs.pipeline.tables import write_table
-from tlfs.pipeline.views import VIEWS
 
 
 @dataclass(frozen=True)
@@ -116,11 +115,16 @@ def head_scores(head: SavedHead, session, batch: np.ndarray, original: bool = Fa
     """``(probabilities, features)``: the head's probabilities for a uint8 batch, averaged over
     its views, and with ``original`` the original view's features of its layers as stored
     (each view run through the backbone once)."""
+    features = view_features(session, batch, head.metrics["layers"],
+                             [*head.metrics["views"], *([ORIGINAL] if original else [])])
+    return head_probabilities(head, features), features[ORIGINAL] if original else None
+
+
+def head_probabilities(head: SavedHead, features: dict[str, np.ndarray]) -> np.ndarray:
+    """The head's probabilities from each of its views' features (rows of the same images),
+    averaged over the views."""
     views = head.metrics["views"]
-    features = {view: features_as_stored(session, VIEWS[view](batch), head.metrics["layers"])
-                for view in dict.fromkeys([*views, *([ORIGINAL] if original else [])])}
-    probabilities = sum(head.predict_proba(features[view]) for view in views) / len(views)
-    return probabilities, features[ORIGINAL] if original else None
+    return sum(head.predict_proba(features[view]) for view in views) / len(views)
 
 
 def write_predictions(predictions: list[Prediction], uri: str) -> None:

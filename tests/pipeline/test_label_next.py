@@ -13,6 +13,7 @@ from tlfs.pipeline.fit import fit
 from tlfs.pipeline.label_next import CHOSEN_COLUMNS, LabelNextRequest, label_next
 from tlfs.pipeline.predict import PredictRequest, predict
 from tests.conftest import noisy_images, write_tree
+from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 
 QUIET = dict(log=lambda *_: None)
 
@@ -114,3 +115,93 @@ def test_the_fit_dags_task_saves_the_queue_beside_the_heads(noisy_set, head_of, 
     assert list(queue.columns) == CHOSEN_COLUMNS and queue["rank"].tolist() == [1, 2, 3, 4]
     assert all(image.startswith(str(pool / "green")) for image in queue["image"])
     assert (saved.parent / "label_next.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _pool_files(feature_set) -> dict[str, int]:
+    from pathlib import Path
+
+    folder = Path(feature_set.uri) / "_pool"
+    return {path.name: path.stat().st_mtime_ns for path in folder.glob("*.parquet")} if folder.exists() else {}
+
+
+def test_a_later_round_runs_only_new_or_changed_images_through_the_backbone_and_chooses_the_same(noisy_set, head_of,
+                                                                                                 tmp_path):
+    import dataclasses
+    import os
+
+    feature_set, source, store = noisy_set
+    images = {name.split("/", 1)[1]: data for name, data in noisy_images(seed=11).items() if name.startswith("test/")}
+    pool = write_tree(tmp_path / "round", images)
+    request = LabelNextRequest("noisy", "efficientnet_lite0", (str(pool),), 8, head_of, store)
+    first_said, second_said = [], []
+    first, summary = label_next(request, log=first_said.append)
+    assert summary["from_cache"] == 0 and "36 images through the backbone on cpu (fp32)" in first_said
+    # the head's two views each keep their features
+    assert sorted(name.split("-", 1)[0] for name in _pool_files(feature_set) if "-head-" in name) == ["flip", "original"]
+    second, summary = label_next(request, log=second_said.append)
+    assert summary["from_cache"] == 36 and not [line for line in second_said if "through the backbone" in line]
+    pd.testing.assert_frame_equal(second, first)
+    uncached, summary = label_next(dataclasses.replace(request, cache=False), **QUIET)
+    assert summary["from_cache"] == 0
+    pd.testing.assert_frame_equal(uncached, first)
+    # one image replaced by another's pixels, one added: only those two go through the backbone again
+    changed = pool / "red" / "000.png"
+    changed.write_bytes(images["green/001.png"])
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    (pool / "blue" / "new.png").write_bytes(images["red/002.png"])
+    third_said = []
+    third, summary = label_next(dataclasses.replace(request, count=37), log=third_said.append)
+    assert (summary["scored"], summary["from_cache"]) == (37, 35)
+    assert "2 images through the backbone on cpu (fp32)" in third_said
+    pd.testing.assert_frame_equal(third, label_next(dataclasses.replace(request, count=37, cache=False), **QUIET)[0])
+
+
+def test_kept_features_that_cannot_be_read_are_told_and_the_pool_run_again(noisy_set, head_of, pool):
+    from pathlib import Path
+
+    feature_set, source, store = noisy_set
+    request = LabelNextRequest("noisy", "efficientnet_lite0", (str(pool / "blue"),), 3, head_of, store)
+    before, _ = label_next(request, **QUIET)
+    kept = Path(feature_set.uri) / "_pool"
+    for name in _pool_files(feature_set):
+        (kept / name).write_bytes(b"PAR1 cut short")
+    said = []
+    after, summary = label_next(request, log=said.append)
+    assert summary["from_cache"] == 0
+    assert [line for line in said if line.startswith("note: the pool's kept features in") and "could not be read" in line]
+    pd.testing.assert_frame_equal(after, before)
+    assert label_next(request, **QUIET)[1]["from_cache"] == 12  # kept again, whole
+
+
+def test_tlfs_label_next_no_cache_neither_reads_nor_keeps_the_pools_features(noisy_set, head_of, capsys, tmp_path):
+    feature_set, source, store = noisy_set
+    pool = write_tree(tmp_path / "fresh", {name.split("/", 1)[1]: data for name, data
+                                           in noisy_images(seed=12).items() if name.startswith("test/green")})
+    before = _pool_files(feature_set)
+    assert main(["label-next", "--dataset", "noisy", "--head", head_of, "--store", store, "-n", "2", "--no-progress",
+                 "--no-cache", str(pool)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["from_cache"] == 0
+    assert _pool_files(feature_set) == before
+
+
+@pytest.mark.slow
+def test_a_pool_on_s3_is_found_again_by_each_objects_etag_whether_listed_as_a_folder_or_a_glob(noisy_set, head_of,
+                                                                                               s3_server, tmp_path):
+    import dataclasses
+
+    import fsspec
+
+    feature_set, source, store = noisy_set
+    images = {name.split("/", 1)[1]: data for name, data in noisy_images(seed=13).items() if name.startswith("test/")}
+    fs = fsspec.filesystem("s3")
+    fs.put(str(write_tree(tmp_path / "pool", images)) + "/", "tlfs-test/incoming/", recursive=True)
+    request = LabelNextRequest("noisy", "efficientnet_lite0", ("s3://tlfs-test/incoming",), 5, head_of, store)
+    first, summary = label_next(request, **QUIET)
+    assert (summary["scored"], summary["from_cache"]) == (36, 0)
+    globbed, summary = label_next(dataclasses.replace(request, images=("s3://tlfs-test/incoming/*/*.png",)), **QUIET)
+    assert summary["from_cache"] == 36
+    pd.testing.assert_frame_equal(globbed, first)
+    fs.pipe("tlfs-test/incoming/red/000.png", images["blue/000.png"])  # another object under the same name
+    said = []
+    assert label_next(request, log=said.append)[1]["from_cache"] == 35
+    assert "1 image through the backbone on cpu (fp32)" in said

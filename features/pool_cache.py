@@ -1,0 +1,95 @@
+"""Features of images outside a set (a pool waiting to be labelled), kept beside the set so
+that scoring the pool again, with the head refitted after a round of labelling, runs only the
+images added or changed since through the backbone.
+
+    {set}/_pool/{view}-{layers}-{key}.parquet    image, fingerprint, features (fixed_size_list<float16>)
+
+One file per view and list of layers; ``key`` is a digest of what else makes the features (the
+decoding rule and the precision), so a set recomputed another way never meets its old pool. An
+image is found again by its URI and its fingerprint (what its filesystem lists of it: an
+object's ETag, a local file's size and mtime, as incremental extraction compares images), so an
+image edited or replaced is run again. Images a round no longer lists are kept up to as many as
+it lists, the newest. It is a cache: a file lost, unreadable or written by two rounds at once
+costs a rerun of some images, never a wrong feature (they are the float16 values the set stores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tlfs.features import layout
+from tlfs.features.schema import FEATURE_DTYPE, features_matrix
+from tlfs.features.storage import atomic_write_bytes, digest_of, fs_path
+
+KEY_DIGITS = 16
+
+
+@dataclass(frozen=True)
+class PoolFeatures:
+    """The cached features of one view and list of layers: ``rows[(image, fingerprint)]`` is a
+    row of ``matrix`` (float16, as stored)."""
+
+    uri: str
+    rows: dict[tuple[str, str], int]
+    matrix: np.ndarray
+
+    def holds(self, keys: list[tuple[str, str]]) -> np.ndarray:
+        """A mask over ``(image, fingerprint)`` keys: those cached."""
+        return np.array([key in self.rows for key in keys], dtype=bool)
+
+    def features(self, keys: list[tuple[str, str]]) -> np.ndarray:
+        """The cached features of ``keys`` (each one :meth:`holds`), in order, as float32."""
+        return self.matrix[[self.rows[key] for key in keys]].astype(np.float32)
+
+
+def pool_uri(set_uri: str, view: str, layers: list[str], decode_rule: str, precision: str) -> str:
+    key = digest_of({"decode": decode_rule, "precision": precision}, KEY_DIGITS)
+    return f"{layout.pool_uri(set_uri)}/{view}-{'+'.join(layers)}-{key}.parquet"
+
+
+def read_pool(uri: str, width: int) -> tuple[PoolFeatures, str | None]:
+    """``(the cached features at uri, why none could be read)``: an empty cache where there is no
+    file yet (no reason), or where it cannot be read or holds other widths (the reason)."""
+    empty = PoolFeatures(uri, {}, np.zeros((0, width), FEATURE_DTYPE))
+    fs, path = fs_path(uri)
+    if not fs.exists(path):
+        return empty, None
+    try:
+        with fs.open(path, "rb") as handle:
+            table = pq.read_table(handle)
+        matrix = features_matrix(table["features"], FEATURE_DTYPE)
+        if matrix.shape[1] != width:
+            return empty, f"it holds {matrix.shape[1]} values an image, not {width}"
+        keys = zip(table["image"].to_pylist(), table["fingerprint"].to_pylist())
+        return PoolFeatures(uri, {key: row for row, key in enumerate(keys)}, matrix), None
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        return empty, f"{type(exc).__name__}: {exc}"
+
+
+def write_pool(cached: PoolFeatures, images: list[str], fingerprints: list[str], features: np.ndarray,
+               listed: set[str] | None = None) -> int:
+    """Writes ``cached`` with these images' rows added (an image cached before under another
+    fingerprint replaced), atomically; returns the rows written. With ``listed`` (the round's
+    whole pool), rows of other images are kept only up to as many as it lists, the newest: a pool
+    labelled and moved away does not keep its features forever."""
+    features = np.asarray(features, FEATURE_DTYPE)
+    width = features.shape[1]
+    added = set(images)
+    kept = sorted((row, key) for key, row in cached.rows.items() if key[0] not in added)
+    if listed is not None:
+        others = [entry for entry in kept if entry[1][0] not in listed]
+        dropped = {row for row, _ in others[:max(0, len(others) - len(listed))]}
+        kept = [entry for entry in kept if entry[0] not in dropped]
+    matrix = np.concatenate([cached.matrix[[row for row, _ in kept]], features])
+    table = pa.table({
+        "image": pa.array([image for _, (image, _) in kept] + list(images), pa.string()),
+        "fingerprint": pa.array([fingerprint for _, (_, fingerprint) in kept] + list(fingerprints), pa.string()),
+        "features": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float16()), width),
+    })
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="lz4", use_dictionary=False, write_statistics=False)
+    atomic_write_bytes(cached.uri, sink.getvalue().to_pybytes())
+    return table.num_rows
