@@ -205,3 +205,40 @@ def test_a_pool_on_s3_is_found_again_by_each_objects_etag_whether_listed_as_a_fo
     said = []
     assert label_next(request, log=said.append)[1]["from_cache"] == 35
     assert "1 image through the backbone on cpu (fp32)" in said
+
+
+@pytest.mark.slow
+def test_rounds_of_labelling_through_the_cli_extract_only_the_labelled_and_score_the_rest_from_the_kept_features(
+        lite0, models_root, tmp_path, capsys):
+    """The loop a labelling team runs: label-next chooses, a person files the chosen images under
+    their classes, extract adds only them, fit learns from them, and the next label-next sends
+    none of the rest of the pool through the backbone again."""
+    import shutil
+
+    source = write_tree(tmp_path / "images", noisy_images(per_class=4, seed=20))
+    unlabelled = {name: data for name, data in noisy_images(per_class=8, seed=21).items() if name.startswith("train/")}
+    files = {f"{colour}-{number}": data for (_, colour, number), data  # named so the person can tell, the tools not
+             in ((name.split("/"), data) for name, data in unlabelled.items())}
+    write_tree(tmp_path / "pool", files)
+    common = ["--dataset", "loop", "--store", str(tmp_path / "store"), "--no-progress"]
+    pool = str(tmp_path / "pool")
+
+    def run(*args) -> dict:
+        assert main([*args]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    run("extract", *common, "--source", str(source), "--models", models_root)
+    run("fit", "--dataset", "loop", "--store", str(tmp_path / "store"), "--layer", "head")
+    first = run("label-next", *common, "--head", "softmax-head", "-n", "6", "--output", str(tmp_path / "next.csv"), pool)
+    assert (first["scored"], first["from_cache"]) == (24, 0)
+    chosen = pd.read_csv(tmp_path / "next.csv")["image"].tolist()
+    for image in chosen:  # the person labels them: each filed under its class in the training split
+        name = image.rsplit("/", 1)[1]
+        shutil.move(image, source / "train" / name.split("-")[0] / name)
+    extracted = run("extract", *common, "--source", str(source), "--models", models_root)
+    assert extracted["images_extracted"] == 6 and extracted["counts"]["train"]["written"] == 18
+    run("fit", "--dataset", "loop", "--store", str(tmp_path / "store"), "--layer", "head")
+    second = run("label-next", *common, "--head", "softmax-head", "-n", "6", "--output", str(tmp_path / "next.csv"),
+                 pool)
+    assert (second["scored"], second["from_cache"], second["already_stored"]) == (18, 18, 0)
+    assert not set(pd.read_csv(tmp_path / "next.csv")["image"]) & set(chosen)
