@@ -37,15 +37,25 @@ def test_an_image_rewritten_replaces_its_row_and_the_others_stay(tmp_path):
                           np.vstack([second[0], first[1]]).astype(np.float32))
 
 
-def test_images_a_round_no_longer_lists_are_kept_only_up_to_its_pool_the_newest(tmp_path):
+def test_an_image_no_round_lists_goes_once_it_was_run_long_enough_ago(tmp_path):
     uri = pool_uri(str(tmp_path / "set"), "original", ["head"], "decode rule", "fp32")
+    day = 86400
     cache, _ = read_pool(uri, 2)
-    old = [f"old/{n}.jpg" for n in range(5)]
-    write_pool(cache, old, ["f"] * 5, _rows(5, 2, 3))  # a pool since labelled and moved away
+    write_pool(cache, ["old/0.jpg", "old/1.jpg"], ["f", "f"], _rows(2, 2, 3), now=0)  # a pool since labelled
     cache, _ = read_pool(uri, 2)
-    write_pool(cache, ["new/0.jpg", "new/1.jpg"], ["f", "f"], _rows(2, 2, 4), listed={"new/0.jpg", "new/1.jpg"})
+    write_pool(cache, ["old/1.jpg", "new/0.jpg"], ["g", "f"], _rows(2, 2, 4), now=10 * day)  # old/1.jpg run again
     cache, _ = read_pool(uri, 2)
-    assert sorted(image for image, _ in cache.rows) == ["new/0.jpg", "new/1.jpg", "old/3.jpg", "old/4.jpg"]
+    # a look at one image, within the 30 days: every other image stays
+    write_pool(cache, ["one.jpg"], ["f"], _rows(1, 2, 5), listed={"one.jpg"}, now=30 * day)
+    cache, _ = read_pool(uri, 2)
+    assert sorted(image for image, _ in cache.rows) == ["new/0.jpg", "old/0.jpg", "old/1.jpg", "one.jpg"]
+    # a round a day later: old/0.jpg, run 31 days ago and not listed, goes; what it lists stays whatever its age
+    write_pool(cache, ["two.jpg"], ["f"], _rows(1, 2, 6), listed={"two.jpg", "new/0.jpg"}, now=31 * day)
+    cache, _ = read_pool(uri, 2)
+    assert sorted(image for image, _ in cache.rows) == ["new/0.jpg", "old/1.jpg", "one.jpg", "two.jpg"]
+    write_pool(cache, ["three.jpg"], ["f"], _rows(1, 2, 7), listed={"three.jpg"}, now=45 * day)
+    cache, _ = read_pool(uri, 2)
+    assert sorted(image for image, _ in cache.rows) == ["one.jpg", "three.jpg", "two.jpg"]
 
 
 def test_each_view_layers_decoding_and_precision_has_a_file_of_its_own(tmp_path):
