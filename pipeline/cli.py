@@ -21,6 +21,7 @@ from tlfs.pipeline.familiarity import FAMILIAR_SHARE, NEIGHBOURS
 from tlfs.pipeline.label_issues import DEFAULT_FOLDS as LABEL_ISSUE_FOLDS, SHEET_IMAGES as LABEL_ISSUE_SHEET
 from tlfs.pipeline.feature_map import DEFAULT_IMAGES as MAP_IMAGES
 from tlfs.pipeline.label_next import DEFAULT_COUNT as LABEL_NEXT_COUNT, SHEET_IMAGES as LABEL_NEXT_SHEET
+from tlfs.pipeline.report import REPORT_FILE
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
@@ -418,6 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--similar-score", type=_fraction,
                    help=f"similarity score from which a dataset is ImageNet-like (default {SIMILAR_SCORE})")
 
+    p = sub.add_parser("report", help="one self-contained HTML page about a feature set: what it holds and rejected, "
+                       "the advice and its evidence, the layer sweep, the heads, the learning curves and the images to "
+                       "label next, with their plots (refits nothing)")
+    p.add_argument("--dataset", required=True)
+    _backbone_arg(p)
+    _store_arg(p)
+    p.add_argument("--version", type=_positive, help="a version number of the set (default: the newest; see tlfs history)")
+    p.add_argument("--output", metavar="FILE.html", help="where to write the page, any fsspec URI (default: "
+                   f"{REPORT_FILE} in the set's _heads/)")
+
     p = sub.add_parser("ls", help="list committed feature sets")
     _store_arg(p)
 
@@ -644,6 +655,17 @@ def _write_file(uri: str, data: bytes) -> None:
 
     with fsspec.open(uri, "wb") as f:
         f.write(data)
+
+
+def cmd_report(args, settings: Settings) -> dict:
+    from tlfs.features.storage import atomic_write_bytes
+    from tlfs.pipeline.report import ReportRequest, report, report_uri
+
+    page, summary = report(ReportRequest(args.dataset, args.backbone, settings.store, args.version), log=_log)
+    output = args.output or report_uri(summary["set_uri"])
+    atomic_write_bytes(output, page.encode())
+    print(f"report: {output}")
+    return {**summary, "output": output}
 
 
 def cmd_duplicates(args, settings: Settings) -> dict:
@@ -1098,7 +1120,7 @@ COMMANDS = {"backbones": cmd_backbones, "export": cmd_export, "extract": cmd_ext
             "export-classifier": cmd_export_classifier, "duplicates": cmd_duplicates, "similar": cmd_similar,
             "label-issues": cmd_label_issues, "label-next": cmd_label_next, "learning-curve": cmd_learning_curve, "map": cmd_map,
             "heads": cmd_heads,
-            "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe,
+            "sweep": cmd_sweep, "ls": cmd_ls, "describe": cmd_describe, "report": cmd_report,
             "history": cmd_history, "vacuum": cmd_vacuum}
 
 

@@ -281,6 +281,18 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
     return {**summary, "saved_to": f"{heads}/label_next.csv"}
 
 
+def write_report(target: SetTarget, log: Callable = print) -> dict:
+    """One HTML page about the ``target`` set version (``tlfs report``), saved beside its heads
+    as ``report.html``: what the fit_heads DAG leaves after each fit."""
+    from tlfs.features.storage import atomic_write_bytes
+    from tlfs.pipeline.report import ReportRequest, report, report_uri
+
+    page, summary = report(ReportRequest(target.dataset, target.backbone, _settings(target.store).store, target.version),
+                           log=log)
+    atomic_write_bytes(report_uri(summary["set_uri"]), page.encode())
+    return {**summary, "saved_to": report_uri(summary["set_uri"])}
+
+
 def advise_dataset(target: SetTarget, thresholds=None, log: Callable = print) -> dict:
     """The transfer case of the ``target`` set version, from its stored features
     (``thresholds``: pipeline/advise.Thresholds, by default the advisor's)."""

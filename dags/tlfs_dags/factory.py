@@ -247,7 +247,7 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve and the images to label next on the features of {spec.name}", [asset], {
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve, the images to label next and a report page on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
@@ -304,9 +304,15 @@ def build_fit_dag(spec: DatasetSpec):
             return tasks.choose_next_to_label(tasks.SetTarget.from_json(target), shipped["head"], params["unlabelled"],
                                               params["label_next"], log=_log)
 
+        @task(trigger_rule="none_failed_min_one_success")  # after label_next, run or skipped
+        def report(target: dict) -> dict:
+            from tlfs.pipeline import tasks
+
+            return tasks.write_report(tasks.SetTarget.from_json(target), log=_log)
+
         target = feature_set()
         swept = sweep(target)
-        label_next(target, ship_classifier(target, fit_heads(target, swept)))
-        learning_curve(target, swept)
+        queued = label_next(target, ship_classifier(target, fit_heads(target, swept)))
+        [queued, learning_curve(target, swept)] >> report(target)
 
     return fit_dag()

@@ -123,6 +123,8 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     queue = pd.read_csv(heads / "label_next.csv")
     assert len(queue) == 5 and queue["rank"].tolist() == [1, 2, 3, 4, 5] and queue["margin"].is_monotonic_increasing
     assert all(image.startswith(str(incoming)) for image in queue["image"]) and (heads / "label_next.png").exists()
+    page = (heads / "report.html").read_text()  # the report task's page, of this fit: its queue included
+    assert "The 5 images the shipped head is least sure of" in page and "version 2</title>" in page
     newest = features.open_set("cifar10", "efficientnet_lite0", store)
     swept = json.loads((heads / "sweep.json").read_text())
     assert newest.version == 2 and swept["plan_id"] == newest.plan_id
@@ -196,10 +198,12 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     assert len(fit_runs) == 2, fit_runs
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
                                                                "fit_heads": "success", "ship_classifier": "success",
-                                                               "learning_curve": "success", "label_next": "skipped"})
+                                                               "learning_curve": "success", "label_next": "skipped",
+                                                               "report": "success"})
     assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
                                                                 "fit_heads": "skipped", "ship_classifier": "skipped",
-                                                                "learning_curve": "skipped", "label_next": "skipped"})
+                                                                "learning_curve": "skipped", "label_next": "skipped",
+                                                                "report": "skipped"})
     newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
     assert newest.version == 1, "the unchanged run committed a new version"
     for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %

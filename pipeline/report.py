@@ -1,0 +1,207 @@
+"""One page about a feature set (``tlfs report``): what it holds and what was rejected, what
+the advisor makes of it and on what evidence, how each layer and each saved head transfers,
+whether more labels would help and which images to label next, with the plots the steps
+saved. One self-contained HTML file (the plots inlined), for a browser or to send on. It
+reads what the set and its ``_heads/`` hold and refits nothing: a step not run yet is a
+section saying which command runs it."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from tlfs.features import layout
+from tlfs.features.reader import open_set
+from tlfs.features.storage import fs_path
+from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.saved_heads import head_summaries
+
+REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves it
+REJECTS_SHOWN = 50
+QUEUE_SHOWN = 20
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
+         "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}img{max-width:100%}"
+         "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}.best{font-weight:bold}.note{color:#666}")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    dataset: str
+    backbone: str
+    store: str | None = None
+    version: int | None = None  # of the set (None: the newest)
+
+
+def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[str, dict]:
+    """``(the page's HTML, a summary)`` of the set's version asked for."""
+    feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    heads = layout.heads_uri(feature_set.uri)
+    files = _heads_files(heads)
+    info = {"uri": feature_set.uri, **feature_set.manifest}
+    summaries = sorted(head_summaries(feature_set.uri), key=lambda h: -(h["validation_accuracy"] or -1))
+    sections = [
+        ("The set", _the_set(info)),
+        ("Images", _images(info)),
+        ("What to do next", _advice(feature_set)),
+        ("Which layer transfers best", _sweep(files, request.dataset)),
+        ("Heads", _heads(summaries, request.dataset)),
+        ("Would more labels help?", _curves(files, request.dataset)),
+        ("Which images to label next", _queue(files, heads, request.dataset)),
+    ]
+    title = f"{feature_set.dataset}: {feature_set.backbone_version}, version {feature_set.version}"
+    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+            f"<p class='note'>Made {made} by <code>tlfs report --dataset {html.escape(feature_set.dataset)}</code> from "
+            f"{html.escape(feature_set.uri)}; it reads what the set holds and refits nothing.</p></body></html>")
+    summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri, "version": feature_set.version,
+               "heads": len(summaries), "plots": sorted(name for name in files if name.endswith(".png")),
+               "bytes": len(page.encode())}
+    log(f"report of {feature_set.uri} version {feature_set.version}: {len(summaries)} heads, "
+        f"{len(summary['plots'])} plots")
+    return page, summary
+
+
+def report_uri(set_uri: str) -> str:
+    """Where a set's page lies unless asked otherwise: beside its heads."""
+    return f"{layout.heads_uri(set_uri)}/{REPORT_FILE}"
+
+
+def _heads_files(heads: str) -> dict[str, str]:
+    """The files at the top of the set's ``_heads/`` (plots, sweep, queue) by name: their URIs."""
+    fs, path = fs_path(heads)
+    if not fs.exists(path):
+        return {}
+    protocol = heads.split("://", 1)[0] + "://" if "://" in heads else ""
+    return {entry["name"].rsplit("/", 1)[1]: protocol + entry["name"] for entry in fs.ls(path, detail=True)
+            if entry["type"] == "file"}
+
+
+def _read(uri: str) -> bytes:
+    fs, path = fs_path(uri)
+    with fs.open(path, "rb") as handle:
+        return handle.read()
+
+
+def _table(header: list[str] | None, rows: list[list], numeric: set[int] = frozenset(),
+           marked: set[int] = frozenset()) -> str:
+    """An HTML table (``header`` None: rows of a name and its value); ``numeric`` columns right
+    aligned, ``marked`` rows in bold, every cell escaped."""
+    head = "" if header is None else "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr>"
+    body = "".join(
+        f"<tr{' class=best' if number in marked else ''}>" + "".join(
+            f"<td{' class=n' if column in numeric else ''}>{html.escape(_cell(cell))}</td>"
+            for column, cell in enumerate(row)) + "</tr>"
+        for number, row in enumerate(rows))
+    return f"<table>{head}{body}</table>"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _plot(uri: str, alt: str) -> str:
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(_read(uri)).decode()}'></p>"
+
+
+def _missing(text: str, command: str) -> str:
+    return f"<p class='note'>{html.escape(text)}: <code>{html.escape(command)}</code></p>"
+
+
+def _accuracy(value) -> str | None:
+    return None if value is None else f"{100 * value:.2f} %"
+
+
+def _the_set(info: dict) -> str:
+    lineage = info["lineage"]
+    rows = [["feature set", info["uri"]], ["version", info.get("version", 1)],
+            ["committed", info["committed_at"]], ["backbone version", info["backbone_version"]],
+            ["weights", lineage["weights"]["source"]], ["precision", lineage["runtime"]["precision"]],
+            ["layers", ", ".join(f"{layer} ({width}-d)" for layer, width in info["layers"].items())],
+            ["views", ", ".join(info.get("views") or [layout.ORIGINAL])],
+            ["classes", ", ".join(info["classes"])]]
+    rows += [["source", f"{source['uri']} [{source['format']}], {source['images']:,} images"]
+             for source in lineage["sources"]]
+    return _table(None, rows)
+
+
+def _images(info: dict) -> str:
+    counts = [[split, c["read"], c["written"], c["rejected"]] for split, c in info["counts"].items()]
+    page = _table(["split", "read", "written", "rejected"], counts, numeric={1, 2, 3})
+    rejects = info["rejects"]
+    if rejects:
+        shown = [[r["image_id"], r["reason"]] for r in rejects[:REJECTS_SHOWN]]
+        page += f"<p>{len(rejects):,} images rejected, each with its reason" + (
+            f" (the first {REJECTS_SHOWN}; <code>tlfs describe --json</code> lists all)" if len(rejects) > REJECTS_SHOWN
+            else "") + ":</p>" + _table(["image", "reason"], shown)
+    return page
+
+
+def _advice(feature_set) -> str:
+    from tlfs.pipeline import advise
+
+    try:
+        result = advise.advise(feature_set, advise.Thresholds(), log=lambda *_: None)
+    except PipelineError as exc:
+        return f"<p>The advisor could not say: {html.escape(str(exc))}</p>"
+    return f"<pre>{html.escape(advise.describe(result))}</pre>"
+
+
+def _sweep(files: dict[str, str], dataset: str) -> str:
+    import json
+
+    if "sweep.json" not in files:
+        return _missing("No layer sweep yet", f"tlfs sweep --dataset {dataset}")
+    sweep = json.loads(_read(files["sweep.json"]))
+    validation = sweep.get("validation") or {}
+    rows = [[layer, sweep["dims"].get(layer), _accuracy(validation.get(layer)), _accuracy(test)]
+            for layer, test in sweep["layers"].items()]
+    best = {n for n, row in enumerate(rows) if row[0] == sweep.get("best_layer")}
+    page = (f"<p>The {html.escape(sweep['head'])} head on each layer; the best layer (bold) is chosen by "
+            f"{html.escape(sweep.get('chosen_by', 'validation_accuracy').replace('_', ' '))}, never by the test split.</p>"
+            + _table(["layer", "dims", "validation", "test"], rows, numeric={1, 2, 3}, marked=best))
+    return page + (_plot(files["sweep.png"], "the layer sweep") if "sweep.png" in files else "")
+
+
+def _heads(summaries: list[dict], dataset: str) -> str:
+    if not summaries:
+        return _missing("No saved heads yet", f"tlfs fit --dataset {dataset} --layer LAYER --head softmax|lightgbm|mlp")
+    rows = [[h["name"], h["version"], "+".join(h["layers"]), "+".join(h["views"]), _accuracy(h["validation_accuracy"]),
+             _accuracy(h["test_accuracy"]), _accuracy(h["test_balanced_accuracy"]),
+             None if h["calibration_error"] is None else f"{h['calibration_error']:.4f}",
+             None if h["classifier_bytes"] is None else f"{h['classifier_bytes'] / 1e6:.1f} MB"] for h in summaries]
+    return ("<p>Every saved head, by validation accuracy (the first in bold); a shipped classifier is one ONNX file "
+            "(<code>tlfs export-classifier</code>).</p>"
+            + _table(["head", "fitted on version", "layers", "views", "validation", "test", "test balanced",
+                      "calibration error", "classifier"], rows, numeric={1, 4, 5, 6, 7, 8}, marked={0}))
+
+
+def _curves(files: dict[str, str], dataset: str) -> str:
+    plots = sorted(name for name in files if name.startswith("learning_curve-") and name.endswith(".png"))
+    if not plots:
+        return _missing("No learning curve yet", f"tlfs learning-curve --dataset {dataset}")
+    return "".join(_plot(files[name], name[:-4]) for name in plots)
+
+
+def _queue(files: dict[str, str], heads: str, dataset: str) -> str:
+    import pandas as pd
+
+    if "label_next.csv" not in files:
+        return _missing("No labelling queue saved (the fit_heads DAG saves one where its unlabelled param names "
+                        "images)", f"tlfs label-next --dataset {dataset} IMAGES")
+    queue = pd.read_csv(io.BytesIO(_read(files["label_next.csv"])))
+    rows = [[row.rank, row.image, f"{row.label} {row.probability:.3f}",
+             None if pd.isna(row.runner_up) else f"{row.runner_up} {row.runner_up_probability:.3f}", f"{row.margin:.3f}"]
+            for row in queue.head(QUEUE_SHOWN).itertuples()]
+    page = (f"<p>The {len(queue):,} images the shipped head is least sure of, least sure first (the first "
+            f"{min(QUEUE_SHOWN, len(queue))}; all in <code>{html.escape(heads)}/label_next.csv</code>):</p>"
+            + _table(["rank", "image", "the head's class", "runner-up", "margin"], rows, numeric={0, 4}))
+    return page + (_plot(files["label_next.png"], "the images to label next") if "label_next.png" in files else "")

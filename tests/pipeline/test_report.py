@@ -1,0 +1,88 @@
+"""``tlfs report``: one self-contained HTML page about a set, from what it and its ``_heads/``
+hold: its images and rejects, the advice, the sweep, the heads, the learning curves and the
+queue to label, their plots inlined; a step not run yet names the command that runs it."""
+
+import base64
+import json
+import re
+
+import pytest
+
+from tests.conftest import noisy_images, write_tree
+from tests.extraction import run_extract
+from tlfs.features import open_set
+from tlfs.pipeline import tasks
+from tlfs.pipeline.cli import main
+from tlfs.pipeline.report import ReportRequest, report
+
+QUIET = dict(log=lambda *_: None)
+BROKEN = "train/red/<torn&cut>.png"  # a reject whose id a page must escape
+
+
+@pytest.fixture(scope="module")
+def reported_set(tmp_path_factory, lite0, models_root):
+    root = tmp_path_factory.mktemp("report")
+    source = write_tree(root / "images", {**noisy_images(per_class=6, seed=3), BROKEN: b"\x89PNG\r\n\x1a\n cut"})
+    store = str(root / "store")
+    run_extract("reported", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
+    return store, root
+
+
+def _plots(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)]
+
+
+def test_before_any_fit_the_page_holds_the_set_its_rejects_and_the_advice_and_names_the_steps_to_run(reported_set):
+    store, _ = reported_set
+    page, summary = report(ReportRequest("reported", "efficientnet_lite0", store), **QUIET)
+    assert page.startswith("<!doctype html>") and summary["heads"] == 0 and summary["plots"] == []
+    assert "<td>train</td><td class=n>19</td><td class=n>18</td><td class=n>1</td>" in page  # read, written, rejected
+    assert "train/red/&lt;torn&amp;cut&gt;.png" in page and "<torn" not in page  # the reject named, escaped
+    assert "<pre>case: small, " in page  # the advisor's case and evidence
+    for missing in ("No layer sweep yet: <code>tlfs sweep --dataset reported</code>", "No saved heads yet",
+                    "No learning curve yet: <code>tlfs learning-curve --dataset reported</code>",
+                    "No labelling queue saved"):
+        assert missing in page
+    assert not _plots(page)
+
+
+def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue_with_their_plots(reported_set):
+    store, root = reported_set
+    target = tasks.SetTarget("reported", "efficientnet_lite0", store, None)
+    swept = tasks.sweep_layers(target, **QUIET)
+    fitted = tasks.heads_on_best_layer(target, swept, ["softmax", "lightgbm"], **QUIET)
+    shipped = tasks.ship_best_head(target, fitted, **QUIET)
+    tasks.curve_on_best_layer(target, swept, **QUIET)
+    pool = write_tree(root / "pool", {name.split("/", 1)[1]: data for name, data in noisy_images(seed=4).items()
+                                      if name.startswith("test/")})
+    tasks.choose_next_to_label(target, shipped["head"], [str(pool)], 7, **QUIET)
+
+    page, summary = report(ReportRequest("reported", "efficientnet_lite0", store), **QUIET)
+    feature_set = open_set("reported", "efficientnet_lite0", store=store)
+    assert summary["heads"] >= 3 and summary["version"] == feature_set.version
+    assert sorted(summary["plots"]) == sorted(["sweep.png", f"learning_curve-softmax-{swept['best_layer']}.png",
+                                               "label_next.png"])
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 3
+    # the sweep: a row a layer, the best in bold
+    for layer in feature_set.layers:
+        assert f"<td>{layer}</td><td class=n>{feature_set.layers[layer]:,}</td>" in page
+    assert f"<tr class=best><td>{swept['best_layer']}</td>" in page
+    # the heads by validation accuracy, the first in bold; the queue's 7 images, least sure first
+    assert re.search(r"<tr class=best><td>[a-z]+-[a-z0-9]+</td><td class=n>1</td>", page)
+    assert "The 7 images the shipped head is least sure of" in page and page.count(str(pool)) >= 7
+    assert "No " + "layer sweep yet" not in page and "No saved heads yet" not in page
+
+
+def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
+    store, _ = reported_set
+    assert main(["report", "--dataset", "reported", "--store", store]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == f"{summary['set_uri']}/_heads/report.html"
+    with open(summary["output"]) as page:
+        assert page.read().startswith("<!doctype html>")
+    elsewhere = tmp_path / "out" / "reported.html"
+    assert main(["report", "--dataset", "reported", "--store", store, "--version", "1", "--output", str(elsewhere)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["output"] == str(elsewhere)
+    assert elsewhere.read_text().endswith("</html>")
+    assert main(["report", "--dataset", "reported", "--store", store, "--version", "9"]) == 1
+    assert "version 9" in capsys.readouterr().err
