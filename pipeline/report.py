@@ -25,7 +25,7 @@ REJECTS_SHOWN = 50
 QUEUE_SHOWN = 20
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-         "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}img{max-width:100%}"
+         "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}"
          "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}.best{font-weight:bold}.note{color:#666}")
 
 
