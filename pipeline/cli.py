@@ -130,7 +130,7 @@ def _image_files_arg(p: argparse.ArgumentParser, required: bool = True, help_mor
 
 def _image_runtime_args(p: argparse.ArgumentParser) -> None:
     """Where and how new images run through the set's backbone."""
-    for name in ("device", "batch_size"):
+    for name in ("device", "batch_size", "decode_workers"):
         _setting_arg(p, name)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -625,7 +625,7 @@ def cmd_predict(args, settings: Settings) -> dict:
 
     predictions = predict(PredictRequest(args.dataset, args.backbone, tuple(args.images), args.head, settings.store,
                                          settings.device, settings.batch_size, args.min_probability, args.unfamiliar,
-                                         args.neighbours, args.familiar_share), log=_log,
+                                         args.neighbours, args.familiar_share, settings.decode_workers), log=_log,
                           show_progress=not args.no_progress)
     if args.output:
         write_predictions(predictions, args.output)
@@ -700,7 +700,7 @@ def cmd_similar(args, settings: Settings) -> dict:
 
     request = SimilarRequest(args.dataset, args.backbone, tuple(args.images), tuple(args.id), args.layer,
                              tuple(args.split), args.k, settings.store, device=settings.device,
-                             batch_size=settings.batch_size)
+                             batch_size=settings.batch_size, decode_workers=settings.decode_workers)
     results = similar_images(request, log=_log, show_progress=not args.no_progress)
     if args.output:
         write_table(results, args.output)
@@ -742,7 +742,8 @@ def cmd_label_next(args, settings: Settings) -> dict:
     from tlfs.pipeline.tables import write_table
 
     request = LabelNextRequest(args.dataset, args.backbone, tuple(args.images), args.count, args.head, settings.store,
-                               settings.device, settings.batch_size, cache=not args.no_cache)
+                               settings.device, settings.batch_size, cache=not args.no_cache,
+                               decode_workers=settings.decode_workers)
     chosen, summary = label_next(request, log=_log, show_progress=not args.no_progress)
     if args.output:
         write_table(chosen, args.output)

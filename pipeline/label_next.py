@@ -52,6 +52,7 @@ class LabelNextRequest:
     batch_size: int | None = None
     version: int | None = None  # of the set (None: the newest)
     cache: bool = True  # read and keep the pool's features in the set's _pool/ (features/pool_cache.py)
+    decode_workers: int = 0  # processes reading and decoding the images (0: one a core beside a GPU)
 
 
 def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, show_progress: bool = False):
@@ -177,7 +178,8 @@ def _through_backbone(feature_set, layers: list[str], views: list[str], images: 
         def compute(batch: np.ndarray) -> np.ndarray:
             return np.hstack(list(view_features(session, batch, layers, views).values()))
 
-        for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress):
+        for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress,
+                                                    request.decode_workers, runtime.device):
             for image, row in zip(chunk, per_image(pixels, runtime.batch_size, compute)):
                 if isinstance(row, str):
                     rejected += 1

@@ -37,6 +37,7 @@ class PredictRequest:
     unfamiliar: bool = False
     neighbours: int | None = None  # None: 50, or half the smallest class's training images where fewer
     familiar_share: float = FAMILIAR_SHARE
+    decode_workers: int = 0  # processes reading and decoding the images (0: one a core beside a GPU)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
     log(f"classifying {count_of(len(paths))} with {head.name} ({'+'.join(head.metrics['layers'])}, views "
         f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
     started, predictions = time.perf_counter(), []
-    for chunk, images in decoded_chunks(paths, size, "predict", show_progress):
+    for chunk, images in decoded_chunks(paths, size, "predict", show_progress, request.decode_workers,
+                                                runtime.device):
         predictions += _classified(chunk, images, head, session, runtime.batch_size, request.min_probability, familiarity)
     seconds = time.perf_counter() - started
     rejected = sum(p.label is None for p in predictions)

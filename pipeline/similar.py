@@ -32,6 +32,7 @@ class SimilarRequest:
     version: int | None = None
     device: str = "cpu"
     batch_size: int | None = None
+    decode_workers: int = 0  # processes reading and decoding the images (0: one a core beside a GPU)
 
 
 def similar_images(request: SimilarRequest, log: Callable[[str], None] = print, show_progress: bool = False):
@@ -65,7 +66,8 @@ def similar_images(request: SimilarRequest, log: Callable[[str], None] = print, 
             f"each of {count_of(len(paths))}, on {request.layer} ({stored.X.shape[1]} values each), on {runtime.device} "
             f"({runtime.precision})")
         rows = []
-        for chunk, images in decoded_chunks(paths, size, "similar", show_progress):
+        for chunk, images in decoded_chunks(paths, size, "similar", show_progress, request.decode_workers,
+                                                runtime.device):
             queries = per_image(images, runtime.batch_size,
                                 lambda batch: features_as_stored(session, batch, [request.layer]))
             rows += _matches(chunk, queries, stored, request.k)

@@ -271,7 +271,7 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
     settings = _settings(target.store)
     chosen, summary = label_next(LabelNextRequest(target.dataset, target.backbone, tuple(images), count, head,
                                                   settings.store, settings.device, settings.batch_size,
-                                                  version=target.version), log=log)
+                                                  version=target.version, decode_workers=settings.decode_workers), log=log)
     heads = layout.heads_uri(summary["set_uri"])
     with tempfile.TemporaryDirectory(prefix="tlfs-label-next-") as tmp:
         table, sheet = Path(tmp) / "label_next.csv", Path(tmp) / "label_next.png"

@@ -35,3 +35,24 @@ def test_images_are_computed_in_batches_of_one_size_and_a_reason_keeps_its_place
     assert batches == [(2, 4, 4, 3), (1, 4, 4, 3), (1, 2, 2, 3)]
     assert results[1] == "not a recognised image format"
     assert [float(r[0]) for n, r in enumerate(results) if n != 1] == [1, 2, 3, 4]
+
+
+def test_decoding_in_worker_processes_gives_the_same_chunks_pixels_and_reasons_in_order(tmp_path, monkeypatch):
+    from tests.conftest import noisy_images
+    from tlfs.pipeline import image_files
+
+    monkeypatch.setattr(image_files, "READ_AT_ONCE", 5)  # 4 chunks, more than the 2 workers hold at once
+    tree = write_tree(tmp_path / "pool", {name: data for name, data in list(noisy_images(per_class=3).items())[:17]})
+    (tree / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    paths = image_files.list_images([str(tree)])
+    here = list(image_files.decoded_chunks(paths, 32, "here", False, decode_workers=1))
+    ahead, in_processes = image_files._decoded_ahead, []
+    monkeypatch.setattr(image_files, "_decoded_ahead", lambda decoder, *a: in_processes.append(decoder.workers) or
+                        ahead(decoder, *a))
+    workers = list(image_files.decoded_chunks(paths, 32, "workers", False, decode_workers=2))
+    assert in_processes == [2]
+    assert [chunk for chunk, _ in workers] == [chunk for chunk, _ in here] and len(here) == 4
+    for (_, ours), (_, theirs) in zip(here, workers):
+        for mine, other in zip(ours, theirs):
+            assert (mine == other) if isinstance(mine, str) else np.array_equal(mine, other)
+    assert sum(isinstance(image, str) for _, images in workers for image in images) == 1
