@@ -26,7 +26,7 @@ from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, listed
                                        session_as_stored, view_features)
 from tlfs.pipeline.predict import head_probabilities
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
+from tlfs.pipeline.saved_heads import best_head, load_head
 
 DEFAULT_COUNT = 100
 SCORED_AT_ONCE = 8192  # pool images through the head at once: bounds its memory
@@ -178,8 +178,8 @@ def _through_backbone(feature_set, layers: list[str], views: list[str], images: 
         def compute(batch: np.ndarray) -> np.ndarray:
             return np.hstack(list(view_features(session, batch, layers, views).values()))
 
-        for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress,
-                                                    request.decode_workers, runtime.device):
+        for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress, request.decode_workers,
+                                            runtime.device):
             for image, row in zip(chunk, per_image(pixels, runtime.batch_size, compute)):
                 if isinstance(row, str):
                     rejected += 1
