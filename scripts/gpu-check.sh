@@ -3,8 +3,8 @@
 # JSON line of them all. Sized for about 9 minutes (each step has its own time limit; an H200
 # took about 7 before the host-only steps with 2 decode workers, about 30 s more, and the Lite0
 # bench with fewer decode workers and the stand-in device, about 75 s more: where the check's
-# deadline comes first, the last steps, the GPU tests and the fine-tuning run, are cut short or
-# skipped and say so).
+# deadline comes first, the last steps, the GPU tests, the fine-tuning run and the two photo
+# searches, are cut short or skipped and say so).
 #
 # That machine (../shared/gpu/README.md) has Python 3.12, its own torch, no package
 # registry, and this project is not installed: it runs from the checkout. Stage here first
@@ -91,9 +91,17 @@ step tests 120 "$py" -m pytest -v --durations=0 --timeout 100 -m gpu tests/gpu -
 step finetune_lite0 200 "$py" -m tlfs.pipeline.cli finetune --dataset cifar10 --backbone efficientnet_lite0 --device cuda \
   --head-epochs 1 --head-lr 1e-3 --epochs "$FT_EPOCHS" --lr 0.02 --momentum 0.9 --schedule cosine --label-smoothing 0.1 \
   --batch-size 128 --patience 99 --no-progress
+# The images a user names (predict, similar, label-next), decoded by a worker a core beside the GPU (the default),
+# then in the command's own process (--decode-workers 1, as before): the photos searched for on Lite0's head layer
+# of the CIFAR-10 set cifar_lite0 made (no head needed). Last: where the deadline comes first, they are skipped.
+mkdir -p "$work/photos" && tar xf "$work/photos.tar" -C "$work/photos" 2>/dev/null
+similar=(-m tlfs.pipeline.cli similar --dataset cifar10 --backbone efficientnet_lite0 --layer head --split test -k 1
+         --device cuda --no-progress "$work/photos")
+step similar_photos 40 "$py" "${similar[@]}"
+step similar_photos_1w 40 "$py" "${similar[@]}" --decode-workers 1
 
 "$py" - "$out" "$FT_EPOCHS" <<'PY'
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 out, epochs = Path(sys.argv[1]), int(sys.argv[2])
@@ -155,6 +163,10 @@ try:  # each epoch's line: its seconds, and its first and last steps' (cuDNN's s
                                            if " epoch " in line and "first step" in line]
 except FileNotFoundError:
     summary["finetune_lite0"]["epochs"] = []
+for name in ("similar_photos", "similar_photos_1w"):  # its line: "searched for N images in Xs (Y images/s; ..."
+    log = out / f"{name}.log"
+    found = re.search(r"searched for (\d+) images in ([\d.]+)s \(([\d.]+) images/s", log.read_text() if log.exists() else "")
+    summary[name] = {"images": int(found[1]), "seconds": float(found[2]), "images_per_s": float(found[3])} if found else None
 one = summary["bench_lite0_one_set"]["pipeline"]
 summary["lite0_two_sets_vs_one"] = round(summary["bench_lite0"]["pipeline"] / one, 3) if one and summary["bench_lite0"]["pipeline"] else None
 targets = {
