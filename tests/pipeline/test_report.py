@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import noisy_images, write_tree
 from tests.extraction import run_extract
+from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 from tlfs.features import open_set
 from tlfs.pipeline import tasks
 from tlfs.pipeline.cli import main
@@ -86,3 +87,21 @@ def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(repor
     assert elsewhere.read_text().endswith("</html>")
     assert main(["report", "--dataset", "reported", "--store", store, "--version", "9"]) == 1
     assert "version 9" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_set_on_s3_gets_the_same_page_written_beside_its_heads_there(reported_set, s3_server, capsys):
+    import fsspec
+
+    store, _ = reported_set
+    local, local_summary = report(ReportRequest("reported", "efficientnet_lite0", store), **QUIET)
+    fs = fsspec.filesystem("s3")
+    fs.put(store + "/", "tlfs-test/store/", recursive=True)
+    assert main(["report", "--dataset", "reported", "--store", "s3://tlfs-test/store"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == f"{summary['set_uri']}/_heads/report.html" and summary["set_uri"].startswith("s3://")
+    assert (summary["heads"], summary["plots"]) == (local_summary["heads"], local_summary["plots"])
+    remote = fs.cat(summary["output"]).decode()
+    assert _plots(remote) == _plots(local)
+    strip = lambda page: re.sub(r"Made [^<]*<code>|/tmp/[^<' ]*|s3://tlfs-test/store[^<' ]*", "", page)
+    assert strip(remote) == strip(local)
