@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "least sure first, instead of printing them")
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the first {LABEL_NEXT_SHEET} chosen images with the "
                    "two classes the head hesitates between")
+    p.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                   help="an earlier queue (label-next's .csv, .parquet or .jsonl): its images, sent to be labelled "
+                   "and not yet in the set, are not chosen again (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="run every image through the backbone, and neither read "
                    "nor keep the pool's features in the set's _pool/ (kept, a later round runs only new or changed "
                    "images through it)")
@@ -743,7 +746,7 @@ def cmd_label_next(args, settings: Settings) -> dict:
 
     request = LabelNextRequest(args.dataset, args.backbone, tuple(args.images), args.count, args.head, settings.store,
                                settings.device, settings.batch_size, cache=not args.no_cache,
-                               decode_workers=settings.decode_workers)
+                               decode_workers=settings.decode_workers, exclude=tuple(args.exclude))
     chosen, summary = label_next(request, log=_log, show_progress=not args.no_progress)
     if args.output:
         write_table(chosen, args.output)

@@ -53,6 +53,7 @@ class LabelNextRequest:
     version: int | None = None  # of the set (None: the newest)
     cache: bool = True  # read and keep the pool's features in the set's _pool/ (features/pool_cache.py)
     decode_workers: int = 0  # processes reading and decoding the images (0: one a core beside a GPU)
+    exclude: tuple[str, ...] = ()  # earlier queues (tables with an image column): their images are left out
 
 
 def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, show_progress: bool = False):
@@ -68,6 +69,10 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     head = load_head(feature_set, request.head or best_head(feature_set))
     layers = head.metrics["layers"]
     listed = listed_images(request.images)
+    queued = _queued(request.exclude, {image for image, _ in listed}, log)
+    listed, pool = [(image, info) for image, info in listed if image not in queued], len(listed)
+    if not listed:
+        raise PipelineError(f"every image listed is in {', '.join(request.exclude)}: nothing to choose from")
     log(f"scoring {count_of(len(listed))} with {head.name} ({'+'.join(layers)}, views {'+'.join(head.metrics['views'])}) "
         f"of {feature_set.uri}, to choose {request.count}")
     started = time.perf_counter()
@@ -92,7 +97,8 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     seconds = time.perf_counter() - started
     summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri,
                "backbone_version": feature_set.backbone_version, "head": head.name,
-               "layers": layers, "pool": len(listed), "scored": len(kept), "rejected": rejected,
+               "layers": layers, "pool": pool, "excluded": pool - len(listed), "scored": len(kept),
+               "rejected": rejected,
                "from_cache": scored.from_cache,
                "already_stored": len(stored), "chosen": len(chosen),
                "median_margin_chosen": round(float(np.median(margin[chosen])), 4),
@@ -189,6 +195,19 @@ def _through_backbone(feature_set, layers: list[str], views: list[str], images: 
                 rows.append(row)
     matrix = np.vstack(rows) if rows else np.zeros((0, width * len(views)), np.float32)
     return decoded_images, {view: matrix[:, k * width:(k + 1) * width] for k, view in enumerate(views)}, rejected
+
+
+def _queued(tables: tuple[str, ...], listed: set[str], log: Callable[[str], None]) -> set[str]:
+    """The images of earlier queues (``tables``' image column) among those ``listed``, each
+    table's share told."""
+    from tlfs.pipeline.tables import read_table
+
+    queued: set[str] = set()
+    for table in tables:
+        images = set(read_table(table, "image"))
+        log(f"left out {count_of(len(images & listed))} of {table} ({len(images)} listed there)")
+        queued |= images & listed
+    return queued
 
 
 def _chosen_table(images: list[str], probabilities: np.ndarray, margin: np.ndarray, classes: list[str]):

@@ -1,5 +1,6 @@
-"""A table a command writes for its user (predictions, near-copies): a pandas frame as a
-``.csv``, ``.parquet`` or ``.jsonl`` file, local or at any fsspec URI."""
+"""A table a command writes for its user (predictions, near-copies, a labelling queue): a
+pandas frame as a ``.csv``, ``.parquet`` or ``.jsonl`` file, local or at any fsspec URI; and one
+read back (a queue that ``label-next`` is told to leave out)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,27 @@ def write_table(frame, uri: str) -> None:
         raise PipelineError(f"{uri}: write the table to a .csv, .parquet or .jsonl file")
     with fsspec.open(uri, "wb" if suffix == "parquet" else "w") as f:
         WRITERS[suffix](frame, f)
+
+
+READERS = {"csv": "read_csv", "parquet": "read_parquet", "jsonl": "read_json"}
+
+
+def read_table(uri: str, column: str) -> list:
+    """The values of ``column`` of the table at ``uri`` (a ``.csv``, ``.parquet`` or ``.jsonl``
+    file as :func:`write_table` writes them), in order."""
+    import pandas as pd
+
+    suffix = uri.rsplit(".", 1)[-1].lower()
+    if suffix not in READERS:
+        raise PipelineError(f"{uri}: not a table (a .csv, .parquet or .jsonl file)")
+    options = {"lines": True} if suffix == "jsonl" else {}
+    try:
+        with fsspec.open(uri, "rb") as f:
+            frame = getattr(pd, READERS[suffix])(f, **options)
+    except FileNotFoundError:
+        raise PipelineError(f"{uri}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{uri}: cannot be read as a .{suffix} table ({exc})") from None
+    if column not in frame.columns:
+        raise PipelineError(f"{uri}: no {column!r} column (its columns: {', '.join(map(str, frame.columns))})")
+    return frame[column].tolist()

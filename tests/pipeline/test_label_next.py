@@ -242,3 +242,29 @@ def test_rounds_of_labelling_through_the_cli_extract_only_the_labelled_and_score
                  pool)
     assert (second["scored"], second["from_cache"], second["already_stored"]) == (18, 18, 0)
     assert not set(pd.read_csv(tmp_path / "next.csv")["image"]) & set(chosen)
+
+
+def test_images_of_an_earlier_queue_are_not_chosen_again_and_the_counts_reconcile(noisy_set, head_of, pool, capsys,
+                                                                                 tmp_path):
+    feature_set, source, store = noisy_set
+    queue = tmp_path / "sent.parquet"  # the batch with the people labelling it
+    common = ["label-next", "--dataset", "noisy", "--head", head_of, "--store", store, "--no-progress"]
+    assert main([*common, "-n", "5", "--output", str(queue), str(pool)]) == 0
+    sent = set(pd.read_parquet(queue)["image"])
+    capsys.readouterr()
+    assert main([*common, "-n", "5", "--output", str(tmp_path / "next.csv"), "--exclude", str(queue), str(pool)]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert not set(pd.read_csv(tmp_path / "next.csv")["image"]) & sent
+    assert (summary["pool"], summary["excluded"], summary["scored"], summary["rejected"]) == (36, 5, 31, 0)
+    assert f"left out 5 images of {queue} (5 listed there)" in err
+    # a table without an image column, a file that is not a table, and a queue of every image: one line each
+    (tmp_path / "other.csv").write_text("path,label\nx.jpg,red\n")
+    for table, said in ((tmp_path / "other.csv", "no 'image' column (its columns: path, label)"),
+                        (tmp_path / "sent.txt", "not a table (a .csv, .parquet or .jsonl file)"),
+                        (tmp_path / "missing.csv", "no such file")):
+        assert main([*common, "--exclude", str(table), str(pool)]) == 1
+        assert f"{table}: {said}" in capsys.readouterr().err
+    with pytest.raises(PipelineError, match="every image listed is in .*sent.parquet: nothing to choose from"):
+        label_next(LabelNextRequest("noisy", "efficientnet_lite0", tuple(sorted(sent)), 2, head_of, store,
+                                    exclude=(str(queue),)), **QUIET)
