@@ -112,12 +112,16 @@ def _decoded_ahead(decoder, chunks: list[list[str]], input_size: int) -> Iterato
     one chunk more in flight than there are workers: enough to keep them busy, while the pixels
     held stay bounded (256 photos at 224 x 224 are 38 MB a chunk)."""
     from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
 
     upcoming = iter(chunks)
     pending = deque(decoder.submit(decoded, chunk, input_size)
                     for chunk in itertools.islice(upcoming, decoder.workers + 1))
     while pending:
-        images = pending.popleft().result()
+        try:
+            images = pending.popleft().result()
+        except BrokenProcessPool as exc:
+            raise PipelineError(f"a decode worker process died ({exc}); run the command again") from exc
         if (chunk := next(upcoming, None)) is not None:
             pending.append(decoder.submit(decoded, chunk, input_size))
         yield images

@@ -56,3 +56,21 @@ def test_decoding_in_worker_processes_gives_the_same_chunks_pixels_and_reasons_i
         for mine, other in zip(ours, theirs):
             assert (mine == other) if isinstance(mine, str) else np.array_equal(mine, other)
     assert sum(isinstance(image, str) for _, images in workers for image in images) == 1
+
+
+def _die(*_):
+    import os
+
+    os._exit(9)  # a decode worker killed (out of memory, say)
+
+
+def test_a_decode_worker_that_dies_is_one_error_naming_it(tmp_path, monkeypatch):
+    from tests.conftest import noisy_images
+    from tlfs.pipeline import image_files
+    from tlfs.pipeline.decode_pool import Decoder
+
+    monkeypatch.setattr(image_files, "READ_AT_ONCE", 4)
+    tree = write_tree(tmp_path / "pool", dict(list(noisy_images(per_class=2).items())[:12]))
+    monkeypatch.setattr(Decoder, "submit", lambda self, fn, *args: self._executor().submit(_die))
+    with pytest.raises(PipelineError, match=r"a decode worker process died .*; run the command again"):
+        list(image_files.decoded_chunks(image_files.list_images([str(tree)]), 32, "dies", False, decode_workers=2))
