@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from tlfs.features import layout
 from tlfs.features.schema import FEATURE_DTYPE, features_matrix
-from tlfs.features.storage import atomic_write_bytes, digest_of, fs_path
+from tlfs.features.storage import atomic_write_bytes, digest_of, read_bytes
 
 KEY_DIGITS = 16
 STALE_DAYS = 30  # an image no round has listed, kept that long after it was run
@@ -58,19 +58,21 @@ def read_pool(uri: str, width: int) -> tuple[PoolFeatures, str | None]:
     """``(the cached features at uri, why none could be read)``: an empty cache where there is no
     file yet (no reason), or where it cannot be read or holds other widths (the reason)."""
     empty = PoolFeatures(uri, {}, np.zeros((0, width), FEATURE_DTYPE), np.zeros(0, np.int64))
-    fs, path = fs_path(uri)
-    if not fs.exists(path):
-        return empty, None
     try:
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle)
+        data = read_bytes(uri)
+    except FileNotFoundError:
+        return empty, None
+    except OSError as exc:
+        return empty, f"{type(exc).__name__}: {exc}"
+    try:
+        table = pq.read_table(pa.BufferReader(data))
         matrix = features_matrix(table["features"], FEATURE_DTYPE)
         if matrix.shape[1] != width:
             return empty, f"it holds {matrix.shape[1]} values an image, not {width}"
         keys = zip(table["image"].to_pylist(), table["fingerprint"].to_pylist())
         kept_at = table["kept_at"].to_numpy().astype(np.int64)
         return PoolFeatures(uri, {key: row for row, key in enumerate(keys)}, matrix, kept_at), None
-    except (OSError, pa.ArrowException, KeyError) as exc:
+    except (pa.ArrowException, KeyError) as exc:
         return empty, f"{type(exc).__name__}: {exc}"
 
 

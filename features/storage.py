@@ -128,11 +128,16 @@ def atomic_write_json(uri: str, obj) -> None:
     atomic_write_bytes(uri, json_bytes(obj))
 
 
-def read_json(uri: str):
+def read_bytes(uri: str) -> bytes:
+    """The whole file at ``uri``, in one GET on an object store: ``fs.open`` would check the
+    store's cached size and ETag, stale once another process has rewritten the file (a
+    manifest, a cache of a pool's features)."""
     fs, path = fs_path(uri)
-    # one GET of the whole file: fs.open would check an object store's cached size and
-    # ETag, stale once another process has rewritten the file (a manifest, say)
-    return json_loads(fs.cat_file(path))
+    return fs.cat_file(path)
+
+
+def read_json(uri: str):
+    return json_loads(read_bytes(uri))
 
 
 def read_range(uri: str, start: int, length: int) -> bytes:

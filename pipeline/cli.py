@@ -661,14 +661,12 @@ def _write_file(uri: str, data: bytes) -> None:
 
 
 def cmd_report(args, settings: Settings) -> dict:
-    from tlfs.features.storage import atomic_write_bytes
-    from tlfs.pipeline.report import ReportRequest, report, report_uri
+    from tlfs.pipeline.report import ReportRequest, write_report
 
-    page, summary = report(ReportRequest(args.dataset, args.backbone, settings.store, args.version), log=_log)
-    output = args.output or report_uri(summary["set_uri"])
-    atomic_write_bytes(output, page.encode())
-    print(f"report: {output}")
-    return {**summary, "output": output}
+    summary = write_report(ReportRequest(args.dataset, args.backbone, settings.store, args.version), args.output,
+                           log=_log)
+    print(f"report: {summary['output']}")
+    return summary
 
 
 def cmd_duplicates(args, settings: Settings) -> dict:

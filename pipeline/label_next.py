@@ -135,13 +135,11 @@ def _pool_features(feature_set, layers: list[str], views: list[str], listed: lis
                                                      log)
     if caches and computed:
         _keep(caches, computed, [misses[image] for image in computed], matrices, {image for image, _ in keys}, log)
-    row_of = {image: len(hits) + row for row, image in enumerate(computed)}
-    hit_row = np.cumsum(hit) - 1  # a cached image's row among the hits
-    images, take = [], []
-    for number, ((image, _), kept) in enumerate(zip(keys, hit)):
-        if kept or image in row_of:
-            take.append(hit_row[number] if kept else row_of[image])
-            images.append(image)
+    # each image's row in the kept rows followed by the computed ones; one that could not be decoded has none
+    position = {image: row for row, (image, _) in enumerate(hits)}
+    position.update({image: len(hits) + row for row, image in enumerate(computed)})
+    images = [image for image, _ in keys if image in position]
+    take = [position[image] for image in images]
     if not images:
         raise PipelineError(f"{count_of(len(listed))} given and none could be decoded: nothing to choose from")
     features = {view: np.concatenate([caches[view].features(hits) if caches else matrices[view][:0], matrices[view]])

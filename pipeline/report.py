@@ -16,7 +16,7 @@ from typing import Callable
 
 from tlfs.features import layout
 from tlfs.features.reader import open_set
-from tlfs.features.storage import fs_path
+from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.saved_heads import head_summaries
 
@@ -68,6 +68,15 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     return page, summary
 
 
+def write_report(request: ReportRequest, output: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """:func:`report`'s page written to ``output`` (any fsspec URI; default :func:`report_uri`)
+    whole or not at all; its summary, with where it went."""
+    page, summary = report(request, log)
+    output = output or report_uri(summary["set_uri"])
+    atomic_write_bytes(output, page.encode())
+    return {**summary, "output": output}
+
+
 def report_uri(set_uri: str) -> str:
     """Where a set's page lies unless asked otherwise: beside its heads."""
     return f"{layout.heads_uri(set_uri)}/{REPORT_FILE}"
@@ -81,12 +90,6 @@ def _heads_files(heads: str) -> dict[str, str]:
     protocol = heads.split("://", 1)[0] + "://" if "://" in heads else ""
     return {entry["name"].rsplit("/", 1)[1]: protocol + entry["name"] for entry in fs.ls(path, detail=True)
             if entry["type"] == "file"}
-
-
-def _read(uri: str) -> bytes:
-    fs, path = fs_path(uri)
-    with fs.open(path, "rb") as handle:
-        return handle.read()
 
 
 def _table(header: list[str] | None, rows: list[list], numeric: set[int] = frozenset(),
@@ -109,7 +112,8 @@ def _cell(value) -> str:
 
 
 def _plot(uri: str, alt: str) -> str:
-    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(_read(uri)).decode()}'></p>"
+    data = base64.b64encode(read_bytes(uri)).decode()
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>"
 
 
 def _missing(text: str, command: str) -> str:
@@ -156,11 +160,9 @@ def _advice(feature_set) -> str:
 
 
 def _sweep(files: dict[str, str], dataset: str) -> str:
-    import json
-
     if "sweep.json" not in files:
         return _missing("No layer sweep yet", f"tlfs sweep --dataset {dataset}")
-    sweep = json.loads(_read(files["sweep.json"]))
+    sweep = read_json(files["sweep.json"])
     validation = sweep.get("validation") or {}
     rows = [[layer, sweep["dims"].get(layer), _accuracy(validation.get(layer)), _accuracy(test)]
             for layer, test in sweep["layers"].items()]
@@ -197,7 +199,7 @@ def _queue(files: dict[str, str], heads: str, dataset: str) -> str:
     if "label_next.csv" not in files:
         return _missing("No labelling queue saved (the fit_heads DAG saves one where its unlabelled param names "
                         "images)", f"tlfs label-next --dataset {dataset} IMAGES")
-    queue = pd.read_csv(io.BytesIO(_read(files["label_next.csv"])))
+    queue = pd.read_csv(io.BytesIO(read_bytes(files["label_next.csv"])))
     rows = [[row.rank, row.image, f"{row.label} {row.probability:.3f}",
              None if pd.isna(row.runner_up) else f"{row.runner_up} {row.runner_up_probability:.3f}", f"{row.margin:.3f}"]
             for row in queue.head(QUEUE_SHOWN).itertuples()]

@@ -284,13 +284,11 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
 def write_report(target: SetTarget, log: Callable = print) -> dict:
     """One HTML page about the ``target`` set version (``tlfs report``), saved beside its heads
     as ``report.html``: what the fit_heads DAG leaves after each fit."""
-    from tlfs.features.storage import atomic_write_bytes
-    from tlfs.pipeline.report import ReportRequest, report, report_uri
+    from tlfs.pipeline.report import ReportRequest, write_report as write_page
 
-    page, summary = report(ReportRequest(target.dataset, target.backbone, _settings(target.store).store, target.version),
-                           log=log)
-    atomic_write_bytes(report_uri(summary["set_uri"]), page.encode())
-    return {**summary, "saved_to": report_uri(summary["set_uri"])}
+    summary = write_page(ReportRequest(target.dataset, target.backbone, _settings(target.store).store, target.version),
+                         log=log)
+    return {**summary, "saved_to": summary["output"]}
 
 
 def advise_dataset(target: SetTarget, thresholds=None, log: Callable = print) -> dict:
