@@ -18,11 +18,13 @@ from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.saved_heads import head_summaries
+from tlfs.pipeline.saved_heads import head_summaries, preference
 
 REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves it
 REJECTS_SHOWN = 50
 QUEUE_SHOWN = 20
+CONFUSIONS_SHOWN = 8  # the first head's most frequent mistakes, true class -> class taken for
+MISTAKES_SHOWN = 10  # its surest mistakes on the test split
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}"
@@ -43,13 +45,15 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     heads = layout.heads_uri(feature_set.uri)
     files = _heads_files(heads)
     info = {"uri": feature_set.uri, **feature_set.manifest}
-    summaries = sorted(head_summaries(feature_set.uri), key=lambda h: -(h["validation_accuracy"] or -1))
+    summaries = sorted(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
+    first = summaries[0]["name"] if summaries else None
     sections = [
         ("The set", _the_set(info)),
         ("Images", _images(info)),
         ("What to do next", _advice(feature_set)),
         ("Which layer transfers best", _sweep(files, request.dataset)),
         ("Heads", _heads(summaries, request.dataset)),
+        ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
         ("Would more labels help?", _curves(files, request.dataset)),
         ("Which images to label next", _queue(files, heads, request.dataset)),
     ]
@@ -61,7 +65,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
             f"<p class='note'>Made {made} by <code>tlfs report --dataset {html.escape(feature_set.dataset)}</code> from "
             f"{html.escape(feature_set.uri)}; it reads what the set holds and refits nothing.</p></body></html>")
     summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri, "version": feature_set.version,
-               "heads": len(summaries), "plots": sorted(name for name in files if name.endswith(".png")),
+               "heads": len(summaries), "first_head": first, "plots": sorted(name for name in files if name.endswith(".png")),
                "bytes": len(page.encode())}
     log(f"report of {feature_set.uri} version {feature_set.version}: {len(summaries)} heads, "
         f"{len(summary['plots'])} plots")
@@ -180,10 +184,79 @@ def _heads(summaries: list[dict], dataset: str) -> str:
              _accuracy(h["test_accuracy"]), _accuracy(h["test_balanced_accuracy"]),
              None if h["calibration_error"] is None else f"{h['calibration_error']:.4f}",
              None if h["classifier_bytes"] is None else f"{h['classifier_bytes'] / 1e6:.1f} MB"] for h in summaries]
-    return ("<p>Every saved head, by validation accuracy (the first in bold); a shipped classifier is one ONNX file "
+    return ("<p>Every saved head, by validation accuracy (the first in bold; of equals the simpler, as the fit_heads "
+            "DAG ships); a shipped classifier is one ONNX file "
             "(<code>tlfs export-classifier</code>).</p>"
             + _table(["head", "fitted on version", "layers", "views", "validation", "test", "test balanced",
                       "calibration error", "classifier"], rows, numeric={1, 4, 5, 6, 7, 8}, marked={0}))
+
+
+def _mistakes(folder: str | None, name: str | None) -> str:
+    """The first head's test figures class by class: each class's accuracy (the worst first)
+    and what it is most often taken for, the most frequent confusions, how far its probability
+    can be trusted, its surest mistakes and its confusion matrix."""
+    if folder is None:
+        return "<p class='note'>No saved heads yet (above).</p>"
+    metrics = read_json(f"{folder}/metrics.json")
+    matrix, classes = metrics.get("confusion_matrix"), metrics["classes"]
+    if not matrix or not sum(map(sum, matrix)):
+        return f"<p class='note'>{html.escape(name)} was scored on no test images.</p>"
+    totals = [sum(row) for row in matrix]
+    taken_for = [max((n, j) for j, n in enumerate(row) if j != i) for i, row in enumerate(matrix)]
+    by_class = sorted(((row[i] / totals[i], i) for i, row in enumerate(matrix) if totals[i]))
+    rows = [[classes[i], totals[i], _accuracy(share),
+             f"{classes[taken_for[i][1]]} ({taken_for[i][0]:,})" if taken_for[i][0] else None] for share, i in by_class]
+    balanced = metrics.get("test_balanced_accuracy")
+    page = (f"<p>The {html.escape(name)} head on the test split's {sum(totals):,} images: "
+            f"{_accuracy(metrics['test_accuracy'])} right" + (f", {_accuracy(balanced)} averaged over classes" if balanced
+                                                              is not None else "")
+            + ". Each class, the worst first, and the class it is most often taken for:</p>"
+            + _table(["class", "test images", "accuracy", "most often taken for"], rows, numeric={1, 2}))
+    confusions = sorted(((matrix[i][j], i, j) for i in range(len(classes)) for j in range(len(classes))
+                         if i != j and matrix[i][j]), key=lambda c: (-c[0], c[1], c[2]))[:CONFUSIONS_SHOWN]
+    if confusions:
+        page += ("<p>Its most frequent mistakes:</p>"
+                 + _table(["true class", "taken for", "images", "share of the true class"],
+                          [[classes[i], classes[j], n, _accuracy(n / totals[i])] for n, i, j in confusions],
+                          numeric={2, 3}))
+    page += _trust(metrics) + _surest_mistakes(folder)
+    return page + (_plot(f"{folder}/confusion.png", f"{name}'s confusion matrix") if _exists(f"{folder}/confusion.png")
+                   else "")
+
+
+def _trust(metrics: dict) -> str:
+    rows = [[f"{float(threshold):g}", _accuracy(figures["share"]), _accuracy(figures["accuracy"])]
+            for threshold, figures in (metrics.get("at_probability") or {}).items() if figures["accuracy"] is not None]
+    if not rows:
+        return ""
+    error = metrics.get("calibration_error")
+    return ("<p>How far its probability can be trusted: the test images it gives at least this probability, and how "
+            "many of them it gets right (<code>tlfs predict --min-probability P</code> keeps those)"
+            + (f"; calibration error {error:.4f}" if error is not None else "") + ":</p>"
+            + _table(["probability at least", "share of the test images", "right among them"], rows, numeric={0, 1, 2}))
+
+
+def _surest_mistakes(folder: str) -> str:
+    import pandas as pd
+
+    uri = f"{folder}/test_predictions.parquet"
+    if not _exists(uri):
+        return ""
+    predictions = pd.read_parquet(io.BytesIO(read_bytes(uri)), columns=["image_id", "label_name", "predicted",
+                                                                         "probability", "correct"])
+    wrong = predictions[~predictions["correct"]].sort_values(["probability", "image_id"], ascending=[False, True])
+    if wrong.empty:
+        return ""
+    rows = [[row.image_id, row.label_name, row.predicted, f"{row.probability:.3f}"]
+            for row in wrong.head(MISTAKES_SHOWN).itertuples()]
+    return (f"<p>Its surest mistakes ({len(wrong):,} test images wrong in all; every prediction in "
+            f"<code>{html.escape(uri)}</code>): a wrong label, an image of two classes, or a real blind spot.</p>"
+            + _table(["image", "labelled", "taken for", "probability"], rows, numeric={3}))
+
+
+def _exists(uri: str) -> bool:
+    fs, path = fs_path(uri)
+    return fs.exists(path)
 
 
 def _curves(files: dict[str, str], dataset: str) -> str:

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from tests.conftest import noisy_images, write_tree
@@ -14,7 +15,8 @@ from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 from tlfs.features import open_set
 from tlfs.pipeline import tasks
 from tlfs.pipeline.cli import main
-from tlfs.pipeline.report import ReportRequest, report
+from tlfs.pipeline.report import ReportRequest, _mistakes, report
+from tlfs.pipeline.saved_heads import head_summaries, preference
 
 QUIET = dict(log=lambda *_: None)
 BROKEN = "train/red/<torn&cut>.png"  # a reject whose id a page must escape
@@ -63,7 +65,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     assert summary["heads"] >= 3 and summary["version"] == feature_set.version
     assert sorted(summary["plots"]) == sorted(["sweep.png", f"learning_curve-softmax-{swept['best_layer']}.png",
                                                "label_next.png"])
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 3
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 4  # + confusion
     # the sweep: a row a layer, the best in bold
     for layer in feature_set.layers:
         assert f"<td>{layer}</td><td class=n>{feature_set.layers[layer]:,}</td>" in page
@@ -72,6 +74,22 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     assert re.search(r"<tr class=best><td>[a-z]+-[a-z0-9]+</td><td class=n>1</td>", page)
     assert "The 7 images the shipped head is least sure of" in page and page.count(str(pool)) >= 7
     assert "No " + "layer sweep yet" not in page and "No saved heads yet" not in page
+    # where the first head goes wrong: the head the DAG would ship, its worst class first, its surest mistake
+    first = min(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
+    assert summary["first_head"] == first["name"]
+    folder = f"{feature_set.uri}/_heads/{first['name']}"
+    metrics = json.loads(open(f"{folder}/metrics.json").read())
+    wrong_section = page.split("<h2>Where the first head goes wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    worst = min(range(len(metrics["classes"])), key=lambda i: (metrics["per_class_accuracy"][metrics["classes"][i]], i))
+    first_row = re.search(r"<th>most often taken for</th></tr><tr><td>([^<]+)</td><td class=n>(\d+)</td>", wrong_section)
+    assert first_row.groups() == (metrics["classes"][worst], str(sum(metrics["confusion_matrix"][worst])))
+    assert f"The {first['name']} head on the test split's {metrics['n_test']:,} images" in wrong_section
+    predictions = pd.read_parquet(f"{folder}/test_predictions.parquet")
+    mistakes = predictions[~predictions["correct"]].sort_values(["probability", "image_id"], ascending=[False, True])
+    if len(mistakes):
+        assert f"<td>{mistakes.iloc[0]['image_id']}</td>" in wrong_section
+        assert f"{len(mistakes):,} test images wrong in all" in wrong_section
+    assert "How far its probability can be trusted" in wrong_section and "confusion matrix" in wrong_section
 
 
 def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
@@ -105,3 +123,20 @@ def test_a_set_on_s3_gets_the_same_page_written_beside_its_heads_there(reported_
     assert _plots(remote) == _plots(local)
     strip = lambda page: re.sub(r"Made [^<]*<code>|/tmp/[^<' ]*|s3://tlfs-test/store[^<' ]*", "", page)
     assert strip(remote) == strip(local)
+
+
+def test_a_head_fitted_before_its_figures_were_recorded_or_scored_on_no_test_image_still_gets_its_section(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "metrics.json").write_text(json.dumps({
+        "classes": ["a", "b", "c"], "test_accuracy": 0.5, "confusion_matrix": [[1, 1, 0], [0, 2, 2], [0, 0, 0]]}))
+    section = _mistakes(str(old), "old")
+    assert "6 images: 50.00 % right. Each class" in section  # no balanced accuracy recorded, none claimed
+    assert "<tr><td>b</td><td class=n>4</td><td class=n>50.00 %</td><td>c (2)</td></tr>" in section
+    a_row = "<tr><td>a</td><td class=n>2</td><td class=n>50.00 %</td><td>b (1)</td></tr>"
+    assert section.index(a_row) < section.index("<tr><td>b</td><td class=n>4</td>")  # ties in the classes' order
+    assert "<td>c</td><td class=n>0</td>" not in section  # a class with no test image has no accuracy to rank
+    assert "<tr><td>b</td><td>c</td><td class=n>2</td><td class=n>50.00 %</td></tr>" in section
+    assert "trusted" not in section and "surest" not in section and "<img" not in section  # not recorded: not shown
+    (old / "metrics.json").write_text(json.dumps({"classes": ["a", "b"], "confusion_matrix": [[0, 0], [0, 0]]}))
+    assert _mistakes(str(old), "old") == "<p class='note'>old was scored on no test images.</p>"
