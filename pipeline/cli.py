@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the cosine similarity of its features; a head's accuracy with and without them")
     p.add_argument("--dataset", required=True)
     _backbone_arg(p)
-    p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
+    p.add_argument("--layer", help="whose features are compared (default: head, else the set's deepest layer)")
     p.add_argument("--split", default="test", help="the images checked (default: test)")
     p.add_argument("--against", default="train", help="the images they may copy (default: train); the same split "
                    "as --split: copies within it")
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=10, metavar="N", help="print the N most similar pairs (default: 10)")
     p.add_argument("--sheet", metavar="FILE.png", help="draw where the threshold cuts: the --show least similar "
                    "pairs it flags and the --show most similar it does not, the images read again from the sources")
+    p.add_argument("--save", action="store_true", help="keep the pairs and what they come to beside the set's heads, "
+                   "where `tlfs report` shows them (as the fit_heads DAG's near_copies task does)")
     _store_arg(p)
 
     p = sub.add_parser("similar", help="search a feature set by example: the stored images most similar to each "
@@ -692,7 +694,13 @@ def cmd_duplicates(args, settings: Settings) -> dict:
         from tlfs.pipeline.duplicates import threshold_sheet
 
         _write_file(args.sheet, threshold_sheet(request, pairs, max(args.show, 1), log=_log))
-    return {**summary, "output": args.output, "sheet": args.sheet}
+    saved = None
+    if args.save:
+        from tlfs.pipeline.duplicates import save_check
+
+        saved = save_check(pairs, summary)
+        _log(f"kept beside the heads: {saved}")
+    return {**summary, "output": args.output, "sheet": args.sheet, "saved_to": saved}
 
 
 def cmd_similar(args, settings: Settings) -> dict:

@@ -8,7 +8,7 @@ with and without a near-copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -18,14 +18,17 @@ from tlfs.pipeline.errors import PipelineError
 # On CIFAR-10's Lite0 head features (docs/user-guide.md), the pairs from 0.90 up are near-copies
 # (the same photo cropped, shifted, recoloured or mirrored); below 0.88 fewer and fewer are
 DEFAULT_THRESHOLD = 0.90
+DEFAULT_LAYER = "head"  # the layer compared where none is named and the set has it; else its deepest
 PAIRS_A_ROW = 4  # on a sheet
+SAVED_PAIRS = "near_copies.parquet"  # a check kept beside the set's heads (``--save``), which ``tlfs report`` shows
+SAVED_SUMMARY = "near_copies.json"
 
 
 @dataclass(frozen=True)
 class DuplicatesRequest:
     dataset: str
     backbone: str
-    layer: str = "head"  # whose features are compared
+    layer: str | None = None  # whose features are compared (None: DEFAULT_LAYER if the set has it, else its deepest)
     split: str = "test"  # the images checked
     against: str = "train"  # the images they may copy; the same split as ``split``: copies within it
     threshold: float = DEFAULT_THRESHOLD  # the cosine similarity from which a pair counts as near-copies
@@ -46,6 +49,7 @@ def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = pri
     if not 0.0 < request.threshold <= 1.0:
         raise PipelineError(f"threshold {request.threshold}: a cosine similarity above 0 and at most 1")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    request = replace(request, layer=request.layer or compared_layer(feature_set))
     X, y, ids = feature_set.matrix(request.layer, request.split)
     within = request.against == request.split
     Xr, yr, ids_r = (X, y, ids) if within else feature_set.matrix(request.layer, request.against)
@@ -61,6 +65,31 @@ def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = pri
     if request.head:
         summary["head"] = _head_accuracy(feature_set, request, pairs)
     return pairs, summary
+
+
+def compared_layer(feature_set) -> str:
+    """The layer a check compares where none is named: ``head`` (the one the default threshold
+    was read off), else the set's deepest."""
+    return DEFAULT_LAYER if DEFAULT_LAYER in feature_set.layers else list(feature_set.layers)[-1]
+
+
+def save_check(pairs, summary: dict) -> str:
+    """Keep a check's pairs and summary beside its set's heads (``SAVED_PAIRS``,
+    ``SAVED_SUMMARY``), each whole or not at all, for ``tlfs report``; the summary's URI."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from tlfs.features import layout
+    from tlfs.pipeline.fit import publish_files
+
+    heads = layout.heads_uri(summary["feature_set"])
+    with tempfile.TemporaryDirectory(prefix="tlfs-near-copies-") as tmp:
+        table, kept = Path(tmp) / SAVED_PAIRS, Path(tmp) / SAVED_SUMMARY
+        pairs.to_parquet(table, index=False)
+        kept.write_text(json.dumps(summary, indent=2))
+        publish_files([table, kept], heads)  # the pairs first: a summary is never seen without them
+    return f"{heads}/{SAVED_SUMMARY}"
 
 
 def _summary(request: DuplicatesRequest, feature_set, pairs, within: bool) -> dict:

@@ -25,6 +25,7 @@ REJECTS_SHOWN = 50
 QUEUE_SHOWN = 20
 CONFUSIONS_SHOWN = 8  # the first head's most frequent mistakes, true class -> class taken for
 MISTAKES_SHOWN = 10  # its surest mistakes on the test split
+NEAR_COPIES_SHOWN = 10
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}"
@@ -54,6 +55,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
         ("Which layer transfers best", _sweep(files, request.dataset)),
         ("Heads", _heads(summaries, request.dataset)),
         ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
+        ("Is the test split honest?", _near_copies(files, request.dataset, feature_set.version)),
         ("Would more labels help?", _curves(files, request.dataset)),
         ("Which images to label next", _queue(files, heads, request.dataset)),
     ]
@@ -252,6 +254,49 @@ def _surest_mistakes(folder: str) -> str:
     return (f"<p>Its surest mistakes ({len(wrong):,} test images wrong in all; every prediction in "
             f"<code>{html.escape(uri)}</code>): a wrong label, an image of two classes, or a real blind spot.</p>"
             + _table(["image", "labelled", "taken for", "probability"], rows, numeric={3}))
+
+
+def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
+    """The check the fit_heads DAG keeps (``tlfs duplicates --save``): how many test images have
+    a near-copy in train, a head's accuracy with and without them, the closest pairs."""
+    import pandas as pd
+
+    from tlfs.pipeline.duplicates import SAVED_PAIRS, SAVED_SUMMARY
+
+    if SAVED_SUMMARY not in files:
+        return _missing("No near-copy check kept (the fit_heads DAG's near_copies task keeps one)",
+                        f"tlfs duplicates --dataset {dataset} --head HEAD --save")
+    check = read_json(files[SAVED_SUMMARY])
+    of_version = "" if check["version"] == version else f" (checked on version {check['version']})"
+    page = (f"<p><b>{check['near_copies']:,} of {check['images']:,}</b> {html.escape(check['counted'])} "
+            f"({_accuracy(check['share'])}){html.escape(of_version)}: the cosine similarity of their "
+            f"{html.escape(check['layer'])} features at least {check['threshold']:g}; {check['other_label']:,} of them "
+            "labelled as another class. A head has in effect seen a test image with a near-copy in its training "
+            "images, so its test accuracy over them is an overestimate. The threshold was read off EfficientNet-Lite0's "
+            "head features by eye; for another layer or backbone, look at the pairs where it cuts "
+            f"(<code>tlfs duplicates --dataset {html.escape(dataset)} --show 16 --sheet pairs.png</code>).</p>")
+    head = check.get("head")
+    if head:
+        page += _table(["head", "all test images", f"the {head['images_without']:,} without a near-copy",
+                        f"the {check['near_copies']:,} near-copies"],
+                       [[head["name"], _accuracy(head["all"]), _accuracy(head["without_near_copies"]),
+                         _accuracy(head["on_near_copies"])]], numeric={1, 2, 3})
+    if not check["near_copies"] or SAVED_PAIRS not in files:
+        return page
+    pairs = pd.read_parquet(io.BytesIO(read_bytes(files[SAVED_PAIRS])))
+    copies = pairs[pairs["near_copy"]]
+    header = ["image", "labelled", f"nearest in {check['against']}", "labelled", "similarity"]
+
+    def rows(chosen) -> list[list]:
+        return [[row.image_id, row.label_name, row.nearest_id, row.nearest_label_name, f"{row.similarity:.4f}"]
+                for row in chosen.head(NEAR_COPIES_SHOWN).itertuples()]
+
+    page += "<p>The closest pairs:</p>" + _table(header, rows(copies), numeric={4})
+    other = copies[copies["label_name"] != copies["nearest_label_name"]]
+    if len(other):
+        page += ("<p>The near-copies labelled as another class (a wrong label on one side, or two low-detail "
+                 "images):</p>" + _table(header, rows(other), numeric={4}))
+    return page
 
 
 def _exists(uri: str) -> bool:

@@ -281,6 +281,22 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
     return {**summary, "saved_to": f"{heads}/label_next.csv"}
 
 
+def check_near_copies(target: SetTarget, head: str, log: Callable = print) -> dict | None:
+    """The ``target`` set's test images with a near-copy among its training images, and the
+    ``head``'s accuracy with and without them (``tlfs duplicates --head HEAD --save``), kept
+    beside its heads for the report; None where the set lacks a train or a test split."""
+    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates, save_check
+
+    if not {"train", "test"} <= set(target.open().splits):
+        return None
+    pairs, summary = find_duplicates(DuplicatesRequest(target.dataset, target.backbone, head=head,
+                                                       store=_settings(target.store).store, version=target.version),
+                                     log=log)
+    log(f"{summary['near_copies']} of {summary['images']} {summary['counted']} at {summary['threshold']} on "
+        f"{summary['layer']}")
+    return {**summary, "saved_to": save_check(pairs, summary)}
+
+
 def write_report(target: SetTarget, log: Callable = print) -> dict:
     """One HTML page about the ``target`` set version (``tlfs report``), saved beside its heads
     as ``report.html``: what the fit_heads DAG leaves after each fit."""

@@ -2,8 +2,8 @@
 # Set up, then run the main job on a real local Airflow 3 (SQLite, LocalExecutor):
 # trigger extract_cifar10 (CIFAR-10 through EfficientNet-Lite0 with its ImageNet weights,
 # every tap layer), wait for it and for the fit_heads_cifar10 run its Asset schedules,
-# print where the features are, the heads' accuracy, the classifier shipped, the learning curve and the report page,
-# and stop every Airflow process.
+# print where the features are, the heads' accuracy, the classifier shipped, the learning curve, the near-copies
+# between splits and the report page, and stop every Airflow process.
 #   LIMIT=2000 ./scripts/run-main.sh     # a class-balanced sample of 2,000 images per split
 # Without internet, the shared CIFAR-10 archives beside this checkout are used.
 set -euo pipefail
@@ -53,6 +53,10 @@ first, last = curve["points"][0], curve["points"][-1]
 print(f"learning curve of softmax on {sweep['best_layer']}: validation accuracy {first['validation_accuracy']:.4f} with "
       f"{first['images']} training images, {last['validation_accuracy']:.4f} with {last['images']}; a doubling last added "
       f"{curve['last_doubling_gain'] * 100:+.1f} points")
+copies = json.load(open(f"{heads}/near_copies.json"))
+assert copies["version"] == manifest["version"], "the stored near-copy check is of an older version"
+print(f"{copies['near_copies']} of {copies['images']} {copies['counted']} ({copies['share']:.1%}); "
+      f"{copies['head']['name']} {copies['head']['without_near_copies']:.4f} on the test images without one")
 report = f"{heads}/report.html"
 assert f"version {manifest['version']}</title>" in open(report).read(), "the report page is of an older version"
 print(f"all of it on one page, to open in a browser: {report}")

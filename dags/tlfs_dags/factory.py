@@ -247,7 +247,8 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve, the images to label next and a report page on the features of {spec.name}", [asset], {
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve, near-copies between splits, the images "
+              f"to label next and a report page on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
@@ -304,7 +305,18 @@ def build_fit_dag(spec: DatasetSpec):
             return tasks.choose_next_to_label(tasks.SetTarget.from_json(target), shipped["head"], params["unlabelled"],
                                               params["label_next"], log=_log)
 
-        @task(trigger_rule="none_failed_min_one_success")  # after label_next, run or skipped
+        @task
+        def near_copies(target: dict, shipped: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from tlfs.pipeline import tasks
+
+            checked = tasks.check_near_copies(tasks.SetTarget.from_json(target), shipped["head"], log=_log)
+            if checked is None:
+                raise AirflowSkipException("the set has no train and test splits to compare")
+            return checked
+
+        @task(trigger_rule="none_failed_min_one_success")  # after label_next and near_copies, run or skipped
         def report(target: dict) -> dict:
             from tlfs.pipeline import tasks
 
@@ -312,7 +324,7 @@ def build_fit_dag(spec: DatasetSpec):
 
         target = feature_set()
         swept = sweep(target)
-        queued = label_next(target, ship_classifier(target, fit_heads(target, swept)))
-        [queued, learning_curve(target, swept)] >> report(target)
+        shipped = ship_classifier(target, fit_heads(target, swept))
+        [label_next(target, shipped), near_copies(target, shipped), learning_curve(target, swept)] >> report(target)
 
     return fit_dag()

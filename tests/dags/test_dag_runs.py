@@ -132,6 +132,9 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     balanced_head = heads / f"softmax-{swept['best_layer']}-balanced"
     assert json.loads((balanced_head / "metrics.json").read_text())["balanced"] is True
     assert (balanced_head / "classifier.onnx").exists()
+    checked = json.loads((heads / "near_copies.json").read_text())  # the near_copies task's check, with the shipped head
+    assert (checked["version"], checked["images"], checked["head"]["name"]) == (2, 70, balanced_head.name)
+    assert "<h2>Is the test split honest?</h2><p><b>" in page
 
 
 def asset_extras(env: dict) -> list[str]:
@@ -199,11 +202,11 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
                                                                "fit_heads": "success", "ship_classifier": "success",
                                                                "learning_curve": "success", "label_next": "skipped",
-                                                               "report": "success"})
+                                                               "near_copies": "success", "report": "success"})
     assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
                                                                 "fit_heads": "skipped", "ship_classifier": "skipped",
                                                                 "learning_curve": "skipped", "label_next": "skipped",
-                                                                "report": "skipped"})
+                                                                "near_copies": "skipped", "report": "skipped"})
     newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
     assert newest.version == 1, "the unchanged run committed a new version"
     for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %

@@ -118,3 +118,45 @@ def test_the_sheet_shows_each_image_beside_its_nearest_where_the_threshold_cuts(
     assert (first == nearest).all() and first.std() > 10  # an exact copy beside what it copies, read from the source
     below = pixels[2 * 18 + THUMB + 14:2 * 18 + 2 * THUMB + 14, :THUMB]
     assert not (below == pixels[2 * 18 + THUMB + 14:2 * 18 + 2 * THUMB + 14, THUMB + 2:2 * THUMB + 2]).all()
+
+
+def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys):
+    from tlfs.pipeline.report import ReportRequest, report
+
+    feature_set, store = copied_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    page, _ = report(ReportRequest("copies", "efficientnet_lite0", store), **QUIET)
+    assert "No near-copy check kept" in page and "tlfs duplicates --dataset copies --head HEAD --save" in page
+    assert main(["duplicates", "--dataset", "copies", "--store", store, "--threshold", str(THRESHOLD), "--head",
+                 "softmax-head", "--save", "--show", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    heads = f"{feature_set.uri}/_heads"
+    assert summary["saved_to"] == f"{heads}/near_copies.json"
+    kept = json.loads(open(summary["saved_to"]).read())
+    assert kept == {k: v for k, v in summary.items() if k not in ("output", "sheet", "saved_to")}
+    pairs = pd.read_parquet(f"{heads}/near_copies.parquet")
+    assert len(pairs) == 33 and set(pairs["image_id"][:3]) == set(PLANTED)  # most similar first, as --output writes them
+
+    page, _ = report(ReportRequest("copies", "efficientnet_lite0", store), **QUIET)
+    section = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<b>3 of 33</b> test images with a near-copy in train (9.09 %)" in section
+    assert "head features at least 0.98; 1 of them labelled as another class" in section
+    head = kept["head"]
+    assert (f"<tr><td>softmax-head</td><td class=n>{100 * head['all']:.2f} %</td>"
+            f"<td class=n>{100 * head['without_near_copies']:.2f} %</td>") in section
+    closest = section.split("The closest pairs:", 1)[1].split("labelled as another class", 1)[0]
+    assert all(f"<td>{name}</td><td>{name.split('/')[1]}</td><td>{of}</td>" in closest for name, (of, _) in PLANTED.items())
+    other = section.split("labelled as another class", 2)[2]  # the table of pairs of two classes: the misfiled one alone
+    assert "<td>test/green/misfiled.png</td><td>green</td><td>train/red/007.png</td><td>red</td>" in other
+    assert other.count("<tr><td>") == 1
+
+
+def test_with_no_layer_named_the_check_compares_head_else_the_deepest_layer(copied_set):
+    from types import SimpleNamespace
+
+    from tlfs.pipeline.duplicates import compared_layer
+
+    _, store = copied_set
+    _, summary = find_duplicates(DuplicatesRequest("copies", "efficientnet_lite0", store=store), **QUIET)
+    assert summary["layer"] == "head"
+    assert compared_layer(SimpleNamespace(layers={"layer1": 256, "layer4": 2048})) == "layer4"

@@ -44,7 +44,7 @@ def test_before_any_fit_the_page_holds_the_set_its_rejects_and_the_advice_and_na
     assert "<pre>case: small, " in page  # the advisor's case and evidence
     for missing in ("No layer sweep yet: <code>tlfs sweep --dataset reported</code>", "No saved heads yet",
                     "No learning curve yet: <code>tlfs learning-curve --dataset reported</code>",
-                    "No labelling queue saved"):
+                    "No labelling queue saved", "No near-copy check kept"):
         assert missing in page
     assert not _plots(page)
 
@@ -59,6 +59,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     pool = write_tree(root / "pool", {name.split("/", 1)[1]: data for name, data in noisy_images(seed=4).items()
                                       if name.startswith("test/")})
     tasks.choose_next_to_label(target, shipped["head"], [str(pool)], 7, **QUIET)
+    checked = tasks.check_near_copies(target, shipped["head"], **QUIET)
 
     page, summary = report(ReportRequest("reported", "efficientnet_lite0", store), **QUIET)
     feature_set = open_set("reported", "efficientnet_lite0", store=store)
@@ -90,6 +91,10 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
         assert f"<td>{mistakes.iloc[0]['image_id']}</td>" in wrong_section
         assert f"{len(mistakes):,} test images wrong in all" in wrong_section
     assert "How far its probability can be trusted" in wrong_section and "confusion matrix" in wrong_section
+    # the near-copy check the DAG keeps, with the shipped head's accuracy without them
+    honest = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"<b>{checked['near_copies']:,} of {checked['images']:,}</b> test images with a near-copy in train" in honest
+    assert f"<tr><td>{shipped['head']}</td><td class=n>" in honest and "No near-copy check" not in page
 
 
 def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
