@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=10, metavar="N", help="print the N most similar pairs (default: 10)")
     p.add_argument("--sheet", metavar="FILE.png", help="draw where the threshold cuts: the --show least similar "
                    "pairs it flags and the --show most similar it does not, the images read again from the sources")
-    p.add_argument("--save", action="store_true", help="keep the pairs and what they come to beside the set's heads, "
-                   "where `tlfs report` shows them (as the fit_heads DAG's near_copies task does)")
+    p.add_argument("--save", action="store_true", help="keep the pairs and what they come to (and the --sheet) beside "
+                   "the set's heads, where `tlfs report` shows them (as the fit_heads DAG's near_copies task does)")
     _store_arg(p)
 
     p = sub.add_parser("similar", help="search a feature set by example: the stored images most similar to each "
@@ -690,15 +690,17 @@ def cmd_duplicates(args, settings: Settings) -> dict:
         print(f"{head['name']}: accuracy " + ", ".join(f"{value:.4f} on {what}" for value, what in parts if value is not None))
     if args.output:
         write_table(pairs, args.output)
+    sheet = None
     if args.sheet:
         from tlfs.pipeline.duplicates import threshold_sheet
 
-        _write_file(args.sheet, threshold_sheet(request, pairs, max(args.show, 1), log=_log))
+        sheet = threshold_sheet(request, pairs, max(args.show, 1), log=_log)
+        _write_file(args.sheet, sheet)
     saved = None
     if args.save:
         from tlfs.pipeline.duplicates import save_check
 
-        saved = save_check(pairs, summary)
+        saved = save_check(pairs, summary, sheet)
         _log(f"kept beside the heads: {saved}")
     return {**summary, "output": args.output, "sheet": args.sheet, "saved_to": saved}
 

@@ -261,7 +261,7 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
     a near-copy in train, a head's accuracy with and without them, the closest pairs."""
     import pandas as pd
 
-    from tlfs.pipeline.duplicates import SAVED_PAIRS, SAVED_SUMMARY
+    from tlfs.pipeline.duplicates import SAVED_PAIRS, SAVED_SHEET, SAVED_SUMMARY
 
     if SAVED_SUMMARY not in files:
         return _missing("No near-copy check kept (the fit_heads DAG's near_copies task keeps one)",
@@ -281,8 +281,11 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
                         f"the {check['near_copies']:,} near-copies"],
                        [[head["name"], _accuracy(head["all"]), _accuracy(head["without_near_copies"]),
                          _accuracy(head["on_near_copies"])]], numeric={1, 2, 3})
+    sheet = ("<p>Where the threshold cuts: above, the least similar pairs it flags; below, the most similar it does "
+             "not (each image beside its nearest, read again from the sources):</p>"
+             + _plot(files[SAVED_SHEET], "the pairs on each side of the threshold")) if SAVED_SHEET in files else ""
     if not check["near_copies"] or SAVED_PAIRS not in files:
-        return page
+        return page + sheet
     pairs = pd.read_parquet(io.BytesIO(read_bytes(files[SAVED_PAIRS])))
     copies = pairs[pairs["near_copy"]]
     header = ["image", "labelled", f"nearest in {check['against']}", "labelled", "similarity"]
@@ -296,7 +299,7 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
     if len(other):
         page += ("<p>The near-copies labelled as another class (a wrong label on one side, or two low-detail "
                  "images):</p>" + _table(header, rows(other), numeric={4}))
-    return page
+    return page + sheet
 
 
 def _exists(uri: str) -> bool:

@@ -281,20 +281,29 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
     return {**summary, "saved_to": f"{heads}/label_next.csv"}
 
 
+SHEET_PAIRS = 8  # the near-copy check's sheet: this many pairs on each side of the threshold
+
+
 def check_near_copies(target: SetTarget, head: str, log: Callable = print) -> dict | None:
     """The ``target`` set's test images with a near-copy among its training images, and the
     ``head``'s accuracy with and without them (``tlfs duplicates --head HEAD --save``), kept
     beside its heads for the report; None where the set lacks a train or a test split."""
-    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates, save_check
+    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates, save_check, threshold_sheet
+    from tlfs.pipeline.errors import PipelineError
 
     if not {"train", "test"} <= set(target.open().splits):
         return None
-    pairs, summary = find_duplicates(DuplicatesRequest(target.dataset, target.backbone, head=head,
-                                                       store=_settings(target.store).store, version=target.version),
-                                     log=log)
+    request = DuplicatesRequest(target.dataset, target.backbone, head=head, store=_settings(target.store).store,
+                                version=target.version)
+    pairs, summary = find_duplicates(request, log=log)
     log(f"{summary['near_copies']} of {summary['images']} {summary['counted']} at {summary['threshold']} on "
         f"{summary['layer']}")
-    return {**summary, "saved_to": save_check(pairs, summary)}
+    try:
+        sheet = threshold_sheet(request, pairs, SHEET_PAIRS, log=log)
+    except PipelineError as exc:  # the sources moved or went: the check stands without its pictures
+        log(f"note: no sheet of the pairs: {exc}")
+        sheet = None
+    return {**summary, "sheet": sheet is not None, "saved_to": save_check(pairs, summary, sheet)}
 
 
 def write_report(target: SetTarget, log: Callable = print) -> dict:

@@ -4,6 +4,7 @@ accuracy is given with and without them."""
 
 import io
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ def test_the_sheet_shows_each_image_beside_its_nearest_where_the_threshold_cuts(
     assert not (below == pixels[2 * 18 + THUMB + 14:2 * 18 + 2 * THUMB + 14, THUMB + 2:2 * THUMB + 2]).all()
 
 
-def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys):
+def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys, tmp_path):
     from tlfs.pipeline.report import ReportRequest, report
 
     feature_set, store = copied_set
@@ -128,7 +129,7 @@ def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys):
     page, _ = report(ReportRequest("copies", "efficientnet_lite0", store), **QUIET)
     assert "No near-copy check kept" in page and "tlfs duplicates --dataset copies --head HEAD --save" in page
     assert main(["duplicates", "--dataset", "copies", "--store", store, "--threshold", str(THRESHOLD), "--head",
-                 "softmax-head", "--save", "--show", "0"]) == 0
+                 "softmax-head", "--save", "--show", "2", "--sheet", str(tmp_path / "pairs.png")]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     heads = f"{feature_set.uri}/_heads"
     assert summary["saved_to"] == f"{heads}/near_copies.json"
@@ -149,6 +150,12 @@ def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys):
     other = section.split("labelled as another class", 2)[2]  # the table of pairs of two classes: the misfiled one alone
     assert "<td>test/green/misfiled.png</td><td>green</td><td>train/red/007.png</td><td>red</td>" in other
     assert other.count("<tr><td>") == 1
+    kept_sheet = f"{heads}/near_copies.png"  # the --sheet kept with the check, shown on the page
+    assert open(kept_sheet, "rb").read() == (tmp_path / "pairs.png").read_bytes() and "Where the threshold cuts" in section
+    # a check kept again without a sheet takes the older sheet away: it would show pairs of another threshold
+    assert main(["duplicates", "--dataset", "copies", "--store", store, "--threshold", "0.99", "--save"]) == 0
+    page, _ = report(ReportRequest("copies", "efficientnet_lite0", store), **QUIET)
+    assert not os.path.exists(kept_sheet) and "Where the threshold cuts" not in page and "at least 0.99;" in page
 
 
 def test_with_no_layer_named_the_check_compares_head_else_the_deepest_layer(copied_set):
@@ -160,3 +167,25 @@ def test_with_no_layer_named_the_check_compares_head_else_the_deepest_layer(copi
     _, summary = find_duplicates(DuplicatesRequest("copies", "efficientnet_lite0", store=store), **QUIET)
     assert summary["layer"] == "head"
     assert compared_layer(SimpleNamespace(layers={"layer1": 256, "layer4": 2048})) == "layer4"
+
+
+def test_the_fit_dags_check_stands_without_its_sheet_where_the_sources_are_gone(copied_set):
+    from pathlib import Path
+
+    from tlfs.pipeline import tasks
+
+    feature_set, store = copied_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    source = Path(feature_set.lineage["sources"][0]["uri"])
+    moved, logged = source.rename(source.with_name("moved")), []
+    try:
+        checked = tasks.check_near_copies(tasks.SetTarget("copies", "efficientnet_lite0", store), "softmax-head",
+                                          log=logged.append)
+    finally:
+        moved.rename(source)
+    heads = Path(feature_set.uri) / "_heads"
+    assert checked["sheet"] is False and any(line.startswith("note: no sheet of the pairs") for line in logged)
+    assert json.loads((heads / "near_copies.json").read_text())["head"]["name"] == "softmax-head"
+    assert not (heads / "near_copies.png").exists()
+    assert tasks.check_near_copies(tasks.SetTarget("copies", "efficientnet_lite0", store), "softmax-head", **QUIET)["sheet"]
+    assert (heads / "near_copies.png").exists()

@@ -65,8 +65,8 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     feature_set = open_set("reported", "efficientnet_lite0", store=store)
     assert summary["heads"] >= 3 and summary["version"] == feature_set.version
     assert sorted(summary["plots"]) == sorted(["sweep.png", f"learning_curve-softmax-{swept['best_layer']}.png",
-                                               "label_next.png"])
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 4  # + confusion
+                                               "label_next.png", "near_copies.png"])
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 5  # + confusion
     # the sweep: a row a layer, the best in bold
     for layer in feature_set.layers:
         assert f"<td>{layer}</td><td class=n>{feature_set.layers[layer]:,}</td>" in page
@@ -95,6 +95,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     honest = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
     assert f"<b>{checked['near_copies']:,} of {checked['images']:,}</b> test images with a near-copy in train" in honest
     assert f"<tr><td>{shipped['head']}</td><td class=n>" in honest and "No near-copy check" not in page
+    assert checked["sheet"] and "Where the threshold cuts" in honest and "<img alt='the pairs on each side" in honest
 
 
 def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
