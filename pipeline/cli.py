@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, metavar="N", help="print the table's first N rows (default: 20)")
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the {LABEL_ISSUE_SHEET} most doubtful images, read "
                    "again from the set's sources, each with its label and the class suggested")
+    p.add_argument("--save", action="store_true", help="keep the table and what it comes to (and the --sheet) beside "
+                   "the set's heads, where `tlfs report` shows them (as the fit_heads DAG's label_issues task does)")
     _store_arg(p)
 
     p = sub.add_parser("label-next", help="which of a pool of unlabelled images to label next: those a saved head is "
@@ -672,7 +674,7 @@ def cmd_report(args, settings: Settings) -> dict:
 
 
 def cmd_duplicates(args, settings: Settings) -> dict:
-    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
+    from tlfs.pipeline.duplicates import KEPT_AS, DuplicatesRequest, find_duplicates, threshold_sheet
     from tlfs.pipeline.tables import write_table
 
     request = DuplicatesRequest(args.dataset, args.backbone, args.layer, args.split, args.against, args.threshold,
@@ -690,19 +692,22 @@ def cmd_duplicates(args, settings: Settings) -> dict:
         print(f"{head['name']}: accuracy " + ", ".join(f"{value:.4f} on {what}" for value, what in parts if value is not None))
     if args.output:
         write_table(pairs, args.output)
-    sheet = None
-    if args.sheet:
-        from tlfs.pipeline.duplicates import threshold_sheet
-
-        sheet = threshold_sheet(request, pairs, max(args.show, 1), log=_log)
+    sheet = threshold_sheet(request, pairs, max(args.show, 1), log=_log) if args.sheet else None
+    if sheet:
         _write_file(args.sheet, sheet)
-    saved = None
-    if args.save:
-        from tlfs.pipeline.duplicates import save_check
+    return {**summary, "output": args.output, "sheet": args.sheet, "saved_to": _kept(args.save, KEPT_AS, pairs, summary,
+                                                                                     sheet)}
 
-        saved = save_check(pairs, summary, sheet)
-        _log(f"kept beside the heads: {saved}")
-    return {**summary, "output": args.output, "sheet": args.sheet, "saved_to": saved}
+
+def _kept(save: bool, name: str, table, summary: dict, sheet: bytes | None) -> str | None:
+    """With ``--save``, the check kept beside the set's heads for ``tlfs report``: where its summary went."""
+    if not save:
+        return None
+    from tlfs.pipeline.kept_checks import keep_check
+
+    saved = keep_check(summary["feature_set"], name, table, summary, sheet)
+    _log(f"kept beside the heads: {saved}")
+    return saved
 
 
 def cmd_similar(args, settings: Settings) -> dict:
@@ -730,7 +735,7 @@ def cmd_similar(args, settings: Settings) -> dict:
 
 
 def cmd_label_issues(args, settings: Settings) -> dict:
-    from tlfs.pipeline.label_issues import LabelIssuesRequest, find_label_issues, issues_sheet
+    from tlfs.pipeline.label_issues import KEPT_AS, LabelIssuesRequest, find_label_issues, issues_sheet
     from tlfs.pipeline.tables import write_table
 
     request = LabelIssuesRequest(args.dataset, args.backbone, tuple(args.layer), args.split, args.head, args.folds,
@@ -743,9 +748,11 @@ def cmd_label_issues(args, settings: Settings) -> dict:
               f"({row.suggested_probability:.3f})" + ("" if row.flagged else "  (not flagged)"))
     if args.output:
         write_table(issues, args.output)
-    if args.sheet:
-        _write_file(args.sheet, issues_sheet(request, issues, summary["layers"], log=_log))
-    return {**summary, "output": args.output, "sheet": args.sheet}
+    sheet = issues_sheet(request, issues, summary["layers"], log=_log) if args.sheet else None
+    if sheet:
+        _write_file(args.sheet, sheet)
+    return {**summary, "output": args.output, "sheet": args.sheet, "saved_to": _kept(args.save, KEPT_AS, issues, summary,
+                                                                                     sheet)}
 
 
 def cmd_label_next(args, settings: Settings) -> dict:

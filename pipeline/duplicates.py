@@ -20,9 +20,7 @@ from tlfs.pipeline.errors import PipelineError
 DEFAULT_THRESHOLD = 0.90
 DEFAULT_LAYER = "head"  # the layer compared where none is named and the set has it; else its deepest
 PAIRS_A_ROW = 4  # on a sheet
-SAVED_PAIRS = "near_copies.parquet"  # a check kept beside the set's heads (``--save``), which ``tlfs report`` shows
-SAVED_SUMMARY = "near_copies.json"
-SAVED_SHEET = "near_copies.png"  # where the threshold cuts, for a person to judge it
+KEPT_AS = "near_copies"  # the name of a check kept beside the set's heads (``--save``: pipeline/kept_checks.py)
 
 
 @dataclass(frozen=True)
@@ -72,34 +70,6 @@ def compared_layer(feature_set) -> str:
     """The layer a check compares where none is named: ``head`` (the one the default threshold
     was read off), else the set's deepest."""
     return DEFAULT_LAYER if DEFAULT_LAYER in feature_set.layers else list(feature_set.layers)[-1]
-
-
-def save_check(pairs, summary: dict, sheet: bytes | None = None) -> str:
-    """Keep a check's pairs and summary beside its set's heads (``SAVED_PAIRS``,
-    ``SAVED_SUMMARY``; with ``sheet``, :func:`threshold_sheet`'s PNG as ``SAVED_SHEET``, else
-    any older sheet is removed), each whole or not at all, for ``tlfs report``; the summary's URI."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from tlfs.features import layout
-    from tlfs.features.storage import fs_path
-    from tlfs.pipeline.fit import publish_files
-
-    heads = layout.heads_uri(summary["feature_set"])
-    with tempfile.TemporaryDirectory(prefix="tlfs-near-copies-") as tmp:
-        table, kept = Path(tmp) / SAVED_PAIRS, Path(tmp) / SAVED_SUMMARY
-        pairs.to_parquet(table, index=False)
-        kept.write_text(json.dumps(summary, indent=2))
-        drawn = [Path(tmp) / SAVED_SHEET] if sheet else []
-        for path in drawn:
-            path.write_bytes(sheet)
-        publish_files([table, *drawn, kept], heads)  # the summary last: never seen without its pairs
-    if not sheet:  # a sheet of an older check would show pairs this one may not flag
-        fs, path = fs_path(f"{heads}/{SAVED_SHEET}")
-        if fs.exists(path):
-            fs.rm(path)
-    return f"{heads}/{SAVED_SUMMARY}"
 
 
 def _summary(request: DuplicatesRequest, feature_set, pairs, within: bool) -> dict:

@@ -25,6 +25,12 @@ DEFAULT_FOLDS = 5
 SHEET_IMAGES = 60  # the most doubtful images a sheet draws
 IMAGES_A_ROW = 10  # of a sheet
 PAIRS_SHOWN = 10  # the commonest (given -> suggested) pairs in the summary
+KEPT_AS = "label_issues"  # the name of a check kept beside the set's heads (``--save``: pipeline/kept_checks.py)
+
+
+class TooFewToCheck(PipelineError):
+    """The set's training split cannot check labels: none, one class, or too few images of a
+    class for the folds. The fit_heads DAG skips its check then, where a user's command fails."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
     layers = layers_to_use(feature_set, request.layers)
     split_to_use(feature_set, request.split)
     if "train" not in feature_set.splits:
-        raise PipelineError(f"{feature_set.uri} has no train split to fit the heads that check its labels")
+        raise TooFewToCheck(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     views = stored_views(feature_set, list(request.views))
     checked = {view: feature_set.matrices(layers, request.split, view=view) for view in views}
     _, y, ids = checked[views[0]]
@@ -87,10 +93,10 @@ def _enough_per_class(y: np.ndarray, folds: int, feature_set) -> None:
     counts = np.bincount(y, minlength=len(feature_set.classes))
     few = [f"{feature_set.classes[k]} ({n})" for k, n in enumerate(counts) if 0 < n < folds]
     if few:
-        raise PipelineError(f"cross-validation in {folds} folds needs {folds} train images of each class; "
+        raise TooFewToCheck(f"cross-validation in {folds} folds needs {folds} train images of each class; "
                             f"{', '.join(few)} of {feature_set.uri} have fewer (--folds)")
     if (counts > 0).sum() < 2:
-        raise PipelineError(f"the train split of {feature_set.uri} holds one class: no label can be doubted")
+        raise TooFewToCheck(f"the train split of {feature_set.uri} holds one class: no label can be doubted")
 
 
 def out_of_fold_proba(views: dict, classes: int, head: str, folds: int, block_dims: list[int] | None,

@@ -18,6 +18,7 @@ from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.kept_checks import KeptCheck, kept_check
 from tlfs.pipeline.saved_heads import head_summaries, preference
 
 REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves it
@@ -26,6 +27,7 @@ QUEUE_SHOWN = 20
 CONFUSIONS_SHOWN = 8  # the first head's most frequent mistakes, true class -> class taken for
 MISTAKES_SHOWN = 10  # its surest mistakes on the test split
 NEAR_COPIES_SHOWN = 10
+LABEL_ISSUES_SHOWN = 20
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}"
@@ -56,6 +58,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
         ("Heads", _heads(summaries, request.dataset)),
         ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
         ("Is the test split honest?", _near_copies(files, request.dataset, feature_set.version)),
+        ("Labels that look wrong", _label_issues(files, request.dataset, feature_set.version)),
         ("Would more labels help?", _curves(files, request.dataset)),
         ("Which images to label next", _queue(files, heads, request.dataset)),
     ]
@@ -261,15 +264,15 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
     a near-copy in train, a head's accuracy with and without them, the closest pairs."""
     import pandas as pd
 
-    from tlfs.pipeline.duplicates import SAVED_PAIRS, SAVED_SHEET, SAVED_SUMMARY
+    from tlfs.pipeline.duplicates import KEPT_AS
 
-    if SAVED_SUMMARY not in files:
+    kept = kept_check(files, KEPT_AS)
+    if kept is None:
         return _missing("No near-copy check kept (the fit_heads DAG's near_copies task keeps one)",
                         f"tlfs duplicates --dataset {dataset} --head HEAD --save")
-    check = read_json(files[SAVED_SUMMARY])
-    of_version = "" if check["version"] == version else f" (checked on version {check['version']})"
+    check = kept.summary
     page = (f"<p><b>{check['near_copies']:,} of {check['images']:,}</b> {html.escape(check['counted'])} "
-            f"({_accuracy(check['share'])}){html.escape(of_version)}: the cosine similarity of their "
+            f"({_accuracy(check['share'])}){_of_version(check, version)}: the cosine similarity of their "
             f"{html.escape(check['layer'])} features at least {check['threshold']:g}; {check['other_label']:,} of them "
             "labelled as another class. A head has in effect seen a test image with a near-copy in its training "
             "images, so its test accuracy over them is an overestimate. The threshold was read off EfficientNet-Lite0's "
@@ -281,12 +284,11 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
                         f"the {check['near_copies']:,} near-copies"],
                        [[head["name"], _accuracy(head["all"]), _accuracy(head["without_near_copies"]),
                          _accuracy(head["on_near_copies"])]], numeric={1, 2, 3})
-    sheet = ("<p>Where the threshold cuts: above, the least similar pairs it flags; below, the most similar it does "
-             "not (each image beside its nearest, read again from the sources):</p>"
-             + _plot(files[SAVED_SHEET], "the pairs on each side of the threshold")) if SAVED_SHEET in files else ""
-    if not check["near_copies"] or SAVED_PAIRS not in files:
+    sheet = _sheet(kept, "Where the threshold cuts: above, the least similar pairs it flags; below, the most similar it "
+                   "does not (each image beside its nearest, read again from the sources)")
+    if not check["near_copies"]:
         return page + sheet
-    pairs = pd.read_parquet(io.BytesIO(read_bytes(files[SAVED_PAIRS])))
+    pairs = pd.read_parquet(io.BytesIO(read_bytes(kept.table)))
     copies = pairs[pairs["near_copy"]]
     header = ["image", "labelled", f"nearest in {check['against']}", "labelled", "similarity"]
 
@@ -300,6 +302,49 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
         page += ("<p>The near-copies labelled as another class (a wrong label on one side, or two low-detail "
                  "images):</p>" + _table(header, rows(other), numeric={4}))
     return page + sheet
+
+
+def _label_issues(files: dict[str, str], dataset: str, version: int) -> str:
+    """The check the fit_heads DAG keeps (``tlfs label-issues --save``): how many labels a head
+    that never saw their images doubts, the commonest doubts, the most doubtful labels."""
+    import pandas as pd
+
+    from tlfs.pipeline.label_issues import KEPT_AS
+
+    kept = kept_check(files, KEPT_AS)
+    if kept is None:
+        return _missing("No label check kept (the fit_heads DAG's label_issues task keeps one)",
+                        f"tlfs label-issues --dataset {dataset} --save")
+    check = kept.summary
+    by = (f"a {html.escape(check['head'])} head on {html.escape('+'.join(check['layers']))} fitted on the other "
+          f"{check['folds'] - 1} of {check['folds']} folds" if check.get("folds") else
+          f"a {html.escape(check['head'])} head on {html.escape('+'.join(check['layers']))} fitted on the train split")
+    page = (f"<p><b>{check['issues']:,} of {check['images']:,}</b> {html.escape(check['split'])} labels look wrong "
+            f"({_accuracy(check['share'])}){_of_version(check, version)}: each image classified by {by}, which agree "
+            f"with {_accuracy(check['held_out_accuracy'])} of the labels, and flagged by confident learning where that "
+            "head is sure enough of another class. A list to review, not to drop images by: most flagged images are "
+            "hard ones, rightly labelled.</p>")
+    if check["commonest"]:
+        page += ("<p>The commonest doubts:</p>"
+                 + _table(["labelled", "looks like", "images"],
+                          [[*pair.split(" -> ", 1), n] for pair, n in check["commonest"].items()], numeric={2}))
+    issues = pd.read_parquet(io.BytesIO(read_bytes(kept.table)))
+    flagged = issues[issues["flagged"]].head(LABEL_ISSUES_SHOWN)
+    if len(flagged):
+        page += (f"<p>The {len(flagged)} most doubtful labels (all in <code>{html.escape(kept.table)}</code>):</p>"
+                 + _table(["rank", "image", "labelled", "probability", "looks like", "probability"],
+                          [[row.rank, row.image_id, row.label_name, f"{row.label_probability:.3f}", row.suggested,
+                            f"{row.suggested_probability:.3f}"] for row in flagged.itertuples()], numeric={0, 3, 5}))
+    return page + _sheet(kept, "The most doubtful labels, read again from the sources: each image's label, then the "
+                         "class it looks like and that class's probability")
+
+
+def _of_version(check: dict, version: int) -> str:
+    return "" if check.get("version") == version else f" (checked on version {check.get('version')})"
+
+
+def _sheet(kept: KeptCheck, caption: str) -> str:
+    return f"<p>{html.escape(caption)}:</p>" + _plot(kept.sheet, caption) if kept.sheet else ""
 
 
 def _exists(uri: str) -> bool:

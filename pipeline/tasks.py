@@ -284,26 +284,57 @@ def choose_next_to_label(target: SetTarget, head: str, images: list[str], count:
 SHEET_PAIRS = 8  # the near-copy check's sheet: this many pairs on each side of the threshold
 
 
-def check_near_copies(target: SetTarget, head: str, log: Callable = print) -> dict | None:
+def check_near_copies(target: SetTarget, head: str, log: Callable = print) -> dict | str:
     """The ``target`` set's test images with a near-copy among its training images, and the
-    ``head``'s accuracy with and without them (``tlfs duplicates --head HEAD --save``), kept
-    beside its heads for the report; None where the set lacks a train or a test split."""
-    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates, save_check, threshold_sheet
-    from tlfs.pipeline.errors import PipelineError
+    ``head``'s accuracy with and without them (``tlfs duplicates --head HEAD --save``, with a
+    sheet of the pairs where the threshold cuts), kept beside its heads for the report; where
+    the set lacks a train or a test split, why not (a str)."""
+    from tlfs.pipeline.duplicates import KEPT_AS, DuplicatesRequest, find_duplicates, threshold_sheet
 
     if not {"train", "test"} <= set(target.open().splits):
-        return None
+        return "the set has no train and test splits to compare"
     request = DuplicatesRequest(target.dataset, target.backbone, head=head, store=_settings(target.store).store,
                                 version=target.version)
     pairs, summary = find_duplicates(request, log=log)
     log(f"{summary['near_copies']} of {summary['images']} {summary['counted']} at {summary['threshold']} on "
         f"{summary['layer']}")
+    return _kept(KEPT_AS, pairs, summary, _drawn(lambda: threshold_sheet(request, pairs, SHEET_PAIRS, log=log), log))
+
+
+def check_labels(target: SetTarget, log: Callable = print) -> dict | str:
+    """The ``target`` set's training labels that look wrong to a softmax head on the sweep's
+    layer that never saw their images (``tlfs label-issues --save``, with its sheet), kept
+    beside its heads for the report; where its training split cannot check them, why (a str)."""
+    from tlfs.pipeline.label_issues import KEPT_AS, LabelIssuesRequest, TooFewToCheck, find_label_issues, issues_sheet
+
+    request = LabelIssuesRequest(target.dataset, target.backbone, store=_settings(target.store).store,
+                                 version=target.version)
     try:
-        sheet = threshold_sheet(request, pairs, SHEET_PAIRS, log=log)
-    except PipelineError as exc:  # the sources moved or went: the check stands without its pictures
-        log(f"note: no sheet of the pairs: {exc}")
-        sheet = None
-    return {**summary, "sheet": sheet is not None, "saved_to": save_check(pairs, summary, sheet)}
+        issues, summary = find_label_issues(request, log=log)
+    except TooFewToCheck as exc:
+        return str(exc)
+    log(f"{summary['issues']} of {summary['images']} {summary['split']} labels look wrong")
+    sheet = _drawn(lambda: issues_sheet(request, issues, summary["layers"], log=log), log) if len(issues) else None
+    return _kept(KEPT_AS, issues, summary, sheet)
+
+
+def _drawn(draw: Callable[[], bytes], log: Callable) -> bytes | None:
+    """A check's sheet of images, or None where they cannot be read again from the set's
+    sources (moved or gone), said in the log: the check stands without its pictures."""
+    from tlfs.pipeline.errors import PipelineError
+
+    try:
+        return draw()
+    except PipelineError as exc:
+        log(f"note: no sheet of images: {exc}")
+        return None
+
+
+def _kept(name: str, table, summary: dict, sheet: bytes | None) -> dict:
+    """A check kept beside its set's heads (pipeline/kept_checks.py), as its task returns it."""
+    from tlfs.pipeline.kept_checks import keep_check
+
+    return {**summary, "sheet": sheet is not None, "saved_to": keep_check(summary["feature_set"], name, table, summary, sheet)}
 
 
 def write_report(target: SetTarget, log: Callable = print) -> dict:

@@ -3,7 +3,7 @@
 # trigger extract_cifar10 (CIFAR-10 through EfficientNet-Lite0 with its ImageNet weights,
 # every tap layer), wait for it and for the fit_heads_cifar10 run its Asset schedules,
 # print where the features are, the heads' accuracy, the classifier shipped, the learning curve, the near-copies
-# between splits and the report page, and stop every Airflow process.
+# between splits, the labels that look wrong and the report page, and stop every Airflow process.
 #   LIMIT=2000 ./scripts/run-main.sh     # a class-balanced sample of 2,000 images per split
 # Without internet, the shared CIFAR-10 archives beside this checkout are used.
 set -euo pipefail
@@ -57,6 +57,10 @@ copies = json.load(open(f"{heads}/near_copies.json"))
 assert copies["version"] == manifest["version"], "the stored near-copy check is of an older version"
 print(f"{copies['near_copies']} of {copies['images']} {copies['counted']} ({copies['share']:.1%}); "
       f"{copies['head']['name']} {copies['head']['without_near_copies']:.4f} on the test images without one")
+doubted = json.load(open(f"{heads}/label_issues.json"))
+assert doubted["version"] == manifest["version"], "the stored label check is of an older version"
+print(f"{doubted['issues']} of {doubted['images']} train labels look wrong to a held-out {doubted['head']} head on "
+      f"{'+'.join(doubted['layers'])} ({doubted['share']:.1%}): a list to review")
 report = f"{heads}/report.html"
 assert f"version {manifest['version']}</title>" in open(report).read(), "the report page is of an older version"
 print(f"all of it on one page, to open in a browser: {report}")

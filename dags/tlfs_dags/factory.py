@@ -244,11 +244,20 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
         raise AirflowSkipException(str(exc)) from None
 
 
+def _kept_or_skipped(checked: dict | str) -> dict:
+    """A check's task result: what it kept, or the task skipped with the reason it could not run."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if isinstance(checked, str):
+        raise AirflowSkipException(checked)
+    return checked
+
+
 def build_fit_dag(spec: DatasetSpec):
     asset = features_asset(spec.name)
 
-    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve, near-copies between splits, the images "
-              f"to label next and a report page on the features of {spec.name}", [asset], {
+    @tlfs_dag(f"fit_heads_{spec.name}", f"layer sweep, heads, a learning curve, near-copies between splits, labels that "
+              f"look wrong, the images to label next and a report page on the features of {spec.name}", [asset], {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_OR_VERSION,
                           description="backbone name or version (when run by hand)"),
         "store": setting_param("store"),
@@ -307,16 +316,17 @@ def build_fit_dag(spec: DatasetSpec):
 
         @task
         def near_copies(target: dict, shipped: dict) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
-
             from tlfs.pipeline import tasks
 
-            checked = tasks.check_near_copies(tasks.SetTarget.from_json(target), shipped["head"], log=_log)
-            if checked is None:
-                raise AirflowSkipException("the set has no train and test splits to compare")
-            return checked
+            return _kept_or_skipped(tasks.check_near_copies(tasks.SetTarget.from_json(target), shipped["head"], log=_log))
 
-        @task(trigger_rule="none_failed_min_one_success")  # after label_next and near_copies, run or skipped
+        @task
+        def label_issues(target: dict, swept: dict) -> dict:  # on the layer the sweep chose, stored for this version
+            from tlfs.pipeline import tasks
+
+            return _kept_or_skipped(tasks.check_labels(tasks.SetTarget.from_json(target), log=_log))
+
+        @task(trigger_rule="none_failed_min_one_success")  # after the checks and the queue, run or skipped
         def report(target: dict) -> dict:
             from tlfs.pipeline import tasks
 
@@ -325,6 +335,7 @@ def build_fit_dag(spec: DatasetSpec):
         target = feature_set()
         swept = sweep(target)
         shipped = ship_classifier(target, fit_heads(target, swept))
-        [label_next(target, shipped), near_copies(target, shipped), learning_curve(target, swept)] >> report(target)
+        checks = [label_next(target, shipped), near_copies(target, shipped), label_issues(target, swept)]
+        [*checks, learning_curve(target, swept)] >> report(target)
 
     return fit_dag()

@@ -134,7 +134,9 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     assert (balanced_head / "classifier.onnx").exists()
     checked = json.loads((heads / "near_copies.json").read_text())  # the near_copies task's check, with the shipped head
     assert (checked["version"], checked["images"], checked["head"]["name"]) == (2, 70, balanced_head.name)
-    assert "<h2>Is the test split honest?</h2><p><b>" in page
+    assert "<h2>Is the test split honest?</h2><p><b>" in page and "<h2>Labels that look wrong</h2><p><b>" in page
+    doubted = json.loads((heads / "label_issues.json").read_text())  # the label_issues task's, on the sweep's layer
+    assert (doubted["version"], doubted["images"], doubted["layers"]) == (2, 70, [swept["best_layer"]])
 
 
 def asset_extras(env: dict) -> list[str]:
@@ -202,11 +204,13 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
                                                                "fit_heads": "success", "ship_classifier": "success",
                                                                "learning_curve": "success", "label_next": "skipped",
-                                                               "near_copies": "success", "report": "success"})
+                                                               "near_copies": "success", "label_issues": "success",
+                                                               "report": "success"})
     assert fit_runs[skipped["run_id"]] == ("asset_triggered", {"feature_set": "skipped", "sweep": "skipped",
                                                                 "fit_heads": "skipped", "ship_classifier": "skipped",
                                                                 "learning_curve": "skipped", "label_next": "skipped",
-                                                                "near_copies": "skipped", "report": "skipped"})
+                                                                "near_copies": "skipped", "label_issues": "skipped",
+                                                                "report": "skipped"})
     newest = features.open_set("cifar10", "efficientnet_lite0", env["TLFS_STORE"])
     assert newest.version == 1, "the unchanged run committed a new version"
     for head in ("softmax", "lightgbm", "mlp"):  # 30 test images, 3 per class: a constant predictor scores 10 %

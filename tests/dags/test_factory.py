@@ -22,13 +22,14 @@ def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     assert sorted(extract.task_ids) == ["advise", "choose", "commit", "export_backbone", "extract_shard", "finetune_conf",
                                         "heads_only", "plan_shards", "trigger_finetune"]
     assert sorted(finetune.task_ids) == ["commit", "extract_shard", "finetune", "plan_shards"]
-    assert sorted(fit.task_ids) == ["feature_set", "fit_heads", "label_next", "learning_curve", "near_copies", "report",
-                                    "ship_classifier", "sweep"]
+    assert sorted(fit.task_ids) == ["feature_set", "fit_heads", "label_issues", "label_next", "learning_curve",
+                                    "near_copies", "report", "ship_classifier", "sweep"]
     assert fit.get_task("label_next").upstream_task_ids == {"feature_set", "ship_classifier"}
     assert fit.get_task("near_copies").upstream_task_ids == {"feature_set", "ship_classifier"}  # with the shipped head
-    # the page comes last, once the queue and the check are saved or skipped: a run that fitted nothing has none
+    assert fit.get_task("label_issues").upstream_task_ids == {"feature_set", "sweep"}  # on the sweep's layer
+    # the page comes last, once the queue and the checks are saved or skipped: a run that fitted nothing has none
     report = fit.get_task("report")
-    assert report.upstream_task_ids == {"feature_set", "label_next", "near_copies", "learning_curve"}
+    assert report.upstream_task_ids == {"feature_set", "label_next", "near_copies", "label_issues", "learning_curve"}
     assert report.trigger_rule == "none_failed_min_one_success"
     assert extract.get_task("extract_shard").pool == factory.EXTRACT_POOL
     params = extract.params.dump()

@@ -184,7 +184,7 @@ def test_the_fit_dags_check_stands_without_its_sheet_where_the_sources_are_gone(
     finally:
         moved.rename(source)
     heads = Path(feature_set.uri) / "_heads"
-    assert checked["sheet"] is False and any(line.startswith("note: no sheet of the pairs") for line in logged)
+    assert checked["sheet"] is False and any(line.startswith("note: no sheet of images") for line in logged)
     assert json.loads((heads / "near_copies.json").read_text())["head"]["name"] == "softmax-head"
     assert not (heads / "near_copies.png").exists()
     assert tasks.check_near_copies(tasks.SetTarget("copies", "efficientnet_lite0", store), "softmax-head", **QUIET)["sheet"]

@@ -174,3 +174,42 @@ def test_the_command_prints_the_doubtful_labels_writes_them_and_draws_them(misfi
     # the first image read again from its source: 48 x 40 pixels drawn twice as large, centred
     original = Image.open(io.BytesIO(files[written["image_id"].iloc[0]])).convert("RGB").resize((96, 80), Image.Resampling.NEAREST)
     assert (pixels[TITLE + 8:TITLE + 88, :THUMB] == np.asarray(original)).all()
+
+
+def test_a_check_kept_with_save_is_what_the_report_shows(misfiled_set, tmp_path, capsys):
+    from tlfs.pipeline.fit import fit
+    from tlfs.pipeline.report import ReportRequest, report
+
+    feature_set, _, store = misfiled_set
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    page, _ = report(ReportRequest("noisy", "efficientnet_lite0", store), **QUIET)
+    assert "No label check kept" in page and "tlfs label-issues --dataset noisy --save" in page
+    assert main(["label-issues", "--dataset", "noisy", "--store", store, "--save", "--sheet", str(tmp_path / "i.png")]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    heads = f"{feature_set.uri}/_heads"
+    assert summary["saved_to"] == f"{heads}/label_issues.json"
+    assert json.loads(open(summary["saved_to"]).read()) == {k: v for k, v in summary.items()
+                                                             if k not in ("output", "sheet", "saved_to")}
+    assert open(f"{heads}/label_issues.png", "rb").read() == (tmp_path / "i.png").read_bytes()
+    kept = pd.read_parquet(f"{heads}/label_issues.parquet")
+    assert sorted(kept["image_id"]) == ["train/green/900.png", "train/red/901.png"]
+
+    page, _ = report(ReportRequest("noisy", "efficientnet_lite0", store), **QUIET)
+    section = page.split("<h2>Labels that look wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<b>2 of 36</b> train labels look wrong (5.56 %)" in section
+    assert "a softmax head on head fitted on the other 4 of 5 folds" in section
+    assert "<tr><td>green</td><td>red</td><td class=n>1</td></tr>" in section  # the commonest doubts
+    for row in kept.itertuples():  # the most doubtful, least likely label first
+        assert (f"<tr><td class=n>{row.rank}</td><td>{row.image_id}</td><td>{row.label_name}</td><td class=n>"
+                f"{row.label_probability:.3f}</td><td>{row.suggested}</td>") in section
+    assert "<img alt='The most doubtful labels" in section
+
+
+def test_the_fit_dags_check_is_skipped_where_the_training_split_cannot_check_labels(tmp_path, lite0, models_root):
+    from tlfs.pipeline import tasks
+
+    source = write_tree(tmp_path / "images", noisy_images(per_class=3))  # 3 a class: 5 folds cannot be cut
+    store = str(tmp_path / "store")
+    run_extract("few", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
+    why = tasks.check_labels(tasks.SetTarget("few", "efficientnet_lite0", store), **QUIET)
+    assert isinstance(why, str) and "needs 5 train images of each class" in why

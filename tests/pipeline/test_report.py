@@ -44,7 +44,7 @@ def test_before_any_fit_the_page_holds_the_set_its_rejects_and_the_advice_and_na
     assert "<pre>case: small, " in page  # the advisor's case and evidence
     for missing in ("No layer sweep yet: <code>tlfs sweep --dataset reported</code>", "No saved heads yet",
                     "No learning curve yet: <code>tlfs learning-curve --dataset reported</code>",
-                    "No labelling queue saved", "No near-copy check kept"):
+                    "No labelling queue saved", "No near-copy check kept", "No label check kept"):
         assert missing in page
     assert not _plots(page)
 
@@ -60,13 +60,15 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
                                       if name.startswith("test/")})
     tasks.choose_next_to_label(target, shipped["head"], [str(pool)], 7, **QUIET)
     checked = tasks.check_near_copies(target, shipped["head"], **QUIET)
+    doubted = tasks.check_labels(target, **QUIET)
 
     page, summary = report(ReportRequest("reported", "efficientnet_lite0", store), **QUIET)
     feature_set = open_set("reported", "efficientnet_lite0", store=store)
     assert summary["heads"] >= 3 and summary["version"] == feature_set.version
     assert sorted(summary["plots"]) == sorted(["sweep.png", f"learning_curve-softmax-{swept['best_layer']}.png",
-                                               "label_next.png", "near_copies.png"])
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page)) and len(_plots(page)) == 5  # + confusion
+                                               "label_next.png", "near_copies.png"] + ["label_issues.png"] * doubted["sheet"])
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in _plots(page))
+    assert len(_plots(page)) == 5 + doubted["sheet"]  # + the first head's confusion matrix
     # the sweep: a row a layer, the best in bold
     for layer in feature_set.layers:
         assert f"<td>{layer}</td><td class=n>{feature_set.layers[layer]:,}</td>" in page
@@ -95,7 +97,10 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     honest = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
     assert f"<b>{checked['near_copies']:,} of {checked['images']:,}</b> test images with a near-copy in train" in honest
     assert f"<tr><td>{shipped['head']}</td><td class=n>" in honest and "No near-copy check" not in page
-    assert checked["sheet"] and "Where the threshold cuts" in honest and "<img alt='the pairs on each side" in honest
+    assert checked["sheet"] and "Where the threshold cuts" in honest and "<img alt='Where the threshold cuts" in honest
+    doubts = page.split("<h2>Labels that look wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f"<b>{doubted['issues']:,} of {doubted['images']:,}</b> train labels look wrong" in doubts
+    assert f"on {swept['best_layer']} fitted on the other 4 of 5 folds" in doubts and "No label check" not in page
 
 
 def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
