@@ -17,6 +17,7 @@ from typing import Callable
 from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
+from tlfs.pipeline import duplicates, label_issues
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.kept_checks import KeptCheck, kept_check
 from tlfs.pipeline.saved_heads import head_summaries, preference
@@ -31,7 +32,8 @@ LABEL_ISSUES_SHOWN = 20
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f3f3f3}img{max-width:100%}"
-         "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}.best{font-weight:bold}.note{color:#666}")
+         "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}.best{font-weight:bold}.note{color:#666}"
+         "table.glance th{text-align:left;white-space:nowrap}table.glance{font-size:1.05em}")
 
 
 @dataclass(frozen=True)
@@ -50,23 +52,26 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     info = {"uri": feature_set.uri, **feature_set.manifest}
     summaries = sorted(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
     first = summaries[0]["name"] if summaries else None
+    advice = _advised(feature_set)
+    near_copies, doubted = kept_check(files, duplicates.KEPT_AS), kept_check(files, label_issues.KEPT_AS)
     sections = [
         ("The set", _the_set(info)),
         ("Images", _images(info)),
-        ("What to do next", _advice(feature_set)),
+        ("What to do next", _advice(advice)),
         ("Which layer transfers best", _sweep(files, request.dataset)),
         ("Heads", _heads(summaries, request.dataset)),
         ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
-        ("Is the test split honest?", _near_copies(files, request.dataset, feature_set.version)),
-        ("Labels that look wrong", _label_issues(files, request.dataset, feature_set.version)),
+        ("Is the test split honest?", _near_copies(near_copies, request.dataset, feature_set.version)),
+        ("Labels that look wrong", _label_issues(doubted, request.dataset, feature_set.version)),
         ("Would more labels help?", _curves(files, request.dataset)),
         ("Which images to label next", _queue(files, heads, request.dataset)),
     ]
+    glance = _glance(info, advice, summaries, near_copies, doubted, _curve_gains(files))
     title = f"{feature_set.dataset}: {feature_set.backbone_version}, version {feature_set.version}"
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
+    body = "".join(f"<h2 id='{_anchor(name)}'>{html.escape(name)}</h2>{content}" for name, content in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{glance}{body}"
             f"<p class='note'>Made {made} by <code>tlfs report --dataset {html.escape(feature_set.dataset)}</code> from "
             f"{html.escape(feature_set.uri)}; it reads what the set holds and refits nothing.</p></body></html>")
     summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri, "version": feature_set.version,
@@ -158,14 +163,70 @@ def _images(info: dict) -> str:
     return page
 
 
-def _advice(feature_set) -> str:
+def _anchor(name: str) -> str:
+    """A section's id, for links: its name in lower case, words joined by dashes."""
+    return "-".join("".join(c for c in word if c.isalnum()) for word in name.lower().split())
+
+
+def _glance(info: dict, advice: dict | str, summaries: list[dict], near_copies: KeptCheck | None,
+            doubted: KeptCheck | None, gains: dict[str, float | None]) -> str:
+    """The page's first lines: each section's answer in a line, linked to the section."""
+    counts = info["counts"]
+    rows = [("Images", ", ".join(f"{c['written']:,} {split}" for split, c in counts.items())
+             + f"; {len(info['rejects']):,} rejected")]
+    if isinstance(advice, dict):
+        action = advice["action"]
+        detail = (f"{action['head']} on {action['layer']}" if action["do"] == "linear_classifier"
+                  else f"freeze {action['freeze']}, init {action['init']}")
+        rows.append(("What to do next", f"{advice['case'].replace('_', ', ')}: {action['do'].replace('_', ' ')} "
+                                        f"({detail})"))
+    if summaries:
+        best = summaries[0]
+        rows.append(("Heads", f"{best['name']}: {_accuracy(best['test_accuracy'])} on the test split "
+                              f"({_accuracy(best['validation_accuracy'])} on validation)"))
+    if near_copies:
+        check = near_copies.summary
+        rows.append(("Is the test split honest?", f"{check['near_copies']:,} {check['counted']} "
+                                                  f"({_accuracy(check['share'])})"))
+    if doubted:
+        check = doubted.summary
+        rows.append(("Labels that look wrong", f"{check['issues']:,} of {check['images']:,} {check['split']} labels "
+                                               f"({_accuracy(check['share'])}), to review"))
+    for curve, gain in gains.items():
+        if gain is not None:
+            rows.append(("Would more labels help?", f"a doubling of the labels last added {100 * gain:+.1f} points "
+                                                    f"({curve})"))
+    cells = "".join(f"<tr><th><a href='#{_anchor(name)}'>{html.escape(name)}</a></th><td>{html.escape(text)}</td></tr>"
+                    for name, text in rows)
+    return f"<table class=glance>{cells}</table>"
+
+
+def _curve_gains(files: dict[str, str]) -> dict[str, float | None]:
+    """Each saved learning curve's (head on layers) last doubling gain."""
+    curves = {}
+    for name in sorted(files):
+        if name.startswith("learning_curve-") and name.endswith(".json"):
+            curve = read_json(files[name])
+            curves[f"{curve['head']} on {'+'.join(curve['layers'])}"] = curve.get("last_doubling_gain")
+    return curves
+
+
+def _advised(feature_set) -> dict | str:
+    """The advisor's result, or why it could not say."""
     from tlfs.pipeline import advise
 
     try:
-        result = advise.advise(feature_set, advise.Thresholds(), log=lambda *_: None)
+        return advise.advise(feature_set, advise.Thresholds(), log=lambda *_: None)
     except PipelineError as exc:
-        return f"<p>The advisor could not say: {html.escape(str(exc))}</p>"
-    return f"<pre>{html.escape(advise.describe(result))}</pre>"
+        return str(exc)
+
+
+def _advice(advice: dict | str) -> str:
+    from tlfs.pipeline import advise
+
+    if isinstance(advice, str):
+        return f"<p>The advisor could not say: {html.escape(advice)}</p>"
+    return f"<pre>{html.escape(advise.describe(advice))}</pre>"
 
 
 def _sweep(files: dict[str, str], dataset: str) -> str:
@@ -259,14 +320,11 @@ def _surest_mistakes(folder: str) -> str:
             + _table(["image", "labelled", "taken for", "probability"], rows, numeric={3}))
 
 
-def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
+def _near_copies(kept: KeptCheck | None, dataset: str, version: int) -> str:
     """The check the fit_heads DAG keeps (``tlfs duplicates --save``): how many test images have
     a near-copy in train, a head's accuracy with and without them, the closest pairs."""
     import pandas as pd
 
-    from tlfs.pipeline.duplicates import KEPT_AS
-
-    kept = kept_check(files, KEPT_AS)
     if kept is None:
         return _missing("No near-copy check kept (the fit_heads DAG's near_copies task keeps one)",
                         f"tlfs duplicates --dataset {dataset} --head HEAD --save")
@@ -304,14 +362,11 @@ def _near_copies(files: dict[str, str], dataset: str, version: int) -> str:
     return page + sheet
 
 
-def _label_issues(files: dict[str, str], dataset: str, version: int) -> str:
+def _label_issues(kept: KeptCheck | None, dataset: str, version: int) -> str:
     """The check the fit_heads DAG keeps (``tlfs label-issues --save``): how many labels a head
     that never saw their images doubts, the commonest doubts, the most doubtful labels."""
     import pandas as pd
 
-    from tlfs.pipeline.label_issues import KEPT_AS
-
-    kept = kept_check(files, KEPT_AS)
     if kept is None:
         return _missing("No label check kept (the fit_heads DAG's label_issues task keeps one)",
                         f"tlfs label-issues --dataset {dataset} --save")

@@ -171,3 +171,9 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_line(f"  {line}", red=True)
         if session.exitstatus == 0:
             session.exitstatus = 1
+
+
+def report_section(page: str, title: str) -> str:
+    """The HTML of one section of a ``tlfs report`` page, found by its heading."""
+    assert f">{title}</h2>" in page, f"no section {title!r} on the page"
+    return page.split(f">{title}</h2>", 1)[1].split("<h2", 1)[0]

@@ -17,7 +17,7 @@ from tlfs.pipeline.cli import main
 from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.fit import fit
-from tests.conftest import scene_images, write_tree
+from tests.conftest import report_section, scene_images, write_tree
 from tests.extraction import run_extract
 
 QUIET = {"log": lambda *_: None}
@@ -139,7 +139,7 @@ def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys, tmp
     assert len(pairs) == 33 and set(pairs["image_id"][:3]) == set(PLANTED)  # most similar first, as --output writes them
 
     page, _ = report(ReportRequest("copies", "efficientnet_lite0", store), **QUIET)
-    section = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
+    section = report_section(page, "Is the test split honest?")
     assert "<b>3 of 33</b> test images with a near-copy in train (9.09 %)" in section
     assert "head features at least 0.98; 1 of them labelled as another class" in section
     head = kept["head"]

@@ -17,7 +17,7 @@ from tlfs.pipeline.cli import main
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.label_issues import (ISSUE_COLUMNS, LabelIssuesRequest, find_label_issues, label_issue_indices,
                                         out_of_fold_proba)
-from tests.conftest import noisy_images, write_tree
+from tests.conftest import noisy_images, report_section, write_tree
 from tests.extraction import run_extract
 
 QUIET = {"log": lambda *_: None}
@@ -195,7 +195,7 @@ def test_a_check_kept_with_save_is_what_the_report_shows(misfiled_set, tmp_path,
     assert sorted(kept["image_id"]) == ["train/green/900.png", "train/red/901.png"]
 
     page, _ = report(ReportRequest("noisy", "efficientnet_lite0", store), **QUIET)
-    section = page.split("<h2>Labels that look wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    section = report_section(page, "Labels that look wrong")
     assert "<b>2 of 36</b> train labels look wrong (5.56 %)" in section
     assert "a softmax head on head fitted on the other 4 of 5 folds" in section
     assert "<tr><td>green</td><td>red</td><td class=n>1</td></tr>" in section  # the commonest doubts

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import noisy_images, write_tree
+from tests.conftest import noisy_images, report_section, write_tree
 from tests.extraction import run_extract
 from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 from tlfs.features import open_set
@@ -47,6 +47,10 @@ def test_before_any_fit_the_page_holds_the_set_its_rejects_and_the_advice_and_na
                     "No labelling queue saved", "No near-copy check kept", "No label check kept"):
         assert missing in page
     assert not _plots(page)
+    # at a glance: what there is to say before any fit, each line linked to its section
+    glance = page.split("<table class=glance>", 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<a href='#([a-z-]+)'>", glance) == ["images", "what-to-do-next"]
+    assert "<td>18 test, 18 train; 1 rejected</td>" in glance and "<td>small, different: linear classifier (" in glance
 
 
 def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue_with_their_plots(reported_set):
@@ -82,7 +86,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     assert summary["first_head"] == first["name"]
     folder = f"{feature_set.uri}/_heads/{first['name']}"
     metrics = json.loads(open(f"{folder}/metrics.json").read())
-    wrong_section = page.split("<h2>Where the first head goes wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    wrong_section = report_section(page, "Where the first head goes wrong")
     worst = min(range(len(metrics["classes"])), key=lambda i: (metrics["per_class_accuracy"][metrics["classes"][i]], i))
     first_row = re.search(r"<th>most often taken for</th></tr><tr><td>([^<]+)</td><td class=n>(\d+)</td>", wrong_section)
     assert first_row.groups() == (metrics["classes"][worst], str(sum(metrics["confusion_matrix"][worst])))
@@ -94,13 +98,21 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
         assert f"{len(mistakes):,} test images wrong in all" in wrong_section
     assert "How far its probability can be trusted" in wrong_section and "confusion matrix" in wrong_section
     # the near-copy check the DAG keeps, with the shipped head's accuracy without them
-    honest = page.split("<h2>Is the test split honest?</h2>", 1)[1].split("<h2>", 1)[0]
+    honest = report_section(page, "Is the test split honest?")
     assert f"<b>{checked['near_copies']:,} of {checked['images']:,}</b> test images with a near-copy in train" in honest
     assert f"<tr><td>{shipped['head']}</td><td class=n>" in honest and "No near-copy check" not in page
     assert checked["sheet"] and "Where the threshold cuts" in honest and "<img alt='Where the threshold cuts" in honest
-    doubts = page.split("<h2>Labels that look wrong</h2>", 1)[1].split("<h2>", 1)[0]
+    doubts = report_section(page, "Labels that look wrong")
     assert f"<b>{doubted['issues']:,} of {doubted['images']:,}</b> train labels look wrong" in doubts
     assert f"on {swept['best_layer']} fitted on the other 4 of 5 folds" in doubts and "No label check" not in page
+    # at a glance: each section's answer in a line, linked to it
+    glance = page.split("<table class=glance>", 1)[1].split("</table>", 1)[0]
+    links = re.findall(r"<a href='#([a-z-]+)'>", glance)
+    assert links == ["images", "what-to-do-next", "heads", "is-the-test-split-honest", "labels-that-look-wrong",
+                     "would-more-labels-help"] and all(f"<h2 id='{link}'>" in page for link in links)
+    assert f"<td>{first['name']}: {100 * first['test_accuracy']:.2f} % on the test split" in glance
+    assert f"<td>{checked['near_copies']:,} test images with a near-copy in train (" in glance
+    assert f"<td>{doubted['issues']:,} of {doubted['images']:,} train labels (" in glance
 
 
 def test_tlfs_report_writes_the_page_beside_the_heads_or_where_output_says(reported_set, capsys, tmp_path):
