@@ -244,6 +244,13 @@ def fit_target(dataset: str, params: dict, events: dict) -> dict:
         raise AirflowSkipException(str(exc)) from None
 
 
+def _skip_unless_checking() -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not get_current_context()["params"]["checks"]:
+        raise AirflowSkipException("checks are off (the checks param, or the spec's key)")
+
+
 def _kept_or_skipped(checked: dict | str) -> dict:
     """A check's task result: what it kept, or the task skipped with the reason it could not run."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -269,6 +276,9 @@ def build_fit_dag(spec: DatasetSpec):
                             description="images waiting for labels (files, folders or globs): label_next chooses the "
                             "ones the shipped head is least sure of ([]: none, the task is skipped)"),
         "label_next": Param(spec.label_next, type="integer", minimum=1, description="how many images label_next chooses"),
+        "checks": Param(spec.checks, type="boolean", description="after the fit, look for test images with a near-copy "
+                        "in train and for training labels that look wrong (tlfs duplicates, tlfs label-issues): 40 s for "
+                        "CIFAR-10 on 2 cores, the near-copy search growing with the product of the two splits' sizes"),
     }, "heads")
     def fit_dag():
         @task
@@ -318,12 +328,14 @@ def build_fit_dag(spec: DatasetSpec):
         def near_copies(target: dict, shipped: dict) -> dict:
             from tlfs.pipeline import tasks
 
+            _skip_unless_checking()
             return _kept_or_skipped(tasks.check_near_copies(tasks.SetTarget.from_json(target), shipped["head"], log=_log))
 
         @task
         def label_issues(target: dict, swept: dict) -> dict:  # on the layer the sweep chose, stored for this version
             from tlfs.pipeline import tasks
 
+            _skip_unless_checking()
             return _kept_or_skipped(tasks.check_labels(tasks.SetTarget.from_json(target), log=_log))
 
         @task(trigger_rule="none_failed_min_one_success")  # after the checks and the queue, run or skipped

@@ -42,6 +42,8 @@ class DatasetSpec:
     # images waiting for labels (files, folders, globs): fit_heads_<name> chooses which to label next
     unlabelled: list[str] = field(default_factory=list)
     label_next: int = 100  # how many it chooses (tlfs label-next's default)
+    # fit_heads_<name> checks its split for near-copies and its labels after each fit: off for a set too large to search
+    checks: bool = True
     path: str = ""
 
 
@@ -88,6 +90,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "balanced": (lambda v: isinstance(v, bool), "true or false"),
     "unlabelled": (_text_list, "a list of image files, folders or globs"),
     "label_next": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "an integer > 0"),
+    "checks": (lambda v: isinstance(v, bool), "true or false"),
 }
 KNOWN_KEYS = [f.name for f in fields(DatasetSpec) if f.name != "path"]
 

@@ -89,8 +89,11 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     assert pq.ParquetFile(shard_file).metadata.row_group(0).column(3).compression == "ZSTD"  # the run's codec param
     frame = features.load("cifar10", "efficientnet_lite0", "head", "test", store)
     assert len(frame) == 60 and frame["features"].iloc[0].shape == (1280,)
-    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"]}), env=env)
+    airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"], "checks": False}), env=env)
     heads = Path(listed.loc[0, "uri"]) / "_heads"
+    fitted = task_states(env, "fit_heads_cifar10")  # with the checks param off, the two checks are skipped
+    assert (fitted["near_copies"], fitted["label_issues"], fitted["report"]) == ("skipped", "skipped", "success")
+    assert not (heads / "near_copies.json").exists() and not (heads / "label_issues.json").exists()
     sweep = json.loads((heads / "sweep.json").read_text())
     assert set(sweep["layers"]) == {"block15", "head"}
     metrics = json.loads((heads / f"softmax-{sweep['best_layer']}" / "metrics.json").read_text())

@@ -163,6 +163,7 @@ PARAM_CASES = {
     "balanced": {"bad": ["yes", 1], "good": [True, False]},
     "unlabelled": {"bad": ["/data/incoming", [1]], "good": [[], ["/data/incoming", "s3://b/new/*.jpg"]]},
     "label_next": {"bad": [0, "100", 2.5], "good": [1, 500]},
+    "checks": {"bad": ["no", 0], "good": [True, False]},
     "freeze": {"bad": [3, "abc", "-1"], "good": ["none", "all", "4"]},
     "head_epochs": {"bad": [-1, 1.5], "good": [0, 2]},
     "head_lr": {"bad": [0, -0.1], "good": [0.001]},

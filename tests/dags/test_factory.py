@@ -16,7 +16,8 @@ def factory(airflow_env, monkeypatch):
 
 def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     factory, specs = factory
-    spec = specs.DatasetSpec(name="guitars", sources=["/data/g.zip"], limit=50, views=["flip"], schedule="@weekly")
+    spec = specs.DatasetSpec(name="guitars", sources=["/data/g.zip"], limit=50, views=["flip"], schedule="@weekly",
+                             checks=False)
     extract, fit, finetune = factory.build_extract_dag(spec), factory.build_fit_dag(spec), factory.build_finetune_dag(spec)
     assert (extract.dag_id, fit.dag_id, finetune.dag_id) == ("extract_guitars", "fit_heads_guitars", "finetune_guitars")
     assert sorted(extract.task_ids) == ["advise", "choose", "commit", "export_backbone", "extract_shard", "finetune_conf",
@@ -34,6 +35,7 @@ def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     assert extract.get_task("extract_shard").pool == factory.EXTRACT_POOL
     params = extract.params.dump()
     assert (params["sources"], params["limit"], params["views"]) == (["/data/g.zip"], 50, ["flip"])
+    assert fit.params.dump()["checks"] is False  # the spec's key is the param's default
     # fit_heads runs on the Asset the commit emits
     assert [a.name for a in fit.timetable.asset_condition.objects] == ["tlfs_features_guitars"]
     assert [a.name for a in extract.get_task("commit").outlets] == ["tlfs_features_guitars"]

@@ -31,6 +31,7 @@ BAD_SPECS = {
     "unlabelled": (GOOD + "unlabelled: /data/incoming\n", 3, "key 'unlabelled': expected a list of image files, folders "
                    "or globs, got '/data/incoming'"),
     "label_next": (GOOD + "label_next: 0\n", 3, "key 'label_next': expected an integer > 0, got 0"),
+    "checks": (GOOD + "checks: off please\n", 3, "key 'checks': expected true or false, got 'off please'"),
 }
 
 
@@ -71,6 +72,8 @@ def test_a_good_spec_loads_with_its_values_and_defaults(tmp_path):
     queued = load_spec(write(tmp_path, "pets.yaml", "name: pets\nsources: [/data/p]\nunlabelled: [/data/incoming]\n"
                              "label_next: 250\n"))
     assert (queued.unlabelled, queued.label_next) == (["/data/incoming"], 250)
+    assert spec.checks is True  # fit_heads checks near-copies and labels unless a spec says not
+    assert load_spec(write(tmp_path, "huge.yaml", "name: huge\nsources: [/data/h]\nchecks: false\n")).checks is False
 
 
 def test_the_specs_label_next_default_is_the_commands():
