@@ -1040,11 +1040,13 @@ def cmd_ls(args, settings: Settings) -> None:
 def cmd_describe(args, settings: Settings) -> None:
     from tlfs import features
 
+    from tlfs.pipeline.kept_checks import check_line, kept_summaries
     from tlfs.pipeline.saved_heads import head_summaries
     from tlfs.pipeline.sources.uris import given_uri
 
     info = features.describe(args.dataset, args.backbone, settings.store, version=args.version, as_of=args.as_of)
     info["heads"] = head_summaries(info["uri"])
+    info["checks"] = kept_summaries(info["uri"])
     if args.json:
         print(json.dumps(info, indent=2))
         return None
@@ -1068,6 +1070,8 @@ def cmd_describe(args, settings: Settings) -> None:
         print(f"rejected      ... and {len(info['rejects']) - 20} more (--json lists all)")
     for head in info["heads"]:
         print(f"head          {_head_line(head, info)}")
+    for name, summary in info["checks"].items():
+        print(f"check         {name:<13} {check_line(name, summary)}")
     return None
 
 

@@ -14,13 +14,14 @@ from typing import Callable
 import numpy as np
 
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.kept_checks import NEAR_COPIES
 
 # On CIFAR-10's Lite0 head features (docs/user-guide.md), the pairs from 0.90 up are near-copies
 # (the same photo cropped, shifted, recoloured or mirrored); below 0.88 fewer and fewer are
 DEFAULT_THRESHOLD = 0.90
 DEFAULT_LAYER = "head"  # the layer compared where none is named and the set has it; else its deepest
 PAIRS_A_ROW = 4  # on a sheet
-KEPT_AS = "near_copies"  # the name of a check kept beside the set's heads (``--save``: pipeline/kept_checks.py)
+KEPT_AS = NEAR_COPIES  # the name a check is kept under beside the set's heads (``--save``)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tlfs.features import layout
-from tlfs.features.storage import fs_path, read_json
+from tlfs.features.storage import fs_path, read_json, read_json_if_exists
+
+NEAR_COPIES = "near_copies"  # tlfs duplicates --save
+LABEL_ISSUES = "label_issues"  # tlfs label-issues --save
+CHECKS = (NEAR_COPIES, LABEL_ISSUES)
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,21 @@ def kept_check(heads_files: dict[str, str], name: str) -> KeptCheck | None:
     if f"{name}.json" not in heads_files or f"{name}.parquet" not in heads_files:
         return None
     return KeptCheck(read_json(heads_files[f"{name}.json"]), heads_files[f"{name}.parquet"], heads_files.get(f"{name}.png"))
+
+
+def kept_summaries(set_uri: str) -> dict[str, dict]:
+    """The summary of each check kept beside the set's heads, by name (``tlfs describe``)."""
+    heads = layout.heads_uri(set_uri)
+    kept = {name: read_json_if_exists(f"{heads}/{name}.json") for name in CHECKS}
+    return {name: summary for name, summary in kept.items() if summary is not None}
+
+
+def check_line(name: str, summary: dict) -> str:
+    """A kept check in a line: what it found, and on which version."""
+    if name == NEAR_COPIES:
+        found = (f"{summary['near_copies']:,} of {summary['images']:,} {summary['counted']} ({summary['share']:.2%}) at "
+                 f"{summary['threshold']:g} on {summary['layer']}")
+    else:
+        found = (f"{summary['issues']:,} of {summary['images']:,} {summary['split']} labels look wrong "
+                 f"({summary['share']:.2%}) to {summary['head']} on {'+'.join(summary['layers'])}")
+    return f"{found}, on version {summary['version']}"

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.kept_checks import LABEL_ISSUES
 
 ISSUE_COLUMNS = ["rank", "image_id", "split", "label_name", "suggested", "label_probability", "suggested_probability",
                  "flagged"]
@@ -25,7 +26,7 @@ DEFAULT_FOLDS = 5
 SHEET_IMAGES = 60  # the most doubtful images a sheet draws
 IMAGES_A_ROW = 10  # of a sheet
 PAIRS_SHOWN = 10  # the commonest (given -> suggested) pairs in the summary
-KEPT_AS = "label_issues"  # the name of a check kept beside the set's heads (``--save``: pipeline/kept_checks.py)
+KEPT_AS = LABEL_ISSUES  # the name a check is kept under beside the set's heads (``--save``)
 
 
 class TooFewToCheck(PipelineError):

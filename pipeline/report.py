@@ -17,9 +17,8 @@ from typing import Callable
 from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
-from tlfs.pipeline import duplicates, label_issues
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.kept_checks import KeptCheck, kept_check
+from tlfs.pipeline.kept_checks import LABEL_ISSUES, NEAR_COPIES, KeptCheck, kept_check
 from tlfs.pipeline.saved_heads import head_summaries, preference
 
 REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves it
@@ -53,7 +52,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     summaries = sorted(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
     first = summaries[0]["name"] if summaries else None
     advice = _advised(feature_set)
-    near_copies, doubted = kept_check(files, duplicates.KEPT_AS), kept_check(files, label_issues.KEPT_AS)
+    near_copies, doubted = kept_check(files, NEAR_COPIES), kept_check(files, LABEL_ISSUES)
     sections = [
         ("The set", _the_set(info)),
         ("Images", _images(info)),

@@ -150,6 +150,9 @@ def test_a_check_kept_with_save_is_what_the_report_shows(copied_set, capsys, tmp
     other = section.split("labelled as another class", 2)[2]  # the table of pairs of two classes: the misfiled one alone
     assert "<td>test/green/misfiled.png</td><td>green</td><td>train/red/007.png</td><td>red</td>" in other
     assert other.count("<tr><td>") == 1
+    assert main(["describe", "--dataset", "copies", "--store", store]) == 0  # describe names the check too
+    assert (f"check         near_copies   3 of 33 test images with a near-copy in train (9.09%) at 0.98 on head, on "
+            f"version {feature_set.version}") in capsys.readouterr().out.splitlines()
     kept_sheet = f"{heads}/near_copies.png"  # the --sheet kept with the check, shown on the page
     assert open(kept_sheet, "rb").read() == (tmp_path / "pairs.png").read_bytes() and "Where the threshold cuts" in section
     # a check kept again without a sheet takes the older sheet away: it would show pairs of another threshold

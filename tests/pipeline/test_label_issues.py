@@ -194,6 +194,8 @@ def test_a_check_kept_with_save_is_what_the_report_shows(misfiled_set, tmp_path,
     kept = pd.read_parquet(f"{heads}/label_issues.parquet")
     assert sorted(kept["image_id"]) == ["train/green/900.png", "train/red/901.png"]
 
+    assert main(["describe", "--dataset", "noisy", "--store", store, "--json"]) == 0  # and describe --json holds it
+    assert json.loads(capsys.readouterr().out)["checks"] == {"label_issues": json.loads(open(summary["saved_to"]).read())}
     page, _ = report(ReportRequest("noisy", "efficientnet_lite0", store), **QUIET)
     section = report_section(page, "Labels that look wrong")
     assert "<b>2 of 36</b> train labels look wrong (5.56 %)" in section
