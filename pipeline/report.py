@@ -59,6 +59,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
         ("What to do next", _advice(advice)),
         ("Which layer transfers best", _sweep(files, request.dataset)),
         ("Heads", _heads(summaries, request.dataset)),
+        ("Which backbone transfers best", _backbones(request.store, feature_set)),
         ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
         ("Is the test split honest?", _near_copies(near_copies, request.dataset, feature_set.version)),
         ("Labels that look wrong", _label_issues(doubted, request.dataset, feature_set.version)),
@@ -254,6 +255,39 @@ def _heads(summaries: list[dict], dataset: str) -> str:
             "(<code>tlfs export-classifier</code>).</p>"
             + _table(["head", "fitted on version", "layers", "views", "validation", "test", "test balanced",
                       "calibration error", "classifier"], rows, numeric={1, 4, 5, 6, 7, 8}, marked={0}))
+
+
+def _backbones(store: str | None, feature_set) -> str:
+    """The best current head of each backbone's set of this dataset, by validation accuracy,
+    this set's in bold."""
+    from tlfs.features.reader import list_sets
+    from tlfs.models.names import FAMILIES
+    from tlfs.pipeline.saved_heads import head_board
+
+    sets = list_sets(store)
+    sets = sets[sets["dataset"] == feature_set.dataset]
+    board = head_board(store, feature_set.dataset)
+    plain = board[board["current"] & ~board["balanced"]]  # in the order of preference
+
+    def best_of(version: str):
+        heads = plain[plain["backbone_version"] == version]
+        return heads.iloc[0] if len(heads) else None
+
+    bests = {s.backbone_version: best_of(s.backbone_version) for s in sets.itertuples()}
+    rows = []
+    for s in sorted(sets.itertuples(), key=lambda s: preference("", None if bests[s.backbone_version] is None
+                                                                 else bests[s.backbone_version]["validation_accuracy"])):
+        best = bests[s.backbone_version]
+        rows.append([s.backbone_version, s.rows, *((None,) * 3 if best is None else (
+            best["name"], _accuracy(best["validation_accuracy"]), _accuracy(best["test_accuracy"])))])
+    page = _table(["backbone version", "images", "its best head", "validation", "test"], rows, numeric={1, 3, 4},
+                  marked={n for n, row in enumerate(rows) if row[0] == feature_set.backbone_version})
+    if len(rows) > 1:
+        return ("<p>Each backbone's set of this dataset, by its best head's validation accuracy (this set in bold); "
+                "compare them where they hold the same images.</p>" + page)
+    other = next(name for name in FAMILIES if not feature_set.backbone_version.startswith(f"{name}-"))
+    return page + _missing("Only this backbone has features of this dataset; another to compare it with",
+                           f"tlfs extract --dataset {feature_set.dataset} --backbone {other}")
 
 
 def _mistakes(folder: str | None, name: str | None) -> str:

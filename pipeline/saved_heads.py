@@ -166,7 +166,8 @@ def head_board(store: str | None = None, dataset: str | None = None):
              "current": h["plan_id"] == s.plan_id}
             for s in sets.itertuples() for h in head_summaries(s.uri)]
     board = _ranked(pd.DataFrame(rows, columns=BOARD_COLUMNS[:-2]), "validation_accuracy").reset_index(drop=True)
-    current = board[board["current"]].astype({"balanced": bool})
+    board = board.astype({"current": bool, "balanced": bool})  # typed even when empty: a mask, not a column list
+    current = board[board["current"]]
     for column, heads_of_kind, measure in (("best", current[~current["balanced"]], "validation_accuracy"),
                                            ("best_balanced", current[current["balanced"]], "validation_balanced_accuracy")):
         chosen = _ranked(heads_of_kind[heads_of_kind[measure].notna()], measure)

@@ -50,6 +50,8 @@ def test_before_any_fit_the_page_holds_the_set_its_rejects_and_the_advice_and_na
     # at a glance: what there is to say before any fit, each line linked to its section
     glance = page.split("<table class=glance>", 1)[1].split("</table>", 1)[0]
     assert re.findall(r"<a href='#([a-z-]+)'>", glance) == ["images", "what-to-do-next"]
+    assert ("Only this backbone has features of this dataset; another to compare it with: <code>tlfs extract --dataset "
+            "reported --backbone resnet50</code>") in report_section(page, "Which backbone transfers best")
     assert "<td>18 test, 18 train; 1 rejected</td>" in glance and "<td>small, different: linear classifier (" in glance
 
 
@@ -163,3 +165,25 @@ def test_a_head_fitted_before_its_figures_were_recorded_or_scored_on_no_test_ima
     assert "trusted" not in section and "surest" not in section and "<img" not in section  # not recorded: not shown
     (old / "metrics.json").write_text(json.dumps({"classes": ["a", "b"], "confusion_matrix": [[0, 0], [0, 0]]}))
     assert _mistakes(str(old), "old") == "<p class='note'>old was scored on no test images.</p>"
+
+
+def test_the_page_ranks_each_backbones_set_of_the_dataset_by_its_best_head(tmp_path, lite0, models_root):
+    from tlfs.pipeline.fit import fit
+
+    source = write_tree(tmp_path / "images", noisy_images(per_class=4, seed=5))
+    store = str(tmp_path / "store")
+    for random_weights in (False, True):  # two backbone versions of one dataset
+        run_extract("two", [str(source)], "efficientnet_lite0", store, models_root, random_weights=random_weights,
+                    show_progress=False, **QUIET)
+    pretrained = open_set("two", "efficientnet_lite0", store=store)
+    versions = sorted(path.name for path in (tmp_path / "store" / "two").iterdir())
+    (random,) = [v for v in versions if v != pretrained.backbone_version]
+    page, _ = report(ReportRequest("two", "efficientnet_lite0", store), **QUIET)
+    section = report_section(page, "Which backbone transfers best")
+    assert section.count("<tr") == 3 and f"<tr class=best><td>{pretrained.backbone_version}</td>" in section
+    assert f"<tr><td>{random}</td><td class=n>24</td><td>-</td>" in section  # no head fitted on it yet
+    fit(open_set("two", random, store=store), ["head"], "softmax", **QUIET)
+    section = report_section(report(ReportRequest("two", "efficientnet_lite0", store), **QUIET)[0],
+                             "Which backbone transfers best")
+    assert f"<td>{random}</td><td class=n>24</td><td>softmax-head</td>" in section
+    assert "Only this backbone" not in section

@@ -98,3 +98,15 @@ def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_eac
     assert summary["heads"] == 5 and summary["best"]["scenes"]["head"] == "softmax-block7"
     assert summary["best"]["colors"] == {"backbone_version": second.backbone_version, "head": "lightgbm-block14",
                                          "validation_accuracy": 0.7, "test_accuracy": board.loc[1, "test_accuracy"]}
+
+
+def test_a_store_whose_sets_hold_no_head_yet_has_an_empty_board(tmp_path, models_root, lite0, capsys):
+    source = write_tree(tmp_path / "images", folder_images(per_class=2))
+    store = str(tmp_path / "store")
+    run_extract("bare", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
+    board = head_board(store)
+    assert board.empty and list(board.columns) == BOARD_COLUMNS
+    assert main(["heads", "--store", store]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"no saved heads in {store} (tlfs sweep or tlfs fit saves them)"
+    assert json.loads(out[-1]) == {"heads": 0, "best": {}}
