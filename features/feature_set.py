@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.manifest import CommittedManifest
-from tlfs.features.schema import features_matrix
+from tlfs.features.schema import features_matrix, read_parquet
 from tlfs.features.storage import fs_path, read_json
 
 
@@ -128,7 +127,7 @@ class FeatureSet(CommittedManifest):
                 break
             try:
                 with fs.open(fs_path(uri)[1], "rb") as f:
-                    return pq.read_table(f)
+                    return read_parquet(f)
             except FileNotFoundError:
                 continue
         raise SetReplaced(self.uri, f"{self.uri}/{relative}")

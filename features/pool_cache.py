@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tlfs.features import layout
-from tlfs.features.schema import FEATURE_DTYPE, features_matrix
+from tlfs.features.schema import FEATURE_DTYPE, features_matrix, read_parquet
 from tlfs.features.storage import atomic_write_bytes, digest_of, read_bytes
 
 KEY_DIGITS = 16
@@ -65,7 +65,7 @@ def read_pool(uri: str, width: int) -> tuple[PoolFeatures, str | None]:
     except OSError as exc:
         return empty, f"{type(exc).__name__}: {exc}"
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        table = read_parquet(pa.BufferReader(data))
         matrix = features_matrix(table["features"], FEATURE_DTYPE)
         if matrix.shape[1] != width:
             return empty, f"it holds {matrix.shape[1]} values an image, not {width}"

@@ -83,6 +83,17 @@ def table_of(columns: tuple[pa.Array, pa.Array, pa.Array], features: np.ndarray 
     return pa.Table.from_arrays([*columns, pa.chunked_array(chunks)], schema=shard_schema(dim))
 
 
+def read_parquet(source, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file (a path, a file object or a buffer) as a table, decoded on the
+    calling thread. Arrow's thread pool read it no faster here (a shard is one row group of
+    a few columns) and, still busy at interpreter exit, aborted a process that had finished
+    its work ("terminate called without an active exception", exit status 134) in about one
+    run in four that read features and exited at once (apache/arrow#34314)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(source, columns=columns, use_threads=False)
+
+
 def features_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:
     """(n, d) array from a fixed_size_list column, without per-row objects."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

@@ -11,6 +11,7 @@ import time
 from tlfs.features import layout, versions
 from tlfs.features.layout import ORIGINAL
 from tlfs.features.leases import translate_missing
+from tlfs.features.schema import read_parquet
 from tlfs.features.storage import fs_path, sha256_bytes
 from tlfs.features.writer import write_shard
 from tlfs.pipeline.dataset_index import Reject
@@ -30,7 +31,6 @@ def derive_shard(p: Plan, number: int, listing: versions.Listing | None = None) 
         return record if files_present(p, record, listing) else None  # held by the plan: nothing to save
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     started = time.perf_counter()
     keep = pa.array(sorted(e.image_id for e in p.shard_entries(number)), pa.string())
@@ -45,7 +45,7 @@ def derive_shard(p: Plan, number: int, listing: versions.Listing | None = None) 
             data = fs.cat_file(path)  # the changed shard's bytes: what an incremental run must read
             if sha256_bytes(data) != info["sha256"]:
                 return None
-            table = pq.read_table(io.BytesIO(data))
+            table = read_parquet(io.BytesIO(data))
             table = table.filter(pc.is_in(table.column("image_id"), value_set=keep))
             layer, view = info.get("layer", key), info.get("view", ORIGINAL)
             relative = layout.shard_path(layer, split, p.plan_id, number, view)

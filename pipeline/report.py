@@ -16,6 +16,7 @@ from typing import Callable
 
 from tlfs.features import layout
 from tlfs.features.reader import open_set
+from tlfs.features.schema import read_parquet
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.kept_checks import LABEL_ISSUES, NEAR_COPIES, KeptCheck, kept_check
@@ -336,13 +337,11 @@ def _trust(metrics: dict) -> str:
 
 
 def _surest_mistakes(folder: str) -> str:
-    import pandas as pd
-
     uri = f"{folder}/test_predictions.parquet"
     if not _exists(uri):
         return ""
-    predictions = pd.read_parquet(io.BytesIO(read_bytes(uri)), columns=["image_id", "label_name", "predicted",
-                                                                         "probability", "correct"])
+    predictions = read_parquet(io.BytesIO(read_bytes(uri)), columns=["image_id", "label_name", "predicted",
+                                                                     "probability", "correct"]).to_pandas()
     wrong = predictions[~predictions["correct"]].sort_values(["probability", "image_id"], ascending=[False, True])
     if wrong.empty:
         return ""
@@ -356,8 +355,6 @@ def _surest_mistakes(folder: str) -> str:
 def _near_copies(kept: KeptCheck | None, dataset: str, version: int) -> str:
     """The check the fit_heads DAG keeps (``tlfs duplicates --save``): how many test images have
     a near-copy in train, a head's accuracy with and without them, the closest pairs."""
-    import pandas as pd
-
     if kept is None:
         return _missing("No near-copy check kept (the fit_heads DAG's near_copies task keeps one)",
                         f"tlfs duplicates --dataset {dataset} --head HEAD --save")
@@ -379,7 +376,7 @@ def _near_copies(kept: KeptCheck | None, dataset: str, version: int) -> str:
                    "does not (each image beside its nearest, read again from the sources)")
     if not check["near_copies"]:
         return page + sheet
-    pairs = pd.read_parquet(io.BytesIO(read_bytes(kept.table)))
+    pairs = read_parquet(io.BytesIO(read_bytes(kept.table))).to_pandas()
     copies = pairs[pairs["near_copy"]]
     header = ["image", "labelled", f"nearest in {check['against']}", "labelled", "similarity"]
 
@@ -398,8 +395,6 @@ def _near_copies(kept: KeptCheck | None, dataset: str, version: int) -> str:
 def _label_issues(kept: KeptCheck | None, dataset: str, version: int) -> str:
     """The check the fit_heads DAG keeps (``tlfs label-issues --save``): how many labels a head
     that never saw their images doubts, the commonest doubts, the most doubtful labels."""
-    import pandas as pd
-
     if kept is None:
         return _missing("No label check kept (the fit_heads DAG's label_issues task keeps one)",
                         f"tlfs label-issues --dataset {dataset} --save")
@@ -416,7 +411,7 @@ def _label_issues(kept: KeptCheck | None, dataset: str, version: int) -> str:
         page += ("<p>The commonest doubts:</p>"
                  + _table(["labelled", "looks like", "images"],
                           [[*pair.split(" -> ", 1), n] for pair, n in check["commonest"].items()], numeric={2}))
-    issues = pd.read_parquet(io.BytesIO(read_bytes(kept.table)))
+    issues = read_parquet(io.BytesIO(read_bytes(kept.table))).to_pandas()
     flagged = issues[issues["flagged"]].head(LABEL_ISSUES_SHOWN)
     if len(flagged):
         page += (f"<p>The {len(flagged)} most doubtful labels (all in <code>{html.escape(kept.table)}</code>):</p>"

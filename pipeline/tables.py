@@ -33,7 +33,7 @@ def read_table(uri: str, column: str) -> list:
     suffix = uri.rsplit(".", 1)[-1].lower()
     if suffix not in READERS:
         raise PipelineError(f"{uri}: not a table (a .csv, .parquet or .jsonl file)")
-    options = {"lines": True} if suffix == "jsonl" else {}
+    options = {"lines": True} if suffix == "jsonl" else {"use_threads": False} if suffix == "parquet" else {}  # schema.read_parquet
     try:
         with fsspec.open(uri, "rb") as f:
             frame = getattr(pd, READERS[suffix])(f, **options)

@@ -60,7 +60,7 @@ class ParquetTable:
             columns = [label] + [c for c in (split_column, id_column) if c] + ([f"{image}.path"] if has_path and not id_column else [])
             rows = []  # (row group, row, label, split, name)
             for group in range(table.num_row_groups):
-                part = table.read_row_group(group, columns=columns)
+                part = table.read_row_group(group, columns=columns, use_threads=False)  # features/schema.read_parquet
                 labels = part.column(label).to_pylist()
                 splits = part.column(split_column).to_pylist() if split_column else [split] * part.num_rows
                 if id_column:
@@ -104,7 +104,7 @@ class ParquetTable:
         with f:
             for group in sorted(by_group):
                 try:
-                    column = table.read_row_group(group, columns=[image]).column(0).combine_chunks()
+                    column = table.read_row_group(group, columns=[image], use_threads=False).column(0).combine_chunks()
                 except (OSError, pa.ArrowException) as exc:
                     yield from unreadable([e for _, e in by_group[group]], exc)
                     continue
