@@ -150,6 +150,30 @@ def test_a_set_on_s3_gets_the_same_page_written_beside_its_heads_there(reported_
     assert strip(remote) == strip(local)
 
 
+def test_the_fit_dags_checks_keep_their_files_beside_a_set_on_s3_and_its_page_shows_them(reported_set, s3_server, capsys):
+    import fsspec
+
+    store, _ = reported_set
+    fs = fsspec.filesystem("s3")
+    fs.put(store + "/", "tlfs-test/checked/", recursive=True)
+    target = tasks.SetTarget("reported", "efficientnet_lite0", "s3://tlfs-test/checked", None)
+    first = tasks.SetTarget("reported", "efficientnet_lite0", store, None)
+    head = min(head_summaries(first.open().uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))["name"]
+    near, doubted = tasks.check_near_copies(target, head, **QUIET), tasks.check_labels(target, **QUIET)
+    heads = f"{target.open().uri}/_heads"
+    assert near["saved_to"] == f"{heads}/near_copies.json" and doubted["saved_to"] == f"{heads}/label_issues.json"
+    assert near["sheet"] and doubted["sheet"] == (doubted["issues"] > 0)  # sheets of images read from the sources
+    for name, kept in (("near_copies", near), ("label_issues", doubted)):
+        assert json.loads(fs.cat(f"{heads}/{name}.json")) == {k: v for k, v in kept.items() if k not in ("sheet", "saved_to")}
+    page, _ = report(ReportRequest("reported", "efficientnet_lite0", "s3://tlfs-test/checked"), **QUIET)
+    assert "Where the threshold cuts" in report_section(page, "Is the test split honest?")
+    assert f"<b>{doubted['issues']:,} of {doubted['images']:,}</b>" in report_section(page, "Labels that look wrong")
+    # kept again by hand without a sheet: the sheet on S3 goes with the check it showed
+    assert main(["duplicates", "--dataset", "reported", "--store", "s3://tlfs-test/checked", "--save", "--show", "0"]) == 0
+    capsys.readouterr()
+    assert not fs.exists(f"{heads}/near_copies.png") and fs.exists(f"{heads}/near_copies.parquet")
+
+
 def test_a_head_fitted_before_its_figures_were_recorded_or_scored_on_no_test_image_still_gets_its_section(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
