@@ -606,7 +606,7 @@ def _balanced_arg(p, more: str = "") -> None:
 
 def cmd_fit(args, settings: Settings) -> dict:
     from tlfs import features
-    from tlfs.pipeline.fit import fit
+    from tlfs.pipeline.fit import fit, frequent_confusions
 
     result = fit(features.open_set(args.dataset, args.backbone, store=settings.store), args.layer, args.head, log=_log,
                  views=args.views, balanced=args.balanced)
@@ -614,6 +614,10 @@ def cmd_fit(args, settings: Settings) -> dict:
           f"{result['test_accuracy']:.4f}, balanced accuracy {result['test_balanced_accuracy']:.4f}  -> {result['saved_to']}")
     for name, acc in result["per_class_accuracy"].items():
         print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
+    confusions = frequent_confusions(result["confusion_matrix"], 3)
+    if confusions:
+        classes = result["classes"]
+        print("  most often taken for another: " + ", ".join(f"{classes[i]} as {classes[j]} {n}" for n, i, j in confusions))
     for threshold, figures in result["at_probability"].items():
         if figures["accuracy"] is not None:
             print(f"  probability >= {threshold:<4}  {figures['share']:6.1%} of the test images, {figures['accuracy']:6.1%} of "

@@ -62,6 +62,14 @@ def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def frequent_confusions(matrix: list[list[int]], count: int) -> list[tuple[int, int, int]]:
+    """The ``count`` commonest mistakes of a confusion matrix (rows: the true class) as
+    ``(images, true class, class taken for)``, the commonest first (of equals, in the classes' order)."""
+    classes = range(len(matrix))
+    mistakes = [(matrix[i][j], i, j) for i in classes for j in classes if i != j and matrix[i][j]]
+    return sorted(mistakes, key=lambda m: (-m[0], m[1], m[2]))[:count]
+
+
 def confidence(probability: np.ndarray, correct: np.ndarray) -> dict:
     """For each of ``CONFIDENCE_THRESHOLDS``: the share of the images whose predicted class
     has at least that probability, and the accuracy among them (what predictions above a

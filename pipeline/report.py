@@ -312,8 +312,9 @@ def _mistakes(folder: str | None, name: str | None) -> str:
                                                               is not None else "")
             + ". Each class, the worst first, and the class it is most often taken for:</p>"
             + _table(["class", "test images", "accuracy", "most often taken for"], rows, numeric={1, 2}))
-    confusions = sorted(((matrix[i][j], i, j) for i in range(len(classes)) for j in range(len(classes))
-                         if i != j and matrix[i][j]), key=lambda c: (-c[0], c[1], c[2]))[:CONFUSIONS_SHOWN]
+    from tlfs.pipeline.fit import frequent_confusions
+
+    confusions = frequent_confusions(matrix, CONFUSIONS_SHOWN)
     if confusions:
         page += ("<p>Its most frequent mistakes:</p>"
                  + _table(["true class", "taken for", "images", "share of the true class"],

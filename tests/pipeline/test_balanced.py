@@ -11,7 +11,7 @@ import pytest
 
 from tlfs import features
 from tlfs.pipeline.cli import main
-from tlfs.pipeline.fit import fit, sweep
+from tlfs.pipeline.fit import fit, frequent_confusions, sweep
 from tlfs.pipeline.predict import PredictRequest, predict
 from tests.conftest import noisy_images, write_tree
 from tests.extraction import run_extract
@@ -94,6 +94,10 @@ def test_the_cli_fits_balanced_and_lists_the_balanced_accuracy(imbalanced_set, c
     assert "softmax on block7 (balanced): test accuracy " in out and ", balanced accuracy " in out
     result = json.loads(out.strip().splitlines()[-1])
     assert result["balanced"] is True and result["saved_to"].endswith("/softmax-block7-balanced")
+    metrics = json.loads((Path(result["saved_to"]) / "metrics.json").read_text())
+    classes, mistakes = metrics["classes"], frequent_confusions(metrics["confusion_matrix"], 3)
+    assert ("  most often taken for another: " + ", ".join(f"{classes[i]} as {classes[j]} {n}" for n, i, j in mistakes)
+            in out.splitlines()) == bool(mistakes)
     assert main(["heads", "--dataset", "imbalanced", "--store", store]) == 0
     listed = capsys.readouterr().out
     line = next(line for line in listed.splitlines() if "softmax-block7-balanced" in line)

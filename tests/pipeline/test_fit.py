@@ -132,3 +132,11 @@ def test_the_sweep_never_chooses_on_the_test_split(colors_set, monkeypatch):
     assert summary["best_head"]["layers"] == ["block14"]
     balanced = sweep(colors_set, log=lambda *_: None, balanced=True)  # nor the balanced accuracy of the test split
     assert balanced["best_layer"] == "block14" and balanced["chosen_by"] == "validation_balanced_accuracy"
+
+
+def test_the_commonest_mistakes_of_a_confusion_matrix_come_first_ties_in_the_classes_order():
+    from tlfs.pipeline.fit import frequent_confusions
+
+    matrix = [[5, 2, 0], [3, 4, 2], [0, 2, 9]]  # rows: the true class
+    assert frequent_confusions(matrix, 3) == [(3, 1, 0), (2, 0, 1), (2, 1, 2)]
+    assert frequent_confusions(matrix, 10)[-1] == (2, 2, 1) and frequent_confusions([[4, 0], [0, 4]], 3) == []
