@@ -54,23 +54,24 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     first = summaries[0]["name"] if summaries else None
     advice = _advised(feature_set)
     near_copies, doubted = kept_check(files, NEAR_COPIES), kept_check(files, LABEL_ISSUES)
-    sections = [
-        ("The set", _the_set(info)),
-        ("Images", _images(info)),
-        ("What to do next", _advice(advice)),
-        ("Which layer transfers best", _sweep(files, request.dataset)),
-        ("Heads", _heads(summaries, request.dataset)),
-        ("Which backbone transfers best", _backbones(request.store, feature_set)),
-        ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first)),
-        ("Is the test split honest?", _near_copies(near_copies, request.dataset, feature_set.version)),
-        ("Labels that look wrong", _label_issues(doubted, request.dataset, feature_set.version)),
-        ("Would more labels help?", _curves(files, request.dataset)),
-        ("Which images to label next", _queue(files, heads, request.dataset)),
+    sections = [  # (name, its HTML, its answer in a line for the top of the page, or None)
+        ("The set", _the_set(info), None),
+        ("Images", _images(info), _images_line(info)),
+        ("What to do next", _advice(advice), _advice_line(advice)),
+        ("Which layer transfers best", _sweep(files, request.dataset), None),
+        ("Heads", _heads(summaries, request.dataset), _first_head_line(summaries)),
+        ("Which backbone transfers best", *_backbones(request.store, feature_set)),
+        ("Where the first head goes wrong", _mistakes(f"{heads}/{first}" if first else None, first), None),
+        ("Is the test split honest?", _near_copies(near_copies, request.dataset, feature_set.version),
+         _near_copies_line(near_copies)),
+        ("Labels that look wrong", _label_issues(doubted, request.dataset, feature_set.version), _doubted_line(doubted)),
+        ("Would more labels help?", *_curves(files, request.dataset)),
+        ("Which images to label next", *_queue(files, heads, request.dataset)),
     ]
-    glance = _glance(info, advice, summaries, near_copies, doubted, _curve_gains(files))
+    glance = _glance([(name, line) for name, _, line in sections if line])
     title = f"{feature_set.dataset}: {feature_set.backbone_version}, version {feature_set.version}"
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    body = "".join(f"<h2 id='{_anchor(name)}'>{html.escape(name)}</h2>{content}" for name, content in sections)
+    body = "".join(f"<h2 id='{_anchor(name)}'>{html.escape(name)}</h2>{content}" for name, content, _ in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{glance}{body}"
             f"<p class='note'>Made {made} by <code>tlfs report --dataset {html.escape(feature_set.dataset)}</code> from "
@@ -169,47 +170,47 @@ def _anchor(name: str) -> str:
     return "-".join("".join(c for c in word if c.isalnum()) for word in name.lower().split())
 
 
-def _glance(info: dict, advice: dict | str, summaries: list[dict], near_copies: KeptCheck | None,
-            doubted: KeptCheck | None, gains: dict[str, float | None]) -> str:
-    """The page's first lines: each section's answer in a line, linked to the section."""
-    counts = info["counts"]
-    rows = [("Images", ", ".join(f"{c['written']:,} {split}" for split, c in counts.items())
-             + f"; {len(info['rejects']):,} rejected")]
-    if isinstance(advice, dict):
-        action = advice["action"]
-        detail = (f"{action['head']} on {action['layer']}" if action["do"] == "linear_classifier"
-                  else f"freeze {action['freeze']}, init {action['init']}")
-        rows.append(("What to do next", f"{advice['case'].replace('_', ', ')}: {action['do'].replace('_', ' ')} "
-                                        f"({detail})"))
-    if summaries:
-        best = summaries[0]
-        rows.append(("Heads", f"{best['name']}: {_accuracy(best['test_accuracy'])} on the test split "
-                              f"({_accuracy(best['validation_accuracy'])} on validation)"))
-    if near_copies:
-        check = near_copies.summary
-        rows.append(("Is the test split honest?", f"{check['near_copies']:,} {check['counted']} "
-                                                  f"({_accuracy(check['share'])})"))
-    if doubted:
-        check = doubted.summary
-        rows.append(("Labels that look wrong", f"{check['issues']:,} of {check['images']:,} {check['split']} labels "
-                                               f"({_accuracy(check['share'])}), to review"))
-    for curve, gain in gains.items():
-        if gain is not None:
-            rows.append(("Would more labels help?", f"a doubling of the labels last added {100 * gain:+.1f} points "
-                                                    f"({curve})"))
+def _glance(lines: list[tuple[str, str]]) -> str:
+    """The page's first lines: a section's answer in a line, linked to the section."""
     cells = "".join(f"<tr><th><a href='#{_anchor(name)}'>{html.escape(name)}</a></th><td>{html.escape(text)}</td></tr>"
-                    for name, text in rows)
+                    for name, text in lines)
     return f"<table class=glance>{cells}</table>"
 
 
-def _curve_gains(files: dict[str, str]) -> dict[str, float | None]:
-    """Each saved learning curve's (head on layers) last doubling gain."""
-    curves = {}
-    for name in sorted(files):
-        if name.startswith("learning_curve-") and name.endswith(".json"):
-            curve = read_json(files[name])
-            curves[f"{curve['head']} on {'+'.join(curve['layers'])}"] = curve.get("last_doubling_gain")
-    return curves
+def _images_line(info: dict) -> str:
+    return (", ".join(f"{c['written']:,} {split}" for split, c in info["counts"].items())
+            + f"; {len(info['rejects']):,} rejected")
+
+
+def _advice_line(advice: dict | str) -> str | None:
+    if isinstance(advice, str):
+        return None
+    action = advice["action"]
+    detail = (f"{action['head']} on {action['layer']}" if action["do"] == "linear_classifier"
+              else f"freeze {action['freeze']}, init {action['init']}")
+    return f"{advice['case'].replace('_', ', ')}: {action['do'].replace('_', ' ')} ({detail})"
+
+
+def _first_head_line(summaries: list[dict]) -> str | None:
+    if not summaries:
+        return None
+    first = summaries[0]
+    return (f"{first['name']}: {_accuracy(first['test_accuracy'])} on the test split "
+            f"({_accuracy(first['validation_accuracy'])} on validation)")
+
+
+def _near_copies_line(kept: KeptCheck | None) -> str | None:
+    if kept is None:
+        return None
+    check = kept.summary
+    return f"{check['near_copies']:,} {check['counted']} ({_accuracy(check['share'])})"
+
+
+def _doubted_line(kept: KeptCheck | None) -> str | None:
+    if kept is None:
+        return None
+    check = kept.summary
+    return f"{check['issues']:,} of {check['images']:,} {check['split']} labels ({_accuracy(check['share'])}), to review"
 
 
 def _advised(feature_set) -> dict | str:
@@ -258,9 +259,9 @@ def _heads(summaries: list[dict], dataset: str) -> str:
                       "calibration error", "classifier"], rows, numeric={1, 4, 5, 6, 7, 8}, marked={0}))
 
 
-def _backbones(store: str | None, feature_set) -> str:
+def _backbones(store: str | None, feature_set) -> tuple[str, str | None]:
     """The best current head of each backbone's set of this dataset, by validation accuracy,
-    this set's in bold."""
+    this set's in bold; where there are several, the best in a line."""
     from tlfs.features.reader import list_sets
     from tlfs.models.names import FAMILIES
     from tlfs.pipeline.saved_heads import head_board
@@ -284,11 +285,13 @@ def _backbones(store: str | None, feature_set) -> str:
     page = _table(["backbone version", "images", "its best head", "validation", "test"], rows, numeric={1, 3, 4},
                   marked={n for n, row in enumerate(rows) if row[0] == feature_set.backbone_version})
     if len(rows) > 1:
+        best = rows[0]
         return ("<p>Each backbone's set of this dataset, by its best head's validation accuracy (this set in bold); "
-                "compare them where they hold the same images.</p>" + page)
+                "compare them where they hold the same images.</p>" + page,
+                f"{best[0]}, of {len(rows)}: {best[2]} {best[3]} on validation" if best[2] else None)
     other = next(name for name in FAMILIES if not feature_set.backbone_version.startswith(f"{name}-"))
     return page + _missing("Only this backbone has features of this dataset; another to compare it with",
-                           f"tlfs extract --dataset {feature_set.dataset} --backbone {other}")
+                           f"tlfs extract --dataset {feature_set.dataset} --backbone {other}"), None
 
 
 def _mistakes(folder: str | None, name: str | None) -> str:
@@ -436,19 +439,28 @@ def _exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def _curves(files: dict[str, str], dataset: str) -> str:
+def _curves(files: dict[str, str], dataset: str) -> tuple[str, str | None]:
+    """The learning curves' plots; what a doubling of the labels last added, in a line."""
     plots = sorted(name for name in files if name.startswith("learning_curve-") and name.endswith(".png"))
     if not plots:
-        return _missing("No learning curve yet", f"tlfs learning-curve --dataset {dataset}")
-    return "".join(_plot(files[name], name[:-4]) for name in plots)
+        return _missing("No learning curve yet", f"tlfs learning-curve --dataset {dataset}"), None
+    gains = []
+    for name in plots:
+        curve = read_json(files[name[:-4] + ".json"]) if name[:-4] + ".json" in files else {}
+        if curve.get("last_doubling_gain") is not None:
+            gains.append(f"{100 * curve['last_doubling_gain']:+.1f} points ({curve['head']} on "
+                         f"{'+'.join(curve['layers'])})")
+    line = "a doubling of the labels last added " + ", ".join(gains) if gains else None
+    return "".join(_plot(files[name], name[:-4]) for name in plots), line
 
 
-def _queue(files: dict[str, str], heads: str, dataset: str) -> str:
+def _queue(files: dict[str, str], heads: str, dataset: str) -> tuple[str, str | None]:
+    """The labelling queue the fit_heads DAG saved, its first images and its sheet; its size in a line."""
     import pandas as pd
 
     if "label_next.csv" not in files:
         return _missing("No labelling queue saved (the fit_heads DAG saves one where its unlabelled param names "
-                        "images)", f"tlfs label-next --dataset {dataset} IMAGES")
+                        "images)", f"tlfs label-next --dataset {dataset} IMAGES"), None
     queue = pd.read_csv(io.BytesIO(read_bytes(files["label_next.csv"])))
     rows = [[row.rank, row.image, f"{row.label} {row.probability:.3f}",
              None if pd.isna(row.runner_up) else f"{row.runner_up} {row.runner_up_probability:.3f}", f"{row.margin:.3f}"]
@@ -456,4 +468,5 @@ def _queue(files: dict[str, str], heads: str, dataset: str) -> str:
     page = (f"<p>The {len(queue):,} images the shipped head is least sure of, least sure first (the first "
             f"{min(QUEUE_SHOWN, len(queue))}; all in <code>{html.escape(heads)}/label_next.csv</code>):</p>"
             + _table(["rank", "image", "the head's class", "runner-up", "margin"], rows, numeric={0, 4}))
-    return page + (_plot(files["label_next.png"], "the images to label next") if "label_next.png" in files else "")
+    return (page + (_plot(files["label_next.png"], "the images to label next") if "label_next.png" in files else ""),
+            f"{len(queue):,} images the shipped head is least sure of, queued for a person to label")

@@ -111,7 +111,12 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     glance = page.split("<table class=glance>", 1)[1].split("</table>", 1)[0]
     links = re.findall(r"<a href='#([a-z-]+)'>", glance)
     assert links == ["images", "what-to-do-next", "heads", "is-the-test-split-honest", "labels-that-look-wrong",
-                     "would-more-labels-help"] and all(f"<h2 id='{link}'>" in page for link in links)
+                     "would-more-labels-help", "which-images-to-label-next"]  # one backbone: no line of its own
+    assert all(f"<h2 id='{link}'>" in page for link in links)
+    assert "<td>7 images the shipped head is least sure of, queued for a person to label</td>" in glance
+    curve = json.loads(open(f"{feature_set.uri}/_heads/learning_curve-softmax-{swept['best_layer']}.json").read())
+    if curve["last_doubling_gain"] is not None:
+        assert f"a doubling of the labels last added {100 * curve['last_doubling_gain']:+.1f} points (softmax on" in glance
     assert f"<td>{first['name']}: {100 * first['test_accuracy']:.2f} % on the test split" in glance
     assert f"<td>{checked['near_copies']:,} test images with a near-copy in train (" in glance
     assert f"<td>{doubted['issues']:,} of {doubted['images']:,} train labels (" in glance
@@ -207,7 +212,11 @@ def test_the_page_ranks_each_backbones_set_of_the_dataset_by_its_best_head(tmp_p
     assert section.count("<tr") == 3 and f"<tr class=best><td>{pretrained.backbone_version}</td>" in section
     assert f"<tr><td>{random}</td><td class=n>24</td><td>-</td>" in section  # no head fitted on it yet
     fit(open_set("two", random, store=store), ["head"], "softmax", **QUIET)
-    section = report_section(report(ReportRequest("two", "efficientnet_lite0", store), **QUIET)[0],
-                             "Which backbone transfers best")
+    page = report(ReportRequest("two", "efficientnet_lite0", store), **QUIET)[0]
+    section = report_section(page, "Which backbone transfers best")
     assert f"<td>{random}</td><td class=n>24</td><td>softmax-head</td>" in section
+    best = re.search(r"<tr(?: class=best)?><td>([^<]+)</td><td class=n>24</td><td>([^<]+)</td><td class=n>([^<]+)</td>",
+                     section).groups()  # the first row
+    assert f"<a href='#which-backbone-transfers-best'>Which backbone transfers best</a></th><td>{best[0]}, of 2: " \
+           f"{best[1]} {best[2]} on validation</td>" in page
     assert "Only this backbone" not in section
