@@ -148,8 +148,14 @@ def read_range(uri: str, start: int, length: int) -> bytes:
 
 def read_json_if_exists(uri: str):
     """The JSON document at ``uri``, or None where there is none."""
+    data = read_bytes_if_exists(uri)
+    return None if data is None else json_loads(data)
+
+
+def read_bytes_if_exists(uri: str) -> bytes | None:
+    """The bytes at ``uri`` in one request, or None where there is none."""
     try:
-        return read_json(uri)
+        return read_bytes(uri)
     except FileNotFoundError:
         return None
 

@@ -17,7 +17,7 @@ from typing import Callable
 from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.schema import read_parquet
-from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_json
+from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_bytes_if_exists, read_json
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.kept_checks import LABEL_ISSUES, NEAR_COPIES, KeptCheck, kept_check
 from tlfs.pipeline.saved_heads import head_summaries, preference
@@ -128,8 +128,11 @@ def _cell(value) -> str:
 
 
 def _plot(uri: str, alt: str) -> str:
-    data = base64.b64encode(read_bytes(uri)).decode()
-    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>"
+    return _image(read_bytes(uri), alt)
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
 
 
 def _missing(text: str, command: str) -> str:
@@ -268,20 +271,13 @@ def _backbones(store: str | None, feature_set) -> tuple[str, str | None]:
 
     sets = list_sets(store)
     sets = sets[sets["dataset"] == feature_set.dataset]
-    board = head_board(store, feature_set.dataset)
-    plain = board[board["current"] & ~board["balanced"]]  # in the order of preference
-
-    def best_of(version: str):
-        heads = plain[plain["backbone_version"] == version]
-        return heads.iloc[0] if len(heads) else None
-
-    bests = {s.backbone_version: best_of(s.backbone_version) for s in sets.itertuples()}
-    rows = []
-    for s in sorted(sets.itertuples(), key=lambda s: preference("", None if bests[s.backbone_version] is None
-                                                                 else bests[s.backbone_version]["validation_accuracy"])):
-        best = bests[s.backbone_version]
-        rows.append([s.backbone_version, s.rows, *((None,) * 3 if best is None else (
-            best["name"], _accuracy(best["validation_accuracy"]), _accuracy(best["test_accuracy"])))])
+    images = dict(zip(sets["backbone_version"].tolist(), sets["rows"].tolist()))
+    board = head_board(store, feature_set.dataset)  # in the order of preference: each backbone's best comes first
+    bests = board[board["current"] & ~board["balanced"]].drop_duplicates("backbone_version")
+    rows = [[best.backbone_version, images[best.backbone_version], best.name, _accuracy(best.validation_accuracy),
+             _accuracy(best.test_accuracy)] for best in bests.itertuples()]
+    rows += [[version, count, None, None, None] for version, count in images.items()
+             if version not in set(bests["backbone_version"])]  # no head fitted on its newest version: last
     page = _table(["backbone version", "images", "its best head", "validation", "test"], rows, numeric={1, 3, 4},
                   marked={n for n, row in enumerate(rows) if row[0] == feature_set.backbone_version})
     if len(rows) > 1:
@@ -324,8 +320,8 @@ def _mistakes(folder: str | None, name: str | None) -> str:
                           [[classes[i], classes[j], n, _accuracy(n / totals[i])] for n, i, j in confusions],
                           numeric={2, 3}))
     page += _trust(metrics) + _surest_mistakes(folder)
-    return page + (_plot(f"{folder}/confusion.png", f"{name}'s confusion matrix") if _exists(f"{folder}/confusion.png")
-                   else "")
+    confusion = read_bytes_if_exists(f"{folder}/confusion.png")
+    return page + (_image(confusion, f"{name}'s confusion matrix") if confusion else "")
 
 
 def _trust(metrics: dict) -> str:
@@ -342,10 +338,11 @@ def _trust(metrics: dict) -> str:
 
 def _surest_mistakes(folder: str) -> str:
     uri = f"{folder}/test_predictions.parquet"
-    if not _exists(uri):
+    data = read_bytes_if_exists(uri)
+    if data is None:
         return ""
-    predictions = read_parquet(io.BytesIO(read_bytes(uri)), columns=["image_id", "label_name", "predicted",
-                                                                     "probability", "correct"]).to_pandas()
+    predictions = read_parquet(io.BytesIO(data), columns=["image_id", "label_name", "predicted", "probability",
+                                                          "correct"]).to_pandas()
     wrong = predictions[~predictions["correct"]].sort_values(["probability", "image_id"], ascending=[False, True])
     if wrong.empty:
         return ""
@@ -432,11 +429,6 @@ def _of_version(check: dict, version: int) -> str:
 
 def _sheet(kept: KeptCheck, caption: str) -> str:
     return f"<p>{html.escape(caption)}:</p>" + _plot(kept.sheet, caption) if kept.sheet else ""
-
-
-def _exists(uri: str) -> bool:
-    fs, path = fs_path(uri)
-    return fs.exists(path)
 
 
 def _curves(files: dict[str, str], dataset: str) -> tuple[str, str | None]:
