@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import CannotCheck, PipelineError
 from tlfs.pipeline.kept_checks import NEAR_COPIES
 
 # On CIFAR-10's Lite0 head features (docs/user-guide.md), the pairs from 0.90 up are near-copies
@@ -49,6 +49,10 @@ def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = pri
     if not 0.0 < request.threshold <= 1.0:
         raise PipelineError(f"threshold {request.threshold}: a cosine similarity above 0 and at most 1")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    for split in dict.fromkeys((request.split, request.against)):
+        if split not in feature_set.splits:
+            raise CannotCheck(f"{feature_set.uri} has no split {split!r} to compare; it has "
+                              f"{', '.join(feature_set.splits)}")
     request = replace(request, layer=request.layer or compared_layer(feature_set))
     X, y, ids = feature_set.matrix(request.layer, request.split)
     within = request.against == request.split

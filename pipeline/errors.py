@@ -7,3 +7,8 @@ class PipelineError(Exception):
 
 class SourceError(PipelineError):
     """A dataset source cannot be read: names the source and the reason."""
+
+
+class CannotCheck(PipelineError):
+    """A set a check cannot run on: a split it lacks, too few images of a class. The
+    fit_heads DAG skips that check then, saying why, where a user's command fails."""

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import CannotCheck, PipelineError
 from tlfs.pipeline.kept_checks import LABEL_ISSUES
 
 ISSUE_COLUMNS = ["rank", "image_id", "split", "label_name", "suggested", "label_probability", "suggested_probability",
@@ -27,11 +27,6 @@ SHEET_IMAGES = 60  # the most doubtful images a sheet draws
 IMAGES_A_ROW = 10  # of a sheet
 PAIRS_SHOWN = 10  # the commonest (given -> suggested) pairs in the summary
 KEPT_AS = LABEL_ISSUES  # the name a check is kept under beside the set's heads (``--save``)
-
-
-class TooFewToCheck(PipelineError):
-    """The set's training split cannot check labels: none, one class, or too few images of a
-    class for the folds. The fit_heads DAG skips its check then, where a user's command fails."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +55,10 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
     if request.folds < 2:
         raise PipelineError(f"folds {request.folds}: cross-validation needs at least 2")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
+    if "train" not in feature_set.splits:
+        raise CannotCheck(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     layers = layers_to_use(feature_set, request.layers)
     split_to_use(feature_set, request.split)
-    if "train" not in feature_set.splits:
-        raise TooFewToCheck(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     views = stored_views(feature_set, list(request.views))
     checked = {view: feature_set.matrices(layers, request.split, view=view) for view in views}
     _, y, ids = checked[views[0]]
@@ -94,10 +89,10 @@ def _enough_per_class(y: np.ndarray, folds: int, feature_set) -> None:
     counts = np.bincount(y, minlength=len(feature_set.classes))
     few = [f"{feature_set.classes[k]} ({n})" for k, n in enumerate(counts) if 0 < n < folds]
     if few:
-        raise TooFewToCheck(f"cross-validation in {folds} folds needs {folds} train images of each class; "
+        raise CannotCheck(f"cross-validation in {folds} folds needs {folds} train images of each class; "
                             f"{', '.join(few)} of {feature_set.uri} have fewer (--folds)")
     if (counts > 0).sum() < 2:
-        raise TooFewToCheck(f"the train split of {feature_set.uri} holds one class: no label can be doubted")
+        raise CannotCheck(f"the train split of {feature_set.uri} holds one class: no label can be doubted")
 
 
 def out_of_fold_proba(views: dict, classes: int, head: str, folds: int, block_dims: list[int] | None,

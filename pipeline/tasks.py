@@ -290,12 +290,14 @@ def check_near_copies(target: SetTarget, head: str, log: Callable = print) -> di
     sheet of the pairs where the threshold cuts), kept beside its heads for the report; where
     the set lacks a train or a test split, why not (a str)."""
     from tlfs.pipeline.duplicates import KEPT_AS, DuplicatesRequest, find_duplicates, threshold_sheet
+    from tlfs.pipeline.errors import CannotCheck
 
-    if not {"train", "test"} <= set(target.open().splits):
-        return "the set has no train and test splits to compare"
     request = DuplicatesRequest(target.dataset, target.backbone, head=head, store=_settings(target.store).store,
                                 version=target.version)
-    pairs, summary = find_duplicates(request, log=log)
+    try:
+        pairs, summary = find_duplicates(request, log=log)
+    except CannotCheck as exc:
+        return str(exc)
     log(f"{summary['near_copies']} of {summary['images']} {summary['counted']} at {summary['threshold']} on "
         f"{summary['layer']}")
     return _kept(KEPT_AS, pairs, summary, _drawn(lambda: threshold_sheet(request, pairs, SHEET_PAIRS, log=log), log))
@@ -305,13 +307,14 @@ def check_labels(target: SetTarget, log: Callable = print) -> dict | str:
     """The ``target`` set's training labels that look wrong to a softmax head on the sweep's
     layer that never saw their images (``tlfs label-issues --save``, with its sheet), kept
     beside its heads for the report; where its training split cannot check them, why (a str)."""
-    from tlfs.pipeline.label_issues import KEPT_AS, LabelIssuesRequest, TooFewToCheck, find_label_issues, issues_sheet
+    from tlfs.pipeline.errors import CannotCheck
+    from tlfs.pipeline.label_issues import KEPT_AS, LabelIssuesRequest, find_label_issues, issues_sheet
 
     request = LabelIssuesRequest(target.dataset, target.backbone, store=_settings(target.store).store,
                                  version=target.version)
     try:
         issues, summary = find_label_issues(request, log=log)
-    except TooFewToCheck as exc:
+    except CannotCheck as exc:
         return str(exc)
     log(f"{summary['issues']} of {summary['images']} {summary['split']} labels look wrong")
     sheet = _drawn(lambda: issues_sheet(request, issues, summary["layers"], log=log), log) if len(issues) else None

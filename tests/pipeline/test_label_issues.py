@@ -207,7 +207,7 @@ def test_a_check_kept_with_save_is_what_the_report_shows(misfiled_set, tmp_path,
     assert "<img alt='The most doubtful labels" in section
 
 
-def test_the_fit_dags_check_is_skipped_where_the_training_split_cannot_check_labels(tmp_path, lite0, models_root):
+def test_the_fit_dags_checks_are_skipped_where_the_set_cannot_be_checked(tmp_path, lite0, models_root):
     from tlfs.pipeline import tasks
 
     source = write_tree(tmp_path / "images", noisy_images(per_class=3))  # 3 a class: 5 folds cannot be cut
@@ -215,3 +215,9 @@ def test_the_fit_dags_check_is_skipped_where_the_training_split_cannot_check_lab
     run_extract("few", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
     why = tasks.check_labels(tasks.SetTarget("few", "efficientnet_lite0", store), **QUIET)
     assert isinstance(why, str) and "needs 5 train images of each class" in why
+    # a set of one split: neither check can run, and each says why
+    run_extract("tests", [str(source)], "efficientnet_lite0", store, models_root, splits=("test",), show_progress=False,
+                **QUIET)
+    only_test = tasks.SetTarget("tests", "efficientnet_lite0", store)
+    assert "has no train split to fit the heads that check its labels" in tasks.check_labels(only_test, **QUIET)
+    assert "has no split 'train' to compare; it has test" in tasks.check_near_copies(only_test, "softmax-head", **QUIET)
