@@ -106,7 +106,7 @@ def _setting_arg(p: argparse.ArgumentParser, name: str, flag: str | None = None,
 
 def _saved_head_arg(p) -> None:
     p.add_argument("--head", help="a saved head, as tlfs fit names its folder under _heads/ (softmax-block15, "
-                   "mlp-block14+head; default: the softmax head of the sweep's best layer)")
+                   "mlp-block14+head; default: the best saved head, the one tlfs heads marks best and the fit DAG ships)")
 
 
 def _familiarity_args(p: argparse.ArgumentParser, help: str) -> None:

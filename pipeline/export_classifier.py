@@ -29,7 +29,7 @@ from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_o
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import model_of
 from tlfs.pipeline.predict import batch_scores
-from tlfs.pipeline.saved_heads import CLASSIFIER_FILE, SavedHead, best_head, load_head
+from tlfs.pipeline.saved_heads import CLASSIFIER_FILE, SavedHead, default_head, load_head
 
 TOLERANCE = 1e-4  # the largest difference of a probability from predict's: float32 sums in another order
 
@@ -38,7 +38,7 @@ TOLERANCE = 1e-4  # the largest difference of a probability from predict's: floa
 class ClassifierRequest:
     dataset: str
     backbone: str
-    head: str | None = None  # a saved head (softmax-block15); None: the softmax head of the sweep's best layer
+    head: str | None = None  # a saved head (softmax-block15); None: the best saved head (saved_heads.default_head)
     output: str | None = None  # a file URI, local or remote; None: classifier.onnx in the head's folder
     store: str | None = None
     version: int | None = None  # the set's version whose heads these are (None: the newest)
@@ -54,7 +54,7 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     import onnxruntime as ort
 
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
-    head = load_head(feature_set, request.head or best_head(feature_set))
+    head = load_head(feature_set, request.head or default_head(feature_set))
     artifact = model_of(feature_set)
     layers, views = head.metrics["layers"], head.metrics["views"]
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, listed
                                        session_as_stored, view_features)
 from tlfs.pipeline.predict import head_probabilities
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.saved_heads import best_head, load_head
+from tlfs.pipeline.saved_heads import default_head, load_head
 
 DEFAULT_COUNT = 100
 SCORED_AT_ONCE = 8192  # pool images through the head at once: bounds its memory
@@ -66,7 +66,7 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     if request.count < 1:
         raise PipelineError(f"count {request.count}: at least 1 image to choose")
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
-    head = load_head(feature_set, request.head or best_head(feature_set))
+    head = load_head(feature_set, request.head or default_head(feature_set))
     layers = head.metrics["layers"]
     listed = listed_images(request.images)
     queued = _queued(request.exclude, {image for image, _ in listed}, log)

@@ -18,7 +18,7 @@ from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, list_images, per_image, session_as_stored,
                                        view_features)
-from tlfs.pipeline.saved_heads import SavedHead, best_head, load_head
+from tlfs.pipeline.saved_heads import SavedHead, default_head, load_head
 from tlfs.pipeline.tables import write_table
 
 
@@ -65,7 +65,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
     if not 0.0 <= request.min_probability <= 1.0:
         raise PipelineError(f"min_probability {request.min_probability}: a probability from 0 to 1")
     feature_set = open_set(request.dataset, request.backbone, request.store)
-    head = load_head(feature_set, request.head or best_head(feature_set))
+    head = load_head(feature_set, request.head or default_head(feature_set))
     familiarity = (familiarity_of(feature_set, head.metrics["layers"], request.neighbours, request.familiar_share,
                                   log=log) if request.unfamiliar else None)
     session, runtime, size = session_as_stored(feature_set, head.metrics["layers"], request.device, request.batch_size,

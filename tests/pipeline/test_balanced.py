@@ -81,9 +81,9 @@ def test_a_balanced_sweep_chooses_by_validation_balanced_accuracy_and_names_its_
     assert summary["best_head"]["saved_to"].endswith(f"/softmax-{summary['best_layer']}-balanced")
     saved = json.loads((Path(summary["saved_to"]) / "sweep.json").read_text())
     assert saved["balanced"] is True and saved["balanced_accuracy"] == summary["balanced_accuracy"]
-    from tlfs.pipeline.saved_heads import best_head
+    from tlfs.pipeline.saved_heads import default_head
 
-    assert best_head(feature_set) == f"softmax-{summary['best_layer']}-balanced"  # what predict uses by default
+    assert default_head(feature_set) == f"softmax-{summary['best_layer']}-balanced"  # what predict uses by default
 
 
 def test_the_cli_fits_balanced_and_lists_the_balanced_accuracy(imbalanced_set, capsys):

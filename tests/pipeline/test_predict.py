@@ -72,12 +72,18 @@ def test_a_head_that_was_not_fitted_is_told_with_the_saved_ones(noisy_set):
         predict(PredictRequest("noisy", "efficientnet_lite0", (str(source),), "mlp-block2", store), log=lambda *_: None)
 
 
-def test_a_set_without_a_sweep_asks_for_one_or_a_head(tmp_path, lite0, models_root):
+def test_a_set_without_a_saved_head_says_how_to_fit_one_and_with_one_head_uses_it(tmp_path, lite0, models_root):
     source = write_tree(tmp_path / "images", noisy_images(per_class=2))
     store = str(tmp_path / "store")
     run_extract("fresh", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, log=lambda *_: None)
-    with pytest.raises(PipelineError, match=r"has no sweep to choose a head by: run `tlfs sweep --dataset fresh`"):
-        predict(PredictRequest("fresh", "efficientnet_lite0", (str(source),), None, store), log=lambda *_: None)
+    request = PredictRequest("fresh", "efficientnet_lite0", (str(source / "test/red/000.png"),), None, store)
+    with pytest.raises(PipelineError, match=r"has no saved head: `tlfs sweep --dataset fresh` fits a softmax head on "
+                                            r"every layer, `tlfs fit --dataset fresh --layer LAYER"):
+        predict(request, log=lambda *_: None)
+    fit(features.open_set("fresh", "efficientnet_lite0", store=store), ["block15"], "mlp", log=lambda *_: None)
+    said = []
+    predict(request, log=said.append)  # no sweep needed: the one head there is
+    assert said[0].startswith("classifying 1 image with mlp-block15 (block15")
 
 
 def test_a_set_whose_model_is_gone_says_to_export_it_again(tmp_path, lite0):

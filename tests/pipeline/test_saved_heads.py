@@ -13,7 +13,7 @@ from tlfs.pipeline.cli import main
 from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
 from tlfs.pipeline.fit import fit
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.saved_heads import BOARD_COLUMNS, head_board, head_summaries, saved_heads
+from tlfs.pipeline.saved_heads import BOARD_COLUMNS, default_head, head_board, head_summaries, preferred_head, saved_heads
 from tests.conftest import folder_images, scene_images, write_tree
 from tests.extraction import run_extract
 
@@ -98,6 +98,50 @@ def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_eac
     assert summary["heads"] == 5 and summary["best"]["scenes"]["head"] == "softmax-block7"
     assert summary["best"]["colors"] == {"backbone_version": second.backbone_version, "head": "lightgbm-block14",
                                          "validation_accuracy": 0.7, "test_accuracy": board.loc[1, "test_accuracy"]}
+
+
+def test_the_default_head_is_the_one_the_board_marks_best(two_versions):
+    store, _, second = two_versions
+    plant_validation(second.uri, "softmax-head", 0.95)  # better, but fitted on version 1
+    assert default_head(second) == "lightgbm-block14"  # of the newest version's heads, the board's best
+    board = head_board(store, "colors")
+    assert board.loc[board["best"], "name"].tolist() == ["lightgbm-block14"]
+
+
+def summary(name: str, head: str, layers: list[str], validation: float | None, plan: str = "new",
+            balanced: bool = False, balanced_validation: float | None = None) -> dict:
+    return {"name": name, "head": head, "layers": layers, "validation_accuracy": validation, "plan_id": plan,
+            "balanced": balanced, "validation_balanced_accuracy": balanced_validation}
+
+
+LAYERS = ["block2", "block15", "head"]
+
+
+@pytest.mark.parametrize("summaries, balanced, chosen", [
+    ([summary("softmax-head", "softmax", ["head"], 0.8), summary("mlp-block15", "mlp", ["block15"], 0.9)], False,
+     "mlp-block15"),  # the best validation accuracy
+    ([summary("mlp-head", "mlp", ["head"], 0.9), summary("softmax-head", "softmax", ["head"], 0.9)], False,
+     "softmax-head"),  # of equals the simpler head
+    ([summary("softmax-head", "softmax", ["head"], 0.9), summary("softmax-block2", "softmax", ["block2"], 0.9)], False,
+     "softmax-block2"),  # then the earlier layer, as the sweep chooses
+    ([summary("softmax-head", "softmax", ["head"], 0.99, plan="old"), summary("mlp-head", "mlp", ["head"], 0.5)], False,
+     "mlp-head"),  # a head of the newest version before any older one
+    ([summary("softmax-head", "softmax", ["head"], 0.99, plan="old")], False, "softmax-head"),  # else an older one
+    ([summary("softmax-head", "softmax", ["head"], None), summary("mlp-head", "mlp", ["head"], 0.1)], False,
+     "mlp-head"),  # a head without a validation accuracy last
+    ([summary("softmax-head", "softmax", ["head"], 0.9),
+      summary("softmax-head-balanced", "softmax", ["head"], 0.7, balanced=True, balanced_validation=0.8),
+      summary("mlp-head-balanced", "mlp", ["head"], 0.9, balanced=True, balanced_validation=0.6)], True,
+     "softmax-head-balanced"),  # after a balanced sweep, balanced heads by their balanced accuracy
+    ([summary("softmax-head", "softmax", ["head"], 0.9),
+      summary("softmax-head-balanced", "softmax", ["head"], 0.95, balanced=True, balanced_validation=0.95)], False,
+     "softmax-head"),  # otherwise plain heads first
+    ([summary("softmax-head-balanced", "softmax", ["head"], 0.9, balanced=True, balanced_validation=0.8)], False,
+     "softmax-head-balanced"),  # or a balanced one where there is no other
+    ([], False, None),
+])
+def test_the_preferred_head(summaries, balanced, chosen):
+    assert preferred_head(summaries, "new", LAYERS, balanced=balanced) == chosen
 
 
 def test_a_store_whose_sets_hold_no_head_yet_has_an_empty_board(tmp_path, models_root, lite0, capsys):
