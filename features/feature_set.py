@@ -176,5 +176,19 @@ def find(dataset: str, backbone: str, store: str) -> FeatureSet:
     matches = [s for s in committed_sets(store, layout.check_name("dataset", dataset))
                if s.dataset == dataset and backbone in (s.manifest["backbone"], s.backbone_version)]
     if not matches:
-        raise NotCommitted(f"no committed feature set for dataset {dataset!r} and backbone {backbone!r} in {store}")
+        raise NotCommitted(f"no committed feature set for dataset {dataset!r} and backbone {backbone!r} in {store}; "
+                           + _what_the_store_has(store, dataset))
     return max(matches, key=lambda s: s.manifest["committed_at"])
+
+
+def _what_the_store_has(store: str, dataset: str) -> str:
+    """The sets a name that found none might have meant: the dataset's backbones, else the
+    store's datasets (one listing, no manifest read)."""
+    fs, root = fs_path(store)
+    sets = sorted({tuple(path.rsplit("/", 3)[-3:-1]) for path in fs.glob(f"{root.rstrip('/')}/*/*/{layout.MANIFEST}")})
+    backbones = [version for name, version in sets if name == dataset]
+    if backbones:
+        return f"{dataset!r} has sets of {', '.join(backbones)} (tlfs ls)"
+    if sets:
+        return f"it has sets of {', '.join(sorted({name for name, _ in sets}))} (tlfs ls)"
+    return f"it has none yet (tlfs extract --dataset {dataset} commits one)"

@@ -63,8 +63,12 @@ def test_a_backbone_version_picks_that_exact_set_and_a_version_number_one_of_its
     store, root, manifest, matrix = make_set(tmp_path)
     commit(root, manifest)
     assert features.open_set("ds", "bb-1234", store=store).backbone_version == "bb-1234"
-    with pytest.raises(features.NotCommitted, match="'bb-9999'"):
+    with pytest.raises(features.NotCommitted, match=r"'bb-9999' in .*; 'ds' has sets of bb-1234 \(tlfs ls\)"):
         features.open_set("ds", "bb-9999", store=store)
+    with pytest.raises(features.NotCommitted, match=r"dataset 'dss' .*; it has sets of ds \(tlfs ls\)"):
+        features.open_set("dss", "bb", store=store)
+    with pytest.raises(features.NotCommitted, match=r"it has none yet \(tlfs extract --dataset ds commits one\)"):
+        features.open_set("ds", "bb", store=str(tmp_path / "empty"))
     assert features.open_set("ds", "bb", store=store, version=1).version == 1
     with pytest.raises(features.NotCommitted, match="has no version 2; it has 1"):
         features.open_set("ds", "bb", store=store, version=2)
