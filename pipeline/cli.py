@@ -90,6 +90,18 @@ _fraction = _checked(float, positive=True, maximum=1)
 _positive_rate = _checked(float, positive=True)
 
 
+def _table_file(value: str) -> str:
+    """A table's file (``--output``), its format checked before the command's work."""
+    from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.tables import table_suffix
+
+    try:
+        table_suffix(value)
+    except PipelineError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _shares(value: str) -> list[float]:
     """Comma-separated fractions, each in (0, 1]."""
     return [_fraction(item) for item in _csv(value)]
@@ -230,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="the feature set whose head classifies them")
     _backbone_arg(p)
     _saved_head_arg(p)
-    p.add_argument("--output", metavar="FILE", help="write every prediction to FILE (.csv, .parquet or .jsonl) "
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write every prediction to FILE (.csv, .parquet or .jsonl) "
                    "instead of printing each")
     p.add_argument("--min-probability", type=_fraction, default=0.0, metavar="P", help="mark the predictions below "
                    "probability P unsure, for a person to check (tlfs fit prints how accurate the head is above 0.5-0.99)")
@@ -261,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD, help="the cosine similarity from which a "
                    f"pair counts as near-copies (default: {DUPLICATE_THRESHOLD})")
     p.add_argument("--head", help="a saved head (softmax-block15) whose accuracy is given with and without the near-copies")
-    p.add_argument("--output", metavar="FILE", help="write every image's nearest neighbour to FILE (.csv, .parquet "
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write every image's nearest neighbour to FILE (.csv, .parquet "
                    "or .jsonl), most similar first")
     p.add_argument("--show", type=int, default=10, metavar="N", help="print the N most similar pairs (default: 10)")
     p.add_argument("--sheet", metavar="FILE.png", help="draw where the threshold cuts: the --show least similar "
@@ -280,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default="head", help="whose features are compared (default: head)")
     p.add_argument("--split", type=_csv, default=[], help="the splits searched, comma-separated (default: every split)")
     p.add_argument("-k", type=_positive, default=5, help="matches an image (default: 5)")
-    p.add_argument("--output", metavar="FILE", help="write every match to FILE (.csv, .parquet or .jsonl) instead of "
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write every match to FILE (.csv, .parquet or .jsonl) instead of "
                    "printing them")
     p.add_argument("--sheet", metavar="FILE.png", help="draw each image beside its matches, the stored images read "
                    "again from the set's sources")
@@ -300,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_views_arg(p)
     p.add_argument("--all", action="store_true", dest="every", help="every image of the split in the table, the least "
                    "likely label first, the doubtful ones flagged (default: the doubtful ones only)")
-    p.add_argument("--output", metavar="FILE", help="write the table to FILE (.csv, .parquet or .jsonl)")
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write the table to FILE (.csv, .parquet or .jsonl)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="print the table's first N rows (default: 20)")
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the {LABEL_ISSUE_SHEET} most doubtful images, read "
                    "again from the set's sources, each with its label and the class suggested")
@@ -317,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _saved_head_arg(p)
     p.add_argument("-n", "--count", type=_positive, default=LABEL_NEXT_COUNT, metavar="N",
                    help=f"images to choose (default {LABEL_NEXT_COUNT})")
-    p.add_argument("--output", metavar="FILE", help="write the chosen images to FILE (.csv, .parquet or .jsonl), "
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write the chosen images to FILE (.csv, .parquet or .jsonl), "
                    "least sure first, instead of printing them")
     p.add_argument("--sheet", metavar="FILE.png", help=f"draw the first {LABEL_NEXT_SHEET} chosen images with the "
                    "two classes the head hesitates between")
@@ -353,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="tsne", choices=MAP_METHODS, help="t-SNE (clusters; default) or PCA (exact, quick)")
     p.add_argument("--images", type=_positive, default=MAP_IMAGES, help=f"at most this many, as many of each class "
                    f"(default: {MAP_IMAGES})")
-    p.add_argument("--output", metavar="FILE", help="write each image's place to FILE (.csv, .parquet or .jsonl)")
+    p.add_argument("--output", metavar="FILE", type=_table_file, help="write each image's place to FILE (.csv, .parquet or .jsonl)")
     _store_arg(p)
 
     p = sub.add_parser("heads", help="every saved head of the store's sets (or of one dataset's), by validation "

@@ -13,11 +13,18 @@ WRITERS = {"csv": lambda frame, f: frame.to_csv(f, index=False),
            "jsonl": lambda frame, f: frame.to_json(f, orient="records", lines=True)}
 
 
-def write_table(frame, uri: str) -> None:
-    """``frame`` to ``uri``, in the format its suffix names."""
+def table_suffix(uri: str) -> str:
+    """The format ``uri``'s suffix names (``csv``, ``parquet``, ``jsonl``): an error for any other,
+    which a command gives before its work, not after."""
     suffix = uri.rsplit(".", 1)[-1].lower()
     if suffix not in WRITERS:
         raise PipelineError(f"{uri}: write the table to a .csv, .parquet or .jsonl file")
+    return suffix
+
+
+def write_table(frame, uri: str) -> None:
+    """``frame`` to ``uri``, in the format its suffix names."""
+    suffix = table_suffix(uri)
     with fsspec.open(uri, "wb" if suffix == "parquet" else "w") as f:
         WRITERS[suffix](frame, f)
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tlfs.pipeline.cli import main
 from tests.conftest import folder_images, write_tar
 
 
@@ -47,6 +48,8 @@ BAD_ARGUMENTS = {
                         "argument --min-probability: expected a number in (0, 1], got 1.5"),
     "shares": (["learning-curve", "--dataset", "x", "--shares", "0.5,2"], "argument --shares: expected a number in (0, 1], got 2"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
+    "table_output": (["map", "--dataset", "x", "--output", "places.png"],
+                     "argument --output: places.png: write the table to a .csv, .parquet or .jsonl file"),
 }
 
 
@@ -57,6 +60,17 @@ def test_a_bad_argument_is_one_line_naming_the_flag_and_exit_1(case):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tlfs") and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("command, images", [("predict", ["a.jpg"]), ("duplicates", []), ("similar", ["a.jpg"]),
+                                             ("label-issues", []), ("label-next", ["a.jpg"]), ("map", [])])
+def test_a_table_in_a_format_it_cannot_be_written_in_is_refused_before_any_work(command, images, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--dataset", "nowhere", "--store", str(tmp_path), "--output", "table.xlsx", *images])
+    assert exited.value.code == 1
+    said = capsys.readouterr().err
+    assert "argument --output: table.xlsx: write the table to a .csv, .parquet or .jsonl file" in said
+    assert "no committed feature set" not in said  # the set was never looked for
 
 
 @pytest.mark.parametrize("command", ["export", "extract", "fit", "predict", "export-classifier", "duplicates", "sweep",
