@@ -82,6 +82,16 @@ def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
     return notice
 
 
+def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
+    """``; 1 refused while indexing ...``: the images indexing recorded as rejected without
+    reading them (links, unsafe paths), so that the indexed count and the splits' ``read``
+    counts, which include them, visibly reconcile; empty where none."""
+    if not index.rejects:
+        return ""
+    named = [f"{r.image_id} ({r.reason})" for r in index.rejects]
+    return f"; {len(named)} refused while indexing, recorded as rejected: {_some(named, shown)}"
+
+
 def _files(paths: list[str], what: str) -> str:
     return f"{len(paths)} {what}{'' if len(paths) == 1 else 's'}"
 

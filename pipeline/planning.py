@@ -22,7 +22,7 @@ from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice, splits_notice
+from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice, refused_notice, splits_notice
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
@@ -42,7 +42,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
                         cache_dir=r.cache_dir)
     per_split = Counter(e.split for e in index.entries)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(f'{s} {per_split[s]}' for s in index.splits())}) "
-        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}"
+        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}{refused_notice(index)}"
         f"{'' if r.splits else splits_notice(index)}")  # splits asked for by name are what the user wants
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}

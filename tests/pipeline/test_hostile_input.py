@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tlfs import features
-from tlfs.pipeline.indexing import build_index
+from tlfs.pipeline.indexing import build_index, refused_notice
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, png_bytes, write_tar, write_tree
 from tests.extraction import run_extract
@@ -84,6 +84,8 @@ def test_symlinks_in_a_folder_dataset_are_not_followed(tmp_path):
     index = build_index("h", [str(root)])
     assert [r.image_id for r in index.rejects] == ["train/red/link.png"]
     assert "train/red/link.png" not in {e.image_id for e in index.entries}
+    assert refused_notice(index) == ("; 1 refused while indexing, recorded as rejected: train/red/link.png "
+                                     "(symbolic link (not followed))")  # said beside the indexed count it is not in
 
 
 def test_non_utf8_file_names_get_a_readable_stable_id(tmp_path, lite0, models_root):
