@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tlfs.pipeline import image_decode
 from tlfs.pipeline.image_decode import ImageRejected, decode
 from tests.conftest import png_bytes
 
@@ -53,6 +54,17 @@ def test_decompression_bomb_is_rejected():
     img = Image.new("1", (10000, 10000))  # 100 megapixels, a tiny file
     with pytest.raises(ImageRejected, match="decompression bomb"):
         decode(encode(img), 224)
+
+
+def test_a_large_jpeg_decoded_at_a_reduced_scale_passes_where_a_png_of_its_size_is_a_bomb(monkeypatch):
+    """The bound is on the pixels decoded: a phone's 64-megapixel JPEG is decoded at an eighth
+    of its scale and is no bomb; a PNG is decoded whole (here with the bound scaled down 50x)."""
+    monkeypatch.setattr(image_decode, "MAX_PIXELS", 1_000_000)
+    photo = Image.new("RGB", (1850, 1390), (90, 140, 200))  # 2.6 megapixels: 64 scaled down 25x
+    pixels = decode(encode(photo, "JPEG"), 224)
+    assert pixels.shape == (224, 224, 3) and abs(int(pixels[100, 100, 2]) - 200) < 4
+    with pytest.raises(ImageRejected, match=r"decompression bomb: 1850x1390 pixels, 2,571,500 decoded, over 1,000,000"):
+        decode(encode(photo, "PNG"), 224)
 
 
 def _plugin_pixels(payload: bytes, input_size: int) -> np.ndarray:
