@@ -5,6 +5,7 @@ store side by side (``tlfs heads``)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -130,12 +131,17 @@ def load_head(feature_set: FeatureSet, name: str) -> SavedHead:
 
 
 def saved_heads(set_uri: str) -> list[str]:
-    """The names of the heads saved under the set's ``_heads/``, sorted."""
+    """The names of the heads saved under the set's ``_heads/``, sorted with their numbers as
+    numbers (``softmax-block7`` before ``softmax-block10``: shallow layers first)."""
     fs, path = fs_path(layout.heads_uri(set_uri))
     if not fs.exists(path):
         return []
-    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
-                  if fs.exists(f"{entry.rstrip('/')}/metrics.json"))
+    return sorted((entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)
+                   if fs.exists(f"{entry.rstrip('/')}/metrics.json")), key=_numbers_as_numbers)
+
+
+def _numbers_as_numbers(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def head_summaries(set_uri: str) -> list[dict]:
@@ -170,7 +176,7 @@ BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views
 def head_board(store: str | None = None, dataset: str | None = None):
     """A pandas frame of ``BOARD_COLUMNS``: every saved head of every committed set of the
     store (or of ``dataset``'s sets), each dataset's heads in the order of :func:`preference`
-    (then by backbone version and name). ``current``: fitted on the set's newest
+    (then by backbone version, and each set's in :func:`saved_heads`' order). ``current``: fitted on the set's newest
     version. ``best``: the dataset's first current plain head: chosen by validation accuracy,
     never by test accuracy, which stays an honest estimate. ``best_balanced``: the same among
     its balanced heads (``fit --balanced``), by validation balanced accuracy, what they aim at."""
@@ -200,5 +206,6 @@ def head_board(store: str | None = None, dataset: str | None = None):
 def _ranked(board, measure: str):
     """``board``'s rows, each dataset's in the order of :func:`preference` by ``measure``."""
     ranks = [preference(kind, accuracy) for kind, accuracy in zip(board["head"], board[measure])]
-    return (board.assign(_rank=ranks).sort_values(["dataset", "_rank", "backbone_version", "name"], kind="stable")
+    # stable: of equals, each set's heads stay in saved_heads' order
+    return (board.assign(_rank=ranks).sort_values(["dataset", "_rank", "backbone_version"], kind="stable")
             .drop(columns="_rank"))

@@ -98,7 +98,12 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     if len(mistakes):
         assert f"<td>{mistakes.iloc[0]['image_id']}</td>" in wrong_section
         assert f"{len(mistakes):,} test images wrong in all" in wrong_section
-    assert "How far its probability can be trusted" in wrong_section and "confusion matrix" in wrong_section
+    trusted = {t: f for t, f in metrics["at_probability"].items() if f["accuracy"] is not None}
+    assert ("How far its probability can be trusted" in wrong_section) == bool(trusted)  # no row without an image
+    for threshold, figures in trusted.items():
+        assert (f"<tr><td class=n>{float(threshold):g}</td><td class=n>{100 * figures['share']:.2f} %</td>"
+                f"<td class=n>{100 * figures['accuracy']:.2f} %</td></tr>") in wrong_section
+    assert "confusion matrix" in wrong_section
     # the near-copy check the DAG keeps, with the shipped head's accuracy without them
     honest = report_section(page, "Is the test split honest?")
     assert f"<b>{checked['near_copies']:,} of {checked['images']:,}</b> test images with a near-copy in train" in honest
@@ -194,6 +199,19 @@ def test_a_head_fitted_before_its_figures_were_recorded_or_scored_on_no_test_ima
     assert "trusted" not in section and "surest" not in section and "<img" not in section  # not recorded: not shown
     (old / "metrics.json").write_text(json.dumps({"classes": ["a", "b"], "confusion_matrix": [[0, 0], [0, 0]]}))
     assert _mistakes(str(old), "old") == "<p class='note'>old was scored on no test images.</p>"
+
+
+def test_how_far_a_heads_probability_can_be_trusted_is_a_row_a_threshold_that_any_image_reaches(tmp_path):
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "metrics.json").write_text(json.dumps({
+        "classes": ["a", "b"], "test_accuracy": 0.75, "confusion_matrix": [[2, 0], [1, 1]], "calibration_error": 0.125,
+        "at_probability": {"0.5": {"share": 1.0, "accuracy": 0.75}, "0.9": {"share": 0.25, "accuracy": 1.0},
+                           "0.99": {"share": 0.0, "accuracy": None}}}))
+    section = _mistakes(str(head), "head")
+    assert "How far its probability can be trusted" in section and "calibration error 0.1250" in section
+    assert ("<tr><td class=n>0.5</td><td class=n>100.00 %</td><td class=n>75.00 %</td></tr>"
+            "<tr><td class=n>0.9</td><td class=n>25.00 %</td><td class=n>100.00 %</td></tr></table>") in section
 
 
 def test_the_page_ranks_each_backbones_set_of_the_dataset_by_its_best_head(tmp_path, lite0, models_root):

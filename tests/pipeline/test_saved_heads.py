@@ -144,6 +144,19 @@ def test_the_preferred_head(summaries, balanced, chosen):
     assert preferred_head(summaries, "new", LAYERS, balanced=balanced) == chosen
 
 
+def test_heads_of_equal_accuracy_are_listed_shallow_layers_first(tmp_path, models_root, lite0):
+    source = write_tree(tmp_path / "images", folder_images(per_class=2))
+    store = str(tmp_path / "store")
+    run_extract("ties", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
+    ties = features.open_set("ties", "efficientnet_lite0", store=store)
+    for layer in ("head", "block10", "block7"):
+        fit(ties, [layer], "softmax", **QUIET)
+        plant_validation(ties.uri, f"softmax-{layer}", 0.5)
+    assert saved_heads(ties.uri) == ["softmax-block7", "softmax-block10", "softmax-head"]  # not block10 before block7
+    assert list(head_board(store)["name"]) == ["softmax-block7", "softmax-block10", "softmax-head"]
+    assert default_head(ties) == "softmax-block7"
+
+
 def test_a_store_whose_sets_hold_no_head_yet_has_an_empty_board(tmp_path, models_root, lite0, capsys):
     source = write_tree(tmp_path / "images", folder_images(per_class=2))
     store = str(tmp_path / "store")
