@@ -104,7 +104,8 @@ def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title
     m = np.asarray(matrix)
     # coloured by each true class's share (its row), so that a rare class's row reads as a common one's
     shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.6 + 0.6 * len(classes)))
+    # a cell 0.6 inch a class, and room for the title's lines where the classes are few
+    fig, ax = plt.subplots(figsize=(max(3.6, 1.0 + 0.6 * len(classes)), max(3.2, 0.6 + 0.6 * len(classes))))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)

@@ -348,7 +348,7 @@ def _surest_mistakes(folder: str) -> str:
         return ""
     rows = [[row.image_id, row.label_name, row.predicted, f"{row.probability:.3f}"]
             for row in wrong.head(MISTAKES_SHOWN).itertuples()]
-    return (f"<p>Its surest mistakes ({len(wrong):,} test images wrong in all; every prediction in "
+    return (f"<p>Its surest mistakes ({len(wrong):,} test image{'' if len(wrong) == 1 else 's'} wrong in all; every prediction in "
             f"<code>{html.escape(uri)}</code>): a wrong label, an image of two classes, or a real blind spot.</p>"
             + _table(["image", "labelled", "taken for", "probability"], rows, numeric={3}))
 

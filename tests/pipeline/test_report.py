@@ -97,7 +97,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     mistakes = predictions[~predictions["correct"]].sort_values(["probability", "image_id"], ascending=[False, True])
     if len(mistakes):
         assert f"<td>{mistakes.iloc[0]['image_id']}</td>" in wrong_section
-        assert f"{len(mistakes):,} test images wrong in all" in wrong_section
+        assert f"{len(mistakes):,} test image{'' if len(mistakes) == 1 else 's'} wrong in all" in wrong_section
     trusted = {t: f for t, f in metrics["at_probability"].items() if f["accuracy"] is not None}
     assert ("How far its probability can be trusted" in wrong_section) == bool(trusted)  # no row without an image
     for threshold, figures in trusted.items():
