@@ -24,6 +24,7 @@ from tlfs.pipeline.label_next import DEFAULT_COUNT as LABEL_NEXT_COUNT, SHEET_IM
 from tlfs.pipeline.report import REPORT_FILE
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES, WORTH_A_DOUBLING
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
+from tlfs.pipeline.dataset_sources import sources_for
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, Settings, bounded,
                                   load_settings, parse_value, setting_help)
 
@@ -160,7 +161,8 @@ def _backbone_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need --source")
+    p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need "
+                   "--source the first time (then the sources its newest set was extracted from are read)")
     p.add_argument("--source", action="append", dest="sources", metavar="URI",
                    help="dataset source: an image-folder dir/.tar/.tar.gz/.zip, WebDataset .tar archives, a Parquet table "
                         "of images, a CSV of labels beside the images (train.csv#root=train_images) or the CIFAR-10 "
@@ -537,7 +539,7 @@ def cmd_extract(args, settings: Settings) -> dict:
     from tlfs.pipeline.extract import ExtractionRequest, RunOptions
 
     request = ExtractionRequest(
-        args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store, settings.model_store,
+        args.dataset, sources_for(settings, args.dataset, args.sources, _log), args.backbone, settings.store, settings.model_store,
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
         codec=settings.codec, views=args.views, weights=args.weights, random_weights=args.random_weights,
         cache_dir=settings.cache_dir, incremental=not args.full)
@@ -575,7 +577,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
     if args.random_weights:
         raise SystemExit("tlfs finetune: use --from-scratch for random initialisation")
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
-    sources = settings.sources_for(args.dataset, args.sources)
+    sources = sources_for(settings, args.dataset, args.sources, _log)
     request = FinetuneRequest(args.dataset, sources, args.backbone, settings.model_store, config, limit=args.limit,
                               device=settings.device, cache_dir=settings.cache_dir, weights=args.weights)
     result = finetune(request, restart=args.restart, show_progress=not args.no_progress, log=_log)
@@ -934,7 +936,7 @@ def _bench_request(args, settings: Settings, mode: str, batch_size: int | None =
 
     if not args.dataset:
         raise SystemExit(f"tlfs bench: {mode} needs --dataset")
-    return ExtractionRequest(args.dataset, settings.sources_for(args.dataset, args.sources), args.backbone, settings.store,
+    return ExtractionRequest(args.dataset, sources_for(settings, args.dataset, args.sources, _log), args.backbone, settings.store,
                              settings.model_store, layers=args.layers.split(",") if args.layers else None,
                              limit=args.limit, shard_size=settings.shard_size, codec=settings.codec,
                              runtime=resolve_runtime("cpu", batch_size=args.batch_size or batch_size),

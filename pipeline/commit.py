@@ -114,6 +114,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
             "parent": card.get("parent"),
             "sources": [{"uri": s.uri, "format": s.format, "checksum": s.checksum, "images": s.images,
                          **({"options": s.options} if s.options else {})} for s in p.sources],
+            **({"source_uris": list(p.source_uris)} if p.source_uris else {}),  # as given: globs unexpanded
             "limit": p.limit,
             "base": p.base,  # the version whose unchanged images were reused
             "preprocessing": {**card["preprocessing"], "decode": DECODE, "feature_dtype": "float16"},

@@ -116,6 +116,9 @@ class Plan:
     # the set's newest manifest as planning read it (in the process that planned): its
     # commit, finding the same bytes under its lock, does not parse them again
     newest: ManifestRead | None = field(default=None, repr=False)
+    # the source URIs as given (a glob, options in the fragment): what a later run of the
+    # dataset reads where it is given none (pipeline/dataset_sources.py)
+    source_uris: tuple[str, ...] = ()
 
     @property
     def backbone(self) -> str:
@@ -180,6 +183,7 @@ class Plan:
             "cache_dir": self.cache_dir,
             "shards": [s.to_json() for s in self.shards],
             "sources": [asdict(s) for s in self.sources],
+            "source_uris": list(self.source_uris),
             "classes": list(self.classes),
             "index_rejects": [asdict(r) for r in self.index_rejects],
             "base": self.base,
@@ -205,6 +209,7 @@ class Plan:
             cache_dir=data.get("cache_dir"),
             shards=tuple(Shard.from_json(s) for s in data["shards"]),
             sources=tuple(SourceInfo(**s) for s in data["sources"]),
+            source_uris=tuple(data.get("source_uris", ())),  # plans saved before they were kept
             classes=tuple(data["classes"]),
             index_rejects=tuple(Reject(**r) for r in data["index_rejects"]),
             base=data.get("base"),

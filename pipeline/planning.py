@@ -103,6 +103,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         changes=changes,
         entries=entries,
         newest=newest,
+        source_uris=tuple(r.sources),
     )
 
 

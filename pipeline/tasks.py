@@ -9,6 +9,7 @@ from typing import Callable
 
 from tlfs.features.errors import PlanReplaced
 from tlfs.pipeline.config import load_settings
+from tlfs.pipeline.dataset_sources import sources_for
 
 # Errors that a retry of the same task cannot cure: the scheduler should fail the task
 # at once (the message says what to do) rather than retry it.
@@ -66,7 +67,7 @@ def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = Extr
     p = params
     s = load_settings(store=p.store or None, model_store=p.model_store or None, batch_size=p.batch_size,
                       shard_size=p.shard_size, codec=p.codec, device=p.device, precision=p.precision)
-    request = ExtractionRequest(dataset, s.sources_for(dataset, list(p.sources)), backbone, s.store, s.model_store,
+    request = ExtractionRequest(dataset, sources_for(s, dataset, list(p.sources), log), backbone, s.store, s.model_store,
                                 layers=p.layers or None, splits=p.splits or None, limit=p.limit or None,
                                 shard_size=s.shard_size, codec=s.codec, runtime=s.runtime(), weights=p.weights,
                                 cache_dir=s.cache_dir, views=p.views or None, incremental=p.incremental)
@@ -374,7 +375,7 @@ def finetune_backbone(dataset: str, params: FinetuneParams, log: Callable = prin
     from tlfs.pipeline.finetune import FinetuneConfig, FinetuneRequest, finetune
 
     s = _settings(model_store=params.model_store)
-    request = FinetuneRequest(dataset, s.sources_for(dataset, list(params.sources or ())), params.backbone, s.model_store,
+    request = FinetuneRequest(dataset, sources_for(s, dataset, list(params.sources or ()), log), params.backbone, s.model_store,
                               FinetuneConfig(**params.config), limit=params.limit or None, device=params.device,
                               cache_dir=s.cache_dir)
     result = finetune(request, show_progress=False, log=log)
