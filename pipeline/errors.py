@@ -12,3 +12,8 @@ class SourceError(PipelineError):
 class CannotCheck(PipelineError):
     """A set a check cannot run on: a split it lacks, too few images of a class. The
     fit_heads DAG skips that check then, saying why, where a user's command fails."""
+
+
+class SampleShrinksSet(PipelineError):
+    """A limited run (``--limit``) would commit a version without images that the set holds
+    and its source still holds: a sample is no reason to remove them."""

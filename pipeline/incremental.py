@@ -148,6 +148,15 @@ def diff(index: DatasetIndex, base: Base) -> Increment:
     return Increment(shards, entries, origins, changes, new_entries)
 
 
+def left_out_by_sample(base: Base, sampled: DatasetIndex, source: DatasetIndex) -> int:
+    """How many of ``base``'s images a ``sampled`` index leaves out that the ``source``
+    (the same index before sampling) still holds: what a limited run would remove for no
+    reason but its limit."""
+    kept = {e.image_id for e in sampled.entries}
+    held = {e.image_id for e in source.entries}
+    return sum(1 for shard in base.shards for e in shard.entries if e.image_id not in kept and e.image_id in held)
+
+
 def fingerprints_digest(entries: list[Entry]) -> str:
     """One digest of every image's id and fingerprint (part of a plan's identity)."""
     lines = "\n".join(f"{e.image_id}\t{e.fingerprint}" for e in entries)

@@ -21,11 +21,11 @@ from tlfs.features.storage import atomic_write_json, digest_of, free_bytes, read
 from tlfs.models.artifact import Artifact
 from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry, sample
 from tlfs.pipeline.indexing import build_index, check_sources, left_out_notice, refused_notice, splits_notice
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import PipelineError, SampleShrinksSet
 from tlfs.pipeline.image_decode import DECODE
-from tlfs.pipeline.incremental import Changes, diff, fingerprints_digest, load_base
+from tlfs.pipeline.incremental import Base, Changes, diff, fingerprints_digest, left_out_by_sample, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
 from tlfs.pipeline.staging import entries_reader, save_entries
 
@@ -38,8 +38,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     artifact = resolve_artifact(r.backbone, r.model_store, r.weights, r.random_weights, log)
     layers = check_layers(artifact, list(r.layers) if r.layers else None)
     started = time.perf_counter()
-    index = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, limit=r.limit,
-                        cache_dir=r.cache_dir)
+    source = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, cache_dir=r.cache_dir)
+    index = sample(source, r.limit) if r.limit else source
     per_split = Counter(e.split for e in index.entries)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(f'{s} {per_split[s]}' for s in index.splits())}) "
         f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}{refused_notice(index)}"
@@ -53,6 +53,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         origins: dict[int, dict] = {}
         changes = Changes.fresh(len(index.entries))
     else:
+        if r.limit:
+            _refuse_a_shrinking_sample(base, index, source, r.limit, set_uri)
         increment = diff(index, base)
         new_shards, new_entries = cut_shards(DatasetIndex(index.name, index.sources, index.classes, increment.new_entries),
                                              r.shard_size, first=len(increment.shards))
@@ -105,6 +107,18 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         newest=newest,
         source_uris=tuple(r.sources),
     )
+
+
+def _refuse_a_shrinking_sample(base: Base, index: DatasetIndex, source: DatasetIndex, limit: int, set_uri: str) -> None:
+    """A limited run over a set that holds more of the source would commit a version
+    without them (a sample of an already larger set, as ``--limit 100`` after a full run):
+    refused, with the ways to do what was meant."""
+    left_out = left_out_by_sample(base, index, source)
+    if left_out:
+        raise SampleShrinksSet(
+            f"{set_uri} version {base.version} holds {left_out:,} images that --limit {limit} leaves out and the source "
+            "still holds: a sample would remove them from the set. Run without --limit to add to the set, with --full "
+            "(DAG param incremental: false) to make it this sample, or give another --store for a sample of its own")
 
 
 def space_notice(needed: int, free: int | None) -> str | None:

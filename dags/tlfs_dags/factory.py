@@ -129,7 +129,8 @@ def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
 
         p = get_current_context()["params"]
         params = tasks.ExtractionParams.from_params({"device": DEFAULT_DEVICE, **p})
-        planned = tasks.plan_extraction(spec.name, exported["backbone_version"], params, log=_log)
+        with _no_retry_when_final():
+            planned = tasks.plan_extraction(spec.name, exported["backbone_version"], params, log=_log)
         _log(f"{planned['summary']}; {len(planned['shard_groups'])} shard tasks")
         return [{"set_uri": planned["set_uri"], "plan_id": planned["plan_id"], "shards": g} for g in planned["shard_groups"]]
 

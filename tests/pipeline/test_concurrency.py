@@ -40,7 +40,7 @@ def start(source: Path, store: Path, models: str, limit: int | None = None, env:
     command = [str(Path(sys.executable).with_name("tlfs")), "extract", "--dataset", DATASET, "--source", str(source),
                "--backbone", BACKBONE, "--store", str(store), "--models", models, "--layers", ",".join(LAYERS),
                "--shard-size", "4", "--batch-size", "4", "--no-progress", "--threads", "1"]
-    command += ["--limit", str(limit)] if limit else []
+    command += ["--limit", str(limit), "--full"] if limit else []  # the set made the sample, replacing a larger one
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": python_path(faults=False), **(env or {})})
 
@@ -83,6 +83,7 @@ def snapshot(store: Path) -> dict:
 
 def run_in_process(source: Path, store: Path, models: str, limit: int | None = None) -> dict:
     return run_extract(DATASET, [str(source)], BACKBONE, str(store), models, layers=LAYERS, limit=limit,
+                       incremental=limit is None,  # a sample replaces a larger set only when asked (--full)
                        shard_size=4, batch_size=4, threads=1, show_progress=False, log=lambda *_: None)
 
 

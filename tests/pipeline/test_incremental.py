@@ -198,6 +198,25 @@ def test_replaced_and_removed_images_are_re_extracted_and_dropped_exactly(tmp_pa
     assert extract.verify(second["set_uri"])["bad"] == []
 
 
+def test_a_sample_grows_a_set_but_never_shrinks_one_whose_source_still_holds_the_images(tmp_path, files, lite0,
+                                                                                         models_root):
+    from tlfs.pipeline.errors import SampleShrinksSet
+
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    run(source, store, models_root, limit=3)
+    grown = run(source, store, models_root, limit=6)  # a larger sample holds the smaller one: images are only added
+    assert grown["changes"]["removed"] == 0 and grown["changes"]["added"] == 6 and grown["changes"]["reused"] == 6
+    run(source, store, models_root)  # the whole set
+    with pytest.raises(SampleShrinksSet, match=r"version 3 holds 12 images that --limit 6 leaves out and the source "
+                                               r"still holds: a sample would remove them .* with --full"):
+        run(source, store, models_root, limit=6)  # a sample of the whole set would remove its other 12 images
+    assert features.describe("inc", "efficientnet_lite0", str(store))["rows"] == 24  # nothing committed
+    sample = run(source, store, models_root, limit=6, incremental=False)  # asked for: the set becomes the sample
+    assert sample["rows"] == 12 and sample["version"] == 4
+    emptied = run(change(source, remove=[k for k in files if k.startswith("train/red/")]), store, models_root, limit=6)
+    assert emptied["changes"]["removed"] == 2  # gone from the source: removed, as without a limit
+
+
 def test_a_run_over_an_unchanged_source_adds_no_version_extracts_nothing_and_opens_no_session(tmp_path, files, lite0,
                                                                                                  models_root):
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
