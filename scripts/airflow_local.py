@@ -206,6 +206,20 @@ class LocalAirflow:
     def run_ids(self, dag_id: str) -> set[str]:
         return {run.get("run_id") or run.get("dag_run_id") for run in self.runs(dag_id)}
 
+    def failures(self, dag_id: str, run_id: str) -> list[tuple[str, str, Path]]:
+        """Each failed task of a run: its name, the exception its last try's log ends with
+        (Airflow 3 logs a line of JSON an event; a failure's carries ``error_detail``), and
+        the log's path."""
+        found = []
+        rows = self._query("SELECT task_id, map_index, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? "
+                           "AND state = 'failed' ORDER BY task_id, map_index", dag_id, run_id)
+        for task_id, map_index, try_number in rows:
+            folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+            log = (folder / f"map_index={map_index}" if map_index >= 0 else folder) / f"attempt={max(try_number, 1)}.log"
+            name = task_id if map_index < 0 else f"{task_id}[{map_index}]"
+            found.append((name, _last_exception(log), log))
+        return found
+
     def wait_for_run(self, dag_id: str, run_id: str | None = None, timeout: float = 3600, known: set[str] | None = None) -> dict:
         """Wait until the run ``run_id`` (or, without one, a run of dag_id not among the
         ``known`` ids: one scheduled by an Asset) finishes; raises unless it succeeded."""
@@ -221,9 +235,33 @@ class LocalAirflow:
                 if run["state"] == "success":
                     return run
                 if run["state"] == "failed":
-                    raise RuntimeError(f"{dag_id} run {rid} failed; task logs under {self.home}/logs")
+                    raise RunFailed(f"{dag_id} run {rid} failed" + "".join(
+                        f"\n  {task}: {reason}\n    (its log: {log})" for task, reason, log in self.failures(dag_id, rid)))
             time.sleep(1)
         raise TimeoutError(f"{dag_id} did not finish within {timeout}s")
+
+
+class RunFailed(RuntimeError):
+    """A DAG run failed: the message names each failed task and why."""
+
+
+def _last_exception(log: Path) -> str:
+    """``Type: message`` of the last exception a task's log records; its last line where
+    none is recorded as such."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        details = event.get("error_detail") if isinstance(event, dict) else None
+        if details:
+            last = details[-1]
+            return f"{last.get('exc_type')}: {last.get('exc_value')}"
+    return lines[-1] if lines else "(an empty log)"
 
 
 def run(dag: str, conf: dict, home: Path, timeout: float, with_fit: bool = True) -> dict:
@@ -260,7 +298,11 @@ def main() -> int:
     r.add_argument("--timeout", type=float, default=4 * 3600)
     r.add_argument("--no-fit", action="store_true", help="do not wait for the Asset-scheduled fit_heads run")
     args = parser.parse_args()
-    summary = run(args.dag, json.loads(args.conf), Path(args.home), args.timeout, with_fit=not args.no_fit)
+    try:
+        summary = run(args.dag, json.loads(args.conf), Path(args.home), args.timeout, with_fit=not args.no_fit)
+    except RunFailed as failed:  # its tasks' reasons, not this script's traceback
+        print(failed, file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 

@@ -176,7 +176,7 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
     import psutil
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from airflow_local import LocalAirflow
+    from airflow_local import LocalAirflow, RunFailed
 
     marker = tmp_path / "killed-once"
     faults = {"PYTHONPATH": python_path(),
@@ -204,6 +204,14 @@ def test_real_airflow_processes_trigger_retry_a_killed_task_and_stop(tmp_path, a
         fit_runs = {rid: (run_type, {t: st for t, st in local._query(
             "SELECT task_id, state FROM task_instance WHERE dag_id = 'fit_heads_cifar10' AND run_id = ?", rid)})
             for rid, run_type in local._query("SELECT run_id, run_type FROM dag_run WHERE dag_id = 'fit_heads_cifar10'")}
+        # a smaller sample of the set: its plan is refused at once, without retries, and the failure says why
+        shrinking = local.trigger("extract_cifar10", {**conf, "limit": 20})
+        with pytest.raises(RunFailed, match=r"failed\n  plan_shards: SampleShrinksSet: .* version 1 holds 20 images "
+                                            r"that --limit 20 leaves out"):
+            local.wait_for_run("extract_cifar10", shrinking, timeout=600)
+        plan_tries = local._query("SELECT try_number FROM task_instance WHERE dag_id = 'extract_cifar10' AND run_id = ? "
+                                  "AND task_id = 'plan_shards'", shrinking)
+    assert plan_tries == [(1,)], plan_tries
     assert len(fit_runs) == 2, fit_runs
     assert fit_runs[fitted["run_id"]] == ("asset_triggered", {"feature_set": "success", "sweep": "success",
                                                                "fit_heads": "success", "ship_classifier": "success",
