@@ -78,7 +78,8 @@ def extract_params(spec: DatasetSpec) -> dict:
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="tap layers (null: all)"),
         "splits": Param(spec.splits, **_nullable("array", items={"type": "string"}), description="splits (null: all)"),
         "sources": Param(spec.sources, type="array", items={"type": "string"},
-                         description="dataset source URIs ([]: the dataset's default source)"),
+                         description="dataset source URIs ([]: the dataset's default source, else those its newest set was "
+                                     "extracted from)"),
         "store": setting_param("store"),
         "models": setting_param("model_store"),
         "device": setting_param("device", DEFAULT_DEVICE, "extraction device (cuda on the gpu queue); cuda never falls back to cpu"),
@@ -105,7 +106,7 @@ def extract_params(spec: DatasetSpec) -> dict:
 def finetune_params(spec: DatasetSpec) -> dict:
     return {
         "backbone": Param(spec.backbone, type="string", pattern=BACKBONE_NAME, description=f"backbone to fine-tune: {BACKBONE_HELP}"),
-        "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source"),
+        "sources": Param(spec.sources, type="array", items={"type": "string"}, description="[]: the default source, else those the newest set was extracted from"),
         "limit": Param(spec.limit, **_nullable("integer", minimum=1)),
         "layers": Param(spec.layers, **_nullable("array", items={"type": "string"}), description="layers to extract after"),
         "store": setting_param("store"),
