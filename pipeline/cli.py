@@ -1082,6 +1082,9 @@ def cmd_describe(args, settings: Settings) -> None:
     for s in lineage["sources"]:
         digest = s["checksum"].get("sha256") or s["checksum"].get("listing_sha256")
         print(f"source        {given_uri(s['uri'], s.get('options'))}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
+    files = [given_uri(s["uri"], s.get("options")) for s in lineage["sources"]]
+    if lineage.get("source_uris") and lineage["source_uris"] != files:  # a glob or a brace list, matched again by later runs
+        print(f"given as      {', '.join(lineage['source_uris'])}  (what a later run reads where no --source is given)")
     for r in info["rejects"][:20]:
         print(f"rejected      {r['image_id']}: {r['reason']}")
     if len(info["rejects"]) > 20:

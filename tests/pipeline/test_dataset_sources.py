@@ -38,6 +38,11 @@ def test_a_dataset_given_a_glob_once_reads_it_again_and_finds_what_it_matches_no
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["version"] == 2 and summary["changes"]["added"] == len(files) // 3 * 2  # only b.tar's images
     assert summary["changes"]["reused"] == len(files) // 3
+    assert main(["describe", "--dataset", "shards", "--store", store]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    sources = [line for line in shown if line.startswith("source ")]  # each file, and the glob as it was given
+    assert len(sources) == 2 and "/a.tar" in sources[0] and "/b.tar" in sources[1]
+    assert f"given as      {glob}  (what a later run reads where no --source is given)" in shown
 
 
 def test_options_given_in_the_fragment_are_given_again(tmp_path, lite0, models_root):
