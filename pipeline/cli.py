@@ -1060,7 +1060,7 @@ def cmd_describe(args, settings: Settings) -> None:
 
     from tlfs.pipeline.kept_checks import check_line, kept_summaries
     from tlfs.pipeline.saved_heads import head_summaries
-    from tlfs.pipeline.sources.uris import given_uri
+    from tlfs.pipeline.sources.uris import recorded_uris
 
     info = features.describe(args.dataset, args.backbone, settings.store, version=args.version, as_of=args.as_of)
     info["heads"] = head_summaries(info["uri"])
@@ -1079,10 +1079,10 @@ def cmd_describe(args, settings: Settings) -> None:
     print("layers        " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()))
     for split, c in info["counts"].items():
         print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
-    for s in lineage["sources"]:
+    files = recorded_uris(lineage["sources"])
+    for s, uri in zip(lineage["sources"], files):
         digest = s["checksum"].get("sha256") or s["checksum"].get("listing_sha256")
-        print(f"source        {given_uri(s['uri'], s.get('options'))}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
-    files = [given_uri(s["uri"], s.get("options")) for s in lineage["sources"]]
+        print(f"source        {uri}  [{s['format']}]  {s['images']} images  sha256 {digest[:16]}...")
     if lineage.get("source_uris") and lineage["source_uris"] != files:  # a glob or a brace list, matched again by later runs
         print(f"given as      {', '.join(lineage['source_uris'])}  (what a later run reads where no --source is given)")
     for r in info["rejects"][:20]:

@@ -8,17 +8,15 @@ from __future__ import annotations
 from typing import Callable
 
 from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET, Settings
-from tlfs.pipeline.sources.uris import given_uri
+from tlfs.pipeline.sources.uris import recorded_uris
 
 
 def sources_for(settings: Settings, dataset: str, given: list[str] | None, log: Callable[[str], None] = print) -> list[str]:
     """``given``, or the configured default, or the sources the store's newest set of
     ``dataset`` recorded (said in a line); the configuration's error where there are none."""
-    if given or dataset == DEFAULT_SOURCE_DATASET:
-        return settings.sources_for(dataset, given)
-    recorded = recorded_sources(settings.store, dataset)
+    recorded = None if given or dataset == DEFAULT_SOURCE_DATASET else recorded_sources(settings.store, dataset)
     if recorded is None:
-        return settings.sources_for(dataset, given)  # its error: the dataset needs --source
+        return settings.sources_for(dataset, given)  # given, the default, or its error: the dataset needs --source
     uri, version, sources = recorded
     log(f"reading the sources {', '.join(sources)} that {uri} (version {version}) was extracted from "
         "(--source names others)")
@@ -38,5 +36,5 @@ def recorded_sources(store: str, dataset: str) -> tuple[str, int, list[str]] | N
         return None
     newest = max(sets, key=lambda s: s.manifest["committed_at"])
     lineage = newest.manifest["lineage"]
-    given = lineage.get("source_uris") or [given_uri(s["uri"], s.get("options")) for s in lineage["sources"]]
+    given = lineage.get("source_uris") or recorded_uris(lineage["sources"])
     return newest.uri, newest.version, list(given)

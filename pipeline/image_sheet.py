@@ -24,10 +24,10 @@ def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = 
     from the sources the set's lineage names, or why it could not be read."""
     from tlfs.pipeline.image_decode import ImageRejected, decode
     from tlfs.pipeline.indexing import build_index, iter_payloads
-    from tlfs.pipeline.sources.uris import given_uri
+    from tlfs.pipeline.sources.uris import recorded_uris
 
     sources = feature_set.lineage["sources"]
-    uris = [given_uri(s["uri"], s.get("options")) for s in sources]
+    uris = recorded_uris(sources)
     log(f"reading {len(image_ids)} images again from {', '.join(uris)}")
     try:
         index = build_index(feature_set.dataset, uris)

@@ -48,6 +48,11 @@ def given_uri(uri: str, options: dict[str, str] | None) -> str:
     return uri + ("#" + "&".join(f"{k}={v}" for k, v in options.items()) if options else "")
 
 
+def recorded_uris(sources: list[dict]) -> list[str]:
+    """Each file of a set's lineage ``sources`` as a URI that reads it again, its options kept."""
+    return [given_uri(source["uri"], source.get("options")) for source in sources]
+
+
 def expand_uri(uri: str) -> list[str]:
     """The files a URI names: itself, or for a glob (``*.tar``) or a brace list
     (``train-{0000..0099}.tar``, ``{a,b}.tar``) every match, sorted. A pattern that
