@@ -20,7 +20,7 @@ from tlfs.features.schema import read_parquet
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_bytes_if_exists, read_json
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.kept_checks import LABEL_ISSUES, NEAR_COPIES, KeptCheck, kept_check
-from tlfs.pipeline.saved_heads import head_summaries, preference
+from tlfs.pipeline.saved_heads import ranked_heads
 
 REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves it
 REJECTS_SHOWN = 50
@@ -50,7 +50,7 @@ def report(request: ReportRequest, log: Callable[[str], None] = print) -> tuple[
     heads = layout.heads_uri(feature_set.uri)
     files = _heads_files(heads)
     info = {"uri": feature_set.uri, **feature_set.manifest}
-    summaries = sorted(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
+    summaries = ranked_heads(feature_set)  # the first: the head the fit_heads DAG ships and commands use by default
     first = summaries[0]["name"] if summaries else None
     advice = _advised(feature_set)
     near_copies, doubted = kept_check(files, NEAR_COPIES), kept_check(files, LABEL_ISSUES)
@@ -255,8 +255,9 @@ def _heads(summaries: list[dict], dataset: str) -> str:
              _accuracy(h["test_accuracy"]), _accuracy(h["test_balanced_accuracy"]),
              None if h["calibration_error"] is None else f"{h['calibration_error']:.4f}",
              None if h["classifier_bytes"] is None else f"{h['classifier_bytes'] / 1e6:.1f} MB"] for h in summaries]
-    return ("<p>Every saved head, by validation accuracy (the first in bold; of equals the simpler, as the fit_heads "
-            "DAG ships); a shipped classifier is one ONNX file "
+    return ("<p>Every saved head, by validation accuracy, those fitted on this version first (the first in bold: "
+            "of equals the simpler, as the fit_heads DAG ships and commands use by default); a shipped classifier is one "
+            "ONNX file "
             "(<code>tlfs export-classifier</code>).</p>"
             + _table(["head", "fitted on version", "layers", "views", "validation", "test", "test balanced",
                       "calibration error", "classifier"], rows, numeric={1, 4, 5, 6, 7, 8}, marked={0}))

@@ -61,25 +61,30 @@ def head_name(head: str, layers: list[str], balanced: bool = False) -> str:
 
 def default_head(feature_set: FeatureSet) -> str:
     """The head a command uses where none is named (``predict``, ``export-classifier``,
-    ``label-next``): the one the ``fit_heads`` DAG ships and ``tlfs heads`` marks best, of the
-    heads saved under the set's ``_heads/`` (:func:`preferred_head`); balanced heads first where
-    the set's sweep was balanced. An error saying how to fit one where none is saved."""
-    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json") or {}
-    name = preferred_head(head_summaries(feature_set.uri), feature_set.plan_id, list(feature_set.layers),
-                          balanced=bool(sweep.get("balanced")))
-    if name is None:
+    ``label-next``): the first of :func:`ranked_heads`, the one the ``fit_heads`` DAG ships and
+    ``tlfs heads`` marks best. An error saying how to fit one where none is saved."""
+    ranked = ranked_heads(feature_set)
+    if not ranked:
         raise PipelineError(f"{feature_set.uri} has no saved head: `tlfs sweep --dataset {feature_set.dataset}` fits a "
                             f"softmax head on every layer, `tlfs fit --dataset {feature_set.dataset} --layer LAYER --head "
                             "softmax|lightgbm|mlp` one head; or name a head with --head")
-    return name
+    return ranked[0]["name"]
 
 
-def preferred_head(summaries: list[dict], plan_id: str | None, layers: list[str], balanced: bool = False) -> str | None:
-    """The name of the head of ``summaries`` (:func:`head_summaries`) to use by default, None
-    where there is none: of the heads fitted on the set's newest version (``plan_id``), else of
-    all, the plain ones (or the balanced ones, ``balanced``; the others where there are none) by
-    :func:`preference`: the best validation accuracy (balanced accuracy for balanced heads), of
-    equals the simpler head, then the earlier of the set's ``layers``, as the sweep chooses."""
+def ranked_heads(feature_set: FeatureSet) -> list[dict]:
+    """The set's saved heads (:func:`head_summaries`) in the order of :func:`preferred_order`;
+    balanced heads first where the set's sweep was balanced."""
+    sweep = read_json_if_exists(f"{layout.heads_uri(feature_set.uri)}/sweep.json") or {}
+    return preferred_order(head_summaries(feature_set.uri), feature_set.plan_id, list(feature_set.layers),
+                           balanced=bool(sweep.get("balanced")))
+
+
+def preferred_order(summaries: list[dict], plan_id: str | None, layers: list[str], balanced: bool = False) -> list[dict]:
+    """``summaries`` (:func:`head_summaries`), the head to use by default first: those fitted
+    on the set's newest version (``plan_id``) before the others, the plain ones (or the balanced
+    ones, ``balanced``) before the others, then by :func:`preference`: the best validation
+    accuracy (balanced accuracy for balanced heads), of equals the simpler head, then the
+    earlier of the set's ``layers``, as the sweep chooses."""
     order = {layer: n for n, layer in enumerate(layers)}
 
     def rank(head: dict) -> tuple:
@@ -87,7 +92,13 @@ def preferred_head(summaries: list[dict], plan_id: str | None, layers: list[str]
         return (head["plan_id"] != plan_id, bool(head["balanced"]) != balanced, *preference(head["head"], measure),
                 tuple(order.get(layer, len(order)) for layer in head["layers"]))
 
-    return min(summaries, key=rank)["name"] if summaries else None
+    return sorted(summaries, key=rank)
+
+
+def preferred_head(summaries: list[dict], plan_id: str | None, layers: list[str], balanced: bool = False) -> str | None:
+    """The name of the first head of :func:`preferred_order`; None where there is none."""
+    ranked = preferred_order(summaries, plan_id, layers, balanced)
+    return ranked[0]["name"] if ranked else None
 
 
 def layers_to_use(feature_set: FeatureSet, asked: list[str] | tuple[str, ...]) -> list[str]:
