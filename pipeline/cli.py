@@ -160,6 +160,10 @@ def _backbone_args(p: argparse.ArgumentParser) -> None:
     _setting_arg(p, "model_store", flag="--models")
 
 
+def _set_dataset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="the dataset whose feature set it reads (tlfs ls lists them)")
+
+
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need "
                    "--source the first time (then the sources its newest set was extracted from are read)")
@@ -231,10 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     p.add_argument("--layer", required=True, type=_csv, help="layer, comma-separated layers to concatenate (each layer normalised to equal weight), or 'all'")
-    p.add_argument("--head", default=HEADS[0], choices=HEADS)
+    p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"the head fitted (default: {HEADS[0]}): softmax "
+                   "(a linear classifier), lightgbm (boosted trees on the softmax's scores) or mlp (one hidden layer)")
     _fit_views_arg(p)
     _balanced_arg(p)
     _store_arg(p)
@@ -266,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("duplicates", help="near-copies: each image's nearest image of another split (or its own) by "
                        "the cosine similarity of its features; a head's accuracy with and without them")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     p.add_argument("--layer", help="whose features are compared (default: head, else the set's deepest layer)")
     p.add_argument("--split", default="test", help="the images checked (default: test)")
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label-issues", help="labels that look wrong: each image classified by a head that never saw "
                        "it (out of fold on the training split), the doubtful ones by confident learning, least likely first")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _chosen_layer_arg(p)
     p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"which head classifies the images (default: {HEADS[0]})")
@@ -346,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("learning-curve", help="would more labelled images help? one head fitted on growing shares of "
                        "the training images, each scored on the same validation and test images")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _chosen_layer_arg(p)
     p.add_argument("--head", default=HEADS[0], choices=HEADS, help=f"the head fitted (default: {HEADS[0]})")
@@ -360,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("map", help="a set's images on a plane: one layer's features of a class-balanced sample, by "
                        "t-SNE or PCA, one colour a class, and the classes' silhouette")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _chosen_layer_arg(p)
     p.add_argument("--split", default="test", help="the images drawn (default: test)")
@@ -376,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
 
     p = sub.add_parser("sweep", help="fit the softmax head on every stored layer and compare")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _fit_views_arg(p)
     _balanced_arg(p, " (the best layer then chosen by the validation images' balanced accuracy)")
@@ -396,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="images/s of PyTorch fp32, PyTorch fp16, onnxruntime and the full pipeline, side by side; "
                        "--host-only: the host side alone (reading, decoding, batching, writing) on a real dataset")
     _backbone_args(p)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the device PyTorch, onnxruntime and the "
+                   "pipeline run on (default: cpu); cuda never falls back")
     p.add_argument("--batch-size", type=_positive, help="default: the device's ("
                    + ", ".join(f"{n} on {d}" for d, n in DEFAULT_BATCH.items()) + ")")
     p.add_argument("--images", type=_positive, help="images per measurement (default "
@@ -423,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, help="with --host-only: class-balanced sample of N images per split")
 
     p = sub.add_parser("verify", help="check every shard of a feature set against its manifest's checksums")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _store_arg(p)
     p.add_argument("--repair", action="store_true", help="re-extract only the damaged shards and commit again")
@@ -431,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("advise", help="which transfer case the dataset is (size x similarity to ImageNet) and what to do, "
                        "from its committed features")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p, "backbone name (newest set) or exact version; the set must hold the layer its ImageNet "
                   "classifier reads (e.g. head)")
     _store_arg(p)
@@ -443,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page about a feature set: what it holds and rejected, "
                        "the advice and its evidence, the layer sweep, the heads, the learning curves and the images to "
                        "label next, with their plots (refits nothing)")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _store_arg(p)
     p.add_argument("--version", type=_positive, help="a version number of the set (default: the newest; see tlfs history)")
@@ -454,20 +460,20 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
 
     p = sub.add_parser("describe", help="show a feature set's manifest summary and lineage")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _store_arg(p)
     _version_args(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
     p = sub.add_parser("history", help="list a feature set's versions: when, rows, images added / changed / removed / reused")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("vacuum", help="delete the files of versions the retention no longer keeps (safe beside "
                        "readers of kept versions and live runs)")
-    p.add_argument("--dataset", required=True)
+    _set_dataset_arg(p)
     _backbone_arg(p)
     _store_arg(p)
     _setting_arg(p, "retain_versions", flag="--keep")

@@ -1,5 +1,6 @@
 """The command-line contract, through the installed ``tlfs`` entry point."""
 
+import argparse
 import json
 import os
 import re
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from tlfs.pipeline.cli import main
+from tlfs.pipeline.cli import build_parser, main
 from tests.conftest import folder_images, write_tar
 
 
@@ -20,12 +21,29 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "label-next", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "label-next", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "report", "ls", "describe", "history", "vacuum"]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_the_command_list_is_every_command():
+    assert sorted(_subcommands()) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     assert "usage: tlfs " + command in tlfs(command, "--help").stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_says_what_it_is(command):
+    unexplained = [action.option_strings[0] if action.option_strings else action.dest
+                   for action in _subcommands()[command]._actions
+                   if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
+    assert unexplained == [], f"tlfs {command}: options without help: {unexplained}"
 
 
 # argv -> what the one line must name
