@@ -240,7 +240,7 @@ def test_a_run_that_resumes_an_interrupted_one_counts_only_the_images_it_compute
                                                                                  models_root, monkeypatch):
     """A run stopped after three of its six shards (Ctrl-C) leaves their files; the run
     that resumes the plan computes the other three, and its rate is of those alone."""
-    from tlfs.pipeline.cli import _extracted
+    from tlfs.pipeline.cli.extract_commands import _extracted
 
     finish_shards = extract.run_shards
 
