@@ -44,9 +44,9 @@ def source_for(uri: str, fs, path: str) -> Source:
         return SOURCES["imagefolder-tar"]  # image folder, WebDataset or CIFAR: decided from its members
     if lower.endswith(".parquet"):
         return SOURCES["parquet-table"]
-    if lower.endswith(".csv"):
+    if lower.endswith((".csv", ".tsv")):
         return SOURCES["labels-csv"]
-    raise SourceError(f"{uri}: not a directory, {', '.join(TAR_SUFFIXES)}, .zip, .parquet or .csv")
+    raise SourceError(f"{uri}: not a directory, {', '.join(TAR_SUFFIXES)}, .zip, .parquet, .csv or .tsv")
 
 
 __all__ = ["SOURCES", "Indexed", "OpenArchives", "Source", "source_for"]

@@ -11,6 +11,7 @@ Columns (each can be named with the source, ``labels.csv#image=id_code&label=dia
 * ``split`` (``#split_column=``, optional): else the split is given with the source
   (``#split=train``), named by the file (``train.csv``), or held out (``#holdout=0.2``).
 
+Comma-, semicolon- or tab-separated, as the header line shows (``.csv`` or ``.tsv``).
 An image id is ``split/label/name``, the name the file's (its path within the root where
 file names repeat within a class). A row whose file is not there, a row without a label and
 an image listed twice are rejects, each with its reason. The CSV's checksum is the source's;
@@ -20,6 +21,7 @@ extracts only images that changed. Files are read in batches, as a folder's are.
 
 from __future__ import annotations
 
+import io
 import posixpath
 from typing import Iterator
 
@@ -52,7 +54,9 @@ class LabelsCsv:
         checksum = digest(uri, cache_dir)
         try:
             with fsspec.open(uri, "rb") as f:
-                table = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")  # Excel writes a BOM
+                data = f.read()
+            table = pd.read_csv(io.BytesIO(data), sep=delimiter(data), dtype=str, keep_default_na=False,
+                                skipinitialspace=True, encoding="utf-8-sig")  # Excel writes a BOM
         except (ValueError, pd.errors.ParserError) as exc:  # not UTF-8, empty, rows of another width
             raise SourceError(f"{uri}: not a CSV of labels ({type(exc).__name__}: {str(exc).strip()})") from exc
         columns = list(table.columns)
@@ -98,6 +102,17 @@ class LabelsCsv:
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         return files_in_batches(info.options["root"], wanted)
+
+
+def delimiter(data: bytes) -> str:
+    """The CSV's delimiter, as its header line shows it: a comma, else a semicolon (a
+    spreadsheet's CSV where the comma is the decimal mark), else a tab (a ``.tsv``); only
+    the header is read for it, so no path or label in the rows can mislead it."""
+    header = data.split(b"\n", 1)[0]
+    for candidate in (b",", b";", b"\t"):
+        if candidate in header:
+            return candidate.decode()
+    return ","
 
 
 def _root(uri: str, given: str | None) -> str:

@@ -93,3 +93,20 @@ def test_a_file_that_is_no_csv_is_one_line_naming_it_and_why(tmp_path, content, 
     (tmp_path / "train.csv").write_bytes(content)
     with pytest.raises(SourceError, match=f"train.csv: not a CSV of labels \\({why}: "):
         build_index("bad", [str(tmp_path / "train.csv")])
+
+
+@pytest.mark.parametrize("name, sep", [("train.csv", ";"), ("train.tsv", "\t"), ("train.csv", ",")])
+def test_a_semicolon_or_tab_separated_file_is_read_by_the_delimiter_its_header_shows(tmp_path, name, sep):
+    """A spreadsheet saves semicolons where the comma is the decimal mark; a .tsv has tabs.
+    The header decides, so a comma in an image's name does not."""
+    images = {f"{stem}.png": data for stem, data in zip(("a,1", "b 2", "c3"), folder_images(per_class=1).values())}
+    rows = [("a,1.png", "red"), ("b 2.png", "blue"), ("c3.png", "red")]
+    quote = (lambda field: f'"{field}"' if "," in field else field) if sep == "," else (lambda field: field)
+    (tmp_path / "train_images").mkdir()
+    for file, data in images.items():
+        (tmp_path / "train_images" / file).write_bytes(data)
+    lines = [sep.join(("image", "label")), *[sep.join((quote(f), label)) for f, label in rows]]
+    (tmp_path / name).write_text("\n".join(lines) + "\n")
+    index = build_index("s", [f"{tmp_path / name}#root=train_images"])
+    assert [e.image_id for e in index.entries] == ["train/red/a,1.png", "train/blue/b 2.png", "train/red/c3.png"]
+    assert not index.rejects and index.classes == ["blue", "red"]
