@@ -119,6 +119,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     from tlfs.models.names import is_backbone
     from tlfs.pipeline.class_balance import class_balance
     from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.fit import require_images
     from tlfs.pipeline.learning_curve import stored_curves
     from tlfs.pipeline.lineage import model_of
 
@@ -126,6 +127,7 @@ def advise(feature_set, thresholds: Thresholds = Thresholds(), log: Callable[[st
     model = model_of(fs)
     card = model.card
     train_split = "train" if "train" in fs.splits else fs.splits[0]
+    require_images(fs, (train_split,), "to measure the dataset by")
     missing = unmeasurable(card)
     if missing:
         _, labels, ids = fs.matrix(next(iter(fs.layers)), train_split)  # only its labels are needed

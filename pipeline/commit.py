@@ -13,7 +13,7 @@ from tlfs.features.leases import LeaseTerms, hold, require_plan
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
 from tlfs.features.versions import Retention
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import NothingReadable, PipelineError
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
@@ -44,8 +44,10 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
             if record is None:
                 raise _not_extracted(p, number)
             checked.append(record)
+        manifest = manifest_of(p, checked)
+        _refuse_a_set_of_no_row(p, manifest)
         try:
-            committed = publish(p.set_uri, manifest_of(p, checked).to_json(), retention,
+            committed = publish(p.set_uri, manifest.to_json(), retention,
                                 check=lambda: require_plan(p.set_uri, p.plan_id), listing=listing)
         except FilesMissing as exc:  # checked in the listing, before anything is written
             raise _not_extracted(p, exc.bad[0]["shard"]) from None
@@ -66,6 +68,18 @@ def commit(p: Plan, records: list[ShardRecord] | None = None, log: Callable[[str
     log(f"committed version {committed.version} of {p.set_uri}: {committed.rows} rows, "
         f"{committed.shard_files} shard files, {committed.rejected} rejected; " + describe_changes(committed.changes))
     return committed
+
+
+def _refuse_a_set_of_no_row(p: Plan, manifest: Manifest, examples: int = 3) -> None:
+    """Where every image the plan read was rejected, nothing is committed: the error names how
+    many and the first rejects' reasons, which the set would otherwise have kept alone."""
+    if any(c["written"] for c in manifest.counts.values()):
+        return
+    read = sum(c["read"] for c in manifest.counts.values())
+    shown = "; ".join(f"{r['image_id']}: {r['reason']}" for r in manifest.rejects[:examples])
+    more = f" (and {len(manifest.rejects) - examples} more)" if len(manifest.rejects) > examples else ""
+    raise NothingReadable(f"nothing to commit to {p.set_uri}: all {read} images of {p.dataset} were rejected: "
+                          f"{shown}{more}")
 
 
 def describe_changes(changes: dict) -> str:

@@ -45,6 +45,7 @@ def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = pri
 
     from tlfs.features.reader import open_set
     from tlfs.models.neighbours import nearest
+    from tlfs.pipeline.fit import require_images
 
     if not 0.0 < request.threshold <= 1.0:
         raise PipelineError(f"threshold {request.threshold}: a cosine similarity above 0 and at most 1")
@@ -53,6 +54,7 @@ def find_duplicates(request: DuplicatesRequest, log: Callable[[str], None] = pri
         if split not in feature_set.splits:
             raise CannotCheck(f"{feature_set.uri} has no split {split!r} to compare; it has "
                               f"{', '.join(feature_set.splits)}")
+    require_images(feature_set, (request.split, request.against), "to compare", CannotCheck)
     request = replace(request, layer=request.layer or compared_layer(feature_set))
     X, y, ids = feature_set.matrix(request.layer, request.split)
     within = request.against == request.split

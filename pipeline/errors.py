@@ -17,3 +17,8 @@ class CannotCheck(PipelineError):
 class SampleShrinksSet(PipelineError):
     """A limited run (``--limit``) would commit a version without images that the set holds
     and its source still holds: a sample is no reason to remove them."""
+
+
+class NothingReadable(PipelineError):
+    """Every image a run read was rejected: a set with no row is not committed (the source
+    is of a kind the reader takes for images it cannot decode, or all of it is damaged)."""

@@ -221,6 +221,11 @@ def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: i
     with Decoder(decode_workers, device) as decoder:
         train_images, train_labels, rejects = load_split(index, entries["train"], size, decoder, cache_dir)
         test_images, test_labels, test_rejects = load_split(index, entries["test"], size, decoder, cache_dir)
+    for split, labels, refused in (("train", train_labels, rejects), ("test", test_labels, test_rejects)):
+        if not len(labels):
+            shown = "; ".join(f"{r.image_id}: {r.reason}" for r in refused[:3])
+            raise PipelineError(f"the {split} split of {index.name} holds no image to fine-tune on: all "
+                                f"{len(entries[split])} were rejected" + (f": {shown}" if shown else ""))
     fit_idx, val_idx = validation_split(train_labels, seed=seed)
     return Splits((train_images[fit_idx], train_labels[fit_idx]), (train_images[val_idx], train_labels[val_idx]),
                   (test_images, test_labels), rejects + test_rejects)

@@ -170,6 +170,17 @@ def require_train_and_test(feature_set: FeatureSet) -> None:
     if "train" not in feature_set.splits or "test" not in feature_set.splits:
         raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has "
                             f"{', '.join(feature_set.splits)} ({HOLDOUT_HINT})")
+    require_images(feature_set, ("train", "test"), "to fit a head")
+
+
+def require_images(feature_set: FeatureSet, splits, needed_for: str, error: type[PipelineError] = PipelineError) -> None:
+    """Each of ``splits`` (which the set has) holds an image: a split whose every image was
+    rejected is named with its counts, before any work meets it empty."""
+    for split in dict.fromkeys(splits):
+        counts = feature_set.manifest["counts"].get(split, {})
+        if not counts.get("written"):
+            raise error(f"the {split} split of {feature_set.uri} holds no image {needed_for}: "
+                        f"{counts.get('read', 0)} read, {counts.get('rejected', 0)} rejected (tlfs describe lists why)")
 
 
 def fitting_rows(train: dict, fit_idx: np.ndarray, val_idx: np.ndarray) -> tuple[Examples, Examples]:

@@ -50,7 +50,7 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
     least likely label first (rank 1), and what it comes to."""
     from tlfs.features.reader import open_set
     from tlfs.pipeline.saved_heads import layers_to_use, split_to_use
-    from tlfs.pipeline.fit import stored_views
+    from tlfs.pipeline.fit import require_images, stored_views
 
     if request.folds < 2:
         raise PipelineError(f"folds {request.folds}: cross-validation needs at least 2")
@@ -59,6 +59,7 @@ def find_label_issues(request: LabelIssuesRequest, log: Callable[[str], None] = 
         raise CannotCheck(f"{feature_set.uri} has no train split to fit the heads that check its labels")
     layers = layers_to_use(feature_set, request.layers)
     split_to_use(feature_set, request.split)
+    require_images(feature_set, ("train", request.split), "to check labels with", CannotCheck)
     views = stored_views(feature_set, list(request.views))
     checked = {view: feature_set.matrices(layers, request.split, view=view) for view in views}
     _, y, ids = checked[views[0]]

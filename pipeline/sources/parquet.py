@@ -109,9 +109,11 @@ class ParquetTable:
                     yield from unreadable([e for _, e in by_group[group]], exc)
                     continue
                 data = column.field("bytes") if pa.types.is_struct(column.type) else column
+                has_paths = pa.types.is_struct(column.type) and column.type.get_field_index("path") >= 0
+                paths = column.field("path") if has_paths else None
                 for row, e in by_group[group]:
                     value = data[row].as_py() if row < len(data) else None
-                    yield e, value if value else Unreadable(f"{info.uri}: row {e.member} holds no image bytes")
+                    yield e, value if value else Unreadable(_no_bytes(info.uri, e.member, paths, row))
 
 
 def _class_names(schema: pa.Schema, label: str) -> list[str] | None:
@@ -125,3 +127,13 @@ def _class_names(schema: pa.Schema, label: str) -> list[str] | None:
         return None
     names = feature.get("names") if isinstance(feature, dict) else None
     return [str(n) for n in names] if names else None
+
+
+def _no_bytes(uri: str, member: str, paths, row: int) -> str:
+    """Why a row has no image: where it names only a file (a table saved without its images
+    embedded), that file, which is not read: a path in a table is the writing machine's."""
+    path = paths[row].as_py() if paths is not None and row < len(paths) else None
+    if path:
+        return (f"{uri}: row {member} holds no image bytes, only the path {path} (the table refers to its images "
+                "instead of holding them: save it with them embedded, or extract the images' folder)")
+    return f"{uri}: row {member} holds no image bytes"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tlfs import features
 from tlfs.pipeline.indexing import build_index, refused_notice
-from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.errors import NothingReadable, SourceError
 from tests.conftest import folder_images, png_bytes, write_tar, write_tree
 from tests.extraction import run_extract
 
@@ -109,6 +109,48 @@ def test_a_class_missing_from_one_split_keeps_labels_consistent(tmp_path, lite0,
     for split in ("train", "test"):
         frame = features.load("h", "efficientnet_lite0", "head", split, store)
         assert (frame["label"] == frame["label_name"].map(manifest["classes"].index)).all()
+
+
+def test_a_run_whose_every_image_is_rejected_commits_nothing_and_says_why(tmp_path, lite0, models_root):
+    files = {f"{split}/{cls}/{n}.jpg": os.urandom(300) for split in ("train", "test") for cls in ("a", "b")
+             for n in range(2)}
+    with pytest.raises(NothingReadable, match=r"nothing to commit to .*: all 8 images of h were rejected: "
+                                              r"\S+/\S+/\d.jpg: [^;]+; .*\(and 5 more\)"):
+        run(tmp_path, [write_tree(tmp_path / "d", files)], models_root)
+    assert features.list_sets(str(tmp_path / "store")).empty  # no version of no row
+    files["train/a/good.png"] = png_bytes((10, 200, 10))  # one image readable: the rejects are kept beside it
+    summary = run(tmp_path, [write_tree(tmp_path / "d", files)], models_root)
+    assert (summary["rows"], summary["rejected"]) == (1, 8)
+
+
+def test_a_split_whose_every_image_was_rejected_is_named_by_each_step_that_needs_it(tmp_path, lite0, models_root):
+    from tlfs.pipeline.advise import advise
+    from tlfs.pipeline.duplicates import DuplicatesRequest, find_duplicates
+    from tlfs.pipeline.errors import CannotCheck, PipelineError
+    from tlfs.pipeline.finetune import decode_splits
+    from tlfs.pipeline.fit import fit, sweep
+    from tlfs.pipeline.label_issues import LabelIssuesRequest, find_label_issues
+    from tlfs.pipeline.learning_curve import LearningCurveRequest, learning_curve
+
+    files = {k: (os.urandom(300) if k.startswith("train/") else v) for k, v in folder_images(per_class=2).items()}
+    source = write_tree(tmp_path / "d", files)
+    run(tmp_path, [source], models_root)
+    store, quiet = str(tmp_path / "store"), {"log": lambda *_: None}
+    fs = features.open_set("h", "efficientnet_lite0", store)
+    empty = r"the train split of .* holds no image {}: 6 read, 6 rejected \(tlfs describe lists why\)"
+    for step in (lambda: fit(fs, ["head"], **quiet), lambda: sweep(fs, **quiet),
+                 lambda: learning_curve(LearningCurveRequest("h", "efficientnet_lite0", ("head",), store=store), **quiet)):
+        with pytest.raises(PipelineError, match=empty.format("to fit a head")):
+            step()
+    with pytest.raises(PipelineError, match=empty.format("to measure the dataset by")):
+        advise(fs, **quiet)
+    with pytest.raises(CannotCheck, match=empty.format("to compare")):
+        find_duplicates(DuplicatesRequest("h", "efficientnet_lite0", store=store), **quiet)
+    with pytest.raises(CannotCheck, match=empty.format("to check labels with")):
+        find_label_issues(LabelIssuesRequest("h", "efficientnet_lite0", store=store), **quiet)
+    with pytest.raises(PipelineError, match=r"the train split of h holds no image to fine-tune on: all 6 were "
+                                            r"rejected: train/\w+/\d+.png: "):
+        decode_splits(build_index("h", [str(source)]), 224, None, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["truncated_gz", "corrupt_zip", "not_an_archive"])

@@ -42,3 +42,15 @@ def test_a_row_without_image_bytes_is_a_reject_with_its_row(tmp_path):
     index = build_index("t", [str(tmp_path / "train.parquet")])
     payloads = [p for _, p in iter_payloads(index.sources, index.entries)]
     assert isinstance(payloads[0], bytes) and "holds no image bytes" in str(payloads[1])
+
+
+def test_a_row_that_names_only_its_file_says_the_table_refers_to_its_images(tmp_path):
+    """A table saved without its images embedded holds their paths on the machine that wrote it."""
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = pa.array([{"bytes": png_bytes((200, 0, 0)), "path": None}, {"bytes": None, "path": "/data/cats/1.png"}],
+                      image_type)
+    pq.write_table(pa.table({"image": images, "label": ["red", "red"]}), tmp_path / "train.parquet")
+    index = build_index("t", [str(tmp_path / "train.parquet")])
+    payloads = [p for _, p in iter_payloads(index.sources, index.entries)]
+    assert isinstance(payloads[0], bytes)
+    assert "holds no image bytes, only the path /data/cats/1.png (the table refers to its images" in str(payloads[1])
