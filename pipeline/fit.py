@@ -32,6 +32,9 @@ def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     index = np.arange(len(y))
     counts = np.bincount(y)
     present = int((counts > 0).sum())
+    if present < 2:
+        raise PipelineError(f"the {len(y)} training images are all of one class: a head tells two or more classes "
+                            "apart" if len(y) else "no training images")
     size = max(int(round(VALIDATION_FRACTION * len(y))), present)  # at least one image per class
     if len(y) - size < present:
         raise PipelineError(f"too few training images ({len(y)}) to hold out a validation split for {present} classes")
@@ -137,17 +140,24 @@ def fit(feature_set: FeatureSet, layers: list[str], head: str = "softmax", log: 
     layers = list(feature_set.layers) if layers == ["all"] else layers
     views = stored_views(feature_set, views)
     train, test = read_views(feature_set, layers, views)
-    _say_if_imbalanced(train, feature_set.classes, balanced, log)
+    _say_what_the_classes_are(train, test, feature_set.classes, balanced, log)
     return _fit_and_save(feature_set, layers, head, train, test, log, balanced)
 
 
-def _say_if_imbalanced(train: dict, classes: list[str], balanced: bool, log: Callable) -> None:
+def _say_what_the_classes_are(train: dict, test: dict, classes: list[str], balanced: bool, log: Callable) -> None:
     """Where the training split's classes are imbalanced and the heads are not balanced, say
-    so (``train``: ``{view: (X, y, ids)}``)."""
-    balance = class_balance(next(iter(train.values()))[1], classes)
+    so; and name the classes of test images that no training image has, which no head can
+    predict (``train``, ``test``: ``{view: (X, y, ids)}``)."""
+    y_train, y_test = next(iter(train.values()))[1], next(iter(test.values()))[1]
+    balance = class_balance(y_train, classes)
     if balance.imbalanced and not balanced:
         log(f"  {balance.line()}: the balanced accuracy weighs each class alike; --balanced has the head predict as if "
             "they were equally common")
+    trained = set(np.unique(y_train).tolist())
+    unseen = {classes[k]: int(n) for k, n in enumerate(np.bincount(y_test, minlength=len(classes))) if n and k not in trained}
+    if unseen:
+        log(f"  no training image of {', '.join(unseen)}: no head predicts {'it' if len(unseen) == 1 else 'them'}, so "
+            f"the {sum(unseen.values())} test images of {'it' if len(unseen) == 1 else 'them'} count as wrong")
 
 
 def stored_views(feature_set: FeatureSet, views: list[str] | None) -> list[str]:
@@ -316,7 +326,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     for n, layer in enumerate(dims):
         train, test = read_views(feature_set, [layer], views)
         if not n:  # the labels are the same for every layer: said once
-            _say_if_imbalanced(train, feature_set.classes, balanced, log)
+            _say_what_the_classes_are(train, test, feature_set.classes, balanced, log)
         result = _fit_and_save(feature_set, [layer], "softmax", train, test, log, balanced)
         accuracies[layer] = result["test_accuracy"]
         validation[layer] = result["validation_accuracy"]

@@ -84,6 +84,27 @@ def test_fit_needs_train_and_test(tmp_path, lite0, models_root):
         fit(features.open_set("c", "efficientnet_lite0", store=str(tmp_path / "s")), ["head"], "softmax")
 
 
+def test_a_head_needs_two_classes_and_a_test_class_no_training_image_has_is_named(tmp_path, lite0, models_root):
+    """One class is nothing to tell apart (LightGBM failed on it, the softmax scored 1.0); a
+    class only the test split has is one no head predicts, and is said so before the fit."""
+    files = folder_images(per_class=6)
+    one_class = {k: v for k, v in files.items() if k.split("/")[1] == "red"}
+    test_only = {k: v for k, v in files.items() if not k.startswith("train/blue/")}
+    store, quiet = str(tmp_path / "s"), {"show_progress": False, "log": lambda *_: None}
+    run_extract("one", [str(write_tree(tmp_path / "one", one_class))], "efficientnet_lite0", store, models_root, **quiet)
+    run_extract("unseen", [str(write_tree(tmp_path / "unseen", test_only))], "efficientnet_lite0", store, models_root, **quiet)
+    one = features.open_set("one", "efficientnet_lite0", store=store)
+    for head in ("softmax", "lightgbm", "mlp"):
+        with pytest.raises(PipelineError, match=r"the 6 training images are all of one class: a head tells two or more"):
+            fit(one, ["head"], head, log=lambda *_: None)
+    with pytest.raises(PipelineError, match="all of one class"):
+        sweep(one, log=lambda *_: None)
+    said = []
+    result = fit(features.open_set("unseen", "efficientnet_lite0", store=store), ["head"], "softmax", log=said.append)
+    assert "  no training image of blue: no head predicts it, so the 6 test images of it count as wrong" in said
+    assert result["per_class_accuracy"]["blue"] == 0.0
+
+
 def test_a_head_fits_on_a_tree_of_classes_given_with_a_holdout(tmp_path, lite0, models_root):
     """The folder of class folders most users have: extracted with a test split held out of
     it, a head fits at once and is tested on the held-out images."""
