@@ -81,24 +81,20 @@ def feature_map(request: MapRequest, log: Callable[[str], None] = print):
 
 def map_png(path: Path, points, classes: list[str], title: str) -> Path:
     """The points one colour a class (in the set's class order), with a legend beside them."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tlfs.pipeline.plotting import saved_figure
 
-    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(7.5, 6.0))
-    for number, name in enumerate(classes):
-        shown = points[points["label_name"] == name]
-        if len(shown):
-            ax.scatter(shown["x"], shown["y"], s=5, alpha=0.7, color=colours(number % colours.N), label=name,
-                       linewidths=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-    if len(classes) <= 40:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=3, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    colours = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    with saved_figure(path, (7.5, 6.0)) as (fig, ax):
+        for number, name in enumerate(classes):
+            shown = points[points["label_name"] == name]
+            if len(shown):
+                ax.scatter(shown["x"], shown["y"], s=5, alpha=0.7, color=colours(number % colours.N), label=name,
+                           linewidths=0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=8)
+        if len(classes) <= 40:
+            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=3, frameon=False)
     return path

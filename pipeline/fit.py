@@ -17,6 +17,7 @@ from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.class_balance import balanced_accuracy, class_balance
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
+from tlfs.pipeline.plotting import saved_figure
 from tlfs.pipeline.saved_heads import head_name
 
 PREDICTIONS_FILE = "test_predictions.parquet"  # beside a saved head: its prediction for each test image
@@ -99,28 +100,21 @@ def _wrapped(title: str, inches: float) -> str:
 
 
 def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = np.asarray(matrix)
     # coloured by each true class's share (its row), so that a rare class's row reads as a common one's
     shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     # a cell 0.6 inch a class, and room for the title's lines where the classes are few
-    fig, ax = plt.subplots(figsize=(max(3.6, 1.0 + 0.6 * len(classes)), max(3.2, 0.6 + 0.6 * len(classes))))
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(_wrapped(title, fig.get_figwidth()), fontsize=10)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, (max(3.6, 1.0 + 0.6 * len(classes)), max(3.2, 0.6 + 0.6 * len(classes)))) as (fig, ax):
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(_wrapped(title, fig.get_figwidth()), fontsize=10)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
     return path
 
 
@@ -277,29 +271,21 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
               validation: dict[str, float] | None = None, measure: str = "accuracy") -> Path:
     """The per-layer test accuracies as bars, the ``chosen`` layer's in another colour, and
     the ``validation`` accuracies that chose it as marks across the bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(accuracies)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.9))
-    bars = ax.bar(range(len(names)), [accuracies[n] * 100 for n in names],
-                  color=["#DD8452" if n == chosen else "#4C72B0" for n in names], label="test")
-    if validation:
-        ax.plot(range(len(names)), [validation[n] * 100 for n in names], linestyle="none", marker="_",
-                markersize=28, markeredgewidth=2, color="black", label="validation")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
-    ax.set_ylabel(f"{measure} (%)")
-    ax.set_title("\n".join(_wrapped(line, fig.get_figwidth()) for line in title.splitlines()), fontsize=10)
-    for bar, n in zip(bars, names):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() - 2, f"{accuracies[n] * 100:.1f}", ha="center", va="top",
-                fontsize=8, color="white")  # inside the bar: the validation mark sits on its top
-    ax.set_ylim(0, 105)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, (1.2 + 0.9 * len(names), 3.9)) as (fig, ax):
+        bars = ax.bar(range(len(names)), [accuracies[n] * 100 for n in names],
+                      color=["#DD8452" if n == chosen else "#4C72B0" for n in names], label="test")
+        if validation:
+            ax.plot(range(len(names)), [validation[n] * 100 for n in names], linestyle="none", marker="_",
+                    markersize=28, markeredgewidth=2, color="black", label="validation")
+            ax.legend(loc="upper left", fontsize=8)
+        ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
+        ax.set_ylabel(f"{measure} (%)")
+        ax.set_title("\n".join(_wrapped(line, fig.get_figwidth()) for line in title.splitlines()), fontsize=10)
+        for bar, n in zip(bars, names):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() - 2, f"{accuracies[n] * 100:.1f}", ha="center",
+                    va="top", fontsize=8, color="white")  # inside the bar: the validation mark sits on its top
+        ax.set_ylim(0, 105)
     return path
 
 

@@ -181,26 +181,21 @@ def last_doubling_gain(points: list[dict], last: int = 3, measure: str = "accura
 
 
 def curve_png(path: Path, points: list[dict], title: str, measure: str = "accuracy") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tlfs.pipeline.plotting import saved_figure
 
     images = [p["images"] for p in points]
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     spread_of = measure.replace("accuracy", "std")  # std, balanced_std
-    for key, marker in (("validation", "o"), ("test", "s")):
-        spread = [p[f"{key}_{spread_of}"] * 100 for p in points] if f"{key}_{spread_of}" in points[0] else None
-        ax.errorbar(images, [p[f"{key}_{measure}"] * 100 for p in points], yerr=spread, marker=marker, capsize=3, label=key)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(images, [f"{n:,}" for n in images])
-    ax.minorticks_off()
-    ax.set_xlabel("training images")
-    ax.set_ylabel(f"{measure.replace('_', ' ')} (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with saved_figure(path, (5.6, 3.8)) as (fig, ax):
+        for key, marker in (("validation", "o"), ("test", "s")):
+            spread = [p[f"{key}_{spread_of}"] * 100 for p in points] if f"{key}_{spread_of}" in points[0] else None
+            ax.errorbar(images, [p[f"{key}_{measure}"] * 100 for p in points], yerr=spread, marker=marker, capsize=3,
+                        label=key)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(images, [f"{n:,}" for n in images])
+        ax.minorticks_off()
+        ax.set_xlabel("training images")
+        ax.set_ylabel(f"{measure.replace('_', ' ')} (%)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return path
