@@ -33,9 +33,15 @@ def test_the_command_list_is_every_command():
     assert sorted(_subcommands()) == sorted(COMMANDS)
 
 
+def test_the_installed_command_answers_help():
+    assert "usage: tlfs [-h] [--version] COMMAND" in tlfs("--help").stdout
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(command):
-    assert "usage: tlfs " + command in tlfs(command, "--help").stdout
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit:  # argparse exits after the help, with status 0
+        main([command, "--help"])
+    assert exit.value.code == 0 and "usage: tlfs " + command in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -72,12 +78,22 @@ BAD_ARGUMENTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
-def test_a_bad_argument_is_one_line_naming_the_flag_and_exit_1(case):
+def test_a_bad_argument_is_one_line_naming_the_flag_and_exit_1(case, capsys):
     argv, message = BAD_ARGUMENTS[case]
-    proc = tlfs(*argv, check=False)
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tlfs") and message in lines[0], proc.stderr
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's error, as the installed command ends it
+        code = exit.code
+    stderr = capsys.readouterr().err
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tlfs") and message in lines[0], stderr
+
+
+def test_the_installed_command_ends_a_bad_argument_with_one_line_and_status_1():
+    proc = tlfs("extract", "--limit", "abc", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "tlfs extract: error: argument --limit: expected a whole number, got 'abc' (see tlfs extract --help)"]
 
 
 @pytest.mark.parametrize("command, images", [("predict", ["a.jpg"]), ("duplicates", []), ("similar", ["a.jpg"]),
