@@ -99,22 +99,33 @@ def _wrapped(title: str, inches: float) -> str:
     return "\n".join(line.replace("+ ", "+") for line in lines)
 
 
+CONFUSION_INCHES = 12.0  # the confusion matrix's largest side
+CONFUSION_COUNTS_UP_TO = 30  # classes: up to this many, each cell shows its count
+CONFUSION_NAMES_UP_TO = 100  # classes: up to this many, each row and column is named
+
+
 def confusion_png(path: Path, matrix: list[list[int]], classes: list[str], title: str) -> Path:
     m = np.asarray(matrix)
+    n = len(classes)
     # coloured by each true class's share (its row), so that a rare class's row reads as a common one's
     shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    # a cell 0.6 inch a class, and room for the title's lines where the classes are few
-    with saved_figure(path, (max(3.6, 1.0 + 0.6 * len(classes)), max(3.2, 0.6 + 0.6 * len(classes)))) as (fig, ax):
+    # a cell 0.6 inch a class, less where the classes are many (the figure at most CONFUSION_INCHES wide: 200
+    # classes at 0.6 inch took 82 s and 8.6 GB to draw), and room for the title's lines where they are few
+    cell = min(0.6, (CONFUSION_INCHES - 1.0) / n)
+    small = {"fontsize": max(3.0, 10 * cell / 0.6)} if cell < 0.6 else {}
+    with saved_figure(path, (max(3.6, 1.0 + cell * n), max(3.2, 0.6 + cell * n))) as (fig, ax):
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set_xlabel("predicted")
+        if n <= CONFUSION_NAMES_UP_TO:
+            ax.set_xticks(range(n), classes, rotation=45, ha="right", **small)
+            ax.set_yticks(range(n), classes, **small)
+        ax.set_xlabel("predicted" if n <= CONFUSION_NAMES_UP_TO else "predicted (the classes in the set's order)")
         ax.set_ylabel("true")
         ax.set_title(_wrapped(title, fig.get_figwidth()), fontsize=10)
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if shares[i, j] > 0.5 else "black")
+        if n <= CONFUSION_COUNTS_UP_TO:  # each cell's count written in it
+            for i in range(m.shape[0]):
+                for j in range(m.shape[1]):
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7 * cell / 0.6,
+                            color="white" if shares[i, j] > 0.5 else "black")
     return path
 
 
