@@ -289,7 +289,7 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
         if validation:
             ax.plot(range(len(names)), [validation[n] * 100 for n in names], linestyle="none", marker="_",
                     markersize=28, markeredgewidth=2, color="black", label="validation")
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(loc="lower right", fontsize=8, framealpha=0.9)  # over the bars' feet, not their figures
         ax.set_xticks(range(len(names)), [f"{n}\n({dims[n]}-d)" for n in names])
         ax.set_ylabel(f"{measure} (%)")
         ax.set_title("\n".join(_wrapped(line, fig.get_figwidth()) for line in title.splitlines()), fontsize=10)

@@ -26,6 +26,7 @@ REPORT_FILE = "report.html"  # beside the heads, where the fit_heads DAG leaves 
 REJECTS_SHOWN = 50
 QUEUE_SHOWN = 20
 CONFUSIONS_SHOWN = 8  # the first head's most frequent mistakes, true class -> class taken for
+CLASSES_SHOWN = 30  # the first head's classes, the worst first (every class is in its metrics.json)
 MISTAKES_SHOWN = 10  # its surest mistakes on the test split
 NEAR_COPIES_SHOWN = 10
 LABEL_ISSUES_SHOWN = 20
@@ -305,13 +306,19 @@ def _mistakes(folder: str | None, name: str | None) -> str:
     taken_for = [max((n, j) for j, n in enumerate(row) if j != i) for i, row in enumerate(matrix)]
     by_class = sorted(((row[i] / totals[i], i) for i, row in enumerate(matrix) if totals[i]))
     rows = [[classes[i], totals[i], _accuracy(share),
-             f"{classes[taken_for[i][1]]} ({taken_for[i][0]:,})" if taken_for[i][0] else None] for share, i in by_class]
+             f"{classes[taken_for[i][1]]} ({taken_for[i][0]:,})" if taken_for[i][0] else None]
+            for share, i in by_class[:CLASSES_SHOWN]]
+    rest = by_class[CLASSES_SHOWN:]
     balanced = metrics.get("test_balanced_accuracy")
     page = (f"<p>The {html.escape(name)} head on the test split's {sum(totals):,} images: "
             f"{_accuracy(metrics['test_accuracy'])} right" + (f", {_accuracy(balanced)} averaged over classes" if balanced
                                                               is not None else "")
-            + ". Each class, the worst first, and the class it is most often taken for:</p>"
-            + _table(["class", "test images", "accuracy", "most often taken for"], rows, numeric={1, 2}))
+            + (". Each class, the worst first," if not rest else f". The {CLASSES_SHOWN} worst of its {len(by_class)} "
+               "classes,") + " and the class it is most often taken for:</p>"
+            + _table(["class", "test images", "accuracy", "most often taken for"], rows, numeric={1, 2})
+            + (f"<p class='note'>The other {len(rest)} classes: "
+               + ("each test image right" if rest[0][0] == 1 else f"{_accuracy(rest[0][0])} right or better")
+               + " (<code>metrics.json</code> beside the head holds every class's).</p>" if rest else ""))
     from tlfs.pipeline.fit import frequent_confusions
 
     confusions = frequent_confusions(matrix, CONFUSIONS_SHOWN)

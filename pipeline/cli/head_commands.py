@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tlfs.pipeline.config import Settings
+from tlfs.pipeline.report import CLASSES_SHOWN
 from tlfs.pipeline.cli.printing import absent, accuracy, log
 
 
@@ -14,8 +15,7 @@ def cmd_fit(args, settings: Settings) -> dict:
                  views=args.views, balanced=args.balanced)
     print(f"{args.head} on {'+'.join(result['layers'])}{' (balanced)' if result['balanced'] else ''}: test accuracy "
           f"{result['test_accuracy']:.4f}, balanced accuracy {result['test_balanced_accuracy']:.4f}  -> {result['saved_to']}")
-    for name, acc in result["per_class_accuracy"].items():
-        print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
+    _print_per_class(result["per_class_accuracy"], result["saved_to"])
     confusions = frequent_confusions(result["confusion_matrix"], 3)
     if confusions:
         classes = result["classes"]
@@ -29,6 +29,24 @@ def cmd_fit(args, settings: Settings) -> dict:
               "is right)")
     return {k: result[k] for k in ("test_accuracy", "validation_accuracy", "test_balanced_accuracy",
                                    "validation_balanced_accuracy", "balanced", "head", "layers", "backbone_version", "saved_to")}
+
+
+def _print_per_class(accuracies: dict[str, float | None], saved_to: str, shown: int = CLASSES_SHOWN) -> None:
+    """Each class's test accuracy in the classes' order; of many classes, the ``shown`` worst."""
+    scored = {name: acc for name, acc in accuracies.items() if acc is not None}
+    if len(accuracies) <= shown:
+        for name, acc in accuracies.items():
+            print(f"  {name:>14}  {acc if acc is None else f'{acc:.3f}'}")
+        return
+    worst = sorted(scored, key=scored.get)
+    for name in worst[:shown]:
+        print(f"  {name:>14}  {scored[name]:.3f}")
+    rest = worst[shown:]
+    if rest:
+        lowest = scored[rest[0]]
+        print(f"  ... the {shown} worst of {len(accuracies)} classes; the other {len(rest)} "
+              + ("each test image right" if lowest == 1 else f"{lowest:.3f} or better")
+              + f" ({saved_to}/metrics.json holds every class's)")
 
 
 def cmd_predict(args, settings: Settings) -> dict:

@@ -222,3 +222,16 @@ def test_shell_workflow_a_grown_archive_history_an_older_version_and_vacuum(tmp_
     assert report["superseded_plans_removed"] == 1 and not (set_root / "_superseded").exists()
     gone = tlfs("describe", *set_args, "--version", "1", env=env, check=False)
     assert gone.returncode == 1 and "was vacuumed" in gone.stderr
+
+
+def test_fit_prints_each_class_or_of_many_classes_the_worst(capsys):
+    from tlfs.pipeline.cli.head_commands import _print_per_class
+
+    _print_per_class({"cat": 0.5, "dog": 1.0, "gone": None}, "H")
+    assert capsys.readouterr().out.splitlines() == ["             cat  0.500", "             dog  1.000",
+                                                    "            gone  None"]  # in the classes' order
+    many = {f"c{k:03d}": 1.0 for k in range(200)} | {"c150": 0.25, "c007": 0.5}
+    _print_per_class(many, "H", shown=3)
+    assert capsys.readouterr().out.splitlines() == [
+        "            c150  0.250", "            c007  0.500", "            c000  1.000",
+        "  ... the 3 worst of 200 classes; the other 197 each test image right (H/metrics.json holds every class's)"]

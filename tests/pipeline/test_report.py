@@ -201,6 +201,27 @@ def test_a_head_fitted_before_its_figures_were_recorded_or_scored_on_no_test_ima
     assert _mistakes(str(old), "old") == "<p class='note'>old was scored on no test images.</p>"
 
 
+def test_of_many_classes_the_worst_are_listed_and_the_rest_summed_up(tmp_path):
+    """A bird dataset's 200 classes made a table of 200 rows, most of them 100 %."""
+    from tlfs.pipeline.report import CLASSES_SHOWN
+
+    head = tmp_path / "head"
+    head.mkdir()
+    classes = [f"c{k:02d}" for k in range(40)]
+    matrix = [[4 if i == j else 0 for j in range(40)] for i in range(40)]
+    matrix[7][8], matrix[7][7] = 3, 1  # c07: 25 %, the worst
+    (head / "metrics.json").write_text(json.dumps({"classes": classes, "test_accuracy": 0.98, "confusion_matrix": matrix}))
+    section = _mistakes(str(head), "head")
+    rows = section.split("most often taken for</th></tr>", 1)[1].split("</table>", 1)[0].count("<tr>")
+    assert rows == CLASSES_SHOWN == 30 and f"The {CLASSES_SHOWN} worst of its 40 classes" in section
+    assert section.index("<tr><td>c07</td>") < section.index("<tr><td>c00</td>")
+    assert "The other 10 classes: each test image right (<code>metrics.json</code>" in section
+    for k in range(9, 40):  # 31 more classes at 75 %: one of them is left out of the table
+        matrix[k][0], matrix[k][k] = 1, 3
+    (head / "metrics.json").write_text(json.dumps({"classes": classes, "test_accuracy": 0.8, "confusion_matrix": matrix}))
+    assert "The other 10 classes: 75.00 % right or better" in _mistakes(str(head), "head")
+
+
 def test_how_far_a_heads_probability_can_be_trusted_is_a_row_a_threshold_that_any_image_reaches(tmp_path):
     head = tmp_path / "head"
     head.mkdir()
