@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         _setting_arg(p, name)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
-    p.add_argument("--full", action="store_true", help="extract every image again; by default a run reuses the "
-                   "features of the images unchanged since the set's newest version and extracts only new and changed ones")
+    p.add_argument("--full", action="store_true", help="extract every image again (a newest version extracted whole "
+                   "by the same plan is kept as it is); by default a run reuses the features of the images unchanged "
+                   "since the set's newest version and extracts only new and changed ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("fit", help="fit a head on one layer or a concatenation of layers")
