@@ -17,6 +17,7 @@ vacuum removed them, reading raises :class:`SetReplaced`; open the set again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,4 +192,7 @@ def _what_the_store_has(store: str, dataset: str) -> str:
         return f"{dataset!r} has sets of {', '.join(backbones)} (tlfs ls)"
     if sets:
         return f"it has sets of {', '.join(sorted({name for name, _ in sets}))} (tlfs ls)"
+    if "://" not in store and not os.path.isabs(store) and not fs.exists(root):  # a notebook run from another folder
+        return (f"there is no store there, relative to {os.getcwd()} (set TLFS_STORE, or give store=, to the store's "
+                "path)")
     return f"it has none yet (tlfs extract --dataset {dataset} commits one)"

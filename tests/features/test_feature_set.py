@@ -85,3 +85,11 @@ def test_a_process_that_reads_features_exits_with_status_0(tmp_path):
     script = "from tlfs import features; features.open_set('ds', 'bb', store=%r).matrix('l1', 'train')" % store
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True) for _ in range(8)]
     assert [run.returncode for run in runs] == [0] * 8, [run.stderr[-300:] for run in runs if run.returncode]
+
+
+def test_a_relative_store_that_is_not_there_is_named_with_the_folder_it_was_looked_for_in(tmp_path, monkeypatch):
+    """A notebook started in another folder than the store's finds none at the default tlfs-data/store."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(features.NotCommitted, match=f"in tlfs-data/store; there is no store there, relative to "
+                                                    f"{tmp_path} \\(set TLFS_STORE, or give store=, to the store's path\\)"):
+        features.open_set("ds", "bb", store="tlfs-data/store")
