@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from tlfs.pipeline.config import Settings
@@ -14,7 +15,10 @@ def cmd_ls(args, settings: Settings) -> None:
 
     table = features.list_sets(settings.store)
     if table.empty:
-        print(f"no committed feature sets in {settings.store}")
+        where = settings.store
+        if "://" not in where and not os.path.isabs(where) and not os.path.exists(where):
+            where += f" (no such folder in {os.getcwd()}: --store or TLFS_STORE names the store)"
+        print(f"no committed feature sets in {where}")
         return None
     for row in table.itertuples():
         print(f"{row.dataset:<14} {row.backbone_version:<32} rows {row.rows:>7}  rejected {row.rejected:>4}  "

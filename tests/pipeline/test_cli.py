@@ -235,3 +235,12 @@ def test_fit_prints_each_class_or_of_many_classes_the_worst(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "            c150  0.250", "            c007  0.500", "            c000  1.000",
         "  ... the 3 worst of 200 classes; the other 197 each test image right (H/metrics.json holds every class's)"]
+
+
+def test_ls_of_a_relative_store_that_is_not_there_names_the_folder_it_looked_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["ls", "--store", "tlfs-data/store"]) == 0
+    assert capsys.readouterr().out == (f"no committed feature sets in tlfs-data/store (no such folder in {tmp_path}: "
+                                       "--store or TLFS_STORE names the store)\n")
+    (tmp_path / "empty").mkdir()
+    assert main(["ls", "--store", "empty"]) == 0 and capsys.readouterr().out == "no committed feature sets in empty\n"
