@@ -14,6 +14,12 @@ class CannotCheck(PipelineError):
     fit_heads DAG skips that check then, saying why, where a user's command fails."""
 
 
+class CannotFit(PipelineError):
+    """A set whose images cannot fit a head (nor fine-tune a backbone): a split missing or
+    with no image, training images of one class or too few to hold validation images out.
+    Only other images cure it, not a retry."""
+
+
 class SampleShrinksSet(PipelineError):
     """A limited run (``--limit``) would commit a version without images that the set holds
     and its source still holds: a sample is no reason to remove them."""

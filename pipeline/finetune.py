@@ -27,7 +27,7 @@ from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.image_decode import DECODE
 from tlfs.pipeline.indexing import build_index, left_out_notice
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 
 CHECKPOINT = "checkpoint.pt"
@@ -153,8 +153,8 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     index = build_index(dataset, list(request.sources), limit=limit, cache_dir=cache_dir)
     for split in ("train", "test"):
         if split not in index.splits():
-            raise PipelineError(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())} "
-                                f"({HOLDOUT_HINT})")
+            raise CannotFit(f"fine-tuning {dataset} needs a train and a test split; it has {', '.join(index.splits())} "
+                            f"({HOLDOUT_HINT})")
     key = run_key(request, index, choice.sha256)
     work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
@@ -224,7 +224,7 @@ def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: i
     for split, labels, refused in (("train", train_labels, rejects), ("test", test_labels, test_rejects)):
         if not len(labels):
             shown = "; ".join(f"{r.image_id}: {r.reason}" for r in refused[:3])
-            raise PipelineError(f"the {split} split of {index.name} holds no image to fine-tune on: all "
+            raise CannotFit(f"the {split} split of {index.name} holds no image to fine-tune on: all "
                                 f"{len(entries[split])} were rejected" + (f": {shown}" if shown else ""))
     fit_idx, val_idx = validation_split(train_labels, seed=seed)
     return Splits((train_images[fit_idx], train_labels[fit_idx]), (train_images[val_idx], train_labels[val_idx]),

@@ -15,7 +15,7 @@ from tlfs.features.storage import atomic_put_file
 from tlfs.models import heads
 from tlfs.models.fit_data import Examples, FitData
 from tlfs.pipeline.class_balance import balanced_accuracy, class_balance
-from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 from tlfs.pipeline.plotting import saved_figure
 from tlfs.pipeline.saved_heads import head_name
@@ -34,11 +34,11 @@ def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     counts = np.bincount(y)
     present = int((counts > 0).sum())
     if present < 2:
-        raise PipelineError(f"the {len(y)} training images are all of one class: a head tells two or more classes "
+        raise CannotFit(f"the {len(y)} training images are all of one class: a head tells two or more classes "
                             "apart" if len(y) else "no training images")
     size = max(int(round(VALIDATION_FRACTION * len(y))), present)  # at least one image per class
     if len(y) - size < present:
-        raise PipelineError(f"too few training images ({len(y)}) to hold out a validation split for {present} classes")
+        raise CannotFit(f"too few training images ({len(y)}) to hold out a validation split for {present} classes")
     stratify = y if counts[counts > 0].min() >= 2 else None
     return train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
 
@@ -183,12 +183,12 @@ def read_views(feature_set: FeatureSet, layers: list[str], views: list[str]) -> 
 
 def require_train_and_test(feature_set: FeatureSet) -> None:
     if "train" not in feature_set.splits or "test" not in feature_set.splits:
-        raise PipelineError(f"{feature_set.uri} needs a train and a test split to fit a head; it has "
+        raise CannotFit(f"{feature_set.uri} needs a train and a test split to fit a head; it has "
                             f"{', '.join(feature_set.splits)} ({HOLDOUT_HINT})")
     require_images(feature_set, ("train", "test"), "to fit a head")
 
 
-def require_images(feature_set: FeatureSet, splits, needed_for: str, error: type[PipelineError] = PipelineError) -> None:
+def require_images(feature_set: FeatureSet, splits, needed_for: str, error: type[PipelineError] = CannotFit) -> None:
     """Each of ``splits`` (which the set has) holds an image: a split whose every image was
     rejected is named with its counts, before any work meets it empty."""
     for split in dict.fromkeys(splits):

@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from tlfs.features.errors import PlanReplaced
-from tlfs.pipeline.errors import NothingReadable, SampleShrinksSet
+from tlfs.pipeline.errors import CannotFit, NothingReadable, SampleShrinksSet
 from tlfs.pipeline.config import load_settings
 from tlfs.pipeline.dataset_sources import sources_for
 
 # Errors that a retry of the same task cannot cure: the scheduler should fail the task
 # at once (the message says what to do) rather than retry it.
-FINAL_ERRORS = (PlanReplaced, SampleShrinksSet, NothingReadable)
+FINAL_ERRORS = (PlanReplaced, SampleShrinksSet, NothingReadable, CannotFit)
 
 
 def _settings(store: str | None = None, model_store: str | None = None):

@@ -50,8 +50,9 @@ def _log(message: str) -> None:
 
 @contextlib.contextmanager
 def _no_retry_when_final():
-    """A failure that a retry cannot cure (another run's commit replaced this run's plan)
-    fails the task at once, with its one-line reason, instead of retrying into it."""
+    """A failure that a retry cannot cure (another run's commit replaced this run's plan; a
+    set that cannot fit a head) fails the task at once, with its one-line reason, instead of
+    retrying into it."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from tlfs.pipeline import tasks
@@ -225,7 +226,8 @@ def build_finetune_dag(spec: DatasetSpec):
             p = get_current_context()["params"]
             params = tasks.FinetuneParams(p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
                                           finetune_config_of(p))
-            return tasks.finetune_backbone(spec.name, params, log=_log)
+            with _no_retry_when_final():
+                return tasks.finetune_backbone(spec.name, params, log=_log)
 
         extraction(spec, asset, finetune())
 
@@ -292,8 +294,9 @@ def build_fit_dag(spec: DatasetSpec):
         def sweep(target: dict) -> dict:
             from tlfs.pipeline import tasks
 
-            return tasks.sweep_layers(tasks.SetTarget.from_json(target), log=_log,
-                                      balanced=get_current_context()["params"]["balanced"])
+            with _no_retry_when_final():  # a set that cannot fit a head (one class, an empty split) stays so
+                return tasks.sweep_layers(tasks.SetTarget.from_json(target), log=_log,
+                                          balanced=get_current_context()["params"]["balanced"])
 
         @task
         def fit_heads(target: dict, swept: dict) -> list[dict]:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.dags.conftest import DAGS, airflow_home
@@ -99,9 +100,10 @@ def test_a_bad_spec_is_one_import_error_naming_it_and_the_other_datasets_dags_st
     assert not [d for d in result["dags"] if "flowers" in d]
 
 
-def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
-    """Retrying cannot bring back a plan another run's commit removed: the task fails
-    at once (AirflowFailException), with the product's one-line reason."""
+def test_a_task_whose_plan_was_replaced_or_whose_set_cannot_fit_a_head_fails_without_retrying(airflow_env):
+    """Retrying cannot bring back a plan another run's commit removed, nor give a set of one
+    class a second: the task fails at once (AirflowFailException), with the product's
+    one-line reason."""
     sys.path.insert(0, str(DAGS))
     try:
         from airflow.sdk.exceptions import AirflowFailException
@@ -112,6 +114,11 @@ def test_a_task_whose_plan_was_replaced_fails_without_retrying(airflow_env):
         with pytest.raises(AirflowFailException, match="was replaced"):
             with _no_retry_when_final():
                 raise PlanReplaced("plan 0123 of store/x was replaced: another run's commit removed its staging")
+        from tlfs.pipeline.fit import validation_split
+
+        with pytest.raises(AirflowFailException, match="all of one class"):  # the sweep task of a one-class set
+            with _no_retry_when_final():
+                validation_split(np.zeros(12, dtype=int))
         with pytest.raises(ValueError):  # anything else is left to Airflow's retries
             with _no_retry_when_final():
                 raise ValueError("transient")
