@@ -71,6 +71,11 @@ def _run(argv: list[str] | None) -> int:
         resumes = RESUMES.get(args.command) if isinstance(exc, WriteFailed) else None  # a disk freed, it goes on
         print(f"tlfs {args.command}: error: {exc}" + (f"; {resumes}" if resumes else ""), file=sys.stderr)
         return 1
+    except ImportError as exc:  # a package a URI's protocol needs (fsspec's "Please install gcsfs to access ...")
+        if "install" not in str(exc).lower():
+            raise
+        print(f"tlfs {args.command}: error: {exc} (pip install it into this environment)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         resumes = RESUMES.get(args.command)
         print(f"tlfs {args.command}: interrupted" + (f"; {resumes}" if resumes else ""), file=sys.stderr)

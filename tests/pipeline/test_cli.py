@@ -244,3 +244,11 @@ def test_ls_of_a_relative_store_that_is_not_there_names_the_folder_it_looked_in(
                                        "--store or TLFS_STORE names the store)\n")
     (tmp_path / "empty").mkdir()
     assert main(["ls", "--store", "empty"]) == 0 and capsys.readouterr().out == "no committed feature sets in empty\n"
+
+
+def test_a_store_whose_protocol_needs_a_package_not_installed_is_one_line_saying_so(capsys):
+    """fsspec names the package a protocol needs (gcsfs for gs://); dropbox's is surely not installed here."""
+    assert main(["ls", "--store", "dropbox://bucket/store"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tlfs ls: error: ") and "dropbox" in err[0].lower()
+    assert err[0].endswith("(pip install it into this environment)")
