@@ -28,15 +28,30 @@ def code_version() -> dict:
     return {"package": package, "git_commit": commit}
 
 
-def model_of(feature_set):
-    """The exported model that made ``feature_set``'s rows (its lineage's ``model_uri``), as
-    an :class:`~tlfs.models.artifact.Artifact`; an error saying to export it again where it
-    is gone."""
+def model_of(feature_set, model_store: str | None = None):
+    """The exported model that made ``feature_set``'s rows, as an
+    :class:`~tlfs.models.artifact.Artifact`: where its lineage's ``model_uri`` says, else its
+    backbone version in ``model_store`` (default: the settings', ``TLFS_MODELS``) where the ONNX
+    there is the same (a relative ``model_uri`` read from another folder, a store moved with
+    its models); an error saying where it looked and what to do where neither holds it."""
+    import os
+
     from tlfs.models.artifact import Artifact, read_card
+    from tlfs.pipeline.config import load_settings
     from tlfs.pipeline.errors import PipelineError
 
-    card = read_card(feature_set.model_uri)
-    if card is None:
-        raise PipelineError(f"the model of {feature_set.uri} ({feature_set.model_uri}) is gone; export "
-                            f"{feature_set.backbone} again")
-    return Artifact(feature_set.model_uri, card)
+    recorded = feature_set.model_uri
+    card = read_card(recorded)
+    if card is not None:
+        return Artifact(recorded, card)
+    store = model_store or load_settings().model_store
+    here = f"{store.rstrip('/')}/{feature_set.backbone_version}"
+    card = read_card(here) if here != recorded else None
+    if card is not None and card.get("onnx_sha256") == feature_set.lineage["onnx_sha256"]:
+        return Artifact(here, card)
+    relative = "://" not in recorded and not os.path.isabs(recorded)
+    raise PipelineError(f"the model of {feature_set.uri} is not where its lineage says, {recorded}"
+                        + (f" (relative to {os.getcwd()})" if relative else "")
+                        + (f", nor in {store} (TLFS_MODELS)" if here != recorded else "")
+                        + f": point TLFS_MODELS at the folder of the exported models, or export {feature_set.backbone} "
+                        "again")

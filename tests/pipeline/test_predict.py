@@ -86,15 +86,27 @@ def test_a_set_without_a_saved_head_says_how_to_fit_one_and_with_one_head_uses_i
     assert said[0].startswith("classifying 1 image with mlp-block15 (block15")
 
 
-def test_a_set_whose_model_is_gone_says_to_export_it_again(tmp_path, lite0):
+def test_a_sets_model_is_found_where_its_lineage_says_else_in_the_models_folder_else_named_missing(
+        tmp_path, lite0, monkeypatch):
+    """A relative model URI read from another folder, or a store moved with its models: the same
+    ONNX in TLFS_MODELS is used; where neither holds it, the error says where it looked."""
+    import shutil
+
     source = write_tree(tmp_path / "images", noisy_images(per_class=2))
     store, models = str(tmp_path / "store"), str(tmp_path / "models")
     run_extract("lost", [str(source)], "efficientnet_lite0", store, models, show_progress=False, log=lambda *_: None)
     fit(features.open_set("lost", "efficientnet_lite0", store=store), ["head"], "softmax", log=lambda *_: None)
-    for card in (tmp_path / "models").rglob("model_card.json"):
-        card.unlink()
-    with pytest.raises(PipelineError, match=r"the model of .*lost.* \(.*models.*\) is gone; export efficientnet_lite0 again"):
-        predict(PredictRequest("lost", "efficientnet_lite0", (str(source),), "softmax-head", store), log=lambda *_: None)
+    request = PredictRequest("lost", "efficientnet_lite0", (str(source),), "softmax-head", store)
+    expected = [p.label for p in predict(request, log=lambda *_: None)]
+    shutil.move(models, tmp_path / "moved")
+    monkeypatch.setenv("TLFS_MODELS", str(tmp_path / "moved"))
+    assert [p.label for p in predict(request, log=lambda *_: None)] == expected
+    card = next((tmp_path / "moved").rglob("model_card.json"))
+    card.write_text(card.read_text().replace('"onnx_sha256": "', '"onnx_sha256": "0'))  # another ONNX of that name
+    with pytest.raises(PipelineError, match=r"the model of .*lost.* is not where its lineage says, .*models/efficientnet"
+                                            r".*, nor in .*moved \(TLFS_MODELS\): point TLFS_MODELS at the folder of "
+                                            r"the exported models, or export efficientnet_lite0 again"):
+        predict(request, log=lambda *_: None)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
