@@ -34,8 +34,8 @@ def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     counts = np.bincount(y)
     present = int((counts > 0).sum())
     if present < 2:
-        raise CannotFit(f"the {len(y)} training images are all of one class: a head tells two or more classes "
-                            "apart" if len(y) else "no training images")
+        raise CannotFit(f"the {len(y)} training images are all of one class: a head tells two or more classes apart"
+                        if len(y) else "no training images")
     size = max(int(round(VALIDATION_FRACTION * len(y))), present)  # at least one image per class
     if len(y) - size < present:
         raise CannotFit(f"too few training images ({len(y)}) to hold out a validation split for {present} classes")
