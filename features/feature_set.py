@@ -28,7 +28,7 @@ from tlfs.features import layout, versions
 from tlfs.features.errors import NotCommitted, StoreError
 from tlfs.features.manifest import CommittedManifest
 from tlfs.features.schema import features_matrix, read_parquet
-from tlfs.features.storage import fs_path, read_json
+from tlfs.features.storage import fs_path, is_relative_path, read_json
 
 
 class SetReplaced(StoreError):
@@ -192,7 +192,7 @@ def _what_the_store_has(store: str, dataset: str) -> str:
         return f"{dataset!r} has sets of {', '.join(backbones)} (tlfs ls)"
     if sets:
         return f"it has sets of {', '.join(sorted({name for name, _ in sets}))} (tlfs ls)"
-    if "://" not in store and not os.path.isabs(store) and not fs.exists(root):  # a notebook run from another folder
+    if is_relative_path(store) and not fs.exists(root):  # a notebook run from another folder
         return (f"there is no store there, relative to {os.getcwd()} (set TLFS_STORE, or give store=, to the store's "
                 "path)")
     return f"it has none yet (tlfs extract --dataset {dataset} commits one)"

@@ -27,6 +27,12 @@ def is_local(fs) -> bool:
     return "file" in protocols
 
 
+def is_relative_path(uri: str) -> bool:
+    """A local path given relative to the working folder: read from another folder, it names
+    another place (what a message about a missing store or model should say)."""
+    return "://" not in uri and not os.path.isabs(uri)
+
+
 def free_bytes(uri: str) -> int | None:
     """The bytes free on the disk that holds ``uri`` (or will: its nearest existing folder);
     None on an object store, which does not fill up."""

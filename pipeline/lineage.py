@@ -36,6 +36,7 @@ def model_of(feature_set, model_store: str | None = None):
     its models); an error saying where it looked and what to do where neither holds it."""
     import os
 
+    from tlfs.features.storage import is_relative_path
     from tlfs.models.artifact import Artifact, read_card
     from tlfs.pipeline.config import load_settings
     from tlfs.pipeline.errors import PipelineError
@@ -49,9 +50,8 @@ def model_of(feature_set, model_store: str | None = None):
     card = read_card(here) if here != recorded else None
     if card is not None and card.get("onnx_sha256") == feature_set.lineage["onnx_sha256"]:
         return Artifact(here, card)
-    relative = "://" not in recorded and not os.path.isabs(recorded)
     raise PipelineError(f"the model of {feature_set.uri} is not where its lineage says, {recorded}"
-                        + (f" (relative to {os.getcwd()})" if relative else "")
+                        + (f" (relative to {os.getcwd()})" if is_relative_path(recorded) else "")
                         + (f", nor in {store} (TLFS_MODELS)" if here != recorded else "")
                         + f": point TLFS_MODELS at the folder of the exported models, or export {feature_set.backbone} "
                         "again")

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from tlfs.features.storage import is_relative_path
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.cli.printing import absent, accuracy
 
@@ -16,7 +17,7 @@ def cmd_ls(args, settings: Settings) -> None:
     table = features.list_sets(settings.store)
     if table.empty:
         where = settings.store
-        if "://" not in where and not os.path.isabs(where) and not os.path.exists(where):
+        if is_relative_path(where) and not os.path.exists(where):
             where += f" (no such folder in {os.getcwd()}: --store or TLFS_STORE names the store)"
         print(f"no committed feature sets in {where}")
         return None
