@@ -133,6 +133,20 @@ def folder_dataset(tmp_path) -> Path:
     return write_tree(tmp_path / "images", folder_images())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_in_the_session_folder(tmp_path_factory):
+    """Every temporary file of the suite and of the processes it starts goes under pytest's
+    session folder, which pytest removes: a process a test kills on purpose (mid-export,
+    say) cannot leave its temporary folders in the machine's /tmp, run after run."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("models"))
