@@ -76,8 +76,7 @@ def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
     if placed:
         notice += f"; {_files(placed, 'image file')} left out, not at <split>/<class>/<file>: {_some(placed, shown)}"
     if formats:
-        suffixes = sorted({path.rsplit(".", 1)[-1].lower() for path in formats})
-        notice += (f"; {_files(formats, 'image file')} left out in formats not read ({', '.join(suffixes)}), "
+        notice += (f"; {_files(formats, 'image file')} left out in formats not read ({_suffixes(formats)}), "
                    f"to be converted to JPEG or PNG: {_some(formats, shown)}")
     return notice
 
@@ -94,6 +93,10 @@ def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
 
 def _files(paths: list[str], what: str) -> str:
     return f"{len(paths)} {what}{'' if len(paths) == 1 else 's'}"
+
+
+def _suffixes(paths: list[str]) -> str:
+    return ", ".join(sorted({path.rsplit(".", 1)[-1].lower() for path in paths}))
 
 
 def _some(paths: list[str], shown: int) -> str:
@@ -114,9 +117,14 @@ def splits_notice(index: DatasetIndex) -> str:
 def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool) -> SourceError:
     """The error of a dataset without images, saying how to lay out the images that were seen."""
     found = ""
-    if left_out:
-        found = (f"; {len(left_out)} image file{'s' if len(left_out) > 1 else ''} at other depths, such as {left_out[0]}: "
-                 "the tree is to be ")
+    formats = [path for path in left_out if unread(path)]
+    placed = [path for path in left_out if not unread(path)]
+    if formats:
+        found += (f"; {_files(formats, 'image file')} in formats not read ({_suffixes(formats)}), such as {formats[0]}: "
+                  "to be converted to JPEG or PNG")
+    if placed:
+        found += (f"; {_files(placed, 'image file')} at other depths, such as {placed[0]}: "
+                  "the tree is to be ")
         found += ("<class>/<image> where its split is given (#split=, #holdout=), at the source's top or inside one "
                   "folder; a tree of <split>/<class>/<image> is given without them" if split_given else
                   "<split>/<class>/<image> (train/<class>/<image>, test/<class>/<image>), at the source's top or inside "

@@ -135,6 +135,18 @@ def test_a_folder_of_classes_without_splits_is_told_how_to_lay_out_its_images(tm
         build_index("pets", [str(flat)])
 
 
+def test_a_set_of_phone_photos_in_a_format_not_read_is_told_to_convert_them_not_to_move_them(tmp_path):
+    """HEIC at the right depth is not misplaced: the error names the format, and the depth
+    advice only for the files that are misplaced."""
+    phone = write_tree(tmp_path / "phone", {"train/cats/1.HEIC": b"x", "test/cats/2.heic": b"x", "train/3.jpg": b"x"})
+    with pytest.raises(SourceError) as raised:
+        build_index("phone", [str(phone)])
+    message = str(raised.value)
+    assert "; 2 image files in formats not read (heic), such as " in message and "to be converted to JPEG or PNG" in message
+    assert "; 1 image file at other depths, such as " in message and message.count("at other depths") == 1
+    assert "HEIC at other depths" not in message and "heic at other depths" not in message
+
+
 def test_a_long_list_of_images_left_out_is_cut_short():
     index = DatasetIndex("d", [], [], [], left_out=[f"d/a/b/c/{n}.jpg" for n in range(5)])
     assert left_out_notice(index) == "; 5 image files left out, not at <split>/<class>/<file>: d/a/b/c/0.jpg, d/a/b/c/1.jpg, " \
