@@ -28,6 +28,11 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
            8: Image.Transpose.ROTATE_90}
 
 
+# The ISO media brands of HEIF images (a phone's HEIC), which Pillow does not read: such a
+# file, whatever its name, is told to be converted rather than called unrecognised
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx")
+
+
 class ImageRejected(Exception):
     """The payload is not a usable image; the message is the reason recorded."""
 
@@ -74,10 +79,16 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
-        raise ImageRejected("not a recognised image format") from None
+        raise ImageRejected(_unrecognised(payload)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
     return _sized(rgb, input_size)
+
+
+def _unrecognised(payload: bytes) -> str:
+    if payload[4:8] == b"ftyp" and payload[8:12] in HEIF_BRANDS:
+        return "a HEIC (HEIF) image, a format not read: to be converted to JPEG or PNG"
+    return "not a recognised image format"
 
 
 def _sized(rgb: Image.Image, input_size: int) -> np.ndarray:

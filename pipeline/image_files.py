@@ -15,7 +15,7 @@ import numpy as np
 from tlfs.features.storage import fs_path
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.image_decode import ImageRejected, decode
-from tlfs.pipeline.sources.paths import an_image
+from tlfs.pipeline.sources.paths import UNREAD_SUFFIXES, an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
 from tlfs.pipeline.views import VIEWS
@@ -34,6 +34,7 @@ def listed_images(uris: tuple[str, ...] | list[str]) -> list[tuple[str, dict]]:
     """:func:`list_images`'s files, each with what its filesystem lists of it (size, change
     tokens), from the listing itself: a folder is listed once, not asked file by file."""
     found: list[tuple[str, dict]] = []
+    not_read: list[str] = []  # images in folders in formats not read, named where nothing else is found
     for uri in uris:
         pattern = any(c in uri for c in "*?[{")
         for name in expand_uri(uri):
@@ -47,10 +48,14 @@ def listed_images(uris: tuple[str, ...] | list[str]) -> list[tuple[str, dict]]:
                 base = len(path.rstrip("/")) + 1
                 found += [(f"{name.rstrip('/')}/{file[base:]}", below[file]) for file in sorted(below)
                           if an_image(file[base:])]
+                not_read += [f"{name.rstrip('/')}/{file[base:]}" for file in sorted(below)
+                             if an_image(file[base:], UNREAD_SUFFIXES)]
             elif not pattern or an_image(path.rsplit("/", 1)[-1]):
                 found.append((name, info))
     if not found:
-        raise PipelineError(f"no image files in {', '.join(uris)}")
+        formats = (f" ({len(not_read)} in formats not read, such as {not_read[0]}: to be converted to JPEG or PNG)"
+                   if not_read else "")
+        raise PipelineError(f"no image files in {', '.join(uris)}{formats}")
     return found
 
 

@@ -41,6 +41,8 @@ def test_images_larger_than_the_input_are_resized_on_cpu():
     [
         (b"", "empty file"),
         (b"not an image at all", "not a recognised image format"),
+        # a phone's HEIC (the ISO media box that opens one), named .jpg or not: told to be converted
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC .* to be converted to JPEG or PNG"),
         (png_bytes((1, 2, 3), fmt="JPEG")[:200], "corrupt or truncated"),
         (png_bytes((1, 2, 3))[:60], "corrupt or truncated"),
     ],

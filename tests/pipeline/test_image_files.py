@@ -22,6 +22,13 @@ def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named
         list_images([str(tmp_path / "empty")])
 
 
+def test_a_folder_of_phone_photos_in_a_format_not_read_is_told_to_convert_them(tmp_path):
+    phone = write_tree(tmp_path / "phone", {"IMG_1.HEIC": b"x", "IMG_2.heic": b"x", "notes.txt": b"x"})
+    with pytest.raises(PipelineError, match=r"no image files in .*phone \(2 in formats not read, such as .*IMG_1\.HEIC: "
+                                            r"to be converted to JPEG or PNG\)"):
+        list_images([str(phone)])
+
+
 def test_images_are_computed_in_batches_of_one_size_and_a_reason_keeps_its_place():
     images = [np.full((4, 4, 3), 1, np.uint8), "not a recognised image format", np.full((2, 2, 3), 2, np.uint8),
               np.full((4, 4, 3), 3, np.uint8), np.full((4, 4, 3), 4, np.uint8)]
