@@ -11,7 +11,8 @@ Columns (each can be named with the source, ``labels.csv#image=id_code&label=dia
 * ``split`` (``#split_column=``, optional): else the split is given with the source
   (``#split=train``), named by the file (``train.csv``), or held out (``#holdout=0.2``).
 
-Comma-, semicolon- or tab-separated, as the header line shows (``.csv`` or ``.tsv``).
+Comma-, semicolon- or tab-separated, as the header line shows (``.csv`` or ``.tsv``); UTF-8,
+or the encoding given with the source (``#encoding=cp1252``, as Excel saves a CSV on Windows).
 An image id is ``split/label/name``, the name the file's (its path within the root where
 file names repeat within a class). A row whose file is not there, a row without a label and
 an image listed twice are rejects, each with its reason. The CSV's checksum is the source's;
@@ -37,7 +38,7 @@ from tlfs.pipeline.sources.reading import batch_reader
 
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "image_id", "id_code", "id", "name")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "diagnosis", "cls")
-OPTIONS = ("image", "label", "split", "split_column", "root", "suffix", "holdout")
+OPTIONS = ("image", "label", "split", "split_column", "root", "suffix", "holdout", "encoding")
 
 
 class LabelsCsv:
@@ -52,12 +53,12 @@ class LabelsCsv:
             raise SourceError(f"{uri}: options {', '.join(other)} do not apply to a CSV of labels (it takes "
                               f"{', '.join(OPTIONS)})")
         checksum = digest(uri, cache_dir)
+        with fsspec.open(uri, "rb") as f:
+            text = decoded(uri, f.read(), options.get("encoding"))
         try:
-            with fsspec.open(uri, "rb") as f:
-                data = f.read()
-            table = pd.read_csv(io.BytesIO(data), sep=delimiter(data), dtype=str, keep_default_na=False,
-                                skipinitialspace=True, encoding="utf-8-sig")  # Excel writes a BOM
-        except (ValueError, pd.errors.ParserError) as exc:  # not UTF-8, empty, rows of another width
+            table = pd.read_csv(io.StringIO(text), sep=delimiter(text), dtype=str, keep_default_na=False,
+                                skipinitialspace=True)
+        except (ValueError, pd.errors.ParserError) as exc:  # empty, rows of another width
             raise SourceError(f"{uri}: not a CSV of labels ({type(exc).__name__}: {str(exc).strip()})") from exc
         columns = list(table.columns)
         image = named_column(uri, columns, options.get("image"), IMAGE_COLUMNS, "image")
@@ -104,14 +105,34 @@ class LabelsCsv:
         return files_in_batches(info.options["root"], wanted)
 
 
-def delimiter(data: bytes) -> str:
+def decoded(uri: str, data: bytes, encoding: str | None) -> str:
+    """The CSV's text: UTF-8 (a byte-order mark, as Excel writes, dropped), or the encoding
+    given with the source (``#encoding=cp1252``); never guessed, so that no class name is
+    misread in silence."""
+    import codecs
+
+    try:
+        codec = codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        raise SourceError(f"{uri}: unknown encoding {encoding!r} (#encoding=cp1252, latin-1, utf-16, ...)") from None
+    try:
+        return data.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        hint = ("a spreadsheet saved it in its own encoding: give that with the source (labels.csv#encoding=cp1252 "
+                "for Excel's 'CSV (Comma delimited)' on Windows), or save it as 'CSV UTF-8'" if not encoding else
+                "give the file's own encoding with #encoding=")
+        raise SourceError(f"{uri}: line {line} is not {'UTF-8' if codec == 'utf-8' else codec} text (byte 0x{data[exc.start]:02x}): {hint}") from None
+
+
+def delimiter(text: str) -> str:
     """The CSV's delimiter, as its header line shows it: a comma, else a semicolon (a
     spreadsheet's CSV where the comma is the decimal mark), else a tab (a ``.tsv``); only
     the header is read for it, so no path or label in the rows can mislead it."""
-    header = data.split(b"\n", 1)[0]
-    for candidate in (b",", b";", b"\t"):
+    header = text.split("\n", 1)[0]
+    for candidate in (",", ";", "\t"):
         if candidate in header:
-            return candidate.decode()
+            return candidate
     return ","
 
 

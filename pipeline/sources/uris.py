@@ -21,6 +21,7 @@ OPTIONS = {
     "id": "a Parquet table's image id column",
     "root": "the folder a CSV's image paths are relative to (default: the CSV's folder)",
     "suffix": "added to a CSV's image names that have no image suffix (.png for Kaggle's ids)",
+    "encoding": "a CSV's text encoding where it is not UTF-8 (cp1252, as Excel saves a CSV on Windows)",
 }
 def parse_uri(uri: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """A source URI's fragment: expected checksums (``#md5=HEX``, ``#sha256=HEX``) and

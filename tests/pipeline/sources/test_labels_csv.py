@@ -87,7 +87,7 @@ def test_an_incremental_run_extracts_only_the_images_whose_files_changed(tmp_pat
     assert (second["changes"]["changed"], second["changes"]["added"], second["images_extracted"]) == (1, 0, 1)
 
 
-@pytest.mark.parametrize("content, why", [(b"", "EmptyDataError"), (b"\xff\xfe\x00junk\n\x80\x81,\x82\n", "UnicodeDecodeError"),
+@pytest.mark.parametrize("content, why", [(b"", "EmptyDataError"),
                                           (b"image,label\na.png,red\nb.png,red,extra,more\n", "ParserError")])
 def test_a_file_that_is_no_csv_is_one_line_naming_it_and_why(tmp_path, content, why):
     (tmp_path / "train.csv").write_bytes(content)
@@ -110,3 +110,27 @@ def test_a_semicolon_or_tab_separated_file_is_read_by_the_delimiter_its_header_s
     index = build_index("s", [f"{tmp_path / name}#root=train_images"])
     assert [e.image_id for e in index.entries] == ["train/red/a,1.png", "train/blue/b 2.png", "train/red/c3.png"]
     assert not index.rejects and index.classes == ["blue", "red"]
+
+
+def test_a_csv_saved_in_a_windows_code_page_is_refused_naming_its_line_and_read_with_its_encoding_given(tmp_path):
+    """Excel's 'CSV (Comma delimited)' on Windows writes cp1252: never guessed (a class name
+    would be misread in silence), told with the line and the fix, and read as given."""
+    images = dict(zip(("a.png", "b.png", "c.png"), folder_images(per_class=1).values()))
+    (tmp_path / "train_images").mkdir()
+    for file, data in images.items():
+        (tmp_path / "train_images" / file).write_bytes(data)
+    rows = ["image,label", "a.png,thé", "b.png,café", "c.png,thé"]
+    (tmp_path / "train.csv").write_bytes("\r\n".join(rows).encode("cp1252") + b"\r\n")
+    with pytest.raises(SourceError, match=r"train.csv: line 2 is not UTF-8 text \(byte 0xe9\): .*#encoding=cp1252"):
+        build_index("w", [f"{tmp_path / 'train.csv'}#root=train_images"])
+    index = build_index("w", [f"{tmp_path / 'train.csv'}#root=train_images&encoding=cp1252"])
+    assert index.classes == ["café", "thé"] and not index.rejects and len(index.entries) == 3
+    # Excel's 'Unicode Text': UTF-16 with tabs
+    (tmp_path / "train.txt.tsv").write_bytes("\r\n".join(row.replace(",", "\t") for row in rows).encode("utf-16"))
+    index = build_index("u", [f"{tmp_path / 'train.txt.tsv'}#root=train_images&encoding=utf-16&split=train"])
+    assert index.classes == ["café", "thé"] and len(index.entries) == 3
+    with pytest.raises(SourceError, match=r"unknown encoding 'klingon'"):
+        build_index("k", [f"{tmp_path / 'train.csv'}#encoding=klingon"])
+    (tmp_path / "junk.csv").write_bytes(b"\xff\xfe\x00junk\n\x80\x81,\x82\n")
+    with pytest.raises(SourceError, match=r"junk.csv: line 1 is not UTF-8 text \(byte 0xff\)"):
+        build_index("j", [str(tmp_path / "junk.csv")])
