@@ -24,6 +24,7 @@ from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.holdout import HOLDOUT_HINT, hold_out, holdout_fraction
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
 from tlfs.pipeline.sources.hashing import verify_expected
+from tlfs.pipeline.sources.labels_csv import codec_of
 from tlfs.pipeline.sources.paths import TREE_OPTIONS, unread
 from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
@@ -137,7 +138,8 @@ def _no_images(name: str, uris: list[str], left_out: list[str], split_given: boo
 
 def check_sources(name: str, uris: Iterable[str]) -> None:
     """What :func:`build_index` would refuse before reading anything, checked in a moment:
-    no source, a fragment it does not know (or a holdout that is no fraction), a glob that matches nothing, a named file that
+    no source, a fragment it does not know (or a holdout that is no fraction, an encoding
+    that is none), a glob that matches nothing, a named file that
     is not there. A run checks this first, so that a mistyped path is told before the
     backbone is exported and the dataset indexed."""
     uris = list(uris)
@@ -147,6 +149,8 @@ def check_sources(name: str, uris: Iterable[str]) -> None:
         pattern, _, options = parse_uri(raw_uri)
         if "holdout" in options:
             holdout_fraction(raw_uri, options["holdout"])
+        if "encoding" in options:
+            codec_of(raw_uri, options["encoding"])
         files = expand_uri(pattern)  # a pattern that matches nothing is an error
         if len(files) == 1:  # a file named as it is (a brace list's many names are looked up while indexing)
             fs, path = fsspec.core.url_to_fs(files[0])

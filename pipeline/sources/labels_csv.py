@@ -109,12 +109,7 @@ def decoded(uri: str, data: bytes, encoding: str | None) -> str:
     """The CSV's text: UTF-8 (a byte-order mark, as Excel writes, dropped), or the encoding
     given with the source (``#encoding=cp1252``); never guessed, so that no class name is
     misread in silence."""
-    import codecs
-
-    try:
-        codec = codecs.lookup(encoding or "utf-8").name
-    except LookupError:
-        raise SourceError(f"{uri}: unknown encoding {encoding!r} (#encoding=cp1252, latin-1, utf-16, ...)") from None
+    codec = codec_of(uri, encoding)
     try:
         return data.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as exc:
@@ -123,6 +118,17 @@ def decoded(uri: str, data: bytes, encoding: str | None) -> str:
                 "for Excel's 'CSV (Comma delimited)' on Windows), or save it as 'CSV UTF-8'" if not encoding else
                 "give the file's own encoding with #encoding=")
         raise SourceError(f"{uri}: line {line} is not {'UTF-8' if codec == 'utf-8' else codec} text (byte 0x{data[exc.start]:02x}): {hint}") from None
+
+
+def codec_of(uri: str, encoding: str | None) -> str:
+    """The codec an ``#encoding=`` names (UTF-8 where none is given), checked before anything
+    is read."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        raise SourceError(f"{uri}: unknown encoding {encoding!r} (#encoding=cp1252, latin-1, utf-16, ...)") from None
 
 
 def delimiter(text: str) -> str:

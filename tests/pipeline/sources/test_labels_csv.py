@@ -9,7 +9,7 @@ from tests.conftest import folder_images
 from tests.extraction import run_extract
 from tests.pipeline.sources.helpers import flattened, write_labels_csv
 from tlfs.pipeline.errors import SourceError
-from tlfs.pipeline.indexing import build_index, iter_payloads
+from tlfs.pipeline.indexing import build_index, check_sources, iter_payloads
 
 
 def kaggle(tmp_path, lines: list[str], files: dict[str, bytes]):
@@ -131,6 +131,8 @@ def test_a_csv_saved_in_a_windows_code_page_is_refused_naming_its_line_and_read_
     assert index.classes == ["café", "thé"] and len(index.entries) == 3
     with pytest.raises(SourceError, match=r"unknown encoding 'klingon'"):
         build_index("k", [f"{tmp_path / 'train.csv'}#encoding=klingon"])
+    with pytest.raises(SourceError, match=r"unknown encoding 'klingon'"):  # before the backbone is exported
+        check_sources("k", [f"{tmp_path / 'train.csv'}#encoding=klingon"])
     (tmp_path / "junk.csv").write_bytes(b"\xff\xfe\x00junk\n\x80\x81,\x82\n")
     with pytest.raises(SourceError, match=r"junk.csv: line 1 is not UTF-8 text \(byte 0xff\)"):
         build_index("j", [str(tmp_path / "junk.csv")])
