@@ -19,7 +19,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from tlfs.pipeline.dataset_index import DatasetIndex, Entry, SourceInfo, sample, select_splits
+from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject, SourceInfo, sample, select_splits
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.holdout import HOLDOUT_HINT, hold_out, holdout_fraction
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
@@ -56,7 +56,8 @@ def build_index(
     _check_unique(entries, sources)
     if not entries:
         raise _no_images(name, uris, [path for i in indexed for path in i.left_out],
-                         any(i.info.options.keys() & set(TREE_OPTIONS) for i in indexed))
+                         any(i.info.options.keys() & set(TREE_OPTIONS) for i in indexed),
+                         [r for i in indexed for r in i.rejects])
     classes = _classes(indexed, entries)
     index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
                          [path for i in indexed for path in i.left_out])
@@ -88,12 +89,15 @@ def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
     counts, which include them, visibly reconcile; empty where none."""
     if not index.rejects:
         return ""
-    named = [f"{r.image_id} ({r.reason})" for r in index.rejects]
-    return f"; {len(named)} refused while indexing, recorded as rejected: {_some(named, shown)}"
+    return f"; {len(index.rejects)} refused while indexing, recorded as rejected: {_reasons(index.rejects, shown)}"
 
 
 def _files(paths: list[str], what: str) -> str:
     return f"{len(paths)} {what}{'' if len(paths) == 1 else 's'}"
+
+
+def _reasons(rejects: list[Reject], shown: int) -> str:
+    return _some([f"{r.image_id} ({r.reason})" for r in rejects], shown)
 
 
 def _suffixes(paths: list[str]) -> str:
@@ -115,9 +119,14 @@ def splits_notice(index: DatasetIndex) -> str:
             f"(an image folder is <split>/<class>/<image>; {HOLDOUT_HINT})")
 
 
-def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool) -> SourceError:
-    """The error of a dataset without images, saying how to lay out the images that were seen."""
+def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool,
+               rejects: list[Reject]) -> SourceError:
+    """The error of a dataset without images, naming the ones indexing refused (a CSV's rows
+    whose files are not there, unsafe archive paths) and saying how to lay out the images
+    that were seen."""
     found = ""
+    if rejects:
+        found += f"; {len(rejects)} refused while indexing: {_reasons(rejects, 3)}"
     formats = [path for path in left_out if unread(path)]
     placed = [path for path in left_out if not unread(path)]
     if formats:

@@ -27,10 +27,10 @@ class ImageFolderZip:
         with open_source(uri, cache_dir) as raw, zipfile.ZipFile(raw) as archive:
             files = [info for info in archive.infolist() if not info.is_dir()]
             # pets/train/cats/1.jpg: the folder zip -r puts the tree in
-            wrapper = wrapper_folder([safe_member(info.filename) or display_path(info.filename) for info in files],
+            wrapper = wrapper_folder([safe_member(posix_name(info)) or display_path(info.filename) for info in files],
                                      split)
             for info in files:
-                image_id, safe = member_image(info.filename, wrapper, split)
+                image_id, safe = member_image(posix_name(info), wrapper, split)
                 if image_id is None:
                     if left_out(within(safe or display_path(info.filename), wrapper), split):
                         misplaced.append(f"{uri}: {info.filename}")
@@ -49,3 +49,11 @@ class ImageFolderZip:
                     yield e, archive.read(e.member)
                 except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
                     yield e, Unreadable.of(exc)
+
+
+def posix_name(info: zipfile.ZipInfo) -> str:
+    """A member's name with backslashes read as folder separators, as unzip and 7-Zip read the
+    zips some Windows tools write (.NET Framework before 4.6.1, PowerShell 5's Compress-Archive):
+    ``train\\cats\\1.jpg`` is ``train/cats/1.jpg``, and ``..\\x.jpg`` still escapes. The member
+    is read by its own name."""
+    return info.filename.replace("\\", "/")

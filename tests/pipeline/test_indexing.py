@@ -11,6 +11,7 @@ from tlfs.pipeline.dataset_index import DatasetIndex, sample
 from tlfs.pipeline.indexing import build_index, iter_payloads, left_out_notice
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
+from tests.pipeline.sources.helpers import write_labels_csv
 
 
 def ids(index):
@@ -200,6 +201,25 @@ def test_unsafe_archive_paths_are_rejected_not_read(tmp_path):
     reasons = {r.image_id: r.reason for r in index.rejects}
     assert all("unsafe archive path" in r for r in reasons.values()) and len(reasons) == 2
     assert "train/red/evil.png" not in {e.image_id for e in index.entries}
+
+
+def test_a_zip_written_on_windows_with_backslashes_reads_them_as_folders_and_an_escape_stays_refused(tmp_path):
+    """Some Windows tools (PowerShell 5's Compress-Archive) write ``train\\red\\0.png``;
+    unzip and 7-Zip read the backslashes as folders, and so does a source."""
+    files = {name.replace("/", "\\"): data for name, data in folder_images(per_class=2).items()}
+    index = build_index("w", [str(write_zip(tmp_path / "w.zip", {**files, "..\\train\\red\\evil.png": b"x"}))])
+    assert sorted(e.image_id for e in index.entries) == sorted(folder_images(per_class=2))
+    assert [(r.image_id, r.reason) for r in index.rejects] == [("train/red/evil.png", "unsafe archive path '..\\\\train\\\\red\\\\evil.png'")]
+    got = dict((e.image_id, payload) for e, payload in iter_payloads(index.sources, index.entries))
+    assert got == folder_images(per_class=2)
+
+
+def test_a_dataset_whose_every_image_indexing_refused_names_them_not_only_no_images(tmp_path):
+    """A CSV whose root is mistyped: every row names a file that is not there."""
+    csv = write_labels_csv(tmp_path, folder_images(per_class=1))
+    with pytest.raises(SourceError, match=r"no images found in .*; 6 refused while indexing: .*\(line 2: no file "
+                                          r".*/elsewhere/.*\) and 3 more$"):
+        build_index("c", [f"{csv}#root=elsewhere"])
 
 
 # ---------------------------------------------------------------- CIFAR-10 python format
