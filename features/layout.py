@@ -66,7 +66,7 @@ def check_name(kind: str, value: str) -> str:
     if not _NAME.match(value or ""):
         from tlfs.features.errors import StoreError
 
-        raise StoreError(f"invalid {kind} name {value!r}: use letters, digits, '_', '-', '.'")
+        raise StoreError(f"invalid {kind} name {value!r}: use ASCII letters, digits, '_', '-' and '.', beginning with a letter or a digit")
     return value
 
 

@@ -263,6 +263,9 @@ def test_pandas_reads_a_layer_folder_directly(tmp_path):
 def test_bad_names_and_unknown_layers_are_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="invalid dataset name"):
         layout.set_uri("s", "../etc", "v")
+    for name in ("Ünïcode", "-x", ".hidden"):  # the rule is said as it is: ASCII, and how a name begins
+        with pytest.raises(StoreError, match=r"use ASCII letters, .* beginning with a letter or a digit"):
+            layout.set_uri("s", name, "v")
     store, root, manifest, _ = make_set(tmp_path)
     commit(root, manifest)
     with pytest.raises(StoreError, match="layer 'l9' is not in"):
