@@ -119,6 +119,25 @@ def splits_notice(index: DatasetIndex) -> str:
             f"(an image folder is <split>/<class>/<image>; {HOLDOUT_HINT})")
 
 
+def alike_classes_notice(index: DatasetIndex) -> str:
+    """``; classes told apart that differ only in case, spaces, '_' or '-': 'Cat' (test) and
+    'cat' (train) ...``: said at planning, where the splits' folders were named differently,
+    since a head counts every test image of a class that training lacks as wrong."""
+    splits_of: dict[str, set[str]] = {}
+    for e in index.entries:
+        splits_of.setdefault(e.label_name, set()).add(e.split)
+    alike: dict[str, list[str]] = {}
+    for name in index.classes:
+        alike.setdefault(" ".join(name.casefold().replace("_", " ").replace("-", " ").split()), []).append(name)
+    groups = [" and ".join(f"{name!r} ({', '.join(sorted(splits_of.get(name, ())))})" for name in names)
+              for names in alike.values() if len(names) > 1]
+    if not groups:
+        return ""
+    return (f"; classes told apart that differ only in case, spaces, '_' or '-': {'; '.join(groups[:3])}"
+            f"{f' and {len(groups) - 3} more' if len(groups) > 3 else ''} (a class is its folder's or label's exact name: "
+            "rename one to merge them)")
+
+
 def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool,
                rejects: list[Reject]) -> SourceError:
     """The error of a dataset without images, naming the ones indexing refused (a CSV's rows

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlfs.pipeline.dataset_index import DatasetIndex, sample
-from tlfs.pipeline.indexing import build_index, iter_payloads, left_out_notice
+from tlfs.pipeline.indexing import alike_classes_notice, build_index, iter_payloads, left_out_notice
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 from tests.pipeline.sources.helpers import write_labels_csv
@@ -146,6 +146,19 @@ def test_a_set_of_phone_photos_in_a_format_not_read_is_told_to_convert_them_not_
     assert "; 2 image files in formats not read (heic), such as " in message and "to be converted to JPEG or PNG" in message
     assert "; 1 image file at other depths, such as " in message and message.count("at other depths") == 1
     assert "HEIC at other depths" not in message and "heic at other depths" not in message
+
+
+def test_classes_that_differ_only_in_case_or_spacing_are_named_with_their_splits(tmp_path):
+    """train/cat and test/Cat are two classes (a head counts every test Cat as wrong): planning says so."""
+    files = {f"{split}/{name}/{i}.png": b"x" for split, names in (("train", ("cat", "dog", "Golden_Retriever")),
+                                                                  ("test", ("Cat", "dog", "golden retriever")))
+             for name in names for i in range(2)}
+    index = build_index("pets", [str(write_tree(tmp_path / "pets", files))])
+    assert alike_classes_notice(index) == (
+        "; classes told apart that differ only in case, spaces, '_' or '-': 'Cat' (test) and 'cat' (train); "
+        "'Golden_Retriever' (train) and 'golden retriever' (test) (a class is its folder's or label's exact name: "
+        "rename one to merge them)")
+    assert alike_classes_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
 
 def test_a_long_list_of_images_left_out_is_cut_short():
