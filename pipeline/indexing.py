@@ -25,7 +25,7 @@ from tlfs.pipeline.holdout import HOLDOUT_HINT, hold_out, holdout_fraction
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
 from tlfs.pipeline.sources.hashing import verify_expected
 from tlfs.pipeline.sources.labels_csv import codec_of
-from tlfs.pipeline.sources.paths import TREE_OPTIONS, unread
+from tlfs.pipeline.sources.paths import TREE_OPTIONS, UNREAD_SUFFIXES, unread
 from tlfs.pipeline.sources.uris import expand_uri, parse_uri
 
 
@@ -101,7 +101,8 @@ def _reasons(rejects: list[Reject], shown: int) -> str:
 
 
 def _suffixes(paths: list[str]) -> str:
-    return ", ".join(sorted({path.rsplit(".", 1)[-1].lower() for path in paths}))
+    return ", ".join(sorted({next(suffix for suffix in UNREAD_SUFFIXES if path.lower().endswith(suffix))[1:]
+                             for path in paths}))
 
 
 def _some(paths: list[str], shown: int) -> str:

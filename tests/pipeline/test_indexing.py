@@ -161,6 +161,13 @@ def test_classes_that_differ_only_in_case_or_spacing_are_named_with_their_splits
     assert alike_classes_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
 
+def test_a_folder_of_medical_scans_is_told_to_convert_them(tmp_path):
+    """DICOM and NIfTI (``.nii.gz``, a two-part suffix) are image formats not read: named, not 'no images' alone."""
+    scans = write_tree(tmp_path / "scans", {"train/tumour/1.dcm": b"x", "train/healthy/2.nii.gz": b"x", "test/tumour/3.dcm": b"x"})
+    with pytest.raises(SourceError, match=r"; 3 image files in formats not read \(dcm, nii.gz\), such as .*: to be converted"):
+        build_index("scans", [str(scans)])
+
+
 def test_a_long_list_of_images_left_out_is_cut_short():
     index = DatasetIndex("d", [], [], [], left_out=[f"d/a/b/c/{n}.jpg" for n in range(5)])
     assert left_out_notice(index) == "; 5 image files left out, not at <split>/<class>/<file>: d/a/b/c/0.jpg, d/a/b/c/1.jpg, " \
