@@ -24,7 +24,7 @@ PREDICTIONS_FILE = "test_predictions.parquet"  # beside a saved head: its predic
 
 VALIDATION_FRACTION = 0.1
 HEAD_SUMMARY = ("head", "layers", "test_accuracy", "validation_accuracy", "test_balanced_accuracy",
-                "validation_balanced_accuracy", "balanced", "saved_to")  # what a task hands on
+                "validation_balanced_accuracy", "validation_log_loss", "balanced", "saved_to")  # what a task hands on
 
 
 def validation_split(y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +230,7 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
     fit_rows, validation_rows = fitting_rows(train, fit_idx, val_idx)
     fitted, seconds = heads.fit(head, FitData(fit_rows, validation_rows, len(classes), block_dims, balanced), log=log)
     proba = view_averaged_proba(fitted, test)
+    validation_proba = fitted.predict_proba(validation_rows.X)
     result = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -243,7 +244,8 @@ def _fit_and_save(feature_set: FeatureSet, layers: list[str], head: str, train: 
         "n_validation": int(len(val_idx)),
         "n_test": int(len(yt)),
         "validation_accuracy": fitted.val_accuracy,
-        "validation_balanced_accuracy": balanced_accuracy(validation_rows.y, fitted.predict(validation_rows.X)),
+        "validation_balanced_accuracy": balanced_accuracy(validation_rows.y, validation_proba.argmax(axis=1)),
+        "validation_log_loss": log_loss(validation_rows.y, validation_proba),
         "balanced": balanced,
         "params": fitted.params,
         "fit_seconds": round(seconds, 2),
@@ -300,12 +302,22 @@ def sweep_png(path: Path, accuracies: dict[str, float], dims: dict[str, int], ti
     return path
 
 
-def best_layer(validation: dict[str, float]) -> str:
+def best_layer(validation: dict[str, float], log_losses: dict[str, float] | None = None) -> str:
     """The layer whose head scored best on the validation images (held out of the training
     split), never on the test split: the test accuracy reported for it is then an honest
-    estimate, not the best of several draws. Among equals, the earliest (the sweep goes
+    estimate, not the best of several draws. Among equals (frequent where the validation
+    images are few: ten of them score in steps of 0.1), the one whose head gave their labels
+    the most probability (the lowest ``log_losses``); then the earliest (the sweep goes
     shallow to deep, so the narrowest as a rule)."""
-    return max(validation, key=validation.get)
+    losses = log_losses or {}
+    return max(validation, key=lambda layer: (validation[layer], -(losses.get(layer) or float("inf"))))
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float | None:
+    """The mean negative log of the probability a head gave each image's label (None for no image)."""
+    if not len(y):
+        return None
+    return round(float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0)).mean()), 6)
 
 
 def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | None = None, balanced: bool = False) -> dict:
@@ -317,6 +329,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     views = stored_views(feature_set, views)
     accuracies: dict[str, float] = {}
     validation: dict[str, float] = {}
+    log_losses: dict[str, float] = {}  # the validation images', which break ties of accuracy
     balanced_accuracies: dict[str, dict[str, float]] = {"validation": {}, "test": {}}
     fitted: dict[str, dict] = {}
     dims = feature_set.layers
@@ -327,6 +340,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         result = _fit_and_save(feature_set, [layer], "softmax", train, test, log, balanced)
         accuracies[layer] = result["test_accuracy"]
         validation[layer] = result["validation_accuracy"]
+        log_losses[layer] = result["validation_log_loss"]
         balanced_accuracies["validation"][layer] = result["validation_balanced_accuracy"]
         balanced_accuracies["test"][layer] = result["test_balanced_accuracy"]
         fitted[layer] = {k: result[k] for k in HEAD_SUMMARY}
@@ -337,7 +351,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
     shown = balanced_accuracies if balanced else {"validation": validation, "test": accuracies}
     kind, measure = ("balanced ", "balanced accuracy") if balanced else ("", "accuracy")
     chosen_by = f"validation_{measure.replace(' ', '_')}"
-    best = best_layer(shown["validation"])
+    best = best_layer(shown["validation"], log_losses)
     summary = {
         "dataset": feature_set.dataset,
         "backbone_version": feature_set.backbone_version,
@@ -346,6 +360,7 @@ def sweep(feature_set: FeatureSet, log: Callable = print, views: list[str] | Non
         "head": "softmax",
         "layers": accuracies,  # test accuracy, by layer
         "validation": validation,  # validation accuracy, by layer: what chose the best layer, unless balanced
+        "validation_log_loss": log_losses,  # by layer: what breaks a tie of the validation accuracies
         "balanced_accuracy": balanced_accuracies,  # {"validation": by layer, "test": by layer}
         "balanced": balanced,
         "dims": dims,

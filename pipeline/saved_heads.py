@@ -22,12 +22,18 @@ CLASSIFIER_FILE = "classifier.onnx"  # a head shipped as one ONNX file, beside i
 SIMPLEST_FIRST = {kind: n for n, kind in enumerate(HEADS)}  # softmax, LightGBM, MLP
 
 
-def preference(kind: str, validation_accuracy: float | None) -> tuple:
+def preference(kind: str, validation_accuracy: float | None, validation_log_loss: float | None = None) -> tuple:
     """The order in which heads are preferred (the least first): the higher validation
-    accuracy (a head without one last), and of equals the simpler head. Never the test accuracy, which stays an honest
-    estimate. The ``fit_heads`` DAG ships by it and ``tlfs heads`` marks by it."""
-    known = validation_accuracy is not None and validation_accuracy == validation_accuracy  # not None, not NaN
-    return (-validation_accuracy if known else float("inf")), SIMPLEST_FIRST.get(kind, len(HEADS))
+    accuracy (a head without one last), of equals the simpler head, then the surer one on the
+    validation images (the lower log-loss; a head fitted before it was recorded after), as the
+    sweep breaks its ties (:func:`tlfs.pipeline.fit.best_layer`). Never the test accuracy, which
+    stays an honest estimate. The ``fit_heads`` DAG ships by it and ``tlfs heads`` marks by it."""
+    return (-validation_accuracy if _known(validation_accuracy) else float("inf"), SIMPLEST_FIRST.get(kind, len(HEADS)),
+            validation_log_loss if _known(validation_log_loss) else float("inf"))
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and value == value  # not None, not NaN
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,8 @@ def preferred_order(summaries: list[dict], plan_id: str | None, layers: list[str
 
     def rank(head: dict) -> tuple:
         measure = head["validation_balanced_accuracy"] if head["balanced"] else head["validation_accuracy"]
-        return (head["plan_id"] != plan_id, bool(head["balanced"]) != balanced, *preference(head["head"], measure),
+        return (head["plan_id"] != plan_id, bool(head["balanced"]) != balanced,
+                *preference(head["head"], measure, head.get("validation_log_loss")),
                 tuple(order.get(layer, len(order)) for layer in head["layers"]))
 
     return sorted(summaries, key=rank)
@@ -173,6 +180,7 @@ def head_summaries(set_uri: str) -> list[dict]:
                           "views": metrics.get("views", ["original"]), "validation_accuracy": metrics.get("validation_accuracy"),
                           "test_accuracy": metrics.get("test_accuracy"), "balanced": metrics.get("balanced", False),
                           "validation_balanced_accuracy": metrics.get("validation_balanced_accuracy"),
+                          "validation_log_loss": metrics.get("validation_log_loss"),
                           "test_balanced_accuracy": metrics.get("test_balanced_accuracy"),
                           "calibration_error": metrics.get("calibration_error"), "version": metrics.get("version"),
                           "plan_id": metrics.get("plan_id"), "classifier_bytes": shipped})
@@ -180,7 +188,8 @@ def head_summaries(set_uri: str) -> list[dict]:
 
 
 BOARD_COLUMNS = ["dataset", "backbone_version", "name", "head", "layers", "views", "validation_accuracy", "test_accuracy",
-                 "validation_balanced_accuracy", "test_balanced_accuracy", "balanced", "calibration_error", "version",
+                 "validation_balanced_accuracy", "test_balanced_accuracy", "validation_log_loss", "balanced",
+                 "calibration_error", "version",
                  "current", "classifier_bytes", "best", "best_balanced"]
 
 
@@ -216,7 +225,8 @@ def head_board(store: str | None = None, dataset: str | None = None):
 
 def _ranked(board, measure: str):
     """``board``'s rows, each dataset's in the order of :func:`preference` by ``measure``."""
-    ranks = [preference(kind, accuracy) for kind, accuracy in zip(board["head"], board[measure])]
+    ranks = [preference(kind, accuracy, loss)
+             for kind, accuracy, loss in zip(board["head"], board[measure], board["validation_log_loss"])]
     # stable: of equals, each set's heads stay in saved_heads' order
     return (board.assign(_rank=ranks).sort_values(["dataset", "_rank", "backbone_version"], kind="stable")
             .drop(columns="_rank"))

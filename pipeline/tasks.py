@@ -240,7 +240,7 @@ def curve_on_best_layer(target: SetTarget, swept: dict, log: Callable = print) -
 def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print) -> dict:
     """The fitted head preferred (:func:`~tlfs.pipeline.saved_heads.preference`: the best
     validation accuracy, or balanced accuracy where the heads are balanced; of equals the
-    simpler head), written as one ONNX classifier beside it (``tlfs export-classifier``)."""
+    simpler head, then the surer), written as one ONNX classifier beside it (``tlfs export-classifier``)."""
     from tlfs.pipeline.errors import PipelineError
     from tlfs.pipeline.export_classifier import ClassifierRequest, export_classifier
     from tlfs.pipeline.saved_heads import preference
@@ -248,7 +248,7 @@ def ship_best_head(target: SetTarget, fitted: list[dict], log: Callable = print)
     if not fitted:
         raise PipelineError("no head was fitted: nothing to ship")
     measure = "validation_balanced_accuracy" if all(head.get("balanced") for head in fitted) else "validation_accuracy"
-    best = min(fitted, key=lambda head: preference(head["head"], head[measure]))
+    best = min(fitted, key=lambda head: preference(head["head"], head[measure], head.get("validation_log_loss")))
     name = best["saved_to"].rstrip("/").rsplit("/", 1)[-1]
     log(f"shipping {name} ({measure.replace('_', ' ')} {best[measure]:.4f}, the best of "
         f"{', '.join(head['head'] for head in fitted)})")

@@ -49,18 +49,26 @@ def test_sweep_reports_every_layer_and_chooses_the_best_by_validation_not_test(c
     best = summary["best_layer"]
     assert summary["chosen_by"] == "validation_accuracy"
     assert summary["validation"][best] == max(summary["validation"].values())
-    assert best == next(t for t in taps if summary["validation"][t] == summary["validation"][best])  # among equals the earliest
+    tied = [t for t in taps if summary["validation"][t] == summary["validation"][best]]
+    losses = summary["validation_log_loss"]
+    assert best == min(tied, key=lambda t: (losses[t], taps.index(t)))  # among equals the surest, then the earliest
+    assert all(0 < losses[t] < 20 for t in taps)
     assert summary["test_accuracy"] == summary["layers"][best]
     saved = tmp_path / "store" / "colors" / summary["backbone_version"] / "_heads"
     assert json.loads((saved / "sweep.json").read_text())["validation"] == summary["validation"]
     assert (saved / "sweep.png").exists()
 
 
-def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_the_earliest():
+def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_by_log_loss_then_the_earliest():
     from tlfs.pipeline.fit import best_layer
 
     assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.7}) == "block15"
     assert best_layer({"block2": 0.5, "block15": 0.8, "head": 0.8}) == "block15"
+    # a tie of accuracies (ten validation images score in steps of 0.1) goes to the surer head
+    ties = {"block2": 0.5, "block15": 0.5, "head": 0.5}
+    assert best_layer(ties, {"block2": 0.69, "block15": 0.41, "head": 0.52}) == "block15"
+    assert best_layer(ties, {"block2": 0.69, "block15": 0.69, "head": 0.69}) == "block2"  # then the earliest
+    assert best_layer({"block2": 0.9, "head": 0.5}, {"block2": 2.0, "head": 0.1}) == "block2"  # accuracy first
 
 
 def test_a_heads_confidence_figures_are_the_share_and_accuracy_at_each_probability_and_its_calibration_gap():

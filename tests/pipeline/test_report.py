@@ -84,7 +84,7 @@ def test_after_the_fit_dags_steps_the_page_holds_the_sweep_heads_curve_and_queue
     assert "The 7 images the shipped head is least sure of" in page and page.count(str(pool)) >= 7
     assert "No " + "layer sweep yet" not in page and "No saved heads yet" not in page
     # where the first head goes wrong: the head the DAG would ship, its worst class first, its surest mistake
-    first = min(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))
+    first = min(head_summaries(feature_set.uri), key=lambda h: preference(h["head"], h["validation_accuracy"], h["validation_log_loss"]))
     assert summary["first_head"] == first["name"]
     folder = f"{feature_set.uri}/_heads/{first['name']}"
     metrics = json.loads(open(f"{folder}/metrics.json").read())
@@ -168,7 +168,7 @@ def test_the_fit_dags_checks_keep_their_files_beside_a_set_on_s3_and_its_page_sh
     fs.put(store + "/", "tlfs-test/checked/", recursive=True)
     target = tasks.SetTarget("reported", "efficientnet_lite0", "s3://tlfs-test/checked", None)
     first = tasks.SetTarget("reported", "efficientnet_lite0", store, None)
-    head = min(head_summaries(first.open().uri), key=lambda h: preference(h["head"], h["validation_accuracy"]))["name"]
+    head = min(head_summaries(first.open().uri), key=lambda h: preference(h["head"], h["validation_accuracy"], h["validation_log_loss"]))["name"]
     near, doubted = tasks.check_near_copies(target, head, **QUIET), tasks.check_labels(target, **QUIET)
     heads = f"{target.open().uri}/_heads"
     assert near["saved_to"] == f"{heads}/near_copies.json" and doubted["saved_to"] == f"{heads}/label_issues.json"

@@ -55,10 +55,12 @@ def test_describe_lists_each_head_the_version_it_was_fitted_on_and_its_classifie
     assert shipped["lightgbm-block14"] is None and shipped["softmax-head"] > 1_000_000
 
 
-def plant_validation(set_uri: str, head: str, accuracy: float) -> None:
-    """Set a saved head's recorded validation accuracy (the board reads what ``fit`` recorded)."""
+def plant_validation(set_uri: str, head: str, accuracy: float, log_loss: float | None = None) -> None:
+    """Set a saved head's recorded validation accuracy, and its log-loss where given (the board
+    reads what ``fit`` recorded)."""
     path = Path(set_uri) / "_heads" / head / "metrics.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "validation_accuracy": accuracy}))
+    planted = {"validation_accuracy": accuracy, **({"validation_log_loss": log_loss} if log_loss is not None else {})}
+    path.write_text(json.dumps({**json.loads(path.read_text()), **planted}))
 
 
 def test_heads_lists_every_sets_heads_by_validation_accuracy_and_the_best_of_each_dataset(two_versions, tmp_path,
@@ -144,17 +146,20 @@ def test_the_preferred_head(summaries, balanced, chosen):
     assert preferred_head(summaries, "new", LAYERS, balanced=balanced) == chosen
 
 
-def test_heads_of_equal_accuracy_are_listed_shallow_layers_first(tmp_path, models_root, lite0):
+def test_heads_of_equal_accuracy_are_listed_surest_then_shallow_layers_first(tmp_path, models_root, lite0):
     source = write_tree(tmp_path / "images", folder_images(per_class=2))
     store = str(tmp_path / "store")
     run_extract("ties", [str(source)], "efficientnet_lite0", store, models_root, show_progress=False, **QUIET)
     ties = features.open_set("ties", "efficientnet_lite0", store=store)
     for layer in ("head", "block10", "block7"):
         fit(ties, [layer], "softmax", **QUIET)
-        plant_validation(ties.uri, f"softmax-{layer}", 0.5)
+        plant_validation(ties.uri, f"softmax-{layer}", 0.5, log_loss=0.7)
     assert saved_heads(ties.uri) == ["softmax-block7", "softmax-block10", "softmax-head"]  # not block10 before block7
     assert list(head_board(store)["name"]) == ["softmax-block7", "softmax-block10", "softmax-head"]
     assert default_head(ties) == "softmax-block7"
+    plant_validation(ties.uri, "softmax-head", 0.5, log_loss=0.3)  # as sure of the validation labels as none other
+    assert list(head_board(store)["name"]) == ["softmax-head", "softmax-block7", "softmax-block10"]
+    assert default_head(ties) == "softmax-head"
 
 
 def test_a_store_whose_sets_hold_no_head_yet_has_an_empty_board(tmp_path, models_root, lite0, capsys):
