@@ -184,7 +184,25 @@ def check_sources(name: str, uris: Iterable[str]) -> None:
         if len(files) == 1:  # a file named as it is (a brace list's many names are looked up while indexing)
             fs, path = fsspec.core.url_to_fs(files[0])
             if not fs.exists(path):
-                raise SourceError(f"{files[0]}: no such file or directory")
+                raise not_there(files[0], fs, path)
+
+
+def not_there(uri: str, fs, path: str) -> SourceError:
+    """Why ``uri`` is not found: the server's answer or the connection's error where there is
+    one (fsspec's HTTP filesystem reports a refused connection, an unknown host and a 404
+    alike as not found), else no such file."""
+    try:
+        fs.info(path)
+    except FileNotFoundError as exc:
+        cause = exc.__cause__
+        status = getattr(cause, "status", None)
+        if status:
+            return SourceError(f"{uri}: the server answered HTTP {status} {getattr(cause, 'message', '')}".rstrip())
+        if cause is not None:
+            return SourceError(f"{uri}: cannot be reached ({type(cause).__name__}: {cause})")
+    except Exception as exc:  # noqa: BLE001 - named in the error
+        return SourceError(f"{uri}: cannot be read ({type(exc).__name__}: {exc})")
+    return SourceError(f"{uri}: no such file or directory")
 
 
 def _index_one(uri: str, number: int, options: dict[str, str], expected: dict[str, str],
@@ -192,7 +210,7 @@ def _index_one(uri: str, number: int, options: dict[str, str], expected: dict[st
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         if not fs.exists(path):
-            raise SourceError(f"{uri}: no such file or directory")
+            raise not_there(uri, fs, path)
         found = source_for(uri, fs, path).index(uri, number, options, cache_dir, expected)
     except SourceError:
         raise

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlfs.pipeline.dataset_index import DatasetIndex, sample
-from tlfs.pipeline.indexing import alike_classes_notice, build_index, iter_payloads, left_out_notice
+from tlfs.pipeline.indexing import alike_classes_notice, build_index, check_sources, iter_payloads, left_out_notice
 from tlfs.pipeline.errors import SourceError
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 from tests.pipeline.sources.helpers import write_labels_csv
@@ -240,6 +240,34 @@ def test_a_dataset_whose_every_image_indexing_refused_names_them_not_only_no_ima
     with pytest.raises(SourceError, match=r"no images found in .*; 6 refused while indexing: .*\(line 2: no file "
                                           r".*/elsewhere/.*\) and 3 more$"):
         build_index("c", [f"{csv}#root=elsewhere"])
+
+
+def test_a_source_over_http_that_is_not_there_says_what_the_server_or_the_connection_answered(tmp_path):
+    """fsspec's HTTP filesystem reports a 404 and a refused connection alike as not found: each is told as it is."""
+    import functools
+    import http.server
+    import socket
+    import threading
+
+    write_tar(tmp_path / "colors.tar.gz", folder_images(per_class=1))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *_: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert len(build_index("web", [f"{base}/colors.tar.gz"]).entries) == 6
+        with pytest.raises(SourceError, match=r"/nope.tar.gz: the server answered HTTP 404"):
+            check_sources("web", [f"{base}/nope.tar.gz"])
+        with pytest.raises(SourceError, match=rf"127.0.0.1:{refused}/x.tar.gz: cannot be reached \(ClientConnectorError: "):
+            check_sources("web", [f"http://127.0.0.1:{refused}/x.tar.gz"])
+        with pytest.raises(SourceError, match=r"nowhere.tar.gz: no such file or directory"):
+            check_sources("local", [str(tmp_path / "nowhere.tar.gz")])
+    finally:
+        server.shutdown()
 
 
 # ---------------------------------------------------------------- CIFAR-10 python format
