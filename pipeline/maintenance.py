@@ -1,17 +1,18 @@
 """Looking after a committed set: ``tlfs verify`` (every byte of every file against the
-manifest's sha256; with ``repair``, the damaged shards extracted again and committed)
-and ``tlfs vacuum`` (the versions a retention drops, and the files only they used)."""
+manifest's sha256; with ``repair``, the damaged shards extracted again and committed),
+``tlfs vacuum`` (the versions a retention drops, and the files only they used) and
+``tlfs rm`` (the whole set)."""
 
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from tlfs.features import versions
-from tlfs.features.leases import hold, live_bases
+from tlfs.features import layout, versions
+from tlfs.features.leases import hold, live_bases, live_plans
 from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import damaged_shards, read_manifest, remove_superseded
-from tlfs.features.storage import fs_path
+from tlfs.features.storage import fs_path, is_local
 from tlfs.features.versions import Retention
 from tlfs.pipeline.commit import commit
 from tlfs.pipeline.errors import PipelineError
@@ -68,3 +69,30 @@ def vacuum(set_uri: str, retention: Retention) -> dict:
     with commit_lock(set_uri):
         done = versions.vacuum(set_uri, read_manifest(set_uri), retention, live_bases(set_uri))
     return {**done, "superseded_plans_removed": remove_superseded(set_uri)}
+
+
+def remove_set(set_uri: str, confirmed: bool) -> dict:
+    """``tlfs rm``: what one feature set holds (its versions, rows, files and bytes, its heads
+    and checks included) and, where ``confirmed``, all of it deleted under the commit lock:
+    the commit point first, so that a reader finds no set from then on, then every file.
+    Refused, with nothing deleted, while a run holds a live lease on one of its plans."""
+    manifest = read_manifest(set_uri)  # NotCommitted where there is no set
+    fs, root = fs_path(set_uri)
+    sizes = {path: info.get("size") or 0 for path, info in fs.find(root, detail=True).items()}
+    report = {"set_uri": set_uri, "version": manifest["version"],
+              "rows": sum(split["written"] for split in manifest["counts"].values()),
+              "files": len(sizes), "bytes": sum(sizes.values()), "removed": False}
+    if not confirmed:
+        return report
+    with commit_lock(set_uri):
+        live = live_plans(set_uri)
+        if live:
+            raise PipelineError(f"{set_uri}: a run is working on it (plan {', '.join(sorted(live))} holds a live lease); "
+                                "nothing removed: let the run end, or stop it and let its lease run out, then run tlfs rm again")
+        fs.rm_file(f"{root}/{layout.MANIFEST}")  # the commit point: from here on no reader finds the set
+        fs.rm(root, recursive=True)
+    if is_local(fs):  # the dataset's folder, where this was its last set (object stores have no folders)
+        parent = root.rsplit("/", 1)[0]
+        if fs.exists(parent) and not fs.ls(parent):
+            fs.rmdir(parent)
+    return {**report, "removed": True}

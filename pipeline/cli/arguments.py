@@ -472,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     _setting_arg(p, "retain_versions", flag="--keep")
     _setting_arg(p, "retain_days", flag="--keep-days")
+
+    p = sub.add_parser("rm", help="delete a whole feature set: every version, its heads and checks (says what it "
+                       "holds, and deletes it only with --yes; refused while a run works on it)")
+    _set_dataset_arg(p)
+    _backbone_arg(p)
+    _store_arg(p)
+    p.add_argument("--yes", action="store_true", help="delete it (without it, only say what would be deleted)")
     return parser
 
 

@@ -16,7 +16,7 @@ from tlfs.pipeline.cli.arguments import build_parser
 from tlfs.pipeline.cli.extract_commands import (cmd_backbones, cmd_bench, cmd_export, cmd_extract, cmd_finetune,
                                                 cmd_verify)
 from tlfs.pipeline.cli.head_commands import cmd_export_classifier, cmd_fit, cmd_heads, cmd_predict, cmd_sweep
-from tlfs.pipeline.cli.store_commands import cmd_describe, cmd_history, cmd_ls, cmd_vacuum
+from tlfs.pipeline.cli.store_commands import cmd_describe, cmd_history, cmd_ls, cmd_rm, cmd_vacuum
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -42,7 +42,7 @@ COMMANDS = {
     "label-next": cmd_label_next, "learning-curve": cmd_learning_curve, "map": cmd_map, "advise": cmd_advise,
     "report": cmd_report,
     # the store
-    "ls": cmd_ls, "describe": cmd_describe, "history": cmd_history, "vacuum": cmd_vacuum,
+    "ls": cmd_ls, "describe": cmd_describe, "history": cmd_history, "vacuum": cmd_vacuum, "rm": cmd_rm,
 }
 
 

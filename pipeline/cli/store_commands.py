@@ -1,4 +1,4 @@
-"""``tlfs ls``, ``describe``, ``history`` and ``vacuum``: the store's sets and their versions."""
+"""``tlfs ls``, ``describe``, ``history``, ``vacuum`` and ``rm``: the store's sets and their versions."""
 
 from __future__ import annotations
 
@@ -108,6 +108,19 @@ def cmd_vacuum(args, settings: Settings) -> dict:
           f"{', '.join(map(str, report['versions_vacuumed'])) or 'none'}; removed {report['files_removed']} files "
           f"({report['bytes_freed'] / 1e6:.1f} MB) and {report['superseded_plans_removed']} superseded plans' staging",
           file=sys.stderr)
+    return report
+
+
+def cmd_rm(args, settings: Settings) -> dict:
+    from tlfs.pipeline.errors import PipelineError
+    from tlfs.pipeline.maintenance import remove_set
+
+    report = remove_set(features_set_uri(args, settings), confirmed=args.yes)
+    held = (f"{report['set_uri']}: version {report['version']}, {report['rows']:,} rows, {report['files']:,} files "
+            f"({report['bytes'] / 1e6:.1f} MB, its heads and checks included)")
+    if not report["removed"]:
+        raise PipelineError(f"{held} would be deleted: run it again with --yes to delete it")
+    print(f"deleted {held}", file=sys.stderr)
     return report
 
 

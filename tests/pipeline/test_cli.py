@@ -21,7 +21,7 @@ def tlfs(*args, env=None, check=True):
     return proc
 
 
-COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "label-next", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "report", "ls", "describe", "history", "vacuum"]
+COMMANDS = ["backbones", "export", "extract", "fit", "predict", "export-classifier", "duplicates", "similar", "label-issues", "label-next", "learning-curve", "map", "heads", "sweep", "finetune", "bench", "verify", "advise", "report", "ls", "describe", "history", "vacuum", "rm"]
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -109,7 +109,7 @@ def test_a_table_in_a_format_it_cannot_be_written_in_is_refused_before_any_work(
 
 @pytest.mark.parametrize("command", ["export", "extract", "fit", "predict", "export-classifier", "duplicates", "sweep",
                                      "finetune", "bench", "verify", "advise",
-                                     "describe", "history", "vacuum"])
+                                     "describe", "history", "vacuum", "rm"])
 def test_backbone_defaults_to_the_embedded_default(command):
     from tlfs.models.names import DEFAULT_BACKBONE
     from tlfs.pipeline.cli import build_parser
