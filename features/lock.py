@@ -48,7 +48,7 @@ def commit_lock(set_root: str, timeout: float = LOCK_TIMEOUT, stale_after: float
         yield
     finally:
         with contextlib.suppress(Exception):  # stale removal by another process is tolerated
-            if json.loads(fs.cat_file(path)).get("token") == token:
+            if _holder(fs.cat_file(path)).get("token") == token:
                 fs.rm_file(path)
 
 
@@ -89,7 +89,7 @@ def _acquire_object(fs, path: str, timeout: float, stale_after: float, poll: flo
             if not _already_exists(exc):
                 raise
         with contextlib.suppress(FileNotFoundError):
-            held = json.loads(fs.cat_file(path))
+            held = _holder(fs.cat_file(path))
             if held.get("token") == token:  # our own PUT got through; only its answer was lost
                 return token
             if time.time() - float(held.get("at", 0)) > stale_after:
@@ -98,6 +98,16 @@ def _acquire_object(fs, path: str, timeout: float, stale_after: float, poll: flo
         if time.monotonic() > deadline:
             raise StoreError(f"another run has held the commit lock {path} for over {timeout:.0f}s")
         time.sleep(poll)
+
+
+def _holder(body: bytes) -> dict:
+    """The lock's record; none (so stale) where it is not one of ours: the empty file a local
+    store's lock leaves, copied with the store onto an object store."""
+    try:
+        held = json.loads(body)
+    except ValueError:
+        return {}
+    return held if isinstance(held, dict) else {}
 
 
 def _already_exists(exc: Exception) -> bool:

@@ -53,6 +53,11 @@ def test_object_store_lock_is_exclusive_and_a_stale_one_is_broken(s3_server, clo
     with commit_lock("s3://tlfs-test/stale", timeout=2, stale_after=600):
         assert json.loads(fs.cat_file(f"tlfs-test/stale/{LOCK_NAME}"))["token"] != "crashed"
     assert not fs.exists(f"tlfs-test/stale/{LOCK_NAME}")
+    # a local store copied whole onto the object store brings its lock's empty file: not a holder
+    fs.pipe_file(f"tlfs-test/copied/{LOCK_NAME}", b"")
+    with commit_lock("s3://tlfs-test/copied", timeout=2, stale_after=600):
+        assert json.loads(fs.cat_file(f"tlfs-test/copied/{LOCK_NAME}"))["token"]
+    assert not fs.exists(f"tlfs-test/copied/{LOCK_NAME}")
 
 
 def test_a_lock_that_cannot_be_made_is_a_write_that_failed_naming_the_file(tmp_path):
