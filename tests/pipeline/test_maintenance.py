@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import folder_images, write_tree
 from tests.extraction import run_extract
+from tests.features.conftest import s3_server  # noqa: F401 - the fixture
 from tlfs import features
 from tlfs.features.errors import NotCommitted
 from tlfs.features.leases import LeaseTerms, hold
@@ -54,3 +55,16 @@ def test_a_set_a_run_is_working_on_is_refused_and_nothing_is_deleted(two_sets):
             remove_set(str(root), confirmed=True)
     assert all(path.exists() for path in files)
     assert features.open_set("colors", "efficientnet_lite0", store=store).rows == 6
+
+
+def test_a_set_on_an_object_store_is_deleted_whole(two_sets, s3_server):
+    import fsspec
+
+    _, root = two_sets
+    fs = fsspec.filesystem("s3")
+    fs.put(str(root.parent.parent) + "/", "tlfs-test/rm/", recursive=True)
+    uri = features.find_set("colors", "efficientnet_lite0", "s3://tlfs-test/rm")[0]
+    assert remove_set(uri, confirmed=True)["removed"] is True
+    assert fs.find("tlfs-test/rm/colors") == [] and fs.find("tlfs-test/rm/kept")
+    with pytest.raises(NotCommitted):
+        features.open_set("colors", "efficientnet_lite0", store="s3://tlfs-test/rm")
