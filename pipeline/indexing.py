@@ -122,16 +122,18 @@ def splits_notice(index: DatasetIndex) -> str:
 
 def alike_classes_notice(index: DatasetIndex) -> str:
     """``; classes told apart that differ only in case, spaces, '_' or '-': 'Cat' (test) and
-    'cat' (train) ...``: said at planning, where the splits' folders were named differently,
-    since a head counts every test image of a class that training lacks as wrong."""
+    'cat' (train) ...``: said at planning, where the splits' folders were named differently
+    (names alike that are not in the same splits), since a head counts every test image of a
+    class that training lacks as wrong."""
     splits_of: dict[str, set[str]] = {}
     for e in index.entries:
         splits_of.setdefault(e.label_name, set()).add(e.split)
     alike: dict[str, list[str]] = {}
     for name in index.classes:
         alike.setdefault(" ".join(name.casefold().replace("_", " ").replace("-", " ").split()), []).append(name)
+    # where each name of a group is in the same splits (EMNIST's 'a' and 'A'), they are meant apart
     groups = [" and ".join(f"{name!r} ({', '.join(sorted(splits_of.get(name, ())))})" for name in names)
-              for names in alike.values() if len(names) > 1]
+              for names in alike.values() if len({frozenset(splits_of.get(name, ())) for name in names}) > 1]
     if not groups:
         return ""
     return (f"; classes told apart that differ only in case, spaces, '_' or '-': {'; '.join(groups[:3])}"

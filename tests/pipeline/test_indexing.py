@@ -159,6 +159,8 @@ def test_classes_that_differ_only_in_case_or_spacing_are_named_with_their_splits
         "'Golden_Retriever' (train) and 'golden retriever' (test) (a class is its folder's or label's exact name: "
         "rename one to merge them)")
     assert alike_classes_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
+    letters = {f"{split}/{name}/{i}.png": b"x" for split in ("train", "test") for name in ("a", "A") for i in range(2)}
+    assert alike_classes_notice(build_index("letters", [str(write_tree(tmp_path / "letters", letters))])) == ""  # meant apart
 
 
 def test_a_folder_of_medical_scans_is_told_to_convert_them(tmp_path):
