@@ -29,6 +29,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an argument no command takes is told by the command it was given
+        to (``tlfs fit: ... (see tlfs fit --help)``), not by ``tlfs`` itself."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(1, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
+        return parsed
+
 
 class _Version(argparse.Action):
     """``tlfs --version``: the package, the git commit and the libraries that decide what a

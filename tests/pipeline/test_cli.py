@@ -72,6 +72,8 @@ BAD_ARGUMENTS = {
                         "argument --min-probability: expected a number in (0, 1], got 1.5"),
     "shares": (["learning-curve", "--dataset", "x", "--shares", "0.5,2"], "argument --shares: expected a number in (0, 1], got 2"),
     "command": (["extrct"], "argument COMMAND: invalid choice: 'extrct'"),
+    "unknown_flag": (["fit", "--dataset", "x", "--layer", "head", "--no-progress"],
+                     "tlfs fit: error: unrecognized arguments: --no-progress (see tlfs fit --help)"),
     "table_output": (["map", "--dataset", "x", "--output", "places.png"],
                      "argument --output: places.png: write the table to a .csv, .parquet or .jsonl file"),
 }
