@@ -18,7 +18,7 @@ from tlfs.pipeline.class_balance import balanced_accuracy, class_balance
 from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 from tlfs.pipeline.plotting import saved_figure
-from tlfs.pipeline.saved_heads import head_name
+from tlfs.pipeline.saved_heads import head_name, preference
 
 PREDICTIONS_FILE = "test_predictions.parquet"  # beside a saved head: its prediction for each test image
 
@@ -310,7 +310,8 @@ def best_layer(validation: dict[str, float], log_losses: dict[str, float] | None
     the most probability (the lowest ``log_losses``); then the earliest (the sweep goes
     shallow to deep, so the narrowest as a rule)."""
     losses = log_losses or {}
-    return max(validation, key=lambda layer: (validation[layer], -(losses.get(layer) or float("inf"))))
+    # the rule heads are ranked by (min keeps the first of equals: the earliest layer)
+    return min(validation, key=lambda layer: preference("softmax", validation[layer], losses.get(layer)))
 
 
 def log_loss(y: np.ndarray, proba: np.ndarray) -> float | None:

@@ -46,10 +46,12 @@ def listed_images(uris: tuple[str, ...] | list[str]) -> list[tuple[str, dict]]:
             if info.get("type") == "directory":  # each image named below the folder as it was given
                 below = fs.find(path, detail=True)
                 base = len(path.rstrip("/")) + 1
-                found += [(f"{name.rstrip('/')}/{file[base:]}", below[file]) for file in sorted(below)
-                          if an_image(file[base:])]
-                not_read += [f"{name.rstrip('/')}/{file[base:]}" for file in sorted(below)
-                             if an_image(file[base:], UNREAD_SUFFIXES)]
+                for file in sorted(below):
+                    named = f"{name.rstrip('/')}/{file[base:]}"
+                    if an_image(file[base:]):
+                        found.append((named, below[file]))
+                    elif an_image(file[base:], UNREAD_SUFFIXES):
+                        not_read.append(named)
             elif not pattern or an_image(path.rsplit("/", 1)[-1]):
                 found.append((name, info))
     if not found:

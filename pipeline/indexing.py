@@ -72,8 +72,7 @@ def left_out_notice(index: DatasetIndex, shown: int = 3) -> str:
     """``; 4 image files left out, ...``: the sources' image files that are not in the
     dataset, for their place in the tree or their format (said, never dropped in silence);
     empty where none."""
-    formats = [path for path in index.left_out if unread(path)]
-    placed = [path for path in index.left_out if not unread(path)]
+    formats, placed = _by_format(index.left_out)
     notice = ""
     if placed:
         notice += f"; {_files(placed, 'image file')} left out, not at <split>/<class>/<file>: {_some(placed, shown)}"
@@ -94,6 +93,11 @@ def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
 
 def _files(paths: list[str], what: str) -> str:
     return f"{len(paths)} {what}{'' if len(paths) == 1 else 's'}"
+
+
+def _by_format(left_out: list[str]) -> tuple[list[str], list[str]]:
+    """The image files left out: (those in formats not read, those at another depth)."""
+    return [path for path in left_out if unread(path)], [path for path in left_out if not unread(path)]
 
 
 def _reasons(rejects: list[Reject], shown: int) -> str:
@@ -149,8 +153,7 @@ def _no_images(name: str, uris: list[str], left_out: list[str], split_given: boo
     found = ""
     if rejects:
         found += f"; {len(rejects)} refused while indexing: {_reasons(rejects, 3)}"
-    formats = [path for path in left_out if unread(path)]
-    placed = [path for path in left_out if not unread(path)]
+    formats, placed = _by_format(left_out)
     if formats:
         found += (f"; {_files(formats, 'image file')} in formats not read ({_suffixes(formats)}), such as {formats[0]}: "
                   "to be converted to JPEG or PNG")

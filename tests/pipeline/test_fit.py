@@ -68,6 +68,7 @@ def test_the_best_layer_is_chosen_on_validation_accuracy_among_equals_by_log_los
     ties = {"block2": 0.5, "block15": 0.5, "head": 0.5}
     assert best_layer(ties, {"block2": 0.69, "block15": 0.41, "head": 0.52}) == "block15"
     assert best_layer(ties, {"block2": 0.69, "block15": 0.69, "head": 0.69}) == "block2"  # then the earliest
+    assert best_layer(ties, {"block2": 0.69, "block15": 0.0, "head": 0.52}) == "block15"  # a sure head's 0 counts
     assert best_layer({"block2": 0.9, "head": 0.5}, {"block2": 2.0, "head": 0.1}) == "block2"  # accuracy first
 
 
