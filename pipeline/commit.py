@@ -14,7 +14,7 @@ from tlfs.features.lock import commit_lock
 from tlfs.features.manifest import Manifest, Published, publish
 from tlfs.features.versions import Retention
 from tlfs.pipeline.errors import NothingReadable, PipelineError
-from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_decode import FULL_DEPTH, decode_rule
 from tlfs.pipeline.lineage import code_version
 from tlfs.pipeline.plan import Plan
 from tlfs.pipeline.planning import load_plan
@@ -131,6 +131,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
             **({"source_uris": list(p.source_uris)} if p.source_uris else {}),  # as given: globs unexpanded
             "limit": p.limit,
             "base": p.base,  # the version whose unchanged images were reused
-            "preprocessing": {**card["preprocessing"], "decode": DECODE, "feature_dtype": "float16"},
+            "preprocessing": {**card["preprocessing"], "decode": decode_rule(p.bit_depth), "feature_dtype": "float16",
+                              **({"bit_depth": p.bit_depth} if p.bit_depth != FULL_DEPTH else {})},
             "code": dict(code_version()),  # a copy: the value is cached
         })

@@ -35,7 +35,7 @@ from tlfs.pipeline.dataset_index import Entry, SourceInfo
 from tlfs.pipeline.indexing import iter_payloads
 from tlfs.pipeline.sources import OpenArchives
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import ImageRejected, decode
+from tlfs.pipeline.image_decode import FULL_DEPTH, ImageRejected, decode
 
 # A task sent to a worker process holds images until it has CHUNK_IMAGES of them or their
 # payloads reach CHUNK_BYTES. Handing a chunk over costs the run's process (one thread
@@ -126,22 +126,23 @@ class Decoder:
             self._pool = pool
         return self._pool
 
-    def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int,
-                cache_dir: str | None) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
+    def decoded(self, sources: list[SourceInfo], entries: list[Entry], input_size: int, cache_dir: str | None,
+                bit_depth: int = FULL_DEPTH) -> Iterator[tuple[int, Entry, np.ndarray | None, str | None]]:
         """``(position, entry, pixels, None)`` or ``(position, entry, None, reason)`` for
         every entry, in order (image by image: for a caller that keeps every image, as
         fine-tuning does; the extraction takes :meth:`blocks`)."""
-        for block in self.blocks(sources, [entries], input_size, cache_dir):
+        for block in self.blocks(sources, [entries], input_size, cache_dir, bit_depth):
             yield from block.items()
 
     def blocks(self, sources: list[SourceInfo], parts: list[list[Entry]], input_size: int,
-               cache_dir: str | None) -> Iterator["DecodedBlock"]:
+               cache_dir: str | None, bit_depth: int = FULL_DEPTH) -> Iterator["DecodedBlock"]:
         """Several lists of entries (a run's shards) read one after the other without a
         pause, as one stream of :class:`DecodedBlock` in order, positions counted through
-        all of them; a block never holds entries of two parts."""
+        all of them; a block never holds entries of two parts. ``bit_depth``: the bits
+        greyscale 16-bit samples hold (pipeline/image_decode.py)."""
         if self.workers == 1:
-            return self._on_reader_thread(sources, parts, input_size, cache_dir)
-        return self._in_processes(sources, parts, input_size, cache_dir)
+            return self._on_reader_thread(sources, parts, (input_size, bit_depth), cache_dir)
+        return self._in_processes(sources, parts, (input_size, bit_depth), cache_dir)
 
     def _chunks(self, sources: list[SourceInfo], parts: list[list[Entry]],
                 cache_dir: str | None) -> Iterator[tuple[int, list[Entry], list]]:
@@ -160,22 +161,22 @@ class Decoder:
                 yield start, list(entries_of), list(payloads)
                 start += len(chunk)
 
-    def _on_reader_thread(self, sources, parts, input_size, cache_dir) -> Iterator["DecodedBlock"]:
+    def _on_reader_thread(self, sources, parts, rule: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
         def produce(put) -> None:
             for start, entries, payloads in self._chunks(sources, parts, cache_dir):
-                decoded, seconds = decode_chunk(payloads, input_size)
+                decoded, seconds = decode_chunk(payloads, *rule)
                 self.stats.decode_seconds += seconds
                 self.stats.images += len(decoded)
                 put(DecodedBlock(start, entries, decoded))
 
         return _background(produce, READ_AHEAD)
 
-    def _in_processes(self, sources, parts, input_size, cache_dir) -> Iterator["DecodedBlock"]:
+    def _in_processes(self, sources, parts, rule: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
         pool = self._executor()
 
         def produce(put) -> None:
             for start, entries, payloads in self._chunks(sources, parts, cache_dir):
-                put((start, entries, pool.submit(decode_chunk, payloads, input_size)))
+                put((start, entries, pool.submit(decode_chunk, payloads, *rule)))
 
         for start, entries, future in _background(produce, chunks_in_flight(self.workers)):
             try:
@@ -313,21 +314,21 @@ def _worker_setup(parent: int, started) -> None:
     started.release()
 
 
-def _decode_one(payload, input_size: int) -> tuple[np.ndarray | None, str | None]:
+def _decode_one(payload, input_size: int, bit_depth: int = FULL_DEPTH) -> tuple[np.ndarray | None, str | None]:
     try:
-        return decode(payload, input_size), None
+        return decode(payload, input_size, bit_depth), None
     except ImageRejected as exc:
         return None, str(exc)
 
 
-def decode_chunk(payloads: list, input_size: int) -> tuple["Decoded", float]:
+def decode_chunk(payloads: list, input_size: int, bit_depth: int = FULL_DEPTH) -> tuple["Decoded", float]:
     """In a worker process (or on the reading thread): each payload's pixels or reason
     (:class:`Decoded`), and the CPU seconds the decoding took. CPU time, not wall time: a worker
     that shares its core with the run's other threads is preempted, and the wall time then
     counts their work as decoding's (CIFAR-10 on 2 cores: 78 µs an image of wall time
     against 48 of CPU, docs/benchmarks.md)."""
     started = time.thread_time()
-    results = [_decode_one(payload, input_size) for payload in payloads]
+    results = [_decode_one(payload, input_size, bit_depth) for payload in payloads]
     return Decoded.of(results), time.thread_time() - started
 
 

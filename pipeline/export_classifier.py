@@ -88,9 +88,10 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
 def _metadata(feature_set, head: SavedHead, backbone_version: str, input_size: int,
               familiarity: Familiarity | None) -> dict[str, str]:
     """What the file says of itself (ONNX metadata_props): enough to use it, and where it came from."""
+    decoding = feature_set.lineage["preprocessing"].get("decode", DECODE)  # as the set's images were decoded
     summary = (f"tlfs classifier: {head.name} fitted on {feature_set.dataset} features of {backbone_version}. Input "
                f"'images': uint8 [batch, height, width, 3], RGB; an image larger than {input_size} pixels a side is "
-               f"resized to {input_size}x{input_size} first, as tlfs decodes ({DECODE}); one batch holds images of one "
+               f"resized to {input_size}x{input_size} first, as tlfs decodes ({decoding}); one batch holds images of one "
                f"size. Outputs: 'probabilities' float32 [batch, classes] in the order of tlfs.classes, 'label' int64 "
                f"[batch], the likeliest class's index.")
     familiar = {}
@@ -104,7 +105,7 @@ def _metadata(feature_set, head: SavedHead, backbone_version: str, input_size: i
     return {**familiar, "tlfs.summary": summary, "tlfs.classes": json.dumps(head.classes), "tlfs.dataset": feature_set.dataset,
             "tlfs.feature_set": feature_set.uri, "tlfs.version": str(feature_set.version), "tlfs.head": head.name,
             "tlfs.layers": json.dumps(head.metrics["layers"]), "tlfs.views": json.dumps(head.metrics["views"]),
-            "tlfs.backbone_version": backbone_version, "tlfs.input_size": str(input_size), "tlfs.decode": DECODE,
+            "tlfs.backbone_version": backbone_version, "tlfs.input_size": str(input_size), "tlfs.decode": decoding,
             "tlfs.test_accuracy": json.dumps(head.metrics.get("test_accuracy"))}
 
 

@@ -25,7 +25,7 @@ from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
-from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth, decode_rule
 from tlfs.pipeline.indexing import build_index, left_out_notice
 from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
@@ -34,14 +34,14 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def load_split(index: DatasetIndex, entries: list[Entry], size: int, decoder: Decoder,
-               cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[Reject]]:
+               cache_dir: str | None, bit_depth: int = FULL_DEPTH) -> tuple[np.ndarray, np.ndarray, list[Reject]]:
     """Decoded uint8 images of one split (N, H, W, 3) with labels, by the extraction's
     decoder pool; rejected images are listed, not fatal. Mixed sizes are resized to the
     backbone's input size."""
     from PIL import Image
 
     images, labels, rejects = [], [], []
-    for _, entry, image, reason in decoder.decoded(index.sources, entries, size, cache_dir):
+    for _, entry, image, reason in decoder.decoded(index.sources, entries, size, cache_dir, bit_depth):
         if image is None:
             rejects.append(Reject(entry.image_id, index.sources[entry.source].uri, reason))
             continue
@@ -90,9 +90,11 @@ class FinetuneRequest:
     device: str = "cpu"
     cache_dir: str | None = None
     weights: str | None = None
+    bit_depth: int = FULL_DEPTH  # the bits greyscale 16-bit samples hold (pipeline/image_decode.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))  # frozen: set once, here
+        check_bit_depth(self.bit_depth)
 
 
 def run_key(request: FinetuneRequest, index: DatasetIndex, weights_sha256: str) -> str:
@@ -104,7 +106,7 @@ def run_key(request: FinetuneRequest, index: DatasetIndex, weights_sha256: str) 
         "weights": weights_sha256,
         "config": asdict(request.config),
         "limit": request.limit,
-        "decode": DECODE,  # a checkpoint trained on images decoded by another rule is not resumed
+        "decode": decode_rule(request.bit_depth),  # a checkpoint trained on images decoded by another rule is not resumed
     }
     return digest_of(identity, RUN_KEY_DIGITS)
 
@@ -160,7 +162,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}{left_out_notice(index)}")
-    splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device)
+    splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device, bit_depth=request.bit_depth)
 
     torch.manual_seed(config.seed)
     loaded = load_backbone(backbone, choice=choice)
@@ -192,7 +194,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     artifact = _export(model, loaded, model_store, work, parent={
         "version": parent_version, "run": key, "weights": choice.origin, "dataset": dataset, "classes": index.classes,
         "sources": [{"uri": s.uri, "checksum": s.checksum} for s in index.sources], "limit": limit,
-        "finetune": asdict(config), "decode": DECODE, "device": device, "metrics": metrics,
+        "finetune": asdict(config), "decode": decode_rule(request.bit_depth), "device": device, "metrics": metrics,
     }, log=log)
     saved = progress.saved
     summary = {"dataset": dataset, "backbone": backbone, "parent_version": parent_version,
@@ -214,13 +216,13 @@ def _check_request(config: FinetuneConfig, device: str) -> None:
 
 
 def decode_splits(index: DatasetIndex, size: int, cache_dir: str | None, seed: int, decode_workers: int = 0,
-                  device: str = "cpu") -> Splits:
+                  device: str = "cpu", bit_depth: int = FULL_DEPTH) -> Splits:
     from tlfs.pipeline.fit import validation_split
 
     entries = {s: [e for e in index.entries if e.split == s] for s in ("train", "test")}
     with Decoder(decode_workers, device) as decoder:
-        train_images, train_labels, rejects = load_split(index, entries["train"], size, decoder, cache_dir)
-        test_images, test_labels, test_rejects = load_split(index, entries["test"], size, decoder, cache_dir)
+        train_images, train_labels, rejects = load_split(index, entries["train"], size, decoder, cache_dir, bit_depth)
+        test_images, test_labels, test_rejects = load_split(index, entries["test"], size, decoder, cache_dir, bit_depth)
     for split, labels, refused in (("train", train_labels, rejects), ("test", test_labels, test_rejects)):
         if not len(labels):
             shown = "; ".join(f"{r.image_id}: {r.reason}" for r in refused[:3])

@@ -18,8 +18,37 @@ MAX_PIXELS = 50_000_000
 
 # What decoding does: recorded in each version's manifest and in a plan's identity, so that a
 # set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
-DECODE = ("Pillow to RGB, turned upright by its EXIF orientation (alpha over white, 16-bit scaled); images "
-          "larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+DECODE = ("Pillow to RGB (a TIFF it does not read: tifffile), turned upright by its EXIF orientation (alpha over "
+          "white; more than 8 bits scaled to 8: 16-bit by 65535, floats whose brightest sample is at most 1 by 1); "
+          "images larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+
+# The bits a greyscale image's 16-bit samples hold: 16 unless said (a microscope's or an X-ray
+# detector's 12-bit samples are stored in 16, 0-4095, and scaled by 65535 they come out 16 times
+# darker). Never guessed: a set's images are scaled by one rule, recorded with it.
+FULL_DEPTH = 16
+BIT_DEPTHS = range(8, FULL_DEPTH + 1)
+
+
+def decode_rule(bit_depth: int = FULL_DEPTH) -> str:
+    """What decoding does with greyscale samples of ``bit_depth`` bits stored in 16 (the plan's
+    identity and the lineage record it)."""
+    if bit_depth == FULL_DEPTH:
+        return DECODE
+    return f"{DECODE}; greyscale 16-bit samples hold {bit_depth} bits: scaled by {2 ** bit_depth - 1}"
+
+
+def bit_depth_of(lineage: dict) -> int:
+    """The bit depth a set's images were decoded with (its lineage's; 16 where none is recorded)."""
+    return int(lineage.get("preprocessing", {}).get("bit_depth", FULL_DEPTH))
+
+
+def check_bit_depth(bit_depth: int) -> int:
+    if bit_depth not in BIT_DEPTHS:
+        from tlfs.pipeline.errors import PipelineError
+
+        raise PipelineError(f"a bit depth is {BIT_DEPTHS.start} to {BIT_DEPTHS.stop - 1} (the bits that greyscale "
+                            f"16-bit samples hold), not {bit_depth}")
+    return bit_depth
 
 EXIF_ORIENTATION = 0x0112
 # how a camera's EXIF orientation (2-8) is undone, as Pillow's ImageOps.exif_transpose does
@@ -31,6 +60,10 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
 # The ISO media brands of HEIF images (a phone's HEIC), which Pillow does not read: such a
 # file, whatever its name, is told to be converted rather than called unrecognised
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx")
+
+# A TIFF's first bytes (little- and big-endian, classic and BigTIFF): one that Pillow does not
+# read (float RGB, 64-bit samples: a scientific camera's or an analysis tool's) is read by tifffile
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
 class ImageRejected(Exception):
@@ -49,10 +82,11 @@ class Unreadable:
         return cls(str(error))
 
 
-def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
+def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_DEPTH) -> np.ndarray:
     """uint8 HxWx3 RGB. Images larger than the backbone's input are resized on the CPU
     (Pillow's antialiased bilinear) to ``input_size`` square; smaller ones keep their
-    size and are resized inside the ONNX graph."""
+    size and are resized inside the ONNX graph. ``bit_depth``: the bits a greyscale
+    image's 16-bit samples hold (:func:`to_8bit`)."""
     if isinstance(payload, np.ndarray):
         return payload
     if isinstance(payload, Unreadable):
@@ -73,13 +107,15 @@ def decode(payload: bytes | np.ndarray, input_size: int) -> np.ndarray:
                 raise ImageRejected(f"decompression bomb: {stored[0]}x{stored[1]} pixels, "
                                     f"{img.width * img.height:,} decoded, over {MAX_PIXELS:,}")
             img.load()
-            rgb = _upright(_to_rgb(img), _orientation(img))
+            rgb = _upright(_to_rgb(img, bit_depth), _orientation(img))
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
-        raise ImageRejected(_unrecognised(payload)) from None
+        if payload[:4] not in TIFF_MAGIC:
+            raise ImageRejected(_unrecognised(payload)) from None
+        rgb = _tiff(payload, bit_depth)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
     return _sized(rgb, input_size)
@@ -89,6 +125,59 @@ def _unrecognised(payload: bytes) -> str:
     if payload[4:8] == b"ftyp" and payload[8:12] in HEIF_BRANDS:
         return "a HEIC (HEIF) image, a format not read: to be converted to JPEG or PNG"
     return "not a recognised image format"
+
+
+def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
+    """A TIFF that Pillow does not read, read by tifffile (its first page, as Pillow reads a
+    multi-page file's first frame): upright RGB, by the same rules as Pillow's images."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(payload)) as tif:
+            page = tif.pages[0]
+            if page.imagewidth * page.imagelength > MAX_PIXELS:
+                raise ImageRejected(f"decompression bomb: {page.imagewidth}x{page.imagelength} pixels, "
+                                    f"over {MAX_PIXELS:,}")
+            samples = page.asarray()
+            axes, orientation = page.axes, page.tags.valueof(EXIF_ORIENTATION, 1)
+            colour = page.photometric.name
+    except ImageRejected:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on a broken or unsupported file
+        raise ImageRejected(f"corrupt or unreadable TIFF: {type(exc).__name__}: {exc}") from exc
+    if "S" in axes:  # samples of a pixel (planar or interleaved) last
+        samples = np.moveaxis(samples, axes.index("S"), -1)
+    channels = samples.shape[-1] if samples.ndim == 3 else 1
+    what = f"{'x'.join(map(str, samples.shape))} {samples.dtype} samples, axes {axes}"
+    if samples.ndim > 3 or channels not in (1, 2, 3, 4):
+        raise ImageRejected(f"a TIFF of {channels} channels ({what}): which of them make a picture is not known; "
+                            "to be saved as greyscale or RGB")
+    if colour not in ("MINISBLACK", "MINISWHITE", "RGB"):
+        raise ImageRejected(f"a TIFF in {colour} colour ({what}), which is not read: to be converted to RGB")
+    pixels = to_8bit(samples, bit_depth if channels <= 2 else FULL_DEPTH)  # as Pillow's colour images: 16 bits
+    if colour == "MINISWHITE":
+        pixels = 255 - pixels
+    image = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and channels == 1 else pixels)  # L, LA, RGB or RGBA
+    return _upright(_to_rgb(image), orientation if orientation in UPRIGHT else 1)
+
+
+def to_8bit(samples: np.ndarray, bit_depth: int = FULL_DEPTH) -> np.ndarray:
+    """Samples of any depth as uint8, by one rule for the whole image: floats whose
+    brightest sample is at most 1 (float images' convention) scaled by 255, 16-bit samples
+    and any above 255 by 255 / (2 ** bit_depth - 1) (65535 unless said), other samples
+    (floats and wide integers of 0-255) as they are; then rounded and clipped to 0-255 (a
+    float's NaN is 0; a sample above the bit depth's top is white)."""
+    if samples.dtype == np.uint8:
+        return samples
+    values = np.nan_to_num(samples.astype(np.float64), nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
+    top = values.max() if values.size else 0.0
+    if samples.dtype.kind == "f" and top <= 1.0:
+        scale = 1.0
+    elif samples.dtype.itemsize == 2 or top > 255:
+        scale = 2.0 ** bit_depth - 1
+    else:
+        scale = 255.0
+    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
 
 
 def _sized(rgb: Image.Image, input_size: int) -> np.ndarray:
@@ -171,13 +260,10 @@ def _small_colour_jpeg(payload: bytes, input_size: int) -> np.ndarray | None:
     return _sized(rgb, input_size)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, bit_depth: int = FULL_DEPTH) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greyscale: scale to 8 bits instead of clipping at 255
-        array = np.asarray(img, dtype=np.float64)
-        top = array.max() or 1.0
-        scale = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
-        img = Image.fromarray(np.clip(array / scale * 255.0, 0, 255).astype(np.uint8), "L")
+        # 16-bit, 32-bit and float greyscale: scaled to 8 bits instead of clipped at 255
+        img = Image.fromarray(to_8bit(np.asarray(img), bit_depth), "L")
     if img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode == "RGBA":

@@ -14,7 +14,7 @@ import numpy as np
 
 from tlfs.features.storage import fs_path
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import ImageRejected, decode
+from tlfs.pipeline.image_decode import FULL_DEPTH, ImageRejected, bit_depth_of, decode, decode_rule
 from tlfs.pipeline.sources.paths import UNREAD_SUFFIXES, an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
@@ -68,10 +68,9 @@ def session_as_stored(feature_set, layers: list[str], device: str, batch_size: i
     image goes the way the set's images went."""
     from tlfs.models.runtime import resolve_runtime
     from tlfs.models.session import open_session
-    from tlfs.pipeline.image_decode import DECODE
     from tlfs.pipeline.lineage import model_of
 
-    if feature_set.lineage.get("preprocessing", {}).get("decode") != DECODE:
+    if feature_set.lineage.get("preprocessing", {}).get("decode") != decode_rule(bit_depth_of(feature_set.lineage)):
         log(f"note: {feature_set.uri}'s images were decoded by another rule than this version's; "
             "new images' features may differ a little from the stored ones")
     artifact = model_of(feature_set)
@@ -95,9 +94,9 @@ def view_features(session, batch: np.ndarray, layers: list[str], views: list[str
 
 
 def decoded_chunks(paths: list[str], input_size: int, desc: str, show_progress: bool, decode_workers: int = 1,
-                   device: str = "cpu") -> Iterator[tuple[list[str], list[np.ndarray | str]]]:
+                   device: str = "cpu", bit_depth: int = FULL_DEPTH) -> Iterator[tuple[list[str], list[np.ndarray | str]]]:
     """``(paths, their pixels or reasons)``, ``READ_AT_ONCE`` at a time (``show_progress``: a
-    progress bar on stderr). With ``decode_workers`` processes (0: the default for ``device``,
+    progress bar on stderr; ``bit_depth``: the set's, pipeline/image_decode.py). With ``decode_workers`` processes (0: the default for ``device``,
     pipeline/decode_pool.default_workers: one a core beside a GPU), chunks are read and decoded
     in them, ahead of the caller's work on the chunk before; 1: here, one after another."""
     from tqdm import tqdm
@@ -107,14 +106,14 @@ def decoded_chunks(paths: list[str], input_size: int, desc: str, show_progress: 
     chunks = [paths[start:start + READ_AT_ONCE] for start in range(0, len(paths), READ_AT_ONCE)]
     with tqdm(total=len(paths), unit="img", desc=desc, disable=not show_progress, mininterval=1.0) as bar, \
             Decoder(decode_workers, device) as decoder:
-        ahead = _decoded_ahead(decoder, chunks, input_size) if decoder.workers > 1 and len(chunks) > 1 else \
-            (decoded(chunk, input_size) for chunk in chunks)
+        ahead = _decoded_ahead(decoder, chunks, input_size, bit_depth) if decoder.workers > 1 and len(chunks) > 1 else \
+            (decoded(chunk, input_size, bit_depth) for chunk in chunks)
         for chunk, images in zip(chunks, ahead):
             yield chunk, images
             bar.update(len(chunk))
 
 
-def _decoded_ahead(decoder, chunks: list[list[str]], input_size: int) -> Iterator[list[np.ndarray | str]]:
+def _decoded_ahead(decoder, chunks: list[list[str]], input_size: int, bit_depth: int) -> Iterator[list[np.ndarray | str]]:
     """Each chunk's pixels or reasons, in order, decoded by ``decoder``'s worker processes with
     one chunk more in flight than there are workers: enough to keep them busy, while the pixels
     held stay bounded (256 photos at 224 x 224 are 38 MB a chunk)."""
@@ -122,7 +121,7 @@ def _decoded_ahead(decoder, chunks: list[list[str]], input_size: int) -> Iterato
     from concurrent.futures.process import BrokenProcessPool
 
     upcoming = iter(chunks)
-    pending = deque(decoder.submit(decoded, chunk, input_size)
+    pending = deque(decoder.submit(decoded, chunk, input_size, bit_depth)
                     for chunk in itertools.islice(upcoming, decoder.workers + 1))
     while pending:
         try:
@@ -130,7 +129,7 @@ def _decoded_ahead(decoder, chunks: list[list[str]], input_size: int) -> Iterato
         except BrokenProcessPool as exc:
             raise PipelineError(f"a decode worker process died ({exc}); run the command again") from exc
         if (chunk := next(upcoming, None)) is not None:
-            pending.append(decoder.submit(decoded, chunk, input_size))
+            pending.append(decoder.submit(decoded, chunk, input_size, bit_depth))
         yield images
 
 
@@ -138,13 +137,13 @@ def count_of(count: int, what: str = "image") -> str:
     return f"{count} {what}{'' if count == 1 else 's'}"
 
 
-def decoded(paths: list[str], input_size: int) -> list[np.ndarray | str]:
+def decoded(paths: list[str], input_size: int, bit_depth: int = FULL_DEPTH) -> list[np.ndarray | str]:
     """Each image's pixels, or the reason it has none."""
     payloads = _read(paths)
     images: list[np.ndarray | str] = []
     for path in paths:
         try:
-            images.append(decode(payloads[path], input_size))
+            images.append(decode(payloads[path], input_size, bit_depth))
         except ImageRejected as exc:
             images.append(str(exc))
     return images

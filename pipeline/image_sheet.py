@@ -22,7 +22,7 @@ TITLE = 18  # pixels of a section's title
 def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = print) -> dict[str, np.ndarray | str]:
     """Each of ``image_ids``'s pixels (uint8 HxWx3, at most the backbone's input size), read
     from the sources the set's lineage names, or why it could not be read."""
-    from tlfs.pipeline.image_decode import ImageRejected, decode
+    from tlfs.pipeline.image_decode import ImageRejected, bit_depth_of, decode
     from tlfs.pipeline.indexing import build_index, iter_payloads
     from tlfs.pipeline.sources.uris import recorded_uris
 
@@ -41,7 +41,8 @@ def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = 
     found: dict[str, np.ndarray | str] = {i: "not in its source any more" for i in image_ids}
     for entry, payload in iter_payloads(index.sources, wanted):
         try:
-            found[entry.image_id] = decode(payload, size) if not isinstance(payload, Exception) else str(payload)
+            found[entry.image_id] = (decode(payload, size, bit_depth_of(feature_set.lineage))
+                                     if not isinstance(payload, Exception) else str(payload))
         except ImageRejected as exc:
             found[entry.image_id] = str(exc)
     return found

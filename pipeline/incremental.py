@@ -26,7 +26,7 @@ from tlfs.features import layout
 from tlfs.features.storage import exists, read_json, read_json_if_exists
 from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_decode import bit_depth_of, decode_rule
 from tlfs.pipeline.plan import DERIVE, REUSE, Shard
 from tlfs.pipeline.records import Changes, ShardRecord
 from tlfs.pipeline.staging import entries_reader, gathered_records
@@ -53,7 +53,7 @@ class Base:
 
 
 def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims: dict[str, int],
-              views: tuple[str, ...], log: Callable[[str], None] = print) -> Base | None:
+              views: tuple[str, ...], bit_depth: int, log: Callable[[str], None] = print) -> Base | None:
     """The newest version of the set at ``set_uri`` (``manifest``: its manifest, None where
     it has none), if a plan with these settings can reuse it; else None, saying why."""
     from tlfs.features.feature_set import FeatureSet
@@ -69,8 +69,11 @@ def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims:
         reasons.append(f"it holds layers {', '.join(newest.layers)}, this run asks for {', '.join(layer_dims)}")
     if newest.views != list(views):
         reasons.append(f"it holds views {', '.join(newest.views)}, this run {', '.join(views)}")
-    if newest.lineage.get("preprocessing", {}).get("decode") != DECODE:
-        reasons.append("its images were decoded by another rule (its lineage's preprocessing.decode)")
+    if newest.lineage.get("preprocessing", {}).get("decode") != decode_rule(bit_depth):
+        then = bit_depth_of(newest.lineage)
+        reasons.append(f"its greyscale 16-bit images were scaled as {then}-bit, this run's as {bit_depth}-bit "
+                       "(--bit-depth)" if then != bit_depth else
+                       "its images were decoded by another rule (its lineage's preprocessing.decode)")
     plan_id = newest.plan_id
     if not reasons and not exists(layout.plan_uri(set_uri, plan_id)):
         reasons.append("its plan's records are gone from staging")

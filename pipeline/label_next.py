@@ -21,7 +21,7 @@ from tlfs.features.layout import ORIGINAL
 from tlfs.features.pool_cache import PoolFeatures, pool_uri, read_pool, write_pool
 from tlfs.features.reader import open_set
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_decode import bit_depth_of, decode_rule
 from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, listed_images, per_image,
                                        session_as_stored, view_features)
 from tlfs.pipeline.predict import head_probabilities
@@ -97,6 +97,7 @@ def label_next(request: LabelNextRequest, log: Callable[[str], None] = print, sh
     seconds = time.perf_counter() - started
     summary = {"dataset": feature_set.dataset, "set_uri": feature_set.uri,
                "backbone_version": feature_set.backbone_version, "head": head.name,
+               "bit_depth": bit_depth_of(feature_set.lineage),  # how its images are decoded (the sheet's too)
                "layers": layers, "pool": pool, "excluded": pool - len(listed), "scored": len(kept),
                "rejected": rejected,
                "from_cache": scored.from_cache,
@@ -149,7 +150,8 @@ def _pool_features(feature_set, layers: list[str], views: list[str], listed: lis
 
 def _kept_features(feature_set, view: str, layers: list[str], width: int, log: Callable[[str], None]) -> PoolFeatures:
     """The pool's features of ``view`` kept in the set's ``_pool/`` (none yet: an empty cache)."""
-    uri = pool_uri(feature_set.uri, view, layers, DECODE, feature_set.lineage["runtime"]["precision"])
+    uri = pool_uri(feature_set.uri, view, layers, decode_rule(bit_depth_of(feature_set.lineage)),
+                   feature_set.lineage["runtime"]["precision"])
     cache, reason = read_pool(uri, width)
     if reason:
         log(f"note: the pool's kept features in {uri} could not be read ({reason}): its images are run again")
@@ -183,7 +185,7 @@ def _through_backbone(feature_set, layers: list[str], views: list[str], images: 
             return np.hstack(list(view_features(session, batch, layers, views).values()))
 
         for chunk, pixels in decoded_chunks(images, size, "label-next", show_progress, request.decode_workers,
-                                            runtime.device):
+                                            runtime.device, bit_depth_of(feature_set.lineage)):
             for image, row in zip(chunk, per_image(pixels, runtime.batch_size, compute)):
                 if isinstance(row, str):
                     rejected += 1
@@ -257,7 +259,7 @@ def chosen_sheet(table, summary: dict) -> bytes:
     shown = table.head(SHEET_IMAGES)
     title = (f"the {len(shown)} images to label first of {summary['scored'] - summary['already_stored']} new: the two "
              f"classes {summary['head']} hesitates between")
-    images = dict(zip(shown["image"], decoded(list(shown["image"]), 2 * THUMB)))  # big enough for a thumbnail
+    images = dict(zip(shown["image"], decoded(list(shown["image"]), 2 * THUMB, summary["bit_depth"])))  # big enough for a thumbnail
     groups = [[(row.image, f"{row.rank}. {row.label} {row.probability:.2f}\n or {row.runner_up} "
                            f"{row.runner_up_probability:.2f}" if row.runner_up else f"{row.rank}. {row.label}")]
               for row in shown.itertuples()]

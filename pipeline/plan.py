@@ -22,6 +22,7 @@ from tlfs.models.runtime import Runtime, resolve_runtime
 from tlfs.pipeline.config import Settings
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo, label_numbers
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth
 from tlfs.pipeline.records import Changes, ShardRecord
 
 # how an incremental plan's shard comes from its base version (pipeline/incremental.py)
@@ -49,6 +50,8 @@ class ExtractionRequest:
     cache_dir: str | None = None
     views: tuple[str, ...] | None = None  # pipeline/views.py: the original (always), and e.g. flip
     incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
+    # the bits greyscale 16-bit samples hold (pipeline/image_decode.py); None: the newest version's, else 16
+    bit_depth: int | None = None
 
     def __post_init__(self) -> None:
         """Plain values made the request's own: lists as tuples, the views checked with the
@@ -57,6 +60,8 @@ class ExtractionRequest:
 
         if self.codec not in CODECS:
             raise PipelineError(f"unknown codec {self.codec!r}: one of {', '.join(CODECS)}")
+        if self.bit_depth is not None:
+            check_bit_depth(self.bit_depth)
         normal = {"sources": tuple(self.sources), "layers": tuple(self.layers) if self.layers else None,
                   "splits": tuple(self.splits) if self.splits else None,
                   "runtime": self.runtime or resolve_runtime(), "views": check_views(self.views)}
@@ -103,6 +108,7 @@ class Plan:
     index_rejects: tuple[Reject, ...]  # refused while indexing (unsafe paths, links, rows without a label)
     views: tuple[str, ...] = ("original",)
     codec: str = Settings.codec  # how its shard files are compressed (features/codecs.py)
+    bit_depth: int = FULL_DEPTH  # the bits its greyscale 16-bit samples hold (pipeline/image_decode.py)
     # incremental runs (pipeline/incremental.py): the version built on, how each shard
     # not extracted comes from it (number -> origin), and what changed against it
     base: dict | None = None
@@ -180,6 +186,7 @@ class Plan:
             "runtime": self.runtime.to_json(),
             "shard_size": self.shard_size,
             "codec": self.codec,
+            "bit_depth": self.bit_depth,
             "cache_dir": self.cache_dir,
             "shards": [s.to_json() for s in self.shards],
             "sources": [asdict(s) for s in self.sources],
@@ -206,6 +213,7 @@ class Plan:
             runtime=Runtime(**{k: v for k, v in data["runtime"].items() if k != "provider"}),
             shard_size=data["shard_size"],
             codec=data.get("codec", Settings.codec),  # plans saved before there was a choice
+            bit_depth=data.get("bit_depth", FULL_DEPTH),
             cache_dir=data.get("cache_dir"),
             shards=tuple(Shard.from_json(s) for s in data["shards"]),
             sources=tuple(SourceInfo(**s) for s in data["sources"]),

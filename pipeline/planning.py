@@ -25,9 +25,10 @@ from tlfs.pipeline.dataset_index import DatasetIndex, Entry, sample
 from tlfs.pipeline.indexing import (alike_classes_notice, build_index, check_sources, left_out_notice, refused_notice,
                                     splits_notice)
 from tlfs.pipeline.errors import PipelineError, SampleShrinksSet
-from tlfs.pipeline.image_decode import DECODE
+from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of, decode_rule
 from tlfs.pipeline.incremental import Base, Changes, diff, fingerprints_digest, left_out_by_sample, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
+from tlfs.pipeline.sample_depth import depth_notice
 from tlfs.pipeline.staging import entries_reader, save_entries
 
 
@@ -48,7 +49,11 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
     newest = versions.read_newest(set_uri)  # kept by the plan: its commit need not parse it again
-    base = load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, log) if r.incremental else None
+    bit_depth = _bit_depth(r.bit_depth, newest, log)
+    if notice := depth_notice(index, bit_depth, r.cache_dir):
+        log(notice)
+    base = (load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, bit_depth, log)
+            if r.incremental else None)
     if base is None:
         shards, entries = cut_shards(index, r.shard_size)
         origins: dict[int, dict] = {}
@@ -75,7 +80,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
-        "decode": DECODE,  # nor images decoded by two rules
+        "decode": decode_rule(bit_depth),  # nor images decoded by two rules
         "layers": layers,
         **index.identity(),
         "shards": [s.to_json() for s in shards],
@@ -101,6 +106,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         index_rejects=tuple(index.rejects),
         views=r.views,
         codec=r.codec,
+        bit_depth=bit_depth,
         base=base.to_json() if base else None,
         origins=origins,
         changes=changes,
@@ -108,6 +114,18 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
         newest=newest,
         source_uris=tuple(r.sources),
     )
+
+
+def _bit_depth(asked: int | None, newest: versions.ManifestRead | None, log: Callable[[str], None]) -> int:
+    """The bits greyscale 16-bit samples hold: as asked, else as the set's newest version
+    read them (a scheduled run that does not say keeps the set's rule), else 16."""
+    if asked is not None:
+        return asked
+    kept = bit_depth_of(newest.manifest["lineage"]) if newest else FULL_DEPTH
+    if kept != FULL_DEPTH:
+        log(f"greyscale 16-bit samples read as {kept}-bit, as version {newest.manifest['version']} read them "
+            "(--bit-depth says otherwise)")
+    return kept
 
 
 def _refuse_a_shrinking_sample(base: Base, index: DatasetIndex, source: DatasetIndex, limit: int, set_uri: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from tlfs.features.reader import open_set
 from tlfs.features.layout import ORIGINAL
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import bit_depth_of
 from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
 from tlfs.pipeline.image_files import (count_of, decoded_chunks, list_images, per_image, session_as_stored,
                                        view_features)
@@ -75,7 +76,7 @@ def predict(request: PredictRequest, log: Callable[[str], None] = print, show_pr
         f"{'+'.join(head.metrics['views'])}) of {feature_set.uri}, on {runtime.device} ({runtime.precision})")
     started, predictions = time.perf_counter(), []
     for chunk, images in decoded_chunks(paths, size, "predict", show_progress, request.decode_workers,
-                                                runtime.device):
+                                        runtime.device, bit_depth_of(feature_set.lineage)):
         predictions += _classified(chunk, images, head, session, runtime.batch_size, request.min_probability, familiarity)
     seconds = time.perf_counter() - started
     rejected = sum(p.label is None for p in predictions)

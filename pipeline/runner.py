@@ -120,7 +120,7 @@ def run_shards(p: Plan, numbers: list[int], workers: Workers = Workers(), progre
                 # from the first shard to compute on, the readers and decoders never wait at a shard's end
                 streamed = {number} | {n for n in numbers[i + 1:] if shard_done(p, n) is None}
                 stream = decoder.blocks(p.sources, [p.shard_entries(n) for n in numbers if n in streamed],
-                                        p.input_size, p.cache_dir)
+                                        p.input_size, p.cache_dir, p.bit_depth)
             if done is not None:
                 if number in streamed:  # finished meanwhile by another run of the plan: its images pass by
                     for _ in shard_blocks(stream, len(p.shard_entries(number))):

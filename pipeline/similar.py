@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from tlfs.pipeline.errors import PipelineError
+from tlfs.pipeline.image_decode import bit_depth_of
 
 RESULT_COLUMNS = ["image", "rank", "image_id", "split", "label_name", "similarity", "reason"]
 RESULTS_A_ROW = 1  # of a sheet: each image with its matches on its own row
@@ -67,7 +68,7 @@ def similar_images(request: SimilarRequest, log: Callable[[str], None] = print, 
             f"({runtime.precision})")
         rows = []
         for chunk, images in decoded_chunks(paths, size, "similar", show_progress, request.decode_workers,
-                                                runtime.device):
+                                            runtime.device, bit_depth_of(feature_set.lineage)):
             queries = per_image(images, runtime.batch_size,
                                 lambda batch: features_as_stored(session, batch, [request.layer]))
             rows += _matches(chunk, queries, stored, request.k)
@@ -164,7 +165,8 @@ def results_sheet(request: SimilarRequest, results, log: Callable[[str], None] =
         images = images_by_id(feature_set, set(matches["image_id"]), log=log)
         keys = {path: f"query:{path}" for path in queries}
         size = model_of(feature_set).card["preprocessing"]["input_size"]
-        images.update({keys[path]: pixels for path, pixels in zip(queries, decoded(queries, size))})
+        images.update({keys[path]: pixels for path, pixels in
+                       zip(queries, decoded(queries, size, bit_depth_of(feature_set.lineage)))})
     groups = [[(keys[name], "/".join(name.rsplit("/", 2)[-2:]))]  # its folder too: a class, where the tree has one
               + [(row.image_id, f"{row.similarity:.3f} {row.label_name}")
                  for row in matches[matches["image"] == name].itertuples()] for name in queries]

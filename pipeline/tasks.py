@@ -11,6 +11,7 @@ from tlfs.features.errors import PlanReplaced
 from tlfs.pipeline.errors import CannotFit, NothingReadable, SampleShrinksSet
 from tlfs.pipeline.config import load_settings
 from tlfs.pipeline.dataset_sources import sources_for
+from tlfs.pipeline.image_decode import FULL_DEPTH
 
 # Errors that a retry of the same task cannot cure: the scheduler should fail the task
 # at once (the message says what to do) rather than retry it.
@@ -47,6 +48,7 @@ class ExtractionParams:
     precision: str | None = None
     views: tuple[str, ...] | None = None
     incremental: bool = True  # reuse the newest version's unchanged images (pipeline/incremental.py)
+    bit_depth: int | None = None  # greyscale 16-bit samples' bits (pipeline/image_decode.py); None: the set's, else 16
 
     @classmethod
     def from_params(cls, params) -> "ExtractionParams":
@@ -71,7 +73,8 @@ def plan_extraction(dataset: str, backbone: str, params: ExtractionParams = Extr
     request = ExtractionRequest(dataset, sources_for(s, dataset, list(p.sources), log), backbone, s.store, s.model_store,
                                 layers=p.layers or None, splits=p.splits or None, limit=p.limit or None,
                                 shard_size=s.shard_size, codec=s.codec, runtime=s.runtime(), weights=p.weights,
-                                cache_dir=s.cache_dir, views=p.views or None, incremental=p.incremental)
+                                cache_dir=s.cache_dir, views=p.views or None, incremental=p.incremental,
+                                bit_depth=p.bit_depth)
     plan = extract.plan_task(request, lease=s.lease_terms(task=True), log=log)
     return {
         "set_uri": plan.set_uri,
@@ -370,6 +373,7 @@ class FinetuneParams:
     model_store: str | None = None
     device: str = "cpu"
     config: dict = field(default_factory=dict)  # FinetuneConfig's settings (pipeline/config.py)
+    bit_depth: int | None = None  # greyscale 16-bit samples' bits (pipeline/image_decode.py); None: 16
 
 
 def finetune_backbone(dataset: str, params: FinetuneParams, log: Callable = print) -> dict:
@@ -378,6 +382,6 @@ def finetune_backbone(dataset: str, params: FinetuneParams, log: Callable = prin
     s = _settings(model_store=params.model_store)
     request = FinetuneRequest(dataset, sources_for(s, dataset, list(params.sources or ()), log), params.backbone, s.model_store,
                               FinetuneConfig(**params.config), limit=params.limit or None, device=params.device,
-                              cache_dir=s.cache_dir)
+                              cache_dir=s.cache_dir, bit_depth=params.bit_depth or FULL_DEPTH)
     result = finetune(request, show_progress=False, log=log)
     return {k: v for k, v in result.items() if k != "history"}

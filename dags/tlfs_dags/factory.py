@@ -22,6 +22,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from tlfs.models.names import BACKBONE_HELP, BACKBONE_NAME, BACKBONE_OR_VERSION, EXTRA_VIEWS, HEADS
 from tlfs.pipeline.advise import LARGE_IMAGES_PER_CLASS, SIMILAR_SCORE
 from tlfs.pipeline.config import Settings, setting_help
+from tlfs.pipeline.image_decode import BIT_DEPTHS
 from tlfs_dags.params import finetune_config_of, finetune_config_params, setting_param
 from tlfs_dags.specs import DatasetSpec
 
@@ -92,6 +93,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "views": Param(spec.views, type="array", items={"type": "string", "enum": list(EXTRA_VIEWS)},
                        description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
+        "bit_depth": bit_depth_param(),
         "incremental": Param(True, type="boolean", description="reuse the features of images unchanged since the set's "
                              "newest version; extract only new and changed images (false: extract every image again)"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
@@ -117,7 +119,14 @@ def finetune_params(spec: DatasetSpec) -> dict:
         "batch_size": setting_param("batch_size", description=f"extraction: {setting_help('batch_size')}"),
         "shard_size": setting_param("shard_size", Settings.shard_size),
         "codec": setting_param("codec", description=f"extraction: {setting_help('codec')}"),
+        "bit_depth": bit_depth_param(),
     }
+
+
+def bit_depth_param() -> Param:
+    return Param(None, **_nullable("integer", minimum=BIT_DEPTHS.start, maximum=BIT_DEPTHS.stop - 1),
+                 description="the bits greyscale 16-bit images hold (12: a microscope's or an X-ray's 0-4095, scaled by "
+                             "4095 instead of 65535); null: as the set's newest version, else 16")
 
 
 def extraction(spec: DatasetSpec, asset: Asset, backbone_version):
@@ -201,7 +210,8 @@ def build_extract_dag(spec: DatasetSpec):
         @task
         def finetune_conf() -> dict:
             p = get_current_context()["params"]
-            keys = ("backbone", "sources", "limit", "layers", "store", "models", "batch_size", "shard_size", "codec")
+            keys = ("backbone", "sources", "limit", "layers", "store", "models", "batch_size", "shard_size", "codec",
+                    "bit_depth")
             return {**{k: p[k] for k in keys}, "device": p["finetune_device"]}
 
         committed = extraction(spec, asset, export_backbone())
@@ -225,7 +235,7 @@ def build_finetune_dag(spec: DatasetSpec):
 
             p = get_current_context()["params"]
             params = tasks.FinetuneParams(p["backbone"], p["sources"], p["limit"], p["models"], p["device"],
-                                          finetune_config_of(p))
+                                          finetune_config_of(p), bit_depth=p["bit_depth"])
             with _no_retry_when_final():
                 return tasks.finetune_backbone(spec.name, params, log=_log)
 

@@ -18,6 +18,7 @@ from tlfs.pipeline.label_next import DEFAULT_COUNT as LABEL_NEXT_COUNT, SHEET_IM
 from tlfs.pipeline.report import REPORT_FILE
 from tlfs.pipeline.learning_curve import DEFAULT_SHARES as CURVE_SHARES
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
+from tlfs.pipeline.image_decode import BIT_DEPTHS
 from tlfs.pipeline.config import (DEFAULT_SOURCE_DATASET, SETTING_FIELDS, FinetuneConfig, bounded, parse_value,
                                   setting_help)
 
@@ -167,6 +168,13 @@ def _set_dataset_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="the dataset whose feature set it reads (tlfs ls lists them)")
 
 
+def _bit_depth_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bit-depth", type=int, metavar="N", choices=BIT_DEPTHS,
+                   help="the bits that greyscale 16-bit images hold (a microscope's or an X-ray's 12-bit images, 0-4095: "
+                        "--bit-depth 12 scales them by 4095, not 65535, which leaves them 16 times darker); default: as "
+                        "the set's newest version, else 16")
+
+
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=f"dataset name; {DEFAULT_SOURCE_DATASET} has a default source, others need "
                    "--source the first time (then the sources its newest set was extracted from are read)")
@@ -231,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("device", "precision", "batch_size", "bound_buffers", "shard_size", "codec", "threads", "sessions",
                  "decode_workers"):
         _setting_arg(p, name)
+    _bit_depth_arg(p)
     p.add_argument("--views", type=_csv, help="views stored beside the original: 'flip' stores the features of the "
                    "horizontally flipped image too (view=flip; heads use them as extra training rows and average at test)")
     p.add_argument("--full", action="store_true", help="extract every image again (a newest version extracted whole "
@@ -397,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backbone_args(p)
     _store_arg(p)
     _finetune_config_args(p)
+    _bit_depth_arg(p)
     p.add_argument("--device", choices=["cpu", "cuda"], help="PyTorch device (default: cpu); cuda never falls back")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of the same run")
     p.add_argument("--extract", action="store_true", help="then extract features with the new version and fit a softmax head")

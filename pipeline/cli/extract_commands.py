@@ -7,6 +7,7 @@ from dataclasses import fields
 
 from tlfs.features.codecs import DEFAULT_CODEC
 from tlfs.models.runtime import DEFAULT_BATCH, resolve_runtime
+from tlfs.pipeline.image_decode import FULL_DEPTH
 from tlfs.pipeline.stage_bench import STAGE_IMAGES
 from tlfs.pipeline.dataset_sources import sources_for
 from tlfs.pipeline.config import FinetuneConfig, Settings
@@ -66,7 +67,7 @@ def cmd_extract(args, settings: Settings) -> dict:
         args.dataset, sources_for(settings, args.dataset, args.sources, log), args.backbone, settings.store, settings.model_store,
         layers=args.layers, splits=args.splits, limit=args.limit, runtime=settings.runtime(), shard_size=settings.shard_size,
         codec=settings.codec, views=args.views, weights=args.weights, random_weights=args.random_weights,
-        cache_dir=settings.cache_dir, incremental=not args.full)
+        cache_dir=settings.cache_dir, incremental=not args.full, bit_depth=args.bit_depth)
     options = RunOptions(threads=settings.threads or None, sessions=settings.sessions or None,
                          decode_workers=settings.decode_workers, writers=settings.writers or None,
                          show_progress=not args.no_progress, lease=settings.lease_terms(), retention=settings.retention())
@@ -103,7 +104,8 @@ def cmd_finetune(args, settings: Settings) -> dict:
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     sources = sources_for(settings, args.dataset, args.sources, log)
     request = FinetuneRequest(args.dataset, sources, args.backbone, settings.model_store, config, limit=args.limit,
-                              device=settings.device, cache_dir=settings.cache_dir, weights=args.weights)
+                              device=settings.device, cache_dir=settings.cache_dir, weights=args.weights,
+                              bit_depth=args.bit_depth or FULL_DEPTH)
     result = finetune(request, restart=args.restart, show_progress=not args.no_progress, log=log)
     print(f"fine-tuned {args.backbone} on {args.dataset}: test accuracy {result['test_accuracy']:.4f} "
           f"(validation {result['validation_accuracy']:.4f}, {result['seconds']}s) -> {result['backbone_version']}")
@@ -118,7 +120,7 @@ def cmd_finetune(args, settings: Settings) -> dict:
         layer = classifier_layer(get_spec(args.backbone))
         request = ExtractionRequest(args.dataset, sources, result["backbone_version"], settings.store,
                                           settings.model_store, limit=args.limit, runtime=settings.runtime(),
-                                          codec=settings.codec, cache_dir=settings.cache_dir)
+                                          codec=settings.codec, cache_dir=settings.cache_dir, bit_depth=request.bit_depth)
         extracted = extract.run(request, RunOptions(show_progress=not args.no_progress, lease=settings.lease_terms()), log=log)
         head = fit(features.open_set(args.dataset, result["backbone_version"], store=settings.store), [layer], "softmax", log=log)
         print(f"features: {extracted['set_uri']}; softmax on {layer}: test accuracy {head['test_accuracy']:.4f}")

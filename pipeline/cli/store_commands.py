@@ -8,6 +8,7 @@ import sys
 
 from tlfs.features.storage import is_relative_path
 from tlfs.pipeline.config import Settings
+from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of
 from tlfs.pipeline.cli.printing import absent, accuracy
 
 
@@ -42,13 +43,15 @@ def cmd_describe(args, settings: Settings) -> None:
         return None
     lineage = info["lineage"]
     print(f"feature set   {info['uri']}")
-    print(f"version       {info.get('version', 1)}" + (f" (of {info['parent_version']})" if info.get("parent_version") else "")
+    print(f"version       {info.get('version', 1)}" + (f" (after version {info['parent_version']})" if info.get("parent_version") else "")
           + (f"  {_changes(info['changes'])}" if info.get("changes") else ""))
     print(f"backbone      {info['backbone_version']}  (onnx sha256 {lineage['onnx_sha256'][:16]}...)")
     print(f"weights       {lineage['weights']['source']}  sha256 {lineage['weights']['sha256'][:16]}...")
     print(f"committed     {info['committed_at']}  plan {info['plan_id']}  code {lineage['code']}")
     print(f"classes       {', '.join(info['classes'])}")
     print("layers        " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()))
+    if (depth := bit_depth_of(lineage)) != FULL_DEPTH:
+        print(f"decoded       greyscale 16-bit images as {depth}-bit: scaled by {2 ** depth - 1:,} (--bit-depth {depth})")
     for split, c in info["counts"].items():
         print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
     files = recorded_uris(lineage["sources"])

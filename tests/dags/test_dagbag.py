@@ -162,6 +162,7 @@ PARAM_CASES = {
     "decode_workers": {"bad": [-1, "two"], "good": [None, 0, 2]},
     "codec": {"bad": ["gzip", 1], "good": [None, "zstd", "none"]},
     "limit": {"bad": [0, -5, "abc"], "good": [None, 1]},
+    "bit_depth": {"bad": [7, 17, "12"], "good": [None, 8, 12, 16]},
     "views": {"bad": [["rotate"], "flip"], "good": [[], ["flip"]]},
     "incremental": {"bad": ["yes", 1], "good": [True, False]},
     "finetune": {"bad": ["maybe", True], "good": ["auto", "never", "always"]},

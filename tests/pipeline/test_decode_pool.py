@@ -43,7 +43,7 @@ def test_worker_processes_decode_exactly_what_the_reading_thread_decodes_in_orde
 def test_a_chunks_decode_seconds_are_the_cpu_it_took_not_the_time_it_waited(monkeypatch):
     """A worker preempted by the run's other threads (on a machine whose cores they share)
     waits without decoding: its wait is not decoding's cost."""
-    def slow_decode(payload, input_size):
+    def slow_decode(payload, input_size, bit_depth):
         time.sleep(0.05)  # off the CPU, as a preempted worker is
         return np.zeros((2, 2, 3), np.uint8)
 

@@ -72,6 +72,7 @@ def test_a_checkpoint_of_images_decoded_by_another_rule_is_not_the_same_run(tmp_
     images, the weights and the settings, so a run begun before a new rule (photos turned
     upright) is not resumed on images decoded by it."""
     import tlfs.pipeline.finetune as finetune_module
+    import tlfs.pipeline.image_decode as image_decode
     from tlfs.pipeline.indexing import build_index
 
     source = write_tree(tmp_path / "images", folder_images())
@@ -79,7 +80,9 @@ def test_a_checkpoint_of_images_decoded_by_another_rule_is_not_the_same_run(tmp_
     index = build_index("colors", [str(source)])
     key = finetune_module.run_key(request, index, "ab" * 32)
     assert finetune_module.run_key(request, index, "ab" * 32) == key
-    monkeypatch.setattr(finetune_module, "DECODE", "Pillow to RGB (alpha over white, 16-bit scaled); ...")
+    twelve_bit = FinetuneRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "models"), bit_depth=12)
+    assert finetune_module.run_key(twelve_bit, index, "ab" * 32) != key
+    monkeypatch.setattr(image_decode, "DECODE", "Pillow to RGB (alpha over white, 16-bit scaled); ...")
     assert finetune_module.run_key(request, index, "ab" * 32) != key
 
 

@@ -153,3 +153,68 @@ def test_broken_exif_metadata_leaves_the_image_as_it_is_stored():
     payload = encode(Image.new("RGB", (30, 20), (5, 6, 7)), "JPEG")
     broken = payload[:2] + b"\xff\xe1\x00\x0cExif\x00\x00MM\x00*" + payload[2:]  # a TIFF header cut short
     assert decode(broken, 224).shape == (20, 30, 3)
+
+
+def _tiff(samples: np.ndarray, **options) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, **options)
+    return buffer.getvalue()
+
+
+GRADIENT = np.stack([*np.meshgrid(np.arange(40), np.arange(30)), np.full((30, 40), 7)], axis=-1).astype(np.uint8) * 6  # 0-234, 0-174, 42
+
+
+def test_a_float_image_in_0_to_1_decodes_as_its_8_bit_self_not_black():
+    """Float images hold 0-1 by convention (a microscope's analysis tools, scikit-image):
+    scaled as if 0-255 they came out black, and a backbone saw nothing."""
+    grey = GRADIENT[..., 0]
+    payload = _tiff(grey.astype(np.float32) / 255, photometric="minisblack")
+    assert Image.open(io.BytesIO(payload)).mode == "F"  # Pillow's own path
+    assert np.array_equal(decode(payload, 224), np.repeat(grey[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize("name,samples,options", [
+    ("float RGB", GRADIENT.astype(np.float32) / 255, {"photometric": "rgb"}),
+    ("float RGB, planes apart", np.moveaxis(GRADIENT.astype(np.float32) / 255, -1, 0),
+     {"photometric": "rgb", "planarconfig": "separate"}),
+    ("64-bit float RGB", GRADIENT.astype(np.float64) / 255, {"photometric": "rgb"}),
+])
+def test_a_tiff_pillow_does_not_read_is_read_by_tifffile(name, samples, options):
+    """Float colour TIFFs (what scientific cameras and analysis tools write) were rejected
+    as 'not a recognised image format'; tifffile reads them, by the same scaling rule."""
+    payload = _tiff(samples, **options)
+    with pytest.raises(Exception):
+        Image.open(io.BytesIO(payload)).load()
+    assert np.array_equal(decode(payload, 224), GRADIENT), name
+
+
+def test_a_tifffile_image_is_composited_on_white_and_turned_upright():
+    rgba = np.concatenate([GRADIENT.astype(np.float32) / 255, np.zeros((30, 40, 1), np.float32)], axis=-1)
+    assert (decode(_tiff(rgba, photometric="rgb", extrasamples=["unassalpha"]), 224) == 255).all()
+    sideways = _tiff(GRADIENT.astype(np.float32) / 255, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    assert np.array_equal(decode(sideways, 224), np.asarray(Image.fromarray(GRADIENT).transpose(Image.Transpose.ROTATE_270)))
+
+
+def test_a_float_image_s_nan_is_black_and_its_samples_above_1_are_scaled_as_before():
+    nan = np.full((4, 4, 3), np.nan, np.float32)
+    assert (decode(_tiff(nan, photometric="rgb"), 224) == 0).all()
+    hundreds = np.full((4, 4), 100.0, np.float32)  # a float image of 0-255: as it is
+    assert (decode(_tiff(hundreds, photometric="minisblack"), 224) == 100).all()
+
+
+@pytest.mark.parametrize("samples,options,reason", [
+    (np.zeros((30, 40, 5), np.float32), {"photometric": "minisblack", "planarconfig": "contig"},
+     r"a TIFF of 5 channels \(30x40x5 float32 samples, axes YXS\): which of them make a picture is not known"),
+    (np.zeros((30, 40, 4), np.float32), {"photometric": "separated"}, "a TIFF in SEPARATED colour .* to be converted to RGB"),
+])
+def test_a_tiff_that_is_no_picture_is_rejected_with_what_it_holds(samples, options, reason):
+    with pytest.raises(ImageRejected, match=reason):
+        decode(_tiff(samples, **options), 224)
+
+
+def test_a_broken_tiff_is_rejected_with_tifffile_s_reason():
+    payload = _tiff(GRADIENT.astype(np.float32) / 255, photometric="rgb")
+    with pytest.raises(ImageRejected, match="corrupt or unreadable TIFF: ValueError: failed to read"):
+        decode(payload[:-500], 224)

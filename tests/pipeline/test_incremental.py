@@ -256,14 +256,11 @@ def test_a_version_whose_images_were_decoded_by_another_rule_is_not_built_on(tmp
     """Decoding is part of what a feature means (a photo turned upright by its EXIF
     orientation or not): a set never holds images decoded by two rules, so a run re-extracts
     every image of a version decoded otherwise, in a plan of its own."""
-    import tlfs.pipeline.commit as commit
-    import tlfs.pipeline.incremental as incremental
-    import tlfs.pipeline.planning as planning
+    import tlfs.pipeline.image_decode as image_decode
 
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
     older = "Pillow to RGB (alpha over white, 16-bit scaled); ..."  # the rule before EXIF orientation
-    for module in (commit, incremental, planning):
-        monkeypatch.setattr(module, "DECODE", older)
+    monkeypatch.setattr(image_decode, "DECODE", older)
     first = run(source, store, models_root)
     monkeypatch.undo()
     said = []
