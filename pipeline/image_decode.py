@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ MAX_PIXELS = 50_000_000
 
 # What decoding does: recorded in each version's manifest and in a plan's identity, so that a
 # set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
-DECODE = ("Pillow to RGB (a TIFF it does not read: tifffile), turned upright by its EXIF orientation (alpha over "
+DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF orientation (alpha over "
           "white; more than 8 bits scaled to 8: 16-bit by 65535, floats whose brightest sample is at most 1 by 1); "
           "images larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
 
@@ -57,8 +58,8 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
            8: Image.Transpose.ROTATE_90}
 
 
-# The ISO media brands of HEIF images (a phone's HEIC), which Pillow does not read: such a
-# file, whatever its name, is told to be converted rather than called unrecognised
+# The ISO media brands of HEIF images (a phone's HEIC), which Pillow reads once pillow-heif's plugin
+# is registered with it: done the first time such a file comes, whatever its name
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx")
 
 # A TIFF's first bytes (little- and big-endian, classic and BigTIFF): one that Pillow does not
@@ -99,7 +100,7 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the bound is MAX_PIXELS, decoded
-            img = Image.open(io.BytesIO(payload))
+            img = _opened(payload)
             stored = img.size
             if img.format == "JPEG" and max(img.size) > 2 * input_size:
                 img.draft("RGB", (input_size, input_size))  # decode at a reduced scale: much faster, less memory
@@ -117,13 +118,38 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
             raise ImageRejected(_unrecognised(payload)) from None
         rgb = _tiff(payload, bit_depth)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
+        raise ImageRejected(f"corrupt or truncated image: {str(exc).strip()}") from exc
     return _sized(rgb, input_size)
 
 
+def _opened(payload: bytes) -> Image.Image:
+    """Pillow's image of ``payload``, not yet decoded; a HEIC by pillow-heif's plugin (libheif
+    applies the file's own rotation and mirroring, and its EXIF orientation then reads 1)."""
+    if _heif(payload):
+        _heif_plugin()
+    return Image.open(io.BytesIO(payload))
+
+
+def _heif(payload: bytes) -> bool:
+    """Whether the payload is a HEIF image: an ISO media file whose brands name HEVC images."""
+    if payload[4:8] != b"ftyp":
+        return False
+    brands = payload[8:min(int.from_bytes(payload[:4], "big"), 64)]  # the major brand, then compatible ones
+    return any(brand in brands for brand in HEIF_BRANDS)
+
+
+@functools.cache
+def _heif_plugin() -> None:
+    """pillow-heif's opener registered with Pillow (once a process: its import is 30 ms, paid
+    only where a HEIC comes); 10-bit HEIC (a phone's HDR photo) opens as 8-bit."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
 def _unrecognised(payload: bytes) -> str:
-    if payload[4:8] == b"ftyp" and payload[8:12] in HEIF_BRANDS:
-        return "a HEIC (HEIF) image, a format not read: to be converted to JPEG or PNG"
+    if _heif(payload):
+        return "corrupt or truncated HEIC (HEIF) image: not even its header reads"
     return "not a recognised image format"
 
 

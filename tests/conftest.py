@@ -45,6 +45,22 @@ def png_bytes(color: tuple[int, int, int], size=(32, 32), mode="RGB", fmt="PNG")
     return buffer.getvalue()
 
 
+def smooth_picture(size=(64, 48)) -> np.ndarray:
+    """uint8 HxWx3: gradients, which a lossy codec keeps within a few levels (noise it does not)."""
+    x, y = np.meshgrid(np.linspace(0, 1, size[0]), np.linspace(0, 1, size[1]))
+    return (np.stack([x, y, (x + y) / 2], axis=-1) * 200 + 20).astype(np.uint8)
+
+
+def heic(pixels: np.ndarray | None = None) -> bytes:
+    """A phone's photo format: HEIC (HEVC in HEIF), as pillow-heif's libheif writes it."""
+    import pillow_heif
+
+    pixels = smooth_picture() if pixels is None else pixels
+    buffer = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB", size=(pixels.shape[1], pixels.shape[0]), data=pixels.tobytes()).save(buffer, quality=95)
+    return buffer.getvalue()
+
+
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 

@@ -13,13 +13,13 @@ from typing import Iterable
 
 from tlfs.pipeline.dataset_index import Reject
 
-# what Pillow reads (JPEG as cameras, Windows and browsers name it; AVIF; JPEG 2000, as microscopes write it)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".jp2",
-                  ".j2k", ".ppm", ".pgm")
-# image formats it does not read (a phone's HEIC, cameras' raw files, JPEG XL, vector drawings, medical
-# scans: DICOM, NIfTI): named where a dataset leaves them out, so that they are converted rather than
-# lost in silence
-UNREAD_SUFFIXES = (".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".jxl", ".svg",
+# what Pillow reads (JPEG as cameras, Windows and browsers name it; AVIF; JPEG 2000, as microscopes write it;
+# a phone's HEIC through pillow-heif's plugin)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif", ".tif",
+                  ".tiff", ".jp2", ".j2k", ".ppm", ".pgm")
+# image formats it does not read (cameras' raw files, JPEG XL, vector drawings, medical scans: DICOM,
+# NIfTI): named where a dataset leaves them out, so that they are converted rather than lost in silence
+UNREAD_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".jxl", ".svg",
                    ".dcm", ".dicom", ".nii", ".nii.gz")
 
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")

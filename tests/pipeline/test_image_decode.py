@@ -6,7 +6,7 @@ from PIL import Image
 
 from tlfs.pipeline import image_decode
 from tlfs.pipeline.image_decode import ImageRejected, decode
-from tests.conftest import png_bytes
+from tests.conftest import heic, png_bytes, smooth_picture
 
 
 def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -41,8 +41,8 @@ def test_images_larger_than_the_input_are_resized_on_cpu():
     [
         (b"", "empty file"),
         (b"not an image at all", "not a recognised image format"),
-        # a phone's HEIC (the ISO media box that opens one), named .jpg or not: told to be converted
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC .* to be converted to JPEG or PNG"),
+        # a phone's HEIC whose header breaks off (the ISO media box that opens one, then nothing)
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "corrupt or truncated HEIC"),
         (png_bytes((1, 2, 3), fmt="JPEG")[:200], "corrupt or truncated"),
         (png_bytes((1, 2, 3))[:60], "corrupt or truncated"),
     ],
@@ -180,6 +180,8 @@ def test_a_float_image_in_0_to_1_decodes_as_its_8_bit_self_not_black():
     ("float RGB, planes apart", np.moveaxis(GRADIENT.astype(np.float32) / 255, -1, 0),
      {"photometric": "rgb", "planarconfig": "separate"}),
     ("64-bit float RGB", GRADIENT.astype(np.float64) / 255, {"photometric": "rgb"}),
+    ("float RGB, LZW with the floating-point predictor (as GDAL writes it)", GRADIENT.astype(np.float32) / 255,
+     {"photometric": "rgb", "compression": "lzw", "predictor": True}),
 ])
 def test_a_tiff_pillow_does_not_read_is_read_by_tifffile(name, samples, options):
     """Float colour TIFFs (what scientific cameras and analysis tools write) were rejected
@@ -218,3 +220,15 @@ def test_a_broken_tiff_is_rejected_with_tifffile_s_reason():
     payload = _tiff(GRADIENT.astype(np.float32) / 255, photometric="rgb")
     with pytest.raises(ImageRejected, match="corrupt or unreadable TIFF: ValueError: failed to read"):
         decode(payload[:-500], 224)
+
+
+def test_a_phones_heic_photo_is_read_whatever_its_name():
+    """iPhones save HEIC (HEVC in HEIF) by default: read through pillow-heif's plugin, which
+    Pillow takes once the first such file comes; the name plays no part (decoding sees bytes)."""
+    pixels = smooth_picture()
+    payload = heic(pixels)
+    assert payload[4:12] == b"ftypheic"
+    decoded = decode(payload, 224)
+    assert decoded.shape == pixels.shape and np.abs(decoded.astype(int) - pixels).mean() < 3  # lossy, as a phone's
+    with pytest.raises(ImageRejected, match="corrupt or truncated image: .*"):
+        decode(payload[:len(payload) // 2], 224)

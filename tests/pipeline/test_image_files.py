@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_files import list_images, per_image
+from tlfs.pipeline.image_files import decoded, list_images, per_image
 from tests.conftest import write_tree
 
 
@@ -22,11 +22,20 @@ def test_folders_are_searched_for_images_globs_expanded_and_a_missing_path_named
         list_images([str(tmp_path / "empty")])
 
 
-def test_a_folder_of_phone_photos_in_a_format_not_read_is_told_to_convert_them(tmp_path):
-    phone = write_tree(tmp_path / "phone", {"IMG_1.HEIC": b"x", "IMG_2.heic": b"x", "notes.txt": b"x"})
-    with pytest.raises(PipelineError, match=r"no image files in .*phone \(2 in formats not read, such as .*IMG_1\.HEIC: "
+def test_a_folder_of_raw_camera_photos_in_a_format_not_read_is_told_to_convert_them(tmp_path):
+    camera = write_tree(tmp_path / "camera", {"IMG_1.DNG": b"x", "IMG_2.dng": b"x", "notes.txt": b"x"})
+    with pytest.raises(PipelineError, match=r"no image files in .*camera \(2 in formats not read, such as .*IMG_1\.DNG: "
                                             r"to be converted to JPEG or PNG\)"):
-        list_images([str(phone)])
+        list_images([str(camera)])
+
+
+def test_a_folder_of_phone_photos_in_heic_is_read(tmp_path):
+    from tests.conftest import heic
+
+    phone = write_tree(tmp_path / "phone", {"IMG_1.HEIC": heic(), "IMG_2.heic": heic(), "notes.txt": b"x"})
+    paths = list_images([str(phone)])
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["IMG_1.HEIC", "IMG_2.heic"]
+    assert all(image.shape == (48, 64, 3) for image in decoded(paths, 224))
 
 
 def test_images_are_computed_in_batches_of_one_size_and_a_reason_keeps_its_place():

@@ -101,7 +101,7 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
     (macOS's ``._x.jpg``) are not images at all."""
     extra = {"README.txt": b"hi", "train/red/notes.txt": b"x", "train/red/._001.png": b"x", "train/red/.x.png": b"x",
              ".thumbs/train/red/001.png": b"x",
-             "train/red/deep/x.png": b"x", "train/cover.JPG": b"x", "logo.png": b"x", "test/red/phone.HEIC": b"x"}
+             "train/red/deep/x.png": b"x", "train/cover.JPG": b"x", "logo.png": b"x", "test/red/shot.CR2": b"x"}
     files = {**folder_images(), **extra}
     uri = {"dir": lambda: write_tree(tmp_path / "d", files), "zip": lambda: write_zip(tmp_path / "d.zip", files),
            "tar.gz": lambda: write_tar(tmp_path / "d.tar.gz", files, "w:gz")}[kind]()
@@ -109,11 +109,11 @@ def test_non_image_files_and_other_depths_are_not_images_and_the_images_left_out
     assert len(index.entries) == 24
     where = f"{uri}/" if kind == "dir" else f"{uri}: "
     assert sorted(index.left_out) == [f"{where}{name}" for name in
-                                      ("logo.png", "test/red/phone.HEIC", "train/cover.JPG", "train/red/deep/x.png")]
-    placed = [path for path in index.left_out if not path.endswith(".HEIC")]
+                                      ("logo.png", "test/red/shot.CR2", "train/cover.JPG", "train/red/deep/x.png")]
+    placed = [path for path in index.left_out if not path.endswith(".CR2")]
     assert left_out_notice(index) == (f"; 3 image files left out, not at <split>/<class>/<file>: {', '.join(placed)}"
-                                      f"; 1 image file left out in formats not read (heic), to be converted to JPEG or PNG: "
-                                      f"{where}test/red/phone.HEIC")
+                                      f"; 1 image file left out in formats not read (cr2), to be converted to JPEG or PNG: "
+                                      f"{where}test/red/shot.CR2")
     assert left_out_notice(sample(index, 4)).startswith("; 3 image files")  # a sample leaves the sources' files as they are
     assert left_out_notice(build_index("colors", [str(write_tree(tmp_path / "plain", folder_images()))])) == ""
 
@@ -136,16 +136,25 @@ def test_a_folder_of_classes_without_splits_is_told_how_to_lay_out_its_images(tm
         build_index("pets", [str(flat)])
 
 
-def test_a_set_of_phone_photos_in_a_format_not_read_is_told_to_convert_them_not_to_move_them(tmp_path):
-    """HEIC at the right depth is not misplaced: the error names the format, and the depth
-    advice only for the files that are misplaced."""
-    phone = write_tree(tmp_path / "phone", {"train/cats/1.HEIC": b"x", "test/cats/2.heic": b"x", "train/3.jpg": b"x"})
+def test_a_set_of_raw_camera_photos_in_a_format_not_read_is_told_to_convert_them_not_to_move_them(tmp_path):
+    """A camera's raw files at the right depth are not misplaced: the error names the format,
+    and the depth advice only for the files that are misplaced."""
+    camera = write_tree(tmp_path / "camera", {"train/cats/1.CR2": b"x", "test/cats/2.cr2": b"x", "train/3.jpg": b"x"})
     with pytest.raises(SourceError) as raised:
-        build_index("phone", [str(phone)])
+        build_index("camera", [str(camera)])
     message = str(raised.value)
-    assert "; 2 image files in formats not read (heic), such as " in message and "to be converted to JPEG or PNG" in message
+    assert "; 2 image files in formats not read (cr2), such as " in message and "to be converted to JPEG or PNG" in message
     assert "; 1 image file at other depths, such as " in message and message.count("at other depths") == 1
-    assert "HEIC at other depths" not in message and "heic at other depths" not in message
+    assert "CR2 at other depths" not in message and "cr2 at other depths" not in message
+
+
+def test_a_phones_heic_photos_are_images_of_the_dataset(tmp_path):
+    from tests.conftest import heic
+
+    phone = write_tree(tmp_path / "phone", {"train/cats/IMG_0001.HEIC": heic(), "test/cats/IMG_0002.heic": heic()})
+    index = build_index("phone", [str(phone)])
+    assert sorted(e.image_id for e in index.entries) == ["test/cats/IMG_0002.heic", "train/cats/IMG_0001.HEIC"]
+    assert index.left_out == [] and left_out_notice(index) == ""
 
 
 def test_classes_that_differ_only_in_case_or_spacing_are_named_with_their_splits(tmp_path):
