@@ -189,18 +189,20 @@ def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
 
 def to_8bit(samples: np.ndarray, bit_depth: int = FULL_DEPTH) -> np.ndarray:
     """Samples of any depth as uint8, by one rule for the whole image: floats whose
-    brightest sample is at most 1 (float images' convention) scaled by 255, 16-bit samples
-    and any above 255 by 255 / (2 ** bit_depth - 1) (65535 unless said), other samples
-    (floats and wide integers of 0-255) as they are; then rounded and clipped to 0-255 (a
-    float's NaN is 0; a sample above the bit depth's top is white)."""
+    brightest sample is at most 1 (float images' convention) scaled by 255, 16-bit integer
+    samples by 255 / (2 ** bit_depth - 1) (65535 unless said), any other above 255 by
+    255/65535, other samples (floats and wide integers of 0-255) as they are; then rounded
+    and clipped to 0-255 (a float's NaN is 0; a sample above the bit depth's top is white)."""
     if samples.dtype == np.uint8:
         return samples
     values = np.nan_to_num(samples.astype(np.float64), nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
     top = values.max() if values.size else 0.0
     if samples.dtype.kind == "f" and top <= 1.0:
         scale = 1.0
-    elif samples.dtype.itemsize == 2 or top > 255:
+    elif samples.dtype.kind in "ui" and samples.dtype.itemsize == 2:  # 16-bit samples holding bit_depth bits
         scale = 2.0 ** bit_depth - 1
+    elif samples.dtype.itemsize == 2 or top > 255:  # a PGM's samples, which Pillow scales by its own maximum
+        scale = 65535.0
     else:
         scale = 255.0
     return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)

@@ -119,3 +119,13 @@ def test_a_twelve_bit_set_extracted_with_its_depth_holds_the_features_of_its_8_b
     found = similar_images(SimilarRequest("g", "efficientnet_lite0", (str(twelve / "train/red/001.png"),), store=store12,
                                           k=1), log=lambda *_: None)
     assert found["image_id"].iloc[0] == "train/red/001.png" and found["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_pgm_says_its_own_maximum_and_the_bit_depth_leaves_it_alone():
+    """A PGM declares its maximum (4095 for 12-bit samples) and Pillow scales by it: such an
+    image is right at any bit depth, not made white by --bit-depth 12."""
+    samples = (np.arange(64).reshape(8, 8) * 64).astype(">u2")  # 0-4032 of 4095
+    payload = b"P5\n8 8\n4095\n" + samples.tobytes()
+    expected = np.rint(samples.astype(np.float64) * 255 / 4095)
+    for bits in (16, 12):
+        assert np.abs(decode(payload, 224, bit_depth=bits)[..., 0] - expected).max() <= 1, bits
