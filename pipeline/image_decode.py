@@ -20,7 +20,8 @@ MAX_PIXELS = 50_000_000
 # What decoding does: recorded in each version's manifest and in a plan's identity, so that a
 # set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
 DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF orientation (alpha over "
-          "white; more than 8 bits scaled to 8: 16-bit by 65535, floats whose brightest sample is at most 1 by 1); "
+          "white; more than 8 bits scaled to 8: 16-bit by 65535, or 2^N-1 where a TIFF declares N bits, floats whose "
+          "brightest sample is at most 1 by 1); "
           "images larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
 
 # The bits a greyscale image's 16-bit samples hold: 16 unless said (a microscope's or an X-ray
@@ -164,7 +165,7 @@ def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
             if page.imagewidth * page.imagelength > MAX_PIXELS:
                 raise ImageRejected(f"decompression bomb: {page.imagewidth}x{page.imagelength} pixels, "
                                     f"over {MAX_PIXELS:,}")
-            samples = page.asarray()
+            samples, bits = page.asarray(), page.bitspersample
             axes, orientation = page.axes, page.tags.valueof(EXIF_ORIENTATION, 1)
             colour = page.photometric.name
     except ImageRejected:
@@ -180,7 +181,9 @@ def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
                             "to be saved as greyscale or RGB")
     if colour not in ("MINISBLACK", "MINISWHITE", "RGB"):
         raise ImageRejected(f"a TIFF in {colour} colour ({what}), which is not read: to be converted to RGB")
-    pixels = to_8bit(samples, bit_depth if channels <= 2 else FULL_DEPTH)  # as Pillow's colour images: 16 bits
+    if not (samples.dtype == np.uint16 and BIT_DEPTHS.start <= bits < FULL_DEPTH):
+        bits = bit_depth if channels <= 2 else FULL_DEPTH  # said by none: greyscale's as asked, colour's 16 as Pillow's
+    pixels = to_8bit(samples, bits)
     if colour == "MINISWHITE":
         pixels = 255 - pixels
     image = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and channels == 1 else pixels)  # L, LA, RGB or RGBA
@@ -288,10 +291,19 @@ def _small_colour_jpeg(payload: bytes, input_size: int) -> np.ndarray | None:
     return _sized(rgb, input_size)
 
 
+def declared_bits(img: Image.Image) -> int | None:
+    """The bits a TIFF's samples hold where it says fewer than 16 (BitsPerSample 12: a
+    camera's 12-bit samples, stored in 16), which no --bit-depth overrides; None otherwise."""
+    tags = getattr(img, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None  # BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    return bits if isinstance(bits, int) and BIT_DEPTHS.start <= bits < FULL_DEPTH else None
+
+
 def _to_rgb(img: Image.Image, bit_depth: int = FULL_DEPTH) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit, 32-bit and float greyscale: scaled to 8 bits instead of clipped at 255
-        img = Image.fromarray(to_8bit(np.asarray(img), bit_depth), "L")
+        img = Image.fromarray(to_8bit(np.asarray(img), declared_bits(img) or bit_depth), "L")
     if img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode == "RGBA":

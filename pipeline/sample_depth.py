@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from tlfs.pipeline.dataset_index import DatasetIndex
-from tlfs.pipeline.image_decode import FULL_DEPTH, MAX_PIXELS
+from tlfs.pipeline.image_decode import FULL_DEPTH, MAX_PIXELS, declared_bits
 from tlfs.pipeline.indexing import iter_payloads
 
 SAMPLED = 12  # images read: a few reads of the first files, nothing beside the run's reading
@@ -65,8 +65,8 @@ def _brightest_sample(payload: bytes) -> int | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(payload))
-            if not img.mode.startswith("I;16") or img.width * img.height > MAX_PIXELS:
-                return None  # known from the header: no pixel decoded
+            if not img.mode.startswith("I;16") or img.width * img.height > MAX_PIXELS or declared_bits(img):
+                return None  # known from the header (a TIFF that says its bits is scaled by them): no pixel decoded
             return int(np.asarray(img).max())
     except Exception:
         return None

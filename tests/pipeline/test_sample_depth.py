@@ -129,3 +129,21 @@ def test_a_pgm_says_its_own_maximum_and_the_bit_depth_leaves_it_alone():
     expected = np.rint(samples.astype(np.float64) * 255 / 4095)
     for bits in (16, 12):
         assert np.abs(decode(payload, 224, bit_depth=bits)[..., 0] - expected).max() <= 1, bits
+
+
+@pytest.mark.parametrize("photometric", ["minisblack", "rgb"])
+def test_a_tiff_that_declares_12_bits_is_scaled_by_them_and_not_told(tmp_path, photometric):
+    """A TIFF whose BitsPerSample says 12 is scaled by 4095 whatever --bit-depth says (greyscale
+    through Pillow, colour through tifffile), and planning has nothing to tell of it."""
+    import tifffile
+
+    shape = (8, 8) if photometric == "minisblack" else (8, 8, 3)
+    samples = (np.arange(np.prod(shape)).reshape(shape) * 4095 // (np.prod(shape) - 1)).astype(np.uint16)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, bitspersample=12, photometric=photometric)
+    expected = np.rint(samples.astype(np.float64) * 255 / 4095).astype(np.uint8)
+    for bits in (16, 10):
+        decoded = decode(buffer.getvalue(), 224, bit_depth=bits)
+        assert np.abs(decoded.astype(int) - (expected[..., None] if expected.ndim == 2 else expected)).max() <= 1, bits
+    files = {f"{split}/a/{n}.tif": buffer.getvalue() for split in ("train", "test") for n in range(3)}
+    assert depth_notice(build_index("t", [str(write_tree(tmp_path / "t", files))]), 16) == ""
