@@ -29,7 +29,7 @@ from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth, decode_rule
 from tlfs.pipeline.indexing import build_index, left_out_notice
 from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
-from tlfs.pipeline.sample_depth import depth_notice
+from tlfs.pipeline.first_images import first_images_notices
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -163,7 +163,7 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
     log(f"decoding {len(index.entries)} images of {dataset}{left_out_notice(index)}")
-    if notice := depth_notice(index, request.bit_depth, cache_dir):
+    for notice in first_images_notices(index, request.bit_depth, cache_dir):
         log(notice)
     splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device, bit_depth=request.bit_depth)
 

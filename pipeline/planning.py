@@ -28,7 +28,7 @@ from tlfs.pipeline.errors import PipelineError, SampleShrinksSet
 from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of, decode_rule
 from tlfs.pipeline.incremental import Base, Changes, diff, fingerprints_digest, left_out_by_sample, load_base
 from tlfs.pipeline.plan import ExtractionRequest, Plan, Shard
-from tlfs.pipeline.sample_depth import depth_notice
+from tlfs.pipeline.first_images import first_images_notices
 from tlfs.pipeline.staging import entries_reader, save_entries
 
 
@@ -50,7 +50,7 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}
     newest = versions.read_newest(set_uri)  # kept by the plan: its commit need not parse it again
     bit_depth = _bit_depth(r.bit_depth, newest, log)
-    if notice := depth_notice(index, bit_depth, r.cache_dir):
+    for notice in first_images_notices(index, bit_depth, r.cache_dir):
         log(notice)
     base = (load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, bit_depth, log)
             if r.incremental else None)

@@ -1,7 +1,8 @@
-"""12-bit images (a microscope's camera, an X-ray detector: 0-4095 stored in 16 bits). Scaled
-as 16-bit they come out 16 times darker; planning reads a few and says so, ``--bit-depth 12``
-scales them by their own range, and the depth is the set's: kept by later runs and used to
-decode new images the way the set's were."""
+"""Planning's look at the first images. 12-bit images (a microscope's camera, an X-ray
+detector: 0-4095 stored in 16 bits) scaled as 16-bit come out 16 times darker: planning reads
+a few and says so, ``--bit-depth 12`` scales them by their own range, and the depth is the
+set's: kept by later runs and used to decode new images the way the set's were. TIFF stacks,
+of which only the first page is read, are told."""
 
 import io
 
@@ -12,7 +13,7 @@ from PIL import Image
 from tlfs import features
 from tlfs.pipeline.image_decode import decode
 from tlfs.pipeline.indexing import build_index
-from tlfs.pipeline.sample_depth import SAMPLED, depth_notice
+from tlfs.pipeline.first_images import SAMPLED, first_images_notices
 from tlfs.pipeline.similar import SimilarRequest, similar_images
 from tests.conftest import scene_images, write_tree
 from tests.extraction import run_extract
@@ -60,7 +61,7 @@ def test_planning_says_what_the_first_greyscale_16_bit_images_suggest(tmp_path, 
     if bits == 16:  # full-range 16-bit samples
         files = {name: _png16(np.full((8, 8), 60000, np.uint16)) for name in files}
     index = build_index("g", [str(write_tree(tmp_path / "g", files))])
-    notice = depth_notice(index, asked)
+    notice = " ".join(first_images_notices(index, asked))
     if says is None:
         assert notice == ""
     else:
@@ -72,12 +73,12 @@ def test_planning_says_what_the_first_greyscale_16_bit_images_suggest(tmp_path, 
 
 
 def test_a_dataset_without_16_bit_images_is_not_read_for_the_check(tmp_path, monkeypatch):
-    import tlfs.pipeline.sample_depth as sample_depth
+    import tlfs.pipeline.first_images as first_images
 
     read = []
-    monkeypatch.setattr(sample_depth, "_brightest_sample", lambda payload: read.append(payload))
+    monkeypatch.setattr(first_images, "_look", lambda payload: read.append(payload))
     eight_bit = build_index("e", [str(write_tree(tmp_path / "e", {"train/a/1.jpg": b"x", "test/a/2.jpg": b"x"}))])
-    assert depth_notice(eight_bit, 16) == "" and read == []
+    assert first_images_notices(eight_bit, 16) == [] and read == []
 
 
 def _png16(array: np.ndarray) -> bytes:
@@ -146,4 +147,20 @@ def test_a_tiff_that_declares_12_bits_is_scaled_by_them_and_not_told(tmp_path, p
         decoded = decode(buffer.getvalue(), 224, bit_depth=bits)
         assert np.abs(decoded.astype(int) - (expected[..., None] if expected.ndim == 2 else expected)).max() <= 1, bits
     files = {f"{split}/a/{n}.tif": buffer.getvalue() for split in ("train", "test") for n in range(3)}
-    assert depth_notice(build_index("t", [str(write_tree(tmp_path / "t", files))]), 16) == ""
+    assert first_images_notices(build_index("t", [str(write_tree(tmp_path / "t", files))]), 16) == []
+
+
+def test_tiff_stacks_are_told_only_their_first_page_being_read(tmp_path):
+    """An ImageJ stack (z-planes, channels or times as pages) decodes as its first page, as any
+    multi-frame file: planning says so, once, with an example."""
+    import tifffile
+
+    stack, single = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(stack, np.zeros((3, 16, 16), np.uint8), photometric="minisblack")  # three pages
+    tifffile.imwrite(single, np.zeros((16, 16), np.uint8), photometric="minisblack")
+    files = {"train/a/1.tif": stack.getvalue(), "train/a/2.tif": single.getvalue(), "test/a/3.tif": single.getvalue()}
+    notices = first_images_notices(build_index("s", [str(write_tree(tmp_path / "s", files))]), 16)
+    assert notices == ["note: 1 of the 3 images read to check is a TIFF stack (such as train/a/1.tif, 3 pages: z-planes, "
+                       "channels or times); only the first page of each is read: to use another, or several as colours, "
+                       "save the images as such"]
+    assert decode(stack.getvalue(), 224).shape == (16, 16, 3)
