@@ -93,7 +93,7 @@ def extract_params(spec: DatasetSpec) -> dict:
         "limit": Param(spec.limit, **_nullable("integer", minimum=1), description="class-balanced sample per split"),
         "views": Param(spec.views, type="array", items={"type": "string", "enum": list(EXTRA_VIEWS)},
                        description="views stored beside the original ([\"flip\"]: the flipped image too, extra rows for heads)"),
-        "bit_depth": bit_depth_param(),
+        "bit_depth": bit_depth_param(spec.bit_depth),
         "incremental": Param(True, type="boolean", description="reuse the features of images unchanged since the set's "
                              "newest version; extract only new and changed images (false: extract every image again)"),
         "finetune": Param("auto", type="string", enum=["auto", "never", "always"],
@@ -119,14 +119,14 @@ def finetune_params(spec: DatasetSpec) -> dict:
         "batch_size": setting_param("batch_size", description=f"extraction: {setting_help('batch_size')}"),
         "shard_size": setting_param("shard_size", Settings.shard_size),
         "codec": setting_param("codec", description=f"extraction: {setting_help('codec')}"),
-        "bit_depth": bit_depth_param(),
+        "bit_depth": bit_depth_param(spec.bit_depth),
     }
 
 
-def bit_depth_param() -> Param:
-    return Param(None, **_nullable("integer", minimum=BIT_DEPTHS.start, maximum=BIT_DEPTHS.stop - 1),
+def bit_depth_param(default: int | None) -> Param:
+    return Param(default, **_nullable("integer", minimum=BIT_DEPTHS.start, maximum=BIT_DEPTHS.stop - 1),
                  description="the bits greyscale 16-bit images hold (12: a microscope's or an X-ray's 0-4095, scaled by "
-                             "4095 instead of 65535); null: as the set's newest version, else 16")
+                             "4095 instead of 65535); null: as the set's newest version, else 16; the spec's bit_depth is the default")
 
 
 def extraction(spec: DatasetSpec, asset: Asset, backbone_version):

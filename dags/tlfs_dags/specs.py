@@ -16,6 +16,7 @@ import yaml
 
 from tlfs.models.names import BACKBONES, DEFAULT_BACKBONE, EXTRA_VIEWS, is_backbone
 from tlfs.pipeline.config import DEFAULT_SOURCE_DATASET
+from tlfs.pipeline.image_decode import BIT_DEPTHS
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "datasets"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -44,6 +45,8 @@ class DatasetSpec:
     label_next: int = 100  # how many it chooses (tlfs label-next's default)
     # fit_heads_<name> checks its split for near-copies and its labels after each fit: off for a set too large to search
     checks: bool = True
+    # the bits its greyscale 16-bit images hold (12: a microscope's 0-4095): the default of its runs' bit_depth
+    bit_depth: int | None = None
     path: str = ""
 
 
@@ -91,6 +94,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "unlabelled": (_text_list, "a list of image files, folders or globs"),
     "label_next": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "an integer > 0"),
     "checks": (lambda v: isinstance(v, bool), "true or false"),
+    "bit_depth": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v in BIT_DEPTHS),
+                  f"null or an integer from {BIT_DEPTHS.start} to {BIT_DEPTHS.stop - 1}"),
 }
 KNOWN_KEYS = [f.name for f in fields(DatasetSpec) if f.name != "path"]
 

@@ -17,7 +17,7 @@ def factory(airflow_env, monkeypatch):
 def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     factory, specs = factory
     spec = specs.DatasetSpec(name="guitars", sources=["/data/g.zip"], limit=50, views=["flip"], schedule="@weekly",
-                             checks=False)
+                             checks=False, bit_depth=12)
     extract, fit, finetune = factory.build_extract_dag(spec), factory.build_fit_dag(spec), factory.build_finetune_dag(spec)
     assert (extract.dag_id, fit.dag_id, finetune.dag_id) == ("extract_guitars", "fit_heads_guitars", "finetune_guitars")
     assert sorted(extract.task_ids) == ["advise", "choose", "commit", "export_backbone", "extract_shard", "finetune_conf",
@@ -34,7 +34,8 @@ def test_a_spec_makes_the_three_dags_with_their_tasks_and_its_defaults(factory):
     assert report.trigger_rule == "none_failed_min_one_success"
     assert extract.get_task("extract_shard").pool == factory.EXTRACT_POOL
     params = extract.params.dump()
-    assert (params["sources"], params["limit"], params["views"]) == (["/data/g.zip"], 50, ["flip"])
+    assert (params["sources"], params["limit"], params["views"], params["bit_depth"]) == (["/data/g.zip"], 50, ["flip"], 12)
+    assert finetune.params.dump()["bit_depth"] == 12
     assert fit.params.dump()["checks"] is False  # the spec's key is the param's default
     # fit_heads runs on the Asset the commit emits
     assert [a.name for a in fit.timetable.asset_condition.objects] == ["tlfs_features_guitars"]

@@ -32,6 +32,7 @@ BAD_SPECS = {
                    "or globs, got '/data/incoming'"),
     "label_next": (GOOD + "label_next: 0\n", 3, "key 'label_next': expected an integer > 0, got 0"),
     "checks": (GOOD + "checks: off please\n", 3, "key 'checks': expected true or false, got 'off please'"),
+    "bit_depth": (GOOD + "bit_depth: 20\n", 3, "key 'bit_depth': expected null or an integer from 8 to 16, got 20"),
 }
 
 
@@ -74,6 +75,8 @@ def test_a_good_spec_loads_with_its_values_and_defaults(tmp_path):
     assert (queued.unlabelled, queued.label_next) == (["/data/incoming"], 250)
     assert spec.checks is True  # fit_heads checks near-copies and labels unless a spec says not
     assert load_spec(write(tmp_path, "huge.yaml", "name: huge\nsources: [/data/h]\nchecks: false\n")).checks is False
+    assert spec.bit_depth is None
+    assert load_spec(write(tmp_path, "cells.yaml", "name: cells\nsources: [/data/c]\nbit_depth: 12\n")).bit_depth == 12
 
 
 def test_the_specs_label_next_default_is_the_commands():
