@@ -98,6 +98,7 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     small = _small_colour_jpeg(payload, input_size)
     if small is not None:
         return small
+    rgb = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the bound is MAX_PIXELS, decoded
@@ -117,10 +118,11 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     except UnidentifiedImageError:
         if payload[:4] not in TIFF_MAGIC:
             raise ImageRejected(_unrecognised(payload)) from None
-        rgb = _tiff(payload, bit_depth)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {str(exc).strip()}") from exc
-    return _sized(rgb, input_size)
+    except Exception as exc:  # a decoder's own kinds (a plugin's, libheif's): the image is rejected, the run goes on
+        raise ImageRejected(f"not decodable: {type(exc).__name__}: {str(exc).strip()}") from exc
+    return _sized(_tiff(payload, bit_depth) if rgb is None else rgb, input_size)
 
 
 def _opened(payload: bytes) -> Image.Image:
@@ -156,7 +158,17 @@ def _unrecognised(payload: bytes) -> str:
 
 def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
     """A TIFF that Pillow does not read, read by tifffile (its first page, as Pillow reads a
-    multi-page file's first frame): upright RGB, by the same rules as Pillow's images."""
+    multi-page file's first frame): upright RGB, by the same rules as Pillow's images. A
+    file whose tags contradict its samples is rejected, whatever tifffile makes of it."""
+    try:
+        return _tiff_picture(payload, bit_depth)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on a broken or unsupported file
+        raise ImageRejected(f"corrupt or unreadable TIFF: {type(exc).__name__}: {str(exc).strip()}") from exc
+
+
+def _tiff_picture(payload: bytes, bit_depth: int) -> Image.Image:
     import tifffile
 
     try:
@@ -172,6 +184,8 @@ def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
         raise
     except Exception as exc:  # tifffile raises many kinds on a broken or unsupported file
         raise ImageRejected(f"corrupt or unreadable TIFF: {type(exc).__name__}: {exc}") from exc
+    if len(axes) != samples.ndim:
+        raise ImageRejected(f"corrupt or unreadable TIFF: its axes {axes} do not match its samples' shape {samples.shape}")
     if "S" in axes:  # samples of a pixel (planar or interleaved) last
         samples = np.moveaxis(samples, axes.index("S"), -1)
     channels = samples.shape[-1] if samples.ndim == 3 else 1
