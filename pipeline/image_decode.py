@@ -118,7 +118,7 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     except UnidentifiedImageError:
         if payload[:4] not in TIFF_MAGIC:
             raise ImageRejected(_unrecognised(payload)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: Pillow's AVIF decoder's
         raise ImageRejected(f"corrupt or truncated image: {str(exc).strip()}") from exc
     except Exception as exc:  # a decoder's own kinds (a plugin's, libheif's): the image is rejected, the run goes on
         raise ImageRejected(f"not decodable: {type(exc).__name__}: {str(exc).strip()}") from exc

@@ -235,7 +235,7 @@ def test_a_phones_heic_photo_is_read_whatever_its_name():
 
 
 def test_a_damaged_file_of_any_format_read_is_rejected_never_raised(recwarn):
-    """Bytes flipped in TIFFs (those tifffile reads, and Pillow's), a 16-bit PNG and a HEIC:
+    """Bytes flipped in TIFFs (those tifffile reads, and Pillow's), a 16-bit PNG, a HEIC and an AVIF:
     every outcome is pixels or a reason, never another exception, which would stop the run
     instead of recording the one image as rejected."""
     import random
@@ -244,7 +244,8 @@ def test_a_damaged_file_of_any_format_read_is_rejected_never_raised(recwarn):
     seeds = [_tiff(gradient, photometric="rgb"), _tiff(gradient, photometric="rgb", compression="lzw", predictor=True),
              _tiff(np.moveaxis(gradient, -1, 0), photometric="rgb", planarconfig="separate"),
              _tiff(np.zeros((3, 16, 16), np.uint16), photometric="minisblack"), heic(),
-             encode(Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 16))]
+             encode(Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 16)),
+             encode(Image.fromarray(smooth_picture()), "AVIF")]
     rng = random.Random(1)
     for _ in range(600):
         damaged = bytearray(rng.choice(seeds))
