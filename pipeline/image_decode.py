@@ -315,7 +315,7 @@ def declared_bits(img: Image.Image) -> int | None:
 
 
 def _to_rgb(img: Image.Image, bit_depth: int = FULL_DEPTH) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         # 16-bit, 32-bit and float greyscale: scaled to 8 bits instead of clipped at 255
         img = Image.fromarray(to_8bit(np.asarray(img), declared_bits(img) or bit_depth), "L")
     if img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info):

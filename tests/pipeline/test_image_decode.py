@@ -21,6 +21,16 @@ def test_every_common_mode_becomes_uint8_rgb(mode, fmt):
     assert out.dtype == np.uint8 and out.shape == (32, 32, 3)
 
 
+def test_a_cielab_tiff_decodes_to_its_colours_not_its_bands():
+    """A scanner's CIELab TIFF comes out in its colours (Pillow converts Lab to sRGB)."""
+    from PIL import ImageCms
+
+    to_lab = ImageCms.buildTransformFromOpenProfiles(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                                     "RGB", "LAB")
+    lab = ImageCms.applyTransform(Image.new("RGB", (4, 4), (220, 30, 30)), to_lab)
+    assert np.abs(decode(encode(lab, "TIFF"), 224)[0, 0].astype(int) - [220, 30, 30]).max() <= 3
+
+
 def test_sixteen_bit_greyscale_is_scaled_not_clipped():
     array = np.full((8, 8), 32768, np.uint16)
     out = decode(encode(Image.fromarray(array)), 224)  # mode I;16
