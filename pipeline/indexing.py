@@ -219,8 +219,8 @@ def _index_one(uri: str, number: int, options: dict[str, str], expected: dict[st
         found = source_for(uri, fs, path).index(uri, number, options, cache_dir, expected)
     except SourceError:
         raise
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, pa.ArrowException) as exc:
-        raise SourceError(f"{uri}: cannot read ({type(exc).__name__}: {exc})") from exc
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, NotImplementedError, pa.ArrowException) as exc:
+        raise SourceError(f"{uri}: cannot read ({type(exc).__name__}: {exc})") from exc  # NotImplementedError: a zip's version
     verify_expected(uri, found.info, expected)
     return found
 

@@ -7,13 +7,33 @@ from __future__ import annotations
 import zipfile
 from typing import Iterator
 
-from tlfs.pipeline.dataset_index import Entry, SourceInfo
+from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.image_decode import Unreadable
 from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.sources.hashing import digest
 from tlfs.pipeline.sources.paths import (display_path, left_out, member_image, safe_member, tree_split, unsafe, within,
                                          wrapper_folder)
 from tlfs.pipeline.sources.reading import open_source
+
+
+# The compression methods Python's zipfile reads (Zstandard from Python 3.14 on); the names of
+# others that zips in the wild use, for the reason an image of such a zip is refused with
+READ_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA,
+                *([zipfile.ZIP_ZSTANDARD] if hasattr(zipfile, "ZIP_ZSTANDARD") else [])}
+METHOD_NAMES = {9: "Deflate64 (as Windows Explorer compresses large files)", 93: "Zstandard", 95: "xz", 98: "PPMd",
+                99: "AES encryption"}
+
+
+def unread_member(info: zipfile.ZipInfo) -> str | None:
+    """Why a member cannot be read, known from the zip's directory: a password, or a
+    compression method zipfile does not read; None where it can be."""
+    if info.flag_bits & 0x1:
+        return "encrypted (the zip has a password): to be zipped again without one"
+    if info.compress_type not in READ_METHODS:
+        method = METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        return (f"compressed with {method}, which Python's zipfile does not read: to be zipped again with Deflate "
+                "(zip -r, or 7-Zip's Deflate)")
+    return None
 
 
 class ImageFolderZip:
@@ -38,6 +58,9 @@ class ImageFolderZip:
                 if safe is None:
                     bad.append(unsafe(image_id, uri, info.filename))
                     continue
+                if (why := unread_member(info)) is not None:
+                    bad.append(Reject(image_id, uri, f"{info.filename}: {why}"))
+                    continue
                 found.append(Entry(image_id, *image_id.split("/")[:2], number, info.filename,
                                    fingerprint=f"crc32:{info.CRC:08x}:{info.file_size}"))  # from the zip's directory
         return Indexed(SourceInfo(uri, "imagefolder-zip", checksum, len(found), dict(options)), found, bad, left_out=misplaced)
@@ -47,8 +70,8 @@ class ImageFolderZip:
             for e in wanted:
                 try:
                     yield e, archive.read(e.member)
-                except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-                    yield e, Unreadable.of(exc)
+                except (OSError, zipfile.BadZipFile, KeyError, EOFError, NotImplementedError, RuntimeError) as exc:
+                    yield e, Unreadable.of(exc)  # NotImplementedError, RuntimeError: a method, a password
 
 
 def posix_name(info: zipfile.ZipInfo) -> str:

@@ -3,6 +3,7 @@ import io
 import pickle
 import tarfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tlfs.pipeline.dataset_index import DatasetIndex, sample
 from tlfs.pipeline.indexing import alike_classes_notice, build_index, check_sources, iter_payloads, left_out_notice
 from tlfs.pipeline.errors import SourceError
+from tlfs.pipeline.image_decode import Unreadable
 from tests.conftest import folder_images, write_tar, write_tree, write_zip
 from tests.pipeline.sources.helpers import write_labels_csv
 
@@ -243,6 +245,39 @@ def test_a_zip_written_on_windows_with_backslashes_reads_them_as_folders_and_an_
     assert [(r.image_id, r.reason) for r in index.rejects] == [("train/red/evil.png", "unsafe archive path '..\\\\train\\\\red\\\\evil.png'")]
     got = dict((e.image_id, payload) for e, payload in iter_payloads(index.sources, index.entries))
     assert got == folder_images(per_class=2)
+
+
+def _zip_members_marked(path: Path, method: int | None = None, encrypted: bool = False) -> Path:
+    """The zip at ``path`` with every member's method (or its password flag) set in both of its
+    headers, as Windows Explorer's Deflate64 or a zip with a password has them."""
+    data = bytearray(path.read_bytes())
+    for signature, flags_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = data.find(signature)
+        while at >= 0:
+            if method is not None:
+                data[at + method_at:at + method_at + 2] = method.to_bytes(2, "little")
+            if encrypted:
+                data[at + flags_at] |= 0x1
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("marks,reason", [
+    ({"method": 9}, r"compressed with Deflate64 \(as Windows Explorer compresses large files\), which Python's zipfile "
+                    r"does not read: to be zipped again with Deflate"),
+    ({"encrypted": True}, r"encrypted \(the zip has a password\): to be zipped again without one"),
+])
+def test_a_zip_whose_members_cannot_be_read_refuses_them_at_indexing_with_the_reason(tmp_path, marks, reason):
+    """A zip Windows Explorer wrote with Deflate64, or one with a password: zipfile raised
+    NotImplementedError or RuntimeError at the first image read, which stopped the run."""
+    zipped = _zip_members_marked(write_zip(tmp_path / "w.zip", folder_images(per_class=1)), **marks)
+    with pytest.raises(SourceError, match=r"no images found in .*; 6 refused while indexing: train/.*: " + reason):
+        build_index("w", [str(zipped)])
+    index = build_index("w", [str(write_zip(tmp_path / "ok.zip", folder_images(per_class=1)))])
+    damaged = _zip_members_marked(tmp_path / "ok.zip", **marks)  # changed after indexing: read, then refused
+    got = list(iter_payloads(index.sources, index.entries))
+    assert len(got) == 6 and all(isinstance(payload, Unreadable) for _, payload in got), damaged
 
 
 def test_a_dataset_whose_every_image_indexing_refused_names_them_not_only_no_images(tmp_path):
