@@ -219,8 +219,9 @@ def _index_one(uri: str, number: int, options: dict[str, str], expected: dict[st
         found = source_for(uri, fs, path).index(uri, number, options, cache_dir, expected)
     except SourceError:
         raise
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, NotImplementedError, pa.ArrowException) as exc:
-        raise SourceError(f"{uri}: cannot read ({type(exc).__name__}: {exc})") from exc  # NotImplementedError: a zip's version
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, NotImplementedError, UnicodeDecodeError,
+            pa.ArrowException) as exc:  # NotImplementedError: a zip's version; UnicodeDecodeError: a table's metadata
+        raise SourceError(f"{uri}: cannot read ({type(exc).__name__}: {exc})") from exc
     verify_expected(uri, found.info, expected)
     return found
 

@@ -386,3 +386,37 @@ def test_consecutive_shards_of_an_archive_read_it_once_and_going_back_reopens_it
     assert again == [e.image_id for e in thirds[0]] and len(opened) == 2  # behind the stream: opened again
     streams.close()
     assert [e.image_id for e, _ in iter_payloads(index.sources, entries)] == [e.image_id for e in entries]
+
+
+def test_a_damaged_source_of_any_format_is_a_source_error_or_rejects_never_another_exception(tmp_path):
+    """Bytes flipped in a zip, a tar.gz, WebDataset shards, a Parquet table and a CSV of labels:
+    indexing says the source cannot be read, or reads it and records what it cannot; zipfile's
+    NotImplementedError (a version byte) and pyarrow's UnicodeDecodeError (a schema's metadata)
+    escaped it."""
+    import random
+
+    from tlfs.pipeline.errors import PipelineError
+    from tests.pipeline.sources.helpers import write_parquet_table, write_webdataset
+
+    files = folder_images(per_class=2)
+    seeds = {".zip": write_zip(tmp_path / "s.zip", files).read_bytes(),
+             ".tar.gz": write_tar(tmp_path / "s.tar.gz", files, "w:gz").read_bytes(),
+             ".tar": write_webdataset(tmp_path / "w.tar", files).read_bytes(),
+             ".parquet": write_parquet_table(tmp_path / "t.parquet", files, ["blue", "green", "red"]).read_bytes(),
+             ".csv": write_labels_csv(tmp_path / "csv", files).read_bytes()}
+    rng = random.Random(2)
+    for number in range(1200):
+        suffix = rng.choice(list(seeds))
+        damaged = bytearray(seeds[suffix])
+        for _ in range(rng.randint(1, 6)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            damaged = damaged[:rng.randrange(len(damaged))]
+        path = (tmp_path / "csv" if suffix == ".csv" else tmp_path) / f"d{number}{suffix}"
+        path.write_bytes(bytes(damaged))
+        try:
+            index = build_index("d", [str(path)])
+            assert sum(1 for _ in iter_payloads(index.sources, index.entries)) == len(index.entries)
+        except PipelineError:
+            pass
+        path.unlink()
