@@ -19,10 +19,10 @@ MAX_PIXELS = 50_000_000
 
 # What decoding does: recorded in each version's manifest and in a plan's identity, so that a
 # set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
-DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF orientation (alpha over "
-          "white; more than 8 bits scaled to 8: 16-bit by 65535, or 2^N-1 where a TIFF declares N bits, floats whose "
-          "brightest sample is at most 1 by 1); "
-          "images larger than the input size resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF "
+          "orientation (alpha over white; more than 8 bits scaled to 8: 16-bit by 65535, or 2^N-1 where a TIFF "
+          "declares N bits, floats whose brightest sample is at most 1 by 1); images larger than the input size "
+          "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
 
 # The bits a greyscale image's 16-bit samples hold: 16 unless said (a microscope's or an X-ray
 # detector's 12-bit samples are stored in 16, 0-4095, and scaled by 65535 they come out 16 times
@@ -51,6 +51,7 @@ def check_bit_depth(bit_depth: int) -> int:
         raise PipelineError(f"a bit depth is {BIT_DEPTHS.start} to {BIT_DEPTHS.stop - 1} (the bits that greyscale "
                             f"16-bit samples hold), not {bit_depth}")
     return bit_depth
+
 
 EXIF_ORIENTATION = 0x0112
 # how a camera's EXIF orientation (2-8) is undone, as Pillow's ImageOps.exif_transpose does
