@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,13 @@ def test_an_epoch_gives_its_mean_loss_and_the_seconds_of_its_first_and_last_step
     step = Step(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), torch.nn.CrossEntropyLoss())
     data = Labelled(torch.randint(0, 256, (10, 32, 32, 3), dtype=torch.uint8), torch.arange(10) % 3)
     generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
     trained = train_epoch(model, step, data, torch.randperm(10, generator=generator).split(4), generator, amp=False)
+    epoch_seconds = time.perf_counter() - started
     assert trained.mean_loss > 0 and trained.first_step_seconds > 0 and trained.last_step_seconds > 0
-    # the last of three steps is two images, not four: timed on its own, it is the cheaper step
-    assert trained.last_step_seconds < trained.first_step_seconds
+    # two of the epoch's three steps, each timed on its own within it (not which is the faster: the last is
+    # two images, not four, but a loaded machine made it the slower in one run of the suite beside another)
+    assert trained.first_step_seconds + trained.last_step_seconds <= epoch_seconds
     alone = train_epoch(model, step, data, torch.arange(10).split(10), generator, amp=False)  # one step: first and last
     assert alone.first_step_seconds == alone.last_step_seconds > 0
 
