@@ -36,13 +36,12 @@ def images_by_id(feature_set, image_ids: set[str], log: Callable[[str], None] = 
     changed = [s.uri for s, then in zip(index.sources, sources) if s.checksum != then["checksum"]]
     if changed:
         log(f"note: {', '.join(changed)} changed since the set was extracted; the sheet shows the images as they are now")
-    size = feature_set.lineage["preprocessing"]["input_size"]
+    size, bit_depth = feature_set.lineage["preprocessing"]["input_size"], bit_depth_of(feature_set.lineage)
     wanted = [entry for entry in index.entries if entry.image_id in image_ids]
     found: dict[str, np.ndarray | str] = {i: "not in its source any more" for i in image_ids}
     for entry, payload in iter_payloads(index.sources, wanted):
         try:
-            found[entry.image_id] = (decode(payload, size, bit_depth_of(feature_set.lineage))
-                                     if not isinstance(payload, Exception) else str(payload))
+            found[entry.image_id] = decode(payload, size, bit_depth) if not isinstance(payload, Exception) else str(payload)
         except ImageRejected as exc:
             found[entry.image_id] = str(exc)
     return found
