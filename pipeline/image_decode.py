@@ -11,6 +11,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tlfs.pipeline.dicom import DICOM_RULE, headerless, is_dicom
+
 # The most pixels one image may be decoded into (150 MB of RGB): more is a decompression bomb.
 # A large JPEG is decoded at a reduced scale (draft), so a phone's 64 or 108 megapixel photo is
 # decoded into a few megapixels and passes; a PNG of as many pixels does not. Pillow's own
@@ -19,10 +21,14 @@ MAX_PIXELS = 50_000_000
 
 # What decoding does: recorded in each version's manifest and in a plan's identity, so that a
 # set never holds images decoded two ways (an incremental run re-extracts a version decoded otherwise)
-DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF "
-          "orientation (alpha over white; more than 8 bits scaled to 8: 16-bit by 65535, or 2^N-1 where a TIFF "
-          "declares N bits, floats whose brightest sample is at most 1 by 1); images larger than the input size "
-          "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+PILLOW_DECODE = ("Pillow to RGB (HEIC by pillow-heif; a TIFF it does not read: tifffile), turned upright by its EXIF "
+                 "orientation (alpha over white; more than 8 bits scaled to 8: 16-bit by 65535, or 2^N-1 where a TIFF "
+                 "declares N bits, floats whose brightest sample is at most 1 by 1); images larger than the input size "
+                 "resized on CPU with Pillow's antialiased bilinear to input_size x input_size")
+DECODE = f"{PILLOW_DECODE}; {DICOM_RULE}"
+# Earlier rules that this one only extends with a format they refused at indexing (DICOM): a
+# set decoded by one of them holds the very pixels this rule gives its images, so it is reused
+EXTENDED_RULES = (PILLOW_DECODE,)
 
 # The bits a greyscale image's 16-bit samples hold: 16 unless said (a microscope's or an X-ray
 # detector's 12-bit samples are stored in 16, 0-4095, and scaled by 65535 they come out 16 times
@@ -31,12 +37,19 @@ FULL_DEPTH = 16
 BIT_DEPTHS = range(8, FULL_DEPTH + 1)
 
 
-def decode_rule(bit_depth: int = FULL_DEPTH) -> str:
-    """What decoding does with greyscale samples of ``bit_depth`` bits stored in 16 (the plan's
-    identity and the lineage record it)."""
+def decode_rule(bit_depth: int = FULL_DEPTH, rule: str | None = None) -> str:
+    """What decoding (by ``rule``: this version's unless said) does with greyscale samples of
+    ``bit_depth`` bits stored in 16 (the plan's identity and the lineage record it)."""
+    rule = DECODE if rule is None else rule
     if bit_depth == FULL_DEPTH:
-        return DECODE
-    return f"{DECODE}; greyscale 16-bit samples hold {bit_depth} bits: scaled by {2 ** bit_depth - 1}"
+        return rule
+    return f"{rule}; greyscale 16-bit samples hold {bit_depth} bits: scaled by {2 ** bit_depth - 1}"
+
+
+def decoded_alike(recorded: str | None, bit_depth: int = FULL_DEPTH) -> bool:
+    """Whether images decoded by the ``recorded`` rule (a set's lineage's) have the pixels
+    that this version's rule for ``bit_depth`` gives them."""
+    return recorded in {decode_rule(bit_depth, rule) for rule in (None, *EXTENDED_RULES)}
 
 
 def bit_depth_of(lineage: dict) -> int:
@@ -99,6 +112,8 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     small = _small_colour_jpeg(payload, input_size)
     if small is not None:
         return small
+    if is_dicom(payload):
+        return _sized(_dicom(payload), input_size)
     rgb = None
     try:
         with warnings.catch_warnings():
@@ -117,6 +132,8 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
+        if headerless(payload):  # a DICOM data set without its preamble, which no image format claims
+            return _sized(_dicom(payload), input_size)
         if payload[:4] not in TIFF_MAGIC:
             raise ImageRejected(_unrecognised(payload)) from None
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: Pillow's AVIF decoder's
@@ -155,6 +172,22 @@ def _unrecognised(payload: bytes) -> str:
     if _heif(payload):
         return "corrupt or truncated HEIC (HEIF) image: not even its header reads"
     return "not a recognised image format"
+
+
+def _dicom(payload: bytes) -> Image.Image:
+    """A DICOM file's first frame as RGB (:mod:`tlfs.pipeline.dicom`); its samples declare
+    their bits, so no --bit-depth applies."""
+    from tlfs.pipeline.dicom import DicomRejected, dicom_pixels
+
+    try:
+        pixels = dicom_pixels(payload, MAX_PIXELS)
+    except DicomRejected as exc:
+        raise ImageRejected(str(exc)) from None
+    except Exception as exc:  # pydicom and its decoders raise many kinds on a damaged file
+        what = "corrupt or unreadable DICOM" if is_dicom(payload) else \
+            "not a recognised image format, nor a DICOM data set without its preamble"
+        raise ImageRejected(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    return Image.fromarray(pixels).convert("RGB")
 
 
 def _tiff(payload: bytes, bit_depth: int) -> Image.Image:

@@ -14,7 +14,7 @@ import numpy as np
 
 from tlfs.features.storage import fs_path
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import FULL_DEPTH, ImageRejected, bit_depth_of, decode, decode_rule
+from tlfs.pipeline.image_decode import FULL_DEPTH, ImageRejected, bit_depth_of, decode, decoded_alike
 from tlfs.pipeline.sources.paths import UNREAD_SUFFIXES, an_image
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 from tlfs.pipeline.sources.uris import expand_uri
@@ -70,7 +70,7 @@ def session_as_stored(feature_set, layers: list[str], device: str, batch_size: i
     from tlfs.models.session import open_session
     from tlfs.pipeline.lineage import model_of
 
-    if feature_set.lineage.get("preprocessing", {}).get("decode") != decode_rule(bit_depth_of(feature_set.lineage)):
+    if not decoded_alike(feature_set.lineage.get("preprocessing", {}).get("decode"), bit_depth_of(feature_set.lineage)):
         log(f"note: {feature_set.uri}'s images were decoded by another rule than this version's; "
             "new images' features may differ a little from the stored ones")
     artifact = model_of(feature_set)

@@ -26,7 +26,7 @@ from tlfs.features import layout
 from tlfs.features.storage import exists, read_json, read_json_if_exists
 from tlfs.models.runtime import Runtime
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry
-from tlfs.pipeline.image_decode import bit_depth_of, decode_rule
+from tlfs.pipeline.image_decode import bit_depth_of, decoded_alike
 from tlfs.pipeline.plan import DERIVE, REUSE, Shard
 from tlfs.pipeline.records import Changes, ShardRecord
 from tlfs.pipeline.staging import entries_reader, gathered_records
@@ -69,7 +69,7 @@ def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims:
         reasons.append(f"it holds layers {', '.join(newest.layers)}, this run asks for {', '.join(layer_dims)}")
     if newest.views != list(views):
         reasons.append(f"it holds views {', '.join(newest.views)}, this run {', '.join(views)}")
-    if newest.lineage.get("preprocessing", {}).get("decode") != decode_rule(bit_depth):
+    if not decoded_alike(newest.lineage.get("preprocessing", {}).get("decode"), bit_depth):
         then = bit_depth_of(newest.lineage)
         reasons.append(f"its greyscale 16-bit images were scaled as {then}-bit, this run's as {bit_depth}-bit "
                        "(--bit-depth)" if then != bit_depth else

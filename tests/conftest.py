@@ -61,6 +61,39 @@ def heic(pixels: np.ndarray | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_file(samples: np.ndarray, photometric: str = "MONOCHROME2", bits: int | None = None,
+               syntax: str | None = None, frames: list[bytes] | None = None, **elements) -> bytes:
+    """A DICOM Part 10 file of ``samples`` (HxW or HxWx3; a stack of frames: NxHxW), its pixel
+    data as they are or, with ``frames``, those compressed frames in ``syntax``."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = uid.DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = uid.generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.set_pixel_data(samples, photometric, bits or 8 * samples.dtype.itemsize)
+    for name, value in elements.items():
+        setattr(ds, name, value)
+    if frames is not None:
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate(frames)
+        ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def xray(seed: int = 0, shape=(96, 80)) -> np.ndarray:
+    """12-bit samples (0-4095) as an X-ray detector stores them in 16 bits: a gradient and noise."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(300, 3800, shape[1])[None, :] + rng.normal(0, 40, shape)
+    return np.clip(ramp, 0, 4095).astype(np.uint16)
+
+
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 

@@ -14,13 +14,13 @@ from typing import Iterable
 from tlfs.pipeline.dataset_index import Reject
 
 # what Pillow reads (JPEG as cameras, Windows and browsers name it; AVIF; JPEG 2000, as microscopes write it;
-# a phone's HEIC through pillow-heif's plugin)
+# a phone's HEIC through pillow-heif's plugin), and DICOM through pydicom (an X-ray's, a CT slice's)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif", ".tif",
-                  ".tiff", ".jp2", ".j2k", ".ppm", ".pgm")
-# image formats it does not read (cameras' raw files, JPEG XL, vector drawings, medical scans: DICOM,
-# NIfTI): named where a dataset leaves them out, so that they are converted rather than lost in silence
+                  ".tiff", ".jp2", ".j2k", ".ppm", ".pgm", ".dcm", ".dicom")
+# image formats it does not read (cameras' raw files, JPEG XL, vector drawings, NIfTI volumes): named where
+# a dataset leaves them out, so that they are converted rather than lost in silence
 UNREAD_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".jxl", ".svg",
-                   ".dcm", ".dicom", ".nii", ".nii.gz")
+                   ".nii", ".nii.gz")
 
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
 

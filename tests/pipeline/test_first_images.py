@@ -1,8 +1,8 @@
 """Planning's look at the first images. 12-bit images (a microscope's camera, an X-ray
 detector: 0-4095 stored in 16 bits) scaled as 16-bit come out 16 times darker: planning reads
 a few and says so, ``--bit-depth 12`` scales them by their own range, and the depth is the
-set's: kept by later runs and used to decode new images the way the set's were. TIFF stacks,
-of which only the first page is read, are told."""
+set's: kept by later runs and used to decode new images the way the set's were. TIFF stacks and
+DICOM files of several frames, of which only the first page or frame is read, are told."""
 
 import io
 
@@ -15,7 +15,7 @@ from tlfs.pipeline.image_decode import decode
 from tlfs.pipeline.indexing import build_index
 from tlfs.pipeline.first_images import SAMPLED, first_images_notices
 from tlfs.pipeline.similar import SimilarRequest, similar_images
-from tests.conftest import scene_images, write_tree
+from tests.conftest import dicom_file, scene_images, write_tree, xray
 from tests.extraction import run_extract
 
 
@@ -164,3 +164,22 @@ def test_tiff_stacks_are_told_only_their_first_page_being_read(tmp_path):
                        "channels or times); only the first page of each is read: to use another, or several as colours, "
                        "save the images as such"]
     assert decode(stack.getvalue(), 224).shape == (16, 16, 3)
+
+
+def test_dicom_files_of_several_frames_are_told_only_their_first_frame_being_read(tmp_path):
+    """A CT or MR volume, or an ultrasound's cine, in one DICOM file decodes as its first frame:
+    planning says so from the files' headers, beside any TIFF stack, each once."""
+    import tifffile
+
+    stack = io.BytesIO()
+    tifffile.imwrite(stack, np.zeros((2, 16, 16), np.uint8), photometric="minisblack")
+    volume = dicom_file(np.stack([xray(0), xray(1), xray(2)]), bits=12, NumberOfFrames=3)
+    files = {"train/a/1.dcm": volume, "train/a/2.dcm": dicom_file(xray(3), bits=12), "train/a/3.dcm": volume,
+             "test/a/4.tif": stack.getvalue()}
+    notices = first_images_notices(build_index("v", [str(write_tree(tmp_path / "v", files))]), 16)
+    assert notices == ["note: 1 of the 4 images read to check is a TIFF stack (such as test/a/4.tif, 2 pages: z-planes, "
+                       "channels or times); only the first page of each is read: to use another, or several as colours, "
+                       "save the images as such",
+                       "note: 2 of the 4 images read to check are DICOM files of several frames (such as train/a/1.dcm, "
+                       "3 frames: a volume's slices or a cine's frames); only the first frame of each is read: to use "
+                       "the others, save one file a slice or frame"]

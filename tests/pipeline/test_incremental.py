@@ -273,6 +273,22 @@ def test_a_version_whose_images_were_decoded_by_another_rule_is_not_built_on(tmp
     assert third["unchanged"] and third["images_extracted"] == 0
 
 
+def test_a_version_decoded_by_a_rule_this_one_only_extends_with_a_format_is_built_on(tmp_path, files, lite0,
+                                                                                    models_root, monkeypatch):
+    """A rule that adds a format earlier versions refused at indexing (DICOM) leaves every
+    image those versions hold decoded as before: their sets are built on, not re-extracted."""
+    import tlfs.pipeline.image_decode as image_decode
+
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    monkeypatch.setattr(image_decode, "DECODE", image_decode.PILLOW_DECODE)  # the rule before DICOM was read
+    first = run(source, store, models_root)
+    monkeypatch.undo()
+    assert features.describe("inc", "efficientnet_lite0", str(store))["lineage"]["preprocessing"]["decode"] == \
+        image_decode.PILLOW_DECODE != image_decode.DECODE
+    second = run(source, store, models_root)
+    assert second["unchanged"] and second["images_extracted"] == 0 and second["plan_id"] == first["plan_id"]
+
+
 def test_older_versions_stay_readable_by_number_and_time_until_vacuumed(tmp_path, files, lite0, models_root):
     store = tmp_path / "store"
     source = write_tree(tmp_path / "src", files)

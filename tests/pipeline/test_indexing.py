@@ -174,10 +174,10 @@ def test_classes_that_differ_only_in_case_or_spacing_are_named_with_their_splits
     assert alike_classes_notice(build_index("letters", [str(write_tree(tmp_path / "letters", letters))])) == ""  # meant apart
 
 
-def test_a_folder_of_medical_scans_is_told_to_convert_them(tmp_path):
-    """DICOM and NIfTI (``.nii.gz``, a two-part suffix) are image formats not read: named, not 'no images' alone."""
-    scans = write_tree(tmp_path / "scans", {"train/tumour/1.dcm": b"x", "train/healthy/2.nii.gz": b"x", "test/tumour/3.dcm": b"x"})
-    with pytest.raises(SourceError, match=r"; 3 image files in formats not read \(dcm, nii.gz\), such as .*: to be converted"):
+def test_a_folder_of_nifti_volumes_is_told_to_convert_them(tmp_path):
+    """NIfTI volumes (``.nii``, ``.nii.gz``: a two-part suffix) are image formats not read: named, not 'no images' alone."""
+    scans = write_tree(tmp_path / "scans", {"train/tumour/1.nii": b"x", "train/healthy/2.nii.gz": b"x", "test/tumour/3.nii": b"x"})
+    with pytest.raises(SourceError, match=r"; 3 image files in formats not read \(nii, nii.gz\), such as .*: to be converted"):
         build_index("scans", [str(scans)])
 
 
