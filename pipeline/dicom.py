@@ -51,7 +51,10 @@ def dicom_pixels(payload: bytes, max_pixels: int) -> np.ndarray:
     other exception for a damaged file or a compression no decoder here reads."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns of each deviation it reads past (one a file, in every worker)
-        return _pixels(payload, max_pixels)
+        pixels = _pixels(payload, max_pixels)
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)) or 0 in pixels.shape:
+        raise ValueError(f"its samples' shape {pixels.shape} is no picture (its image elements contradict each other)")
+    return pixels
 
 
 def _pixels(payload: bytes, max_pixels: int) -> np.ndarray:
@@ -67,6 +70,8 @@ def _pixels(payload: bytes, max_pixels: int) -> np.ndarray:
     if "TransferSyntaxUID" not in ds.file_meta:  # a data set without file meta: its pixels uncompressed, as read
         ds.file_meta.TransferSyntaxUID = _uncompressed_syntax(*ds.original_encoding)
     if not any(name in ds for name in PIXEL_ELEMENTS):
+        if "Image Storage" in _kind(ds):  # a picture's class: its pixel data cut off, or stripped
+            raise DicomRejected(f"corrupt or truncated DICOM: a {_kind(ds)} file without its pixel data")
         raise DicomRejected(f"a DICOM file without a picture (no pixel data): {_kind(ds)}")
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * columns > max_pixels:
@@ -121,9 +126,11 @@ def _shown(samples: np.ndarray, ds) -> tuple[np.ndarray, float, float]:
             return apply_voi_lut(samples, ds, index=0, prefer_lut=True), 0.0, 2.0 ** bits - 1
         if "WindowCenter" in ds and "WindowWidth" in ds:
             return apply_voi_lut(samples, ds, index=0), *_modality_range(ds)  # a window is mapped into that range
-    values = np.asarray(samples, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    return (values, float(finite.min()), float(finite.max())) if finite.size else (values, 0.0, 1.0)
+    values = np.asarray(samples)
+    if values.dtype.kind == "f":
+        finite = values[np.isfinite(values)]
+        return (values, float(finite.min()), float(finite.max())) if finite.size else (values, 0.0, 1.0)
+    return values, float(values.min()), float(values.max())
 
 
 def _modality_range(ds) -> tuple[float, float]:
@@ -139,9 +146,13 @@ def _modality_range(ds) -> tuple[float, float]:
 
 
 def _scaled(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low``-``high`` as 0-255, rounded; below and above clipped, a float's NaN black."""
     span = high - low if high > low else 1.0
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=low)
-    return np.clip(np.rint((values - low) * (255.0 / span)), 0, 255).astype(np.uint8)
+    scaled = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / span)
+    if scaled.dtype.kind == "f" and np.asarray(values).dtype.kind == "f":
+        scaled[np.isnan(scaled)] = 0
+    np.clip(scaled, 0, 255, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def _to_8bit(samples: np.ndarray, bits: int) -> np.ndarray:

@@ -175,8 +175,8 @@ def _unrecognised(payload: bytes) -> str:
 
 
 def _dicom(payload: bytes) -> Image.Image:
-    """A DICOM file's first frame as RGB (:mod:`tlfs.pipeline.dicom`); its samples declare
-    their bits, so no --bit-depth applies."""
+    """A DICOM file's first frame, greyscale or RGB (:mod:`tlfs.pipeline.dicom`); its samples
+    declare their bits, so no --bit-depth applies."""
     from tlfs.pipeline.dicom import DicomRejected, dicom_pixels
 
     try:
@@ -187,7 +187,7 @@ def _dicom(payload: bytes) -> Image.Image:
         what = "corrupt or unreadable DICOM" if is_dicom(payload) else \
             "not a recognised image format, nor a DICOM data set without its preamble"
         raise ImageRejected(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
-    return Image.fromarray(pixels).convert("RGB")
+    return Image.fromarray(pixels)  # L or RGB
 
 
 def _tiff(payload: bytes, bit_depth: int) -> Image.Image:
@@ -259,11 +259,12 @@ def to_8bit(samples: np.ndarray, bit_depth: int = FULL_DEPTH) -> np.ndarray:
     return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
 
 
-def _sized(rgb: Image.Image, input_size: int) -> np.ndarray:
-    """The pixels, resized to ``input_size`` square where the image is larger."""
-    if max(rgb.size) > input_size:
-        rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+def _sized(image: Image.Image, input_size: int) -> np.ndarray:
+    """The RGB pixels, resized to ``input_size`` square where the image is larger (a greyscale
+    one before it is made RGB: a third of the work, the same pixels)."""
+    if max(image.size) > input_size:
+        image = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _orientation(img: Image.Image) -> int:

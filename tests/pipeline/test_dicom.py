@@ -93,6 +93,8 @@ def _without_preamble(samples: np.ndarray) -> bytes:
 @pytest.mark.parametrize("payload, reason", [
     (lambda: _report(), r"^a DICOM file without a picture \(no pixel data\): Basic Text SR Storage$"),
     (lambda: dicom_file(xray(6), bits=12)[:-500], r"^corrupt or unreadable DICOM: ValueError: .*less than expected"),
+    (lambda: _cut_before_pixels(dicom_file(xray(6), bits=12)), r"^corrupt or truncated DICOM: a Digital X-Ray Image Storage - For "
+                                                 r"Presentation file without its pixel data$"),
     (lambda: dicom_file(xray(6), bits=12, Rows=8000, Columns=8000), r"^decompression bomb: 8000x8000 pixels, over "),
     (lambda: dicom_file(xray(6), bits=12, PhotometricInterpretation="HSV"), r"^a DICOM picture in HSV colour "),
     (lambda: b"\x08\x00" + bytes(range(256)) * 2, r"^not a recognised image format, nor a DICOM data set without its"),
@@ -101,6 +103,10 @@ def test_a_file_without_a_usable_picture_is_rejected_with_its_reason(payload, re
     with pytest.raises(ImageRejected, match=reason):
         decode(payload(), 224)
     assert MAX_PIXELS < 8000 * 8000
+
+
+def _cut_before_pixels(data: bytes) -> bytes:
+    return data[:data.index(b"\xe0\x7f\x10\x00")]  # the (7FE0,0010) Pixel Data tag
 
 
 def _report() -> bytes:

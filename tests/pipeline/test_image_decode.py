@@ -6,7 +6,7 @@ from PIL import Image
 
 from tlfs.pipeline import image_decode
 from tlfs.pipeline.image_decode import ImageRejected, decode
-from tests.conftest import heic, png_bytes, smooth_picture
+from tests.conftest import dicom_file, heic, png_bytes, smooth_picture, xray
 
 
 def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -245,7 +245,8 @@ def test_a_phones_heic_photo_is_read_whatever_its_name():
 
 
 def test_a_damaged_file_of_any_format_read_is_rejected_never_raised(recwarn):
-    """Bytes flipped in TIFFs (those tifffile reads, and Pillow's), a 16-bit PNG, a HEIC and an AVIF:
+    """Bytes flipped in TIFFs (those tifffile reads, and Pillow's), a 16-bit PNG, a HEIC, an AVIF and
+    DICOM files (uncompressed with a window, JPEG lossless, JPEG-LS, colour):
     every outcome is pixels or a reason, never another exception, which would stop the run
     instead of recording the one image as rejected."""
     import random
@@ -255,9 +256,9 @@ def test_a_damaged_file_of_any_format_read_is_rejected_never_raised(recwarn):
              _tiff(np.moveaxis(gradient, -1, 0), photometric="rgb", planarconfig="separate"),
              _tiff(np.zeros((3, 16, 16), np.uint16), photometric="minisblack"), heic(),
              encode(Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 16)),
-             encode(Image.fromarray(smooth_picture()), "AVIF")]
+             encode(Image.fromarray(smooth_picture()), "AVIF"), *_dicom_seeds()]
     rng = random.Random(1)
-    for _ in range(600):
+    for _ in range(800):
         damaged = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 6)):
             damaged[rng.randrange(len(damaged))] = rng.randrange(256)
@@ -267,3 +268,15 @@ def test_a_damaged_file_of_any_format_read_is_rejected_never_raised(recwarn):
             assert decode(bytes(damaged), 224).dtype == np.uint8
         except ImageRejected:
             pass
+
+
+def _dicom_seeds() -> list[bytes]:
+    import imagecodecs
+    from pydicom import uid
+
+    samples = xray(shape=(24, 20))
+    lossless = imagecodecs.jpeg8_encode(samples, lossless=True, predictor=1, bitspersample=12)
+    return [dicom_file(samples, bits=12, RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=40, WindowWidth=400),
+            dicom_file(samples, bits=12, syntax=uid.JPEGLosslessSV1, frames=[lossless]),
+            dicom_file(samples, bits=12, syntax=uid.JPEGLSLossless, frames=[imagecodecs.jpegls_encode(samples)]),
+            dicom_file(GRADIENT[:16, :16], "RGB")]

@@ -1,0 +1,83 @@
+"""What a DICOM X-ray costs to decode, by the compressions scanners write, against a 16-bit PNG
+of the same samples.
+
+A chest radiograph's size and depth (2,500 x 2,048 samples of 12 bits; scikit-image's camera
+picture scaled up, with a little detector noise) saved as a 16-bit PNG and as DICOM files:
+uncompressed, JPEG lossless (process 14, selection value 1) and JPEG-LS lossless, each decoded
+as an extraction decodes it (pipeline/image_decode.decode, to the 224-pixel input): the median
+over ``--repeats`` of the CPU time and the wall time an image, one process. Every DICOM file
+decodes to the same pixels (checked: a lossless compression changes no sample).
+
+    .venv/bin/python scripts/dicom-bench.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tlfs.pipeline.image_decode import decode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import dicom_file  # noqa: E402  (the suite's builder of DICOM files)
+
+SHAPE = (2500, 2048)  # rows x columns of a chest radiograph
+
+
+def radiograph() -> np.ndarray:
+    import skimage.data
+
+    picture = Image.fromarray(skimage.data.camera()).resize(SHAPE[::-1], Image.Resampling.BICUBIC)
+    samples = np.asarray(picture, np.float64) * 16 + np.random.default_rng(0).normal(0, 8, SHAPE)
+    return np.clip(samples, 0, 4095).astype(np.uint16)
+
+
+def encoded(samples: np.ndarray) -> dict[str, bytes]:
+    import imagecodecs
+    from pydicom import uid
+
+    png = io.BytesIO()
+    Image.fromarray(samples).save(png, "PNG")
+    lossless = imagecodecs.jpeg8_encode(samples, lossless=True, predictor=1, bitspersample=12)
+    return {"png_16bit": png.getvalue(),
+            "dicom_uncompressed": dicom_file(samples, bits=12),
+            "dicom_jpeg_lossless": dicom_file(samples, bits=12, syntax=uid.JPEGLosslessSV1, frames=[lossless]),
+            "dicom_jpeg_ls": dicom_file(samples, bits=12, syntax=uid.JPEGLSLossless,
+                                        frames=[imagecodecs.jpegls_encode(samples)])}
+
+
+def timed(payload: bytes, repeats: int) -> dict:
+    decode(payload, 224)  # the libraries imported, the plugin registered
+    cpu, wall = [], []
+    for _ in range(repeats):
+        started_cpu, started = time.process_time(), time.perf_counter()
+        decode(payload, 224)
+        cpu.append(time.process_time() - started_cpu)
+        wall.append(time.perf_counter() - started)
+    return {"bytes": len(payload), "cpu_ms": round(statistics.median(cpu) * 1000, 1),
+            "wall_ms": round(statistics.median(wall) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    payloads = encoded(radiograph())
+    dicom = [decode(payload, 224) for name, payload in payloads.items() if name.startswith("dicom")]
+    assert all((pixels == dicom[0]).all() for pixels in dicom), "the DICOM files decoded to different pixels"
+    results = {name: timed(payload, args.repeats) for name, payload in payloads.items()}
+    for name, r in results.items():
+        print(f"{name}: {r['bytes'] / 1e6:.2f} MB, {r['cpu_ms']} ms of CPU, {r['wall_ms']} ms wall an image")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
