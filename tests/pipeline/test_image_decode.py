@@ -280,3 +280,18 @@ def _dicom_seeds() -> list[bytes]:
             dicom_file(samples, bits=12, syntax=uid.JPEGLosslessSV1, frames=[lossless]),
             dicom_file(samples, bits=12, syntax=uid.JPEGLSLossless, frames=[imagecodecs.jpegls_encode(samples)]),
             dicom_file(GRADIENT[:16, :16], "RGB")]
+
+
+@pytest.mark.parametrize("bit_depth", [8, 12, 16])
+def test_every_16_bit_sample_is_scaled_by_the_rule_rounded_and_clipped(bit_depth):
+    samples = np.arange(2 ** 16, dtype=np.uint16).reshape(256, 256)
+    expected = np.clip(np.rint(samples.astype(np.float64) * 255 / (2 ** bit_depth - 1)), 0, 255).astype(np.uint8)
+    assert (image_decode.to_8bit(samples, bit_depth) == expected).all()
+    assert (image_decode.to_8bit(samples.astype(">u2"), bit_depth) == expected).all()  # a big-endian file's
+
+
+@pytest.mark.parametrize("size", [(40, 30), (500, 380)])
+def test_a_greyscale_image_decodes_as_its_rgb_copy_does(size):
+    """Greyscale images are resized before they are made RGB (a third of the work): the same pixels."""
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8))
+    assert (decode(encode(grey), 224) == decode(encode(grey.convert("RGB")), 224)).all()
