@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tlfs.pipeline.errors import SourceError
 
@@ -74,6 +74,7 @@ class DatasetIndex:
     rejects: list[Reject] = field(default_factory=list)  # refused while indexing (unsafe paths, links)
     # the sources' image files not at <split>/<class>/<file> depth, not in the dataset (Indexed.left_out)
     left_out: list[str] = field(default_factory=list)
+    repeated_rows: int = 0  # a CSV's rows that list an image again with its label (Indexed.repeated_rows)
 
     def splits(self) -> list[str]:
         return sorted({e.split for e in self.entries})
@@ -98,6 +99,7 @@ class DatasetIndex:
             "entries": [e.to_row() for e in self.entries],
             "rejects": [asdict(r) for r in self.rejects],
             "left_out": self.left_out,
+            **({"repeated_rows": self.repeated_rows} if self.repeated_rows else {}),
         }
 
     @classmethod
@@ -109,6 +111,7 @@ class DatasetIndex:
             entries=[Entry(*row) for row in data["entries"]],
             rejects=[Reject(**r) for r in data["rejects"]],
             left_out=list(data.get("left_out", [])),
+            repeated_rows=int(data.get("repeated_rows", 0)),
         )
 
 
@@ -117,14 +120,8 @@ def select_splits(index: DatasetIndex, splits: list[str]) -> DatasetIndex:
     if missing:
         raise SourceError(f"dataset {index.name!r} has no split {', '.join(missing)}; it has {', '.join(index.splits())}")
     keep = set(splits)
-    return DatasetIndex(
-        index.name,
-        index.sources,
-        index.classes,
-        [e for e in index.entries if e.split in keep],
-        [r for r in index.rejects if r.image_id.split("/")[0] in keep],
-        index.left_out,
-    )
+    return replace(index, entries=[e for e in index.entries if e.split in keep],
+                   rejects=[r for r in index.rejects if r.image_id.split("/")[0] in keep])
 
 
 def _stable_rank(image_id: str) -> str:
@@ -146,6 +143,5 @@ def sample(index: DatasetIndex, limit: int) -> DatasetIndex:
         for c in classes:
             ranked = sorted(by_split_class[(split, c)], key=lambda e: _stable_rank(e.image_id))
             keep.update(e.image_id for e in ranked[: quota[c]])
-    kept_rejects = [r for r in index.rejects if r.image_id in keep]
-    return DatasetIndex(index.name, index.sources, index.classes, [e for e in index.entries if e.image_id in keep], kept_rejects,
-                        index.left_out)
+    return replace(index, entries=[e for e in index.entries if e.image_id in keep],
+                   rejects=[r for r in index.rejects if r.image_id in keep])

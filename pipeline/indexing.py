@@ -60,7 +60,7 @@ def build_index(
                          [r for i in indexed for r in i.rejects])
     classes = _classes(indexed, entries)
     index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
-                         [path for i in indexed for path in i.left_out])
+                         [path for i in indexed for path in i.left_out], sum(i.repeated_rows for i in indexed))
     if splits:
         index = select_splits(index, list(splits))
     if limit:
@@ -89,6 +89,15 @@ def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
     if not index.rejects:
         return ""
     return f"; {len(index.rejects)} refused while indexing, recorded as rejected: {_reasons(index.rejects, shown)}"
+
+
+def repeated_rows_notice(index: DatasetIndex) -> str:
+    """``; 20 rows list an image again ...``: a table's rows that repeat an image with its
+    label, which the dataset counts once (not rejects: the image is there); empty where none."""
+    if not index.repeated_rows:
+        return ""
+    rows = "1 row lists" if index.repeated_rows == 1 else f"{index.repeated_rows} rows list"
+    return f"; {rows} an image again with the same label (a row a box or an annotation?): each image counted once"
 
 
 def _files(paths: list[str], what: str) -> str:

@@ -23,7 +23,7 @@ from tlfs.models.session import check_layers
 from tlfs.models.variants import with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, sample
 from tlfs.pipeline.indexing import (alike_classes_notice, build_index, check_sources, left_out_notice, refused_notice,
-                                    splits_notice)
+                                    repeated_rows_notice, splits_notice)
 from tlfs.pipeline.errors import PipelineError, SampleShrinksSet
 from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of, decode_rule
 from tlfs.pipeline.incremental import Base, Changes, diff, fingerprints_digest, left_out_by_sample, load_base
@@ -44,7 +44,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     index = sample(source, r.limit) if r.limit else source
     per_split = Counter(e.split for e in index.entries)
     log(f"indexed {len(index.entries)} images of {r.dataset} ({', '.join(f'{s} {per_split[s]}' for s in index.splits())}) "
-        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}{refused_notice(index)}{alike_classes_notice(index)}"
+        f"in {time.perf_counter() - started:.1f}s{left_out_notice(index)}{refused_notice(index)}"
+        f"{repeated_rows_notice(index)}{alike_classes_notice(index)}"
         f"{'' if r.splits else splits_notice(index)}")  # splits asked for by name are what the user wants
     set_uri = layout.set_uri(r.store, r.dataset, artifact.version)
     layer_dims = {layer: artifact.card["layers"][layer] for layer in layers}

@@ -29,6 +29,9 @@ class Indexed:
     # image files not at <split>/<class>/<file> depth, which the dataset leaves out, each named for a
     # reader ("folder/a/b/c/x.jpg", "archive.zip: a/b/c/x.jpg"); planning names them
     left_out: list[str] = field(default_factory=list)
+    # rows of a table that list an image again with the same label and split (a row a box or an
+    # annotation, as detection datasets keep their labels): one image, counted once; planning says so
+    repeated_rows: int = 0
 
 
 class Source(Protocol):

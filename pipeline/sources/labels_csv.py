@@ -15,7 +15,8 @@ Comma-, semicolon- or tab-separated, as the header line shows (``.csv`` or ``.ts
 or the encoding given with the source (``#encoding=cp1252``, as Excel saves a CSV on Windows).
 An image id is ``split/label/name``, the name the file's (its path within the root where
 file names repeat within a class). A row whose file is not there, a row without a label and
-an image listed twice are rejects, each with its reason. The CSV's checksum is the source's;
+an image listed again with another label are rejects, each with its reason; an image listed
+again with its label (a row a box, as detection datasets keep their labels) is counted once. The CSV's checksum is the source's;
 each image's size and modification time (or ETag) are its own, so an incremental run
 extracts only images that changed. Files are read in batches, as a folder's are.
 """
@@ -79,7 +80,8 @@ class LabelsCsv:
         names = [(spl, lab, posixpath.basename(rel)) for _, spl, lab, rel in rows]
         listed = {(spl, lab, rel) for _, spl, lab, rel in rows}  # a row listed twice is a reject, not a clash
         by_name = len({(spl, lab, posixpath.basename(rel)) for spl, lab, rel in listed}) == len(listed)
-        found, bad, seen = [], [], set()
+        found, bad, first = [], [], {}  # first: each file's first row (line, split, label)
+        repeated = 0
         for (line, spl, lab, given), short in zip(rows, names):
             rel = safe_member(given) if given else None  # within the root: never ../ or an absolute path
             image_id = image_id_of((spl or "?", lab or "?", short[2] if by_name else (rel or display_path(given))))
@@ -90,16 +92,21 @@ class LabelsCsv:
                 bad.append(Reject(image_id, uri, f"line {line}: {given} is not a path within {root}"))
             elif not lab or not spl:
                 bad.append(Reject(image_id, uri, f"line {line} ({rel}) has no {'label' if not lab else 'split'}"))
-            elif full in seen:  # named apart from the image it repeats, which is in the dataset
-                bad.append(Reject(f"{image_id} (line {line})", uri, f"line {line} lists {rel} again"))
+            elif full in first and first[full][1:] == (spl, lab):  # the same fact again (a row a box): one image
+                repeated += 1
+            elif full in first:  # named apart from the image it repeats, which is in the dataset with its first label
+                then, was_split, was_label = first[full]
+                bad.append(Reject(f"{image_id} (line {line})", uri,
+                                  f"line {line} lists {rel} again as {spl}/{lab}, line {then} as {was_split}/{was_label}: "
+                                  "an image has one label, and the first row's is kept"))
             elif full not in files:
                 bad.append(Reject(image_id, uri, f"line {line}: no file {root}/{rel}"))
             else:
-                seen.add(full)
+                first[full] = (line, spl, lab)
                 found.append(Entry(image_id, spl, lab, number, full, fingerprint=fingerprint_info(files[full])))
         info = SourceInfo(uri, "labels-csv", checksum, len(found),
                           {**options, "image": image, "label": label, "root": root})
-        return Indexed(info, found, bad, int_class_order(found))
+        return Indexed(info, found, bad, int_class_order(found), repeated_rows=repeated)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         return files_in_batches(info.options["root"], wanted)

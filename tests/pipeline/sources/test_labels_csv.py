@@ -46,16 +46,35 @@ def test_kaggles_layout_ids_with_a_suffix_the_split_from_the_files_name_and_inte
 
 def test_a_row_that_cannot_be_an_image_is_a_reject_naming_its_line_and_the_rest_are_read(tmp_path):
     images = {f"{name}.png": data for name, data in zip(("a1", "b2", "c3"), folder_images(per_class=1).values())}
-    lines = ["a1,red", "gone,red", "a1,red", "../outside,red", "b2,", ",red", "c3,blue"]
+    lines = ["a1,red", "gone,red", "a1,red", "a1,blue", "../outside,red", "b2,", ",red", "c3,blue"]
     uri = kaggle(tmp_path, lines, images)
     index = build_index("k", [f"{uri}#image=id_code&label=diagnosis&root={tmp_path}/train_images&suffix=.png"])
     assert [e.image_id for e in index.entries] == ["train/red/a1.png", "train/blue/c3.png"]
     reasons = [r.reason for r in index.rejects]
-    assert reasons == [f"line 3: no file {tmp_path}/train_images/gone.png", "line 4 lists a1.png again",
-                       f"line 5: ../outside.png is not a path within {tmp_path}/train_images",
-                       "line 6 (b2.png) has no label", "line 7 names no image"]
-    assert len(index.entries) + len(index.rejects) == len(lines)  # every row: an image or a reject
+    assert reasons == [f"line 3: no file {tmp_path}/train_images/gone.png",
+                       "line 5 lists a1.png again as train/blue, line 2 as train/red: an image has one label, and the "
+                       "first row's is kept",
+                       f"line 6: ../outside.png is not a path within {tmp_path}/train_images",
+                       "line 7 (b2.png) has no label", "line 8 names no image"]
+    assert index.repeated_rows == 1  # line 4: a1.png with its label again, the same image
+    assert len(index.entries) + len(index.rejects) + index.repeated_rows == len(lines)  # every row accounted for
     assert "train/red/a1.png" not in {r.image_id for r in index.rejects}  # the repeat is named apart from the image
+
+
+def test_a_row_a_box_lists_an_image_once_a_box_and_the_image_is_counted_once_and_told(tmp_path, lite0, models_root):
+    """A detection dataset's labels (RSNA's pneumonia CSV: a row a box, each with the image's
+    label) list an image as often as it has boxes: one image, no rejects, and planning says so."""
+    images = {f"{name}.png": data for name, data in zip(("p1", "p2", "p3", "p4"), folder_images(per_class=2).values())}
+    lines = ["p1,0", "p2,1", "p2,1", "p2,1", "p3,0", "p4,1", "p4,1"]
+    uri = kaggle(tmp_path, lines, images)
+    said = []
+    summary = run_extract("boxes", [f"{uri}#image=id_code&label=diagnosis&root=train_images&suffix=.png&holdout=0.5"],
+                          "efficientnet_lite0", str(tmp_path / "store"), models_root, layers=["head"], log=said.append,
+                          show_progress=False)
+    assert summary["rows"] == 4 and summary["rejected"] == 0
+    assert any(line.startswith("indexed 4 images of boxes") and line.endswith(
+        "; 3 rows list an image again with the same label (a row a box or an annotation?): each image counted once")
+        for line in said), said
 
 
 def test_a_test_split_is_held_out_of_a_csv_that_names_none_and_its_columns_are_told(tmp_path):
