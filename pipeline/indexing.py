@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject, SourceInfo, sample, select_splits
+from tlfs.pipeline.dicom import PREAMBLE, is_dicom
 from tlfs.pipeline.errors import SourceError
 from tlfs.pipeline.holdout import HOLDOUT_HINT, hold_out, holdout_fraction
 from tlfs.pipeline.sources import SOURCES, Indexed, OpenArchives, source_for
@@ -57,7 +58,7 @@ def build_index(
     if not entries:
         raise _no_images(name, uris, [path for i in indexed for path in i.left_out],
                          any(i.info.options.keys() & set(TREE_OPTIONS) for i in indexed),
-                         [r for i in indexed for r in i.rejects])
+                         [r for i in indexed for r in i.rejects], [path for i in indexed for path in i.suffixless])
     classes = _classes(indexed, entries)
     index = DatasetIndex(name, sources, classes, entries, [r for i in indexed for r in i.rejects],
                          [path for i in indexed for path in i.left_out], sum(i.repeated_rows for i in indexed))
@@ -155,11 +156,15 @@ def alike_classes_notice(index: DatasetIndex) -> str:
 
 
 def _no_images(name: str, uris: list[str], left_out: list[str], split_given: bool,
-               rejects: list[Reject]) -> SourceError:
+               rejects: list[Reject], suffixless: list[str] = ()) -> SourceError:
     """The error of a dataset without images, naming the ones indexing refused (a CSV's rows
-    whose files are not there, unsafe archive paths) and saying how to lay out the images
-    that were seen."""
+    whose files are not there, unsafe archive paths), saying how to lay out the images
+    that were seen, and which files without a suffix are DICOM."""
     found = ""
+    dicom = [path for path in suffixless if _dicom_file(path)]
+    if dicom:
+        found += (f"; files without a suffix are DICOM, such as {dicom[0]}: to be named with .dcm "
+                  "(images are known by their suffix)")
     if rejects:
         found += f"; {len(rejects)} refused while indexing: {_reasons(rejects, 3)}"
     formats, placed = _by_format(left_out)
@@ -177,6 +182,15 @@ def _no_images(name: str, uris: list[str], left_out: list[str], split_given: boo
     tree = "<class>/<image>" if split_given else "<split>/<class>/<image>"
     return SourceError(f"dataset {name!r}: no images found in {', '.join(uris)} (expected {tree}, "
                        f"WebDataset samples, a Parquet table of images or a CSV of labels){found}")
+
+
+def _dicom_file(path: str) -> bool:
+    """Whether the file begins as a DICOM file does (its preamble, then ``DICM``)."""
+    try:
+        with fsspec.open(path, "rb") as f:
+            return is_dicom(f.read(PREAMBLE + 4))
+    except OSError:
+        return False
 
 
 def check_sources(name: str, uris: Iterable[str]) -> None:

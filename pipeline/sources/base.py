@@ -32,6 +32,9 @@ class Indexed:
     # rows of a table that list an image again with the same label and split (a row a box or an
     # annotation, as detection datasets keep their labels): one image, counted once; planning says so
     repeated_rows: int = 0
+    # a few files without a suffix, as scanners export DICOM files: looked into only where the
+    # dataset has no images, to say what they are
+    suffixless: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):

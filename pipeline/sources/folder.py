@@ -12,10 +12,12 @@ from typing import Iterator
 from tlfs.pipeline.dataset_index import Entry, Reject, SourceInfo
 from tlfs.pipeline.sources.base import Indexed
 from tlfs.pipeline.sources.hashing import fingerprint_info
-from tlfs.pipeline.sources.paths import image_id_of, image_path_parts, left_out, tree_split, within, wrapper_folder
+from tlfs.pipeline.sources.paths import (image_id_of, image_path_parts, left_out, suffixless, tree_split, within,
+                                         wrapper_folder)
 from tlfs.pipeline.sources.reading import batch_reader, read_files
 
 BATCH = 256  # files requested together: bounds the bytes held at once
+SUFFIXLESS_SAMPLED = 5  # files without a suffix kept to look into where a dataset has no images
 
 
 class ImageFolderDir:
@@ -25,7 +27,7 @@ class ImageFolderDir:
               expected: dict[str, str]) -> Indexed:
         split = tree_split(uri, options)
         fs, root = batch_reader(uri)  # the instance that reads the files later (one client, one pool)
-        found, bad, misplaced = [], [], []
+        found, bad, misplaced, unnamed = [], [], [], []
         listing = hashlib.sha256()
         root = root.rstrip("/")
         details = fs.find(root, withdirs=False, detail=True)
@@ -38,6 +40,8 @@ class ImageFolderDir:
             if parts is None:
                 if left_out(within(rel, wrapper), split):
                     misplaced.append(f"{uri.rstrip('/')}/{rel}")
+                elif suffixless(rel) and len(unnamed) < SUFFIXLESS_SAMPLED:
+                    unnamed.append(full)
                 continue
             image_id = image_id_of(parts)
             if info.get("islink") or (hasattr(fs, "islink") and fs.islink(full)):
@@ -45,7 +49,7 @@ class ImageFolderDir:
                 continue
             found.append(Entry(image_id, *image_id.split("/")[:2], number, full, fingerprint=fingerprint_info(info)))
         return Indexed(SourceInfo(uri, "imagefolder-dir", {"listing_sha256": listing.hexdigest()}, len(found), dict(options)),
-                       found, bad, left_out=misplaced)
+                       found, bad, left_out=misplaced, suffixless=unnamed)
 
     def payloads(self, info: SourceInfo, wanted: list[Entry], cache_dir: str | None, archives) -> Iterator:
         return files_in_batches(info.uri, wanted)

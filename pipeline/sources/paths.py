@@ -101,6 +101,12 @@ def an_image(path: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
     return parts[-1].lower().endswith(suffixes) and not any(part.startswith(".") for part in parts)
 
 
+def suffixless(path: str) -> bool:
+    """A file whose name has no suffix at all (a scanner's ``IM000001``), outside hidden ones."""
+    parts = path.strip("/").split("/")
+    return "." not in parts[-1] and not any(part.startswith(".") for part in parts)
+
+
 def left_out(path: str, split: str | None = None) -> bool:
     """An image file the dataset leaves out: not at ``split/class/file`` depth (in a deeper
     folder, or above the classes), or in a format that is not read (:data:`UNREAD_SUFFIXES`)."""

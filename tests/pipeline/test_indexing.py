@@ -420,3 +420,20 @@ def test_a_damaged_source_of_any_format_is_a_source_error_or_rejects_never_anoth
         except PipelineError:
             pass
         path.unlink()
+
+
+def test_a_folder_of_dicom_files_without_a_suffix_is_told_to_name_them(tmp_path):
+    """Scanners export DICOM files without a suffix (``IM000001``): a dataset of them alone has
+    no images by name, and the error says what they are; other files without one are not looked
+    into further."""
+    from tests.conftest import dicom_file, xray
+
+    scans = write_tree(tmp_path / "scans", {"train/a/IM000001": dicom_file(xray(0), bits=12), "README": b"scans",
+                                            "test/a/IM000002": dicom_file(xray(1), bits=12)})
+    with pytest.raises(SourceError, match=r"; files without a suffix are DICOM, such as .*/IM00000\d: to be named with "
+                                          r"\.dcm \(images are known by their suffix\)$"):
+        build_index("scans", [str(scans)])
+    notes = write_tree(tmp_path / "notes", {"train/a/NOTES": b"x" * 200, "test/a/LICENSE": b"y" * 200})
+    with pytest.raises(SourceError) as refused:
+        build_index("notes", [str(notes)])
+    assert "DICOM" not in str(refused.value)
