@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from decode_timing import report, timed
 from tlfs.pipeline.image_decode import decode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,18 +53,6 @@ def encoded(samples: np.ndarray) -> dict[str, bytes]:
                                         frames=[imagecodecs.jpegls_encode(samples)])}
 
 
-def timed(payload: bytes, repeats: int) -> dict:
-    decode(payload, 224)  # the libraries imported, the plugin registered
-    cpu, wall = [], []
-    for _ in range(repeats):
-        started_cpu, started = time.process_time(), time.perf_counter()
-        decode(payload, 224)
-        cpu.append(time.process_time() - started_cpu)
-        wall.append(time.perf_counter() - started)
-    return {"bytes": len(payload), "cpu_ms": round(statistics.median(cpu) * 1000, 1),
-            "wall_ms": round(statistics.median(wall) * 1000, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -74,8 +61,7 @@ def main() -> None:
     dicom = [decode(payload, 224) for name, payload in payloads.items() if name.startswith("dicom")]
     assert all((pixels == dicom[0]).all() for pixels in dicom), "the DICOM files decoded to different pixels"
     results = {name: timed(payload, args.repeats) for name, payload in payloads.items()}
-    for name, r in results.items():
-        print(f"{name}: {r['bytes'] / 1e6:.2f} MB, {r['cpu_ms']} ms of CPU, {r['wall_ms']} ms wall an image")
+    report(results)
     print(json.dumps(results))
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
-import time
 
 import numpy as np
 from PIL import Image
 
-from tlfs.pipeline.image_decode import decode
+from decode_timing import report, timed
 
 SIZE = (4032, 3024)  # a phone's 12 megapixels
 
@@ -42,25 +40,12 @@ def encoded(pixels: np.ndarray) -> dict[str, bytes]:
     return {"heic": heic.getvalue(), "jpeg": jpeg.getvalue()}
 
 
-def timed(payload: bytes, repeats: int) -> dict:
-    decode(payload, 224)  # the codec loaded, the plugin registered
-    cpu, wall = [], []
-    for _ in range(repeats):
-        started_cpu, started = time.process_time(), time.perf_counter()
-        decode(payload, 224)
-        cpu.append(time.process_time() - started_cpu)
-        wall.append(time.perf_counter() - started)
-    return {"bytes": len(payload), "cpu_ms": round(statistics.median(cpu) * 1000, 1),
-            "wall_ms": round(statistics.median(wall) * 1000, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     results = {name: timed(payload, args.repeats) for name, payload in encoded(photo()).items()}
-    for name, r in results.items():
-        print(f"{name}: {r['bytes'] / 1e6:.2f} MB, {r['cpu_ms']} ms of CPU, {r['wall_ms']} ms wall an image")
+    report(results)
     print(f"heic / jpeg CPU: {results['heic']['cpu_ms'] / results['jpeg']['cpu_ms']:.1f}x")
     print(json.dumps(results))
 
