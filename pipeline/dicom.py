@@ -117,15 +117,15 @@ def _shown(samples: np.ndarray, ds) -> tuple[np.ndarray, float, float]:
     file gives neither, the standard leaves the choice to the viewer, and viewers show the
     image's own darkest to brightest value: so here (and for float samples, which have no
     stored bits to window)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     if "PixelData" in ds:
         samples = apply_modality_lut(samples, ds)
-        if ds.get("VOILUTSequence"):
-            bits = _lut_bits(ds.VOILUTSequence[0].LUTDescriptor)
-            return apply_voi_lut(samples, ds, index=0, prefer_lut=True), 0.0, 2.0 ** bits - 1
-        if "WindowCenter" in ds and "WindowWidth" in ds:
-            return apply_voi_lut(samples, ds, index=0), *_modality_range(ds)  # a window is mapped into that range
+        lut = (ds.get("VOILUTSequence") or [None])[0]
+        if lut is not None and None not in (lut.get("LUTDescriptor"), lut.get("LUTData")):
+            return apply_voi(samples, ds, index=0), 0.0, 2.0 ** _lut_bits(lut.LUTDescriptor) - 1
+        if None not in (ds.get("WindowCenter"), ds.get("WindowWidth")):
+            return apply_windowing(samples, ds, index=0), *_modality_range(ds)  # a window is mapped into that range
     values = np.asarray(samples)
     if values.dtype.kind == "f":
         finite = values[np.isfinite(values)]

@@ -42,6 +42,20 @@ def test_a_ct_slice_is_shown_through_its_rescale_and_its_first_window():
     assert row[0] == row[1] == 0 and row[3] == row[4] == 255 and 126 <= row[2] <= 129
 
 
+def test_a_voi_lut_in_the_file_is_applied_before_its_window():
+    """A VOI LUT (a table of the displayed value of each stored one) is the view the file gives
+    first, before any window; its entries' bits are its range."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    samples = xray(7)
+    table = Dataset()
+    table.LUTDescriptor = [4096, 0, 16]
+    table.LUTData = ((4095 - np.arange(4096, dtype="<u2")) * 16).tobytes()  # the darkest white, in 16 bits
+    data = dicom_file(samples, bits=12, VOILUTSequence=Sequence([table]), WindowCenter=2048, WindowWidth=100)
+    assert (grey(decode(data, 224)) == np.rint((4095 - samples.astype(float)) * 16 * 255 / 65535)).all()
+
+
 def test_monochrome1_is_inverted_as_film_shows_it():
     samples = xray(1)
     normal = grey(decode(dicom_file(samples, bits=12), 224))
