@@ -20,7 +20,8 @@ PREAMBLE = 128
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 # What is done with a DICOM file's samples: recorded in the decoding rule (image_decode.DECODE)
-DICOM_RULE = ("DICOM by pydicom: its first frame; greyscale through its modality LUT (rescale slope and "
+DICOM_RULE = ("DICOM by pydicom: its first frame (a greyscale 8-bit JPEG frame more than twice the input size "
+              "decoded at a reduced scale, as JPEG files are); greyscale through its modality LUT (rescale slope and "
               "intercept), then its first VOI LUT or window (centre and width) to 0-255, else its own darkest "
               "to brightest value to 0-255, MONOCHROME1 inverted; YBR as RGB, palette colour through its LUT")
 
@@ -45,19 +46,20 @@ def headerless(payload: bytes) -> bool:
     return payload[:2] in HEADERLESS_GROUPS and len(payload) > PREAMBLE
 
 
-def dicom_pixels(payload: bytes, max_pixels: int) -> np.ndarray:
-    """The file's first frame as uint8 samples, HxW (greyscale) or HxWx3 (RGB). Raises :class:`DicomRejected` for a file without a picture (a report, a
+def dicom_pixels(payload: bytes, max_pixels: int, input_size: int) -> np.ndarray:
+    """The file's first frame as uint8 samples, HxW (greyscale) or HxWx3 (RGB); a greyscale
+    JPEG frame more than twice ``input_size`` decoded at a reduced scale, as JPEG files are. Raises :class:`DicomRejected` for a file without a picture (a report, a
     structured document), of more than ``max_pixels``, or of a colour model not read; any
     other exception for a damaged file or a compression no decoder here reads."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns of each deviation it reads past (one a file, in every worker)
-        pixels = _pixels(payload, max_pixels)
+        pixels = _pixels(payload, max_pixels, input_size)
     if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)) or 0 in pixels.shape:
         raise ValueError(f"its samples' shape {pixels.shape} is no picture (its image elements contradict each other)")
     return pixels
 
 
-def _pixels(payload: bytes, max_pixels: int) -> np.ndarray:
+def _pixels(payload: bytes, max_pixels: int, input_size: int) -> np.ndarray:
     from pydicom import dcmread
 
     from tlfs.pipeline.dicom_jpeg import register
@@ -78,7 +80,7 @@ def _pixels(payload: bytes, max_pixels: int) -> np.ndarray:
         raise DicomRejected(f"decompression bomb: {columns}x{rows} pixels, over {max_pixels:,}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     colour = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    samples = _first_frame(ds, frames)
+    samples = _first_frame(ds, frames, input_size)
     if colour == "MONOCHROME2":
         return _greyscale(samples, ds)
     if colour == "MONOCHROME1":  # the lowest value white (a radiograph as printed on film)
@@ -100,10 +102,29 @@ def _uncompressed_syntax(implicit_vr: bool, little_endian: bool) -> str:
     return uid.ImplicitVRLittleEndian if implicit_vr else uid.ExplicitVRLittleEndian
 
 
-def _first_frame(ds, frames: int) -> np.ndarray:
+def _first_frame(ds, frames: int, input_size: int) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
+    if _reducible_jpeg(ds, input_size):
+        from pydicom.encaps import get_frame
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(get_frame(ds.PixelData, 0, number_of_frames=frames)), formats=("JPEG",))
+        image.draft("L", (input_size, input_size))  # libjpeg's DCT scaling: a fraction of the work
+        if image.mode == "L":
+            return np.asarray(image)
     return pixel_array(ds, index=0 if frames > 1 else None)
+
+
+def _reducible_jpeg(ds, input_size: int) -> bool:
+    """An 8-bit greyscale JPEG frame (an X-ray, a CT slice as compressed) more than twice the
+    input size, which libjpeg decodes at a reduced scale as it does a JPEG file."""
+    from pydicom import uid
+
+    return (ds.file_meta.get("TransferSyntaxUID") in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit)
+            and int(ds.get("SamplesPerPixel", 1)) == 1 and int(ds.get("BitsAllocated", 0)) == 8
+            and int(ds.get("BitsStored", 0)) == 8 and int(ds.get("PixelRepresentation", 0)) == 0
+            and max(int(ds.Rows), int(ds.Columns)) > 2 * input_size)
 
 
 def _greyscale(samples: np.ndarray, ds) -> np.ndarray:

@@ -113,7 +113,7 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
     if small is not None:
         return small
     if is_dicom(payload):
-        return _sized(_dicom(payload), input_size)
+        return _sized(_dicom(payload, input_size), input_size)
     image = None
     try:
         with warnings.catch_warnings():
@@ -133,7 +133,7 @@ def decode(payload: bytes | np.ndarray, input_size: int, bit_depth: int = FULL_D
         raise ImageRejected(f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
         if headerless(payload):  # a DICOM data set without its preamble, which no image format claims
-            return _sized(_dicom(payload), input_size)
+            return _sized(_dicom(payload, input_size), input_size)
         if payload[:4] not in TIFF_MAGIC:
             raise ImageRejected(_unrecognised(payload)) from None
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: Pillow's AVIF decoder's
@@ -174,13 +174,13 @@ def _unrecognised(payload: bytes) -> str:
     return "not a recognised image format"
 
 
-def _dicom(payload: bytes) -> Image.Image:
+def _dicom(payload: bytes, input_size: int) -> Image.Image:
     """A DICOM file's first frame, greyscale or RGB (:mod:`tlfs.pipeline.dicom`); its samples
     declare their bits, so no --bit-depth applies."""
     from tlfs.pipeline.dicom import DicomRejected, dicom_pixels
 
     try:
-        pixels = dicom_pixels(payload, MAX_PIXELS)
+        pixels = dicom_pixels(payload, MAX_PIXELS, input_size)
     except DicomRejected as exc:
         raise ImageRejected(str(exc)) from None
     except Exception as exc:  # pydicom and its decoders raise many kinds on a damaged file

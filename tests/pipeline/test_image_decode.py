@@ -279,7 +279,9 @@ def _dicom_seeds() -> list[bytes]:
     return [dicom_file(samples, bits=12, RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=40, WindowWidth=400),
             dicom_file(samples, bits=12, syntax=uid.JPEGLosslessSV1, frames=[lossless]),
             dicom_file(samples, bits=12, syntax=uid.JPEGLSLossless, frames=[imagecodecs.jpegls_encode(samples)]),
-            dicom_file(GRADIENT[:16, :16], "RGB")]
+            dicom_file(GRADIENT[:16, :16], "RGB"),
+            dicom_file(np.tile(GRADIENT[..., 0], (16, 12)), bits=8, syntax=uid.JPEGBaseline8Bit,  # 480x480: reduced
+                       frames=[encode(Image.fromarray(np.tile(GRADIENT[..., 0], (16, 12))), "JPEG")])]
 
 
 @pytest.mark.parametrize("bit_depth", [8, 12, 16])
