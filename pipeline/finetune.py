@@ -26,7 +26,7 @@ from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
 from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth, decode_rule
-from tlfs.pipeline.indexing import build_index, left_out_notice, repeated_rows_notice
+from tlfs.pipeline.indexing import build_index, left_out_notice, refused_notice, rejects_named, repeated_rows_notice
 from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
 from tlfs.pipeline.first_images import first_images_notices
@@ -162,10 +162,14 @@ def finetune(request: FinetuneRequest, restart: bool = False, show_progress: boo
     work = f"{model_store.rstrip('/')}/_finetune/{dataset}-{folder_name(backbone)}-{key}"
     checkpoint_uri = f"{work}/{CHECKPOINT}"
 
-    log(f"decoding {len(index.entries)} images of {dataset}{left_out_notice(index)}{repeated_rows_notice(index)}")
+    log(f"decoding {len(index.entries)} images of {dataset}{left_out_notice(index)}{refused_notice(index)}"
+        f"{repeated_rows_notice(index)}")
     for notice in first_images_notices(index, request.bit_depth, cache_dir):
         log(notice)
     splits = decode_splits(index, spec.input_size, cache_dir, config.seed, device=device, bit_depth=request.bit_depth)
+    if splits.rejects:
+        log(f"{len(splits.rejects)} of {len(index.entries)} images rejected while decoding, left out of fine-tuning: "
+            f"{rejects_named(splits.rejects)}")
 
     torch.manual_seed(config.seed)
     loaded = load_backbone(backbone, choice=choice)

@@ -89,7 +89,7 @@ def refused_notice(index: DatasetIndex, shown: int = 3) -> str:
     counts, which include them, visibly reconcile; empty where none."""
     if not index.rejects:
         return ""
-    return f"; {len(index.rejects)} refused while indexing, recorded as rejected: {_reasons(index.rejects, shown)}"
+    return f"; {len(index.rejects)} refused while indexing, recorded as rejected: {rejects_named(index.rejects, shown)}"
 
 
 def repeated_rows_notice(index: DatasetIndex) -> str:
@@ -110,7 +110,8 @@ def _by_format(left_out: list[str]) -> tuple[list[str], list[str]]:
     return [path for path in left_out if unread(path)], [path for path in left_out if not unread(path)]
 
 
-def _reasons(rejects: list[Reject], shown: int) -> str:
+def rejects_named(rejects: list[Reject], shown: int = 3) -> str:
+    """``a.jpg (reason), b.jpg (reason) and 4 more``."""
     return _some([f"{r.image_id} ({r.reason})" for r in rejects], shown)
 
 
@@ -166,7 +167,7 @@ def _no_images(name: str, uris: list[str], left_out: list[str], split_given: boo
         found += (f"; files without a suffix are DICOM, such as {dicom[0]}: to be named with .dcm "
                   "(images are known by their suffix)")
     if rejects:
-        found += f"; {len(rejects)} refused while indexing: {_reasons(rejects, 3)}"
+        found += f"; {len(rejects)} refused while indexing: {rejects_named(rejects, 3)}"
     formats, placed = _by_format(left_out)
     if formats:
         found += (f"; {_files(formats, 'image file')} in formats not read ({_suffixes(formats)}), such as {formats[0]}: "

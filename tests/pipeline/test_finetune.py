@@ -191,3 +191,16 @@ def test_settings_are_checked_before_any_work():
         FinetuneConfig(from_scratch=True, freeze="2").check()
     with pytest.raises(PipelineError, match="--freeze must be a number of tap blocks, 'all' or 'none', not 'abc'"):
         FinetuneConfig(freeze="abc").check()
+
+
+def test_the_images_rejected_while_decoding_are_named_and_left_out(tmp_path):
+    """A damaged image, or a DICOM file without a picture, is one reject said with its reason,
+    not a silent hole in the training set nor the end of the run."""
+    files = {**folder_images(per_class=4), "train/red/cut.png": folder_images(per_class=1)["train/red/000.png"][:40]}
+    said = []
+    result = finetune(FinetuneRequest("colors", [str(write_tree(tmp_path / "images", files))], "efficientnet_lite0",
+                                      str(tmp_path / "models"), FinetuneConfig(head_epochs=1, epochs=1, batch_size=8)),
+                      show_progress=False, log=said.append)
+    assert result["rejected"] == 1
+    assert any(line.startswith("1 of 25 images rejected while decoding, left out of fine-tuning: train/red/cut.png (")
+               for line in said), said
