@@ -94,6 +94,25 @@ def test_colour_is_read_as_the_same_pixels_as_a_png_of_them():
     assert (decode(dicom_file(rgb, "RGB"), 224) == decode(png, 224)).all()
 
 
+def test_float_pixel_data_spans_its_own_range_and_nan_is_black():
+    """A parametric map (float samples, no stored bits to window) is shown from its lowest to
+    its highest value; a NaN sample is black."""
+    samples = np.linspace(-1.5, 2.5, 20 * 16, dtype=np.float32).reshape(20, 16)
+    samples[0, 0] = np.nan
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid.ParametricMapStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 20, 16, 1, "MONOCHROME2", 32
+    ds.FloatPixelData = samples.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    pixels = grey(decode(buffer.getvalue(), 224))
+    expected = np.rint((np.nan_to_num(samples, nan=-1.5) + 1.5) * 255 / 4)
+    assert pixels[0, 0] == 0 and np.abs(pixels.astype(int) - expected).max() <= 1 and pixels.max() == 255
+
+
 def test_of_several_frames_the_first_is_read():
     stack = np.stack([xray(3), xray(4)[:, ::-1]])
     first = decode(dicom_file(stack, bits=12, NumberOfFrames=2), 224)
