@@ -25,7 +25,7 @@ from tlfs.features.storage import atomic_write_bytes, atomic_write_json, digest_
 from tlfs.pipeline.config import FinetuneConfig
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, Reject
 from tlfs.pipeline.decode_pool import Decoder
-from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth, decode_rule
+from tlfs.pipeline.image_decode import FULL_DEPTH, check_bit_depth, decode_rule, pixels_rule
 from tlfs.pipeline.indexing import build_index, left_out_notice, refused_notice, rejects_named, repeated_rows_notice
 from tlfs.pipeline.errors import CannotFit, PipelineError
 from tlfs.pipeline.holdout import HOLDOUT_HINT
@@ -107,7 +107,7 @@ def run_key(request: FinetuneRequest, index: DatasetIndex, weights_sha256: str) 
         "weights": weights_sha256,
         "config": asdict(request.config),
         "limit": request.limit,
-        "decode": decode_rule(request.bit_depth),  # a checkpoint trained on images decoded by another rule is not resumed
+        "decode": pixels_rule(request.bit_depth),  # a checkpoint trained on images decoded otherwise is not resumed
     }
     return digest_of(identity, RUN_KEY_DIGITS)
 

@@ -52,6 +52,13 @@ def decoded_alike(recorded: str | None, bit_depth: int = FULL_DEPTH) -> bool:
     return recorded in {decode_rule(bit_depth, rule) for rule in (None, *EXTENDED_RULES)}
 
 
+def pixels_rule(bit_depth: int = FULL_DEPTH) -> str:
+    """The rule's text that keys what holds decoded pixels (label-next's kept pool features, a
+    fine-tuning run's checkpoint): the earliest rule whose pixels this one gives, so that a rule
+    which only adds a format keeps them."""
+    return decode_rule(bit_depth, EXTENDED_RULES[0] if EXTENDED_RULES else None)
+
+
 def bit_depth_of(lineage: dict) -> int:
     """The bit depth a set's images were decoded with (its lineage's; 16 where none is recorded)."""
     return int(lineage.get("preprocessing", {}).get("bit_depth", FULL_DEPTH))

@@ -21,7 +21,7 @@ from tlfs.features.layout import ORIGINAL
 from tlfs.features.pool_cache import PoolFeatures, pool_uri, read_pool, write_pool
 from tlfs.features.reader import open_set
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import bit_depth_of, decode_rule
+from tlfs.pipeline.image_decode import bit_depth_of, pixels_rule
 from tlfs.pipeline.image_files import (count_of, decoded, decoded_chunks, listed_images, per_image,
                                        session_as_stored, view_features)
 from tlfs.pipeline.predict import head_probabilities
@@ -150,7 +150,7 @@ def _pool_features(feature_set, layers: list[str], views: list[str], listed: lis
 
 def _kept_features(feature_set, view: str, layers: list[str], width: int, log: Callable[[str], None]) -> PoolFeatures:
     """The pool's features of ``view`` kept in the set's ``_pool/`` (none yet: an empty cache)."""
-    uri = pool_uri(feature_set.uri, view, layers, decode_rule(bit_depth_of(feature_set.lineage)),
+    uri = pool_uri(feature_set.uri, view, layers, pixels_rule(bit_depth_of(feature_set.lineage)),
                    feature_set.lineage["runtime"]["precision"])
     cache, reason = read_pool(uri, width)
     if reason:

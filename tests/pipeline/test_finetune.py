@@ -74,7 +74,8 @@ def test_an_epoch_gives_its_mean_loss_and_the_seconds_of_its_first_and_last_step
 def test_a_checkpoint_of_images_decoded_by_another_rule_is_not_the_same_run(tmp_path, monkeypatch):
     """A run's checkpoint folder is keyed by what it trains on: the decoding rule with the
     images, the weights and the settings, so a run begun before a new rule (photos turned
-    upright) is not resumed on images decoded by it."""
+    upright) is not resumed on images decoded by it; a rule that only adds a format (DICOM)
+    keeps the key."""
     import tlfs.pipeline.finetune as finetune_module
     import tlfs.pipeline.image_decode as image_decode
     from tlfs.pipeline.indexing import build_index
@@ -86,7 +87,12 @@ def test_a_checkpoint_of_images_decoded_by_another_rule_is_not_the_same_run(tmp_
     assert finetune_module.run_key(request, index, "ab" * 32) == key
     twelve_bit = FinetuneRequest("colors", (str(source),), "efficientnet_lite0", str(tmp_path / "models"), bit_depth=12)
     assert finetune_module.run_key(twelve_bit, index, "ab" * 32) != key
+    with monkeypatch.context() as before_dicom:  # the rule before DICOM was read: its pixels, the same run
+        before_dicom.setattr(image_decode, "DECODE", image_decode.PILLOW_DECODE)
+        before_dicom.setattr(image_decode, "EXTENDED_RULES", ())
+        assert finetune_module.run_key(request, index, "ab" * 32) == key
     monkeypatch.setattr(image_decode, "DECODE", "Pillow to RGB (alpha over white, 16-bit scaled); ...")
+    monkeypatch.setattr(image_decode, "EXTENDED_RULES", ())  # a rule that changes pixels gives none before it
     assert finetune_module.run_key(request, index, "ab" * 32) != key
 
 
