@@ -140,6 +140,7 @@ class Decoder:
         pause, as one stream of :class:`DecodedBlock` in order, positions counted through
         all of them; a block never holds entries of two parts. ``bit_depth``: the bits
         greyscale 16-bit samples hold (pipeline/image_decode.py)."""
+        # decode_chunk's arguments after the payloads: (input size, bit depth)
         if self.workers == 1:
             return self._on_reader_thread(sources, parts, (input_size, bit_depth), cache_dir)
         return self._in_processes(sources, parts, (input_size, bit_depth), cache_dir)
@@ -161,22 +162,22 @@ class Decoder:
                 yield start, list(entries_of), list(payloads)
                 start += len(chunk)
 
-    def _on_reader_thread(self, sources, parts, rule: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
+    def _on_reader_thread(self, sources, parts, decoding: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
         def produce(put) -> None:
             for start, entries, payloads in self._chunks(sources, parts, cache_dir):
-                decoded, seconds = decode_chunk(payloads, *rule)
+                decoded, seconds = decode_chunk(payloads, *decoding)
                 self.stats.decode_seconds += seconds
                 self.stats.images += len(decoded)
                 put(DecodedBlock(start, entries, decoded))
 
         return _background(produce, READ_AHEAD)
 
-    def _in_processes(self, sources, parts, rule: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
+    def _in_processes(self, sources, parts, decoding: tuple[int, int], cache_dir) -> Iterator["DecodedBlock"]:
         pool = self._executor()
 
         def produce(put) -> None:
             for start, entries, payloads in self._chunks(sources, parts, cache_dir):
-                put((start, entries, pool.submit(decode_chunk, payloads, *rule)))
+                put((start, entries, pool.submit(decode_chunk, payloads, *decoding)))
 
         for start, entries, future in _background(produce, chunks_in_flight(self.workers)):
             try:

@@ -66,8 +66,9 @@ def _pixels(payload: bytes, max_pixels: int, input_size: int) -> np.ndarray:
 
     register()
 
-    ds = dcmread(io.BytesIO(payload), force=not is_dicom(payload))
-    if not is_dicom(payload) and "SOPClassUID" not in ds:
+    part10 = is_dicom(payload)
+    ds = dcmread(io.BytesIO(payload), force=not part10)
+    if not part10 and "SOPClassUID" not in ds:
         raise ValueError("no DICOM data set read from its first bytes")
     if "TransferSyntaxUID" not in ds.file_meta:  # a data set without file meta: its pixels uncompressed, as read
         ds.file_meta.TransferSyntaxUID = _uncompressed_syntax(*ds.original_encoding)

@@ -6,6 +6,7 @@ pydicom's other plugins for these (pylibjpeg-libjpeg) are GPL. The module is wha
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from pydicom import uid
@@ -37,8 +38,10 @@ def decode_frame(src: bytes, runner) -> bytes:
     return pixels.tobytes()
 
 
+@functools.cache
 def register() -> None:
-    """This plugin added to pydicom's decoders of its transfer syntaxes, once a process."""
+    """This plugin added to pydicom's decoders of its transfer syntaxes, once a process (the
+    lock: two threads' first calls at once)."""
     from pydicom.pixels.decoders.base import get_decoder
 
     with _registering:

@@ -42,7 +42,7 @@ class Look:
 def first_images_notices(index: DatasetIndex, bit_depth: int, cache_dir: str | None = None) -> list[str]:
     """Notes on the first images of ``index`` (at most :data:`SAMPLED` read; none for a
     dataset without such formats, which are not read): their bit depth where it suggests
-    another than ``bit_depth``, and TIFF stacks."""
+    another than ``bit_depth``, and TIFF stacks and DICOM files of several frames."""
     looks = _looks(index, cache_dir)
     return [notice for notice in (depth_notice(looks, bit_depth), *stack_notices(looks)) if notice]
 

@@ -64,6 +64,11 @@ def bit_depth_of(lineage: dict) -> int:
     return int(lineage.get("preprocessing", {}).get("bit_depth", FULL_DEPTH))
 
 
+def depth_said(bit_depth: int) -> str:
+    """How a set's greyscale 16-bit images were scaled, for a reader (describe, the report)."""
+    return f"greyscale 16-bit images as {bit_depth}-bit: scaled by {2 ** bit_depth - 1:,}"
+
+
 def check_bit_depth(bit_depth: int) -> int:
     if bit_depth not in BIT_DEPTHS:
         from tlfs.pipeline.errors import PipelineError

@@ -19,7 +19,7 @@ from tlfs.features.reader import open_set
 from tlfs.features.schema import read_parquet
 from tlfs.features.storage import atomic_write_bytes, fs_path, read_bytes, read_bytes_if_exists, read_json
 from tlfs.pipeline.errors import PipelineError
-from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of
+from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of, depth_said
 from tlfs.pipeline.kept_checks import LABEL_ISSUES, NEAR_COPIES, KeptCheck, kept_check
 from tlfs.pipeline.saved_heads import ranked_heads
 
@@ -154,7 +154,7 @@ def _the_set(info: dict) -> str:
             ["views", ", ".join(info.get("views") or [layout.ORIGINAL])],
             ["classes", ", ".join(info["classes"])]]
     if (depth := bit_depth_of(lineage)) != FULL_DEPTH:
-        rows.append(["decoded", f"greyscale 16-bit images as {depth}-bit: scaled by {2 ** depth - 1:,}"])
+        rows.append(["decoded", depth_said(depth)])
     rows += [["source", f"{source['uri']} [{source['format']}], {source['images']:,} images"]
              for source in lineage["sources"]]
     return _table(None, rows)

@@ -8,7 +8,7 @@ import sys
 
 from tlfs.features.storage import is_relative_path
 from tlfs.pipeline.config import Settings
-from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of
+from tlfs.pipeline.image_decode import FULL_DEPTH, bit_depth_of, depth_said
 from tlfs.pipeline.cli.printing import absent, accuracy
 
 
@@ -51,7 +51,7 @@ def cmd_describe(args, settings: Settings) -> None:
     print(f"classes       {', '.join(info['classes'])}")
     print("layers        " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()))
     if (depth := bit_depth_of(lineage)) != FULL_DEPTH:
-        print(f"decoded       greyscale 16-bit images as {depth}-bit: scaled by {2 ** depth - 1:,} (--bit-depth {depth})")
+        print(f"decoded       {depth_said(depth)} (--bit-depth {depth})")
     for split, c in info["counts"].items():
         print(f"split {split:<8} read {c['read']}  written {c['written']}  rejected {c['rejected']}")
     files = recorded_uris(lineage["sources"])
