@@ -49,8 +49,11 @@ class PoolFeatures:
         return self.matrix[[self.rows[key] for key in keys]].astype(np.float32)
 
 
-def pool_uri(set_uri: str, view: str, layers: list[str], decode_rule: str, precision: str) -> str:
-    key = digest_of({"decode": decode_rule, "precision": precision}, KEY_DIGITS)
+def pool_uri(set_uri: str, view: str, layers: list[str], decode_rule: str, precision: str,
+             graph: str | None = None) -> str:
+    """Where the pool's features of ``view`` and ``layers`` are kept; ``graph``: the sha256 of
+    an int8 set's graph (each model store quantizes its own), else None."""
+    key = digest_of({"decode": decode_rule, "precision": precision, **({"graph": graph} if graph else {})}, KEY_DIGITS)
     return f"{layout.pool_uri(set_uri)}/{view}-{'+'.join(layers)}-{key}.parquet"
 
 

@@ -30,6 +30,13 @@ class Artifact:
     def onnx_uri(self) -> str:
         return f"{self.uri}/{ONNX_NAME}"
 
+    def graph_sha256(self, precision: str) -> str:
+        """The sha256 of the graph file that runs at ``precision``: the exported graph's for
+        fp32, its variant's (built from it) for fp16 and int8."""
+        if precision == "fp32":
+            return self.card["onnx_sha256"]
+        return self.card["variants"][precision]["sha256"]
+
 
 def local_cache(cache_dir: str | None = None) -> Path:
     """The local folder where graphs from an object store, and fixed-shape graphs, are kept

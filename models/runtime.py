@@ -17,7 +17,7 @@ from tlfs.models.errors import ModelError
 
 DEVICES = ("cpu", "cuda")
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 DEFAULT_BATCH = {"cpu": 64, "cuda": 256}
 
@@ -83,7 +83,11 @@ def resolve_runtime(device: str = "cpu", precision: str | None = None, batch_siz
         raise ModelError(f"unknown device {device!r}: use cpu or cuda")
     precision = precision or DEFAULT_PRECISION[device]
     if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        raise ModelError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision == "int8" and device != "cpu":
+        # onnxruntime's CUDA provider has no int8 convolution: a quantized graph would run there
+        # as float convolutions between quantize and dequantize steps, slower than fp16
+        raise ModelError("int8 runs on the CPU (--device cpu); on cuda use fp16, its default")
     search = (cudnn_conv_algo_search or "EXHAUSTIVE").upper()
     if search not in CUDNN_SEARCH:
         raise ModelError(f"unknown cuDNN algorithm search {search!r}: use {', '.join(CUDNN_SEARCH)}")

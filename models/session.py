@@ -376,8 +376,9 @@ def local_onnx(artifact: Artifact, cache_dir: str | None = None, precision: str 
     else:
         variant = artifact.card.get("variants", {}).get(precision)
         if variant is None:
-            raise ModelError(f"{artifact.version} has no {precision} variant; export it again with this version of tlfs "
-                             f"(`tlfs export --backbone {artifact.card['backbone']}` adds it)")
+            how = ("`tlfs extract --precision int8` builds it" if precision == "int8" else
+                   f"export it again with this version of tlfs (`tlfs export --backbone {artifact.card['backbone']}` adds it)")
+            raise ModelError(f"{artifact.version} has no {precision} variant; {how}")
         uri, expected = f"{artifact.uri}/{variant['file']}", variant["sha256"]
     fs, path = fsspec.core.url_to_fs(uri)
     if is_local(fs):

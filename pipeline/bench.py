@@ -143,6 +143,7 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
 
     from tlfs.models.backbones import load_backbone
     from tlfs.models.export import export
+    from tlfs.models.variants import with_int8
 
     backbone, runtime, weights, random_weights = request.backbone, request.runtime, request.weights, request.random_weights
     device, batch_size = runtime.device, runtime.batch_size
@@ -156,6 +157,8 @@ def bench(request: ExtractionRequest, images: int | None = None, decode_workers:
     with tempfile.TemporaryDirectory(prefix="tlfs-bench-") as tmp:
         tmp_path = Path(tmp)
         artifact = export(backbone, request.model_store, weights=weights, random_weights=random_weights, log=log)
+        if runtime.precision == "int8":
+            artifact = with_int8(artifact, log)
         loaded = load_backbone(backbone, weights=weights, random_weights=random_weights)
         rng = np.random.default_rng(0)
         batches = [rng.integers(0, 255, (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -245,14 +248,16 @@ def _torch_rows(loaded, device: str, batches: list[np.ndarray], log) -> dict:
 
 def _onnxruntime_rows(artifact, runtime: Runtime, batches: list[np.ndarray], sessions: int | None,
                       log) -> tuple[dict, TapSession]:
-    """(c) onnxruntime fp32 and (c16) fp16 (CUDA only), inference through the pipeline's
-    session; and the session of ``runtime``'s own precision, warmed, which the pipeline
-    row then runs on (the same session, so the ratio compares the pipeline alone)."""
+    """(c) onnxruntime fp32, (c16) fp16 (CUDA only) and (c8) int8 (where asked for), inference
+    through the pipeline's session; and the session of ``runtime``'s own precision, warmed,
+    which the pipeline row then runs on (the same session, so the ratio compares the pipeline
+    alone)."""
     from tlfs.models.session import open_session
     from tlfs.models.runtime import resolve_runtime
 
     rows, own = {"ort_fp16": None}, None
-    for precision in ("fp32", "fp16") if runtime.device == "cuda" else ("fp32",):
+    measured = ("fp32", "fp16") if runtime.device == "cuda" else ("fp32", "int8") if runtime.precision == "int8" else ("fp32",)
+    for precision in measured:
         mine = precision == runtime.precision
         chosen = runtime if mine else resolve_runtime(runtime.device, precision, runtime.batch_size)
         session = open_session(artifact, runtime=chosen, sessions=sessions)

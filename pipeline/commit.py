@@ -121,8 +121,7 @@ def manifest_of(p: Plan, records: list[ShardRecord]) -> Manifest:
         lineage={
             "onnx_sha256": card["onnx_sha256"],
             "runtime": p.runtime.to_json(),  # device, provider, precision, batch, fixed shapes
-            "onnx_file_sha256": (card["onnx_sha256"] if p.runtime.precision == "fp32"
-                                 else card["variants"][p.runtime.precision]["sha256"]),
+            "onnx_file_sha256": p.artifact.graph_sha256(p.runtime.precision),
             "model_uri": p.artifact.uri,
             "weights": card["weights"],
             "parent": card.get("parent"),

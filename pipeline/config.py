@@ -52,8 +52,9 @@ class Settings:
     codec: str = _option(DEFAULT_CODEC, "Parquet compression of the feature files: lz4; zstd (a fifth smaller, more "
                                         "CPU to write); none (the least CPU, the largest)", env="TLFS_CODEC", choices=CODECS)
     device: str = _option("cpu", "onnxruntime device; cuda never falls back", env="TLFS_DEVICE", choices=("cpu", "cuda"))
-    precision: str = _option("", "graph precision", env="TLFS_PRECISION", choices=("fp32", "fp16"),
-                              default_text="the device's: fp32 on cpu, fp16 on cuda")
+    precision: str = _option("", "graph precision: fp32, fp16 (for CUDA), int8 (for the CPU: a quantized copy of the "
+                                  "graph, built once)", env="TLFS_PRECISION", choices=("fp32", "fp16", "int8"),
+                              default_text="the device's: fp32 on cpu, fp16 on cuda; int8 on cpu only")
     cudnn_conv_algo_search: str = _option("EXHAUSTIVE", "cuDNN convolution search, once per fixed shape",
                                            env="TLFS_CUDNN_CONV_ALGO_SEARCH", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))
     bound_buffers: int = _option(0, "sets of bound device buffers per input shape, each run by a thread of its own: "

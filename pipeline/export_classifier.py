@@ -22,6 +22,7 @@ from tlfs.features import layout
 from tlfs.features.reader import open_set
 from tlfs.features.storage import atomic_write_bytes
 from tlfs.models import head_onnx, sample_images
+from tlfs.models.runtime import resolve_runtime
 from tlfs.models.session import local_onnx, open_session
 from tlfs.models.standalone_classifier import FAMILIAR, IMAGES, SIMILARITY, standalone_classifier
 from tlfs.pipeline.errors import PipelineError
@@ -63,11 +64,15 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     graph = head_onnx.head_graph(head.kind, head.files, len(head.classes), head.metrics["dims"])
     input_size = artifact.card["preprocessing"]["input_size"]
     metadata = _metadata(feature_set, head, artifact.version, input_size, familiarity)
-    model = standalone_classifier(local_onnx(artifact), layers, views, graph, metadata, familiarity)
+    # an int8 set's head learnt int8 features: its classifier holds the int8 graph (a CPU's); any
+    # other set's the fp32 graph, which every onnxruntime runs (fp16 features are fp32's to 1e-3)
+    runtime = resolve_runtime("cpu", "int8" if feature_set.lineage["runtime"]["precision"] == "int8" else "fp32")
+    model = standalone_classifier(local_onnx(artifact, precision=runtime.precision), layers, views, graph, metadata,
+                                  familiarity)
     model.doc_string = metadata["tlfs.summary"]
     data = model.SerializeToString()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    parity = check_parity(session, open_session(artifact, layers), head, familiarity)
+    parity = check_parity(session, open_session(artifact, layers, runtime), head, familiarity)
     output = request.output or f"{layout.heads_uri(feature_set.uri)}/{head.name}/{CLASSIFIER_FILE}"
     atomic_write_bytes(output, data)
     seconds = time.perf_counter() - started

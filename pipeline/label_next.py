@@ -150,8 +150,9 @@ def _pool_features(feature_set, layers: list[str], views: list[str], listed: lis
 
 def _kept_features(feature_set, view: str, layers: list[str], width: int, log: Callable[[str], None]) -> PoolFeatures:
     """The pool's features of ``view`` kept in the set's ``_pool/`` (none yet: an empty cache)."""
-    uri = pool_uri(feature_set.uri, view, layers, pixels_rule(bit_depth_of(feature_set.lineage)),
-                   feature_set.lineage["runtime"]["precision"])
+    precision = feature_set.lineage["runtime"]["precision"]
+    uri = pool_uri(feature_set.uri, view, layers, pixels_rule(bit_depth_of(feature_set.lineage)), precision,
+                   feature_set.lineage["onnx_file_sha256"] if precision == "int8" else None)
     cache, reason = read_pool(uri, width)
     if reason:
         log(f"note: the pool's kept features in {uri} could not be read ({reason}): its images are run again")

@@ -19,8 +19,9 @@ from tlfs.features.manifest import remove_superseded
 from tlfs.features.schema import estimated_bytes
 from tlfs.features.storage import atomic_write_json, digest_of, free_bytes, read_json
 from tlfs.models.artifact import Artifact
+from tlfs.models.quantize import saturation_notice
 from tlfs.models.session import check_layers
-from tlfs.models.variants import with_variants
+from tlfs.models.variants import with_int8, with_variants
 from tlfs.pipeline.dataset_index import DatasetIndex, Entry, sample
 from tlfs.pipeline.indexing import (alike_classes_notice, build_index, check_sources, left_out_notice, refused_notice,
                                     repeated_rows_notice, splits_notice)
@@ -38,6 +39,10 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     r = request
     check_sources(r.dataset, r.sources)  # a mistyped path is told at once, not after an export
     artifact = resolve_artifact(r.backbone, r.model_store, r.weights, r.random_weights, log)
+    if r.runtime.precision == "int8":
+        artifact = with_int8(artifact, log)
+        if notice := saturation_notice():
+            log(notice)
     layers = check_layers(artifact, list(r.layers) if r.layers else None)
     started = time.perf_counter()
     source = build_index(r.dataset, list(r.sources), splits=list(r.splits) if r.splits else None, cache_dir=r.cache_dir)
@@ -53,7 +58,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     bit_depth = _bit_depth(r.bit_depth, newest, log)
     for notice in first_images_notices(index, bit_depth, r.cache_dir):
         log(notice)
-    base = (load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, bit_depth, log)
+    graph = artifact.graph_sha256(r.runtime.precision)
+    base = (load_base(set_uri, newest and newest.manifest, r.runtime, layer_dims, r.views, bit_depth, graph, log)
             if r.incremental else None)
     if base is None:
         shards, entries = cut_shards(index, r.shard_size)
@@ -81,6 +87,8 @@ def plan(request: ExtractionRequest, log: Callable[[str], None] = print) -> Plan
     identity = {
         "version": artifact.version,
         "runtime": r.runtime.identity(),  # one set never mixes CPU and GPU, fp32 and fp16 shards
+        # nor two int8 graphs: each model store quantizes its own, its bytes the quantizer's version's
+        **({"graph": graph} if r.runtime.precision == "int8" else {}),
         "decode": decode_rule(bit_depth),  # nor images decoded by two rules
         "layers": layers,
         **index.identity(),

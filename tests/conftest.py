@@ -209,6 +209,22 @@ def lite0(models_root):
     return export("efficientnet_lite0", models_root, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def int8_models(tmp_path_factory, lite0) -> str:
+    """A model store of its own holding Lite0 with its int8 variant, built once per session
+    (the shared store's card stays as export wrote it)."""
+    import shutil
+
+    from tlfs.models.artifact import Artifact, read_card
+    from tlfs.models.variants import with_int8
+
+    root = tmp_path_factory.mktemp("int8-models")
+    folder = root / lite0.version
+    shutil.copytree(lite0.uri, folder)
+    with_int8(Artifact(str(folder), read_card(str(folder))), log=lambda *_: None)
+    return str(root)
+
+
 # A skip is allowed only for a reason CI cannot help (no GPU); any other skip (a missing
 # package, missing shared data) fails the run, so that a green suite means every test ran.
 # TLFS_ALLOW_SKIPS=1 relaxes this on a machine without ../shared/.

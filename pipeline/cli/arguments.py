@@ -425,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive, default=1,
                    help="pipeline runs, each followed by onnxruntime alone again; the round of the median ratio "
                    "is reported, every round's ratio beside it (default 1)")
+    _setting_arg(p, "precision")
     _decode_workers_arg(p)
     _setting_arg(p, "bound_buffers")
     _setting_arg(p, "sessions")

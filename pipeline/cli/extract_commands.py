@@ -143,7 +143,8 @@ def cmd_bench(args, settings: Settings) -> dict:
     from tlfs.pipeline.bench import bench
     from tlfs.pipeline.plan import ExtractionRequest
 
-    runtime = resolve_runtime(args.device, batch_size=args.batch_size, bound_buffers=settings.bound_buffers or None)
+    runtime = resolve_runtime(args.device, settings.precision or None, batch_size=args.batch_size,
+                              bound_buffers=settings.bound_buffers or None)
     request = ExtractionRequest("bench", (), args.backbone, settings.store, settings.model_store, runtime=runtime,
                                 weights=args.weights, random_weights=args.random_weights, shard_size=settings.shard_size,
                                 codec=settings.codec)
@@ -153,6 +154,7 @@ def cmd_bench(args, settings: Settings) -> dict:
     print(f"  {'measurement':<34} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
             ("(c) onnxruntime fp32, inference", "ort_fp32"), ("(c16) onnxruntime fp16, inference", "ort_fp16"),
+            *([("(c8) onnxruntime int8, inference", "ort_int8")] if "ort_int8" in result else []),
             (f"(d) tlfs extract ({result['precision']}), files -> Parquet", "pipeline")]
     for label, key in rows:
         value = result[key]

@@ -47,6 +47,7 @@ def cmd_describe(args, settings: Settings) -> None:
           + (f"  {_changes(info['changes'])}" if info.get("changes") else ""))
     print(f"backbone      {info['backbone_version']}  (onnx sha256 {lineage['onnx_sha256'][:16]}...)")
     print(f"weights       {lineage['weights']['source']}  sha256 {lineage['weights']['sha256'][:16]}...")
+    print(f"computed      {_computed(lineage)}")
     print(f"committed     {info['committed_at']}  plan {info['plan_id']}  code {lineage['code']}")
     print(f"classes       {', '.join(info['classes'])}")
     print("layers        " + ", ".join(f"{k} ({v}-d)" for k, v in info["layers"].items()))
@@ -69,6 +70,16 @@ def cmd_describe(args, settings: Settings) -> None:
     for name, summary in info["checks"].items():
         print(f"check         {name:<13} {check_line(name, summary)}")
     return None
+
+
+def _computed(lineage: dict) -> str:
+    """Where and in what precision the features were computed, and the graph file's digest
+    where it is a variant of the exported one (fp16, int8)."""
+    runtime = lineage["runtime"]
+    line = f"on {runtime['device']}, {runtime['precision']}"
+    if lineage.get("onnx_file_sha256", lineage["onnx_sha256"]) != lineage["onnx_sha256"]:
+        line += f"  (its {runtime['precision']} graph, sha256 {lineage['onnx_file_sha256'][:16]}...)"
+    return line
 
 
 def _head_line(head: dict, info: dict) -> str:

@@ -156,7 +156,7 @@ PARAM_CASES = {
     "store": {"bad": [3, ["s"]], "good": [None, "s3://b/store"]},
     "models": {"bad": [3], "good": [None, "/models"]},
     "device": {"bad": ["tpu", None], "good": ["cpu", "cuda"]},
-    "precision": {"bad": ["fp8", 16], "good": [None, "fp16"]},
+    "precision": {"bad": ["fp8", 16], "good": [None, "fp16", "int8"]},
     "batch_size": {"bad": [-1, "64", 2.5], "good": [None, 0, 64]},  # 0, like null: the device's
     "shard_size": {"bad": [0, None, "x"], "good": [100]},
     "decode_workers": {"bad": [-1, "two"], "good": [None, 0, 2]},

@@ -63,6 +63,14 @@ def test_each_view_layers_decoding_and_precision_has_a_file_of_its_own(tmp_path)
             for view in ("original", "flip") for layers in (["head"], ["block15"], ["block15", "head"])
             for rule in ("rule 1", "rule 2") for precision in ("fp32", "fp16")}
     assert len(made) == 24 and all(uri.startswith("s3://b/set/_pool/") for uri in made)
+    int8 = {pool_uri("s3://b/set", "original", ["head"], "rule 1", "int8", graph) for graph in ("a" * 64, "b" * 64)}
+    assert len(int8) == 2 and not int8 & made  # two int8 graphs (two model stores' quantizations) never share a file
+    # an fp32 or fp16 set's file is where it always was: keyed by the decoding rule and the precision alone
+    from tlfs.features.pool_cache import KEY_DIGITS
+    from tlfs.features.storage import digest_of
+
+    key = digest_of({"decode": "rule 1", "precision": "fp16"}, KEY_DIGITS)
+    assert pool_uri("s3://b/set", "original", ["head"], "rule 1", "fp16") == f"s3://b/set/_pool/original-head-{key}.parquet"
 
 
 def test_an_unreadable_file_or_one_of_other_widths_is_an_empty_cache_with_its_reason(tmp_path):

@@ -29,7 +29,8 @@ def test_each_device_gets_its_own_defaults():
     assert resolve_runtime("cuda", "fp32", 512).batch_size == 512
 
 
-@pytest.mark.parametrize("bad, match", [({"device": "tpu"}, "unknown device"), ({"precision": "int8"}, "unknown precision"),
+@pytest.mark.parametrize("bad, match", [({"device": "tpu"}, "unknown device"), ({"precision": "int4"}, "unknown precision"),
+                                        ({"device": "cuda", "precision": "int8"}, "int8 runs on the CPU"),
                                         ({"cuda_graph": True}, "CUDA graphs need"),
                                         ({"cudnn_conv_algo_search": "fast"}, "cuDNN algorithm search"),
                                         ({"bound_buffers": 2}, "need fixed-shape graphs"),

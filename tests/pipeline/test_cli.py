@@ -161,6 +161,7 @@ def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):
     assert "colors" in tlfs("ls", env=env).stdout
     described = tlfs("describe", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout
     assert "read 15  written 15  rejected 0" in described
+    assert "\ncomputed      on cpu, fp32\n" in described
     fitted = json.loads(tlfs("fit", "--dataset", "colors", "--backbone", "efficientnet_lite0", "--layer", "head", env=env).stdout.strip().splitlines()[-1])
     assert fitted["test_accuracy"] >= 0.9
     swept = json.loads(tlfs("sweep", "--dataset", "colors", "--backbone", "efficientnet_lite0", env=env).stdout.strip().splitlines()[-1])
@@ -168,6 +169,19 @@ def test_shell_workflow_extract_ls_describe_fit(tmp_path, lite0, models_root):
     missing_view = tlfs("fit", "--dataset", "colors", "--layer", "head", "--views", "flip", env=env, check=False)
     assert missing_view.returncode == 1 and len(missing_view.stderr.strip().splitlines()) == 1
     assert "has no 'flip' view; it has original" in missing_view.stderr
+
+
+def test_extract_in_int8_on_the_cpu_and_describe_names_its_graph(tmp_path, int8_models):
+    source = write_tar(tmp_path / "colors.tar.gz", folder_images(per_class=2))
+    env = {"TLFS_STORE": str(tmp_path / "store"), "TLFS_MODELS": int8_models}
+    out = tlfs("extract", "--dataset", "colors", "--source", str(source), "--precision", "int8", "--layers", "head",
+               "--no-progress", env=env)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["rows"] == 12
+    described = tlfs("describe", "--dataset", "colors", env=env).stdout
+    assert "\ncomputed      on cpu, int8  (its int8 graph, sha256 " in described
+    refused = tlfs("extract", "--dataset", "colors", "--source", str(source), "--precision", "int8", "--device", "cuda",
+                   env=env, check=False)
+    assert refused.returncode == 1 and "int8 runs on the CPU (--device cpu); on cuda use fp16" in refused.stderr
 
 
 def test_verify_exit_status_names_the_bad_shard(tmp_path, lite0, models_root):

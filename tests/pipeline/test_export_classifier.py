@@ -207,3 +207,31 @@ def test_a_similarity_that_disagrees_with_predict_is_not_written(noisy_set, tmp_
         export_classifier(ClassifierRequest("noisy", "efficientnet_lite0", "softmax-head", str(output), store,
                                             unfamiliar=True), **QUIET)
     assert not output.exists()
+
+
+def test_an_int8_sets_classifier_holds_the_int8_graph_its_head_learnt_on(tmp_path, int8_models):
+    """An int8 set's head was fitted on int8 features: the classifier shipped with it runs
+    the int8 graph (a CPU's), and classifies as ``tlfs predict`` does on that set."""
+    import onnx
+
+    from tests.conftest import noisy_images, write_tree
+    from tests.extraction import run_extract
+    from tlfs import features
+
+    source, store = write_tree(tmp_path / "images", noisy_images(per_class=6)), str(tmp_path / "store")
+    run_extract("noisy8", [str(source)], "efficientnet_lite0", store, int8_models, layers=["head"], precision="int8",
+                show_progress=False)
+    feature_set = features.open_set("noisy8", "efficientnet_lite0", store=store)
+    fit(feature_set, ["head"], "softmax", **QUIET)
+    output = str(tmp_path / "classifier.onnx")
+    exported = export_classifier(ClassifierRequest("noisy8", "efficientnet_lite0", "softmax-head", output, store), **QUIET)
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(output).graph.node}
+    _, _, ids = feature_set.matrices(["head"], "test")
+    images = [source / i for i in ids]
+    probabilities, predicted, meta = run_alone(output, images)
+    predictions = predict(PredictRequest("noisy8", "efficientnet_lite0", tuple(map(str, images)), "softmax-head", store),
+                          **QUIET)
+    classes = json.loads(meta["tlfs.classes"])
+    assert [classes[k] for k in predicted] == [p.label for p in predictions]
+    np.testing.assert_allclose(probabilities.max(1), [p.probability for p in predictions], atol=exporting.TOLERANCE)
+    assert exported["parity"]["max_difference"] <= exporting.TOLERANCE

@@ -374,3 +374,51 @@ def test_a_run_in_another_codec_writes_its_new_and_derived_files_in_it_and_keeps
     after = rows(store)
     assert all(after[i].tobytes() == before[i].tobytes() for i in before)
     assert len(rows(store, "test")) == 11
+
+
+def test_an_int8_set_records_its_graph_and_is_extracted_again_by_another_int8_graph_or_in_fp32(
+        tmp_path, files, int8_models):
+    """int8 features hang on the quantized file, which each model store builds for itself:
+    a set is built on only by the graph that computed it."""
+    import shutil
+
+    import onnx
+
+    from tlfs.features.storage import sha256_uri
+    from tlfs.models.artifact import read_card
+    from tlfs.models.variants import INT8_NAME, _publish_card
+
+    source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
+    first = run(source, store, int8_models, precision="int8")
+    lineage = features.describe("inc", "efficientnet_lite0", str(store))["lineage"]
+    card = read_card(f"{int8_models}/{first['backbone_version']}")
+    assert lineage["runtime"]["precision"] == "int8"
+    assert lineage["onnx_file_sha256"] == card["variants"]["int8"]["sha256"] != card["onnx_sha256"]
+    assert run(source, store, int8_models, precision="int8")["unchanged"]
+
+    # another store's int8 graph: the same backbone version, other bytes
+    other = tmp_path / "other-models"
+    shutil.copytree(f"{int8_models}/{first['backbone_version']}", other / first["backbone_version"])
+    folder = other / first["backbone_version"]
+    model = onnx.load(str(folder / INT8_NAME))
+    model.doc_string = "quantized elsewhere"
+    onnx.save(model, str(folder / INT8_NAME))
+    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
+        **card["variants"]["int8"], "sha256": sha256_uri(folder / INT8_NAME)}}})
+    said = []
+    again = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), str(other), layers=LAYERS,
+                        show_progress=False, log=said.append, shard_size=4, batch_size=4, precision="int8")
+    assert again["images_extracted"] == 24 and again["changes"]["base_version"] is None
+    assert again["plan_id"] != first["plan_id"]  # not the first plan's shard records, done by the other graph
+    assert any("cannot be reused (its int8 graph was another file" in line for line in said), said
+
+    said = []
+    in_fp32 = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), int8_models, layers=LAYERS,
+                          show_progress=False, log=said.append, shard_size=4, batch_size=4)
+    assert in_fp32["images_extracted"] == 24
+    assert any("it ran on cpu (int8), this run on cpu (fp32)" in line for line in said), said
+    int8_rows, fp32_rows = rows(store, version=first["version"]), rows(store)
+    cosines = [float(np.dot(a.astype(np.float32), b.astype(np.float32)) /
+                     np.linalg.norm(a.astype(np.float32)) / np.linalg.norm(b.astype(np.float32)))
+               for a, b in ((int8_rows[i], fp32_rows[i]) for i in fp32_rows)]
+    assert 0.85 < min(cosines) and max(cosines) < 0.9999, cosines  # close to fp32's, not fp32's
