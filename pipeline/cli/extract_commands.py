@@ -151,14 +151,14 @@ def cmd_bench(args, settings: Settings) -> dict:
     result = bench(request, args.images, settings.decode_workers, sessions=settings.sessions or None,
                    rounds=args.rounds, log=log)
     print(f"{args.backbone} on {args.device}, batch {result['batch_size']}, {result['images']} images, steady state:")
-    print(f"  {'measurement':<34} images/s")
+    print(f"  {'measurement':<42} images/s")
     rows = [("(a) PyTorch eager fp32", "torch_fp32"), ("(b) PyTorch fp16 channels_last", "torch_fp16"),
             ("(c) onnxruntime fp32, inference", "ort_fp32"), ("(c16) onnxruntime fp16, inference", "ort_fp16"),
             *([("(c8) onnxruntime int8, inference", "ort_int8")] if "ort_int8" in result else []),
             (f"(d) tlfs extract ({result['precision']}), files -> Parquet", "pipeline")]
     for label, key in rows:
         value = result[key]
-        print(f"  {label:<34} {'n/a' if value is None else f'{value:,.1f}'}")
+        print(f"  {label:<42} {'n/a' if value is None else f'{value:,.1f}'}")
     print(f"  pipeline vs onnxruntime alone (mean of a run before and one after it): {result['pipeline_vs_ort']:.2f}x")
     if len(result["pipeline_vs_ort_rounds"]) > 1:
         print("    the round of the median ratio; every round's: "
