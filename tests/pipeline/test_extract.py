@@ -411,6 +411,38 @@ def test_repair_on_another_device_than_the_sets_is_refused(tmp_path, folder_data
     assert extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)["bad_after_repair"] == 0
 
 
+def test_repair_with_another_graph_than_the_sets_is_refused(tmp_path, folder_dataset, int8_models):
+    """An int8 set's damaged shard is computed again by the int8 graph its other shards came
+    from, or not at all: a model store whose int8 graph was built again holds another one,
+    which the plan's card (the one the set ran with) refuses."""
+    import shutil
+
+    import onnx
+
+    from tlfs.features.storage import sha256_uri
+    from tlfs.models.artifact import read_card
+    from tlfs.models.errors import ModelError
+    from tlfs.models.variants import INT8_NAME, _publish_card
+
+    models = tmp_path / "models"
+    shutil.copytree(int8_models, models)
+    summary = run(tmp_path, folder_dataset, str(models), precision="int8")
+    manifest = features.describe("colors", "efficientnet_lite0", str(tmp_path / "store"))
+    damaged = tmp_path / "store" / "colors" / summary["backbone_version"] / manifest["shards"][0]["path"]
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    folder = models / summary["backbone_version"]
+    card, graph = read_card(str(folder)), onnx.load(str(folder / INT8_NAME))
+    graph.doc_string = "quantized again"
+    onnx.save(graph, str(folder / INT8_NAME))
+    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
+        **card["variants"]["int8"], "sha256": sha256_uri(folder / INT8_NAME)}}})
+    with pytest.raises(ModelError, match="model.int8.onnx has sha256 .*, its model card says .*: refusing it"):
+        extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)  # the plan keeps the card it ran with
+    shutil.rmtree(folder)
+    shutil.copytree(f"{int8_models}/{summary['backbone_version']}", folder)  # the graph the set came from
+    assert extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)["bad_after_repair"] == 0
+
+
 def test_one_decoding_stream_runs_through_the_shards_to_compute_and_skips_the_done(tmp_path, folder_dataset, lite0, models_root):
     from tlfs.pipeline.decode_pool import Decoder
     from tlfs.pipeline.runner import Workers
