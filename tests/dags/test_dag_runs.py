@@ -76,7 +76,8 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     # 4 shards, at most 3 shard tasks: one task takes two shards
     env = {**airflow_env, **feature_env(tmp_path), "TLFS_MAX_SHARD_TASKS": "3"}
     airflow("db", "migrate", env=env)
-    conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"], "codec": "zstd"}
+    # in int8 (the planning task quantizes the graph once; the shard tasks run the graph it names)
+    conf = {"limit": 60, "shard_size": 40, "layers": ["block15", "head"], "codec": "zstd", "precision": "int8"}
     airflow("dags", "test", "extract_cifar10", "-c", json.dumps(conf), env=env)
     assert run_states(env, "extract_cifar10") == ["success"]
     assert mapped_instances(env, "extract_cifar10", "extract_shard") == 3
@@ -89,6 +90,9 @@ def test_dags_test_extract_then_fit_heads(tmp_path, airflow_env):
     assert pq.ParquetFile(shard_file).metadata.row_group(0).column(3).compression == "ZSTD"  # the run's codec param
     frame = features.load("cifar10", "efficientnet_lite0", "head", "test", store)
     assert len(frame) == 60 and frame["features"].iloc[0].shape == (1280,)
+    lineage = features.describe("cifar10", "efficientnet_lite0", store)["lineage"]
+    card = json.loads((Path(env["TLFS_MODELS"]) / listed.loc[0, "backbone_version"] / "model_card.json").read_text())
+    assert lineage["runtime"]["precision"] == "int8" and lineage["onnx_file_sha256"] == card["variants"]["int8"]["sha256"]
     airflow("dags", "test", "fit_heads_cifar10", "-c", json.dumps({"heads": ["softmax"], "checks": False}), env=env)
     heads = Path(listed.loc[0, "uri"]) / "_heads"
     fitted = task_states(env, "fit_heads_cifar10")  # with the checks param off, the two checks are skipped
