@@ -8,7 +8,7 @@ without torch (extraction workers need only onnx and onnxruntime).
   Built at export, checked against fp32 on real photos here (onnxruntime's CPU provider
   runs it, casting where it has no fp16 kernel), recorded in the model card with that
   parity; chosen automatically on CUDA.
-- **int8** (``model.int8.onnx``): for the CPU, quantized by onnxruntime's static
+- **int8** (``model.int8.<digest>.onnx``): for the CPU, quantized by onnxruntime's static
   quantization (``models/quantize.py``), its ranges taken on calibration pictures other than
   the parity photos. Built when a run first asks for ``--precision int8``, checked against
   fp32 on the parity photos (a looser bound than fp16's: int8 features are an
@@ -34,7 +34,11 @@ from tlfs.models.errors import ModelError
 FP16_NAME = "model.fp16.onnx"
 PARITY_MIN_COSINE = 0.9999  # the fp32 graph vs PyTorch, and fp32 on CUDA vs the CPU
 FP16_MIN_COSINE = 0.999  # fp16 vs fp32 on the sample photos, per layer, worst image
-INT8_NAME = "model.int8.onnx"
+# The int8 file is named by its digest (model.int8.<16 hex digits>.onnx): it is built by whichever run
+# first asks for it, so two runs on two machines may build it at once, into different bytes (their
+# calibrations' float sums in another order); each publishes its own file and the card names one
+# of them, never a file the other overwrote. A plan keeps the card it ran with, and its file stays.
+INT8_PREFIX = "model.int8"
 # int8 vs fp32 on the sample photos, per layer, worst image: EfficientNet-Lite0's worst layer
 # measured 0.90 (its heads as accurate as fp32's); a quantization gone wrong falls far below
 INT8_MIN_COSINE = 0.85
@@ -170,17 +174,18 @@ def _build_variant(artifact: Artifact, fp32_local: Path, precision: str, bound: 
     naming it with ``described`` and its parity; returns the artifact with that card."""
     from tlfs.models import sample_images
 
-    name = {"fp16": FP16_NAME, "int8": INT8_NAME}[precision]
     with tempfile.TemporaryDirectory(prefix=f"tlfs-{precision}-") as tmp:
-        out = Path(tmp) / name
+        out = Path(tmp) / f"model.{precision}.onnx"
         convert(fp32_local, out)
         report = parity(fp32_local, out, sample_images.parity_batches())
         worst = min(v["cosine_similarity"] for v in report.values())
         if worst < bound:
             raise ModelError(f"the {precision} variant of {artifact.version} disagrees with fp32 (cosine {worst:.5f} < {bound})")
+        digest = sha256_uri(out)
+        name = FP16_NAME if precision == "fp16" else f"{INT8_PREFIX}.{digest[:16]}.onnx"
         card = {**artifact.card, "variants": {**artifact.card.get("variants", {}), precision: {
             "file": name,
-            "sha256": sha256_uri(out),
+            "sha256": digest,
             "bytes": out.stat().st_size,
             **described,
             "parity_vs_fp32_cpu": report,

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from tlfs.models import quantize, sample_images
 from tlfs.models.artifact import Artifact, read_card
 from tlfs.models.session import local_onnx
-from tlfs.models.variants import INT8_MIN_COSINE, INT8_NAME, parity, with_int8
+from tlfs.models.variants import INT8_MIN_COSINE, build_int8, parity, with_int8
 
 
 def int8_artifact(int8_models: str, lite0) -> Artifact:
@@ -52,7 +52,8 @@ def test_the_int8_variant_is_checked_against_fp32_and_named_in_the_card(int8_mod
     artifact = int8_artifact(int8_models, lite0)
     variant = artifact.card["variants"]["int8"]
     path = local_onnx(artifact, precision="int8")  # its sha256 checked against the card's
-    assert variant["file"] == INT8_NAME == path.name and variant["bytes"] == path.stat().st_size
+    assert variant["file"] == f"model.int8.{variant['sha256'][:16]}.onnx" == path.name
+    assert variant["bytes"] == path.stat().st_size
     assert set(variant["parity_vs_fp32_cpu"]) == set(artifact.card["layers"])
     worst = min(v["cosine_similarity"] for v in variant["parity_vs_fp32_cpu"].values())
     assert INT8_MIN_COSINE <= worst < 0.9999  # close to fp32, and not fp32 itself
@@ -96,3 +97,30 @@ def test_a_cpu_without_vnni_is_told_that_int8_products_can_saturate_on_it():
     said = quantize.saturation_notice({"avx2", "fma", "avx512bw"})
     assert said is not None and "no VNNI" in said and "saturate" in said
     assert quantize.saturation_notice({"avx2", "avx512_vnni"}) is None and quantize.saturation_notice({"avx_vnni"}) is None
+
+
+def test_two_runs_building_the_int8_graph_at_once_each_publish_their_own_file(int8_models, lite0, tmp_path, monkeypatch):
+    """Two machines quantizing the same version at once may make different bytes: the card
+    names one file, whole, and the other's stays for the run that read its card."""
+    import shutil
+
+    folder = tmp_path / lite0.version
+    shutil.copytree(f"{int8_models}/{lite0.version}", folder)
+    first = Artifact(str(folder), read_card(str(folder)))
+    without = Artifact(str(folder), {k: v for k, v in first.card.items() if k != "variants"} |
+                       {"variants": {"fp16": first.card["variants"]["fp16"]}})  # as the other run read the card
+
+    quantized = quantize.to_int8
+
+    def elsewhere(source, out, batches, input_name="images"):  # the same graph, in other bytes
+        quantized(source, out, batches, input_name)
+        model = onnx.load(str(out))
+        model.doc_string = "calibrated on another machine"
+        onnx.save(model, str(out))
+
+    monkeypatch.setattr(quantize, "to_int8", elsewhere)
+    second = build_int8(without, local_onnx(first), log=lambda *_: None)
+    monkeypatch.undo()
+    assert second.card["variants"]["int8"]["file"] != first.card["variants"]["int8"]["file"]
+    assert read_card(str(folder))["variants"]["int8"] == second.card["variants"]["int8"]
+    assert local_onnx(second, precision="int8").exists() and local_onnx(first, precision="int8").exists()

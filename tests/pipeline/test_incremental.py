@@ -386,7 +386,7 @@ def test_an_int8_set_records_its_graph_and_is_extracted_again_by_another_int8_gr
 
     from tlfs.features.storage import sha256_uri
     from tlfs.models.artifact import read_card
-    from tlfs.models.variants import INT8_NAME, _publish_card
+    from tlfs.models.variants import _publish_card
 
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
     first = run(source, store, int8_models, precision="int8")
@@ -400,11 +400,12 @@ def test_an_int8_set_records_its_graph_and_is_extracted_again_by_another_int8_gr
     other = tmp_path / "other-models"
     shutil.copytree(f"{int8_models}/{first['backbone_version']}", other / first["backbone_version"])
     folder = other / first["backbone_version"]
-    model = onnx.load(str(folder / INT8_NAME))
+    path = folder / card["variants"]["int8"]["file"]
+    model = onnx.load(str(path))
     model.doc_string = "quantized elsewhere"
-    onnx.save(model, str(folder / INT8_NAME))
+    onnx.save(model, str(path))
     _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
-        **card["variants"]["int8"], "sha256": sha256_uri(folder / INT8_NAME)}}})
+        **card["variants"]["int8"], "sha256": sha256_uri(path)}}})
     said = []
     again = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), str(other), layers=LAYERS,
                         show_progress=False, log=said.append, shard_size=4, batch_size=4, precision="int8")
