@@ -39,6 +39,15 @@ def test_extract_commit_list_and_load_on_s3(s3_server, tmp_path, monkeypatch):
     assert any(k.endswith("model.onnx") for k in keys) and any(k.endswith("model_card.json") for k in keys)
     assert not [k for k in fs.find("tlfs-test/store") if k.endswith(".tmp")]
 
+    # in int8: the graph quantized from the store's model (fetched into the local cache) and put beside it
+    in_int8 = run_extract("colors", ["s3://tlfs-test/datasets/colors.tar.gz"], "efficientnet_lite0", store, models,
+                          layers=["head"], shard_size=4, cache_dir=str(tmp_path / "cache"), precision="int8",
+                          show_progress=False, log=lambda *_: None)
+    assert in_int8["images_extracted"] == 18 and in_int8["version"] == 2
+    lineage = features.describe("colors", "efficientnet_lite0", store)["lineage"]
+    assert lineage["runtime"]["precision"] == "int8"
+    assert any(k.endswith(f"model.int8.{lineage['onnx_file_sha256'][:16]}.onnx") for k in fs.find("tlfs-test/models"))
+
 
 @pytest.mark.slow
 def test_a_long_lived_reader_sees_what_another_process_commits_since(s3_server, tmp_path):
