@@ -28,7 +28,7 @@ from tlfs.models.standalone_classifier import FAMILIAR, IMAGES, SIMILARITY, stan
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.familiarity import FAMILIAR_SHARE, Familiarity, familiarity_of
 from tlfs.pipeline.image_decode import DECODE
-from tlfs.pipeline.lineage import model_of
+from tlfs.pipeline.lineage import graph_of, model_of
 from tlfs.pipeline.predict import batch_scores
 from tlfs.pipeline.saved_heads import CLASSIFIER_FILE, SavedHead, default_head, load_head
 
@@ -56,7 +56,11 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
 
     feature_set = open_set(request.dataset, request.backbone, request.store, version=request.version)
     head = load_head(feature_set, request.head or default_head(feature_set))
-    artifact = model_of(feature_set)
+    # an int8 set's head learnt int8 features: its classifier holds the int8 graph (a CPU's) that
+    # computed them; any other set's the fp32 graph, which every onnxruntime runs (fp16 features
+    # are fp32's to 1e-3)
+    precision = "int8" if feature_set.lineage["runtime"]["precision"] == "int8" else "fp32"
+    artifact = graph_of(feature_set)[0] if precision == "int8" else model_of(feature_set)
     layers, views = head.metrics["layers"], head.metrics["views"]
     started = time.perf_counter()
     familiarity = (familiarity_of(feature_set, layers, request.neighbours, request.familiar_share, log=log)
@@ -64,9 +68,7 @@ def export_classifier(request: ClassifierRequest, log: Callable[[str], None] = p
     graph = head_onnx.head_graph(head.kind, head.files, len(head.classes), head.metrics["dims"])
     input_size = artifact.card["preprocessing"]["input_size"]
     metadata = _metadata(feature_set, head, artifact.version, input_size, familiarity)
-    # an int8 set's head learnt int8 features: its classifier holds the int8 graph (a CPU's); any
-    # other set's the fp32 graph, which every onnxruntime runs (fp16 features are fp32's to 1e-3)
-    runtime = resolve_runtime("cpu", "int8" if feature_set.lineage["runtime"]["precision"] == "int8" else "fp32")
+    runtime = resolve_runtime("cpu", precision)
     model = standalone_classifier(local_onnx(artifact, precision=runtime.precision), layers, views, graph, metadata,
                                   familiarity)
     model.doc_string = metadata["tlfs.summary"]

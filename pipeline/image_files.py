@@ -68,13 +68,13 @@ def session_as_stored(feature_set, layers: list[str], device: str, batch_size: i
     image goes the way the set's images went."""
     from tlfs.models.runtime import resolve_runtime
     from tlfs.models.session import open_session
-    from tlfs.pipeline.lineage import model_of
+    from tlfs.pipeline.lineage import graph_of
 
     if not decoded_alike(feature_set.lineage.get("preprocessing", {}).get("decode"), bit_depth_of(feature_set.lineage)):
         log(f"note: {feature_set.uri}'s images were decoded by another rule than this version's; "
             "new images' features may differ a little from the stored ones")
-    artifact = model_of(feature_set)
-    runtime = resolve_runtime(device, feature_set.lineage["runtime"]["precision"], batch_size)
+    artifact, precision = graph_of(feature_set)
+    runtime = resolve_runtime(device, precision, batch_size)
     return open_session(artifact, layers, runtime), runtime, artifact.card["preprocessing"]["input_size"]
 
 

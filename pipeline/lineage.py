@@ -55,3 +55,34 @@ def model_of(feature_set, model_store: str | None = None):
                         + (f", nor in {store} (TLFS_MODELS)" if here != recorded else "")
                         + f": point TLFS_MODELS at the folder of the exported models, or export {feature_set.backbone} "
                         "again")
+
+
+def graph_of(feature_set, model_store: str | None = None):
+    """``(artifact, precision)``: :func:`model_of`'s artifact, its card naming the very graph
+    file that computed ``feature_set`` at its precision. An int8 graph is built by each model
+    store for itself, named by its digest: where the store's card names another one since (built
+    again), the set's own file is taken where it is still there; else an error, for features
+    computed by another graph would not be the stored ones'."""
+    import dataclasses
+
+    from tlfs.features.storage import exists
+    from tlfs.pipeline.errors import PipelineError
+
+    artifact = model_of(feature_set, model_store)
+    precision = feature_set.lineage["runtime"]["precision"]
+    recorded = feature_set.lineage.get("onnx_file_sha256")
+    variants = artifact.card.get("variants", {})
+    here = artifact.graph_sha256(precision) if precision == "fp32" or precision in variants else None
+    if recorded is None or here == recorded:
+        return artifact, precision
+    from tlfs.models.variants import INT8_PREFIX
+
+    own = f"{INT8_PREFIX}.{recorded[:16]}.onnx"
+    if precision == "int8" and exists(f"{artifact.uri}/{own}"):
+        card = {**artifact.card, "variants": {**variants, "int8": {**variants.get("int8", {}), "file": own,
+                                                                     "sha256": recorded}}}
+        return dataclasses.replace(artifact, card=card), precision
+    holds = f"its {precision} graph is {here[:16]}..." if here else f"it has no {precision} graph"
+    raise PipelineError(f"{feature_set.uri} was computed by the {precision} graph of sha256 {recorded[:16]}..., which "
+                        f"{artifact.uri} no longer holds ({holds}): new images' features would not be the stored "
+                        f"ones'; extract the set again (tlfs extract --precision {precision})")

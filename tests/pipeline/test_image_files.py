@@ -90,3 +90,51 @@ def test_a_decode_worker_that_dies_is_one_error_naming_it(tmp_path, monkeypatch)
     monkeypatch.setattr(Decoder, "submit", lambda self, fn, *args: self._executor().submit(_die))
     with pytest.raises(PipelineError, match=r"a decode worker process died .*; run the command again"):
         list(image_files.decoded_chunks(image_files.list_images([str(tree)]), 32, "dies", False, decode_workers=2))
+
+
+def test_new_images_of_an_int8_set_go_through_the_very_graph_that_computed_it(tmp_path, int8_models):
+    """A model store whose int8 graph was built again since names another file: an int8 set's
+    new images still go through the set's own graph (kept under its digest's name), and where
+    that file is gone the command says so rather than compute other features."""
+    import shutil
+
+    import onnx
+    from PIL import Image
+
+    from tlfs import features
+    from tlfs.features.storage import sha256_uri
+    from tlfs.models.artifact import read_card
+    from tlfs.models.variants import INT8_PREFIX, _publish_card
+    from tlfs.pipeline.image_files import features_as_stored, session_as_stored
+    from tlfs.pipeline.lineage import graph_of
+    from tests.conftest import folder_images
+    from tests.extraction import run_extract
+
+    models = tmp_path / "models"
+    shutil.copytree(int8_models, models)
+    source = write_tree(tmp_path / "images", folder_images(per_class=2))
+    summary = run_extract("colors", [str(source)], "efficientnet_lite0", str(tmp_path / "store"), str(models),
+                          layers=["head"], precision="int8", show_progress=False)
+    feature_set = features.open_set("colors", "efficientnet_lite0", store=str(tmp_path / "store"))
+    folder = models / summary["backbone_version"]
+    card = read_card(str(folder))
+    own = card["variants"]["int8"]["file"]
+    rebuilt = onnx.load(str(folder / own))
+    rebuilt.doc_string = "quantized again"
+    onnx.save(rebuilt, str(tmp_path / "rebuilt.onnx"))
+    digest = sha256_uri(tmp_path / "rebuilt.onnx")
+    shutil.copy(tmp_path / "rebuilt.onnx", folder / f"{INT8_PREFIX}.{digest[:16]}.onnx")
+    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
+        **card["variants"]["int8"], "file": f"{INT8_PREFIX}.{digest[:16]}.onnx", "sha256": digest}}})
+
+    artifact, precision = graph_of(feature_set)
+    assert precision == "int8" and artifact.card["variants"]["int8"]["file"] == own
+    session, runtime, size = session_as_stored(feature_set, ["head"], "cpu", None)
+    stored, _, ids = feature_set.matrices(["head"], "train")
+    batch = np.stack([np.asarray(Image.open(source / i).convert("RGB")) for i in ids])
+    assert runtime.precision == "int8"
+    np.testing.assert_array_equal(features_as_stored(session, batch, ["head"]), stored)  # the stored features, bit for bit
+
+    (folder / own).unlink()
+    with pytest.raises(PipelineError, match="was computed by the int8 graph of sha256 .* which .* no longer holds"):
+        session_as_stored(feature_set, ["head"], "cpu", None)
