@@ -52,7 +52,7 @@ def preprocessing_nodes(model) -> list[str]:
     for node in model.graph.node:  # an ONNX graph's nodes are in topological order
         if node.op_type in WEIGHTED_OPS or any(name in after_weights for name in node.input):
             after_weights.update(node.output)
-        else:
+        elif node.name:  # the quantizer excludes nodes by name: an unnamed one's "" would exclude every unnamed node
             before.append(node.name)
     return before
 
