@@ -133,7 +133,7 @@ def build_fp16(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
     with its card updated (the card is rewritten last, atomically)."""
     import onnxconverter_common
 
-    return _build_variant(artifact, fp32_local, "fp16", FP16_MIN_COSINE, to_fp16, {
+    return _build_variant(artifact, fp32_local, "fp16", FP16_MIN_COSINE, to_fp16, lambda digest: FP16_NAME, {
         "converter": f"onnxconverter-common {onnxconverter_common.__version__} convert_float_to_float16, "
                      "keep_io_types, the input Cast kept"}, log)
 
@@ -160,18 +160,20 @@ def build_int8(artifact: Artifact, fp32_local: Path, log=print) -> Artifact:
     def quantized(source: Path, out: Path) -> None:
         quantize.to_int8(source, out, batches)
 
-    return _build_variant(artifact, fp32_local, "int8", INT8_MIN_COSINE, quantized, {
+    return _build_variant(artifact, fp32_local, "int8", INT8_MIN_COSINE, quantized,
+                          lambda digest: f"{INT8_PREFIX}.{digest[:16]}.onnx", {
         "quantizer": f"onnxruntime {onnxruntime.__version__} {quantize.QUANTIZER}",
         "calibration": f"{len(batches) * sample_images.CALIBRATION_BATCH} crops of scikit-image's pictures "
                        f"({', '.join(sample_images.CALIBRATION_COLOUR + ('motorcycle',) + sample_images.CALIBRATION_GREY)}) "
                        f"at 32 and {input_size} px, seed 0"}, log)
 
 
-def _build_variant(artifact: Artifact, fp32_local: Path, precision: str, bound: float, convert, described: dict,
-                   log) -> Artifact:
+def _build_variant(artifact: Artifact, fp32_local: Path, precision: str, bound: float, convert, named,
+                   described: dict, log) -> Artifact:
     """Convert ``fp32_local`` into ``precision``'s file with ``convert(source, out)``, check it
-    against fp32 on the sample photos (refused below ``bound``), publish it, then the card
-    naming it with ``described`` and its parity; returns the artifact with that card."""
+    against fp32 on the sample photos (refused below ``bound``), publish it as ``named(its
+    sha256)``, then the card naming it with ``described`` and its parity; returns the artifact
+    with that card."""
     from tlfs.models import sample_images
 
     with tempfile.TemporaryDirectory(prefix=f"tlfs-{precision}-") as tmp:
@@ -182,7 +184,7 @@ def _build_variant(artifact: Artifact, fp32_local: Path, precision: str, bound: 
         if worst < bound:
             raise ModelError(f"the {precision} variant of {artifact.version} disagrees with fp32 (cosine {worst:.5f} < {bound})")
         digest = sha256_uri(out)
-        name = FP16_NAME if precision == "fp16" else f"{INT8_PREFIX}.{digest[:16]}.onnx"
+        name = named(digest)
         card = {**artifact.card, "variants": {**artifact.card.get("variants", {}), precision: {
             "file": name,
             "sha256": digest,

@@ -53,11 +53,11 @@ class Base:
 
 
 def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims: dict[str, int],
-              views: tuple[str, ...], bit_depth: int, graph_sha256: str | None = None,
+              views: tuple[str, ...], bit_depth: int, graph_sha256: str,
               log: Callable[[str], None] = print) -> Base | None:
     """The newest version of the set at ``set_uri`` (``manifest``: its manifest, None where
     it has none), if a plan with these settings can reuse it; else None, saying why.
-    ``graph_sha256``: the graph file this run computes with (None: not compared)."""
+    ``graph_sha256``: the graph file this run computes with."""
     from tlfs.features.feature_set import FeatureSet
 
     if manifest is None:
@@ -67,7 +67,7 @@ def load_base(set_uri: str, manifest: dict | None, runtime: Runtime, layer_dims:
     reasons = []
     if Runtime(**{k: v for k, v in ran.items() if k != "provider"}).identity() != runtime.identity():
         reasons.append(f"it ran on {ran['device']} ({ran['precision']}), this run on {runtime.device} ({runtime.precision})")
-    elif graph_sha256 and newest.lineage.get("onnx_file_sha256", graph_sha256) != graph_sha256:
+    elif newest.lineage.get("onnx_file_sha256", graph_sha256) != graph_sha256:
         # a variant built again (another model store, another quantizer) computes other features
         reasons.append(f"its {ran['precision']} graph was another file (sha256 {newest.lineage['onnx_file_sha256'][:12]}..., "
                        f"this run's {graph_sha256[:12]}...)")

@@ -225,6 +225,32 @@ def int8_models(tmp_path_factory, lite0) -> str:
     return str(root)
 
 
+def int8_graph_built_again(folder: Path, alongside: bool) -> str:
+    """The int8 graph of the exported version in ``folder`` as another quantization makes it:
+    the same computation in other bytes, named by the card from now on. ``alongside``: a file of
+    its own beside the set's (as the model store keeps them, by digest); else written over the
+    card's file (a store copied from elsewhere under the old name). Returns the new file's name."""
+    import shutil
+
+    import onnx
+
+    from tlfs.features.storage import sha256_uri
+    from tlfs.models.artifact import read_card
+    from tlfs.models.variants import INT8_PREFIX, _publish_card
+
+    card = read_card(str(folder))
+    old = folder / card["variants"]["int8"]["file"]
+    graph = onnx.load(str(old))
+    graph.doc_string = "quantized elsewhere"
+    onnx.save(graph, str(folder / "rebuilt.onnx"))
+    digest = sha256_uri(folder / "rebuilt.onnx")
+    name = f"{INT8_PREFIX}.{digest[:16]}.onnx" if alongside else old.name
+    shutil.move(folder / "rebuilt.onnx", folder / name)
+    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
+        **card["variants"]["int8"], "file": name, "sha256": digest}}})
+    return name
+
+
 # A skip is allowed only for a reason CI cannot help (no GPU); any other skip (a missing
 # package, missing shared data) fails the run, so that a green suite means every test ran.
 # TLFS_ALLOW_SKIPS=1 relaxes this on a machine without ../shared/.

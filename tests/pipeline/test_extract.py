@@ -12,7 +12,7 @@ from tlfs import features
 from tlfs.pipeline import extract
 from tlfs.pipeline.errors import PipelineError
 from tlfs.pipeline.plan import ExtractionRequest
-from tests.conftest import folder_images, write_tree
+from tests.conftest import folder_images, int8_graph_built_again, write_tree
 from tests.extraction import run_extract
 
 
@@ -417,12 +417,7 @@ def test_repair_with_another_graph_than_the_sets_is_refused(tmp_path, folder_dat
     which the plan's card (the one the set ran with) refuses."""
     import shutil
 
-    import onnx
-
-    from tlfs.features.storage import sha256_uri
-    from tlfs.models.artifact import read_card
     from tlfs.models.errors import ModelError
-    from tlfs.models.variants import _publish_card
 
     models = tmp_path / "models"
     shutil.copytree(int8_models, models)
@@ -431,13 +426,7 @@ def test_repair_with_another_graph_than_the_sets_is_refused(tmp_path, folder_dat
     damaged = tmp_path / "store" / "colors" / summary["backbone_version"] / manifest["shards"][0]["path"]
     damaged.write_bytes(damaged.read_bytes()[:-10])
     folder = models / summary["backbone_version"]
-    card = read_card(str(folder))
-    path = folder / card["variants"]["int8"]["file"]
-    graph = onnx.load(str(path))
-    graph.doc_string = "quantized again"
-    onnx.save(graph, str(path))
-    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
-        **card["variants"]["int8"], "sha256": sha256_uri(path)}}})
+    int8_graph_built_again(folder, alongside=False)
     with pytest.raises(ModelError, match="model.int8.* has sha256 .*, its model card says .*: refusing it"):
         extract.verify(summary["set_uri"], repair=True, log=lambda *_: None)  # the plan keeps the card it ran with
     shutil.rmtree(folder)

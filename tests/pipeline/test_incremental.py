@@ -11,7 +11,7 @@ import pytest
 from tlfs import features
 from tlfs.features.versions import Retention
 from tlfs.pipeline import extract
-from tests.conftest import folder_images, png_bytes, write_tree
+from tests.conftest import folder_images, int8_graph_built_again, png_bytes, write_tree
 from tests.extraction import run_extract
 
 LAYERS = ["block2", "head"]
@@ -382,11 +382,7 @@ def test_an_int8_set_records_its_graph_and_is_extracted_again_by_another_int8_gr
     a set is built on only by the graph that computed it."""
     import shutil
 
-    import onnx
-
-    from tlfs.features.storage import sha256_uri
     from tlfs.models.artifact import read_card
-    from tlfs.models.variants import _publish_card
 
     source, store = write_tree(tmp_path / "src", files), tmp_path / "store"
     first = run(source, store, int8_models, precision="int8")
@@ -399,13 +395,7 @@ def test_an_int8_set_records_its_graph_and_is_extracted_again_by_another_int8_gr
     # another store's int8 graph: the same backbone version, other bytes
     other = tmp_path / "other-models"
     shutil.copytree(f"{int8_models}/{first['backbone_version']}", other / first["backbone_version"])
-    folder = other / first["backbone_version"]
-    path = folder / card["variants"]["int8"]["file"]
-    model = onnx.load(str(path))
-    model.doc_string = "quantized elsewhere"
-    onnx.save(model, str(path))
-    _publish_card(str(folder), {**card, "variants": {**card["variants"], "int8": {
-        **card["variants"]["int8"], "sha256": sha256_uri(path)}}})
+    int8_graph_built_again(other / first["backbone_version"], alongside=False)
     said = []
     again = run_extract("inc", [str(source)], "efficientnet_lite0", str(store), str(other), layers=LAYERS,
                         show_progress=False, log=said.append, shard_size=4, batch_size=4, precision="int8")
